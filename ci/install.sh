@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs everything rustpy needs on a fresh Debian machine, idempotently:
+#   - Debian's python3.11 + numpy (the interpreter the backend embeds and the
+#     official Python backend's stub runs), libclang for bindgen;
+#   - a real tritonserver 2.51 with the official Python backend, unpacked from
+#     the nvidia-pytriton wheel into $RUSTPY_HOME (default: ./.rustpy-deps);
+#   - the Python test client (tritonclient, pytest) in a venv.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="${RUSTPY_DEPS:-$ROOT/.rustpy-deps}"
+PYTRITON_VERSION="0.7.0"
+mkdir -p "$DEPS"
+
+log() { echo "[install] $*" >&2; }
+
+# --- Debian packages -------------------------------------------------------
+need_apt=()
+for pkg in python3.11 libpython3.11-dev python3-numpy libclang-dev clang python3-venv; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# --- tritonserver from the nvidia-pytriton wheel ---------------------------
+TRITON_DIR="$DEPS/pytriton"
+if [[ ! -x "$TRITON_DIR/tritonserver/bin/tritonserver" ]]; then
+  log "downloading nvidia-pytriton==$PYTRITON_VERSION"
+  tmp="$(mktemp -d)"
+  /usr/bin/python3.11 -m pip --version >/dev/null 2>&1 && PIP=(/usr/bin/python3.11 -m pip) || PIP=(python3 -m pip)
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+    -d "$tmp" "nvidia-pytriton==$PYTRITON_VERSION"
+  whl="$(ls "$tmp"/nvidia_pytriton-*.whl | head -n1)"
+  log "unpacking $(basename "$whl")"
+  rm -rf "$DEPS/wheel" && mkdir -p "$DEPS/wheel"
+  python3 -m zipfile -e "$whl" "$DEPS/wheel"
+  rm -rf "$TRITON_DIR" && ln -s "$DEPS/wheel/pytriton" "$TRITON_DIR"
+  chmod +x "$TRITON_DIR/tritonserver/bin/tritonserver"
+  rm -rf "$tmp"
+fi
+TS="$TRITON_DIR/tritonserver"
+# The official Python backend needs the 3.11 stub next to libtriton_python.so.
+if [[ ! -x "$TS/backends/python/triton_python_backend_stub" ]]; then
+  cp "$TS/python_backend_stubs/3.11/triton_python_backend_stub" "$TS/backends/python/"
+  chmod +x "$TS/backends/python/triton_python_backend_stub"
+fi
+find "$TS" -name '*.so*' -exec chmod +x {} + 2>/dev/null || true
+
+# --- test client venv --------------------------------------------------------
+VENV="$DEPS/venv"
+if [[ ! -x "$VENV/bin/pytest" ]] || ! "$VENV/bin/python" -c 'import tritonclient.grpc, tritonclient.http' 2>/dev/null; then
+  log "creating client venv"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q "tritonclient[http,grpc]==2.51.0" pytest numpy requests
+fi
+log "ready: tritonserver at $TS/bin/tritonserver"

@@ -1,0 +1,211 @@
+//! Command-line syntax (clap derive types). The commands' logic lives in
+//! `commands/`; nothing here touches the file system.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Build, check, package and serve Triton model repositories for the rustpy backend.
+#[derive(Debug, Parser)]
+#[command(name = "rustpy", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Exit codes: 0 ok, 1 check/verification failed, 2 usage error, \
+                        3 not implemented, 4 runtime error; `serve` exits with tritonserver's code.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Print only results and errors: no progress bars or status messages.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a model (config.pbtxt, 1/model.py, requirements.txt, labels.txt).
+    Init(InitArgs),
+    /// Check a model repository, or one model, for configuration and Python errors.
+    Check(CheckArgs),
+    /// Package a model repository into a deterministic zip, or verify one.
+    Zip(ZipArgs),
+    /// Verify and safely extract an archive made by `rustpy zip`.
+    Unzip(UnzipArgs),
+    /// Run tritonserver on a model repository with the rustpy backend.
+    Serve(ServeArgs),
+    /// Run a model locally without tritonserver (not implemented yet).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// IMAGE UINT8 [H,W,3] -> PROBS FP32 [num_labels], with labels.txt.
+    ImageClassification,
+    /// TEXT BYTES [1] -> EMBEDDING FP32 [384].
+    TextEmbedding,
+    /// PROMPT BYTES [1] -> TOKEN BYTES [1], decoupled (streams tokens).
+    TextGeneration,
+    /// IMAGE UINT8 [H,W,3] -> BOXES, SCORES, CLASSES (fixed max detections).
+    ObjectDetection,
+    /// INPUT0 FP32 [-1] -> OUTPUT0 FP32 [-1], unchanged.
+    Passthrough,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Model name: the directory created under the repository.
+    pub name: String,
+
+    /// What the scaffolded model does.
+    #[arg(long, value_enum)]
+    pub task: Task,
+
+    /// Model repository to create the model in.
+    #[arg(long = "dir", value_name = "REPO", default_value = "model_repository")]
+    pub repo: PathBuf,
+
+    /// Triton max_batch_size; 0 disables batching (and dynamic_batching).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_batch_size: u32,
+
+    /// Input image height and width, for image tasks [default: 224,224].
+    #[arg(long, value_name = "H,W", value_parser = parse_image_shape)]
+    pub image_shape: Option<(u32, u32)>,
+
+    /// Overwrite the model's files if it already exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A model repository, a model directory, or a config.pbtxt.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ZipArgs {
+    /// The model repository to package.
+    #[arg(required_unless_present = "verify", conflicts_with = "verify")]
+    pub repo: Option<PathBuf>,
+
+    /// Package only this model (repeatable); default: the whole repository.
+    #[arg(short, long = "model", value_name = "MODEL", conflicts_with = "verify")]
+    pub models: Vec<String>,
+
+    /// Archive to write (replaced atomically if it exists).
+    #[arg(short, long, value_name = "OUT.zip", required_unless_present = "verify")]
+    pub output: Option<PathBuf>,
+
+    /// Package even if `rustpy check` reports errors.
+    #[arg(long, conflicts_with = "verify")]
+    pub force: bool,
+
+    /// Instead of packaging, re-hash every entry of this archive against its manifest.
+    #[arg(long, value_name = "ZIP", conflicts_with = "output")]
+    pub verify: Option<PathBuf>,
+
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnzipArgs {
+    /// Archive made by `rustpy zip`.
+    pub archive: PathBuf,
+
+    /// Directory to extract into; must not exist or be empty.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// Extract an archive without a manifest (entry paths are still checked).
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The model repository to serve.
+    pub repo: PathBuf,
+
+    /// tritonserver binary [default: $TRITONSERVER, PATH, or .rustpy-deps/].
+    #[arg(long, value_name = "PATH")]
+    pub tritonserver: Option<PathBuf>,
+
+    /// libtriton_rustpy.so [default: $RUSTPY_BACKEND_LIB, next to this binary,
+    /// or target/release/].
+    #[arg(long, value_name = "PATH")]
+    pub backend_lib: Option<PathBuf>,
+
+    /// Use this backend directory as is instead of assembling one.
+    #[arg(long, value_name = "DIR", conflicts_with = "backend_lib")]
+    pub backend_dir: Option<PathBuf>,
+
+    /// HTTP port [default: a free port].
+    #[arg(long, value_name = "N")]
+    pub http_port: Option<u16>,
+
+    /// GRPC port [default: a free port].
+    #[arg(long, value_name = "N")]
+    pub grpc_port: Option<u16>,
+
+    /// Metrics port [default: a free port].
+    #[arg(long, value_name = "N")]
+    pub metrics_port: Option<u16>,
+
+    /// tritonserver's --log-verbose level.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub log_verbose: u32,
+
+    /// Seconds to wait for the server to become ready.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub ready_timeout: u64,
+
+    /// Print the endpoints and model states as JSON on stdout once ready.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Arguments for the future `run` command.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+/// Parses `H,W` (or `HxW`) into two positive integers.
+fn parse_image_shape(s: &str) -> Result<(u32, u32), String> {
+    let (h, w) = s
+        .split_once(',')
+        .or_else(|| s.split_once(['x', 'X']))
+        .ok_or_else(|| format!("expected H,W (e.g. 224,224), got `{s}`"))?;
+    let dim = |v: &str| match v.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{}` is not a positive integer", v.trim())),
+    };
+    Ok((dim(h)?, dim(w)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn image_shape() {
+        assert_eq!(parse_image_shape("224,224"), Ok((224, 224)));
+        assert_eq!(parse_image_shape("32x48"), Ok((32, 48)));
+        assert!(parse_image_shape("0,3").is_err());
+        assert!(parse_image_shape("224").is_err());
+        assert!(parse_image_shape("a,b").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand; each exposes `run(&Global, Args) -> Result`.
+
+pub mod check;
+pub mod init;
+pub mod run;
+pub mod serve;
+pub mod unzip;
+pub mod zip;

@@ -1,0 +1,60 @@
+"""{{name}}: image classification (scaffolded by `rustpy init`).
+
+A deterministic toy classifier that needs only numpy: it summarises each image
+into a few colour statistics and scores them with fixed weights. Replace
+`_features` and `_weights` with your real network.
+
+Input  IMAGE  UINT8 [H, W, 3]     Output PROBS FP32 [num_labels]
+"""
+
+import os
+
+import numpy as np
+
+
+class Model:
+    def initialize(self, ctx):
+        # label_filename in config.pbtxt points Triton at the same file.
+        with open(os.path.join(ctx.model_dir, "labels.txt"), encoding="utf-8") as f:
+            self.labels = [line.strip() for line in f if line.strip()]
+        self.weights, self.bias = _weights(num_features=18, num_labels=len(self.labels))
+
+    def predict(self, inputs, requests):
+        images = inputs["IMAGE"]
+        # With max_batch_size > 0 the batch is stacked on dim 0: [B, H, W, 3];
+        # with max_batch_size == 0 predict sees one [H, W, 3] image.
+        batched = images.ndim == 4
+        if not batched:
+            images = images[np.newaxis]
+        logits = _features(images) @ self.weights + self.bias
+        probs = _softmax(logits).astype(np.float32)
+        return {"PROBS": probs if batched else probs[0]}
+
+    def finalize(self):
+        pass
+
+
+def _features(images):
+    """[B, H, W, 3] uint8 -> [B, 18] float64: per-channel mean and std of the
+    whole image and mean of each quadrant, scaled to [0, 1]."""
+    x = images.astype(np.float64) / 255.0
+    h, w = x.shape[1] // 2, x.shape[2] // 2
+    feats = [x.mean(axis=(1, 2)), x.std(axis=(1, 2))]
+    for rows in (slice(None, max(h, 1)), slice(h, None)):
+        for cols in (slice(None, max(w, 1)), slice(w, None)):
+            quadrant = x[:, rows, cols, :]
+            feats.append(quadrant.mean(axis=(1, 2)) if quadrant.size else np.zeros((x.shape[0], 3)))
+    return np.concatenate(feats, axis=1)
+
+
+def _weights(num_features, num_labels):
+    """Fixed pseudo-weights from a closed formula, so every run agrees."""
+    i = np.arange(num_features, dtype=np.float64)[:, np.newaxis]
+    j = np.arange(num_labels, dtype=np.float64)[np.newaxis, :]
+    return 4.0 * np.sin(1.3 * i + 0.7 * j + 0.1 * i * j), 0.1 * np.cos(j[0])
+
+
+def _softmax(logits):
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

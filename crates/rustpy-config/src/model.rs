@@ -1,0 +1,94 @@
+//! Helpers over [`ModelConfig`] shared by the backend and the CLI.
+
+use crate::proto::{DataType, ModelConfig};
+
+/// The model file Triton's Python backend loads when `default_model_filename` is unset.
+pub const DEFAULT_MODEL_FILENAME: &str = "model.py";
+
+/// KServe/Triton wire name of a data type: `BOOL`, `UINT8`, ..., `FP32`, `BYTES`, `BF16`.
+/// `TYPE_INVALID` is `"INVALID"`.
+pub fn dtype_name(dtype: DataType) -> &'static str {
+    match dtype {
+        DataType::TypeInvalid => "INVALID",
+        DataType::TypeBool => "BOOL",
+        DataType::TypeUint8 => "UINT8",
+        DataType::TypeUint16 => "UINT16",
+        DataType::TypeUint32 => "UINT32",
+        DataType::TypeUint64 => "UINT64",
+        DataType::TypeInt8 => "INT8",
+        DataType::TypeInt16 => "INT16",
+        DataType::TypeInt32 => "INT32",
+        DataType::TypeInt64 => "INT64",
+        DataType::TypeFp16 => "FP16",
+        DataType::TypeFp32 => "FP32",
+        DataType::TypeFp64 => "FP64",
+        // The config calls it STRING; on the wire and in the APIs it is BYTES.
+        DataType::TypeString => "BYTES",
+        DataType::TypeBf16 => "BF16",
+    }
+}
+
+impl DataType {
+    /// Parses a config name (`"TYPE_FP32"`, `"TYPE_STRING"`) or a wire name
+    /// (`"FP32"`, `"BYTES"`). Invalid and unknown names give `None`.
+    pub fn from_triton_name(name: &str) -> Option<DataType> {
+        let dtype = match name {
+            "BYTES" | "STRING" => DataType::TypeString,
+            _ if name.starts_with("TYPE_") => DataType::from_str_name(name)?,
+            _ => DataType::from_str_name(&format!("TYPE_{name}"))?,
+        };
+        (dtype != DataType::TypeInvalid).then_some(dtype)
+    }
+
+    /// Size of one element in bytes; `None` for variable-size `BYTES` and `INVALID`.
+    pub fn byte_size(self) -> Option<usize> {
+        match self {
+            DataType::TypeInvalid | DataType::TypeString => None,
+            DataType::TypeBool | DataType::TypeUint8 | DataType::TypeInt8 => Some(1),
+            DataType::TypeUint16
+            | DataType::TypeInt16
+            | DataType::TypeFp16
+            | DataType::TypeBf16 => Some(2),
+            DataType::TypeUint32 | DataType::TypeInt32 | DataType::TypeFp32 => Some(4),
+            DataType::TypeUint64 | DataType::TypeInt64 | DataType::TypeFp64 => Some(8),
+        }
+    }
+}
+
+/// Whether the model uses the decoupled transaction policy (any number of
+/// responses per request).
+pub fn is_decoupled(cfg: &ModelConfig) -> bool {
+    cfg.model_transaction_policy
+        .as_ref()
+        .is_some_and(|policy| policy.decoupled)
+}
+
+/// `parameters { key: "<key>" value { string_value: "..." } }`, if set.
+pub fn parameter<'a>(cfg: &'a ModelConfig, key: &str) -> Option<&'a str> {
+    cfg.parameters.get(key).map(|p| p.string_value.as_str())
+}
+
+/// The file each version directory must hold: `default_model_filename`, or `model.py`.
+pub fn model_filename(cfg: &ModelConfig) -> &str {
+    if cfg.default_model_filename.is_empty() {
+        DEFAULT_MODEL_FILENAME
+    } else {
+        &cfg.default_model_filename
+    }
+}
+
+/// Number of elements of a tensor with these dims, or `None` if any dim is
+/// variable (negative) or the product overflows. Empty dims are a scalar-like
+/// shape `[1]` in Triton, hence 1.
+pub fn element_count(dims: &[i64]) -> Option<i64> {
+    dims.iter().try_fold(
+        1i64,
+        |acc, &d| {
+            if d < 0 {
+                None
+            } else {
+                acc.checked_mul(d)
+            }
+        },
+    )
+}

@@ -1,0 +1,50 @@
+//! The contract between the execution core and whoever delivers responses
+//! (Triton in the backend, the terminal in `rustpy run`).
+
+use std::time::Instant;
+
+use crate::dtype::DataType;
+use crate::error::Error;
+
+/// One output tensor of one response, borrowed for the duration of a send.
+#[derive(Debug)]
+pub struct OutputSlice<'a> {
+    pub name: &'a str,
+    pub dtype: DataType,
+    pub shape: Vec<i64>,
+    pub data: &'a [u8],
+}
+
+/// Delivers the responses of one request. Called without the GIL.
+pub trait Responder: Send {
+    /// Sends one response carrying `outputs`; `is_final` marks the request's
+    /// last response.
+    fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error>;
+    /// Fails the request (always the final response).
+    fn send_error(&mut self, error: &Error);
+    /// Ends a streamed (decoupled) request with no further response.
+    fn finish(&mut self);
+    /// Whether the client gave up on this request.
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// What happened during one execution, for statistics.
+#[derive(Debug, Default, Clone)]
+pub struct ExecReport {
+    /// Per request: whether it succeeded.
+    pub ok: Vec<bool>,
+    /// Rows per request (0 for a request that failed validation).
+    pub rows: Vec<usize>,
+    /// Number of user-code calls made.
+    pub calls: usize,
+    pub compute_start: Option<Instant>,
+    pub compute_end: Option<Instant>,
+}
+
+impl ExecReport {
+    pub fn total_rows(&self) -> usize {
+        self.rows.iter().sum()
+    }
+}

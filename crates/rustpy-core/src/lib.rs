@@ -1,0 +1,19 @@
+//! rustpy's execution core: the model configuration it needs, data types,
+//! batch gather/scatter and the Python bridge. It knows nothing of Triton's C
+//! API, so the backend and the `rustpy` CLI share it and tests reach it
+//! without a server.
+
+pub mod batch;
+pub mod bytes;
+pub mod dtype;
+pub mod engine;
+pub mod error;
+pub mod python;
+pub mod request;
+pub mod spec;
+
+pub use dtype::DataType;
+pub use engine::{ExecReport, OutputSlice, Responder};
+pub use error::{Error, ErrorCode, Result};
+pub use request::{CorrelationId, InferRequest, InputTensor, ParamValue};
+pub use spec::{ModelSpec, TensorSpec};

@@ -1,0 +1,58 @@
+//! Process-wide interpreter setup and Python error formatting.
+
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+use crate::error::{Error, ErrorCode, Result};
+
+const RUNTIME_SOURCE: &str = include_str!("runtime.py");
+static RUNTIME: OnceLock<Py<PyModule>> = OnceLock::new();
+
+/// Starts the interpreter once per process (later calls are no-ops).
+///
+/// Python is initialised without its signal handlers so the host keeps
+/// SIGINT/SIGTERM, and it is never finalised: C extensions cannot survive a
+/// re-initialisation, and user threads may outlive any model.
+pub fn initialize() -> Result<()> {
+    pyo3::prepare_freethreaded_python();
+    Python::with_gil(|py| -> PyResult<()> {
+        let sys = py.import_bound("sys")?;
+        // Some libraries read sys.argv[0]; an embedded interpreter has none.
+        let has_argv = sys.getattr("argv").map(|a| a.len().unwrap_or(0) > 0).unwrap_or(false);
+        if !has_argv {
+            sys.setattr("argv", vec!["tritonserver"])?;
+        }
+        // Never leave __pycache__ in model repositories, and never let a stale
+        // .pyc shadow an edited model.py on reload.
+        sys.setattr("dont_write_bytecode", true)?;
+        runtime(py)?;
+        Ok(())
+    })
+    .map_err(|e| Python::with_gil(|py| py_error(py, &e, "starting the Python interpreter")))
+}
+
+pub fn is_initialized() -> bool {
+    // SAFETY: Py_IsInitialized may be called at any time, with or without the GIL.
+    unsafe { pyo3::ffi::Py_IsInitialized() != 0 }
+}
+
+/// rustpy's Python glue module (runtime.py), created on first use.
+pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    if RUNTIME.get().is_none() {
+        let module = PyModule::from_code_bound(py, RUNTIME_SOURCE, "rustpy_runtime.py", "_rustpy_runtime")?;
+        let _ = RUNTIME.set(module.unbind());
+    }
+    Ok(RUNTIME.get().expect("runtime module set above").bind(py))
+}
+
+/// A Python exception as a core error: "`what`: Type: message" plus the last
+/// traceback lines (SyntaxErrors as file:line:col).
+pub fn py_error(py: Python<'_>, err: &PyErr, what: &str) -> Error {
+    let text = runtime(py)
+        .and_then(|rt| rt.call_method1("format_exception", (err.value_bound(py),)))
+        .and_then(|s| s.extract::<String>())
+        .unwrap_or_else(|_| err.to_string());
+    Error::new(ErrorCode::Internal, format!("{what}: {text}"))
+}

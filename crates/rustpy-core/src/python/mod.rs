@@ -1,0 +1,9 @@
+//! The Rust↔Python boundary: one interpreter per process, model loading, and
+//! numpy conversion. Nothing here knows the Triton C API.
+
+mod interp;
+mod model;
+mod numpy_io;
+
+pub use interp::{initialize, is_initialized, py_error};
+pub use model::{InstanceInfo, LoadedModel, ModelInstance};

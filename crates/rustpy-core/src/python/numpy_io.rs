@@ -1,0 +1,245 @@
+//! numpy arrays in and out: the only place that touches numpy's C API.
+
+use std::borrow::Cow;
+use std::os::raw::c_int;
+use std::ptr;
+
+use numpy::npyffi::{npy_intp, NpyTypes, PyArrayObject, NPY_TYPES, PY_ARRAY_API};
+use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+use crate::bytes;
+use crate::dtype::DataType;
+use crate::error::{Error, Result};
+use crate::spec::{dims_match, fmt_shape, TensorSpec};
+
+fn npy_type(dtype: DataType) -> NPY_TYPES {
+    match dtype {
+        DataType::Bool => NPY_TYPES::NPY_BOOL,
+        DataType::Uint8 => NPY_TYPES::NPY_UBYTE,
+        DataType::Uint16 | DataType::Bf16 => NPY_TYPES::NPY_USHORT,
+        DataType::Uint32 => NPY_TYPES::NPY_UINT,
+        DataType::Uint64 => NPY_TYPES::NPY_ULONG,
+        DataType::Int8 => NPY_TYPES::NPY_BYTE,
+        DataType::Int16 => NPY_TYPES::NPY_SHORT,
+        DataType::Int32 => NPY_TYPES::NPY_INT,
+        DataType::Int64 => NPY_TYPES::NPY_LONG,
+        DataType::Fp16 => NPY_TYPES::NPY_HALF,
+        DataType::Fp32 => NPY_TYPES::NPY_FLOAT,
+        DataType::Fp64 => NPY_TYPES::NPY_DOUBLE,
+        DataType::Bytes => NPY_TYPES::NPY_OBJECT,
+    }
+}
+
+/// A new C-contiguous array owned by numpy and a pointer to its data, which
+/// the caller must fill completely before Python sees the array.
+fn new_array<'py>(py: Python<'py>, dtype: DataType, shape: &[i64]) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
+    let mut dims: Vec<npy_intp> = shape.iter().map(|&d| d as npy_intp).collect();
+    // SAFETY: numpy's C API is imported by PY_ARRAY_API on first use and we
+    // hold the GIL. DescrFromType returns a new reference that NewFromDescr
+    // steals; dims outlives the call; a null data pointer makes numpy allocate.
+    unsafe {
+        let descr = PY_ARRAY_API.PyArray_DescrFromType(py, npy_type(dtype) as c_int);
+        let obj = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type),
+            descr,
+            dims.len() as c_int,
+            dims.as_mut_ptr(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            0,
+            ptr::null_mut(),
+        );
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let data = (*(obj as *mut PyArrayObject)).data as *mut u8;
+        Ok((Bound::from_owned_ptr(py, obj), data))
+    }
+}
+
+/// One numpy array holding the concatenation of fixed-size `chunks`
+/// (`shape` must describe exactly their total size).
+pub fn array_from_chunks<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+    chunks: &[&[u8]],
+) -> PyResult<Bound<'py, PyAny>> {
+    let (array, data) = new_array(py, dtype, shape)?;
+    let mut offset = 0usize;
+    for chunk in chunks {
+        // SAFETY: the array was allocated for exactly the elements of `shape`,
+        // which the caller checked equals the sum of the chunk sizes.
+        unsafe { ptr::copy_nonoverlapping(chunk.as_ptr(), data.add(offset), chunk.len()) };
+        offset += chunk.len();
+    }
+    Ok(array)
+}
+
+/// A numpy object array of `bytes` with the given shape.
+pub fn bytes_array<'py>(py: Python<'py>, shape: &[i64], elems: &[Cow<'_, [u8]>]) -> PyResult<Bound<'py, PyAny>> {
+    let (array, data) = new_array(py, DataType::Bytes, shape)?;
+    let slots = data as *mut *mut pyo3::ffi::PyObject;
+    for (i, elem) in elems.iter().enumerate() {
+        let item = PyBytes::new_bound(py, elem).into_ptr();
+        // SAFETY: an object array of `shape` has one pointer slot per element,
+        // and elems.len() equals its element count (checked by the caller).
+        // numpy zero-fills object arrays, so there is no old reference to drop;
+        // the slot takes our new reference.
+        unsafe { *slots.add(i) = item };
+    }
+    Ok(array)
+}
+
+/// An output array checked against the model configuration, kept alive so
+/// its memory can be read after the GIL is released.
+pub struct ExtractedOutput {
+    pub name: String,
+    pub dtype: DataType,
+    pub shape: Vec<i64>,
+    pub data: ExtractedData,
+    _keepalive: Option<Py<PyAny>>,
+}
+
+pub enum ExtractedData {
+    /// Points into the numpy array held by `_keepalive`.
+    Fixed { ptr: *const u8, len: usize },
+    Bytes { buf: Vec<u8>, elem_offsets: Vec<usize> },
+}
+
+// SAFETY: the pointer refers to the data of a numpy array we hold a strong
+// reference to; reading it from another thread without the GIL is sound as
+// long as user code does not resize the array concurrently, which numpy
+// forbids while other references exist.
+unsafe impl Send for ExtractedData {}
+// SAFETY: shared access only reads the array memory; see Send above.
+unsafe impl Sync for ExtractedData {}
+
+impl ExtractedOutput {
+    pub fn fixed_bytes(&self) -> Option<&[u8]> {
+        match self.data {
+            // SAFETY: see the Send impl; the array outlives `self`.
+            ExtractedData::Fixed { ptr, len } => Some(if len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(ptr, len) } }),
+            ExtractedData::Bytes { .. } => None,
+        }
+    }
+}
+
+/// Converts what user code returned for output `spec` into wire data,
+/// checking dtype and shape. `batch_rows` is the expected dim 0 when the
+/// model batches.
+pub fn extract_output(
+    py: Python<'_>,
+    model: &str,
+    spec: &TensorSpec,
+    value: &Bound<'_, PyAny>,
+    batch_rows: Option<usize>,
+) -> Result<ExtractedOutput> {
+    let name = &spec.name;
+    let pyerr = |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+    let np = py.import_bound("numpy").map_err(pyerr)?;
+    let mut array: Bound<'_, PyAny> = match value.downcast::<PyUntypedArray>() {
+        Ok(a) => a.clone().into_any(),
+        Err(_) => np.call_method1("asarray", (value,)).map_err(pyerr)?,
+    };
+    let (kind, itemsize, native, dtype_str) = {
+        let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
+        let d = a.dtype();
+        (d.kind() as u8 as char, d.itemsize(), d.byteorder() != b'>', d.to_string())
+    };
+    if !spec.dtype.accepts_numpy(kind, itemsize) {
+        return Err(Error::invalid_arg(format!(
+            "model '{model}': output '{name}' is a numpy {dtype_str} array but the model config declares {} (expected numpy {})",
+            spec.dtype,
+            spec.dtype.numpy_name()
+        )));
+    }
+    let shape: Vec<i64> = array
+        .downcast::<PyUntypedArray>()
+        .map_err(|e| pyerr(e.into()))?
+        .shape()
+        .iter()
+        .map(|&d| d as i64)
+        .collect();
+    check_output_shape(model, spec, &shape, batch_rows)?;
+
+    if spec.dtype == DataType::Bytes {
+        let flat = array.call_method1("ravel", ("C",)).and_then(|f| f.call_method0("tolist")).map_err(pyerr)?;
+        let items = flat.iter().map_err(pyerr)?;
+        let mut buf = Vec::new();
+        let mut elem_offsets = vec![0];
+        for item in items {
+            let item = item.map_err(pyerr)?;
+            if let Ok(b) = item.downcast::<PyBytes>() {
+                bytes::encode_into(&mut buf, b.as_bytes())?;
+            } else if let Ok(s) = item.downcast::<PyString>() {
+                bytes::encode_into(&mut buf, s.to_str().map_err(pyerr)?.as_bytes())?;
+            } else {
+                let s = item.str().map_err(pyerr)?;
+                bytes::encode_into(&mut buf, s.to_str().map_err(pyerr)?.as_bytes())?;
+            }
+            elem_offsets.push(buf.len());
+        }
+        return Ok(ExtractedOutput {
+            name: name.clone(),
+            dtype: spec.dtype,
+            shape,
+            data: ExtractedData::Bytes { buf, elem_offsets },
+            _keepalive: None,
+        });
+    }
+
+    let contiguous = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?.is_c_contiguous();
+    if !contiguous || !native {
+        let native_dtype = array.getattr("dtype").and_then(|d| d.call_method1("newbyteorder", ("=",))).map_err(pyerr)?;
+        array = np.call_method1("ascontiguousarray", (array, native_dtype)).map_err(pyerr)?;
+    }
+    let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
+    let len = a.len() * itemsize;
+    // SAFETY: `a` is a live C-contiguous ndarray; its data pointer is valid
+    // for len() * itemsize bytes while the array lives (kept in _keepalive).
+    let ptr = unsafe { (*a.as_array_ptr()).data as *const u8 };
+    Ok(ExtractedOutput {
+        name: name.clone(),
+        dtype: spec.dtype,
+        shape,
+        data: ExtractedData::Fixed { ptr, len },
+        _keepalive: Some(array.unbind()),
+    })
+}
+
+fn check_output_shape(model: &str, spec: &TensorSpec, shape: &[i64], batch_rows: Option<usize>) -> Result<()> {
+    let name = &spec.name;
+    let item = match batch_rows {
+        Some(rows) => {
+            let Some((&lead, item)) = shape.split_first() else {
+                return Err(Error::invalid_arg(format!(
+                    "model '{model}': output '{name}' is a 0-d array but the model batches: its dim 0 must be the batch size {rows}"
+                )));
+            };
+            if lead as usize != rows {
+                return Err(Error::invalid_arg(format!(
+                    "model '{model}': output '{name}' has leading dim {lead} but the batch has {rows} rows (shape {}); predict must return one row per input row",
+                    fmt_shape(shape)
+                )));
+            }
+            item
+        }
+        None => shape,
+    };
+    if !dims_match(&spec.dims, item) {
+        let expected = if batch_rows.is_some() {
+            format!("[batch]+{}", fmt_shape(&spec.dims))
+        } else {
+            fmt_shape(&spec.dims)
+        };
+        return Err(Error::invalid_arg(format!(
+            "model '{model}': output '{name}' has shape {} but the model config declares {expected}",
+            fmt_shape(shape)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+"""rustpy's Python-side glue, embedded in the backend and the CLI.
+
+Everything here runs inside the one interpreter that all models of a server
+share, so it keeps each model's modules apart (see load_module).
+"""
+
+import gc
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+import threading
+
+# Loading touches process-wide state (sys.path, sys.modules); serialise it.
+_load_lock = threading.RLock()
+_serial = 0
+
+
+class ModelContext:
+    """What `Model.initialize(ctx)` receives."""
+
+    __slots__ = (
+        "model_name",
+        "model_version",
+        "instance_name",
+        "instance_kind",
+        "device_id",
+        "model_dir",
+        "config",
+        "parameters",
+    )
+
+    def __init__(self, **kwargs):
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    def __repr__(self):
+        return "ModelContext(model_name=%r, model_version=%r, instance_name=%r)" % (
+            self.model_name,
+            self.model_version,
+            self.instance_name,
+        )
+
+
+class RequestInfo:
+    """One request of a batch, as `Model.predict(inputs, requests)` sees it."""
+
+    __slots__ = ("id", "correlation_id", "flags", "parameters", "batch_size", "requested_outputs")
+
+    def __init__(self, id, correlation_id, flags, parameters, batch_size, requested_outputs):
+        self.id = id
+        self.correlation_id = correlation_id
+        self.flags = flags
+        self.parameters = parameters
+        self.batch_size = batch_size
+        self.requested_outputs = requested_outputs
+
+    def __repr__(self):
+        return "RequestInfo(id=%r, batch_size=%r, parameters=%r)" % (
+            self.id,
+            self.batch_size,
+            self.parameters,
+        )
+
+
+class _ModelPaths:
+    """Puts a model's directories first on sys.path for the duration of a block."""
+
+    def __init__(self, paths):
+        self.paths = [p for p in paths if p]
+
+    def __enter__(self):
+        _load_lock.acquire()
+        sys.path[:0] = self.paths
+        importlib.invalidate_caches()
+
+    def __exit__(self, *exc):
+        for p in self.paths:
+            try:
+                sys.path.remove(p)
+            except ValueError:
+                pass
+        _load_lock.release()
+        return False
+
+
+def _is_inside(path, directory):
+    try:
+        return os.path.commonpath([os.path.abspath(path), directory]) == directory
+    except ValueError:
+        return False
+
+
+def _take_private_modules(before, model_dir):
+    """Removes from sys.modules every module newly imported from model_dir.
+
+    Two models that both ship `utils.py` must each get their own, and a reload
+    must read the files again, so a model's sibling modules never stay in the
+    shared sys.modules. The model's code keeps its references to them.
+    """
+    private = {}
+    for name in list(sys.modules.keys() - before):
+        module = sys.modules.get(name)
+        origin = getattr(module, "__file__", None)
+        if origin and _is_inside(origin, model_dir):
+            private[name] = sys.modules.pop(name)
+    return private
+
+
+def load_module(model_name, version, model_dir, model_file):
+    """Imports model_file under a name unique to this model, version and load."""
+    global _serial
+    model_dir = os.path.abspath(model_dir)
+    with _ModelPaths([os.path.dirname(os.path.abspath(model_file)), model_dir]):
+        _serial += 1
+        safe = re.sub(r"\W", "_", model_name)
+        unique = "_rustpy_model_%s_v%d_%d" % (safe, version, _serial)
+        before = set(sys.modules)
+        spec = importlib.util.spec_from_file_location(unique, model_file)
+        if spec is None or spec.loader is None:
+            raise ImportError("cannot load %s" % model_file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(unique, None)
+            _take_private_modules(before, model_dir)
+            raise
+        private = _take_private_modules(before, model_dir)
+        sys.modules.pop(unique, None)
+        return unique, module, private
+
+
+def find_model_class(module, model_file):
+    """Returns (class, api) where api is "batched" or "pb_utils"."""
+    cls = getattr(module, "Model", None)
+    if isinstance(cls, type) and callable(getattr(cls, "predict", None)):
+        return cls, "batched"
+    cls = getattr(module, "TritonPythonModel", None)
+    if isinstance(cls, type) and callable(getattr(cls, "execute", None)):
+        return cls, "pb_utils"
+    raise AttributeError(
+        "%s defines neither `class Model` with a `predict` method (rustpy's batched API) "
+        "nor `class TritonPythonModel` with an `execute` method (the Python backend API)"
+        % model_file
+    )
+
+
+def _accepts_requests(fn):
+    """Whether predict takes the optional `requests` argument."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def create_instance(cls, ctx, paths):
+    """Instantiates the user's class and runs its initialize(ctx)."""
+    with _ModelPaths(paths):
+        obj = cls()
+        init = getattr(obj, "initialize", None)
+        if callable(init):
+            init(ctx)
+    predict = obj.predict
+    return (
+        obj,
+        predict,
+        _accepts_requests(predict),
+        bool(getattr(obj, "split_by_parameters", False)),
+        inspect.isgeneratorfunction(predict) or inspect.isasyncgenfunction(predict),
+    )
+
+
+def finalize_instance(obj):
+    fin = getattr(obj, "finalize", None)
+    if callable(fin):
+        fin()
+
+
+def unload_module(unique, private):
+    sys.modules.pop(unique, None)
+    private.clear()
+    gc.collect()
+
+
+def is_iterator(obj):
+    return hasattr(obj, "__next__") and not isinstance(obj, dict)
+
+
+def format_exception(exc):
+    """`Type: message` plus the last traceback lines; SyntaxError as file:line:col."""
+    import traceback
+
+    name = type(exc).__name__
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = "%s:%s:%s" % (exc.filename, exc.lineno, exc.offset)
+        text = (exc.text or "").rstrip()
+        return "%s: %s: %s%s" % (where, name, exc.msg, ("\n    " + text.strip()) if text else "")
+    head = "%s: %s" % (name, exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    # Frames of rustpy's own glue say nothing useful to the user.
+    frames = [f for f in frames if f.filename != __file__]
+    tail = traceback.format_list(frames[-4:])
+    if not tail:
+        return head
+    return head + "\nTraceback (most recent call last):\n" + "".join(tail).rstrip()

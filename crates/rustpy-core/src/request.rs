@@ -1,0 +1,89 @@
+//! What the core knows of an inference request: plain data borrowed from
+//! whoever owns the request (Triton's buffers in the backend, files in the CLI).
+
+use crate::dtype::DataType;
+
+/// A request parameter value (the KServe v2 `parameters` map).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    String(String),
+    Int(i64),
+    Bool(bool),
+    Double(f64),
+}
+
+impl ParamValue {
+    /// A stable textual key, so requests can be grouped by equal parameters.
+    pub fn key(&self) -> String {
+        match self {
+            ParamValue::String(s) => format!("s:{s}"),
+            ParamValue::Int(i) => format!("i:{i}"),
+            ParamValue::Bool(b) => format!("b:{b}"),
+            ParamValue::Double(d) => format!("d:{}", d.to_bits()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CorrelationId {
+    #[default]
+    None,
+    Int(u64),
+    String(String),
+}
+
+/// One input tensor. Its data may arrive in several chunks (Triton hands an
+/// input over in as many buffers as the client sent).
+#[derive(Debug, Clone)]
+pub struct InputTensor<'a> {
+    pub name: String,
+    pub dtype: DataType,
+    pub shape: Vec<i64>,
+    pub chunks: Vec<&'a [u8]>,
+}
+
+impl InputTensor<'_> {
+    pub fn byte_size(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    /// Number of elements the shape declares (0 for a negative dim).
+    pub fn element_count(&self) -> usize {
+        element_count(&self.shape)
+    }
+
+    /// The data as one slice, borrowing when it arrived in a single chunk.
+    pub fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.chunks.as_slice() {
+            [] => std::borrow::Cow::Borrowed(&[]),
+            [one] => std::borrow::Cow::Borrowed(one),
+            many => std::borrow::Cow::Owned(many.concat()),
+        }
+    }
+}
+
+pub fn element_count(shape: &[i64]) -> usize {
+    shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).product()
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InferRequest<'a> {
+    pub id: String,
+    pub correlation_id: CorrelationId,
+    pub flags: u32,
+    pub timeout_us: u64,
+    pub inputs: Vec<InputTensor<'a>>,
+    /// Outputs the client asked for (Triton fills in every output when the
+    /// client named none).
+    pub requested_outputs: Vec<String>,
+    pub parameters: Vec<(String, ParamValue)>,
+}
+
+impl<'a> InferRequest<'a> {
+    pub fn input(&self, name: &str) -> Option<&InputTensor<'a>> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+    pub fn wants_output(&self, name: &str) -> bool {
+        self.requested_outputs.iter().any(|o| o == name)
+    }
+}

@@ -1,0 +1,234 @@
+//! What each Triton entry point does, in safe Rust. The execution itself
+//! (validation, batching, Python) is `rustpy_core`'s; this module adapts
+//! Triton's handles to it and reports statistics.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustpy_core::python::{self, InstanceInfo, LoadedModel};
+use rustpy_core::{Error, InferRequest, OutputSlice, Responder};
+
+use crate::ffi::handles::{api_version, OUR_API_VERSION};
+use crate::ffi::sys::{monotonic_ns, promote_libpython_to_global};
+use crate::ffi::{log, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
+
+type Result<T> = std::result::Result<T, Error>;
+
+pub fn initialize(backend: Backend) -> Result<()> {
+    let name = backend.name()?;
+    let (major, minor) = api_version()?;
+    let (our_major, our_minor) = OUR_API_VERSION;
+    if major != our_major || minor < our_minor {
+        return Err(Error::unsupported(format!(
+            "rustpy: the server's backend API is {major}.{minor}, but rustpy needs {our_major}.x with x >= {our_minor}"
+        )));
+    }
+    let libpython = promote_libpython_to_global().map_err(|e| Error::internal(format!("rustpy: {e}")))?;
+    python::initialize().map_err(|e| e.context("rustpy"))?;
+    log(
+        LogLevel::Info,
+        &format!("rustpy: backend '{name}' ready (backend API {major}.{minor}, {libpython})"),
+    );
+    Ok(())
+}
+
+pub fn finalize(_backend: Backend) -> Result<()> {
+    // The interpreter is deliberately left running: it cannot be finalised and
+    // re-initialised in one process, and the library is never unloaded.
+    Ok(())
+}
+
+/// Per-model state: the imported Python module.
+struct ModelState {
+    model: Arc<LoadedModel>,
+}
+
+pub fn model_initialize(model: Model) -> Result<()> {
+    let name = model.name()?;
+    let version = model.version()?;
+    let dir = model.directory()?;
+    let json = model.config_json()?;
+    let config = rustpy_config::parse_json(&json)
+        .map_err(|e| Error::invalid_arg(format!("model '{name}': cannot read its configuration: {e}")))?;
+    let loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
+    log(
+        LogLevel::Info,
+        &format!("rustpy: loaded model '{name}' version {version} from {}", loaded.model_file.display()),
+    );
+    model.set_state(Box::new(ModelState { model: Arc::new(loaded) }))
+}
+
+pub fn model_finalize(model: Model) -> Result<()> {
+    // SAFETY: the state was stored as ModelState by model_initialize.
+    let state = unsafe { model.take_state::<ModelState>() }?;
+    drop(state); // unloads the module once the last instance let go of it
+    Ok(())
+}
+
+/// Per-instance state: the user's Python object.
+struct InstanceState {
+    instance: python::ModelInstance,
+}
+
+pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
+    let model = instance.model()?;
+    // SAFETY: model state is a ModelState (set in model_initialize, which
+    // Triton runs before any instance is created).
+    let state = unsafe { model.state::<ModelState>() }?;
+    let info = InstanceInfo { name: instance.name()?, kind: instance.kind()?.to_string(), device_id: instance.device_id()? };
+    let created = python::ModelInstance::new(state.model.clone(), &info)?;
+    instance.set_state(Box::new(InstanceState { instance: created }))
+}
+
+pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
+    // SAFETY: instance state is an InstanceState (set in instance_initialize).
+    if let Some(state) = unsafe { instance.take_state::<InstanceState>() }? {
+        if let Err(e) = state.instance.finalize() {
+            log(LogLevel::Error, &e.message);
+        }
+    }
+    Ok(())
+}
+
+/// Answers one request through Triton. If it is dropped before a final
+/// response went out (a bug or a panic), the client still gets an error.
+struct TritonResponder {
+    factory: Option<ResponseFactory>,
+    done: bool,
+}
+
+impl TritonResponder {
+    fn new(request: &Request) -> Self {
+        match ResponseFactory::new(request) {
+            Ok(f) => TritonResponder { factory: Some(f), done: false },
+            Err(e) => {
+                log(LogLevel::Error, &format!("rustpy: cannot create a response factory: {e}"));
+                TritonResponder { factory: None, done: true }
+            }
+        }
+    }
+}
+
+impl Responder for TritonResponder {
+    fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
+        let Some(f) = self.factory.as_mut() else { return Ok(()) };
+        if self.done {
+            return Err(Error::internal("response sent after the final one"));
+        }
+        f.send(outputs, is_final)?;
+        self.done = is_final;
+        Ok(())
+    }
+
+    fn send_error(&mut self, error: &Error) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(f) = self.factory.as_mut() {
+            if let Err(e) = f.send_error(error) {
+                log(LogLevel::Error, &format!("rustpy: cannot send an error response: {e}"));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(f) = self.factory.as_mut() {
+            if let Err(e) = f.send_final_flag() {
+                log(LogLevel::Error, &format!("rustpy: cannot complete a response: {e}"));
+            }
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.factory.as_ref().is_some_and(|f| f.is_cancelled())
+    }
+}
+
+impl Drop for TritonResponder {
+    fn drop(&mut self) {
+        if !self.done {
+            self.send_error(&Error::internal("rustpy: the request ended without a response (internal error)"));
+        }
+    }
+}
+
+/// Runs one batch of requests. Every request is answered and released here,
+/// whatever happens.
+pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
+    let exec_start = monotonic_ns();
+    // Responders are declared after the requests so they drop first: a request
+    // is answered (if it was not) before it is released.
+    let mut responders: Vec<TritonResponder> = requests.iter().map(TritonResponder::new).collect();
+
+    // SAFETY: instance state is an InstanceState (set in instance_initialize;
+    // Triton never executes an instance whose initialisation failed).
+    let state = match unsafe { instance.state::<InstanceState>() } {
+        Ok(s) => s,
+        Err(e) => {
+            for r in &mut responders {
+                r.send_error(&e);
+            }
+            return;
+        }
+    };
+    let model_name = state.instance.model().name().to_string();
+
+    // Read each request; one that cannot be read fails alone.
+    let mut core_requests: Vec<InferRequest<'_>> = Vec::with_capacity(requests.len());
+    let mut readable: Vec<usize> = Vec::with_capacity(requests.len());
+    for (i, req) in requests.iter().enumerate() {
+        match read_request(req) {
+            Ok(r) => {
+                core_requests.push(r);
+                readable.push(i);
+            }
+            Err(e) => responders[i].send_error(&e.context(format!("model '{model_name}'"))),
+        }
+    }
+
+    // The core answers through the readable requests' responders.
+    let mut taken: Vec<TritonResponder> =
+        readable.iter().map(|&i| std::mem::replace(&mut responders[i], TritonResponder { factory: None, done: true })).collect();
+    let report = state.instance.execute(&core_requests, &mut taken);
+    for (&i, r) in readable.iter().zip(taken) {
+        responders[i] = r;
+    }
+    drop(core_requests);
+    drop(responders);
+
+    let exec_end = monotonic_ns();
+    let to_ns = |t: Option<std::time::Instant>, fallback: u64| {
+        t.map(|t| exec_end.saturating_sub(t.elapsed().as_nanos() as u64)).unwrap_or(fallback)
+    };
+    let compute_start = to_ns(report.compute_start, exec_start);
+    let compute_end = to_ns(report.compute_end, exec_end);
+    let times = [exec_start, compute_start, compute_end, exec_end];
+    let mut ok = vec![false; requests.len()];
+    for (k, &i) in readable.iter().enumerate() {
+        ok[i] = report.ok[k];
+    }
+    for (req, ok) in requests.iter().zip(ok) {
+        instance.report_statistics(req, ok, times);
+    }
+    if report.calls > 0 {
+        instance.report_batch_statistics(report.total_rows() as u64, times);
+    }
+    // `requests` drops here: each is released exactly once.
+}
+
+fn read_request(req: &Request) -> Result<InferRequest<'_>> {
+    Ok(InferRequest {
+        id: req.id(),
+        correlation_id: req.correlation_id(),
+        flags: req.flags(),
+        timeout_us: req.timeout_us(),
+        inputs: req.inputs()?,
+        requested_outputs: req.requested_outputs()?,
+        parameters: req.parameters()?,
+    })
+}

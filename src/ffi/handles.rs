@@ -1,0 +1,469 @@
+//! Thin safe wrappers around the server's handles. Borrowed handles
+//! (backend, model, instance) are Copy newtypes valid for the entry point that
+//! received them; owned ones (request, response factory, response) free
+//! themselves in Drop.
+
+use std::os::raw::c_void;
+use std::ptr;
+
+use rustpy_core::request::{CorrelationId, InputTensor, ParamValue};
+use rustpy_core::{DataType, Error, OutputSlice};
+
+use super::raw;
+use super::{borrow_str, check, cstring, new_error};
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// The backend handle given to TRITONBACKEND_Initialize/Finalize.
+#[derive(Clone, Copy)]
+pub struct Backend(pub(super) *mut raw::TRITONBACKEND_Backend);
+
+impl Backend {
+    pub fn name(&self) -> Result<String> {
+        let mut p = ptr::null();
+        // SAFETY: the handle is live during the entry point; the name is
+        // owned by the server and copied before returning.
+        check(unsafe { raw::TRITONBACKEND_BackendName(self.0, &mut p) })?;
+        Ok(unsafe { borrow_str(p) }.to_owned())
+    }
+}
+
+/// The backend API version the server speaks.
+pub fn api_version() -> Result<(u32, u32)> {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: writes two integers we own.
+    check(unsafe { raw::TRITONBACKEND_ApiVersion(&mut major, &mut minor) })?;
+    Ok((major, minor))
+}
+
+/// Our own API version, from the header.
+pub const OUR_API_VERSION: (u32, u32) =
+    (raw::RUSTPY_TRITONBACKEND_API_VERSION_MAJOR, raw::RUSTPY_TRITONBACKEND_API_VERSION_MINOR);
+
+/// Serialises a server message to JSON and deletes it.
+fn message_to_json(msg: *mut raw::TRITONSERVER_Message) -> Result<String> {
+    let (mut base, mut size) = (ptr::null(), 0usize);
+    // SAFETY: msg is a live message we own; base/size point into it and are
+    // copied before the message is deleted.
+    let res = check(unsafe { raw::TRITONSERVER_MessageSerializeToJson(msg, &mut base, &mut size) }).map(|()| {
+        let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
+        String::from_utf8_lossy(bytes).into_owned()
+    });
+    // SAFETY: deleted exactly once.
+    let _ = check(unsafe { raw::TRITONSERVER_MessageDelete(msg) });
+    res
+}
+
+/// The model handle given to TRITONBACKEND_ModelInitialize/Finalize.
+#[derive(Clone, Copy)]
+pub struct Model(pub(super) *mut raw::TRITONBACKEND_Model);
+
+impl Model {
+    pub fn name(&self) -> Result<String> {
+        let mut p = ptr::null();
+        // SAFETY: live handle; the string is copied.
+        check(unsafe { raw::TRITONBACKEND_ModelName(self.0, &mut p) })?;
+        Ok(unsafe { borrow_str(p) }.to_owned())
+    }
+
+    pub fn version(&self) -> Result<u64> {
+        let mut v = 0;
+        // SAFETY: live handle.
+        check(unsafe { raw::TRITONBACKEND_ModelVersion(self.0, &mut v) })?;
+        Ok(v)
+    }
+
+    /// The model's directory (`<repository>/<model>`).
+    pub fn directory(&self) -> Result<String> {
+        let (mut kind, mut p) = (0, ptr::null());
+        // SAFETY: live handle; the string is copied.
+        check(unsafe { raw::TRITONBACKEND_ModelRepository(self.0, &mut kind, &mut p) })?;
+        if kind != raw::TRITONBACKEND_ARTIFACT_FILESYSTEM {
+            return Err(Error::unsupported("rustpy only loads models from a filesystem repository"));
+        }
+        Ok(unsafe { borrow_str(p) }.to_owned())
+    }
+
+    /// The model configuration as Triton's JSON.
+    pub fn config_json(&self) -> Result<String> {
+        let mut msg = ptr::null_mut();
+        // SAFETY: live handle; we own the returned message.
+        check(unsafe { raw::TRITONBACKEND_ModelConfig(self.0, 1, &mut msg) })?;
+        message_to_json(msg)
+    }
+
+    /// Stores the model's state; take it back with [`Model::take_state`].
+    pub fn set_state<T>(&self, state: Box<T>) -> Result<()> {
+        let p = Box::into_raw(state) as *mut c_void;
+        // SAFETY: live handle; on failure we reclaim the box.
+        if let Err(e) = check(unsafe { raw::TRITONBACKEND_ModelSetState(self.0, p) }) {
+            drop(unsafe { Box::from_raw(p as *mut T) });
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Borrows the state stored by `set_state::<T>`.
+    ///
+    /// # Safety
+    /// The state must have been stored with the same `T` and not taken.
+    pub unsafe fn state<'a, T>(&self) -> Result<&'a T> {
+        let mut p = ptr::null_mut();
+        check(unsafe { raw::TRITONBACKEND_ModelState(self.0, &mut p) })?;
+        // SAFETY: guaranteed by the caller.
+        unsafe { (p as *const T).as_ref() }.ok_or_else(|| Error::internal("model state is not set"))
+    }
+
+    /// Takes back the state stored by `set_state::<T>` (None if unset).
+    ///
+    /// # Safety
+    /// The state must have been stored with the same `T`.
+    pub unsafe fn take_state<T>(&self) -> Result<Option<Box<T>>> {
+        let mut p = ptr::null_mut();
+        check(unsafe { raw::TRITONBACKEND_ModelState(self.0, &mut p) })?;
+        if p.is_null() {
+            return Ok(None);
+        }
+        check(unsafe { raw::TRITONBACKEND_ModelSetState(self.0, ptr::null_mut()) })?;
+        // SAFETY: guaranteed by the caller; the pointer came from Box::into_raw.
+        Ok(Some(unsafe { Box::from_raw(p as *mut T) }))
+    }
+}
+
+/// The instance handle given to the ModelInstance* entry points.
+#[derive(Clone, Copy)]
+pub struct ModelInstance(pub(super) *mut raw::TRITONBACKEND_ModelInstance);
+
+impl ModelInstance {
+    pub fn name(&self) -> Result<String> {
+        let mut p = ptr::null();
+        // SAFETY: live handle; copied.
+        check(unsafe { raw::TRITONBACKEND_ModelInstanceName(self.0, &mut p) })?;
+        Ok(unsafe { borrow_str(p) }.to_owned())
+    }
+
+    /// "CPU", "GPU", "MODEL" or "AUTO".
+    pub fn kind(&self) -> Result<&'static str> {
+        let mut k = 0;
+        // SAFETY: live handle.
+        check(unsafe { raw::TRITONBACKEND_ModelInstanceKind(self.0, &mut k) })?;
+        Ok(match k {
+            raw::TRITONSERVER_INSTANCEGROUPKIND_CPU => "CPU",
+            raw::TRITONSERVER_INSTANCEGROUPKIND_GPU => "GPU",
+            raw::TRITONSERVER_INSTANCEGROUPKIND_MODEL => "MODEL",
+            _ => "AUTO",
+        })
+    }
+
+    pub fn device_id(&self) -> Result<i32> {
+        let mut d = 0;
+        // SAFETY: live handle.
+        check(unsafe { raw::TRITONBACKEND_ModelInstanceDeviceId(self.0, &mut d) })?;
+        Ok(d)
+    }
+
+    pub fn model(&self) -> Result<Model> {
+        let mut m = ptr::null_mut();
+        // SAFETY: live handle; the model outlives its instances.
+        check(unsafe { raw::TRITONBACKEND_ModelInstanceModel(self.0, &mut m) })?;
+        Ok(Model(m))
+    }
+
+    pub fn set_state<T>(&self, state: Box<T>) -> Result<()> {
+        let p = Box::into_raw(state) as *mut c_void;
+        // SAFETY: live handle; on failure we reclaim the box.
+        if let Err(e) = check(unsafe { raw::TRITONBACKEND_ModelInstanceSetState(self.0, p) }) {
+            drop(unsafe { Box::from_raw(p as *mut T) });
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// # Safety
+    /// The state must have been stored with the same `T` and not taken.
+    pub unsafe fn state<'a, T>(&self) -> Result<&'a T> {
+        let mut p = ptr::null_mut();
+        check(unsafe { raw::TRITONBACKEND_ModelInstanceState(self.0, &mut p) })?;
+        // SAFETY: guaranteed by the caller.
+        unsafe { (p as *const T).as_ref() }.ok_or_else(|| Error::internal("instance state is not set"))
+    }
+
+    /// # Safety
+    /// The state must have been stored with the same `T`.
+    pub unsafe fn take_state<T>(&self) -> Result<Option<Box<T>>> {
+        let mut p = ptr::null_mut();
+        check(unsafe { raw::TRITONBACKEND_ModelInstanceState(self.0, &mut p) })?;
+        if p.is_null() {
+            return Ok(None);
+        }
+        check(unsafe { raw::TRITONBACKEND_ModelInstanceSetState(self.0, ptr::null_mut()) })?;
+        // SAFETY: guaranteed by the caller.
+        Ok(Some(unsafe { Box::from_raw(p as *mut T) }))
+    }
+
+    /// Per-request statistics; must be called before the request is released.
+    pub fn report_statistics(&self, request: &Request, success: bool, t: [u64; 4]) {
+        // SAFETY: both handles are live (the request is not yet released).
+        let err = unsafe {
+            raw::TRITONBACKEND_ModelInstanceReportStatistics(self.0, request.raw, success, t[0], t[1], t[2], t[3])
+        };
+        let _ = check(err);
+    }
+
+    /// Statistics of one execution that covered `batch_size` rows.
+    pub fn report_batch_statistics(&self, batch_size: u64, t: [u64; 4]) {
+        // SAFETY: live handle.
+        let err =
+            unsafe { raw::TRITONBACKEND_ModelInstanceReportBatchStatistics(self.0, batch_size, t[0], t[1], t[2], t[3]) };
+        let _ = check(err);
+    }
+}
+
+/// A request handed to Execute. Released (RELEASE_ALL) exactly once, on drop.
+pub struct Request {
+    raw: *mut raw::TRITONBACKEND_Request,
+}
+
+impl Request {
+    /// # Safety
+    /// `raw` must be a request given to Execute, owned by nobody else from now
+    /// on (Execute must return success once any Request was created).
+    pub(super) unsafe fn from_raw(raw: *mut raw::TRITONBACKEND_Request) -> Self {
+        Request { raw }
+    }
+
+    pub fn id(&self) -> String {
+        let mut p = ptr::null();
+        // SAFETY: live request; copied.
+        match check(unsafe { raw::TRITONBACKEND_RequestId(self.raw, &mut p) }) {
+            Ok(()) => unsafe { borrow_str(p) }.to_owned(),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub fn correlation_id(&self) -> CorrelationId {
+        let mut id = 0u64;
+        // SAFETY: live request. A string id makes the integer call fail.
+        if check(unsafe { raw::TRITONBACKEND_RequestCorrelationId(self.raw, &mut id) }).is_ok() {
+            return if id == 0 { CorrelationId::None } else { CorrelationId::Int(id) };
+        }
+        let mut p = ptr::null();
+        match check(unsafe { raw::TRITONBACKEND_RequestCorrelationIdString(self.raw, &mut p) }) {
+            Ok(()) => CorrelationId::String(unsafe { borrow_str(p) }.to_owned()),
+            Err(_) => CorrelationId::None,
+        }
+    }
+
+    pub fn flags(&self) -> u32 {
+        let mut f = 0;
+        // SAFETY: live request.
+        let _ = check(unsafe { raw::TRITONBACKEND_RequestFlags(self.raw, &mut f) });
+        f
+    }
+
+    pub fn timeout_us(&self) -> u64 {
+        let mut t = 0;
+        // SAFETY: live request.
+        let _ = check(unsafe { raw::TRITONBACKEND_InferenceRequestTimeoutMicroseconds(self.raw, &mut t) });
+        t
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        let mut c = false;
+        // SAFETY: live request.
+        let _ = check(unsafe { raw::TRITONBACKEND_RequestIsCancelled(self.raw, &mut c) });
+        c
+    }
+
+    pub fn requested_outputs(&self) -> Result<Vec<String>> {
+        let mut n = 0;
+        // SAFETY: live request; names are copied.
+        check(unsafe { raw::TRITONBACKEND_RequestOutputCount(self.raw, &mut n) })?;
+        (0..n)
+            .map(|i| {
+                let mut p = ptr::null();
+                check(unsafe { raw::TRITONBACKEND_RequestOutputName(self.raw, i, &mut p) })?;
+                Ok(unsafe { borrow_str(p) }.to_owned())
+            })
+            .collect()
+    }
+
+    pub fn parameters(&self) -> Result<Vec<(String, ParamValue)>> {
+        let mut n = 0;
+        // SAFETY: live request.
+        check(unsafe { raw::TRITONBACKEND_RequestParameterCount(self.raw, &mut n) })?;
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let (mut key, mut kind, mut value) = (ptr::null(), 0, ptr::null());
+            // SAFETY: live request; `value` points to a value of the type named
+            // by `kind` (a C string for STRING), owned by the request.
+            check(unsafe { raw::TRITONBACKEND_RequestParameter(self.raw, i, &mut key, &mut kind, &mut value) })?;
+            let key = unsafe { borrow_str(key) }.to_owned();
+            let v = unsafe {
+                match kind {
+                    raw::TRITONSERVER_PARAMETER_STRING => ParamValue::String(borrow_str(value as *const _).to_owned()),
+                    raw::TRITONSERVER_PARAMETER_INT => ParamValue::Int(*(value as *const i64)),
+                    raw::TRITONSERVER_PARAMETER_BOOL => ParamValue::Bool(*(value as *const bool)),
+                    raw::TRITONSERVER_PARAMETER_DOUBLE => ParamValue::Double(*(value as *const f64)),
+                    _ => continue, // BYTES parameters are not exposed to models
+                }
+            };
+            out.push((key, v));
+        }
+        Ok(out)
+    }
+
+    /// The request's input tensors, borrowing the server's buffers (valid until
+    /// this request is released, which the borrow enforces).
+    pub fn inputs(&self) -> Result<Vec<InputTensor<'_>>> {
+        let mut n = 0;
+        // SAFETY: live request.
+        check(unsafe { raw::TRITONBACKEND_RequestInputCount(self.raw, &mut n) })?;
+        let mut inputs = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let mut input = ptr::null_mut();
+            // SAFETY: live request; the input belongs to it.
+            check(unsafe { raw::TRITONBACKEND_RequestInputByIndex(self.raw, i, &mut input) })?;
+            let (mut name, mut dtype, mut shape, mut dims) = (ptr::null(), 0, ptr::null(), 0u32);
+            let (mut byte_size, mut buffers) = (0u64, 0u32);
+            check(unsafe {
+                raw::TRITONBACKEND_InputProperties(
+                    input, &mut name, &mut dtype, &mut shape, &mut dims, &mut byte_size, &mut buffers,
+                )
+            })?;
+            let name = unsafe { borrow_str(name) }.to_owned();
+            let shape = if dims == 0 || shape.is_null() {
+                Vec::new()
+            } else {
+                // SAFETY: the server gives `dims` dimensions at `shape`.
+                unsafe { std::slice::from_raw_parts(shape, dims as usize) }.to_vec()
+            };
+            let dtype = DataType::from_code(dtype)
+                .ok_or_else(|| Error::invalid_arg(format!("input '{name}' has an invalid data type (code {dtype})")))?;
+            let mut chunks = Vec::with_capacity(buffers as usize);
+            for b in 0..buffers {
+                let (mut base, mut size) = (ptr::null(), 0u64);
+                let (mut mem, mut mem_id) = (raw::TRITONSERVER_MEMORY_CPU, 0i64);
+                // SAFETY: live input; the buffer is valid until the request is
+                // released, which outlives the returned borrow of `self`.
+                check(unsafe { raw::TRITONBACKEND_InputBuffer(input, b, &mut base, &mut size, &mut mem, &mut mem_id) })?;
+                if mem == raw::TRITONSERVER_MEMORY_GPU {
+                    return Err(Error::unsupported(format!("input '{name}' is in GPU memory; rustpy reads CPU tensors")));
+                }
+                let chunk: &[u8] = if size == 0 || base.is_null() {
+                    &[]
+                } else {
+                    unsafe { std::slice::from_raw_parts(base as *const u8, size as usize) }
+                };
+                chunks.push(chunk);
+            }
+            inputs.push(InputTensor { name, dtype, shape, chunks });
+        }
+        Ok(inputs)
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        // SAFETY: we own the request; this is its one release.
+        let _ = check(unsafe { raw::TRITONBACKEND_RequestRelease(self.raw, raw::RUSTPY_REQUEST_RELEASE_ALL) });
+    }
+}
+
+/// Creates the responses of one request; may outlive the request.
+pub struct ResponseFactory {
+    raw: *mut raw::TRITONBACKEND_ResponseFactory,
+}
+
+// SAFETY: a response factory may be used from any thread (the backend API
+// allows sending from other threads); we never use it from two at once
+// (&mut self for every send).
+unsafe impl Send for ResponseFactory {}
+
+impl ResponseFactory {
+    pub fn new(request: &Request) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: live request; we own the factory.
+        check(unsafe { raw::TRITONBACKEND_ResponseFactoryNew(&mut raw, request.raw) })?;
+        Ok(ResponseFactory { raw })
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        let mut c = false;
+        // SAFETY: live factory.
+        let _ = check(unsafe { raw::TRITONBACKEND_ResponseFactoryIsCancelled(self.raw, &mut c) });
+        c
+    }
+
+    /// Builds and sends one response carrying `outputs`.
+    pub fn send(&mut self, outputs: &[OutputSlice<'_>], final_: bool) -> Result<()> {
+        let mut response = ptr::null_mut();
+        // SAFETY: live factory; we own the response until it is sent.
+        check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut response, self.raw) })?;
+        let fill = || -> Result<()> {
+            for out in outputs {
+                let name = cstring(out.name);
+                let mut output = ptr::null_mut();
+                // SAFETY: live response; name and shape outlive the call.
+                check(unsafe {
+                    raw::TRITONBACKEND_ResponseOutput(
+                        response,
+                        &mut output,
+                        name.as_ptr(),
+                        out.dtype as raw::TRITONSERVER_DataType,
+                        out.shape.as_ptr(),
+                        out.shape.len() as u32,
+                    )
+                })?;
+                if out.data.is_empty() {
+                    continue;
+                }
+                let (mut buf, mut mem, mut mem_id) = (ptr::null_mut(), raw::TRITONSERVER_MEMORY_CPU, 0i64);
+                // SAFETY: live output; asks for a CPU buffer of the data's size.
+                check(unsafe {
+                    raw::TRITONBACKEND_OutputBuffer(output, &mut buf, out.data.len() as u64, &mut mem, &mut mem_id)
+                })?;
+                if mem == raw::TRITONSERVER_MEMORY_GPU || buf.is_null() {
+                    return Err(Error::unsupported(format!("output '{}' was given GPU memory", out.name)));
+                }
+                // SAFETY: the server allocated data.len() writable CPU bytes.
+                unsafe { ptr::copy_nonoverlapping(out.data.as_ptr(), buf as *mut u8, out.data.len()) };
+            }
+            Ok(())
+        };
+        if let Err(e) = fill() {
+            // SAFETY: never sent, so still ours to delete.
+            let _ = check(unsafe { raw::TRITONBACKEND_ResponseDelete(response) });
+            return Err(e);
+        }
+        let flags = if final_ { raw::RUSTPY_RESPONSE_COMPLETE_FINAL } else { 0 };
+        // SAFETY: ResponseSend takes the response whatever it returns.
+        check(unsafe { raw::TRITONBACKEND_ResponseSend(response, flags, ptr::null_mut()) })
+    }
+
+    /// Sends a final response carrying `error`.
+    pub fn send_error(&mut self, error: &Error) -> Result<()> {
+        let mut response = ptr::null_mut();
+        // SAFETY: live factory.
+        check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut response, self.raw) })?;
+        let err = new_error(error);
+        // SAFETY: ResponseSend takes the response but not the error, which we
+        // delete right after.
+        let res = check(unsafe { raw::TRITONBACKEND_ResponseSend(response, raw::RUSTPY_RESPONSE_COMPLETE_FINAL, err) });
+        unsafe { raw::TRITONSERVER_ErrorDelete(err) };
+        res
+    }
+
+    /// Marks the request complete without another response.
+    pub fn send_final_flag(&mut self) -> Result<()> {
+        // SAFETY: live factory.
+        check(unsafe { raw::TRITONBACKEND_ResponseFactorySendFlags(self.raw, raw::RUSTPY_RESPONSE_COMPLETE_FINAL) })
+    }
+}
+
+impl Drop for ResponseFactory {
+    fn drop(&mut self) {
+        // SAFETY: we own the factory; deleted once.
+        let _ = check(unsafe { raw::TRITONBACKEND_ResponseFactoryDelete(self.raw) });
+    }
+}

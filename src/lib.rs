@@ -1,0 +1,12 @@
+//! libtriton_rustpy.so: a Triton backend that runs Python models inside the
+//! server process.
+//!
+//! - [`ffi`]: the only unsafe code: raw bindings, owning wrappers and the
+//!   exported entry points.
+//! - [`backend`]: what each entry point does, in safe Rust, on top of the
+//!   shared execution core (`rustpy-core`).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod backend;
+mod ffi;

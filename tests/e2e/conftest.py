@@ -1,0 +1,91 @@
+"""pytest fixtures for rustpy's end-to-end tests against a real tritonserver.
+
+    server          session: model_repository/ (every example model READY)
+    errors_server   session: tests/e2e/repos/errors, --exit-on-error=false
+    triton_factory  function: triton_factory(repos, **TritonServer kwargs) -> started server
+    protocol        parametrizes a test over "http" and "grpc"
+
+When a test fails, the tail of the log of every server it used is attached to
+the failure report.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from triton import (ERRORS_REPOSITORY, MODEL_REPOSITORY, TritonServer,  # noqa: E402
+                    TritonStartError)
+
+EXAMPLE_MODELS = ["add_sub", "string_upper", "no_batch", "stream_counter",
+                  "params_echo", "dtypes"]
+# Models of the errors repository that load (the others must fail to load).
+LOADABLE_ERROR_MODELS = ["raises", "bad_output"]
+
+
+def _start(server: TritonServer) -> TritonServer:
+    try:
+        return server.start()
+    except TritonStartError as e:
+        pytest.fail(f"could not start tritonserver: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = _start(TritonServer(MODEL_REPOSITORY, name="examples"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def errors_server():
+    s = _start(TritonServer(ERRORS_REPOSITORY, exit_on_error=False,
+                            wait_models=LOADABLE_ERROR_MODELS, name="errors"))
+    yield s
+    s.stop()
+
+
+class ServerFactory:
+    def __init__(self):
+        self.servers = []
+
+    def __call__(self, repos, start=True, **kw) -> TritonServer:
+        kw.setdefault("name", f"custom{len(self.servers)}")
+        s = TritonServer(repos, **kw)
+        self.servers.append(s)
+        return _start(s) if start else s
+
+    def stop_all(self):
+        for s in self.servers:
+            s.stop()
+
+
+@pytest.fixture
+def triton_factory():
+    f = ServerFactory()
+    yield f
+    f.stop_all()
+
+
+@pytest.fixture(params=["http", "grpc"])
+def protocol(request):
+    return request.param
+
+
+def _servers_of(item):
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, TritonServer):
+            yield value
+        elif isinstance(value, ServerFactory):
+            yield from value.servers
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("call", "setup"):
+        for s in _servers_of(item):
+            if s.tmpdir is not None:
+                report.sections.append((f"tritonserver log ({s.name})", s.log_tail(60)))
