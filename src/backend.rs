@@ -24,6 +24,15 @@ pub fn initialize(backend: Backend) -> Result<()> {
         )));
     }
     let libpython = promote_libpython_to_global().map_err(|e| Error::internal(format!("rustpy: {e}")))?;
+    python::set_log_hook(Box::new(|level, msg| {
+        let level = match level {
+            1 => LogLevel::Warn,
+            2 => LogLevel::Error,
+            3 => LogLevel::Verbose,
+            _ => LogLevel::Info,
+        };
+        log(level, msg);
+    }));
     python::initialize().map_err(|e| e.context("rustpy"))?;
     log(
         LogLevel::Info,
@@ -50,7 +59,19 @@ pub fn model_initialize(model: Model) -> Result<()> {
     let json = model.config_json()?;
     let config = rustpy_config::parse_json(&json)
         .map_err(|e| Error::invalid_arg(format!("model '{name}': cannot read its configuration: {e}")))?;
-    let loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
+    let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
+    // TritonPythonModel.auto_complete_config, applied through Triton's own
+    // auto-complete (skipped when the server runs with it disabled).
+    if model.auto_complete_enabled()? {
+        if let Some(completed) = loaded.auto_complete(&json)? {
+            model.set_config_json(&completed)?;
+            let json = model.config_json()?;
+            let config = rustpy_config::parse_json(&json).map_err(|e| {
+                Error::invalid_arg(format!("model '{name}': cannot read its auto-completed configuration: {e}"))
+            })?;
+            loaded.reconfigure(&config)?;
+        }
+    }
     log(
         LogLevel::Info,
         &format!("rustpy: loaded model '{name}' version {version} from {}", loaded.model_file.display()),
@@ -161,8 +182,8 @@ impl Drop for TritonResponder {
 /// whatever happens.
 pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let exec_start = monotonic_ns();
-    // Responders are declared after the requests so they drop first: a request
-    // is answered (if it was not) before it is released.
+    // Every request gets a responder first; one that is dropped unanswered
+    // answers with an error, so no request can end without a response.
     let mut responders: Vec<TritonResponder> = requests.iter().map(TritonResponder::new).collect();
 
     // SAFETY: instance state is an InstanceState (set in instance_initialize;
@@ -178,28 +199,24 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     };
     let model_name = state.instance.model().name().to_string();
 
-    // Read each request; one that cannot be read fails alone.
+    // Read each request; one that cannot be read fails alone. The core takes
+    // ownership of the readable requests' responders (a decoupled model may
+    // keep answering after this call returns).
     let mut core_requests: Vec<InferRequest<'_>> = Vec::with_capacity(requests.len());
     let mut readable: Vec<usize> = Vec::with_capacity(requests.len());
-    for (i, req) in requests.iter().enumerate() {
+    let mut core_responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
+    for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
         match read_request(req) {
             Ok(r) => {
                 core_requests.push(r);
                 readable.push(i);
+                core_responders.push(responder);
             }
-            Err(e) => responders[i].send_error(&e.context(format!("model '{model_name}'"))),
+            Err(e) => responder.send_error(&e.context(format!("model '{model_name}'"))),
         }
     }
-
-    // The core answers through the readable requests' responders.
-    let mut taken: Vec<TritonResponder> =
-        readable.iter().map(|&i| std::mem::replace(&mut responders[i], TritonResponder { factory: None, done: true })).collect();
-    let report = state.instance.execute(&core_requests, &mut taken);
-    for (&i, r) in readable.iter().zip(taken) {
-        responders[i] = r;
-    }
+    let report = state.instance.execute(&core_requests, core_responders);
     drop(core_requests);
-    drop(responders);
 
     let exec_end = monotonic_ns();
     let to_ns = |t: Option<std::time::Instant>, fallback: u64| {

@@ -92,6 +92,25 @@ impl Model {
         message_to_json(msg)
     }
 
+    /// Whether the server wants backends to complete the configuration.
+    pub fn auto_complete_enabled(&self) -> Result<bool> {
+        let mut b = false;
+        // SAFETY: live handle.
+        check(unsafe { raw::TRITONBACKEND_ModelAutoCompleteConfig(self.0, &mut b) })?;
+        Ok(b)
+    }
+
+    /// Replaces the model configuration (only valid during ModelInitialize).
+    pub fn set_config_json(&self, json: &str) -> Result<()> {
+        let mut msg = ptr::null_mut();
+        // SAFETY: the message copies the JSON; we delete it after SetConfig,
+        // which does not take ownership.
+        check(unsafe { raw::TRITONSERVER_MessageNewFromSerializedJson(&mut msg, json.as_ptr() as *const _, json.len()) })?;
+        let res = check(unsafe { raw::TRITONBACKEND_ModelSetConfig(self.0, 1, msg) });
+        let _ = check(unsafe { raw::TRITONSERVER_MessageDelete(msg) });
+        res
+    }
+
     /// Stores the model's state; take it back with [`Model::take_state`].
     pub fn set_state<T>(&self, state: Box<T>) -> Result<()> {
         let p = Box::into_raw(state) as *mut c_void;

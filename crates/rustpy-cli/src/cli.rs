@@ -165,9 +165,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub ready_timeout: u64,
 
+    /// Seconds to wait for tritonserver to exit after SIGTERM before killing it.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub stop_timeout: u64,
+
     /// Print the endpoints and model states as JSON on stdout once ready.
     #[arg(long)]
     pub json: bool,
+
+    /// Extra arguments passed to tritonserver as they are (after `--`).
+    #[arg(last = true, value_name = "TRITONSERVER_ARGS")]
+    pub extra: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -93,7 +93,4 @@ pub type Result<T = Status, E = Error> = std::result::Result<T, E>;
 /// Prints `err` the way every command reports a fatal error.
 pub fn report_error(err: &Error) {
     eprintln!("error: {err}");
-    if let Error::Usage(_) = err {
-        eprintln!("\nFor more information, try '--help'.");
-    }
 }

@@ -100,10 +100,11 @@ impl Report {
     }
 }
 
-/// Checks a model repository (a directory of model directories) or a single
-/// model directory; which one is decided by [`is_model_dir`].
+/// Checks a model repository (a directory of model directories), a single
+/// model directory (see [`is_model_dir`]) or a model's `config.pbtxt`.
 pub fn check_path(path: &Path) -> Report {
     let mut out = Vec::new();
+    let path = model_path_of_config(path).unwrap_or(path);
     if !path.is_dir() {
         out.push(Diagnostic {
             severity: Severity::Error,
@@ -112,7 +113,7 @@ pub fn check_path(path: &Path) -> Report {
             column: None,
             code: "path.not-found",
             message: "not a directory".into(),
-            hint: "pass a model repository or a model directory".into(),
+            hint: "pass a model repository, a model directory or a config.pbtxt".into(),
         });
     } else if is_model_dir(path) {
         check_model(path, &mut out);
@@ -120,6 +121,30 @@ pub fn check_path(path: &Path) -> Report {
         check_repository(path, &mut out);
     }
     Report { diagnostics: out }
+}
+
+/// The model directories [`check_path`] checks for `path`, sorted: the model
+/// itself for a model directory or its `config.pbtxt`, else the repository's
+/// non-hidden subdirectories.
+pub fn model_dirs(path: &Path) -> Vec<PathBuf> {
+    let path = model_path_of_config(path).unwrap_or(path);
+    if !path.is_dir() {
+        Vec::new()
+    } else if is_model_dir(path) {
+        vec![path.to_path_buf()]
+    } else {
+        subdirs(path)
+            .into_iter()
+            .filter(|d| !file_name(d).starts_with('.'))
+            .collect()
+    }
+}
+
+/// The model directory of a path naming a `config.pbtxt` file.
+fn model_path_of_config(path: &Path) -> Option<&Path> {
+    (path.is_file() && path.file_name()? == CONFIG_FILE)
+        .then(|| path.parent())
+        .flatten()
 }
 
 /// A directory is a model directory if it holds a `config.pbtxt` or a
@@ -238,7 +263,7 @@ fn check_repository(repo: &Path, out: &mut Vec<Diagnostic>) {
 }
 
 /// Checks one model directory, appending to `out`.
-pub fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
+fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     let (versions, ignored) = version_dirs(dir);
     let diag = |severity, file: PathBuf, code, message: String, hint: String| Diagnostic {
         severity,
@@ -326,6 +351,14 @@ pub fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.scheduling();
     rules.instance_groups();
     rules.version_policy(&versions);
+}
+
+/// The parts of a `ModelInput` / `ModelOutput` that share rules.
+struct Tensor<'c> {
+    name: &'c str,
+    data_type: i32,
+    dims: &'c [i64],
+    reshape: Option<&'c ModelTensorReshape>,
 }
 
 /// Rules over a parsed config, locating findings in its text.
@@ -435,16 +468,20 @@ impl Rules<'_, '_> {
 
     fn io(&mut self) {
         let cfg = self.cfg;
-        let inputs = cfg
-            .input
-            .iter()
-            .map(|i| (&i.name, i.data_type, &i.dims, &i.reshape));
-        let outputs = cfg
-            .output
-            .iter()
-            .map(|o| (&o.name, o.data_type, &o.dims, &o.reshape));
-        self.tensors("input", inputs.collect());
-        self.tensors("output", outputs.collect());
+        let inputs = cfg.input.iter().map(|i| Tensor {
+            name: &i.name,
+            data_type: i.data_type,
+            dims: &i.dims,
+            reshape: i.reshape.as_ref(),
+        });
+        self.tensors("input", inputs);
+        let outputs = cfg.output.iter().map(|o| Tensor {
+            name: &o.name,
+            data_type: o.data_type,
+            dims: &o.dims,
+            reshape: o.reshape.as_ref(),
+        });
+        self.tensors("output", outputs);
 
         for (i, output) in cfg.output.iter().enumerate() {
             if output.label_filename.is_empty() {
@@ -515,14 +552,16 @@ impl Rules<'_, '_> {
     }
 
     /// Rules shared by inputs and outputs (`what` is the config field name).
-    fn tensors(
-        &mut self,
-        what: &str,
-        tensors: Vec<(&String, i32, &Vec<i64>, &Option<ModelTensorReshape>)>,
-    ) {
+    fn tensors<'c>(&mut self, what: &str, tensors: impl Iterator<Item = Tensor<'c>>) {
         let blocks = self.loc.elements(&self.root(), what);
         let mut seen = HashSet::new();
-        for (i, (name, dtype, dims, reshape)) in tensors.into_iter().enumerate() {
+        for (i, tensor) in tensors.enumerate() {
+            let Tensor {
+                name,
+                data_type: dtype,
+                dims,
+                reshape,
+            } = tensor;
             let block = blocks.get(i);
             let field = |f: &str| block.and_then(|b| self.loc.field(b, f));
             let name_at = field("name").or_else(|| block.and_then(|b| b.first_token()));
@@ -540,7 +579,7 @@ impl Rules<'_, '_> {
                     format!("{label} has no name"),
                     format!("add name: \"...\" to the {what}"),
                 );
-            } else if !seen.insert(name.as_str()) {
+            } else if !seen.insert(name) {
                 self.push(
                     Severity::Error,
                     name_at,
@@ -767,9 +806,12 @@ fn syntax_hint(err: &PbtxtError) -> String {
         [field, message] if err.message.starts_with("field ") => pool
             .get_message_by_name(message)
             .and_then(|m| closest(field, m.fields().map(|f| f.name().to_owned()))),
-        [value, enum_name] if err.message.starts_with("value ") => pool
-            .get_enum_by_name(enum_name)
-            .and_then(|e| closest(value, e.values().map(|v| v.name().to_owned()))),
+        [value, enum_name] if err.message.starts_with("value ") => {
+            dtype_alias(value).map(str::to_owned).or_else(|| {
+                pool.get_enum_by_name(enum_name)
+                    .and_then(|e| closest(value, e.values().map(|v| v.name().to_owned())))
+            })
+        }
         _ => None,
     };
     match suggestion {
@@ -779,6 +821,25 @@ fn syntax_hint(err: &PbtxtError) -> String {
         }
         None => "fix the protobuf text format at this position".into(),
     }
+}
+
+/// Data type spellings from other frameworks (numpy, torch) that edit
+/// distance would map to the wrong Triton type (`FLOAT32` is closer to `UINT32`).
+fn dtype_alias(value: &str) -> Option<&'static str> {
+    let bare = value
+        .strip_prefix("TYPE_")
+        .unwrap_or(value)
+        .to_ascii_uppercase();
+    Some(match bare.as_str() {
+        "FLOAT" | "FLOAT32" | "F32" | "SINGLE" => "TYPE_FP32",
+        "DOUBLE" | "FLOAT64" | "F64" => "TYPE_FP64",
+        "HALF" | "FLOAT16" | "F16" => "TYPE_FP16",
+        "BFLOAT16" => "TYPE_BF16",
+        "BYTES" | "STR" | "TEXT" | "OBJECT" => "TYPE_STRING",
+        "INT" | "LONG" => "TYPE_INT64",
+        "BOOLEAN" => "TYPE_BOOL",
+        _ => return None,
+    })
 }
 
 /// The candidate closest to `word` by edit distance, if close enough to be a typo.
@@ -820,6 +881,27 @@ mod tests {
         assert_eq!(version_number("01"), None);
         assert_eq!(version_number("v1"), None);
         assert_eq!(version_number(""), None);
+    }
+
+    #[test]
+    fn suggests_triton_dtype_for_other_spellings() {
+        let err = |value: &str| PbtxtError {
+            line: 1,
+            column: 1,
+            message: format!("value '{value}' was not found for enum 'inference.DataType'"),
+        };
+        assert_eq!(
+            syntax_hint(&err("TYPE_FLOAT32")),
+            "did you mean `TYPE_FP32`?"
+        );
+        assert_eq!(
+            syntax_hint(&err("TYPE_BYTES")),
+            "did you mean `TYPE_STRING`?"
+        );
+        assert_eq!(
+            syntax_hint(&err("TYPE_INT33")),
+            "did you mean `TYPE_INT32`?"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Triton's `ModelConfig` schema. Text format and JSON go through prost-reflect
 //! on a [`DynamicMessage`] built from the same schema and are then transcoded
 //! into the prost types, so there is exactly one schema and no hand-written
-//! parser.
+//! parser (the small token scanner in `scan` only locates positions for
+//! diagnostics and adds the colon prost-reflect wants in `input [ ... ]`).
 //!
 //! - [`parse_pbtxt`] / [`to_pbtxt`]: protobuf text format, as in `config.pbtxt`.
 //! - [`parse_json`] / [`to_json`]: protobuf JSON with the original (snake_case)

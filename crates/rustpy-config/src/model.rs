@@ -92,3 +92,64 @@ pub fn element_count(dims: &[i64]) -> Option<i64> {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ModelParameter, ModelTransactionPolicy};
+
+    #[test]
+    fn dtype_names_round_trip() {
+        for v in 1..=14 {
+            let dtype = DataType::try_from(v).unwrap();
+            let wire = dtype_name(dtype);
+            assert_eq!(DataType::from_triton_name(wire), Some(dtype), "{wire}");
+            assert_eq!(DataType::from_triton_name(dtype.as_str_name()), Some(dtype));
+        }
+        assert_eq!(dtype_name(DataType::TypeFp32), "FP32");
+        assert_eq!(dtype_name(DataType::TypeString), "BYTES");
+        assert_eq!(
+            DataType::from_triton_name("TYPE_STRING"),
+            Some(DataType::TypeString)
+        );
+        assert_eq!(DataType::from_triton_name("TYPE_INVALID"), None);
+        assert_eq!(DataType::from_triton_name("INVALID"), None);
+        assert_eq!(DataType::from_triton_name("FLOAT32"), None);
+        assert_eq!(DataType::from_triton_name("fp32"), None);
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(DataType::TypeBool.byte_size(), Some(1));
+        assert_eq!(DataType::TypeBf16.byte_size(), Some(2));
+        assert_eq!(DataType::TypeFp64.byte_size(), Some(8));
+        assert_eq!(DataType::TypeString.byte_size(), None);
+    }
+
+    #[test]
+    fn config_helpers() {
+        let mut cfg = ModelConfig::default();
+        assert!(!is_decoupled(&cfg));
+        assert_eq!(model_filename(&cfg), "model.py");
+        cfg.model_transaction_policy = Some(ModelTransactionPolicy { decoupled: true });
+        cfg.default_model_filename = "serve.py".into();
+        cfg.parameters.insert(
+            "k".into(),
+            ModelParameter {
+                string_value: "v".into(),
+            },
+        );
+        assert!(is_decoupled(&cfg));
+        assert_eq!(model_filename(&cfg), "serve.py");
+        assert_eq!(parameter(&cfg, "k"), Some("v"));
+        assert_eq!(parameter(&cfg, "K"), None);
+    }
+
+    #[test]
+    fn element_counts() {
+        assert_eq!(element_count(&[2, 3]), Some(6));
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[-1, 3]), None);
+        assert_eq!(element_count(&[i64::MAX, 2]), None);
+    }
+}

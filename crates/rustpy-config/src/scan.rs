@@ -33,12 +33,6 @@ impl Tok<'_> {
     fn is(&self, punct: &str) -> bool {
         self.kind == TokKind::Punct && self.text == punct
     }
-
-    /// The unquoted contents of a string token (escapes are left as written).
-    pub fn unquoted(&self) -> Option<&str> {
-        (self.kind == TokKind::Str && self.text.len() >= 2)
-            .then(|| &self.text[1..self.text.len() - 1])
-    }
 }
 
 /// Splits text into tokens, skipping whitespace and `#` comments.
@@ -246,10 +240,6 @@ impl<'a> Locator<'a> {
                         }))
             });
         Some(found.unwrap_or(field))
-    }
-
-    pub fn tok(&self, i: usize) -> &Tok<'a> {
-        &self.toks[i]
     }
 }
 

@@ -252,6 +252,15 @@ fn parses_triton_json() {
 }
 
 #[test]
+fn json_accepts_camel_case_and_enum_numbers() {
+    // Plain protobuf JSON printers (not Triton's) write lowerCamel names.
+    let cfg =
+        parse_json(r#"{"maxBatchSize": 2, "input": [{"dataType": 11, "dims": []}]}"#).unwrap();
+    assert_eq!(cfg.max_batch_size, 2);
+    assert_eq!(cfg.input[0].data_type(), DataType::TypeFp32);
+}
+
+#[test]
 fn json_errors_are_reported() {
     assert!(parse_json("{\"max_batch_size\": \"lots\"}").is_err());
     assert!(parse_json("{\"input\": [{\"data_type\": \"TYPE_FLOAT\"}]}").is_err());

@@ -103,13 +103,15 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 fn is_non_empty_dir(path: &Path) -> Result<bool> {
+    if path.exists() && !path.is_dir() {
+        return Err(Error::usage(format!(
+            "{} exists and is not a directory",
+            path.display()
+        )));
+    }
     match fs::read_dir(path) {
         Ok(mut entries) => Ok(entries.next().is_some()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::usage(format!(
-            "{} exists and is not a directory",
-            path.display()
-        ))),
         Err(e) => Err(anyhow::Error::new(e)
             .context(format!("cannot read {}", path.display()))
             .into()),

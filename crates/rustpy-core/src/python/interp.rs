@@ -8,6 +8,7 @@ use pyo3::types::PyModule;
 use crate::error::{Error, ErrorCode, Result};
 
 const RUNTIME_SOURCE: &str = include_str!("runtime.py");
+const PB_UTILS_SOURCE: &str = include_str!("pb_utils.py");
 static RUNTIME: OnceLock<Py<PyModule>> = OnceLock::new();
 
 /// Starts the interpreter once per process (later calls are no-ops).
@@ -28,6 +29,12 @@ pub fn initialize() -> Result<()> {
         // .pyc shadow an edited model.py on reload.
         sys.setattr("dont_write_bytecode", true)?;
         runtime(py)?;
+        // Models written for the official Python backend import these names.
+        let modules = sys.getattr("modules")?;
+        modules.set_item("_rustpy_native", super::native::module(py)?)?;
+        let pb_utils =
+            PyModule::from_code_bound(py, PB_UTILS_SOURCE, "triton_python_backend_utils.py", "triton_python_backend_utils")?;
+        modules.set_item("triton_python_backend_utils", pb_utils)?;
         Ok(())
     })
     .map_err(|e| Python::with_gil(|py| py_error(py, &e, "starting the Python interpreter")))

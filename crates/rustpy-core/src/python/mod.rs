@@ -3,7 +3,9 @@
 
 mod interp;
 mod model;
+mod native;
 mod numpy_io;
 
 pub use interp::{initialize, is_initialized, py_error};
-pub use model::{InstanceInfo, LoadedModel, ModelInstance};
+pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
+pub use native::{set_log_hook, LogHook};

@@ -11,8 +11,9 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use rustpy_config::proto;
 
 use super::interp::{py_error, runtime};
+use super::native::NativeSender;
 use super::numpy_io::{array_from_chunks, bytes_array, extract_output, ExtractedOutput};
-use crate::batch::{self, BatchOutput, OutputData};
+use crate::batch::{self, BatchOutput};
 use crate::dtype::DataType;
 use crate::engine::{ExecReport, OutputSlice, Responder};
 use crate::error::{Error, ErrorCode, Result};
@@ -26,7 +27,13 @@ pub enum Api {
     Batched,
     /// `class TritonPythonModel` with `execute(requests)` (the official API).
     PbUtils,
+    /// No Python at all: output i is a copy of input i. Selected with the
+    /// config parameter `rustpy.native: "echo"`; the benchmarks' ceiling.
+    NativeEcho,
 }
+
+/// The config parameter that selects a native (Python-free) model.
+pub const NATIVE_PARAMETER: &str = "rustpy.native";
 
 /// A model's Python module, imported once per model version.
 pub struct LoadedModel {
@@ -37,9 +44,9 @@ pub struct LoadedModel {
     config_json: String,
     parameters: Vec<(String, String)>,
     unique_name: String,
-    class: Py<PyAny>,
+    class: Option<Py<PyAny>>,
     module: Option<Py<PyAny>>,
-    private_modules: Py<PyAny>,
+    private_modules: Option<Py<PyAny>>,
 }
 
 impl LoadedModel {
@@ -66,6 +73,28 @@ impl LoadedModel {
             .collect();
         parameters.sort();
 
+        if let Some(native) = cfg.parameters.get(NATIVE_PARAMETER) {
+            if native.string_value != "echo" {
+                return Err(Error::invalid_arg(format!(
+                    "model '{}': parameter {NATIVE_PARAMETER} must be \"echo\", got {:?}",
+                    spec.name, native.string_value
+                )));
+            }
+            check_echo_spec(&spec)?;
+            return Ok(LoadedModel {
+                spec,
+                model_dir: model_dir.to_path_buf(),
+                model_file: PathBuf::new(),
+                api: Api::NativeEcho,
+                config_json,
+                parameters,
+                unique_name: String::new(),
+                class: None,
+                module: None,
+                private_modules: None,
+            });
+        }
+
         Python::with_gil(|py| {
             let what = format!("model '{}': loading {}", spec.name, model_file.display());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
@@ -91,11 +120,32 @@ impl LoadedModel {
                 config_json,
                 parameters,
                 unique_name,
-                class: class.unbind(),
+                class: Some(class.unbind()),
                 module: Some(module.unbind()),
-                private_modules: private.unbind(),
+                private_modules: Some(private.unbind()),
             })
         })
+    }
+
+    /// Runs the model's `auto_complete_config` (official API only) on Triton's
+    /// current config JSON; returns the completed JSON if the model has one.
+    pub fn auto_complete(&self, config_json: &str) -> Result<Option<String>> {
+        let Some(class) = self.class.as_ref().filter(|_| self.api == Api::PbUtils) else { return Ok(None) };
+        Python::with_gil(|py| {
+            let what = format!("model '{}': auto_complete_config raised", self.name());
+            let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
+            let out = rt
+                .call_method1("auto_complete", (class.bind(py), config_json))
+                .map_err(|e| py_error(py, &e, &what))?;
+            out.extract::<Option<String>>().map_err(|e| py_error(py, &e, &what))
+        })
+    }
+
+    /// Adopts a changed configuration (after auto-complete).
+    pub fn reconfigure(&mut self, cfg: &proto::ModelConfig) -> Result<()> {
+        self.spec = ModelSpec::from_config(cfg, self.spec.version)?;
+        self.config_json = rustpy_config::to_json(cfg).to_string();
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -113,10 +163,12 @@ impl Drop for LoadedModel {
     fn drop(&mut self) {
         // Forget the module and its private sibling modules so an unload frees
         // them and a reload reads the files again.
+        let Some(private) = self.private_modules.take() else { return };
         Python::with_gil(|py| {
             self.module.take();
+            self.class.take();
             if let Ok(rt) = runtime(py) {
-                let _ = rt.call_method1("unload_module", (&self.unique_name, self.private_modules.bind(py)));
+                let _ = rt.call_method1("unload_module", (&self.unique_name, private.bind(py)));
             }
         });
     }
@@ -134,44 +186,42 @@ pub struct InstanceInfo {
 /// One instance of a model: its own Python object.
 pub struct ModelInstance {
     model: Arc<LoadedModel>,
-    object: Py<PyAny>,
-    predict: Py<PyAny>,
+    /// Identifies the instance (its asyncio loop, logs).
+    key: String,
+    /// The user's object and the method called per batch; None for native models.
+    object: Option<Py<PyAny>>,
+    entry: Option<Py<PyAny>>,
     pass_requests: bool,
     split_by_parameters: bool,
 }
 
 impl ModelInstance {
-    /// Creates the user's object and runs its `initialize(ctx)`.
+    /// Creates the user's object and runs its `initialize`.
     pub fn new(model: Arc<LoadedModel>, info: &InstanceInfo) -> Result<Self> {
-        if model.api == Api::PbUtils {
-            return Err(Error::unsupported(format!(
-                "model '{}': {} implements TritonPythonModel (the official Python backend API), which this build does not run yet",
-                model.name(),
-                model.model_file.display()
-            )));
-        }
+        let key = format!("{}/{}/{}", model.name(), model.spec.version, info.name);
+        let Some(class) = model.class.as_ref() else {
+            return Ok(ModelInstance {
+                model: model.clone(),
+                key,
+                object: None,
+                entry: None,
+                pass_requests: false,
+                split_by_parameters: false,
+            });
+        };
         Python::with_gil(|py| {
             let what = format!("model '{}': initialize raised", model.name());
             let err = |e: PyErr| py_error(py, &e, &what);
             let rt = runtime(py).map_err(err)?;
-            let json = py.import_bound("json").map_err(err)?;
-            let config = json.call_method1("loads", (&model.config_json,)).map_err(err)?;
-            let params = PyDict::new_bound(py);
-            for (k, v) in &model.parameters {
-                params.set_item(k, v).map_err(err)?;
+            let (ctx, entry) = match model.api {
+                Api::PbUtils => (Self::pb_utils_args(py, &model, info).map_err(err)?, "execute"),
+                _ => (Self::batched_context(py, &model, info).map_err(err)?, "predict"),
+            };
+            if model.api == Api::PbUtils {
+                set_pb_utils_model_dir(py, &model.model_dir);
             }
-            let kwargs = PyDict::new_bound(py);
-            kwargs.set_item("model_name", model.name()).map_err(err)?;
-            kwargs.set_item("model_version", model.spec.version).map_err(err)?;
-            kwargs.set_item("instance_name", &info.name).map_err(err)?;
-            kwargs.set_item("instance_kind", &info.kind).map_err(err)?;
-            kwargs.set_item("device_id", info.device_id).map_err(err)?;
-            kwargs.set_item("model_dir", model.model_dir.to_string_lossy()).map_err(err)?;
-            kwargs.set_item("config", config).map_err(err)?;
-            kwargs.set_item("parameters", params).map_err(err)?;
-            let ctx = rt.getattr("ModelContext").and_then(|c| c.call((), Some(&kwargs))).map_err(err)?;
             let created = rt
-                .call_method1("create_instance", (model.class.bind(py), ctx, model.search_paths()))
+                .call_method1("create_instance", (class.bind(py), ctx, model.search_paths(), entry))
                 .map_err(err)?;
             let (object, predict, pass_requests, split_by_parameters, _generator): (
                 Bound<'_, PyAny>,
@@ -182,12 +232,47 @@ impl ModelInstance {
             ) = created.extract().map_err(err)?;
             Ok(ModelInstance {
                 model: model.clone(),
-                object: object.unbind(),
-                predict: predict.unbind(),
+                key,
+                object: Some(object.unbind()),
+                entry: Some(predict.unbind()),
                 pass_requests,
                 split_by_parameters,
             })
         })
+    }
+
+    /// `initialize(ctx)`'s argument for the batched API.
+    fn batched_context<'py>(py: Python<'py>, model: &LoadedModel, info: &InstanceInfo) -> PyResult<Bound<'py, PyAny>> {
+        let rt = runtime(py)?;
+        let config = py.import_bound("json")?.call_method1("loads", (&model.config_json,))?;
+        let params = PyDict::new_bound(py);
+        for (k, v) in &model.parameters {
+            params.set_item(k, v)?;
+        }
+        let kwargs = PyDict::new_bound(py);
+        kwargs.set_item("model_name", model.name())?;
+        kwargs.set_item("model_version", model.spec.version)?;
+        kwargs.set_item("instance_name", &info.name)?;
+        kwargs.set_item("instance_kind", &info.kind)?;
+        kwargs.set_item("device_id", info.device_id)?;
+        kwargs.set_item("model_dir", model.model_dir.to_string_lossy())?;
+        kwargs.set_item("config", config)?;
+        kwargs.set_item("parameters", params)?;
+        rt.getattr("ModelContext")?.call((), Some(&kwargs))
+    }
+
+    /// `initialize(args)`'s argument for the official API: a dict of strings
+    /// with the same keys and meanings as upstream.
+    fn pb_utils_args<'py>(py: Python<'py>, model: &LoadedModel, info: &InstanceInfo) -> PyResult<Bound<'py, PyAny>> {
+        let args = PyDict::new_bound(py);
+        args.set_item("model_config", &model.config_json)?;
+        args.set_item("model_instance_kind", &info.kind)?;
+        args.set_item("model_instance_name", &info.name)?;
+        args.set_item("model_instance_device_id", info.device_id.to_string())?;
+        args.set_item("model_repository", model.model_dir.to_string_lossy())?;
+        args.set_item("model_version", model.spec.version.to_string())?;
+        args.set_item("model_name", model.name())?;
+        Ok(args.into_any())
     }
 
     pub fn model(&self) -> &Arc<LoadedModel> {
@@ -196,10 +281,12 @@ impl ModelInstance {
 
     /// Runs the user's `finalize()`, if any.
     pub fn finalize(self) -> Result<()> {
+        let Some(object) = self.object.as_ref() else { return Ok(()) };
         Python::with_gil(|py| {
             let what = format!("model '{}': finalize raised", self.model.name());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
-            rt.call_method1("finalize_instance", (self.object.bind(py),))
+            let _ = rt.call_method1("close_loop", (&self.key,));
+            rt.call_method1("finalize_instance", (object.bind(py),))
                 .map_err(|e| py_error(py, &e, &what))?;
             Ok(())
         })
@@ -208,8 +295,16 @@ impl ModelInstance {
     /// Executes `requests`, answering each through its responder (same index).
     /// Every request gets a final response or error; nothing here panics on
     /// bad input or on failing user code.
-    pub fn execute<R: Responder>(&self, requests: &[InferRequest<'_>], responders: &mut [R]) -> ExecReport {
+    pub fn execute<R: Responder + 'static>(&self, requests: &[InferRequest<'_>], mut responders: Vec<R>) -> ExecReport {
         assert_eq!(requests.len(), responders.len(), "one responder per request");
+        match self.model.api {
+            Api::Batched => self.execute_batched(requests, &mut responders),
+            Api::PbUtils => self.execute_pb_utils(requests, responders),
+            Api::NativeEcho => execute_echo(&self.model.spec, requests, &mut responders),
+        }
+    }
+
+    fn execute_batched<R: Responder>(&self, requests: &[InferRequest<'_>], responders: &mut [R]) -> ExecReport {
         let spec = &self.model.spec;
         let mut report = ExecReport { ok: vec![false; requests.len()], rows: vec![0; requests.len()], ..Default::default() };
         let mut valid = Vec::with_capacity(requests.len());
@@ -264,7 +359,8 @@ impl ModelInstance {
         };
         report.calls += 1;
         report.compute_start.get_or_insert_with(Instant::now);
-        let result = self.predict.bind(py).call1(args);
+        let Some(entry) = self.entry.as_ref() else { return };
+        let result = entry.bind(py).call1(args);
         report.compute_end = Some(Instant::now());
         let result = match result {
             Ok(r) => r,
@@ -337,6 +433,143 @@ impl ModelInstance {
         });
     }
 
+    /// The official API: one `execute(requests)` call with every valid
+    /// request, each carrying its own inputs and a response sender that owns
+    /// the request's responder (senders may outlive the call when decoupled).
+    fn execute_pb_utils<R: Responder + 'static>(&self, requests: &[InferRequest<'_>], responders: Vec<R>) -> ExecReport {
+        let spec = &self.model.spec;
+        let model = spec.name.as_str();
+        let mut report = ExecReport { ok: vec![false; requests.len()], rows: vec![0; requests.len()], ..Default::default() };
+        let mut valid: Vec<(usize, R)> = Vec::with_capacity(requests.len());
+        for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
+            if responder.is_cancelled() {
+                responder.send_error(&cancelled(spec));
+                continue;
+            }
+            match batch::validate_request(spec, req) {
+                Ok(rows) => {
+                    report.rows[i] = rows;
+                    valid.push((i, responder));
+                }
+                Err(e) => responder.send_error(&e),
+            }
+        }
+        if valid.is_empty() {
+            return report;
+        }
+        let Some(entry) = self.entry.as_ref() else { return report };
+        Python::with_gil(|py| {
+            let fail = |e: PyErr| py_error(py, &e, &format!("Failed to process the request(s) for model '{model}', message"));
+            let mut senders: Vec<(usize, Py<NativeSender>)> = Vec::with_capacity(valid.len());
+            let mut setup_error = None;
+            for (i, responder) in valid {
+                let req = &requests[i];
+                let sender = NativeSender::new(Box::new(responder), model, req.requested_outputs.clone());
+                match Py::new(py, sender) {
+                    Ok(s) => senders.push((i, s)),
+                    Err(e) => setup_error = Some(fail(e)),
+                }
+            }
+            let fail_all = |senders: &[(usize, Py<NativeSender>)], err: &Error| {
+                for (_, s) in senders {
+                    s.get().send_error_final(err);
+                }
+            };
+            if let Some(e) = setup_error {
+                return fail_all(&senders, &e);
+            }
+            let py_requests = match self.pb_utils_requests(py, requests, &senders) {
+                Ok(list) => list,
+                Err(e) => return fail_all(&senders, &e),
+            };
+            set_pb_utils_model_dir(py, &self.model.model_dir);
+            report.calls = 1;
+            report.compute_start = Some(Instant::now());
+            let outcome = (|| -> PyResult<()> {
+                let rt = runtime(py)?;
+                let pbu = py.import_bound("triton_python_backend_utils")?;
+                let mut returned = entry.bind(py).call1((&py_requests,))?;
+                if rt.call_method1("is_coroutine", (&returned,))?.extract::<bool>()? {
+                    // A decoupled model's coroutine runs on in the background,
+                    // as upstream does; otherwise wait for its responses.
+                    returned = rt.call_method1("run_coroutine", (&self.key, returned, !spec.decoupled))?;
+                    if spec.decoupled {
+                        return Ok(());
+                    }
+                }
+                let responses = pbu.call_method1("_process_returned", (model, spec.decoupled, &py_requests, returned))?;
+                if !responses.is_none() {
+                    pbu.call_method1("_send_returned", (&py_requests, responses))?;
+                }
+                Ok(())
+            })();
+            report.compute_end = Some(Instant::now());
+            if let Err(e) = outcome {
+                fail_all(&senders, &fail(e));
+            }
+            for (i, sender) in &senders {
+                let s = sender.get();
+                if !spec.decoupled {
+                    // Every request of a non-decoupled model is answered by now.
+                    if let Some(mut r) = s.take_unfinished() {
+                        py.allow_threads(|| {
+                            r.send_error(&Error::internal(format!(
+                                "Failed to process the request(s) for model '{model}', message: execute did not \
+                                 return or send a response for this request (execute must return a list with one \
+                                 InferenceResponse per request)"
+                            )))
+                        });
+                        continue;
+                    }
+                }
+                report.ok[*i] = !s.failed();
+            }
+        });
+        report
+    }
+
+    /// pb_utils.InferenceRequest objects for the requests behind `senders`.
+    fn pb_utils_requests<'py>(
+        &self,
+        py: Python<'py>,
+        requests: &[InferRequest<'_>],
+        senders: &[(usize, Py<NativeSender>)],
+    ) -> Result<Bound<'py, PyList>> {
+        let model = self.model.name();
+        let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing requests"));
+        let pbu = py.import_bound("triton_python_backend_utils").map_err(err)?;
+        let make = pbu.getattr("_make_request").map_err(err)?;
+        let list = PyList::empty_bound(py);
+        for (i, sender) in senders {
+            let req = &requests[*i];
+            let inputs = PyList::empty_bound(py);
+            for input in &req.inputs {
+                let array = if input.dtype == DataType::Bytes {
+                    let elems = batch::gather_bytes(&[input])
+                        .map_err(|e| e.context(format!("model '{model}': input '{}'", input.name)))?;
+                    bytes_array(py, &input.shape, &elems).map_err(err)?
+                } else {
+                    array_from_chunks(py, input.dtype, &input.shape, &input.chunks).map_err(err)?
+                };
+                inputs.append((&input.name, array)).map_err(err)?;
+            }
+            let params = params_dict(py, &req.parameters)
+                .and_then(|d| py.import_bound("json")?.call_method1("dumps", (d,)))
+                .map_err(err)?;
+            let corr = match &req.correlation_id {
+                CorrelationId::None => 0u64.into_py(py),
+                CorrelationId::Int(x) => x.into_py(py),
+                CorrelationId::String(s) => s.into_py(py),
+            };
+            let timeout = req.timeout_us;
+            let obj = make
+                .call1((sender.clone_ref(py), &req.id, corr, req.flags, timeout, params, req.requested_outputs.clone(), inputs))
+                .map_err(err)?;
+            list.append(obj).map_err(err)?;
+        }
+        Ok(list)
+    }
+
     /// The arguments of one predict call: the concatenated inputs and, if
     /// predict takes them, the per-request infos.
     fn build_args<'py>(
@@ -379,16 +612,7 @@ impl ModelInstance {
         let infos = PyList::empty_bound(py);
         for (&i, &n) in group.iter().zip(rows) {
             let req = &requests[i];
-            let params = PyDict::new_bound(py);
-            for (k, v) in &req.parameters {
-                let v = match v {
-                    ParamValue::String(s) => s.into_py(py),
-                    ParamValue::Int(x) => x.into_py(py),
-                    ParamValue::Bool(b) => b.into_py(py),
-                    ParamValue::Double(d) => d.into_py(py),
-                };
-                params.set_item(k, v).map_err(err)?;
-            }
+            let params = params_dict(py, &req.parameters).map_err(err)?;
             let corr = match &req.correlation_id {
                 CorrelationId::None => 0u64.into_py(py),
                 CorrelationId::Int(x) => x.into_py(py),
@@ -468,13 +692,7 @@ fn scatter<R: Responder>(
             name: o.name.clone(),
             dtype: o.dtype,
             shape: o.shape.clone(),
-            data: match o.fixed_bytes() {
-                Some(b) => OutputData::Fixed(b),
-                None => match &o.data {
-                    super::numpy_io::ExtractedData::Bytes { buf, elem_offsets } => OutputData::Bytes { buf, elem_offsets },
-                    super::numpy_io::ExtractedData::Fixed { .. } => unreachable!("fixed handled above"),
-                },
-            },
+            data: o.view_data(),
         })
         .collect();
     let ranges = batch::row_ranges(rows);
@@ -501,4 +719,73 @@ fn scatter<R: Responder>(
             }
         })
         .collect()
+}
+
+fn params_dict<'py>(py: Python<'py>, parameters: &[(String, ParamValue)]) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new_bound(py);
+    for (k, v) in parameters {
+        let v = match v {
+            ParamValue::String(s) => s.into_py(py),
+            ParamValue::Int(x) => x.into_py(py),
+            ParamValue::Bool(b) => b.into_py(py),
+            ParamValue::Double(d) => d.into_py(py),
+        };
+        dict.set_item(k, v)?;
+    }
+    Ok(dict)
+}
+
+/// pb_utils.get_model_dir() answers for the model whose code runs now.
+fn set_pb_utils_model_dir(py: Python<'_>, dir: &Path) {
+    if let Ok(pbu) = py.import_bound("triton_python_backend_utils") {
+        let _ = pbu.setattr("_model_dir", dir.to_string_lossy());
+    }
+}
+
+/// A native echo needs outputs that mirror its inputs one to one.
+fn check_echo_spec(spec: &ModelSpec) -> Result<()> {
+    let ok = spec.inputs.len() == spec.outputs.len()
+        && spec.inputs.iter().zip(&spec.outputs).all(|(i, o)| i.dtype == o.dtype && i.dims == o.dims);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_arg(format!(
+            "model '{}': {NATIVE_PARAMETER}=echo needs as many outputs as inputs, pairwise of the same data type and dims",
+            spec.name
+        )))
+    }
+}
+
+/// The native echo: validates like any model, then returns input i as output
+/// i without touching Python (the ceiling rustpy's overhead is measured against).
+fn execute_echo<R: Responder>(spec: &ModelSpec, requests: &[InferRequest<'_>], responders: &mut [R]) -> ExecReport {
+    let mut report = ExecReport { ok: vec![false; requests.len()], rows: vec![0; requests.len()], ..Default::default() };
+    report.compute_start = Some(Instant::now());
+    for (i, req) in requests.iter().enumerate() {
+        match batch::validate_request(spec, req) {
+            Ok(rows) => report.rows[i] = rows,
+            Err(e) => {
+                responders[i].send_error(&e);
+                continue;
+            }
+        }
+        let data: Vec<std::borrow::Cow<'_, [u8]>> = req.inputs.iter().map(|t| t.contiguous()).collect();
+        let slices: Vec<OutputSlice<'_>> = spec
+            .inputs
+            .iter()
+            .zip(&spec.outputs)
+            .filter(|(_, o)| req.requested_outputs.is_empty() || req.wants_output(&o.name))
+            .filter_map(|(inp, out)| {
+                let k = req.inputs.iter().position(|t| t.name == inp.name)?;
+                Some(OutputSlice { name: &out.name, dtype: out.dtype, shape: req.inputs[k].shape.clone(), data: &data[k] })
+            })
+            .collect();
+        match responders[i].send(&slices, true) {
+            Ok(()) => report.ok[i] = true,
+            Err(e) => responders[i].send_error(&e),
+        }
+    }
+    report.calls = 1;
+    report.compute_end = Some(Instant::now());
+    report
 }

@@ -119,6 +119,14 @@ unsafe impl Send for ExtractedData {}
 unsafe impl Sync for ExtractedData {}
 
 impl ExtractedOutput {
+    /// The data as a batch view that can be cut into rows.
+    pub fn view_data(&self) -> crate::batch::OutputData<'_> {
+        match &self.data {
+            ExtractedData::Bytes { buf, elem_offsets } => crate::batch::OutputData::Bytes { buf, elem_offsets },
+            ExtractedData::Fixed { .. } => crate::batch::OutputData::Fixed(self.fixed_bytes().unwrap_or(&[])),
+        }
+    }
+
     pub fn fixed_bytes(&self) -> Option<&[u8]> {
         match self.data {
             // SAFETY: see the Send impl; the array outlives `self`.
@@ -139,76 +147,113 @@ pub fn extract_output(
     batch_rows: Option<usize>,
 ) -> Result<ExtractedOutput> {
     let name = &spec.name;
-    let pyerr = |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
-    let np = py.import_bound("numpy").map_err(pyerr)?;
-    let mut array: Bound<'_, PyAny> = match value.downcast::<PyUntypedArray>() {
-        Ok(a) => a.clone().into_any(),
-        Err(_) => np.call_method1("asarray", (value,)).map_err(pyerr)?,
-    };
-    let (kind, itemsize, native, dtype_str) = {
-        let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
-        let d = a.dtype();
-        (d.kind() as u8 as char, d.itemsize(), d.byteorder() != b'>', d.to_string())
-    };
-    if !spec.dtype.accepts_numpy(kind, itemsize) {
+    let view = ArrayView::new(py, model, name, value)?;
+    if !spec.dtype.accepts_numpy(view.kind, view.itemsize) {
         return Err(Error::invalid_arg(format!(
-            "model '{model}': output '{name}' is a numpy {dtype_str} array but the model config declares {} (expected numpy {})",
+            "model '{model}': output '{name}' is a numpy {} array but the model config declares {} (expected numpy {})",
+            view.dtype_str,
             spec.dtype,
             spec.dtype.numpy_name()
         )));
     }
-    let shape: Vec<i64> = array
-        .downcast::<PyUntypedArray>()
-        .map_err(|e| pyerr(e.into()))?
-        .shape()
-        .iter()
-        .map(|&d| d as i64)
-        .collect();
-    check_output_shape(model, spec, &shape, batch_rows)?;
+    check_output_shape(model, spec, &view.shape, batch_rows)?;
+    view.into_wire(py, model, name, spec.dtype)
+}
 
-    if spec.dtype == DataType::Bytes {
-        let flat = array.call_method1("ravel", ("C",)).and_then(|f| f.call_method0("tolist")).map_err(pyerr)?;
-        let items = flat.iter().map_err(pyerr)?;
-        let mut buf = Vec::new();
-        let mut elem_offsets = vec![0];
-        for item in items {
-            let item = item.map_err(pyerr)?;
-            if let Ok(b) = item.downcast::<PyBytes>() {
-                bytes::encode_into(&mut buf, b.as_bytes())?;
-            } else if let Ok(s) = item.downcast::<PyString>() {
-                bytes::encode_into(&mut buf, s.to_str().map_err(pyerr)?.as_bytes())?;
-            } else {
-                let s = item.str().map_err(pyerr)?;
-                bytes::encode_into(&mut buf, s.to_str().map_err(pyerr)?.as_bytes())?;
+/// Converts a tensor user code built itself (pb_utils.Tensor) into wire data;
+/// its type comes from the array (or `dtype` when given, e.g. for BF16).
+pub fn extract_tensor(
+    py: Python<'_>,
+    model: &str,
+    name: &str,
+    value: &Bound<'_, PyAny>,
+    dtype: Option<DataType>,
+) -> Result<ExtractedOutput> {
+    let view = ArrayView::new(py, model, name, value)?;
+    let dtype = match dtype {
+        Some(d) if d.accepts_numpy(view.kind, view.itemsize) => d,
+        _ => DataType::from_numpy(view.kind, view.itemsize).ok_or_else(|| {
+            Error::invalid_arg(format!(
+                "model '{model}': tensor '{name}' has numpy dtype {}, which has no Triton data type",
+                view.dtype_str
+            ))
+        })?,
+    };
+    view.into_wire(py, model, name, dtype)
+}
+
+/// A numpy array (or anything numpy.asarray accepts) and its type facts.
+struct ArrayView<'py> {
+    array: Bound<'py, PyAny>,
+    kind: char,
+    itemsize: usize,
+    native: bool,
+    dtype_str: String,
+    shape: Vec<i64>,
+}
+
+impl<'py> ArrayView<'py> {
+    fn new(py: Python<'py>, model: &str, name: &str, value: &Bound<'py, PyAny>) -> Result<Self> {
+        let pyerr = |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+        let array: Bound<'py, PyAny> = match value.downcast::<PyUntypedArray>() {
+            Ok(a) => a.clone().into_any(),
+            Err(_) => py.import_bound("numpy").and_then(|np| np.call_method1("asarray", (value,))).map_err(pyerr)?,
+        };
+        let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
+        let d = a.dtype();
+        let (kind, itemsize, native, dtype_str) =
+            (d.kind() as u8 as char, d.itemsize(), d.byteorder() != b'>', d.to_string());
+        let shape = a.shape().iter().map(|&d| d as i64).collect();
+        Ok(ArrayView { array, kind, itemsize, native, dtype_str, shape })
+    }
+
+    fn into_wire(self, py: Python<'py>, model: &str, name: &str, dtype: DataType) -> Result<ExtractedOutput> {
+        let pyerr = |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+        let ArrayView { mut array, itemsize, native, shape, .. } = self;
+        if dtype == DataType::Bytes {
+            let flat = array.call_method1("ravel", ("C",)).and_then(|f| f.call_method0("tolist")).map_err(pyerr)?;
+            let mut buf = Vec::new();
+            let mut elem_offsets = vec![0];
+            for item in flat.iter().map_err(pyerr)? {
+                let item = item.map_err(pyerr)?;
+                if let Ok(b) = item.downcast::<PyBytes>() {
+                    bytes::encode_into(&mut buf, b.as_bytes())?;
+                } else if let Ok(s) = item.downcast::<PyString>() {
+                    bytes::encode_into(&mut buf, s.to_str().map_err(pyerr)?.as_bytes())?;
+                } else {
+                    let s = item.str().map_err(pyerr)?;
+                    bytes::encode_into(&mut buf, s.to_str().map_err(pyerr)?.as_bytes())?;
+                }
+                elem_offsets.push(buf.len());
             }
-            elem_offsets.push(buf.len());
+            return Ok(ExtractedOutput {
+                name: name.to_string(),
+                dtype,
+                shape,
+                data: ExtractedData::Bytes { buf, elem_offsets },
+                _keepalive: None,
+            });
         }
-        return Ok(ExtractedOutput {
-            name: name.clone(),
-            dtype: spec.dtype,
+        let contiguous = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?.is_c_contiguous();
+        if !contiguous || !native {
+            let np = py.import_bound("numpy").map_err(pyerr)?;
+            let native_dtype =
+                array.getattr("dtype").and_then(|d| d.call_method1("newbyteorder", ("=",))).map_err(pyerr)?;
+            array = np.call_method1("ascontiguousarray", (array, native_dtype)).map_err(pyerr)?;
+        }
+        let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
+        let len = a.len() * itemsize;
+        // SAFETY: `a` is a live C-contiguous ndarray; its data pointer is valid
+        // for len() * itemsize bytes while the array lives (kept in _keepalive).
+        let ptr = unsafe { (*a.as_array_ptr()).data as *const u8 };
+        Ok(ExtractedOutput {
+            name: name.to_string(),
+            dtype,
             shape,
-            data: ExtractedData::Bytes { buf, elem_offsets },
-            _keepalive: None,
-        });
+            data: ExtractedData::Fixed { ptr, len },
+            _keepalive: Some(array.unbind()),
+        })
     }
-
-    let contiguous = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?.is_c_contiguous();
-    if !contiguous || !native {
-        let native_dtype = array.getattr("dtype").and_then(|d| d.call_method1("newbyteorder", ("=",))).map_err(pyerr)?;
-        array = np.call_method1("ascontiguousarray", (array, native_dtype)).map_err(pyerr)?;
-    }
-    let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
-    let len = a.len() * itemsize;
-    // SAFETY: `a` is a live C-contiguous ndarray; its data pointer is valid
-    // for len() * itemsize bytes while the array lives (kept in _keepalive).
-    let ptr = unsafe { (*a.as_array_ptr()).data as *const u8 };
-    Ok(ExtractedOutput {
-        name: name.clone(),
-        dtype: spec.dtype,
-        shape,
-        data: ExtractedData::Fixed { ptr, len },
-        _keepalive: Some(array.unbind()),
-    })
 }
 
 fn check_output_shape(model: &str, spec: &TensorSpec, shape: &[i64], batch_rows: Option<usize>) -> Result<()> {

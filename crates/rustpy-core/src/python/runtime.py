@@ -163,14 +163,18 @@ def _accepts_requests(fn):
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
-def create_instance(cls, ctx, paths):
-    """Instantiates the user's class and runs its initialize(ctx)."""
+def create_instance(cls, ctx, paths, entry):
+    """Instantiates the user's class and runs its initialize(ctx).
+
+    `entry` is the method rustpy calls per batch: "predict" (batched API) or
+    "execute" (official Python backend API).
+    """
     with _ModelPaths(paths):
         obj = cls()
         init = getattr(obj, "initialize", None)
         if callable(init):
             init(ctx)
-    predict = obj.predict
+    predict = getattr(obj, entry)
     return (
         obj,
         predict,
@@ -190,6 +194,48 @@ def unload_module(unique, private):
     sys.modules.pop(unique, None)
     private.clear()
     gc.collect()
+
+
+def auto_complete(cls, config_json):
+    """Runs TritonPythonModel.auto_complete_config; returns the new JSON or None."""
+    fn = getattr(cls, "auto_complete_config", None)
+    if not callable(fn):
+        return None
+    import json
+    import triton_python_backend_utils as pb_utils
+
+    result = fn(pb_utils.ModelConfig(config_json))
+    if not isinstance(result, pb_utils.ModelConfig):
+        raise TypeError(
+            "auto_complete_config must return its pb_utils.ModelConfig argument, got %s"
+            % type(result).__name__
+        )
+    return json.dumps(result.as_dict())
+
+
+_loops = {}
+
+
+def run_coroutine(key, coro, wait):
+    """Runs an `async def execute` on the instance's own event loop thread."""
+    import triton_python_backend_utils as pb_utils
+
+    loop = _loops.get(key)
+    if loop is None:
+        loop = _loops[key] = pb_utils._Loop()
+    return loop.run(coro, wait)
+
+
+def close_loop(key):
+    loop = _loops.pop(key, None)
+    if loop is not None:
+        loop.close()
+
+
+def is_coroutine(obj):
+    import asyncio
+
+    return asyncio.iscoroutine(obj)
 
 
 def is_iterator(obj):

@@ -1,41 +1,26 @@
-//! `rustpy check [PATH]`: configuration checks (crate `rustpy-config`) plus
-//! static Python checks of every `backend: "rustpy"` model's model.py.
+//! `rustpy check [PATH]`: the configuration checks of crate `rustpy-config`
+//! plus static Python checks of every `backend: "rustpy"` model's model.py.
 //!
-//! Diagnostics print like a compiler's (`path:line:col: error[code]: ...`),
-//! then a summary line; any error makes the exit code 1.
+//! Diagnostics print like a compiler's (`path:line:col: error[code]: ...`
+//! and `  = hint: ...`), then a summary line; any error makes the exit code 1.
 
 mod python;
 
 use std::{
+    fs,
     io::{self, Write},
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
+use rustpy_config::check::{self as config_check, Diagnostic, Severity, CONFIG_FILE};
 use serde::Serialize;
 
 use crate::{cli::CheckArgs, Error, Global, Result, Status};
 
 pub use python::interpreter as python_interpreter;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Error,
-    Warning,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Diagnostic {
-    pub severity: Severity,
-    pub file: PathBuf,
-    pub line: Option<u32>,
-    pub column: Option<u32>,
-    pub code: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
+/// Everything `rustpy check` found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// Model directories that were checked.
@@ -53,13 +38,19 @@ impl Report {
     }
 
     fn count(&self, severity: Severity) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
     }
 }
 
 pub fn run(_global: &Global, args: CheckArgs) -> Result {
     if !args.path.exists() {
-        return Err(Error::usage(format!("{}: no such file or directory", args.path.display())));
+        return Err(Error::usage(format!(
+            "{}: no such file or directory",
+            args.path.display()
+        )));
     }
     let report = check_path(&args.path)?;
     if args.json {
@@ -89,14 +80,28 @@ pub fn run(_global: &Global, args: CheckArgs) -> Result {
     })
 }
 
-/// Runs every check on `path`: a repository, a model directory or a config.pbtxt.
+/// Runs every check on `path`: a repository, a model directory, or a
+/// model's config.pbtxt (which stands for its directory).
 pub fn check_path(path: &Path) -> anyhow::Result<Report> {
-    let (mut report, py_models) = config_checks(path)?;
-    report.diagnostics.extend(python::check(&py_models)?);
-    report.diagnostics.sort_by(|a, b| {
+    let path = match path.file_name() {
+        Some(name) if name == CONFIG_FILE && path.is_file() => path.parent().unwrap_or(path),
+        _ => path,
+    };
+    let model_dirs = model_dirs(path);
+    let mut diagnostics = config_check::check_path(path).diagnostics;
+
+    let py_models: Vec<python::PyModel> = model_dirs.iter().flat_map(|d| rustpy_files(d)).collect();
+    diagnostics.extend(python::check(&py_models)?);
+
+    // Sorted by place, so output is stable and reads top to bottom.
+    diagnostics.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
     });
-    Ok(report)
+    diagnostics.dedup();
+    Ok(Report {
+        models: model_dirs.len(),
+        diagnostics,
+    })
 }
 
 /// The checks `rustpy zip` runs before packaging: the whole repository, or
@@ -114,13 +119,54 @@ pub fn check_for_packaging(repo: &Path, models: &[String]) -> anyhow::Result<Rep
     Ok(total)
 }
 
+/// The model directories `path` stands for, as rustpy-config decides it:
+/// the path itself if it is a model directory, else its subdirectories.
+fn model_dirs(path: &Path) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return Vec::new();
+    }
+    if config_check::is_model_dir(path) {
+        return vec![path.to_path_buf()];
+    }
+    let mut dirs: Vec<PathBuf> = fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The model files of a `backend: "rustpy"` model, with its decoupled flag.
+/// Other backends' files (and configs that don't parse, which rustpy-config
+/// already reports) are not the Python checks' business.
+fn rustpy_files(model_dir: &Path) -> Vec<python::PyModel> {
+    let Some(cfg) = fs::read_to_string(model_dir.join(CONFIG_FILE))
+        .ok()
+        .and_then(|text| rustpy_config::parse_pbtxt(&text).ok())
+    else {
+        return Vec::new();
+    };
+    if cfg.backend != "rustpy" {
+        return Vec::new();
+    }
+    let decoupled = rustpy_config::is_decoupled(&cfg);
+    config_check::model_files(model_dir)
+        .into_iter()
+        .map(|file| python::PyModel { file, decoupled })
+        .collect()
+}
+
 /// Prints diagnostics compiler-style, then a summary line.
 pub fn print_human(report: &Report, mut out: impl Write) {
-    // Output errors (closed pipe) are not worth failing the check over.
+    // A closed pipe is not worth failing the check over.
     for d in &report.diagnostics {
-        let _ = writeln!(out, "{}", format_diagnostic(d));
-        if let Some(hint) = &d.hint {
-            let _ = writeln!(out, "  = hint: {hint}");
+        let _ = writeln!(out, "{d}");
+        if !d.hint.is_empty() {
+            let _ = writeln!(out, "  = hint: {}", d.hint);
         }
     }
     let models = plural(report.models, "model");
@@ -136,84 +182,10 @@ pub fn print_human(report: &Report, mut out: impl Write) {
     };
 }
 
-fn format_diagnostic(d: &Diagnostic) -> String {
-    let location = match (d.line, d.column) {
-        (Some(l), Some(c)) => format!("{}:{l}:{c}", d.file.display()),
-        (Some(l), None) => format!("{}:{l}", d.file.display()),
-        _ => d.file.display().to_string(),
-    };
-    let severity = match d.severity {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-    };
-    format!("{location}: {severity}[{}]: {}", d.code, d.message)
-}
-
 fn plural(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
         format!("{n} {what}s")
     }
-}
-
-// ---------------------------------------------------------------------------
-// SEAM(rustpy-config): until `rustpy_config::check::check_path` exists, model
-// discovery and the few config facts the Python checks need are read here
-// with a deliberately naive scan. Replace this block with rustpy-config.
-// ---------------------------------------------------------------------------
-
-fn config_checks(path: &Path) -> anyhow::Result<(Report, Vec<python::PyModel>)> {
-    let model_dirs: Vec<PathBuf> = if path.is_file() {
-        path.parent().map(Path::to_path_buf).into_iter().collect()
-    } else if path.join("config.pbtxt").is_file() {
-        vec![path.to_path_buf()]
-    } else {
-        let mut dirs = Vec::new();
-        for entry in std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))? {
-            let entry = entry?;
-            if entry.path().join("config.pbtxt").is_file() {
-                dirs.push(entry.path());
-            }
-        }
-        dirs.sort();
-        dirs
-    };
-    let mut report = Report {
-        models: model_dirs.len(),
-        ..Report::default()
-    };
-    let mut py = Vec::new();
-    for dir in model_dirs {
-        let cfg_path = dir.join("config.pbtxt");
-        let cfg = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("cannot read {}", cfg_path.display()))?;
-        let compact: String = cfg.split_whitespace().collect();
-        if !compact.contains("backend:\"rustpy\"") {
-            continue;
-        }
-        let decoupled = Some(compact.contains("decoupled:true"));
-        let mut found = false;
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let is_version = entry.file_name().to_str().is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()));
-            if is_version && entry.path().join("model.py").is_file() {
-                found = true;
-                py.push(python::PyModel { file: entry.path().join("model.py"), decoupled });
-            }
-        }
-        if !found {
-            report.diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                file: dir.clone(),
-                line: None,
-                column: None,
-                code: "missing-model-file".into(),
-                message: "no <version>/model.py".into(),
-                hint: None,
-            });
-        }
-    }
-    py.sort_by(|a, b| a.file.cmp(&b.file));
-    Ok((report, py))
 }

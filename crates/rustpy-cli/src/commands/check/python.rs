@@ -15,7 +15,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
-use super::{Diagnostic, Severity};
+use rustpy_config::check::{Diagnostic, Severity};
 
 const SCRIPT: &str = include_str!("model_ast.py");
 /// Debian's interpreter: the one the backend embeds on the serving machines.
@@ -35,23 +35,23 @@ struct FileInfo {
 #[derive(Debug, Deserialize)]
 struct ParseError {
     message: String,
-    line: Option<u32>,
-    col: Option<u32>,
+    line: Option<usize>,
+    col: Option<usize>,
     kind: String,
 }
 
 #[derive(Debug, Deserialize)]
 struct ClassInfo {
-    line: u32,
-    col: u32,
+    line: usize,
+    col: usize,
     bases: u32,
     methods: BTreeMap<String, MethodInfo>,
 }
 
 #[derive(Debug, Deserialize)]
 struct MethodInfo {
-    line: u32,
-    col: u32,
+    line: usize,
+    col: usize,
     positional: u32,
     varargs: bool,
     generator: bool,
@@ -61,8 +61,8 @@ struct MethodInfo {
 #[derive(Debug, Clone)]
 pub struct PyModel {
     pub file: PathBuf,
-    /// `model_transaction_policy { decoupled: true }`; `None` if unknown.
-    pub decoupled: Option<bool>,
+    /// `model_transaction_policy { decoupled: true }`.
+    pub decoupled: bool,
 }
 
 /// The interpreter used for the checks: `$RUSTPY_PYTHON`, Debian's
@@ -142,14 +142,14 @@ fn run_script(paths: &[&str]) -> anyhow::Result<Vec<FileInfo>> {
 fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
     let file = &info.path;
     let mut out = Vec::new();
-    let diag = |severity, line, column, code: &str, message: String, hint: Option<&str>| Diagnostic {
+    let diag = |severity, line, column, code, message: String, hint: &str| Diagnostic {
         severity,
         file: file.clone(),
         line,
         column,
-        code: code.to_owned(),
+        code,
         message,
-        hint: hint.map(str::to_owned),
+        hint: hint.to_owned(),
     };
 
     if let Some(err) = &info.error {
@@ -159,18 +159,18 @@ fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
                 Severity::Error,
                 err.line,
                 err.col,
-                "python-syntax",
+                "python.syntax",
                 format!("{}: {}", err.kind, err.message),
-                None,
+                "the backend cannot import a file with a syntax error",
             )
         } else {
             diag(
                 Severity::Error,
                 err.line,
                 err.col,
-                "python-unreadable",
+                "python.unreadable",
                 format!("cannot parse: {}: {}", err.kind, err.message),
-                None,
+                "save the file as UTF-8 Python source",
             )
         });
         return out;
@@ -185,28 +185,28 @@ fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
                         Severity::Error,
                         Some(predict.line),
                         Some(predict.col),
-                        "python-predict-signature",
+                        "python.predict-signature",
                         "`Model.predict` must take the inputs: `def predict(self, inputs, requests)`"
                             .to_owned(),
-                        Some("the `requests` parameter is optional; `inputs` is not"),
+                        "the `requests` parameter is optional; `inputs` is not",
                     ));
                 }
                 match (model.decoupled, predict.generator) {
-                    (Some(true), false) => out.push(diag(
+                    (true, false) => out.push(diag(
                         Severity::Warning,
                         Some(predict.line),
                         Some(predict.col),
-                        "python-decoupled-not-generator",
+                        "python.decoupled-not-generator",
                         "the model is decoupled but `predict` never yields".to_owned(),
-                        Some("a decoupled model streams: `yield` one dict of outputs per response"),
+                        "a decoupled model streams: `yield` one dict of outputs per response",
                     )),
-                    (Some(false), true) => out.push(diag(
+                    (false, true) => out.push(diag(
                         Severity::Error,
                         Some(predict.line),
                         Some(predict.col),
-                        "python-generator-not-decoupled",
+                        "python.generator-not-decoupled",
                         "`predict` is a generator but the model is not decoupled".to_owned(),
-                        Some("add `model_transaction_policy { decoupled: true }` to config.pbtxt, or `return` the outputs"),
+                        "add `model_transaction_policy { decoupled: true }` to config.pbtxt, or `return` the outputs",
                     )),
                     _ => {}
                 }
@@ -216,18 +216,18 @@ fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
                 Severity::Warning,
                 Some(cls.line),
                 Some(cls.col),
-                "python-missing-predict",
+                "python.missing-predict",
                 "`class Model` defines no `predict` method (unless a base class provides it)"
                     .to_owned(),
-                Some("define `def predict(self, inputs, requests)` returning a dict of numpy arrays"),
+                "define `def predict(self, inputs, requests)` returning a dict of numpy arrays",
             )),
             None => out.push(diag(
                 Severity::Error,
                 Some(cls.line),
                 Some(cls.col),
-                "python-missing-predict",
+                "python.missing-predict",
                 "`class Model` has no `predict` method".to_owned(),
-                Some("define `def predict(self, inputs, requests)` returning a dict of numpy arrays"),
+                "define `def predict(self, inputs, requests)` returning a dict of numpy arrays",
             )),
         }
     } else if let Some(cls) = info.classes.get("TritonPythonModel") {
@@ -237,9 +237,9 @@ fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
                 severity,
                 Some(cls.line),
                 Some(cls.col),
-                "python-missing-execute",
+                "python.missing-execute",
                 "`class TritonPythonModel` has no `execute` method".to_owned(),
-                Some("define `def execute(self, requests)` returning one response per request"),
+                "define `def execute(self, requests)` returning one response per request",
             ));
         }
     } else if !is_bound("Model") && !is_bound("TritonPythonModel") {
@@ -247,10 +247,10 @@ fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
             Severity::Error,
             None,
             None,
-            "python-missing-model-class",
+            "python.missing-model-class",
             "defines neither `class Model` (rustpy's batched API) nor `class TritonPythonModel`"
                 .to_owned(),
-            Some("add `class Model` with `def predict(self, inputs, requests)`; see docs/python-api.md"),
+            "add `class Model` with `def predict(self, inputs, requests)`; see docs/python-api.md",
         ));
     }
     out
