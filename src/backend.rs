@@ -9,6 +9,7 @@ use rustpy_core::python::{self, InstanceInfo, LoadedModel};
 use rustpy_core::{Error, InferRequest, OutputSlice, Responder};
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
+use crate::ffi::server::TritonServerApi;
 use crate::ffi::sys::{monotonic_ns, promote_libpython_to_global};
 use crate::ffi::{log, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
 
@@ -53,6 +54,11 @@ struct ModelState {
 }
 
 pub fn model_initialize(model: Model) -> Result<()> {
+    // BLS, model control and metrics from Python go through the server that
+    // loads our models (one per process).
+    if rustpy_core::server::server_api().is_err() {
+        rustpy_core::server::set_server_api(TritonServerApi::new(model)?);
+    }
     let name = model.name()?;
     let version = model.version()?;
     let dir = model.directory()?;

@@ -15,6 +15,7 @@
 mod entry;
 pub mod handles;
 pub mod raw;
+pub mod server;
 pub mod sys;
 
 use std::ffi::{CStr, CString};

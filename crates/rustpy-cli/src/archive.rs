@@ -18,9 +18,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zip::{
-    write::SimpleFileOptions, CompressionMethod, DateTime, ZipArchive, ZipWriter,
-};
+use zip::{write::SimpleFileOptions, CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
 /// Name of the manifest entry at the archive's root.
 pub const MANIFEST_NAME: &str = "rustpy-manifest.json";
@@ -119,9 +117,14 @@ pub fn ignore_rules(root: &Path) -> anyhow::Result<Gitignore> {
 /// of `models`), skipping ignored paths and `exclude` (e.g. the output zip
 /// itself when it lives inside the repository). Symlinks are followed, so the
 /// archive is self-contained.
-pub fn collect(root: &Path, models: &[String], exclude: Option<&Path>) -> anyhow::Result<Collected> {
+pub fn collect(
+    root: &Path,
+    models: &[String],
+    exclude: Option<&Path>,
+) -> anyhow::Result<Collected> {
     let rules = ignore_rules(root)?;
-    let exclude = exclude.and_then(|p| Some((p.file_name()?.to_owned(), fs::canonicalize(p).ok()?)));
+    let exclude =
+        exclude.and_then(|p| Some((p.file_name()?.to_owned(), fs::canonicalize(p).ok()?)));
 
     let starts: Vec<PathBuf> = if models.is_empty() {
         vec![root.to_path_buf()]
@@ -177,6 +180,21 @@ pub fn collect(root: &Path, models: &[String], exclude: Option<&Path>) -> anyhow
     out.dirs.sort();
     out.files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Whether `path` (under `root`) or any directory above it is ignored, i.e.
+/// whether [`collect`] would leave it out of the archive.
+pub fn is_excluded(rules: &Gitignore, root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut prefix = PathBuf::new();
+    rel.components().any(|comp| {
+        prefix.push(comp);
+        rules
+            .matched(&prefix, root.join(&prefix).is_dir())
+            .is_ignore()
+    })
 }
 
 fn is_ignored(rules: &Gitignore, root: &Path, path: &Path, is_dir: bool) -> bool {
@@ -240,7 +258,12 @@ pub fn write_zip<W: Write + Seek>(
         .dirs
         .iter()
         .map(|d| (d.as_str(), Item::Dir(d)))
-        .chain(collected.files.iter().map(|f| (f.name.as_str(), Item::File(f))))
+        .chain(
+            collected
+                .files
+                .iter()
+                .map(|f| (f.name.as_str(), Item::File(f))),
+        )
         .collect();
     items.sort_by(|a, b| a.0.cmp(b.0));
 

@@ -7,9 +7,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Build, check, package and serve Triton model repositories for the rustpy backend.
 #[derive(Debug, Parser)]
-#[command(name = "rustpy", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Exit codes: 0 ok, 1 check/verification failed, 2 usage error, \
-                        3 not implemented, 4 runtime error; `serve` exits with tritonserver's code.")]
+#[command(
+    name = "rustpy",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 check/verification failed, 2 usage error, \
+                        3 not implemented, 4 runtime error; `serve` exits with tritonserver's code."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -97,7 +104,12 @@ pub struct ZipArgs {
     pub models: Vec<String>,
 
     /// Archive to write (replaced atomically if it exists).
-    #[arg(short, long, value_name = "OUT.zip", required_unless_present = "verify")]
+    #[arg(
+        short,
+        long,
+        value_name = "OUT.zip",
+        required_unless_present = "verify"
+    )]
     pub output: Option<PathBuf>,
 
     /// Package even if `rustpy check` reports errors.

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod python;
 pub mod request;
+pub mod server;
 pub mod spec;
 
 pub use dtype::DataType;

@@ -163,11 +163,8 @@ impl Scaffold {
         };
         let template = match task {
             Task::ImageClassification => {
-                let mut probs = Tensor::new(
-                    "PROBS",
-                    "TYPE_FP32",
-                    &[CLASSIFICATION_LABELS.len() as i64],
-                );
+                let mut probs =
+                    Tensor::new("PROBS", "TYPE_FP32", &[CLASSIFICATION_LABELS.len() as i64]);
                 probs.label_filename = Some("labels.txt");
                 scaffold.inputs.push(image());
                 scaffold.outputs.push(probs);
@@ -175,7 +172,9 @@ impl Scaffold {
                 include_str!("../../templates/image_classification.py")
             }
             Task::TextEmbedding => {
-                scaffold.inputs.push(Tensor::new("TEXT", "TYPE_STRING", &[1]));
+                scaffold
+                    .inputs
+                    .push(Tensor::new("TEXT", "TYPE_STRING", &[1]));
                 scaffold.outputs.push(Tensor::new(
                     "EMBEDDING",
                     "TYPE_FP32",
@@ -184,8 +183,12 @@ impl Scaffold {
                 include_str!("../../templates/text_embedding.py")
             }
             Task::TextGeneration => {
-                scaffold.inputs.push(Tensor::new("PROMPT", "TYPE_STRING", &[1]));
-                scaffold.outputs.push(Tensor::new("TOKEN", "TYPE_STRING", &[1]));
+                scaffold
+                    .inputs
+                    .push(Tensor::new("PROMPT", "TYPE_STRING", &[1]));
+                scaffold
+                    .outputs
+                    .push(Tensor::new("TOKEN", "TYPE_STRING", &[1]));
                 scaffold.decoupled = true;
                 scaffold
                     .parameters
@@ -206,8 +209,12 @@ impl Scaffold {
                 include_str!("../../templates/object_detection.py")
             }
             Task::Passthrough => {
-                scaffold.inputs.push(Tensor::new("INPUT0", "TYPE_FP32", &[-1]));
-                scaffold.outputs.push(Tensor::new("OUTPUT0", "TYPE_FP32", &[-1]));
+                scaffold
+                    .inputs
+                    .push(Tensor::new("INPUT0", "TYPE_FP32", &[-1]));
+                scaffold
+                    .outputs
+                    .push(Tensor::new("OUTPUT0", "TYPE_FP32", &[-1]));
                 include_str!("../../templates/passthrough.py")
             }
         };
@@ -234,7 +241,8 @@ impl Scaffold {
                 fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+            fs::write(path, contents)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(files.into_iter().map(|(path, _)| path).collect())
     }
@@ -249,7 +257,9 @@ impl Scaffold {
         write_tensors(&mut out, "input", &self.inputs);
         write_tensors(&mut out, "output", &self.outputs);
         if self.decoupled {
-            out.push_str("\n# Streaming: predict() is a generator and each yield is one response.\n");
+            out.push_str(
+                "\n# Streaming: predict() is a generator and each yield is one response.\n",
+            );
             out.push_str("model_transaction_policy {\n  decoupled: true\n}\n");
         }
         if self.max_batch_size > 0 {

@@ -8,7 +8,7 @@
 //! end, so a failure leaves nothing half-extracted.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs,
     io::{self, Read},
     path::{Component, Path, PathBuf},
@@ -36,6 +36,8 @@ enum Kind {
 #[derive(Debug)]
 struct Planned {
     index: usize,
+    /// The entry's name in the archive (as the manifest lists it).
+    name: String,
     /// Normalised relative path (no `.`/`..`, no root).
     rel: PathBuf,
     kind: Kind,
@@ -62,6 +64,9 @@ pub fn run(global: &Global, args: UnzipArgs) -> Result {
         Error::invalid(e.context(format!("refusing to extract {}", args.archive.display())))
     })?;
 
+    // The manifest is also checked while extracting: the archive file could
+    // change between verification and extraction.
+    let mut expected = BTreeMap::new();
     if !args.no_verify {
         let verification = verify_file(global, &args.archive)?;
         if !verification.ok() {
@@ -74,6 +79,12 @@ pub fn run(global: &Global, args: UnzipArgs) -> Result {
             );
             return Ok(Status::Failed);
         }
+        let manifest = archive::read_manifest(&mut zip).map_err(Error::invalid)?;
+        expected = manifest
+            .files
+            .into_iter()
+            .map(|f| (f.path, (f.size, f.sha256)))
+            .collect();
     }
 
     let parent = match dest.parent() {
@@ -92,8 +103,11 @@ pub fn run(global: &Global, args: UnzipArgs) -> Result {
         .filter_map(|p| zip.by_index_raw(p.index).ok().map(|e| e.size()))
         .sum();
     let bar = progress::bytes(global, total, "extract");
-    extract(&mut zip, &plan, staging.path(), &bar)?;
+    extract(&mut zip, &plan, staging.path(), &expected, &bar)?;
     bar.finish_and_clear();
+    links_stay_inside(&plan, staging.path()).map_err(|e| {
+        Error::invalid(e.context(format!("refusing to extract {}", args.archive.display())))
+    })?;
 
     // Move into place. An existing empty DIR is replaced (rename onto a
     // non-empty directory would fail, which is what we want).
@@ -104,7 +118,10 @@ pub fn run(global: &Global, args: UnzipArgs) -> Result {
     if let Err(e) = fs::rename(&staged, dest) {
         let _ = fs::remove_dir_all(&staged);
         return Err(anyhow::Error::new(e)
-            .context(format!("cannot move the extracted files to {}", dest.display()))
+            .context(format!(
+                "cannot move the extracted files to {}",
+                dest.display()
+            ))
             .into());
     }
 
@@ -141,8 +158,9 @@ fn plan<R: Read + io::Seek>(zip: &mut zip::ZipArchive<R>) -> anyhow::Result<Vec<
             entry
                 .read_to_string(&mut target)
                 .with_context(|| format!("symlink `{name}`: target is not UTF-8"))?;
-            check_link_target(&rel, &target)
-                .with_context(|| format!("symlink `{name}` -> `{target}` escapes the output directory"))?;
+            check_link_target(&rel, &target).with_context(|| {
+                format!("symlink `{name}` -> `{target}` escapes the output directory")
+            })?;
             Kind::Symlink { target }
         } else if entry.is_dir() {
             Kind::Dir
@@ -150,7 +168,12 @@ fn plan<R: Read + io::Seek>(zip: &mut zip::ZipArchive<R>) -> anyhow::Result<Vec<
             let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
             Kind::File { executable }
         };
-        plan.push(Planned { index, rel, kind });
+        plan.push(Planned {
+            index,
+            name,
+            rel,
+            kind,
+        });
     }
 
     // Nothing may be written through a symlink from the same archive, even
@@ -234,50 +257,71 @@ fn extract<R: Read + io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     plan: &[Planned],
     root: &Path,
+    expected: &BTreeMap<String, (u64, String)>,
     bar: &indicatif::ProgressBar,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     // Directories and files first, symlinks last: no write can then follow
     // a link created from the archive.
-    for p in plan.iter().filter(|p| !matches!(p.kind, Kind::Symlink { .. })) {
+    for p in plan
+        .iter()
+        .filter(|p| !matches!(p.kind, Kind::Symlink { .. }))
+    {
         let path = root.join(&p.rel);
         match p.kind {
-            Kind::Dir => {
-                fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?
-            }
+            Kind::Dir => fs::create_dir_all(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
             Kind::File { executable } => {
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent)
                         .with_context(|| format!("cannot create {}", parent.display()))?;
                 }
-                let mut entry = zip.by_index(p.index)?;
+                let mut entry = zip
+                    .by_index(p.index)
+                    .with_context(|| format!("cannot read {}", p.name))?;
                 let mut out = create_new_file(&path, executable)?;
-                archive::copy_hashing(&mut entry, &mut out, bar)
-                    .with_context(|| format!("cannot extract {}", p.rel.display()))?;
+                let actual = archive::copy_hashing(&mut entry, &mut out, bar)
+                    .with_context(|| format!("cannot extract {}", p.name))?;
+                if let Some(want) = expected.get(&p.name) {
+                    if *want != actual {
+                        return Err(Error::invalid(anyhow!(
+                            "{} changed while extracting: it no longer matches the manifest",
+                            p.name
+                        )));
+                    }
+                }
             }
-            Kind::Symlink { .. } => unreachable!("filtered above"),
+            Kind::Symlink { .. } => {}
         }
     }
-    let links: Vec<&Planned> = plan
-        .iter()
-        .filter(|p| matches!(p.kind, Kind::Symlink { .. }))
-        .collect();
-    if links.is_empty() {
-        return Ok(());
-    }
-    for p in &links {
+    for p in plan {
         if let Kind::Symlink { target } = &p.kind {
             make_symlink(target, &root.join(&p.rel))?;
         }
     }
-    // Defence in depth: resolve every link for real and make sure it lands
-    // inside the root (a lexical check can be fooled by link chains).
+    Ok(())
+}
+
+/// Defence in depth after extraction (into the staging directory): resolve
+/// every link for real and make sure it lands inside the root, since a
+/// lexical check of each link alone can be fooled by link chains.
+fn links_stay_inside(plan: &[Planned], root: &Path) -> anyhow::Result<()> {
     let real_root = fs::canonicalize(root)?;
-    for p in &links {
+    for p in plan
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::Symlink { .. }))
+    {
         let path = root.join(&p.rel);
-        let resolved = fs::canonicalize(&path)
-            .map_err(|_| anyhow!("symlink `{}` does not resolve inside the archive", p.rel.display()))?;
+        let resolved = fs::canonicalize(&path).map_err(|_| {
+            anyhow!(
+                "symlink `{}` does not resolve inside the archive",
+                p.rel.display()
+            )
+        })?;
         if !resolved.starts_with(&real_root) {
-            bail!("symlink `{}` resolves outside the output directory", p.rel.display());
+            bail!(
+                "symlink `{}` resolves outside the output directory",
+                p.rel.display()
+            );
         }
     }
     Ok(())
@@ -306,7 +350,8 @@ fn create_new_file(path: &Path, _executable: bool) -> anyhow::Result<fs::File> {
 #[cfg(unix)]
 fn make_symlink(target: &str, link: &Path) -> anyhow::Result<()> {
     if let Some(parent) = link.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     std::os::unix::fs::symlink(target, link)
         .with_context(|| format!("cannot create symlink {}", link.display()))
@@ -323,9 +368,21 @@ mod tests {
 
     #[test]
     fn entry_names() {
-        assert_eq!(safe_relative_path("a/./b/c.py").unwrap(), PathBuf::from("a/b/c.py"));
+        assert_eq!(
+            safe_relative_path("a/./b/c.py").unwrap(),
+            PathBuf::from("a/b/c.py")
+        );
         assert_eq!(safe_relative_path("m/1/").unwrap(), PathBuf::from("m/1"));
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a/..", "C:/x", "c:x", "..\\x", "a\0b"] {
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            "C:/x",
+            "c:x",
+            "..\\x",
+            "a\0b",
+        ] {
             assert!(safe_relative_path(bad).is_err(), "{bad:?}");
         }
     }

@@ -36,15 +36,25 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
     }
     // clap enforces both when --verify is absent; stay graceful regardless.
     let (Some(repo), Some(output)) = (args.repo.as_deref(), args.output.as_deref()) else {
-        return Err(Error::usage("`rustpy zip` needs REPO and -o OUT.zip (or --verify ZIP)"));
+        return Err(Error::usage(
+            "`rustpy zip` needs REPO and -o OUT.zip (or --verify ZIP)",
+        ));
     };
     if !repo.is_dir() {
-        return Err(Error::usage(format!("{} is not a directory", repo.display())));
+        return Err(Error::usage(format!(
+            "{} is not a directory",
+            repo.display()
+        )));
     }
     let models = selected_models(repo, &args.models)?;
 
-    // Refuse to ship a repository that would fail to load.
-    let report = check::check_for_packaging(repo, &models)?;
+    // Refuse to ship a repository that would fail to load; problems in
+    // paths that won't be packed (.rustpyignore, junk) don't count.
+    let mut report = check::check_for_packaging(repo, &models)?;
+    let rules = archive::ignore_rules(repo).map_err(Error::invalid)?;
+    report
+        .diagnostics
+        .retain(|d| !archive::is_excluded(&rules, repo, &d.file));
     if report.errors() > 0 {
         check::print_human(&report, std::io::stderr().lock());
         if !args.force {
@@ -56,7 +66,10 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
 
     let collected = archive::collect(repo, &models, Some(output))?;
     for path in &collected.skipped {
-        global.status(format!("warning: skipping {} (not a regular file)", path.display()));
+        global.status(format!(
+            "warning: skipping {} (not a regular file)",
+            path.display()
+        ));
     }
 
     let parent = match output.parent() {
@@ -114,7 +127,9 @@ fn selected_models(repo: &Path, models: &[String]) -> Result<Vec<String>> {
             && !matches!(name.as_str(), "." | "..")
             && !name.contains(['/', '\\']);
         if !plain {
-            return Err(Error::usage(format!("-m takes a model name, not a path: `{name}`")));
+            return Err(Error::usage(format!(
+                "-m takes a model name, not a path: `{name}`"
+            )));
         }
         if !repo.join(name).is_dir() {
             return Err(Error::usage(format!(
@@ -207,7 +222,9 @@ pub(crate) fn open_archive(path: &Path) -> Result<zip::ZipArchive<fs::File>> {
         }
     })?;
     zip::ZipArchive::new(file).map_err(|e| {
-        Error::invalid(anyhow::Error::new(e).context(format!("{}: not a valid zip archive", path.display())))
+        Error::invalid(
+            anyhow::Error::new(e).context(format!("{}: not a valid zip archive", path.display())),
+        )
     })
 }
 

@@ -1,13 +1,17 @@
 //! `_rustpy_native`: the Rust half of rustpy's pb_utils (response senders,
 //! logging). Registered in sys.modules when the interpreter starts.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crossbeam::channel::{unbounded, Receiver};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyModule;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
-use super::numpy_io::{extract_tensor, ExtractedOutput};
+use super::numpy_io::{array_from_chunks, bytes_array, extract_tensor, ExtractedOutput};
+use crate::request::{CorrelationId, ParamValue};
+use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor};
 use crate::batch::OutputData;
 use crate::dtype::DataType;
 use crate::engine::{OutputSlice, Responder};
@@ -167,10 +171,208 @@ impl Drop for NativeSender {
     }
 }
 
+fn core_err(e: Error) -> PyErr {
+    PyRuntimeError::new_err(e.message)
+}
+
+fn py_to_param(value: &Bound<'_, PyAny>) -> Option<ParamValue> {
+    // bool first: Python's bool is an int.
+    if let Ok(b) = value.downcast::<PyBool>() {
+        return Some(ParamValue::Bool(b.is_true()));
+    }
+    if let Ok(i) = value.extract::<i64>() {
+        return Some(ParamValue::Int(i));
+    }
+    if let Ok(f) = value.downcast::<PyFloat>() {
+        return Some(ParamValue::Double(f.value()));
+    }
+    value.extract::<String>().ok().map(ParamValue::String)
+}
+
+fn param_to_py(py: Python<'_>, value: &ParamValue) -> PyObject {
+    match value {
+        ParamValue::String(s) => s.into_py(py),
+        ParamValue::Int(i) => i.into_py(py),
+        ParamValue::Bool(b) => b.into_py(py),
+        ParamValue::Double(d) => d.into_py(py),
+    }
+}
+
+/// Starts an in-process inference on another model (BLS) and returns the
+/// stream its responses arrive on.
+#[pyfunction]
+#[pyo3(signature = (model_name, model_version, request_id, correlation_id, flags, timeout, parameters, inputs, requested_outputs))]
+#[allow(clippy::too_many_arguments)]
+fn bls_infer(
+    py: Python<'_>,
+    model_name: String,
+    model_version: i64,
+    request_id: String,
+    correlation_id: Bound<'_, PyAny>,
+    flags: u32,
+    timeout: u64,
+    parameters: Bound<'_, PyDict>,
+    inputs: Vec<(String, Bound<'_, PyAny>, u32)>,
+    requested_outputs: Vec<String>,
+) -> PyResult<BlsStream> {
+    let server = server_api().map_err(core_err)?.clone();
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for (name, array, code) in inputs {
+        let t = extract_tensor(py, &model_name, &name, &array, DataType::from_code(code)).map_err(core_err)?;
+        let data = match t.view_data() {
+            OutputData::Fixed(b) => b.to_vec(),
+            OutputData::Bytes { buf, .. } => buf.to_vec(),
+        };
+        tensors.push(OwnedTensor { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), data });
+    }
+    let correlation_id = if let Ok(s) = correlation_id.extract::<String>() {
+        CorrelationId::String(s)
+    } else {
+        match correlation_id.extract::<u64>()? {
+            0 => CorrelationId::None,
+            n => CorrelationId::Int(n),
+        }
+    };
+    let mut params = Vec::new();
+    for (k, v) in parameters.iter() {
+        let key: String = k.extract()?;
+        let value = py_to_param(&v)
+            .ok_or_else(|| PyRuntimeError::new_err(format!("parameter '{key}' must be bool, int, float or str")))?;
+        params.push((key, value));
+    }
+    let request = BlsRequest {
+        model_name,
+        model_version,
+        request_id,
+        correlation_id,
+        flags,
+        timeout_us: timeout,
+        inputs: tensors,
+        requested_outputs,
+        parameters: params,
+    };
+    let (tx, rx) = unbounded();
+    py.allow_threads(|| server.infer(request, tx)).map_err(core_err)?;
+    Ok(BlsStream { responses: rx })
+}
+
+/// The responses of one BLS request, in arrival order.
+#[pyclass(module = "_rustpy_native")]
+struct BlsStream {
+    responses: Receiver<BlsResponse>,
+}
+
+#[pymethods]
+impl BlsStream {
+    /// The next response as (outputs, error, parameters, is_final), or None
+    /// once the final response was taken. Waits without holding the GIL.
+    #[allow(clippy::type_complexity)]
+    fn next_response(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<Option<(Vec<(String, PyObject, u32)>, Option<(u32, String)>, PyObject, bool)>> {
+        let rx = self.responses.clone();
+        let Ok(resp) = py.allow_threads(move || rx.recv()) else { return Ok(None) };
+        let mut outputs = Vec::with_capacity(resp.outputs.len());
+        for t in &resp.outputs {
+            let array = if t.dtype == DataType::Bytes {
+                let n = crate::request::element_count(&t.shape);
+                let elems = crate::bytes::decode(&t.data, n).map_err(core_err)?;
+                let elems: Vec<Cow<'_, [u8]>> = elems.into_iter().map(Cow::Borrowed).collect();
+                bytes_array(py, &t.shape, &elems)?
+            } else {
+                array_from_chunks(py, t.dtype, &t.shape, &[&t.data])?
+            };
+            outputs.push((t.name.clone(), array.unbind(), t.dtype as u32));
+        }
+        let params = PyDict::new_bound(py);
+        for (k, v) in &resp.parameters {
+            params.set_item(k, param_to_py(py, v))?;
+        }
+        let error = resp.error.as_ref().map(|e| (e.code as u32, e.message.clone()));
+        Ok(Some((outputs, error, params.into_any().unbind(), resp.is_final)))
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (model_name, config, files))]
+fn load_model(py: Python<'_>, model_name: String, config: String, files: Vec<(String, Vec<u8>)>) -> PyResult<()> {
+    let server = server_api().map_err(core_err)?.clone();
+    py.allow_threads(|| server.load_model(&model_name, &config, &files)).map_err(core_err)
+}
+
+#[pyfunction]
+fn unload_model(py: Python<'_>, model_name: String, unload_dependents: bool) -> PyResult<()> {
+    let server = server_api().map_err(core_err)?.clone();
+    py.allow_threads(|| server.unload_model(&model_name, unload_dependents)).map_err(core_err)
+}
+
+#[pyfunction]
+fn is_model_ready(py: Python<'_>, model_name: String, model_version: i64) -> PyResult<bool> {
+    let server = server_api().map_err(core_err)?.clone();
+    py.allow_threads(|| server.is_model_ready(&model_name, model_version)).map_err(core_err)
+}
+
+/// A metric family registered on Triton's metrics endpoint.
+#[pyclass(module = "_rustpy_native", frozen)]
+struct NativeMetricFamily {
+    family: Arc<dyn MetricFamily>,
+}
+
+#[pymethods]
+impl NativeMetricFamily {
+    #[new]
+    fn new(py: Python<'_>, name: String, description: String, kind: u32) -> PyResult<Self> {
+        let kind = match kind {
+            0 => MetricKind::Counter,
+            1 => MetricKind::Gauge,
+            2 => MetricKind::Histogram,
+            k => return Err(PyRuntimeError::new_err(format!("unknown metric kind {k}"))),
+        };
+        let server = server_api().map_err(core_err)?.clone();
+        let family = py.allow_threads(|| server.metric_family(&name, &description, kind)).map_err(core_err)?;
+        Ok(NativeMetricFamily { family })
+    }
+
+    #[pyo3(signature = (labels, buckets=None))]
+    fn metric(&self, labels: Vec<(String, String)>, buckets: Option<Vec<f64>>) -> PyResult<NativeMetric> {
+        let metric = self.family.metric(&labels, buckets.as_deref()).map_err(core_err)?;
+        Ok(NativeMetric { metric })
+    }
+}
+
+#[pyclass(module = "_rustpy_native", frozen)]
+struct NativeMetric {
+    metric: Box<dyn Metric>,
+}
+
+#[pymethods]
+impl NativeMetric {
+    fn increment(&self, value: f64) -> PyResult<()> {
+        self.metric.increment(value).map_err(core_err)
+    }
+    fn set(&self, value: f64) -> PyResult<()> {
+        self.metric.set(value).map_err(core_err)
+    }
+    fn observe(&self, value: f64) -> PyResult<()> {
+        self.metric.observe(value).map_err(core_err)
+    }
+    fn value(&self) -> PyResult<f64> {
+        self.metric.value().map_err(core_err)
+    }
+}
+
 /// Builds the `_rustpy_native` module.
 pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let m = PyModule::new_bound(py, "_rustpy_native")?;
     m.add_function(wrap_pyfunction!(py_log, &m)?)?;
+    m.add_function(wrap_pyfunction!(bls_infer, &m)?)?;
+    m.add_function(wrap_pyfunction!(load_model, &m)?)?;
+    m.add_function(wrap_pyfunction!(unload_model, &m)?)?;
+    m.add_function(wrap_pyfunction!(is_model_ready, &m)?)?;
     m.add_class::<NativeSender>()?;
+    m.add_class::<BlsStream>()?;
+    m.add_class::<NativeMetricFamily>()?;
+    m.add_class::<NativeMetric>()?;
     Ok(m)
 }

@@ -312,12 +312,61 @@ class InferenceRequest:
         return None
 
     def exec(self, decoupled=False):
-        raise TritonModelException(
-            "BLS (InferenceRequest.exec) is not supported by this rustpy build yet")
+        """Runs this request on another model in the same server (BLS)."""
+        if not self._model_name:
+            raise TritonModelException("BLS request needs a model_name")
+        params = json.loads(self._parameters) if isinstance(self._parameters, str) else {}
+        inputs = [(t.name(), t.as_numpy(), t.triton_dtype()) for t in self._inputs]
+        stream = _native.bls_infer(
+            self._model_name, int(self._model_version), self._request_id, self._correlation_id,
+            int(self._flags), int(self._timeout), params, inputs, list(self._requested))
+        if decoupled:
+            return ResponseIterator(stream)
+        result = None
+        while True:
+            item = stream.next_response()
+            if item is None:
+                break
+            response = _response_from_native(item)
+            if item[0] or item[1] is not None or result is None:
+                result = response
+            if item[3]:
+                break
+        return result if result is not None else InferenceResponse()
 
     def async_exec(self, decoupled=False):
-        raise TritonModelException(
-            "BLS (InferenceRequest.async_exec) is not supported by this rustpy build yet")
+        """Like exec(), as an awaitable (runs in the loop's default executor)."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, self.exec, decoupled)
+
+
+def _response_from_native(item):
+    outputs, error, params, _final = item
+    tensors = [Tensor(name, array, code) for name, array, code in outputs]
+    err = TritonError(error[1], error[0]) if error is not None else None
+    return InferenceResponse(tensors, err, json.dumps(params) if params else None)
+
+
+class ResponseIterator:
+    """The responses of a decoupled BLS request; the last one may be empty."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._done = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        item = self._stream.next_response()
+        if item is None:
+            self._done = True
+            raise StopIteration
+        if item[3]:
+            self._done = True
+        return _response_from_native(item)
 
 
 # --- logging -------------------------------------------------------------------------
@@ -348,35 +397,22 @@ class Logger:
         _native.log(3, str(message))
 
 
-# --- metrics (kept in-process; exported by a later rustpy version) ----------------
+# --- metrics (exported on Triton's metrics endpoint) -----------------------------
 class Metric:
-    def __init__(self, kind, labels, buckets):
-        self._kind = kind
-        self._labels = dict(labels or {})
-        self._lock = threading.Lock()
-        self._value = 0.0
-        self._buckets = list(buckets) if buckets is not None else None
+    def __init__(self, native):
+        self._native = native
 
     def increment(self, value):
-        if self._kind == MetricFamily.COUNTER and value < 0:
-            raise TritonModelException("a counter cannot be decremented")
-        with self._lock:
-            self._value += value
+        self._native.increment(float(value))
 
     def set(self, value):
-        if self._kind != MetricFamily.GAUGE:
-            raise TritonModelException("set() is only valid for a GAUGE metric")
-        with self._lock:
-            self._value = float(value)
+        self._native.set(float(value))
 
     def observe(self, value):
-        if self._kind != MetricFamily.HISTOGRAM:
-            raise TritonModelException("observe() is only valid for a HISTOGRAM metric")
-        with self._lock:
-            self._value += value
+        self._native.observe(float(value))
 
     def value(self):
-        return self._value
+        return self._native.value()
 
 
 class MetricFamily:
@@ -390,24 +426,32 @@ class MetricFamily:
         self.name = name
         self.description = description
         self.kind = kind
+        self._native = _native.NativeMetricFamily(name, description, int(kind))
 
     def Metric(self, labels=None, buckets=None):
         if self.kind == MetricFamily.HISTOGRAM and buckets is None:
             raise TritonModelException("a HISTOGRAM metric needs buckets")
-        return Metric(self.kind, labels, buckets)
+        pairs = [(str(k), str(v)) for k, v in (labels or {}).items()]
+        return Metric(self._native.metric(pairs, list(buckets) if buckets is not None else None))
 
 
-# --- model control (needs the in-process server API; not in this build) -----------
+# --- model control (explicit model-control mode) ---------------------------------
 def load_model(model_name, config="", files=None):
-    raise TritonModelException("load_model is not supported by this rustpy build yet")
+    file_items = []
+    for path, content in (files or {}).items():
+        if not path.startswith("file:"):
+            raise TritonModelException("file keys must start with 'file:', got %r" % path)
+        file_items.append((path, bytes(content)))
+    _native.load_model(model_name, config or "", file_items)
 
 
 def unload_model(model_name, unload_dependents=False):
-    raise TritonModelException("unload_model is not supported by this rustpy build yet")
+    _native.unload_model(model_name, bool(unload_dependents))
 
 
 def is_model_ready(model_name, model_version=""):
-    raise TritonModelException("is_model_ready is not supported by this rustpy build yet")
+    version = int(model_version) if str(model_version).strip() else -1
+    return _native.is_model_ready(model_name, version)
 
 
 # --- config helpers -------------------------------------------------------------------

@@ -92,7 +92,11 @@ pub fn check(models: &[PyModel]) -> anyhow::Result<Vec<Diagnostic>> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let infos = run_script(&paths)?;
     if infos.len() != models.len() {
-        bail!("the Python checker returned {} results for {} files", infos.len(), models.len());
+        bail!(
+            "the Python checker returned {} results for {} files",
+            infos.len(),
+            models.len()
+        );
     }
     Ok(models
         .iter()
@@ -135,7 +139,10 @@ fn run_script(paths: &[&str]) -> anyhow::Result<Vec<FileInfo>> {
         );
     }
     serde_json::from_slice(&output.stdout).with_context(|| {
-        format!("unexpected output from the Python checker ({})", python.display())
+        format!(
+            "unexpected output from the Python checker ({})",
+            python.display()
+        )
     })
 }
 
@@ -153,7 +160,10 @@ fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
     };
 
     if let Some(err) = &info.error {
-        let syntax = matches!(err.kind.as_str(), "SyntaxError" | "IndentationError" | "TabError");
+        let syntax = matches!(
+            err.kind.as_str(),
+            "SyntaxError" | "IndentationError" | "TabError"
+        );
         out.push(if syntax {
             diag(
                 Severity::Error,
@@ -232,7 +242,11 @@ fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
         }
     } else if let Some(cls) = info.classes.get("TritonPythonModel") {
         if !cls.methods.contains_key("execute") {
-            let severity = if cls.bases > 0 { Severity::Warning } else { Severity::Error };
+            let severity = if cls.bases > 0 {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
             out.push(diag(
                 severity,
                 Some(cls.line),

@@ -10,20 +10,42 @@ use std::{
 const DEPS_TRITONSERVER: &str = ".rustpy-deps/pytriton/tritonserver/bin/tritonserver";
 const BACKEND_LIB: &str = "libtriton_rustpy.so";
 
+/// Why a file was not found. `explicit` when the user named the path (flag
+/// or environment variable), which makes it a usage error rather than a
+/// missing installation.
+#[derive(Debug)]
+pub struct NotFound {
+    pub message: String,
+    pub explicit: bool,
+}
+
+fn named(message: String) -> NotFound {
+    NotFound {
+        message,
+        explicit: true,
+    }
+}
+
 /// tritonserver: `--tritonserver`, `$TRITONSERVER`, PATH, then
 /// `.rustpy-deps/` searched upward from the current directory and from
 /// this executable's directory.
-pub fn tritonserver(flag: Option<&Path>) -> Result<PathBuf, String> {
+pub fn tritonserver(flag: Option<&Path>) -> Result<PathBuf, NotFound> {
     if let Some(path) = flag {
-        return executable(path)
-            .then(|| path.to_path_buf())
-            .ok_or_else(|| format!("--tritonserver {}: not an executable file", path.display()));
+        return executable(path).then(|| path.to_path_buf()).ok_or_else(|| {
+            named(format!(
+                "--tritonserver {}: not an executable file",
+                path.display()
+            ))
+        });
     }
     if let Some(path) = env::var_os("TRITONSERVER").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
-        return executable(&path)
-            .then_some(path.clone())
-            .ok_or_else(|| format!("TRITONSERVER={}: not an executable file", path.display()));
+        return executable(&path).then_some(path.clone()).ok_or_else(|| {
+            named(format!(
+                "TRITONSERVER={}: not an executable file",
+                path.display()
+            ))
+        });
     }
     if let Some(path) = in_path("tritonserver") {
         return Ok(path);
@@ -33,22 +55,26 @@ pub fn tritonserver(flag: Option<&Path>) -> Result<PathBuf, String> {
         .flat_map(|root| root.ancestors())
         .map(|dir| dir.join(DEPS_TRITONSERVER))
         .find(|p| executable(p))
-        .ok_or_else(|| {
-            "tritonserver not found: pass --tritonserver PATH, set TRITONSERVER, put it on PATH, \
-             or run ci/install.sh to get .rustpy-deps/"
-                .to_owned()
+        .ok_or_else(|| NotFound {
+            message: "tritonserver not found: pass --tritonserver PATH, set TRITONSERVER, put it \
+                      on PATH, or run ci/install.sh to get .rustpy-deps/"
+                .to_owned(),
+            explicit: false,
         })
 }
 
 /// libtriton_rustpy.so: `--backend-lib`, `$RUSTPY_BACKEND_LIB`, next to this
 /// executable (cargo puts the cdylib beside the binary), then
 /// `target/release/` searched upward from the current directory.
-pub fn backend_lib(flag: Option<&Path>) -> Result<Option<PathBuf>, String> {
+pub fn backend_lib(flag: Option<&Path>) -> Result<Option<PathBuf>, NotFound> {
     if let Some(path) = flag {
         return if path.is_file() {
             Ok(Some(path.to_path_buf()))
         } else {
-            Err(format!("--backend-lib {}: no such file", path.display()))
+            Err(named(format!(
+                "--backend-lib {}: no such file",
+                path.display()
+            )))
         };
     }
     if let Some(path) = env::var_os("RUSTPY_BACKEND_LIB").filter(|p| !p.is_empty()) {
@@ -56,19 +82,22 @@ pub fn backend_lib(flag: Option<&Path>) -> Result<Option<PathBuf>, String> {
         return if path.is_file() {
             Ok(Some(path))
         } else {
-            Err(format!("RUSTPY_BACKEND_LIB={}: no such file", path.display()))
+            Err(named(format!(
+                "RUSTPY_BACKEND_LIB={}: no such file",
+                path.display()
+            )))
         };
     }
     let beside_exe = exe_dir().map(|d| d.join(BACKEND_LIB));
-    let in_targets = env::current_dir()
-        .ok()
+    let in_targets = env::current_dir().ok().into_iter().flat_map(|cwd| {
+        cwd.ancestors()
+            .map(|d| d.join("target/release").join(BACKEND_LIB))
+            .collect::<Vec<_>>()
+    });
+    Ok(beside_exe
         .into_iter()
-        .flat_map(|cwd| {
-            cwd.ancestors()
-                .map(|d| d.join("target/release").join(BACKEND_LIB))
-                .collect::<Vec<_>>()
-        });
-    Ok(beside_exe.into_iter().chain(in_targets).find(|p| p.is_file()))
+        .chain(in_targets)
+        .find(|p| p.is_file()))
 }
 
 /// The official Python backend shipped with tritonserver: `<bin>/../backends/python`.
@@ -79,7 +108,11 @@ pub fn python_backend(tritonserver: &Path) -> Option<PathBuf> {
 }
 
 fn search_roots() -> Vec<PathBuf> {
-    env::current_dir().ok().into_iter().chain(exe_dir()).collect()
+    env::current_dir()
+        .ok()
+        .into_iter()
+        .chain(exe_dir())
+        .collect()
 }
 
 fn exe_dir() -> Option<PathBuf> {

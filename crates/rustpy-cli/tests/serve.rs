@@ -1,0 +1,196 @@
+//! `rustpy serve` against the real tritonserver from `ci/install.sh`, with a
+//! model for the official Python backend only (the rustpy backend library
+//! may not be built). Skipped when .rustpy-deps/ is absent.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::Stdio,
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use common::*;
+
+const CONFIG: &str = r#"name: "pyadd"
+backend: "python"
+max_batch_size: 4
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 2 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"#;
+
+const MODEL: &str = r#"import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x + 1)]))
+        return responses
+"#;
+
+fn python_repo(root: &Path, model_py: &str) {
+    write(&root.join("repo/pyadd/config.pbtxt"), CONFIG);
+    write(&root.join("repo/pyadd/1/model.py"), model_py);
+}
+
+fn http_post(addr: &str, path: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+fn serves_a_python_backend_model_and_stops_on_ctrl_c() {
+    let Some(ts) = project_tritonserver() else {
+        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    python_repo(tmp.path(), MODEL);
+
+    let mut child = rustpy()
+        .current_dir(tmp.path())
+        .args([
+            "serve",
+            "repo",
+            "--json",
+            "--ready-timeout",
+            "120",
+            "--tritonserver",
+        ])
+        .arg(&ts)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(150)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("rustpy serve did not report readiness");
+        }
+    };
+    let ready: serde_json::Value = match serde_json::from_str(&line) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("bad readiness line {line:?}: {e}");
+        }
+    };
+    assert_eq!(ready["models"][0]["name"], "pyadd", "{ready}");
+    assert_eq!(ready["models"][0]["state"], "READY", "{ready}");
+    let http = ready["endpoints"]["http"].as_str().unwrap();
+    assert!(http.starts_with("http://127.0.0.1:"), "{http}");
+    let server_pid = ready["pid"].as_i64().unwrap() as i32;
+
+    let addr = http.trim_start_matches("http://");
+    let reply = http_post(
+        addr,
+        "/v2/models/pyadd/infer",
+        r#"{"inputs":[{"name":"X","shape":[1,2],"datatype":"FP32","data":[1.5,2.5]}]}"#,
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
+        "{reply}"
+    );
+    assert!(reply.contains("[2.5,3.5]"), "{reply}");
+
+    // SAFETY: SIGINT to our own child, as a terminal's Ctrl-C would.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(!process_alive(server_pid), "tritonserver is still running");
+}
+
+#[test]
+fn propagates_the_exit_code_of_a_server_that_fails_to_start() {
+    let Some(ts) = project_tritonserver() else {
+        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    python_repo(tmp.path(), "raise RuntimeError('broken on purpose')\n");
+    let out = rustpy()
+        .current_dir(tmp.path())
+        .args(["serve", "repo", "--json", "--tritonserver"])
+        .arg(&ts)
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    assert_ne!(code(&out), 4, "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("exited before becoming ready"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_server_path_or_repository_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    python_repo(tmp.path(), MODEL);
+    let out = rustpy()
+        .current_dir(tmp.path())
+        .env("TRITONSERVER", "/nonexistent/tritonserver")
+        .args(["serve", "repo"])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("TRITONSERVER=/nonexistent"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert_code(&run_in(tmp.path(), &["serve", "nope"]), 2);
+    let out = run_in(
+        tmp.path(),
+        &[
+            "serve",
+            "repo",
+            "--tritonserver",
+            "/nonexistent/tritonserver",
+        ],
+    );
+    assert_code(&out, 2);
+    let out = run_in(
+        tmp.path(),
+        &[
+            "serve",
+            "repo",
+            "--backend-lib",
+            "/nonexistent/lib.so",
+            "--tritonserver",
+            "/bin/sh",
+        ],
+    );
+    assert_code(&out, 2);
+}
