@@ -120,6 +120,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def clean_env(extra: Optional[dict] = None) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k in _PASS_ENV or k.startswith(_PASS_ENV_PREFIXES)}
@@ -199,6 +206,10 @@ class TritonServer:
         return self.tmpdir / "backends"
 
     @property
+    def shm_prefix(self) -> str:
+        return f"rustpy_e2e_{os.getpid()}_{self.http_port}_"
+
+    @property
     def http_url(self) -> str:
         return f"127.0.0.1:{self.http_port}"
 
@@ -245,7 +256,7 @@ class TritonServer:
             "--exit-timeout-secs=10",
             f"--log-verbose={self.log_verbose}",
             # Concurrent servers must not share the python backend's shm names.
-            f"--backend-config=python,shm-region-prefix-name=rustpy_e2e_{os.getpid()}_{self.http_port}_",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         if self.strict_readiness is not None:
             args.append(f"--strict-readiness={'true' if self.strict_readiness else 'false'}")
@@ -306,23 +317,26 @@ class TritonServer:
         return all(self.model_ready(m) for m in self.wait_models)
 
     def stop(self, _keep_tmp: bool = False) -> Optional[int]:
+        """SIGTERM, then SIGKILL after 20 s; returns the exit code. Leftover members
+        of the server's process group (python backend stubs outlive a killed
+        server) are killed too, and its shared-memory regions removed."""
         rc = None
         if self.proc is not None:
             if self.proc.poll() is None:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                _killpg(self.proc.pid, signal.SIGTERM)
                 try:
                     self.proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    try:
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                    _killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait(timeout=10)
+            _killpg(self.proc.pid, signal.SIGKILL)
             rc = self.proc.returncode
             self.proc = None
+            for shm in Path("/dev/shm").glob(self.shm_prefix + "*"):
+                try:
+                    shm.unlink()
+                except OSError:
+                    pass
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None

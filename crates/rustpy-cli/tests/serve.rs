@@ -129,6 +129,92 @@ fn serves_a_python_backend_model_and_stops_on_ctrl_c() {
     assert!(!process_alive(server_pid), "tritonserver is still running");
 }
 
+/// Starts `rustpy serve ARGS --json` in `dir` and returns the child and its
+/// readiness report (the first stdout line).
+fn start(dir: &Path, args: &[&str]) -> (std::process::Child, serde_json::Value) {
+    let mut child = rustpy()
+        .current_dir(dir)
+        .args(["serve", "--json", "--ready-timeout", "120"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(150))
+        .unwrap_or_default();
+    match serde_json::from_str(&line) {
+        Ok(v) => (child, v),
+        Err(e) => {
+            let _ = child.kill();
+            panic!("no readiness report from rustpy serve ({line:?}): {e}");
+        }
+    }
+}
+
+/// Every `rustpy init` scaffold loads and answers under the real rustpy
+/// backend. Skipped unless `cargo build --release` has built the library.
+#[test]
+fn scaffolds_load_in_the_rustpy_backend() {
+    let Some(ts) = project_tritonserver() else {
+        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+        return;
+    };
+    let lib =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/libtriton_rustpy.so");
+    if !lib.is_file() {
+        eprintln!("skipping: {} not built", lib.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for task in TASKS {
+        let is_image = matches!(*task, "image-classification" | "object-detection");
+        let extra: &[&str] = if is_image {
+            &["-q", "--image-shape", "16,16"]
+        } else {
+            &["-q"]
+        };
+        init(tmp.path(), "repo", &task.replace('-', "_"), task, extra);
+    }
+    let (mut child, ready) = start(
+        tmp.path(),
+        &[
+            "repo",
+            "--tritonserver",
+            ts.to_str().unwrap(),
+            "--backend-lib",
+            lib.to_str().unwrap(),
+        ],
+    );
+    let models = ready["models"].as_array().unwrap();
+    assert_eq!(models.len(), TASKS.len(), "{ready}");
+    for m in models {
+        assert_eq!(m["state"], "READY", "{ready}");
+    }
+    let addr = ready["endpoints"]["http"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let reply = http_post(
+        &addr,
+        "/v2/models/passthrough/infer",
+        r#"{"inputs":[{"name":"INPUT0","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#,
+    );
+    assert!(reply.contains("[1.0,2.0,3.0]"), "{reply}");
+
+    // SAFETY: SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 #[test]
 fn propagates_the_exit_code_of_a_server_that_fails_to_start() {
     let Some(ts) = project_tritonserver() else {

@@ -242,7 +242,7 @@ def is_iterator(obj):
     return hasattr(obj, "__next__") and not isinstance(obj, dict)
 
 
-def format_exception(exc):
+def format_exception(exc, tb=None):
     """`Type: message` plus the last traceback lines; SyntaxError as file:line:col."""
     import traceback
 
@@ -252,7 +252,7 @@ def format_exception(exc):
         text = (exc.text or "").rstrip()
         return "%s: %s: %s%s" % (where, name, exc.msg, ("\n    " + text.strip()) if text else "")
     head = "%s: %s" % (name, exc)
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = traceback.extract_tb(tb if tb is not None else exc.__traceback__)
     # Frames of rustpy's own glue say nothing useful to the user.
     frames = [f for f in frames if f.filename != __file__]
     tail = traceback.format_list(frames[-4:])
