@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
+use rustpy_core::request::BufferOwner;
 use rustpy_core::{Error, InferRequest, OutputSlice, Responder};
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
@@ -187,10 +188,13 @@ impl Drop for TritonResponder {
 /// Runs one batch of requests. Every request is answered and released here,
 /// whatever happens.
 pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
+    // Shared so that Python may keep a zero-copy view of a request's inputs:
+    // the request is released when the last holder (possibly Python) lets go.
+    let requests: Vec<Arc<Request>> = requests.into_iter().map(Arc::new).collect();
     let exec_start = monotonic_ns();
     // Every request gets a responder first; one that is dropped unanswered
     // answers with an error, so no request can end without a response.
-    let mut responders: Vec<TritonResponder> = requests.iter().map(TritonResponder::new).collect();
+    let mut responders: Vec<TritonResponder> = requests.iter().map(|r| TritonResponder::new(r)).collect();
 
     // SAFETY: instance state is an InstanceState (set in instance_initialize;
     // Triton never executes an instance whose initialisation failed).
@@ -212,7 +216,7 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let mut readable: Vec<usize> = Vec::with_capacity(requests.len());
     let mut core_responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
     for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
-        match read_request(req) {
+        match read_request(req).map(|r| InferRequest { owner: Some(req.clone() as BufferOwner), ..r }) {
             Ok(r) => {
                 core_requests.push(r);
                 readable.push(i);
@@ -241,7 +245,8 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     if report.calls > 0 {
         instance.report_batch_statistics(report.total_rows() as u64, times);
     }
-    // `requests` drops here: each is released exactly once.
+    // Our handles drop here; each request is released exactly once, when
+    // its last holder lets go.
 }
 
 fn read_request(req: &Request) -> Result<InferRequest<'_>> {
@@ -253,5 +258,6 @@ fn read_request(req: &Request) -> Result<InferRequest<'_>> {
         inputs: req.inputs()?,
         requested_outputs: req.requested_outputs()?,
         parameters: req.parameters()?,
+        owner: None,
     })
 }

@@ -243,6 +243,13 @@ pub struct Request {
     raw: *mut raw::TRITONBACKEND_Request,
 }
 
+// SAFETY: Triton lets a backend read a request's properties and release it
+// from any thread; the only mutation (release) happens once, in Drop. This
+// lets a request outlive Execute while Python holds a view of its inputs.
+unsafe impl Send for Request {}
+// SAFETY: all shared access is read-only (properties and input buffers).
+unsafe impl Sync for Request {}
+
 impl Request {
     /// # Safety
     /// `raw` must be a request given to Execute, owned by nobody else from now
@@ -434,14 +441,18 @@ impl ResponseFactory {
                         out.shape.len() as u32,
                     )
                 })?;
-                if out.data.is_empty() {
-                    continue;
-                }
+                // Every output gets a buffer, even an empty one: the server's
+                // frontends read the allocation of each output (an output that
+                // never had one crashes the HTTP frontend and fails gRPC with
+                // "response output count mismatch").
                 let (mut buf, mut mem, mut mem_id) = (ptr::null_mut(), raw::TRITONSERVER_MEMORY_CPU, 0i64);
                 // SAFETY: live output; asks for a CPU buffer of the data's size.
                 check(unsafe {
                     raw::TRITONBACKEND_OutputBuffer(output, &mut buf, out.data.len() as u64, &mut mem, &mut mem_id)
                 })?;
+                if out.data.is_empty() {
+                    continue;
+                }
                 if mem == raw::TRITONSERVER_MEMORY_GPU || buf.is_null() {
                     return Err(Error::unsupported(format!("output '{}' was given GPU memory", out.name)));
                 }

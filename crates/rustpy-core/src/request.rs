@@ -66,7 +66,10 @@ pub fn element_count(shape: &[i64]) -> usize {
     shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).product()
 }
 
-#[derive(Debug, Clone, Default)]
+/// Keeps a request's input memory valid while held (see [`InferRequest::owner`]).
+pub type BufferOwner = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+#[derive(Clone, Default)]
 pub struct InferRequest<'a> {
     pub id: String,
     pub correlation_id: CorrelationId,
@@ -77,6 +80,21 @@ pub struct InferRequest<'a> {
     /// client named none).
     pub requested_outputs: Vec<String>,
     pub parameters: Vec<(String, ParamValue)>,
+    /// When set, holding this keeps every input chunk's memory valid, so the
+    /// core may hand Python a read-only numpy view of the data instead of a
+    /// copy; the request is then released when Python drops the view.
+    pub owner: Option<BufferOwner>,
+}
+
+impl std::fmt::Debug for InferRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferRequest")
+            .field("id", &self.id)
+            .field("inputs", &self.inputs)
+            .field("requested_outputs", &self.requested_outputs)
+            .field("parameters", &self.parameters)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> InferRequest<'a> {

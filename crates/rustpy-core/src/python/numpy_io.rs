@@ -4,13 +4,14 @@ use std::borrow::Cow;
 use std::os::raw::c_int;
 use std::ptr;
 
-use numpy::npyffi::{npy_intp, NpyTypes, PyArrayObject, NPY_TYPES, PY_ARRAY_API};
+use numpy::npyffi::{npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_CARRAY_RO, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::bytes;
 use crate::dtype::DataType;
+use crate::request::BufferOwner;
 use crate::error::{Error, Result};
 use crate::spec::{dims_match, fmt_shape, TensorSpec};
 
@@ -77,6 +78,67 @@ pub fn array_from_chunks<'py>(
         offset += chunk.len();
     }
     Ok(array)
+}
+
+/// Holds what keeps a borrowed buffer alive; the base object of a numpy view.
+#[pyclass(module = "_rustpy_native", frozen)]
+struct BorrowedBuffer {
+    _owner: BufferOwner,
+}
+
+/// A read-only numpy view of `data` (no copy). `owner` keeps the memory valid
+/// and is released when Python drops the last view.
+pub fn array_view<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+    data: &[u8],
+    owner: BufferOwner,
+) -> PyResult<Bound<'py, PyAny>> {
+    let base = Py::new(py, BorrowedBuffer { _owner: owner })?;
+    let mut dims: Vec<npy_intp> = shape.iter().map(|&d| d as npy_intp).collect();
+    // SAFETY: we hold the GIL; `data` stays valid while `base` lives (the
+    // caller's contract for `owner`), and `base` becomes the array's base
+    // object, so the memory outlives every view. The array is created without
+    // NPY_ARRAY_WRITEABLE, so Python cannot write into the server's buffer.
+    unsafe {
+        let descr = PY_ARRAY_API.PyArray_DescrFromType(py, npy_type(dtype) as c_int);
+        let obj = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type),
+            descr,
+            dims.len() as c_int,
+            dims.as_mut_ptr(),
+            ptr::null_mut(),
+            data.as_ptr() as *mut std::os::raw::c_void,
+            NPY_ARRAY_CARRAY_RO,
+            ptr::null_mut(),
+        );
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let array = Bound::from_owned_ptr(py, obj);
+        // SetBaseObject steals the reference to `base`.
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, obj as *mut PyArrayObject, base.into_ptr()) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(array)
+    }
+}
+
+/// Whether a buffer may back a numpy view of `dtype` elements (numpy wants
+/// aligned data for fast paths).
+pub fn can_view(dtype: DataType, data: &[u8]) -> bool {
+    dtype.element_size().is_some_and(|size| (data.as_ptr() as usize) % size == 0)
+}
+
+/// Makes an array read-only (inputs are read-only whether viewed or copied,
+/// so a model behaves the same alone and in a batch).
+pub fn set_readonly(array: &Bound<'_, PyAny>) {
+    if let Ok(a) = array.downcast::<PyUntypedArray>() {
+        // SAFETY: we hold the GIL and only clear a flag on a live array.
+        unsafe { (*a.as_array_ptr()).flags &= !NPY_ARRAY_WRITEABLE };
+    }
 }
 
 /// A numpy object array of `bytes` with the given shape.

@@ -257,22 +257,53 @@ fn model_states(addr: SocketAddr) -> anyhow::Result<Vec<ModelState>> {
     serde_json::from_slice(&resp.body).context("unexpected repository index response")
 }
 
-/// Free loopback ports for those not given, found by binding port 0. All
-/// listeners are held until every port is chosen, so the three differ.
+/// Ports are picked below Linux's ephemeral range (32768-60999 by
+/// default), where other programs' `bind(0)` and outgoing connections never
+/// land: the port is free when checked but only bound by tritonserver a few
+/// seconds later, after its models load, and a port from the ephemeral range
+/// can be handed to someone else in between.
+const PORT_RANGE: std::ops::Range<u16> = 20000..32768;
+
+/// Free loopback ports for those not given. Each candidate is checked by
+/// binding it; all listeners are held until every port is chosen, so the
+/// three differ.
 fn pick_ports(wanted: [Option<u16>; 3]) -> anyhow::Result<[u16; 3]> {
+    use std::hash::{BuildHasher, Hasher};
+
     let mut held = Vec::new();
     let mut ports = [0u16; 3];
+    // std's RandomState is randomly keyed per process: enough to spread
+    // concurrent `rustpy serve`s over the range without a rand dependency.
+    let seed = std::collections::hash_map::RandomState::new();
+    let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
+    let mut attempt = 0u64;
     for (slot, want) in ports.iter_mut().zip(wanted) {
-        *slot = match want {
-            Some(port) => port,
-            None => {
+        if let Some(port) = want {
+            *slot = port;
+            continue;
+        }
+        loop {
+            attempt += 1;
+            if attempt > 1000 {
+                // Crowded range: fall back to whatever the OS hands out.
                 let listener =
                     TcpListener::bind((LOOPBACK, 0)).context("cannot find a free port")?;
-                let port = listener.local_addr()?.port();
+                *slot = listener.local_addr()?.port();
                 held.push(listener);
-                port
+                break;
             }
-        };
+            let mut h = seed.build_hasher();
+            h.write_u64(attempt);
+            let port = PORT_RANGE.start + (h.finish() % span) as u16;
+            if wanted.contains(&Some(port)) {
+                continue;
+            }
+            if let Ok(listener) = TcpListener::bind((LOOPBACK, port)) {
+                *slot = port;
+                held.push(listener);
+                break;
+            }
+        }
     }
     Ok(ports)
 }
