@@ -371,3 +371,24 @@ fn missing_arguments_are_usage_errors() {
         2,
     );
 }
+
+#[test]
+fn a_check_that_cannot_run_blocks_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    repo(tmp.path());
+    let zip = |extra: &[&str]| {
+        rustpy()
+            .current_dir(tmp.path())
+            .env("RUSTPY_PYTHON", "/nonexistent/python3")
+            .args(["zip", "repo", "-o", "out.zip"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = zip(&[]);
+    assert_code(&out, 4);
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert!(!tmp.path().join("out.zip").exists());
+    assert_code(&zip(&["--force"]), 0);
+    assert!(tmp.path().join("out.zip").is_file());
+}

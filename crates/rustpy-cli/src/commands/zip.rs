@@ -48,20 +48,36 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
     }
     let models = selected_models(repo, &args.models)?;
 
-    // Refuse to ship a repository that would fail to load; problems in
-    // paths that won't be packed (.rustpyignore, junk) don't count.
-    let mut report = check::check_for_packaging(repo, &models)?;
+    // Refuse to ship a repository that would fail to load.
     let rules = archive::ignore_rules(repo).map_err(Error::invalid)?;
-    report
-        .diagnostics
-        .retain(|d| !archive::is_excluded(&rules, repo, &d.file));
-    if report.errors() > 0 {
-        check::print_human(&report, std::io::stderr().lock());
-        if !args.force {
-            eprintln!("error: refusing to package a repository that fails `rustpy check` (use --force to override)");
-            return Ok(Status::Failed);
+    match check::check_for_packaging(repo, &models) {
+        Ok(mut report) => {
+            // Problems in paths that won't be packed (.rustpyignore, junk)
+            // don't count.
+            report
+                .diagnostics
+                .retain(|d| !archive::is_excluded(&rules, repo, &d.file));
+            if report.errors() > 0 {
+                check::print_human(&report, std::io::stderr().lock());
+                if !args.force {
+                    eprintln!(
+                        "error: refusing to package a repository that fails `rustpy check` \
+                         (use --force to override)"
+                    );
+                    return Ok(Status::Failed);
+                }
+                global.status("warning: packaging anyway (--force)");
+            }
         }
-        global.status("warning: packaging anyway (--force)");
+        // The check could not run at all (e.g. no Python): --force still packs.
+        Err(e) if args.force => global.status(format!(
+            "warning: could not check the repository ({e:#}); packaging anyway (--force)"
+        )),
+        Err(e) => {
+            return Err(e
+                .context("cannot check the repository before packaging (--force skips this)")
+                .into())
+        }
     }
 
     let collected = archive::collect(repo, &models, Some(output))?;

@@ -26,13 +26,16 @@ pub fn request(
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let body = body.unwrap_or_default();
-    let head = format!(
+    let mut request = format!(
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
         body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    // One write: Triton's HTTP server (evhtp) can misroute a request whose
+    // head arrives split over several TCP segments.
+    stream.write_all(&request)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse(&raw)
