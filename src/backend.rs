@@ -175,6 +175,10 @@ impl Responder for TritonResponder {
     fn is_cancelled(&self) -> bool {
         self.factory.as_ref().is_some_and(|f| f.is_cancelled())
     }
+
+    fn detach(&mut self) {
+        self.done = true;
+    }
 }
 
 impl Drop for TritonResponder {
@@ -190,7 +194,7 @@ impl Drop for TritonResponder {
 pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     // Shared so that Python may keep a zero-copy view of a request's inputs:
     // the request is released when the last holder (possibly Python) lets go.
-    let requests: Vec<Arc<Request>> = requests.into_iter().map(Arc::new).collect();
+    let mut requests: Vec<Arc<Request>> = requests.into_iter().map(Arc::new).collect();
     let exec_start = monotonic_ns();
     // Every request gets a responder first; one that is dropped unanswered
     // answers with an error, so no request can end without a response.
@@ -245,8 +249,20 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     if report.calls > 0 {
         instance.report_batch_statistics(report.total_rows() as u64, times);
     }
-    // Our handles drop here; each request is released exactly once, when
-    // its last holder lets go.
+    // Rescheduled requests go back to Triton's sequence batcher; the others
+    // are released when their last holder lets go (exactly once either way).
+    for (k, &i) in readable.iter().enumerate() {
+        if report.reschedule.get(k).copied().unwrap_or(false) {
+            let req = std::mem::replace(&mut requests[i], Arc::new(Request::placeholder()));
+            match Arc::try_unwrap(req) {
+                Ok(req) => req.reschedule(),
+                Err(req) => {
+                    log(LogLevel::Error, &format!("rustpy: model '{model_name}': cannot reschedule a request whose inputs Python still holds"));
+                    drop(req);
+                }
+            }
+        }
+    }
 }
 
 fn read_request(req: &Request) -> Result<InferRequest<'_>> {

@@ -389,8 +389,27 @@ impl Request {
     }
 }
 
+impl Request {
+    /// A handle that owns nothing (stands in for a request moved out).
+    pub fn placeholder() -> Self {
+        Request { raw: ptr::null_mut() }
+    }
+
+    /// Hands the request back to Triton's scheduler (iterative sequences)
+    /// instead of completing it.
+    pub fn reschedule(mut self) {
+        let raw = std::mem::replace(&mut self.raw, ptr::null_mut());
+        // SAFETY: we own the request; this is its one release (Drop skips
+        // the null handle left behind).
+        let _ = check(unsafe { raw::TRITONBACKEND_RequestRelease(raw, raw::RUSTPY_REQUEST_RELEASE_RESCHEDULE) });
+    }
+}
+
 impl Drop for Request {
     fn drop(&mut self) {
+        if self.raw.is_null() {
+            return;
+        }
         // SAFETY: we own the request; this is its one release.
         let _ = check(unsafe { raw::TRITONBACKEND_RequestRelease(self.raw, raw::RUSTPY_REQUEST_RELEASE_ALL) });
     }

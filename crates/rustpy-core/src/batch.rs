@@ -83,8 +83,19 @@ pub fn validate_request(spec: &ModelSpec, req: &InferRequest<'_>) -> Result<usiz
                 fmt_shape(&input.shape)
             )));
         }
-        if let Some(size) = input.dtype.element_size() {
-            let want = input.element_count() * size;
+        // The shape is the client's claim: its size may overflow (in 64 bits
+        // [1, 2^62+1] floats "need" 4 bytes), so count with checked arithmetic.
+        let count = checked_element_count(&input.shape);
+        let bytes_needed = count.and_then(|n| n.checked_mul(input.dtype.element_size().unwrap_or(1)));
+        let (Some(count), Some(bytes_needed)) = (count, bytes_needed) else {
+            return Err(Error::invalid_arg(format!(
+                "model '{model}': input '{}' has shape {}, whose size overflows",
+                input.name,
+                fmt_shape(&input.shape)
+            )));
+        };
+        if input.dtype.element_size().is_some() {
+            let want = bytes_needed;
             if input.byte_size() != want {
                 return Err(Error::invalid_arg(format!(
                     "model '{model}': input '{}' carries {} bytes but shape {} of {} needs {want}",
@@ -95,7 +106,7 @@ pub fn validate_request(spec: &ModelSpec, req: &InferRequest<'_>) -> Result<usiz
                 )));
             }
         } else {
-            bytes::decode(&input.contiguous(), input.element_count())
+            bytes::decode(&input.contiguous(), count)
                 .map_err(|e| e.context(format!("model '{model}': input '{}'", input.name)))?;
         }
     }
@@ -115,6 +126,15 @@ pub fn validate_request(spec: &ModelSpec, req: &InferRequest<'_>) -> Result<usiz
         }
     }
     Ok(rows.map_or(1, |(r, _)| r))
+}
+
+/// The number of elements of a shape without negative dims, or None if it
+/// does not fit in a usize (any zero dim makes it 0).
+fn checked_element_count(shape: &[i64]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
 }
 
 /// Splits requests (indices into `reqs`) into groups that can be concatenated.

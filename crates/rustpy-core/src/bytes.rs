@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 /// `expected` elements fill it (a truncated prefix or trailing garbage is an
 /// error, never a panic).
 pub fn decode(buf: &[u8], expected: usize) -> Result<Vec<&[u8]>> {
-    let mut out = Vec::with_capacity(expected);
+    // The count comes from a client's shape: never size an allocation by it
+    // (each element takes at least its 4-byte prefix).
+    let mut out = Vec::with_capacity(expected.min(buf.len() / 4));
     let mut rest = buf;
     while !rest.is_empty() {
         if out.len() == expected {

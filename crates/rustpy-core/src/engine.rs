@@ -28,6 +28,9 @@ pub trait Responder: Send {
     fn is_cancelled(&self) -> bool {
         false
     }
+    /// The request goes back to the scheduler (rescheduled): drop this
+    /// responder without answering; a later execution will.
+    fn detach(&mut self) {}
 }
 
 /// What happened during one execution, for statistics.
@@ -41,6 +44,9 @@ pub struct ExecReport {
     pub calls: usize,
     pub compute_start: Option<Instant>,
     pub compute_end: Option<Instant>,
+    /// Per request: user code asked to reschedule it (release with
+    /// RESCHEDULE instead of ALL); empty when none did.
+    pub reschedule: Vec<bool>,
 }
 
 impl ExecReport {

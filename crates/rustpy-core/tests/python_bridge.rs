@@ -302,3 +302,46 @@ class TritonPythonModel:
         assert!(e.contains("Number of InferenceResponse objects do not match"), "{e}");
     }
 }
+
+#[test]
+fn pb_utils_decoupled_sends_from_execute_and_from_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = r#"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"#;
+    let py = r#"
+import threading
+import numpy as np
+import triton_python_backend_utils as pb_utils
+class TritonPythonModel:
+    def execute(self, requests):
+        for r in requests:
+            n = int(pb_utils.get_input_tensor_by_name(r, "N").as_numpy()[0])
+            sender = r.get_response_sender()
+            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([100], np.int32))]))
+            def rest(sender=sender, n=n):
+                for i in range(n):
+                    sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([i], np.int32))]))
+                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            threading.Thread(target=rest).start()
+        return None
+"#;
+    let dir = write_model(tmp.path(), "dec", config, py);
+    let model = LocalModel::load(&dir, None).unwrap();
+    let req = OwnedRequest {
+        inputs: vec![OwnedTensor { name: "N".into(), dtype: DataType::Int32, shape: vec![1], data: 3i32.to_le_bytes().to_vec() }],
+        ..Default::default()
+    };
+    let (responses, _) = model.infer(&[req], Duration::from_secs(5));
+    let values: Vec<i32> = responses[0]
+        .iter()
+        .map(|r| match r {
+            LocalResponse::Outputs(o) => i32::from_le_bytes(o[0].data[..4].try_into().unwrap()),
+            LocalResponse::Error(e) => panic!("{e}"),
+        })
+        .collect();
+    assert_eq!(values, vec![100, 0, 1, 2]);
+}

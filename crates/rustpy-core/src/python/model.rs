@@ -507,8 +507,20 @@ impl ModelInstance {
             if let Err(e) = outcome {
                 fail_all(&senders, &fail(e));
             }
-            for (i, sender) in &senders {
+            for (k, (i, sender)) in senders.iter().enumerate() {
                 let s = sender.get();
+                let rescheduled = py_requests
+                    .get_item(k)
+                    .and_then(|r| r.getattr("_release_flags"))
+                    .and_then(|f| f.extract::<u32>())
+                    .is_ok_and(|f| f == 2);
+                if rescheduled {
+                    s.detach();
+                    report.reschedule.resize(requests.len(), false);
+                    report.reschedule[*i] = true;
+                    report.ok[*i] = true;
+                    continue;
+                }
                 if !spec.decoupled {
                     // Every request of a non-decoupled model is answered by now.
                     if let Some(mut r) = s.take_unfinished() {

@@ -73,6 +73,15 @@ impl NativeSender {
         self.state.lock().map(|s| s.failed).unwrap_or(true)
     }
 
+    /// Drops the responder without answering (the request is rescheduled).
+    pub(crate) fn detach(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(mut r) = s.responder.take() {
+                r.detach();
+            }
+        }
+    }
+
     pub(crate) fn send_error_final(&self, err: &Error) {
         if let Ok(mut s) = self.state.lock() {
             if let Some(mut r) = s.responder.take() {

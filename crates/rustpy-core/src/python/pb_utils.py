@@ -303,9 +303,10 @@ class InferenceRequest:
         return self._native is not None and self._native.is_cancelled()
 
     def set_release_flags(self, flags):
-        if flags == TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
-            raise TritonModelException(
-                "request rescheduling (iterative sequences) is not supported by rustpy yet")
+        """RESCHEDULE hands the request back to Triton's (iterative) sequence
+        batcher after execute instead of completing it; no response is due."""
+        if flags not in (TRITONSERVER_REQUEST_RELEASE_ALL, TRITONSERVER_REQUEST_RELEASE_RESCHEDULE):
+            raise TritonModelException("unknown release flags %r" % (flags,))
         self._release_flags = flags
 
     def trace(self):

@@ -104,7 +104,17 @@ def _take_private_modules(before, model_dir):
     for name in list(sys.modules.keys() - before):
         module = sys.modules.get(name)
         origin = getattr(module, "__file__", None)
-        if origin and _is_inside(origin, model_dir):
+        if origin:
+            mine = _is_inside(origin, model_dir)
+        else:
+            # A namespace package (a directory without __init__.py) has no
+            # __file__; it is the model's if all of its directories are. Left
+            # shared, it would keep the model's submodules as attributes, so a
+            # reload would get the old ones back, and another model's regular
+            # package of the same name would never run.
+            paths = list(getattr(module, "__path__", None) or ())
+            mine = bool(paths) and all(_is_inside(p, model_dir) for p in paths)
+        if mine:
             private[name] = sys.modules.pop(name)
     return private
 
