@@ -6,8 +6,11 @@
     protocol        parametrizes a test over "http" and "grpc"
 
 When a test fails, the tail of the log of every server it used is attached to
-the failure report.
+the failure report. Every test (with its fixtures) gets RUSTPY_E2E_TEST_TIMEOUT
+seconds (default 180) before it is failed, so a hung server cannot hang CI.
 """
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -89,3 +92,28 @@ def pytest_runtest_makereport(item, call):
         for s in _servers_of(item):
             if s.tmpdir is not None:
                 report.sections.append((f"tritonserver log ({s.name})", s.log_tail(60)))
+
+
+TEST_TIMEOUT = int(os.environ.get("RUSTPY_E2E_TEST_TIMEOUT", "180"))
+
+
+class TestTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeout(f"test exceeded RUSTPY_E2E_TEST_TIMEOUT={TEST_TIMEOUT}s")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if TEST_TIMEOUT <= 0 or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -47,6 +47,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -114,6 +115,9 @@ def make_reference_repository(src: Path, dst: Path) -> Path:
     return dst
 
 
+_PORT_IN_USE = re.compile(r"address already in use|already in use|failed to bind", re.I)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -154,6 +158,10 @@ class TritonServer:
     wait_models:        models that must be READY before start() returns. None
                         means wait for /v2/health/ready (all models ready).
     extra_args:         appended to the command line.
+    exit_timeout:       --exit-timeout-secs. Note: after a failed (re)load in
+                        explicit mode Triton waits out the whole timeout on
+                        SIGTERM (it still counts the failed model as live; the
+                        official python backend behaves the same).
     env:                extra environment variables on top of the clean one.
     """
 
@@ -171,6 +179,7 @@ class TritonServer:
                  env: Optional[dict] = None,
                  log_verbose: int = 0,
                  startup_timeout: float = 120.0,
+                 exit_timeout: int = 10,
                  name: str = "triton"):
         if isinstance(model_repositories, (str, os.PathLike)):
             model_repositories = [model_repositories]
@@ -187,12 +196,14 @@ class TritonServer:
         self.extra_env = dict(env or {})
         self.log_verbose = log_verbose
         self.startup_timeout = startup_timeout
+        self.exit_timeout = exit_timeout
         self.name = name
 
         self.tmpdir: Optional[Path] = None
         self.proc: Optional[subprocess.Popen] = None
         self.http_port = self.grpc_port = self.metrics_port = 0
         self._log_fh = None
+        self._clients = weakref.WeakSet()
 
     # ------------------------------------------------------------------ paths
     @property
@@ -242,6 +253,11 @@ class TritonServer:
         return [make_reference_repository(r, self.tmpdir / "reference" / f"{i}_{r.name}")
                 for i, r in enumerate(self.model_repositories)]
 
+    def served_model_py(self, model: str, version: str = "1", repo: int = 0) -> Path:
+        """The model.py the running server loads for `model` (a copy in reference mode)."""
+        base = Path(self._repos[repo]) / model / version
+        return base / "user" / "model.py" if self.reference else base / "model.py"
+
     def command(self) -> list:
         args = [
             str(tritonserver_binary()),
@@ -253,7 +269,7 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             f"--model-control-mode={self.model_control_mode}",
             f"--exit-on-error={'true' if self.exit_on_error else 'false'}",
-            "--exit-timeout-secs=10",
+            f"--exit-timeout-secs={self.exit_timeout}",
             f"--log-verbose={self.log_verbose}",
             # Concurrent servers must not share the python backend's shm names.
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
@@ -273,9 +289,9 @@ class TritonServer:
                 self._start_once()
                 return self
             except TritonStartError as e:
-                in_use = "address already in use" in self.log_text().lower()
-                self.stop(_keep_tmp=not in_use)
-                if not in_use or attempt == 2:
+                self.stop()
+                # A port taken between free_port() and the server's bind: retry.
+                if not _PORT_IN_USE.search(self.log_text()) or attempt == 2:
                     raise e
         return self
 
@@ -316,16 +332,17 @@ class TritonServer:
             return False
         return all(self.model_ready(m) for m in self.wait_models)
 
-    def stop(self, _keep_tmp: bool = False) -> Optional[int]:
-        """SIGTERM, then SIGKILL after 20 s; returns the exit code. Leftover members
+    def stop(self) -> Optional[int]:
+        """SIGTERM, then SIGKILL after exit_timeout + 10 s; returns the exit code. Leftover members
         of the server's process group (python backend stubs outlive a killed
         server) are killed too, and its shared-memory regions removed."""
         rc = None
+        self.close_clients()
         if self.proc is not None:
             if self.proc.poll() is None:
                 _killpg(self.proc.pid, signal.SIGTERM)
                 try:
-                    self.proc.wait(timeout=20)
+                    self.proc.wait(timeout=self.exit_timeout + 10)
                 except subprocess.TimeoutExpired:
                     _killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait(timeout=10)
@@ -340,7 +357,7 @@ class TritonServer:
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None
-        if self.tmpdir is not None and not _keep_tmp and not os.environ.get("RUSTPY_E2E_KEEP"):
+        if self.tmpdir is not None and not os.environ.get("RUSTPY_E2E_KEEP"):
             # log_text() keeps working after the temp dir is gone.
             self._final_log = self.log_text()
             shutil.rmtree(self.tmpdir, ignore_errors=True)
@@ -439,14 +456,28 @@ class TritonServer:
         return self.post(f"/v2/repository/models/{model}/unload")
 
     # ---------------------------------------------------------------- clients
+    # Clients made here are closed by stop(): an open HTTP keep-alive connection
+    # would make tritonserver wait out its whole --exit-timeout-secs on SIGTERM.
     def http_client(self, **kw):
         import tritonclient.http as httpclient
         kw.setdefault("network_timeout", 120.0)
-        return httpclient.InferenceServerClient(self.http_url, **kw)
+        c = httpclient.InferenceServerClient(self.http_url, **kw)
+        self._clients.add(c)
+        return c
 
     def grpc_client(self, **kw):
         import tritonclient.grpc as grpcclient
-        return grpcclient.InferenceServerClient(self.grpc_url, **kw)
+        c = grpcclient.InferenceServerClient(self.grpc_url, **kw)
+        self._clients.add(c)
+        return c
+
+    def close_clients(self) -> None:
+        clients, self._clients = list(self._clients), weakref.WeakSet()
+        for c in clients:
+            try:
+                c.close()
+            except Exception:
+                pass
 
 
 def main(argv=None) -> int:
