@@ -38,7 +38,7 @@ pub enum Command {
     Unzip(UnzipArgs),
     /// Run tritonserver on a model repository with the rustpy backend.
     Serve(ServeArgs),
-    /// Run a model locally without tritonserver (not implemented yet).
+    /// Run a model locally without tritonserver, with the backend's own core.
     Run(RunArgs),
 }
 
@@ -192,9 +192,46 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Arguments for the future `run` command.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
+    /// The model directory (holding config.pbtxt and version directories).
+    pub model_dir: PathBuf,
+
+    /// Model version to load (default: the highest version directory).
+    #[arg(long)]
+    pub version: Option<u64>,
+
+    /// Inputs as JSON: `{"NAME": [[...]], ...}` or a KServe v2 request body
+    /// `{"inputs": [{"name", "shape", "datatype", "data"}]}`.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// An input from a .npy file (repeatable).
+    #[arg(long = "npy", value_name = "NAME=FILE")]
+    pub npy: Vec<String>,
+
+    /// Send this many copies of the request in one execution, to exercise
+    /// batching exactly as the backend does.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub batch: u32,
+
+    /// A request parameter KEY=VALUE (repeatable; numbers and true/false are typed).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+
+    /// Ask only for these outputs (repeatable; default: all).
+    #[arg(long = "output", value_name = "NAME")]
+    pub outputs: Vec<String>,
+
+    /// Write each output of the first request as DIR/NAME.npy.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Seconds to wait for streamed (decoupled) responses.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses `H,W` (or `HxW`) into two positive integers.

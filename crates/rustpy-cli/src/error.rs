@@ -8,7 +8,7 @@
 //! | 2    | usage error: bad arguments (clap), or an invocation that can't go on |
 //! |      | as asked (target exists without --force, unknown model name, a path  |
 //! |      | given by flag or environment variable that does not exist, ...)      |
-//! | 3    | not implemented yet (`rustpy run`)                                   |
+//! | 3    | not implemented yet (reserved)                                       |
 //! | 4    | runtime error: I/O failure, an external tool that is not installed   |
 //! |      | or fails (python, tritonserver), server never became ready           |
 //! | n    | `rustpy serve` exits with tritonserver's own exit code (128+signal   |

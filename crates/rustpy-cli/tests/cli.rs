@@ -24,12 +24,3 @@ fn version_and_help_succeed() {
     assert!(stdout(&help).contains("Exit codes"));
 }
 
-#[test]
-fn run_is_not_implemented_yet() {
-    let out = rustpy()
-        .args(["run", "model_repository", "--anything"])
-        .output()
-        .unwrap();
-    assert_code(&out, 3);
-    assert!(stderr(&out).contains("not implemented"), "{}", stderr(&out));
-}

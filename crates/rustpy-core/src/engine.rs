@@ -22,6 +22,13 @@ pub trait Responder: Send {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error>;
     /// Fails the request (always the final response).
     fn send_error(&mut self, error: &Error);
+    /// Sends an error response that does not end the request (a decoupled
+    /// model may send more). Returns whether the request is still open; a
+    /// responder that cannot do this ends the request with the error.
+    fn send_error_nonfinal(&mut self, error: &Error) -> bool {
+        self.send_error(error);
+        false
+    }
     /// Ends a streamed (decoupled) request with no further response.
     fn finish(&mut self);
     /// Whether the client gave up on this request.

@@ -173,3 +173,120 @@ fn collect(rx: Receiver<Event>, timeout: Duration) -> Vec<LocalResponse> {
     }
     out
 }
+
+/// Reads a `.npy` file (with numpy, so every dtype numpy writes is accepted)
+/// as tensor `name`. `dtype` picks the Triton type where numpy's is ambiguous
+/// (BF16 as uint16, BYTES from str/bytes arrays).
+pub fn load_npy(path: &Path, name: &str, dtype: Option<crate::DataType>) -> Result<OwnedTensor> {
+    use pyo3::prelude::*;
+    python::initialize()?;
+    Python::with_gil(|py| {
+        let what = format!("reading {}", path.display());
+        let err = |e: PyErr| python::py_error(py, &e, &what);
+        let np = py.import_bound("numpy").map_err(err)?;
+        let array = np.call_method1("load", (path.to_string_lossy(), false)).map_err(err)?;
+        python::tensor_from_py(py, name, &array, dtype)
+    })
+}
+
+/// Writes a tensor as a `.npy` file (BYTES as an object array needs pickle,
+/// so it is written as a numpy `bytes_` array instead).
+pub fn save_npy(path: &Path, tensor: &OwnedTensor) -> Result<()> {
+    use pyo3::prelude::*;
+    python::initialize()?;
+    Python::with_gil(|py| {
+        let what = format!("writing {}", path.display());
+        let err = |e: PyErr| python::py_error(py, &e, &what);
+        let np = py.import_bound("numpy").map_err(err)?;
+        let mut array = python::tensor_to_py(py, tensor)?;
+        if tensor.dtype == crate::DataType::Bytes {
+            array = array.call_method1("astype", ("S",)).map_err(err)?;
+        }
+        np.call_method1("save", (path.to_string_lossy(), array)).map_err(err)?;
+        Ok(())
+    })
+}
+
+/// A tensor from a JSON value: a (nested) list or scalar, typed `dtype`,
+/// reshaped to `shape` when given (the KServe v2 JSON `data` is flat).
+pub fn tensor_from_json(
+    name: &str,
+    value: &serde_json::Value,
+    dtype: crate::DataType,
+    shape: Option<&[i64]>,
+) -> Result<OwnedTensor> {
+    use pyo3::prelude::*;
+    python::initialize()?;
+    Python::with_gil(|py| {
+        let what = format!("input '{name}'");
+        let err = |e: PyErr| python::py_error(py, &e, &what);
+        let np = py.import_bound("numpy").map_err(err)?;
+        let json = py.import_bound("json").map_err(err)?;
+        let parsed = json.call_method1("loads", (value.to_string(),)).map_err(err)?;
+        let mut array = np.call_method1("asarray", (parsed, dtype.numpy_name())).map_err(err)?;
+        if let Some(shape) = shape {
+            array = array.call_method1("reshape", (shape.to_vec(),)).map_err(err)?;
+        }
+        python::tensor_from_py(py, name, &array, Some(dtype))
+    })
+}
+
+/// A deterministic example tensor of `dtype` and `shape` (small repeating
+/// values; BYTES elements read "rustpy").
+pub fn example_tensor(name: &str, dtype: crate::DataType, shape: &[i64]) -> Result<OwnedTensor> {
+    use pyo3::prelude::*;
+    python::initialize()?;
+    Python::with_gil(|py| {
+        let what = format!("generating input '{name}'");
+        let err = |e: PyErr| python::py_error(py, &e, &what);
+        let np = py.import_bound("numpy").map_err(err)?;
+        let n = crate::request::element_count(shape);
+        let array = if dtype == crate::DataType::Bytes {
+            let items: Vec<&[u8]> = vec![b"rustpy"; n];
+            np.call_method1("array", (items, "object")).map_err(err)?
+        } else {
+            let modulus = if dtype == crate::DataType::Bool { 2 } else { 7 };
+            np.call_method1("arange", (n,))
+                .and_then(|a| a.call_method1("__mod__", (modulus,)))
+                .and_then(|a| a.call_method1("astype", (dtype.numpy_name(),)))
+                .map_err(err)?
+        };
+        let array = array.call_method1("reshape", (shape.to_vec(),)).map_err(err)?;
+        python::tensor_from_py(py, name, &array, Some(dtype))
+    })
+}
+
+/// A short human-readable rendering of a tensor's values.
+pub fn format_tensor(tensor: &OwnedTensor) -> String {
+    use pyo3::prelude::*;
+    Python::with_gil(|py| {
+        python::tensor_to_py(py, tensor)
+            .ok()
+            .and_then(|a| {
+                let np = py.import_bound("numpy").ok()?;
+                np.call_method1("array2string", (a,)).ok()?.extract::<String>().ok()
+            })
+            .unwrap_or_else(|| format!("<{} bytes>", tensor.data.len()))
+    })
+}
+
+/// A tensor's values as JSON (nested lists; BYTES elements as UTF-8 text).
+pub fn tensor_to_json(tensor: &OwnedTensor) -> serde_json::Value {
+    use pyo3::prelude::*;
+    Python::with_gil(|py| -> Option<serde_json::Value> {
+        let array = python::tensor_to_py(py, tensor).ok()?;
+        let rt_json = py.import_bound("json").ok()?;
+        let decode = py
+            .eval_bound("lambda b: b.decode('utf-8', 'replace') if isinstance(b, bytes) else str(b)", None, None)
+            .ok()?;
+        let kwargs = pyo3::types::PyDict::new_bound(py);
+        kwargs.set_item("default", decode).ok()?;
+        let text: String = rt_json
+            .call_method("dumps", (array.call_method0("tolist").ok()?,), Some(&kwargs))
+            .ok()?
+            .extract()
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    })
+    .unwrap_or(serde_json::Value::Null)
+}

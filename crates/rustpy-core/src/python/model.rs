@@ -218,7 +218,7 @@ impl ModelInstance {
                 _ => (Self::batched_context(py, &model, info).map_err(err)?, "predict"),
             };
             if model.api == Api::PbUtils {
-                set_pb_utils_model_dir(py, &model.model_dir);
+                set_pb_utils_model_dir(py, &model);
             }
             let created = rt
                 .call_method1("create_instance", (class.bind(py), ctx, model.search_paths(), entry))
@@ -464,7 +464,7 @@ impl ModelInstance {
             let mut setup_error = None;
             for (i, responder) in valid {
                 let req = &requests[i];
-                let sender = NativeSender::new(Box::new(responder), model, req.requested_outputs.clone());
+                let sender = NativeSender::new(Box::new(responder), model, req.requested_outputs.clone(), spec.decoupled);
                 match Py::new(py, sender) {
                     Ok(s) => senders.push((i, s)),
                     Err(e) => setup_error = Some(fail(e)),
@@ -482,7 +482,7 @@ impl ModelInstance {
                 Ok(list) => list,
                 Err(e) => return fail_all(&senders, &e),
             };
-            set_pb_utils_model_dir(py, &self.model.model_dir);
+            set_pb_utils_model_dir(py, &self.model);
             report.calls = 1;
             report.compute_start = Some(Instant::now());
             let outcome = (|| -> PyResult<()> {
@@ -758,10 +758,14 @@ fn params_dict<'py>(py: Python<'py>, parameters: &[(String, ParamValue)]) -> PyR
     Ok(dict)
 }
 
-/// pb_utils.get_model_dir() answers for the model whose code runs now.
-fn set_pb_utils_model_dir(py: Python<'_>, dir: &Path) {
+/// pb_utils.get_model_dir() answers for the model whose code runs now: the
+/// directory its model.py is in (the version directory, as upstream); its
+/// error messages name the model.
+fn set_pb_utils_model_dir(py: Python<'_>, model: &LoadedModel) {
     if let Ok(pbu) = py.import_bound("triton_python_backend_utils") {
+        let dir = model.model_file.parent().unwrap_or(&model.model_dir);
         let _ = pbu.setattr("_model_dir", dir.to_string_lossy());
+        let _ = pbu.setattr("_model_name", model.name());
     }
 }
 

@@ -53,14 +53,19 @@ pub struct NativeSender {
     state: Arc<Mutex<SenderState>>,
     model: String,
     requested: Vec<String>,
+    /// Whether the model is decoupled (pb_utils applies the official
+    /// sender's rules for default models).
+    #[pyo3(get)]
+    decoupled: bool,
 }
 
 impl NativeSender {
-    pub(crate) fn new(responder: Box<dyn Responder>, model: &str, requested: Vec<String>) -> Self {
+    pub(crate) fn new(responder: Box<dyn Responder>, model: &str, requested: Vec<String>, decoupled: bool) -> Self {
         NativeSender {
             state: Arc::new(Mutex::new(SenderState { responder: Some(responder), failed: false })),
             model: model.to_string(),
             requested,
+            decoupled,
         }
     }
 
@@ -105,6 +110,9 @@ impl NativeSender {
         flags: u32,
     ) -> PyResult<()> {
         let is_final = flags & 1 != 0;
+        // A response object (even one without outputs) is sent as a response;
+        // only `None` with FINAL is the bare final flag.
+        let has_response = outputs.is_some();
         let mut extracted: Vec<ExtractedOutput> = Vec::new();
         for (name, array, code) in outputs.unwrap_or_default() {
             // Outputs the client did not ask for are dropped, as upstream does.
@@ -125,12 +133,21 @@ impl NativeSender {
                 return Err("Unable to send response. Response sender has been closed.".to_string());
             };
             if let Some((code, message)) = error {
-                responder.send_error(&Error::new(ErrorCode::from_code(code), message));
+                let err = Error::new(ErrorCode::from_code(code), message);
+                // An error response without FINAL leaves a decoupled request open.
+                let open = if is_final {
+                    responder.send_error(&err);
+                    false
+                } else {
+                    responder.send_error_nonfinal(&err)
+                };
                 s.failed = true;
-                s.responder = None;
+                if !open {
+                    s.responder = None;
+                }
                 return Ok(());
             }
-            if extracted.is_empty() && is_final {
+            if !has_response && is_final {
                 responder.finish();
                 s.responder = None;
                 return Ok(());

@@ -21,8 +21,10 @@ TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 TRITONSERVER_REQUEST_RELEASE_ALL = 1
 TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
-TRITONSERVER_MEMORY_CPU = 0
-TRITONSERVER_MEMORY_GPU = 2
+# These two are the official stub's PreferredMemory.MemoryType values (kGPU,
+# kCPU), not TRITONSERVER_MemoryType's.
+TRITONSERVER_MEMORY_GPU = 0
+TRITONSERVER_MEMORY_CPU = 1
 
 _TYPE_CODES = {
     "BOOL": 1, "UINT8": 2, "UINT16": 3, "UINT32": 4, "UINT64": 5, "INT8": 6,
@@ -35,9 +37,19 @@ _CODE_TO_NUMPY = {
     11: np.float32, 12: np.float64, 13: np.object_,
 }
 TRITON_STRING_TO_NUMPY = {
-    "TYPE_" + name: _CODE_TO_NUMPY[code]
-    for name, code in _TYPE_CODES.items()
-    if code in _CODE_TO_NUMPY and name != "BYTES"
+    "TYPE_BOOL": bool,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_UINT16": np.uint16,
+    "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP64": np.float64,
+    "TYPE_STRING": np.object_,
 }
 
 
@@ -46,11 +58,24 @@ def triton_to_numpy_type(data_type):
 
 
 def numpy_to_triton_type(data_type):
-    dt = np.dtype(data_type)
-    if dt == np.object_ or dt.type == np.bytes_:
+    """The official helper's comparisons, kept as they are: numpy scalar types
+    and dtypes map to their code, Python's bool/int/float/bytes and sized
+    bytes dtypes ("S3") give None."""
+    for code, np_type in _CODE_TO_NUMPY.items():
+        if code != 13 and data_type == np_type:
+            return code
+    if data_type == np.object_ or data_type == np.bytes_:
+        return 13
+    return None
+
+
+def _dtype_code_of(dtype):
+    """A Tensor's data type code for a numpy dtype, as the official stub picks
+    it (object and any bytes dtype are BYTES); None if unsupported."""
+    if dtype == np.object_ or dtype == np.bytes_ or dtype.type == np.bytes_:
         return 13
     for code, np_type in _CODE_TO_NUMPY.items():
-        if code != 13 and dt == np.dtype(np_type):
+        if code != 13 and dtype == np_type:
             return code
     return None
 
@@ -60,20 +85,29 @@ def triton_string_to_numpy(triton_type_string):
 
 
 def serialize_byte_tensor(input_tensor):
-    """Encodes a bytes/object array as Triton's length-prefixed BYTES."""
+    """Encodes a bytes/object array as Triton's length-prefixed BYTES (C order).
+
+    As upstream: elements of an object array that are exactly `bytes` go in
+    raw, anything else as str(element) in UTF-8 (so a numpy.bytes_ element of
+    an object array becomes "b'...'"); an "S" array's elements go in raw.
+    Returns () for an empty array and None for a non-bytes dtype."""
     if input_tensor.size == 0:
         return ()
-    if input_tensor.dtype != np.object_ and input_tensor.dtype.type != np.bytes_:
-        return None
-    parts = []
-    for item in input_tensor.ravel(order="C"):
-        if isinstance(item, bytes):
-            data = item
-        else:
-            data = str(item).encode("utf-8")
-        parts.append(struct.pack("<I", len(data)))
-        parts.append(data)
-    return b"".join(parts)
+    if input_tensor.dtype == np.object_:
+        parts = []
+        for item in input_tensor.ravel(order="C"):
+            data = item if type(item) == bytes else str(item).encode("utf-8")  # noqa: E721
+            parts.append(struct.pack("<I", len(data)))
+            parts.append(data)
+        return b"".join(parts)
+    if input_tensor.dtype.type == np.bytes_:
+        parts = []
+        for item in input_tensor.ravel(order="C"):
+            data = bytes(item)
+            parts.append(struct.pack("<I", len(data)))
+            parts.append(data)
+        return b"".join(parts)
+    return None
 
 
 def deserialize_bytes_tensor(encoded_tensor):
@@ -121,6 +155,32 @@ class TritonModelException(Exception):
 
 
 # --- tensors -------------------------------------------------------------------
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
+
+
+class _Capsule:
+    """Lets numpy consume a bare DLPack capsule (numpy only takes objects with
+    __dlpack__/__dlpack_device__); the device is read from the DLTensor."""
+
+    def __init__(self, capsule):
+        import ctypes
+
+        get = ctypes.pythonapi.PyCapsule_GetPointer
+        get.restype = ctypes.c_void_p
+        get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        ptr = get(capsule, b"dltensor")  # raises ValueError if already used
+        # DLManagedTensor starts with DLTensor {void* data; DLDevice device;...}
+        device = (ctypes.c_int32 * 2).from_address(ptr + ctypes.sizeof(ctypes.c_void_p))
+        self._device = (int(device[0]), int(device[1]))
+        self._capsule = capsule
+
+    def __dlpack__(self, stream=None, **_kwargs):
+        return self._capsule
+
+    def __dlpack_device__(self):
+        return self._device
+
+
 class Tensor:
     """A named tensor backed by a numpy array (always on the CPU)."""
 
@@ -128,18 +188,20 @@ class Tensor:
 
     def __init__(self, name, array, _dtype_code=None):
         if not isinstance(name, str):
-            raise TypeError("Tensor name must be a str")
+            raise TypeError("Tensor(): the name must be a str, got %s" % type(name).__name__)
         if not isinstance(array, np.ndarray):
-            raise TritonModelException(
-                "Tensor '%s': expected a numpy.ndarray, got %s" % (name, type(array).__name__))
-        if array.dtype.kind in "US":
-            array = array.astype(np.object_)
+            # The official constructor only takes a numpy.ndarray (a pybind11
+            # overload mismatch, hence TypeError).
+            raise TypeError(
+                "Tensor(): incompatible constructor arguments; expected (str, numpy.ndarray), got (%s, %s)"
+                % (type(name).__name__, type(array).__name__))
+        if name == "":
+            raise TritonModelException("Tensor name cannot be an empty string.")
+        code = _dtype_code if _dtype_code is not None else _dtype_code_of(array.dtype)
+        if code is None:
+            raise TritonModelException("NumPy dtype is not supported.")
         if not array.flags["C_CONTIGUOUS"]:
             array = np.ascontiguousarray(array)
-        code = _dtype_code if _dtype_code is not None else numpy_to_triton_type(array.dtype)
-        if code is None:
-            raise TritonModelException(
-                "Tensor '%s': numpy dtype %s has no Triton data type" % (name, array.dtype))
         self._name = name
         self._array = array
         self._dtype_code = code
@@ -151,6 +213,8 @@ class Tensor:
         return self._array
 
     def triton_dtype(self):
+        # The official Tensor.triton_dtype() raises TypeError in 2.51 (its
+        # return type has no Python conversion); rustpy returns the code.
         return self._dtype_code
 
     def shape(self):
@@ -160,22 +224,45 @@ class Tensor:
         return True
 
     def to_dlpack(self):
-        if self._array.dtype == np.object_:
-            raise TritonModelException("DLPack does not support BYTES tensors")
+        if self._dtype_code == 13:
+            raise TritonModelException("DLPack does not have support for string tensors.")
         return self._array.__dlpack__()
 
     def __dlpack__(self, stream=None):
         return self.to_dlpack()
 
     def __dlpack_device__(self):
-        return self._array.__dlpack_device__()
+        return (_DL_CPU, 0)
 
     @staticmethod
     def from_dlpack(name, dlpack_object):
-        return Tensor(name, np.from_dlpack(dlpack_object))
+        if name == "":
+            raise TritonModelException("Tensor name cannot be an empty string.")
+        if type(dlpack_object).__name__ == "PyCapsule":
+            dlpack_object = _Capsule(dlpack_object)
+        elif not (hasattr(dlpack_object, "__dlpack__") and hasattr(dlpack_object, "__dlpack_device__")):
+            raise TritonModelException(
+                # (sic: the official message has a C++ line continuation in it)
+                "Provided tensor is not supported. Tensor must be a DLPack capsule "
+                "        or have `__dlpack__` and `__dlpack_device__` attributes")
+        device = tuple(int(v) for v in dlpack_object.__dlpack_device__())
+        if device[0] == _DL_CUDA:
+            raise TritonModelException(
+                "DLPack capsule passed pointer to memory allocated on GPU device, "
+                "          when GPU is not available")
+        if device[0] not in (_DL_CPU, _DL_CUDA_HOST):
+            raise TritonModelException(
+                "DLDevice type %d is not support by Python backend." % device[0])
+        array = np.from_dlpack(dlpack_object)
+        if not array.flags["C_CONTIGUOUS"]:
+            raise TritonModelException(
+                "DLPack tensor is not contiguous. Only contiguous DLPack "
+                "tensors that are stored in C-Order are supported.")
+        return Tensor(name, array)
 
     def __repr__(self):
         return "Tensor(name=%r, shape=%r, dtype=%s)" % (self._name, self.shape(), self._array.dtype)
+
 
 
 # --- responses -------------------------------------------------------------------
@@ -204,20 +291,75 @@ class InferenceResponse:
         return self._parameters
 
 
+class _BackendError(TritonModelException):
+    """What the official backend reports from its C++ side (checks of what
+    execute returned or sent): rustpy shows these without the exception's
+    type name and traceback, as upstream does."""
+
+    _rustpy_bare_message = True
+
+
 class InferenceResponseSender:
-    """Sends the responses of one request; usable from any thread."""
+    """Sends the responses of one request; usable from any thread.
+
+    Keeps the official sender's rules: flags are 0 or FINAL, a response is
+    required unless the flags are FINAL, a default (non-decoupled) model sends
+    exactly one response (optionally followed by a bare FINAL), and nothing
+    goes out after FINAL. Responses returned by execute() count as sent
+    through this sender."""
 
     def __init__(self, native):
         self._native = native
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._closed = False
+
+    def _decoupled(self):
+        return bool(getattr(self._native, "decoupled", True))
+
+    def _update_state(self, response, flags, error=TritonModelException):
+        # The official ResponseSender::UpdateStateAndCounters.
+        with self._lock:
+            if not self._decoupled():
+                if response is not None and self._sent > 0:
+                    raise error("Unable to send response. Non-decoupled model cannot send more than one response.")
+                if response is None and flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL and self._sent == 0:
+                    raise error(
+                        "Unable to send response. Non-decoupled model cannot send complete final before "
+                        "sending a response.")
+            if self._closed:
+                raise error("Unable to send response. Response sender has been closed.")
+            if flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+                self._closed = True
+            self._sent += 1
 
     def send(self, response=None, flags=0):
         if response is not None and not isinstance(response, InferenceResponse):
+            raise TypeError(
+                "send(): incompatible function arguments; expected an InferenceResponse, got %s"
+                % type(response).__name__)
+        if flags != TRITONSERVER_RESPONSE_COMPLETE_FINAL and flags != 0:
+            raise TritonModelException("Unable to send response. Unsupported flag provided.")
+        if flags == 0 and response is None:
             raise TritonModelException(
-                "Expected an 'InferenceResponse' object, found type '%s'." % type(response).__name__)
-        _send(self._native, response, flags)
+                "Inference Response object must be provided when the response flags is set to zero.")
+        self._update_state(response, flags)
+        try:
+            _send(self._native, response, flags)
+        except RuntimeError as e:
+            raise TritonModelException(str(e)) from None
 
     def is_cancelled(self):
         return self._native.is_cancelled()
+
+    def _complete(self):
+        """Ends a request that got a response but no FINAL flag (the official
+        backend leaves such a request of a default model hanging)."""
+        with self._lock:
+            if self._closed or self._sent == 0:
+                return
+            self._closed = True
+        _send(self._native, None, TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
 def _send(native, response, flags):
@@ -225,7 +367,7 @@ def _send(native, response, flags):
         native.send(None, None, flags)
     elif response.has_error():
         err = response.error()
-        native.send(None, (err.code(), err.message()), flags)
+        native.send(None, (int(err.code()), err.message()), flags)
     else:
         outputs = [(t.name(), t.as_numpy(), t.triton_dtype()) for t in response.output_tensors()]
         native.send(outputs, None, flags)
@@ -290,7 +432,8 @@ class InferenceRequest:
         return self._parameters
 
     def requested_output_names(self):
-        return self._requested
+        # A new set per call, as upstream (a std::set converted by pybind11).
+        return set(self._requested)
 
     def get_response_sender(self):
         if self._native is None:
@@ -318,9 +461,16 @@ class InferenceRequest:
             raise TritonModelException("BLS request needs a model_name")
         params = json.loads(self._parameters) if isinstance(self._parameters, str) else {}
         inputs = [(t.name(), t.as_numpy(), t.triton_dtype()) for t in self._inputs]
-        stream = _native.bls_infer(
-            self._model_name, int(self._model_version), self._request_id, self._correlation_id,
-            int(self._flags), int(self._timeout), params, inputs, list(self._requested))
+        try:
+            stream = _native.bls_infer(
+                self._model_name, int(self._model_version), self._request_id, self._correlation_id,
+                int(self._flags), int(self._timeout), params, inputs, list(self._requested))
+        except RuntimeError as e:
+            # As upstream: a request that cannot start is answered with an
+            # error response ("Model <name> - Error when running inference: ...").
+            response = InferenceResponse(error=TritonError(
+                "Model %s - Error when running inference: %s" % (self._model_name, self._bls_error(e))))
+            return iter([response]) if decoupled else response
         if decoupled:
             return ResponseIterator(stream)
         result = None
@@ -335,6 +485,15 @@ class InferenceRequest:
                 break
         return result if result is not None else InferenceResponse()
 
+    def _bls_error(self, error):
+        try:
+            ready = _native.is_model_ready(self._model_name, int(self._model_version))
+        except Exception:  # noqa: BLE001 - the original error says more
+            ready = True
+        if not ready:
+            return "Failed for execute the inference request. Model '%s' is not ready." % self._model_name
+        return str(error)
+
     def async_exec(self, decoupled=False):
         """Like exec(), as an awaitable (runs in the loop's default executor)."""
         loop = asyncio.get_running_loop()
@@ -344,7 +503,8 @@ class InferenceRequest:
 def _response_from_native(item):
     outputs, error, params, _final = item
     tensors = [Tensor(name, array, code) for name, array, code in outputs]
-    err = TritonError(error[1], error[0]) if error is not None else None
+    # Upstream keeps only the message of a BLS error: the code is INTERNAL.
+    err = TritonError(error[1]) if error is not None else None
     return InferenceResponse(tensors, err, json.dumps(params) if params else None)
 
 
@@ -399,21 +559,35 @@ class Logger:
 
 
 # --- metrics (exported on Triton's metrics endpoint) -----------------------------
+def _stub_error(prefix, error):
+    """An error from Triton reached through the official stub's IPC (model
+    control, metrics): "<prefix>: Failed to process the request for model
+    '<model>', message: <Triton's message>"."""
+    return TritonModelException(
+        "%s: Failed to process the request for model '%s', message: %s" % (prefix, _model_name, error))
+
+
 class Metric:
     def __init__(self, native):
         self._native = native
 
+    def _call(self, prefix, op, *args):
+        try:
+            return op(*args)
+        except RuntimeError as e:
+            raise _stub_error(prefix, e) from None
+
     def increment(self, value):
-        self._native.increment(float(value))
+        self._call("Failed to increment metric value", self._native.increment, float(value))
 
     def set(self, value):
-        self._native.set(float(value))
+        self._call("Failed to set metric value", self._native.set, float(value))
 
     def observe(self, value):
-        self._native.observe(float(value))
+        self._call("Failed to observe metric value", self._native.observe, float(value))
 
     def value(self):
-        return self._native.value()
+        return self._call("Failed to get metric value", self._native.value)
 
 
 class MetricFamily:
@@ -423,36 +597,77 @@ class MetricFamily:
 
     def __init__(self, name, description, kind):
         if kind not in (0, 1, 2):
-            raise TritonModelException("unknown metric kind %r" % (kind,))
+            raise TritonModelException("Unknown metric kind")
         self.name = name
         self.description = description
         self.kind = kind
-        self._native = _native.NativeMetricFamily(name, description, int(kind))
+        try:
+            self._native = _native.NativeMetricFamily(name, description, int(kind))
+        except RuntimeError as e:
+            raise _stub_error("Error when creating MetricFamily", e) from None
 
     def Metric(self, labels=None, buckets=None):
-        if self.kind == MetricFamily.HISTOGRAM and buckets is None:
-            raise TritonModelException("a HISTOGRAM metric needs buckets")
+        if labels is not None and not isinstance(labels, dict):
+            raise TritonModelException("Failed to create metric. Labels must be a dictionary.")
+        if buckets is not None:
+            if not isinstance(buckets, list):
+                raise TritonModelException("Failed to create metric. Buckets must be a list.")
+            if self.kind != MetricFamily.HISTOGRAM:
+                raise TritonModelException("Failed to create metric. Unexpected buckets found.")
+        elif self.kind == MetricFamily.HISTOGRAM:
+            raise TritonModelException("Failed to create metric. Missing required buckets.")
         pairs = [(str(k), str(v)) for k, v in (labels or {}).items()]
-        return Metric(self._native.metric(pairs, list(buckets) if buckets is not None else None))
+        try:
+            native = self._native.metric(pairs, [float(b) for b in buckets] if buckets is not None else None)
+        except RuntimeError as e:
+            raise _stub_error("Error when creating Metric", e) from None
+        return Metric(native)
 
 
 # --- model control (explicit model-control mode) ---------------------------------
 def load_model(model_name, config="", files=None):
     file_items = []
-    for path, content in (files or {}).items():
-        if not path.startswith("file:"):
-            raise TritonModelException("file keys must start with 'file:', got %r" % path)
-        file_items.append((path, bytes(content)))
-    _native.load_model(model_name, config or "", file_items)
+    if files is not None:
+        if not isinstance(files, dict):
+            raise TritonModelException(
+                "failed to load model '%s', files should be a dictionary of file paths and file contents"
+                % model_name)
+        file_items = [(str(path), bytes(content)) for path, content in files.items()]
+    try:
+        _native.load_model(model_name, config or "", file_items)
+    except RuntimeError as e:
+        raise _stub_error("Failed to load model", e) from None
 
 
 def unload_model(model_name, unload_dependents=False):
-    _native.unload_model(model_name, bool(unload_dependents))
+    try:
+        _native.unload_model(model_name, bool(unload_dependents))
+    except RuntimeError as e:
+        raise _stub_error("Failed to unload model", e) from None
+
+
+def _model_version(version_string):
+    version = -1
+    if version_string != "":
+        try:
+            version = int(version_string)
+        except (TypeError, ValueError) as e:
+            raise TritonModelException(
+                "failed to get model version from specified version string '%s' (details: %s), "
+                "version should be an integral value > 0" % (version_string, e)) from None
+        if version < 0:
+            raise TritonModelException(
+                "failed to get model version from specified version string '%s', "
+                "version should be an integral value > 0" % version_string)
+    return version
 
 
 def is_model_ready(model_name, model_version=""):
-    version = int(model_version) if str(model_version).strip() else -1
-    return _native.is_model_ready(model_name, version)
+    version = _model_version(str(model_version))
+    try:
+        return _native.is_model_ready(model_name, version)
+    except RuntimeError as e:
+        raise _stub_error("Failed to check model readiness", e) from None
 
 
 # --- config helpers -------------------------------------------------------------------
@@ -486,20 +701,24 @@ def get_output_config_by_name(model_config, name):
 
 
 def using_decoupled_model_transaction_policy(model_config):
-    policy = model_config.get("model_transaction_policy") or {}
-    return bool(policy.get("decoupled", False))
+    if "model_transaction_policy" in model_config:
+        return model_config["model_transaction_policy"]["decoupled"]
+    return False
 
 
 _model_dir = None
+_model_name = None
 
 
 def get_model_dir():
-    """The directory of the model (set per model while its code runs)."""
+    """The directory model.py was loaded from (the version directory, as
+    upstream); set per model while its code runs."""
     return _model_dir
 
 
 class ModelConfig:
-    """The helper auto_complete_config(config) receives and returns."""
+    """The helper auto_complete_config(config) receives and returns (the
+    official helper's rules and messages)."""
 
     def __init__(self, model_config):
         if isinstance(model_config, str):
@@ -509,57 +728,99 @@ class ModelConfig:
     def as_dict(self):
         return self._model_config
 
+    def _name(self):
+        return str(self._model_config.get("name", ""))
+
     def set_max_batch_size(self, max_batch_size):
         current = self._model_config.get("max_batch_size", 0)
-        if current not in (0, max_batch_size) and current != "0":
+        if current > max_batch_size:
             raise ValueError(
-                "configuration specified max_batch_size %s, but auto-complete wants to set %s"
-                % (current, max_batch_size))
+                "configuration specified max_batch_size " + str(current)
+                + ", but in auto-complete-config function for model '" + self._name()
+                + "' specified max_batch_size " + str(max_batch_size))
         self._model_config["max_batch_size"] = max_batch_size
 
     def set_dynamic_batching(self):
-        if self._model_config.get("sequence_batching"):
-            raise ValueError("configuration has sequence_batching; cannot set dynamic_batching")
-        self._model_config.setdefault("dynamic_batching", {})
+        found = None
+        if "sequence_batching" in self._model_config:
+            found = "sequence_batching"
+        elif "ensemble_scheduling" in self._model_config:
+            found = "ensemble_scheduling"
+        if found is not None:
+            raise ValueError(
+                "Configuration specified scheduling_choice as '" + found
+                + "', but auto-complete-config function for model '" + self._name()
+                + "' tries to set scheduling_choice as 'dynamic_batching'")
+        if "dynamic_batching" not in self._model_config:
+            self._model_config["dynamic_batching"] = {}
 
-    def _add(self, section, tensor, allowed):
-        if not isinstance(tensor, dict):
-            raise ValueError("%s must be a dict" % section)
+    def _check_tensor(self, kind, tensor, valid, valid_text):
         for key in tensor:
-            if key not in allowed:
-                raise ValueError("unknown key '%s' for %s '%s'" % (key, section, tensor.get("name")))
-        for key in ("name", "data_type", "dims"):
+            if key not in valid:
+                raise ValueError(
+                    kind + " '" + tensor["name"] + "' in auto-complete-config function for model '"
+                    + self._name() + "' contains property other than " + valid_text + ".")
+        if "name" not in tensor:
+            raise ValueError(
+                kind + " in auto-complete-config function for model '" + self._name()
+                + "' is missing 'name' property.")
+        for key in ("data_type", "dims"):
             if key not in tensor:
-                raise ValueError("%s '%s' is missing '%s'" % (section, tensor.get("name"), key))
-        entries = self._model_config.setdefault(section, [])
-        for entry in entries:
-            if entry.get("name") == tensor["name"]:
-                for key, value in tensor.items():
-                    existing = entry.get(key)
-                    if key == "dims" and existing is not None:
-                        if [int(d) for d in existing] != [int(d) for d in value]:
-                            raise ValueError(
-                                "%s '%s' has dims %s in the config, auto-complete wants %s"
-                                % (section, tensor["name"], existing, value))
-                    elif existing not in (None, value):
-                        raise ValueError(
-                            "%s '%s' has %s %r in the config, auto-complete wants %r"
-                            % (section, tensor["name"], key, existing, value))
-                    entry[key] = value
-                return
-        entries.append(dict(tensor))
+                raise ValueError(
+                    kind + " '" + tensor["name"] + "' in auto-complete-config function for model '"
+                    + self._name() + "' is missing '" + key + "' property.")
+
+    def _merge(self, section, tensor):
+        name = self._name()
+        for current in self._model_config.setdefault(section, []):
+            if tensor["name"] != current["name"]:
+                continue
+            if current["data_type"] != "TYPE_INVALID" and current["data_type"] != tensor["data_type"]:
+                raise ValueError(
+                    "unable to load model '" + name + "', configuration expects datatype "
+                    + current["data_type"] + " for " + section + " '" + tensor["name"]
+                    + "', model provides " + tensor["data_type"])
+            if current["dims"] and current["dims"] != tensor["dims"]:
+                raise ValueError(
+                    "model '" + name + "', tensor '" + tensor["name"] + "': the model expects dims "
+                    + str(tensor["dims"]) + " but the model configuration specifies dims "
+                    + str(current["dims"]))
+            if section == "input" and "optional" in current and "optional" in tensor \
+                    and current["optional"] != tensor["optional"]:
+                raise ValueError(
+                    "model '" + name + "', tensor '" + tensor["name"] + "': the model expects optional "
+                    + str(tensor["optional"]) + " but the model configuration specifies optional "
+                    + str(current["optional"]))
+            current["data_type"] = tensor["data_type"]
+            current["dims"] = tensor["dims"]
+            if section == "input" and "optional" in tensor:
+                current["optional"] = tensor["optional"]
+            return
+        self._model_config[section].append(tensor)
 
     def add_input(self, input):
-        self._add("input", input, {"name", "data_type", "dims", "optional"})
+        self._check_tensor("input", input, ("name", "data_type", "dims", "optional"),
+                           "'name', 'data_type', 'dims' and 'optional'")
+        self._merge("input", input)
 
     def add_output(self, output):
-        self._add("output", output, {"name", "data_type", "dims"})
+        self._check_tensor("output", output, ("name", "data_type", "dims"),
+                           "'name', 'data_type' and 'dims'")
+        self._merge("output", output)
 
     def set_model_transaction_policy(self, transaction_policy_dict):
-        for key in transaction_policy_dict:
+        for key in transaction_policy_dict.keys():
             if key != "decoupled":
-                raise ValueError("unknown model_transaction_policy key '%s'" % key)
-        self._model_config.setdefault("model_transaction_policy", {}).update(transaction_policy_dict)
+                raise ValueError(
+                    "model transaction property in auto-complete-config function for model '"
+                    + self._name() + "' contains property other than 'decoupled'.")
+        policy = self._model_config.setdefault("model_transaction_policy", {})
+        if "decoupled" in transaction_policy_dict:
+            if "decoupled" in policy and policy["decoupled"] != transaction_policy_dict["decoupled"]:
+                raise ValueError(
+                    "trying to change decoupled property in auto-complete-config for model '"
+                    + self._name() + "', which is already set to '" + str(policy["decoupled"]) + "'.")
+            policy["decoupled"] = transaction_policy_dict["decoupled"]
 
 
 # --- glue used by rustpy's execution engine -------------------------------------------
@@ -589,26 +850,38 @@ class _Loop:
 
 
 def _process_returned(model_name, decoupled, requests, returned):
-    """Checks execute()'s return value; returns the responses to send, or raises."""
+    """Checks execute()'s return value (as the official stub does, with its
+    messages); returns the responses to send, or raises."""
     if returned is None:
+        if not decoupled:
+            _complete_unfinished(requests)
         return None
     if decoupled:
-        raise TritonModelException(
+        raise _BackendError(
             "Python model '%s' is using the decoupled mode and the execute function must return None."
             % model_name)
     if not isinstance(returned, list):
-        raise TritonModelException(
+        raise _BackendError(
             "Expected a list in the execute return, found type '%s'." % type(returned))
     if len(returned) != len(requests):
-        raise TritonModelException(
+        raise _BackendError(
             "Number of InferenceResponse objects do not match the number of InferenceRequest objects. "
-            "InferenceRequest(s) size is:%d, and InferenceResponse(s) size is:%d"
+            "InferenceRequest(s) size is:%d, and InferenceResponse(s) size is:%d\n"
             % (len(requests), len(returned)))
-    for response in returned:
-        if response is not None and not isinstance(response, InferenceResponse):
-            raise TritonModelException(
+    for request, response in zip(requests, returned):
+        if response is None:
+            continue
+        if getattr(request, "_release_flags", TRITONSERVER_REQUEST_RELEASE_ALL) == \
+                TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+            raise _BackendError(
+                "Expected a None object in the execute function return list for reschduled request, "
+                "found type '%s'." % type(response))
+        if not isinstance(response, InferenceResponse):
+            raise _BackendError(
                 "Expected an 'InferenceResponse' object in the execute function return list, found type '%s'."
                 % type(response))
+        request.get_response_sender()._update_state(
+            response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, error=_BackendError)
     return returned
 
 
@@ -616,3 +889,11 @@ def _send_returned(requests, responses):
     for request, response in zip(requests, responses):
         if response is not None:
             _send(request._native, response, TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    _complete_unfinished(requests)
+
+
+def _complete_unfinished(requests):
+    for request in requests:
+        sender = getattr(request, "_sender", None)
+        if sender is not None:
+            sender._complete()

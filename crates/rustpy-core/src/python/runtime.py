@@ -256,6 +256,10 @@ def format_exception(exc, tb=None):
     """`Type: message` plus the last traceback lines; SyntaxError as file:line:col."""
     import traceback
 
+    if getattr(exc, "_rustpy_bare_message", False):
+        # pb_utils' checks of what execute returned: just the message, as the
+        # official backend reports them.
+        return str(exc)
     name = type(exc).__name__
     if isinstance(exc, SyntaxError) and exc.filename:
         where = "%s:%s:%s" % (exc.filename, exc.lineno, exc.offset)
