@@ -83,12 +83,12 @@ pub fn model_initialize(model: Model) -> Result<()> {
         LogLevel::Info,
         &format!("rustpy: loaded model '{name}' version {version} from {}", loaded.model_file.display()),
     );
-    model.set_state(Box::new(ModelState { model: Arc::new(loaded) }))
+    model.state_slot().put(Box::new(ModelState { model: Arc::new(loaded) }))
 }
 
 pub fn model_finalize(model: Model) -> Result<()> {
     // SAFETY: the state was stored as ModelState by model_initialize.
-    let state = unsafe { model.take_state::<ModelState>() }?;
+    let state = unsafe { model.state_slot().take::<ModelState>() }?;
     drop(state); // unloads the module once the last instance let go of it
     Ok(())
 }
@@ -102,15 +102,15 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     let model = instance.model()?;
     // SAFETY: model state is a ModelState (set in model_initialize, which
     // Triton runs before any instance is created).
-    let state = unsafe { model.state::<ModelState>() }?;
+    let state = unsafe { model.state_slot().get::<ModelState>() }?;
     let info = InstanceInfo { name: instance.name()?, kind: instance.kind()?.to_string(), device_id: instance.device_id()? };
     let created = python::ModelInstance::new(state.model.clone(), &info)?;
-    instance.set_state(Box::new(InstanceState { instance: created }))
+    instance.state_slot().put(Box::new(InstanceState { instance: created }))
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
     // SAFETY: instance state is an InstanceState (set in instance_initialize).
-    if let Some(state) = unsafe { instance.take_state::<InstanceState>() }? {
+    if let Some(state) = unsafe { instance.state_slot().take::<InstanceState>() }? {
         if let Err(e) = state.instance.finalize() {
             log(LogLevel::Error, &e.message);
         }
@@ -160,6 +160,17 @@ impl Responder for TritonResponder {
         }
     }
 
+    fn send_error_nonfinal(&mut self, error: &Error) -> bool {
+        if self.done {
+            return false;
+        }
+        let Some(f) = self.factory.as_mut() else { return false };
+        if let Err(e) = f.send_error_flags(error, false) {
+            log(LogLevel::Error, &format!("rustpy: cannot send an error response: {e}"));
+        }
+        true
+    }
+
     fn finish(&mut self) {
         if self.done {
             return;
@@ -202,7 +213,7 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
 
     // SAFETY: instance state is an InstanceState (set in instance_initialize;
     // Triton never executes an instance whose initialisation failed).
-    let state = match unsafe { instance.state::<InstanceState>() } {
+    let state = match unsafe { instance.state_slot().get::<InstanceState>() } {
         Ok(s) => s,
         Err(e) => {
             for r in &mut responders {

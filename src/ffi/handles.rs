@@ -111,39 +111,54 @@ impl Model {
         res
     }
 
-    /// Stores the model's state; take it back with [`Model::take_state`].
-    pub fn set_state<T>(&self, state: Box<T>) -> Result<()> {
+    /// The slot where this model's state (a boxed `T`) lives.
+    pub fn state_slot(&self) -> StateSlot<raw::TRITONBACKEND_Model> {
+        StateSlot { handle: self.0, get: raw::TRITONBACKEND_ModelState, set: raw::TRITONBACKEND_ModelSetState }
+    }
+}
+
+/// The opaque state pointer Triton keeps for a model or an instance, holding
+/// a `Box<T>` that we store in Initialize and take back in Finalize.
+pub struct StateSlot<H> {
+    handle: *mut H,
+    get: unsafe extern "C" fn(*mut H, *mut *mut c_void) -> *mut raw::TRITONSERVER_Error,
+    set: unsafe extern "C" fn(*mut H, *mut c_void) -> *mut raw::TRITONSERVER_Error,
+}
+
+impl<H> StateSlot<H> {
+    /// Stores `state`; take it back with [`StateSlot::take`].
+    pub fn put<T>(&self, state: Box<T>) -> Result<()> {
         let p = Box::into_raw(state) as *mut c_void;
         // SAFETY: live handle; on failure we reclaim the box.
-        if let Err(e) = check(unsafe { raw::TRITONBACKEND_ModelSetState(self.0, p) }) {
+        if let Err(e) = check(unsafe { (self.set)(self.handle, p) }) {
             drop(unsafe { Box::from_raw(p as *mut T) });
             return Err(e);
         }
         Ok(())
     }
 
-    /// Borrows the state stored by `set_state::<T>`.
+    /// Borrows the stored state.
     ///
     /// # Safety
-    /// The state must have been stored with the same `T` and not taken.
-    pub unsafe fn state<'a, T>(&self) -> Result<&'a T> {
+    /// The state must have been stored as a `T` and not taken.
+    pub unsafe fn get<'a, T>(&self) -> Result<&'a T> {
         let mut p = ptr::null_mut();
-        check(unsafe { raw::TRITONBACKEND_ModelState(self.0, &mut p) })?;
+        check(unsafe { (self.get)(self.handle, &mut p) })?;
         // SAFETY: guaranteed by the caller.
-        unsafe { (p as *const T).as_ref() }.ok_or_else(|| Error::internal("model state is not set"))
+        unsafe { (p as *const T).as_ref() }.ok_or_else(|| Error::internal("rustpy: state is not set"))
     }
 
-    /// Takes back the state stored by `set_state::<T>` (None if unset).
+    /// Takes back the stored state (None if unset).
     ///
     /// # Safety
-    /// The state must have been stored with the same `T`.
-    pub unsafe fn take_state<T>(&self) -> Result<Option<Box<T>>> {
+    /// The state must have been stored as a `T`.
+    pub unsafe fn take<T>(&self) -> Result<Option<Box<T>>> {
         let mut p = ptr::null_mut();
-        check(unsafe { raw::TRITONBACKEND_ModelState(self.0, &mut p) })?;
+        check(unsafe { (self.get)(self.handle, &mut p) })?;
         if p.is_null() {
             return Ok(None);
         }
-        check(unsafe { raw::TRITONBACKEND_ModelSetState(self.0, ptr::null_mut()) })?;
+        check(unsafe { (self.set)(self.handle, ptr::null_mut()) })?;
         // SAFETY: guaranteed by the caller; the pointer came from Box::into_raw.
         Ok(Some(unsafe { Box::from_raw(p as *mut T) }))
     }
@@ -188,36 +203,13 @@ impl ModelInstance {
         Ok(Model(m))
     }
 
-    pub fn set_state<T>(&self, state: Box<T>) -> Result<()> {
-        let p = Box::into_raw(state) as *mut c_void;
-        // SAFETY: live handle; on failure we reclaim the box.
-        if let Err(e) = check(unsafe { raw::TRITONBACKEND_ModelInstanceSetState(self.0, p) }) {
-            drop(unsafe { Box::from_raw(p as *mut T) });
-            return Err(e);
+    /// The slot where this instance's state (a boxed `T`) lives.
+    pub fn state_slot(&self) -> StateSlot<raw::TRITONBACKEND_ModelInstance> {
+        StateSlot {
+            handle: self.0,
+            get: raw::TRITONBACKEND_ModelInstanceState,
+            set: raw::TRITONBACKEND_ModelInstanceSetState,
         }
-        Ok(())
-    }
-
-    /// # Safety
-    /// The state must have been stored with the same `T` and not taken.
-    pub unsafe fn state<'a, T>(&self) -> Result<&'a T> {
-        let mut p = ptr::null_mut();
-        check(unsafe { raw::TRITONBACKEND_ModelInstanceState(self.0, &mut p) })?;
-        // SAFETY: guaranteed by the caller.
-        unsafe { (p as *const T).as_ref() }.ok_or_else(|| Error::internal("instance state is not set"))
-    }
-
-    /// # Safety
-    /// The state must have been stored with the same `T`.
-    pub unsafe fn take_state<T>(&self) -> Result<Option<Box<T>>> {
-        let mut p = ptr::null_mut();
-        check(unsafe { raw::TRITONBACKEND_ModelInstanceState(self.0, &mut p) })?;
-        if p.is_null() {
-            return Ok(None);
-        }
-        check(unsafe { raw::TRITONBACKEND_ModelInstanceSetState(self.0, ptr::null_mut()) })?;
-        // SAFETY: guaranteed by the caller.
-        Ok(Some(unsafe { Box::from_raw(p as *mut T) }))
     }
 
     /// Per-request statistics; must be called before the request is released.
@@ -292,13 +284,6 @@ impl Request {
         // SAFETY: live request.
         let _ = check(unsafe { raw::TRITONBACKEND_InferenceRequestTimeoutMicroseconds(self.raw, &mut t) });
         t
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        let mut c = false;
-        // SAFETY: live request.
-        let _ = check(unsafe { raw::TRITONBACKEND_RequestIsCancelled(self.raw, &mut c) });
-        c
     }
 
     pub fn requested_outputs(&self) -> Result<Vec<String>> {
@@ -492,13 +477,19 @@ impl ResponseFactory {
 
     /// Sends a final response carrying `error`.
     pub fn send_error(&mut self, error: &Error) -> Result<()> {
+        self.send_error_flags(error, true)
+    }
+
+    /// Sends an error response, final or not (decoupled models).
+    pub fn send_error_flags(&mut self, error: &Error, final_: bool) -> Result<()> {
         let mut response = ptr::null_mut();
         // SAFETY: live factory.
         check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut response, self.raw) })?;
         let err = new_error(error);
+        let flags = if final_ { raw::RUSTPY_RESPONSE_COMPLETE_FINAL } else { 0 };
         // SAFETY: ResponseSend takes the response but not the error, which we
         // delete right after.
-        let res = check(unsafe { raw::TRITONBACKEND_ResponseSend(response, raw::RUSTPY_RESPONSE_COMPLETE_FINAL, err) });
+        let res = check(unsafe { raw::TRITONBACKEND_ResponseSend(response, flags, err) });
         unsafe { raw::TRITONSERVER_ErrorDelete(err) };
         res
     }

@@ -42,7 +42,9 @@ pub(crate) fn check(err: *mut raw::TRITONSERVER_Error) -> Result<(), Error> {
 
 /// A new server error carrying `e` (owned by whoever receives it).
 pub(crate) fn new_error(e: &Error) -> *mut raw::TRITONSERVER_Error {
-    let msg = cstring(&e.message);
+    // Bounded: an over-long message (a user exception quoting a big input)
+    // would not reach a gRPC client at all.
+    let msg = cstring(&rustpy_core::error::bounded_message(&e.message, rustpy_core::error::WIRE_MESSAGE_BUDGET));
     // SAFETY: ErrorNew copies the message; msg outlives the call.
     unsafe { raw::TRITONSERVER_ErrorNew(e.code as raw::TRITONSERVER_Error_Code, msg.as_ptr()) }
 }

@@ -33,13 +33,23 @@ fn npy_type(dtype: DataType) -> NPY_TYPES {
     }
 }
 
-/// A new C-contiguous array owned by numpy and a pointer to its data, which
-/// the caller must fill completely before Python sees the array.
-fn new_array<'py>(py: Python<'py>, dtype: DataType, shape: &[i64]) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
+/// `PyArray_NewFromDescr` for a C-contiguous array of `dtype` and `shape`:
+/// numpy allocates when `data` is null, else the array refers to `data`.
+///
+/// # Safety
+/// The GIL must be held; a non-null `data` must hold the array's bytes and
+/// outlive it (give the array a base object that keeps it alive).
+unsafe fn new_from_descr<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+    data: *mut u8,
+    flags: c_int,
+) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
     let mut dims: Vec<npy_intp> = shape.iter().map(|&d| d as npy_intp).collect();
-    // SAFETY: numpy's C API is imported by PY_ARRAY_API on first use and we
-    // hold the GIL. DescrFromType returns a new reference that NewFromDescr
-    // steals; dims outlives the call; a null data pointer makes numpy allocate.
+    // SAFETY: numpy's C API is imported by PY_ARRAY_API on first use and the
+    // caller holds the GIL. DescrFromType returns a new reference that
+    // NewFromDescr steals; dims outlives the call.
     unsafe {
         let descr = PY_ARRAY_API.PyArray_DescrFromType(py, npy_type(dtype) as c_int);
         let obj = PY_ARRAY_API.PyArray_NewFromDescr(
@@ -49,8 +59,8 @@ fn new_array<'py>(py: Python<'py>, dtype: DataType, shape: &[i64]) -> PyResult<(
             dims.len() as c_int,
             dims.as_mut_ptr(),
             ptr::null_mut(),
-            ptr::null_mut(),
-            0,
+            data as *mut std::os::raw::c_void,
+            flags,
             ptr::null_mut(),
         );
         if obj.is_null() {
@@ -59,6 +69,13 @@ fn new_array<'py>(py: Python<'py>, dtype: DataType, shape: &[i64]) -> PyResult<(
         let data = (*(obj as *mut PyArrayObject)).data as *mut u8;
         Ok((Bound::from_owned_ptr(py, obj), data))
     }
+}
+
+/// A new C-contiguous array owned by numpy and a pointer to its data, which
+/// the caller must fill completely before Python sees the array.
+fn new_array<'py>(py: Python<'py>, dtype: DataType, shape: &[i64]) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
+    // SAFETY: we hold the GIL (py); numpy allocates the memory.
+    unsafe { new_from_descr(py, dtype, shape, ptr::null_mut(), 0) }
 }
 
 /// One numpy array holding the concatenation of fixed-size `chunks`
@@ -96,30 +113,14 @@ pub fn array_view<'py>(
     owner: BufferOwner,
 ) -> PyResult<Bound<'py, PyAny>> {
     let base = Py::new(py, BorrowedBuffer { _owner: owner })?;
-    let mut dims: Vec<npy_intp> = shape.iter().map(|&d| d as npy_intp).collect();
     // SAFETY: we hold the GIL; `data` stays valid while `base` lives (the
     // caller's contract for `owner`), and `base` becomes the array's base
     // object, so the memory outlives every view. The array is created without
     // NPY_ARRAY_WRITEABLE, so Python cannot write into the server's buffer.
     unsafe {
-        let descr = PY_ARRAY_API.PyArray_DescrFromType(py, npy_type(dtype) as c_int);
-        let obj = PY_ARRAY_API.PyArray_NewFromDescr(
-            py,
-            PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type),
-            descr,
-            dims.len() as c_int,
-            dims.as_mut_ptr(),
-            ptr::null_mut(),
-            data.as_ptr() as *mut std::os::raw::c_void,
-            NPY_ARRAY_CARRAY_RO,
-            ptr::null_mut(),
-        );
-        if obj.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        let array = Bound::from_owned_ptr(py, obj);
+        let (array, _) = new_from_descr(py, dtype, shape, data.as_ptr() as *mut u8, NPY_ARRAY_CARRAY_RO)?;
         // SetBaseObject steals the reference to `base`.
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, obj as *mut PyArrayObject, base.into_ptr()) < 0 {
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr() as *mut PyArrayObject, base.into_ptr()) < 0 {
             return Err(PyErr::fetch(py));
         }
         Ok(array)
