@@ -223,6 +223,7 @@ def summarize(runs: list[dict]) -> dict:
         "validation_errors": sum(r["loadgen"]["validation_errors"] for r in runs),
         "first_error": next((r["loadgen"]["first_error"] for r in runs if r["loadgen"]["first_error"]), None),
         "avg_batch": round(inferences / executions, 2) if executions else None,
+        "max_batch": max((int(k) for k in hist), default=None),
         "batch_hist": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
     }
 
@@ -290,7 +291,7 @@ def render(results: dict) -> str:
         head = ["size"] if large else []
         head += ["c", "variant", "req/s"]
         head += ["MiB/s (per direction)"] if large else []
-        head += ["p50 ms", "p90 ms", "p99 ms", "avg batch", "errors"]
+        head += ["p50 ms", "p90 ms", "p99 ms", "batch avg (max)", "errors"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for size, concs in sizes:
@@ -312,7 +313,7 @@ def render(results: dict) -> str:
                         st = s[k]
                         d = ms_digits(st["median"]) if st else 0
                         row.append(fmt_range(st, 1e-3, d))
-                    row.append(fmt_num(s["avg_batch"], 2))
+                    row.append(f"{fmt_num(s['avg_batch'], 2)} ({s['max_batch'] or 'n/a'})")
                     errs = s["errors"] + s["validation_errors"]
                     row.append(str(errs))
                     out.append("| " + " | ".join(row) + " |")
@@ -332,6 +333,14 @@ def render(results: dict) -> str:
                              f"**{fmt_num(r_tp, 2)}×** (target ≥ 3×: {verdict(r_tp, 3.0)})")
                 lines.append(f"- {VARIANT_LABEL[v]} / python p50 at c={cmin}: "
                              f"**{fmt_num(r_lat, 2)}** (target ≤ 0.33: {verdict(r_lat, 1 / 3, False)})")
+            if "native" in settings["variants"] and "python" in settings["variants"]:
+                r_tp = ratio(median_of(cell(w, None, cmax, "native"), "throughput_rps"),
+                             median_of(cell(w, None, cmax, "python"), "throughput_rps"))
+                r_lat = ratio(median_of(cell(w, None, cmin, "native"), "p50_us"),
+                              median_of(cell(w, None, cmin, "python"), "p50_us"))
+                lines.append(f"- bound: native echo / python is {fmt_num(r_tp, 2)}× throughput at c={cmax} and "
+                             f"{fmt_num(r_lat, 2)} p50 at c={cmin}; no backend behind this server and client "
+                             "can do better than the echo")
             if "native" in settings["variants"]:
                 for v in ("rustpy", "rustpy_compat"):
                     if v not in settings["variants"]:
@@ -380,10 +389,17 @@ def render(results: dict) -> str:
         tp = s["throughput_rps"]
         if tp and tp["median"] and s["repeats"] > 1:
             spread = (tp["max"] - tp["min"]) / tp["median"]
-            if spread > 0.15:
-                noisy.append(f"{k} ±{100 * spread / 2:.0f}%")
+            if spread > 0.2:
+                noisy.append(f"{k} {100 * spread:.0f}%")
     if noisy:
-        out.append("Noisy points (throughput spread across repeats > 15%): " + ", ".join(noisy))
+        out.append("Noisy points, (max − min) / median of throughput over the repeats above 20%: "
+                   + ", ".join(noisy))
+        out.append("")
+    loads = [r["loadavg"][0] for r in results.get("runs", []) if r.get("loadavg")]
+    if loads:
+        out.append(f"1-minute load average during the runs: {min(loads):.1f}–{max(loads):.1f} "
+                   f"(median {statistics.median(loads):.1f}) on {results['machine']['cpus']} CPUs, "
+                   "server and load generator included.")
         out.append("")
     return "\n".join(out)
 
@@ -398,6 +414,7 @@ def plot(results: dict, path: Path) -> bool:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker  # noqa: F401
     except ImportError:
         log("matplotlib is not installed: no plot (ci/bench installs it into the venv)")
         return False
@@ -436,6 +453,11 @@ def plot(results: dict, path: Path) -> bool:
             ax.set_title(title)
             if metric == "p50_us":
                 ax.set_yscale("log")
+                ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            else:
+                ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
 

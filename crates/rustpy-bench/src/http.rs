@@ -95,7 +95,11 @@ impl Connection {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut head = std::mem::take(&mut self.head);
         head.clear();
-        write!(head, "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {len}\r\n", self.host)?;
+        write!(
+            head,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {len}\r\n",
+            self.host
+        )?;
         for (k, v) in headers {
             write!(head, "{k}: {v}\r\n")?;
         }
@@ -137,10 +141,16 @@ impl Connection {
             }
         }
         let end = self.end;
-        let stream = self.stream.as_mut().ok_or_else(|| invalid("not connected"))?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| invalid("not connected"))?;
         let n = stream.read(&mut self.buf[end..])?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by the server",
+            ));
         }
         self.end += n;
         Ok(())
@@ -149,7 +159,10 @@ impl Connection {
     /// Reads one CRLF-terminated line (without the CRLF).
     fn read_line(&mut self) -> io::Result<String> {
         loop {
-            if let Some(i) = self.buf[self.pos..self.end].windows(2).position(|w| w == b"\r\n") {
+            if let Some(i) = self.buf[self.pos..self.end]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+            {
                 let line = String::from_utf8_lossy(&self.buf[self.pos..self.pos + i]).into_owned();
                 self.pos += i + 2;
                 return Ok(line);
@@ -170,7 +183,10 @@ impl Connection {
         if rest > 0 {
             let start = out.len();
             out.resize(start + rest, 0);
-            let stream = self.stream.as_mut().ok_or_else(|| invalid("not connected"))?;
+            let stream = self
+                .stream
+                .as_mut()
+                .ok_or_else(|| invalid("not connected"))?;
             stream.read_exact(&mut out[start..])?;
         }
         Ok(())
@@ -197,10 +213,15 @@ impl Connection {
             if line.is_empty() {
                 break;
             }
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             let (k, v) = (k.trim(), v.trim());
             if k.eq_ignore_ascii_case("content-length") {
-                content_length = Some(v.parse().map_err(|_| invalid(format!("bad Content-Length {v:?}")))?);
+                content_length = Some(
+                    v.parse()
+                        .map_err(|_| invalid(format!("bad Content-Length {v:?}")))?,
+                );
             } else if k.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = v.to_ascii_lowercase().contains("chunked");
             } else if k.eq_ignore_ascii_case("connection") {
@@ -212,7 +233,9 @@ impl Connection {
                 }
             } else if k.eq_ignore_ascii_case("inference-header-content-length") {
                 resp.inference_header_len =
-                    Some(v.parse().map_err(|_| invalid(format!("bad Inference-Header-Content-Length {v:?}")))?);
+                    Some(v.parse().map_err(|_| {
+                        invalid(format!("bad Inference-Header-Content-Length {v:?}"))
+                    })?);
             }
         }
         let mut body = std::mem::take(&mut resp.body);
@@ -221,7 +244,9 @@ impl Connection {
         } else if let Some(n) = content_length {
             self.read_exact_into(&mut body, n)
         } else {
-            Err(invalid("response has neither Content-Length nor chunked encoding"))
+            Err(invalid(
+                "response has neither Content-Length nor chunked encoding",
+            ))
         };
         resp.body = body;
         read?;
@@ -235,7 +260,8 @@ impl Connection {
         loop {
             let line = self.read_line()?;
             let size = line.split(';').next().unwrap_or("").trim();
-            let n = usize::from_str_radix(size, 16).map_err(|_| invalid(format!("bad chunk size {line:?}")))?;
+            let n = usize::from_str_radix(size, 16)
+                .map_err(|_| invalid(format!("bad chunk size {line:?}")))?;
             if n == 0 {
                 // Trailers, then the empty line.
                 while !self.read_line()?.is_empty() {}

@@ -62,15 +62,25 @@ struct Args {
 
 fn parse_size(s: &str) -> Option<usize> {
     let lower = s.trim().to_ascii_lowercase();
-    let (num, mult) = [("kib", 1usize << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("b", 1)]
-        .iter()
-        .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.to_string(), *m)))
-        .unwrap_or((lower.clone(), 1));
+    let (num, mult) = [
+        ("kib", 1usize << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("k", 1 << 10),
+        ("m", 1 << 20),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.to_string(), *m)))
+    .unwrap_or((lower.clone(), 1));
     num.trim().parse::<usize>().ok().map(|n| n * mult)
 }
 
 fn parse_secs(s: &str) -> Option<Duration> {
-    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64)
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -93,7 +103,10 @@ fn parse_args() -> Result<Args, String> {
             _ => (arg.clone(), None),
         };
         let mut value = |what: &str| -> Result<String, String> {
-            inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs {what}"))
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{flag} needs {what}"))
         };
         match flag.as_str() {
             "-h" | "--help" => {
@@ -108,7 +121,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--bytes" => {
                 let v = value("a size")?;
-                bytes = parse_size(&v).filter(|&b| b > 0).ok_or_else(|| format!("bad size {v:?}"))?;
+                bytes = parse_size(&v)
+                    .filter(|&b| b > 0)
+                    .ok_or_else(|| format!("bad size {v:?}"))?;
             }
             "--expect" => {
                 let v = value("compute|echo|none")?;
@@ -117,11 +132,17 @@ fn parse_args() -> Result<Args, String> {
             "--full-check" => full_check = true,
             "-c" | "--concurrency" => {
                 let v = value("a number")?;
-                concurrency = v.parse().ok().filter(|&c| c > 0).ok_or_else(|| format!("bad concurrency {v:?}"))?;
+                concurrency = v
+                    .parse()
+                    .ok()
+                    .filter(|&c| c > 0)
+                    .ok_or_else(|| format!("bad concurrency {v:?}"))?;
             }
             "-d" | "--duration" => {
                 let v = value("seconds")?;
-                duration = parse_secs(&v).filter(|d| !d.is_zero()).ok_or_else(|| format!("bad duration {v:?}"))?;
+                duration = parse_secs(&v)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("bad duration {v:?}"))?;
             }
             "-w" | "--warmup" => {
                 let v = value("seconds")?;
@@ -129,7 +150,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--timeout" => {
                 let v = value("seconds")?;
-                timeout = parse_secs(&v).filter(|d| !d.is_zero()).ok_or_else(|| format!("bad timeout {v:?}"))?;
+                timeout = parse_secs(&v)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("bad timeout {v:?}"))?;
             }
             "--label" => label = Some(value("text")?),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -137,12 +160,17 @@ fn parse_args() -> Result<Args, String> {
     }
     let model = model.ok_or("--model is required")?;
     let kind = kind.ok_or("--workload is required")?;
-    let hostport = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
     let addr = hostport
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {hostport:?}: {e}"))?
         .find(|a| a.ip().is_loopback())
-        .ok_or_else(|| format!("{hostport:?} is not a loopback address (the benchmark only runs on loopback)"))?;
+        .ok_or_else(|| {
+            format!("{hostport:?} is not a loopback address (the benchmark only runs on loopback)")
+        })?;
     Ok(Args {
         addr,
         url: hostport,
@@ -182,14 +210,20 @@ fn worker(id: usize, args: &Args, wl: &Workload, start: &Barrier, clock: &Clock)
     let path = format!("/v2/models/{}/infer", args.model);
     let mut req = Request::default();
     let mut resp = http::Response::default();
-    let mut res = WorkerResult { latencies_ns: Vec::with_capacity(1 << 16), ..Default::default() };
+    let mut res = WorkerResult {
+        latencies_ns: Vec::with_capacity(1 << 16),
+        ..Default::default()
+    };
     let mut seq: u64 = 0;
     start.wait();
     loop {
         wl.build(id, seq, &mut req);
         seq += 1;
         let hl = req.header.len().to_string();
-        let headers = [("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", hl.as_str())];
+        let headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Inference-Header-Content-Length", hl.as_str()),
+        ];
         let shared = req.shared.clone();
         let mut parts: Vec<&[u8]> = vec![&req.header, &req.data];
         if let Some(s) = &shared {
@@ -206,9 +240,15 @@ fn worker(id: usize, args: &Args, wl: &Workload, start: &Barrier, clock: &Clock)
             Err(e) => Err((false, format!("I/O error: {e}"))),
             Ok(()) if resp.status != 200 => Err((
                 false,
-                format!("HTTP {}: {}", resp.status, String::from_utf8_lossy(&resp.body[..resp.body.len().min(300)])),
+                format!(
+                    "HTTP {}: {}",
+                    resp.status,
+                    String::from_utf8_lossy(&resp.body[..resp.body.len().min(300)])
+                ),
             )),
-            Ok(()) => wl.validate(&req, resp.inference_header_len, &resp.body).map_err(|e| (true, e)),
+            Ok(()) => wl
+                .validate(&req, resp.inference_header_len, &resp.body)
+                .map_err(|e| (true, e)),
         };
         match outcome {
             Ok(out_bytes) => {
@@ -263,7 +303,10 @@ fn main() -> ExitCode {
     // Workers start together; spawning 32 threads takes far less than the warm-up.
     let barrier = Barrier::new(args.concurrency);
     let now = Instant::now();
-    let clock = Clock { warm_end: now + args.warmup, end: now + args.warmup + args.duration };
+    let clock = Clock {
+        warm_end: now + args.warmup,
+        end: now + args.warmup + args.duration,
+    };
     let results: Vec<WorkerResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.concurrency)
             .map(|id| {
@@ -271,7 +314,10 @@ fn main() -> ExitCode {
                 s.spawn(move || worker(id, args, wl, barrier, clock))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker panicked"))
+            .collect()
     });
 
     let mut lat: Vec<u64> = Vec::with_capacity(results.iter().map(|r| r.latencies_ns.len()).sum());
@@ -292,7 +338,11 @@ fn main() -> ExitCode {
     lat.sort_unstable();
     let secs = args.duration.as_secs_f64();
     let us = |ns: f64| (ns / 1e3 * 10.0).round() / 10.0;
-    let mean = if lat.is_empty() { 0.0 } else { lat.iter().map(|&v| v as f64).sum::<f64>() / lat.len() as f64 };
+    let mean = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().map(|&v| v as f64).sum::<f64>() / lat.len() as f64
+    };
     let tensor_bytes = {
         let mut r = Request::default();
         wl.build(0, 0, &mut r);
@@ -330,7 +380,10 @@ fn main() -> ExitCode {
     if total.completed == 0 {
         eprintln!(
             "rustpy-loadgen: no request completed: {}",
-            total.first_error.as_deref().unwrap_or("(no error recorded; is the duration too short?)")
+            total
+                .first_error
+                .as_deref()
+                .unwrap_or("(no error recorded; is the duration too short?)")
         );
         return ExitCode::from(1);
     }

@@ -108,7 +108,13 @@ fn push_bytes_element(out: &mut Vec<u8>, s: &[u8]) {
 
 impl Workload {
     pub fn new(kind: Kind, expect: Expect, bytes: usize, full_check: bool) -> Workload {
-        let mut w = Workload { kind, expect, full_check, payload: None, fixed_header: None };
+        let mut w = Workload {
+            kind,
+            expect,
+            full_check,
+            payload: None,
+            fixed_header: None,
+        };
         match kind {
             Kind::AddSub => {
                 let input = |name: &str| {
@@ -123,7 +129,9 @@ impl Workload {
             }
             Kind::Identity => {
                 // A position-dependent pattern, so shifted or mixed-up data shows.
-                let payload: Vec<u8> = (0..bytes).map(|i| ((i * 31 + i / 251) % 251) as u8).collect();
+                let payload: Vec<u8> = (0..bytes)
+                    .map(|i| ((i * 31 + i / 251) % 251) as u8)
+                    .collect();
                 let h = serde_json::json!({
                     "inputs": [{ "name": "INPUT0", "shape": [1, bytes], "datatype": "UINT8",
                                  "parameters": { "binary_data_size": bytes } }],
@@ -146,17 +154,25 @@ impl Workload {
             Kind::AddSub => {
                 let base = ((worker as u64 * 1_000_003 + seq) % (1 << 20)) as f32;
                 let a: [f32; 4] = std::array::from_fn(|i| base + i as f32);
-                let b: [f32; 4] = std::array::from_fn(|i| ((seq * 7 + i as u64) % 1000) as f32 - 500.0);
+                let b: [f32; 4] =
+                    std::array::from_fn(|i| ((seq * 7 + i as u64) % 1000) as f32 - 500.0);
                 for v in a.iter().chain(b.iter()) {
                     req.data.extend_from_slice(&v.to_le_bytes());
                 }
                 req.header.clear();
-                req.header.extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
+                req.header
+                    .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
                 let le = |v: [f32; 4]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
                 match self.expect {
                     Expect::Compute => {
-                        req.expected.push(("OUTPUT0", Expected::Exact(le(std::array::from_fn(|i| a[i] + b[i])))));
-                        req.expected.push(("OUTPUT1", Expected::Exact(le(std::array::from_fn(|i| a[i] - b[i])))));
+                        req.expected.push((
+                            "OUTPUT0",
+                            Expected::Exact(le(std::array::from_fn(|i| a[i] + b[i]))),
+                        ));
+                        req.expected.push((
+                            "OUTPUT1",
+                            Expected::Exact(le(std::array::from_fn(|i| a[i] - b[i]))),
+                        ));
                     }
                     Expect::Echo => {
                         req.expected.push(("OUTPUT0", Expected::Exact(le(a))));
@@ -168,10 +184,12 @@ impl Workload {
             Kind::Identity => {
                 let payload = self.payload.as_ref().expect("built in new");
                 req.header.clear();
-                req.header.extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
+                req.header
+                    .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
                 req.shared = Some(payload.clone());
                 if self.expect != Expect::Nothing {
-                    req.expected.push(("OUTPUT0", Expected::Shared(payload.clone())));
+                    req.expected
+                        .push(("OUTPUT0", Expected::Shared(payload.clone())));
                 }
             }
             Kind::Upper => {
@@ -202,17 +220,30 @@ impl Workload {
 
     /// Checks a 200 response body against `req.expected`; returns the number
     /// of output tensor bytes on success.
-    pub fn validate(&self, req: &Request, header_len: Option<usize>, body: &[u8]) -> Result<usize, String> {
+    pub fn validate(
+        &self,
+        req: &Request,
+        header_len: Option<usize>,
+        body: &[u8],
+    ) -> Result<usize, String> {
         let hl = header_len.unwrap_or(body.len());
         if hl > body.len() {
-            return Err(format!("Inference-Header-Content-Length {hl} > body length {}", body.len()));
+            return Err(format!(
+                "Inference-Header-Content-Length {hl} > body length {}",
+                body.len()
+            ));
         }
-        let header: Value =
-            serde_json::from_slice(&body[..hl]).map_err(|e| format!("response header is not JSON: {e}"))?;
+        let header: Value = serde_json::from_slice(&body[..hl])
+            .map_err(|e| format!("response header is not JSON: {e}"))?;
         let outputs = header
             .get("outputs")
             .and_then(Value::as_array)
-            .ok_or_else(|| format!("response has no outputs: {}", String::from_utf8_lossy(&body[..hl.min(300)])))?;
+            .ok_or_else(|| {
+                format!(
+                    "response has no outputs: {}",
+                    String::from_utf8_lossy(&body[..hl.min(300)])
+                )
+            })?;
         let mut offset = hl;
         let mut found = vec![false; req.expected.len()];
         for out in outputs {
@@ -221,10 +252,11 @@ impl Workload {
                 .get("parameters")
                 .and_then(|p| p.get("binary_data_size"))
                 .and_then(Value::as_u64)
-                .ok_or_else(|| format!("output {name:?} is not binary"))? as usize;
-            let data = body
-                .get(offset..offset + size)
-                .ok_or_else(|| format!("output {name:?}: {size} bytes announced, body too short"))?;
+                .ok_or_else(|| format!("output {name:?} is not binary"))?
+                as usize;
+            let data = body.get(offset..offset + size).ok_or_else(|| {
+                format!("output {name:?}: {size} bytes announced, body too short")
+            })?;
             offset += size;
             if let Some(i) = req.expected.iter().position(|(n, _)| *n == name) {
                 found[i] = true;
@@ -232,10 +264,16 @@ impl Workload {
             }
         }
         if offset != body.len() {
-            return Err(format!("{} trailing bytes after the outputs", body.len() - offset));
+            return Err(format!(
+                "{} trailing bytes after the outputs",
+                body.len() - offset
+            ));
         }
         if let Some(i) = found.iter().position(|f| !f) {
-            return Err(format!("output {:?} missing from the response", req.expected[i].0));
+            return Err(format!(
+                "output {:?} missing from the response",
+                req.expected[i].0
+            ));
         }
         Ok(offset - hl)
     }
@@ -247,7 +285,11 @@ fn check(name: &str, expected: &Expected, got: &[u8], full: bool) -> Result<(), 
         Expected::Shared(v) => v,
     };
     if want.len() != got.len() {
-        return Err(format!("output {name:?}: {} bytes, expected {}", got.len(), want.len()));
+        return Err(format!(
+            "output {name:?}: {} bytes, expected {}",
+            got.len(),
+            want.len()
+        ));
     }
     let sampled = matches!(expected, Expected::Shared(_)) && !full && want.len() > 64 * 1024;
     if sampled {
@@ -256,7 +298,10 @@ fn check(name: &str, expected: &Expected, got: &[u8], full: bool) -> Result<(), 
         let n = want.len();
         for start in [0, n / 2 - W / 2, n - W] {
             if want[start..start + W] != got[start..start + W] {
-                return Err(format!("output {name:?}: wrong bytes in [{start}, {})", start + W));
+                return Err(format!(
+                    "output {name:?}: wrong bytes in [{start}, {})",
+                    start + W
+                ));
             }
         }
         let stride = 4093; // prime, so every page is visited at a different offset
@@ -270,7 +315,9 @@ fn check(name: &str, expected: &Expected, got: &[u8], full: bool) -> Result<(), 
         Ok(())
     } else if want != got {
         let at = want.iter().zip(got).position(|(a, b)| a != b).unwrap_or(0);
-        Err(format!("output {name:?}: wrong value (first difference at byte {at})"))
+        Err(format!(
+            "output {name:?}: wrong value (first difference at byte {at})"
+        ))
     } else {
         Ok(())
     }

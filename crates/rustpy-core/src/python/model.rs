@@ -58,13 +58,6 @@ impl LoadedModel {
         } else {
             cfg.default_model_filename.as_str()
         };
-        let model_file = model_dir.join(version.to_string()).join(file_name);
-        if !model_file.is_file() {
-            return Err(Error::new(
-                ErrorCode::NotFound,
-                format!("model '{}': model file {} does not exist", spec.name, model_file.display()),
-            ));
-        }
         let config_json = rustpy_config::to_json(cfg).to_string();
         let mut parameters: Vec<(String, String)> = cfg
             .parameters
@@ -84,7 +77,7 @@ impl LoadedModel {
             return Ok(LoadedModel {
                 spec,
                 model_dir: model_dir.to_path_buf(),
-                model_file: PathBuf::new(),
+                model_file: model_dir.join(version.to_string()),
                 api: Api::NativeEcho,
                 config_json,
                 parameters,
@@ -95,6 +88,13 @@ impl LoadedModel {
             });
         }
 
+        let model_file = model_dir.join(version.to_string()).join(file_name);
+        if !model_file.is_file() {
+            return Err(Error::new(
+                ErrorCode::NotFound,
+                format!("model '{}': model file {} does not exist", spec.name, model_file.display()),
+            ));
+        }
         Python::with_gil(|py| {
             let what = format!("model '{}': loading {}", spec.name, model_file.display());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
