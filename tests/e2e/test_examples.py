@@ -1,6 +1,7 @@
 """The example models of model_repository/, over HTTP and gRPC."""
 import json
 import queue
+import time
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -63,8 +64,20 @@ def _add_sub_pair(i, rows=1):
 
 
 def _stats_counts(server):
-    st = server.model_stats("add_sub")
-    return st["inference_count"], st["execution_count"], st["inference_stats"]["fail"]["count"]
+    """Counts once they have settled: a backend reports a request's
+    statistics just after sending its response, so a client can see the
+    answer a moment before the counters move (true of every Triton backend)."""
+    def read():
+        st = server.model_stats("add_sub")
+        return st["inference_count"], st["execution_count"], st["inference_stats"]["fail"]["count"]
+    last = read()
+    for _ in range(50):
+        time.sleep(0.05)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 N_CONCURRENT = 64
