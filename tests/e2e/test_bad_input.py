@@ -96,8 +96,8 @@ def test_wrong_shape_json(srv, shape):
 def test_wrong_shape_binary(srv):
     st, body = http_infer_raw(srv, "add_sub", _add_sub_header(
         _json_input("INPUT0", [2, 2], "FP32", binary_size=16),
-        _json_input("INPUT1", [1, 4], "FP32", binary_size=16)), F32_4 + F32_4)
-    assert_error(st, body, "'INPUT0'", "shape", "[2,2]")
+        _json_input("INPUT1", [2, 2], "FP32", binary_size=16)), F32_4 + F32_4)
+    assert_error(st, body, "'INPUT", "shape", "[2,2]")
 
 
 def test_wrong_shape_grpc(srv):
@@ -325,3 +325,26 @@ def test_errors_do_not_count_as_crash(srv):
         assert st == 400
         r = infer(srv, "grpc", "string_upper", {"TEXT": np.array([[b"ok%d" % i]], dtype=object)})
         assert r.as_numpy("UPPER")[0, 0] == b"OK%d" % i
+
+
+@pytest.mark.parametrize("payload,needle", [
+    (b"\x32\x00\x00\x00hello", "50"),                 # element longer than the payload
+    (b"\x05\x00", "length"),                           # truncated length prefix
+    (bytes_elems(b"a", b"b"), "element"),              # more elements than the shape
+], ids=["long_element", "truncated_prefix", "too_many"])
+def test_bytes_malformed_grpc_raw_contents(srv, payload, needle):
+    """The same malformed BYTES payloads over gRPC (raw_input_contents)."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    with grpc.insecure_channel(srv.grpc_url) as ch:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
+        req = service_pb2.ModelInferRequest(model_name="string_upper")
+        inp = req.inputs.add()
+        inp.name, inp.datatype = "TEXT", "BYTES"
+        inp.shape.extend([1, 1])
+        req.raw_input_contents.append(payload)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(req, timeout=30)
+    msg = err.value.details()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, msg
+    assert "'TEXT'" in msg and needle in msg, msg

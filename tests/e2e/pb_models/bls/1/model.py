@@ -74,6 +74,19 @@ class TritonPythonModel:
                     out = pb_utils.get_output_tensor_by_name(resp, "OUT")
                     items.append([resp.has_error(), None if out is None else out.as_numpy().tolist()])
                 info["stream"] = items
+            elif mode == "decoupled_as_default":
+                # exec() without decoupled=True on a decoupled model.
+                resp = pb_utils.InferenceRequest(
+                    model_name=self.target("decoupled"),
+                    inputs=[pb_utils.Tensor("MODE", np.array([b"inline"], dtype=np.object_)),
+                            pb_utils.Tensor("N", np.array([1], dtype=np.int32))],
+                    requested_output_names=["OUT"]).exec()
+                info["response"] = describe(resp)
+            elif mode == "missing_model_decoupled":
+                stream = pb_utils.InferenceRequest(
+                    model_name="no_such_model", inputs=[pb_utils.Tensor("IN", x)],
+                    requested_output_names=["OUT"]).exec(decoupled=True)
+                info["stream"] = [describe(r) for r in stream]
             elif mode == "request_fields":
                 resp = pb_utils.InferenceRequest(
                     model_name=self.target("request_api"),

@@ -9,7 +9,7 @@ def catch(fn):
     try:
         return {"ok": fn()}
     except Exception as e:  # noqa: BLE001
-        return {"err": type(e).__name__}
+        return {"err": "%s: %s" % (type(e).__name__, e)}
 
 
 class TritonPythonModel:
@@ -30,12 +30,15 @@ class TritonPythonModel:
         self.histogram = self.histogram_family.Metric(labels=self.labels, buckets=[1.0, 10.0, 100.0])
         self.probes = {
             "histogram_without_buckets": catch(lambda: self.histogram_family.Metric(labels=self.labels) and "made"),
-            "counter_set": catch(lambda: self.counter.set(5.0)),
-            "counter_observe": catch(lambda: self.counter.observe(5.0)),
-            "gauge_observe": catch(lambda: self.gauge.observe(5.0)),
-            "histogram_increment": catch(lambda: self.histogram.increment(1.0)),
-            "histogram_set": catch(lambda: self.histogram.set(1.0)),
+            "counter_with_buckets": catch(lambda: self.counter_family.Metric(labels=self.labels, buckets=[1.0]) and "made"),
+            "labels_not_dict": catch(lambda: self.counter_family.Metric(labels=[("a", "b")]) and "made"),
+            "buckets_not_list": catch(lambda: self.histogram_family.Metric(labels=self.labels, buckets=(1.0,)) and "made"),
+            "no_labels": catch(lambda: self.counter_family.Metric() and "made"),
         }
+        # Not probed: operations the server refuses (set/observe on a counter,
+        # increment/set on a histogram, a negative increment). In 2.51 the
+        # official backend aborts the whole server on those
+        # (boost::interprocess::lock_exception in the parent process).
 
     def execute(self, requests):
         responses = []
@@ -48,8 +51,6 @@ class TritonPythonModel:
             info = {
                 "counter": self.counter.value(),
                 "gauge": self.gauge.value(),
-                "histogram_value": catch(lambda: self.histogram.value()),
-                "negative_increment": catch(lambda: self.counter.increment(-1)),
                 "counter_after": self.counter.value(),
                 "probes": self.probes,
             }

@@ -1,0 +1,5 @@
+WHO = "a"
+
+
+def answer():
+    return "utils of iso_a"
