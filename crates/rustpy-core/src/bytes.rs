@@ -71,7 +71,7 @@ mod tests {
     fn round_trips_including_empty_and_non_ascii() {
         let elems: [&[u8]; 3] = [b"", "héllo".as_bytes(), b"\x00\xff"];
         let buf = encode(&elems);
-        assert_eq!(buf.len(), 3 * 4 + 0 + 6 + 2);
+        assert_eq!(buf.len(), 3 * 4 + 6 + 2); // three prefixes, "héllo" is 6 bytes
         assert_eq!(decode(&buf, 3).unwrap(), elems.to_vec());
         assert_eq!(decode(&[], 0).unwrap(), Vec::<&[u8]>::new());
     }

@@ -231,8 +231,8 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
     let req = OwnedRequest { inputs: vec![f32_tensor("X", &[1], &[10.])], ..Default::default() };
     let m1 = LocalModel::load(&one, None).unwrap();
     let m2 = LocalModel::load(&two, None).unwrap();
-    assert_eq!(as_f32(&outputs(&m1.infer(&[req.clone()], Duration::from_secs(5)).0[0])[0]), vec![11.]);
-    assert_eq!(as_f32(&outputs(&m2.infer(&[req.clone()], Duration::from_secs(5)).0[0])[0]), vec![12.]);
+    assert_eq!(as_f32(&outputs(&m1.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![11.]);
+    assert_eq!(as_f32(&outputs(&m2.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![12.]);
 
     fs::write(one.join("1/utils.py"), "OFFSET = 100.0\n").unwrap();
     drop(m1);

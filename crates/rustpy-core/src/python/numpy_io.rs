@@ -130,7 +130,7 @@ pub fn array_view<'py>(
 /// Whether a buffer may back a numpy view of `dtype` elements (numpy wants
 /// aligned data for fast paths).
 pub fn can_view(dtype: DataType, data: &[u8]) -> bool {
-    dtype.element_size().is_some_and(|size| (data.as_ptr() as usize) % size == 0)
+    dtype.element_size().is_some_and(|size| (data.as_ptr() as usize).is_multiple_of(size))
 }
 
 /// Makes an array read-only (inputs are read-only whether viewed or copied,
@@ -265,7 +265,7 @@ impl<'py> ArrayView<'py> {
         let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
         let d = a.dtype();
         let (kind, itemsize, native, dtype_str) =
-            (d.kind() as u8 as char, d.itemsize(), d.byteorder() != b'>', d.to_string());
+            (d.kind() as char, d.itemsize(), d.byteorder() != b'>', d.to_string());
         let shape = a.shape().iter().map(|&d| d as i64).collect();
         Ok(ArrayView { array, kind, itemsize, native, dtype_str, shape })
     }
