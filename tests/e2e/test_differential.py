@@ -9,12 +9,16 @@ messages, repository paths, traceback tails, and the two fields of the model
 config that Triton's core fills in differently for a backend named "python".
 
 Where the official backend's behaviour is surprising it is matched and noted
-(in pb_utils.py and in the models). A few behaviours are deliberately NOT
+(pb_models/README.md lists those, in pb_utils.py too). A few behaviours are deliberately NOT
 matched; each has a test below that pins both sides down:
   - a default model whose request gets no response (execute returns None or
     [None], or sends a response without FINAL through its sender): the
     official backend leaves the client waiting forever; rustpy answers (an
     error, or FINAL after the response that was sent).
+  - a numpy.bytes_ element of an object array in an output tensor: the
+    official backend sends str() of it ("b'abc'"), rustpy its bytes ("abc").
+    (pb_utils.serialize_byte_tensor itself matches upstream; see helpers.)
+    Not pinned by a test.
 
 Also noted, not tested here because they bring the official server down
 (boost::interprocess::lock_exception in 2.51) or crash its stub: a metric
@@ -30,20 +34,24 @@ import time
 import numpy as np
 import pytest
 
-from pb_models.harness import (BLS_REASON, CASES, Case, Normaliser, model_names, render_repository,
+from pb_models.harness import (CASES, Case, Normaliser, model_names, render_repository,
                                run_case, run_unary, s, wait_for_models)
-from triton import TritonServer, TritonStartError
+from triton import TritonServer, TritonStartError, reference_mode
 
 SUFFIXES = {"_python": "python", "_rustpy": "rustpy"}
 
+# The reference mode (RUSTPY_E2E_REFERENCE) stands in for rustpy's own batched
+# API only; these models use the official API.
+pytestmark = pytest.mark.skipif(reference_mode(), reason="compares against libtriton_rustpy.so itself")
 
-def start_server(repo, startup, name, backend_lib=None, attempts=2):
-    """Starts a server loading `startup`; retries once when the official
-    backend aborted it (see the module docstring)."""
+
+def start_server(repo, startup, name, server_class=TritonServer, attempts=2):
+    """Starts a server loading `startup` (explicit model control, for
+    pb_utils.load_model); retries once when the official backend aborted it
+    (see the module docstring)."""
     for attempt in range(attempts):
-        server = TritonServer(repo, model_control_mode="explicit", load_models=startup,
-                              exit_on_error=False, wait_models=[], exit_timeout=3, name=name,
-                              backend_lib=backend_lib)
+        server = server_class(repo, model_control_mode="explicit", load_models=startup,
+                              exit_on_error=False, wait_models=[], exit_timeout=3, name=name)
         try:
             server.start()
         except TritonStartError as e:
@@ -188,8 +196,8 @@ def test_response_without_final_flag_completes(deployment):
 
 # ------------------------------------------------------- beyond responses
 def test_auto_completed_config(deployment):
-    """The configs Triton serves after auto_complete_config() (including what
-    the ModelConfig helper raised, recorded by the model in `parameters`)."""
+    """The configs Triton serves after auto_complete_config() (what the
+    ModelConfig helper raised is compared by the auto_complete cases)."""
     deployment.check_alive()
     norm = deployment.norm
     python = norm.data(deployment.server.model_config("auto_complete_python"))
@@ -198,7 +206,7 @@ def test_auto_completed_config(deployment):
     rustpy = Normaliser.model_config(rustpy)
     assert python["max_batch_size"] == 8
     assert [i["name"] for i in python["input"]] == ["IN", "OPT"]
-    assert python["parameters"]["probe_in_dtype"]["string_value"].startswith("ValueError: unable to load model")
+    assert [o["name"] for o in python["output"]] == ["OUT", "INFO"]
     assert_same(python, rustpy, Case("auto_complete-config", "auto_complete", {}))
 
 
@@ -229,9 +237,9 @@ def test_logger(deployment):
         if (len(python) >= 8 and len(rustpy) >= 8) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert ("W", "pb_models log_warn") in python
-    assert ("E", "pb_models log error") in python
-    assert ("I", "pb_models helpers initialize") in python
+    assert ("W", "pb_models log_warn helpers") in python
+    assert ("E", "pb_models log error helpers") in python
+    assert ("I", "pb_models helpers initialize helpers") in python
     assert not any("verbose" in m for _, m in python)
     assert sorted(set(python)) == sorted(set(rustpy))
 
@@ -243,7 +251,6 @@ def _metric_lines(server, family):
     return sorted(line for line in text.splitlines() if line.startswith(family))
 
 
-@pytest.mark.xfail(strict=False, reason=BLS_REASON)
 def test_custom_metrics_exported(deployment):
     """The metrics model's families appear on Triton's metrics endpoint with
     the same samples for both deployments."""

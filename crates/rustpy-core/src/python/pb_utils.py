@@ -601,6 +601,9 @@ class MetricFamily:
         self.name = name
         self.description = description
         self.kind = kind
+        # As upstream, a family keeps its metrics (and so their samples on the
+        # metrics endpoint) alive, whether or not the model keeps a reference.
+        self._metrics = []
         try:
             self._native = _native.NativeMetricFamily(name, description, int(kind))
         except RuntimeError as e:
@@ -621,6 +624,7 @@ class MetricFamily:
             native = self._native.metric(pairs, [float(b) for b in buckets] if buckets is not None else None)
         except RuntimeError as e:
             raise _stub_error("Error when creating Metric", e) from None
+        self._metrics.append(native)
         return Metric(native)
 
 

@@ -1,6 +1,17 @@
-"""auto_complete_config for the official Python backend."""
+"""auto_complete_config for the official Python backend.
+
+What the ModelConfig helper raises is written to probes.json next to this
+file (the official backend runs auto_complete_config in a separate process,
+and Triton keeps only some fields of the completed config) and returned by
+execute() as INFO."""
+import json
+import os
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+
+PROBES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probes.json")
 
 
 def probe(fn):
@@ -41,9 +52,10 @@ class TritonPythonModel:
         results["policy_change"] = probe(lambda: cfg.set_model_transaction_policy({"decoupled": True}))
         results["dynamic_batching"] = probe(cfg.set_dynamic_batching)
         results["as_dict_is_dict"] = str(isinstance(cfg.as_dict(), dict))
-        params = cfg.as_dict().setdefault("parameters", {})
-        for key, value in results.items():
-            params["probe_" + key] = {"string_value": value}
+        results["info_output"] = probe(lambda: cfg.add_output(
+            {"name": "INFO", "data_type": "TYPE_STRING", "dims": [1]}))
+        with open(PROBES, "w") as f:
+            json.dump(results, f, sort_keys=True)
         return cfg
 
     def execute(self, requests):
@@ -52,5 +64,10 @@ class TritonPythonModel:
             x = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
             opt = pb_utils.get_input_tensor_by_name(request, "OPT")
             y = x * 2 if opt is None else x * opt.as_numpy().astype(np.float32)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", y.astype(np.float32))]))
+            with open(PROBES) as f:
+                probes = f.read()
+            n = x.shape[0]
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("OUT", y.astype(np.float32)),
+                pb_utils.Tensor("INFO", np.array([[probes]] * n, dtype=np.object_))]))
         return responses
