@@ -216,6 +216,11 @@ TRITONSERVER_Error* TRITONSERVER_ServerLoadModelWithParameters(
 TRITONSERVER_Error* TRITONSERVER_ServerUnloadModel(TRITONSERVER_Server* server, const char* model_name);
 TRITONSERVER_Error* TRITONSERVER_ServerUnloadModelAndDependents(
     TRITONSERVER_Server* server, const char* model_name);
+/* txn_flags bits: TRITONSERVER_TXN_ONE_TO_ONE 1, TRITONSERVER_TXN_DECOUPLED 2. */
+#define RUSTPY_TXN_DECOUPLED 2u
+TRITONSERVER_Error* TRITONSERVER_ServerModelTransactionProperties(
+    TRITONSERVER_Server* server, const char* model_name, const int64_t model_version,
+    uint32_t* txn_flags, void** voidp);
 TRITONSERVER_Error* TRITONSERVER_ServerModelIsReady(
     TRITONSERVER_Server* server, const char* model_name, const int64_t model_version, bool* ready);
 

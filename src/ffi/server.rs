@@ -347,6 +347,16 @@ impl ServerApi for TritonServerApi {
         Ok(ready)
     }
 
+    fn is_model_decoupled(&self, name: &str, version: i64) -> Result<bool> {
+        let cname = cstring(name);
+        let mut flags = 0u32;
+        // SAFETY: live server; the name outlives the call; voidp may be null.
+        check(unsafe {
+            raw::TRITONSERVER_ServerModelTransactionProperties(self.server, cname.as_ptr(), version, &mut flags, ptr::null_mut())
+        })?;
+        Ok(flags & raw::RUSTPY_TXN_DECOUPLED != 0)
+    }
+
     fn metric_family(&self, name: &str, description: &str, kind: MetricKind) -> Result<Arc<dyn MetricFamily>> {
         let (cname, cdesc) = (cstring(name), cstring(description));
         let mut family = ptr::null_mut();

@@ -72,6 +72,8 @@ pub trait ServerApi: Send + Sync {
     fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()>;
     fn unload_model(&self, name: &str, unload_dependents: bool) -> Result<()>;
     fn is_model_ready(&self, name: &str, version: i64) -> Result<bool>;
+    /// Whether the model uses the decoupled transaction policy.
+    fn is_model_decoupled(&self, name: &str, version: i64) -> Result<bool>;
     fn metric_family(&self, name: &str, description: &str, kind: MetricKind) -> Result<Arc<dyn MetricFamily>>;
 }
 

@@ -158,9 +158,7 @@ def _cases() -> list:
     for mode in ["exec", "async_exec", "missing_model", "missing_model_decoupled", "error_target",
                  "decoupled", "request_fields"]:
         c.append(Case(f"bls-{mode}", "bls", {"MODE": s(mode), "IN": f32(1, 2, 3)}, "http"))
-    c.append(Case("bls-decoupled_as_default", "bls", {"MODE": s("decoupled_as_default"), "IN": f32(1)}, "http",
-                  rustpy_xfail="rustpy cannot tell yet that a BLS target is decoupled (needs "
-                               "TRITONSERVER_ServerModelTransactionProperties in the server API)"))
+    c.append(Case("bls-decoupled_as_default", "bls", {"MODE": s("decoupled_as_default"), "IN": f32(1)}, "http"))
     c.append(Case("bls-constructor_errors", "bls", {"MODE": s("constructor_errors"), "IN": f32(1)}, "http"))
     # Not "missing" (loading a model that does not exist): the official
     # backend's error path for model control aborts the server intermittently

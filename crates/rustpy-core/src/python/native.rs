@@ -330,6 +330,14 @@ fn load_model(py: Python<'_>, model_name: String, config: String, files: Vec<(St
     py.allow_threads(|| server.load_model(&model_name, &config, &files)).map_err(core_err)
 }
 
+/// Whether a model uses the decoupled transaction policy (BLS checks it:
+/// a decoupled model can only be called with exec(decoupled=True)).
+#[pyfunction]
+fn is_model_decoupled(py: Python<'_>, model_name: String, model_version: i64) -> PyResult<bool> {
+    let server = server_api().map_err(core_err)?.clone();
+    py.allow_threads(|| server.is_model_decoupled(&model_name, model_version)).map_err(core_err)
+}
+
 #[pyfunction]
 fn unload_model(py: Python<'_>, model_name: String, unload_dependents: bool) -> PyResult<()> {
     let server = server_api().map_err(core_err)?.clone();
@@ -399,6 +407,7 @@ pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(load_model, &m)?)?;
     m.add_function(wrap_pyfunction!(unload_model, &m)?)?;
     m.add_function(wrap_pyfunction!(is_model_ready, &m)?)?;
+    m.add_function(wrap_pyfunction!(is_model_decoupled, &m)?)?;
     m.add_class::<NativeSender>()?;
     m.add_class::<BlsStream>()?;
     m.add_class::<NativeMetricFamily>()?;

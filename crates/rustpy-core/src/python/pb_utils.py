@@ -462,6 +462,12 @@ class InferenceRequest:
         params = json.loads(self._parameters) if isinstance(self._parameters, str) else {}
         inputs = [(t.name(), t.as_numpy(), t.triton_dtype()) for t in self._inputs]
         try:
+            if not decoupled and _native.is_model_decoupled(self._model_name, int(self._model_version)):
+                raise RuntimeError(
+                    "Model %s is using the decoupled. The current BLS request call doesn't support "
+                    "models using the decoupled transaction policy. Please use 'decoupled=True' "
+                    "argument to the 'exec' or 'async_exec' calls for decoupled models.'"
+                    % self._model_name)
             stream = _native.bls_infer(
                 self._model_name, int(self._model_version), self._request_id, self._correlation_id,
                 int(self._flags), int(self._timeout), params, inputs, list(self._requested))
