@@ -563,11 +563,15 @@ impl ModelInstance {
                 } else {
                     array_from_chunks(py, input.dtype, &input.shape, &input.chunks).map_err(err)?
                 };
-                inputs.append((&input.name, array)).map_err(err)?;
+                inputs.append((&input.name, array, input.dtype as u32)).map_err(err)?;
             }
-            let params = params_dict(py, &req.parameters)
-                .and_then(|d| py.import_bound("json")?.call_method1("dumps", (d,)))
-                .map_err(err)?;
+            let params = if req.parameters.is_empty() {
+                pyo3::types::PyString::new_bound(py, "{}").into_any()
+            } else {
+                params_dict(py, &req.parameters)
+                    .and_then(|d| py.import_bound("json")?.call_method1("dumps", (d,)))
+                    .map_err(err)?
+            };
             let corr = match &req.correlation_id {
                 CorrelationId::None => 0u64.into_py(py),
                 CorrelationId::Int(x) => x.into_py(py),

@@ -834,12 +834,35 @@ class ModelConfig:
 
 
 # --- glue used by rustpy's execution engine -------------------------------------------
+_new_tensor = Tensor.__new__
+_new_request = InferenceRequest.__new__
+
+
 def _make_request(native, request_id, correlation_id, flags, timeout, parameters, requested, inputs):
-    tensors = [Tensor(name, array) for name, array in inputs]
-    return InferenceRequest(
-        request_id=request_id, correlation_id=correlation_id, inputs=tensors,
-        requested_output_names=requested, flags=flags, timeout=timeout,
-        parameters=parameters, _native=native)
+    """A request from the backend. Its inputs are fresh C-contiguous arrays
+    whose Triton type the backend already knows, so the user-facing
+    constructors' checks are skipped (this runs once per request)."""
+    tensors = []
+    for name, array, code in inputs:
+        t = _new_tensor(Tensor)
+        t._name = name
+        t._array = array
+        t._dtype_code = code
+        tensors.append(t)
+    r = _new_request(InferenceRequest)
+    r._request_id = request_id
+    r._correlation_id = correlation_id
+    r._inputs = tensors
+    r._requested = requested
+    r._model_name = None
+    r._model_version = -1
+    r._flags = flags
+    r._timeout = timeout
+    r._parameters = parameters
+    r._native = native
+    r._sender = None
+    r._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
+    return r
 
 
 class _Loop:
