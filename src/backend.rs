@@ -12,7 +12,7 @@ use rustpy_core::{Error, InferRequest, OutputSlice, Responder};
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::TritonServerApi;
 use crate::ffi::sys::{monotonic_ns, promote_libpython_to_global};
-use crate::ffi::{log, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
+use crate::ffi::{log, log_at, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -26,14 +26,14 @@ pub fn initialize(backend: Backend) -> Result<()> {
         )));
     }
     let libpython = promote_libpython_to_global().map_err(|e| Error::internal(format!("rustpy: {e}")))?;
-    python::set_log_hook(Box::new(|level, msg| {
+    python::set_log_hook(Box::new(|level, file, line, msg| {
         let level = match level {
             1 => LogLevel::Warn,
             2 => LogLevel::Error,
             3 => LogLevel::Verbose,
             _ => LogLevel::Info,
         };
-        log(level, msg);
+        log_at(level, file, line, msg);
     }));
     python::initialize().map_err(|e| e.context("rustpy"))?;
     log(

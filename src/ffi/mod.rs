@@ -77,20 +77,25 @@ pub enum LogLevel {
 
 /// Writes to Triton's log (shown with the server's own messages).
 pub fn log(level: LogLevel, msg: &str) {
+    log_at(level, "rustpy", 0, msg)
+}
+
+/// Writes to Triton's log with a source location (a model's file and line).
+pub fn log_at(level: LogLevel, file: &str, line: u32, msg: &str) {
     let lvl = match level {
         LogLevel::Info => raw::TRITONSERVER_LOG_INFO,
         LogLevel::Warn => raw::TRITONSERVER_LOG_WARN,
         LogLevel::Error => raw::TRITONSERVER_LOG_ERROR,
         LogLevel::Verbose => raw::TRITONSERVER_LOG_VERBOSE,
     };
-    let file = c"rustpy";
+    let file = cstring(file);
     let msg = cstring(msg);
     // SAFETY: both strings outlive the call, which copies them.
     let err = unsafe {
         if !raw::TRITONSERVER_LogIsEnabled(lvl) {
             return;
         }
-        raw::TRITONSERVER_LogMessage(lvl, file.as_ptr(), 0, msg.as_ptr())
+        raw::TRITONSERVER_LogMessage(lvl, file.as_ptr(), line as i32, msg.as_ptr())
     };
     let _ = check(err);
 }

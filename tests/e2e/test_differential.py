@@ -219,15 +219,15 @@ def _logged(server, suffix):
     for line in server.log_text().splitlines():
         m = _LOG_LINE.match(line)
         if m and m.group(3).endswith(" helpers" + suffix):
-            out.append((m.group(1), m.group(3)[: -len(suffix)]))
+            out.append((m.group(1), m.group(2), m.group(3)[: -len(suffix)]))
     return out
 
 
 def test_logger(deployment):
     """Logger.log/log_info/log_warn/log_error/log_verbose reach Triton's log at
     the same levels with the same text (verbose ones only with
-    --log-verbose). Not compared: the source location Triton prints; the
-    official backend gives the caller's `model.py:<line>`, rustpy `rustpy:0`."""
+    --log-verbose), with the same source location (the caller's
+    `model.py:<line>`)."""
     case = Case("helpers-log", "helpers", {"IN": np.array([1.0], dtype=np.float32)}, "http")
     for suffix in SUFFIXES:
         deployment.run(case, "helpers" + suffix)
@@ -237,10 +237,12 @@ def test_logger(deployment):
         if (len(python) >= 8 and len(rustpy) >= 8) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert ("W", "pb_models log_warn helpers") in python
-    assert ("E", "pb_models log error helpers") in python
-    assert ("I", "pb_models helpers initialize helpers") in python
-    assert not any("verbose" in m for _, m in python)
+    messages = [(lvl, msg) for lvl, _, msg in python]
+    assert ("W", "pb_models log_warn helpers") in messages
+    assert ("E", "pb_models log error helpers") in messages
+    assert ("I", "pb_models helpers initialize helpers") in messages
+    assert not any("verbose" in m for _, m in messages)
+    assert all(loc.startswith("model.py:") for _, loc, _ in python), python
     assert sorted(set(python)) == sorted(set(rustpy))
 
 

@@ -21,7 +21,8 @@ use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, ErrorCode};
 
 /// Log levels as Triton numbers them (INFO 0, WARN 1, ERROR 2, VERBOSE 3).
-pub type LogHook = Box<dyn Fn(u32, &str) + Send + Sync>;
+/// Arguments: level, source file, source line, message.
+pub type LogHook = Box<dyn Fn(u32, &str, u32, &str) + Send + Sync>;
 static LOG_HOOK: OnceLock<LogHook> = OnceLock::new();
 
 /// Where Python's `pb_utils.Logger` writes: Triton's log in the backend,
@@ -30,17 +31,19 @@ pub fn set_log_hook(hook: LogHook) {
     let _ = LOG_HOOK.set(hook);
 }
 
-pub(crate) fn log(level: u32, msg: &str) {
+pub(crate) fn log(level: u32, file: &str, line: u32, msg: &str) {
     match LOG_HOOK.get() {
-        Some(hook) => hook(level, msg),
-        None => eprintln!("[rustpy] {msg}"),
+        Some(hook) => hook(level, file, line, msg),
+        None => eprintln!("[rustpy] {file}:{line}: {msg}"),
     }
 }
 
+/// log(level, message, file, line): `file`/`line` name the user's call site,
+/// as the official backend's log lines do.
 #[pyfunction]
-#[pyo3(name = "log")]
-fn py_log(py: Python<'_>, level: u32, message: String) {
-    py.allow_threads(|| log(level, &message));
+#[pyo3(name = "log", signature = (level, message, file = String::from("rustpy"), line = 0))]
+fn py_log(py: Python<'_>, level: u32, message: String, file: String, line: u32) {
+    py.allow_threads(|| log(level, &file, line, &message));
 }
 
 /// What a sender holds: the request's responder until its final response.

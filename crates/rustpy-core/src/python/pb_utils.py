@@ -8,6 +8,8 @@ no shared memory to copy through.
 
 import asyncio
 import json
+import os
+import sys
 import struct
 import threading
 
@@ -537,6 +539,13 @@ class ResponseIterator:
 
 
 # --- logging -------------------------------------------------------------------------
+def _log(level, message):
+    # Name the user's call site (two frames up: Logger.* then the caller),
+    # as the official backend's log lines do.
+    frame = sys._getframe(2)
+    _native.log(int(level), str(message), os.path.basename(frame.f_code.co_filename), frame.f_lineno)
+
+
 class Logger:
     INFO = 0
     WARNING = 1
@@ -545,23 +554,23 @@ class Logger:
 
     @staticmethod
     def log(message, level=0):
-        _native.log(int(level), str(message))
+        _log(level, message)
 
     @staticmethod
     def log_info(message):
-        _native.log(0, str(message))
+        _log(0, message)
 
     @staticmethod
     def log_warn(message):
-        _native.log(1, str(message))
+        _log(1, message)
 
     @staticmethod
     def log_error(message):
-        _native.log(2, str(message))
+        _log(2, message)
 
     @staticmethod
     def log_verbose(message):
-        _native.log(3, str(message))
+        _log(3, message)
 
 
 # --- metrics (exported on Triton's metrics endpoint) -----------------------------
