@@ -345,3 +345,34 @@ class TritonPythonModel:
         .collect();
     assert_eq!(values, vec![100, 0, 1, 2]);
 }
+
+#[test]
+fn bf16_passes_through_as_raw_uint16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = r#"
+max_batch_size: 4
+input [ { name: "X" data_type: TYPE_BF16 dims: [ 2 ] } ]
+output [ { name: "Y" data_type: TYPE_BF16 dims: [ 2 ] } ]
+"#;
+    let py = r#"
+import numpy as np
+class Model:
+    def predict(self, inputs):
+        x = inputs["X"]
+        assert x.dtype == np.uint16, x.dtype
+        return {"Y": x[:, ::-1].copy()}
+"#;
+    let dir = write_model(tmp.path(), "bf16", config, py);
+    let model = LocalModel::load(&dir, None).unwrap();
+    // 1.0 and -2.0 in bfloat16: 0x3F80, 0xC000.
+    let data: Vec<u8> = [0x3F80u16, 0xC000].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let req = OwnedRequest {
+        inputs: vec![OwnedTensor { name: "X".into(), dtype: DataType::Bf16, shape: vec![1, 2], data }],
+        ..Default::default()
+    };
+    let (responses, _) = model.infer(&[req], Duration::from_secs(5));
+    let out = &outputs(&responses[0])[0];
+    assert_eq!(out.dtype, DataType::Bf16);
+    let words: Vec<u16> = out.data.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    assert_eq!(words, vec![0xC000, 0x3F80]);
+}
