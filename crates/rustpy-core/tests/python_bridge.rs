@@ -376,3 +376,28 @@ class Model:
     let words: Vec<u16> = out.data.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
     assert_eq!(words, vec![0xC000, 0x3F80]);
 }
+
+#[test]
+fn large_batches_are_gathered_without_the_gil_and_stay_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write_model(tmp.path(), "add", ADD_CONFIG, ADD_PY);
+    let model = LocalModel::load(&dir, None).unwrap();
+    // Two requests of 160 KB each: the gather copy (> 256 KiB) runs GIL-free.
+    let n = 40_000usize;
+    let reqs: Vec<OwnedRequest> = (0..2)
+        .map(|i| {
+            let vals: Vec<f32> = (0..n).map(|v| (v + i * n) as f32).collect();
+            OwnedRequest {
+                inputs: vec![f32_tensor("A", &[1, n as i64], &vals), f32_tensor("B", &[1, n as i64], &vals)],
+                ..Default::default()
+            }
+        })
+        .collect();
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
+    assert_eq!(report.calls, 1);
+    for (i, r) in responses.iter().enumerate() {
+        let sum = as_f32(&outputs(r)[0]);
+        assert_eq!(sum.len(), n);
+        assert!(sum.iter().enumerate().all(|(v, s)| *s == 2.0 * (v + i * n) as f32));
+    }
+}

@@ -87,15 +87,31 @@ pub fn array_from_chunks<'py>(
     chunks: &[&[u8]],
 ) -> PyResult<Bound<'py, PyAny>> {
     let (array, data) = new_array(py, dtype, shape)?;
-    let mut offset = 0usize;
-    for chunk in chunks {
-        // SAFETY: the array was allocated for exactly the elements of `shape`,
-        // which the caller checked equals the sum of the chunk sizes.
-        unsafe { ptr::copy_nonoverlapping(chunk.as_ptr(), data.add(offset), chunk.len()) };
-        offset += chunk.len();
+    let copy = |dst: usize| {
+        let mut offset = 0usize;
+        for chunk in chunks {
+            // SAFETY: the array was allocated for exactly the elements of
+            // `shape`, which the caller checked equals the sum of the chunk
+            // sizes; nothing else knows the array yet.
+            unsafe { ptr::copy_nonoverlapping(chunk.as_ptr(), (dst as *mut u8).add(offset), chunk.len()) };
+            offset += chunk.len();
+        }
+    };
+    let total: usize = chunks.iter().map(|c| c.len()).sum();
+    let dst = data as usize;
+    if total >= GIL_FREE_COPY_BYTES {
+        // Large copies run without the GIL so other instances' Python runs
+        // meanwhile (the array is not yet visible to any Python code).
+        py.allow_threads(|| copy(dst));
+    } else {
+        copy(dst);
     }
     Ok(array)
 }
+
+/// Copies at least this large release the GIL (below it, the hand-off costs
+/// more than the copy).
+const GIL_FREE_COPY_BYTES: usize = 256 * 1024;
 
 /// Holds what keeps a borrowed buffer alive; the base object of a numpy view.
 #[pyclass(module = "_rustpy_native", frozen)]
