@@ -401,3 +401,34 @@ fn large_batches_are_gathered_without_the_gil_and_stay_exact() {
         assert!(sum.iter().enumerate().all(|(v, s)| *s == 2.0 * (v + i * n) as f32));
     }
 }
+
+#[test]
+fn lazy_sibling_imports_resolve_per_model_and_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = r#"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+"#;
+    // `lazyutils` is imported for the first time inside predict.
+    let py = "class Model:\n    def predict(self, inputs):\n        import lazyutils\n        from lazypkg.sub import SCALE\n        return {\"Y\": inputs[\"X\"] * SCALE + lazyutils.OFFSET}\n";
+    let one = write_model(tmp.path(), "one", config, py);
+    let two = write_model(tmp.path(), "two", config, py);
+    for (dir, offset, scale) in [(&one, "1.0", "2.0"), (&two, "5.0", "3.0")] {
+        fs::write(dir.join("1/lazyutils.py"), format!("OFFSET = {offset}\n")).unwrap();
+        fs::create_dir_all(dir.join("1/lazypkg")).unwrap();
+        fs::write(dir.join("1/lazypkg/__init__.py"), "").unwrap();
+        fs::write(dir.join("1/lazypkg/sub.py"), format!("SCALE = {scale}\n")).unwrap();
+    }
+    let req = OwnedRequest { inputs: vec![f32_tensor("X", &[1], &[10.])], ..Default::default() };
+    let m1 = LocalModel::load(&one, None).unwrap();
+    let m2 = LocalModel::load(&two, None).unwrap();
+    for _ in 0..2 {
+        assert_eq!(as_f32(&outputs(&m1.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![21.]);
+        assert_eq!(as_f32(&outputs(&m2.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![35.]);
+    }
+    fs::write(one.join("1/lazyutils.py"), "OFFSET = 100.0\n").unwrap();
+    drop(m1);
+    let m1 = LocalModel::load(&one, None).unwrap();
+    assert_eq!(as_f32(&outputs(&m1.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![120.]);
+}

@@ -4,8 +4,10 @@ Everything here runs inside the one interpreter that all models of a server
 share, so it keeps each model's modules apart (see load_module).
 """
 
+import builtins
 import gc
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import os
@@ -15,6 +17,7 @@ import threading
 
 # Loading touches process-wide state (sys.path, sys.modules); serialise it.
 _load_lock = threading.RLock()
+_default_import = builtins.__import__
 _serial = 0
 
 
@@ -119,11 +122,60 @@ def _take_private_modules(before, model_dir):
     return private
 
 
+class _ModelImporter:
+    """The `__import__` of one model's code.
+
+    A model's sibling modules live in its own `private` dict, never in the
+    shared sys.modules, so its code cannot find them through the normal
+    import system once loading is over. Every function defined in model.py
+    gets this importer as its `__import__` (through the module's own
+    `__builtins__`), so an `import utils` run lazily inside execute/predict
+    resolves from the model's directories and private modules, as it would
+    with the official backend (which puts those directories on sys.path).
+    """
+
+    def __init__(self, dirs, model_dir):
+        self.dirs = dirs
+        self.model_dir = model_dir
+        self.private = {}
+
+    def __call__(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name:
+            top = name.partition(".")[0]
+            if top in self.private or (top not in sys.modules and self._is_sibling(top)):
+                return self._import_private(name, fromlist)
+        return _default_import(name, globals, locals, fromlist, level)
+
+    def _is_sibling(self, top):
+        try:
+            return importlib.machinery.PathFinder.find_spec(top, self.dirs) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def _import_private(self, name, fromlist):
+        with _ModelPaths(self.dirs):
+            before = set(sys.modules)
+            sys.modules.update(self.private)
+            try:
+                return _default_import(name, None, None, fromlist, 0)
+            finally:
+                self.private.update(_take_private_modules(before, self.model_dir))
+                for key in self.private:
+                    sys.modules.pop(key, None)
+
+
+def _builtins_with(importer):
+    namespace = dict(vars(builtins))
+    namespace["__import__"] = importer
+    return namespace
+
+
 def load_module(model_name, version, model_dir, model_file):
     """Imports model_file under a name unique to this model, version and load."""
     global _serial
     model_dir = os.path.abspath(model_dir)
-    with _ModelPaths([os.path.dirname(os.path.abspath(model_file)), model_dir]):
+    dirs = [os.path.dirname(os.path.abspath(model_file)), model_dir]
+    with _ModelPaths(dirs):
         _serial += 1
         safe = re.sub(r"\W", "_", model_name)
         unique = "_rustpy_model_%s_v%d_%d" % (safe, version, _serial)
@@ -132,16 +184,20 @@ def load_module(model_name, version, model_dir, model_file):
         if spec is None or spec.loader is None:
             raise ImportError("cannot load %s" % model_file)
         module = importlib.util.module_from_spec(spec)
+        importer = _ModelImporter(dirs, model_dir)
+        module.__dict__["__builtins__"] = _builtins_with(importer)
         sys.modules[unique] = module
         try:
             spec.loader.exec_module(module)
         except BaseException:
             sys.modules.pop(unique, None)
             _take_private_modules(before, model_dir)
+            for key in importer.private:
+                sys.modules.pop(key, None)
             raise
-        private = _take_private_modules(before, model_dir)
+        importer.private.update(_take_private_modules(before, model_dir))
         sys.modules.pop(unique, None)
-        return unique, module, private
+        return unique, module, importer.private
 
 
 def find_model_class(module, model_file):
