@@ -367,10 +367,12 @@ impl ModelInstance {
             Err(e) => return fail_all(responders, &py_error(py, &e, &format!("model '{model}': predict raised"))),
         };
 
-        let streaming = runtime(py)
-            .and_then(|rt| rt.call_method1("is_iterator", (&result,)))
-            .and_then(|b| b.extract::<bool>())
-            .unwrap_or(false);
+        // The common case, a dict, needs no Python call to rule out a stream.
+        let streaming = !result.is_instance_of::<PyDict>()
+            && runtime(py)
+                .and_then(|rt| rt.call_method1("is_iterator", (&result,)))
+                .and_then(|b| b.extract::<bool>())
+                .unwrap_or(false);
         if !streaming {
             let outputs = match self.extract_outputs(py, &result, requests, group, batch_rows) {
                 Ok(o) => o,

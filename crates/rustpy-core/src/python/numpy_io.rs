@@ -230,7 +230,7 @@ pub fn extract_output(
     if !spec.dtype.accepts_numpy(view.kind, view.itemsize) {
         return Err(Error::invalid_arg(format!(
             "model '{model}': output '{name}' is a numpy {} array but the model config declares {} (expected numpy {})",
-            view.dtype_str,
+            view.dtype_str(),
             spec.dtype,
             spec.dtype.numpy_name()
         )));
@@ -254,7 +254,7 @@ pub fn extract_tensor(
         _ => DataType::from_numpy(view.kind, view.itemsize).ok_or_else(|| {
             Error::invalid_arg(format!(
                 "model '{model}': tensor '{name}' has numpy dtype {}, which has no Triton data type",
-                view.dtype_str
+                view.dtype_str()
             ))
         })?,
     };
@@ -267,11 +267,15 @@ struct ArrayView<'py> {
     kind: char,
     itemsize: usize,
     native: bool,
-    dtype_str: String,
     shape: Vec<i64>,
 }
 
 impl<'py> ArrayView<'py> {
+    /// numpy's name of the dtype, for error messages only (str() is a Python call).
+    fn dtype_str(&self) -> String {
+        self.array.getattr("dtype").map(|d| d.to_string()).unwrap_or_else(|_| "?".into())
+    }
+
     fn new(py: Python<'py>, model: &str, name: &str, value: &Bound<'py, PyAny>) -> Result<Self> {
         let pyerr = |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
         let array: Bound<'py, PyAny> = match value.downcast::<PyUntypedArray>() {
@@ -280,10 +284,9 @@ impl<'py> ArrayView<'py> {
         };
         let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
         let d = a.dtype();
-        let (kind, itemsize, native, dtype_str) =
-            (d.kind() as char, d.itemsize(), d.byteorder() != b'>', d.to_string());
+        let (kind, itemsize, native) = (d.kind() as char, d.itemsize(), d.byteorder() != b'>');
         let shape = a.shape().iter().map(|&d| d as i64).collect();
-        Ok(ArrayView { array, kind, itemsize, native, dtype_str, shape })
+        Ok(ArrayView { array, kind, itemsize, native, shape })
     }
 
     fn into_wire(self, py: Python<'py>, model: &str, name: &str, dtype: DataType) -> Result<ExtractedOutput> {
