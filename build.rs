@@ -25,7 +25,10 @@ fn main() {
     // Export only the TRITONBACKEND_* entry points (and keep Rust/pyo3 symbols
     // private so two backends in one server never clash).
     let map = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("src/exports.map");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", map.display());
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
+        map.display()
+    );
     // Never unmap this library: Python threads started by user code (and the
     // interpreter itself, which cannot be finalised) may outlive an unload.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");

@@ -25,7 +25,8 @@ pub fn initialize(backend: Backend) -> Result<()> {
             "rustpy: the server's backend API is {major}.{minor}, but rustpy needs {our_major}.x with x >= {our_minor}"
         )));
     }
-    let libpython = promote_libpython_to_global().map_err(|e| Error::internal(format!("rustpy: {e}")))?;
+    let libpython =
+        promote_libpython_to_global().map_err(|e| Error::internal(format!("rustpy: {e}")))?;
     python::set_log_hook(Box::new(|level, file, line, msg| {
         let level = match level {
             1 => LogLevel::Warn,
@@ -64,8 +65,11 @@ pub fn model_initialize(model: Model) -> Result<()> {
     let version = model.version()?;
     let dir = model.directory()?;
     let json = model.config_json()?;
-    let config = rustpy_config::parse_json(&json)
-        .map_err(|e| Error::invalid_arg(format!("model '{name}': cannot read its configuration: {e}")))?;
+    let config = rustpy_config::parse_json(&json).map_err(|e| {
+        Error::invalid_arg(format!(
+            "model '{name}': cannot read its configuration: {e}"
+        ))
+    })?;
     let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
     // TritonPythonModel.auto_complete_config, applied through Triton's own
     // auto-complete (skipped when the server runs with it disabled).
@@ -74,16 +78,23 @@ pub fn model_initialize(model: Model) -> Result<()> {
             model.set_config_json(&completed)?;
             let json = model.config_json()?;
             let config = rustpy_config::parse_json(&json).map_err(|e| {
-                Error::invalid_arg(format!("model '{name}': cannot read its auto-completed configuration: {e}"))
+                Error::invalid_arg(format!(
+                    "model '{name}': cannot read its auto-completed configuration: {e}"
+                ))
             })?;
             loaded.reconfigure(&config)?;
         }
     }
     log(
         LogLevel::Info,
-        &format!("rustpy: loaded model '{name}' version {version} from {}", loaded.model_file.display()),
+        &format!(
+            "rustpy: loaded model '{name}' version {version} from {}",
+            loaded.model_file.display()
+        ),
     );
-    model.state_slot().put(Box::new(ModelState { model: Arc::new(loaded) }))
+    model.state_slot().put(Box::new(ModelState {
+        model: Arc::new(loaded),
+    }))
 }
 
 pub fn model_finalize(model: Model) -> Result<()> {
@@ -103,9 +114,15 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     // SAFETY: model state is a ModelState (set in model_initialize, which
     // Triton runs before any instance is created).
     let state = unsafe { model.state_slot().get::<ModelState>() }?;
-    let info = InstanceInfo { name: instance.name()?, kind: instance.kind()?.to_string(), device_id: instance.device_id()? };
+    let info = InstanceInfo {
+        name: instance.name()?,
+        kind: instance.kind()?.to_string(),
+        device_id: instance.device_id()?,
+    };
     let created = python::ModelInstance::new(state.model.clone(), &info)?;
-    instance.state_slot().put(Box::new(InstanceState { instance: created }))
+    instance
+        .state_slot()
+        .put(Box::new(InstanceState { instance: created }))
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
@@ -128,10 +145,19 @@ struct TritonResponder {
 impl TritonResponder {
     fn new(request: &Request) -> Self {
         match ResponseFactory::new(request) {
-            Ok(f) => TritonResponder { factory: Some(f), done: false },
+            Ok(f) => TritonResponder {
+                factory: Some(f),
+                done: false,
+            },
             Err(e) => {
-                log(LogLevel::Error, &format!("rustpy: cannot create a response factory: {e}"));
-                TritonResponder { factory: None, done: true }
+                log(
+                    LogLevel::Error,
+                    &format!("rustpy: cannot create a response factory: {e}"),
+                );
+                TritonResponder {
+                    factory: None,
+                    done: true,
+                }
             }
         }
     }
@@ -139,7 +165,9 @@ impl TritonResponder {
 
 impl Responder for TritonResponder {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        let Some(f) = self.factory.as_mut() else { return Ok(()) };
+        let Some(f) = self.factory.as_mut() else {
+            return Ok(());
+        };
         if self.done {
             return Err(Error::internal("response sent after the final one"));
         }
@@ -155,7 +183,10 @@ impl Responder for TritonResponder {
         self.done = true;
         if let Some(f) = self.factory.as_mut() {
             if let Err(e) = f.send_error(error) {
-                log(LogLevel::Error, &format!("rustpy: cannot send an error response: {e}"));
+                log(
+                    LogLevel::Error,
+                    &format!("rustpy: cannot send an error response: {e}"),
+                );
             }
         }
     }
@@ -164,9 +195,14 @@ impl Responder for TritonResponder {
         if self.done {
             return false;
         }
-        let Some(f) = self.factory.as_mut() else { return false };
+        let Some(f) = self.factory.as_mut() else {
+            return false;
+        };
         if let Err(e) = f.send_error_flags(error, false) {
-            log(LogLevel::Error, &format!("rustpy: cannot send an error response: {e}"));
+            log(
+                LogLevel::Error,
+                &format!("rustpy: cannot send an error response: {e}"),
+            );
         }
         true
     }
@@ -178,7 +214,10 @@ impl Responder for TritonResponder {
         self.done = true;
         if let Some(f) = self.factory.as_mut() {
             if let Err(e) = f.send_final_flag() {
-                log(LogLevel::Error, &format!("rustpy: cannot complete a response: {e}"));
+                log(
+                    LogLevel::Error,
+                    &format!("rustpy: cannot complete a response: {e}"),
+                );
             }
         }
     }
@@ -195,7 +234,9 @@ impl Responder for TritonResponder {
 impl Drop for TritonResponder {
     fn drop(&mut self) {
         if !self.done {
-            self.send_error(&Error::internal("rustpy: the request ended without a response (internal error)"));
+            self.send_error(&Error::internal(
+                "rustpy: the request ended without a response (internal error)",
+            ));
         }
     }
 }
@@ -209,7 +250,8 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let exec_start = monotonic_ns();
     // Every request gets a responder first; one that is dropped unanswered
     // answers with an error, so no request can end without a response.
-    let mut responders: Vec<TritonResponder> = requests.iter().map(|r| TritonResponder::new(r)).collect();
+    let mut responders: Vec<TritonResponder> =
+        requests.iter().map(|r| TritonResponder::new(r)).collect();
 
     // SAFETY: instance state is an InstanceState (set in instance_initialize;
     // Triton never executes an instance whose initialisation failed).
@@ -231,7 +273,10 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let mut readable: Vec<usize> = Vec::with_capacity(requests.len());
     let mut core_responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
     for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
-        match read_request(req).map(|r| InferRequest { owner: Some(req.clone() as BufferOwner), ..r }) {
+        match read_request(req).map(|r| InferRequest {
+            owner: Some(req.clone() as BufferOwner),
+            ..r
+        }) {
             Ok(r) => {
                 core_requests.push(r);
                 readable.push(i);
@@ -245,7 +290,8 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
 
     let exec_end = monotonic_ns();
     let to_ns = |t: Option<std::time::Instant>, fallback: u64| {
-        t.map(|t| exec_end.saturating_sub(t.elapsed().as_nanos() as u64)).unwrap_or(fallback)
+        t.map(|t| exec_end.saturating_sub(t.elapsed().as_nanos() as u64))
+            .unwrap_or(fallback)
     };
     let compute_start = to_ns(report.compute_start, exec_start);
     let compute_end = to_ns(report.compute_end, exec_end);

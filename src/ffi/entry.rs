@@ -35,33 +35,45 @@ fn guard(what: &str, f: impl FnOnce() -> Result<(), Error>) -> Status {
 
 #[no_mangle]
 pub extern "C" fn TRITONBACKEND_Initialize(backend: *mut raw::TRITONBACKEND_Backend) -> Status {
-    guard("TRITONBACKEND_Initialize", || backend::initialize(Backend(backend)))
+    guard("TRITONBACKEND_Initialize", || {
+        backend::initialize(Backend(backend))
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn TRITONBACKEND_Finalize(backend: *mut raw::TRITONBACKEND_Backend) -> Status {
-    guard("TRITONBACKEND_Finalize", || backend::finalize(Backend(backend)))
+    guard("TRITONBACKEND_Finalize", || {
+        backend::finalize(Backend(backend))
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut raw::TRITONBACKEND_Model) -> Status {
-    guard("TRITONBACKEND_ModelInitialize", || backend::model_initialize(Model(model)))
+    guard("TRITONBACKEND_ModelInitialize", || {
+        backend::model_initialize(Model(model))
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut raw::TRITONBACKEND_Model) -> Status {
-    guard("TRITONBACKEND_ModelFinalize", || backend::model_finalize(Model(model)))
+    guard("TRITONBACKEND_ModelFinalize", || {
+        backend::model_finalize(Model(model))
+    })
 }
 
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(instance: *mut raw::TRITONBACKEND_ModelInstance) -> Status {
+pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
+    instance: *mut raw::TRITONBACKEND_ModelInstance,
+) -> Status {
     guard("TRITONBACKEND_ModelInstanceInitialize", || {
         backend::instance_initialize(ModelInstance(instance))
     })
 }
 
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(instance: *mut raw::TRITONBACKEND_ModelInstance) -> Status {
+pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
+    instance: *mut raw::TRITONBACKEND_ModelInstance,
+) -> Status {
     guard("TRITONBACKEND_ModelInstanceFinalize", || {
         backend::instance_finalize(ModelInstance(instance))
     })

@@ -37,18 +37,21 @@ pub fn api_version() -> Result<(u32, u32)> {
 }
 
 /// Our own API version, from the header.
-pub const OUR_API_VERSION: (u32, u32) =
-    (raw::RUSTPY_TRITONBACKEND_API_VERSION_MAJOR, raw::RUSTPY_TRITONBACKEND_API_VERSION_MINOR);
+pub const OUR_API_VERSION: (u32, u32) = (
+    raw::RUSTPY_TRITONBACKEND_API_VERSION_MAJOR,
+    raw::RUSTPY_TRITONBACKEND_API_VERSION_MINOR,
+);
 
 /// Serialises a server message to JSON and deletes it.
 fn message_to_json(msg: *mut raw::TRITONSERVER_Message) -> Result<String> {
     let (mut base, mut size) = (ptr::null(), 0usize);
     // SAFETY: msg is a live message we own; base/size point into it and are
     // copied before the message is deleted.
-    let res = check(unsafe { raw::TRITONSERVER_MessageSerializeToJson(msg, &mut base, &mut size) }).map(|()| {
-        let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
-        String::from_utf8_lossy(bytes).into_owned()
-    });
+    let res = check(unsafe { raw::TRITONSERVER_MessageSerializeToJson(msg, &mut base, &mut size) })
+        .map(|()| {
+            let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
+            String::from_utf8_lossy(bytes).into_owned()
+        });
     // SAFETY: deleted exactly once.
     let _ = check(unsafe { raw::TRITONSERVER_MessageDelete(msg) });
     res
@@ -79,7 +82,9 @@ impl Model {
         // SAFETY: live handle; the string is copied.
         check(unsafe { raw::TRITONBACKEND_ModelRepository(self.0, &mut kind, &mut p) })?;
         if kind != raw::TRITONBACKEND_ARTIFACT_FILESYSTEM {
-            return Err(Error::unsupported("rustpy only loads models from a filesystem repository"));
+            return Err(Error::unsupported(
+                "rustpy only loads models from a filesystem repository",
+            ));
         }
         Ok(unsafe { borrow_str(p) }.to_owned())
     }
@@ -105,7 +110,13 @@ impl Model {
         let mut msg = ptr::null_mut();
         // SAFETY: the message copies the JSON; we delete it after SetConfig,
         // which does not take ownership.
-        check(unsafe { raw::TRITONSERVER_MessageNewFromSerializedJson(&mut msg, json.as_ptr() as *const _, json.len()) })?;
+        check(unsafe {
+            raw::TRITONSERVER_MessageNewFromSerializedJson(
+                &mut msg,
+                json.as_ptr() as *const _,
+                json.len(),
+            )
+        })?;
         let res = check(unsafe { raw::TRITONBACKEND_ModelSetConfig(self.0, 1, msg) });
         let _ = check(unsafe { raw::TRITONSERVER_MessageDelete(msg) });
         res
@@ -113,7 +124,11 @@ impl Model {
 
     /// The slot where this model's state (a boxed `T`) lives.
     pub fn state_slot(&self) -> StateSlot<raw::TRITONBACKEND_Model> {
-        StateSlot { handle: self.0, get: raw::TRITONBACKEND_ModelState, set: raw::TRITONBACKEND_ModelSetState }
+        StateSlot {
+            handle: self.0,
+            get: raw::TRITONBACKEND_ModelState,
+            set: raw::TRITONBACKEND_ModelSetState,
+        }
     }
 }
 
@@ -145,7 +160,8 @@ impl<H> StateSlot<H> {
         let mut p = ptr::null_mut();
         check(unsafe { (self.get)(self.handle, &mut p) })?;
         // SAFETY: guaranteed by the caller.
-        unsafe { (p as *const T).as_ref() }.ok_or_else(|| Error::internal("rustpy: state is not set"))
+        unsafe { (p as *const T).as_ref() }
+            .ok_or_else(|| Error::internal("rustpy: state is not set"))
     }
 
     /// Takes back the stored state (None if unset).
@@ -216,7 +232,15 @@ impl ModelInstance {
     pub fn report_statistics(&self, request: &Request, success: bool, t: [u64; 4]) {
         // SAFETY: both handles are live (the request is not yet released).
         let err = unsafe {
-            raw::TRITONBACKEND_ModelInstanceReportStatistics(self.0, request.raw, success, t[0], t[1], t[2], t[3])
+            raw::TRITONBACKEND_ModelInstanceReportStatistics(
+                self.0,
+                request.raw,
+                success,
+                t[0],
+                t[1],
+                t[2],
+                t[3],
+            )
         };
         let _ = check(err);
     }
@@ -224,8 +248,11 @@ impl ModelInstance {
     /// Statistics of one execution that covered `batch_size` rows.
     pub fn report_batch_statistics(&self, batch_size: u64, t: [u64; 4]) {
         // SAFETY: live handle.
-        let err =
-            unsafe { raw::TRITONBACKEND_ModelInstanceReportBatchStatistics(self.0, batch_size, t[0], t[1], t[2], t[3]) };
+        let err = unsafe {
+            raw::TRITONBACKEND_ModelInstanceReportBatchStatistics(
+                self.0, batch_size, t[0], t[1], t[2], t[3],
+            )
+        };
         let _ = check(err);
     }
 }
@@ -263,7 +290,11 @@ impl Request {
         let mut id = 0u64;
         // SAFETY: live request. A string id makes the integer call fail.
         if check(unsafe { raw::TRITONBACKEND_RequestCorrelationId(self.raw, &mut id) }).is_ok() {
-            return if id == 0 { CorrelationId::None } else { CorrelationId::Int(id) };
+            return if id == 0 {
+                CorrelationId::None
+            } else {
+                CorrelationId::Int(id)
+            };
         }
         let mut p = ptr::null();
         match check(unsafe { raw::TRITONBACKEND_RequestCorrelationIdString(self.raw, &mut p) }) {
@@ -282,7 +313,9 @@ impl Request {
     pub fn timeout_us(&self) -> u64 {
         let mut t = 0;
         // SAFETY: live request.
-        let _ = check(unsafe { raw::TRITONBACKEND_InferenceRequestTimeoutMicroseconds(self.raw, &mut t) });
+        let _ = check(unsafe {
+            raw::TRITONBACKEND_InferenceRequestTimeoutMicroseconds(self.raw, &mut t)
+        });
         t
     }
 
@@ -308,14 +341,20 @@ impl Request {
             let (mut key, mut kind, mut value) = (ptr::null(), 0, ptr::null());
             // SAFETY: live request; `value` points to a value of the type named
             // by `kind` (a C string for STRING), owned by the request.
-            check(unsafe { raw::TRITONBACKEND_RequestParameter(self.raw, i, &mut key, &mut kind, &mut value) })?;
+            check(unsafe {
+                raw::TRITONBACKEND_RequestParameter(self.raw, i, &mut key, &mut kind, &mut value)
+            })?;
             let key = unsafe { borrow_str(key) }.to_owned();
             let v = unsafe {
                 match kind {
-                    raw::TRITONSERVER_PARAMETER_STRING => ParamValue::String(borrow_str(value as *const _).to_owned()),
+                    raw::TRITONSERVER_PARAMETER_STRING => {
+                        ParamValue::String(borrow_str(value as *const _).to_owned())
+                    }
                     raw::TRITONSERVER_PARAMETER_INT => ParamValue::Int(*(value as *const i64)),
                     raw::TRITONSERVER_PARAMETER_BOOL => ParamValue::Bool(*(value as *const bool)),
-                    raw::TRITONSERVER_PARAMETER_DOUBLE => ParamValue::Double(*(value as *const f64)),
+                    raw::TRITONSERVER_PARAMETER_DOUBLE => {
+                        ParamValue::Double(*(value as *const f64))
+                    }
                     _ => continue, // BYTES parameters are not exposed to models
                 }
             };
@@ -339,7 +378,13 @@ impl Request {
             let (mut byte_size, mut buffers) = (0u64, 0u32);
             check(unsafe {
                 raw::TRITONBACKEND_InputProperties(
-                    input, &mut name, &mut dtype, &mut shape, &mut dims, &mut byte_size, &mut buffers,
+                    input,
+                    &mut name,
+                    &mut dtype,
+                    &mut shape,
+                    &mut dims,
+                    &mut byte_size,
+                    &mut buffers,
                 )
             })?;
             let name = unsafe { borrow_str(name) }.to_owned();
@@ -349,17 +394,31 @@ impl Request {
                 // SAFETY: the server gives `dims` dimensions at `shape`.
                 unsafe { std::slice::from_raw_parts(shape, dims as usize) }.to_vec()
             };
-            let dtype = DataType::from_code(dtype)
-                .ok_or_else(|| Error::invalid_arg(format!("input '{name}' has an invalid data type (code {dtype})")))?;
+            let dtype = DataType::from_code(dtype).ok_or_else(|| {
+                Error::invalid_arg(format!(
+                    "input '{name}' has an invalid data type (code {dtype})"
+                ))
+            })?;
             let mut chunks = Vec::with_capacity(buffers as usize);
             for b in 0..buffers {
                 let (mut base, mut size) = (ptr::null(), 0u64);
                 let (mut mem, mut mem_id) = (raw::TRITONSERVER_MEMORY_CPU, 0i64);
                 // SAFETY: live input; the buffer is valid until the request is
                 // released, which outlives the returned borrow of `self`.
-                check(unsafe { raw::TRITONBACKEND_InputBuffer(input, b, &mut base, &mut size, &mut mem, &mut mem_id) })?;
+                check(unsafe {
+                    raw::TRITONBACKEND_InputBuffer(
+                        input,
+                        b,
+                        &mut base,
+                        &mut size,
+                        &mut mem,
+                        &mut mem_id,
+                    )
+                })?;
                 if mem == raw::TRITONSERVER_MEMORY_GPU {
-                    return Err(Error::unsupported(format!("input '{name}' is in GPU memory; rustpy reads CPU tensors")));
+                    return Err(Error::unsupported(format!(
+                        "input '{name}' is in GPU memory; rustpy reads CPU tensors"
+                    )));
                 }
                 let chunk: &[u8] = if size == 0 || base.is_null() {
                     &[]
@@ -368,7 +427,12 @@ impl Request {
                 };
                 chunks.push(chunk);
             }
-            inputs.push(InputTensor { name, dtype, shape, chunks });
+            inputs.push(InputTensor {
+                name,
+                dtype,
+                shape,
+                chunks,
+            });
         }
         Ok(inputs)
     }
@@ -377,7 +441,9 @@ impl Request {
 impl Request {
     /// A handle that owns nothing (stands in for a request moved out).
     pub fn placeholder() -> Self {
-        Request { raw: ptr::null_mut() }
+        Request {
+            raw: ptr::null_mut(),
+        }
     }
 
     /// Hands the request back to Triton's scheduler (iterative sequences)
@@ -386,7 +452,9 @@ impl Request {
         let raw = std::mem::replace(&mut self.raw, ptr::null_mut());
         // SAFETY: we own the request; this is its one release (Drop skips
         // the null handle left behind).
-        let _ = check(unsafe { raw::TRITONBACKEND_RequestRelease(raw, raw::RUSTPY_REQUEST_RELEASE_RESCHEDULE) });
+        let _ = check(unsafe {
+            raw::TRITONBACKEND_RequestRelease(raw, raw::RUSTPY_REQUEST_RELEASE_RESCHEDULE)
+        });
     }
 }
 
@@ -396,7 +464,9 @@ impl Drop for Request {
             return;
         }
         // SAFETY: we own the request; this is its one release.
-        let _ = check(unsafe { raw::TRITONBACKEND_RequestRelease(self.raw, raw::RUSTPY_REQUEST_RELEASE_ALL) });
+        let _ = check(unsafe {
+            raw::TRITONBACKEND_RequestRelease(self.raw, raw::RUSTPY_REQUEST_RELEASE_ALL)
+        });
     }
 }
 
@@ -449,19 +519,31 @@ impl ResponseFactory {
                 // frontends read the allocation of each output (an output that
                 // never had one crashes the HTTP frontend and fails gRPC with
                 // "response output count mismatch").
-                let (mut buf, mut mem, mut mem_id) = (ptr::null_mut(), raw::TRITONSERVER_MEMORY_CPU, 0i64);
+                let (mut buf, mut mem, mut mem_id) =
+                    (ptr::null_mut(), raw::TRITONSERVER_MEMORY_CPU, 0i64);
                 // SAFETY: live output; asks for a CPU buffer of the data's size.
                 check(unsafe {
-                    raw::TRITONBACKEND_OutputBuffer(output, &mut buf, out.data.len() as u64, &mut mem, &mut mem_id)
+                    raw::TRITONBACKEND_OutputBuffer(
+                        output,
+                        &mut buf,
+                        out.data.len() as u64,
+                        &mut mem,
+                        &mut mem_id,
+                    )
                 })?;
                 if out.data.is_empty() {
                     continue;
                 }
                 if mem == raw::TRITONSERVER_MEMORY_GPU || buf.is_null() {
-                    return Err(Error::unsupported(format!("output '{}' was given GPU memory", out.name)));
+                    return Err(Error::unsupported(format!(
+                        "output '{}' was given GPU memory",
+                        out.name
+                    )));
                 }
                 // SAFETY: the server allocated data.len() writable CPU bytes.
-                unsafe { ptr::copy_nonoverlapping(out.data.as_ptr(), buf as *mut u8, out.data.len()) };
+                unsafe {
+                    ptr::copy_nonoverlapping(out.data.as_ptr(), buf as *mut u8, out.data.len())
+                };
             }
             Ok(())
         };
@@ -470,7 +552,11 @@ impl ResponseFactory {
             let _ = check(unsafe { raw::TRITONBACKEND_ResponseDelete(response) });
             return Err(e);
         }
-        let flags = if final_ { raw::RUSTPY_RESPONSE_COMPLETE_FINAL } else { 0 };
+        let flags = if final_ {
+            raw::RUSTPY_RESPONSE_COMPLETE_FINAL
+        } else {
+            0
+        };
         // SAFETY: ResponseSend takes the response whatever it returns.
         check(unsafe { raw::TRITONBACKEND_ResponseSend(response, flags, ptr::null_mut()) })
     }
@@ -486,7 +572,11 @@ impl ResponseFactory {
         // SAFETY: live factory.
         check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut response, self.raw) })?;
         let err = new_error(error);
-        let flags = if final_ { raw::RUSTPY_RESPONSE_COMPLETE_FINAL } else { 0 };
+        let flags = if final_ {
+            raw::RUSTPY_RESPONSE_COMPLETE_FINAL
+        } else {
+            0
+        };
         // SAFETY: ResponseSend takes the response but not the error, which we
         // delete right after.
         let res = check(unsafe { raw::TRITONBACKEND_ResponseSend(response, flags, err) });
@@ -497,7 +587,12 @@ impl ResponseFactory {
     /// Marks the request complete without another response.
     pub fn send_final_flag(&mut self) -> Result<()> {
         // SAFETY: live factory.
-        check(unsafe { raw::TRITONBACKEND_ResponseFactorySendFlags(self.raw, raw::RUSTPY_RESPONSE_COMPLETE_FINAL) })
+        check(unsafe {
+            raw::TRITONBACKEND_ResponseFactorySendFlags(
+                self.raw,
+                raw::RUSTPY_RESPONSE_COMPLETE_FINAL,
+            )
+        })
     }
 }
 

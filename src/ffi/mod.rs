@@ -34,7 +34,11 @@ pub(crate) fn check(err: *mut raw::TRITONSERVER_Error) -> Result<(), Error> {
     unsafe {
         let code = raw::TRITONSERVER_ErrorCode(err);
         let msg = raw::TRITONSERVER_ErrorMessage(err);
-        let message = if msg.is_null() { String::new() } else { CStr::from_ptr(msg).to_string_lossy().into_owned() };
+        let message = if msg.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(msg).to_string_lossy().into_owned()
+        };
         raw::TRITONSERVER_ErrorDelete(err);
         Err(Error::new(ErrorCode::from_code(code), message))
     }
@@ -44,7 +48,10 @@ pub(crate) fn check(err: *mut raw::TRITONSERVER_Error) -> Result<(), Error> {
 pub(crate) fn new_error(e: &Error) -> *mut raw::TRITONSERVER_Error {
     // Bounded: an over-long message (a user exception quoting a big input)
     // would not reach a gRPC client at all.
-    let msg = cstring(&rustpy_core::error::bounded_message(&e.message, rustpy_core::error::WIRE_MESSAGE_BUDGET));
+    let msg = cstring(&rustpy_core::error::bounded_message(
+        &e.message,
+        rustpy_core::error::WIRE_MESSAGE_BUDGET,
+    ));
     // SAFETY: ErrorNew copies the message; msg outlives the call.
     unsafe { raw::TRITONSERVER_ErrorNew(e.code as raw::TRITONSERVER_Error_Code, msg.as_ptr()) }
 }

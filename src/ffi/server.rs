@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use crossbeam::channel::Sender;
 use rustpy_core::request::{CorrelationId, ParamValue};
-use rustpy_core::server::{BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor, ServerApi};
+use rustpy_core::server::{
+    BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor, ServerApi,
+};
 use rustpy_core::{DataType, Error};
 
 use super::handles::Model;
@@ -36,7 +38,14 @@ impl TritonServerApi {
         let mut allocator = ptr::null_mut();
         // SAFETY: the callbacks are plain functions valid for the process's
         // life (the library is never unloaded: -z nodelete).
-        check(unsafe { raw::TRITONSERVER_ResponseAllocatorNew(&mut allocator, Some(alloc_cpu), Some(release_cpu), None) })?;
+        check(unsafe {
+            raw::TRITONSERVER_ResponseAllocatorNew(
+                &mut allocator,
+                Some(alloc_cpu),
+                Some(release_cpu),
+                None,
+            )
+        })?;
         Ok(Arc::new(TritonServerApi { server, allocator }))
     }
 }
@@ -59,7 +68,11 @@ unsafe extern "C" fn alloc_cpu(
         *actual_memory_type = raw::TRITONSERVER_MEMORY_CPU;
         *actual_memory_type_id = 0;
         *buffer_userp = ptr::null_mut();
-        *buffer = if byte_size == 0 { ptr::null_mut() } else { libc::malloc(byte_size) };
+        *buffer = if byte_size == 0 {
+            ptr::null_mut()
+        } else {
+            libc::malloc(byte_size)
+        };
         if byte_size > 0 && (*buffer).is_null() {
             let msg = c"rustpy: out of memory for a BLS output";
             return raw::TRITONSERVER_ErrorNew(raw::TRITONSERVER_ERROR_INTERNAL, msg.as_ptr());
@@ -86,7 +99,11 @@ struct RequestContext {
     _inputs: Vec<OwnedTensor>,
 }
 
-unsafe extern "C" fn request_released(request: *mut raw::TRITONSERVER_InferenceRequest, flags: u32, userp: *mut c_void) {
+unsafe extern "C" fn request_released(
+    request: *mut raw::TRITONSERVER_InferenceRequest,
+    flags: u32,
+    userp: *mut c_void,
+) {
     if flags & raw::RUSTPY_REQUEST_RELEASE_ALL == 0 {
         return;
     }
@@ -100,13 +117,21 @@ unsafe extern "C" fn request_released(request: *mut raw::TRITONSERVER_InferenceR
     }));
 }
 
-unsafe extern "C" fn response_complete(response: *mut raw::TRITONSERVER_InferenceResponse, flags: u32, userp: *mut c_void) {
+unsafe extern "C" fn response_complete(
+    response: *mut raw::TRITONSERVER_InferenceResponse,
+    flags: u32,
+    userp: *mut c_void,
+) {
     let is_final = flags & raw::RUSTPY_RESPONSE_COMPLETE_FINAL != 0;
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: userp is the Sender box leaked in `infer`; it is freed only
         // after the final response, the last call Triton makes with it.
         let tx = unsafe { &*(userp as *const Sender<BlsResponse>) };
-        let mut out = if response.is_null() { BlsResponse::default() } else { unsafe { read_response(response) } };
+        let mut out = if response.is_null() {
+            BlsResponse::default()
+        } else {
+            unsafe { read_response(response) }
+        };
         out.is_final = is_final;
         let _ = tx.send(out);
     }));
@@ -125,56 +150,98 @@ unsafe fn read_response(response: *mut raw::TRITONSERVER_InferenceResponse) -> B
     // SAFETY: the error is owned by the response: read, never deleted.
     let err = unsafe { raw::TRITONSERVER_InferenceResponseError(response) };
     if !err.is_null() {
-        let (code, msg) = unsafe { (raw::TRITONSERVER_ErrorCode(err), borrow_str(raw::TRITONSERVER_ErrorMessage(err))) };
+        let (code, msg) = unsafe {
+            (
+                raw::TRITONSERVER_ErrorCode(err),
+                borrow_str(raw::TRITONSERVER_ErrorMessage(err)),
+            )
+        };
         out.error = Some(Error::new(rustpy_core::ErrorCode::from_code(code), msg));
     } else {
         let mut n = 0;
-        if check(unsafe { raw::TRITONSERVER_InferenceResponseOutputCount(response, &mut n) }).is_ok() {
+        if check(unsafe { raw::TRITONSERVER_InferenceResponseOutputCount(response, &mut n) })
+            .is_ok()
+        {
             for i in 0..n {
-                let (mut name, mut dtype, mut shape, mut dims) = (ptr::null(), 0, ptr::null(), 0u64);
-                let (mut base, mut size, mut mem, mut mem_id, mut userp) = (ptr::null(), 0usize, 0, 0i64, ptr::null_mut());
+                let (mut name, mut dtype, mut shape, mut dims) =
+                    (ptr::null(), 0, ptr::null(), 0u64);
+                let (mut base, mut size, mut mem, mut mem_id, mut userp) =
+                    (ptr::null(), 0usize, 0, 0i64, ptr::null_mut());
                 let res = check(unsafe {
                     raw::TRITONSERVER_InferenceResponseOutput(
-                        response, i, &mut name, &mut dtype, &mut shape, &mut dims, &mut base, &mut size, &mut mem,
-                        &mut mem_id, &mut userp,
+                        response,
+                        i,
+                        &mut name,
+                        &mut dtype,
+                        &mut shape,
+                        &mut dims,
+                        &mut base,
+                        &mut size,
+                        &mut mem,
+                        &mut mem_id,
+                        &mut userp,
                     )
                 });
                 if let Err(e) = res {
                     out.error = Some(e);
                     break;
                 }
-                let Some(dtype) = DataType::from_code(dtype) else { continue };
+                let Some(dtype) = DataType::from_code(dtype) else {
+                    continue;
+                };
                 // SAFETY: the response owns `dims` dims and `size` bytes of CPU
                 // data (our allocator only hands out CPU memory).
-                let shape = if dims == 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(shape, dims as usize) }.to_vec() };
+                let shape = if dims == 0 {
+                    Vec::new()
+                } else {
+                    unsafe { std::slice::from_raw_parts(shape, dims as usize) }.to_vec()
+                };
                 let data = if size == 0 || base.is_null() {
                     Vec::new()
                 } else {
                     unsafe { std::slice::from_raw_parts(base as *const u8, size) }.to_vec()
                 };
-                out.outputs.push(OwnedTensor { name: unsafe { borrow_str(name) }.to_owned(), dtype, shape, data });
+                out.outputs.push(OwnedTensor {
+                    name: unsafe { borrow_str(name) }.to_owned(),
+                    dtype,
+                    shape,
+                    data,
+                });
             }
         }
         let mut n = 0;
-        if check(unsafe { raw::TRITONSERVER_InferenceResponseParameterCount(response, &mut n) }).is_ok() {
+        if check(unsafe { raw::TRITONSERVER_InferenceResponseParameterCount(response, &mut n) })
+            .is_ok()
+        {
             for i in 0..n {
                 let (mut name, mut kind, mut value) = (ptr::null(), 0, ptr::null());
-                if check(unsafe { raw::TRITONSERVER_InferenceResponseParameter(response, i, &mut name, &mut kind, &mut value) })
-                    .is_err()
+                if check(unsafe {
+                    raw::TRITONSERVER_InferenceResponseParameter(
+                        response, i, &mut name, &mut kind, &mut value,
+                    )
+                })
+                .is_err()
                 {
                     continue;
                 }
                 // SAFETY: `value` points to a value of the kind named.
                 let v = unsafe {
                     match kind {
-                        raw::TRITONSERVER_PARAMETER_STRING => ParamValue::String(borrow_str(value as *const c_char).to_owned()),
+                        raw::TRITONSERVER_PARAMETER_STRING => {
+                            ParamValue::String(borrow_str(value as *const c_char).to_owned())
+                        }
                         raw::TRITONSERVER_PARAMETER_INT => ParamValue::Int(*(value as *const i64)),
-                        raw::TRITONSERVER_PARAMETER_BOOL => ParamValue::Bool(*(value as *const bool)),
-                        raw::TRITONSERVER_PARAMETER_DOUBLE => ParamValue::Double(*(value as *const f64)),
+                        raw::TRITONSERVER_PARAMETER_BOOL => {
+                            ParamValue::Bool(*(value as *const bool))
+                        }
+                        raw::TRITONSERVER_PARAMETER_DOUBLE => {
+                            ParamValue::Double(*(value as *const f64))
+                        }
                         _ => continue,
                     }
                 };
-                out.parameters.push((unsafe { borrow_str(name) }.to_owned(), v));
+                out.parameters
+                    .push((unsafe { borrow_str(name) }.to_owned(), v));
             }
         }
     }
@@ -201,21 +268,34 @@ impl ServerApi for TritonServerApi {
         let mut pending = PendingRequest(ptr::null_mut());
         // SAFETY (all calls below): `pending.0` is a live request we own until
         // ServerInferAsync succeeds; strings outlive each call (copied by Triton).
-        check(unsafe { raw::TRITONSERVER_InferenceRequestNew(&mut pending.0, self.server, model.as_ptr(), request.model_version) })?;
+        check(unsafe {
+            raw::TRITONSERVER_InferenceRequestNew(
+                &mut pending.0,
+                self.server,
+                model.as_ptr(),
+                request.model_version,
+            )
+        })?;
         let req = pending.0;
         let id = cstring(&request.request_id);
         check(unsafe { raw::TRITONSERVER_InferenceRequestSetId(req, id.as_ptr()) })?;
         check(unsafe { raw::TRITONSERVER_InferenceRequestSetFlags(req, request.flags) })?;
         match &request.correlation_id {
             CorrelationId::None => {}
-            CorrelationId::Int(n) => check(unsafe { raw::TRITONSERVER_InferenceRequestSetCorrelationId(req, *n) })?,
+            CorrelationId::Int(n) => {
+                check(unsafe { raw::TRITONSERVER_InferenceRequestSetCorrelationId(req, *n) })?
+            }
             CorrelationId::String(s) => {
                 let s = cstring(s);
-                check(unsafe { raw::TRITONSERVER_InferenceRequestSetCorrelationIdString(req, s.as_ptr()) })?
+                check(unsafe {
+                    raw::TRITONSERVER_InferenceRequestSetCorrelationIdString(req, s.as_ptr())
+                })?
             }
         }
         if request.timeout_us > 0 {
-            check(unsafe { raw::TRITONSERVER_InferenceRequestSetTimeoutMicroseconds(req, request.timeout_us) })?;
+            check(unsafe {
+                raw::TRITONSERVER_InferenceRequestSetTimeoutMicroseconds(req, request.timeout_us)
+            })?;
         }
         for (key, value) in &request.parameters {
             let k = cstring(key);
@@ -223,11 +303,21 @@ impl ServerApi for TritonServerApi {
                 match value {
                     ParamValue::String(s) => {
                         let v = cstring(s);
-                        raw::TRITONSERVER_InferenceRequestSetStringParameter(req, k.as_ptr(), v.as_ptr())
+                        raw::TRITONSERVER_InferenceRequestSetStringParameter(
+                            req,
+                            k.as_ptr(),
+                            v.as_ptr(),
+                        )
                     }
-                    ParamValue::Int(i) => raw::TRITONSERVER_InferenceRequestSetIntParameter(req, k.as_ptr(), *i),
-                    ParamValue::Bool(b) => raw::TRITONSERVER_InferenceRequestSetBoolParameter(req, k.as_ptr(), *b),
-                    ParamValue::Double(d) => raw::TRITONSERVER_InferenceRequestSetDoubleParameter(req, k.as_ptr(), *d),
+                    ParamValue::Int(i) => {
+                        raw::TRITONSERVER_InferenceRequestSetIntParameter(req, k.as_ptr(), *i)
+                    }
+                    ParamValue::Bool(b) => {
+                        raw::TRITONSERVER_InferenceRequestSetBoolParameter(req, k.as_ptr(), *b)
+                    }
+                    ParamValue::Double(d) => {
+                        raw::TRITONSERVER_InferenceRequestSetDoubleParameter(req, k.as_ptr(), *d)
+                    }
                 }
             })?;
         }
@@ -257,23 +347,35 @@ impl ServerApi for TritonServerApi {
         }
         for o in &request.requested_outputs {
             let name = cstring(o);
-            check(unsafe { raw::TRITONSERVER_InferenceRequestAddRequestedOutput(req, name.as_ptr()) })?;
+            check(unsafe {
+                raw::TRITONSERVER_InferenceRequestAddRequestedOutput(req, name.as_ptr())
+            })?;
         }
-        let context = Box::into_raw(Box::new(RequestContext { _inputs: request.inputs }));
+        let context = Box::into_raw(Box::new(RequestContext {
+            _inputs: request.inputs,
+        }));
         let tx = Box::into_raw(Box::new(responses));
-        let setup = check(unsafe { raw::TRITONSERVER_InferenceRequestSetReleaseCallback(req, Some(request_released), context as *mut c_void) })
-            .and_then(|()| {
-                check(unsafe {
-                    raw::TRITONSERVER_InferenceRequestSetResponseCallback(
-                        req,
-                        self.allocator,
-                        ptr::null_mut(),
-                        Some(response_complete),
-                        tx as *mut c_void,
-                    )
-                })
+        let setup = check(unsafe {
+            raw::TRITONSERVER_InferenceRequestSetReleaseCallback(
+                req,
+                Some(request_released),
+                context as *mut c_void,
+            )
+        })
+        .and_then(|()| {
+            check(unsafe {
+                raw::TRITONSERVER_InferenceRequestSetResponseCallback(
+                    req,
+                    self.allocator,
+                    ptr::null_mut(),
+                    Some(response_complete),
+                    tx as *mut c_void,
+                )
             })
-            .and_then(|()| check(unsafe { raw::TRITONSERVER_ServerInferAsync(self.server, req, ptr::null_mut()) }));
+        })
+        .and_then(|()| {
+            check(unsafe { raw::TRITONSERVER_ServerInferAsync(self.server, req, ptr::null_mut()) })
+        });
         match setup {
             Ok(()) => {
                 // Triton owns the request now; it calls request_released.
@@ -310,14 +412,24 @@ impl ServerApi for TritonServerApi {
             }
             for (path, content) in files {
                 let key: CString = cstring(path);
-                params.push(raw::TRITONSERVER_ParameterBytesNew(key.as_ptr(), content.as_ptr() as *const c_void, content.len() as u64));
+                params.push(raw::TRITONSERVER_ParameterBytesNew(
+                    key.as_ptr(),
+                    content.as_ptr() as *const c_void,
+                    content.len() as u64,
+                ));
                 keys.push(key);
             }
         }
-        let const_params: Vec<*const raw::TRITONSERVER_Parameter> = params.iter().map(|p| *p as *const _).collect();
+        let const_params: Vec<*const raw::TRITONSERVER_Parameter> =
+            params.iter().map(|p| *p as *const _).collect();
         // SAFETY: live server; the parameter array outlives the call.
         let res = check(unsafe {
-            raw::TRITONSERVER_ServerLoadModelWithParameters(self.server, cname.as_ptr(), const_params.as_ptr() as *mut _, const_params.len() as u64)
+            raw::TRITONSERVER_ServerLoadModelWithParameters(
+                self.server,
+                cname.as_ptr(),
+                const_params.as_ptr() as *mut _,
+                const_params.len() as u64,
+            )
         });
         for p in params {
             // SAFETY: each parameter deleted once.
@@ -343,7 +455,9 @@ impl ServerApi for TritonServerApi {
         let cname = cstring(name);
         let mut ready = false;
         // SAFETY: live server.
-        check(unsafe { raw::TRITONSERVER_ServerModelIsReady(self.server, cname.as_ptr(), version, &mut ready) })?;
+        check(unsafe {
+            raw::TRITONSERVER_ServerModelIsReady(self.server, cname.as_ptr(), version, &mut ready)
+        })?;
         Ok(ready)
     }
 
@@ -352,17 +466,33 @@ impl ServerApi for TritonServerApi {
         let mut flags = 0u32;
         // SAFETY: live server; the name outlives the call; voidp may be null.
         check(unsafe {
-            raw::TRITONSERVER_ServerModelTransactionProperties(self.server, cname.as_ptr(), version, &mut flags, ptr::null_mut())
+            raw::TRITONSERVER_ServerModelTransactionProperties(
+                self.server,
+                cname.as_ptr(),
+                version,
+                &mut flags,
+                ptr::null_mut(),
+            )
         })?;
         Ok(flags & raw::RUSTPY_TXN_DECOUPLED != 0)
     }
 
-    fn metric_family(&self, name: &str, description: &str, kind: MetricKind) -> Result<Arc<dyn MetricFamily>> {
+    fn metric_family(
+        &self,
+        name: &str,
+        description: &str,
+        kind: MetricKind,
+    ) -> Result<Arc<dyn MetricFamily>> {
         let (cname, cdesc) = (cstring(name), cstring(description));
         let mut family = ptr::null_mut();
         // SAFETY: strings outlive the call, which copies them.
         check(unsafe {
-            raw::TRITONSERVER_MetricFamilyNew(&mut family, kind as raw::TRITONSERVER_MetricKind, cname.as_ptr(), cdesc.as_ptr())
+            raw::TRITONSERVER_MetricFamilyNew(
+                &mut family,
+                kind as raw::TRITONSERVER_MetricKind,
+                cname.as_ptr(),
+                cdesc.as_ptr(),
+            )
         })?;
         Ok(Arc::new(TritonMetricFamily(Arc::new(FamilyHandle(family)))))
     }
@@ -384,36 +514,57 @@ impl Drop for FamilyHandle {
 struct TritonMetricFamily(Arc<FamilyHandle>);
 
 impl MetricFamily for TritonMetricFamily {
-    fn metric(&self, labels: &[(String, String)], buckets: Option<&[f64]>) -> Result<Box<dyn Metric>> {
-        let strings: Vec<(CString, CString)> = labels.iter().map(|(k, v)| (cstring(k), cstring(v))).collect();
+    fn metric(
+        &self,
+        labels: &[(String, String)],
+        buckets: Option<&[f64]>,
+    ) -> Result<Box<dyn Metric>> {
+        let strings: Vec<(CString, CString)> = labels
+            .iter()
+            .map(|(k, v)| (cstring(k), cstring(v)))
+            .collect();
         // SAFETY: each label parameter references its strings, which outlive
         // the MetricNew call; the parameters are deleted right after.
         let params: Vec<*mut raw::TRITONSERVER_Parameter> = strings
             .iter()
-            .map(|(k, v)| unsafe { raw::TRITONSERVER_ParameterNew(k.as_ptr(), raw::TRITONSERVER_PARAMETER_STRING, v.as_ptr() as *const c_void) })
+            .map(|(k, v)| unsafe {
+                raw::TRITONSERVER_ParameterNew(
+                    k.as_ptr(),
+                    raw::TRITONSERVER_PARAMETER_STRING,
+                    v.as_ptr() as *const c_void,
+                )
+            })
             .collect();
-        let const_params: Vec<*const raw::TRITONSERVER_Parameter> = params.iter().map(|p| *p as *const _).collect();
+        let const_params: Vec<*const raw::TRITONSERVER_Parameter> =
+            params.iter().map(|p| *p as *const _).collect();
         let mut metric = ptr::null_mut();
         let res = match buckets {
             None => check(unsafe {
-                raw::TRITONSERVER_MetricNew(&mut metric, self.0 .0, const_params.as_ptr() as *mut _, const_params.len() as u64)
+                raw::TRITONSERVER_MetricNew(
+                    &mut metric,
+                    self.0 .0,
+                    const_params.as_ptr() as *mut _,
+                    const_params.len() as u64,
+                )
             }),
             Some(b) => {
                 let mut args = ptr::null_mut();
                 // SAFETY: args live until deleted below; buckets are copied.
                 check(unsafe { raw::TRITONSERVER_MetricArgsNew(&mut args) }).and_then(|()| {
-                    let r = check(unsafe { raw::TRITONSERVER_MetricArgsSetHistogram(args, b.as_ptr(), b.len() as u64) })
-                        .and_then(|()| {
-                            check(unsafe {
-                                raw::TRITONSERVER_MetricNewWithArgs(
-                                    &mut metric,
-                                    self.0 .0,
-                                    const_params.as_ptr() as *mut _,
-                                    const_params.len() as u64,
-                                    args,
-                                )
-                            })
-                        });
+                    let r = check(unsafe {
+                        raw::TRITONSERVER_MetricArgsSetHistogram(args, b.as_ptr(), b.len() as u64)
+                    })
+                    .and_then(|()| {
+                        check(unsafe {
+                            raw::TRITONSERVER_MetricNewWithArgs(
+                                &mut metric,
+                                self.0 .0,
+                                const_params.as_ptr() as *mut _,
+                                const_params.len() as u64,
+                                args,
+                            )
+                        })
+                    });
                     let _ = check(unsafe { raw::TRITONSERVER_MetricArgsDelete(args) });
                     r
                 })
@@ -424,7 +575,10 @@ impl MetricFamily for TritonMetricFamily {
             unsafe { raw::TRITONSERVER_ParameterDelete(p) };
         }
         res?;
-        Ok(Box::new(TritonMetric { metric, _family: self.0.clone() }))
+        Ok(Box::new(TritonMetric {
+            metric,
+            _family: self.0.clone(),
+        }))
     }
 }
 

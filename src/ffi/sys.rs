@@ -5,7 +5,10 @@ use std::ffi::CStr;
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock Triton's statistics expect.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -32,14 +35,25 @@ pub fn promote_libpython_to_global() -> Result<String, String> {
     let path = unsafe { CStr::from_ptr(info.dli_fname) };
     // SAFETY: path is a valid C string; the handle is intentionally leaked so
     // libpython stays loaded (and global) for the life of the process.
-    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL | libc::RTLD_NOLOAD) };
+    let handle = unsafe {
+        libc::dlopen(
+            path.as_ptr(),
+            libc::RTLD_NOW | libc::RTLD_GLOBAL | libc::RTLD_NOLOAD,
+        )
+    };
     if handle.is_null() {
         // SAFETY: as above, without NOLOAD in case the lookup found a copy.
         let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
         if handle.is_null() {
             // SAFETY: dlerror returns a thread-local message or null.
             let err = unsafe { libc::dlerror() };
-            let msg = if err.is_null() { String::new() } else { unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned() };
+            let msg = if err.is_null() {
+                String::new()
+            } else {
+                unsafe { CStr::from_ptr(err) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
             return Err(format!("dlopen({}) failed: {msg}", path.to_string_lossy()));
         }
     }

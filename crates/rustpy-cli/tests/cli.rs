@@ -23,4 +23,3 @@ fn version_and_help_succeed() {
     assert_code(&help, 0);
     assert!(stdout(&help).contains("Exit codes"));
 }
-

@@ -7,13 +7,24 @@ use serde_json::Value;
 use std::path::Path;
 
 fn project_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
 }
 
 fn run_json(args: &[&str]) -> (i32, Value) {
-    let out = rustpy().args(args).arg("--json").arg("-q").output().unwrap();
+    let out = rustpy()
+        .args(args)
+        .arg("--json")
+        .arg("-q")
+        .output()
+        .unwrap();
     let text = stdout(&out);
-    let start = text.find("{\n").unwrap_or_else(|| panic!("no JSON in output:\n{text}\n{}", stderr(&out)));
+    let start = text
+        .find("{\n")
+        .unwrap_or_else(|| panic!("no JSON in output:\n{text}\n{}", stderr(&out)));
     (code(&out), serde_json::from_str(&text[start..]).unwrap())
 }
 
@@ -21,9 +32,19 @@ fn run_json(args: &[&str]) -> (i32, Value) {
 fn runs_a_batched_model_with_json_inputs_in_one_python_call() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.json");
-    write(&input, r#"{"INPUT0": [1, 2, 3, 4], "INPUT1": [0.5, 0.5, 0.5, 0.5]}"#);
+    write(
+        &input,
+        r#"{"INPUT0": [1, 2, 3, 4], "INPUT1": [0.5, 0.5, 0.5, 0.5]}"#,
+    );
     let model = project_root().join("model_repository/add_sub");
-    let (code, doc) = run_json(&["run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--batch", "4"]);
+    let (code, doc) = run_json(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--batch",
+        "4",
+    ]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(doc["requests"], 4);
     assert_eq!(doc["python_calls"], 1, "four requests must form one batch");
@@ -66,22 +87,44 @@ fn kserve_bodies_requested_outputs_and_npy_output() {
 #[test]
 fn generated_inputs_scaffolded_models_and_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
-    init(tmp.path(), "repo", "clf", "image-classification", &["--image-shape", "8,8"]);
+    init(
+        tmp.path(),
+        "repo",
+        "clf",
+        "image-classification",
+        &["--image-shape", "8,8"],
+    );
     let (code, doc) = run_json(&["run", tmp.path().join("repo/clf").to_str().unwrap()]);
     assert_eq!(code, 0, "{doc}");
     let probs = &doc["responses"][0][0]["outputs"];
-    assert!(probs.as_array().unwrap().iter().any(|o| o["datatype"] == "FP32"), "{doc}");
+    assert!(
+        probs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["datatype"] == "FP32"),
+        "{doc}"
+    );
 
     // A model whose predict raises: the request fails, exit code 1.
     let model = tmp.path().join("repo/boom");
     write(&model.join("config.pbtxt"), "name: \"boom\"\nbackend: \"rustpy\"\nmax_batch_size: 2\ninput [ { name: \"X\" data_type: TYPE_INT32 dims: [ 1 ] } ]\noutput [ { name: \"Y\" data_type: TYPE_INT32 dims: [ 1 ] } ]\n");
-    write(&model.join("1/model.py"), "class Model:\n    def predict(self, inputs):\n        raise KeyError('kaboom')\n");
+    write(
+        &model.join("1/model.py"),
+        "class Model:\n    def predict(self, inputs):\n        raise KeyError('kaboom')\n",
+    );
     let (code, doc) = run_json(&["run", model.to_str().unwrap()]);
     assert_eq!(code, 1);
     let err = doc["responses"][0][0]["error"].as_str().unwrap();
-    assert!(err.contains("model 'boom'") && err.contains("KeyError") && err.contains("kaboom"), "{err}");
+    assert!(
+        err.contains("model 'boom'") && err.contains("KeyError") && err.contains("kaboom"),
+        "{err}"
+    );
 
     // Not a model directory: usage error.
-    let out = rustpy().args(["run", tmp.path().to_str().unwrap()]).output().unwrap();
+    let out = rustpy()
+        .args(["run", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_code(&out, 2);
 }

@@ -18,7 +18,11 @@ use rustpy_config::{model_config_descriptor, parse_json, parse_pbtxt, to_json, t
 use std::collections::HashMap;
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 384, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 384,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// A realistic config, the seed of the mutation tests.
@@ -40,13 +44,70 @@ model_transaction_policy { decoupled: true }
 "#;
 
 const TOKENS: &[&str] = &[
-    "name", "input", "output", "dims", "data_type", "TYPE_FP32", "TYPE_STRING", "instance_group",
-    "kind", "KIND_CPU", "count", "parameters", "key", "value", "string_value", "max_batch_size",
-    "version_policy", "latest", "all", "specific", "versions", "dynamic_batching", "sequence_batching",
-    "ensemble_scheduling", "step", "input_map", "optimization", "model_warmup", "inputs",
-    "{", "}", "[", "]", "<", ">", ":", ",", ";", "\"", "\"x\"", "'y'", "\"\\", "\\x", "#", "\n",
-    " ", "-", "-1", "0", "1", "1e9", "0x10", "9223372036854775808", "-9223372036854775809",
-    "inf", "nan", "true", "false", "é", "\u{0}", "\u{feff}", "[inf]", "1.5", "-0",
+    "name",
+    "input",
+    "output",
+    "dims",
+    "data_type",
+    "TYPE_FP32",
+    "TYPE_STRING",
+    "instance_group",
+    "kind",
+    "KIND_CPU",
+    "count",
+    "parameters",
+    "key",
+    "value",
+    "string_value",
+    "max_batch_size",
+    "version_policy",
+    "latest",
+    "all",
+    "specific",
+    "versions",
+    "dynamic_batching",
+    "sequence_batching",
+    "ensemble_scheduling",
+    "step",
+    "input_map",
+    "optimization",
+    "model_warmup",
+    "inputs",
+    "{",
+    "}",
+    "[",
+    "]",
+    "<",
+    ">",
+    ":",
+    ",",
+    ";",
+    "\"",
+    "\"x\"",
+    "'y'",
+    "\"\\",
+    "\\x",
+    "#",
+    "\n",
+    " ",
+    "-",
+    "-1",
+    "0",
+    "1",
+    "1e9",
+    "0x10",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "inf",
+    "nan",
+    "true",
+    "false",
+    "é",
+    "\u{0}",
+    "\u{feff}",
+    "[inf]",
+    "1.5",
+    "-0",
 ];
 
 proptest! {
@@ -137,7 +198,11 @@ impl Choices<'_> {
         b
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { self.byte() as usize % n }
+        if n == 0 {
+            0
+        } else {
+            self.byte() as usize % n
+        }
     }
     fn u64(&mut self) -> u64 {
         match self.byte() % 6 {
@@ -173,8 +238,31 @@ impl Choices<'_> {
     }
     fn string(&mut self) -> String {
         const PIECES: &[&str] = &[
-            "a", "Z", "_", "0", " ", "\"", "'", "\\", "\n", "\t", "\r", "é", "日本", "🙂", "\u{0}", "\u{7f}",
-            "#", "[", "]", "{", ":", "\\x41", "\\n", "INPUT__0", "TYPE_FP32",
+            "a",
+            "Z",
+            "_",
+            "0",
+            " ",
+            "\"",
+            "'",
+            "\\",
+            "\n",
+            "\t",
+            "\r",
+            "é",
+            "日本",
+            "🙂",
+            "\u{0}",
+            "\u{7f}",
+            "#",
+            "[",
+            "]",
+            "{",
+            ":",
+            "\\x41",
+            "\\n",
+            "INPUT__0",
+            "TYPE_FP32",
         ];
         let n = self.below(6);
         (0..n).map(|_| PIECES[self.below(PIECES.len())]).collect()
@@ -182,9 +270,13 @@ impl Choices<'_> {
 }
 
 fn generate(seed: &[u8]) -> ModelConfig {
-    let mut c = Choices { bytes: seed, pos: 0 };
+    let mut c = Choices {
+        bytes: seed,
+        pos: 0,
+    };
     let msg = gen_message(&mut c, &model_config_descriptor(), 0);
-    msg.transcode_to().expect("generated message fits the prost types")
+    msg.transcode_to()
+        .expect("generated message fits the prost types")
 }
 
 fn gen_message(c: &mut Choices<'_>, desc: &MessageDescriptor, depth: usize) -> DynamicMessage {
@@ -201,7 +293,11 @@ fn gen_message(c: &mut Choices<'_>, desc: &MessageDescriptor, depth: usize) -> D
             gen_map(c, &field, depth)
         } else if field.is_list() {
             let n = 1 + c.below(3);
-            Value::List((0..n).map(|_| gen_single(c, &field.kind(), depth)).collect())
+            Value::List(
+                (0..n)
+                    .map(|_| gen_single(c, &field.kind(), depth))
+                    .collect(),
+            )
         } else {
             gen_single(c, &field.kind(), depth)
         };
@@ -211,7 +307,9 @@ fn gen_message(c: &mut Choices<'_>, desc: &MessageDescriptor, depth: usize) -> D
 }
 
 fn gen_map(c: &mut Choices<'_>, field: &FieldDescriptor, depth: usize) -> Value {
-    let Kind::Message(entry) = field.kind() else { unreachable!("map fields are entry messages") };
+    let Kind::Message(entry) = field.kind() else {
+        unreachable!("map fields are entry messages")
+    };
     let (kf, vf) = (entry.map_entry_key_field(), entry.map_entry_value_field());
     let mut map = HashMap::new();
     for _ in 0..1 + c.below(3) {
@@ -239,7 +337,12 @@ fn gen_single(c: &mut Choices<'_>, kind: &Kind, depth: usize) -> Value {
         Kind::Uint64 | Kind::Fixed64 => Value::U64(c.u64()),
         Kind::Bool => Value::Bool(c.byte() & 1 == 1),
         Kind::String => Value::String(c.string()),
-        Kind::Bytes => Value::Bytes((0..c.below(5)).map(|_| c.byte()).collect::<Vec<u8>>().into()),
+        Kind::Bytes => Value::Bytes(
+            (0..c.below(5))
+                .map(|_| c.byte())
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
         Kind::Enum(e) => {
             let values: Vec<i32> = e.values().map(|v| v.number()).collect();
             Value::EnumNumber(values[c.below(values.len())])
@@ -273,12 +376,18 @@ fn generator_reaches_the_schema() {
             ("instance_group", !cfg.instance_group.is_empty()),
             ("version_policy", cfg.version_policy.is_some()),
             ("scheduling", cfg.scheduling_choice.is_some()),
-            ("escaped string", text.contains("\\\"") || text.contains("\\n")),
+            (
+                "escaped string",
+                text.contains("\\\"") || text.contains("\\n"),
+            ),
         ] {
             *hits.entry(key).or_default() += hit as usize;
         }
     }
     for (key, n) in &hits {
-        assert!(*n >= 20, "generator produced {key} in only {n} of 400 configs: {hits:?}");
+        assert!(
+            *n >= 20,
+            "generator produced {key} in only {n} of 400 configs: {hits:?}"
+        );
     }
 }

@@ -86,7 +86,8 @@ pub fn validate_request(spec: &ModelSpec, req: &InferRequest<'_>) -> Result<usiz
         // The shape is the client's claim: its size may overflow (in 64 bits
         // [1, 2^62+1] floats "need" 4 bytes), so count with checked arithmetic.
         let count = checked_element_count(&input.shape);
-        let bytes_needed = count.and_then(|n| n.checked_mul(input.dtype.element_size().unwrap_or(1)));
+        let bytes_needed =
+            count.and_then(|n| n.checked_mul(input.dtype.element_size().unwrap_or(1)));
         let (Some(count), Some(bytes_needed)) = (count, bytes_needed) else {
             return Err(Error::invalid_arg(format!(
                 "model '{model}': input '{}' has shape {}, whose size overflows",
@@ -134,7 +135,9 @@ fn checked_element_count(shape: &[i64]) -> Option<usize> {
     if shape.contains(&0) {
         return Some(0);
     }
-    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
 }
 
 /// Splits requests (indices into `reqs`) into groups that can be concatenated.
@@ -160,19 +163,32 @@ pub fn plan_groups(
             })
             .push(*idx);
     }
-    order.into_iter().map(|k| groups.remove(&k).unwrap_or_default()).collect()
+    order
+        .into_iter()
+        .map(|k| groups.remove(&k).unwrap_or_default())
+        .collect()
 }
 
 fn group_key(req: &InferRequest<'_>, split_by_parameters: bool) -> String {
     let mut parts: Vec<String> = req
         .inputs
         .iter()
-        .map(|i| format!("{}:{}:{:?}", i.name, i.dtype, &i.shape[1.min(i.shape.len())..]))
+        .map(|i| {
+            format!(
+                "{}:{}:{:?}",
+                i.name,
+                i.dtype,
+                &i.shape[1.min(i.shape.len())..]
+            )
+        })
         .collect();
     parts.sort();
     if split_by_parameters {
-        let mut params: Vec<String> =
-            req.parameters.iter().map(|(k, v)| format!("{k}={}", v.key())).collect();
+        let mut params: Vec<String> = req
+            .parameters
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.key()))
+            .collect();
         params.sort();
         parts.push(format!("params[{}]", params.join(",")));
     }
@@ -202,7 +218,11 @@ pub fn gather_bytes<'a>(tensors: &[&'a InputTensor<'_>]) -> Result<Vec<Cow<'a, [
             [one] => out.extend(bytes::decode(one, n)?.into_iter().map(Cow::Borrowed)),
             many => {
                 let joined = many.concat();
-                out.extend(bytes::decode(&joined, n)?.into_iter().map(|e| Cow::Owned(e.to_vec())));
+                out.extend(
+                    bytes::decode(&joined, n)?
+                        .into_iter()
+                        .map(|e| Cow::Owned(e.to_vec())),
+                );
             }
         }
     }
@@ -246,7 +266,10 @@ pub enum OutputData<'a> {
     Fixed(&'a [u8]),
     /// Serialized BYTES with the byte offset where each element starts (plus
     /// the end), so rows can be sliced without re-encoding.
-    Bytes { buf: &'a [u8], elem_offsets: &'a [usize] },
+    Bytes {
+        buf: &'a [u8],
+        elem_offsets: &'a [usize],
+    },
 }
 
 impl BatchOutput<'_> {
@@ -290,17 +313,37 @@ mod tests {
             version: 1,
             max_batch_size: mbs,
             inputs: vec![
-                TensorSpec { name: "A".into(), dtype: DataType::Fp32, dims: vec![-1], optional: false },
-                TensorSpec { name: "B".into(), dtype: DataType::Bytes, dims: vec![1], optional: true },
+                TensorSpec {
+                    name: "A".into(),
+                    dtype: DataType::Fp32,
+                    dims: vec![-1],
+                    optional: false,
+                },
+                TensorSpec {
+                    name: "B".into(),
+                    dtype: DataType::Bytes,
+                    dims: vec![1],
+                    optional: true,
+                },
             ],
-            outputs: vec![TensorSpec { name: "Y".into(), dtype: DataType::Fp32, dims: vec![-1], optional: false }],
+            outputs: vec![TensorSpec {
+                name: "Y".into(),
+                dtype: DataType::Fp32,
+                dims: vec![-1],
+                optional: false,
+            }],
             decoupled: false,
         }
     }
 
     fn req<'a>(shape: Vec<i64>, data: &'a [u8]) -> InferRequest<'a> {
         InferRequest {
-            inputs: vec![InputTensor { name: "A".into(), dtype: DataType::Fp32, shape, chunks: vec![data] }],
+            inputs: vec![InputTensor {
+                name: "A".into(),
+                dtype: DataType::Fp32,
+                shape,
+                chunks: vec![data],
+            }],
             requested_outputs: vec!["Y".into()],
             ..Default::default()
         }
@@ -309,7 +352,10 @@ mod tests {
     #[test]
     fn validate_accepts_and_counts_rows() {
         let data = [0u8; 24];
-        assert_eq!(validate_request(&spec(8), &req(vec![2, 3], &data)).unwrap(), 2);
+        assert_eq!(
+            validate_request(&spec(8), &req(vec![2, 3], &data)).unwrap(),
+            2
+        );
         assert_eq!(validate_request(&spec(0), &req(vec![6], &data)).unwrap(), 1);
     }
 
@@ -317,16 +363,26 @@ mod tests {
     fn validate_names_input_and_reason() {
         let data = [0u8; 24];
         let e = validate_request(&spec(8), &req(vec![3, 3], &data)).unwrap_err();
-        assert!(e.message.contains("'A'") && e.message.contains("carries 24 bytes"), "{e}");
+        assert!(
+            e.message.contains("'A'") && e.message.contains("carries 24 bytes"),
+            "{e}"
+        );
         let e = validate_request(&spec(2), &req(vec![3, 2], &data)).unwrap_err();
         assert!(e.message.contains("batch size 3, outside 1..=2"), "{e}");
         let e = validate_request(&spec(8), &req(vec![6], &data)).unwrap_err();
-        assert!(e.message.contains("shape [6]") && e.message.contains("[batch]+[-1]"), "{e}");
+        assert!(
+            e.message.contains("shape [6]") && e.message.contains("[batch]+[-1]"),
+            "{e}"
+        );
 
         let mut r = req(vec![1, 6], &data);
         r.inputs[0].dtype = DataType::Int32;
         let e = validate_request(&spec(8), &r).unwrap_err();
-        assert!(e.message.contains("data type INT32 but the model expects FP32"), "{e}");
+        assert!(
+            e.message
+                .contains("data type INT32 but the model expects FP32"),
+            "{e}"
+        );
 
         let mut r = req(vec![1, 6], &data);
         r.inputs[0].name = "Z".into();
@@ -340,20 +396,39 @@ mod tests {
 
         let mut r = req(vec![1, 6], &data);
         r.requested_outputs = vec!["NOPE".into()];
-        assert!(validate_request(&spec(8), &r).unwrap_err().message.contains("unknown output 'NOPE'"));
+        assert!(validate_request(&spec(8), &r)
+            .unwrap_err()
+            .message
+            .contains("unknown output 'NOPE'"));
     }
 
     #[test]
     fn validate_rejects_inconsistent_batch_and_bad_bytes() {
         let data = [0u8; 8];
         let mut r = req(vec![2, 1], &data);
-        r.inputs.push(InputTensor { name: "B".into(), dtype: DataType::Bytes, shape: vec![1, 1], chunks: vec![b"\x05\x00"] });
+        r.inputs.push(InputTensor {
+            name: "B".into(),
+            dtype: DataType::Bytes,
+            shape: vec![1, 1],
+            chunks: vec![b"\x05\x00"],
+        });
         let e = validate_request(&spec(8), &r).unwrap_err();
-        assert!(e.message.contains("batch size 1 but input 'A' has 2"), "{e}");
+        assert!(
+            e.message.contains("batch size 1 but input 'A' has 2"),
+            "{e}"
+        );
         let mut r = req(vec![2, 1], &data);
-        r.inputs.push(InputTensor { name: "B".into(), dtype: DataType::Bytes, shape: vec![2, 1], chunks: vec![b"\x05\x00"] });
+        r.inputs.push(InputTensor {
+            name: "B".into(),
+            dtype: DataType::Bytes,
+            shape: vec![2, 1],
+            chunks: vec![b"\x05\x00"],
+        });
         let e = validate_request(&spec(8), &r).unwrap_err();
-        assert!(e.message.contains("input 'B'") && e.message.contains("truncated"), "{e}");
+        assert!(
+            e.message.contains("input 'B'") && e.message.contains("truncated"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -365,15 +440,34 @@ mod tests {
         r2.parameters = vec![("t".into(), ParamValue::Double(0.5))];
         let r3 = req(vec![1, 3], &d[..12]);
         let all = [(0, &r0), (1, &r1), (2, &r2), (3, &r3)];
-        assert_eq!(plan_groups(&spec(8), &all, false), vec![vec![0, 2], vec![1, 3]]);
-        assert_eq!(plan_groups(&spec(8), &all, true), vec![vec![0], vec![1, 3], vec![2]]);
-        assert_eq!(plan_groups(&spec(0), &all, false), vec![vec![0], vec![1], vec![2], vec![3]]);
+        assert_eq!(
+            plan_groups(&spec(8), &all, false),
+            vec![vec![0, 2], vec![1, 3]]
+        );
+        assert_eq!(
+            plan_groups(&spec(8), &all, true),
+            vec![vec![0], vec![1, 3], vec![2]]
+        );
+        assert_eq!(
+            plan_groups(&spec(0), &all, false),
+            vec![vec![0], vec![1], vec![2], vec![3]]
+        );
     }
 
     #[test]
     fn gather_concatenates_chunks_in_order() {
-        let a = InputTensor { name: "A".into(), dtype: DataType::Uint8, shape: vec![1, 3], chunks: vec![b"ab", b"c"] };
-        let b = InputTensor { name: "A".into(), dtype: DataType::Uint8, shape: vec![2, 3], chunks: vec![b"defghi"] };
+        let a = InputTensor {
+            name: "A".into(),
+            dtype: DataType::Uint8,
+            shape: vec![1, 3],
+            chunks: vec![b"ab", b"c"],
+        };
+        let b = InputTensor {
+            name: "A".into(),
+            dtype: DataType::Uint8,
+            shape: vec![2, 3],
+            chunks: vec![b"defghi"],
+        };
         let mut dst = vec![0u8; 9];
         gather_into(&mut dst, &[&a, &b]);
         assert_eq!(&dst, b"abcdefghi");
@@ -388,8 +482,18 @@ mod tests {
         bytes::encode_into(&mut one, b"").unwrap();
         let mut two = Vec::new();
         bytes::encode_into(&mut two, "é".as_bytes()).unwrap();
-        let a = InputTensor { name: "B".into(), dtype: DataType::Bytes, shape: vec![2, 1], chunks: vec![&one[..3], &one[3..]] };
-        let b = InputTensor { name: "B".into(), dtype: DataType::Bytes, shape: vec![1, 1], chunks: vec![&two] };
+        let a = InputTensor {
+            name: "B".into(),
+            dtype: DataType::Bytes,
+            shape: vec![2, 1],
+            chunks: vec![&one[..3], &one[3..]],
+        };
+        let b = InputTensor {
+            name: "B".into(),
+            dtype: DataType::Bytes,
+            shape: vec![1, 1],
+            chunks: vec![&two],
+        };
         let got = gather_bytes(&[&a, &b]).unwrap();
         let got: Vec<&[u8]> = got.iter().map(|c| c.as_ref()).collect();
         assert_eq!(got, vec![&b"x"[..], b"", "é".as_bytes()]);
@@ -398,7 +502,12 @@ mod tests {
     #[test]
     fn slice_rows_fixed_and_bytes() {
         let data: Vec<u8> = (0..24).collect();
-        let out = BatchOutput { name: "Y".into(), dtype: DataType::Int16, shape: vec![3, 4], data: OutputData::Fixed(&data) };
+        let out = BatchOutput {
+            name: "Y".into(),
+            dtype: DataType::Int16,
+            shape: vec![3, 4],
+            data: OutputData::Fixed(&data),
+        };
         let (shape, bytes) = out.slice_rows(1..3);
         assert_eq!(shape, vec![2, 4]);
         assert_eq!(bytes, &data[8..24]);
@@ -409,7 +518,15 @@ mod tests {
             bytes::encode_into(&mut buf, e).unwrap();
             offs.push(buf.len());
         }
-        let out = BatchOutput { name: "S".into(), dtype: DataType::Bytes, shape: vec![2, 2], data: OutputData::Bytes { buf: &buf, elem_offsets: &offs } };
+        let out = BatchOutput {
+            name: "S".into(),
+            dtype: DataType::Bytes,
+            shape: vec![2, 2],
+            data: OutputData::Bytes {
+                buf: &buf,
+                elem_offsets: &offs,
+            },
+        };
         let (shape, bytes) = out.slice_rows(1..2);
         assert_eq!(shape, vec![1, 2]);
         assert_eq!(bytes::decode(bytes, 2).unwrap(), vec![&b""[..], b"dddd"]);

@@ -82,13 +82,22 @@ mod tests {
         let e = decode(&buf[..2], 1).unwrap_err();
         assert!(e.message.contains("truncated length prefix"), "{e}");
         let e = decode(&buf[..5], 1).unwrap_err();
-        assert!(e.message.contains("declares 3 bytes but only 1 remain"), "{e}");
+        assert!(
+            e.message.contains("declares 3 bytes but only 1 remain"),
+            "{e}"
+        );
     }
 
     #[test]
     fn rejects_element_count_mismatch() {
         let buf = encode(&[b"a", b"b"]);
-        assert!(decode(&buf, 3).unwrap_err().message.contains("holds 2 elements"));
-        assert!(decode(&buf, 1).unwrap_err().message.contains("more than the 1"));
+        assert!(decode(&buf, 3)
+            .unwrap_err()
+            .message
+            .contains("holds 2 elements"));
+        assert!(decode(&buf, 1)
+            .unwrap_err()
+            .message
+            .contains("more than the 1"));
     }
 }

@@ -39,7 +39,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into() }
+        Error {
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid_arg(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArg, message)

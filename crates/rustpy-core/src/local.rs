@@ -43,12 +43,19 @@ impl LocalModel {
     /// Loads `<model_dir>/config.pbtxt` and the given (or highest) version.
     pub fn load(model_dir: &Path, version: Option<u64>) -> Result<Self> {
         let config_path = model_dir.join("config.pbtxt");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::new(ErrorCode::NotFound, format!("{}: {e}", config_path.display())))?;
+        let text = std::fs::read_to_string(&config_path).map_err(|e| {
+            Error::new(
+                ErrorCode::NotFound,
+                format!("{}: {e}", config_path.display()),
+            )
+        })?;
         let mut config = rustpy_config::parse_pbtxt(&text)
             .map_err(|e| Error::invalid_arg(format!("{}:{e}", config_path.display())))?;
         if config.name.is_empty() {
-            config.name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            config.name = model_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
         }
         let version = match version {
             Some(v) => v,
@@ -56,14 +63,26 @@ impl LocalModel {
         };
         python::initialize()?;
         let model = Arc::new(LoadedModel::load(&config, model_dir, version)?);
-        let info = InstanceInfo { name: format!("{}_0", config.name), kind: "CPU".into(), device_id: 0 };
+        let info = InstanceInfo {
+            name: format!("{}_0", config.name),
+            kind: "CPU".into(),
+            device_id: 0,
+        };
         let instance = ModelInstance::new(model.clone(), &info)?;
-        Ok(LocalModel { instance, spec: model.spec.clone(), model_dir: model_dir.to_path_buf() })
+        Ok(LocalModel {
+            instance,
+            spec: model.spec.clone(),
+            model_dir: model_dir.to_path_buf(),
+        })
     }
 
     /// Runs `requests` as one batch (one execute call) and returns each
     /// request's responses, waiting up to `timeout` for streamed ones.
-    pub fn infer(&self, requests: &[OwnedRequest], timeout: Duration) -> (Vec<Vec<LocalResponse>>, ExecReport) {
+    pub fn infer(
+        &self,
+        requests: &[OwnedRequest],
+        timeout: Duration,
+    ) -> (Vec<Vec<LocalResponse>>, ExecReport) {
         let borrowed: Vec<InferRequest<'_>> = requests
             .iter()
             .map(|r| InferRequest {
@@ -71,7 +90,12 @@ impl LocalModel {
                 inputs: r
                     .inputs
                     .iter()
-                    .map(|t| InputTensor { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), chunks: vec![&t.data] })
+                    .map(|t| InputTensor {
+                        name: t.name.clone(),
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                        chunks: vec![&t.data],
+                    })
                     .collect(),
                 requested_outputs: if r.requested_outputs.is_empty() {
                     self.spec.outputs.iter().map(|o| o.name.clone()).collect()
@@ -91,7 +115,10 @@ impl LocalModel {
             })
             .collect();
         let report = self.instance.execute(&borrowed, responders);
-        let responses = receivers.into_iter().map(|rx| collect(rx, timeout)).collect();
+        let responses = receivers
+            .into_iter()
+            .map(|rx| collect(rx, timeout))
+            .collect();
         (responses, report)
     }
 
@@ -110,7 +137,12 @@ pub fn latest_version(model_dir: &Path) -> Result<u64> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
         .filter(|v| *v > 0)
         .max()
-        .ok_or_else(|| Error::new(ErrorCode::NotFound, format!("{} has no version directory", model_dir.display())))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::NotFound,
+                format!("{} has no version directory", model_dir.display()),
+            )
+        })
 }
 
 enum Event {
@@ -127,15 +159,24 @@ impl Responder for Collector {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
         let owned = outputs
             .iter()
-            .map(|o| OwnedTensor { name: o.name.to_string(), dtype: o.dtype, shape: o.shape.clone(), data: o.data.to_vec() })
+            .map(|o| OwnedTensor {
+                name: o.name.to_string(),
+                dtype: o.dtype,
+                shape: o.shape.clone(),
+                data: o.data.to_vec(),
+            })
             .collect();
         self.done |= is_final;
-        let _ = self.tx.send(Event::Response(LocalResponse::Outputs(owned), is_final));
+        let _ = self
+            .tx
+            .send(Event::Response(LocalResponse::Outputs(owned), is_final));
         Ok(())
     }
     fn send_error(&mut self, error: &Error) {
         self.done = true;
-        let _ = self.tx.send(Event::Response(LocalResponse::Error(error.clone()), true));
+        let _ = self
+            .tx
+            .send(Event::Response(LocalResponse::Error(error.clone()), true));
     }
     fn finish(&mut self) {
         self.done = true;
@@ -166,7 +207,10 @@ fn collect(rx: Receiver<Event>, timeout: Duration) -> Vec<LocalResponse> {
             }
             Ok(Event::Finished) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
-                out.push(LocalResponse::Error(Error::new(ErrorCode::Unavailable, "timed out waiting for a response")));
+                out.push(LocalResponse::Error(Error::new(
+                    ErrorCode::Unavailable,
+                    "timed out waiting for a response",
+                )));
                 break;
             }
         }
@@ -184,7 +228,9 @@ pub fn load_npy(path: &Path, name: &str, dtype: Option<crate::DataType>) -> Resu
         let what = format!("reading {}", path.display());
         let err = |e: PyErr| python::py_error(py, &e, &what);
         let np = py.import_bound("numpy").map_err(err)?;
-        let array = np.call_method1("load", (path.to_string_lossy(), false)).map_err(err)?;
+        let array = np
+            .call_method1("load", (path.to_string_lossy(), false))
+            .map_err(err)?;
         python::tensor_from_py(py, name, &array, dtype)
     })
 }
@@ -202,7 +248,8 @@ pub fn save_npy(path: &Path, tensor: &OwnedTensor) -> Result<()> {
         if tensor.dtype == crate::DataType::Bytes {
             array = array.call_method1("astype", ("S",)).map_err(err)?;
         }
-        np.call_method1("save", (path.to_string_lossy(), array)).map_err(err)?;
+        np.call_method1("save", (path.to_string_lossy(), array))
+            .map_err(err)?;
         Ok(())
     })
 }
@@ -222,10 +269,16 @@ pub fn tensor_from_json(
         let err = |e: PyErr| python::py_error(py, &e, &what);
         let np = py.import_bound("numpy").map_err(err)?;
         let json = py.import_bound("json").map_err(err)?;
-        let parsed = json.call_method1("loads", (value.to_string(),)).map_err(err)?;
-        let mut array = np.call_method1("asarray", (parsed, dtype.numpy_name())).map_err(err)?;
+        let parsed = json
+            .call_method1("loads", (value.to_string(),))
+            .map_err(err)?;
+        let mut array = np
+            .call_method1("asarray", (parsed, dtype.numpy_name()))
+            .map_err(err)?;
         if let Some(shape) = shape {
-            array = array.call_method1("reshape", (shape.to_vec(),)).map_err(err)?;
+            array = array
+                .call_method1("reshape", (shape.to_vec(),))
+                .map_err(err)?;
         }
         python::tensor_from_py(py, name, &array, Some(dtype))
     })
@@ -251,7 +304,9 @@ pub fn example_tensor(name: &str, dtype: crate::DataType, shape: &[i64]) -> Resu
                 .and_then(|a| a.call_method1("astype", (dtype.numpy_name(),)))
                 .map_err(err)?
         };
-        let array = array.call_method1("reshape", (shape.to_vec(),)).map_err(err)?;
+        let array = array
+            .call_method1("reshape", (shape.to_vec(),))
+            .map_err(err)?;
         python::tensor_from_py(py, name, &array, Some(dtype))
     })
 }
@@ -264,7 +319,10 @@ pub fn format_tensor(tensor: &OwnedTensor) -> String {
             .ok()
             .and_then(|a| {
                 let np = py.import_bound("numpy").ok()?;
-                np.call_method1("array2string", (a,)).ok()?.extract::<String>().ok()
+                np.call_method1("array2string", (a,))
+                    .ok()?
+                    .extract::<String>()
+                    .ok()
             })
             .unwrap_or_else(|| format!("<{} bytes>", tensor.data.len()))
     })
@@ -277,12 +335,20 @@ pub fn tensor_to_json(tensor: &OwnedTensor) -> serde_json::Value {
         let array = python::tensor_to_py(py, tensor).ok()?;
         let rt_json = py.import_bound("json").ok()?;
         let decode = py
-            .eval_bound("lambda b: b.decode('utf-8', 'replace') if isinstance(b, bytes) else str(b)", None, None)
+            .eval_bound(
+                "lambda b: b.decode('utf-8', 'replace') if isinstance(b, bytes) else str(b)",
+                None,
+                None,
+            )
             .ok()?;
         let kwargs = pyo3::types::PyDict::new_bound(py);
         kwargs.set_item("default", decode).ok()?;
         let text: String = rt_json
-            .call_method("dumps", (array.call_method0("tolist").ok()?,), Some(&kwargs))
+            .call_method(
+                "dumps",
+                (array.call_method0("tolist").ok()?,),
+                Some(&kwargs),
+            )
             .ok()?
             .extract()
             .ok()?;

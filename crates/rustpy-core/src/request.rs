@@ -63,7 +63,10 @@ impl InputTensor<'_> {
 }
 
 pub fn element_count(shape: &[i64]) -> usize {
-    shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).product()
+    shape
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or(0))
+        .product()
 }
 
 /// Keeps a request's input memory valid while held (see [`InferRequest::owner`]).

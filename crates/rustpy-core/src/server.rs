@@ -60,7 +60,11 @@ pub trait Metric: Send + Sync {
 }
 
 pub trait MetricFamily: Send + Sync {
-    fn metric(&self, labels: &[(String, String)], buckets: Option<&[f64]>) -> Result<Box<dyn Metric>>;
+    fn metric(
+        &self,
+        labels: &[(String, String)],
+        buckets: Option<&[f64]>,
+    ) -> Result<Box<dyn Metric>>;
 }
 
 pub trait ServerApi: Send + Sync {
@@ -74,7 +78,12 @@ pub trait ServerApi: Send + Sync {
     fn is_model_ready(&self, name: &str, version: i64) -> Result<bool>;
     /// Whether the model uses the decoupled transaction policy.
     fn is_model_decoupled(&self, name: &str, version: i64) -> Result<bool>;
-    fn metric_family(&self, name: &str, description: &str, kind: MetricKind) -> Result<Arc<dyn MetricFamily>>;
+    fn metric_family(
+        &self,
+        name: &str,
+        description: &str,
+        kind: MetricKind,
+    ) -> Result<Arc<dyn MetricFamily>>;
 }
 
 static SERVER: OnceLock<Arc<dyn ServerApi>> = OnceLock::new();

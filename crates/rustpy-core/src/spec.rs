@@ -37,7 +37,12 @@ impl ModelSpec {
                         cfg.name
                     ))
                 })?;
-            Ok(TensorSpec { name: name.to_string(), dtype, dims: dims.to_vec(), optional })
+            Ok(TensorSpec {
+                name: name.to_string(),
+                dtype,
+                dims: dims.to_vec(),
+                optional,
+            })
         };
         let inputs = cfg
             .input

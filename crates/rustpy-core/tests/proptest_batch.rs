@@ -9,15 +9,31 @@ use rustpy_core::batch::{self, BatchOutput, OutputData};
 use rustpy_core::bytes;
 use rustpy_core::{DataType, InferRequest, InputTensor, ModelSpec, TensorSpec};
 
-const DTYPES: [DataType; 5] = [DataType::Fp32, DataType::Int64, DataType::Uint8, DataType::Fp16, DataType::Bytes];
+const DTYPES: [DataType; 5] = [
+    DataType::Fp32,
+    DataType::Int64,
+    DataType::Uint8,
+    DataType::Fp16,
+    DataType::Bytes,
+];
 
 fn spec(max_batch_size: usize, dtype: DataType, dims: Vec<i64>) -> ModelSpec {
     ModelSpec {
         name: "m".into(),
         version: 1,
         max_batch_size,
-        inputs: vec![TensorSpec { name: "X".into(), dtype, dims, optional: false }],
-        outputs: vec![TensorSpec { name: "Y".into(), dtype, dims: vec![-1], optional: false }],
+        inputs: vec![TensorSpec {
+            name: "X".into(),
+            dtype,
+            dims,
+            optional: false,
+        }],
+        outputs: vec![TensorSpec {
+            name: "Y".into(),
+            dtype,
+            dims: vec![-1],
+            optional: false,
+        }],
         decoupled: false,
     }
 }
@@ -37,7 +53,9 @@ fn dim() -> impl Strategy<Value = i64> {
 }
 
 fn checked_count(shape: &[i64]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
 }
 
 proptest! {
@@ -155,19 +173,36 @@ proptest! {
 fn overflowing_shape_is_rejected_by_name() {
     let spec = spec(4, DataType::Fp32, vec![-1]);
     let data = [0u8; 4];
-    for shape in [vec![1, (1i64 << 62) + 1], vec![1 << 32, 1 << 32], vec![1, i64::MAX]] {
+    for shape in [
+        vec![1, (1i64 << 62) + 1],
+        vec![1 << 32, 1 << 32],
+        vec![1, i64::MAX],
+    ] {
         let s = spec.clone();
         let req = InferRequest {
-            inputs: vec![InputTensor { name: "X".into(), dtype: DataType::Fp32, shape: shape.clone(), chunks: vec![&data] }],
+            inputs: vec![InputTensor {
+                name: "X".into(),
+                dtype: DataType::Fp32,
+                shape: shape.clone(),
+                chunks: vec![&data],
+            }],
             ..Default::default()
         };
         let e = batch::validate_request(&s, &req).unwrap_err();
         assert!(e.message.contains("'X'"), "{shape:?}: {e}");
     }
     // The same for BYTES: 2^32 x 2^32 elements is 0 mod 2^64.
-    let spec = ModelSpec { max_batch_size: 0, ..self::spec(0, DataType::Bytes, vec![-1, -1]) };
+    let spec = ModelSpec {
+        max_batch_size: 0,
+        ..self::spec(0, DataType::Bytes, vec![-1, -1])
+    };
     let req = InferRequest {
-        inputs: vec![InputTensor { name: "X".into(), dtype: DataType::Bytes, shape: vec![1 << 32, 1 << 32], chunks: vec![] }],
+        inputs: vec![InputTensor {
+            name: "X".into(),
+            dtype: DataType::Bytes,
+            shape: vec![1 << 32, 1 << 32],
+            chunks: vec![],
+        }],
         ..Default::default()
     };
     let e = batch::validate_request(&spec, &req).unwrap_err();

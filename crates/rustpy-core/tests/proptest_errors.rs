@@ -6,7 +6,15 @@ use rustpy_core::error::{bounded_message, WIRE_MESSAGE_BUDGET};
 
 /// Size of `s` in a grpc-message trailer (percent-encoding outside printable ASCII).
 fn wire(s: &str) -> usize {
-    s.chars().map(|c| if (' '..='~').contains(&c) && c != '%' { 1 } else { 3 * c.len_utf8() }).sum()
+    s.chars()
+        .map(|c| {
+            if (' '..='~').contains(&c) && c != '%' {
+                1
+            } else {
+                3 * c.len_utf8()
+            }
+        })
+        .sum()
 }
 
 proptest! {

@@ -12,7 +12,11 @@ use rustpy_core::{DataType, ParamValue};
 fn write_model(root: &Path, name: &str, config: &str, model_py: &str) -> std::path::PathBuf {
     let dir = root.join(name);
     fs::create_dir_all(dir.join("1")).unwrap();
-    fs::write(dir.join("config.pbtxt"), format!("name: \"{name}\"\nbackend: \"rustpy\"\n{config}")).unwrap();
+    fs::write(
+        dir.join("config.pbtxt"),
+        format!("name: \"{name}\"\nbackend: \"rustpy\"\n{config}"),
+    )
+    .unwrap();
     fs::write(dir.join("1/model.py"), model_py).unwrap();
     dir
 }
@@ -27,7 +31,10 @@ fn f32_tensor(name: &str, shape: &[i64], values: &[f32]) -> OwnedTensor {
 }
 
 fn as_f32(t: &OwnedTensor) -> Vec<f32> {
-    t.data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    t.data
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn outputs(r: &[LocalResponse]) -> &Vec<OwnedTensor> {
@@ -78,19 +85,27 @@ fn batch_is_gathered_into_one_call_and_scattered_back() {
             let vals: Vec<f32> = (0..rows * 2).map(|v| (v + 10 * i) as f32).collect();
             OwnedRequest {
                 id: format!("r{i}"),
-                inputs: vec![f32_tensor("A", &[rows as i64, 2], &vals), f32_tensor("B", &[rows as i64, 2], &vals)],
+                inputs: vec![
+                    f32_tensor("A", &[rows as i64, 2], &vals),
+                    f32_tensor("B", &[rows as i64, 2], &vals),
+                ],
                 ..Default::default()
             }
         })
         .collect();
     let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
-    assert_eq!(report.calls, 1, "three compatible requests make one predict call");
+    assert_eq!(
+        report.calls, 1,
+        "three compatible requests make one predict call"
+    );
     assert_eq!(report.total_rows(), 6);
     for (i, r) in responses.iter().enumerate() {
         let out = outputs(r);
         let sum = out.iter().find(|t| t.name == "SUM").unwrap();
         assert_eq!(sum.shape, vec![i as i64 + 1, 2]);
-        let expected: Vec<f32> = (0..(i + 1) * 2).map(|v| 2.0 * (v + 10 * i) as f32).collect();
+        let expected: Vec<f32> = (0..(i + 1) * 2)
+            .map(|v| 2.0 * (v + 10 * i) as f32)
+            .collect();
         assert_eq!(as_f32(sum), expected);
     }
 }
@@ -100,8 +115,20 @@ fn different_item_shapes_split_into_separate_calls() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = write_model(tmp.path(), "add", ADD_CONFIG, ADD_PY);
     let model = LocalModel::load(&dir, None).unwrap();
-    let r2 = OwnedRequest { inputs: vec![f32_tensor("A", &[1, 2], &[1., 2.]), f32_tensor("B", &[1, 2], &[1., 1.])], ..Default::default() };
-    let r3 = OwnedRequest { inputs: vec![f32_tensor("A", &[1, 3], &[1., 2., 3.]), f32_tensor("B", &[1, 3], &[0., 0., 0.])], ..Default::default() };
+    let r2 = OwnedRequest {
+        inputs: vec![
+            f32_tensor("A", &[1, 2], &[1., 2.]),
+            f32_tensor("B", &[1, 2], &[1., 1.]),
+        ],
+        ..Default::default()
+    };
+    let r3 = OwnedRequest {
+        inputs: vec![
+            f32_tensor("A", &[1, 3], &[1., 2., 3.]),
+            f32_tensor("B", &[1, 3], &[0., 0., 0.]),
+        ],
+        ..Default::default()
+    };
     let (responses, report) = model.infer(&[r2.clone(), r3, r2], Duration::from_secs(5));
     assert_eq!(report.calls, 2);
     assert_eq!(as_f32(&outputs(&responses[1])[0]), vec![1., 2., 3.]);
@@ -113,15 +140,27 @@ fn one_bad_request_fails_alone_and_exceptions_name_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = write_model(tmp.path(), "add", ADD_CONFIG, ADD_PY);
     let model = LocalModel::load(&dir, None).unwrap();
-    let good = OwnedRequest { inputs: vec![f32_tensor("A", &[1, 2], &[1., 2.]), f32_tensor("B", &[1, 2], &[1., 1.])], ..Default::default() };
+    let good = OwnedRequest {
+        inputs: vec![
+            f32_tensor("A", &[1, 2], &[1., 2.]),
+            f32_tensor("B", &[1, 2], &[1., 1.]),
+        ],
+        ..Default::default()
+    };
     let mut wrong_dtype = good.clone();
     wrong_dtype.inputs[1].dtype = DataType::Int32;
     let mut missing = good.clone();
     missing.inputs.pop();
-    let (responses, _) = model.infer(&[good.clone(), wrong_dtype, missing, good.clone()], Duration::from_secs(5));
+    let (responses, _) = model.infer(
+        &[good.clone(), wrong_dtype, missing, good.clone()],
+        Duration::from_secs(5),
+    );
     assert_eq!(as_f32(&outputs(&responses[0])[0]), vec![2., 3.]);
     let e = error(&responses[1]);
-    assert!(e.contains("model 'add'") && e.contains("input 'B'") && e.contains("INT32"), "{e}");
+    assert!(
+        e.contains("model 'add'") && e.contains("input 'B'") && e.contains("INT32"),
+        "{e}"
+    );
     assert!(error(&responses[2]).contains("missing required input 'B'"));
     assert_eq!(as_f32(&outputs(&responses[3])[0]), vec![2., 3.]);
 
@@ -129,8 +168,14 @@ fn one_bad_request_fails_alone_and_exceptions_name_the_model() {
     negative.inputs[0] = f32_tensor("A", &[1, 2], &[-1., 2.]);
     let (responses, _) = model.infer(&[negative], Duration::from_secs(5));
     let e = error(&responses[0]);
-    assert!(e.contains("model 'add'") && e.contains("ValueError: boom: negative input"), "{e}");
-    assert!(e.contains("model.py") && e.contains("in predict"), "traceback tail expected: {e}");
+    assert!(
+        e.contains("model 'add'") && e.contains("ValueError: boom: negative input"),
+        "{e}"
+    );
+    assert!(
+        e.contains("model.py") && e.contains("in predict"),
+        "traceback tail expected: {e}"
+    );
 }
 
 #[test]
@@ -154,16 +199,28 @@ class Model:
 "#;
     let dir = write_model(tmp.path(), "bad", ADD_CONFIG, py);
     let model = LocalModel::load(&dir, None).unwrap();
-    let base = OwnedRequest { inputs: vec![f32_tensor("A", &[1, 2], &[1., 2.]), f32_tensor("B", &[1, 2], &[1., 1.])], ..Default::default() };
+    let base = OwnedRequest {
+        inputs: vec![
+            f32_tensor("A", &[1, 2], &[1., 2.]),
+            f32_tensor("B", &[1, 2], &[1., 1.]),
+        ],
+        ..Default::default()
+    };
     let with = |mode: &str| {
         let mut r = base.clone();
         r.parameters = vec![("mode".into(), ParamValue::String(mode.into()))];
         r
     };
     let cases = [
-        ("dtype", "output 'SUM' is a numpy float64 array but the model config declares FP32"),
+        (
+            "dtype",
+            "output 'SUM' is a numpy float64 array but the model config declares FP32",
+        ),
         ("name", "unknown output 'NOPE'"),
-        ("rows", "output 'SUM' has leading dim 0 but the batch has 1 rows"),
+        (
+            "rows",
+            "output 'SUM' has leading dim 0 but the batch has 1 rows",
+        ),
         ("type", "predict must return a dict"),
     ];
     for (mode, expected) in cases {
@@ -198,7 +255,12 @@ class Model:
         rustpy_core::bytes::encode_into(&mut data, w.as_bytes()).unwrap();
     }
     let req = OwnedRequest {
-        inputs: vec![OwnedTensor { name: "TEXT".into(), dtype: DataType::Bytes, shape: vec![3], data }],
+        inputs: vec![OwnedTensor {
+            name: "TEXT".into(),
+            dtype: DataType::Bytes,
+            shape: vec![3],
+            data,
+        }],
         ..Default::default()
     };
     let (responses, _) = model.infer(&[req], Duration::from_secs(5));
@@ -228,25 +290,58 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
     let two = write_model(tmp.path(), "two", config, py);
     fs::write(one.join("1/utils.py"), "OFFSET = 1.0\n").unwrap();
     fs::write(two.join("1/utils.py"), "OFFSET = 2.0\n").unwrap();
-    let req = OwnedRequest { inputs: vec![f32_tensor("X", &[1], &[10.])], ..Default::default() };
+    let req = OwnedRequest {
+        inputs: vec![f32_tensor("X", &[1], &[10.])],
+        ..Default::default()
+    };
     let m1 = LocalModel::load(&one, None).unwrap();
     let m2 = LocalModel::load(&two, None).unwrap();
-    assert_eq!(as_f32(&outputs(&m1.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![11.]);
-    assert_eq!(as_f32(&outputs(&m2.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![12.]);
+    assert_eq!(
+        as_f32(
+            &outputs(
+                &m1.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                    .0[0]
+            )[0]
+        ),
+        vec![11.]
+    );
+    assert_eq!(
+        as_f32(
+            &outputs(
+                &m2.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                    .0[0]
+            )[0]
+        ),
+        vec![12.]
+    );
 
     fs::write(one.join("1/utils.py"), "OFFSET = 100.0\n").unwrap();
     drop(m1);
     let m1 = LocalModel::load(&one, None).unwrap();
-    assert_eq!(as_f32(&outputs(&m1.infer(&[req], Duration::from_secs(5)).0[0])[0]), vec![110.]);
+    assert_eq!(
+        as_f32(&outputs(&m1.infer(&[req], Duration::from_secs(5)).0[0])[0]),
+        vec![110.]
+    );
 }
 
 #[test]
 fn load_errors_carry_file_line_and_cause() {
     let tmp = tempfile::tempdir().unwrap();
     let config = "max_batch_size: 0\ninput [ { name: \"X\" data_type: TYPE_FP32 dims: [ 1 ] } ]\noutput [ { name: \"Y\" data_type: TYPE_FP32 dims: [ 1 ] } ]\n";
-    let dir = write_model(tmp.path(), "broken", config, "import numpy\n\ndef oops(:\n    pass\n");
-    let e = LocalModel::load(&dir, None).err().expect("syntax error must fail the load").message;
-    assert!(e.contains("model.py:3:") && e.contains("SyntaxError"), "{e}");
+    let dir = write_model(
+        tmp.path(),
+        "broken",
+        config,
+        "import numpy\n\ndef oops(:\n    pass\n",
+    );
+    let e = LocalModel::load(&dir, None)
+        .err()
+        .expect("syntax error must fail the load")
+        .message;
+    assert!(
+        e.contains("model.py:3:") && e.contains("SyntaxError"),
+        "{e}"
+    );
 
     let dir = write_model(tmp.path(), "noclass", config, "X = 1\n");
     let e = LocalModel::load(&dir, None).err().unwrap().message;
@@ -254,7 +349,10 @@ fn load_errors_carry_file_line_and_cause() {
 
     let dir = write_model(tmp.path(), "initfail", config, "class Model:\n    def initialize(self, ctx):\n        raise RuntimeError('no weights')\n    def predict(self, inputs):\n        return {}\n");
     let e = LocalModel::load(&dir, None).err().unwrap().message;
-    assert!(e.contains("initialize raised") && e.contains("RuntimeError: no weights"), "{e}");
+    assert!(
+        e.contains("initialize raised") && e.contains("RuntimeError: no weights"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -286,8 +384,15 @@ class TritonPythonModel:
 "#;
     let dir = write_model(tmp.path(), "compat", config, py);
     let model = LocalModel::load(&dir, None).unwrap();
-    let ok = OwnedRequest { inputs: vec![f32_tensor("A", &[1, 2], &[1., 2.])], requested_outputs: vec!["C".into()], ..Default::default() };
-    let neg = OwnedRequest { inputs: vec![f32_tensor("A", &[1, 2], &[-1., 2.])], ..Default::default() };
+    let ok = OwnedRequest {
+        inputs: vec![f32_tensor("A", &[1, 2], &[1., 2.])],
+        requested_outputs: vec!["C".into()],
+        ..Default::default()
+    };
+    let neg = OwnedRequest {
+        inputs: vec![f32_tensor("A", &[1, 2], &[-1., 2.])],
+        ..Default::default()
+    };
     let (responses, _) = model.infer(&[ok.clone(), neg], Duration::from_secs(5));
     let out = outputs(&responses[0]);
     assert_eq!(out.len(), 1, "only the requested output is returned");
@@ -299,7 +404,10 @@ class TritonPythonModel:
     let (responses, _) = model.infer(&[short, ok], Duration::from_secs(5));
     for r in &responses {
         let e = error(r);
-        assert!(e.contains("Number of InferenceResponse objects do not match"), "{e}");
+        assert!(
+            e.contains("Number of InferenceResponse objects do not match"),
+            "{e}"
+        );
     }
 }
 
@@ -332,7 +440,12 @@ class TritonPythonModel:
     let dir = write_model(tmp.path(), "dec", config, py);
     let model = LocalModel::load(&dir, None).unwrap();
     let req = OwnedRequest {
-        inputs: vec![OwnedTensor { name: "N".into(), dtype: DataType::Int32, shape: vec![1], data: 3i32.to_le_bytes().to_vec() }],
+        inputs: vec![OwnedTensor {
+            name: "N".into(),
+            dtype: DataType::Int32,
+            shape: vec![1],
+            data: 3i32.to_le_bytes().to_vec(),
+        }],
         ..Default::default()
     };
     let (responses, _) = model.infer(&[req], Duration::from_secs(5));
@@ -365,15 +478,27 @@ class Model:
     let dir = write_model(tmp.path(), "bf16", config, py);
     let model = LocalModel::load(&dir, None).unwrap();
     // 1.0 and -2.0 in bfloat16: 0x3F80, 0xC000.
-    let data: Vec<u8> = [0x3F80u16, 0xC000].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let data: Vec<u8> = [0x3F80u16, 0xC000]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let req = OwnedRequest {
-        inputs: vec![OwnedTensor { name: "X".into(), dtype: DataType::Bf16, shape: vec![1, 2], data }],
+        inputs: vec![OwnedTensor {
+            name: "X".into(),
+            dtype: DataType::Bf16,
+            shape: vec![1, 2],
+            data,
+        }],
         ..Default::default()
     };
     let (responses, _) = model.infer(&[req], Duration::from_secs(5));
     let out = &outputs(&responses[0])[0];
     assert_eq!(out.dtype, DataType::Bf16);
-    let words: Vec<u16> = out.data.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let words: Vec<u16> = out
+        .data
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     assert_eq!(words, vec![0xC000, 0x3F80]);
 }
 
@@ -388,7 +513,10 @@ fn large_batches_are_gathered_without_the_gil_and_stay_exact() {
         .map(|i| {
             let vals: Vec<f32> = (0..n).map(|v| (v + i * n) as f32).collect();
             OwnedRequest {
-                inputs: vec![f32_tensor("A", &[1, n as i64], &vals), f32_tensor("B", &[1, n as i64], &vals)],
+                inputs: vec![
+                    f32_tensor("A", &[1, n as i64], &vals),
+                    f32_tensor("B", &[1, n as i64], &vals),
+                ],
                 ..Default::default()
             }
         })
@@ -398,7 +526,10 @@ fn large_batches_are_gathered_without_the_gil_and_stay_exact() {
     for (i, r) in responses.iter().enumerate() {
         let sum = as_f32(&outputs(r)[0]);
         assert_eq!(sum.len(), n);
-        assert!(sum.iter().enumerate().all(|(v, s)| *s == 2.0 * (v + i * n) as f32));
+        assert!(sum
+            .iter()
+            .enumerate()
+            .all(|(v, s)| *s == 2.0 * (v + i * n) as f32));
     }
 }
 
@@ -420,15 +551,42 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
         fs::write(dir.join("1/lazypkg/__init__.py"), "").unwrap();
         fs::write(dir.join("1/lazypkg/sub.py"), format!("SCALE = {scale}\n")).unwrap();
     }
-    let req = OwnedRequest { inputs: vec![f32_tensor("X", &[1], &[10.])], ..Default::default() };
+    let req = OwnedRequest {
+        inputs: vec![f32_tensor("X", &[1], &[10.])],
+        ..Default::default()
+    };
     let m1 = LocalModel::load(&one, None).unwrap();
     let m2 = LocalModel::load(&two, None).unwrap();
     for _ in 0..2 {
-        assert_eq!(as_f32(&outputs(&m1.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![21.]);
-        assert_eq!(as_f32(&outputs(&m2.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![35.]);
+        assert_eq!(
+            as_f32(
+                &outputs(
+                    &m1.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                        .0[0]
+                )[0]
+            ),
+            vec![21.]
+        );
+        assert_eq!(
+            as_f32(
+                &outputs(
+                    &m2.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                        .0[0]
+                )[0]
+            ),
+            vec![35.]
+        );
     }
     fs::write(one.join("1/lazyutils.py"), "OFFSET = 100.0\n").unwrap();
     drop(m1);
     let m1 = LocalModel::load(&one, None).unwrap();
-    assert_eq!(as_f32(&outputs(&m1.infer(std::slice::from_ref(&req), Duration::from_secs(5)).0[0])[0]), vec![120.]);
+    assert_eq!(
+        as_f32(
+            &outputs(
+                &m1.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                    .0[0]
+            )[0]
+        ),
+        vec![120.]
+    );
 }

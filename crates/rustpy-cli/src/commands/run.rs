@@ -20,19 +20,30 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
         )));
     }
     let started = Instant::now();
-    let model = LocalModel::load(&args.model_dir, args.version).map_err(|e| Error::Invalid(anyhow!(e.message)))?;
+    let model = LocalModel::load(&args.model_dir, args.version)
+        .map_err(|e| Error::Invalid(anyhow!(e.message)))?;
     let load_time = started.elapsed();
-    global.status(format!("loaded model '{}' in {:.1} ms", model.spec.name, ms(load_time)));
+    global.status(format!(
+        "loaded model '{}' in {:.1} ms",
+        model.spec.name,
+        ms(load_time)
+    ));
 
     let request = build_request(&model.spec, &args)?;
     let requests: Vec<OwnedRequest> = (0..args.batch)
-        .map(|i| OwnedRequest { id: format!("{i}"), ..request.clone() })
+        .map(|i| OwnedRequest {
+            id: format!("{i}"),
+            ..request.clone()
+        })
         .collect();
 
     let started = Instant::now();
     let (responses, report) = model.infer(&requests, Duration::from_secs(args.timeout));
     let infer_time = started.elapsed();
-    let failed = responses.iter().flatten().any(|r| matches!(r, LocalResponse::Error(_)));
+    let failed = responses
+        .iter()
+        .flatten()
+        .any(|r| matches!(r, LocalResponse::Error(_)));
 
     if let Some(dir) = &args.output_dir {
         write_outputs(dir, &responses[0])?;
@@ -48,19 +59,32 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
             "batch_rows": report.total_rows(),
             "responses": responses.iter().map(|rs| rs.iter().map(response_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| Error::Runtime(e.into()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| Error::Runtime(e.into()))?
+        );
     } else {
         for (i, rs) in responses.iter().enumerate() {
             if rs.is_empty() {
                 println!("request {i}: the stream finished without a response");
             }
             for (k, r) in rs.iter().enumerate() {
-                let tag = if rs.len() > 1 { format!("request {i} response {k}") } else { format!("request {i}") };
+                let tag = if rs.len() > 1 {
+                    format!("request {i} response {k}")
+                } else {
+                    format!("request {i}")
+                };
                 match r {
                     LocalResponse::Outputs(outputs) => {
                         println!("{tag}:");
                         for t in outputs {
-                            println!("  {} {} {:?} = {}", t.name, t.dtype, t.shape, local::format_tensor(t).replace('\n', "\n    "));
+                            println!(
+                                "  {} {} {:?} = {}",
+                                t.name,
+                                t.dtype,
+                                t.shape,
+                                local::format_tensor(t).replace('\n', "\n    ")
+                            );
                         }
                     }
                     LocalResponse::Error(e) => println!("{tag}: error: {}", e.message),
@@ -76,8 +100,14 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
             ms(infer_time)
         );
     }
-    model.finalize().map_err(|e| Error::Invalid(anyhow!(e.message)))?;
-    Ok(if failed { Status::Failed } else { Status::Success })
+    model
+        .finalize()
+        .map_err(|e| Error::Invalid(anyhow!(e.message)))?;
+    Ok(if failed {
+        Status::Failed
+    } else {
+        Status::Success
+    })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -89,7 +119,8 @@ fn ms(d: Duration) -> f64 {
 fn build_request(spec: &ModelSpec, args: &RunArgs) -> Result<OwnedRequest> {
     let mut inputs: Vec<OwnedTensor> = Vec::new();
     if let Some(path) = &args.input {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let doc: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Usage(format!("{}: invalid JSON: {e}", path.display())))?;
         inputs.extend(json_inputs(spec, &doc)?);
@@ -99,7 +130,8 @@ fn build_request(spec: &ModelSpec, args: &RunArgs) -> Result<OwnedRequest> {
             .split_once('=')
             .ok_or_else(|| Error::Usage(format!("--npy expects NAME=FILE, got `{item}`")))?;
         let dtype = spec.input(name).map(|t| t.dtype);
-        let t = local::load_npy(Path::new(file), name, dtype).map_err(|e| Error::Usage(e.message))?;
+        let t =
+            local::load_npy(Path::new(file), name, dtype).map_err(|e| Error::Usage(e.message))?;
         inputs.push(batched(spec, t));
     }
     for ts in &spec.inputs {
@@ -110,13 +142,18 @@ fn build_request(spec: &ModelSpec, args: &RunArgs) -> Result<OwnedRequest> {
         if spec.batching() {
             shape.insert(0, 1);
         }
-        inputs.push(local::example_tensor(&ts.name, ts.dtype, &shape).map_err(|e| Error::Runtime(anyhow!(e.message)))?);
+        inputs.push(
+            local::example_tensor(&ts.name, ts.dtype, &shape)
+                .map_err(|e| Error::Runtime(anyhow!(e.message)))?,
+        );
     }
     let parameters = args
         .params
         .iter()
         .map(|p| {
-            let (k, v) = p.split_once('=').ok_or_else(|| Error::Usage(format!("--param expects KEY=VALUE, got `{p}`")))?;
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--param expects KEY=VALUE, got `{p}`")))?;
             let value = if let Ok(i) = v.parse::<i64>() {
                 ParamValue::Int(i)
             } else if let Ok(f) = v.parse::<f64>() {
@@ -129,7 +166,12 @@ fn build_request(spec: &ModelSpec, args: &RunArgs) -> Result<OwnedRequest> {
             Ok((k.to_string(), value))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(OwnedRequest { id: "0".into(), inputs, requested_outputs: args.outputs.clone(), parameters })
+    Ok(OwnedRequest {
+        id: "0".into(),
+        inputs,
+        requested_outputs: args.outputs.clone(),
+        parameters,
+    })
 }
 
 /// Adds the batch dimension to a tensor written without it.
@@ -147,22 +189,34 @@ fn json_inputs(spec: &ModelSpec, doc: &Value) -> Result<Vec<OwnedTensor>> {
     if let Some(list) = doc.get("inputs").and_then(Value::as_array) {
         // The KServe v2 request body.
         for item in list {
-            let name = item.get("name").and_then(Value::as_str).ok_or_else(|| Error::Usage("an input has no \"name\"".into()))?;
+            let name = item
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::Usage("an input has no \"name\"".into()))?;
             let dtype = match item.get("datatype").and_then(Value::as_str) {
-                Some(d) => DataType::from_name(d).ok_or_else(|| Error::Usage(format!("input '{name}': unknown datatype {d}")))?,
+                Some(d) => DataType::from_name(d)
+                    .ok_or_else(|| Error::Usage(format!("input '{name}': unknown datatype {d}")))?,
                 None => config_dtype(spec, name)?,
             };
-            let shape: Option<Vec<i64>> = item.get("shape").and_then(|s| serde_json::from_value(s.clone()).ok());
-            let data = item.get("data").ok_or_else(|| Error::Usage(format!("input '{name}' has no \"data\"")))?;
-            let t = local::tensor_from_json(name, data, dtype, shape.as_deref()).map_err(|e| Error::Usage(e.message))?;
+            let shape: Option<Vec<i64>> = item
+                .get("shape")
+                .and_then(|s| serde_json::from_value(s.clone()).ok());
+            let data = item
+                .get("data")
+                .ok_or_else(|| Error::Usage(format!("input '{name}' has no \"data\"")))?;
+            let t = local::tensor_from_json(name, data, dtype, shape.as_deref())
+                .map_err(|e| Error::Usage(e.message))?;
             out.push(t);
         }
         return Ok(out);
     }
-    let map = doc.as_object().ok_or_else(|| Error::Usage("the input JSON must be an object".into()))?;
+    let map = doc
+        .as_object()
+        .ok_or_else(|| Error::Usage("the input JSON must be an object".into()))?;
     for (name, value) in map {
         let dtype = config_dtype(spec, name)?;
-        let t = local::tensor_from_json(name, value, dtype, None).map_err(|e| Error::Usage(e.message))?;
+        let t = local::tensor_from_json(name, value, dtype, None)
+            .map_err(|e| Error::Usage(e.message))?;
         out.push(batched(spec, t));
     }
     Ok(out)
@@ -171,7 +225,11 @@ fn json_inputs(spec: &ModelSpec, doc: &Value) -> Result<Vec<OwnedTensor>> {
 fn config_dtype(spec: &ModelSpec, name: &str) -> Result<DataType> {
     spec.input(name).map(|t| t.dtype).ok_or_else(|| {
         let known: Vec<&str> = spec.inputs.iter().map(|t| t.name.as_str()).collect();
-        Error::Usage(format!("model '{}' has no input '{name}' (its inputs: {})", spec.name, known.join(", ")))
+        Error::Usage(format!(
+            "model '{}' has no input '{name}' (its inputs: {})",
+            spec.name,
+            known.join(", ")
+        ))
     })
 }
 

@@ -21,7 +21,10 @@ pub fn initialize() -> Result<()> {
     Python::with_gil(|py| -> PyResult<()> {
         let sys = py.import_bound("sys")?;
         // Some libraries read sys.argv[0]; an embedded interpreter has none.
-        let has_argv = sys.getattr("argv").map(|a| a.len().unwrap_or(0) > 0).unwrap_or(false);
+        let has_argv = sys
+            .getattr("argv")
+            .map(|a| a.len().unwrap_or(0) > 0)
+            .unwrap_or(false);
         if !has_argv {
             sys.setattr("argv", vec!["tritonserver"])?;
         }
@@ -32,8 +35,12 @@ pub fn initialize() -> Result<()> {
         // Models written for the official Python backend import these names.
         let modules = sys.getattr("modules")?;
         modules.set_item("_rustpy_native", super::native::module(py)?)?;
-        let pb_utils =
-            PyModule::from_code_bound(py, PB_UTILS_SOURCE, "triton_python_backend_utils.py", "triton_python_backend_utils")?;
+        let pb_utils = PyModule::from_code_bound(
+            py,
+            PB_UTILS_SOURCE,
+            "triton_python_backend_utils.py",
+            "triton_python_backend_utils",
+        )?;
         modules.set_item("triton_python_backend_utils", pb_utils)?;
         Ok(())
     })
@@ -48,7 +55,8 @@ pub fn is_initialized() -> bool {
 /// rustpy's Python glue module (runtime.py), created on first use.
 pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     if RUNTIME.get().is_none() {
-        let module = PyModule::from_code_bound(py, RUNTIME_SOURCE, "rustpy_runtime.py", "_rustpy_runtime")?;
+        let module =
+            PyModule::from_code_bound(py, RUNTIME_SOURCE, "rustpy_runtime.py", "_rustpy_runtime")?;
         let _ = RUNTIME.set(module.unbind());
     }
     Ok(RUNTIME.get().expect("runtime module set above").bind(py))
@@ -58,7 +66,12 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 /// traceback lines (SyntaxErrors as file:line:col).
 pub fn py_error(py: Python<'_>, err: &PyErr, what: &str) -> Error {
     let text = runtime(py)
-        .and_then(|rt| rt.call_method1("format_exception", (err.value_bound(py), err.traceback_bound(py))))
+        .and_then(|rt| {
+            rt.call_method1(
+                "format_exception",
+                (err.value_bound(py), err.traceback_bound(py)),
+            )
+        })
         .and_then(|s| s.extract::<String>())
         .unwrap_or_else(|_| err.to_string());
     Error::new(ErrorCode::Internal, format!("{what}: {text}"))

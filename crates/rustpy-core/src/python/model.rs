@@ -12,7 +12,10 @@ use rustpy_config::proto;
 
 use super::interp::{py_error, runtime};
 use super::native::NativeSender;
-use super::numpy_io::{array_from_chunks, array_view, bytes_array, can_view, extract_output, set_readonly, ExtractedOutput};
+use super::numpy_io::{
+    array_from_chunks, array_view, bytes_array, can_view, extract_output, set_readonly,
+    ExtractedOutput,
+};
 use crate::batch::{self, BatchOutput};
 use crate::dtype::DataType;
 use crate::engine::{ExecReport, OutputSlice, Responder};
@@ -92,7 +95,11 @@ impl LoadedModel {
         if !model_file.is_file() {
             return Err(Error::new(
                 ErrorCode::NotFound,
-                format!("model '{}': model file {} does not exist", spec.name, model_file.display()),
+                format!(
+                    "model '{}': model file {} does not exist",
+                    spec.name,
+                    model_file.display()
+                ),
             ));
         }
         Python::with_gil(|py| {
@@ -101,7 +108,12 @@ impl LoadedModel {
             let loaded = rt
                 .call_method1(
                     "load_module",
-                    (&spec.name, version, model_dir.to_string_lossy(), model_file.to_string_lossy()),
+                    (
+                        &spec.name,
+                        version,
+                        model_dir.to_string_lossy(),
+                        model_file.to_string_lossy(),
+                    ),
                 )
                 .map_err(|e| py_error(py, &e, &what))?;
             let (unique_name, module, private): (String, Bound<'_, PyAny>, Bound<'_, PyAny>) =
@@ -111,7 +123,11 @@ impl LoadedModel {
                 .map_err(|e| py_error(py, &e, &what))?;
             let (class, api): (Bound<'_, PyAny>, String) =
                 found.extract().map_err(|e| py_error(py, &e, &what))?;
-            let api = if api == "batched" { Api::Batched } else { Api::PbUtils };
+            let api = if api == "batched" {
+                Api::Batched
+            } else {
+                Api::PbUtils
+            };
             Ok(LoadedModel {
                 spec: spec.clone(),
                 model_dir: model_dir.to_path_buf(),
@@ -130,14 +146,17 @@ impl LoadedModel {
     /// Runs the model's `auto_complete_config` (official API only) on Triton's
     /// current config JSON; returns the completed JSON if the model has one.
     pub fn auto_complete(&self, config_json: &str) -> Result<Option<String>> {
-        let Some(class) = self.class.as_ref().filter(|_| self.api == Api::PbUtils) else { return Ok(None) };
+        let Some(class) = self.class.as_ref().filter(|_| self.api == Api::PbUtils) else {
+            return Ok(None);
+        };
         Python::with_gil(|py| {
             let what = format!("model '{}': auto_complete_config raised", self.name());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
             let out = rt
                 .call_method1("auto_complete", (class.bind(py), config_json))
                 .map_err(|e| py_error(py, &e, &what))?;
-            out.extract::<Option<String>>().map_err(|e| py_error(py, &e, &what))
+            out.extract::<Option<String>>()
+                .map_err(|e| py_error(py, &e, &what))
         })
     }
 
@@ -155,7 +174,10 @@ impl LoadedModel {
     /// The directories a model's code imports its sibling modules from.
     fn search_paths(&self) -> Vec<String> {
         let version_dir = self.model_file.parent().unwrap_or(&self.model_dir);
-        vec![version_dir.to_string_lossy().into_owned(), self.model_dir.to_string_lossy().into_owned()]
+        vec![
+            version_dir.to_string_lossy().into_owned(),
+            self.model_dir.to_string_lossy().into_owned(),
+        ]
     }
 }
 
@@ -163,7 +185,9 @@ impl Drop for LoadedModel {
     fn drop(&mut self) {
         // Forget the module and its private sibling modules so an unload frees
         // them and a reload reads the files again.
-        let Some(private) = self.private_modules.take() else { return };
+        let Some(private) = self.private_modules.take() else {
+            return;
+        };
         Python::with_gil(|py| {
             self.module.take();
             self.class.take();
@@ -214,14 +238,23 @@ impl ModelInstance {
             let err = |e: PyErr| py_error(py, &e, &what);
             let rt = runtime(py).map_err(err)?;
             let (ctx, entry) = match model.api {
-                Api::PbUtils => (Self::pb_utils_args(py, &model, info).map_err(err)?, "execute"),
-                _ => (Self::batched_context(py, &model, info).map_err(err)?, "predict"),
+                Api::PbUtils => (
+                    Self::pb_utils_args(py, &model, info).map_err(err)?,
+                    "execute",
+                ),
+                _ => (
+                    Self::batched_context(py, &model, info).map_err(err)?,
+                    "predict",
+                ),
             };
             if model.api == Api::PbUtils {
                 set_pb_utils_model_dir(py, &model);
             }
             let created = rt
-                .call_method1("create_instance", (class.bind(py), ctx, model.search_paths(), entry))
+                .call_method1(
+                    "create_instance",
+                    (class.bind(py), ctx, model.search_paths(), entry),
+                )
                 .map_err(err)?;
             let (object, predict, pass_requests, split_by_parameters, _generator): (
                 Bound<'_, PyAny>,
@@ -242,9 +275,15 @@ impl ModelInstance {
     }
 
     /// `initialize(ctx)`'s argument for the batched API.
-    fn batched_context<'py>(py: Python<'py>, model: &LoadedModel, info: &InstanceInfo) -> PyResult<Bound<'py, PyAny>> {
+    fn batched_context<'py>(
+        py: Python<'py>,
+        model: &LoadedModel,
+        info: &InstanceInfo,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let rt = runtime(py)?;
-        let config = py.import_bound("json")?.call_method1("loads", (&model.config_json,))?;
+        let config = py
+            .import_bound("json")?
+            .call_method1("loads", (&model.config_json,))?;
         let params = PyDict::new_bound(py);
         for (k, v) in &model.parameters {
             params.set_item(k, v)?;
@@ -263,7 +302,11 @@ impl ModelInstance {
 
     /// `initialize(args)`'s argument for the official API: a dict of strings
     /// with the same keys and meanings as upstream.
-    fn pb_utils_args<'py>(py: Python<'py>, model: &LoadedModel, info: &InstanceInfo) -> PyResult<Bound<'py, PyAny>> {
+    fn pb_utils_args<'py>(
+        py: Python<'py>,
+        model: &LoadedModel,
+        info: &InstanceInfo,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let args = PyDict::new_bound(py);
         args.set_item("model_config", &model.config_json)?;
         args.set_item("model_instance_kind", &info.kind)?;
@@ -281,7 +324,9 @@ impl ModelInstance {
 
     /// Runs the user's `finalize()`, if any.
     pub fn finalize(self) -> Result<()> {
-        let Some(object) = self.object.as_ref() else { return Ok(()) };
+        let Some(object) = self.object.as_ref() else {
+            return Ok(());
+        };
         Python::with_gil(|py| {
             let what = format!("model '{}': finalize raised", self.model.name());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
@@ -295,8 +340,16 @@ impl ModelInstance {
     /// Executes `requests`, answering each through its responder (same index).
     /// Every request gets a final response or error; nothing here panics on
     /// bad input or on failing user code.
-    pub fn execute<R: Responder + 'static>(&self, requests: &[InferRequest<'_>], mut responders: Vec<R>) -> ExecReport {
-        assert_eq!(requests.len(), responders.len(), "one responder per request");
+    pub fn execute<R: Responder + 'static>(
+        &self,
+        requests: &[InferRequest<'_>],
+        mut responders: Vec<R>,
+    ) -> ExecReport {
+        assert_eq!(
+            requests.len(),
+            responders.len(),
+            "one responder per request"
+        );
         match self.model.api {
             Api::Batched => self.execute_batched(requests, &mut responders),
             Api::PbUtils => self.execute_pb_utils(requests, responders),
@@ -304,9 +357,17 @@ impl ModelInstance {
         }
     }
 
-    fn execute_batched<R: Responder>(&self, requests: &[InferRequest<'_>], responders: &mut [R]) -> ExecReport {
+    fn execute_batched<R: Responder>(
+        &self,
+        requests: &[InferRequest<'_>],
+        responders: &mut [R],
+    ) -> ExecReport {
         let spec = &self.model.spec;
-        let mut report = ExecReport { ok: vec![false; requests.len()], rows: vec![0; requests.len()], ..Default::default() };
+        let mut report = ExecReport {
+            ok: vec![false; requests.len()],
+            rows: vec![0; requests.len()],
+            ..Default::default()
+        };
         let mut valid = Vec::with_capacity(requests.len());
         for (i, req) in requests.iter().enumerate() {
             if responders[i].is_cancelled() {
@@ -359,12 +420,19 @@ impl ModelInstance {
         };
         report.calls += 1;
         report.compute_start.get_or_insert_with(Instant::now);
-        let Some(entry) = self.entry.as_ref() else { return };
+        let Some(entry) = self.entry.as_ref() else {
+            return;
+        };
         let result = entry.bind(py).call1(args);
         report.compute_end = Some(Instant::now());
         let result = match result {
             Ok(r) => r,
-            Err(e) => return fail_all(responders, &py_error(py, &e, &format!("model '{model}': predict raised"))),
+            Err(e) => {
+                return fail_all(
+                    responders,
+                    &py_error(py, &e, &format!("model '{model}': predict raised")),
+                )
+            }
         };
 
         // The common case, a dict, needs no Python call to rule out a stream.
@@ -378,7 +446,17 @@ impl ModelInstance {
                 Ok(o) => o,
                 Err(e) => return fail_all(responders, &e),
             };
-            let sent = py.allow_threads(|| scatter(&outputs, requests, responders, group, &rows, spec.batching(), true));
+            let sent = py.allow_threads(|| {
+                scatter(
+                    &outputs,
+                    requests,
+                    responders,
+                    group,
+                    &rows,
+                    spec.batching(),
+                    true,
+                )
+            });
             for (&i, ok) in group.iter().zip(sent) {
                 report.ok[i] = ok;
             }
@@ -420,7 +498,17 @@ impl ModelInstance {
                     return fail_all(responders, &e);
                 }
             };
-            let sent = py.allow_threads(|| scatter(&outputs, requests, responders, group, &rows, spec.batching(), false));
+            let sent = py.allow_threads(|| {
+                scatter(
+                    &outputs,
+                    requests,
+                    responders,
+                    group,
+                    &rows,
+                    spec.batching(),
+                    false,
+                )
+            });
             for (k, ok) in sent.into_iter().enumerate() {
                 alive[k] &= ok;
             }
@@ -438,10 +526,18 @@ impl ModelInstance {
     /// The official API: one `execute(requests)` call with every valid
     /// request, each carrying its own inputs and a response sender that owns
     /// the request's responder (senders may outlive the call when decoupled).
-    fn execute_pb_utils<R: Responder + 'static>(&self, requests: &[InferRequest<'_>], responders: Vec<R>) -> ExecReport {
+    fn execute_pb_utils<R: Responder + 'static>(
+        &self,
+        requests: &[InferRequest<'_>],
+        responders: Vec<R>,
+    ) -> ExecReport {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
-        let mut report = ExecReport { ok: vec![false; requests.len()], rows: vec![0; requests.len()], ..Default::default() };
+        let mut report = ExecReport {
+            ok: vec![false; requests.len()],
+            rows: vec![0; requests.len()],
+            ..Default::default()
+        };
         let mut valid: Vec<(usize, R)> = Vec::with_capacity(requests.len());
         for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
             if responder.is_cancelled() {
@@ -459,14 +555,27 @@ impl ModelInstance {
         if valid.is_empty() {
             return report;
         }
-        let Some(entry) = self.entry.as_ref() else { return report };
+        let Some(entry) = self.entry.as_ref() else {
+            return report;
+        };
         Python::with_gil(|py| {
-            let fail = |e: PyErr| py_error(py, &e, &format!("Failed to process the request(s) for model '{model}', message"));
+            let fail = |e: PyErr| {
+                py_error(
+                    py,
+                    &e,
+                    &format!("Failed to process the request(s) for model '{model}', message"),
+                )
+            };
             let mut senders: Vec<(usize, Py<NativeSender>)> = Vec::with_capacity(valid.len());
             let mut setup_error = None;
             for (i, responder) in valid {
                 let req = &requests[i];
-                let sender = NativeSender::new(Box::new(responder), model, req.requested_outputs.clone(), spec.decoupled);
+                let sender = NativeSender::new(
+                    Box::new(responder),
+                    model,
+                    req.requested_outputs.clone(),
+                    spec.decoupled,
+                );
                 match Py::new(py, sender) {
                     Ok(s) => senders.push((i, s)),
                     Err(e) => setup_error = Some(fail(e)),
@@ -491,15 +600,22 @@ impl ModelInstance {
                 let rt = runtime(py)?;
                 let pbu = py.import_bound("triton_python_backend_utils")?;
                 let mut returned = entry.bind(py).call1((&py_requests,))?;
-                if rt.call_method1("is_coroutine", (&returned,))?.extract::<bool>()? {
+                if rt
+                    .call_method1("is_coroutine", (&returned,))?
+                    .extract::<bool>()?
+                {
                     // A decoupled model's coroutine runs on in the background,
                     // as upstream does; otherwise wait for its responses.
-                    returned = rt.call_method1("run_coroutine", (&self.key, returned, !spec.decoupled))?;
+                    returned =
+                        rt.call_method1("run_coroutine", (&self.key, returned, !spec.decoupled))?;
                     if spec.decoupled {
                         return Ok(());
                     }
                 }
-                let responses = pbu.call_method1("_process_returned", (model, spec.decoupled, &py_requests, returned))?;
+                let responses = pbu.call_method1(
+                    "_process_returned",
+                    (model, spec.decoupled, &py_requests, returned),
+                )?;
                 if !responses.is_none() {
                     pbu.call_method1("_send_returned", (&py_requests, responses))?;
                 }
@@ -551,7 +667,9 @@ impl ModelInstance {
     ) -> Result<Bound<'py, PyList>> {
         let model = self.model.name();
         let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing requests"));
-        let pbu = py.import_bound("triton_python_backend_utils").map_err(err)?;
+        let pbu = py
+            .import_bound("triton_python_backend_utils")
+            .map_err(err)?;
         let make = pbu.getattr("_make_request").map_err(err)?;
         let list = PyList::empty_bound(py);
         for (i, sender) in senders {
@@ -559,13 +677,16 @@ impl ModelInstance {
             let inputs = PyList::empty_bound(py);
             for input in &req.inputs {
                 let array = if input.dtype == DataType::Bytes {
-                    let elems = batch::gather_bytes(&[input])
-                        .map_err(|e| e.context(format!("model '{model}': input '{}'", input.name)))?;
+                    let elems = batch::gather_bytes(&[input]).map_err(|e| {
+                        e.context(format!("model '{model}': input '{}'", input.name))
+                    })?;
                     bytes_array(py, &input.shape, &elems).map_err(err)?
                 } else {
                     array_from_chunks(py, input.dtype, &input.shape, &input.chunks).map_err(err)?
                 };
-                inputs.append((&input.name, array, input.dtype as u32)).map_err(err)?;
+                inputs
+                    .append((&input.name, array, input.dtype as u32))
+                    .map_err(err)?;
             }
             let params = if req.parameters.is_empty() {
                 pyo3::types::PyString::new_bound(py, "{}").into_any()
@@ -581,7 +702,16 @@ impl ModelInstance {
             };
             let timeout = req.timeout_us;
             let obj = make
-                .call1((sender.clone_ref(py), &req.id, corr, req.flags, timeout, params, req.requested_outputs.clone(), inputs))
+                .call1((
+                    sender.clone_ref(py),
+                    &req.id,
+                    corr,
+                    req.flags,
+                    timeout,
+                    params,
+                    req.requested_outputs.clone(),
+                    inputs,
+                ))
                 .map_err(err)?;
             list.append(obj).map_err(err)?;
         }
@@ -604,15 +734,21 @@ impl ModelInstance {
         let first = &requests[group[0]];
         for input in &first.inputs {
             // Requests in one group carry the same inputs (see plan_groups).
-            let tensors: Vec<&InputTensor<'_>> =
-                group.iter().filter_map(|&i| requests[i].input(&input.name)).collect();
+            let tensors: Vec<&InputTensor<'_>> = group
+                .iter()
+                .filter_map(|&i| requests[i].input(&input.name))
+                .collect();
             let shape = if spec.batching() {
                 let shapes: Vec<&[i64]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
                 batch::concat_shape(&shapes)
             } else {
                 input.shape.clone()
             };
-            let owner = if group.len() == 1 { requests[group[0]].owner.clone() } else { None };
+            let owner = if group.len() == 1 {
+                requests[group[0]].owner.clone()
+            } else {
+                None
+            };
             let array = if input.dtype == DataType::Bytes {
                 let elems = batch::gather_bytes(&tensors)
                     .map_err(|e| e.context(format!("model '{model}': input '{}'", input.name)))?;
@@ -627,7 +763,10 @@ impl ModelInstance {
                 }
             } else {
                 // Several requests: one copy, straight into the batch array.
-                let chunks: Vec<&[u8]> = tensors.iter().flat_map(|t| t.chunks.iter().copied()).collect();
+                let chunks: Vec<&[u8]> = tensors
+                    .iter()
+                    .flat_map(|t| t.chunks.iter().copied())
+                    .collect();
                 array_from_chunks(py, input.dtype, &shape, &chunks).map_err(err)?
             };
             set_readonly(&array);
@@ -648,11 +787,21 @@ impl ModelInstance {
                 CorrelationId::String(s) => s.into_py(py),
             };
             let info = info_cls
-                .call1((&req.id, corr, req.flags, params, n, req.requested_outputs.clone()))
+                .call1((
+                    &req.id,
+                    corr,
+                    req.flags,
+                    params,
+                    n,
+                    req.requested_outputs.clone(),
+                ))
                 .map_err(err)?;
             infos.append(info).map_err(err)?;
         }
-        Ok(PyTuple::new_bound(py, [inputs.into_any(), infos.into_any()]))
+        Ok(PyTuple::new_bound(
+            py,
+            [inputs.into_any(), infos.into_any()],
+        ))
     }
 
     /// Checks what predict returned (a dict of output name → array) against
@@ -676,7 +825,9 @@ impl ModelInstance {
         let mut outputs = Vec::with_capacity(dict.len());
         for (key, val) in dict.iter() {
             let name: String = key.extract().map_err(|_| {
-                Error::invalid_arg(format!("model '{model}': predict returned a dict with a non-string key {key}"))
+                Error::invalid_arg(format!(
+                    "model '{model}': predict returned a dict with a non-string key {key}"
+                ))
             })?;
             let Some(out_spec) = spec.output(&name) else {
                 let known: Vec<&str> = spec.outputs.iter().map(|o| o.name.as_str()).collect();
@@ -701,7 +852,10 @@ impl ModelInstance {
 }
 
 fn cancelled(spec: &ModelSpec) -> Error {
-    Error::new(ErrorCode::Cancelled, format!("model '{}': request cancelled", spec.name))
+    Error::new(
+        ErrorCode::Cancelled,
+        format!("model '{}': request cancelled", spec.name),
+    )
 }
 
 /// Cuts each output into the requests' rows and sends one response per
@@ -734,9 +888,17 @@ fn scatter<R: Responder>(
                 .iter()
                 .filter(|v| req.requested_outputs.is_empty() || req.wants_output(&v.name))
                 .map(|v| {
-                    let (shape, data) =
-                        if batching { v.slice_rows(range.clone()) } else { (v.shape.clone(), v.bytes_all()) };
-                    OutputSlice { name: &v.name, dtype: v.dtype, shape, data }
+                    let (shape, data) = if batching {
+                        v.slice_rows(range.clone())
+                    } else {
+                        (v.shape.clone(), v.bytes_all())
+                    };
+                    OutputSlice {
+                        name: &v.name,
+                        dtype: v.dtype,
+                        shape,
+                        data,
+                    }
                 })
                 .collect();
             match responders[i].send(&slices, is_final) {
@@ -750,7 +912,10 @@ fn scatter<R: Responder>(
         .collect()
 }
 
-fn params_dict<'py>(py: Python<'py>, parameters: &[(String, ParamValue)]) -> PyResult<Bound<'py, PyDict>> {
+fn params_dict<'py>(
+    py: Python<'py>,
+    parameters: &[(String, ParamValue)],
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new_bound(py);
     for (k, v) in parameters {
         let v = match v {
@@ -778,7 +943,11 @@ fn set_pb_utils_model_dir(py: Python<'_>, model: &LoadedModel) {
 /// A native echo needs outputs that mirror its inputs one to one.
 fn check_echo_spec(spec: &ModelSpec) -> Result<()> {
     let ok = spec.inputs.len() == spec.outputs.len()
-        && spec.inputs.iter().zip(&spec.outputs).all(|(i, o)| i.dtype == o.dtype && i.dims == o.dims);
+        && spec
+            .inputs
+            .iter()
+            .zip(&spec.outputs)
+            .all(|(i, o)| i.dtype == o.dtype && i.dims == o.dims);
     if ok {
         Ok(())
     } else {
@@ -791,8 +960,16 @@ fn check_echo_spec(spec: &ModelSpec) -> Result<()> {
 
 /// The native echo: validates like any model, then returns input i as output
 /// i without touching Python (the ceiling rustpy's overhead is measured against).
-fn execute_echo<R: Responder>(spec: &ModelSpec, requests: &[InferRequest<'_>], responders: &mut [R]) -> ExecReport {
-    let mut report = ExecReport { ok: vec![false; requests.len()], rows: vec![0; requests.len()], ..Default::default() };
+fn execute_echo<R: Responder>(
+    spec: &ModelSpec,
+    requests: &[InferRequest<'_>],
+    responders: &mut [R],
+) -> ExecReport {
+    let mut report = ExecReport {
+        ok: vec![false; requests.len()],
+        rows: vec![0; requests.len()],
+        ..Default::default()
+    };
     report.compute_start = Some(Instant::now());
     for (i, req) in requests.iter().enumerate() {
         match batch::validate_request(spec, req) {
@@ -802,7 +979,8 @@ fn execute_echo<R: Responder>(spec: &ModelSpec, requests: &[InferRequest<'_>], r
                 continue;
             }
         }
-        let data: Vec<std::borrow::Cow<'_, [u8]>> = req.inputs.iter().map(|t| t.contiguous()).collect();
+        let data: Vec<std::borrow::Cow<'_, [u8]>> =
+            req.inputs.iter().map(|t| t.contiguous()).collect();
         let slices: Vec<OutputSlice<'_>> = spec
             .inputs
             .iter()
@@ -810,7 +988,12 @@ fn execute_echo<R: Responder>(spec: &ModelSpec, requests: &[InferRequest<'_>], r
             .filter(|(_, o)| req.requested_outputs.is_empty() || req.wants_output(&o.name))
             .filter_map(|(inp, out)| {
                 let k = req.inputs.iter().position(|t| t.name == inp.name)?;
-                Some(OutputSlice { name: &out.name, dtype: out.dtype, shape: req.inputs[k].shape.clone(), data: &data[k] })
+                Some(OutputSlice {
+                    name: &out.name,
+                    dtype: out.dtype,
+                    shape: req.inputs[k].shape.clone(),
+                    data: &data[k],
+                })
             })
             .collect();
         match responders[i].send(&slices, true) {

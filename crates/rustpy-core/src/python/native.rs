@@ -13,12 +13,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
 use super::numpy_io::{array_from_chunks, bytes_array, extract_tensor, ExtractedOutput};
-use crate::request::{CorrelationId, ParamValue};
-use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor};
 use crate::batch::OutputData;
 use crate::dtype::DataType;
 use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, ErrorCode};
+use crate::request::{CorrelationId, ParamValue};
+use crate::server::{
+    server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor,
+};
 
 /// Log levels as Triton numbers them (INFO 0, WARN 1, ERROR 2, VERBOSE 3).
 /// Arguments: level, source file, source line, message.
@@ -66,9 +68,17 @@ pub struct NativeSender {
 }
 
 impl NativeSender {
-    pub(crate) fn new(responder: Box<dyn Responder>, model: &str, requested: Vec<String>, decoupled: bool) -> Self {
+    pub(crate) fn new(
+        responder: Box<dyn Responder>,
+        model: &str,
+        requested: Vec<String>,
+        decoupled: bool,
+    ) -> Self {
         NativeSender {
-            state: Arc::new(Mutex::new(SenderState { responder: Some(responder), failed: false })),
+            state: Arc::new(Mutex::new(SenderState {
+                responder: Some(responder),
+                failed: false,
+            })),
             model: model.to_string(),
             requested,
             decoupled,
@@ -134,7 +144,9 @@ impl NativeSender {
         // GIL back after its send, so waiting for the lock with the GIL held
         // could deadlock.
         let result: Result<(), String> = py.allow_threads(move || {
-            let mut s = state.lock().map_err(|_| "response sender poisoned".to_string())?;
+            let mut s = state
+                .lock()
+                .map_err(|_| "response sender poisoned".to_string())?;
             let Some(responder) = s.responder.as_mut() else {
                 return Err("Unable to send response. Response sender has been closed.".to_string());
             };
@@ -188,7 +200,11 @@ impl NativeSender {
     fn is_cancelled(&self, py: Python<'_>) -> bool {
         let state = self.state.clone();
         py.allow_threads(move || {
-            state.lock().ok().and_then(|s| s.responder.as_ref().map(|r| r.is_cancelled())).unwrap_or(false)
+            state
+                .lock()
+                .ok()
+                .and_then(|s| s.responder.as_ref().map(|r| r.is_cancelled()))
+                .unwrap_or(false)
         })
     }
 }
@@ -250,12 +266,18 @@ fn bls_infer(
     let server = server_api().map_err(core_err)?.clone();
     let mut tensors = Vec::with_capacity(inputs.len());
     for (name, array, code) in inputs {
-        let t = extract_tensor(py, &model_name, &name, &array, DataType::from_code(code)).map_err(core_err)?;
+        let t = extract_tensor(py, &model_name, &name, &array, DataType::from_code(code))
+            .map_err(core_err)?;
         let data = match t.view_data() {
             OutputData::Fixed(b) => b.to_vec(),
             OutputData::Bytes { buf, .. } => buf.to_vec(),
         };
-        tensors.push(OwnedTensor { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), data });
+        tensors.push(OwnedTensor {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data,
+        });
     }
     let correlation_id = if let Ok(s) = correlation_id.extract::<String>() {
         CorrelationId::String(s)
@@ -268,8 +290,9 @@ fn bls_infer(
     let mut params = Vec::new();
     for (k, v) in parameters.iter() {
         let key: String = k.extract()?;
-        let value = py_to_param(&v)
-            .ok_or_else(|| PyRuntimeError::new_err(format!("parameter '{key}' must be bool, int, float or str")))?;
+        let value = py_to_param(&v).ok_or_else(|| {
+            PyRuntimeError::new_err(format!("parameter '{key}' must be bool, int, float or str"))
+        })?;
         params.push((key, value));
     }
     let request = BlsRequest {
@@ -284,7 +307,8 @@ fn bls_infer(
         parameters: params,
     };
     let (tx, rx) = unbounded();
-    py.allow_threads(|| server.infer(request, tx)).map_err(core_err)?;
+    py.allow_threads(|| server.infer(request, tx))
+        .map_err(core_err)?;
     Ok(BlsStream { responses: rx })
 }
 
@@ -302,9 +326,18 @@ impl BlsStream {
     fn next_response(
         &self,
         py: Python<'_>,
-    ) -> PyResult<Option<(Vec<(String, PyObject, u32)>, Option<(u32, String)>, PyObject, bool)>> {
+    ) -> PyResult<
+        Option<(
+            Vec<(String, PyObject, u32)>,
+            Option<(u32, String)>,
+            PyObject,
+            bool,
+        )>,
+    > {
         let rx = self.responses.clone();
-        let Ok(resp) = py.allow_threads(move || rx.recv()) else { return Ok(None) };
+        let Ok(resp) = py.allow_threads(move || rx.recv()) else {
+            return Ok(None);
+        };
         let mut outputs = Vec::with_capacity(resp.outputs.len());
         for t in &resp.outputs {
             let array = if t.dtype == DataType::Bytes {
@@ -321,16 +354,30 @@ impl BlsStream {
         for (k, v) in &resp.parameters {
             params.set_item(k, param_to_py(py, v))?;
         }
-        let error = resp.error.as_ref().map(|e| (e.code as u32, e.message.clone()));
-        Ok(Some((outputs, error, params.into_any().unbind(), resp.is_final)))
+        let error = resp
+            .error
+            .as_ref()
+            .map(|e| (e.code as u32, e.message.clone()));
+        Ok(Some((
+            outputs,
+            error,
+            params.into_any().unbind(),
+            resp.is_final,
+        )))
     }
 }
 
 #[pyfunction]
 #[pyo3(signature = (model_name, config, files))]
-fn load_model(py: Python<'_>, model_name: String, config: String, files: Vec<(String, Vec<u8>)>) -> PyResult<()> {
+fn load_model(
+    py: Python<'_>,
+    model_name: String,
+    config: String,
+    files: Vec<(String, Vec<u8>)>,
+) -> PyResult<()> {
     let server = server_api().map_err(core_err)?.clone();
-    py.allow_threads(|| server.load_model(&model_name, &config, &files)).map_err(core_err)
+    py.allow_threads(|| server.load_model(&model_name, &config, &files))
+        .map_err(core_err)
 }
 
 /// Whether a model uses the decoupled transaction policy (BLS checks it:
@@ -338,19 +385,22 @@ fn load_model(py: Python<'_>, model_name: String, config: String, files: Vec<(St
 #[pyfunction]
 fn is_model_decoupled(py: Python<'_>, model_name: String, model_version: i64) -> PyResult<bool> {
     let server = server_api().map_err(core_err)?.clone();
-    py.allow_threads(|| server.is_model_decoupled(&model_name, model_version)).map_err(core_err)
+    py.allow_threads(|| server.is_model_decoupled(&model_name, model_version))
+        .map_err(core_err)
 }
 
 #[pyfunction]
 fn unload_model(py: Python<'_>, model_name: String, unload_dependents: bool) -> PyResult<()> {
     let server = server_api().map_err(core_err)?.clone();
-    py.allow_threads(|| server.unload_model(&model_name, unload_dependents)).map_err(core_err)
+    py.allow_threads(|| server.unload_model(&model_name, unload_dependents))
+        .map_err(core_err)
 }
 
 #[pyfunction]
 fn is_model_ready(py: Python<'_>, model_name: String, model_version: i64) -> PyResult<bool> {
     let server = server_api().map_err(core_err)?.clone();
-    py.allow_threads(|| server.is_model_ready(&model_name, model_version)).map_err(core_err)
+    py.allow_threads(|| server.is_model_ready(&model_name, model_version))
+        .map_err(core_err)
 }
 
 /// A metric family registered on Triton's metrics endpoint.
@@ -370,13 +420,22 @@ impl NativeMetricFamily {
             k => return Err(PyRuntimeError::new_err(format!("unknown metric kind {k}"))),
         };
         let server = server_api().map_err(core_err)?.clone();
-        let family = py.allow_threads(|| server.metric_family(&name, &description, kind)).map_err(core_err)?;
+        let family = py
+            .allow_threads(|| server.metric_family(&name, &description, kind))
+            .map_err(core_err)?;
         Ok(NativeMetricFamily { family })
     }
 
     #[pyo3(signature = (labels, buckets=None))]
-    fn metric(&self, labels: Vec<(String, String)>, buckets: Option<Vec<f64>>) -> PyResult<NativeMetric> {
-        let metric = self.family.metric(&labels, buckets.as_deref()).map_err(core_err)?;
+    fn metric(
+        &self,
+        labels: Vec<(String, String)>,
+        buckets: Option<Vec<f64>>,
+    ) -> PyResult<NativeMetric> {
+        let metric = self
+            .family
+            .metric(&labels, buckets.as_deref())
+            .map_err(core_err)?;
         Ok(NativeMetric { metric })
     }
 }

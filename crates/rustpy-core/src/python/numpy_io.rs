@@ -4,15 +4,18 @@ use std::borrow::Cow;
 use std::os::raw::c_int;
 use std::ptr;
 
-use numpy::npyffi::{npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_CARRAY_RO, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API};
+use numpy::npyffi::{
+    npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_CARRAY_RO, NPY_ARRAY_WRITEABLE, NPY_TYPES,
+    PY_ARRAY_API,
+};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::bytes;
 use crate::dtype::DataType;
-use crate::request::BufferOwner;
 use crate::error::{Error, Result};
+use crate::request::BufferOwner;
 use crate::spec::{dims_match, fmt_shape, TensorSpec};
 
 fn npy_type(dtype: DataType) -> NPY_TYPES {
@@ -73,7 +76,11 @@ unsafe fn new_from_descr<'py>(
 
 /// A new C-contiguous array owned by numpy and a pointer to its data, which
 /// the caller must fill completely before Python sees the array.
-fn new_array<'py>(py: Python<'py>, dtype: DataType, shape: &[i64]) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
+fn new_array<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
     // SAFETY: we hold the GIL (py); numpy allocates the memory.
     unsafe { new_from_descr(py, dtype, shape, ptr::null_mut(), 0) }
 }
@@ -93,7 +100,9 @@ pub fn array_from_chunks<'py>(
             // SAFETY: the array was allocated for exactly the elements of
             // `shape`, which the caller checked equals the sum of the chunk
             // sizes; nothing else knows the array yet.
-            unsafe { ptr::copy_nonoverlapping(chunk.as_ptr(), (dst as *mut u8).add(offset), chunk.len()) };
+            unsafe {
+                ptr::copy_nonoverlapping(chunk.as_ptr(), (dst as *mut u8).add(offset), chunk.len())
+            };
             offset += chunk.len();
         }
     };
@@ -134,9 +143,20 @@ pub fn array_view<'py>(
     // object, so the memory outlives every view. The array is created without
     // NPY_ARRAY_WRITEABLE, so Python cannot write into the server's buffer.
     unsafe {
-        let (array, _) = new_from_descr(py, dtype, shape, data.as_ptr() as *mut u8, NPY_ARRAY_CARRAY_RO)?;
+        let (array, _) = new_from_descr(
+            py,
+            dtype,
+            shape,
+            data.as_ptr() as *mut u8,
+            NPY_ARRAY_CARRAY_RO,
+        )?;
         // SetBaseObject steals the reference to `base`.
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr() as *mut PyArrayObject, base.into_ptr()) < 0 {
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            array.as_ptr() as *mut PyArrayObject,
+            base.into_ptr(),
+        ) < 0
+        {
             return Err(PyErr::fetch(py));
         }
         Ok(array)
@@ -146,7 +166,9 @@ pub fn array_view<'py>(
 /// Whether a buffer may back a numpy view of `dtype` elements (numpy wants
 /// aligned data for fast paths).
 pub fn can_view(dtype: DataType, data: &[u8]) -> bool {
-    dtype.element_size().is_some_and(|size| (data.as_ptr() as usize).is_multiple_of(size))
+    dtype
+        .element_size()
+        .is_some_and(|size| (data.as_ptr() as usize).is_multiple_of(size))
 }
 
 /// Makes an array read-only (inputs are read-only whether viewed or copied,
@@ -159,7 +181,11 @@ pub fn set_readonly(array: &Bound<'_, PyAny>) {
 }
 
 /// A numpy object array of `bytes` with the given shape.
-pub fn bytes_array<'py>(py: Python<'py>, shape: &[i64], elems: &[Cow<'_, [u8]>]) -> PyResult<Bound<'py, PyAny>> {
+pub fn bytes_array<'py>(
+    py: Python<'py>,
+    shape: &[i64],
+    elems: &[Cow<'_, [u8]>],
+) -> PyResult<Bound<'py, PyAny>> {
     let (array, data) = new_array(py, DataType::Bytes, shape)?;
     let slots = data as *mut *mut pyo3::ffi::PyObject;
     for (i, elem) in elems.iter().enumerate() {
@@ -186,7 +212,10 @@ pub struct ExtractedOutput {
 pub enum ExtractedData {
     /// Points into the numpy array held by `_keepalive`.
     Fixed { ptr: *const u8, len: usize },
-    Bytes { buf: Vec<u8>, elem_offsets: Vec<usize> },
+    Bytes {
+        buf: Vec<u8>,
+        elem_offsets: Vec<usize>,
+    },
 }
 
 // SAFETY: the pointer refers to the data of a numpy array we hold a strong
@@ -201,15 +230,23 @@ impl ExtractedOutput {
     /// The data as a batch view that can be cut into rows.
     pub fn view_data(&self) -> crate::batch::OutputData<'_> {
         match &self.data {
-            ExtractedData::Bytes { buf, elem_offsets } => crate::batch::OutputData::Bytes { buf, elem_offsets },
-            ExtractedData::Fixed { .. } => crate::batch::OutputData::Fixed(self.fixed_bytes().unwrap_or(&[])),
+            ExtractedData::Bytes { buf, elem_offsets } => {
+                crate::batch::OutputData::Bytes { buf, elem_offsets }
+            }
+            ExtractedData::Fixed { .. } => {
+                crate::batch::OutputData::Fixed(self.fixed_bytes().unwrap_or(&[]))
+            }
         }
     }
 
     pub fn fixed_bytes(&self) -> Option<&[u8]> {
         match self.data {
             // SAFETY: see the Send impl; the array outlives `self`.
-            ExtractedData::Fixed { ptr, len } => Some(if len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(ptr, len) } }),
+            ExtractedData::Fixed { ptr, len } => Some(if len == 0 {
+                &[]
+            } else {
+                unsafe { std::slice::from_raw_parts(ptr, len) }
+            }),
             ExtractedData::Bytes { .. } => None,
         }
     }
@@ -273,27 +310,58 @@ struct ArrayView<'py> {
 impl<'py> ArrayView<'py> {
     /// numpy's name of the dtype, for error messages only (str() is a Python call).
     fn dtype_str(&self) -> String {
-        self.array.getattr("dtype").map(|d| d.to_string()).unwrap_or_else(|_| "?".into())
+        self.array
+            .getattr("dtype")
+            .map(|d| d.to_string())
+            .unwrap_or_else(|_| "?".into())
     }
 
     fn new(py: Python<'py>, model: &str, name: &str, value: &Bound<'py, PyAny>) -> Result<Self> {
-        let pyerr = |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+        let pyerr =
+            |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
         let array: Bound<'py, PyAny> = match value.downcast::<PyUntypedArray>() {
             Ok(a) => a.clone().into_any(),
-            Err(_) => py.import_bound("numpy").and_then(|np| np.call_method1("asarray", (value,))).map_err(pyerr)?,
+            Err(_) => py
+                .import_bound("numpy")
+                .and_then(|np| np.call_method1("asarray", (value,)))
+                .map_err(pyerr)?,
         };
-        let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
+        let a = array
+            .downcast::<PyUntypedArray>()
+            .map_err(|e| pyerr(e.into()))?;
         let d = a.dtype();
         let (kind, itemsize, native) = (d.kind() as char, d.itemsize(), d.byteorder() != b'>');
         let shape = a.shape().iter().map(|&d| d as i64).collect();
-        Ok(ArrayView { array, kind, itemsize, native, shape })
+        Ok(ArrayView {
+            array,
+            kind,
+            itemsize,
+            native,
+            shape,
+        })
     }
 
-    fn into_wire(self, py: Python<'py>, model: &str, name: &str, dtype: DataType) -> Result<ExtractedOutput> {
-        let pyerr = |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
-        let ArrayView { mut array, itemsize, native, shape, .. } = self;
+    fn into_wire(
+        self,
+        py: Python<'py>,
+        model: &str,
+        name: &str,
+        dtype: DataType,
+    ) -> Result<ExtractedOutput> {
+        let pyerr =
+            |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+        let ArrayView {
+            mut array,
+            itemsize,
+            native,
+            shape,
+            ..
+        } = self;
         if dtype == DataType::Bytes {
-            let flat = array.call_method1("ravel", ("C",)).and_then(|f| f.call_method0("tolist")).map_err(pyerr)?;
+            let flat = array
+                .call_method1("ravel", ("C",))
+                .and_then(|f| f.call_method0("tolist"))
+                .map_err(pyerr)?;
             let mut buf = Vec::new();
             let mut elem_offsets = vec![0];
             for item in flat.iter().map_err(pyerr)? {
@@ -316,14 +384,23 @@ impl<'py> ArrayView<'py> {
                 _keepalive: None,
             });
         }
-        let contiguous = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?.is_c_contiguous();
+        let contiguous = array
+            .downcast::<PyUntypedArray>()
+            .map_err(|e| pyerr(e.into()))?
+            .is_c_contiguous();
         if !contiguous || !native {
             let np = py.import_bound("numpy").map_err(pyerr)?;
-            let native_dtype =
-                array.getattr("dtype").and_then(|d| d.call_method1("newbyteorder", ("=",))).map_err(pyerr)?;
-            array = np.call_method1("ascontiguousarray", (array, native_dtype)).map_err(pyerr)?;
+            let native_dtype = array
+                .getattr("dtype")
+                .and_then(|d| d.call_method1("newbyteorder", ("=",)))
+                .map_err(pyerr)?;
+            array = np
+                .call_method1("ascontiguousarray", (array, native_dtype))
+                .map_err(pyerr)?;
         }
-        let a = array.downcast::<PyUntypedArray>().map_err(|e| pyerr(e.into()))?;
+        let a = array
+            .downcast::<PyUntypedArray>()
+            .map_err(|e| pyerr(e.into()))?;
         let len = a.len() * itemsize;
         // SAFETY: `a` is a live C-contiguous ndarray; its data pointer is valid
         // for len() * itemsize bytes while the array lives (kept in _keepalive).
@@ -338,7 +415,12 @@ impl<'py> ArrayView<'py> {
     }
 }
 
-fn check_output_shape(model: &str, spec: &TensorSpec, shape: &[i64], batch_rows: Option<usize>) -> Result<()> {
+fn check_output_shape(
+    model: &str,
+    spec: &TensorSpec,
+    shape: &[i64],
+    batch_rows: Option<usize>,
+) -> Result<()> {
     let name = &spec.name;
     let item = match batch_rows {
         Some(rows) => {
