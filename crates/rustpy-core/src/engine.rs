@@ -57,6 +57,15 @@ pub struct ExecReport {
 }
 
 impl ExecReport {
+    /// A report for `n` requests, none answered successfully yet.
+    pub fn new(n: usize) -> Self {
+        ExecReport {
+            ok: vec![false; n],
+            rows: vec![0; n],
+            ..Default::default()
+        }
+    }
+
     pub fn total_rows(&self) -> usize {
         self.rows.iter().sum()
     }

@@ -231,7 +231,7 @@ pub fn load_npy(path: &Path, name: &str, dtype: Option<crate::DataType>) -> Resu
         let array = np
             .call_method1("load", (path.to_string_lossy(), false))
             .map_err(err)?;
-        python::tensor_from_py(py, name, &array, dtype)
+        python::tensor_from_py(py, "rustpy run", name, &array, dtype)
     })
 }
 
@@ -280,7 +280,7 @@ pub fn tensor_from_json(
                 .call_method1("reshape", (shape.to_vec(),))
                 .map_err(err)?;
         }
-        python::tensor_from_py(py, name, &array, Some(dtype))
+        python::tensor_from_py(py, "rustpy run", name, &array, Some(dtype))
     })
 }
 
@@ -307,7 +307,7 @@ pub fn example_tensor(name: &str, dtype: crate::DataType, shape: &[i64]) -> Resu
         let array = array
             .call_method1("reshape", (shape.to_vec(),))
             .map_err(err)?;
-        python::tensor_from_py(py, name, &array, Some(dtype))
+        python::tensor_from_py(py, "rustpy run", name, &array, Some(dtype))
     })
 }
 

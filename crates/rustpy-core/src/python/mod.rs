@@ -11,30 +11,61 @@ pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 pub use native::{set_log_hook, LogHook};
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::error::Result;
+use crate::request::{CorrelationId, ParamValue};
 use crate::server::OwnedTensor;
 use crate::DataType;
 
 /// A Python value (a numpy array or anything `numpy.asarray` accepts) as an
-/// owned tensor, typed like pb_utils.Tensor does it.
+/// owned tensor, typed like pb_utils.Tensor does it; `model` names the
+/// context in error messages.
 pub fn tensor_from_py(
     py: Python<'_>,
+    model: &str,
     name: &str,
     value: &Bound<'_, PyAny>,
     dtype: Option<DataType>,
 ) -> Result<OwnedTensor> {
-    let t = numpy_io::extract_tensor(py, "local", name, value, dtype)?;
-    let data = match t.view_data() {
-        crate::batch::OutputData::Fixed(b) => b.to_vec(),
-        crate::batch::OutputData::Bytes { buf, .. } => buf.to_vec(),
-    };
+    let t = numpy_io::extract_tensor(py, model, name, value, dtype)?;
     Ok(OwnedTensor {
         name: name.to_string(),
         dtype: t.dtype,
         shape: t.shape.clone(),
-        data,
+        data: t.wire_bytes().to_vec(),
     })
+}
+
+/// A request parameter as a Python value.
+pub(crate) fn param_to_py(py: Python<'_>, value: &ParamValue) -> PyObject {
+    match value {
+        ParamValue::String(s) => s.into_py(py),
+        ParamValue::Int(i) => i.into_py(py),
+        ParamValue::Bool(b) => b.into_py(py),
+        ParamValue::Double(d) => d.into_py(py),
+    }
+}
+
+/// Request (or response) parameters as a Python dict.
+pub(crate) fn params_dict<'py>(
+    py: Python<'py>,
+    parameters: &[(String, ParamValue)],
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new_bound(py);
+    for (k, v) in parameters {
+        dict.set_item(k, param_to_py(py, v))?;
+    }
+    Ok(dict)
+}
+
+/// A correlation id as Python sees it (0 when the request has none).
+pub(crate) fn correlation_to_py(py: Python<'_>, id: &CorrelationId) -> PyObject {
+    match id {
+        CorrelationId::None => 0u64.into_py(py),
+        CorrelationId::Int(x) => x.into_py(py),
+        CorrelationId::String(s) => s.into_py(py),
+    }
 }
 
 /// An owned tensor as a numpy array (BYTES as an object array of bytes).

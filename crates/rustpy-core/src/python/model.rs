@@ -16,11 +16,12 @@ use super::numpy_io::{
     array_from_chunks, array_view, bytes_array, can_view, extract_output, set_readonly,
     ExtractedOutput,
 };
+use super::{correlation_to_py, params_dict};
 use crate::batch::{self, BatchOutput};
 use crate::dtype::DataType;
 use crate::engine::{ExecReport, OutputSlice, Responder};
 use crate::error::{Error, ErrorCode, Result};
-use crate::request::{CorrelationId, InferRequest, InputTensor, ParamValue};
+use crate::request::{InferRequest, InputTensor};
 use crate::spec::ModelSpec;
 
 /// Which Python API the model file implements.
@@ -363,23 +364,12 @@ impl ModelInstance {
         responders: &mut [R],
     ) -> ExecReport {
         let spec = &self.model.spec;
-        let mut report = ExecReport {
-            ok: vec![false; requests.len()],
-            rows: vec![0; requests.len()],
-            ..Default::default()
-        };
+        let mut report = ExecReport::new(requests.len());
         let mut valid = Vec::with_capacity(requests.len());
         for (i, req) in requests.iter().enumerate() {
-            if responders[i].is_cancelled() {
-                responders[i].send_error(&cancelled(spec));
-                continue;
-            }
-            match batch::validate_request(spec, req) {
-                Ok(rows) => {
-                    report.rows[i] = rows;
-                    valid.push((i, req));
-                }
-                Err(e) => responders[i].send_error(&e),
+            if let Some(rows) = admit(spec, req, &mut responders[i]) {
+                report.rows[i] = rows;
+                valid.push((i, req));
             }
         }
         if valid.is_empty() {
@@ -533,23 +523,12 @@ impl ModelInstance {
     ) -> ExecReport {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
-        let mut report = ExecReport {
-            ok: vec![false; requests.len()],
-            rows: vec![0; requests.len()],
-            ..Default::default()
-        };
+        let mut report = ExecReport::new(requests.len());
         let mut valid: Vec<(usize, R)> = Vec::with_capacity(requests.len());
         for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
-            if responder.is_cancelled() {
-                responder.send_error(&cancelled(spec));
-                continue;
-            }
-            match batch::validate_request(spec, req) {
-                Ok(rows) => {
-                    report.rows[i] = rows;
-                    valid.push((i, responder));
-                }
-                Err(e) => responder.send_error(&e),
+            if let Some(rows) = admit(spec, req, &mut responder) {
+                report.rows[i] = rows;
+                valid.push((i, responder));
             }
         }
         if valid.is_empty() {
@@ -695,11 +674,7 @@ impl ModelInstance {
                     .and_then(|d| py.import_bound("json")?.call_method1("dumps", (d,)))
                     .map_err(err)?
             };
-            let corr = match &req.correlation_id {
-                CorrelationId::None => 0u64.into_py(py),
-                CorrelationId::Int(x) => x.into_py(py),
-                CorrelationId::String(s) => s.into_py(py),
-            };
+            let corr = correlation_to_py(py, &req.correlation_id);
             let timeout = req.timeout_us;
             let obj = make
                 .call1((
@@ -781,11 +756,7 @@ impl ModelInstance {
         for (&i, &n) in group.iter().zip(rows) {
             let req = &requests[i];
             let params = params_dict(py, &req.parameters).map_err(err)?;
-            let corr = match &req.correlation_id {
-                CorrelationId::None => 0u64.into_py(py),
-                CorrelationId::Int(x) => x.into_py(py),
-                CorrelationId::String(s) => s.into_py(py),
-            };
+            let corr = correlation_to_py(py, &req.correlation_id);
             let info = info_cls
                 .call1((
                     &req.id,
@@ -851,6 +822,23 @@ impl ModelInstance {
     }
 }
 
+/// Whether a request may run: not cancelled and fitting the model's
+/// configuration. Otherwise it is answered with the reason here; returns the
+/// batch rows it contributes.
+fn admit<R: Responder>(
+    spec: &ModelSpec,
+    req: &InferRequest<'_>,
+    responder: &mut R,
+) -> Option<usize> {
+    if responder.is_cancelled() {
+        responder.send_error(&cancelled(spec));
+        return None;
+    }
+    batch::validate_request(spec, req)
+        .map_err(|e| responder.send_error(&e))
+        .ok()
+}
+
 fn cancelled(spec: &ModelSpec) -> Error {
     Error::new(
         ErrorCode::Cancelled,
@@ -912,23 +900,6 @@ fn scatter<R: Responder>(
         .collect()
 }
 
-fn params_dict<'py>(
-    py: Python<'py>,
-    parameters: &[(String, ParamValue)],
-) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new_bound(py);
-    for (k, v) in parameters {
-        let v = match v {
-            ParamValue::String(s) => s.into_py(py),
-            ParamValue::Int(x) => x.into_py(py),
-            ParamValue::Bool(b) => b.into_py(py),
-            ParamValue::Double(d) => d.into_py(py),
-        };
-        dict.set_item(k, v)?;
-    }
-    Ok(dict)
-}
-
 /// pb_utils.get_model_dir() answers for the model whose code runs now: the
 /// directory its model.py is in (the version directory, as upstream); its
 /// error messages name the model.
@@ -965,11 +936,7 @@ fn execute_echo<R: Responder>(
     requests: &[InferRequest<'_>],
     responders: &mut [R],
 ) -> ExecReport {
-    let mut report = ExecReport {
-        ok: vec![false; requests.len()],
-        rows: vec![0; requests.len()],
-        ..Default::default()
-    };
+    let mut report = ExecReport::new(requests.len());
     report.compute_start = Some(Instant::now());
     for (i, req) in requests.iter().enumerate() {
         match batch::validate_request(spec, req) {

@@ -4,7 +4,6 @@
 // pyo3 0.22's #[pyfunction]/#[pymethods] expansions trip this lint.
 #![allow(clippy::useless_conversion)]
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam::channel::{unbounded, Receiver};
@@ -12,15 +11,13 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
-use super::numpy_io::{array_from_chunks, bytes_array, extract_tensor, ExtractedOutput};
-use crate::batch::OutputData;
+use super::numpy_io::{extract_tensor, ExtractedOutput};
+use super::{params_dict, tensor_from_py, tensor_to_py};
 use crate::dtype::DataType;
 use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, ErrorCode};
 use crate::request::{CorrelationId, ParamValue};
-use crate::server::{
-    server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor,
-};
+use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
 
 /// Log levels as Triton numbers them (INFO 0, WARN 1, ERROR 2, VERBOSE 3).
 /// Arguments: level, source file, source line, message.
@@ -176,10 +173,7 @@ impl NativeSender {
                     name: &o.name,
                     dtype: o.dtype,
                     shape: o.shape.clone(),
-                    data: match o.view_data() {
-                        OutputData::Fixed(b) => b,
-                        OutputData::Bytes { buf, .. } => buf,
-                    },
+                    data: o.wire_bytes(),
                 })
                 .collect();
             let sent = responder.send(&slices, is_final);
@@ -237,15 +231,6 @@ fn py_to_param(value: &Bound<'_, PyAny>) -> Option<ParamValue> {
     value.extract::<String>().ok().map(ParamValue::String)
 }
 
-fn param_to_py(py: Python<'_>, value: &ParamValue) -> PyObject {
-    match value {
-        ParamValue::String(s) => s.into_py(py),
-        ParamValue::Int(i) => i.into_py(py),
-        ParamValue::Bool(b) => b.into_py(py),
-        ParamValue::Double(d) => d.into_py(py),
-    }
-}
-
 /// Starts an in-process inference on another model (BLS) and returns the
 /// stream its responses arrive on.
 #[pyfunction]
@@ -264,21 +249,13 @@ fn bls_infer(
     requested_outputs: Vec<String>,
 ) -> PyResult<BlsStream> {
     let server = server_api().map_err(core_err)?.clone();
-    let mut tensors = Vec::with_capacity(inputs.len());
-    for (name, array, code) in inputs {
-        let t = extract_tensor(py, &model_name, &name, &array, DataType::from_code(code))
-            .map_err(core_err)?;
-        let data = match t.view_data() {
-            OutputData::Fixed(b) => b.to_vec(),
-            OutputData::Bytes { buf, .. } => buf.to_vec(),
-        };
-        tensors.push(OwnedTensor {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            data,
-        });
-    }
+    let tensors = inputs
+        .into_iter()
+        .map(|(name, array, code)| {
+            tensor_from_py(py, &model_name, &name, &array, DataType::from_code(code))
+        })
+        .collect::<crate::error::Result<Vec<_>>>()
+        .map_err(core_err)?;
     let correlation_id = if let Ok(s) = correlation_id.extract::<String>() {
         CorrelationId::String(s)
     } else {
@@ -340,20 +317,10 @@ impl BlsStream {
         };
         let mut outputs = Vec::with_capacity(resp.outputs.len());
         for t in &resp.outputs {
-            let array = if t.dtype == DataType::Bytes {
-                let n = crate::request::element_count(&t.shape);
-                let elems = crate::bytes::decode(&t.data, n).map_err(core_err)?;
-                let elems: Vec<Cow<'_, [u8]>> = elems.into_iter().map(Cow::Borrowed).collect();
-                bytes_array(py, &t.shape, &elems)?
-            } else {
-                array_from_chunks(py, t.dtype, &t.shape, &[&t.data])?
-            };
+            let array = tensor_to_py(py, t).map_err(core_err)?;
             outputs.push((t.name.clone(), array.unbind(), t.dtype as u32));
         }
-        let params = PyDict::new_bound(py);
-        for (k, v) in &resp.parameters {
-            params.set_item(k, param_to_py(py, v))?;
-        }
+        let params = params_dict(py, &resp.parameters)?;
         let error = resp
             .error
             .as_ref()

@@ -227,27 +227,26 @@ unsafe impl Send for ExtractedData {}
 unsafe impl Sync for ExtractedData {}
 
 impl ExtractedOutput {
+    /// The data on the wire: the array's bytes, or the serialized BYTES.
+    pub fn wire_bytes(&self) -> &[u8] {
+        match &self.data {
+            // SAFETY: see the Send impl; the array (kept in `_keepalive`)
+            // outlives `self`.
+            ExtractedData::Fixed { ptr, len } if *len > 0 => unsafe {
+                std::slice::from_raw_parts(*ptr, *len)
+            },
+            ExtractedData::Fixed { .. } => &[],
+            ExtractedData::Bytes { buf, .. } => buf,
+        }
+    }
+
     /// The data as a batch view that can be cut into rows.
     pub fn view_data(&self) -> crate::batch::OutputData<'_> {
         match &self.data {
             ExtractedData::Bytes { buf, elem_offsets } => {
                 crate::batch::OutputData::Bytes { buf, elem_offsets }
             }
-            ExtractedData::Fixed { .. } => {
-                crate::batch::OutputData::Fixed(self.fixed_bytes().unwrap_or(&[]))
-            }
-        }
-    }
-
-    pub fn fixed_bytes(&self) -> Option<&[u8]> {
-        match self.data {
-            // SAFETY: see the Send impl; the array outlives `self`.
-            ExtractedData::Fixed { ptr, len } => Some(if len == 0 {
-                &[]
-            } else {
-                unsafe { std::slice::from_raw_parts(ptr, len) }
-            }),
-            ExtractedData::Bytes { .. } => None,
+            ExtractedData::Fixed { .. } => crate::batch::OutputData::Fixed(self.wire_bytes()),
         }
     }
 }
