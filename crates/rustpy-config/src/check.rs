@@ -207,8 +207,9 @@ fn subdirs(path: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// (version dirs sorted by version, other subdirectories).
-fn version_dirs(model_dir: &Path) -> (Vec<(u64, PathBuf)>, Vec<PathBuf>) {
+/// (version dirs sorted by version, other subdirectories), by Triton's rule
+/// for which directories are versions.
+pub fn version_dirs(model_dir: &Path) -> (Vec<(u64, PathBuf)>, Vec<PathBuf>) {
     let mut versions = Vec::new();
     let mut ignored = Vec::new();
     for dir in subdirs(model_dir) {

@@ -130,19 +130,13 @@ impl LocalModel {
 
 /// The highest numeric version directory of a model.
 pub fn latest_version(model_dir: &Path) -> Result<u64> {
-    std::fs::read_dir(model_dir)
-        .map_err(|e| Error::new(ErrorCode::NotFound, format!("{}: {e}", model_dir.display())))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|v| *v > 0)
-        .max()
-        .ok_or_else(|| {
-            Error::new(
-                ErrorCode::NotFound,
-                format!("{} has no version directory", model_dir.display()),
-            )
-        })
+    let (versions, _) = rustpy_config::check::version_dirs(model_dir);
+    versions.last().map(|(v, _)| *v).ok_or_else(|| {
+        Error::new(
+            ErrorCode::NotFound,
+            format!("{} has no version directory", model_dir.display()),
+        )
+    })
 }
 
 enum Event {

@@ -60,10 +60,7 @@ impl ModelSpec {
             max_batch_size: usize::try_from(cfg.max_batch_size).unwrap_or(0),
             inputs,
             outputs,
-            decoupled: cfg
-                .model_transaction_policy
-                .as_ref()
-                .is_some_and(|p| p.decoupled),
+            decoupled: rustpy_config::is_decoupled(cfg),
         })
     }
 

@@ -57,11 +57,7 @@ impl LoadedModel {
     /// Imports `<model_dir>/<version>/<default_model_filename or model.py>`.
     pub fn load(cfg: &proto::ModelConfig, model_dir: &Path, version: u64) -> Result<Self> {
         let spec = ModelSpec::from_config(cfg, version)?;
-        let file_name = if cfg.default_model_filename.is_empty() {
-            "model.py"
-        } else {
-            cfg.default_model_filename.as_str()
-        };
+        let file_name = rustpy_config::model::model_filename(cfg);
         let config_json = rustpy_config::to_json(cfg).to_string();
         let mut parameters: Vec<(String, String)> = cfg
             .parameters
@@ -70,11 +66,11 @@ impl LoadedModel {
             .collect();
         parameters.sort();
 
-        if let Some(native) = cfg.parameters.get(NATIVE_PARAMETER) {
-            if native.string_value != "echo" {
+        if let Some(native) = rustpy_config::parameter(cfg, NATIVE_PARAMETER) {
+            if native != "echo" {
                 return Err(Error::invalid_arg(format!(
-                    "model '{}': parameter {NATIVE_PARAMETER} must be \"echo\", got {:?}",
-                    spec.name, native.string_value
+                    "model '{}': parameter {NATIVE_PARAMETER} must be \"echo\", got {native:?}",
+                    spec.name
                 )));
             }
             check_echo_spec(&spec)?;
