@@ -18,6 +18,13 @@ def test_all_example_models_ready(server):
         assert index[name].get("state") == "READY", index[name]
         assert server.model_ready(name)
     assert server.is_ready()
+    if not server.reference:
+        # The models really run on our library: its initialisation and each
+        # model's import are in the server's own log.
+        log = server.log_text()
+        assert "rustpy: backend 'rustpy' ready (backend API 1." in log, log[-2000:]
+        for name in EXAMPLE_MODELS:
+            assert f"rustpy: loaded model '{name}' version 1 from " in log, name
 
 
 def test_model_config_served(server):
