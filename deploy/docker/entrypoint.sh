@@ -50,6 +50,7 @@ PY
             local_archive="$archive"
             ;;
     esac
+    mkdir -p "$(dirname "$dest")"
     log "verifying and extracting the model archive into $dest"
     status=0
     "${RUSTPY:-rustpy}" -q unzip "$local_archive" -o "$dest" || status=$?
