@@ -21,6 +21,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 import zipfile
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -270,6 +271,12 @@ def test_entrypoint_serves_a_verified_archive_and_drains_on_sigterm(tmp_path, ar
         assert "verifying and extracting the model archive" in log
         assert archive_url not in log, "the archive URL (may be signed) was logged"
         assert re.search(r"\|\s*exit_timeout\s*\|\s*20\s*\|", log), server.log_tail()
+
+        # The series the HPA's queue-time metric is derived from (docs/deploy.md).
+        with urllib.request.urlopen(server.metrics_url, timeout=30) as r:
+            metrics = r.read().decode()
+        for name in ("nv_inference_queue_duration_us", "nv_inference_request_success"):
+            assert f'{name}{{model="sleepy"' in metrics, metrics[:2000]
 
         # Three requests in flight, one per instance, each 4 s of work.
         results = {}
