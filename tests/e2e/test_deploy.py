@@ -181,6 +181,37 @@ def test_hadolint_can_fail(tmp_path):
     assert out.returncode != 0 and "DL3003" in out.stdout, out.stdout
 
 
+def test_entrypoint_passes_shellcheck():
+    out = subprocess.run([str(venv_tool("shellcheck")), "--shell=sh", str(ENTRYPOINT)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_file_the_guide_names_exists_and_every_deploy_file_is_checked():
+    guide = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
+    # Our paths (Triton's chart is also called deploy/k8s-onprem, in its own repository).
+    named = set(re.findall(
+        r"(?<![\w/])((?:deploy/(?:docker|helm|kubernetes|kserve)|tests/e2e/deploy)"
+        r"(?:/[\w.-]*\w)*)", guide))
+    assert len(named) >= 10, named
+    missing = [p for p in named if not (PROJECT_ROOT / p).exists()]
+    assert missing == [], missing
+    # Each file of deploy/ is validated by a test above.
+    checked = {*K8S_MANIFESTS, *KSERVE_RESOURCES, DEPLOY / "helm/values-rustpy.yaml",
+               DEPLOY / "docker/Dockerfile", DEPLOY / "docker/Dockerfile.cpu", ENTRYPOINT}
+    present = {p for p in DEPLOY.rglob("*") if p.is_file()}
+    assert present == checked, sorted(map(str, present ^ checked))
+    assert "docs/deploy.md" in (PROJECT_ROOT / "README.md").read_text()
+
+
+def test_readiness_is_false_while_a_model_is_not_ready(errors_server):
+    """What the readiness probes rely on: with a model that failed to load
+    (--exit-on-error=false), the server is live but not ready."""
+    assert errors_server.is_live()
+    assert not errors_server.is_ready()
+    assert errors_server.get("/v2/health/ready")[0] == 400
+
+
 # ----------------------------------------------------------------- entrypoint
 
 SLEEPY_CONFIG = """name: "sleepy"
