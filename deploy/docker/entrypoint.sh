@@ -10,6 +10,7 @@
 #   RUSTPY_MODEL_ARCHIVE  a `rustpy zip` archive: a path, or an http(s):// URL fetched first.
 #                         It is verified against its sha256 manifest and extracted by
 #                         `rustpy unzip`; a tampered or unsafe archive stops the container.
+#                         A local ARCHIVE.sha256 (`sha256sum` format), if present, must match.
 #   RUSTPY_MODEL_DIR      where the archive is extracted (default /models/repo). It must not
 #                         exist yet or be empty; its parent must be writable (an emptyDir).
 #   RUSTPY_EXIT_TIMEOUT   seconds tritonserver waits for in-flight requests after SIGTERM
@@ -50,6 +51,17 @@ PY
             local_archive="$archive"
             ;;
     esac
+    # An optional ARCHIVE.sha256 next to a local archive pins the whole file (KServe needs
+    # a second object beside the archive anyway: its storage initializer unpacks, without
+    # any check, a prefix that holds a single .zip).
+    if [ -f "$local_archive.sha256" ]; then
+        want="$(cut -d ' ' -f 1 < "$local_archive.sha256")"
+        got="$(sha256sum < "$local_archive" | cut -d ' ' -f 1)"
+        if [ "$want" != "$got" ]; then
+            log "the model archive does not match $(basename "$local_archive").sha256"
+            exit 1
+        fi
+    fi
     mkdir -p "$(dirname "$dest")"
     log "verifying and extracting the model archive into $dest"
     status=0

@@ -14,6 +14,7 @@ or a cluster:
 
 The validators live in a separate venv that ci/install.sh creates ($RUSTPY_DEPS/deploy-venv).
 """
+import hashlib
 import json
 import os
 import re
@@ -366,8 +367,16 @@ def test_entrypoint_refuses_a_tampered_archive(tmp_path):
     assert "nonexistent" not in out.stderr
     assert not models.exists()
 
-    # `unpack` (the init container's command) does the same and nothing else.
+    # `unpack` (the init container's command) does the same and nothing else; a
+    # checksum file beside the archive (KServe layout) must match it.
     env["RUSTPY_MODEL_ARCHIVE"] = str(archive)
+    sums = Path(f"{archive}.sha256")
+    sums.write_text("0" * 64 + "  repo.zip\n")
+    out = subprocess.run(["/bin/sh", str(ENTRYPOINT), "unpack"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "does not match repo.zip.sha256" in out.stderr, out
+    assert not models.exists()
+    sums.write_text(hashlib.sha256(archive.read_bytes()).hexdigest() + "  repo.zip\n")
     out = subprocess.run(["/bin/sh", str(ENTRYPOINT), "unpack"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out
