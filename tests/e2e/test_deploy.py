@@ -174,6 +174,34 @@ def test_dockerfile_passes_hadolint_and_reads_python_from_the_image(name):
     assert 'ENTRYPOINT ["/usr/local/bin/rustpy-entrypoint"]' in text
 
 
+def _requirements_step(dockerfile: Path) -> str:
+    """The shell command of the Dockerfile's `requirements` stage."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    stage = text.split(" AS requirements\n", 1)[1].split("\nFROM ", 1)[0]
+    (run,) = [line[4:] for line in stage.splitlines() if line.startswith("RUN ")]
+    return run
+
+
+def test_dockerfiles_merge_the_models_requirements(tmp_path):
+    run = _requirements_step(DEPLOY / "docker/Dockerfile")
+    assert run == _requirements_step(DEPLOY / "docker/Dockerfile.cpu")
+    repo, out = tmp_path / "repo", tmp_path / "requirements.txt"
+    for model, reqs in {"a": "numpy>=1.23\n# tokenizer\nregex==2024.1.1  \n",
+                        "b": "regex==2024.1.1\n\npillow  # images\n", "c": None}.items():
+        (repo / model / "1").mkdir(parents=True)
+        if reqs is not None:
+            (repo / model / "requirements.txt").write_text(reqs)
+    (repo / "a" / "1" / "requirements.txt").write_text("not-merged\n")  # not a model's
+    cmd = run.replace("/repo", str(repo)).replace("/requirements.txt", str(out))
+    subprocess.run(["/bin/bash", "-o", "pipefail", "-c", cmd], check=True, timeout=60)
+    assert out.read_text().splitlines() == ["numpy>=1.23", "pillow", "regex==2024.1.1"]
+    # A repository without requirements gives an empty file, not a failed build.
+    for f in repo.glob("*/requirements.txt"):
+        f.unlink()
+    subprocess.run(["/bin/bash", "-o", "pipefail", "-c", cmd], check=True, timeout=60)
+    assert out.read_text() == ""
+
+
 def test_hadolint_can_fail(tmp_path):
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM debian\nRUN cd /tmp && apt-get install curl\n")

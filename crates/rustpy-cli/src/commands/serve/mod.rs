@@ -197,7 +197,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
             return Err(anyhow!(
                 "tritonserver did not become ready within {}s ({})",
                 args.ready_timeout,
-                log.where_()
+                log.location()
             )
             .into());
         }
@@ -302,7 +302,7 @@ fn probe_address(bind: IpAddr) -> IpAddr {
 struct ServerLog<'a>(Option<&'a Path>);
 
 impl ServerLog<'_> {
-    fn where_(&self) -> String {
+    fn location(&self) -> String {
         match self.0 {
             Some(path) => format!("server log: {}", path.display()),
             None => "see the server log above".to_owned(),
@@ -328,7 +328,7 @@ impl ServerLog<'_> {
                 global.status(format!("  {e}"));
             }
         }
-        global.status(self.where_());
+        global.status(self.location());
     }
 }
 
