@@ -262,13 +262,6 @@ pub struct Request {
     raw: *mut raw::TRITONBACKEND_Request,
 }
 
-// SAFETY: Triton lets a backend read a request's properties and release it
-// from any thread; the only mutation (release) happens once, in Drop. This
-// lets a request outlive Execute while Python holds a view of its inputs.
-unsafe impl Send for Request {}
-// SAFETY: all shared access is read-only (properties and input buffers).
-unsafe impl Sync for Request {}
-
 impl Request {
     /// # Safety
     /// `raw` must be a request given to Execute, owned by nobody else from now
@@ -439,11 +432,21 @@ impl Request {
 }
 
 impl Request {
-    /// A handle that owns nothing (stands in for a request moved out).
-    pub fn placeholder() -> Self {
-        Request {
-            raw: ptr::null_mut(),
-        }
+    /// Answers the request with a final error response made from the request
+    /// itself (for a request whose response factory could not be created).
+    pub fn send_error(&self, error: &Error) -> Result<()> {
+        let mut response = ptr::null_mut();
+        // SAFETY: live request; we own the response until ResponseSend.
+        check(unsafe { raw::TRITONBACKEND_ResponseNew(&mut response, self.raw) })?;
+        let err = new_error(error);
+        // SAFETY: ResponseSend takes the response whatever it returns, but not
+        // the error, which stays ours and is deleted right after.
+        let res = check(unsafe {
+            raw::TRITONBACKEND_ResponseSend(response, raw::RUSTPY_RESPONSE_COMPLETE_FINAL, err)
+        });
+        // SAFETY: our error, deleted exactly once.
+        unsafe { raw::TRITONSERVER_ErrorDelete(err) };
+        res
     }
 
     /// Hands the request back to Triton's scheduler (iterative sequences)
