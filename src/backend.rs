@@ -91,14 +91,13 @@ pub fn model_initialize(model: Model) -> Result<()> {
             loaded.model_file.display()
         ),
     );
-    model.state_slot().put(Box::new(ModelState {
+    model.state_slot().put(ModelState {
         model: Arc::new(loaded),
-    }))
+    })
 }
 
 pub fn model_finalize(model: Model) -> Result<()> {
-    // SAFETY: the state was stored as ModelState by model_initialize.
-    let state = unsafe { model.state_slot().take::<ModelState>() }?;
+    let state = model.state_slot().take::<ModelState>()?;
     drop(state); // unloads the module once the last instance let go of it
     Ok(())
 }
@@ -110,9 +109,8 @@ struct InstanceState {
 
 pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     let model = instance.model()?;
-    // SAFETY: model state is a ModelState (set in model_initialize, which
-    // Triton runs before any instance is created).
-    let state = unsafe { model.state_slot().get::<ModelState>() }?;
+    // Set in model_initialize, which Triton runs before any instance is created.
+    let state = model.state_slot().get::<ModelState>()?;
     let info = InstanceInfo {
         name: instance.name()?,
         kind: instance.kind()?.to_string(),
@@ -121,12 +119,11 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     let created = python::ModelInstance::new(state.model.clone(), &info)?;
     instance
         .state_slot()
-        .put(Box::new(InstanceState { instance: created }))
+        .put(InstanceState { instance: created })
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
-    // SAFETY: instance state is an InstanceState (set in instance_initialize).
-    if let Some(state) = unsafe { instance.state_slot().take::<InstanceState>() }? {
+    if let Some(state) = instance.state_slot().take::<InstanceState>()? {
         if let Err(e) = state.instance.finalize() {
             log(LogLevel::Error, &e.message);
         }
@@ -153,7 +150,9 @@ fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder>
             done: false,
         }),
         Err(e) => {
-            let e = e.context(format!("model '{model_name}': cannot create a response factory"));
+            let e = e.context(format!(
+                "model '{model_name}': cannot create a response factory"
+            ));
             log(LogLevel::Error, &e.message);
             if let Err(send) = request.send_error(&e) {
                 log(
@@ -239,9 +238,9 @@ impl Drop for TritonResponder {
 /// call but the response factories (a decoupled model may keep answering).
 pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let exec_start = monotonic_ns();
-    // SAFETY: instance state is an InstanceState (set in instance_initialize;
-    // Triton never executes an instance whose initialisation failed).
-    let state = unsafe { instance.state_slot().get::<InstanceState>() };
+    // Set in instance_initialize (Triton never executes an instance whose
+    // initialisation failed).
+    let state = instance.state_slot().get::<InstanceState>();
     let model_name = match &state {
         Ok(s) => s.instance.model().name().to_string(),
         Err(_) => String::from("?"),

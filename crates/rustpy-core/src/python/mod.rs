@@ -6,7 +6,7 @@ mod model;
 mod native;
 mod numpy_io;
 
-pub use interp::{initialize, is_initialized, py_error};
+pub use interp::{initialize, py_error};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 pub use native::{set_log_hook, LogHook};
 
@@ -88,7 +88,10 @@ pub fn tensor_to_py<'py>(py: Python<'py>, tensor: &OwnedTensor) -> Result<Bound<
                 tensor.data.len(),
                 crate::spec::fmt_shape(&tensor.shape),
                 tensor.dtype,
-                expected.map_or_else(|| "a non-negative shape".to_string(), |n| format!("{n} bytes")),
+                expected.map_or_else(
+                    || "a non-negative shape".to_string(),
+                    |n| format!("{n} bytes")
+                ),
             )));
         }
         numpy_io::array_from_chunks(py, tensor.dtype, &tensor.shape, &[&tensor.data]).map_err(err)

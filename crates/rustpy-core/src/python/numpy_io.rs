@@ -1,10 +1,17 @@
-//! numpy arrays in and out: the only place that touches numpy's C API.
+//! numpy arrays in and out: the only place that touches numpy's C API, and
+//! the only module of this crate allowed `unsafe`.
+
+#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::borrow::Cow;
 use std::os::raw::c_int;
 use std::ptr;
 
-use numpy::npyffi::{npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API};
+use numpy::npyffi::{
+    npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API,
+};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
