@@ -382,6 +382,7 @@ fn clean_environment(cmd: &mut Command) {
 /// how the server stops; and on Linux the server gets SIGTERM if we die.
 #[cfg(unix)]
 #[allow(unsafe_code)]
+#[warn(clippy::undocumented_unsafe_blocks)]
 fn isolate(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
@@ -428,6 +429,7 @@ fn stop(
 
 #[cfg(unix)]
 #[allow(unsafe_code)]
+#[warn(clippy::undocumented_unsafe_blocks)]
 fn terminate(child: &Child) {
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
         // SAFETY: plain kill(2) on our own child's pid.
