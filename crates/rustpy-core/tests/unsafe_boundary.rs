@@ -46,7 +46,11 @@ fn sources() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = files
         .into_iter()
         .map(|p| {
-            let rel = p.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             (rel, fs::read_to_string(&p).unwrap())
         })
         .collect();
@@ -64,7 +68,11 @@ fn every_crate_root_denies_unsafe_code() {
         .into_iter()
         .filter(|(p, _)| p.ends_with("src/lib.rs") || p.ends_with("src/main.rs"))
         .collect();
-    assert!(roots.len() >= 6, "{:?}", roots.iter().map(|r| &r.0).collect::<Vec<_>>());
+    assert!(
+        roots.len() >= 6,
+        "{:?}",
+        roots.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
     for (path, text) in roots {
         assert!(
             text.contains("#![deny(unsafe_code)]") || text.contains("#![forbid(unsafe_code)]"),
@@ -77,7 +85,10 @@ fn every_crate_root_denies_unsafe_code() {
 fn only_the_listed_modules_allow_unsafe_and_the_readme_names_them() {
     let allowing: Vec<String> = sources()
         .into_iter()
-        .filter(|(_, text)| text.lines().any(|l| code_of(l).contains("allow(unsafe_code)")))
+        .filter(|(_, text)| {
+            text.lines()
+                .any(|l| code_of(l).contains("allow(unsafe_code)"))
+        })
         .map(|(p, _)| p)
         .collect();
     assert_eq!(allowing, {
@@ -87,7 +98,10 @@ fn only_the_listed_modules_allow_unsafe_and_the_readme_names_them() {
     });
     let readme = fs::read_to_string(root().join("README.md")).unwrap();
     for name in ["src/ffi/", "python::numpy_io", "rustpy serve"] {
-        assert!(readme.contains(name), "README must name the unsafe module {name}");
+        assert!(
+            readme.contains(name),
+            "README must name the unsafe module {name}"
+        );
     }
 }
 
@@ -108,5 +122,9 @@ fn every_unsafe_block_has_a_safety_comment() {
             }
         }
     }
-    assert!(missing.is_empty(), "unsafe without a SAFETY comment:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "unsafe without a SAFETY comment:\n{}",
+        missing.join("\n")
+    );
 }
