@@ -140,3 +140,26 @@ def test_unload_of_a_model_that_kept_inputs(tmp_path, triton_factory, model):
         f"{model} still {_state(s, model)} 5 s after unload (kept inputs pin it)")
     assert marker.exists(), f"{model}: finalize did not run within 5 s of unload"
     assert marker.read_text().strip() == "24"
+
+
+def test_shutdown_with_kept_inputs_runs_finalize(tmp_path, triton_factory):
+    """Kept inputs do not hold the server either: on SIGTERM both models
+    finalize and the server exits cleanly, without waiting out its exit
+    timeout (60 s here; the bound below is generous for a loaded machine)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    s = triton_factory(LIFETIME, exit_timeout=60, env={"RUSTPY_TEST_MARKERS": markers})
+    for model in MODELS:
+        for protocol in ("grpc", "shm_http"):
+            c = _client(s, protocol)
+            for i in range(4):
+                send(s, c, protocol, model, sent_values(i))
+    start = time.monotonic()
+    rc = s.stop()
+    took = time.monotonic() - start
+    for model in MODELS:
+        marker = markers / f"{model}.finalized"
+        assert marker.exists(), f"{model}: finalize did not run at shutdown"
+        assert marker.read_text().strip() == "8"
+    assert rc == 0, f"tritonserver exited with {rc}"
+    assert took < 45, f"shutdown took {took:.0f} s (kept inputs held the models?)"
