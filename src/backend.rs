@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
-use rustpy_core::request::BufferOwner;
 use rustpy_core::{Error, InferRequest, OutputSlice, Responder};
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
@@ -92,14 +91,13 @@ pub fn model_initialize(model: Model) -> Result<()> {
             loaded.model_file.display()
         ),
     );
-    model.state_slot().put(Box::new(ModelState {
+    model.state_slot().put(ModelState {
         model: Arc::new(loaded),
-    }))
+    })
 }
 
 pub fn model_finalize(model: Model) -> Result<()> {
-    // SAFETY: the state was stored as ModelState by model_initialize.
-    let state = unsafe { model.state_slot().take::<ModelState>() }?;
+    let state = model.state_slot().take::<ModelState>()?;
     drop(state); // unloads the module once the last instance let go of it
     Ok(())
 }
@@ -111,9 +109,8 @@ struct InstanceState {
 
 pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     let model = instance.model()?;
-    // SAFETY: model state is a ModelState (set in model_initialize, which
-    // Triton runs before any instance is created).
-    let state = unsafe { model.state_slot().get::<ModelState>() }?;
+    // Set in model_initialize, which Triton runs before any instance is created.
+    let state = model.state_slot().get::<ModelState>()?;
     let info = InstanceInfo {
         name: instance.name()?,
         kind: instance.kind()?.to_string(),
@@ -122,12 +119,11 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     let created = python::ModelInstance::new(state.model.clone(), &info)?;
     instance
         .state_slot()
-        .put(Box::new(InstanceState { instance: created }))
+        .put(InstanceState { instance: created })
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
-    // SAFETY: instance state is an InstanceState (set in instance_initialize).
-    if let Some(state) = unsafe { instance.state_slot().take::<InstanceState>() }? {
+    if let Some(state) = instance.state_slot().take::<InstanceState>()? {
         if let Err(e) = state.instance.finalize() {
             log(LogLevel::Error, &e.message);
         }
@@ -137,41 +133,44 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
 
 /// Answers one request through Triton. If it is dropped before a final
 /// response went out (a bug or a panic), the client still gets an error.
+/// It always has a response factory: a request without one never gets a
+/// responder (see [`responder_for`]), so no send can silently go nowhere.
 struct TritonResponder {
-    factory: Option<ResponseFactory>,
+    factory: ResponseFactory,
     done: bool,
 }
 
-impl TritonResponder {
-    fn new(request: &Request) -> Self {
-        match ResponseFactory::new(request) {
-            Ok(f) => TritonResponder {
-                factory: Some(f),
-                done: false,
-            },
-            Err(e) => {
+/// The responder of `request`, or None when the server cannot create its
+/// response factory; that request is then answered with an error through a
+/// response made from the request itself.
+fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder> {
+    match ResponseFactory::new(request) {
+        Ok(factory) => Some(TritonResponder {
+            factory,
+            done: false,
+        }),
+        Err(e) => {
+            let e = e.context(format!(
+                "model '{model_name}': cannot create a response factory"
+            ));
+            log(LogLevel::Error, &e.message);
+            if let Err(send) = request.send_error(&e) {
                 log(
                     LogLevel::Error,
-                    &format!("rustpy: cannot create a response factory: {e}"),
+                    &format!("rustpy: cannot send an error response: {send}"),
                 );
-                TritonResponder {
-                    factory: None,
-                    done: true,
-                }
             }
+            None
         }
     }
 }
 
 impl Responder for TritonResponder {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        let Some(f) = self.factory.as_mut() else {
-            return Ok(());
-        };
         if self.done {
             return Err(Error::internal("response sent after the final one"));
         }
-        f.send(outputs, is_final)?;
+        self.factory.send(outputs, is_final)?;
         self.done = is_final;
         Ok(())
     }
@@ -181,13 +180,11 @@ impl Responder for TritonResponder {
             return;
         }
         self.done = true;
-        if let Some(f) = self.factory.as_mut() {
-            if let Err(e) = f.send_error(error) {
-                log(
-                    LogLevel::Error,
-                    &format!("rustpy: cannot send an error response: {e}"),
-                );
-            }
+        if let Err(e) = self.factory.send_error(error) {
+            log(
+                LogLevel::Error,
+                &format!("rustpy: cannot send an error response: {e}"),
+            );
         }
     }
 
@@ -195,10 +192,7 @@ impl Responder for TritonResponder {
         if self.done {
             return false;
         }
-        let Some(f) = self.factory.as_mut() else {
-            return false;
-        };
-        if let Err(e) = f.send_error_flags(error, false) {
+        if let Err(e) = self.factory.send_error_flags(error, false) {
             log(
                 LogLevel::Error,
                 &format!("rustpy: cannot send an error response: {e}"),
@@ -212,18 +206,16 @@ impl Responder for TritonResponder {
             return;
         }
         self.done = true;
-        if let Some(f) = self.factory.as_mut() {
-            if let Err(e) = f.send_final_flag() {
-                log(
-                    LogLevel::Error,
-                    &format!("rustpy: cannot complete a response: {e}"),
-                );
-            }
+        if let Err(e) = self.factory.send_final_flag() {
+            log(
+                LogLevel::Error,
+                &format!("rustpy: cannot complete a response: {e}"),
+            );
         }
     }
 
     fn is_cancelled(&self) -> bool {
-        self.factory.as_ref().is_some_and(|f| f.is_cancelled())
+        self.factory.is_cancelled()
     }
 
     fn detach(&mut self) {
@@ -242,41 +234,43 @@ impl Drop for TritonResponder {
 }
 
 /// Runs one batch of requests. Every request is answered and released here,
-/// whatever happens.
+/// whatever happens: inputs reach Python as copies, so nothing outlives this
+/// call but the response factories (a decoupled model may keep answering).
 pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
-    // Shared so that Python may keep a zero-copy view of a request's inputs:
-    // the request is released when the last holder (possibly Python) lets go.
-    let mut requests: Vec<Arc<Request>> = requests.into_iter().map(Arc::new).collect();
     let exec_start = monotonic_ns();
+    // Set in instance_initialize (Triton never executes an instance whose
+    // initialisation failed).
+    let state = instance.state_slot().get::<InstanceState>();
+    let model_name = match &state {
+        Ok(s) => s.instance.model().name().to_string(),
+        Err(_) => String::from("?"),
+    };
     // Every request gets a responder first; one that is dropped unanswered
     // answers with an error, so no request can end without a response.
-    let mut responders: Vec<TritonResponder> =
-        requests.iter().map(|r| TritonResponder::new(r)).collect();
-
-    // SAFETY: instance state is an InstanceState (set in instance_initialize;
-    // Triton never executes an instance whose initialisation failed).
-    let state = match unsafe { instance.state_slot().get::<InstanceState>() } {
+    let responders: Vec<Option<TritonResponder>> = requests
+        .iter()
+        .map(|r| responder_for(r, &model_name))
+        .collect();
+    let state = match state {
         Ok(s) => s,
         Err(e) => {
-            for r in &mut responders {
+            for mut r in responders.into_iter().flatten() {
                 r.send_error(&e);
             }
             return;
         }
     };
-    let model_name = state.instance.model().name().to_string();
 
     // Read each request; one that cannot be read fails alone. The core takes
-    // ownership of the readable requests' responders (a decoupled model may
-    // keep answering after this call returns).
+    // ownership of the readable requests' responders.
     let mut core_requests: Vec<InferRequest<'_>> = Vec::with_capacity(requests.len());
     let mut readable: Vec<usize> = Vec::with_capacity(requests.len());
     let mut core_responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
-    for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
-        match read_request(req).map(|r| InferRequest {
-            owner: Some(req.clone() as BufferOwner),
-            ..r
-        }) {
+    for (i, (req, responder)) in requests.iter().zip(responders).enumerate() {
+        let Some(mut responder) = responder else {
+            continue;
+        };
+        match read_request(req) {
             Ok(r) => {
                 core_requests.push(r);
                 readable.push(i);
@@ -297,8 +291,10 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let compute_end = to_ns(report.compute_end, exec_end);
     let times = [exec_start, compute_start, compute_end, exec_end];
     let mut ok = vec![false; requests.len()];
+    let mut reschedule = vec![false; requests.len()];
     for (k, &i) in readable.iter().enumerate() {
         ok[i] = report.ok[k];
+        reschedule[i] = report.reschedule.get(k).copied().unwrap_or(false);
     }
     for (req, ok) in requests.iter().zip(ok) {
         instance.report_statistics(req, ok, times);
@@ -307,17 +303,10 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
         instance.report_batch_statistics(report.total_rows() as u64, times);
     }
     // Rescheduled requests go back to Triton's sequence batcher; the others
-    // are released when their last holder lets go (exactly once either way).
-    for (k, &i) in readable.iter().enumerate() {
-        if report.reschedule.get(k).copied().unwrap_or(false) {
-            let req = std::mem::replace(&mut requests[i], Arc::new(Request::placeholder()));
-            match Arc::try_unwrap(req) {
-                Ok(req) => req.reschedule(),
-                Err(req) => {
-                    log(LogLevel::Error, &format!("rustpy: model '{model_name}': cannot reschedule a request whose inputs Python still holds"));
-                    drop(req);
-                }
-            }
+    // are released here (exactly once either way).
+    for (req, reschedule) in requests.into_iter().zip(reschedule) {
+        if reschedule {
+            req.reschedule();
         }
     }
 }
@@ -331,6 +320,5 @@ fn read_request(req: &Request) -> Result<InferRequest<'_>> {
         inputs: req.inputs()?,
         requested_outputs: req.requested_outputs()?,
         parameters: req.parameters()?,
-        owner: None,
     })
 }

@@ -5,7 +5,11 @@
 //!   exported entry points.
 //! - [`backend`]: what each entry point does, in safe Rust, on top of the
 //!   shared execution core (`rustpy-core`).
+//!
+//! `unsafe` is denied crate-wide and allowed only in `ffi` (which documents
+//! every unsafe block: `clippy::undocumented_unsafe_blocks`).
 
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod backend;

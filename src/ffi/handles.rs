@@ -3,6 +3,7 @@
 //! received them; owned ones (request, response factory, response) free
 //! themselves in Drop.
 
+use std::any::Any;
 use std::os::raw::c_void;
 use std::ptr;
 
@@ -24,6 +25,7 @@ impl Backend {
         // SAFETY: the handle is live during the entry point; the name is
         // owned by the server and copied before returning.
         check(unsafe { raw::TRITONBACKEND_BackendName(self.0, &mut p) })?;
+        // SAFETY: the server owns the name and keeps it valid while the backend lives; copied here.
         Ok(unsafe { borrow_str(p) }.to_owned())
     }
 }
@@ -49,6 +51,7 @@ fn message_to_json(msg: *mut raw::TRITONSERVER_Message) -> Result<String> {
     // copied before the message is deleted.
     let res = check(unsafe { raw::TRITONSERVER_MessageSerializeToJson(msg, &mut base, &mut size) })
         .map(|()| {
+            // SAFETY: on success the server points `base` at `size` bytes inside `msg`, which lives until deleted below.
             let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
             String::from_utf8_lossy(bytes).into_owned()
         });
@@ -66,6 +69,7 @@ impl Model {
         let mut p = ptr::null();
         // SAFETY: live handle; the string is copied.
         check(unsafe { raw::TRITONBACKEND_ModelName(self.0, &mut p) })?;
+        // SAFETY: the server owns the name and keeps it valid while the model lives; copied here.
         Ok(unsafe { borrow_str(p) }.to_owned())
     }
 
@@ -86,6 +90,7 @@ impl Model {
                 "rustpy only loads models from a filesystem repository",
             ));
         }
+        // SAFETY: the repository path is owned by the model, valid while it lives; copied here.
         Ok(unsafe { borrow_str(p) }.to_owned())
     }
 
@@ -117,7 +122,9 @@ impl Model {
                 json.len(),
             )
         })?;
+        // SAFETY: live handle; SetConfig reads `msg` and does not take ownership of it.
         let res = check(unsafe { raw::TRITONBACKEND_ModelSetConfig(self.0, 1, msg) });
+        // SAFETY: `msg` is ours (created above) and deleted exactly once.
         let _ = check(unsafe { raw::TRITONSERVER_MessageDelete(msg) });
         res
     }
@@ -132,51 +139,70 @@ impl Model {
     }
 }
 
-/// The opaque state pointer Triton keeps for a model or an instance, holding
-/// a `Box<T>` that we store in Initialize and take back in Finalize.
+/// The opaque state pointer Triton keeps for a model or an instance. Only
+/// [`StateSlot::put`] ever stores into it: a `Box<Box<dyn Any>>` (a thin
+/// pointer to a fat one), so reading it back checks the stored type at run
+/// time instead of trusting the caller.
 pub struct StateSlot<H> {
     handle: *mut H,
     get: unsafe extern "C" fn(*mut H, *mut *mut c_void) -> *mut raw::TRITONSERVER_Error,
     set: unsafe extern "C" fn(*mut H, *mut c_void) -> *mut raw::TRITONSERVER_Error,
 }
 
+type AnyState = Box<dyn Any + Send + Sync>;
+
 impl<H> StateSlot<H> {
     /// Stores `state`; take it back with [`StateSlot::take`].
-    pub fn put<T>(&self, state: Box<T>) -> Result<()> {
-        let p = Box::into_raw(state) as *mut c_void;
-        // SAFETY: live handle; on failure we reclaim the box.
+    pub fn put<T: Any + Send + Sync>(&self, state: T) -> Result<()> {
+        let boxed: Box<AnyState> = Box::new(Box::new(state));
+        let p = Box::into_raw(boxed) as *mut c_void;
+        // SAFETY: live handle (the entry point that gave it to us runs).
         if let Err(e) = check(unsafe { (self.set)(self.handle, p) }) {
-            drop(unsafe { Box::from_raw(p as *mut T) });
+            // SAFETY: the server did not store `p`; it is still ours, from
+            // Box::into_raw above, and reclaimed once.
+            drop(unsafe { Box::from_raw(p as *mut AnyState) });
             return Err(e);
         }
         Ok(())
     }
 
-    /// Borrows the stored state.
-    ///
-    /// # Safety
-    /// The state must have been stored as a `T` and not taken.
-    pub unsafe fn get<'a, T>(&self) -> Result<&'a T> {
+    fn raw_state(&self) -> Result<*mut AnyState> {
         let mut p = ptr::null_mut();
+        // SAFETY: live handle; writes the stored pointer into `p`.
         check(unsafe { (self.get)(self.handle, &mut p) })?;
-        // SAFETY: guaranteed by the caller.
-        unsafe { (p as *const T).as_ref() }
-            .ok_or_else(|| Error::internal("rustpy: state is not set"))
+        Ok(p as *mut AnyState)
     }
 
-    /// Takes back the stored state (None if unset).
-    ///
-    /// # Safety
-    /// The state must have been stored as a `T`.
-    pub unsafe fn take<T>(&self) -> Result<Option<Box<T>>> {
-        let mut p = ptr::null_mut();
-        check(unsafe { (self.get)(self.handle, &mut p) })?;
+    /// Borrows the stored state, which must be a `T`. The borrow lasts while
+    /// the handle is live: Triton never finalizes a model or an instance
+    /// (where the state is taken) while another of its entry points runs.
+    pub fn get<'a, T: Any>(&self) -> Result<&'a T> {
+        let p = self.raw_state()?;
+        // SAFETY: the slot is null or holds a pointer from `put` (only put
+        // stores into it) that `take` has not reclaimed (take nulls the
+        // slot); the server's call order keeps it alive for 'a (see above).
+        let state =
+            unsafe { p.as_ref() }.ok_or_else(|| Error::internal("rustpy: state is not set"))?;
+        state
+            .downcast_ref::<T>()
+            .ok_or_else(|| Error::internal("rustpy: state has an unexpected type"))
+    }
+
+    /// Takes back the stored state (None if unset); it must be a `T`.
+    pub fn take<T: Any>(&self) -> Result<Option<Box<T>>> {
+        let p = self.raw_state()?;
         if p.is_null() {
             return Ok(None);
         }
+        // SAFETY: live handle; clearing the slot makes this the one owner.
         check(unsafe { (self.set)(self.handle, ptr::null_mut()) })?;
-        // SAFETY: guaranteed by the caller; the pointer came from Box::into_raw.
-        Ok(Some(unsafe { Box::from_raw(p as *mut T) }))
+        // SAFETY: a non-null slot holds a pointer from Box::into_raw in `put`,
+        // reclaimed exactly once (the slot was cleared just above).
+        let state: Box<AnyState> = unsafe { Box::from_raw(p) };
+        (*state)
+            .downcast::<T>()
+            .map(Some)
+            .map_err(|_| Error::internal("rustpy: state has an unexpected type"))
     }
 }
 
@@ -189,6 +215,7 @@ impl ModelInstance {
         let mut p = ptr::null();
         // SAFETY: live handle; copied.
         check(unsafe { raw::TRITONBACKEND_ModelInstanceName(self.0, &mut p) })?;
+        // SAFETY: the instance name is owned by the instance, valid while it lives; copied here.
         Ok(unsafe { borrow_str(p) }.to_owned())
     }
 
@@ -262,13 +289,6 @@ pub struct Request {
     raw: *mut raw::TRITONBACKEND_Request,
 }
 
-// SAFETY: Triton lets a backend read a request's properties and release it
-// from any thread; the only mutation (release) happens once, in Drop. This
-// lets a request outlive Execute while Python holds a view of its inputs.
-unsafe impl Send for Request {}
-// SAFETY: all shared access is read-only (properties and input buffers).
-unsafe impl Sync for Request {}
-
 impl Request {
     /// # Safety
     /// `raw` must be a request given to Execute, owned by nobody else from now
@@ -281,6 +301,7 @@ impl Request {
         let mut p = ptr::null();
         // SAFETY: live request; copied.
         match check(unsafe { raw::TRITONBACKEND_RequestId(self.raw, &mut p) }) {
+            // SAFETY: on success `p` is the request's own id string, valid while the request lives; copied here.
             Ok(()) => unsafe { borrow_str(p) }.to_owned(),
             Err(_) => String::new(),
         }
@@ -297,7 +318,9 @@ impl Request {
             };
         }
         let mut p = ptr::null();
+        // SAFETY: live request; writes a pointer to the request's own string into `p`.
         match check(unsafe { raw::TRITONBACKEND_RequestCorrelationIdString(self.raw, &mut p) }) {
+            // SAFETY: on success `p` is a string owned by the request, valid while it lives; copied here.
             Ok(()) => CorrelationId::String(unsafe { borrow_str(p) }.to_owned()),
             Err(_) => CorrelationId::None,
         }
@@ -326,7 +349,9 @@ impl Request {
         (0..n)
             .map(|i| {
                 let mut p = ptr::null();
+                // SAFETY: live request and `i` < the output count read above; writes a pointer we copy next.
                 check(unsafe { raw::TRITONBACKEND_RequestOutputName(self.raw, i, &mut p) })?;
+                // SAFETY: on success `p` is a name owned by the request, valid while it lives; copied here.
                 Ok(unsafe { borrow_str(p) }.to_owned())
             })
             .collect()
@@ -344,7 +369,9 @@ impl Request {
             check(unsafe {
                 raw::TRITONBACKEND_RequestParameter(self.raw, i, &mut key, &mut kind, &mut value)
             })?;
+            // SAFETY: on success `key` is a NUL-terminated string owned by the request; copied here.
             let key = unsafe { borrow_str(key) }.to_owned();
+            // SAFETY: `value` points to a value of the type `kind` names (a C string for STRING), owned by the request; each is copied out.
             let v = unsafe {
                 match kind {
                     raw::TRITONSERVER_PARAMETER_STRING => {
@@ -376,6 +403,7 @@ impl Request {
             check(unsafe { raw::TRITONBACKEND_RequestInputByIndex(self.raw, i, &mut input) })?;
             let (mut name, mut dtype, mut shape, mut dims) = (ptr::null(), 0, ptr::null(), 0u32);
             let (mut byte_size, mut buffers) = (0u64, 0u32);
+            // SAFETY: live input; writes pointers to properties the request owns (copied below).
             check(unsafe {
                 raw::TRITONBACKEND_InputProperties(
                     input,
@@ -387,6 +415,7 @@ impl Request {
                     &mut buffers,
                 )
             })?;
+            // SAFETY: the input's name is owned by the request, valid while it lives; copied here.
             let name = unsafe { borrow_str(name) }.to_owned();
             let shape = if dims == 0 || shape.is_null() {
                 Vec::new()
@@ -423,6 +452,7 @@ impl Request {
                 let chunk: &[u8] = if size == 0 || base.is_null() {
                     &[]
                 } else {
+                    // SAFETY: the server gave `size` readable bytes at `base`, valid until the request is released, which the returned borrow of `self` outlives.
                     unsafe { std::slice::from_raw_parts(base as *const u8, size as usize) }
                 };
                 chunks.push(chunk);
@@ -439,11 +469,21 @@ impl Request {
 }
 
 impl Request {
-    /// A handle that owns nothing (stands in for a request moved out).
-    pub fn placeholder() -> Self {
-        Request {
-            raw: ptr::null_mut(),
-        }
+    /// Answers the request with a final error response made from the request
+    /// itself (for a request whose response factory could not be created).
+    pub fn send_error(&self, error: &Error) -> Result<()> {
+        let mut response = ptr::null_mut();
+        // SAFETY: live request; we own the response until ResponseSend.
+        check(unsafe { raw::TRITONBACKEND_ResponseNew(&mut response, self.raw) })?;
+        let err = new_error(error);
+        // SAFETY: ResponseSend takes the response whatever it returns, but not
+        // the error, which stays ours and is deleted right after.
+        let res = check(unsafe {
+            raw::TRITONBACKEND_ResponseSend(response, raw::RUSTPY_RESPONSE_COMPLETE_FINAL, err)
+        });
+        // SAFETY: our error, deleted exactly once.
+        unsafe { raw::TRITONSERVER_ErrorDelete(err) };
+        res
     }
 
     /// Hands the request back to Triton's scheduler (iterative sequences)
@@ -580,6 +620,7 @@ impl ResponseFactory {
         // SAFETY: ResponseSend takes the response but not the error, which we
         // delete right after.
         let res = check(unsafe { raw::TRITONBACKEND_ResponseSend(response, flags, err) });
+        // SAFETY: `err` is ours (from new_error) and ResponseSend did not take it; deleted exactly once.
         unsafe { raw::TRITONSERVER_ErrorDelete(err) };
         res
     }

@@ -11,6 +11,7 @@
 //!   stays ours and is deleted right after.
 
 #![allow(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod entry;
 pub mod handles;

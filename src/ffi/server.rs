@@ -130,6 +130,7 @@ unsafe extern "C" fn response_complete(
         let mut out = if response.is_null() {
             BlsResponse::default()
         } else {
+            // SAFETY: `response` is non-null, handed to this callback and owned by us from now on.
             unsafe { read_response(response) }
         };
         out.is_final = is_final;
@@ -150,6 +151,7 @@ unsafe fn read_response(response: *mut raw::TRITONSERVER_InferenceResponse) -> B
     // SAFETY: the error is owned by the response: read, never deleted.
     let err = unsafe { raw::TRITONSERVER_InferenceResponseError(response) };
     if !err.is_null() {
+        // SAFETY: `err` is the response's live error (not null here); its message is copied before the response is deleted.
         let (code, msg) = unsafe {
             (
                 raw::TRITONSERVER_ErrorCode(err),
@@ -159,6 +161,7 @@ unsafe fn read_response(response: *mut raw::TRITONSERVER_InferenceResponse) -> B
         out.error = Some(Error::new(rustpy_core::ErrorCode::from_code(code), msg));
     } else {
         let mut n = 0;
+        // SAFETY: `response` is live until deleted at the end of this function.
         if check(unsafe { raw::TRITONSERVER_InferenceResponseOutputCount(response, &mut n) })
             .is_ok()
         {
@@ -167,6 +170,7 @@ unsafe fn read_response(response: *mut raw::TRITONSERVER_InferenceResponse) -> B
                     (ptr::null(), 0, ptr::null(), 0u64);
                 let (mut base, mut size, mut mem, mut mem_id, mut userp) =
                     (ptr::null(), 0usize, 0, 0i64, ptr::null_mut());
+                // SAFETY: live response; `i` < the output count; writes pointers into memory the response owns.
                 let res = check(unsafe {
                     raw::TRITONSERVER_InferenceResponseOutput(
                         response,
@@ -194,14 +198,17 @@ unsafe fn read_response(response: *mut raw::TRITONSERVER_InferenceResponse) -> B
                 let shape = if dims == 0 {
                     Vec::new()
                 } else {
+                    // SAFETY: the response owns `dims` dims at `shape`, valid until it is deleted below; copied here.
                     unsafe { std::slice::from_raw_parts(shape, dims as usize) }.to_vec()
                 };
                 let data = if size == 0 || base.is_null() {
                     Vec::new()
                 } else {
+                    // SAFETY: the response owns `size` bytes of CPU data at `base` (our allocator hands out CPU memory only), valid until it is deleted below; copied here.
                     unsafe { std::slice::from_raw_parts(base as *const u8, size) }.to_vec()
                 };
                 out.outputs.push(OwnedTensor {
+                    // SAFETY: the output's name is owned by the response, valid until it is deleted below; copied here.
                     name: unsafe { borrow_str(name) }.to_owned(),
                     dtype,
                     shape,
@@ -210,11 +217,13 @@ unsafe fn read_response(response: *mut raw::TRITONSERVER_InferenceResponse) -> B
             }
         }
         let mut n = 0;
+        // SAFETY: `response` is live until deleted at the end of this function.
         if check(unsafe { raw::TRITONSERVER_InferenceResponseParameterCount(response, &mut n) })
             .is_ok()
         {
             for i in 0..n {
                 let (mut name, mut kind, mut value) = (ptr::null(), 0, ptr::null());
+                // SAFETY: live response; `i` < the parameter count; writes pointers into memory the response owns.
                 if check(unsafe {
                     raw::TRITONSERVER_InferenceResponseParameter(
                         response, i, &mut name, &mut kind, &mut value,
@@ -241,6 +250,7 @@ unsafe fn read_response(response: *mut raw::TRITONSERVER_InferenceResponse) -> B
                     }
                 };
                 out.parameters
+                    // SAFETY: the parameter's name is owned by the response, valid until it is deleted below; copied here.
                     .push((unsafe { borrow_str(name) }.to_owned(), v));
             }
         }
@@ -268,6 +278,7 @@ impl ServerApi for TritonServerApi {
         let mut pending = PendingRequest(ptr::null_mut());
         // SAFETY (all calls below): `pending.0` is a live request we own until
         // ServerInferAsync succeeds; strings outlive each call (copied by Triton).
+        // SAFETY: writes a new request (ours until ServerInferAsync succeeds) into `pending`; `model` outlives the call, which copies it.
         check(unsafe {
             raw::TRITONSERVER_InferenceRequestNew(
                 &mut pending.0,
@@ -278,27 +289,33 @@ impl ServerApi for TritonServerApi {
         })?;
         let req = pending.0;
         let id = cstring(&request.request_id);
+        // SAFETY: `req` is live and ours; the id outlives the call, which copies it.
         check(unsafe { raw::TRITONSERVER_InferenceRequestSetId(req, id.as_ptr()) })?;
+        // SAFETY: `req` is live and ours.
         check(unsafe { raw::TRITONSERVER_InferenceRequestSetFlags(req, request.flags) })?;
         match &request.correlation_id {
             CorrelationId::None => {}
             CorrelationId::Int(n) => {
+                // SAFETY: `req` is live and ours.
                 check(unsafe { raw::TRITONSERVER_InferenceRequestSetCorrelationId(req, *n) })?
             }
             CorrelationId::String(s) => {
                 let s = cstring(s);
+                // SAFETY: `req` is live and ours; `s` outlives the call, which copies it.
                 check(unsafe {
                     raw::TRITONSERVER_InferenceRequestSetCorrelationIdString(req, s.as_ptr())
                 })?
             }
         }
         if request.timeout_us > 0 {
+            // SAFETY: `req` is live and ours.
             check(unsafe {
                 raw::TRITONSERVER_InferenceRequestSetTimeoutMicroseconds(req, request.timeout_us)
             })?;
         }
         for (key, value) in &request.parameters {
             let k = cstring(key);
+            // SAFETY: `req` is live and ours; key and value outlive the call, which copies them.
             check(unsafe {
                 match value {
                     ParamValue::String(s) => {
@@ -323,6 +340,7 @@ impl ServerApi for TritonServerApi {
         }
         for t in &request.inputs {
             let name = cstring(&t.name);
+            // SAFETY: `req` is live and ours; name and shape outlive the call, which copies them.
             check(unsafe {
                 raw::TRITONSERVER_InferenceRequestAddInput(
                     req,
@@ -334,6 +352,7 @@ impl ServerApi for TritonServerApi {
             })?;
             // Triton reads the data in place: RequestContext keeps it alive
             // until the release callback.
+            // SAFETY: `req` is live and ours; the data stays valid until the release callback (RequestContext owns it).
             check(unsafe {
                 raw::TRITONSERVER_InferenceRequestAppendInputData(
                     req,
@@ -347,6 +366,7 @@ impl ServerApi for TritonServerApi {
         }
         for o in &request.requested_outputs {
             let name = cstring(o);
+            // SAFETY: `req` is live and ours; the name outlives the call, which copies it.
             check(unsafe {
                 raw::TRITONSERVER_InferenceRequestAddRequestedOutput(req, name.as_ptr())
             })?;
@@ -355,6 +375,7 @@ impl ServerApi for TritonServerApi {
             _inputs: request.inputs,
         }));
         let tx = Box::into_raw(Box::new(responses));
+        // SAFETY: `req` is live and ours; `context` is a leaked box that request_released reclaims once.
         let setup = check(unsafe {
             raw::TRITONSERVER_InferenceRequestSetReleaseCallback(
                 req,
@@ -363,6 +384,7 @@ impl ServerApi for TritonServerApi {
             )
         })
         .and_then(|()| {
+            // SAFETY: `req` is live and ours; `tx` is a leaked box that response_complete reclaims at the final response.
             check(unsafe {
                 raw::TRITONSERVER_InferenceRequestSetResponseCallback(
                     req,
@@ -374,6 +396,7 @@ impl ServerApi for TritonServerApi {
             })
         })
         .and_then(|()| {
+            // SAFETY: `req` is live and ours; on success the server owns it (and calls request_released).
             check(unsafe { raw::TRITONSERVER_ServerInferAsync(self.server, req, ptr::null_mut()) })
         });
         match setup {
@@ -539,6 +562,7 @@ impl MetricFamily for TritonMetricFamily {
             params.iter().map(|p| *p as *const _).collect();
         let mut metric = ptr::null_mut();
         let res = match buckets {
+            // SAFETY: live metric family; the parameters live until deleted below (the call copies them).
             None => check(unsafe {
                 raw::TRITONSERVER_MetricNew(
                     &mut metric,
@@ -551,10 +575,12 @@ impl MetricFamily for TritonMetricFamily {
                 let mut args = ptr::null_mut();
                 // SAFETY: args live until deleted below; buckets are copied.
                 check(unsafe { raw::TRITONSERVER_MetricArgsNew(&mut args) }).and_then(|()| {
+                    // SAFETY: `args` is live (created above); the buckets outlive the call, which copies them.
                     let r = check(unsafe {
                         raw::TRITONSERVER_MetricArgsSetHistogram(args, b.as_ptr(), b.len() as u64)
                     })
                     .and_then(|()| {
+                        // SAFETY: live family and args; the parameters live until deleted below.
                         check(unsafe {
                             raw::TRITONSERVER_MetricNewWithArgs(
                                 &mut metric,
@@ -565,6 +591,7 @@ impl MetricFamily for TritonMetricFamily {
                             )
                         })
                     });
+                    // SAFETY: `args` is ours (created above) and deleted exactly once.
                     let _ = check(unsafe { raw::TRITONSERVER_MetricArgsDelete(args) });
                     r
                 })

@@ -50,6 +50,7 @@ pub fn promote_libpython_to_global() -> Result<String, String> {
             let msg = if err.is_null() {
                 String::new()
             } else {
+                // SAFETY: dlerror returned a non-null, NUL-terminated thread-local message; copied here.
                 unsafe { CStr::from_ptr(err) }
                     .to_string_lossy()
                     .into_owned()

@@ -6,6 +6,8 @@
 //! that complete inside the measured window count towards throughput and
 //! latency; every response is checked. One JSON line goes to stdout.
 
+#![forbid(unsafe_code)]
+
 mod http;
 mod workload;
 

@@ -3,6 +3,11 @@
 //!
 //! `main.rs` only parses and maps the outcome to an exit code; each
 //! subcommand lives in its own module under [`commands`].
+//!
+//! `unsafe` is denied; only `serve`'s two process-control calls (`isolate`,
+//! `terminate`) are allowed it.
+
+#![deny(unsafe_code)]
 
 pub mod archive;
 pub mod cli;

@@ -1,5 +1,7 @@
 //! The `rustpy` binary: parse, run, and turn the outcome into an exit code.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -13,6 +13,8 @@
 //! - [`model`]: helpers the backend and the CLI share.
 //! - [`check`]: model repository validation (`rustpy check`).
 
+#![forbid(unsafe_code)]
+
 use std::sync::OnceLock;
 
 use prost::Message;

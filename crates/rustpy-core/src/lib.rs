@@ -2,6 +2,11 @@
 //! batch gather/scatter and the Python bridge. It knows nothing of Triton's C
 //! API, so the backend and the `rustpy` CLI share it and tests reach it
 //! without a server.
+//!
+//! `unsafe` is denied crate-wide and allowed only in `python::numpy_io`
+//! (numpy's C API), where every unsafe block carries a `// SAFETY:` comment.
+
+#![deny(unsafe_code)]
 
 pub mod batch;
 pub mod bytes;

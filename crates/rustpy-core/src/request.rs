@@ -69,9 +69,6 @@ pub fn element_count(shape: &[i64]) -> usize {
         .product()
 }
 
-/// Keeps a request's input memory valid while held (see [`InferRequest::owner`]).
-pub type BufferOwner = std::sync::Arc<dyn std::any::Any + Send + Sync>;
-
 #[derive(Clone, Default)]
 pub struct InferRequest<'a> {
     pub id: String,
@@ -83,10 +80,6 @@ pub struct InferRequest<'a> {
     /// client named none).
     pub requested_outputs: Vec<String>,
     pub parameters: Vec<(String, ParamValue)>,
-    /// When set, holding this keeps every input chunk's memory valid, so the
-    /// core may hand Python a read-only numpy view of the data instead of a
-    /// copy; the request is then released when Python drops the view.
-    pub owner: Option<BufferOwner>,
 }
 
 impl std::fmt::Debug for InferRequest<'_> {

@@ -47,11 +47,6 @@ pub fn initialize() -> Result<()> {
     .map_err(|e| Python::with_gil(|py| py_error(py, &e, "starting the Python interpreter")))
 }
 
-pub fn is_initialized() -> bool {
-    // SAFETY: Py_IsInitialized may be called at any time, with or without the GIL.
-    unsafe { pyo3::ffi::Py_IsInitialized() != 0 }
-}
-
 /// rustpy's Python glue module (runtime.py), created on first use.
 pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     if RUNTIME.get().is_none() {

@@ -6,14 +6,14 @@ mod model;
 mod native;
 mod numpy_io;
 
-pub use interp::{initialize, is_initialized, py_error};
+pub use interp::{initialize, py_error};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 pub use native::{set_log_hook, LogHook};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::request::{CorrelationId, ParamValue};
 use crate::server::OwnedTensor;
 use crate::DataType;
@@ -78,6 +78,22 @@ pub fn tensor_to_py<'py>(py: Python<'py>, tensor: &OwnedTensor) -> Result<Bound<
             elems.into_iter().map(std::borrow::Cow::Borrowed).collect();
         numpy_io::bytes_array(py, &tensor.shape, &elems).map_err(err)
     } else {
+        // A peer's response may carry any byte count: check it against the
+        // shape before copying (more bytes would overflow the array).
+        let expected = numpy_io::expected_byte_size(tensor.dtype, &tensor.shape);
+        if expected != Some(tensor.data.len()) {
+            return Err(Error::internal(format!(
+                "tensor '{}' has {} bytes of data but its shape {} of {} needs {}",
+                tensor.name,
+                tensor.data.len(),
+                crate::spec::fmt_shape(&tensor.shape),
+                tensor.dtype,
+                expected.map_or_else(
+                    || "a non-negative shape".to_string(),
+                    |n| format!("{n} bytes")
+                ),
+            )));
+        }
         numpy_io::array_from_chunks(py, tensor.dtype, &tensor.shape, &[&tensor.data]).map_err(err)
     }
 }

@@ -13,8 +13,7 @@ use rustpy_config::proto;
 use super::interp::{py_error, runtime};
 use super::native::NativeSender;
 use super::numpy_io::{
-    array_from_chunks, array_view, bytes_array, can_view, extract_output, set_readonly,
-    ExtractedOutput,
+    array_from_chunks, bytes_array, extract_output, set_readonly, ExtractedOutput,
 };
 use super::{correlation_to_py, params_dict};
 use crate::batch::{self, BatchOutput};
@@ -715,25 +714,13 @@ impl ModelInstance {
             } else {
                 input.shape.clone()
             };
-            let owner = if group.len() == 1 {
-                requests[group[0]].owner.clone()
-            } else {
-                None
-            };
             let array = if input.dtype == DataType::Bytes {
                 let elems = batch::gather_bytes(&tensors)
                     .map_err(|e| e.context(format!("model '{model}': input '{}'", input.name)))?;
                 bytes_array(py, &shape, &elems).map_err(err)?
-            } else if let (Some(owner), [data]) = (owner, input.chunks.as_slice()) {
-                // A request alone in its call, its data in one buffer: hand
-                // Python a view of the server's memory instead of a copy.
-                if can_view(input.dtype, data) {
-                    array_view(py, input.dtype, &shape, data, owner).map_err(err)?
-                } else {
-                    array_from_chunks(py, input.dtype, &shape, &[data]).map_err(err)?
-                }
             } else {
-                // Several requests: one copy, straight into the batch array.
+                // Always a copy (one, straight into the batch array), never a
+                // view: the server's buffers do not outlive the request.
                 let chunks: Vec<&[u8]> = tensors
                     .iter()
                     .flat_map(|t| t.chunks.iter().copied())

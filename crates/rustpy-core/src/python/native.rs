@@ -284,15 +284,21 @@ fn bls_infer(
         parameters: params,
     };
     let (tx, rx) = unbounded();
+    let model = request.model_name.clone();
     py.allow_threads(|| server.infer(request, tx))
         .map_err(core_err)?;
-    Ok(BlsStream { responses: rx })
+    Ok(BlsStream {
+        responses: rx,
+        model,
+    })
 }
 
 /// The responses of one BLS request, in arrival order.
 #[pyclass(module = "_rustpy_native")]
 struct BlsStream {
     responses: Receiver<BlsResponse>,
+    /// The model called, for error messages.
+    model: String,
 }
 
 #[pymethods]
@@ -316,15 +322,26 @@ impl BlsStream {
             return Ok(None);
         };
         let mut outputs = Vec::with_capacity(resp.outputs.len());
-        for t in &resp.outputs {
-            let array = tensor_to_py(py, t).map_err(core_err)?;
-            outputs.push((t.name.clone(), array.unbind(), t.dtype as u32));
-        }
-        let params = params_dict(py, &resp.parameters)?;
-        let error = resp
+        let mut error = resp
             .error
             .as_ref()
             .map(|e| (e.code as u32, e.message.clone()));
+        for t in &resp.outputs {
+            match tensor_to_py(py, t) {
+                Ok(array) => outputs.push((t.name.clone(), array.unbind(), t.dtype as u32)),
+                // A tensor that does not match its own shape (a peer backend's
+                // bug) fails this response, not the process.
+                Err(e) => {
+                    outputs.clear();
+                    error = Some((
+                        e.code as u32,
+                        format!("BLS response from model '{}': {}", self.model, e.message),
+                    ));
+                    break;
+                }
+            }
+        }
+        let params = params_dict(py, &resp.parameters)?;
         Ok(Some((
             outputs,
             error,

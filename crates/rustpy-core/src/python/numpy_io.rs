@@ -1,12 +1,16 @@
-//! numpy arrays in and out: the only place that touches numpy's C API.
+//! numpy arrays in and out: the only place that touches numpy's C API, and
+//! the only module of this crate allowed `unsafe`.
+
+#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::borrow::Cow;
 use std::os::raw::c_int;
 use std::ptr;
 
 use numpy::npyffi::{
-    npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_CARRAY_RO, NPY_ARRAY_WRITEABLE, NPY_TYPES,
-    PY_ARRAY_API,
+    npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API,
 };
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -15,7 +19,6 @@ use pyo3::types::{PyBytes, PyString};
 use crate::bytes;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
-use crate::request::BufferOwner;
 use crate::spec::{dims_match, fmt_shape, TensorSpec};
 
 fn npy_type(dtype: DataType) -> NPY_TYPES {
@@ -85,28 +88,45 @@ fn new_array<'py>(
     unsafe { new_from_descr(py, dtype, shape, ptr::null_mut(), 0) }
 }
 
-/// One numpy array holding the concatenation of fixed-size `chunks`
-/// (`shape` must describe exactly their total size).
+/// One numpy array (owning its memory) holding a copy of the concatenation of
+/// fixed-size `chunks`. Fails unless `shape` describes exactly their total size.
+///
+/// Inputs always reach Python through this copy, never as a view of the
+/// server's buffers: those belong to Triton's frontends (gRPC reuses its
+/// message buffers, HTTP frees the body, a client's shared-memory region is
+/// unmapped when it unregisters it), so no lifetime the array could rely on
+/// exists (docs/python-api.md, "Inputs are copies").
 pub fn array_from_chunks<'py>(
     py: Python<'py>,
     dtype: DataType,
     shape: &[i64],
     chunks: &[&[u8]],
 ) -> PyResult<Bound<'py, PyAny>> {
+    let total: usize = chunks.iter().map(|c| c.len()).sum();
+    let expected = expected_byte_size(dtype, shape);
+    if expected != Some(total) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{total} bytes of data do not match shape {} of {dtype} ({})",
+            fmt_shape(shape),
+            match expected {
+                Some(n) => format!("{n} bytes"),
+                None => "not a fixed-size type or an invalid shape".to_string(),
+            }
+        )));
+    }
     let (array, data) = new_array(py, dtype, shape)?;
     let copy = |dst: usize| {
         let mut offset = 0usize;
         for chunk in chunks {
             // SAFETY: the array was allocated for exactly the elements of
-            // `shape`, which the caller checked equals the sum of the chunk
-            // sizes; nothing else knows the array yet.
+            // `shape`, whose byte size was checked above to equal the sum of
+            // the chunk sizes; nothing else knows the array yet.
             unsafe {
                 ptr::copy_nonoverlapping(chunk.as_ptr(), (dst as *mut u8).add(offset), chunk.len())
             };
             offset += chunk.len();
         }
     };
-    let total: usize = chunks.iter().map(|c| c.len()).sum();
     let dst = data as usize;
     if total >= GIL_FREE_COPY_BYTES {
         // Large copies run without the GIL so other instances' Python runs
@@ -118,61 +138,21 @@ pub fn array_from_chunks<'py>(
     Ok(array)
 }
 
+/// The byte size of a C-contiguous `dtype` array of `shape` (None for BYTES,
+/// a negative dim or an overflow).
+pub(crate) fn expected_byte_size(dtype: DataType, shape: &[i64]) -> Option<usize> {
+    let mut n = dtype.element_size()?;
+    for &d in shape {
+        n = n.checked_mul(usize::try_from(d).ok()?)?;
+    }
+    Some(n)
+}
+
 /// Copies at least this large release the GIL (below it, the hand-off costs
 /// more than the copy).
 const GIL_FREE_COPY_BYTES: usize = 256 * 1024;
 
-/// Holds what keeps a borrowed buffer alive; the base object of a numpy view.
-#[pyclass(module = "_rustpy_native", frozen)]
-struct BorrowedBuffer {
-    _owner: BufferOwner,
-}
-
-/// A read-only numpy view of `data` (no copy). `owner` keeps the memory valid
-/// and is released when Python drops the last view.
-pub fn array_view<'py>(
-    py: Python<'py>,
-    dtype: DataType,
-    shape: &[i64],
-    data: &[u8],
-    owner: BufferOwner,
-) -> PyResult<Bound<'py, PyAny>> {
-    let base = Py::new(py, BorrowedBuffer { _owner: owner })?;
-    // SAFETY: we hold the GIL; `data` stays valid while `base` lives (the
-    // caller's contract for `owner`), and `base` becomes the array's base
-    // object, so the memory outlives every view. The array is created without
-    // NPY_ARRAY_WRITEABLE, so Python cannot write into the server's buffer.
-    unsafe {
-        let (array, _) = new_from_descr(
-            py,
-            dtype,
-            shape,
-            data.as_ptr() as *mut u8,
-            NPY_ARRAY_CARRAY_RO,
-        )?;
-        // SetBaseObject steals the reference to `base`.
-        if PY_ARRAY_API.PyArray_SetBaseObject(
-            py,
-            array.as_ptr() as *mut PyArrayObject,
-            base.into_ptr(),
-        ) < 0
-        {
-            return Err(PyErr::fetch(py));
-        }
-        Ok(array)
-    }
-}
-
-/// Whether a buffer may back a numpy view of `dtype` elements (numpy wants
-/// aligned data for fast paths).
-pub fn can_view(dtype: DataType, data: &[u8]) -> bool {
-    dtype
-        .element_size()
-        .is_some_and(|size| (data.as_ptr() as usize).is_multiple_of(size))
-}
-
-/// Makes an array read-only (inputs are read-only whether viewed or copied,
-/// so a model behaves the same alone and in a batch).
+/// Makes an array read-only (inputs are read-only, as upstream's are).
 pub fn set_readonly(array: &Bound<'_, PyAny>) {
     if let Ok(a) = array.downcast::<PyUntypedArray>() {
         // SAFETY: we hold the GIL and only clear a flag on a live array.

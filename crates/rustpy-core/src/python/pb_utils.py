@@ -929,8 +929,19 @@ def _process_returned(model_name, decoupled, requests, returned):
 
 def _send_returned(requests, responses):
     for request, response in zip(requests, responses):
-        if response is not None:
+        if response is None:
+            continue
+        try:
             _send(request._native, response, TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as e:
+            # A response that cannot be converted or sent fails its own
+            # request only; the next ones still go out.
+            message = str(e) if isinstance(e, RuntimeError) else "%s: %s" % (type(e).__name__, e)
+            try:
+                request._native.send(None, (TritonError.INTERNAL, message),
+                                     TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            except RuntimeError:
+                pass  # the native sender already answered it with the error
     _complete_unfinished(requests)
 
 

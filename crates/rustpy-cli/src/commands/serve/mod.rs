@@ -498,6 +498,8 @@ fn clean_environment(cmd: &mut Command) {
 /// Own process group, so a terminal's Ctrl-C reaches only us and we decide
 /// how the server stops; and on Linux the server gets SIGTERM if we die.
 #[cfg(unix)]
+#[allow(unsafe_code)]
+#[warn(clippy::undocumented_unsafe_blocks)]
 fn isolate(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
@@ -543,6 +545,8 @@ fn stop(
 }
 
 #[cfg(unix)]
+#[allow(unsafe_code)]
+#[warn(clippy::undocumented_unsafe_blocks)]
 fn terminate(child: &Child) {
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
         // SAFETY: plain kill(2) on our own child's pid.

@@ -1,0 +1,50 @@
+"""pb_utils: a response that cannot be converted fails its own request only
+(issue 9, item 4). `one_bad` (tests/e2e/repos/pb_responses/) answers a batch
+of 4 requests; the response to the first one (IN == 0) holds a string with no
+UTF-8 encoding. Before the fix the conversion error aborted the sending loop
+and every later request of the batch got that error."""
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from e2e_client import infer
+from triton import E2E_DIR
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_one_bad_response_fails_only_its_request(triton_factory, protocol):
+    s = triton_factory(E2E_DIR / "repos" / "pb_responses", name="pb_responses")
+    results = {}
+
+    def send(v):
+        try:
+            r = infer(s, protocol, "one_bad", {"IN": np.array([[v]], dtype=np.int32)})
+            results[v] = json.loads(r.as_numpy("OUT")[0, 0])
+        except InferenceServerException as e:
+            results[v] = e
+
+    # The bad request first, so it heads the batch (requests keep their
+    # arrival order in a dynamic batch).
+    threads = [threading.Thread(target=send, args=(v,)) for v in range(4)]
+    threads[0].start()
+    time.sleep(0.5)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [0, 1, 2, 3], results
+    bad = results[0]
+    assert isinstance(bad, InferenceServerException), bad
+    assert "one_bad" in bad.message() and "OUT" in bad.message(), bad.message()
+    for v in (1, 2, 3):
+        assert not isinstance(results[v], Exception), (v, results[v])
+        assert results[v]["value"] == v
+    # They were one batch (else the test would not show anything).
+    assert {results[v]["batch"] for v in (1, 2, 3)} == {4}, results
+    # And the server keeps serving.
+    r = infer(s, protocol, "one_bad", {"IN": np.array([[7]], dtype=np.int32)})
+    assert json.loads(r.as_numpy("OUT")[0, 0])["value"] == 7
