@@ -244,9 +244,6 @@ impl ModelInstance {
                     "predict",
                 ),
             };
-            if model.api == Api::PbUtils {
-                set_pb_utils_model_dir(py, &model);
-            }
             let created = rt
                 .call_method1(
                     "create_instance",
@@ -568,7 +565,6 @@ impl ModelInstance {
                 Ok(list) => list,
                 Err(e) => return fail_all(&senders, &e),
             };
-            set_pb_utils_model_dir(py, &self.model);
             report.calls = 1;
             report.compute_start = Some(Instant::now());
             let outcome = (|| -> PyResult<()> {
@@ -894,17 +890,6 @@ fn scatter<R: Responder>(
             }
         })
         .collect()
-}
-
-/// pb_utils.get_model_dir() answers for the model whose code runs now: the
-/// directory its model.py is in (the version directory, as upstream); its
-/// error messages name the model.
-fn set_pb_utils_model_dir(py: Python<'_>, model: &LoadedModel) {
-    if let Ok(pbu) = py.import_bound("triton_python_backend_utils") {
-        let dir = model.model_file.parent().unwrap_or(&model.model_dir);
-        let _ = pbu.setattr("_model_dir", dir.to_string_lossy());
-        let _ = pbu.setattr("_model_name", model.name());
-    }
 }
 
 /// A native echo needs outputs that mirror its inputs one to one.

@@ -579,7 +579,8 @@ def _stub_error(prefix, error):
     control, metrics): "<prefix>: Failed to process the request for model
     '<model>', message: <Triton's message>"."""
     return TritonModelException(
-        "%s: Failed to process the request for model '%s', message: %s" % (prefix, _model_name, error))
+        "%s: Failed to process the request for model '%s', message: %s"
+        % (prefix, _calling_model()[0], error))
 
 
 class Metric:
@@ -725,14 +726,17 @@ def using_decoupled_model_transaction_policy(model_config):
     return False
 
 
-_model_dir = None
-_model_name = None
+def _calling_model():
+    """(name, model.py's directory) of the model whose code is running on
+    this thread (found from the call stack, so right for every model, thread
+    and entry point, auto_complete_config included)."""
+    return sys.modules["_rustpy_runtime"].current_model()
 
 
 def get_model_dir():
-    """The directory model.py was loaded from (the version directory, as
-    upstream); set per model while its code runs."""
-    return _model_dir
+    """The directory the calling model's model.py was loaded from (the
+    version directory, as upstream)."""
+    return _calling_model()[1]
 
 
 class ModelConfig:
