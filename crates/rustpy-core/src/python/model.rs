@@ -219,7 +219,16 @@ pub struct ModelInstance {
 impl ModelInstance {
     /// Creates the user's object and runs its `initialize`.
     pub fn new(model: Arc<LoadedModel>, info: &InstanceInfo) -> Result<Self> {
-        let key = format!("{}/{}/{}", model.name(), model.spec.version, info.name);
+        // Unique per instance lifetime: a reload's new instance (same model,
+        // version and instance name) must never share the old one's loop.
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!(
+            "{}/{}/{}#{serial}",
+            model.name(),
+            model.spec.version,
+            info.name
+        );
         let Some(class) = model.class.as_ref() else {
             return Ok(ModelInstance {
                 model: model.clone(),
@@ -577,8 +586,10 @@ impl ModelInstance {
                 {
                     // A decoupled model's coroutine runs on in the background,
                     // as upstream does; otherwise wait for its responses.
-                    returned =
-                        rt.call_method1("run_coroutine", (&self.key, returned, !spec.decoupled))?;
+                    returned = rt.call_method1(
+                        "run_coroutine",
+                        (&self.key, returned, !spec.decoupled, &py_requests, model),
+                    )?;
                     if spec.decoupled {
                         return Ok(());
                     }

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 
 _default_import = getattr(builtins.__import__, "_rustpy_default", builtins.__import__)
 
@@ -124,7 +125,13 @@ class _ModelImports:
         if top in sys.modules:
             return False
         try:
-            return importlib.machinery.PathFinder.find_spec(top, self.dirs) is not None
+            spec = importlib.machinery.PathFinder.find_spec(top, self.dirs)
+            if spec is not None and spec.loader is None:
+                # A namespace package (a directory without __init__.py) that
+                # also exists on sys.path (e.g. `google/`) stays shared, or its
+                # site-packages half would be cut off.
+                return importlib.machinery.PathFinder.find_spec(top) is None
+            return spec is not None
         except (ImportError, ValueError):
             return False
 
@@ -449,14 +456,45 @@ def auto_complete(cls, config_json):
 _loops = {}
 
 
-def run_coroutine(key, coro, wait):
-    """Runs an `async def execute` on the instance's own event loop thread."""
+def run_coroutine(key, coro, wait, requests=(), model_name=""):
+    """Runs an `async def execute` on the instance's own event loop thread
+    (`key` names one instance for its lifetime, so a reload never shares a
+    loop with the instance it replaces). Several coroutines of a decoupled
+    model run concurrently on it; one that raises is logged and fails the
+    requests it left open."""
     import triton_python_backend_utils as pb_utils
 
     loop = _loops.get(key)
     if loop is None:
-        loop = _loops[key] = pb_utils._Loop()
-    return loop.run(coro, wait)
+        loop = _loops.setdefault(key, pb_utils._Loop())
+    if wait:
+        return loop.run(coro, True)
+    future = loop.run(coro, False)
+    future.add_done_callback(lambda f: _background_done(f, requests, model_name))
+    return future
+
+
+def _background_done(future, requests, model_name):
+    """A decoupled model's `async def execute` ended: if it raised, the server
+    log gets the type, message and traceback tail, and every request it did
+    not finish gets that as its error."""
+    import triton_python_backend_utils as pb_utils
+
+    if future.cancelled():
+        text = "CancelledError: the async execute was cancelled"
+        where = ("rustpy", 0)
+    else:
+        exc = future.exception()
+        if exc is None:
+            return
+        text = format_exception(exc)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+        where = (os.path.basename(frames[-1].filename), frames[-1].lineno or 0) if frames else ("rustpy", 0)
+    message = "Failed to process the request(s) for model '%s', message: %s" % (model_name, text)
+    try:
+        pb_utils._native.log(2, message, where[0], where[1])
+    finally:
+        pb_utils._fail_open(requests, message)
 
 
 def close_loop(key):
@@ -477,8 +515,6 @@ def is_iterator(obj):
 
 def format_exception(exc, tb=None):
     """`Type: message` plus the last traceback lines; SyntaxError as file:line:col."""
-    import traceback
-
     if getattr(exc, "_rustpy_bare_message", False):
         # pb_utils' checks of what execute returned: just the message, as the
         # official backend reports them.
