@@ -267,3 +267,28 @@ def test_custom_metrics_exported(deployment):
         python = [deployment.norm.text(line.replace(family + "_python", family)) for line in python]
         rustpy = [deployment.norm.text(line.replace(family + "_rustpy", family)) for line in rustpy]
         assert python == rustpy
+
+
+# ------------------------------------------------- async execute concurrency
+def test_async_executes_of_one_instance_run_concurrently(deployment):
+    """Four requests on one stream to a decoupled `async def execute` model
+    that awaits a decoupled BLS call each (async_fanout -> async_peers): on
+    both backends the four callee coroutines run at once on one instance's
+    event loop (each waits for the others, at most 10 s), and an exception
+    raised in the async execute reaches the server log with type and message."""
+    from e2e_client import stream
+
+    for suffix in SUFFIXES:
+        model = "async_fanout" + suffix
+        got = stream(deployment.server, model,
+                     [(str(t), {"TAG": np.array([t], np.int32)}) for t in range(1, 5)], timeout=60)
+        peaks = {}
+        for rid, answers in got.items():
+            for result, _final in answers:
+                assert not isinstance(result, Exception), (model, rid, result)
+                if result.as_numpy("PEAK") is not None:
+                    peaks[rid] = int(result.as_numpy("PEAK")[0])
+        assert peaks == {"1": 4, "2": 4, "3": 4, "4": 4}, (model, peaks)
+
+        stream(deployment.server, model, [("neg", {"TAG": np.array([-1], np.int32)})], timeout=60)
+        assert deployment.server.wait_for_log("ValueError: negative tag in " + model, timeout=30), model

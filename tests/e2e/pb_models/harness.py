@@ -128,6 +128,8 @@ def _cases() -> list:
                       {"IN": np.array([[1, 2]], dtype=np.int32)}, proto, outputs=["OUT1"]))
         c.append(Case(f"request_api-requested-info-{proto}", "request_api",
                       {"IN": np.array([[1, 2]], dtype=np.int32)}, proto, outputs=["INFO", "OUT0"]))
+        c.append(Case(f"package_imports-{proto}", "package_imports", {"IN": f32(1, 2)}, proto))
+        c.append(Case(f"self_import-{proto}", "self_import", {"IN": f32(1)}, proto))
         c.append(Case(f"async_execute-{proto}", "async_execute", {"IN": f32(1, 2)}, proto))
         c.append(Case(f"async_execute-raise-{proto}", "async_execute", {"IN": f32(-1)}, proto))
         c.append(Case(f"auto_complete-{proto}", "auto_complete",

@@ -218,7 +218,16 @@ pub struct ModelInstance {
 impl ModelInstance {
     /// Creates the user's object and runs its `initialize`.
     pub fn new(model: Arc<LoadedModel>, info: &InstanceInfo) -> Result<Self> {
-        let key = format!("{}/{}/{}", model.name(), model.spec.version, info.name);
+        // Unique per instance lifetime: a reload's new instance (same model,
+        // version and instance name) must never share the old one's loop.
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!(
+            "{}/{}/{}#{serial}",
+            model.name(),
+            model.spec.version,
+            info.name
+        );
         let Some(class) = model.class.as_ref() else {
             return Ok(ModelInstance {
                 model: model.clone(),
@@ -243,9 +252,6 @@ impl ModelInstance {
                     "predict",
                 ),
             };
-            if model.api == Api::PbUtils {
-                set_pb_utils_model_dir(py, &model);
-            }
             let created = rt
                 .call_method1(
                     "create_instance",
@@ -567,7 +573,6 @@ impl ModelInstance {
                 Ok(list) => list,
                 Err(e) => return fail_all(&senders, &e),
             };
-            set_pb_utils_model_dir(py, &self.model);
             report.calls = 1;
             report.compute_start = Some(Instant::now());
             let outcome = (|| -> PyResult<()> {
@@ -580,8 +585,10 @@ impl ModelInstance {
                 {
                     // A decoupled model's coroutine runs on in the background,
                     // as upstream does; otherwise wait for its responses.
-                    returned =
-                        rt.call_method1("run_coroutine", (&self.key, returned, !spec.decoupled))?;
+                    returned = rt.call_method1(
+                        "run_coroutine",
+                        (&self.key, returned, !spec.decoupled, &py_requests, model),
+                    )?;
                     if spec.decoupled {
                         return Ok(());
                     }
@@ -881,17 +888,6 @@ fn scatter<R: Responder>(
             }
         })
         .collect()
-}
-
-/// pb_utils.get_model_dir() answers for the model whose code runs now: the
-/// directory its model.py is in (the version directory, as upstream); its
-/// error messages name the model.
-fn set_pb_utils_model_dir(py: Python<'_>, model: &LoadedModel) {
-    if let Ok(pbu) = py.import_bound("triton_python_backend_utils") {
-        let dir = model.model_file.parent().unwrap_or(&model.model_dir);
-        let _ = pbu.setattr("_model_dir", dir.to_string_lossy());
-        let _ = pbu.setattr("_model_name", model.name());
-    }
 }
 
 /// A native echo needs outputs that mirror its inputs one to one.

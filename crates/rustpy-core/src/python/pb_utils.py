@@ -503,9 +503,20 @@ class InferenceRequest:
         return str(error)
 
     def async_exec(self, decoupled=False):
-        """Like exec(), as an awaitable (runs in the loop's default executor)."""
+        """Like exec(), as an awaitable (runs in the loop's default executor).
+        With decoupled=True it resolves once the first response is there (as
+        upstream), so iterating it does not block the event loop on the
+        model's first answer."""
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(None, self.exec, decoupled)
+        if decoupled:
+            return loop.run_in_executor(None, self._exec_first_response)
+        return loop.run_in_executor(None, self.exec, False)
+
+    def _exec_first_response(self):
+        responses = self.exec(decoupled=True)
+        if isinstance(responses, ResponseIterator):
+            responses._prefetch()
+        return responses
 
 
 def _response_from_native(item):
@@ -522,6 +533,13 @@ class ResponseIterator:
     def __init__(self, stream):
         self._stream = stream
         self._done = False
+        self._first = None
+        self._prefetched = False
+
+    def _prefetch(self):
+        if not self._prefetched and not self._done:
+            self._first = self._stream.next_response()
+            self._prefetched = True
 
     def __iter__(self):
         return self
@@ -529,7 +547,10 @@ class ResponseIterator:
     def __next__(self):
         if self._done:
             raise StopIteration
-        item = self._stream.next_response()
+        if self._prefetched:
+            item, self._first, self._prefetched = self._first, None, False
+        else:
+            item = self._stream.next_response()
         if item is None:
             self._done = True
             raise StopIteration
@@ -579,7 +600,8 @@ def _stub_error(prefix, error):
     control, metrics): "<prefix>: Failed to process the request for model
     '<model>', message: <Triton's message>"."""
     return TritonModelException(
-        "%s: Failed to process the request for model '%s', message: %s" % (prefix, _model_name, error))
+        "%s: Failed to process the request for model '%s', message: %s"
+        % (prefix, _calling_model()[0], error))
 
 
 class Metric:
@@ -725,14 +747,17 @@ def using_decoupled_model_transaction_policy(model_config):
     return False
 
 
-_model_dir = None
-_model_name = None
+def _calling_model():
+    """(name, model.py's directory) of the model whose code is running on
+    this thread (found from the call stack, so right for every model, thread
+    and entry point, auto_complete_config included)."""
+    return sys.modules["_rustpy_runtime"].current_model()
 
 
 def get_model_dir():
-    """The directory model.py was loaded from (the version directory, as
-    upstream); set per model while its code runs."""
-    return _model_dir
+    """The directory the calling model's model.py was loaded from (the
+    version directory, as upstream)."""
+    return _calling_model()[1]
 
 
 class ModelConfig:
@@ -888,7 +913,16 @@ class _Loop:
         return future.result() if wait else future
 
     def close(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stops the loop once the coroutines still running on it (a decoupled
+        model's background executes) have finished; never blocks the caller."""
+
+        def stop_when_idle():
+            if any(not t.done() for t in asyncio.all_tasks(self.loop)):
+                self.loop.call_later(0.05, stop_when_idle)
+            else:
+                self.loop.stop()
+
+        self.loop.call_soon_threadsafe(stop_when_idle)
 
 
 def _process_returned(model_name, decoupled, requests, returned):
@@ -925,6 +959,22 @@ def _process_returned(model_name, decoupled, requests, returned):
         request.get_response_sender()._update_state(
             response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, error=_BackendError)
     return returned
+
+
+def _fail_open(requests, message):
+    """Ends every request whose response sender is not closed yet with an
+    error response carrying `message` (and the FINAL flag)."""
+    for request in requests:
+        sender = request.get_response_sender()
+        with sender._lock:
+            if sender._closed:
+                continue
+            sender._closed = True
+        try:
+            _send(request._native, InferenceResponse(error=TritonError(message)),
+                  TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception:  # noqa: BLE001 - the request is already finished
+            pass
 
 
 def _send_returned(requests, responses):

@@ -10,15 +10,14 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
+import itertools
 import os
 import re
 import sys
 import threading
+import traceback
 
-# Loading touches process-wide state (sys.path, sys.modules); serialise it.
-_load_lock = threading.RLock()
-_default_import = builtins.__import__
-_serial = 0
+_default_import = getattr(builtins.__import__, "_rustpy_default", builtins.__import__)
 
 
 class ModelContext:
@@ -68,136 +67,310 @@ class RequestInfo:
         )
 
 
-class _ModelPaths:
-    """Puts a model's directories first on sys.path for the duration of a block."""
+# --- per-model imports ---------------------------------------------------------
+#
+# Every model gets the import context the official backend gives it (model.py
+# imported as `<version>.model`, so `from . import x` works; its version and
+# model directories searched for `import x`; `import model` finding itself),
+# but privately: its modules live in its own `_ModelImports.modules`, never in
+# the shared sys.modules, and sys.path is never edited. Two models may both
+# ship `utils.py`, and a reload reads the files again.
+#
+# No lock is held while user code runs: the only lock guards a few dict
+# operations; a thread that needs a module another thread is still executing
+# waits for that one module (as Python's own per-module import locks do), and
+# a thread that would wait on itself (a circular import) gets the partially
+# initialised module, as Python gives it.
 
-    def __init__(self, paths):
-        self.paths = [p for p in paths if p]
-
-    def __enter__(self):
-        _load_lock.acquire()
-        sys.path[:0] = self.paths
-        importlib.invalidate_caches()
-
-    def __exit__(self, *exc):
-        for p in self.paths:
-            try:
-                sys.path.remove(p)
-            except ValueError:
-                pass
-        _load_lock.release()
-        return False
+_MARK = "__rustpy_model_imports__"
+_serial = itertools.count(1)
 
 
-def _is_inside(path, directory):
-    try:
-        return os.path.commonpath([os.path.abspath(path), directory]) == directory
-    except ValueError:
-        return False
+class _Loading:
+    __slots__ = ("owner", "done")
+
+    def __init__(self):
+        self.owner = threading.get_ident()
+        self.done = threading.Event()
 
 
-def _take_private_modules(before, model_dir):
-    """Removes from sys.modules every module newly imported from model_dir.
+class _ModelImports:
+    """One load of one model: its private modules and its `__import__`."""
 
-    Two models that both ship `utils.py` must each get their own, and a reload
-    must read the files again, so a model's sibling modules never stay in the
-    shared sys.modules. The model's code keeps its references to them.
-    """
-    private = {}
-    for name in list(sys.modules.keys() - before):
-        module = sys.modules.get(name)
-        origin = getattr(module, "__file__", None)
-        if origin:
-            mine = _is_inside(origin, model_dir)
-        else:
-            # A namespace package (a directory without __init__.py) has no
-            # __file__; it is the model's if all of its directories are. Left
-            # shared, it would keep the model's submodules as attributes, so a
-            # reload would get the old ones back, and another model's regular
-            # package of the same name would never run.
-            paths = list(getattr(module, "__path__", None) or ())
-            mine = bool(paths) and all(_is_inside(p, model_dir) for p in paths)
-        if mine:
-            private[name] = sys.modules.pop(name)
-    return private
-
-
-class _ModelImporter:
-    """The `__import__` of one model's code.
-
-    A model's sibling modules live in its own `private` dict, never in the
-    shared sys.modules, so its code cannot find them through the normal
-    import system once loading is over. Every function defined in model.py
-    gets this importer as its `__import__` (through the module's own
-    `__builtins__`), so an `import utils` run lazily inside execute/predict
-    resolves from the model's directories and private modules, as it would
-    with the official backend (which puts those directories on sys.path).
-    """
-
-    def __init__(self, dirs, model_dir):
-        self.dirs = dirs
+    def __init__(self, model_name, version, model_dir, model_file):
+        self.model_name = model_name
         self.model_dir = model_dir
-        self.private = {}
+        self.version_dir = os.path.dirname(model_file)
+        self.dirs = [self.version_dir, model_dir]
+        self.package = os.path.basename(self.version_dir) or str(version)
+        self.stem = os.path.splitext(os.path.basename(model_file))[0]
+        self.model_file = model_file
+        self.modules = {}
+        self.model_module = None
+        self._lock = threading.Lock()
+        self._loading = {}
+        self._waiting = {}
+        # The builtins of every module of this model: its `__import__` is this
+        # model's, and the mark lets rustpy find the model from any frame.
+        self.builtins = dict(vars(builtins))
+        self.builtins["__import__"] = self.import_
+        self.builtins[_MARK] = self
 
-    def __call__(self, name, globals=None, locals=None, fromlist=(), level=0):
-        if level == 0 and name:
-            top = name.partition(".")[0]
-            if top in self.private or (top not in sys.modules and self._is_sibling(top)):
-                return self._import_private(name, fromlist)
-        return _default_import(name, globals, locals, fromlist, level)
-
-    def _is_sibling(self, top):
+    # -- name resolution
+    def owns(self, top):
+        """Whether a top-level name is this model's (already imported, the
+        model itself, or a not-yet-imported file in its directories)."""
+        if top in self.modules or top == self.stem or top == self.package:
+            return True
+        if top in sys.modules:
+            return False
         try:
-            return importlib.machinery.PathFinder.find_spec(top, self.dirs) is not None
+            spec = importlib.machinery.PathFinder.find_spec(top, self.dirs)
+            if spec is not None and spec.loader is None:
+                # A namespace package (a directory without __init__.py) that
+                # also exists on sys.path (e.g. `google/`) stays shared, or its
+                # site-packages half would be cut off.
+                return importlib.machinery.PathFinder.find_spec(top) is None
+            return spec is not None
         except (ImportError, ValueError):
             return False
 
-    def _import_private(self, name, fromlist):
-        with _ModelPaths(self.dirs):
-            before = set(sys.modules)
-            sys.modules.update(self.private)
+    def import_(self, name, globals=None, locals=None, fromlist=(), level=0):
+        """The `__import__` of the model's own modules."""
+        if level > 0:
+            package = _package_of(globals)
+            if package and package.partition(".")[0] in self.modules:
+                resolved = _resolve_name(name, package, level)
+                module = self.get(resolved)
+                return self._result(module, name, resolved, fromlist, level)
+        elif name and self.owns(name.partition(".")[0]):
+            return self._result(self.get(name), name, name, fromlist, 0)
+        return _default_import(name, globals, locals, fromlist, level)
+
+    def _result(self, module, name, resolved, fromlist, level):
+        # What __import__ returns, as importlib._bootstrap._handle_fromlist /
+        # __import__ compute it.
+        if fromlist:
+            if hasattr(module, "__path__"):
+                for item in fromlist:
+                    if item == "*":
+                        items = getattr(module, "__all__", ())
+                        self._result(module, name, resolved, tuple(items), level)
+                    elif isinstance(item, str) and not hasattr(module, item):
+                        try:
+                            self.get("%s.%s" % (resolved, item))
+                        except ModuleNotFoundError as e:
+                            if e.name != "%s.%s" % (resolved, item):
+                                raise
+            return module
+        if level == 0:
+            return self.get(name.partition(".")[0])
+        if not name:
+            return module
+        cut = len(name) - len(name.partition(".")[0])
+        return self.get(resolved[: len(resolved) - cut])
+
+    def get(self, fullname):
+        """The module `fullname` of this model, importing it (and its parents) if needed."""
+        if fullname == self.stem and self.model_module is not None:
+            return self.model_module
+        module = self.modules.get(fullname)
+        if module is not None and fullname not in self._loading:
+            return module
+        parent, _, short = fullname.rpartition(".")
+        parent_module = self.get(parent) if parent else None
+        while True:
+            with self._lock:
+                module = self.modules.get(fullname)
+                loading = self._loading.get(fullname)
+                if loading is None:
+                    if module is not None:
+                        return module
+                    loading = self._loading[fullname] = _Loading()
+                    break
+                if loading.owner == threading.get_ident() or self._would_deadlock(loading):
+                    # A circular import: the partially initialised module, as
+                    # Python gives it.
+                    return module
+                me = threading.get_ident()
+                self._waiting[me] = fullname
             try:
-                return _default_import(name, None, None, fromlist, 0)
+                loading.done.wait()
             finally:
-                self.private.update(_take_private_modules(before, self.model_dir))
-                for key in self.private:
-                    sys.modules.pop(key, None)
+                with self._lock:
+                    self._waiting.pop(me, None)
+        try:
+            return self._load(fullname, parent_module, short)
+        finally:
+            with self._lock:
+                del self._loading[fullname]
+            loading.done.set()
+
+    def _would_deadlock(self, loading):
+        """Whether the thread loading a module waits (through others) on us."""
+        me = threading.get_ident()
+        owner = loading.owner
+        for _ in range(len(self._waiting) + 1):
+            name = self._waiting.get(owner)
+            if name is None:
+                return False
+            nxt = self._loading.get(name)
+            if nxt is None:
+                return False
+            if nxt.owner == me:
+                return True
+            owner = nxt.owner
+        return False
+
+    def _load(self, fullname, parent_module, short):
+        if parent_module is not None:
+            path = getattr(parent_module, "__path__", None)
+            if path is None:
+                raise ModuleNotFoundError(
+                    "No module named %r; %r is not a package" % (fullname, parent_module.__name__),
+                    name=fullname)
+            spec = importlib.machinery.PathFinder.find_spec(fullname, list(path))
+        elif fullname == self.package:
+            spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+            spec.submodule_search_locations = [self.version_dir]
+        else:
+            spec = importlib.machinery.PathFinder.find_spec(fullname, self.dirs)
+        if spec is None:
+            raise ModuleNotFoundError("No module named %r" % fullname, name=fullname)
+        if spec.loader is None and spec.submodule_search_locations is not None:
+            # A namespace package: a plain list, so that Python never
+            # recomputes it from sys.path (which does not hold our directories).
+            spec.submodule_search_locations = list(spec.submodule_search_locations)
+        module = importlib.util.module_from_spec(spec)
+        module.__dict__["__builtins__"] = self.builtins
+        self.modules[fullname] = module
+        try:
+            if spec.loader is not None:
+                spec.loader.exec_module(module)
+        except BaseException:
+            self.modules.pop(fullname, None)
+            raise
+        if parent_module is not None:
+            setattr(parent_module, short, module)
+        return module
+
+    def load_model_module(self):
+        fullname = "%s.%s" % (self.package, self.stem)
+        self.get(self.package)
+        module = self.get(fullname)
+        self.model_module = module
+        return module
 
 
-def _builtins_with(importer):
-    namespace = dict(vars(builtins))
-    namespace["__import__"] = importer
-    return namespace
+def _package_of(globals):
+    if not isinstance(globals, dict):
+        return None
+    package = globals.get("__package__")
+    if package is None:
+        spec = globals.get("__spec__")
+        if spec is not None:
+            return spec.parent
+        name = globals.get("__name__")
+        if name is None:
+            return None
+        package = name if "__path__" in globals else name.rpartition(".")[0]
+    return package
+
+
+def _resolve_name(name, package, level):
+    bits = package.rsplit(".", level - 1)
+    if len(bits) < level:
+        raise ImportError("attempted relative import beyond top-level package")
+    base = bits[0]
+    return "%s.%s" % (base, name) if name else base
+
+
+def _imports_of(frame):
+    """The model whose code runs in `frame` or in one of its callers."""
+    while frame is not None:
+        found = frame.f_builtins.get(_MARK)
+        if found is not None:
+            return found
+        frame = frame.f_back
+    return None
+
+
+def current_model():
+    """(model name, model.py's directory) of the model whose code called
+    into rustpy, from any thread of the model; (None, None) if no model code
+    is on the stack."""
+    found = _imports_of(sys._getframe(1))
+    if found is None:
+        return None, None
+    return found.model_name, found.version_dir
+
+
+def _global_import(name, globals=None, locals=None, fromlist=(), level=0):
+    """builtins.__import__ for code outside models (libraries, unittest,
+    pickle): Python's own import; a top-level name it cannot find is looked
+    up among the modules of the model whose code is running (upstream has
+    the model's directories at the end of sys.path)."""
+    try:
+        return _default_import(name, globals, locals, fromlist, level)
+    except ModuleNotFoundError:
+        if level == 0 and name:
+            top = name.partition(".")[0]
+            if top not in sys.modules:
+                found = _imports_of(sys._getframe(1))
+                if found is not None and found.owns(top):
+                    return found.import_(name, None, None, fromlist, 0)
+        raise
+
+
+def _import_module(name, package=None):
+    """importlib.import_module, resolving the calling model's own modules
+    (`importlib.import_module("model")`, `("utils")`) as its imports do."""
+    frame = sys._getframe(1)
+    direct = frame.f_builtins.get(_MARK)
+    if direct is not None:
+        absolute = name
+        if name.startswith("."):
+            if not package:
+                raise TypeError("the 'package' argument is required to perform a relative "
+                                "import for {!r}".format(name))
+            level = len(name) - len(name.lstrip("."))
+            absolute = _resolve_name(name[level:], package, level)
+        top = absolute.partition(".")[0]
+        if top in direct.modules or direct.owns(top):
+            return direct.get(absolute)
+    try:
+        return _original_import_module(name, package)
+    except ModuleNotFoundError:
+        if name.startswith("."):
+            raise
+        top = name.partition(".")[0]
+        found = _imports_of(frame)
+        if top in sys.modules or found is None or not found.owns(top):
+            raise
+        return found.get(name)
+
+
+_global_import._rustpy_default = _default_import
+_original_import_module = getattr(importlib.import_module, "_rustpy_default", importlib.import_module)
+_import_module._rustpy_default = _original_import_module
+builtins.__import__ = _global_import
+importlib.import_module = _import_module
 
 
 def load_module(model_name, version, model_dir, model_file):
-    """Imports model_file under a name unique to this model, version and load."""
-    global _serial
+    """Imports model_file as `<version>.model` in a private import context
+    (see _ModelImports); returns (a unique name, the module, its modules)."""
     model_dir = os.path.abspath(model_dir)
-    dirs = [os.path.dirname(os.path.abspath(model_file)), model_dir]
-    with _ModelPaths(dirs):
-        _serial += 1
-        safe = re.sub(r"\W", "_", model_name)
-        unique = "_rustpy_model_%s_v%d_%d" % (safe, version, _serial)
-        before = set(sys.modules)
-        spec = importlib.util.spec_from_file_location(unique, model_file)
-        if spec is None or spec.loader is None:
-            raise ImportError("cannot load %s" % model_file)
-        module = importlib.util.module_from_spec(spec)
-        importer = _ModelImporter(dirs, model_dir)
-        module.__dict__["__builtins__"] = _builtins_with(importer)
-        sys.modules[unique] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(unique, None)
-            _take_private_modules(before, model_dir)
-            for key in importer.private:
-                sys.modules.pop(key, None)
-            raise
-        importer.private.update(_take_private_modules(before, model_dir))
-        sys.modules.pop(unique, None)
-        return unique, module, importer.private
+    model_file = os.path.abspath(model_file)
+    imports = _ModelImports(model_name, version, model_dir, model_file)
+    safe = re.sub(r"\W", "_", model_name)
+    unique = "_rustpy_model_%s_v%d_%d" % (safe, version, next(_serial))
+    try:
+        module = imports.load_model_module()
+    except BaseException:
+        imports.modules.clear()
+        raise
+    return unique, module, imports.modules
 
 
 def find_model_class(module, model_file):
@@ -235,11 +408,12 @@ def create_instance(cls, ctx, paths, entry):
     `entry` is the method rustpy calls per batch: "predict" (batched API) or
     "execute" (official Python backend API).
     """
-    with _ModelPaths(paths):
-        obj = cls()
-        init = getattr(obj, "initialize", None)
-        if callable(init):
-            init(ctx)
+    # `paths` is unused: the model's imports resolve through its own
+    # __import__ (see _ModelImports); nothing is locked while user code runs.
+    obj = cls()
+    init = getattr(obj, "initialize", None)
+    if callable(init):
+        init(ctx)
     predict = getattr(obj, entry)
     return (
         obj,
@@ -282,14 +456,45 @@ def auto_complete(cls, config_json):
 _loops = {}
 
 
-def run_coroutine(key, coro, wait):
-    """Runs an `async def execute` on the instance's own event loop thread."""
+def run_coroutine(key, coro, wait, requests=(), model_name=""):
+    """Runs an `async def execute` on the instance's own event loop thread
+    (`key` names one instance for its lifetime, so a reload never shares a
+    loop with the instance it replaces). Several coroutines of a decoupled
+    model run concurrently on it; one that raises is logged and fails the
+    requests it left open."""
     import triton_python_backend_utils as pb_utils
 
     loop = _loops.get(key)
     if loop is None:
-        loop = _loops[key] = pb_utils._Loop()
-    return loop.run(coro, wait)
+        loop = _loops.setdefault(key, pb_utils._Loop())
+    if wait:
+        return loop.run(coro, True)
+    future = loop.run(coro, False)
+    future.add_done_callback(lambda f: _background_done(f, requests, model_name))
+    return future
+
+
+def _background_done(future, requests, model_name):
+    """A decoupled model's `async def execute` ended: if it raised, the server
+    log gets the type, message and traceback tail, and every request it did
+    not finish gets that as its error."""
+    import triton_python_backend_utils as pb_utils
+
+    if future.cancelled():
+        text = "CancelledError: the async execute was cancelled"
+        where = ("rustpy", 0)
+    else:
+        exc = future.exception()
+        if exc is None:
+            return
+        text = format_exception(exc)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+        where = (os.path.basename(frames[-1].filename), frames[-1].lineno or 0) if frames else ("rustpy", 0)
+    message = "Failed to process the request(s) for model '%s', message: %s" % (model_name, text)
+    try:
+        pb_utils._native.log(2, message, where[0], where[1])
+    finally:
+        pb_utils._fail_open(requests, message)
 
 
 def close_loop(key):
@@ -310,8 +515,6 @@ def is_iterator(obj):
 
 def format_exception(exc, tb=None):
     """`Type: message` plus the last traceback lines; SyntaxError as file:line:col."""
-    import traceback
-
     if getattr(exc, "_rustpy_bare_message", False):
         # pb_utils' checks of what execute returned: just the message, as the
         # official backend reports them.

@@ -1,0 +1,1 @@
+VALUE = "late helper imported on a thread"
