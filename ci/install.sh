@@ -16,7 +16,7 @@ log() { echo "[install] $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 need_apt=()
-for pkg in python3.11 libpython3.11-dev python3-numpy libclang-dev clang python3-venv; do
+for pkg in python3.11 libpython3.11-dev python3-numpy libclang-dev clang python3-venv git git-lfs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -57,5 +57,12 @@ if [[ ! -x "$VENV/bin/pytest" ]] || ! "$VENV/bin/python" -c 'import tritonclient
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q "tritonclient[http,grpc]==2.51.0" pytest numpy requests
+fi
+# --- S3-compatible server for the checkpoint tests (moto's server mode) -----
+S3VENV="$DEPS/s3-venv"
+if [[ ! -x "$S3VENV/bin/moto_server" ]]; then
+  log "creating the S3 test server venv (moto[server])"
+  python3 -m venv "$S3VENV"
+  "$S3VENV/bin/pip" install -q "moto[server]==5.*"
 fi
 log "ready: tritonserver at $TS/bin/tritonserver"

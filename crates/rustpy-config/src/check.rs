@@ -352,6 +352,7 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.scheduling();
     rules.instance_groups();
     rules.version_policy(&versions);
+    rules.checkpoint();
 }
 
 /// The parts of a `ModelInput` / `ModelOutput` that share rules.
@@ -758,6 +759,36 @@ impl Rules<'_, '_> {
                     ),
                     "remove gpus, or use kind: KIND_GPU".into(),
                 );
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        use crate::checkpoint::{Checkpoint, Source, SOURCE_PARAMETER};
+        let at = self.loc.field(&self.root(), "parameters");
+        match Checkpoint::from_config(self.cfg) {
+            None => {}
+            Some(Err(message)) => self.push(
+                Severity::Error,
+                at,
+                "checkpoint.invalid",
+                message,
+                format!(
+                    "see \"Checkpoints\" in the README for the {SOURCE_PARAMETER} forms (hf://, git+https://, git+file://, s3://, https:// with a sha256, a path)"
+                ),
+            ),
+            Some(Ok(ck)) => {
+                if let Source::Local { path } = &ck.source {
+                    if !self.dir.join(path).exists() {
+                        self.push(
+                            Severity::Error,
+                            at,
+                            "checkpoint.local-missing",
+                            format!("{SOURCE_PARAMETER}: local path '{path}' does not exist"),
+                            "paths are relative to the model directory; use an absolute path or file:///".into(),
+                        );
+                    }
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 //! without a server.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod bytes;
 pub mod dtype;
 pub mod engine;

@@ -33,6 +33,7 @@ class ModelContext:
         "model_dir",
         "config",
         "parameters",
+        "checkpoint_dir",
     )
 
     def __init__(self, **kwargs):
