@@ -200,10 +200,10 @@ pub fn parse_source(s: &str) -> Result<Source, String> {
         let (url, commit) = rest
             .rsplit_once('@')
             .filter(|(_, c)| !c.contains('/'))
-            .ok_or_else(|| {
-                "a git source must be pinned to a commit: git+URL@COMMIT".to_string()
-            })?;
-        if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("file://"))
+            .ok_or_else(|| "a git source must be pinned to a commit: git+URL@COMMIT".to_string())?;
+        if !(url.starts_with("https://")
+            || url.starts_with("http://")
+            || url.starts_with("file://"))
         {
             return Err("git sources must use git+https://, git+http:// or git+file://".into());
         }
@@ -277,8 +277,7 @@ fn parse_hf(rest: &str) -> Result<Source, String> {
     };
     let valid = |p: &str| {
         !p.is_empty()
-            && p
-                .chars()
+            && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             && !p.starts_with('.')
     };
@@ -405,7 +404,10 @@ mod tests {
             ("hf://o/n/../x", ".."),
             ("git+file:///r.git", "pinned"),
             ("git+file:///r.git@main", "full commit"),
-            ("git+ssh://h/r.git@0123456789012345678901234567890123456789", "git+https"),
+            (
+                "git+ssh://h/r.git@0123456789012345678901234567890123456789",
+                "git+https",
+            ),
             ("s3://B", "bucket"),
             ("https://host", "file path"),
             ("ftp://h/x", "unknown source scheme"),
@@ -420,11 +422,11 @@ mod tests {
     fn archive_needs_a_pin_and_pins_are_hex() {
         let e = Checkpoint::new("https://h/a.tgz", None, None, None, None).unwrap_err();
         assert!(e.contains(SHA256_PARAMETER), "{e}");
-        let e = Checkpoint::new("https://h/a.tgz", Some("xyz".into()), None, None, None)
-            .unwrap_err();
+        let e =
+            Checkpoint::new("https://h/a.tgz", Some("xyz".into()), None, None, None).unwrap_err();
         assert!(e.contains("64 hexadecimal"), "{e}");
-        let ok = Checkpoint::new("https://h/a.tgz", Some("A".repeat(64)), None, None, None)
-            .unwrap();
+        let ok =
+            Checkpoint::new("https://h/a.tgz", Some("A".repeat(64)), None, None, None).unwrap();
         assert_eq!(ok.sha256.unwrap(), "a".repeat(64));
     }
 

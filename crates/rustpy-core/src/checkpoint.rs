@@ -28,7 +28,10 @@ pub fn resolve(cfg: &ModelConfig, model_name: &str, model_dir: &Path) -> Result<
         let pinned_tree = ck.sha256.as_deref().filter(|_| ck.source.kind() != "https");
         if let Some(want) = pinned_tree {
             let got = rustpy_fetch::tree_digest(&bundled).map_err(|e| {
-                Error::internal(format!("model '{model_name}': reading {}: {e}", bundled.display()))
+                Error::internal(format!(
+                    "model '{model_name}': reading {}: {e}",
+                    bundled.display()
+                ))
             })?;
             if got != want {
                 return Err(Error::invalid_arg(format!(

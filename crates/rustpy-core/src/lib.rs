@@ -4,8 +4,8 @@
 //! without a server.
 
 pub mod batch;
-pub mod checkpoint;
 pub mod bytes;
+pub mod checkpoint;
 pub mod dtype;
 pub mod engine;
 pub mod error;

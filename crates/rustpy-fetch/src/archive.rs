@@ -22,7 +22,11 @@ pub(crate) fn fetch(
 ) -> Result<String, String> {
     let shown = rustpy_config::checkpoint::redact_url(url);
     let path_part = url.split(['?', '#']).next().unwrap_or(url);
-    let name = path_part.rsplit('/').next().unwrap_or("download").to_string();
+    let name = path_part
+        .rsplit('/')
+        .next()
+        .unwrap_or("download")
+        .to_string();
     let file = work.join("download");
     let got = runtime()?.block_on(async {
         let client = reqwest::Client::builder()
@@ -63,7 +67,8 @@ pub(crate) fn fetch(
     let unpack = |r: Box<dyn std::io::Read>| {
         let mut a = tar::Archive::new(r);
         a.set_preserve_permissions(false);
-        a.unpack(stage).map_err(|e| format!("unpacking {name}: {e}"))
+        a.unpack(stage)
+            .map_err(|e| format!("unpacking {name}: {e}"))
     };
     if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
         unpack(Box::new(flate2::read::GzDecoder::new(open()?)))?;

@@ -15,15 +15,20 @@ fn git(dir: Option<&Path>, args: &[&str], url: &str) -> Result<(), String> {
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
     }
-    cmd.args(["-c", "protocol.file.allow=always", "-c", "advice.detachedHead=false"])
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_LFS_SKIP_SMUDGE", "1")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE");
-    let out = cmd.output().map_err(|e| {
-        format!("running git: {e} (git sources need the git and git-lfs commands)")
-    })?;
+    cmd.args([
+        "-c",
+        "protocol.file.allow=always",
+        "-c",
+        "advice.detachedHead=false",
+    ])
+    .args(args)
+    .env("GIT_TERMINAL_PROMPT", "0")
+    .env("GIT_LFS_SKIP_SMUDGE", "1")
+    .env_remove("GIT_DIR")
+    .env_remove("GIT_WORK_TREE");
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running git: {e} (git sources need the git and git-lfs commands)"))?;
     if out.status.success() {
         return Ok(());
     }
@@ -42,12 +47,24 @@ pub(crate) fn fetch(ck: &Checkpoint, stage: &Path, work: &Path) -> Result<(), St
     };
     let clone = work.join("clone");
     let clone_s = clone.to_string_lossy().to_string();
-    git(None, &["clone", "--quiet", "--no-checkout", url, &clone_s], url)?;
-    git(Some(&clone), &["checkout", "--quiet", "--detach", commit], url)
-        .map_err(|e| format!("{e} (is {commit} a commit of the repository?)"))?;
+    git(
+        None,
+        &["clone", "--quiet", "--no-checkout", url, &clone_s],
+        url,
+    )?;
+    git(
+        Some(&clone),
+        &["checkout", "--quiet", "--detach", commit],
+        url,
+    )
+    .map_err(|e| format!("{e} (is {commit} a commit of the repository?)"))?;
     // `git lfs pull` only checks out into a repository with the LFS filters
     // configured; set them for this clone alone (no global config needed).
-    git(Some(&clone), &["lfs", "install", "--local", "--skip-smudge"], url)?;
+    git(
+        Some(&clone),
+        &["lfs", "install", "--local", "--skip-smudge"],
+        url,
+    )?;
     git(Some(&clone), &["lfs", "pull"], url)?;
     // Move the checked-out files (without .git) into the stage.
     let mut n = 0;

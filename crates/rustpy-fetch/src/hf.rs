@@ -38,7 +38,12 @@ fn explain(e: ApiError) -> String {
     }
 }
 
-pub(crate) fn fetch(ck: &Checkpoint, stage: &Path, work: &Path, opts: &Options) -> Result<(), String> {
+pub(crate) fn fetch(
+    ck: &Checkpoint,
+    stage: &Path,
+    work: &Path,
+    opts: &Options,
+) -> Result<(), String> {
     let Source::HuggingFace {
         repo,
         revision,
@@ -54,7 +59,9 @@ pub(crate) fn fetch(ck: &Checkpoint, stage: &Path, work: &Path, opts: &Options) 
     if let Some(t) = token() {
         builder = builder.with_token(Some(t));
     }
-    let api = builder.build().map_err(|e| format!("Hugging Face client: {e}"))?;
+    let api = builder
+        .build()
+        .map_err(|e| format!("Hugging Face client: {e}"))?;
     let repo_api = api.repo(Repo::with_revision(
         repo.clone(),
         RepoType::Model,
@@ -93,8 +100,16 @@ pub(crate) fn fetch(ck: &Checkpoint, stage: &Path, work: &Path, opts: &Options) 
         if n == 0 {
             return Err(format!(
                 "no files in {repo}@{revision}{}{}",
-                if subpath.is_empty() { String::new() } else { format!(" under {subpath}/") },
-                if ck.include.is_empty() { "" } else { " matching the include patterns" }
+                if subpath.is_empty() {
+                    String::new()
+                } else {
+                    format!(" under {subpath}/")
+                },
+                if ck.include.is_empty() {
+                    ""
+                } else {
+                    " matching the include patterns"
+                }
             ));
         }
         Ok(())

@@ -212,7 +212,10 @@ pub fn fetch(ck: &Checkpoint, model_dir: &Path, opts: &Options) -> Result<Fetche
     // Left over by a fetch that died while holding this lock.
     if let Ok(entries) = fs::read_dir(&tmp_root) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&format!("{key}.")) {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{key}."))
+            {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
@@ -408,10 +411,7 @@ mod tests {
         assert_eq!(a, cache_key(&c("hf://o/n@v1", None, None)));
         assert_ne!(a, cache_key(&c("hf://o/n@v2", None, None)));
         assert_ne!(a, cache_key(&c("hf://o/n@v1", None, Some("*.json"))));
-        assert_ne!(
-            a,
-            cache_key(&c("hf://o/n@v1", Some(&"0".repeat(64)), None))
-        );
+        assert_ne!(a, cache_key(&c("hf://o/n@v1", Some(&"0".repeat(64)), None)));
     }
 
     #[test]

@@ -56,7 +56,9 @@ pub(crate) fn fetch(ck: &Checkpoint, stage: &Path, opts: &Options) -> Result<(),
         }
     }
     if let Some(ep) = endpoint(ck) {
-        b = b.with_allow_http(ep.starts_with("http://")).with_endpoint(ep);
+        b = b
+            .with_allow_http(ep.starts_with("http://"))
+            .with_endpoint(ep);
     }
     let store = b.build().map_err(|e| format!("S3 client: {e}"))?;
     let base = if prefix.is_empty() {
@@ -102,7 +104,11 @@ pub(crate) fn fetch(ck: &Checkpoint, stage: &Path, opts: &Options) -> Result<(),
         if n == 0 {
             return Err(format!(
                 "no objects under s3://{bucket}/{prefix}{}",
-                if ck.include.is_empty() { "" } else { " matching the include patterns" }
+                if ck.include.is_empty() {
+                    ""
+                } else {
+                    " matching the include patterns"
+                }
             ));
         }
         Ok(())

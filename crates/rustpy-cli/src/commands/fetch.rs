@@ -56,7 +56,10 @@ pub fn model_checkpoint(dir: &Path) -> Option<std::result::Result<Checkpoint, St
 
 pub fn run(global: &Global, args: FetchArgs) -> Result {
     if !args.repo.exists() {
-        return Err(Error::usage(format!("{} does not exist", args.repo.display())));
+        return Err(Error::usage(format!(
+            "{} does not exist",
+            args.repo.display()
+        )));
     }
     let mut opts = rustpy_fetch::Options::from_env();
     opts.offline |= args.offline;
@@ -126,7 +129,11 @@ pub fn run(global: &Global, args: FetchArgs) -> Result {
                 (None, Some(dir)) => println!(
                     "{}: {} {}\n  sha256 {}",
                     o.model,
-                    if o.cache_hit == Some(true) { "cached" } else { "fetched" },
+                    if o.cache_hit == Some(true) {
+                        "cached"
+                    } else {
+                        "fetched"
+                    },
                     dir.display(),
                     o.digest.as_deref().unwrap_or("")
                 ),
@@ -134,5 +141,9 @@ pub fn run(global: &Global, args: FetchArgs) -> Result {
             }
         }
     }
-    Ok(if failed { Status::Failed } else { Status::Success })
+    Ok(if failed {
+        Status::Failed
+    } else {
+        Status::Success
+    })
 }

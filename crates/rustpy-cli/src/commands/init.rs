@@ -71,11 +71,15 @@ pub fn run(global: &Global, args: InitArgs) -> Result {
         Checkpoint::new(source, args.checkpoint_sha256.clone(), None, None, None)
             .map_err(Error::usage)?;
         if source.contains(['"', '\\']) {
-            return Err(Error::usage("--checkpoint may not contain quotes or backslashes"));
+            return Err(Error::usage(
+                "--checkpoint may not contain quotes or backslashes",
+            ));
         }
         scaffold.parameters.push((SOURCE_PARAMETER, source.clone()));
         if let Some(sha) = &args.checkpoint_sha256 {
-            scaffold.parameters.push((SHA256_PARAMETER, sha.to_ascii_lowercase()));
+            scaffold
+                .parameters
+                .push((SHA256_PARAMETER, sha.to_ascii_lowercase()));
         }
     }
     let written = scaffold.write(&model_dir)?;

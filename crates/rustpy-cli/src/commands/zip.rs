@@ -86,7 +86,13 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
     } else {
         models.clone()
     };
-    let checkpoints = checkpoints(global, repo, &model_names, args.with_checkpoints, &mut collected)?;
+    let checkpoints = checkpoints(
+        global,
+        repo,
+        &model_names,
+        args.with_checkpoints,
+        &mut collected,
+    )?;
     for path in &collected.skipped {
         global.status(format!(
             "warning: skipping {} (not a regular file)",
@@ -108,7 +114,8 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
 
     let bar = progress::bytes(global, collected.total_bytes(), "zip");
-    let manifest = archive::write_zip(&collected, checkpoints, BufWriter::new(tmp.as_file()), &bar)?;
+    let manifest =
+        archive::write_zip(&collected, checkpoints, BufWriter::new(tmp.as_file()), &bar)?;
     bar.finish_and_clear();
     tmp.as_file().sync_all().context("cannot flush archive")?;
     tmp.persist(output)
@@ -171,7 +178,10 @@ fn checkpoints(
             global.status(format!("{model}: including {}", f.dir.display()));
             let base = format!("{model}/{}", rustpy_core::checkpoint::BUNDLED_DIR);
             collected.dirs.push(format!("{base}/"));
-            for entry in walkdir::WalkDir::new(&f.dir).follow_links(true).min_depth(1) {
+            for entry in walkdir::WalkDir::new(&f.dir)
+                .follow_links(true)
+                .min_depth(1)
+            {
                 let entry = entry.map_err(|e| Error::Runtime(e.into()))?;
                 let rel = entry
                     .path()
@@ -186,7 +196,10 @@ fn checkpoints(
                 if entry.file_type().is_dir() {
                     collected.dirs.push(format!("{name}/"));
                 } else if entry.file_type().is_file() {
-                    let size = entry.metadata().map_err(|e| Error::Runtime(e.into()))?.len();
+                    let size = entry
+                        .metadata()
+                        .map_err(|e| Error::Runtime(e.into()))?
+                        .len();
                     collected.files.push(archive::SourceFile {
                         name,
                         path: entry.path().to_path_buf(),
