@@ -26,6 +26,21 @@ impl Backend {
         check(unsafe { raw::TRITONBACKEND_BackendName(self.0, &mut p) })?;
         Ok(unsafe { borrow_str(p) }.to_owned())
     }
+
+    /// The backend's configuration as JSON: `{"cmdline": {KEY: VALUE}}` from
+    /// `--backend-config=NAME,KEY=VALUE`.
+    pub fn config_json(&self) -> Result<String> {
+        let mut msg = ptr::null_mut();
+        // SAFETY: the handle is live during the entry point. The message is
+        // owned by the server (it lives as long as the backend): it is only
+        // read here, never deleted.
+        check(unsafe { raw::TRITONBACKEND_BackendConfig(self.0, &mut msg) })?;
+        let (mut base, mut size) = (ptr::null(), 0usize);
+        // SAFETY: msg is live; base/size point into it and are copied at once.
+        check(unsafe { raw::TRITONSERVER_MessageSerializeToJson(msg, &mut base, &mut size) })?;
+        let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
 }
 
 /// The backend API version the server speaks.

@@ -227,6 +227,16 @@ def test_served_end_to_end_from_a_cold_cache(world, tmp_path, triton_factory):
     assert len([p for p in cache_entries(cache)]) == 4  # hf, git, s3, https (local: in place)
 
 
+def test_rustpy_run_fetches_through_the_same_cache(world, tmp_path):
+    cache = tmp_path / "cache"
+    r = run_cli(["run", str(world.repo / "ck_git"), "--json", "-q"], world.env(cache), check=0)
+    outputs = {o["name"]: o["data"] for o in json.loads(r.stdout)["responses"][0][0]["outputs"]}
+    assert outputs["WEIGHTS"] == ["GIT-LFS-WEIGHTS"]
+    assert outputs["DIR"][0].startswith(str(cache / "checkpoints"))
+    again, _ = fetch_json(world, world.repo / "ck_git", world.env(cache))
+    assert again["ck_git"]["cache_hit"] is True and again["ck_git"]["dir"] == outputs["DIR"][0]
+
+
 def test_two_fetches_racing_download_once(world, tmp_path):
     cache = tmp_path / "cache"
     repo = tmp_path / "repo"

@@ -34,6 +34,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Fetch every model's rustpy.checkpoint into the cache (RUSTPY_CACHE).
     Fetch(FetchArgs),
+    /// Install every in-process model's requirements.txt into one directory with pip.
+    Env(EnvArgs),
     /// Package a model repository into a deterministic zip, or verify one.
     Zip(ZipArgs),
     /// Verify and safely extract an archive made by `rustpy zip`.
@@ -102,6 +104,30 @@ pub struct CheckArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Count packages installed in DIR (by `rustpy env --target DIR`) as installed (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub site_packages: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// The model repository whose models' requirements.txt are merged.
+    #[arg(default_value = ".")]
+    pub repo: PathBuf,
+
+    /// Directory to install into (pip install --target); serve with
+    /// --backend-config=rustpy,site-packages=DIR.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+
+    /// Print the merged requirements instead of installing them.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Extra arguments for pip (after `--`), e.g. -- --no-index --find-links WHEELS.
+    #[arg(last = true, value_name = "PIP_ARGS")]
+    pub pip_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +255,11 @@ pub struct ServeArgs {
 pub struct RunArgs {
     /// The model directory (holding config.pbtxt and version directories).
     pub model_dir: PathBuf,
+
+    /// Put packages installed by `rustpy env --target DIR` on sys.path first, as the backend's
+    /// --backend-config=rustpy,site-packages=DIR does (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub site_packages: Vec<PathBuf>,
 
     /// Model version to load (default: the highest version directory).
     #[arg(long)]

@@ -28,6 +28,8 @@ use crate::{
 
 /// The model configuration file Triton reads in each model directory.
 pub const CONFIG_FILE: &str = "config.pbtxt";
+/// The official Python backend's per-model environment archive parameter.
+pub const EXECUTION_ENV_PARAMETER: &str = "EXECUTION_ENV_PATH";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -353,6 +355,7 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.instance_groups();
     rules.version_policy(&versions);
     rules.checkpoint();
+    rules.execution_env();
 }
 
 /// The parts of a `ModelInput` / `ModelOutput` that share rules.
@@ -760,6 +763,25 @@ impl Rules<'_, '_> {
                     "remove gpus, or use kind: KIND_GPU".into(),
                 );
             }
+        }
+    }
+
+    /// The official backend unpacks EXECUTION_ENV_PATH into a per-model
+    /// environment for its stub process; in-process models share one
+    /// interpreter, so the parameter cannot be honoured.
+    fn execution_env(&mut self) {
+        if self.cfg.backend != "rustpy" {
+            return;
+        }
+        if let Some(env) = crate::model::parameter(self.cfg, EXECUTION_ENV_PARAMETER) {
+            let at = self.loc.field(&self.root(), "parameters");
+            self.push(
+                Severity::Error,
+                at,
+                "config.execution-env",
+                format!("{EXECUTION_ENV_PARAMETER} (\"{env}\") is not supported: rustpy models share the server's one Python interpreter"),
+                "per-model environments need process isolation: serve this model with backend: \"python\" (the official backend's stub process), or drop the parameter and install its requirements for every model with `rustpy env REPO --target DIR` + --backend-config=rustpy,site-packages=DIR".into(),
+            );
         }
     }
 

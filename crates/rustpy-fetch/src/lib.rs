@@ -167,9 +167,8 @@ pub fn fetch(ck: &Checkpoint, model_dir: &Path, opts: &Options) -> Result<Fetche
 
     if let Source::Local { path } = &ck.source {
         let dir = model_dir.join(path);
-        if !dir.exists() {
-            return Err(fail(format!("local path {} does not exist", dir.display())));
-        }
+        let dir = fs::canonicalize(&dir)
+            .map_err(|e| fail(format!("local path {}: {e}", dir.display())))?;
         let digest = tree_digest(&dir).map_err(|e| fail(format!("reading: {e}")))?;
         verify_tree(ck, &digest).map_err(fail)?;
         return Ok(Fetched {

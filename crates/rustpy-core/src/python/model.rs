@@ -67,6 +67,7 @@ impl LoadedModel {
             .map(|(k, v)| (k.clone(), v.string_value.clone()))
             .collect();
         parameters.sort();
+        crate::checkpoint::refuse_execution_env(cfg, &spec.name)?;
         let checkpoint_dir = crate::checkpoint::resolve(cfg, &spec.name, model_dir)?;
 
         if let Some(native) = rustpy_config::parameter(cfg, NATIVE_PARAMETER) {
