@@ -344,8 +344,13 @@ def test_check_validates_sources(world, tmp_path):
     write_model(repo, "bad_scheme", {"rustpy.checkpoint": "ftp://h/w.tgz"})
     write_model(repo, "unpinned", {"rustpy.checkpoint": "https://h/w.tgz"})
     write_model(repo, "fine", world.models["ck_s3"][0])
+    write_model(repo, "authed", {"rustpy.checkpoint": "https://u:tok@h/w.tgz",
+                                 "rustpy.checkpoint.sha256": "a" * 64})
     r = run_cli(["check", str(repo), "--json"], {}, check=1)
     diags = json.loads(r.stdout)["diagnostics"]
+    warn = [d for d in diags if d["code"] == "checkpoint.credentials-in-source"]
+    assert [Path(d["file"]).parent.name for d in warn] == ["authed"], diags
+    assert warn[0]["severity"] == "warning" and "tok" not in warn[0]["message"]
     bad = {Path(d["file"]).parent.name: d for d in diags if d["code"] == "checkpoint.invalid"}
     assert set(bad) == {"bad_git", "bad_scheme", "unpinned"}, diags
     assert "full commit hash" in bad["bad_git"]["message"]
@@ -353,11 +358,29 @@ def test_check_validates_sources(world, tmp_path):
     assert "rustpy.checkpoint.sha256" in bad["unpinned"]["message"]
 
 
+def test_init_writes_a_validated_checkpoint(world, tmp_path):
+    repo = tmp_path / "repo"
+    src = f"{world.static.url}/w.tar.gz"
+    run_cli(["init", "m", "--task", "passthrough", "--dir", str(repo), "-q",
+             "--checkpoint", src, "--checkpoint-sha256", world.sha], {}, check=0)
+    cfg = (repo / "m" / "config.pbtxt").read_text()
+    assert src in cfg and world.sha in cfg
+    out, _ = fetch_json(world, repo, world.env(tmp_path / "cache"))
+    assert (Path(out["m"]["dir"]) / "weights.bin").read_bytes() == b"ARCHIVE-WEIGHTS"
+    r = run_cli(["init", "n", "--task", "passthrough", "--dir", str(repo), "-q",
+                 "--checkpoint", src], {}, check=2)
+    assert "rustpy.checkpoint.sha256" in r.stderr and not (repo / "n").exists()
+
+
 def test_zip_records_sources_and_can_bundle_the_files(world, tmp_path, triton_factory):
     cache = tmp_path / "cache"
     env = world.env(cache)
     repo = tmp_path / "repo"
     write_model(repo, "ck_https", world.models["ck_https"][0])
+    # user-info in a URL is a credential: used for the download, never recorded
+    authed = world.static.url.replace("http://", "http://user:url-secret-99@") + "/w.tar.gz"
+    write_model(repo, "ck_authed", {"rustpy.checkpoint": authed,
+                                    "rustpy.checkpoint.sha256": world.sha})
     write_model(repo, "ck_git", world.models["ck_git"][0])
     out = tmp_path / "plain.zip"
     run_cli(["zip", str(repo), "-o", str(out), "--force", "-q"], env, check=0)
@@ -367,6 +390,7 @@ def test_zip_records_sources_and_can_bundle_the_files(world, tmp_path, triton_fa
     assert cks["ck_https"]["sha256"] == world.sha
     assert cks["ck_git"]["source"] == f"git+{world.git_url}@{world.commit}"
     assert not any(c["included"] for c in cks.values())
+    assert cks["ck_authed"]["source"].startswith("http://***@127.0.0.1")
 
     bundled = tmp_path / "bundled.zip"
     run_cli(["zip", str(repo), "-o", str(bundled), "--with-checkpoints", "--force", "-q"],
@@ -375,6 +399,8 @@ def test_zip_records_sources_and_can_bundle_the_files(world, tmp_path, triton_fa
     assert z.read("ck_git/.rustpy-checkpoint/weights.bin") == b"GIT-LFS-WEIGHTS"
     cks = {c["model"]: c for c in json.loads(z.read("rustpy-manifest.json"))["checkpoints"]}
     assert cks["ck_git"]["included"] and cks["ck_git"]["digest"]
+    manifest_text = z.read("rustpy-manifest.json").decode()
+    assert "url-secret-99" not in manifest_text and "***@" in manifest_text
     run_cli(["zip", "--verify", str(bundled), "-q"], env, check=0)
     unpacked = tmp_path / "unpacked"
     run_cli(["unzip", str(bundled), "-o", str(unpacked), "-q"], env, check=0)

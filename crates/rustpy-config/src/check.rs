@@ -800,6 +800,19 @@ impl Rules<'_, '_> {
                 ),
             ),
             Some(Ok(ck)) => {
+                let raw = crate::parameter(self.cfg, SOURCE_PARAMETER).unwrap_or_default();
+                if crate::checkpoint::redact_url(raw.trim_start_matches("git+")) != raw.trim_start_matches("git+") {
+                    self.push(
+                        Severity::Warning,
+                        at,
+                        "checkpoint.credentials-in-source",
+                        format!(
+                            "{SOURCE_PARAMETER} carries credentials in its URL ({}): they end up in every copy and archive of this config",
+                            ck.source.redacted()
+                        ),
+                        "remove them from the URL and give them through the environment (HF_TOKEN, AWS_*, git's credential helper)".into(),
+                    );
+                }
                 if let Source::Local { path } = &ck.source {
                     if !self.dir.join(path).exists() {
                         self.push(
