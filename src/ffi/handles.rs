@@ -36,8 +36,10 @@ impl Backend {
         // read here, never deleted.
         check(unsafe { raw::TRITONBACKEND_BackendConfig(self.0, &mut msg) })?;
         let (mut base, mut size) = (ptr::null(), 0usize);
-        // SAFETY: msg is live; base/size point into it and are copied at once.
+        // SAFETY: msg is live; writes a pointer into it and a length we own.
         check(unsafe { raw::TRITONSERVER_MessageSerializeToJson(msg, &mut base, &mut size) })?;
+        // SAFETY: base/size describe the message's serialized bytes, which
+        // stay valid while the backend lives; they are copied at once.
         let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
         Ok(String::from_utf8_lossy(bytes).into_owned())
     }
