@@ -237,6 +237,20 @@ def test_rustpy_run_fetches_through_the_same_cache(world, tmp_path):
     assert again["ck_git"]["cache_hit"] is True and again["ck_git"]["dir"] == outputs["DIR"][0]
 
 
+def test_fetch_draws_a_progress_bar_on_a_terminal_only(world, tmp_path):
+    repo = tmp_path / "repo"
+    write_model(repo, "m", world.models["ck_https"][0])
+    env = clean_env(world.env(tmp_path / "cache"))
+    typescript = tmp_path / "typescript"
+    # `script` gives rustpy a pseudo-terminal, as a person's shell would.
+    subprocess.run(["script", "-qec", f"{cli()} fetch {repo}", str(typescript)], env=env,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True, timeout=120)
+    shown = typescript.read_text(errors="replace")
+    assert "w.tar.gz [" in shown and "B/" in shown, shown
+    r = run_cli(["fetch", str(repo)], world.env(tmp_path / "cache2"), check=0)
+    assert "w.tar.gz [" not in r.stderr  # not a terminal: no bar
+
+
 def test_two_fetches_racing_download_once(world, tmp_path):
     cache = tmp_path / "cache"
     repo = tmp_path / "repo"
