@@ -29,7 +29,11 @@ pub(crate) fn fetch(
         .to_string();
     let file = work.join("download");
     let got = runtime()?.block_on(async {
+        // A stalled server must not hold the cache lock (and every load
+        // waiting on it) forever.
         let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let resp = client
