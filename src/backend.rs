@@ -36,6 +36,18 @@ pub fn initialize(backend: Backend) -> Result<()> {
         log_at(level, file, line, msg);
     }));
     python::initialize().map_err(|e| e.context("rustpy"))?;
+    // --backend-config=rustpy,site-packages=DIR (what `rustpy env` installs).
+    let config = backend.config_json()?;
+    let site = serde_json::from_str::<serde_json::Value>(&config)
+        .ok()
+        .and_then(|v| v["cmdline"]["site-packages"].as_str().map(str::to_owned));
+    if let Some(dir) = site {
+        python::add_site_packages(std::path::Path::new(&dir)).map_err(|e| e.context("rustpy"))?;
+        log(
+            LogLevel::Info,
+            &format!("rustpy: site-packages {dir} added to sys.path"),
+        );
+    }
     log(
         LogLevel::Info,
         &format!("rustpy: backend '{name}' ready (backend API {major}.{minor}, {libpython})"),

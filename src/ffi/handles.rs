@@ -28,6 +28,23 @@ impl Backend {
         // SAFETY: the server owns the name and keeps it valid while the backend lives; copied here.
         Ok(unsafe { borrow_str(p) }.to_owned())
     }
+
+    /// The backend's configuration as JSON: `{"cmdline": {KEY: VALUE}}` from
+    /// `--backend-config=NAME,KEY=VALUE`.
+    pub fn config_json(&self) -> Result<String> {
+        let mut msg = ptr::null_mut();
+        // SAFETY: the handle is live during the entry point. The message is
+        // owned by the server (it lives as long as the backend): it is only
+        // read here, never deleted.
+        check(unsafe { raw::TRITONBACKEND_BackendConfig(self.0, &mut msg) })?;
+        let (mut base, mut size) = (ptr::null(), 0usize);
+        // SAFETY: msg is live; writes a pointer into it and a length we own.
+        check(unsafe { raw::TRITONSERVER_MessageSerializeToJson(msg, &mut base, &mut size) })?;
+        // SAFETY: base/size describe the message's serialized bytes, which
+        // stay valid while the backend lives; they are copied at once.
+        let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
 }
 
 /// The backend API version the server speaks.

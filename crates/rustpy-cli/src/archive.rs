@@ -62,6 +62,25 @@ const ZIP64_THRESHOLD: u64 = 1 << 31;
 pub struct Manifest {
     pub format: String,
     pub files: Vec<ManifestEntry>,
+    /// Each packaged model's `rustpy.checkpoint`: where its weights come from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<CheckpointEntry>,
+}
+
+/// A model's checkpoint as recorded by `rustpy zip` (credentials redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointEntry {
+    pub model: String,
+    pub source: String,
+    /// The pinned `rustpy.checkpoint.sha256`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Tree digest of the fetched files (when they were in the cache or included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The fetched files are in the archive under `MODEL/.rustpy-checkpoint/`.
+    #[serde(default)]
+    pub included: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +260,7 @@ fn file_options(mode: u32, size: u64) -> SimpleFileOptions {
 /// Writes `collected` and its manifest as a deterministic zip into `out`.
 pub fn write_zip<W: Write + Seek>(
     collected: &Collected,
+    checkpoints: Vec<CheckpointEntry>,
     out: W,
     progress: &ProgressBar,
 ) -> anyhow::Result<Manifest> {
@@ -270,6 +290,7 @@ pub fn write_zip<W: Write + Seek>(
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT.to_owned(),
         files: Vec::with_capacity(collected.files.len()),
+        checkpoints,
     };
     for (_, item) in items {
         match item {

@@ -32,6 +32,10 @@ pub enum Command {
     Init(InitArgs),
     /// Check a model repository, or one model, for configuration and Python errors.
     Check(CheckArgs),
+    /// Fetch every model's rustpy.checkpoint into the cache (RUSTPY_CACHE).
+    Fetch(FetchArgs),
+    /// Install every in-process model's requirements.txt into one directory with pip.
+    Env(EnvArgs),
     /// Package a model repository into a deterministic zip, or verify one.
     Zip(ZipArgs),
     /// Verify and safely extract an archive made by `rustpy zip`.
@@ -77,6 +81,15 @@ pub struct InitArgs {
     #[arg(long, value_name = "H,W", value_parser = parse_image_shape)]
     pub image_shape: Option<(u32, u32)>,
 
+    /// Where the weights come from (config parameter rustpy.checkpoint): hf://ORG/NAME@REV,
+    /// git+https://…@COMMIT, git+file://…@COMMIT, s3://BUCKET/PREFIX, https://….tar.gz, a path.
+    #[arg(long, value_name = "SOURCE")]
+    pub checkpoint: Option<String>,
+
+    /// Pinned sha256 of the checkpoint (required for https:// archives).
+    #[arg(long, value_name = "HEX", requires = "checkpoint")]
+    pub checkpoint_sha256: Option<String>,
+
     /// Overwrite the model's files if it already exists.
     #[arg(long)]
     pub force: bool,
@@ -89,6 +102,49 @@ pub struct CheckArgs {
     pub path: PathBuf,
 
     /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Count packages installed in DIR (by `rustpy env --target DIR`) as installed (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub site_packages: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// The model repository whose models' requirements.txt are merged.
+    #[arg(default_value = ".")]
+    pub repo: PathBuf,
+
+    /// Directory to install into (pip install --target); serve with
+    /// --backend-config=rustpy,site-packages=DIR.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+
+    /// Print the merged requirements instead of installing them.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Extra arguments for pip (after `--`), e.g. -- --no-index --find-links WHEELS.
+    #[arg(last = true, value_name = "PIP_ARGS")]
+    pub pip_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// A model repository or a model directory.
+    #[arg(default_value = ".")]
+    pub repo: PathBuf,
+
+    /// Use only the cache; fail for a checkpoint that is not in it.
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Cache directory [default: $RUSTPY_CACHE, else ~/.cache/rustpy].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Print the outcome per model as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -115,6 +171,11 @@ pub struct ZipArgs {
     /// Package even if `rustpy check` reports errors.
     #[arg(long, conflicts_with = "verify")]
     pub force: bool,
+
+    /// Fetch each model's rustpy.checkpoint and put its files in the archive
+    /// (MODEL/.rustpy-checkpoint/), so the unpacked repository needs no network.
+    #[arg(long, conflicts_with = "verify")]
+    pub with_checkpoints: bool,
 
     /// Instead of packaging, re-hash every entry of this archive against its manifest.
     #[arg(long, value_name = "ZIP", conflicts_with = "output")]
@@ -237,6 +298,11 @@ impl ModelControl {
 pub struct RunArgs {
     /// The model directory (holding config.pbtxt and version directories).
     pub model_dir: PathBuf,
+
+    /// Put packages installed by `rustpy env --target DIR` on sys.path first, as the backend's
+    /// --backend-config=rustpy,site-packages=DIR does (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub site_packages: Vec<PathBuf>,
 
     /// Model version to load (default: the highest version directory).
     #[arg(long)]

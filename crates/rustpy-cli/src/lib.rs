@@ -40,6 +40,8 @@ pub fn run(cli: Cli) -> Result {
     match cli.command {
         Command::Init(args) => commands::init::run(&global, args),
         Command::Check(args) => commands::check::run(&global, args),
+        Command::Fetch(args) => commands::fetch::run(&global, args),
+        Command::Env(args) => commands::env::run(&global, args),
         Command::Zip(args) => commands::zip::run(&global, args),
         Command::Unzip(args) => commands::unzip::run(&global, args),
         Command::Serve(args) => commands::serve::run(&global, args),

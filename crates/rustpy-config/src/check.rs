@@ -28,6 +28,8 @@ use crate::{
 
 /// The model configuration file Triton reads in each model directory.
 pub const CONFIG_FILE: &str = "config.pbtxt";
+/// The official Python backend's per-model environment archive parameter.
+pub const EXECUTION_ENV_PARAMETER: &str = "EXECUTION_ENV_PATH";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -352,6 +354,8 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.scheduling();
     rules.instance_groups();
     rules.version_policy(&versions);
+    rules.checkpoint();
+    rules.execution_env();
 }
 
 /// The parts of a `ModelInput` / `ModelOutput` that share rules.
@@ -758,6 +762,68 @@ impl Rules<'_, '_> {
                     ),
                     "remove gpus, or use kind: KIND_GPU".into(),
                 );
+            }
+        }
+    }
+
+    /// The official backend unpacks EXECUTION_ENV_PATH into a per-model
+    /// environment for its stub process; in-process models share one
+    /// interpreter, so the parameter cannot be honoured.
+    fn execution_env(&mut self) {
+        if self.cfg.backend != "rustpy" {
+            return;
+        }
+        if let Some(env) = crate::model::parameter(self.cfg, EXECUTION_ENV_PARAMETER) {
+            let at = self.loc.field(&self.root(), "parameters");
+            self.push(
+                Severity::Error,
+                at,
+                "config.execution-env",
+                format!("{EXECUTION_ENV_PARAMETER} (\"{env}\") is not supported: rustpy models share the server's one Python interpreter"),
+                "per-model environments need process isolation: serve this model with backend: \"python\" (the official backend's stub process), or drop the parameter and install its requirements for every model with `rustpy env REPO --target DIR` + --backend-config=rustpy,site-packages=DIR".into(),
+            );
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        use crate::checkpoint::{Checkpoint, Source, SOURCE_PARAMETER};
+        let at = self.loc.field(&self.root(), "parameters");
+        match Checkpoint::from_config(self.cfg) {
+            None => {}
+            Some(Err(message)) => self.push(
+                Severity::Error,
+                at,
+                "checkpoint.invalid",
+                message,
+                format!(
+                    "see \"Checkpoints\" in the README for the {SOURCE_PARAMETER} forms (hf://, git+https://, git+file://, s3://, https:// with a sha256, a path)"
+                ),
+            ),
+            Some(Ok(ck)) => {
+                let raw = crate::parameter(self.cfg, SOURCE_PARAMETER).unwrap_or_default();
+                if crate::checkpoint::redact_url(raw.trim_start_matches("git+")) != raw.trim_start_matches("git+") {
+                    self.push(
+                        Severity::Warning,
+                        at,
+                        "checkpoint.credentials-in-source",
+                        format!(
+                            "{SOURCE_PARAMETER} carries credentials in its URL ({}): they end up in every copy and archive of this config",
+                            ck.source.redacted()
+                        ),
+                        "remove them from the URL and give them through the environment (HF_TOKEN, AWS_*, git's credential helper)".into(),
+                    );
+                }
+                if let Source::Local { path } = &ck.source {
+                    if !self.dir.join(path).exists() {
+                        self.push(
+                            Severity::Error,
+                            at,
+                            "checkpoint.local-missing",
+                            format!("{SOURCE_PARAMETER}: local path '{path}' does not exist"),
+                            "paths are relative to the model directory; use an absolute path or file:///".into(),
+                        );
+                    }
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ use prost_reflect::{
 };
 
 pub mod check;
+pub mod checkpoint;
 pub mod model;
 mod pbtxt;
 mod scan;

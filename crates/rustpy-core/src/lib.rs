@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod bytes;
+pub mod checkpoint;
 pub mod dtype;
 pub mod engine;
 pub mod error;

@@ -60,12 +60,28 @@ pub fn run(global: &Global, args: InitArgs) -> Result {
         )));
     }
 
-    let scaffold = Scaffold::new(
+    let mut scaffold = Scaffold::new(
         &args.name,
         args.task,
         args.max_batch_size,
         args.image_shape.unwrap_or(DEFAULT_IMAGE_SHAPE),
     );
+    if let Some(source) = &args.checkpoint {
+        use rustpy_config::checkpoint::{Checkpoint, SHA256_PARAMETER, SOURCE_PARAMETER};
+        Checkpoint::new(source, args.checkpoint_sha256.clone(), None, None, None)
+            .map_err(Error::usage)?;
+        if source.contains(['"', '\\']) {
+            return Err(Error::usage(
+                "--checkpoint may not contain quotes or backslashes",
+            ));
+        }
+        scaffold.parameters.push((SOURCE_PARAMETER, source.clone()));
+        if let Some(sha) = &args.checkpoint_sha256 {
+            scaffold
+                .parameters
+                .push((SHA256_PARAMETER, sha.to_ascii_lowercase()));
+        }
+    }
     let written = scaffold.write(&model_dir)?;
 
     for path in &written {

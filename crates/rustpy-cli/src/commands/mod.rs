@@ -1,6 +1,8 @@
 //! One module per subcommand; each exposes `run(&Global, Args) -> Result`.
 
 pub mod check;
+pub mod env;
+pub mod fetch;
 pub mod init;
 pub mod run;
 pub mod serve;

@@ -19,6 +19,11 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
             args.model_dir.display()
         )));
     }
+    for dir in &args.site_packages {
+        rustpy_core::python::initialize()
+            .and_then(|()| rustpy_core::python::add_site_packages(dir))
+            .map_err(|e| Error::Usage(e.message))?;
+    }
     let started = Instant::now();
     let model = LocalModel::load(&args.model_dir, args.version)
         .map_err(|e| Error::Invalid(anyhow!(e.message)))?;

@@ -80,7 +80,19 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
         }
     }
 
-    let collected = archive::collect(repo, &models, Some(output))?;
+    let mut collected = archive::collect(repo, &models, Some(output))?;
+    let model_names = if models.is_empty() {
+        top_level_dirs(&collected.dirs)
+    } else {
+        models.clone()
+    };
+    let checkpoints = checkpoints(
+        global,
+        repo,
+        &model_names,
+        args.with_checkpoints,
+        &mut collected,
+    )?;
     for path in &collected.skipped {
         global.status(format!(
             "warning: skipping {} (not a regular file)",
@@ -102,7 +114,8 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
 
     let bar = progress::bytes(global, collected.total_bytes(), "zip");
-    let manifest = archive::write_zip(&collected, BufWriter::new(tmp.as_file()), &bar)?;
+    let manifest =
+        archive::write_zip(&collected, checkpoints, BufWriter::new(tmp.as_file()), &bar)?;
     bar.finish_and_clear();
     tmp.as_file().sync_all().context("cannot flush archive")?;
     tmp.persist(output)
@@ -133,6 +146,82 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
         );
     }
     Ok(Status::Success)
+}
+
+/// Records each model's checkpoint; with `--with-checkpoints` fetches it
+/// (through the cache) and adds its files under `MODEL/.rustpy-checkpoint/`,
+/// where the backend finds them before fetching.
+fn checkpoints(
+    global: &Global,
+    repo: &Path,
+    models: &[String],
+    include: bool,
+    collected: &mut archive::Collected,
+) -> Result<Vec<archive::CheckpointEntry>> {
+    let mut out = Vec::new();
+    for model in models {
+        let dir = repo.join(model);
+        let Some(Ok(ck)) = super::fetch::model_checkpoint(&dir) else {
+            continue;
+        };
+        let mut opts = rustpy_fetch::Options::from_env();
+        opts.offline = !include;
+        let fetched = match rustpy_fetch::fetch(&ck, &dir, &opts) {
+            Ok(f) => Some(f),
+            Err(e) if include => {
+                return Err(Error::Runtime(anyhow::anyhow!("{model}: {e}")));
+            }
+            Err(_) => None,
+        };
+        let mut included = false;
+        if let (true, Some(f)) = (include, &fetched) {
+            global.status(format!("{model}: including {}", f.dir.display()));
+            let base = format!("{model}/{}", rustpy_core::checkpoint::BUNDLED_DIR);
+            collected.dirs.push(format!("{base}/"));
+            for entry in walkdir::WalkDir::new(&f.dir)
+                .follow_links(true)
+                .min_depth(1)
+            {
+                let entry = entry.map_err(|e| Error::Runtime(e.into()))?;
+                let rel = entry
+                    .path()
+                    .strip_prefix(&f.dir)
+                    .map_err(|e| Error::Runtime(e.into()))?
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if rel == rustpy_fetch::META_FILE {
+                    continue;
+                }
+                let name = format!("{base}/{rel}");
+                if entry.file_type().is_dir() {
+                    collected.dirs.push(format!("{name}/"));
+                } else if entry.file_type().is_file() {
+                    let size = entry
+                        .metadata()
+                        .map_err(|e| Error::Runtime(e.into()))?
+                        .len();
+                    collected.files.push(archive::SourceFile {
+                        name,
+                        path: entry.path().to_path_buf(),
+                        size,
+                        executable: false,
+                    });
+                }
+            }
+            included = true;
+        }
+        out.push(archive::CheckpointEntry {
+            model: model.clone(),
+            source: ck.source.redacted(),
+            sha256: ck.sha256.clone(),
+            digest: fetched.map(|f| f.digest),
+            included,
+        });
+    }
+    collected.dirs.sort();
+    collected.dirs.dedup();
+    collected.files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// Validates `-m` names: each must be a directory directly under `repo`.

@@ -37,6 +37,32 @@ pub fn tensor_from_py(
     })
 }
 
+/// Puts a directory of installed packages (`rustpy env --target DIR`) at the
+/// front of `sys.path`, processing its `.pth` files as `site.addsitedir` does,
+/// so its versions win over the interpreter's own site-packages.
+pub fn add_site_packages(dir: &std::path::Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(crate::error::Error::invalid_arg(format!(
+            "site-packages directory {} does not exist (create it with `rustpy env REPO --target DIR`)",
+            dir.display()
+        )));
+    }
+    Python::with_gil(|py| -> PyResult<()> {
+        let sys = py.import_bound("sys")?;
+        let path = sys.getattr("path")?;
+        let before: Vec<String> = path.extract()?;
+        py.import_bound("site")?
+            .call_method1("addsitedir", (dir.to_string_lossy(),))?;
+        let after: Vec<String> = path.extract()?;
+        let added: Vec<&String> = after.iter().filter(|p| !before.contains(p)).collect();
+        let mut reordered: Vec<&String> = added.clone();
+        reordered.extend(after.iter().filter(|p| !added.contains(p)));
+        sys.setattr("path", reordered)?;
+        Ok(())
+    })
+    .map_err(|e| Python::with_gil(|py| py_error(py, &e, "adding site-packages")))
+}
+
 /// A request parameter as a Python value.
 pub(crate) fn param_to_py(py: Python<'_>, value: &ParamValue) -> PyObject {
     match value {

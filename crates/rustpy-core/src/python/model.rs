@@ -44,6 +44,8 @@ pub struct LoadedModel {
     pub model_dir: PathBuf,
     pub model_file: PathBuf,
     pub api: Api,
+    /// Where the model's `rustpy.checkpoint` was fetched to (`ctx.checkpoint_dir`).
+    pub checkpoint_dir: Option<PathBuf>,
     config_json: String,
     parameters: Vec<(String, String)>,
     unique_name: String,
@@ -64,6 +66,8 @@ impl LoadedModel {
             .map(|(k, v)| (k.clone(), v.string_value.clone()))
             .collect();
         parameters.sort();
+        crate::checkpoint::refuse_execution_env(cfg, &spec.name)?;
+        let checkpoint_dir = crate::checkpoint::resolve(cfg, &spec.name, model_dir)?;
 
         if let Some(native) = rustpy_config::parameter(cfg, NATIVE_PARAMETER) {
             if native != "echo" {
@@ -78,6 +82,7 @@ impl LoadedModel {
                 model_dir: model_dir.to_path_buf(),
                 model_file: model_dir.join(version.to_string()),
                 api: Api::NativeEcho,
+                checkpoint_dir,
                 config_json,
                 parameters,
                 unique_name: String::new(),
@@ -129,6 +134,7 @@ impl LoadedModel {
                 model_dir: model_dir.to_path_buf(),
                 model_file: model_file.clone(),
                 api,
+                checkpoint_dir: checkpoint_dir.clone(),
                 config_json,
                 parameters,
                 unique_name,
@@ -299,6 +305,7 @@ impl ModelInstance {
         kwargs.set_item("model_dir", model.model_dir.to_string_lossy())?;
         kwargs.set_item("config", config)?;
         kwargs.set_item("parameters", params)?;
+        kwargs.set_item("checkpoint_dir", checkpoint_str(model))?;
         rt.getattr("ModelContext")?.call((), Some(&kwargs))
     }
 
@@ -317,6 +324,9 @@ impl ModelInstance {
         args.set_item("model_repository", model.model_dir.to_string_lossy())?;
         args.set_item("model_version", model.spec.version.to_string())?;
         args.set_item("model_name", model.name())?;
+        if let Some(dir) = checkpoint_str(model) {
+            args.set_item("checkpoint_dir", dir)?;
+        }
         Ok(args.into_any())
     }
 
@@ -888,6 +898,13 @@ fn scatter<R: Responder>(
             }
         })
         .collect()
+}
+
+fn checkpoint_str(model: &LoadedModel) -> Option<String> {
+    model
+        .checkpoint_dir
+        .as_ref()
+        .map(|d| d.to_string_lossy().into_owned())
 }
 
 /// A native echo needs outputs that mirror its inputs one to one.

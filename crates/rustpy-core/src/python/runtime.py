@@ -32,6 +32,7 @@ class ModelContext:
         "model_dir",
         "config",
         "parameters",
+        "checkpoint_dir",
     )
 
     def __init__(self, **kwargs):

@@ -5,6 +5,7 @@
 //! and `  = hint: ...`), then a summary line; any error makes the exit code 1.
 
 mod python;
+pub mod requirements;
 
 use std::{
     fs,
@@ -52,7 +53,7 @@ pub fn run(_global: &Global, args: CheckArgs) -> Result {
             args.path.display()
         )));
     }
-    let report = check_path(&args.path)?;
+    let report = check_path_with(&args.path, &args.site_packages)?;
     if args.json {
         #[derive(Serialize)]
         struct Out<'a> {
@@ -83,6 +84,12 @@ pub fn run(_global: &Global, args: CheckArgs) -> Result {
 /// Runs every check on `path`: a repository, a model directory, or a
 /// model's config.pbtxt (which stands for its directory).
 pub fn check_path(path: &Path) -> anyhow::Result<Report> {
+    check_path_with(path, &[])
+}
+
+/// [`check_path`], with extra site-packages directories counted as installed
+/// (what `--backend-config=rustpy,site-packages=DIR` adds at serving time).
+pub fn check_path_with(path: &Path, site_packages: &[PathBuf]) -> anyhow::Result<Report> {
     let path = match path.file_name() {
         Some(name) if name == CONFIG_FILE && path.is_file() => path.parent().unwrap_or(path),
         _ => path,
@@ -92,6 +99,9 @@ pub fn check_path(path: &Path) -> anyhow::Result<Report> {
 
     let py_models: Vec<python::PyModel> = model_dirs.iter().flat_map(|d| rustpy_files(d)).collect();
     diagnostics.extend(python::check(&py_models)?);
+    let reqs = rustpy_requirements(&model_dirs);
+    diagnostics
+        .extend(requirements::check(&python::interpreter(), &reqs, site_packages)?.diagnostics);
 
     // Sorted by place, so output is stable and reads top to bottom.
     diagnostics.sort_by(|a, b| {
@@ -141,6 +151,26 @@ fn model_dirs(path: &Path) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// The requirements.txt of every `backend: "rustpy"` model under `model_dirs`
+/// (in-process models share one interpreter; other backends have their own).
+pub fn rustpy_requirements(model_dirs: &[PathBuf]) -> Vec<requirements::ModelRequirements> {
+    model_dirs
+        .iter()
+        .filter(|d| {
+            fs::read_to_string(d.join(CONFIG_FILE))
+                .ok()
+                .and_then(|text| rustpy_config::parse_pbtxt(&text).ok())
+                .is_some_and(|cfg| cfg.backend == "rustpy")
+        })
+        .filter_map(|d| requirements::of_model(d))
+        .collect()
+}
+
+/// The model directories of a repository (or the one model `path` is).
+pub fn model_dirs_of(path: &Path) -> Vec<PathBuf> {
+    model_dirs(path)
 }
 
 /// The model files of a `backend: "rustpy"` model, with its decoupled flag.
