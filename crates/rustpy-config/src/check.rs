@@ -352,6 +352,41 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.scheduling();
     rules.instance_groups();
     rules.version_policy(&versions);
+    check_request_parameters(dir, out);
+}
+
+/// Checks `request_parameters.json`, when the model has one.
+fn check_request_parameters(dir: &Path, out: &mut Vec<Diagnostic>) {
+    let file = dir.join(crate::params::REQUEST_PARAMETERS_FILE);
+    let text = match fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return,
+        Err(err) => {
+            out.push(Diagnostic {
+                severity: Severity::Error,
+                file,
+                line: None,
+                column: None,
+                code: "params.unreadable",
+                message: format!("cannot read the request parameter declaration: {err}"),
+                hint: "make the file readable UTF-8 JSON".into(),
+            });
+            return;
+        }
+    };
+    if let Err(errors) = crate::params::parse_declaration(&text) {
+        for e in errors {
+            out.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.clone(),
+                line: e.line,
+                column: e.column,
+                code: "params.declaration",
+                message: e.message,
+                hint: e.hint,
+            });
+        }
+    }
 }
 
 /// The parts of a `ModelInput` / `ModelOutput` that share rules.
