@@ -413,11 +413,7 @@ fn name_line(text: &str, name: &str, index: usize) -> Option<usize> {
         .map(|(p, _)| *p)
         .nth(
             // A duplicate's second occurrence is the one to point at.
-            found
-                .iter()
-                .take(index)
-                .filter(|(_, s)| s == name)
-                .count(),
+            found.iter().take(index).filter(|(_, s)| s == name).count(),
         )
         .or_else(|| found.get(index).map(|(p, _)| *p))?;
     Some(text[..pos].matches('\n').count() + 1)
@@ -515,12 +511,21 @@ mod tests {
 
     #[test]
     fn syntax_and_unknown_fields_are_located() {
-        let errs = parse_declaration("{\n \"parameters\": [\n {\"name\": \"a\", \"type\": \"number\"}]}")
-            .unwrap_err();
+        let errs =
+            parse_declaration("{\n \"parameters\": [\n {\"name\": \"a\", \"type\": \"number\"}]}")
+                .unwrap_err();
         assert_eq!(errs[0].line, Some(3), "{errs:?}");
-        assert!(errs[0].message.contains("unknown variant `number`"), "{errs:?}");
-        let errs = parse_declaration("{\"parameters\": [{\"name\": \"a\", \"type\": \"int\", \"maximum\": 3}]}")
-            .unwrap_err();
-        assert!(errs[0].message.contains("unknown field `maximum`"), "{errs:?}");
+        assert!(
+            errs[0].message.contains("unknown variant `number`"),
+            "{errs:?}"
+        );
+        let errs = parse_declaration(
+            "{\"parameters\": [{\"name\": \"a\", \"type\": \"int\", \"maximum\": 3}]}",
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].message.contains("unknown field `maximum`"),
+            "{errs:?}"
+        );
     }
 }
