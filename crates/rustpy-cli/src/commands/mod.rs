@@ -4,5 +4,6 @@ pub mod check;
 pub mod init;
 pub mod run;
 pub mod serve;
+pub mod test;
 pub mod unzip;
 pub mod zip;

@@ -8,7 +8,7 @@
 //! (SIGTERM, then SIGKILL after --stop-timeout) on Ctrl-C. When the server
 //! exits by itself, its exit code is ours.
 
-mod http;
+pub(crate) mod http;
 mod locate;
 
 use std::{
