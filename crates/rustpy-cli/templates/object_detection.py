@@ -4,6 +4,9 @@ A deterministic toy detector that needs only numpy: it splits the image into a
 grid and reports the cells whose colour stands out most from the image mean,
 classed by their dominant channel (labels.txt: red, green, blue).
 
+The request parameter `score_threshold` (request_parameters.json) drops
+weaker detections.
+
 Every image returns exactly MAX_DETECTIONS rows, because dim 0 of a batched
 output must be the batch size; unused rows have score 0 and class -1.
 
@@ -19,7 +22,6 @@ import numpy as np
 
 MAX_DETECTIONS = {{max_detections}}
 GRID = 4
-SCORE_THRESHOLD = 0.05
 
 
 class Model:
@@ -32,7 +34,9 @@ class Model:
         batched = images.ndim == 4  # [B, H, W, 3] when max_batch_size > 0
         if not batched:
             images = images[np.newaxis]
-        results = [self._detect(image) for image in images]
+        # One threshold per image: request i owns batch_size consecutive images.
+        thresholds = [r.parameters["score_threshold"] for r in requests for _ in range(r.batch_size if batched else 1)]
+        results = [self._detect(image, t) for image, t in zip(images, thresholds)]
         out = {
             "BOXES": np.stack([r[0] for r in results]),
             "SCORES": np.stack([r[1] for r in results]),
@@ -40,7 +44,7 @@ class Model:
         }
         return out if batched else {k: v[0] for k, v in out.items()}
 
-    def _detect(self, image):
+    def _detect(self, image, threshold):
         boxes = np.zeros((MAX_DETECTIONS, 4), dtype=np.float32)
         scores = np.zeros(MAX_DETECTIONS, dtype=np.float32)
         classes = np.full(MAX_DETECTIONS, -1, dtype=np.int32)
@@ -58,7 +62,7 @@ class Model:
                     continue
                 delta = cell.mean(axis=(0, 1)) - mean
                 score = float(np.abs(delta).max())
-                if score > SCORE_THRESHOLD:
+                if score > threshold:
                     cls = int(np.argmax(delta)) % len(self.labels)
                     found.append((score, (x1, y1, x2, y2), cls))
         # Highest score first; ties broken by position for determinism.

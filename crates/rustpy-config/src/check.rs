@@ -29,6 +29,9 @@ use crate::{
 /// The model configuration file Triton reads in each model directory.
 pub const CONFIG_FILE: &str = "config.pbtxt";
 
+/// The directory of a model's golden cases (`rustpy test`); not a version.
+pub const TESTS_DIR: &str = "tests";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -278,7 +281,7 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
 
     for other in ignored {
         let name = file_name(&other);
-        if name == "__pycache__" || name.starts_with('.') {
+        if name == "__pycache__" || name == TESTS_DIR || name.starts_with('.') {
             continue;
         }
         out.push(diag(

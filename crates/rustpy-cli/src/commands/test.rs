@@ -42,7 +42,7 @@ use serde_json::{json, Map, Value};
 use crate::{cli::TestArgs, Error, Global, Result, Status};
 
 /// Where a model's golden cases live.
-pub const TESTS_DIR: &str = "tests";
+pub use rustpy_config::check::TESTS_DIR;
 
 const DEFAULT_TOLERANCE: f64 = 1e-5;
 const MAX_DIFFS: usize = 5;
@@ -286,7 +286,12 @@ fn run_model(
                 case.judge(&actual, false)
             }
         };
-        out.push(result(file, case.requests.len(), started.elapsed(), outcome));
+        out.push(result(
+            file,
+            case.requests.len(),
+            started.elapsed(),
+            outcome,
+        ));
     }
     let _ = local.finalize();
     out
@@ -328,8 +333,14 @@ fn load_case(file: &Path, spec: &ModelSpec) -> anyhow::Result<Case> {
 
 fn parse_case(doc: &Value, spec: &ModelSpec) -> anyhow::Result<Case> {
     let obj = doc.as_object().context("a case is a JSON object")?;
-    let atol = obj.get("atol").and_then(Value::as_f64).unwrap_or(DEFAULT_TOLERANCE);
-    let rtol = obj.get("rtol").and_then(Value::as_f64).unwrap_or(DEFAULT_TOLERANCE);
+    let atol = obj
+        .get("atol")
+        .and_then(Value::as_f64)
+        .unwrap_or(DEFAULT_TOLERANCE);
+    let rtol = obj
+        .get("rtol")
+        .and_then(Value::as_f64)
+        .unwrap_or(DEFAULT_TOLERANCE);
     let items: Vec<&Value> = match obj.get("requests") {
         Some(Value::Array(list)) if !list.is_empty() => list.iter().collect(),
         Some(_) => anyhow::bail!("\"requests\" must be a non-empty list"),
@@ -345,11 +356,18 @@ fn parse_case(doc: &Value, spec: &ModelSpec) -> anyhow::Result<Case> {
     Ok(Case { requests })
 }
 
-fn parse_request(item: &Value, spec: &ModelSpec, atol: f64, rtol: f64) -> anyhow::Result<CaseRequest> {
+fn parse_request(
+    item: &Value,
+    spec: &ModelSpec,
+    atol: f64,
+    rtol: f64,
+) -> anyhow::Result<CaseRequest> {
     let obj = item.as_object().context("a request is a JSON object")?;
     let mut inputs = Vec::new();
     if let Some(map) = obj.get("inputs") {
-        let map = map.as_object().context("\"inputs\" must be an object of name -> data")?;
+        let map = map
+            .as_object()
+            .context("\"inputs\" must be an object of name -> data")?;
         for (name, value) in map {
             inputs.push(input_tensor(spec, name, value)?);
         }
@@ -361,13 +379,19 @@ fn parse_request(item: &Value, spec: &ModelSpec, atol: f64, rtol: f64) -> anyhow
     };
     let requested_outputs = match obj.get("requested_outputs") {
         None => Vec::new(),
-        Some(v) => serde_json::from_value(v.clone()).context("\"requested_outputs\": a list of names")?,
+        Some(v) => {
+            serde_json::from_value(v.clone()).context("\"requested_outputs\": a list of names")?
+        }
     };
     let expect = match (obj.get("outputs"), obj.get("responses"), obj.get("error")) {
         (Some(Value::Object(m)), None, None) => Expect::Outputs(m.clone()),
         (None, Some(Value::Array(list)), None) => Expect::Responses(
             list.iter()
-                .map(|r| r.as_object().cloned().context("each response is an object of outputs"))
+                .map(|r| {
+                    r.as_object()
+                        .cloned()
+                        .context("each response is an object of outputs")
+                })
                 .collect::<anyhow::Result<_>>()?,
         ),
         (None, None, Some(Value::String(s))) => Expect::Error(s.clone()),
@@ -392,18 +416,29 @@ fn input_tensor(spec: &ModelSpec, name: &str, value: &Value) -> anyhow::Result<O
     let (data, shape, dtype) = match value {
         Value::Object(o) => {
             let dtype = match o.get("datatype").and_then(Value::as_str) {
-                Some(d) => Some(DataType::from_name(d).with_context(|| format!("input '{name}': unknown datatype {d}"))?),
+                Some(d) => Some(
+                    DataType::from_name(d)
+                        .with_context(|| format!("input '{name}': unknown datatype {d}"))?,
+                ),
                 None => config_dtype,
             };
             let shape: Option<Vec<i64>> = match o.get("shape") {
-                Some(s) => Some(serde_json::from_value(s.clone()).with_context(|| format!("input '{name}': bad shape"))?),
+                Some(s) => Some(
+                    serde_json::from_value(s.clone())
+                        .with_context(|| format!("input '{name}': bad shape"))?,
+                ),
                 None => None,
             };
             let data = match (o.get("data"), o.get("fill")) {
                 (Some(d), None) => d.clone(),
                 (None, Some(fill)) => {
-                    let shape = shape.as_ref().with_context(|| format!("input '{name}': \"fill\" needs a \"shape\""))?;
-                    let n = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).product();
+                    let shape = shape
+                        .as_ref()
+                        .with_context(|| format!("input '{name}': \"fill\" needs a \"shape\""))?;
+                    let n = shape
+                        .iter()
+                        .map(|&d| usize::try_from(d).unwrap_or(0))
+                        .product();
                     Value::Array(vec![fill.clone(); n])
                 }
                 _ => anyhow::bail!("input '{name}': give \"data\" or \"fill\""),
@@ -443,7 +478,10 @@ fn param_value(v: &Value) -> Option<ParamValue> {
 }
 
 impl Case {
-    fn owned_requests(&self, decl: Option<&rustpy_config::params::Declaration>) -> Vec<OwnedRequest> {
+    fn owned_requests(
+        &self,
+        decl: Option<&rustpy_config::params::Declaration>,
+    ) -> Vec<OwnedRequest> {
         self.requests
             .iter()
             .enumerate()
@@ -458,7 +496,8 @@ impl Case {
                         // A whole number for a float parameter travels as a
                         // double, as a JSON client's 1.0 would.
                         let mut value = param_value(v)?;
-                        if let (ParamValue::Int(n), Some(p)) = (&value, decl.and_then(|d| d.get(k))) {
+                        if let (ParamValue::Int(n), Some(p)) = (&value, decl.and_then(|d| d.get(k)))
+                        {
                             if p.ty == rustpy_config::params::ParamType::Float {
                                 value = ParamValue::Double(*n as f64);
                             }
@@ -528,10 +567,7 @@ impl Actual {
         let doc: Value = match serde_json::from_slice(body) {
             Ok(d) => d,
             Err(_) => {
-                return Actual::Error(format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(body)
-                ))
+                return Actual::Error(format!("HTTP {status}: {}", String::from_utf8_lossy(body)))
             }
         };
         if let Some(err) = doc.get("error").and_then(Value::as_str) {
@@ -553,7 +589,11 @@ impl Actual {
                     flatten(o.get("data").unwrap_or(&Value::Null), &mut data);
                     ActualTensor {
                         name: o.get("name").and_then(Value::as_str).unwrap_or("").into(),
-                        datatype: o.get("datatype").and_then(Value::as_str).unwrap_or("").into(),
+                        datatype: o
+                            .get("datatype")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .into(),
                         shape: o
                             .get("shape")
                             .and_then(|s| serde_json::from_value(s.clone()).ok())
@@ -609,7 +649,9 @@ fn judge_request(req: &CaseRequest, got: &[Actual], decoupled: bool) -> Vec<Stri
             vec![format!("error {e:?} does not contain {want:?}")]
         }
         (Expect::Error(want), None) => {
-            vec![format!("expected an error containing {want:?}, but the request succeeded")]
+            vec![format!(
+                "expected an error containing {want:?}, but the request succeeded"
+            )]
         }
         (_, Some(e)) => vec![format!("unexpected error: {e}")],
         (Expect::Success, None) => Vec::new(),
@@ -648,7 +690,11 @@ fn compare_outputs(
             let present: Vec<&str> = got.iter().map(|t| t.name.as_str()).collect();
             diffs.push(format!(
                 "missing output '{name}' (got: {})",
-                if present.is_empty() { "none".to_string() } else { present.join(", ") }
+                if present.is_empty() {
+                    "none".to_string()
+                } else {
+                    present.join(", ")
+                }
             ));
             continue;
         };
@@ -672,7 +718,13 @@ fn compare_tensor(
                 .get("shape")
                 .and_then(|s| serde_json::from_value(s.clone()).ok())
                 .or_else(|| nested_shape(&data).filter(|s| s.len() > 1));
-            (data, shape, o.get("datatype").and_then(Value::as_str).map(str::to_string))
+            (
+                data,
+                shape,
+                o.get("datatype")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            )
         }
         other => (other.clone(), nested_shape(other), None),
     };
@@ -766,7 +818,13 @@ fn infer_http(addr: SocketAddr, model: &str, case: &Case, timeout: Duration) -> 
                 let path = &path;
                 s.spawn(move || {
                     let body = http_body(i, r);
-                    match super::serve::http::request(addr, "POST", path, Some(body.as_bytes()), timeout) {
+                    match super::serve::http::request(
+                        addr,
+                        "POST",
+                        path,
+                        Some(body.as_bytes()),
+                        timeout,
+                    ) {
                         Ok(resp) => vec![Actual::from_http(resp.status, &resp.body)],
                         Err(e) => vec![Actual::Error(format!("HTTP request failed: {e:#}"))],
                     }
@@ -775,7 +833,10 @@ fn infer_http(addr: SocketAddr, model: &str, case: &Case, timeout: Duration) -> 
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| vec![Actual::Error("client thread panicked".into())]))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Actual::Error("client thread panicked".into())])
+            })
             .collect()
     })
 }
@@ -888,7 +949,10 @@ pub fn record_case(model_dir: &Path, mut case: Value) -> anyhow::Result<Value> {
     let decl = rustpy_core::params::load_declaration(&model.spec.name, model_dir)
         .map_err(|e| anyhow!(e.message))?;
     let parsed = parse_case(&case, &model.spec)?;
-    let (responses, _) = model.infer(&parsed.owned_requests(decl.as_ref()), Duration::from_secs(60));
+    let (responses, _) = model.infer(
+        &parsed.owned_requests(decl.as_ref()),
+        Duration::from_secs(60),
+    );
     let streaming = model.spec.decoupled;
     let _ = model.finalize();
     let recorded: Vec<Value> = responses
@@ -957,7 +1021,10 @@ mod tests {
         assert!(compare_outputs(&want(json!({"Y": [[1, 2, 3]]})), &got, 1e-5, 0.0).is_empty());
         let d = compare_outputs(&want(json!({"Y": [[1, 2, 3.5]]})), &got, 1e-5, 0.0);
         assert_eq!(d.len(), 1, "{d:?}");
-        assert!(d[0].starts_with("output 'Y'[0,2]: got 3.0, expected 3.5 (|diff| 5e-1"), "{d:?}");
+        assert!(
+            d[0].starts_with("output 'Y'[0,2]: got 3.0, expected 3.5 (|diff| 5e-1"),
+            "{d:?}"
+        );
         let d = compare_outputs(&want(json!({"Y": [1, 2, 3]})), &got, 1e-5, 0.0);
         assert_eq!(d, ["output 'Y': shape is [1, 3], expected [3]"]);
         let d = compare_outputs(
@@ -970,7 +1037,10 @@ mod tests {
         let d = compare_outputs(&want(json!({"Z": [1]})), &got, 1e-5, 0.0);
         assert_eq!(d, ["missing output 'Z' (got: Y)"]);
         let d = compare_outputs(&want(json!({"Y": [[1, 2]]})), &got, 1e-5, 0.0);
-        assert!(d.iter().any(|l| l.contains("3 element(s), expected 2")), "{d:?}");
+        assert!(
+            d.iter().any(|l| l.contains("3 element(s), expected 2")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -979,7 +1049,10 @@ mod tests {
         let w = json!(1.0);
         assert_eq!(element_diff(&w, &json!(1.001), 1.0001e-3, 0.0), None);
         assert!(element_diff(&w, &json!(1.001), 9e-4, 0.0).is_some());
-        assert_eq!(element_diff(&json!(1000.0), &json!(1001.0), 0.0, 1.0001e-3), None);
+        assert_eq!(
+            element_diff(&json!(1000.0), &json!(1001.0), 0.0, 1.0001e-3),
+            None
+        );
         assert!(element_diff(&json!(1000.0), &json!(1001.0), 0.0, 0.9e-3).is_some());
         assert_eq!(element_diff(&json!("cat"), &json!("cat"), 0.0, 0.0), None);
         assert!(element_diff(&json!("cat"), &json!("dog"), 1.0, 1.0).is_some());
@@ -989,9 +1062,17 @@ mod tests {
     #[test]
     fn many_differences_are_summarised() {
         let got = [tensor("Y", &[10], json!([0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))];
-        let d = compare_outputs(&want(json!({"Y": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]})), &got, 0.0, 0.0);
+        let d = compare_outputs(
+            &want(json!({"Y": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]})),
+            &got,
+            0.0,
+            0.0,
+        );
         assert_eq!(d.len(), MAX_DIFFS + 1);
-        assert_eq!(d[MAX_DIFFS], "output 'Y': ... 5 more differing element(s) (10 of 10)");
+        assert_eq!(
+            d[MAX_DIFFS],
+            "output 'Y': ... 5 more differing element(s) (10 of 10)"
+        );
     }
 
     #[test]
@@ -1006,18 +1087,35 @@ mod tests {
         };
         let xml = junit_xml(&[
             r("ok", Outcome::Passed),
-            r("bad", Outcome::Failed(vec!["request 0: got \"x\" & <y>".into()])),
+            r(
+                "bad",
+                Outcome::Failed(vec!["request 0: got \"x\" & <y>".into()]),
+            ),
             r("skip", Outcome::Skipped("why".into())),
         ]);
-        assert!(xml.contains("<testsuites name=\"rustpy test\" tests=\"3\" failures=\"1\">"), "{xml}");
-        assert!(xml.contains("name=\"m&lt;1&gt;\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""), "{xml}");
-        assert!(xml.contains("<failure message=\"request 0: got &quot;x&quot; &amp; &lt;y&gt;\">"), "{xml}");
+        assert!(
+            xml.contains("<testsuites name=\"rustpy test\" tests=\"3\" failures=\"1\">"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "name=\"m&lt;1&gt;\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<failure message=\"request 0: got &quot;x&quot; &amp; &lt;y&gt;\">"),
+            "{xml}"
+        );
         assert!(xml.contains("<skipped message=\"why\"/>"), "{xml}");
     }
 
     #[test]
     fn nested_shapes() {
-        assert_eq!(nested_shape(&json!([[1, 2], [3, 4], [5, 6]])), Some(vec![3, 2]));
+        assert_eq!(
+            nested_shape(&json!([[1, 2], [3, 4], [5, 6]])),
+            Some(vec![3, 2])
+        );
         assert_eq!(nested_shape(&json!([[1, 2], [3]])), None);
         assert_eq!(nested_shape(&json!(7)), Some(vec![]));
         assert_eq!(index_of(5, &[2, 3]), "[1,2]");
