@@ -121,7 +121,7 @@ pub fn run(global: &Global, args: TestArgs) -> Result {
                 r.elapsed.as_secs_f64() * 1e3
             );
             for line in lines {
-                println!("      {line}");
+                println!("      {}", line.replace('\n', "\n        "));
             }
         }
         println!(
@@ -783,7 +783,7 @@ fn element_diff(want: &Value, got: &Value, atol: f64, rtol: f64) -> Option<Strin
             let (w, g) = (w.as_f64()?, g.as_f64()?);
             let tol = atol + rtol * w.abs();
             let diff = (g - w).abs();
-            (diff > tol).then(|| format!(" (|diff| {diff:e} > tolerance {tol:e})"))
+            (diff > tol).then(|| format!(" (|diff| {diff:.3e} > tolerance {tol:.3e})"))
         }
         // Triton writes NaN/inf as strings or null in JSON; compare as text.
         _ if want == got => None,
@@ -1021,9 +1021,9 @@ mod tests {
         assert!(compare_outputs(&want(json!({"Y": [[1, 2, 3]]})), &got, 1e-5, 0.0).is_empty());
         let d = compare_outputs(&want(json!({"Y": [[1, 2, 3.5]]})), &got, 1e-5, 0.0);
         assert_eq!(d.len(), 1, "{d:?}");
-        assert!(
-            d[0].starts_with("output 'Y'[0,2]: got 3.0, expected 3.5 (|diff| 5e-1"),
-            "{d:?}"
+        assert_eq!(
+            d[0],
+            "output 'Y'[0,2]: got 3.0, expected 3.5 (|diff| 5.000e-1 > tolerance 1.000e-5)"
         );
         let d = compare_outputs(&want(json!({"Y": [1, 2, 3]})), &got, 1e-5, 0.0);
         assert_eq!(d, ["output 'Y': shape is [1, 3], expected [3]"]);
