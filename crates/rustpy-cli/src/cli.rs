@@ -118,6 +118,10 @@ pub struct ZipArgs {
     #[arg(long, conflicts_with = "verify")]
     pub force: bool,
 
+    /// Leave each model's golden cases (`<model>/tests/`) out of the archive.
+    #[arg(long, conflicts_with = "verify")]
+    pub no_tests: bool,
+
     /// Instead of packaging, re-hash every entry of this archive against its manifest.
     #[arg(long, value_name = "ZIP", conflicts_with = "output")]
     pub verify: Option<PathBuf>,

@@ -84,6 +84,34 @@ fn scaffolded_models_pass_check_and_test() {
     let xml = std::fs::read_to_string(junit).unwrap();
     assert!(xml.contains("tests=\"5\" failures=\"0\""), "{xml}");
     assert_eq!(xml.matches("<testcase ").count(), 5, "{xml}");
+
+    // `rustpy zip` keeps the cases (and the declarations) unless told not to.
+    assert_code(
+        &run_in(tmp.path(), &["-q", "zip", "repo", "-o", "with.zip"]),
+        0,
+    );
+    let names = zip_names(&tmp.path().join("with.zip"));
+    assert!(
+        names.contains(&"passthrough/tests/basic.json".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"passthrough/request_parameters.json".to_string()),
+        "{names:?}"
+    );
+    assert_code(
+        &run_in(
+            tmp.path(),
+            &["-q", "zip", "repo", "-o", "without.zip", "--no-tests"],
+        ),
+        0,
+    );
+    let names = zip_names(&tmp.path().join("without.zip"));
+    assert!(!names.iter().any(|n| n.contains("/tests/")), "{names:?}");
+    assert!(
+        names.contains(&"passthrough/request_parameters.json".to_string()),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -264,4 +292,50 @@ fn the_same_cases_pass_against_rustpy_serve() {
         stdout(&out)
     );
     drop(serve);
+}
+
+/// `rustpy run --param` reads declared parameters as their type and the core
+/// checks them as it checks requests from Triton.
+#[test]
+fn run_params_use_the_same_validation() {
+    let tmp = tempfile::tempdir().unwrap();
+    scale_model(tmp.path());
+    let input = tmp.path().join("x.json");
+    write(&input, r#"{"X": [1, 2, 3]}"#);
+    let run = |param: &str| {
+        run_in(
+            tmp.path(),
+            &[
+                "-q",
+                "run",
+                "repo/scale",
+                "--input",
+                input.to_str().unwrap(),
+                "--param",
+                param,
+                "--json",
+            ],
+        )
+    };
+    let out = run("k=2");
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("2.0"), "{}", stdout(&out));
+    for (param, message) in [
+        (
+            "k=20",
+            "request parameter 'k' is 20.0, above the maximum 10",
+        ),
+        (
+            "k=hot",
+            "request parameter 'k' must be of type float, got string \\\"hot\\\"",
+        ),
+        (
+            "q=1",
+            "unknown request parameter 'q' (the model accepts: k)",
+        ),
+    ] {
+        let out = run(param);
+        assert_code(&out, 1);
+        assert!(stdout(&out).contains(message), "{param}: {}", stdout(&out));
+    }
 }
