@@ -12,16 +12,14 @@ probabilities below it, `top_k` (0 = all) keeps only the k best. For
 (its classification extension reads label_filename).
 """
 
-import os
-
 import numpy as np
 
 
 class Model:
     def initialize(self, ctx):
-        # label_filename in config.pbtxt points Triton at the same file.
-        with open(os.path.join(ctx.model_dir, "labels.txt"), encoding="utf-8") as f:
-            self.labels = [line.strip() for line in f if line.strip()]
+        # ctx.labels: the output's label_filename (Triton's classification
+        # extension reads the same file), else labels.txt.
+        self.labels = ctx.labels
         self.weights, self.bias = _weights(num_features=18, num_labels=len(self.labels))
 
     def predict(self, inputs, requests):

@@ -14,9 +14,8 @@ Input   IMAGE    UINT8 [H, W, 3]
 Output  BOXES    FP32  [{{max_detections}}, 4]   (x1, y1, x2, y2 in pixels)
         SCORES   FP32  [{{max_detections}}]
         CLASSES  INT32 [{{max_detections}}]
+        LABELS   BYTES [{{max_detections}}]      (the class's label; "" when unused)
 """
-
-import os
 
 import numpy as np
 
@@ -26,8 +25,9 @@ GRID = 4
 
 class Model:
     def initialize(self, ctx):
-        with open(os.path.join(ctx.model_dir, "labels.txt"), encoding="utf-8") as f:
-            self.labels = [line.strip() for line in f if line.strip()]
+        # ctx.labels: the output's label_filename (Triton's classification
+        # extension reads the same file), else labels.txt.
+        self.labels = ctx.labels
 
     def predict(self, inputs, requests):
         images = inputs["IMAGE"]
@@ -41,8 +41,12 @@ class Model:
             "BOXES": np.stack([r[0] for r in results]),
             "SCORES": np.stack([r[1] for r in results]),
             "CLASSES": np.stack([r[2] for r in results]),
+            "LABELS": np.stack([self._names(r[2]) for r in results]),
         }
         return out if batched else {k: v[0] for k, v in out.items()}
+
+    def _names(self, classes):
+        return np.array([self.labels[c].encode() if c >= 0 else b"" for c in classes], dtype=np.object_)
 
     def _detect(self, image, threshold):
         boxes = np.zeros((MAX_DETECTIONS, 4), dtype=np.float32)

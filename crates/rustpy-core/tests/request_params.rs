@@ -141,3 +141,45 @@ fn a_bad_declaration_fails_the_load_with_file_and_line() {
         e.message
     );
 }
+
+/// `ctx.labels` / `ctx.output_labels` in `initialize` (batched API).
+#[test]
+fn ctx_labels_come_from_label_filename_or_labels_txt() {
+    let model_py = r#"
+import numpy as np
+class Model:
+    def initialize(self, ctx):
+        self.text = repr((ctx.labels, ctx.output_labels))
+    def predict(self, inputs, requests):
+        return {"DESC": np.array([[self.text.encode()]] * inputs["X"].shape[0], dtype=object),
+                "TEMP": np.zeros((inputs["X"].shape[0], 1))}
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |dir: &std::path::Path| {
+        let model = LocalModel::load(dir, None).unwrap();
+        let (responses, _) = model.infer(&[request(vec![])], Duration::from_secs(10));
+        temp_and_desc(&responses[0]).1
+    };
+    // label_filename on an output.
+    let dir = tmp.path().join("a");
+    fs::create_dir_all(dir.join("1")).unwrap();
+    fs::write(
+        dir.join("config.pbtxt"),
+        CONFIG.replace(
+            "dims: [ 1 ] },\n         { name: \"DESC\"",
+            "dims: [ 1 ] label_filename: \"names.txt\" },\n         { name: \"DESC\"",
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("names.txt"), "cat\ndog\n\n").unwrap();
+    fs::write(dir.join("labels.txt"), "ignored\n").unwrap();
+    fs::write(dir.join("1/model.py"), model_py).unwrap();
+    assert_eq!(run(&dir), "(['cat', 'dog'], {'TEMP': ['cat', 'dog']})");
+    // labels.txt only.
+    let dir = tmp.path().join("b");
+    fs::create_dir_all(dir.join("1")).unwrap();
+    fs::write(dir.join("config.pbtxt"), CONFIG).unwrap();
+    fs::write(dir.join("labels.txt"), "red\ngreen\n").unwrap();
+    fs::write(dir.join("1/model.py"), model_py).unwrap();
+    assert_eq!(run(&dir), "(['red', 'green'], {})");
+}

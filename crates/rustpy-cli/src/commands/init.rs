@@ -170,7 +170,7 @@ impl Scaffold {
             request_parameters: String::new(),
             test_case: serde_json::Value::Null,
         };
-        let image_case = |fills: [u8; 2], params: serde_json::Value| {
+        let image_case = |fills: [serde_json::Value; 2], params: serde_json::Value| {
             serde_json::json!({
                 "description": "two images in one batch, the second with request parameters",
                 "requests": [
@@ -194,7 +194,8 @@ impl Scaffold {
                     ),
                     r#"{"name": "threshold", "type": "float", "default": 0.0, "min": 0, "max": 1, "description": "zero the probabilities below this"}"#.into(),
                 ]);
-                scaffold.test_case = image_case([0, 200], serde_json::json!({"top_k": 3}));
+                scaffold.test_case =
+                    image_case([0.into(), "ramp".into()], serde_json::json!({"top_k": 3}));
                 include_str!("../../templates/image_classification.py")
             }
             Task::TextEmbedding => {
@@ -248,13 +249,16 @@ impl Scaffold {
                     Tensor::new("BOXES", "TYPE_FP32", &[n, 4]),
                     Tensor::new("SCORES", "TYPE_FP32", &[n]),
                     Tensor::new("CLASSES", "TYPE_INT32", &[n]),
+                    Tensor::new("LABELS", "TYPE_STRING", &[n]),
                 ]);
                 scaffold.labels = Some(DETECTION_LABELS);
                 scaffold.request_parameters = declaration(&[
                     r#"{"name": "score_threshold", "type": "float", "default": 0.05, "min": 0, "max": 1, "description": "drop weaker detections"}"#.into(),
                 ]);
-                scaffold.test_case =
-                    image_case([0, 90], serde_json::json!({"score_threshold": 0.5}));
+                scaffold.test_case = image_case(
+                    ["ramp".into(), "ramp".into()],
+                    serde_json::json!({"score_threshold": 0.15}),
+                );
                 include_str!("../../templates/object_detection.py")
             }
             Task::Passthrough => {

@@ -21,7 +21,8 @@
 //! A case without `requests` is one request (its `inputs`, `parameters`,
 //! `outputs`/`responses`/`error` at the top level). An input is a nested
 //! list (its dtype from the config; the batch dimension is added when it is
-//! left out) or `{"data" | "fill", "shape", "datatype"}`. An expected output
+//! left out) or `{"data" | "fill", "shape", "datatype"}` (`fill`: a value
+//! repeated, or `"ramp"` for 0, 1, ..., 255, 0, ...). An expected output
 //! is a nested list (its shape is checked) or `{"data", "shape", "datatype"}`;
 //! numbers match within `atol + rtol * |expected|`, strings and bools
 //! exactly. `responses` lists the expected responses of a decoupled model.
@@ -439,7 +440,12 @@ fn input_tensor(spec: &ModelSpec, name: &str, value: &Value) -> anyhow::Result<O
                         .iter()
                         .map(|&d| usize::try_from(d).unwrap_or(0))
                         .product();
-                    Value::Array(vec![fill.clone(); n])
+                    if fill == "ramp" {
+                        // 0, 1, ..., 255, 0, 1, ...: an input with some structure.
+                        Value::Array((0..n).map(|i| Value::from(i % 256)).collect())
+                    } else {
+                        Value::Array(vec![fill.clone(); n])
+                    }
                 }
                 _ => anyhow::bail!("input '{name}': give \"data\" or \"fill\""),
             };

@@ -24,6 +24,9 @@ class Ctx:
     model_dir = model_dir
     config = {"max_batch_size": max_batch}
     parameters = {}
+    # rustpy's ctx.labels: the output's label_filename, else labels.txt.
+    labels_path = os.path.join(model_dir, "labels.txt")
+    labels = [l.strip() for l in open(labels_path) if l.strip()] if os.path.isfile(labels_path) else []
 
 
 # rustpy fills each request's parameters with the declared defaults.
