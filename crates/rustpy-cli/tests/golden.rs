@@ -274,9 +274,32 @@ fn the_same_cases_pass_against_rustpy_serve() {
     let out = run_in(tmp.path(), &["test", "repo", "--server", &url, "--json"]);
     assert_code(&out, 0);
     let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(doc["passed"], 5, "{doc}");
-    // Decoupled text generation cannot be driven over HTTP.
-    assert_eq!(doc["skipped"], 1, "{doc}");
+    // Decoupled text generation goes through Triton's generate_stream.
+    assert_eq!(doc["passed"], 6, "{doc}");
+    assert_eq!(doc["skipped"], 0, "{doc}");
+
+    // A streamed case: 2 greedy tokens, then a bad parameter over the wire.
+    let gen = tmp.path().join("repo/text_generation");
+    case(&gen, "two", r#"{"requests": [
+        {"inputs": {"PROMPT": ["a b c"]}, "parameters": {"max_tokens": 2, "temperature": 0},
+         "responses": [{"TOKEN": [["a"]]}, {"TOKEN": [[" b"]]}]},
+        {"inputs": {"PROMPT": ["a b c"]}, "parameters": {"max_tokens": 999},
+         "error": "request parameter 'max_tokens' is 999, above the maximum 256"}
+    ]}"#);
+    case(&gen, "wrong", r#"{"inputs": {"PROMPT": ["a b c"]}, "parameters": {"max_tokens": 2, "temperature": 0},
+         "responses": [{"TOKEN": [["a"]]}]}"#);
+    for target in [None, Some(url.as_str())] {
+        let mut args = vec!["test", "repo/text_generation"];
+        if let Some(url) = target {
+            args.extend(["--server", url]);
+        }
+        let out = run_in(tmp.path(), &args);
+        assert_code(&out, 1);
+        let text = stdout(&out);
+        assert!(text.contains("PASS  text_generation/two"), "{target:?}: {text}");
+        assert!(text.contains("FAIL  text_generation/wrong"), "{target:?}: {text}");
+        assert!(text.contains("request 0: expected 1 response(s), got 2"), "{target:?}: {text}");
+    }
 
     // A failing case against the server fails the run.
     case(

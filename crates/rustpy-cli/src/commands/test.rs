@@ -27,7 +27,8 @@
 //! numbers match within `atol + rtol * |expected|`, strings and bools
 //! exactly. `responses` lists the expected responses of a decoupled model.
 //! All requests of a case go to the model as one batch (locally), or
-//! concurrently (against a server, whose batcher may combine them).
+//! concurrently (against a server, whose batcher may combine them): KServe v2
+//! JSON `infer`, or `generate_stream` for decoupled models.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -279,9 +280,13 @@ fn run_model(
                     .collect();
                 case.judge(&actual, local.spec.decoupled)
             }
-            Some(_) if local.spec.decoupled => Outcome::Skipped(
-                "decoupled (streaming) model: --server speaks HTTP, which Triton does not offer for decoupled models".into(),
-            ),
+            Some(addr) if local.spec.decoupled => match generate_bodies(&case) {
+                Ok(bodies) => {
+                    let actual = infer_generate_stream(addr, &model, &bodies, timeout);
+                    case.judge(&actual, true)
+                }
+                Err(why) => Outcome::Skipped(why),
+            },
             Some(addr) => {
                 let actual = infer_http(addr, &model, &case, timeout);
                 case.judge(&actual, false)
@@ -545,6 +550,9 @@ struct ActualTensor {
     shape: Vec<i64>,
     /// Flat values.
     data: Vec<Value>,
+    /// Whether `datatype` and `shape` are known (Triton's generate endpoint
+    /// returns values only).
+    meta_known: bool,
 }
 
 impl Actual {
@@ -561,6 +569,7 @@ impl Actual {
                             datatype: t.dtype.name().to_string(),
                             shape: t.shape.clone(),
                             data,
+                            meta_known: true,
                         }
                     })
                     .collect(),
@@ -605,10 +614,73 @@ impl Actual {
                             .and_then(|s| serde_json::from_value(s.clone()).ok())
                             .unwrap_or_default(),
                         data,
+                        meta_known: true,
                     }
                 })
                 .collect(),
         )
+    }
+
+    /// From Triton's `generate_stream` reply: server-sent events, one
+    /// `data: {json}` per response, in a chunked body.
+    fn from_generate_stream(status: u16, body: &[u8]) -> Vec<Actual> {
+        let body = dechunk(body).unwrap_or_else(|| body.to_vec());
+        let text = String::from_utf8_lossy(&body);
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let Some(json) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let doc: Value = match serde_json::from_str(json.trim()) {
+                Ok(d) => d,
+                Err(_) => {
+                    out.push(Actual::Error(format!("HTTP {status}: bad event {line:?}")));
+                    continue;
+                }
+            };
+            if let Some(err) = doc.get("error").and_then(Value::as_str) {
+                out.push(Actual::Error(err.to_string()));
+                continue;
+            }
+            let tensors = doc
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !matches!(k.as_str(), "model_name" | "model_version" | "id"))
+                .map(|(k, v)| {
+                    let mut data = Vec::new();
+                    flatten(v, &mut data);
+                    ActualTensor {
+                        name: k.clone(),
+                        datatype: String::new(),
+                        shape: Vec::new(),
+                        data,
+                        meta_known: false,
+                    }
+                })
+                .collect();
+            out.push(Actual::Outputs(tensors));
+        }
+        if out.is_empty() && status != 200 {
+            out.push(Actual::Error(format!("HTTP {status}: {text}")));
+        }
+        out
+    }
+}
+
+/// The payload of an HTTP chunked body; `None` if it is not one.
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = body.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&body[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        body = &body[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(..size)?);
+        body = body.get(size + 2..)?;
     }
 }
 
@@ -734,7 +806,7 @@ fn compare_tensor(
         }
         other => (other.clone(), nested_shape(other), None),
     };
-    if let Some(dt) = datatype {
+    if let Some(dt) = datatype.filter(|_| actual.meta_known) {
         if dt != actual.datatype {
             diffs.push(format!(
                 "output '{name}': datatype is {}, expected {dt}",
@@ -744,7 +816,7 @@ fn compare_tensor(
     }
     let mut want = Vec::new();
     flatten(&data, &mut want);
-    if let Some(shape) = &shape {
+    if let Some(shape) = shape.as_ref().filter(|_| actual.meta_known) {
         if shape != &actual.shape {
             diffs.push(format!(
                 "output '{name}': shape is {:?}, expected {shape:?}",
@@ -767,7 +839,14 @@ fn compare_tensor(
             if bad <= MAX_DIFFS {
                 diffs.push(format!(
                     "output '{name}'{}: got {g}, expected {w}{why}",
-                    index_of(i, &actual.shape)
+                    index_of(
+                        i,
+                        if actual.meta_known {
+                            &actual.shape
+                        } else {
+                            &[]
+                        }
+                    )
                 ));
             }
         }
@@ -832,6 +911,72 @@ fn infer_http(addr: SocketAddr, model: &str, case: &Case, timeout: Duration) -> 
                         timeout,
                     ) {
                         Ok(resp) => vec![Actual::from_http(resp.status, &resp.body)],
+                        Err(e) => vec![Actual::Error(format!("HTTP request failed: {e:#}"))],
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Actual::Error("client thread panicked".into())])
+            })
+            .collect()
+    })
+}
+
+/// Bodies for Triton's `generate_stream` endpoint (the only HTTP way to
+/// drive a decoupled model): each input as a JSON value, parameters as
+/// top-level fields. Inputs with more than one element per row do not fit.
+fn generate_bodies(case: &Case) -> std::result::Result<Vec<String>, String> {
+    case.requests
+        .iter()
+        .map(|r| {
+            let mut doc = r.parameters.clone();
+            for t in &r.inputs {
+                let mut data = Vec::new();
+                flatten(&local::tensor_to_json(t), &mut data);
+                if data.len() != 1 {
+                    return Err(format!(
+                        "decoupled model over HTTP: input '{}' has {} elements; Triton's generate_stream takes one value per input",
+                        t.name,
+                        data.len()
+                    ));
+                }
+                doc.insert(t.name.clone(), Value::Array(data));
+            }
+            if !r.requested_outputs.is_empty() {
+                return Err("decoupled model over HTTP: generate_stream cannot select outputs".into());
+            }
+            Ok(Value::Object(doc).to_string())
+        })
+        .collect()
+}
+
+/// Streams each request of a decoupled case through `generate_stream`,
+/// concurrently.
+fn infer_generate_stream(
+    addr: SocketAddr,
+    model: &str,
+    bodies: &[String],
+    timeout: Duration,
+) -> Vec<Vec<Actual>> {
+    let path = format!("/v2/models/{model}/generate_stream");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let path = &path;
+                s.spawn(move || {
+                    match super::serve::http::request(
+                        addr,
+                        "POST",
+                        path,
+                        Some(body.as_bytes()),
+                        timeout,
+                    ) {
+                        Ok(resp) => Actual::from_generate_stream(resp.status, &resp.body),
                         Err(e) => vec![Actual::Error(format!("HTTP request failed: {e:#}"))],
                     }
                 })
@@ -1014,7 +1159,29 @@ mod tests {
             datatype: "FP32".into(),
             shape: shape.to_vec(),
             data: flat,
+            meta_known: true,
         }
+    }
+
+    #[test]
+    fn generate_stream_events_are_dechunked_and_parsed() {
+        let body = b"3f\r\ndata: {\"TOKEN\":\"once\",\"model_name\":\"gen\",\"model_version\":\"1\"}\n\n\r\n19\r\ndata: {\"error\":\"bad k\"}\n\n\r\n0\r\n\r\n";
+        let plain = dechunk(body).expect("a valid chunked body");
+        assert!(plain.starts_with(b"data: {") && plain.ends_with(b"\"bad k\"}\n\n"));
+        let got = Actual::from_generate_stream(200, body);
+        assert_eq!(got.len(), 2, "{got:?}");
+        match &got[0] {
+            Actual::Outputs(t) => {
+                assert_eq!(t.len(), 1);
+                assert_eq!(t[0].name, "TOKEN");
+                assert_eq!(t[0].data, vec![json!("once")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(&got[1], Actual::Error(e) if e == "bad k"),
+            "{got:?}"
+        );
     }
 
     fn want(v: Value) -> Map<String, Value> {
