@@ -280,14 +280,22 @@ fn the_same_cases_pass_against_rustpy_serve() {
 
     // A streamed case: 2 greedy tokens, then a bad parameter over the wire.
     let gen = tmp.path().join("repo/text_generation");
-    case(&gen, "two", r#"{"requests": [
+    case(
+        &gen,
+        "two",
+        r#"{"requests": [
         {"inputs": {"PROMPT": ["a b c"]}, "parameters": {"max_tokens": 2, "temperature": 0},
          "responses": [{"TOKEN": [["a"]]}, {"TOKEN": [[" b"]]}]},
         {"inputs": {"PROMPT": ["a b c"]}, "parameters": {"max_tokens": 999},
          "error": "request parameter 'max_tokens' is 999, above the maximum 256"}
-    ]}"#);
-    case(&gen, "wrong", r#"{"inputs": {"PROMPT": ["a b c"]}, "parameters": {"max_tokens": 2, "temperature": 0},
-         "responses": [{"TOKEN": [["a"]]}]}"#);
+    ]}"#,
+    );
+    case(
+        &gen,
+        "wrong",
+        r#"{"inputs": {"PROMPT": ["a b c"]}, "parameters": {"max_tokens": 2, "temperature": 0},
+         "responses": [{"TOKEN": [["a"]]}]}"#,
+    );
     for target in [None, Some(url.as_str())] {
         let mut args = vec!["test", "repo/text_generation"];
         if let Some(url) = target {
@@ -296,9 +304,18 @@ fn the_same_cases_pass_against_rustpy_serve() {
         let out = run_in(tmp.path(), &args);
         assert_code(&out, 1);
         let text = stdout(&out);
-        assert!(text.contains("PASS  text_generation/two"), "{target:?}: {text}");
-        assert!(text.contains("FAIL  text_generation/wrong"), "{target:?}: {text}");
-        assert!(text.contains("request 0: expected 1 response(s), got 2"), "{target:?}: {text}");
+        assert!(
+            text.contains("PASS  text_generation/two"),
+            "{target:?}: {text}"
+        );
+        assert!(
+            text.contains("FAIL  text_generation/wrong"),
+            "{target:?}: {text}"
+        );
+        assert!(
+            text.contains("request 0: expected 1 response(s), got 2"),
+            "{target:?}: {text}"
+        );
     }
 
     // A failing case against the server fails the run.
@@ -361,4 +378,36 @@ fn run_params_use_the_same_validation() {
         assert_code(&out, 1);
         assert!(stdout(&out).contains(message), "{param}: {}", stdout(&out));
     }
+}
+
+/// `rustpy check` reports problems of request_parameters.json at their line.
+#[test]
+fn check_locates_declaration_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = scale_model(tmp.path());
+    write(
+        &dir.join("request_parameters.json"),
+        "{\n  \"parameters\": [\n    {\"name\": \"k\", \"type\": \"int\", \"default\": 10, \"max\": 5},\n    {\"name\": \"k\", \"type\": \"float\"},\n    {\"name\": \"m\", \"type\": \"string\", \"min\": 1}\n  ]\n}\n",
+    );
+    let out = run_in(tmp.path(), &["check", "repo"]);
+    assert_code(&out, 1);
+    let text = stdout(&out);
+    for line in [
+        "repo/scale/request_parameters.json:3: error[params.declaration]: parameter 'k': default is 10, above the maximum 5",
+        "repo/scale/request_parameters.json:4: error[params.declaration]: parameter 'k' is declared more than once",
+        "repo/scale/request_parameters.json:5: error[params.declaration]: parameter 'm' of type string has min/max",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    write(
+        &dir.join("request_parameters.json"),
+        "{\"parameters\": [\n {\"name\": \"x\", \"type\": \"number\"}]}",
+    );
+    let out = run_in(tmp.path(), &["check", "repo"]);
+    assert_code(&out, 1);
+    assert!(
+        stdout(&out).contains("request_parameters.json:2:31: error[params.declaration]: unknown variant `number`, expected one of `bool`, `int`, `float`, `string`\n"),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -285,7 +285,14 @@ pub fn parse_declaration(text: &str) -> Result<Declaration, Vec<DeclError>> {
         vec![DeclError {
             line: Some(e.line()).filter(|&l| l > 0),
             column: Some(e.column()).filter(|&c| c > 0),
-            message: e.to_string(),
+            // serde_json appends " at line L column C"; the position has its own fields.
+            message: {
+                let text = e.to_string();
+                match text.rsplit_once(" at line ") {
+                    Some((message, _)) => message.to_string(),
+                    None => text,
+                }
+            },
             hint: FORMAT_HINT.into(),
         }]
     })?;
