@@ -15,6 +15,22 @@ use std::{
 
 use common::*;
 
+fn http_post(addr: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // One write: Triton's HTTP server can misroute a head split over segments.
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// A model whose output is its input times the request parameter `k`, plus
 /// an INT32 `N` of the rows' count; predict raises on a negative input.
 const CONFIG: &str = r#"name: "scale"
@@ -316,6 +332,49 @@ fn the_same_cases_pass_against_rustpy_serve() {
             text.contains("request 0: expected 1 response(s), got 2"),
             "{target:?}: {text}"
         );
+    }
+
+    // The scaffolded classifier's labels through Triton's classification
+    // extension: the top 2 of PROBS as "score:index:label".
+    let addr = url.trim_start_matches("http://");
+    let body =
+        r#"{"inputs":[{"name":"IMAGE","shape":[1,16,16,3],"datatype":"UINT8","data":[RAMP]}],
+        "outputs":[{"name":"PROBS","parameters":{"classification":2}}]}"#
+            .replace(
+                "RAMP",
+                &(0..768)
+                    .map(|i| (i % 256).to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+    let reply = http_post(addr, "/v2/models/image_classification/infer", &body);
+    assert!(reply.contains(" 200 OK"), "{reply}");
+    let json: serde_json::Value =
+        serde_json::from_str(&reply[reply.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let top: Vec<&str> = json["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(top.len(), 2, "{json}");
+    let labels = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ];
+    for entry in top {
+        let parts: Vec<&str> = entry.split(':').collect();
+        assert_eq!(parts.len(), 3, "{entry}");
+        let index: usize = parts[1].parse().unwrap();
+        assert_eq!(parts[2], labels[index], "{entry}");
     }
 
     // A failing case against the server fails the run.
