@@ -44,6 +44,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a model locally without tritonserver, with the backend's own core.
     Run(RunArgs),
+    /// Run the golden cases kept with each model (<model>/tests/*.json), locally or against a server.
+    Test(TestArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -176,6 +178,9 @@ pub struct ZipArgs {
     /// (MODEL/.rustpy-checkpoint/), so the unpacked repository needs no network.
     #[arg(long, conflicts_with = "verify")]
     pub with_checkpoints: bool,
+    /// Leave each model's golden cases (`<model>/tests/`) out of the archive.
+    #[arg(long, conflicts_with = "verify")]
+    pub no_tests: bool,
 
     /// Instead of packaging, re-hash every entry of this archive against its manifest.
     #[arg(long, value_name = "ZIP", conflicts_with = "output")]
@@ -341,6 +346,30 @@ pub struct RunArgs {
     /// Print a JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// A model directory or a model repository.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+
+    /// Run the cases against a live tritonserver's HTTP endpoint
+    /// (http://HOST:PORT) instead of locally.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// Seconds to wait for each request's responses.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
 }
 
 /// Parses `H,W` (or `HxW`) into two positive integers.

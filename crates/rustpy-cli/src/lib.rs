@@ -46,5 +46,6 @@ pub fn run(cli: Cli) -> Result {
         Command::Unzip(args) => commands::unzip::run(&global, args),
         Command::Serve(args) => commands::serve::run(&global, args),
         Command::Run(args) => commands::run::run(&global, args),
+        Command::Test(args) => commands::test::run(&global, args),
     }
 }

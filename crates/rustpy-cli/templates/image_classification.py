@@ -5,18 +5,21 @@ into a few colour statistics and scores them with fixed weights. Replace
 `_features` and `_weights` with your real network.
 
 Input  IMAGE  UINT8 [H, W, 3]     Output PROBS FP32 [num_labels]
-"""
 
-import os
+Request parameters (request_parameters.json): `threshold` zeroes the
+probabilities below it, `top_k` (0 = all) keeps only the k best. For
+"score:index:label" strings, ask Triton for the output with class_count
+(its classification extension reads label_filename).
+"""
 
 import numpy as np
 
 
 class Model:
     def initialize(self, ctx):
-        # label_filename in config.pbtxt points Triton at the same file.
-        with open(os.path.join(ctx.model_dir, "labels.txt"), encoding="utf-8") as f:
-            self.labels = [line.strip() for line in f if line.strip()]
+        # ctx.labels: the output's label_filename (Triton's classification
+        # extension reads the same file), else labels.txt.
+        self.labels = ctx.labels
         self.weights, self.bias = _weights(num_features=18, num_labels=len(self.labels))
 
     def predict(self, inputs, requests):
@@ -28,6 +31,12 @@ class Model:
             images = images[np.newaxis]
         logits = _features(images) @ self.weights + self.bias
         probs = _softmax(logits).astype(np.float32)
+        # One row per image; request i owns batch_size consecutive rows.
+        row = 0
+        for r in requests:
+            for _ in range(r.batch_size if batched else 1):
+                _filter(probs[row], r.parameters["threshold"], r.parameters["top_k"])
+                row += 1
         return {"PROBS": probs if batched else probs[0]}
 
     def finalize(self):
@@ -52,6 +61,14 @@ def _weights(num_features, num_labels):
     i = np.arange(num_features, dtype=np.float64)[:, np.newaxis]
     j = np.arange(num_labels, dtype=np.float64)[np.newaxis, :]
     return 4.0 * np.sin(1.3 * i + 0.7 * j + 0.1 * i * j), 0.1 * np.cos(j[0])
+
+
+def _filter(probs, threshold, top_k):
+    """In place: zero the probabilities below `threshold` and, when top_k > 0,
+    all but the top_k largest."""
+    probs[probs < threshold] = 0.0
+    if 0 < top_k < probs.size:
+        probs[np.argsort(-probs, kind="stable")[top_k:]] = 0.0
 
 
 def _softmax(logits):

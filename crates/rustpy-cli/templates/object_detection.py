@@ -4,6 +4,9 @@ A deterministic toy detector that needs only numpy: it splits the image into a
 grid and reports the cells whose colour stands out most from the image mean,
 classed by their dominant channel (labels.txt: red, green, blue).
 
+The request parameter `score_threshold` (request_parameters.json) drops
+weaker detections.
+
 Every image returns exactly MAX_DETECTIONS rows, because dim 0 of a batched
 output must be the batch size; unused rows have score 0 and class -1.
 
@@ -11,36 +14,41 @@ Input   IMAGE    UINT8 [H, W, 3]
 Output  BOXES    FP32  [{{max_detections}}, 4]   (x1, y1, x2, y2 in pixels)
         SCORES   FP32  [{{max_detections}}]
         CLASSES  INT32 [{{max_detections}}]
+        LABELS   BYTES [{{max_detections}}]      (the class's label; "" when unused)
 """
-
-import os
 
 import numpy as np
 
 MAX_DETECTIONS = {{max_detections}}
 GRID = 4
-SCORE_THRESHOLD = 0.05
 
 
 class Model:
     def initialize(self, ctx):
-        with open(os.path.join(ctx.model_dir, "labels.txt"), encoding="utf-8") as f:
-            self.labels = [line.strip() for line in f if line.strip()]
+        # ctx.labels: the output's label_filename (Triton's classification
+        # extension reads the same file), else labels.txt.
+        self.labels = ctx.labels
 
     def predict(self, inputs, requests):
         images = inputs["IMAGE"]
         batched = images.ndim == 4  # [B, H, W, 3] when max_batch_size > 0
         if not batched:
             images = images[np.newaxis]
-        results = [self._detect(image) for image in images]
+        # One threshold per image: request i owns batch_size consecutive images.
+        thresholds = [r.parameters["score_threshold"] for r in requests for _ in range(r.batch_size if batched else 1)]
+        results = [self._detect(image, t) for image, t in zip(images, thresholds)]
         out = {
             "BOXES": np.stack([r[0] for r in results]),
             "SCORES": np.stack([r[1] for r in results]),
             "CLASSES": np.stack([r[2] for r in results]),
+            "LABELS": np.stack([self._names(r[2]) for r in results]),
         }
         return out if batched else {k: v[0] for k, v in out.items()}
 
-    def _detect(self, image):
+    def _names(self, classes):
+        return np.array([self.labels[c].encode() if c >= 0 else b"" for c in classes], dtype=np.object_)
+
+    def _detect(self, image, threshold):
         boxes = np.zeros((MAX_DETECTIONS, 4), dtype=np.float32)
         scores = np.zeros(MAX_DETECTIONS, dtype=np.float32)
         classes = np.full(MAX_DETECTIONS, -1, dtype=np.int32)
@@ -58,7 +66,7 @@ class Model:
                     continue
                 delta = cell.mean(axis=(0, 1)) - mean
                 score = float(np.abs(delta).max())
-                if score > SCORE_THRESHOLD:
+                if score > threshold:
                     cls = int(np.argmax(delta)) % len(self.labels)
                     found.append((score, (x1, y1, x2, y2), cls))
         # Highest score first; ties broken by position for determinism.

@@ -2,7 +2,8 @@
 
 A deterministic hashing embedder that needs only numpy: every word and
 character trigram is hashed (with a stable hash, not Python's randomised
-`hash`) into one of {{dim}} signed buckets, and the sum is L2-normalised.
+`hash`) into one of {{dim}} signed buckets, and the sum is L2-normalised
+unless the request parameter `normalize` (request_parameters.json) is false.
 Replace `embed` with your real encoder.
 
 Input  TEXT  BYTES [1]     Output EMBEDDING FP32 [{{dim}}]
@@ -24,7 +25,8 @@ class Model:
         # [B, 1] when batched (max_batch_size > 0), [1] otherwise.
         batched = texts.ndim == 2
         flat = texts.reshape(-1)
-        out = np.stack([embed(_to_str(t), self.dim) for t in flat]).astype(np.float32)
+        norms = [r.parameters["normalize"] for r in requests for _ in range(r.batch_size if batched else 1)]
+        out = np.stack([embed(_to_str(t), self.dim, n) for t, n in zip(flat, norms)]).astype(np.float32)
         return {"EMBEDDING": out if batched else out[0]}
 
 
@@ -41,7 +43,7 @@ def _tokens(text):
             yield padded[i : i + 3]
 
 
-def embed(text, dim=DIM):
+def embed(text, dim=DIM, normalize=True):
     vec = np.zeros(dim, dtype=np.float64)
     for token in _tokens(text):
         digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
@@ -49,4 +51,4 @@ def embed(text, dim=DIM):
         sign = 1.0 if digest[4] & 1 else -1.0
         vec[bucket] += sign
     norm = np.linalg.norm(vec)
-    return vec / norm if norm > 0 else vec
+    return vec / norm if normalize and norm > 0 else vec

@@ -156,10 +156,14 @@ fn junk_and_rustpyignore_patterns_are_excluded() {
             "echo/1/keep.ckpt",
             "echo/1/model.py",
             "echo/config.pbtxt",
+            "echo/request_parameters.json",
             "echo/requirements.txt",
+            "echo/tests/basic.json",
             "embed/1/model.py",
             "embed/config.pbtxt",
+            "embed/request_parameters.json",
             "embed/requirements.txt",
+            "embed/tests/basic.json",
             "rustpy-manifest.json",
         ]
     );
@@ -196,7 +200,7 @@ fn json_summary_describes_the_archive() {
     let bytes = fs::read(tmp.path().join("dist/out.zip")).unwrap();
     assert_eq!(summary["sha256"], sha256_hex(&bytes));
     assert_eq!(summary["archive_bytes"], bytes.len());
-    assert_eq!(summary["files"], 6);
+    assert_eq!(summary["files"], 10);
     assert_eq!(summary["output"], "dist/out.zip");
     assert_eq!(summary["models"], serde_json::json!(["echo", "embed"]));
 }
@@ -259,7 +263,7 @@ fn verify_accepts_an_intact_archive() {
     zip_ok(tmp.path(), &["repo", "-o", "out.zip", "-q"]);
     let out = run_in(tmp.path(), &["zip", "--verify", "out.zip"]);
     assert_code(&out, 0);
-    assert!(stdout(&out).starts_with("ok: 6 files"), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("ok: 10 files"), "{}", stdout(&out));
     let out = run_in(tmp.path(), &["zip", "--verify", "out.zip", "--json"]);
     assert_code(&out, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();

@@ -31,6 +31,9 @@ pub const CONFIG_FILE: &str = "config.pbtxt";
 /// The official Python backend's per-model environment archive parameter.
 pub const EXECUTION_ENV_PARAMETER: &str = "EXECUTION_ENV_PATH";
 
+/// The directory of a model's golden cases (`rustpy test`); not a version.
+pub const TESTS_DIR: &str = "tests";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -280,7 +283,7 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
 
     for other in ignored {
         let name = file_name(&other);
-        if name == "__pycache__" || name.starts_with('.') {
+        if name == "__pycache__" || name == TESTS_DIR || name.starts_with('.') {
             continue;
         }
         out.push(diag(
@@ -356,6 +359,41 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.version_policy(&versions);
     rules.checkpoint();
     rules.execution_env();
+    check_request_parameters(dir, out);
+}
+
+/// Checks `request_parameters.json`, when the model has one.
+fn check_request_parameters(dir: &Path, out: &mut Vec<Diagnostic>) {
+    let file = dir.join(crate::params::REQUEST_PARAMETERS_FILE);
+    let text = match fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return,
+        Err(err) => {
+            out.push(Diagnostic {
+                severity: Severity::Error,
+                file,
+                line: None,
+                column: None,
+                code: "params.unreadable",
+                message: format!("cannot read the request parameter declaration: {err}"),
+                hint: "make the file readable UTF-8 JSON".into(),
+            });
+            return;
+        }
+    };
+    if let Err(errors) = crate::params::parse_declaration(&text) {
+        for e in errors {
+            out.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.clone(),
+                line: e.line,
+                column: e.column,
+                code: "params.declaration",
+                message: e.message,
+                hint: e.hint,
+            });
+        }
+    }
 }
 
 /// The parts of a `ModelInput` / `ModelOutput` that share rules.

@@ -12,6 +12,7 @@
 //!   field names, as Triton hands a backend its config.
 //! - [`model`]: helpers the backend and the CLI share.
 //! - [`check`]: model repository validation (`rustpy check`).
+//! - [`params`]: typed request parameters a model declares.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ use prost_reflect::{
 pub mod check;
 pub mod checkpoint;
 pub mod model;
+pub mod params;
 mod pbtxt;
 mod scan;
 

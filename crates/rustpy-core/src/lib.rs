@@ -15,6 +15,7 @@ pub mod dtype;
 pub mod engine;
 pub mod error;
 pub mod local;
+pub mod params;
 pub mod python;
 pub mod request;
 pub mod server;

@@ -1,8 +1,11 @@
 //! `rustpy init NAME --task TASK`: scaffolds a model that runs out of the box.
 //!
 //! Writes `REPO/NAME/config.pbtxt`, `REPO/NAME/1/model.py` (rustpy's batched
-//! API, numpy only), `REPO/NAME/requirements.txt` and, for tasks with
-//! classes, `REPO/NAME/labels.txt`.
+//! API, numpy only), `REPO/NAME/requirements.txt`,
+//! `REPO/NAME/request_parameters.json` (the typed request parameters the
+//! template reads), `REPO/NAME/tests/basic.json` (a golden case for
+//! `rustpy test`, its outputs recorded by running the new model) and, for
+//! tasks with classes, `REPO/NAME/labels.txt`.
 
 use std::{
     fmt::Write as _,
@@ -162,6 +165,10 @@ struct Scaffold {
     parameters: Vec<(&'static str, String)>,
     model_py: String,
     labels: Option<&'static [&'static str]>,
+    /// `request_parameters.json`.
+    request_parameters: String,
+    /// The golden case's requests (inputs and parameters; outputs are recorded).
+    test_case: serde_json::Value,
 }
 
 impl Scaffold {
@@ -176,6 +183,17 @@ impl Scaffold {
             parameters: Vec::new(),
             model_py: String::new(),
             labels: None,
+            request_parameters: String::new(),
+            test_case: serde_json::Value::Null,
+        };
+        let image_case = |fills: [serde_json::Value; 2], params: serde_json::Value| {
+            serde_json::json!({
+                "description": "two images in one batch, the second with request parameters",
+                "requests": [
+                    {"inputs": {"IMAGE": {"shape": [h, w, 3], "fill": fills[0]}}},
+                    {"inputs": {"IMAGE": {"shape": [h, w, 3], "fill": fills[1]}}, "parameters": params}
+                ]
+            })
         };
         let template = match task {
             Task::ImageClassification => {
@@ -185,6 +203,15 @@ impl Scaffold {
                 scaffold.inputs.push(image());
                 scaffold.outputs.push(probs);
                 scaffold.labels = Some(CLASSIFICATION_LABELS);
+                scaffold.request_parameters = declaration(&[
+                    format!(
+                        r#"{{"name": "top_k", "type": "int", "default": 0, "min": 0, "max": {}, "description": "keep only the k highest probabilities (0: all)"}}"#,
+                        CLASSIFICATION_LABELS.len()
+                    ),
+                    r#"{"name": "threshold", "type": "float", "default": 0.0, "min": 0, "max": 1, "description": "zero the probabilities below this"}"#.into(),
+                ]);
+                scaffold.test_case =
+                    image_case([0.into(), "ramp".into()], serde_json::json!({"top_k": 3}));
                 include_str!("../../templates/image_classification.py")
             }
             Task::TextEmbedding => {
@@ -196,6 +223,16 @@ impl Scaffold {
                     "TYPE_FP32",
                     &[EMBEDDING_DIM.into()],
                 ));
+                scaffold.request_parameters = declaration(&[
+                    r#"{"name": "normalize", "type": "bool", "default": true, "description": "L2-normalise the embedding"}"#.into(),
+                ]);
+                scaffold.test_case = serde_json::json!({
+                    "description": "two texts in one batch, the second not normalised",
+                    "requests": [
+                        {"inputs": {"TEXT": ["hello world"]}},
+                        {"inputs": {"TEXT": ["rust and python"]}, "parameters": {"normalize": false}}
+                    ]
+                });
                 include_str!("../../templates/text_embedding.py")
             }
             Task::TextGeneration => {
@@ -206,9 +243,17 @@ impl Scaffold {
                     .outputs
                     .push(Tensor::new("TOKEN", "TYPE_STRING", &[1]));
                 scaffold.decoupled = true;
-                scaffold
-                    .parameters
-                    .push(("max_tokens", MAX_TOKENS.to_string()));
+                scaffold.request_parameters = declaration(&[
+                    format!(
+                        r#"{{"name": "max_tokens", "type": "int", "default": {MAX_TOKENS}, "min": 1, "max": 256, "description": "number of tokens to stream"}}"#
+                    ),
+                    r#"{"name": "temperature", "type": "float", "default": 1.0, "min": 0, "max": 2, "description": "0: repeat the prompt's words; otherwise sample"}"#.into(),
+                ]);
+                scaffold.test_case = serde_json::json!({
+                    "description": "a short greedy stream",
+                    "inputs": {"PROMPT": ["once upon a time"]},
+                    "parameters": {"max_tokens": 3, "temperature": 0}
+                });
                 include_str!("../../templates/text_generation.py")
             }
             Task::ObjectDetection => {
@@ -220,8 +265,16 @@ impl Scaffold {
                     Tensor::new("BOXES", "TYPE_FP32", &[n, 4]),
                     Tensor::new("SCORES", "TYPE_FP32", &[n]),
                     Tensor::new("CLASSES", "TYPE_INT32", &[n]),
+                    Tensor::new("LABELS", "TYPE_STRING", &[n]),
                 ]);
                 scaffold.labels = Some(DETECTION_LABELS);
+                scaffold.request_parameters = declaration(&[
+                    r#"{"name": "score_threshold", "type": "float", "default": 0.05, "min": 0, "max": 1, "description": "drop weaker detections"}"#.into(),
+                ]);
+                scaffold.test_case = image_case(
+                    ["ramp".into(), "ramp".into()],
+                    serde_json::json!({"score_threshold": 0.15}),
+                );
                 include_str!("../../templates/object_detection.py")
             }
             Task::Passthrough => {
@@ -231,14 +284,25 @@ impl Scaffold {
                 scaffold
                     .outputs
                     .push(Tensor::new("OUTPUT0", "TYPE_FP32", &[-1]));
+                scaffold.request_parameters = declaration(&[
+                    r#"{"name": "scale", "type": "float", "default": 1.0, "min": -1000, "max": 1000, "description": "multiply the input by this"}"#.into(),
+                ]);
+                scaffold.test_case = serde_json::json!({
+                    "description": "two requests in one batch; a scale out of range fails only its request",
+                    "requests": [
+                        {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "outputs": {"OUTPUT0": [[1.0, 2.0, 3.0]]}},
+                        {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "parameters": {"scale": 2.0}},
+                        {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "parameters": {"scale": 5000},
+                         "error": "request parameter 'scale' is 5000.0, above the maximum 1000"}
+                    ]
+                });
                 include_str!("../../templates/passthrough.py")
             }
         };
         scaffold.model_py = template
             .replace("{{name}}", name)
             .replace("{{dim}}", &EMBEDDING_DIM.to_string())
-            .replace("{{max_detections}}", &MAX_DETECTIONS.to_string())
-            .replace("{{max_tokens}}", &MAX_TOKENS.to_string());
+            .replace("{{max_detections}}", &MAX_DETECTIONS.to_string());
         scaffold
     }
 
@@ -252,6 +316,10 @@ impl Scaffold {
         if let Some(labels) = self.labels {
             files.push((model_dir.join("labels.txt"), labels.join("\n") + "\n"));
         }
+        files.push((
+            model_dir.join(rustpy_config::params::REQUEST_PARAMETERS_FILE),
+            self.request_parameters.clone(),
+        ));
         for (path, contents) in &files {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent)
@@ -260,7 +328,26 @@ impl Scaffold {
             fs::write(path, contents)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        Ok(files.into_iter().map(|(path, _)| path).collect())
+        let mut written: Vec<PathBuf> = files.into_iter().map(|(path, _)| path).collect();
+        written.push(self.write_test_case(model_dir)?);
+        Ok(written)
+    }
+
+    /// Writes `tests/basic.json` with the outputs the new model produces for
+    /// the template's requests (without them, when the model cannot run
+    /// here, e.g. numpy is missing: the case then only checks for success).
+    fn write_test_case(&self, model_dir: &Path) -> Result<PathBuf> {
+        let dir = model_dir.join(super::test::TESTS_DIR);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let case =
+            super::test::record_case(model_dir, self.test_case.clone()).unwrap_or_else(|e| {
+                eprintln!("warning: could not run the new model to record its test outputs: {e:#}");
+                self.test_case.clone()
+            });
+        let path = dir.join("basic.json");
+        let text = readable_json(&case, 0) + "\n";
+        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
     }
 
     /// Renders config.pbtxt in protobuf text format, laid out like Triton's docs.
@@ -290,6 +377,46 @@ impl Scaffold {
         }
         out
     }
+}
+
+/// JSON with objects (and lists of objects) laid out one entry per line and
+/// other lists (tensor data) kept on one line.
+fn readable_json(v: &serde_json::Value, indent: usize) -> String {
+    use serde_json::Value;
+    let pad = "  ".repeat(indent + 1);
+    let end = "  ".repeat(indent);
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{pad}{}: {}",
+                        Value::from(k.as_str()),
+                        readable_json(v, indent + 1)
+                    )
+                })
+                .collect();
+            format!("{{\n{}\n{end}}}", items.join(",\n"))
+        }
+        Value::Array(list) if list.iter().any(Value::is_object) => {
+            let items: Vec<String> = list
+                .iter()
+                .map(|v| format!("{pad}{}", readable_json(v, indent + 1)))
+                .collect();
+            format!("[\n{}\n{end}]", items.join(",\n"))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `request_parameters.json` with these parameter objects, refusing
+/// undeclared parameters.
+fn declaration(params: &[String]) -> String {
+    format!(
+        "{{\n  \"allow_unknown\": false,\n  \"parameters\": [\n    {}\n  ]\n}}\n",
+        params.join(",\n    ")
+    )
 }
 
 fn write_tensors(out: &mut String, kind: &str, tensors: &[Tensor]) {

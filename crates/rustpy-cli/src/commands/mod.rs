@@ -6,5 +6,6 @@ pub mod fetch;
 pub mod init;
 pub mod run;
 pub mod serve;
+pub mod test;
 pub mod unzip;
 pub mod zip;

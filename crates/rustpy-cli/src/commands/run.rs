@@ -152,6 +152,11 @@ fn build_request(spec: &ModelSpec, args: &RunArgs) -> Result<OwnedRequest> {
                 .map_err(|e| Error::Runtime(anyhow!(e.message)))?,
         );
     }
+    // Declared parameters (request_parameters.json) are read as their type;
+    // the core then checks them exactly as it checks a request from Triton.
+    let decl = rustpy_core::params::load_declaration(&spec.name, &args.model_dir)
+        .ok()
+        .flatten();
     let parameters = args
         .params
         .iter()
@@ -159,7 +164,13 @@ fn build_request(spec: &ModelSpec, args: &RunArgs) -> Result<OwnedRequest> {
             let (k, v) = p
                 .split_once('=')
                 .ok_or_else(|| Error::Usage(format!("--param expects KEY=VALUE, got `{p}`")))?;
-            let value = if let Ok(i) = v.parse::<i64>() {
+            use rustpy_config::params::ParamType;
+            let declared = decl.as_ref().and_then(|d| d.get(k)).map(|d| d.ty);
+            let value = if declared == Some(ParamType::String) {
+                ParamValue::String(v.to_string())
+            } else if let (Some(ParamType::Float), Ok(f)) = (declared, v.parse::<f64>()) {
+                ParamValue::Double(f)
+            } else if let Ok(i) = v.parse::<i64>() {
                 ParamValue::Int(i)
             } else if let Ok(f) = v.parse::<f64>() {
                 ParamValue::Double(f)

@@ -93,6 +93,12 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
         args.with_checkpoints,
         &mut collected,
     )?;
+    if args.no_tests {
+        // `<model>/tests/...`: the golden cases of `rustpy test`.
+        let is_test = |name: &str| name.split('/').nth(1) == Some(super::test::TESTS_DIR);
+        collected.files.retain(|f| !is_test(&f.name));
+        collected.dirs.retain(|d| !is_test(d));
+    }
     for path in &collected.skipped {
         global.status(format!(
             "warning: skipping {} (not a regular file)",

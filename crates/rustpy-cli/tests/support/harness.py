@@ -23,14 +23,22 @@ class Ctx:
     device_id = 0
     model_dir = model_dir
     config = {"max_batch_size": max_batch}
-    parameters = {"max_tokens": "5"}
+    parameters = {}
+    # rustpy's ctx.labels: the output's label_filename, else labels.txt.
+    labels_path = os.path.join(model_dir, "labels.txt")
+    labels = [l.strip() for l in open(labels_path) if l.strip()] if os.path.isfile(labels_path) else []
+
+
+# rustpy fills each request's parameters with the declared defaults.
+with open(os.path.join(model_dir, "request_parameters.json")) as f:
+    DEFAULTS = {p["name"]: p["default"] for p in json.load(f)["parameters"] if "default" in p}
 
 
 class Req:
     def __init__(self, i):
         self.id = str(i)
         self.correlation_id = 0
-        self.parameters = {}
+        self.parameters = dict(DEFAULTS)
         self.batch_size = 1
         self.requested_outputs = []
 

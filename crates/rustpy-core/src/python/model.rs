@@ -48,6 +48,8 @@ pub struct LoadedModel {
     pub checkpoint_dir: Option<PathBuf>,
     config_json: String,
     parameters: Vec<(String, String)>,
+    /// `request_parameters.json`: checked on every request of the batched API.
+    request_params: Option<rustpy_config::params::Declaration>,
     unique_name: String,
     class: Option<Py<PyAny>>,
     module: Option<Py<PyAny>>,
@@ -68,6 +70,7 @@ impl LoadedModel {
         parameters.sort();
         crate::checkpoint::refuse_execution_env(cfg, &spec.name)?;
         let checkpoint_dir = crate::checkpoint::resolve(cfg, &spec.name, model_dir)?;
+        let request_params = crate::params::load_declaration(&spec.name, model_dir)?;
 
         if let Some(native) = rustpy_config::parameter(cfg, NATIVE_PARAMETER) {
             if native != "echo" {
@@ -85,6 +88,7 @@ impl LoadedModel {
                 checkpoint_dir,
                 config_json,
                 parameters,
+                request_params,
                 unique_name: String::new(),
                 class: None,
                 module: None,
@@ -137,6 +141,7 @@ impl LoadedModel {
                 checkpoint_dir: checkpoint_dir.clone(),
                 config_json,
                 parameters,
+                request_params,
                 unique_name,
                 class: Some(class.unbind()),
                 module: Some(module.unbind()),
@@ -376,8 +381,37 @@ impl ModelInstance {
     ) -> ExecReport {
         let spec = &self.model.spec;
         let mut report = ExecReport::new(requests.len());
+        // Typed request parameters (a failing request is answered here; a
+        // cancelled one is left to `admit`).
+        let mut refused = vec![false; requests.len()];
+        let typed: Vec<InferRequest<'_>>;
+        let requests = match &self.model.request_params {
+            None => requests,
+            Some(decl) => {
+                typed = requests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, req)| {
+                        let mut req = req.clone();
+                        match crate::params::apply(&spec.name, decl, &req.parameters) {
+                            Ok(params) => req.parameters = params,
+                            Err(e) if !responders[i].is_cancelled() => {
+                                responders[i].send_error(&e);
+                                refused[i] = true;
+                            }
+                            Err(_) => {}
+                        }
+                        req
+                    })
+                    .collect();
+                &typed[..]
+            }
+        };
         let mut valid = Vec::with_capacity(requests.len());
         for (i, req) in requests.iter().enumerate() {
+            if refused[i] {
+                continue;
+            }
             if let Some(rows) = admit(spec, req, &mut responders[i]) {
                 report.rows[i] = rows;
                 valid.push((i, req));

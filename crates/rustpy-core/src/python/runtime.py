@@ -46,6 +46,31 @@ class ModelContext:
             self.instance_name,
         )
 
+    @property
+    def output_labels(self):
+        """{output name: [label, ...]} for every output with a label_filename
+        (one label per line, as Triton's classification extension reads it)."""
+        labels = {}
+        for output in self.config.get("output", []):
+            filename = output.get("label_filename")
+            if filename:
+                labels[output["name"]] = _read_labels(os.path.join(self.model_dir, filename))
+        return labels
+
+    @property
+    def labels(self):
+        """The labels of the first output with a label_filename, else those of
+        <model_dir>/labels.txt, else []."""
+        for values in self.output_labels.values():
+            return values
+        path = os.path.join(self.model_dir, "labels.txt")
+        return _read_labels(path) if os.path.isfile(path) else []
+
+
+def _read_labels(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\r\n") for line in f if line.strip()]
+
 
 class RequestInfo:
     """One request of a batch, as `Model.predict(inputs, requests)` sees it."""

@@ -10,7 +10,7 @@
 //! --stop-timeout) on Ctrl-C or SIGTERM. When the server exits by itself,
 //! its exit code is ours.
 
-mod http;
+pub(crate) mod http;
 mod locate;
 
 use std::{
