@@ -231,7 +231,7 @@ def test_logger(deployment):
     case = Case("helpers-log", "helpers", {"IN": np.array([1.0], dtype=np.float32)}, "http")
     for suffix in SUFFIXES:
         deployment.run(case, "helpers" + suffix)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         python, rustpy = _logged(deployment.server, "_python"), _logged(deployment.server, "_rustpy")
         if (len(python) >= 8 and len(rustpy) >= 8) or time.monotonic() > deadline:

@@ -384,7 +384,7 @@ class TritonServer:
         text = self.log_text().splitlines()[-lines:]
         return f"----- tail of tritonserver log ({self.name}) -----\n" + "\n".join(text)
 
-    def wait_for_log(self, needle: str, timeout: float = 10.0) -> bool:
+    def wait_for_log(self, needle: str, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if needle in self.log_text():
