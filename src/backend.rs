@@ -46,7 +46,9 @@ pub fn initialize(backend: Backend) -> Result<()> {
 
 pub fn finalize(_backend: Backend) -> Result<()> {
     // The interpreter is deliberately left running: it cannot be finalised and
-    // re-initialised in one process, and the library is never unloaded.
+    // re-initialised in one process, and the library is never unloaded. So
+    // nothing else would flush what models printed without a newline.
+    python::flush_stdio();
     Ok(())
 }
 

@@ -251,9 +251,17 @@ def create_instance(cls, ctx, paths, entry):
 
 
 def finalize_instance(obj):
-    fin = getattr(obj, "finalize", None)
-    if callable(fin):
-        fin()
+    try:
+        fin = getattr(obj, "finalize", None)
+        if callable(fin):
+            fin()
+    finally:
+        # What finalize printed reaches the log now, not never.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
 
 
 def unload_module(unique, private):
