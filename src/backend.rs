@@ -102,6 +102,11 @@ pub fn model_initialize(model: Model) -> Result<()> {
 pub fn model_finalize(model: Model) -> Result<()> {
     // SAFETY: the state was stored as ModelState by model_initialize.
     let state = unsafe { model.state_slot().take::<ModelState>() }?;
+    // The line upstream's backend logs here (operators grep it).
+    log(
+        LogLevel::Verbose,
+        "TRITONBACKEND_ModelFinalize: delete model state",
+    );
     drop(state); // unloads the module once the last instance let go of it
     Ok(())
 }
@@ -128,6 +133,11 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
+    // The line upstream's backend logs here (operators grep it).
+    log(
+        LogLevel::Verbose,
+        "TRITONBACKEND_ModelInstanceFinalize: delete instance state",
+    );
     // SAFETY: instance state is an InstanceState (set in instance_initialize).
     if let Some(state) = unsafe { instance.state_slot().take::<InstanceState>() }? {
         if let Err(e) = state.instance.finalize() {

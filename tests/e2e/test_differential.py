@@ -178,7 +178,7 @@ def test_no_response_is_an_error_not_a_hang(deployment, mode):
     rustpy = run_unary(deployment.server, case, "errors_rustpy", deployment.norm, timeout=10)
     assert rustpy["error"]["status"] == "StatusCode.INTERNAL", rustpy
     assert rustpy["error"]["message"].startswith(
-        "Failed to process the request(s) for model 'errors', message: "), rustpy
+        "Failed to process the request(s) for model 'errors_0_0', message: "), rustpy
     assert "did not return or send a response" in rustpy["error"]["message"], rustpy
 
 

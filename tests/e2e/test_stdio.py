@@ -20,7 +20,7 @@ MODELS = ["printer", "pb_printer"]
 @pytest.fixture
 def srv():
     s = start_server(STDIO, name="stdio", model_control_mode="explicit",
-                     load_models=MODELS, wait_models=MODELS,
+                     load_models=MODELS, wait_models=MODELS, log_verbose=1,
                      env={"PYTHONUNBUFFERED": ""})
     yield s
     s.stop()
@@ -57,3 +57,6 @@ def test_finalize_prints_reach_the_log_at_unload_and_shutdown(srv):
     log = srv.log_text()
     assert log.count("Finalize invoked") == 1, log[-3000:]
     assert log.count("Finalize complete...") == 1, log[-3000:]
+    # The verbose lines upstream's backend logs per instance and per model.
+    assert log.count("TRITONBACKEND_ModelInstanceFinalize: delete instance state") == 2, log[-3000:]
+    assert log.count("TRITONBACKEND_ModelFinalize: delete model state") == 2, log[-3000:]

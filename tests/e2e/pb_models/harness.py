@@ -183,19 +183,18 @@ class Normaliser:
         self._name_re = None
         if names:
             # The model's own name: `errors_python` and `errors_rustpy` are one
-            # model deployed twice. The official backend names the *instance*
-            # (`errors_python_0_0`, group `errors_python_0`) where rustpy names
-            # the model in "Failed to process the request(s) for model '...'",
-            # so instance suffixes are dropped too.
+            # model deployed twice. Instance suffixes (`errors_python_0_0`, as
+            # both backends name the instance in execute's messages) are kept,
+            # so naming the model instead of the instance is a difference.
             alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-            self._name_re = re.compile(r"(?<![A-Za-z0-9_])(" + alternatives + r")(?:_\d+)*(?![A-Za-z0-9_])")
+            self._name_re = re.compile(r"(?<![A-Za-z0-9_])(" + alternatives + r")((?:_\d+)*)(?![A-Za-z0-9_])")
 
     def text(self, value: str) -> str:
         # Where each deployment lives (temp repository directories).
         for actual, canon in self.paths:
             value = value.replace(actual, canon)
         if self._name_re is not None:
-            value = self._name_re.sub(lambda m: self._map[m.group(1)], value)
+            value = self._name_re.sub(lambda m: self._map[m.group(1)] + m.group(2), value)
         return value
 
     def data(self, value):

@@ -209,6 +209,9 @@ pub struct ModelInstance {
     model: Arc<LoadedModel>,
     /// Identifies the instance (its asyncio loop, logs).
     key: String,
+    /// Triton's name for the instance (`<model>_<group>_<n>`): upstream's
+    /// execute messages name it, not the model.
+    name: String,
     /// The user's object and the method called per batch; None for native models.
     object: Option<Py<PyAny>>,
     entry: Option<Py<PyAny>>,
@@ -224,6 +227,7 @@ impl ModelInstance {
             return Ok(ModelInstance {
                 model: model.clone(),
                 key,
+                name: info.name.clone(),
                 object: None,
                 entry: None,
                 pass_requests: false,
@@ -245,7 +249,7 @@ impl ModelInstance {
                 ),
             };
             if model.api == Api::PbUtils {
-                set_pb_utils_model_dir(py, &model);
+                set_pb_utils_model_dir(py, &model, &info.name);
             }
             let created = rt
                 .call_method1(
@@ -263,6 +267,7 @@ impl ModelInstance {
             Ok(ModelInstance {
                 model: model.clone(),
                 key,
+                name: info.name.clone(),
                 object: Some(object.unbind()),
                 entry: Some(predict.unbind()),
                 pass_requests,
@@ -519,6 +524,7 @@ impl ModelInstance {
     ) -> ExecReport {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
+        let instance = self.name.as_str();
         let mut report = ExecReport::new(requests.len());
         let mut valid: Vec<(usize, R)> = Vec::with_capacity(requests.len());
         for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
@@ -538,7 +544,7 @@ impl ModelInstance {
                 py_error(
                     py,
                     &e,
-                    &format!("Failed to process the request(s) for model '{model}', message"),
+                    &format!("Failed to process the request(s) for model '{instance}', message"),
                 )
             };
             let mut senders: Vec<(usize, Py<NativeSender>)> = Vec::with_capacity(valid.len());
@@ -568,7 +574,7 @@ impl ModelInstance {
                 Ok(list) => list,
                 Err(e) => return fail_all(&senders, &e),
             };
-            set_pb_utils_model_dir(py, &self.model);
+            set_pb_utils_model_dir(py, &self.model, instance);
             report.calls = 1;
             report.compute_start = Some(Instant::now());
             let outcome = (|| -> PyResult<()> {
@@ -589,7 +595,7 @@ impl ModelInstance {
                 }
                 let responses = pbu.call_method1(
                     "_process_returned",
-                    (model, spec.decoupled, &py_requests, returned),
+                    (instance, spec.decoupled, &py_requests, returned),
                 )?;
                 if !responses.is_none() {
                     pbu.call_method1("_send_returned", (&py_requests, responses))?;
@@ -619,7 +625,7 @@ impl ModelInstance {
                     if let Some(mut r) = s.take_unfinished() {
                         py.allow_threads(|| {
                             r.send_error(&Error::internal(format!(
-                                "Failed to process the request(s) for model '{model}', message: execute did not \
+                                "Failed to process the request(s) for model '{instance}', message: execute did not \
                                  return or send a response for this request (execute must return a list with one \
                                  InferenceResponse per request)"
                             )))
@@ -898,12 +904,12 @@ fn scatter<R: Responder>(
 
 /// pb_utils.get_model_dir() answers for the model whose code runs now: the
 /// directory its model.py is in (the version directory, as upstream); its
-/// error messages name the model.
-fn set_pb_utils_model_dir(py: Python<'_>, model: &LoadedModel) {
+/// error messages name the instance, as upstream's stub does.
+fn set_pb_utils_model_dir(py: Python<'_>, model: &LoadedModel, instance: &str) {
     if let Ok(pbu) = py.import_bound("triton_python_backend_utils") {
         let dir = model.model_file.parent().unwrap_or(&model.model_dir);
         let _ = pbu.setattr("_model_dir", dir.to_string_lossy());
-        let _ = pbu.setattr("_model_name", model.name());
+        let _ = pbu.setattr("_model_name", instance);
     }
 }
 
