@@ -267,3 +267,42 @@ def test_custom_metrics_exported(deployment):
         python = [deployment.norm.text(line.replace(family + "_python", family)) for line in python]
         rustpy = [deployment.norm.text(line.replace(family + "_rustpy", family)) for line in rustpy]
         assert python == rustpy
+
+
+# ------------------------------------------- BLS outside execute (issue 17)
+BLS_PHASE = "TritonModelException: BLS is only supported during the 'execute' function."
+
+
+def test_bls_refused_in_initialize_allowed_in_execute(deployment):
+    """BLS (exec, decoupled exec, async_exec) raises in initialize; in execute
+    and from a thread execute starts it works; model control helpers work in
+    initialize. Same answer on both backends (test_same_answer compares the
+    whole INFO); here what that answer is."""
+    case = Case("bls_phases-check", "bls_phases", {"IN": np.array([1.0, 2.0], np.float32)}, "http")
+    for suffix in SUFFIXES:
+        got = deployment.run(case, "bls_phases" + suffix)
+        info = got["outputs"]["INFO"]["data"][0]
+        init = dict(info["initialize"])
+        # Allowed (it may still fail while the server is starting: "Server not ready").
+        assert BLS_PHASE not in init.pop("is_model_ready"), info
+        assert init == {"exec": BLS_PHASE, "decoupled_exec": BLS_PHASE, "async_exec": BLS_PHASE}, info
+        assert info["execute"] is False and info["thread"] == "ok: False", info
+
+
+def test_bls_in_initialize_fails_the_load(deployment):
+    """Uncaught, the refusal fails the model's load, with the message."""
+    for suffix in SUFFIXES:
+        status, body = deployment.server.load_model("bls_init_fails" + suffix)
+        assert status == 400, (suffix, status, body)
+        message = body.get("error", "") if isinstance(body, dict) else str(body)
+        assert "BLS is only supported during the 'execute' function." in message, (suffix, body)
+    deployment.check_alive()
+
+
+def test_bls_refused_in_finalize(deployment):
+    """finalize's BLS raises (the model logs what it got when unloaded)."""
+    for suffix in SUFFIXES:
+        name = "bls_phases" + suffix
+        assert deployment.server.unload_model(name)[0] == 200
+        assert deployment.server.wait_for_log(f"bls_phases finalize {name}: {BLS_PHASE}"), \
+            deployment.server.log_tail()

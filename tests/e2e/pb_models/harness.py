@@ -21,8 +21,9 @@ import numpy as np
 
 MODELS_DIR = Path(__file__).resolve().parent
 
-# Models loaded at startup. ctl_target is left for model_control to load.
-CONTROLLED_MODELS = ["ctl_target"]
+# Models loaded at startup. ctl_target is left for model_control to load,
+# bls_init_fails (which must fail to load) for test_differential.
+CONTROLLED_MODELS = ["ctl_target", "bls_init_fails"]
 
 
 def model_names() -> list:
@@ -164,6 +165,7 @@ def _cases() -> list:
     # backend's error path for model control aborts the server intermittently
     # (boost::interprocess::lock_exception), which would take every other case
     # down with it.
+    c.append(Case("bls_phases-http", "bls_phases", {"IN": f32(1, 2)}, "http"))
     c.append(Case("model_control-cycle", "model_control", {"MODE": s("cycle")}, "http"))
     return c
 

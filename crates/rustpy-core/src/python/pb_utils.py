@@ -152,6 +152,27 @@ class TritonError(Exception):
         return self._message
 
 
+# As upstream, BLS is refused while a model's initialize or finalize runs (model
+# control and the other helpers stay allowed). rustpy marks the thread that runs
+# them; BLS from threads that execute starts, or that outlive it, is allowed.
+_BLS_PHASE_MESSAGE = "BLS is only supported during the 'execute' function."
+_phase = threading.local()
+
+
+def _set_phase(name):
+    """rustpy: "initialize" / "finalize" while this thread runs them, else None."""
+    _phase.name = name
+
+
+def _bls_phase():
+    return getattr(_phase, "name", None)
+
+
+def _check_bls_phase():
+    if _bls_phase():
+        raise TritonModelException(_BLS_PHASE_MESSAGE)
+
+
 class TritonModelException(Exception):
     pass
 
@@ -459,6 +480,7 @@ class InferenceRequest:
 
     def exec(self, decoupled=False):
         """Runs this request on another model in the same server (BLS)."""
+        _check_bls_phase()
         if not self._model_name:
             raise TritonModelException("BLS request needs a model_name")
         params = json.loads(self._parameters) if isinstance(self._parameters, str) else {}
@@ -505,6 +527,11 @@ class InferenceRequest:
     def async_exec(self, decoupled=False):
         """Like exec(), as an awaitable (runs in the loop's default executor)."""
         loop = asyncio.get_running_loop()
+        if _bls_phase():
+            # Decided here: the executor thread does not run initialize/finalize.
+            failed = loop.create_future()
+            failed.set_exception(TritonModelException(_BLS_PHASE_MESSAGE))
+            return failed
         return loop.run_in_executor(None, self.exec, decoupled)
 
 

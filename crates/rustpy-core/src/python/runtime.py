@@ -239,7 +239,8 @@ def create_instance(cls, ctx, paths, entry):
         obj = cls()
         init = getattr(obj, "initialize", None)
         if callable(init):
-            init(ctx)
+            with _phase("initialize"):
+                init(ctx)
     predict = getattr(obj, entry)
     return (
         obj,
@@ -250,11 +251,29 @@ def create_instance(cls, ctx, paths, entry):
     )
 
 
+class _phase:
+    """Marks this thread as running a model's initialize/finalize, where
+    pb_utils refuses BLS as upstream does."""
+
+    def __init__(self, name):
+        import triton_python_backend_utils as pb_utils
+
+        self.pb_utils = pb_utils
+        self.name = name
+
+    def __enter__(self):
+        self.pb_utils._set_phase(self.name)
+
+    def __exit__(self, *exc):
+        self.pb_utils._set_phase(None)
+
+
 def finalize_instance(obj):
     try:
         fin = getattr(obj, "finalize", None)
         if callable(fin):
-            fin()
+            with _phase("finalize"):
+                fin()
     finally:
         # What finalize printed reaches the log now, not never.
         for stream in (sys.stdout, sys.stderr):
