@@ -306,3 +306,20 @@ def test_bls_refused_in_finalize(deployment):
         assert deployment.server.unload_model(name)[0] == 200
         assert deployment.server.wait_for_log(f"bls_phases finalize {name}: {BLS_PHASE}"), \
             deployment.server.log_tail()
+
+
+def test_sys_exit_in_initialize_fails_the_load(deployment):
+    """sys.exit() in initialize fails that model's load on both backends; the
+    server (and every other model) keeps serving. rustpy reports the
+    SystemExit and its message; the official backend, whose stub process
+    exits, reports it in its own words."""
+    for suffix in SUFFIXES:
+        status, body = deployment.server.load_model("init_exits" + suffix)
+        assert status == 400, (suffix, status, body)
+        deployment.check_alive()
+        assert deployment.server.is_live()
+    message = body.get("error", "") if isinstance(body, dict) else str(body)
+    assert "SystemExit: init_exits: exiting from initialize" in message, message
+    got = deployment.run(Case("identity-after-exit", "identity", {"IN": np.array([5.0], np.float32)}, "http"),
+                         "identity_rustpy")
+    assert "outputs" in got, got

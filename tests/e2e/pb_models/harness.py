@@ -22,8 +22,8 @@ import numpy as np
 MODELS_DIR = Path(__file__).resolve().parent
 
 # Models loaded at startup. ctl_target is left for model_control to load,
-# bls_init_fails (which must fail to load) for test_differential.
-CONTROLLED_MODELS = ["ctl_target", "bls_init_fails"]
+# bls_init_fails and init_exits (which must fail to load) for test_differential.
+CONTROLLED_MODELS = ["ctl_target", "bls_init_fails", "init_exits"]
 
 
 def model_names() -> list:
