@@ -323,3 +323,57 @@ def test_sys_exit_in_initialize_fails_the_load(deployment):
     got = deployment.run(Case("identity-after-exit", "identity", {"IN": np.array([5.0], np.float32)}, "http"),
                          "identity_rustpy")
     assert "outputs" in got, got
+
+
+# ------------------------- response sender of a default model (issue 17)
+def _sender_case(mode, protocol="grpc", x=7.0):
+    return Case(f"sender_default-{mode}", "sender_default",
+                {"MODE": np.array([[mode.encode()]], dtype=np.object_),
+                 "IN": np.array([[x]], np.float32)}, protocol)
+
+
+def test_sender_default_several_requests_in_one_call(deployment):
+    """Three requests of one execute call, one answered by the returned list,
+    one through its sender before execute returns, one from a thread after
+    execute returned None: each gets its own answer, on both backends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    modes = ["on_return", "pre_return", "post_return"]
+    for suffix in SUFFIXES:
+        model = "sender_default" + suffix
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda i: deployment.run(_sender_case(modes[i], x=float(i)), model),
+                                range(3)))
+        for i, (mode, answer) in enumerate(zip(modes, got)):
+            assert answer.get("outputs", {}).get("INFO", {}).get("data") == [{"how": mode}], (suffix, answer)
+            assert answer["outputs"]["OUT"]["data"] == np.array([i], np.float32).view(np.uint32).tolist()
+
+
+def test_sender_default_send_after_returned_response_raises(deployment):
+    """on_and_post_return: the returned response answers; the thread's later
+    send raises in the thread, with the official message."""
+    for suffix in SUFFIXES:
+        model = "sender_default" + suffix
+        deployment.run(_sender_case("on_and_post_return"), model)
+        deadline = time.monotonic() + 30
+        while True:
+            errors = deployment.run(_sender_case("thread_errors"), model)["outputs"]["INFO"]["data"][0]
+            if errors or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert errors and set(errors) == {
+            "TritonModelException: Unable to send response. Non-decoupled model cannot send more "
+            "than one response."}, (suffix, errors)
+
+
+def test_sender_default_taken_and_dropped_fails(deployment):
+    """A default model that takes the sender and drops it unanswered: the
+    official backend leaves the request hanging; rustpy fails it once the
+    sender is gone."""
+    case = _sender_case("taken_unused")
+    python = run_unary(deployment.server, case, "sender_default_python", deployment.norm, timeout=3)
+    assert python["error"]["status"] == "StatusCode.DEADLINE_EXCEEDED", python
+    rustpy = run_unary(deployment.server, case, "sender_default_rustpy", deployment.norm, timeout=30)
+    assert rustpy["error"]["status"] == "StatusCode.INTERNAL", rustpy
+    assert "model 'sender_default': the request's response sender was dropped before it sent the " \
+           "FINAL flag" in rustpy["error"]["message"], rustpy

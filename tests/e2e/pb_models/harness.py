@@ -166,6 +166,12 @@ def _cases() -> list:
     # (boost::interprocess::lock_exception), which would take every other case
     # down with it.
     c.append(Case("bls_phases-http", "bls_phases", {"IN": f32(1, 2)}, "http"))
+    for mode in ("on_return", "pre_return", "pre_return_final", "post_return", "zero_pre_return",
+                 "two_pre_return", "pre_and_on_return", "on_and_post_return"):
+        for protocol in ("http", "grpc"):
+            c.append(Case(f"sender_default-{mode}-{protocol}", "sender_default",
+                          {"MODE": np.array([[mode.encode()]], dtype=np.object_),
+                           "IN": np.array([[7.0]], np.float32)}, protocol))
     c.append(Case("model_control-cycle", "model_control", {"MODE": s("cycle")}, "http"))
     return c
 

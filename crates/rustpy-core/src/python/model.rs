@@ -620,8 +620,9 @@ impl ModelInstance {
                     report.ok[*i] = true;
                     continue;
                 }
-                if !spec.decoupled {
-                    // Every request of a non-decoupled model is answered by now.
+                if !spec.decoupled && !awaits_sender(py, &py_requests, k) {
+                    // Every request of a non-decoupled model is answered by now,
+                    // unless the model holds its open response sender.
                     if let Some(mut r) = s.take_unfinished() {
                         py.allow_threads(|| {
                             r.send_error(&Error::internal(format!(
@@ -900,6 +901,20 @@ fn scatter<R: Responder>(
             }
         })
         .collect()
+}
+
+/// Whether the `k`th pb_utils request of a default model may be answered
+/// after execute returned: its sender was taken and is still open (upstream
+/// keeps such a request open; one answered by nobody fails once Python drops
+/// the sender).
+fn awaits_sender(py: Python<'_>, py_requests: &Bound<'_, PyList>, k: usize) -> bool {
+    let Ok(request) = py_requests.get_item(k) else {
+        return false;
+    };
+    py.import_bound("triton_python_backend_utils")
+        .and_then(|pbu| pbu.call_method1("_awaits_sender", (request,)))
+        .and_then(|b| b.extract::<bool>())
+        .unwrap_or(false)
 }
 
 /// pb_utils.get_model_dir() answers for the model whose code runs now: the

@@ -375,6 +375,10 @@ class InferenceResponseSender:
     def is_cancelled(self):
         return self._native.is_cancelled()
 
+    def _open(self):
+        with self._lock:
+            return not self._closed
+
     def _complete(self):
         """Ends a request that got a response but no FINAL flag (the official
         backend leaves such a request of a default model hanging)."""
@@ -959,6 +963,14 @@ def _send_returned(requests, responses):
         if response is not None:
             _send(request._native, response, TRITONSERVER_RESPONSE_COMPLETE_FINAL)
     _complete_unfinished(requests)
+
+
+def _awaits_sender(request):
+    """Whether a default model's request stays open after execute returned:
+    the model took its response sender and has not closed it (it may answer
+    later, from a thread or a task, as upstream allows)."""
+    sender = getattr(request, "_sender", None)
+    return sender is not None and sender._open()
 
 
 def _complete_unfinished(requests):
