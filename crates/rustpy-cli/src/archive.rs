@@ -349,6 +349,136 @@ pub fn copy_hashing(
     Ok((total, hex(&hasher.finalize())))
 }
 
+/// Decompression bounds for reading an archive (`zip --verify`, `unzip`).
+/// Sizes come from the central directory and are checked before anything is
+/// decompressed; while reading, an entry is cut off at its declared size, so
+/// a header that lies cannot let more bytes through than was vetted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest decompressed size of one entry.
+    pub max_entry: u64,
+    /// Largest decompressed size of all entries together.
+    pub max_total: u64,
+    /// Largest expansion (decompressed / compressed) of an entry, and of the
+    /// whole archive (all entries / archive file size); 0 = no ratio check.
+    pub max_ratio: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entry: 16 << 30,
+            max_total: 64 << 30,
+            max_ratio: 200,
+        }
+    }
+}
+
+/// Entries (and archives) that decompress to at most this many bytes pass the
+/// ratio check whatever their ratio: a tiny config of blanks may well
+/// compress 100:1 and harms no one.
+pub const RATIO_FLOOR: u64 = 1 << 20;
+
+/// The manifest is a list of paths and hashes; this bounds it well beyond
+/// any real repository (~300,000 files).
+const MAX_MANIFEST: u64 = 64 << 20;
+
+/// Checks every entry's declared sizes against `limits` before anything is
+/// decompressed. `archive_len` is the archive file's size in bytes.
+pub fn check_limits<R: Read + Seek>(
+    archive: &mut ZipArchive<R>,
+    archive_len: u64,
+    limits: &Limits,
+) -> anyhow::Result<()> {
+    let mut total: u64 = 0;
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .with_context(|| format!("cannot read entry #{i}"))?;
+        let (name, size, packed) = (entry.name(), entry.size(), entry.compressed_size());
+        if size > limits.max_entry {
+            bail!(
+                "entry `{name}` decompresses to {size} bytes, over the limit of {} per entry \
+                 (--max-entry-size)",
+                limits.max_entry
+            );
+        }
+        if limits.max_ratio > 0 && size > RATIO_FLOOR && size / packed.max(1) >= limits.max_ratio {
+            bail!(
+                "entry `{name}` expands {}:1 ({packed} compressed bytes to {size}), over the limit \
+                 of {}:1 (--max-ratio): refusing a likely zip bomb",
+                size / packed.max(1),
+                limits.max_ratio
+            );
+        }
+        total = total.saturating_add(size);
+        if total > limits.max_total {
+            bail!(
+                "the entries decompress to more than {} bytes in total (--max-total-size)",
+                limits.max_total
+            );
+        }
+    }
+    if limits.max_ratio > 0 && total > RATIO_FLOOR && total / archive_len.max(1) >= limits.max_ratio
+    {
+        bail!(
+            "the archive expands {}:1 ({archive_len} bytes to {total}), over the limit of {}:1 \
+             (--max-ratio): refusing a likely zip bomb (entries sharing their data?)",
+            total / archive_len.max(1),
+            limits.max_ratio
+        );
+    }
+    Ok(())
+}
+
+/// Like [`copy_hashing`] for an archive entry, but stops at `declared`
+/// bytes (the size its header declares and [`check_limits`] vetted): an entry
+/// that would decompress to more is an error, and at most one byte past the
+/// declared size is ever decompressed.
+pub fn copy_entry(
+    entry: &mut impl Read,
+    declared: u64,
+    dst: &mut impl Write,
+    progress: &ProgressBar,
+) -> io::Result<(u64, String)> {
+    let mut bounded = entry.take(declared.saturating_add(1));
+    let mut capped = Capped {
+        inner: dst,
+        declared,
+        written: 0,
+    };
+    copy_hashing(&mut bounded, &mut capped, progress)
+}
+
+/// A writer that refuses the byte after the declared size (before writing
+/// anything of that chunk).
+struct Capped<'a, W> {
+    inner: &'a mut W,
+    declared: u64,
+    written: u64,
+}
+
+impl<W: Write> Write for Capped<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written + buf.len() as u64 > self.declared {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "decompresses to more than the {} bytes its header declares (a lying header?)",
+                    self.declared
+                ),
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// sha256 of a whole file, in hex.
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -421,9 +551,13 @@ pub fn read_manifest<R: Read + Seek>(archive: &mut ZipArchive<R>) -> anyhow::Res
         .by_name(MANIFEST_NAME)
         .map_err(|_| anyhow::anyhow!("no {MANIFEST_NAME}: not an archive made by `rustpy zip`"))?;
     let mut json = Vec::new();
-    entry
+    (&mut entry)
+        .take(MAX_MANIFEST + 1)
         .read_to_end(&mut json)
         .with_context(|| format!("cannot read {MANIFEST_NAME}"))?;
+    if json.len() as u64 > MAX_MANIFEST {
+        bail!("{MANIFEST_NAME} is larger than {MAX_MANIFEST} bytes");
+    }
     let manifest: Manifest =
         serde_json::from_slice(&json).with_context(|| format!("invalid {MANIFEST_NAME}"))?;
     if manifest.format != MANIFEST_FORMAT {
@@ -469,7 +603,8 @@ pub fn verify<R: Read + Seek>(
             continue;
         };
         seen.insert(name.clone());
-        match copy_hashing(&mut entry, &mut io::sink(), progress) {
+        let declared = entry.size();
+        match copy_entry(&mut entry, declared, &mut io::sink(), progress) {
             Ok((size, sha)) if size == want.size && sha == want.sha256 => {}
             Ok((size, sha)) => report.mismatched.push(Mismatch {
                 path: name,

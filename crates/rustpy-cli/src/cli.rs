@@ -189,6 +189,26 @@ pub struct ZipArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Decompression bounds for reading an archive (`zip --verify`, `unzip`).
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Refuse an archive with an entry larger than SIZE decompressed (suffixes K, M, G, T:
+    /// powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = parse_size)]
+    pub max_entry_size: u64,
+
+    /// Refuse an archive whose entries total more than SIZE decompressed.
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_total_size: u64,
+
+    /// Refuse an entry, or an archive, over 1M that expands more than N:1 (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub max_ratio: u64,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +223,9 @@ pub struct UnzipArgs {
     /// Extract an archive without a manifest (entry paths are still checked).
     #[arg(long)]
     pub no_verify: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +408,28 @@ fn parse_image_shape(s: &str) -> Result<(u32, u32), String> {
     Ok((dim(h)?, dim(w)?))
 }
 
+/// `1234`, `64K`, `512M`, `16G`, `1T` (powers of 1024; a trailing `B` or `iB` is accepted).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let t = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (digits, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 4096, 64K, 512M, 16G)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +438,18 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("16G"), Ok(16 << 30));
+        assert_eq!(parse_size("1tb"), Ok(1 << 40));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]

@@ -241,3 +241,178 @@ fn plain_zips_need_no_verify() {
     );
     assert!(tmp.path().join("b/m/config.pbtxt").is_file());
 }
+
+// ---- Decompression bounds (issue 9) ----
+
+/// Writes a zip whose entries are deflated, plus a manifest matching them.
+fn craft_deflated(path: &Path, entries: &[(&str, &[u8])]) {
+    let mut zip = zip::ZipWriter::new(fs::File::create(path).unwrap());
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let mut files = Vec::new();
+    for (name, data) in entries {
+        zip.start_file(*name, opts).unwrap();
+        zip.write_all(data).unwrap();
+        files.push(serde_json::json!({
+            "path": name, "size": data.len(), "sha256": sha256_hex(data)
+        }));
+    }
+    let manifest = serde_json::json!({ "format": "rustpy-manifest/1", "files": files });
+    zip.start_file("rustpy-manifest.json", opts).unwrap();
+    zip.write_all(manifest.to_string().as_bytes()).unwrap();
+    zip.finish().unwrap();
+}
+
+/// Rewrites the uncompressed size of the archive's first entry, in its local
+/// header and in the central directory, to `size`: a lying header.
+fn lie_about_first_size(path: &Path, size: u32) {
+    let mut bytes = fs::read(path).unwrap();
+    let local = bytes.windows(4).position(|w| w == b"PK\x03\x04").unwrap();
+    bytes[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
+    let central = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    bytes[central + 24..central + 28].copy_from_slice(&size.to_le_bytes());
+    fs::write(path, bytes).unwrap();
+}
+
+#[track_caller]
+fn assert_refused(dir: &Path, args: &[&str], message: &str) {
+    let out = run_in(dir, args);
+    assert_code(&out, 1);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains(message), "{args:?}: {all}");
+}
+
+#[test]
+fn refuses_a_zip_bomb_before_decompressing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 64 MiB of zeros deflate to ~64 KiB: a 1000:1 bomb.
+    let zeros = vec![0u8; 64 << 20];
+    craft_deflated(
+        &tmp.path().join("bomb.zip"),
+        &[
+            ("m/config.pbtxt", b"name: \"m\"\n"),
+            ("m/1/weights.bin", &zeros),
+        ],
+    );
+    drop(zeros);
+    assert!(fs::metadata(tmp.path().join("bomb.zip")).unwrap().len() < 1 << 20);
+
+    for args in [
+        &["unzip", "bomb.zip", "-o", "out"][..],
+        &["unzip", "bomb.zip", "-o", "out", "--no-verify"],
+        &["zip", "--verify", "bomb.zip"],
+    ] {
+        assert_refused(tmp.path(), args, "refusing a likely zip bomb");
+        assert_refused(tmp.path(), args, "m/1/weights.bin");
+        assert!(!tmp.path().join("out").exists());
+    }
+    assert_eq!(
+        list_files(tmp.path()),
+        vec!["bomb.zip".to_string()],
+        "something was extracted"
+    );
+
+    // The caps are flags: a user who trusts the archive can lift them.
+    let out = run_in(
+        tmp.path(),
+        &["unzip", "bomb.zip", "-o", "out", "--max-ratio", "0"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(
+        fs::metadata(tmp.path().join("out/m/1/weights.bin"))
+            .unwrap()
+            .len(),
+        64 << 20
+    );
+}
+
+#[test]
+fn caps_each_entry_and_the_total() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Incompressible-ish bytes, so only the size caps can stop them.
+    let noise: Vec<u8> = (0..(3u32 << 19))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let (a, b) = noise.split_at(noise.len() / 2);
+    craft_deflated(
+        &tmp.path().join("big.zip"),
+        &[("m/1/a.bin", a), ("m/1/b.bin", b)],
+    );
+    for cmd in [
+        &["unzip", "big.zip", "-o", "out"][..],
+        &["zip", "--verify", "big.zip"],
+    ] {
+        let with = |extra: &[&'static str]| [cmd, extra].concat();
+        assert_refused(
+            tmp.path(),
+            &with(&["--max-entry-size", "512K"]),
+            "decompresses to 786432 bytes, over the limit of 524288 per entry (--max-entry-size)",
+        );
+        assert_refused(
+            tmp.path(),
+            &with(&["--max-total-size", "1M"]),
+            "more than 1048576 bytes in total (--max-total-size)",
+        );
+        assert!(!tmp.path().join("out").exists());
+    }
+    // Within the caps it extracts.
+    let out = run_in(
+        tmp.path(),
+        &[
+            "unzip",
+            "big.zip",
+            "-o",
+            "out",
+            "--max-entry-size",
+            "1M",
+            "--max-total-size",
+            "2M",
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(fs::read(tmp.path().join("out/m/1/b.bin")).unwrap(), b);
+}
+
+#[test]
+fn stops_reading_at_the_declared_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let payload = vec![b'x'; 1 << 20];
+    craft_deflated(
+        &tmp.path().join("lie.zip"),
+        &[("m/1/weights.bin", &payload)],
+    );
+    // The headers now claim 100 bytes, which every cap lets through.
+    lie_about_first_size(&tmp.path().join("lie.zip"), 100);
+
+    for args in [
+        &["unzip", "lie.zip", "-o", "out", "--no-verify"][..],
+        &["unzip", "lie.zip", "-o", "out"],
+        &["zip", "--verify", "lie.zip"],
+    ] {
+        assert_refused(
+            tmp.path(),
+            args,
+            "decompresses to more than the 100 bytes its header declares",
+        );
+        assert!(!tmp.path().join("out").exists());
+    }
+    assert_eq!(list_files(tmp.path()), vec!["lie.zip".to_string()]);
+}
+
+#[test]
+fn symlink_bodies_are_bounded_whatever_the_header_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("link.zip");
+    let target = "a/".repeat(50_000) + "w.bin";
+    let mut zip = zip::ZipWriter::new(fs::File::create(&path).unwrap());
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.add_symlink("m/1/link", &target, opts).unwrap();
+    zip.finish().unwrap();
+    lie_about_first_size(&path, 10);
+
+    assert_refused(
+        tmp.path(),
+        &["unzip", "link.zip", "-o", "out", "--no-verify"],
+        "symlink `m/1/link` has an implausibly long target",
+    );
+    assert!(!tmp.path().join("out").exists());
+}

@@ -21,8 +21,9 @@ import numpy as np
 
 MODELS_DIR = Path(__file__).resolve().parent
 
-# Models loaded at startup. ctl_target is left for model_control to load.
-CONTROLLED_MODELS = ["ctl_target"]
+# Models loaded at startup. ctl_target is left for model_control to load,
+# bls_init_fails and init_exits (which must fail to load) for test_differential.
+CONTROLLED_MODELS = ["ctl_target", "bls_init_fails", "init_exits"]
 
 
 def model_names() -> list:
@@ -166,6 +167,13 @@ def _cases() -> list:
     # backend's error path for model control aborts the server intermittently
     # (boost::interprocess::lock_exception), which would take every other case
     # down with it.
+    c.append(Case("bls_phases-http", "bls_phases", {"IN": f32(1, 2)}, "http"))
+    for mode in ("on_return", "pre_return", "pre_return_final", "post_return", "zero_pre_return",
+                 "two_pre_return", "pre_and_on_return", "on_and_post_return"):
+        for protocol in ("http", "grpc"):
+            c.append(Case(f"sender_default-{mode}-{protocol}", "sender_default",
+                          {"MODE": np.array([[mode.encode()]], dtype=np.object_),
+                           "IN": np.array([[7.0]], np.float32)}, protocol))
     c.append(Case("model_control-cycle", "model_control", {"MODE": s("cycle")}, "http"))
     return c
 
@@ -185,19 +193,18 @@ class Normaliser:
         self._name_re = None
         if names:
             # The model's own name: `errors_python` and `errors_rustpy` are one
-            # model deployed twice. The official backend names the *instance*
-            # (`errors_python_0_0`, group `errors_python_0`) where rustpy names
-            # the model in "Failed to process the request(s) for model '...'",
-            # so instance suffixes are dropped too.
+            # model deployed twice. Instance suffixes (`errors_python_0_0`, as
+            # both backends name the instance in execute's messages) are kept,
+            # so naming the model instead of the instance is a difference.
             alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-            self._name_re = re.compile(r"(?<![A-Za-z0-9_])(" + alternatives + r")(?:_\d+)*(?![A-Za-z0-9_])")
+            self._name_re = re.compile(r"(?<![A-Za-z0-9_])(" + alternatives + r")((?:_\d+)*)(?![A-Za-z0-9_])")
 
     def text(self, value: str) -> str:
         # Where each deployment lives (temp repository directories).
         for actual, canon in self.paths:
             value = value.replace(actual, canon)
         if self._name_re is not None:
-            value = self._name_re.sub(lambda m: self._map[m.group(1)], value)
+            value = self._name_re.sub(lambda m: self._map[m.group(1)] + m.group(2), value)
         return value
 
     def data(self, value):

@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, Context as _};
 use crate::{
     archive,
     cli::UnzipArgs,
-    commands::zip::{open_archive, verify_file},
+    commands::zip::{check_limits, limits, open_archive, verify_file},
     progress, Error, Global, Result, Status,
 };
 
@@ -59,7 +59,9 @@ pub fn run(global: &Global, args: UnzipArgs) -> Result {
         }
     }
 
+    let limits = limits(&args.limits);
     let mut zip = open_archive(&args.archive)?;
+    check_limits(&mut zip, &args.archive, &limits)?;
     let plan = plan(&mut zip).map_err(|e| {
         Error::invalid(e.context(format!("refusing to extract {}", args.archive.display())))
     })?;
@@ -68,7 +70,7 @@ pub fn run(global: &Global, args: UnzipArgs) -> Result {
     // change between verification and extraction.
     let mut expected = BTreeMap::new();
     if !args.no_verify {
-        let verification = verify_file(global, &args.archive)?;
+        let verification = verify_file(global, &args.archive, &limits)?;
         if !verification.ok() {
             for line in verification.problems() {
                 eprintln!("{line}");
@@ -154,10 +156,15 @@ fn plan<R: Read + io::Seek>(zip: &mut zip::ZipArchive<R>) -> anyhow::Result<Vec<
             if entry.size() > MAX_LINK_TARGET {
                 bail!("symlink `{name}` has an implausibly long target");
             }
+            // Bounded whatever the header says: it may lie.
             let mut target = String::new();
-            entry
+            (&mut entry)
+                .take(MAX_LINK_TARGET + 1)
                 .read_to_string(&mut target)
                 .with_context(|| format!("symlink `{name}`: target is not UTF-8"))?;
+            if target.len() as u64 > MAX_LINK_TARGET {
+                bail!("symlink `{name}` has an implausibly long target");
+            }
             check_link_target(&rel, &target).with_context(|| {
                 format!("symlink `{name}` -> `{target}` escapes the output directory")
             })?;
@@ -279,8 +286,17 @@ fn extract<R: Read + io::Seek>(
                     .by_index(p.index)
                     .with_context(|| format!("cannot read {}", p.name))?;
                 let mut out = create_new_file(&path, executable)?;
-                let actual = archive::copy_hashing(&mut entry, &mut out, bar)
-                    .with_context(|| format!("cannot extract {}", p.name))?;
+                let declared = entry.size();
+                let actual =
+                    archive::copy_entry(&mut entry, declared, &mut out, bar).map_err(|e| {
+                        let invalid = e.kind() == io::ErrorKind::InvalidData;
+                        let e = anyhow::Error::new(e).context(format!("cannot extract {}", p.name));
+                        if invalid {
+                            Error::invalid(e)
+                        } else {
+                            e.into()
+                        }
+                    })?;
                 if let Some(want) = expected.get(&p.name) {
                     if *want != actual {
                         return Err(Error::invalid(anyhow!(

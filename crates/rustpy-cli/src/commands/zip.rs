@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    archive::{self, Verification},
-    cli::ZipArgs,
+    archive::{self, Limits, Verification},
+    cli::{LimitArgs, ZipArgs},
     commands::check,
     progress, Error, Global, Result, Status,
 };
@@ -32,7 +32,7 @@ struct Summary {
 
 pub fn run(global: &Global, args: ZipArgs) -> Result {
     if let Some(zip) = &args.verify {
-        return verify(global, zip, args.json);
+        return verify(global, zip, args.json, &limits(&args.limits));
     }
     // clap enforces both when --verify is absent; stay graceful regardless.
     let (Some(repo), Some(output)) = (args.repo.as_deref(), args.output.as_deref()) else {
@@ -265,8 +265,8 @@ fn top_level_dirs(dirs: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn verify(global: &Global, path: &Path, json: bool) -> Result {
-    let verification = verify_file(global, path)?;
+fn verify(global: &Global, path: &Path, json: bool, limits: &Limits) -> Result {
+    let verification = verify_file(global, path, limits)?;
     if json {
         #[derive(Serialize)]
         struct Out<'a> {
@@ -310,8 +310,9 @@ fn verify(global: &Global, path: &Path, json: bool) -> Result {
 
 /// Opens and verifies an archive; an unreadable archive or manifest is an
 /// invalid input (exit 1), a missing file a usage error.
-pub(crate) fn verify_file(global: &Global, path: &Path) -> Result<Verification> {
+pub(crate) fn verify_file(global: &Global, path: &Path, limits: &Limits) -> Result<Verification> {
     let mut zip = open_archive(path)?;
+    check_limits(&mut zip, path, limits)?;
     let total = (0..zip.len())
         .filter_map(|i| zip.by_index_raw(i).ok().map(|e| e.size()))
         .sum();
@@ -320,6 +321,28 @@ pub(crate) fn verify_file(global: &Global, path: &Path) -> Result<Verification> 
         .map_err(|e| Error::invalid(e.context(format!("{}", path.display()))))?;
     bar.finish_and_clear();
     Ok(verification)
+}
+
+pub(crate) fn limits(args: &LimitArgs) -> Limits {
+    Limits {
+        max_entry: args.max_entry_size,
+        max_total: args.max_total_size,
+        max_ratio: args.max_ratio,
+    }
+}
+
+/// Refuses (exit 1) an archive whose declared sizes break `limits`, before
+/// anything is decompressed.
+pub(crate) fn check_limits(
+    zip: &mut zip::ZipArchive<fs::File>,
+    path: &Path,
+    limits: &Limits,
+) -> Result<()> {
+    let len = fs::metadata(path)
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .len();
+    archive::check_limits(zip, len, limits)
+        .map_err(|e| Error::invalid(e.context(format!("refusing {}", path.display()))))
 }
 
 pub(crate) fn open_archive(path: &Path) -> Result<zip::ZipArchive<fs::File>> {

@@ -31,6 +31,20 @@ pub fn initialize() -> Result<()> {
         // Never leave __pycache__ in model repositories, and never let a stale
         // .pyc shadow an edited model.py on reload.
         sys.setattr("dont_write_bytecode", true)?;
+        // A model's print() must reach the server's stdout/stderr even when
+        // they are a file or a pipe (systemd, Kubernetes, log collectors),
+        // where Python would block-buffer them and, never finalised, never
+        // flush: line-buffer both (flush_stdio() covers partial lines).
+        for name in ["stdout", "stderr"] {
+            if let Ok(stream) = sys.getattr(name) {
+                if !stream.is_none() && stream.hasattr("reconfigure").unwrap_or(false) {
+                    let kwargs = pyo3::types::PyDict::new_bound(py);
+                    kwargs.set_item("line_buffering", true)?;
+                    // A replaced stream may not support it: keep it as it is.
+                    let _ = stream.call_method("reconfigure", (), Some(&kwargs));
+                }
+            }
+        }
         runtime(py)?;
         // Models written for the official Python backend import these names.
         let modules = sys.getattr("modules")?;
@@ -45,6 +59,30 @@ pub fn initialize() -> Result<()> {
         Ok(())
     })
     .map_err(|e| Python::with_gil(|py| py_error(py, &e, "starting the Python interpreter")))
+}
+
+/// Flushes Python's sys.stdout and sys.stderr (what a model printed without
+/// a newline); a no-op before the interpreter starts.
+pub fn flush_stdio() {
+    if !is_initialized() {
+        return;
+    }
+    Python::with_gil(|py| {
+        if let Ok(sys) = py.import_bound("sys") {
+            for name in ["stdout", "stderr"] {
+                if let Ok(stream) = sys.getattr(name) {
+                    if !stream.is_none() {
+                        let _ = stream.call_method0("flush");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Whether `initialize` has started the interpreter (and its glue) in this process.
+pub fn is_initialized() -> bool {
+    RUNTIME.get().is_some()
 }
 
 /// rustpy's Python glue module (runtime.py), created on first use.

@@ -6,7 +6,7 @@ mod model;
 mod native;
 mod numpy_io;
 
-pub use interp::{initialize, py_error};
+pub use interp::{flush_stdio, initialize, is_initialized, py_error};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 pub use native::{set_log_hook, LogHook};
 

@@ -219,6 +219,9 @@ pub struct ModelInstance {
     model: Arc<LoadedModel>,
     /// Identifies the instance (its asyncio loop, logs).
     key: String,
+    /// Triton's name for the instance (`<model>_<group>_<n>`): upstream's
+    /// execute messages name it, not the model.
+    name: String,
     /// The user's object and the method called per batch; None for native models.
     object: Option<Py<PyAny>>,
     entry: Option<Py<PyAny>>,
@@ -243,6 +246,7 @@ impl ModelInstance {
             return Ok(ModelInstance {
                 model: model.clone(),
                 key,
+                name: info.name.clone(),
                 object: None,
                 entry: None,
                 pass_requests: false,
@@ -279,6 +283,7 @@ impl ModelInstance {
             Ok(ModelInstance {
                 model: model.clone(),
                 key,
+                name: info.name.clone(),
                 object: Some(object.unbind()),
                 entry: Some(predict.unbind()),
                 pass_requests,
@@ -568,6 +573,7 @@ impl ModelInstance {
     ) -> ExecReport {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
+        let instance = self.name.as_str();
         let mut report = ExecReport::new(requests.len());
         let mut valid: Vec<(usize, R)> = Vec::with_capacity(requests.len());
         for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
@@ -587,7 +593,7 @@ impl ModelInstance {
                 py_error(
                     py,
                     &e,
-                    &format!("Failed to process the request(s) for model '{model}', message"),
+                    &format!("Failed to process the request(s) for model '{instance}', message"),
                 )
             };
             let mut senders: Vec<(usize, Py<NativeSender>)> = Vec::with_capacity(valid.len());
@@ -639,7 +645,7 @@ impl ModelInstance {
                 }
                 let responses = pbu.call_method1(
                     "_process_returned",
-                    (model, spec.decoupled, &py_requests, returned),
+                    (instance, spec.decoupled, &py_requests, returned),
                 )?;
                 if !responses.is_none() {
                     pbu.call_method1("_send_returned", (&py_requests, responses))?;
@@ -664,12 +670,13 @@ impl ModelInstance {
                     report.ok[*i] = true;
                     continue;
                 }
-                if !spec.decoupled {
-                    // Every request of a non-decoupled model is answered by now.
+                if !spec.decoupled && !awaits_sender(py, &py_requests, k) {
+                    // Every request of a non-decoupled model is answered by now,
+                    // unless the model holds its open response sender.
                     if let Some(mut r) = s.take_unfinished() {
                         py.allow_threads(|| {
                             r.send_error(&Error::internal(format!(
-                                "Failed to process the request(s) for model '{model}', message: execute did not \
+                                "Failed to process the request(s) for model '{instance}', message: execute did not \
                                  return or send a response for this request (execute must return a list with one \
                                  InferenceResponse per request)"
                             )))
@@ -939,6 +946,21 @@ fn checkpoint_str(model: &LoadedModel) -> Option<String> {
         .checkpoint_dir
         .as_ref()
         .map(|d| d.to_string_lossy().into_owned())
+}
+
+/// Whether the `k`th pb_utils request of a default model may be answered
+/// after execute returned: its sender was taken and is still open (upstream
+/// keeps such a request open; one answered by nobody fails once Python drops
+/// the sender).
+fn awaits_sender(py: Python<'_>, py_requests: &Bound<'_, PyList>, k: usize) -> bool {
+    let Ok(request) = py_requests.get_item(k) else {
+        return false;
+    };
+    py.import_bound("triton_python_backend_utils")
+        .and_then(|pbu| pbu.call_method1("_awaits_sender", (request,)))
+        .and_then(|b| b.extract::<bool>())
+        .unwrap_or(false)
+}
 }
 
 /// A native echo needs outputs that mirror its inputs one to one.

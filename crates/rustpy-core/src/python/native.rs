@@ -206,9 +206,15 @@ impl NativeSender {
 impl Drop for NativeSender {
     fn drop(&mut self) {
         // A request whose sender Python dropped without the FINAL flag still
-        // gets an answer (the responder's own drop sends an error).
+        // gets an answer, saying so.
         if let Ok(mut s) = self.state.lock() {
-            s.responder.take();
+            if let Some(mut r) = s.responder.take() {
+                r.send_error(&Error::internal(format!(
+                    "model '{}': the request's response sender was dropped before it sent the \
+                     FINAL flag",
+                    self.model
+                )));
+            }
         }
     }
 }

@@ -152,6 +152,27 @@ class TritonError(Exception):
         return self._message
 
 
+# As upstream, BLS is refused while a model's initialize or finalize runs (model
+# control and the other helpers stay allowed). rustpy marks the thread that runs
+# them; BLS from threads that execute starts, or that outlive it, is allowed.
+_BLS_PHASE_MESSAGE = "BLS is only supported during the 'execute' function."
+_phase = threading.local()
+
+
+def _set_phase(name):
+    """rustpy: "initialize" / "finalize" while this thread runs them, else None."""
+    _phase.name = name
+
+
+def _bls_phase():
+    return getattr(_phase, "name", None)
+
+
+def _check_bls_phase():
+    if _bls_phase():
+        raise TritonModelException(_BLS_PHASE_MESSAGE)
+
+
 class TritonModelException(Exception):
     pass
 
@@ -354,6 +375,10 @@ class InferenceResponseSender:
     def is_cancelled(self):
         return self._native.is_cancelled()
 
+    def _open(self):
+        with self._lock:
+            return not self._closed
+
     def _complete(self):
         """Ends a request that got a response but no FINAL flag (the official
         backend leaves such a request of a default model hanging)."""
@@ -459,6 +484,7 @@ class InferenceRequest:
 
     def exec(self, decoupled=False):
         """Runs this request on another model in the same server (BLS)."""
+        _check_bls_phase()
         if not self._model_name:
             raise TritonModelException("BLS request needs a model_name")
         params = json.loads(self._parameters) if isinstance(self._parameters, str) else {}
@@ -508,6 +534,11 @@ class InferenceRequest:
         upstream), so iterating it does not block the event loop on the
         model's first answer."""
         loop = asyncio.get_running_loop()
+        if _bls_phase():
+            # Decided here: the executor thread does not run initialize/finalize.
+            failed = loop.create_future()
+            failed.set_exception(TritonModelException(_BLS_PHASE_MESSAGE))
+            return failed
         if decoupled:
             return loop.run_in_executor(None, self._exec_first_response)
         return loop.run_in_executor(None, self.exec, False)
@@ -601,7 +632,7 @@ def _stub_error(prefix, error):
     '<model>', message: <Triton's message>"."""
     return TritonModelException(
         "%s: Failed to process the request for model '%s', message: %s"
-        % (prefix, _calling_model()[0], error))
+        % (prefix, sys.modules["_rustpy_runtime"].current_instance(), error))
 
 
 class Metric:
@@ -993,6 +1024,14 @@ def _send_returned(requests, responses):
             except RuntimeError:
                 pass  # the native sender already answered it with the error
     _complete_unfinished(requests)
+
+
+def _awaits_sender(request):
+    """Whether a default model's request stays open after execute returned:
+    the model took its response sender and has not closed it (it may answer
+    later, from a thread or a task, as upstream allows)."""
+    sender = getattr(request, "_sender", None)
+    return sender is not None and sender._open()
 
 
 def _complete_unfinished(requests):

@@ -321,6 +321,29 @@ def _imports_of(frame):
     return None
 
 
+# id(instance object) -> its Triton instance name ('<model>_0_0'), so messages
+# name the instance as upstream's stub does (one stub per instance there).
+_instance_names = {}
+
+
+def _instance_name_of(ctx):
+    if isinstance(ctx, dict):  # pb_utils: initialize(args)
+        return ctx.get("model_instance_name")
+    return getattr(ctx, "instance_name", None)
+
+
+def current_instance():
+    """The instance name whose method is on this thread's stack (a frame
+    whose `self` is a model instance), else the calling model's name."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = _instance_names.get(id(frame.f_locals.get("self")))
+        if name:
+            return name
+        frame = frame.f_back
+    return current_model()[0]
+
+
 def current_model():
     """(model name, model.py's directory) of the model whose code called
     into rustpy, from any thread of the model; (None, None) if no model code
@@ -437,9 +460,11 @@ def create_instance(cls, ctx, paths, entry):
     # `paths` is unused: the model's imports resolve through its own
     # __import__ (see _ModelImports); nothing is locked while user code runs.
     obj = cls()
+    _instance_names[id(obj)] = _instance_name_of(ctx)
     init = getattr(obj, "initialize", None)
     if callable(init):
-        init(ctx)
+        with _phase("initialize"):
+            init(ctx)
     predict = getattr(obj, entry)
     return (
         obj,
@@ -450,10 +475,37 @@ def create_instance(cls, ctx, paths, entry):
     )
 
 
+class _phase:
+    """Marks this thread as running a model's initialize/finalize, where
+    pb_utils refuses BLS as upstream does."""
+
+    def __init__(self, name):
+        import triton_python_backend_utils as pb_utils
+
+        self.pb_utils = pb_utils
+        self.name = name
+
+    def __enter__(self):
+        self.pb_utils._set_phase(self.name)
+
+    def __exit__(self, *exc):
+        self.pb_utils._set_phase(None)
+
+
 def finalize_instance(obj):
-    fin = getattr(obj, "finalize", None)
-    if callable(fin):
-        fin()
+    try:
+        fin = getattr(obj, "finalize", None)
+        if callable(fin):
+            with _phase("finalize"):
+                fin()
+    finally:
+        _instance_names.pop(id(obj), None)
+        # What finalize printed reaches the log now, not never.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
 
 
 def unload_module(unique, private):
