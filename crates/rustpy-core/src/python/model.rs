@@ -961,7 +961,6 @@ fn awaits_sender(py: Python<'_>, py_requests: &Bound<'_, PyList>, k: usize) -> b
         .and_then(|b| b.extract::<bool>())
         .unwrap_or(false)
 }
-}
 
 /// A native echo needs outputs that mirror its inputs one to one.
 fn check_echo_spec(spec: &ModelSpec) -> Result<()> {
