@@ -7,7 +7,6 @@
 //! latency; every response is checked. One JSON line goes to stdout.
 
 mod http;
-mod workload;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -16,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use workload::{Expect, Kind, Request, Workload};
+use rustpy_bench::latency_summary;
+use rustpy_bench::workload::{Expect, Kind, Request, Workload};
 
 const USAGE: &str = "\
 rustpy-loadgen: KServe v2 HTTP (binary tensors) load generator for rustpy's benchmark
 
 USAGE:
-    rustpy-loadgen --model NAME --workload add_sub|identity|upper [OPTIONS]
+    rustpy-loadgen --model NAME --workload add_sub|identity|upper|mlp|embed [OPTIONS]
 
 OPTIONS:
     --url HOST:PORT       Triton's HTTP endpoint, loopback only [default: 127.0.0.1:8000]
@@ -30,6 +30,8 @@ OPTIONS:
     --workload KIND       add_sub: FP32[4] INPUT0, INPUT1 -> OUTPUT0 = a+b, OUTPUT1 = a-b
                           identity: UINT8[--bytes] INPUT0 -> OUTPUT0
                           upper: BYTES[1] TEXT -> UPPER (ASCII upper-case)
+                          mlp: FP32[512] INPUT -> FP32[128] OUTPUT (two dense layers)
+                          embed: BYTES[1] TEXT -> FP32[64] EMBEDDING (tokenize, mean, L2)
     --bytes SIZE          identity payload per request, e.g. 1048576, 1MiB, 16MiB [default: 1MiB]
     --expect MODE         compute: the workload's function; echo: output i = input i
                           (native echo ceiling); none: status only [default: compute]
@@ -282,15 +284,6 @@ fn worker(id: usize, args: &Args, wl: &Workload, start: &Barrier, clock: &Clock)
     res
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1] as f64
-}
-
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -335,14 +328,7 @@ fn main() -> ExitCode {
             total.first_error = r.first_error;
         }
     }
-    lat.sort_unstable();
     let secs = args.duration.as_secs_f64();
-    let us = |ns: f64| (ns / 1e3 * 10.0).round() / 10.0;
-    let mean = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().map(|&v| v as f64).sum::<f64>() / lat.len() as f64
-    };
     let tensor_bytes = {
         let mut r = Request::default();
         wl.build(0, 0, &mut r);
@@ -366,14 +352,7 @@ fn main() -> ExitCode {
         "throughput_rps": total.completed as f64 / secs,
         "in_bytes_per_s": total.in_bytes as f64 / secs,
         "out_bytes_per_s": total.out_bytes as f64 / secs,
-        "latency_us": {
-            "min": us(lat.first().copied().unwrap_or(0) as f64),
-            "mean": us(mean),
-            "p50": us(percentile(&lat, 50.0)),
-            "p90": us(percentile(&lat, 90.0)),
-            "p99": us(percentile(&lat, 99.0)),
-            "max": us(lat.last().copied().unwrap_or(0) as f64),
-        },
+        "latency_us": latency_summary(&mut lat),
         "label": args.label,
     });
     println!("{line}");

@@ -1,0 +1,828 @@
+//! rustpy-inproc: drives Triton through its in-process C API, no HTTP or
+//! gRPC: `TRITONSERVER_ServerNew` on a model repository and backend
+//! directory, then `TRITONSERVER_ServerInferAsync` closed-loop with N requests
+//! in flight. This measures what each backend costs per request, without the
+//! network frontends (the figure upstream uses for its python backend).
+//!
+//! One process serves many runs: after loading the server it reads one JSON
+//! run spec per line on stdin and answers one JSON line per run on stdout
+//! (bench/bench.py drives it that way), or runs once with --model.
+
+mod tserver;
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::ptr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, Receiver, Sender};
+use serde_json::{json, Value};
+
+use rustpy_bench::latency_summary;
+use rustpy_bench::workload::{Expect, Kind, Request, Workload};
+use tserver::{Api, Server, ServerConfig, TAllocator, TError, TRequest, TResponse};
+
+const USAGE: &str = "\
+rustpy-inproc: closed-loop load through Triton's in-process C API (no HTTP/gRPC)
+
+USAGE:
+    rustpy-inproc --lib LIBTRITONSERVER.so --repo DIR --backend-dir DIR --load M1,M2,..
+                  [--log-file F] [--backend-config BACKEND,KEY=VALUE]...
+                  [--model M --workload W [-c N] [-d S] [-w S] [--bytes N] [--expect E]]
+
+Without --model, reads run specs from stdin, one JSON object per line:
+    {\"model\": \"add_sub_rustpy\", \"workload\": \"add_sub\", \"concurrency\": 32,
+     \"duration\": 10, \"warmup\": 2, \"expect\": \"compute\", \"bytes\": 1048576, \"label\": \"..\"}
+and writes one JSON line per run (throughput_rps, latency_us, completed, errors,
+validation_errors, first_error, stats_before/stats_after: the model's statistics
+around the run, for the batch sizes). The first line written is
+{\"ready\": {model: bool}} once the server has loaded the models.
+Workloads: add_sub, identity, upper, mlp, embed (as rustpy-loadgen).
+";
+
+// ------------------------------------------------------------- callbacks
+enum Event {
+    Released(usize),
+    Response {
+        slot: usize,
+        response: usize,
+        flags: u32,
+        at: Instant,
+    },
+}
+
+/// Completions go to the driver thread through this channel (one process,
+/// one run at a time: every slot is drained before a run ends).
+static EVENTS: OnceLock<Sender<Event>> = OnceLock::new();
+
+fn send(ev: Event) {
+    if let Some(tx) = EVENTS.get() {
+        let _ = tx.send(ev);
+    }
+}
+
+/// Allocates output buffers in CPU memory with malloc.
+unsafe extern "C" fn alloc_fn(
+    _allocator: *mut TAllocator,
+    _name: *const c_char,
+    byte_size: usize,
+    _memory_type: u32,
+    _memory_type_id: i64,
+    _userp: *mut c_void,
+    buffer: *mut *mut c_void,
+    buffer_userp: *mut *mut c_void,
+    actual_memory_type: *mut u32,
+    actual_memory_type_id: *mut i64,
+) -> *mut TError {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: Triton passes valid out-pointers; a zero-size tensor gets a
+        // null buffer (allowed by tritonserver.h), anything else a malloc'd
+        // block that release_fn frees.
+        unsafe {
+            *buffer = if byte_size == 0 {
+                ptr::null_mut()
+            } else {
+                libc::malloc(byte_size)
+            };
+            *buffer_userp = ptr::null_mut();
+            *actual_memory_type = tserver::MEMORY_CPU;
+            *actual_memory_type_id = 0;
+        }
+    });
+    if result.is_err() {
+        std::process::abort();
+    }
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn release_fn(
+    _allocator: *mut TAllocator,
+    buffer: *mut c_void,
+    _buffer_userp: *mut c_void,
+    _byte_size: usize,
+    _memory_type: u32,
+    _memory_type_id: i64,
+) -> *mut TError {
+    // SAFETY: `buffer` is null or a block from alloc_fn's malloc, released
+    // exactly once by Triton.
+    unsafe { libc::free(buffer) };
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn request_release(request: *mut TRequest, _flags: u32, userp: *mut c_void) {
+    let _ = request; // deleted by the driver thread, which owns it
+    let _ = std::panic::catch_unwind(|| send(Event::Released(userp as usize)));
+}
+
+unsafe extern "C" fn response_complete(response: *mut TResponse, flags: u32, userp: *mut c_void) {
+    let at = Instant::now();
+    let _ = std::panic::catch_unwind(|| {
+        send(Event::Response {
+            slot: userp as usize,
+            response: response as usize,
+            flags,
+            at,
+        })
+    });
+}
+
+// --------------------------------------------------------------- running
+#[derive(Clone)]
+struct RunSpec {
+    model: String,
+    kind: Kind,
+    bytes: usize,
+    expect: Expect,
+    concurrency: usize,
+    duration: Duration,
+    warmup: Duration,
+    timeout: Duration,
+    label: Option<String>,
+}
+
+#[derive(Default)]
+struct Slot {
+    req: Request,
+    raw: usize,
+    t0: Option<Instant>,
+    t1: Option<Instant>,
+    released: bool,
+    final_seen: bool,
+    /// Ok(output bytes) or Err((is_validation, message)).
+    outcome: Option<Result<usize, (bool, String)>>,
+    seq: u64,
+}
+
+struct Totals {
+    lat: Vec<u64>,
+    completed: u64,
+    errors: u64,
+    validation_errors: u64,
+    warmup_completed: u64,
+    warmup_errors: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+    first_error: Option<String>,
+}
+
+struct Driver<'a> {
+    server: &'a Server,
+    allocator: *mut TAllocator,
+    rx: &'a Receiver<Event>,
+}
+
+impl Driver<'_> {
+    fn api(&self) -> &Api {
+        &self.server.api
+    }
+
+    /// Builds and submits the slot's next request.
+    fn submit(
+        &self,
+        wl: &Workload,
+        model: &CStr,
+        id: usize,
+        slot: &mut Slot,
+    ) -> Result<(), String> {
+        wl.build(id, slot.seq, &mut slot.req);
+        slot.seq += 1;
+        slot.released = false;
+        slot.final_seen = false;
+        slot.outcome = None;
+        slot.t1 = None;
+        let api = self.api();
+        let mut raw: *mut TRequest = ptr::null_mut();
+        // SAFETY: live server; the model name is NUL-terminated.
+        api.check(
+            unsafe {
+                (api.TRITONSERVER_InferenceRequestNew)(
+                    &mut raw,
+                    self.server.raw(),
+                    model.as_ptr(),
+                    -1,
+                )
+            },
+            "InferenceRequestNew",
+        )?;
+        let setup = (|| -> Result<(), String> {
+            for input in wl.inputs(&slot.req) {
+                let name = CString::new(input.name).expect("static name");
+                // SAFETY: `raw` is the request created above; name and shape
+                // are copied by the callee; the data stays valid and unchanged
+                // in `slot.req` until the request is released (the slot is
+                // not rebuilt before Released).
+                unsafe {
+                    api.check(
+                        (api.TRITONSERVER_InferenceRequestAddInput)(
+                            raw,
+                            name.as_ptr(),
+                            tserver::datatype_code(input.datatype),
+                            input.shape.as_ptr(),
+                            input.shape.len() as u64,
+                        ),
+                        "AddInput",
+                    )?;
+                    api.check(
+                        (api.TRITONSERVER_InferenceRequestAppendInputData)(
+                            raw,
+                            name.as_ptr(),
+                            input.data.as_ptr() as *const c_void,
+                            input.data.len(),
+                            tserver::MEMORY_CPU,
+                            0,
+                        ),
+                        "AppendInputData",
+                    )?;
+                }
+            }
+            for out in wl.output_names() {
+                let name = CString::new(*out).expect("static name");
+                // SAFETY: live request; the name is copied.
+                api.check(
+                    unsafe {
+                        (api.TRITONSERVER_InferenceRequestAddRequestedOutput)(raw, name.as_ptr())
+                    },
+                    "AddRequestedOutput",
+                )?;
+            }
+            let tag = id as *mut c_void;
+            // SAFETY: live request; the callbacks are plain functions that
+            // only read the slot index from `tag`; the allocator outlives
+            // every request of the run.
+            unsafe {
+                api.check(
+                    (api.TRITONSERVER_InferenceRequestSetReleaseCallback)(
+                        raw,
+                        request_release,
+                        tag,
+                    ),
+                    "SetReleaseCallback",
+                )?;
+                api.check(
+                    (api.TRITONSERVER_InferenceRequestSetResponseCallback)(
+                        raw,
+                        self.allocator,
+                        ptr::null_mut(),
+                        response_complete,
+                        tag,
+                    ),
+                    "SetResponseCallback",
+                )?;
+            }
+            Ok(())
+        })();
+        let submitted = setup.and_then(|()| {
+            slot.t0 = Some(Instant::now());
+            // SAFETY: the request is complete; on success Triton owns it until
+            // the release callback, on error it stays ours.
+            api.check(
+                unsafe {
+                    (api.TRITONSERVER_ServerInferAsync)(self.server.raw(), raw, ptr::null_mut())
+                },
+                "ServerInferAsync",
+            )
+        });
+        if let Err(e) = submitted {
+            // SAFETY: not submitted, so we still own the request; deleted once.
+            let _ = api.check(
+                unsafe { (api.TRITONSERVER_InferenceRequestDelete)(raw) },
+                "RequestDelete",
+            );
+            return Err(e);
+        }
+        slot.raw = raw as usize;
+        Ok(())
+    }
+
+    /// Checks one response and deletes it.
+    fn take_response(
+        &self,
+        wl: &Workload,
+        slot: &Slot,
+        response: *mut TResponse,
+    ) -> Result<usize, (bool, String)> {
+        let api = self.api();
+        // SAFETY: `response` is a live response handed to us by the complete
+        // callback; the error it returns is owned by the response. Output
+        // pointers stay valid until the response is deleted, which happens
+        // once, after the checks.
+        let result = unsafe {
+            let err = (api.TRITONSERVER_InferenceResponseError)(response);
+            if !err.is_null() {
+                Err((false, api.error_text(err)))
+            } else {
+                let mut count = 0u32;
+                api.check(
+                    (api.TRITONSERVER_InferenceResponseOutputCount)(response, &mut count),
+                    "OutputCount",
+                )
+                .map_err(|e| (false, e))
+                .and_then(|()| {
+                    let mut out_bytes = 0usize;
+                    let mut found = 0usize;
+                    for i in 0..count {
+                        let mut name: *const c_char = ptr::null();
+                        let mut dtype = 0u32;
+                        let mut shape: *const i64 = ptr::null();
+                        let mut dims = 0u64;
+                        let mut base: *const c_void = ptr::null();
+                        let mut size = 0usize;
+                        let mut mtype = 0u32;
+                        let mut mtype_id = 0i64;
+                        let mut userp: *mut c_void = ptr::null_mut();
+                        api.check(
+                            (api.TRITONSERVER_InferenceResponseOutput)(
+                                response,
+                                i,
+                                &mut name,
+                                &mut dtype,
+                                &mut shape,
+                                &mut dims,
+                                &mut base,
+                                &mut size,
+                                &mut mtype,
+                                &mut mtype_id,
+                                &mut userp,
+                            ),
+                            "ResponseOutput",
+                        )
+                        .map_err(|e| (false, e))?;
+                        let name = CStr::from_ptr(name).to_string_lossy();
+                        let data: &[u8] = if size == 0 {
+                            &[]
+                        } else {
+                            std::slice::from_raw_parts(base as *const u8, size)
+                        };
+                        out_bytes += size;
+                        if wl
+                            .check_output(&slot.req, &name, data)
+                            .map_err(|e| (true, e))?
+                        {
+                            found += 1;
+                        }
+                    }
+                    if found < slot.req.expected.len() {
+                        return Err((
+                            true,
+                            format!(
+                                "{} expected output(s) missing",
+                                slot.req.expected.len() - found
+                            ),
+                        ));
+                    }
+                    Ok(out_bytes)
+                })
+            }
+        };
+        // SAFETY: deleted exactly once, after its last use above.
+        let _ = api.check(
+            unsafe { (api.TRITONSERVER_InferenceResponseDelete)(response) },
+            "ResponseDelete",
+        );
+        result
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<Value, String> {
+        let wl = Workload::new(spec.kind, spec.expect, spec.bytes, false);
+        let model = CString::new(spec.model.as_str()).map_err(|_| "model name has a NUL byte")?;
+        let stats_before = self.server.model_stats(&spec.model)?;
+        let mut slots: Vec<Slot> = (0..spec.concurrency).map(|_| Slot::default()).collect();
+        let mut t = Totals {
+            lat: Vec::with_capacity(1 << 16),
+            completed: 0,
+            errors: 0,
+            validation_errors: 0,
+            warmup_completed: 0,
+            warmup_errors: 0,
+            in_bytes: 0,
+            out_bytes: 0,
+            first_error: None,
+        };
+        let start = Instant::now();
+        let warm_end = start + spec.warmup;
+        let end = warm_end + spec.duration;
+        let mut in_flight = 0usize;
+        for (id, slot) in slots.iter_mut().enumerate() {
+            match self.submit(&wl, &model, id, slot) {
+                Ok(()) => in_flight += 1,
+                Err(e) => return Err(format!("first request failed: {e}")),
+            }
+        }
+        while in_flight > 0 {
+            let ev = self.rx.recv_timeout(spec.timeout).map_err(|_| {
+                format!(
+                    "no completion within {:?} ({in_flight} in flight)",
+                    spec.timeout
+                )
+            })?;
+            let id = match ev {
+                Event::Released(id) => {
+                    let slot = &mut slots[id];
+                    slot.released = true;
+                    // SAFETY: Triton released the request: we own it again and
+                    // delete it exactly once.
+                    let api = self.api();
+                    let _ = api.check(
+                        unsafe {
+                            (api.TRITONSERVER_InferenceRequestDelete)(slot.raw as *mut TRequest)
+                        },
+                        "RequestDelete",
+                    );
+                    id
+                }
+                Event::Response {
+                    slot: id,
+                    response,
+                    flags,
+                    at,
+                } => {
+                    let slot = &mut slots[id];
+                    if response != 0 {
+                        let r = self.take_response(&wl, slot, response as *mut TResponse);
+                        if slot.outcome.is_none() {
+                            slot.outcome = Some(r);
+                            slot.t1 = Some(at);
+                        } else {
+                            slot.outcome = Some(Err((true, "more than one response".into())));
+                        }
+                    }
+                    if flags & tserver::RESPONSE_COMPLETE_FINAL != 0 {
+                        slot.final_seen = true;
+                        if slot.t1.is_none() {
+                            slot.t1 = Some(at);
+                        }
+                    }
+                    id
+                }
+            };
+            let slot = &mut slots[id];
+            if !(slot.released && slot.final_seen) {
+                continue;
+            }
+            in_flight -= 1;
+            let (t0, t1) = (slot.t0.expect("submitted"), slot.t1.expect("final seen"));
+            let measured = t1 >= warm_end && t1 < end;
+            match slot
+                .outcome
+                .take()
+                .unwrap_or_else(|| Err((false, "no response".into())))
+            {
+                Ok(out_bytes) => {
+                    if measured {
+                        t.completed += 1;
+                        t.lat.push((t1 - t0).as_nanos() as u64);
+                        t.in_bytes += slot.req.tensor_bytes as u64;
+                        t.out_bytes += out_bytes as u64;
+                    } else if t1 < warm_end {
+                        t.warmup_completed += 1;
+                    }
+                }
+                Err((validation, msg)) => {
+                    if measured {
+                        if validation {
+                            t.validation_errors += 1;
+                        } else {
+                            t.errors += 1;
+                        }
+                    } else if t1 < warm_end {
+                        t.warmup_errors += 1;
+                    }
+                    t.first_error.get_or_insert(msg);
+                    if !validation {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            if Instant::now() < end {
+                match self.submit(&wl, &model, id, slot) {
+                    Ok(()) => in_flight += 1,
+                    Err(e) => {
+                        t.errors += 1;
+                        t.first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        let stats_after = self.server.model_stats(&spec.model)?;
+        let secs = spec.duration.as_secs_f64();
+        let tensor_bytes = {
+            let mut r = Request::default();
+            wl.build(0, 0, &mut r);
+            r.tensor_bytes
+        };
+        let entry = |v: Value| {
+            v.get("model_stats")
+                .and_then(|m| m.get(0))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        Ok(json!({
+            "driver": "inproc",
+            "model": spec.model,
+            "workload": spec.kind.name(),
+            "expect": spec.expect.name(),
+            "concurrency": spec.concurrency,
+            "warmup_s": spec.warmup.as_secs_f64(),
+            "duration_s": secs,
+            "tensor_bytes_per_request": tensor_bytes,
+            "completed": t.completed,
+            "errors": t.errors,
+            "validation_errors": t.validation_errors,
+            "warmup_completed": t.warmup_completed,
+            "warmup_errors": t.warmup_errors,
+            "first_error": t.first_error,
+            "throughput_rps": t.completed as f64 / secs,
+            "in_bytes_per_s": t.in_bytes as f64 / secs,
+            "out_bytes_per_s": t.out_bytes as f64 / secs,
+            "latency_us": latency_summary(&mut t.lat),
+            "stats_before": entry(stats_before),
+            "stats_after": entry(stats_after),
+            "label": spec.label,
+        }))
+    }
+}
+
+// ----------------------------------------------------------------- setup
+struct Args {
+    lib: PathBuf,
+    repo: PathBuf,
+    backend_dir: PathBuf,
+    load: Vec<String>,
+    log_file: Option<PathBuf>,
+    backend_config: Vec<(String, String, String)>,
+    one: Option<Value>,
+}
+
+fn secs(v: &Value, key: &str, default: f64) -> Result<Duration, String> {
+    let s = match v.get(key) {
+        None | Some(Value::Null) => default,
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| format!("{key} must be a number"))?,
+    };
+    if !s.is_finite() || s < 0.0 {
+        return Err(format!("bad {key} {s}"));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn parse_spec(v: &Value) -> Result<RunSpec, String> {
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or("model is required")?
+        .to_string();
+    let w = v
+        .get("workload")
+        .and_then(Value::as_str)
+        .ok_or("workload is required")?;
+    let kind = Kind::parse(w).ok_or_else(|| format!("unknown workload {w:?}"))?;
+    let e = v.get("expect").and_then(Value::as_str).unwrap_or("compute");
+    let expect = Expect::parse(e).ok_or_else(|| format!("unknown expect {e:?}"))?;
+    let concurrency = v.get("concurrency").and_then(Value::as_u64).unwrap_or(1) as usize;
+    if concurrency == 0 || concurrency > 4096 {
+        return Err(format!("bad concurrency {concurrency}"));
+    }
+    let duration = secs(v, "duration", 10.0)?;
+    if duration.is_zero() {
+        return Err("duration must be > 0".into());
+    }
+    Ok(RunSpec {
+        model,
+        kind,
+        bytes: v.get("bytes").and_then(Value::as_u64).unwrap_or(1 << 20) as usize,
+        expect,
+        concurrency,
+        duration,
+        warmup: secs(v, "warmup", 2.0)?,
+        timeout: secs(v, "timeout", 120.0)?,
+        label: v.get("label").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut lib = None;
+    let mut repo = None;
+    let mut backend_dir = None;
+    let mut load = Vec::new();
+    let mut log_file = None;
+    let mut backend_config = Vec::new();
+    let mut one = serde_json::Map::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") && f != "--backend-config" => {
+                (f.to_string(), Some(v.to_string()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--lib" => lib = Some(PathBuf::from(value()?)),
+            "--repo" => repo = Some(PathBuf::from(value()?)),
+            "--backend-dir" => backend_dir = Some(PathBuf::from(value()?)),
+            "--load" => load.extend(
+                value()?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            ),
+            "--log-file" => log_file = Some(PathBuf::from(value()?)),
+            "--backend-config" => {
+                let v = value()?;
+                let (b, kv) = v
+                    .split_once(',')
+                    .ok_or("--backend-config BACKEND,KEY=VALUE")?;
+                let (k, val) = kv
+                    .split_once('=')
+                    .ok_or("--backend-config BACKEND,KEY=VALUE")?;
+                backend_config.push((b.to_string(), k.to_string(), val.to_string()));
+            }
+            "--model" | "--workload" | "--expect" | "--label" => {
+                one.insert(
+                    flag.trim_start_matches('-').to_string(),
+                    Value::from(value()?),
+                );
+            }
+            "-c" | "--concurrency" | "--bytes" => {
+                let v = value()?;
+                let n: u64 = v.parse().map_err(|_| format!("bad {flag} {v:?}"))?;
+                let key = if flag == "--bytes" {
+                    "bytes"
+                } else {
+                    "concurrency"
+                };
+                one.insert(key.into(), Value::from(n));
+            }
+            "-d" | "--duration" | "-w" | "--warmup" => {
+                let v = value()?;
+                let n: f64 = v.parse().map_err(|_| format!("bad {flag} {v:?}"))?;
+                let key = if flag.contains('d') {
+                    "duration"
+                } else {
+                    "warmup"
+                };
+                one.insert(key.into(), Value::from(n));
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let one = if one.is_empty() {
+        None
+    } else {
+        Some(Value::Object(one))
+    };
+    Ok(Args {
+        lib: lib.ok_or("--lib is required")?,
+        repo: repo.ok_or("--repo is required")?,
+        backend_dir: backend_dir.ok_or("--backend-dir is required")?,
+        load,
+        log_file,
+        backend_config,
+        one,
+    })
+}
+
+/// The wheel's libtritonserver finds its bundled dependencies (libcurl's
+/// own dependencies included) only through the executable's search path, as
+/// the tritonserver binary's RPATH provides: re-run this process once with the
+/// library's directory on LD_LIBRARY_PATH (the loader reads it at start-up).
+fn reexec_with_library_path(lib: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let dir = lib
+        .parent()
+        .ok_or_else(|| format!("{} has no directory", lib.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let current = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    if current.split(':').any(|d| d == dir) {
+        return Ok(());
+    }
+    let path = if current.is_empty() {
+        dir
+    } else {
+        format!("{dir}:{current}")
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("LD_LIBRARY_PATH", path)
+        .exec();
+    Err(format!("re-exec with LD_LIBRARY_PATH failed: {err}"))
+}
+
+fn real_main() -> Result<(), (u8, String)> {
+    let args = parse_args().map_err(|e| (2, format!("{e}\n\n{USAGE}")))?;
+    if let Some(one) = &args.one {
+        parse_spec(one).map_err(|e| (2, e))?;
+    }
+    let fail = |e: String| (4u8, e);
+    reexec_with_library_path(&args.lib).map_err(fail)?;
+    let api = Api::load(&args.lib).map_err(fail)?;
+    let cfg = ServerConfig {
+        repository: &args.repo,
+        backend_dir: &args.backend_dir,
+        models: &args.load,
+        log_file: args.log_file.as_deref(),
+        backend_config: args.backend_config.clone(),
+    };
+    let server = Server::start(api, &cfg).map_err(fail)?;
+    let (tx, rx) = channel::unbounded();
+    EVENTS
+        .set(tx)
+        .map_err(|_| fail("event channel set twice".into()))?;
+    let api = &server.api;
+    let mut allocator: *mut TAllocator = ptr::null_mut();
+    // SAFETY: creates an allocator we own (deleted at the end) with plain
+    // function callbacks and no start function.
+    api.check(
+        unsafe {
+            (api.TRITONSERVER_ResponseAllocatorNew)(
+                &mut allocator,
+                alloc_fn,
+                release_fn,
+                ptr::null_mut(),
+            )
+        },
+        "ResponseAllocatorNew",
+    )
+    .map_err(fail)?;
+    let driver = Driver {
+        server: &server,
+        allocator,
+        rx: &rx,
+    };
+    let mut ready = serde_json::Map::new();
+    for m in &args.load {
+        ready.insert(
+            m.clone(),
+            Value::from(server.model_ready(m).unwrap_or(false)),
+        );
+    }
+    let stdout = std::io::stdout();
+    let out = |v: &Value| {
+        let mut o = stdout.lock();
+        let _ = writeln!(o, "{v}");
+        let _ = o.flush();
+    };
+    let mut status = Ok(());
+    if let Some(one) = &args.one {
+        let spec = parse_spec(one).map_err(|e| (2, e))?;
+        match driver.run(&spec) {
+            Ok(v) => {
+                if v["completed"].as_u64() == Some(0) {
+                    status = Err((1, format!("no request completed: {}", v["first_error"])));
+                }
+                out(&v);
+            }
+            Err(e) => status = Err((1, e)),
+        }
+    } else {
+        out(&json!({ "ready": ready }));
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| fail(e.to_string()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let result = serde_json::from_str::<Value>(&line)
+                .map_err(|e| format!("bad run spec: {e}"))
+                .and_then(|v| parse_spec(&v))
+                .and_then(|spec| driver.run(&spec));
+            match result {
+                Ok(v) => out(&v),
+                Err(e) => out(&json!({ "error": e })),
+            }
+        }
+    }
+    // SAFETY: every request of every run has completed; the allocator is
+    // deleted once, before the server.
+    let _ = api.check(
+        unsafe { (api.TRITONSERVER_ResponseAllocatorDelete)(allocator) },
+        "AllocatorDelete",
+    );
+    drop(server);
+    status
+}
+
+fn main() -> ExitCode {
+    match std::panic::catch_unwind(real_main) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err((code, msg))) => {
+            eprintln!("rustpy-inproc: {msg}");
+            ExitCode::from(code)
+        }
+        Err(_) => ExitCode::from(4),
+    }
+}
