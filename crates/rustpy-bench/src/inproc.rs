@@ -10,11 +10,13 @@
 
 mod tserver;
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -35,7 +37,8 @@ USAGE:
 
 Without --model, reads run specs from stdin, one JSON object per line:
     {\"model\": \"add_sub_rustpy\", \"workload\": \"add_sub\", \"concurrency\": 32,
-     \"duration\": 10, \"warmup\": 2, \"expect\": \"compute\", \"bytes\": 1048576, \"label\": \"..\"}
+     \"duration\": 10, \"warmup\": 2, \"expect\": \"compute\", \"bytes\": 1048576,
+     \"threads\": 8, \"label\": \"..\"}
 and writes one JSON line per run (throughput_rps, latency_us, completed, errors,
 validation_errors, first_error, stats_before/stats_after: the model's statistics
 around the run, for the batch sizes). The first line written is
@@ -45,7 +48,8 @@ Workloads: add_sub, identity, upper, mlp, embed (as rustpy-loadgen).
 
 // ------------------------------------------------------------- callbacks
 enum Event {
-    Released(usize),
+    /// A request Triton released (its address).
+    Released { raw: usize },
     Response {
         slot: usize,
         response: usize,
@@ -54,13 +58,22 @@ enum Event {
     },
 }
 
-/// Completions go to the driver thread through this channel (one process,
-/// one run at a time: every slot is drained before a run ends).
-static EVENTS: OnceLock<Sender<Event>> = OnceLock::new();
+/// Most driver threads per run.
+const MAX_THREADS: usize = 64;
+/// Driver threads unless the spec says otherwise (at most one per slot). One
+/// thread would do on an idle machine; on a loaded one it loses the CPU to
+/// the server's threads and leaves slots idle (see `in_flight_avg`).
+const DEFAULT_THREADS: usize = 8;
 
-fn send(ev: Event) {
-    if let Some(tx) = EVENTS.get() {
-        let _ = tx.send(ev);
+/// Completions go to the driver thread that owns the slot (slot % threads)
+/// through these channels (one run at a time: every slot is drained before a
+/// run ends, so THREADS only changes between runs).
+static EVENTS: OnceLock<Vec<Sender<Event>>> = OnceLock::new();
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+fn send(slot: usize, ev: Event) {
+    if let Some(txs) = EVENTS.get() {
+        let _ = txs[slot % THREADS.load(Ordering::Acquire)].send(ev);
     }
 }
 
@@ -113,14 +126,15 @@ unsafe extern "C" fn release_fn(
 }
 
 unsafe extern "C" fn request_release(request: *mut TRequest, _flags: u32, userp: *mut c_void) {
-    let _ = request; // deleted by the driver thread, which owns it
-    let _ = std::panic::catch_unwind(|| send(Event::Released(userp as usize)));
+    // Deleted by the driver thread, which owns it again from here on.
+    let raw = request as usize;
+    let _ = std::panic::catch_unwind(|| send(userp as usize, Event::Released { raw }));
 }
 
 unsafe extern "C" fn response_complete(response: *mut TResponse, flags: u32, userp: *mut c_void) {
     let at = Instant::now();
     let _ = std::panic::catch_unwind(|| {
-        send(Event::Response {
+        send(userp as usize, Event::Response {
             slot: userp as usize,
             response: response as usize,
             flags,
@@ -140,6 +154,8 @@ struct RunSpec {
     duration: Duration,
     warmup: Duration,
     timeout: Duration,
+    /// Driver threads (slots are spread over them).
+    threads: usize,
     label: Option<String>,
 }
 
@@ -156,6 +172,7 @@ struct Slot {
     seq: u64,
 }
 
+#[derive(Default)]
 struct Totals {
     lat: Vec<u64>,
     completed: u64,
@@ -170,8 +187,9 @@ struct Totals {
 
 struct Driver<'a> {
     server: &'a Server,
-    allocator: *mut TAllocator,
-    rx: &'a Receiver<Event>,
+    /// The response allocator (a pointer; used from every driver thread).
+    allocator: usize,
+    rxs: &'a [Receiver<Event>],
 }
 
 impl Driver<'_> {
@@ -212,8 +230,8 @@ impl Driver<'_> {
                 let name = CString::new(input.name).expect("static name");
                 // SAFETY: `raw` is the request created above; name and shape
                 // are copied by the callee; the data stays valid and unchanged
-                // in `slot.req` until the request is released (the slot is
-                // not rebuilt before Released).
+                // until the request is released: `slot.req` is either kept or
+                // moved (heap buffers unchanged) to `retired` until Released.
                 unsafe {
                     api.check(
                         (api.TRITONSERVER_InferenceRequestAddInput)(
@@ -264,7 +282,7 @@ impl Driver<'_> {
                 api.check(
                     (api.TRITONSERVER_InferenceRequestSetResponseCallback)(
                         raw,
-                        self.allocator,
+                        self.allocator as *mut TAllocator,
                         ptr::null_mut(),
                         response_complete,
                         tag,
@@ -389,49 +407,101 @@ impl Driver<'_> {
         let wl = Workload::new(spec.kind, spec.expect, spec.bytes, false);
         let model = CString::new(spec.model.as_str()).map_err(|_| "model name has a NUL byte")?;
         let stats_before = self.server.model_stats(&spec.model)?;
-        let mut slots: Vec<Slot> = (0..spec.concurrency).map(|_| Slot::default()).collect();
-        let mut t = Totals {
-            lat: Vec::with_capacity(1 << 16),
-            completed: 0,
-            errors: 0,
-            validation_errors: 0,
-            warmup_completed: 0,
-            warmup_errors: 0,
-            in_bytes: 0,
-            out_bytes: 0,
-            first_error: None,
-        };
+        let threads = spec.threads.min(spec.concurrency).clamp(1, MAX_THREADS);
+        THREADS.store(threads, Ordering::Release);
         let start = Instant::now();
-        let warm_end = start + spec.warmup;
-        let end = warm_end + spec.duration;
+        let clock = (start + spec.warmup, start + spec.warmup + spec.duration);
+        let parts: Vec<Result<(Totals, u128), String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let ids: Vec<usize> = (t..spec.concurrency).step_by(threads).collect();
+                    let (wl, model, rx) = (&wl, model.as_c_str(), &self.rxs[t]);
+                    s.spawn(move || self.run_slots(spec, wl, model, ids, rx, clock))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("driver thread panicked".into())))
+                .collect()
+        });
+        let mut t = Totals::default();
+        let mut busy_ns = 0u128;
+        for part in parts {
+            let (p, b) = part?;
+            busy_ns += b;
+            t.lat.extend_from_slice(&p.lat);
+            t.completed += p.completed;
+            t.errors += p.errors;
+            t.validation_errors += p.validation_errors;
+            t.warmup_completed += p.warmup_completed;
+            t.warmup_errors += p.warmup_errors;
+            t.in_bytes += p.in_bytes;
+            t.out_bytes += p.out_bytes;
+            if t.first_error.is_none() {
+                t.first_error = p.first_error;
+            }
+        }
+        let stats_after = self.server.model_stats(&spec.model)?;
+        self.report(spec, &wl, threads, t, busy_ns, stats_before, stats_after)
+    }
+
+    /// One driver thread: keeps the slots `ids` busy until the end of the
+    /// run, then drains them.
+    fn run_slots(
+        &self,
+        spec: &RunSpec,
+        wl: &Workload,
+        model: &CStr,
+        ids: Vec<usize>,
+        rx: &Receiver<Event>,
+        (warm_end, end): (Instant, Instant),
+    ) -> Result<(Totals, u128), String> {
+        let (wl, model) = (wl, model);
+        let mut slots: HashMap<usize, Slot> = ids.iter().map(|&id| (id, Slot::default())).collect();
+        let mut t = Totals::default();
+        // A slot takes its next request as soon as the final response is in;
+        // a request Triton has not released yet keeps its input buffers in
+        // `retired` until it is (releases may come late, out of order).
         let mut in_flight = 0usize;
-        for (id, slot) in slots.iter_mut().enumerate() {
-            match self.submit(&wl, &model, id, slot) {
-                Ok(()) => in_flight += 1,
+        let mut unreleased = 0usize;
+        let mut retired: HashMap<usize, Request> = HashMap::new();
+        let mut spare: Vec<Request> = Vec::new();
+        let mut busy_ns: u128 = 0;
+        for (&id, slot) in slots.iter_mut() {
+            match self.submit(wl, model, id, slot) {
+                Ok(()) => {
+                    in_flight += 1;
+                    unreleased += 1;
+                }
                 Err(e) => return Err(format!("first request failed: {e}")),
             }
         }
-        while in_flight > 0 {
-            let ev = self.rx.recv_timeout(spec.timeout).map_err(|_| {
+        while in_flight > 0 || unreleased > 0 {
+            let ev = rx.recv_timeout(spec.timeout).map_err(|_| {
                 format!(
                     "no completion within {:?} ({in_flight} in flight)",
                     spec.timeout
                 )
             })?;
             let id = match ev {
-                Event::Released(id) => {
-                    let slot = &mut slots[id];
-                    slot.released = true;
+                Event::Released { raw } => {
+                    unreleased -= 1;
+                    if let Some(req) = retired.remove(&raw) {
+                        spare.push(req);
+                    } else if let Some(slot) =
+                        slots.values_mut().find(|s| s.raw == raw && !s.released)
+                    {
+                        slot.released = true;
+                    }
                     // SAFETY: Triton released the request: we own it again and
-                    // delete it exactly once.
+                    // delete it exactly once (live request addresses are
+                    // unique, and each is released once).
                     let api = self.api();
                     let _ = api.check(
-                        unsafe {
-                            (api.TRITONSERVER_InferenceRequestDelete)(slot.raw as *mut TRequest)
-                        },
+                        unsafe { (api.TRITONSERVER_InferenceRequestDelete)(raw as *mut TRequest) },
                         "RequestDelete",
                     );
-                    id
+                    continue;
                 }
                 Event::Response {
                     slot: id,
@@ -439,9 +509,9 @@ impl Driver<'_> {
                     flags,
                     at,
                 } => {
-                    let slot = &mut slots[id];
+                    let slot = slots.get_mut(&id).ok_or("event for an unknown slot")?;
                     if response != 0 {
-                        let r = self.take_response(&wl, slot, response as *mut TResponse);
+                        let r = self.take_response(wl, slot, response as *mut TResponse);
                         if slot.outcome.is_none() {
                             slot.outcome = Some(r);
                             slot.t1 = Some(at);
@@ -458,13 +528,16 @@ impl Driver<'_> {
                     id
                 }
             };
-            let slot = &mut slots[id];
-            if !(slot.released && slot.final_seen) {
+            let slot = slots.get_mut(&id).ok_or("event for an unknown slot")?;
+            if !slot.final_seen {
                 continue;
             }
             in_flight -= 1;
             let (t0, t1) = (slot.t0.expect("submitted"), slot.t1.expect("final seen"));
             let measured = t1 >= warm_end && t1 < end;
+            if measured {
+                busy_ns += (t1 - t0).as_nanos();
+            }
             match slot
                 .outcome
                 .take()
@@ -496,9 +569,19 @@ impl Driver<'_> {
                     }
                 }
             }
+            let fresh = spare.pop().unwrap_or_default();
+            let old = std::mem::replace(&mut slot.req, fresh);
+            if slot.released {
+                spare.push(old);
+            } else {
+                retired.insert(slot.raw, old);
+            }
             if Instant::now() < end {
-                match self.submit(&wl, &model, id, slot) {
-                    Ok(()) => in_flight += 1,
+                match self.submit(wl, model, id, slot) {
+                    Ok(()) => {
+                        in_flight += 1;
+                        unreleased += 1;
+                    }
                     Err(e) => {
                         t.errors += 1;
                         t.first_error.get_or_insert(e);
@@ -506,7 +589,20 @@ impl Driver<'_> {
                 }
             }
         }
-        let stats_after = self.server.model_stats(&spec.model)?;
+        Ok((t, busy_ns))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        spec: &RunSpec,
+        wl: &Workload,
+        threads: usize,
+        mut t: Totals,
+        busy_ns: u128,
+        stats_before: Value,
+        stats_after: Value,
+    ) -> Result<Value, String> {
         let secs = spec.duration.as_secs_f64();
         let tensor_bytes = {
             let mut r = Request::default();
@@ -525,6 +621,7 @@ impl Driver<'_> {
             "workload": spec.kind.name(),
             "expect": spec.expect.name(),
             "concurrency": spec.concurrency,
+            "driver_threads": threads,
             "warmup_s": spec.warmup.as_secs_f64(),
             "duration_s": secs,
             "tensor_bytes_per_request": tensor_bytes,
@@ -538,6 +635,10 @@ impl Driver<'_> {
             "in_bytes_per_s": t.in_bytes as f64 / secs,
             "out_bytes_per_s": t.out_bytes as f64 / secs,
             "latency_us": latency_summary(&mut t.lat),
+            // Little's law check: the mean number of requests in flight during
+            // the measured window (the driver keeps `concurrency` in flight
+            // unless it cannot keep up).
+            "in_flight_avg": ((busy_ns as f64 / 1e9 / secs) * 100.0).round() / 100.0,
             "stats_before": entry(stats_before),
             "stats_after": entry(stats_after),
             "label": spec.label,
@@ -599,6 +700,10 @@ fn parse_spec(v: &Value) -> Result<RunSpec, String> {
         duration,
         warmup: secs(v, "warmup", 2.0)?,
         timeout: secs(v, "timeout", 120.0)?,
+        threads: v
+            .get("threads")
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_THREADS as u64) as usize,
         label: v.get("label").and_then(Value::as_str).map(str::to_string),
     })
 }
@@ -739,10 +844,11 @@ fn real_main() -> Result<(), (u8, String)> {
         backend_config: args.backend_config.clone(),
     };
     let server = Server::start(api, &cfg).map_err(fail)?;
-    let (tx, rx) = channel::unbounded();
+    let (txs, rxs): (Vec<Sender<Event>>, Vec<Receiver<Event>>) =
+        (0..MAX_THREADS).map(|_| channel::unbounded()).unzip();
     EVENTS
-        .set(tx)
-        .map_err(|_| fail("event channel set twice".into()))?;
+        .set(txs)
+        .map_err(|_| fail("event channels set twice".into()))?;
     let api = &server.api;
     let mut allocator: *mut TAllocator = ptr::null_mut();
     // SAFETY: creates an allocator we own (deleted at the end) with plain
@@ -761,8 +867,8 @@ fn real_main() -> Result<(), (u8, String)> {
     .map_err(fail)?;
     let driver = Driver {
         server: &server,
-        allocator,
-        rx: &rx,
+        allocator: allocator as usize,
+        rxs: &rxs,
     };
     let mut ready = serde_json::Map::new();
     for m in &args.load {
