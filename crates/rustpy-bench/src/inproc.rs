@@ -16,11 +16,10 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, Sender};
+use crossbeam::channel::{self, Sender};
 use serde_json::{json, Value};
 
 use rustpy_bench::latency_summary;
@@ -37,8 +36,7 @@ USAGE:
 
 Without --model, reads run specs from stdin, one JSON object per line:
     {\"model\": \"add_sub_rustpy\", \"workload\": \"add_sub\", \"concurrency\": 32,
-     \"duration\": 10, \"warmup\": 2, \"expect\": \"compute\", \"bytes\": 1048576,
-     \"threads\": 8, \"label\": \"..\"}
+     \"duration\": 10, \"warmup\": 2, \"expect\": \"compute\", \"bytes\": 1048576, \"label\": \"..\"}
 and writes one JSON line per run (throughput_rps, latency_us, completed, errors,
 validation_errors, first_error, stats_before/stats_after: the model's statistics
 around the run, for the batch sizes). The first line written is
@@ -47,35 +45,11 @@ Workloads: add_sub, identity, upper, mlp, embed (as rustpy-loadgen).
 ";
 
 // ------------------------------------------------------------- callbacks
-enum Event {
-    /// A request Triton released (its address).
-    Released { raw: usize },
-    Response {
-        slot: usize,
-        response: usize,
-        flags: u32,
-        at: Instant,
-    },
-}
-
-/// Most driver threads per run.
-const MAX_THREADS: usize = 64;
-/// Driver threads unless the spec says otherwise (at most one per slot). One
-/// thread would do on an idle machine; on a loaded one it loses the CPU to
-/// the server's threads and leaves slots idle (see `in_flight_avg`).
-const DEFAULT_THREADS: usize = 8;
-
-/// Completions go to the driver thread that owns the slot (slot % threads)
-/// through these channels (one run at a time: every slot is drained before a
-/// run ends, so THREADS only changes between runs).
-static EVENTS: OnceLock<Vec<Sender<Event>>> = OnceLock::new();
-static THREADS: AtomicUsize = AtomicUsize::new(1);
-
-fn send(slot: usize, ev: Event) {
-    if let Some(txs) = EVENTS.get() {
-        let _ = txs[slot % THREADS.load(Ordering::Acquire)].send(ev);
-    }
-}
+//
+// The loop is driven from Triton's own callbacks: when a slot's final
+// response arrives, the response callback checks it and submits the slot's
+// next request on the spot, so no driver thread has to be woken (on a
+// loaded machine a woken thread waits for a CPU and the slots sit idle).
 
 /// Allocates output buffers in CPU memory with malloc.
 unsafe extern "C" fn alloc_fn(
@@ -125,51 +99,55 @@ unsafe extern "C" fn release_fn(
     ptr::null_mut()
 }
 
-unsafe extern "C" fn request_release(request: *mut TRequest, _flags: u32, userp: *mut c_void) {
-    // Deleted by the driver thread, which owns it again from here on.
-    let raw = request as usize;
-    let _ = std::panic::catch_unwind(|| send(userp as usize, Event::Released { raw }));
+/// What every slot's callbacks share during one run (lives until every slot
+/// has finished).
+struct Shared {
+    server: *const Server,
+    allocator: usize,
+    wl: Workload,
+    model: CString,
+    warm_end: Instant,
+    end: Instant,
+    done: Sender<usize>,
 }
 
-unsafe extern "C" fn response_complete(response: *mut TResponse, flags: u32, userp: *mut c_void) {
-    let at = Instant::now();
-    let _ = std::panic::catch_unwind(|| {
-        send(userp as usize, Event::Response {
-            slot: userp as usize,
-            response: response as usize,
-            flags,
-            at,
-        })
-    });
+/// One closed-loop slot; its address is the callbacks' `userp`.
+struct SlotCtx {
+    shared: *const Shared,
+    id: usize,
+    state: Mutex<SlotState>,
 }
 
-// --------------------------------------------------------------- running
-#[derive(Clone)]
-struct RunSpec {
-    model: String,
-    kind: Kind,
-    bytes: usize,
-    expect: Expect,
-    concurrency: usize,
-    duration: Duration,
-    warmup: Duration,
-    timeout: Duration,
-    /// Driver threads (slots are spread over them).
-    threads: usize,
-    label: Option<String>,
-}
+// SAFETY: the raw pointers point to the server and the run's `Shared`, both
+// alive and only read while any callback can run; the mutable state is
+// behind the mutex.
+unsafe impl Send for SlotCtx {}
+// SAFETY: as above.
+unsafe impl Sync for SlotCtx {}
 
 #[derive(Default)]
-struct Slot {
+struct SlotState {
     req: Request,
     raw: usize,
+    seq: u64,
     t0: Option<Instant>,
     t1: Option<Instant>,
-    released: bool,
-    final_seen: bool,
     /// Ok(output bytes) or Err((is_validation, message)).
     outcome: Option<Result<usize, (bool, String)>>,
-    seq: u64,
+    /// The current request was released before its final response.
+    current_released: bool,
+    in_flight: bool,
+    /// Submitted requests Triton has not released yet.
+    unreleased: usize,
+    /// Input buffers of requests whose response is in but that Triton has
+    /// not released yet, by request address.
+    retired: HashMap<usize, Request>,
+    spare: Vec<Request>,
+    /// No further request will be submitted.
+    stopped: bool,
+    done_sent: bool,
+    totals: Totals,
+    busy_ns: u128,
 }
 
 #[derive(Default)]
@@ -185,11 +163,208 @@ struct Totals {
     first_error: Option<String>,
 }
 
+fn guard<F: FnOnce()>(f: F) {
+    // A panic must not unwind into Triton; this is a benchmark tool.
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        std::process::abort();
+    }
+}
+
+unsafe extern "C" fn request_release(request: *mut TRequest, _flags: u32, userp: *mut c_void) {
+    guard(|| {
+        // SAFETY: `userp` is the slot's SlotCtx, alive until the slot is done
+        // (which needs this release first).
+        let ctx = unsafe { &*(userp as *const SlotCtx) };
+        // SAFETY: `shared` outlives every slot of the run.
+        let shared = unsafe { &*ctx.shared };
+        // SAFETY: the server outlives every run.
+        let api = unsafe { &(*shared.server).api };
+        let raw = request as usize;
+        {
+            let mut st = ctx.state.lock().expect("slot lock");
+            st.unreleased -= 1;
+            if let Some(req) = st.retired.remove(&raw) {
+                st.spare.push(req);
+            } else if st.raw == raw {
+                st.current_released = true;
+            }
+            // SAFETY: Triton released the request: it is ours again, deleted
+            // exactly once (its buffers are kept apart until now).
+            let _ = api.check(
+                unsafe { (api.TRITONSERVER_InferenceRequestDelete)(request) },
+                "RequestDelete",
+            );
+            check_done(ctx, shared, &mut st);
+        }
+    });
+}
+
+unsafe extern "C" fn response_complete(response: *mut TResponse, flags: u32, userp: *mut c_void) {
+    let at = Instant::now();
+    guard(|| {
+        // SAFETY: as in request_release.
+        let ctx = unsafe { &*(userp as *const SlotCtx) };
+        // SAFETY: `shared` outlives every slot of the run.
+        let shared = unsafe { &*ctx.shared };
+        let relaunch = {
+            let mut st = ctx.state.lock().expect("slot lock");
+            if !response.is_null() {
+                let r = Driver::take_response_of(shared, &st, response);
+                if st.outcome.is_none() {
+                    st.outcome = Some(r);
+                    st.t1 = Some(at);
+                } else {
+                    st.outcome = Some(Err((true, "more than one response".into())));
+                }
+            }
+            if flags & tserver::RESPONSE_COMPLETE_FINAL == 0 {
+                return;
+            }
+            if st.t1.is_none() {
+                st.t1 = Some(at);
+            }
+            finish_request(shared, &mut st);
+            let relaunch = at < shared.end;
+            if !relaunch {
+                st.stopped = true;
+                check_done(ctx, shared, &mut st);
+            }
+            relaunch
+        };
+        if relaunch {
+            launch(ctx);
+        }
+    });
+}
+
+/// Records the slot's completed request and frees its buffers for the next.
+fn finish_request(shared: &Shared, st: &mut SlotState) {
+    st.in_flight = false;
+    let (t0, t1) = (st.t0.expect("submitted"), st.t1.expect("final seen"));
+    let measured = t1 >= shared.warm_end && t1 < shared.end;
+    let outcome = st
+        .outcome
+        .take()
+        .unwrap_or_else(|| Err((false, "no response".into())));
+    let tensor_bytes = st.req.tensor_bytes as u64;
+    let t = &mut st.totals;
+    match outcome {
+        Ok(out_bytes) => {
+            if measured {
+                t.completed += 1;
+                t.lat.push((t1 - t0).as_nanos() as u64);
+                t.in_bytes += tensor_bytes;
+                t.out_bytes += out_bytes as u64;
+            } else if t1 < shared.warm_end {
+                t.warmup_completed += 1;
+            }
+        }
+        Err((validation, msg)) => {
+            if measured {
+                if validation {
+                    t.validation_errors += 1;
+                } else {
+                    t.errors += 1;
+                }
+            } else if t1 < shared.warm_end {
+                t.warmup_errors += 1;
+            }
+            t.first_error.get_or_insert(msg);
+        }
+    }
+    if measured {
+        st.busy_ns += (t1 - t0).as_nanos();
+    }
+    let fresh = st.spare.pop().unwrap_or_default();
+    let old = std::mem::replace(&mut st.req, fresh);
+    if st.current_released {
+        st.spare.push(old);
+    } else {
+        st.retired.insert(st.raw, old);
+    }
+}
+
+fn check_done(ctx: &SlotCtx, shared: &Shared, st: &mut SlotState) {
+    if st.stopped && !st.in_flight && st.unreleased == 0 && !st.done_sent {
+        st.done_sent = true;
+        let _ = shared.done.send(ctx.id);
+    }
+}
+
+/// Builds and submits the slot's next request; on failure the slot stops.
+fn launch(ctx: &SlotCtx) {
+    // SAFETY: `shared` outlives every slot of the run.
+    let shared = unsafe { &*ctx.shared };
+    // SAFETY: the server outlives every run.
+    let server = unsafe { &*shared.server };
+    let driver = Driver {
+        server,
+        allocator: shared.allocator,
+    };
+    let api = &server.api;
+    let raw = {
+        let mut st = ctx.state.lock().expect("slot lock");
+        let seq = st.seq;
+        st.seq += 1;
+        let st = &mut *st;
+        match driver.prepare(&shared.wl, &shared.model, ctx, seq, &mut st.req) {
+            Ok(raw) => {
+                st.raw = raw as usize;
+                st.current_released = false;
+                st.in_flight = true;
+                st.unreleased += 1;
+                st.outcome = None;
+                st.t1 = None;
+                st.t0 = Some(Instant::now());
+                raw
+            }
+            Err(e) => {
+                st.totals.errors += 1;
+                st.totals.first_error.get_or_insert(e);
+                st.stopped = true;
+                check_done(ctx, shared, st);
+                return;
+            }
+        }
+    };
+    // SAFETY: the request is complete; on success Triton owns it until the
+    // release callback, on error it stays ours. The slot lock is not held, so
+    // callbacks of this request may run on other threads at once.
+    let err = unsafe { (api.TRITONSERVER_ServerInferAsync)(server.raw(), raw, ptr::null_mut()) };
+    if let Err(e) = api.check(err, "ServerInferAsync") {
+        let mut st = ctx.state.lock().expect("slot lock");
+        // SAFETY: not submitted, so still ours; deleted once.
+        let _ = api.check(
+            unsafe { (api.TRITONSERVER_InferenceRequestDelete)(raw) },
+            "RequestDelete",
+        );
+        st.in_flight = false;
+        st.unreleased -= 1;
+        st.totals.errors += 1;
+        st.totals.first_error.get_or_insert(e);
+        st.stopped = true;
+        check_done(ctx, shared, &mut st);
+    }
+}
+
+// --------------------------------------------------------------- running
+#[derive(Clone)]
+struct RunSpec {
+    model: String,
+    kind: Kind,
+    bytes: usize,
+    expect: Expect,
+    concurrency: usize,
+    duration: Duration,
+    warmup: Duration,
+    timeout: Duration,
+    label: Option<String>,
+}
+
 struct Driver<'a> {
     server: &'a Server,
-    /// The response allocator (a pointer; used from every driver thread).
+    /// The response allocator (a pointer; used from Triton's threads).
     allocator: usize,
-    rxs: &'a [Receiver<Event>],
 }
 
 impl Driver<'_> {
@@ -197,20 +372,30 @@ impl Driver<'_> {
         &self.server.api
     }
 
-    /// Builds and submits the slot's next request.
-    fn submit(
+    fn take_response_of(
+        shared: &Shared,
+        st: &SlotState,
+        response: *mut TResponse,
+    ) -> Result<usize, (bool, String)> {
+        // SAFETY: the server outlives every run.
+        let server = unsafe { &*shared.server };
+        Driver {
+            server,
+            allocator: shared.allocator,
+        }
+        .take_response(&shared.wl, st, response)
+    }
+
+    /// Creates the slot's next request (not submitted yet).
+    fn prepare(
         &self,
         wl: &Workload,
         model: &CStr,
-        id: usize,
-        slot: &mut Slot,
-    ) -> Result<(), String> {
-        wl.build(id, slot.seq, &mut slot.req);
-        slot.seq += 1;
-        slot.released = false;
-        slot.final_seen = false;
-        slot.outcome = None;
-        slot.t1 = None;
+        ctx: &SlotCtx,
+        seq: u64,
+        req: &mut Request,
+    ) -> Result<*mut TRequest, String> {
+        wl.build(ctx.id, seq, req);
         let api = self.api();
         let mut raw: *mut TRequest = ptr::null_mut();
         // SAFETY: live server; the model name is NUL-terminated.
@@ -226,12 +411,12 @@ impl Driver<'_> {
             "InferenceRequestNew",
         )?;
         let setup = (|| -> Result<(), String> {
-            for input in wl.inputs(&slot.req) {
+            for input in wl.inputs(req) {
                 let name = CString::new(input.name).expect("static name");
                 // SAFETY: `raw` is the request created above; name and shape
                 // are copied by the callee; the data stays valid and unchanged
-                // until the request is released: `slot.req` is either kept or
-                // moved (heap buffers unchanged) to `retired` until Released.
+                // until the request is released: the slot's `req` is either
+                // kept or moved (heap buffers unchanged) to `retired` until then.
                 unsafe {
                     api.check(
                         (api.TRITONSERVER_InferenceRequestAddInput)(
@@ -266,9 +451,9 @@ impl Driver<'_> {
                     "AddRequestedOutput",
                 )?;
             }
-            let tag = id as *mut c_void;
-            // SAFETY: live request; the callbacks are plain functions that
-            // only read the slot index from `tag`; the allocator outlives
+            let tag = ctx as *const SlotCtx as *mut c_void;
+            // SAFETY: live request; the callbacks only use `tag` as the slot's
+            // SlotCtx, which outlives the request; the allocator outlives
             // every request of the run.
             unsafe {
                 api.check(
@@ -292,34 +477,21 @@ impl Driver<'_> {
             }
             Ok(())
         })();
-        let submitted = setup.and_then(|()| {
-            slot.t0 = Some(Instant::now());
-            // SAFETY: the request is complete; on success Triton owns it until
-            // the release callback, on error it stays ours.
-            api.check(
-                unsafe {
-                    (api.TRITONSERVER_ServerInferAsync)(self.server.raw(), raw, ptr::null_mut())
-                },
-                "ServerInferAsync",
-            )
-        });
-        if let Err(e) = submitted {
-            // SAFETY: not submitted, so we still own the request; deleted once.
+        if let Err(e) = setup {
+            // SAFETY: never submitted, so ours; deleted once.
             let _ = api.check(
                 unsafe { (api.TRITONSERVER_InferenceRequestDelete)(raw) },
                 "RequestDelete",
             );
             return Err(e);
         }
-        slot.raw = raw as usize;
-        Ok(())
+        Ok(raw)
     }
 
-    /// Checks one response and deletes it.
     fn take_response(
         &self,
         wl: &Workload,
-        slot: &Slot,
+        slot: &SlotState,
         response: *mut TResponse,
     ) -> Result<usize, (bool, String)> {
         let api = self.api();
@@ -404,31 +576,50 @@ impl Driver<'_> {
     }
 
     fn run(&self, spec: &RunSpec) -> Result<Value, String> {
-        let wl = Workload::new(spec.kind, spec.expect, spec.bytes, false);
         let model = CString::new(spec.model.as_str()).map_err(|_| "model name has a NUL byte")?;
         let stats_before = self.server.model_stats(&spec.model)?;
-        let threads = spec.threads.min(spec.concurrency).clamp(1, MAX_THREADS);
-        THREADS.store(threads, Ordering::Release);
+        let (done_tx, done_rx) = channel::unbounded();
         let start = Instant::now();
-        let clock = (start + spec.warmup, start + spec.warmup + spec.duration);
-        let parts: Vec<Result<(Totals, u128), String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let ids: Vec<usize> = (t..spec.concurrency).step_by(threads).collect();
-                    let (wl, model, rx) = (&wl, model.as_c_str(), &self.rxs[t]);
-                    s.spawn(move || self.run_slots(spec, wl, model, ids, rx, clock))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("driver thread panicked".into())))
-                .collect()
+        let shared = Box::new(Shared {
+            server: self.server as *const Server,
+            allocator: self.allocator,
+            wl: Workload::new(spec.kind, spec.expect, spec.bytes, false),
+            model,
+            warm_end: start + spec.warmup,
+            end: start + spec.warmup + spec.duration,
+            done: done_tx,
         });
+        let slots: Vec<Box<SlotCtx>> = (0..spec.concurrency)
+            .map(|id| {
+                Box::new(SlotCtx {
+                    shared: &*shared as *const Shared,
+                    id,
+                    state: Mutex::new(SlotState::default()),
+                })
+            })
+            .collect();
+        for slot in &slots {
+            launch(slot);
+        }
+        let deadline = shared.end + spec.timeout;
+        for _ in 0..spec.concurrency {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if done_rx.recv_timeout(left).is_err() {
+                // Callbacks may still reference the slots: never free them.
+                std::mem::forget(slots);
+                std::mem::forget(shared);
+                return Err(format!(
+                    "requests still in flight {:?} after the end of the run",
+                    spec.timeout
+                ));
+            }
+        }
         let mut t = Totals::default();
         let mut busy_ns = 0u128;
-        for part in parts {
-            let (p, b) = part?;
-            busy_ns += b;
+        for slot in &slots {
+            let mut st = slot.state.lock().expect("slot lock");
+            let p = std::mem::take(&mut st.totals);
+            busy_ns += st.busy_ns;
             t.lat.extend_from_slice(&p.lat);
             t.completed += p.completed;
             t.errors += p.errors;
@@ -442,162 +633,13 @@ impl Driver<'_> {
             }
         }
         let stats_after = self.server.model_stats(&spec.model)?;
-        self.report(spec, &wl, threads, t, busy_ns, stats_before, stats_after)
+        self.report(spec, &shared.wl, t, busy_ns, stats_before, stats_after)
     }
 
-    /// One driver thread: keeps the slots `ids` busy until the end of the
-    /// run, then drains them.
-    fn run_slots(
-        &self,
-        spec: &RunSpec,
-        wl: &Workload,
-        model: &CStr,
-        ids: Vec<usize>,
-        rx: &Receiver<Event>,
-        (warm_end, end): (Instant, Instant),
-    ) -> Result<(Totals, u128), String> {
-        let (wl, model) = (wl, model);
-        let mut slots: HashMap<usize, Slot> = ids.iter().map(|&id| (id, Slot::default())).collect();
-        let mut t = Totals::default();
-        // A slot takes its next request as soon as the final response is in;
-        // a request Triton has not released yet keeps its input buffers in
-        // `retired` until it is (releases may come late, out of order).
-        let mut in_flight = 0usize;
-        let mut unreleased = 0usize;
-        let mut retired: HashMap<usize, Request> = HashMap::new();
-        let mut spare: Vec<Request> = Vec::new();
-        let mut busy_ns: u128 = 0;
-        for (&id, slot) in slots.iter_mut() {
-            match self.submit(wl, model, id, slot) {
-                Ok(()) => {
-                    in_flight += 1;
-                    unreleased += 1;
-                }
-                Err(e) => return Err(format!("first request failed: {e}")),
-            }
-        }
-        while in_flight > 0 || unreleased > 0 {
-            let ev = rx.recv_timeout(spec.timeout).map_err(|_| {
-                format!(
-                    "no completion within {:?} ({in_flight} in flight)",
-                    spec.timeout
-                )
-            })?;
-            let id = match ev {
-                Event::Released { raw } => {
-                    unreleased -= 1;
-                    if let Some(req) = retired.remove(&raw) {
-                        spare.push(req);
-                    } else if let Some(slot) =
-                        slots.values_mut().find(|s| s.raw == raw && !s.released)
-                    {
-                        slot.released = true;
-                    }
-                    // SAFETY: Triton released the request: we own it again and
-                    // delete it exactly once (live request addresses are
-                    // unique, and each is released once).
-                    let api = self.api();
-                    let _ = api.check(
-                        unsafe { (api.TRITONSERVER_InferenceRequestDelete)(raw as *mut TRequest) },
-                        "RequestDelete",
-                    );
-                    continue;
-                }
-                Event::Response {
-                    slot: id,
-                    response,
-                    flags,
-                    at,
-                } => {
-                    let slot = slots.get_mut(&id).ok_or("event for an unknown slot")?;
-                    if response != 0 {
-                        let r = self.take_response(wl, slot, response as *mut TResponse);
-                        if slot.outcome.is_none() {
-                            slot.outcome = Some(r);
-                            slot.t1 = Some(at);
-                        } else {
-                            slot.outcome = Some(Err((true, "more than one response".into())));
-                        }
-                    }
-                    if flags & tserver::RESPONSE_COMPLETE_FINAL != 0 {
-                        slot.final_seen = true;
-                        if slot.t1.is_none() {
-                            slot.t1 = Some(at);
-                        }
-                    }
-                    id
-                }
-            };
-            let slot = slots.get_mut(&id).ok_or("event for an unknown slot")?;
-            if !slot.final_seen {
-                continue;
-            }
-            in_flight -= 1;
-            let (t0, t1) = (slot.t0.expect("submitted"), slot.t1.expect("final seen"));
-            let measured = t1 >= warm_end && t1 < end;
-            if measured {
-                busy_ns += (t1 - t0).as_nanos();
-            }
-            match slot
-                .outcome
-                .take()
-                .unwrap_or_else(|| Err((false, "no response".into())))
-            {
-                Ok(out_bytes) => {
-                    if measured {
-                        t.completed += 1;
-                        t.lat.push((t1 - t0).as_nanos() as u64);
-                        t.in_bytes += slot.req.tensor_bytes as u64;
-                        t.out_bytes += out_bytes as u64;
-                    } else if t1 < warm_end {
-                        t.warmup_completed += 1;
-                    }
-                }
-                Err((validation, msg)) => {
-                    if measured {
-                        if validation {
-                            t.validation_errors += 1;
-                        } else {
-                            t.errors += 1;
-                        }
-                    } else if t1 < warm_end {
-                        t.warmup_errors += 1;
-                    }
-                    t.first_error.get_or_insert(msg);
-                    if !validation {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-            }
-            let fresh = spare.pop().unwrap_or_default();
-            let old = std::mem::replace(&mut slot.req, fresh);
-            if slot.released {
-                spare.push(old);
-            } else {
-                retired.insert(slot.raw, old);
-            }
-            if Instant::now() < end {
-                match self.submit(wl, model, id, slot) {
-                    Ok(()) => {
-                        in_flight += 1;
-                        unreleased += 1;
-                    }
-                    Err(e) => {
-                        t.errors += 1;
-                        t.first_error.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        Ok((t, busy_ns))
-    }
-
-    #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
         spec: &RunSpec,
         wl: &Workload,
-        threads: usize,
         mut t: Totals,
         busy_ns: u128,
         stats_before: Value,
@@ -621,7 +663,6 @@ impl Driver<'_> {
             "workload": spec.kind.name(),
             "expect": spec.expect.name(),
             "concurrency": spec.concurrency,
-            "driver_threads": threads,
             "warmup_s": spec.warmup.as_secs_f64(),
             "duration_s": secs,
             "tensor_bytes_per_request": tensor_bytes,
@@ -636,8 +677,7 @@ impl Driver<'_> {
             "out_bytes_per_s": t.out_bytes as f64 / secs,
             "latency_us": latency_summary(&mut t.lat),
             // Little's law check: the mean number of requests in flight during
-            // the measured window (the driver keeps `concurrency` in flight
-            // unless it cannot keep up).
+            // the measured window (`concurrency` unless the loop stalls).
             "in_flight_avg": ((busy_ns as f64 / 1e9 / secs) * 100.0).round() / 100.0,
             "stats_before": entry(stats_before),
             "stats_after": entry(stats_after),
@@ -700,10 +740,6 @@ fn parse_spec(v: &Value) -> Result<RunSpec, String> {
         duration,
         warmup: secs(v, "warmup", 2.0)?,
         timeout: secs(v, "timeout", 120.0)?,
-        threads: v
-            .get("threads")
-            .and_then(Value::as_u64)
-            .unwrap_or(DEFAULT_THREADS as u64) as usize,
         label: v.get("label").and_then(Value::as_str).map(str::to_string),
     })
 }
@@ -844,11 +880,6 @@ fn real_main() -> Result<(), (u8, String)> {
         backend_config: args.backend_config.clone(),
     };
     let server = Server::start(api, &cfg).map_err(fail)?;
-    let (txs, rxs): (Vec<Sender<Event>>, Vec<Receiver<Event>>) =
-        (0..MAX_THREADS).map(|_| channel::unbounded()).unzip();
-    EVENTS
-        .set(txs)
-        .map_err(|_| fail("event channels set twice".into()))?;
     let api = &server.api;
     let mut allocator: *mut TAllocator = ptr::null_mut();
     // SAFETY: creates an allocator we own (deleted at the end) with plain
@@ -868,7 +899,6 @@ fn real_main() -> Result<(), (u8, String)> {
     let driver = Driver {
         server: &server,
         allocator: allocator as usize,
-        rxs: &rxs,
     };
     let mut ready = serde_json::Map::new();
     for m in &args.load {
