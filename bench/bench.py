@@ -780,7 +780,7 @@ def main(argv=None) -> int:
         "configs identical modulo name/backend/rustpy.native")
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out_dir = a.out or ROOT / "bench-results" / stamp
+    out_dir = (a.out or ROOT / "bench-results" / stamp).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     log("probing numpy's BLAS ...")
