@@ -25,7 +25,7 @@ client on this machine sees). Each (driver, workload, size, concurrency,
 variant) point is measured --repeat times, interleaving the variants; the
 batch sizes the dynamic batcher formed come from the model statistics.
 Results: bench-results/<timestamp>/{results.json, runs.jsonl, table.md,
-bench.png, tritonserver.log, inproc-server.log}.
+bench.png, tritonserver-{http,grpc}.log, inproc-server.log}.
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ VARIANT_LABEL = {
     "rustpy": "rustpy batched API",
     "native": "native echo (ceiling)",
 }
-DRIVERS = ["inproc", "http"]
+DRIVERS = ["inproc", "grpc", "http"]
 DRIVER_LABEL = {
     "inproc": "in-process C API (rustpy-inproc, no network)",
+    "grpc": "gRPC over loopback (rustpy-loadgen --protocol grpc, tonic)",
     "http": "HTTP/1.1 over loopback (rustpy-loadgen)",
 }
 
@@ -236,13 +237,14 @@ def expect_for(variant: str) -> str:
     return "echo" if variant == "native" else "compute"
 
 
-class HttpDriver:
-    """A tritonserver process; each run is one rustpy-loadgen process."""
-    name = "http"
+class NetworkDriver:
+    """A tritonserver process; each run is one rustpy-loadgen process over
+    HTTP or gRPC."""
 
-    def __init__(self, args, out_dir):
+    def __init__(self, args, out_dir, protocol):
         self.args = args
         self.out_dir = out_dir
+        self.name = self.protocol = protocol
         self.server = TritonServer([MODELS], exit_on_error=False, wait_models=[], name="bench",
                                    env=blas_env())
 
@@ -260,7 +262,8 @@ class HttpDriver:
 
     def run(self, model, workload, size, conc, expect, duration, warmup, label):
         before = self.server.model_stats(model)
-        cmd = [str(self.args.loadgen), "--url", self.server.http_url, "--model", model,
+        url = self.server.grpc_url if self.protocol == "grpc" else self.server.http_url
+        cmd = [str(self.args.loadgen), "--protocol", self.protocol, "--url", url, "--model", model,
                "--workload", workload, "--concurrency", str(conc), "--duration", str(duration),
                "--warmup", str(warmup), "--expect", expect, "--label", label]
         if size:
@@ -277,7 +280,7 @@ class HttpDriver:
     def stop(self):
         self.server.stop()
         try:
-            (self.out_dir / "tritonserver.log").write_text(self.server.log_text())
+            (self.out_dir / f"tritonserver-{self.protocol}.log").write_text(self.server.log_text())
         except OSError:
             pass
 
@@ -767,7 +770,7 @@ def main(argv=None) -> int:
         [v for v in variants if v not in VARIANTS]
     if bad or a.repeat < 1 or a.duration <= 0:
         p.error(f"bad driver/workload/variant {bad} or repeat/duration")
-    for d, exe in (("http", a.loadgen), ("inproc", a.inproc)):
+    for d, exe in (("http", a.loadgen), ("grpc", a.loadgen), ("inproc", a.inproc)):
         if d in drivers and not exe.is_file():
             p.error(f"{exe} not found: cargo build --release -p rustpy-bench")
 
@@ -800,7 +803,7 @@ def main(argv=None) -> int:
     t_start = time.monotonic()
     with open(out_dir / "runs.jsonl", "w") as jl:
         for dname in drivers:
-            driver = (InprocDriver if dname == "inproc" else HttpDriver)(a, out_dir)
+            driver = InprocDriver(a, out_dir) if dname == "inproc" else NetworkDriver(a, out_dir, dname)
             log(f"{dname}: starting the server on {MODELS.relative_to(ROOT)} ...")
             try:
                 loaded = driver.start(models)

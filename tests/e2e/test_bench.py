@@ -147,15 +147,39 @@ def test_every_variant_computes_the_reference(inproc, model):
     assert r["validation_errors"] == 0 and r["errors"] == 0, r["first_error"]
 
 
-def test_loadgen_runs_mlp_and_embed_over_http(triton_factory):
-    s = triton_factory([MODELS], wait_models=["mlp_rustpy", "embed_python"], name="bench-http",
-                       load_models=["mlp_rustpy", "embed_python"], model_control_mode="explicit")
-    for model, workload in (("mlp_rustpy", "mlp"), ("embed_python", "embed")):
-        p = subprocess.run([str(LOADGEN), "--url", s.http_url, "--model", model, "--workload", workload,
-                            "-c", "2", "-d", "0.5", "-w", "0.1"], capture_output=True, text=True, timeout=120)
-        r = json.loads(p.stdout)
-        assert p.returncode == 0 and r["completed"] > 0, (p.stderr, r)
+@pytest.fixture(scope="module")
+def net_server():
+    from conftest import _start
+    from triton import TritonServer
+    models = ["mlp_rustpy", "embed_python", "add_sub_rustpy"]
+    s = _start(TritonServer([MODELS], wait_models=models, name="bench-net", load_models=models,
+                            model_control_mode="explicit"))
+    yield s
+    s.stop()
+
+
+def loadgen(server, protocol, model, workload, *extra):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    p = subprocess.run([str(LOADGEN), "--protocol", protocol, "--url", url, "--model", model,
+                        "--workload", workload, "-c", "2", "-d", "0.5", "-w", "0.1", *extra],
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, json.loads(p.stdout), p.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_loadgen_runs_mlp_and_embed(net_server, protocol):
+    for model, workload in (("mlp_rustpy", "mlp"), ("embed_python", "embed"), ("add_sub_rustpy", "add_sub")):
+        rc, r, err = loadgen(net_server, protocol, model, workload)
+        assert rc == 0 and r["completed"] > 0, (err, r)
         assert r["validation_errors"] == 0 and r["errors"] == 0, r["first_error"]
+        assert r["protocol"] == protocol
+
+
+def test_loadgen_grpc_catches_wrong_answers_and_server_errors(net_server):
+    rc, r, _ = loadgen(net_server, "grpc", "add_sub_rustpy", "add_sub", "--expect", "echo")
+    assert rc == 1 and r["validation_errors"] > 0 and "OUTPUT0" in r["first_error"]
+    rc, r, _ = loadgen(net_server, "grpc", "no_such_model", "add_sub")
+    assert rc == 1 and r["errors"] > 0 and "no_such_model" in r["first_error"]
 
 
 def test_blas_is_recorded():

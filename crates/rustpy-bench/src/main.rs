@@ -6,6 +6,7 @@
 //! that complete inside the measured window count towards throughput and
 //! latency; every response is checked. One JSON line goes to stdout.
 
+mod grpc;
 mod http;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -25,7 +26,10 @@ USAGE:
     rustpy-loadgen --model NAME --workload add_sub|identity|upper|mlp|embed [OPTIONS]
 
 OPTIONS:
-    --url HOST:PORT       Triton's HTTP endpoint, loopback only [default: 127.0.0.1:8000]
+    --url HOST:PORT       Triton's HTTP (or gRPC) endpoint, loopback only [default: 127.0.0.1:8000]
+    --protocol P          http: HTTP/1.1, one keep-alive connection per worker thread;
+                          grpc: KServe v2 gRPC (tonic), one HTTP/2 connection per worker
+                          [default: http]
     --model NAME          model to call (POST /v2/models/NAME/infer)
     --workload KIND       add_sub: FP32[4] INPUT0, INPUT1 -> OUTPUT0 = a+b, OUTPUT1 = a-b
                           identity: UINT8[--bytes] INPUT0 -> OUTPUT0
@@ -47,7 +51,14 @@ OUTPUT: one JSON line: throughput_rps, in/out tensor bytes per second, latency_u
 (min, mean, p50, p90, p99, max), completed, errors, validation_errors, first_error.
 ";
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Grpc,
+}
+
 struct Args {
+    protocol: Protocol,
     addr: SocketAddr,
     url: String,
     model: String,
@@ -87,6 +98,7 @@ fn parse_secs(s: &str) -> Option<Duration> {
 
 fn parse_args() -> Result<Args, String> {
     let mut url = "127.0.0.1:8000".to_string();
+    let mut protocol = Protocol::Http;
     let mut model = None;
     let mut kind = None;
     let mut bytes = 1 << 20;
@@ -116,6 +128,13 @@ fn parse_args() -> Result<Args, String> {
                 std::process::exit(0);
             }
             "--url" => url = value("HOST:PORT")?,
+            "--protocol" => {
+                protocol = match value("http|grpc")?.as_str() {
+                    "http" => Protocol::Http,
+                    "grpc" => Protocol::Grpc,
+                    other => return Err(format!("unknown protocol {other:?}")),
+                }
+            }
             "--model" => model = Some(value("a model name")?),
             "--workload" => {
                 let v = value("a workload")?;
@@ -174,6 +193,7 @@ fn parse_args() -> Result<Args, String> {
             format!("{hostport:?} is not a loopback address (the benchmark only runs on loopback)")
         })?;
     Ok(Args {
+        protocol,
         addr,
         url: hostport,
         model,
@@ -300,18 +320,35 @@ fn main() -> ExitCode {
         warm_end: now + args.warmup,
         end: now + args.warmup + args.duration,
     };
-    let results: Vec<WorkerResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.concurrency)
-            .map(|id| {
-                let (args, wl, barrier, clock) = (&args, &wl, &barrier, &clock);
-                s.spawn(move || worker(id, args, wl, barrier, clock))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("worker panicked"))
-            .collect()
-    });
+    let results: Vec<WorkerResult> = if args.protocol == Protocol::Grpc {
+        match grpc::run(
+            args.addr,
+            &args.model,
+            &wl,
+            args.concurrency,
+            args.timeout,
+            &clock,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("rustpy-loadgen: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..args.concurrency)
+                .map(|id| {
+                    let (args, wl, barrier, clock) = (&args, &wl, &barrier, &clock);
+                    s.spawn(move || worker(id, args, wl, barrier, clock))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("worker panicked"))
+                .collect()
+        })
+    };
 
     let mut lat: Vec<u64> = Vec::with_capacity(results.iter().map(|r| r.latencies_ns.len()).sum());
     let mut total = WorkerResult::default();
@@ -339,6 +376,7 @@ fn main() -> ExitCode {
         "workload": args.kind.name(),
         "expect": args.expect.name(),
         "url": args.url,
+        "protocol": if args.protocol == Protocol::Grpc { "grpc" } else { "http" },
         "concurrency": args.concurrency,
         "warmup_s": args.warmup.as_secs_f64(),
         "duration_s": secs,

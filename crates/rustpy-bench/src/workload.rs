@@ -106,6 +106,7 @@ pub struct Request {
     pub tensor_bytes: usize,
 }
 
+#[derive(Clone)]
 pub struct Workload {
     pub kind: Kind,
     pub expect: Expect,
