@@ -695,29 +695,36 @@ def plot(results: dict, path: Path) -> bool:
     drivers = settings["drivers"]
     if not ws or not drivers:
         return False
-    fig, axes = plt.subplots(len(drivers), len(ws), figsize=(5.5 * len(ws), 4.2 * len(drivers)), squeeze=False)
+    rows = [(d, m) for d in drivers for m in ("throughput_rps", "p50_us")]
+    fig, axes = plt.subplots(len(rows), len(ws), figsize=(5.5 * len(ws), 3.6 * len(rows)), squeeze=False)
     fig.suptitle(f"rustpy vs official Python backend — {results['machine']['cpus']} CPU "
                  f"{results['machine']['cpu']}, {settings['repeat']}×{settings['duration_s']:g} s per point "
                  "(whiskers: min–max over repeats)", fontsize=10)
-    for i, d in enumerate(drivers):
+    for i, (d, metric) in enumerate(rows):
+        scale = 1e-3 if metric == "p50_us" else 1.0
         for j, w in enumerate(ws):
             ax = axes[i][j]
             concs = WORKLOADS[w][1][0][1]
             for v in workload_variants(w, settings["variants"]):
                 xs, ys, lo, hi = [], [], [], []
                 for c in concs:
-                    s = (points.get(key_of(d, w, None, c, v)) or {}).get("throughput_rps")
+                    s = (points.get(key_of(d, w, None, c, v)) or {}).get(metric)
                     if s:
-                        xs.append(c), ys.append(s["median"])
-                        lo.append(s["median"] - s["min"]), hi.append(s["max"] - s["median"])
+                        xs.append(c), ys.append(s["median"] * scale)
+                        lo.append((s["median"] - s["min"]) * scale), hi.append((s["max"] - s["median"]) * scale)
                 if xs:
                     ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=colors[v], label=VARIANT_LABEL[v])
             ax.set_xscale("log", base=2)
             ax.set_xticks(concs, [str(c) for c in concs])
             ax.set_xlabel("requests in flight")
-            ax.set_ylabel("requests/s")
-            ax.set_ylim(bottom=0)
-            ax.set_title(f"{d} · {w}: throughput", fontsize=9)
+            if metric == "p50_us":
+                ax.set_yscale("log")
+                ax.set_ylabel("p50 latency, ms (log)")
+                ax.set_title(f"{d} · {w}: p50 latency", fontsize=9)
+            else:
+                ax.set_ylabel("requests/s")
+                ax.set_ylim(bottom=0)
+                ax.set_title(f"{d} · {w}: throughput", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
