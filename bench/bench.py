@@ -4,22 +4,28 @@ Run through ci/bench (which installs, builds and then runs this with the
 client venv's Python); directly it is:
 
     .rustpy-deps/venv/bin/python bench/bench.py [--quick] [--duration S] [--repeat N]
-        [--workloads add_sub,identity,upper] [--variants python,rustpy_compat,rustpy,native]
-        [--loadgen PATH] [--out DIR]
+        [--drivers inproc,http] [--workloads add_sub,identity,upper,mlp,embed]
+        [--variants python,python_batched,rustpy_compat,rustpy,native]
+        [--loadgen PATH] [--inproc PATH] [--out DIR] [--compare OLD/results.json]
 
-One tritonserver (tests/e2e/triton.py's harness) serves bench/models/, where
-every workload exists as four models with identical configs:
+    bench/bench.py --compare OLD/results.json --against NEW/results.json   (no run)
 
-    <w>_python         backend "python", TritonPythonModel (pb_utils)
-    <w>_rustpy_compat  backend "rustpy", the byte-identical TritonPythonModel file
-    <w>_rustpy         backend "rustpy", rustpy's batched API (class Model)
-    <w>_native         backend "rustpy", rustpy.native=echo: no Python at all
+bench/models/ holds every workload as up to five models with identical configs:
 
-Each (workload, size, concurrency, variant) point is measured --repeat times by
-rustpy-loadgen (crates/rustpy-bench), interleaving the variants, and the batch
-sizes the dynamic batcher formed are read from /v2/models/<m>/stats. Results:
-bench-results/<timestamp>/{results.json, runs.jsonl, table.md, bench.png,
-tritonserver.log}.
+    <w>_python          backend "python", TritonPythonModel (pb_utils), one request at a time
+    <w>_python_batched  backend "python", the same API, requests concatenated in user code (mlp)
+    <w>_rustpy_compat   backend "rustpy", the byte-identical TritonPythonModel file of <w>_python
+    <w>_rustpy          backend "rustpy", rustpy's batched API (class Model)
+    <w>_native          backend "rustpy", rustpy.native=echo: no Python at all (where in == out)
+
+Two drivers measure them: `inproc` (rustpy-inproc: Triton's in-process C API,
+TRITONSERVER_ServerInferAsync, no network: what each backend costs per
+request) and `http` (rustpy-loadgen against a tritonserver process: what a
+client on this machine sees). Each (driver, workload, size, concurrency,
+variant) point is measured --repeat times, interleaving the variants; the
+batch sizes the dynamic batcher formed come from the model statistics.
+Results: bench-results/<timestamp>/{results.json, runs.jsonl, table.md,
+bench.png, tritonserver-{http,grpc}.log, inproc-server.log}.
 """
 
 from __future__ import annotations
@@ -31,33 +37,59 @@ import json
 import os
 import platform
 import re
+import select
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "bench" / "models"
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from triton import TritonServer, TritonStartError  # noqa: E402
+from triton import (TritonServer, TritonStartError, clean_env, python_backend_dir,  # noqa: E402
+                    rustpy_backend_lib, tritonserver_root)
 
 MiB = 1 << 20
 
-VARIANTS = ["python", "rustpy_compat", "rustpy", "native"]
+VARIANTS = ["python", "python_batched", "rustpy_compat", "rustpy", "native"]
 VARIANT_LABEL = {
     "python": "python (official backend)",
+    "python_batched": "python hand-batched (official backend)",
     "rustpy_compat": "rustpy compat (same file)",
     "rustpy": "rustpy batched API",
     "native": "native echo (ceiling)",
 }
-
-# workload -> (description, [(payload bytes or None, [concurrency, ...])])
-WORKLOADS = {
-    "add_sub": ("small tensors: FP32[4] add/sub", [(None, [1, 8, 32])]),
-    "identity": ("large tensors: UINT8 identity", [(1 * MiB, [1, 4]), (16 * MiB, [1, 4])]),
-    "upper": ("BYTES: upper-case one string", [(None, [8])]),
+DRIVERS = ["inproc", "grpc", "http"]
+DRIVER_LABEL = {
+    "inproc": "in-process C API (rustpy-inproc, no network)",
+    "grpc": "gRPC over loopback (rustpy-loadgen --protocol grpc, tonic)",
+    "http": "HTTP/1.1 over loopback (rustpy-loadgen)",
 }
+
+# workload -> (description, [(payload bytes or None, [concurrency, ...])], variants it has)
+# Hooks for later workloads (other issues): a ragged-token workload and
+# process-isolation variants slot in here as a new entry / a new variant name
+# with their models under bench/models/<w>_<variant>.
+WORKLOADS = {
+    "add_sub": ("small tensors: FP32[4] add/sub", [(None, [1, 8, 32])],
+                ["python", "rustpy_compat", "rustpy", "native"]),
+    "identity": ("large tensors: UINT8 identity", [(1 * MiB, [1, 4]), (16 * MiB, [1, 4])],
+                 ["python", "rustpy_compat", "rustpy", "native"]),
+    "upper": ("BYTES: upper-case one string", [(None, [8])],
+              ["python", "rustpy_compat", "rustpy", "native"]),
+    "mlp": ("MLP: FP32[512] → dense 1024 + ReLU → dense 128 (numpy)", [(None, [1, 8, 32])],
+            ["python", "python_batched", "rustpy_compat", "rustpy"]),
+    "embed": ("text embedding: BYTES → pure-Python tokenizer → FP32[64]", [(None, [1, 32])],
+              ["python", "rustpy_compat", "rustpy"]),
+}
+
+
+def workload_variants(w, variants):
+    return [v for v in variants if v in WORKLOADS[w][2]]
 
 # Lines of a config that may differ between the variants of one workload.
 _VARIANT_LINE = re.compile(r'^\s*(#.*|name\s*:.*|backend\s*:.*|parameters\s*\{\s*key:\s*"rustpy\.native".*)$')
@@ -81,7 +113,7 @@ def check_repository(workloads, variants) -> list[str]:
         else:
             problems.append(f"missing {ref.relative_to(ROOT)} or {compat.relative_to(ROOT)}")
         configs = {}
-        for v in VARIANTS:
+        for v in WORKLOADS[w][2]:
             cfg = MODELS / f"{w}_{v}" / "config.pbtxt"
             if not cfg.is_file():
                 problems.append(f"missing {cfg.relative_to(ROOT)}")
@@ -155,27 +187,193 @@ def batch_delta(before: dict, after: dict) -> dict:
     }
 
 
-def run_loadgen(args, server, model, workload, size, conc, expect, duration, warmup, label):
-    cmd = [str(args.loadgen), "--url", server.http_url, "--model", model, "--workload", workload,
-           "--concurrency", str(conc), "--duration", str(duration), "--warmup", str(warmup),
-           "--expect", expect, "--label", label]
-    if size:
-        cmd += ["--bytes", str(size)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
-    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("{")), None)
-    if line is None:
-        raise RuntimeError(f"rustpy-loadgen failed (exit {p.returncode}): {p.stderr.strip()}")
-    return json.loads(line)
+BLAS_PROBE = r"""
+import json, os, time
+import numpy as np
+info = {"numpy": np.__version__}
+try:
+    import threadpoolctl
+    info["threadpoolctl"] = threadpoolctl.threadpool_info()
+except Exception:
+    pass
+a = np.ones((64, 512), np.float32); w = np.ones((512, 1024), np.float32)
+a @ w
+maps = open("/proc/self/maps").read().splitlines()
+info["blas_libraries"] = sorted({l.split()[-1] for l in maps if "blas" in l.lower() and "/" in l})
+for rows in (1, 64):
+    x = a[:rows]
+    t = time.perf_counter(); n = 0
+    while time.perf_counter() - t < 0.3:
+        x @ w; n += 1
+    info[f"matmul_512x1024_us_per_row_batch{rows}"] = round((time.perf_counter() - t) / n / rows * 1e6, 1)
+print(json.dumps(info))
+"""
+
+_BLAS_ENV_PREFIXES = ("OPENBLAS_", "OMP_", "GOTO", "MKL_", "BLIS_")
+
+
+def blas_env() -> dict:
+    """OPENBLAS_* and friends from our environment: recorded, and passed to
+    the servers unchanged (the e2e harness's clean environment drops them)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(_BLAS_ENV_PREFIXES)}
+
+
+def blas_info() -> dict:
+    """Which BLAS the server's numpy runs (libraries mapped after a matmul,
+    threadpoolctl when installed) and a 512×1024 matmul's cost per row."""
+    py = "/usr/bin/python3.11"
+    info = {"env": blas_env(), "python": py,
+            "libblas.so.3": os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")}
+    try:
+        p = subprocess.run([py, "-c", BLAS_PROBE], capture_output=True, text=True, timeout=120,
+                           env=clean_env(blas_env()))
+        info.update(json.loads(p.stdout) if p.returncode == 0 else {"error": p.stderr[-500:]})
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        info["error"] = str(e)
+    return info
 
 
 def expect_for(variant: str) -> str:
     return "echo" if variant == "native" else "compute"
 
 
-def probe(args, server, model, workload, size, variant) -> str | None:
+class NetworkDriver:
+    """A tritonserver process; each run is one rustpy-loadgen process over
+    HTTP or gRPC."""
+
+    def __init__(self, args, out_dir, protocol):
+        self.args = args
+        self.out_dir = out_dir
+        self.name = self.protocol = protocol
+        self.server = TritonServer([MODELS], exit_on_error=False, wait_models=[], name="bench",
+                                   env=blas_env())
+
+    def start(self, models) -> dict:
+        """Starts the server; returns {model: None if ready, else why not}."""
+        self.server.start()
+        index = wait_loaded(self.server)
+        return {m: None if index.get(m, {}).get("state") == "READY"
+                else "not loaded: " + index.get(m, {}).get("reason", "not in the repository index")
+                for m in models}
+
+    def version(self):
+        status, meta = self.server.get("/v2")
+        return meta.get("version") if isinstance(meta, dict) else None
+
+    def run(self, model, workload, size, conc, expect, duration, warmup, label):
+        before = self.server.model_stats(model)
+        url = self.server.grpc_url if self.protocol == "grpc" else self.server.http_url
+        cmd = [str(self.args.loadgen), "--protocol", self.protocol, "--url", url, "--model", model,
+               "--workload", workload, "--concurrency", str(conc), "--duration", str(duration),
+               "--warmup", str(warmup), "--expect", expect, "--label", label]
+        if size:
+            cmd += ["--bytes", str(size)]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
+        line = next((ln for ln in p.stdout.splitlines() if ln.startswith("{")), None)
+        if line is None:
+            raise RuntimeError(f"rustpy-loadgen failed (exit {p.returncode}): {p.stderr.strip()}")
+        after = self.server.model_stats(model)
+        if not self.server.running:
+            raise RuntimeError("tritonserver died\n" + self.server.log_tail())
+        return json.loads(line), batch_delta(before, after)
+
+    def stop(self):
+        self.server.stop()
+        try:
+            (self.out_dir / f"tritonserver-{self.protocol}.log").write_text(self.server.log_text())
+        except OSError:
+            pass
+
+
+def tritonserver_library() -> Path | None:
+    """libtritonserver from the installed wheel (auditwheel renames it)."""
+    libs = tritonserver_root().resolve().parent.parent / "nvidia_pytriton.libs"
+    found = sorted(libs.glob("libtritonserver*.so"))
+    return found[0] if found else None
+
+
+class InprocDriver:
+    """One rustpy-inproc process hosts the server in-process and runs every
+    point; run specs go to its stdin, one JSON result per line comes back."""
+    name = "inproc"
+
+    def __init__(self, args, out_dir):
+        self.args = args
+        self.out_dir = out_dir
+        self.proc = None
+        self.tmp = None
+        self.shm_prefix = f"rustpy_bench_inproc_{os.getpid()}_"
+
+    def start(self, models) -> dict:
+        lib = self.args.tritonserver_lib or tritonserver_library()
+        if lib is None or not Path(lib).is_file():
+            raise RuntimeError("libtritonserver*.so not found next to the installed tritonserver "
+                               "(ci/install.sh); pass --tritonserver-lib")
+        self.tmp = Path(tempfile.mkdtemp(prefix="rustpy-bench-inproc-"))
+        bdir = self.tmp / "backends"
+        (bdir / "rustpy").mkdir(parents=True)
+        os.symlink(rustpy_backend_lib().resolve(), bdir / "rustpy" / "libtriton_rustpy.so")
+        os.symlink(python_backend_dir().resolve(), bdir / "python", target_is_directory=True)
+        cmd = [str(self.args.inproc), "--lib", str(lib), "--repo", str(MODELS), "--backend-dir", str(bdir),
+               "--load", ",".join(models), "--log-file", str(self.out_dir / "inproc-server.log"),
+               "--backend-config", f"python,shm-region-prefix-name={self.shm_prefix}"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(self.out_dir / "inproc-driver.stderr", "wb"),
+                                     text=True, env=clean_env(blas_env()), cwd=self.tmp,
+                                     start_new_session=True)
+        ready = self._read(600)
+        if "ready" not in ready:
+            raise RuntimeError(f"rustpy-inproc did not start: {ready}")
+        return {m: None if ready["ready"].get(m) else "not loaded (see inproc-server.log)"
+                for m in models}
+
+    def _read(self, timeout):
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if r else ""
+        if not line:
+            err = (self.out_dir / "inproc-driver.stderr").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"rustpy-inproc gave no answer (exit {self.proc.poll()}): {err}")
+        return json.loads(line)
+
+    def version(self):
+        return None
+
+    def run(self, model, workload, size, conc, expect, duration, warmup, label):
+        spec = {"model": model, "workload": workload, "concurrency": conc, "duration": duration,
+                "warmup": warmup, "expect": expect, "label": label}
+        if size:
+            spec["bytes"] = size
+        self.proc.stdin.write(json.dumps(spec) + "\n")
+        self.proc.stdin.flush()
+        r = self._read(duration + warmup + 300)
+        if "error" in r:
+            raise RuntimeError(r["error"])
+        return r, batch_delta(r.pop("stats_before") or {}, r.pop("stats_after") or {})
+
+    def stop(self):
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=120)
+            except (OSError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.proc.wait()
+        for shm in Path("/dev/shm").glob(self.shm_prefix + "*"):
+            try:
+                shm.unlink()
+            except OSError:
+                pass
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def probe(driver, model, workload, size, variant) -> str | None:
     """None if the model answers correctly, else why not."""
     try:
-        r = run_loadgen(args, server, model, workload, size, 1, expect_for(variant), 0.3, 0.0, "probe")
+        r, _ = driver.run(model, workload, size, 1, expect_for(variant), 0.3, 0.0, "probe")
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         return str(e)
     if r["completed"] == 0 or r["errors"] or r["validation_errors"]:
@@ -193,7 +391,6 @@ def wait_loaded(server, timeout=120.0) -> dict:
         time.sleep(0.5)
 
 
-# --------------------------------------------------------------- reporting
 def summarize(runs: list[dict]) -> dict:
     def stat(values):
         values = [v for v in values if v is not None]
@@ -268,129 +465,160 @@ def median_of(summary, key):
     return s["median"] if s else None
 
 
+def key_of(driver, workload, size, conc, variant) -> str:
+    s = f"{size // MiB}MiB" if size else "-"
+    return f"{driver}:{workload}/{s}/c{conc}/{variant}"
+
+
+def parse_key(key):
+    driver, rest = key.split(":", 1)
+    w, s, c, v = rest.split("/")
+    return driver, w, s, int(c[1:]), v
+
+
+def target_lines(results, driver, w, cell) -> list[str]:
+    """Ratios measured in this run, with the issue's targets where it sets them."""
+    settings = results["settings"]
+    sizes = WORKLOADS[w][1]
+    concs = sizes[0][1]
+    cmax, cmin = max(concs), min(concs)
+    have = set(workload_variants(w, settings["variants"]))
+    lines = []
+
+    def tp(v, c, size=None):
+        return median_of(cell(w, size, c, v), "throughput_rps")
+
+    def p50(v, c, size=None):
+        return median_of(cell(w, size, c, v), "p50_us")
+
+    def line(text, value, target=None, higher=True, unit="×"):
+        t = f" (target {'≥' if higher else '≤'} {target:g}{unit if unit == '×' else ''}: " \
+            f"{verdict(value, target, higher)})" if target is not None else ""
+        lines.append(f"- {text}: **{fmt_num(value, 2)}{unit}**{t}")
+
+    if w == "add_sub" and "python" in have:
+        targets = {"inproc": {"rustpy": (5, 0.25), "rustpy_compat": (2, 0.5)}}.get(driver, {})
+        for v in ("rustpy", "rustpy_compat"):
+            if v in have:
+                tt, tl = targets.get(v, (None, None))
+                line(f"{VARIANT_LABEL[v]} / python throughput at c={cmax}", ratio(tp(v, cmax), tp("python", cmax)), tt)
+                line(f"{VARIANT_LABEL[v]} / python p50 at c={cmin}", ratio(p50(v, cmin), p50("python", cmin)),
+                     tl, higher=False, unit="")
+        if "native" in have:
+            lines.append(f"- bound: native echo / python is {fmt_num(ratio(tp('native', cmax), tp('python', cmax)), 2)}× "
+                         f"throughput at c={cmax} and {fmt_num(ratio(p50('native', cmin), p50('python', cmin)), 2)} "
+                         f"p50 at c={cmin}")
+    if w == "add_sub" and "native" in have:
+        for v in ("rustpy", "rustpy_compat"):
+            if v in have:
+                parts = [f"c={c}: {fmt_num(None if ratio(tp(v, c), tp('native', c)) is None else 100 * ratio(tp(v, c), tp('native', c)), 0)}%"
+                         for c in concs]
+                r = ratio(tp(v, cmax), tp("native", cmax))
+                t = f" (target ≥ 80% at c={cmax}: {verdict(r, 0.8)})" if v == "rustpy" and driver == "inproc" else ""
+                lines.append(f"- {VARIANT_LABEL[v]} / native echo throughput: {', '.join(parts)}{t}")
+    elif w == "identity" and "native" in have:
+        for v in ("rustpy", "rustpy_compat", "python"):
+            if v not in have:
+                continue
+            parts, worst = [], None
+            for size, cs in sizes:
+                for c in cs:
+                    r = ratio(median_of(cell(w, size, c, "native"), "in_bytes_per_s"),
+                              median_of(cell(w, size, c, v), "in_bytes_per_s"))
+                    parts.append(f"{size // MiB} MiB c={c}: {fmt_num(r, 2)}×")
+                    if r is not None:
+                        worst = r if worst is None else max(worst, r)
+            t = f" (target ≤ 1.5×: {verdict(worst, 1.5, False)})" if v == "rustpy" else ""
+            lines.append(f"- per-byte cost {VARIANT_LABEL[v]} / native echo: {', '.join(parts)}{t}")
+    elif w == "mlp" and "python" in have:
+        for v in ("rustpy", "rustpy_compat", "python_batched"):
+            if v in have:
+                parts = ", ".join(f"c={c}: {fmt_num(ratio(tp(v, c), tp('python', c)), 2)}×" for c in concs)
+                t = ""
+                if v == "rustpy":
+                    r = ratio(tp(v, cmax), tp("python", cmax))
+                    t = f" (target ≥ 3× at c={cmax}, set for gRPC: {verdict(r, 3.0)})"
+                lines.append(f"- {VARIANT_LABEL[v]} / python throughput: {parts}{t}")
+        if "rustpy" in have and "python_batched" in have:
+            r = ratio(tp("rustpy", cmax), tp("python_batched", cmax))
+            lines.append(f"- rustpy batched API / python hand-batched throughput at c={cmax}: **{fmt_num(r, 2)}×** "
+                         f"(target > 1, ahead of it: {verdict(r, 1.0 + 1e-9)})")
+    elif w in ("upper", "embed") and "python" in have:
+        for v in ("rustpy", "rustpy_compat"):
+            if v in have:
+                parts = ", ".join(f"c={c}: {fmt_num(ratio(tp(v, c), tp('python', c)), 2)}×" for c in concs)
+                lines.append(f"- {VARIANT_LABEL[v]} / python throughput: {parts}")
+    return lines
+
+
 def render(results: dict) -> str:
     out = []
     settings = results["settings"]
     out.append(f"Settings: {settings['repeat']} repeat(s) × {settings['duration_s']:g} s per point "
                f"(+{settings['warmup_s']:g} s warm-up), variants interleaved; figures are the median "
                "over repeats with (min–max) across repeats.")
+    blas = results["machine"].get("blas", {})
+    if blas:
+        out.append(f"numpy BLAS: {', '.join(blas.get('blas_libraries', [])) or blas.get('libblas.so.3')}; "
+                   f"512×1024 matmul {blas.get('matmul_512x1024_us_per_row_batch1', 'n/a')} µs/row alone, "
+                   f"{blas.get('matmul_512x1024_us_per_row_batch64', 'n/a')} µs/row in a batch of 64; "
+                   f"BLAS environment: {blas.get('env') or 'none set'}.")
     out.append("")
     avail = results["availability"]
-    missing = {m: a for m, a in avail.items() if a["status"] != "ok"}
     points = results["points"]
-
-    def cell(workload, size, conc, variant):
-        return points.get(key_of(workload, size, conc, variant))
-
-    for w, (desc, sizes) in WORKLOADS.items():
-        if w not in settings["workloads"]:
-            continue
-        out.append(f"### {w} — {desc}")
+    for driver in settings["drivers"]:
+        out.append(f"## {driver}: {DRIVER_LABEL[driver]}")
         out.append("")
-        large = w == "identity"
-        head = ["size"] if large else []
-        head += ["c", "variant", "req/s"]
-        head += ["MiB/s (per direction)"] if large else []
-        head += ["p50 ms", "p90 ms", "p99 ms", "batch avg (max)", "errors"]
-        out.append("| " + " | ".join(head) + " |")
-        out.append("|" + "---|" * len(head))
-        for size, concs in sizes:
-            for c in concs:
-                for v in settings["variants"]:
-                    model = f"{w}_{v}"
-                    s = cell(w, size, c, v)
-                    row = [f"{size // MiB} MiB"] if large else []
-                    row += [str(c), VARIANT_LABEL[v]]
-                    if model in missing or s is None:
-                        why = missing.get(model, {}).get("status", "n/a")
-                        row += [why] + ["n/a"] * (len(head) - len(row) - 1)
-                        out.append("| " + " | ".join(row) + " |")
-                        continue
-                    row.append(fmt_range(s["throughput_rps"], 1.0, 1 if large else 0))
-                    if large:
-                        row.append(fmt_range(s["in_bytes_per_s"], 1 / MiB, 0))
-                    for k in ("p50_us", "p90_us", "p99_us"):
-                        st = s[k]
-                        d = ms_digits(st["median"]) if st else 0
-                        row.append(fmt_range(st, 1e-3, d))
-                    row.append(f"{fmt_num(s['avg_batch'], 2)} ({s['max_batch'] or 'n/a'})")
-                    errs = s["errors"] + s["validation_errors"]
-                    row.append(str(errs))
-                    out.append("| " + " | ".join(row) + " |")
-        out.append("")
-        # Ratios measured in this run.
-        lines = []
-        if w == "add_sub":
-            cmax, cmin = max(sizes[0][1]), min(sizes[0][1])
-            for v in ("rustpy", "rustpy_compat"):
-                if v not in settings["variants"] or "python" not in settings["variants"]:
-                    continue
-                r_tp = ratio(median_of(cell(w, None, cmax, v), "throughput_rps"),
-                             median_of(cell(w, None, cmax, "python"), "throughput_rps"))
-                r_lat = ratio(median_of(cell(w, None, cmin, v), "p50_us"),
-                              median_of(cell(w, None, cmin, "python"), "p50_us"))
-                lines.append(f"- {VARIANT_LABEL[v]} / python throughput at c={cmax}: "
-                             f"**{fmt_num(r_tp, 2)}×** (target ≥ 3×: {verdict(r_tp, 3.0)})")
-                lines.append(f"- {VARIANT_LABEL[v]} / python p50 at c={cmin}: "
-                             f"**{fmt_num(r_lat, 2)}** (target ≤ 0.33: {verdict(r_lat, 1 / 3, False)})")
-            if "native" in settings["variants"] and "python" in settings["variants"]:
-                r_tp = ratio(median_of(cell(w, None, cmax, "native"), "throughput_rps"),
-                             median_of(cell(w, None, cmax, "python"), "throughput_rps"))
-                r_lat = ratio(median_of(cell(w, None, cmin, "native"), "p50_us"),
-                              median_of(cell(w, None, cmin, "python"), "p50_us"))
-                lines.append(f"- bound: native echo / python is {fmt_num(r_tp, 2)}× throughput at c={cmax} and "
-                             f"{fmt_num(r_lat, 2)} p50 at c={cmin}; no backend behind this server and client "
-                             "can do better than the echo")
-            if "native" in settings["variants"]:
-                for v in ("rustpy", "rustpy_compat"):
-                    if v not in settings["variants"]:
-                        continue
-                    parts = []
-                    for c in sizes[0][1]:
-                        r = ratio(median_of(cell(w, None, c, v), "throughput_rps"),
-                                  median_of(cell(w, None, c, "native"), "throughput_rps"))
-                        parts.append(f"c={c}: {fmt_num(None if r is None else 100 * r, 0)}%")
-                    r32 = ratio(median_of(cell(w, None, cmax, v), "throughput_rps"),
-                                median_of(cell(w, None, cmax, "native"), "throughput_rps"))
-                    lines.append(f"- {VARIANT_LABEL[v]} / native echo throughput: {', '.join(parts)} "
-                                 f"(target ≥ 80% at c={cmax}: {verdict(r32, 0.8)})")
-        elif w == "identity" and "native" in settings["variants"]:
-            for v in ("rustpy", "rustpy_compat", "python"):
-                if v not in settings["variants"]:
-                    continue
-                parts, worst = [], None
-                for size, concs in sizes:
-                    for c in concs:
-                        # Per-byte cost ratio = native bytes/s ÷ variant bytes/s.
-                        r = ratio(median_of(cell(w, size, c, "native"), "in_bytes_per_s"),
-                                  median_of(cell(w, size, c, v), "in_bytes_per_s"))
-                        parts.append(f"{size // MiB} MiB c={c}: {fmt_num(r, 2)}×")
-                        if r is not None:
-                            worst = r if worst is None else max(worst, r)
-                target = f" (target ≤ 1.5×: {verdict(worst, 1.5, False)})" if v == "rustpy" else ""
-                lines.append(f"- per-byte cost {VARIANT_LABEL[v]} / native echo: {', '.join(parts)}{target}")
-        elif w == "upper" and "python" in settings["variants"]:
-            c = sizes[0][1][0]
-            for v in ("rustpy", "rustpy_compat"):
-                if v in settings["variants"]:
-                    r = ratio(median_of(cell(w, None, c, v), "throughput_rps"),
-                              median_of(cell(w, None, c, "python"), "throughput_rps"))
-                    lines.append(f"- {VARIANT_LABEL[v]} / python throughput at c={c}: **{fmt_num(r, 2)}×**")
-        if lines:
-            out.extend(lines)
+
+        for w in settings["workloads"]:
+            desc, sizes, _ = WORKLOADS[w]
+
+            def cell(workload, size, conc, variant, driver=driver):
+                return points.get(key_of(driver, workload, size, conc, variant))
+
+            out.append(f"### {driver} · {w} — {desc}")
             out.append("")
+            large = w == "identity"
+            head = ["size"] if large else []
+            head += ["c", "variant", "req/s"]
+            head += ["MiB/s (per direction)"] if large else []
+            head += ["p50 ms", "p90 ms", "p99 ms", "batch avg (max)", "errors"]
+            out.append("| " + " | ".join(head) + " |")
+            out.append("|" + "---|" * len(head))
+            for size, concs in sizes:
+                for c in concs:
+                    for v in workload_variants(w, settings["variants"]):
+                        model = f"{w}_{v}"
+                        s = cell(w, size, c, v)
+                        row = [f"{size // MiB} MiB"] if large else []
+                        row += [str(c), VARIANT_LABEL[v]]
+                        a = avail.get(f"{driver}:{model}", {})
+                        if a.get("status", "n/a") != "ok" or s is None:
+                            row += [a.get("status", "n/a")] + ["n/a"] * (len(head) - len(row) - 1)
+                            out.append("| " + " | ".join(row) + " |")
+                            continue
+                        row.append(fmt_range(s["throughput_rps"], 1.0, 1 if large else 0))
+                        if large:
+                            row.append(fmt_range(s["in_bytes_per_s"], 1 / MiB, 0))
+                        for k in ("p50_us", "p90_us", "p99_us"):
+                            st = s[k]
+                            d = ms_digits(st["median"]) if st else 0
+                            row.append(fmt_range(st, 1e-3, d + (1 if st and st["median"] < 1000 else 0)))
+                        row.append(f"{fmt_num(s['avg_batch'], 2)} ({s['max_batch'] or 'n/a'})")
+                        row.append(str(s["errors"] + s["validation_errors"]))
+                        out.append("| " + " | ".join(row) + " |")
+            out.append("")
+            lines = target_lines(results, driver, w, cell)
+            if lines:
+                out.extend(lines)
+                out.append("")
+    missing = {m: a for m, a in avail.items() if a["status"] != "ok"}
     if missing:
         out.append("Models not measured:")
         for m, a in sorted(missing.items()):
             out.append(f"- `{m}`: {a['status']} — {a.get('reason', '')}")
         out.append("")
-    noisy = []
-    for k, s in points.items():
-        tp = s["throughput_rps"]
-        if tp and tp["median"] and s["repeats"] > 1:
-            spread = (tp["max"] - tp["min"]) / tp["median"]
-            if spread > 0.2:
-                noisy.append(f"{k} {100 * spread:.0f}%")
+    noisy = [f"{k} {100 * sp:.0f}%" for k, sp in sorted(spreads(points).items()) if sp > 0.2]
     if noisy:
         out.append("Noisy points, (max − min) / median of throughput over the repeats above 20%: "
                    + ", ".join(noisy))
@@ -404,9 +632,52 @@ def render(results: dict) -> str:
     return "\n".join(out)
 
 
-def key_of(workload, size, conc, variant) -> str:
-    s = f"{size // MiB}MiB" if size else "-"
-    return f"{workload}/{s}/c{conc}/{variant}"
+def spreads(points) -> dict:
+    """(max − min) / median of throughput per point (0 with one repeat)."""
+    out = {}
+    for k, s in points.items():
+        tp = s.get("throughput_rps")
+        if tp and tp["median"]:
+            out[k] = (tp["max"] - tp["min"]) / tp["median"]
+    return out
+
+
+# ------------------------------------------------------------- regression
+MIN_NOISE = 0.05
+
+
+def compare(old: dict, new: dict) -> tuple[str, list[str]]:
+    """Each variant's throughput ratio to the official backend (same driver,
+    workload, size, concurrency), old run vs new run. A ratio that fell by
+    more than the measured noise is flagged: the noise of a ratio is taken as
+    the larger of the two runs' (spread of the variant + spread of python) / 2,
+    at least 5%."""
+    rows, flagged = [], []
+    po, pn = old.get("points", {}), new.get("points", {})
+    so, sn = spreads(po), spreads(pn)
+    for key in sorted(set(po) & set(pn)):
+        driver, w, s, c, v = parse_key(key)
+        if v == "python":
+            continue
+        ref = key.rsplit("/", 1)[0] + "/python"
+        ro = ratio(median_of(po.get(key), "throughput_rps"), median_of(po.get(ref), "throughput_rps"))
+        rn = ratio(median_of(pn.get(key), "throughput_rps"), median_of(pn.get(ref), "throughput_rps"))
+        abs_change = ratio(median_of(pn.get(key), "throughput_rps"), median_of(po.get(key), "throughput_rps"))
+        if ro is None or rn is None:
+            continue
+        noise = max(MIN_NOISE, (so.get(key, 0) + so.get(ref, 0)) / 2, (sn.get(key, 0) + sn.get(ref, 0)) / 2)
+        change = rn / ro - 1
+        flag = change < -noise
+        if flag:
+            flagged.append(key)
+        rows.append(f"| {key} | {ro:.2f}× | {rn:.2f}× | {100 * change:+.0f}% | ±{100 * noise:.0f}% | "
+                    f"{fmt_num(abs_change, 2)}× | {'**REGRESSED**' if flag else 'ok'} |")
+    text = [f"Compared with {old.get('created', '?')} (commit {old.get('machine', {}).get('git_commit', '?')}): "
+            f"ratio = variant / python throughput in the same run.", "",
+            "| point | old ratio | new ratio | change | noise | new/old req/s | |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+    text.append(f"{len(flagged)} point(s) regressed beyond the noise" + (": " + ", ".join(flagged) if flagged else "."))
+    return "\n".join(text), flagged
 
 
 def plot(results: dict, path: Path) -> bool:
@@ -414,84 +685,50 @@ def plot(results: dict, path: Path) -> bool:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import matplotlib.ticker  # noqa: F401
     except ImportError:
         log("matplotlib is not installed: no plot (ci/bench installs it into the venv)")
         return False
     settings, points = results["settings"], results["points"]
-    variants = settings["variants"]
-    colors = {"python": "#d62728", "rustpy_compat": "#ff7f0e", "rustpy": "#1f77b4", "native": "#7f7f7f"}
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    colors = {"python": "#d62728", "python_batched": "#9467bd", "rustpy_compat": "#ff7f0e",
+              "rustpy": "#1f77b4", "native": "#7f7f7f"}
+    ws = [w for w in ("add_sub", "mlp", "embed") if w in settings["workloads"]]
+    drivers = settings["drivers"]
+    if not ws or not drivers:
+        return False
+    rows = [(d, m) for d in drivers for m in ("throughput_rps", "p50_us")]
+    fig, axes = plt.subplots(len(rows), len(ws), figsize=(5.5 * len(ws), 3.6 * len(rows)), squeeze=False)
     fig.suptitle(f"rustpy vs official Python backend — {results['machine']['cpus']} CPU "
                  f"{results['machine']['cpu']}, {settings['repeat']}×{settings['duration_s']:g} s per point "
-                 "(bars/whiskers: min–max over repeats)", fontsize=10)
-
-    def err(s, scale=1.0):
-        if not s:
-            return None, (0, 0)
-        m = s["median"] * scale
-        return m, (m - s["min"] * scale, s["max"] * scale - m)
-
-    if "add_sub" in settings["workloads"]:
-        concs = WORKLOADS["add_sub"][1][0][1]
-        for ax, metric, scale, title, ylabel in (
-                (axes[0][0], "throughput_rps", 1.0, "add_sub FP32[4]: throughput", "requests/s"),
-                (axes[0][1], "p50_us", 1e-3, "add_sub FP32[4]: p50 latency", "ms (log)")):
-            for v in variants:
+                 "(whiskers: min–max over repeats)", fontsize=10)
+    for i, (d, metric) in enumerate(rows):
+        scale = 1e-3 if metric == "p50_us" else 1.0
+        for j, w in enumerate(ws):
+            ax = axes[i][j]
+            concs = WORKLOADS[w][1][0][1]
+            for v in workload_variants(w, settings["variants"]):
                 xs, ys, lo, hi = [], [], [], []
                 for c in concs:
-                    m, (l, h) = err((points.get(key_of("add_sub", None, c, v)) or {}).get(metric), scale)
-                    if m is not None:
-                        xs.append(c), ys.append(m), lo.append(l), hi.append(h)
+                    s = (points.get(key_of(d, w, None, c, v)) or {}).get(metric)
+                    if s:
+                        xs.append(c), ys.append(s["median"] * scale)
+                        lo.append((s["median"] - s["min"]) * scale), hi.append((s["max"] - s["median"]) * scale)
                 if xs:
-                    ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=colors[v],
-                                label=VARIANT_LABEL[v])
+                    ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=colors[v], label=VARIANT_LABEL[v])
             ax.set_xscale("log", base=2)
             ax.set_xticks(concs, [str(c) for c in concs])
-            ax.set_xlabel("concurrency")
-            ax.set_ylabel(ylabel)
-            ax.set_title(title)
+            ax.set_xlabel("requests in flight")
             if metric == "p50_us":
                 ax.set_yscale("log")
-                ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-                ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-                ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_ylabel("p50 latency, ms (log)")
+                ax.set_title(f"{d} · {w}: p50 latency", fontsize=9)
             else:
+                ax.set_ylabel("requests/s")
                 ax.set_ylim(bottom=0)
+                ax.set_title(f"{d} · {w}: throughput", fontsize=9)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-
-    def bars(ax, groups, metric, scale, title, ylabel):
-        width = 0.8 / max(1, len(variants))
-        for i, v in enumerate(variants):
-            xs, ys, lo, hi = [], [], [], []
-            for g, (w, size, c) in enumerate(groups):
-                m, (l, h) = err((points.get(key_of(w, size, c, v)) or {}).get(metric), scale)
-                if m is not None:
-                    xs.append(g + (i - (len(variants) - 1) / 2) * width)
-                    ys.append(m), lo.append(l), hi.append(h)
-            if xs:
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colors[v], label=VARIANT_LABEL[v])
-        ax.set_xticks(range(len(groups)),
-                      [(f"{s // MiB} MiB " if s else "") + f"c={c}" for _, s, c in groups])
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
-
-    if "identity" in settings["workloads"]:
-        groups = [("identity", s, c) for s, cs in WORKLOADS["identity"][1] for c in cs]
-        bars(axes[1][0], groups, "in_bytes_per_s", 1 / MiB, "identity UINT8: tensor throughput",
-             "MiB/s per direction")
-    else:
-        axes[1][0].axis("off")
-    if "upper" in settings["workloads"]:
-        groups = [("upper", None, c) for c in WORKLOADS["upper"][1][0][1]]
-        bars(axes[1][1], groups, "throughput_rps", 1.0, "upper BYTES: throughput", "requests/s")
-    else:
-        axes[1][1].axis("off")
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
@@ -503,21 +740,46 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per point (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 s per point, 0.5 s warm-up")
     p.add_argument("--repeat", type=int, default=3, help="repeats per point (default 3)")
+    p.add_argument("--drivers", default=",".join(DRIVERS), help="comma-separated subset of %(default)s")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of %(default)s")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s")
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     p.add_argument("--loadgen", type=Path, default=target / "release" / "rustpy-loadgen")
+    p.add_argument("--inproc", type=Path, default=target / "release" / "rustpy-inproc")
+    p.add_argument("--tritonserver-lib", type=Path, default=None,
+                   help="libtritonserver*.so (default: the one next to the installed tritonserver)")
     p.add_argument("--out", type=Path, default=None, help="results directory (default bench-results/<time>)")
+    p.add_argument("--compare", type=Path, default=None,
+                   help="an earlier results.json (or its directory): print ratios against it, "
+                        "flag regressions beyond the noise (exit 3 if any)")
+    p.add_argument("--against", type=Path, default=None,
+                   help="with --compare: compare this results.json instead of running")
     a = p.parse_args(argv)
+
+    def load_results(path: Path) -> dict:
+        path = path / "results.json" if path.is_dir() else path
+        return json.loads(path.read_text())
+
+    if a.against is not None:
+        if a.compare is None:
+            p.error("--against needs --compare OLD")
+        text, flagged = compare(load_results(a.compare), load_results(a.against))
+        print(text)
+        return 3 if flagged else 0
+    old = load_results(a.compare) if a.compare is not None else None
+
     a.duration = a.duration if a.duration is not None else (2.0 if a.quick else 10.0)
     a.warmup = a.warmup if a.warmup is not None else (0.5 if a.quick else 2.0)
+    drivers = [d for d in a.drivers.split(",") if d]
     workloads = [w for w in a.workloads.split(",") if w]
     variants = [v for v in a.variants.split(",") if v]
-    bad = [w for w in workloads if w not in WORKLOADS] + [v for v in variants if v not in VARIANTS]
+    bad = [d for d in drivers if d not in DRIVERS] + [w for w in workloads if w not in WORKLOADS] + \
+        [v for v in variants if v not in VARIANTS]
     if bad or a.repeat < 1 or a.duration <= 0:
-        p.error(f"bad workload/variant {bad} or repeat/duration")
-    if not a.loadgen.is_file():
-        p.error(f"{a.loadgen} not found: cargo build --release -p rustpy-bench")
+        p.error(f"bad driver/workload/variant {bad} or repeat/duration")
+    for d, exe in (("http", a.loadgen), ("grpc", a.loadgen), ("inproc", a.inproc)):
+        if d in drivers and not exe.is_file():
+            p.error(f"{exe} not found: cargo build --release -p rustpy-bench")
 
     problems = check_repository(workloads, variants)
     if problems:
@@ -528,78 +790,71 @@ def main(argv=None) -> int:
         "configs identical modulo name/backend/rustpy.native")
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out_dir = a.out or ROOT / "bench-results" / stamp
+    out_dir = (a.out or ROOT / "bench-results" / stamp).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
+    log("probing numpy's BLAS ...")
+    machine["blas"] = blas_info()
+    log(f"BLAS: {machine['blas'].get('blas_libraries')} "
+        f"({machine['blas'].get('matmul_512x1024_us_per_row_batch1')} µs/row alone, "
+        f"{machine['blas'].get('matmul_512x1024_us_per_row_batch64')} µs/row at 64); env {machine['blas']['env']}")
     settings = {"duration_s": a.duration, "warmup_s": a.warmup, "repeat": a.repeat, "quick": a.quick,
-                "workloads": workloads, "variants": variants,
-                "backend_lib": os.environ.get("RUSTPY_BACKEND_LIB", str(ROOT / "target/release/libtriton_rustpy.so")),
-                "loadgen": str(a.loadgen)}
+                "drivers": drivers, "workloads": workloads, "variants": variants,
+                "backend_lib": str(rustpy_backend_lib()),
+                "loadgen": str(a.loadgen), "inproc": str(a.inproc)}
     runs: list[dict] = []
     availability: dict = {}
-    server = TritonServer([MODELS], exit_on_error=False, wait_models=[], name="bench")
-    log(f"starting tritonserver on {MODELS.relative_to(ROOT)} ...")
-    try:
-        server.start()
-    except TritonStartError as e:
-        log(str(e))
-        return 1
+    pairs = [(w, v) for w in workloads for v in workload_variants(w, variants)]
+    models = [f"{w}_{v}" for w, v in pairs]
+    plan = [(w, size, c) for w in workloads for size, concs in WORKLOADS[w][1] for c in concs]
     t_start = time.monotonic()
-    try:
-        status, meta = server.get("/v2")
-        machine["tritonserver"] = meta.get("version") if isinstance(meta, dict) else None
-        index = wait_loaded(server)
-        plan = [(w, size, c) for w in workloads for size, concs in WORKLOADS[w][1] for c in concs]
-        for w in workloads:
-            for v in variants:
-                m = f"{w}_{v}"
-                entry = index.get(m, {})
-                if entry.get("state") != "READY":
-                    availability[m] = {"status": "n/a (not loaded)",
-                                       "reason": entry.get("reason", "not in the repository index")}
-                    continue
-                size = WORKLOADS[w][1][0][0]
-                why = probe(a, server, m, w, size, v)
-                availability[m] = {"status": "ok"} if why is None else {"status": "error", "reason": why}
-        for m, av in sorted(availability.items()):
-            log(f"{m}: {av['status']}" + (f" ({av['reason'][:200]})" if av.get("reason") else ""))
-
-        todo = [(r, w, size, c, v) for r in range(a.repeat) for (w, size, c) in plan
-                for v in (variants[r % len(variants):] + variants[:r % len(variants)])
-                if availability.get(f"{w}_{v}", {}).get("status") == "ok"]
-        eta = len(todo) * (a.duration + a.warmup + 0.3)
-        log(f"{len(todo)} runs, about {eta / 60:.1f} min; results in {out_dir}")
-        with open(out_dir / "runs.jsonl", "w") as jl:
-            for i, (r, w, size, c, v) in enumerate(todo, 1):
-                m = f"{w}_{v}"
-                before = server.model_stats(m)
-                lg = run_loadgen(a, server, m, w, size, c, expect_for(v), a.duration, a.warmup,
-                                 key_of(w, size, c, v))
-                after = server.model_stats(m)
-                run = {"repeat": r, "workload": w, "size": size, "concurrency": c, "variant": v,
-                       "model": m, "loadgen": lg, "stats": batch_delta(before, after),
-                       "loadavg": os.getloadavg()}
-                runs.append(run)
-                jl.write(json.dumps(run) + "\n")
-                jl.flush()
-                lat = lg["latency_us"]
-                log(f"[{i}/{len(todo)}] rep {r + 1} {key_of(w, size, c, v)}: "
-                    f"{lg['throughput_rps']:,.0f} req/s, p50 {lat['p50'] / 1e3:.2f} ms, "
-                    f"p99 {lat['p99'] / 1e3:.2f} ms, batch {run['stats']['avg_batch']}, "
-                    f"errors {lg['errors'] + lg['validation_errors']}")
-                if not server.running:
-                    raise RuntimeError("tritonserver died\n" + server.log_tail())
-    finally:
-        server.stop()
-        try:
-            (out_dir / "tritonserver.log").write_text(server.log_text())
-        except OSError:
-            pass
+    with open(out_dir / "runs.jsonl", "w") as jl:
+        for dname in drivers:
+            driver = InprocDriver(a, out_dir) if dname == "inproc" else NetworkDriver(a, out_dir, dname)
+            log(f"{dname}: starting the server on {MODELS.relative_to(ROOT)} ...")
+            try:
+                loaded = driver.start(models)
+                machine.setdefault("tritonserver", driver.version())
+                for w, v in pairs:
+                    m = f"{w}_{v}"
+                    if loaded[m] is not None:
+                        availability[f"{dname}:{m}"] = {"status": "n/a (not loaded)", "reason": loaded[m]}
+                        continue
+                    why = probe(driver, m, w, WORKLOADS[w][1][0][0], v)
+                    availability[f"{dname}:{m}"] = {"status": "ok"} if why is None else \
+                        {"status": "error", "reason": why}
+                for m, av in sorted(availability.items()):
+                    if m.startswith(dname + ":"):
+                        log(f"{m}: {av['status']}" + (f" ({av['reason'][:200]})" if av.get("reason") else ""))
+                todo = [(r, w, size, c, v) for r in range(a.repeat) for (w, size, c) in plan
+                        for v in (lambda vs: vs[r % len(vs):] + vs[:r % len(vs)])(workload_variants(w, variants))
+                        if availability.get(f"{dname}:{w}_{v}", {}).get("status") == "ok"]
+                eta = len(todo) * (a.duration + a.warmup + 0.3)
+                log(f"{dname}: {len(todo)} runs, about {eta / 60:.1f} min; results in {out_dir}")
+                for i, (r, w, size, c, v) in enumerate(todo, 1):
+                    m = f"{w}_{v}"
+                    key = key_of(dname, w, size, c, v)
+                    lg, stats = driver.run(m, w, size, c, expect_for(v), a.duration, a.warmup, key)
+                    run = {"driver": dname, "repeat": r, "workload": w, "size": size, "concurrency": c,
+                           "variant": v, "model": m, "loadgen": lg, "stats": stats, "loadavg": os.getloadavg()}
+                    runs.append(run)
+                    jl.write(json.dumps(run) + "\n")
+                    jl.flush()
+                    lat = lg["latency_us"]
+                    log(f"[{i}/{len(todo)}] rep {r + 1} {key}: {lg['throughput_rps']:,.0f} req/s, "
+                        f"p50 {lat['p50'] / 1e3:.3f} ms, p99 {lat['p99'] / 1e3:.2f} ms, "
+                        f"batch {stats['avg_batch']}, errors {lg['errors'] + lg['validation_errors']}")
+            except (TritonStartError, RuntimeError) as e:
+                log(f"{dname}: {e}")
+                driver.stop()
+                return 1
+            driver.stop()
     machine["loadavg_end"] = os.getloadavg()
 
     grouped: dict = {}
     for run in runs:
-        grouped.setdefault(key_of(run["workload"], run["size"], run["concurrency"], run["variant"]), []).append(run)
+        grouped.setdefault(key_of(run["driver"], run["workload"], run["size"], run["concurrency"],
+                                  run["variant"]), []).append(run)
     results = {
         "created": stamp,
         "elapsed_s": round(time.monotonic() - t_start, 1),
@@ -614,12 +869,19 @@ def main(argv=None) -> int:
     (out_dir / "table.md").write_text(table + "\n")
     plotted = plot(results, out_dir / "bench.png")
     print(table)
-    log(f"wrote {out_dir}/results.json, runs.jsonl, table.md"
-        + (", bench.png" if plotted else "") + ", tritonserver.log")
+    log(f"wrote {out_dir}/results.json, runs.jsonl, table.md" + (", bench.png" if plotted else ""))
+    rc = 0
     bad_runs = sum(s["errors"] + s["validation_errors"] for s in results["points"].values())
     if bad_runs:
         log(f"{bad_runs} failed or wrong responses during measurement")
-    return 1 if bad_runs else 0
+        rc = 1
+    if old is not None:
+        text, flagged = compare(old, results)
+        (out_dir / "compare.md").write_text(text + "\n")
+        print(text)
+        if flagged and rc == 0:
+            rc = 3
+    return rc
 
 
 if __name__ == "__main__":

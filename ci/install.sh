@@ -2,6 +2,8 @@
 # Installs everything rustpy needs on a fresh Debian machine, idempotently:
 #   - Debian's python3.11 + numpy (the interpreter the backend embeds and the
 #     official Python backend's stub runs), libclang for bindgen;
+#   - Debian's OpenBLAS (libopenblas0-pthread): numpy then uses an optimised
+#     BLAS, as production machines do, instead of the reference libblas3;
 #   - a real tritonserver 2.51 with the official Python backend, unpacked from
 #     the nvidia-pytriton wheel into $RUSTPY_HOME (default: ./.rustpy-deps);
 #   - the Python test client (tritonclient, pytest) in a venv;
@@ -18,7 +20,7 @@ log() { echo "[install] $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 need_apt=()
-for pkg in python3.11 libpython3.11-dev python3-numpy libclang-dev clang python3-venv git git-lfs; do
+for pkg in python3.11 libpython3.11-dev python3-numpy libopenblas0-pthread libclang-dev clang python3-venv git git-lfs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

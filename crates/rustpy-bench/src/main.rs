@@ -8,8 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+mod grpc;
 mod http;
-mod workload;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -18,20 +18,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use workload::{Expect, Kind, Request, Workload};
+use rustpy_bench::latency_summary;
+use rustpy_bench::workload::{Expect, Kind, Request, Workload};
 
 const USAGE: &str = "\
 rustpy-loadgen: KServe v2 HTTP (binary tensors) load generator for rustpy's benchmark
 
 USAGE:
-    rustpy-loadgen --model NAME --workload add_sub|identity|upper [OPTIONS]
+    rustpy-loadgen --model NAME --workload add_sub|identity|upper|mlp|embed [OPTIONS]
 
 OPTIONS:
-    --url HOST:PORT       Triton's HTTP endpoint, loopback only [default: 127.0.0.1:8000]
+    --url HOST:PORT       Triton's HTTP (or gRPC) endpoint, loopback only [default: 127.0.0.1:8000]
+    --protocol P          http: HTTP/1.1, one keep-alive connection per worker thread;
+                          grpc: KServe v2 gRPC (tonic), one HTTP/2 connection per worker
+                          [default: http]
     --model NAME          model to call (POST /v2/models/NAME/infer)
     --workload KIND       add_sub: FP32[4] INPUT0, INPUT1 -> OUTPUT0 = a+b, OUTPUT1 = a-b
                           identity: UINT8[--bytes] INPUT0 -> OUTPUT0
                           upper: BYTES[1] TEXT -> UPPER (ASCII upper-case)
+                          mlp: FP32[512] INPUT -> FP32[128] OUTPUT (two dense layers)
+                          embed: BYTES[1] TEXT -> FP32[64] EMBEDDING (tokenize, mean, L2)
     --bytes SIZE          identity payload per request, e.g. 1048576, 1MiB, 16MiB [default: 1MiB]
     --expect MODE         compute: the workload's function; echo: output i = input i
                           (native echo ceiling); none: status only [default: compute]
@@ -47,7 +53,14 @@ OUTPUT: one JSON line: throughput_rps, in/out tensor bytes per second, latency_u
 (min, mean, p50, p90, p99, max), completed, errors, validation_errors, first_error.
 ";
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Grpc,
+}
+
 struct Args {
+    protocol: Protocol,
     addr: SocketAddr,
     url: String,
     model: String,
@@ -87,6 +100,7 @@ fn parse_secs(s: &str) -> Option<Duration> {
 
 fn parse_args() -> Result<Args, String> {
     let mut url = "127.0.0.1:8000".to_string();
+    let mut protocol = Protocol::Http;
     let mut model = None;
     let mut kind = None;
     let mut bytes = 1 << 20;
@@ -116,6 +130,13 @@ fn parse_args() -> Result<Args, String> {
                 std::process::exit(0);
             }
             "--url" => url = value("HOST:PORT")?,
+            "--protocol" => {
+                protocol = match value("http|grpc")?.as_str() {
+                    "http" => Protocol::Http,
+                    "grpc" => Protocol::Grpc,
+                    other => return Err(format!("unknown protocol {other:?}")),
+                }
+            }
             "--model" => model = Some(value("a model name")?),
             "--workload" => {
                 let v = value("a workload")?;
@@ -174,6 +195,7 @@ fn parse_args() -> Result<Args, String> {
             format!("{hostport:?} is not a loopback address (the benchmark only runs on loopback)")
         })?;
     Ok(Args {
+        protocol,
         addr,
         url: hostport,
         model,
@@ -284,15 +306,6 @@ fn worker(id: usize, args: &Args, wl: &Workload, start: &Barrier, clock: &Clock)
     res
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1] as f64
-}
-
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -309,18 +322,35 @@ fn main() -> ExitCode {
         warm_end: now + args.warmup,
         end: now + args.warmup + args.duration,
     };
-    let results: Vec<WorkerResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.concurrency)
-            .map(|id| {
-                let (args, wl, barrier, clock) = (&args, &wl, &barrier, &clock);
-                s.spawn(move || worker(id, args, wl, barrier, clock))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("worker panicked"))
-            .collect()
-    });
+    let results: Vec<WorkerResult> = if args.protocol == Protocol::Grpc {
+        match grpc::run(
+            args.addr,
+            &args.model,
+            &wl,
+            args.concurrency,
+            args.timeout,
+            &clock,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("rustpy-loadgen: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..args.concurrency)
+                .map(|id| {
+                    let (args, wl, barrier, clock) = (&args, &wl, &barrier, &clock);
+                    s.spawn(move || worker(id, args, wl, barrier, clock))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("worker panicked"))
+                .collect()
+        })
+    };
 
     let mut lat: Vec<u64> = Vec::with_capacity(results.iter().map(|r| r.latencies_ns.len()).sum());
     let mut total = WorkerResult::default();
@@ -337,14 +367,7 @@ fn main() -> ExitCode {
             total.first_error = r.first_error;
         }
     }
-    lat.sort_unstable();
     let secs = args.duration.as_secs_f64();
-    let us = |ns: f64| (ns / 1e3 * 10.0).round() / 10.0;
-    let mean = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().map(|&v| v as f64).sum::<f64>() / lat.len() as f64
-    };
     let tensor_bytes = {
         let mut r = Request::default();
         wl.build(0, 0, &mut r);
@@ -355,6 +378,7 @@ fn main() -> ExitCode {
         "workload": args.kind.name(),
         "expect": args.expect.name(),
         "url": args.url,
+        "protocol": if args.protocol == Protocol::Grpc { "grpc" } else { "http" },
         "concurrency": args.concurrency,
         "warmup_s": args.warmup.as_secs_f64(),
         "duration_s": secs,
@@ -368,14 +392,7 @@ fn main() -> ExitCode {
         "throughput_rps": total.completed as f64 / secs,
         "in_bytes_per_s": total.in_bytes as f64 / secs,
         "out_bytes_per_s": total.out_bytes as f64 / secs,
-        "latency_us": {
-            "min": us(lat.first().copied().unwrap_or(0) as f64),
-            "mean": us(mean),
-            "p50": us(percentile(&lat, 50.0)),
-            "p90": us(percentile(&lat, 90.0)),
-            "p99": us(percentile(&lat, 99.0)),
-            "max": us(lat.last().copied().unwrap_or(0) as f64),
-        },
+        "latency_us": latency_summary(&mut lat),
         "label": args.label,
     });
     println!("{line}");

@@ -14,6 +14,10 @@ pub enum Kind {
     Identity,
     /// BYTES[1] TEXT -> UPPER = TEXT upper-cased (ASCII, like Python's bytes.upper()).
     Upper,
+    /// FP32[512] INPUT -> FP32[128] OUTPUT: two dense layers (see `mlp`).
+    Mlp,
+    /// BYTES[1] TEXT -> FP32[64] EMBEDDING: tokenizer + mean of embeddings (see `embed`).
+    Embed,
 }
 
 impl Kind {
@@ -22,6 +26,8 @@ impl Kind {
             "add_sub" => Some(Kind::AddSub),
             "identity" => Some(Kind::Identity),
             "upper" => Some(Kind::Upper),
+            "mlp" => Some(Kind::Mlp),
+            "embed" => Some(Kind::Embed),
             _ => None,
         }
     }
@@ -31,6 +37,8 @@ impl Kind {
             Kind::AddSub => "add_sub",
             Kind::Identity => "identity",
             Kind::Upper => "upper",
+            Kind::Mlp => "mlp",
+            Kind::Embed => "embed",
         }
     }
 }
@@ -70,6 +78,18 @@ pub enum Expected {
     Exact(Vec<u8>),
     /// A large shared buffer: compared in full or by sampled windows.
     Shared(Arc<Vec<u8>>),
+    /// FP32 values computed here in f64: compared with a tolerance (BLAS
+    /// summation order differs between libraries and batch sizes).
+    Approx(Arc<Vec<f32>>),
+}
+
+/// One input tensor of a request, as the in-process driver passes it to
+/// `TRITONSERVER_InferenceRequestAddInput` / `AppendInputData`.
+pub struct Input<'a> {
+    pub name: &'static str,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+    pub data: &'a [u8],
 }
 
 /// One request, rebuilt in place for every call (buffers are reused).
@@ -86,6 +106,7 @@ pub struct Request {
     pub tensor_bytes: usize,
 }
 
+#[derive(Clone)]
 pub struct Workload {
     pub kind: Kind,
     pub expect: Expect,
@@ -94,6 +115,8 @@ pub struct Workload {
     payload: Option<Arc<Vec<u8>>>,
     /// Headers that do not change between requests.
     fixed_header: Option<Vec<u8>>,
+    /// mlp / embed: request inputs (tensor bytes) and their reference outputs.
+    pool: Vec<(Vec<u8>, Arc<Vec<f32>>)>,
 }
 
 fn binary_output(name: &str) -> Value {
@@ -114,6 +137,7 @@ impl Workload {
             full_check,
             payload: None,
             fixed_header: None,
+            pool: Vec::new(),
         };
         match kind {
             Kind::AddSub => {
@@ -141,8 +165,77 @@ impl Workload {
                 w.payload = Some(Arc::new(payload));
             }
             Kind::Upper => {}
+            Kind::Mlp => {
+                let m = mlp::Mlp::new();
+                w.pool = (0..POOL)
+                    .map(|s| {
+                        let x = mlp::input(s);
+                        let y = m.forward(&x);
+                        let bytes = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        (bytes, Arc::new(y))
+                    })
+                    .collect();
+                let h = serde_json::json!({
+                    "inputs": [{ "name": "INPUT", "shape": [1, mlp::IN], "datatype": "FP32",
+                                 "parameters": { "binary_data_size": mlp::IN * 4 } }],
+                    "outputs": [binary_output("OUTPUT")],
+                });
+                w.fixed_header = Some(serde_json::to_vec(&h).expect("serialisable"));
+            }
+            Kind::Embed => {
+                w.pool = (0..POOL)
+                    .map(|s| {
+                        let text = embed::text(s);
+                        let y = embed::embed(text.as_bytes());
+                        let mut bytes = Vec::new();
+                        push_bytes_element(&mut bytes, text.as_bytes());
+                        (bytes, Arc::new(y))
+                    })
+                    .collect();
+            }
         }
         w
+    }
+
+    /// The input tensors of `req` (built by `build`).
+    pub fn inputs<'a>(&self, req: &'a Request) -> Vec<Input<'a>> {
+        let one = |name, datatype, n: usize, data| Input {
+            name,
+            datatype,
+            shape: vec![1, n as i64],
+            data,
+        };
+        match self.kind {
+            Kind::AddSub => vec![
+                one("INPUT0", "FP32", 4, &req.data[..16]),
+                one("INPUT1", "FP32", 4, &req.data[16..32]),
+            ],
+            Kind::Identity => {
+                let d = req.shared.as_ref().map_or(&[][..], |s| &s[..]);
+                vec![one("INPUT0", "UINT8", d.len(), d)]
+            }
+            Kind::Upper | Kind::Embed => vec![one("TEXT", "BYTES", 1, &req.data[..])],
+            Kind::Mlp => vec![one("INPUT", "FP32", mlp::IN, &req.data[..])],
+        }
+    }
+
+    /// The outputs every request asks for.
+    pub fn output_names(&self) -> &'static [&'static str] {
+        match self.kind {
+            Kind::AddSub => &["OUTPUT0", "OUTPUT1"],
+            Kind::Identity => &["OUTPUT0"],
+            Kind::Upper => &["UPPER"],
+            Kind::Mlp => &["OUTPUT"],
+            Kind::Embed => &["EMBEDDING"],
+        }
+    }
+
+    /// Checks one output tensor; `Ok(true)` if it was an expected output.
+    pub fn check_output(&self, req: &Request, name: &str, data: &[u8]) -> Result<bool, String> {
+        match req.expected.iter().find(|(n, _)| *n == name) {
+            Some((_, e)) => check(name, e, data, self.full_check).map(|_| true),
+            None => Ok(false),
+        }
     }
 
     /// Fills `req` for request number `seq` of worker `worker`.
@@ -214,6 +307,30 @@ impl Workload {
                     req.expected.push(("UPPER", Expected::Exact(e)));
                 }
             }
+            Kind::Mlp | Kind::Embed => {
+                let (bytes, expected) = &self.pool[pool_index(worker, seq)];
+                req.data.extend_from_slice(bytes);
+                req.header.clear();
+                if self.kind == Kind::Mlp {
+                    req.header
+                        .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
+                } else {
+                    let h = serde_json::json!({
+                        "inputs": [{ "name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
+                                     "parameters": { "binary_data_size": req.data.len() } }],
+                        "outputs": [binary_output("EMBEDDING")],
+                    });
+                    serde_json::to_writer(&mut req.header, &h).expect("serialisable");
+                }
+                if self.expect == Expect::Compute {
+                    let out = if self.kind == Kind::Mlp {
+                        "OUTPUT"
+                    } else {
+                        "EMBEDDING"
+                    };
+                    req.expected.push((out, Expected::Approx(expected.clone())));
+                }
+            }
         }
         req.tensor_bytes = req.data.len() + req.shared.as_ref().map_or(0, |s| s.len());
     }
@@ -279,10 +396,19 @@ impl Workload {
     }
 }
 
+/// Distinct inputs of the mlp and embed workloads (reference outputs are
+/// computed once, so checking a response costs a comparison).
+const POOL: usize = 64;
+
+fn pool_index(worker: usize, seq: u64) -> usize {
+    ((worker as u64 * 7 + seq) % POOL as u64) as usize
+}
+
 fn check(name: &str, expected: &Expected, got: &[u8], full: bool) -> Result<(), String> {
     let want: &[u8] = match expected {
         Expected::Exact(v) => v,
         Expected::Shared(v) => v,
+        Expected::Approx(v) => return check_approx(name, v, got),
     };
     if want.len() != got.len() {
         return Err(format!(
@@ -320,5 +446,258 @@ fn check(name: &str, expected: &Expected, got: &[u8], full: bool) -> Result<(), 
         ))
     } else {
         Ok(())
+    }
+}
+
+fn check_approx(name: &str, want: &[f32], got: &[u8]) -> Result<(), String> {
+    if got.len() != want.len() * 4 {
+        return Err(format!(
+            "output {name:?}: {} bytes, expected {} FP32 values",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (i, (w, g)) in want.iter().zip(got.chunks_exact(4)).enumerate() {
+        let g = f32::from_le_bytes(g.try_into().expect("4 bytes"));
+        if !((g - w).abs() <= 1e-3 + 1e-3 * w.abs()) {
+            return Err(format!("output {name:?}[{i}] = {g}, expected {w}"));
+        }
+    }
+    Ok(())
+}
+
+/// The mlp workload: y = relu(x·W1 + b1)·W2 + b2 with FP32[512] in, a 1024
+/// hidden layer and FP32[128] out. Weights and inputs come from integer
+/// formulas (exact in FP32) that bench/models/mlp_*/1/model.py repeat with
+/// numpy, so the reference needs no weight file.
+pub mod mlp {
+    pub const IN: usize = 512;
+    pub const HIDDEN: usize = 1024;
+    pub const OUT: usize = 128;
+
+    pub fn w1(i: usize, j: usize) -> f32 {
+        (((i * 37 + j * 11) % 61) as f32 - 30.0) / 1024.0
+    }
+    pub fn b1(j: usize) -> f32 {
+        ((j % 7) as f32 - 3.0) / 64.0
+    }
+    pub fn w2(j: usize, k: usize) -> f32 {
+        (((j * 13 + k * 29) % 53) as f32 - 26.0) / 1024.0
+    }
+    pub fn b2(k: usize) -> f32 {
+        ((k % 5) as f32 - 2.0) / 32.0
+    }
+
+    /// Input number `s` of the pool.
+    pub fn input(s: usize) -> Vec<f32> {
+        (0..IN)
+            .map(|i| (((i * (2 * s + 1) + 7 * s) % 101) as f32 - 50.0) / 64.0)
+            .collect()
+    }
+
+    pub struct Mlp {
+        w1: Vec<f64>,
+        w2: Vec<f64>,
+    }
+
+    impl Mlp {
+        pub fn new() -> Mlp {
+            let mut w1 = vec![0.0; IN * HIDDEN];
+            for i in 0..IN {
+                for j in 0..HIDDEN {
+                    w1[i * HIDDEN + j] = self::w1(i, j) as f64;
+                }
+            }
+            let mut w2 = vec![0.0; HIDDEN * OUT];
+            for j in 0..HIDDEN {
+                for k in 0..OUT {
+                    w2[j * OUT + k] = self::w2(j, k) as f64;
+                }
+            }
+            Mlp { w1, w2 }
+        }
+
+        pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+            let mut h: Vec<f64> = (0..HIDDEN).map(|j| b1(j) as f64).collect();
+            for (i, &xi) in x.iter().enumerate() {
+                let row = &self.w1[i * HIDDEN..(i + 1) * HIDDEN];
+                for (hj, w) in h.iter_mut().zip(row) {
+                    *hj += xi as f64 * w;
+                }
+            }
+            let mut y: Vec<f64> = (0..OUT).map(|k| b2(k) as f64).collect();
+            for (j, &hj) in h.iter().enumerate() {
+                let hj = hj.max(0.0);
+                let row = &self.w2[j * OUT..(j + 1) * OUT];
+                for (yk, w) in y.iter_mut().zip(row) {
+                    *yk += hj * w;
+                }
+            }
+            y.into_iter().map(|v| v as f32).collect()
+        }
+    }
+
+    impl Default for Mlp {
+        fn default() -> Self {
+            Mlp::new()
+        }
+    }
+}
+
+/// The embed workload: a pure-Python tokenizer step (lower-case, split into
+/// ASCII letter/digit runs, FNV-1a 32-bit hash of each token modulo the
+/// vocabulary), then the mean of the tokens' rows of an embedding table,
+/// L2-normalised. bench/models/embed_*/1/model.py implement the same.
+pub mod embed {
+    pub const VOCAB: u32 = 4096;
+    pub const DIM: usize = 64;
+
+    pub fn table(v: u32, d: usize) -> f32 {
+        (((v as usize * 131 + d * 71) % 251) as f32 - 125.0) / 256.0
+    }
+
+    pub fn tokenize(text: &[u8]) -> Vec<u32> {
+        let mut ids = Vec::new();
+        let mut h: u32 = 0x811c_9dc5;
+        let mut in_word = false;
+        for &b in text {
+            let b = b.to_ascii_lowercase();
+            if b.is_ascii_digit() || b.is_ascii_lowercase() {
+                h = (h ^ b as u32).wrapping_mul(16_777_619);
+                in_word = true;
+            } else if in_word {
+                ids.push(h % VOCAB);
+                h = 0x811c_9dc5;
+                in_word = false;
+            }
+        }
+        if in_word {
+            ids.push(h % VOCAB);
+        }
+        ids
+    }
+
+    pub fn embed(text: &[u8]) -> Vec<f32> {
+        let ids = tokenize(text);
+        let mut v = vec![0.0f64; DIM];
+        for &id in &ids {
+            for (d, x) in v.iter_mut().enumerate() {
+                *x += table(id, d) as f64;
+            }
+        }
+        let n = ids.len().max(1) as f64;
+        v.iter_mut().for_each(|x| *x /= n);
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-6);
+        v.into_iter().map(|x| (x / norm) as f32).collect()
+    }
+
+    const WORDS: [&str; 24] = [
+        "Triton",
+        "serves",
+        "models",
+        "from",
+        "Python",
+        "and",
+        "Rust",
+        "in",
+        "one",
+        "process",
+        "batching",
+        "requests",
+        "numpy",
+        "arrays",
+        "tokens",
+        "are",
+        "hashed",
+        "into",
+        "a",
+        "vocabulary",
+        "of",
+        "4096",
+        "entries",
+        "quickly",
+    ];
+
+    /// Text number `s` of the pool: 8 to 39 words, punctuation included.
+    pub fn text(s: usize) -> String {
+        let n = 8 + (s * 13) % 32;
+        let mut out = String::new();
+        for k in 0..n {
+            if k > 0 {
+                out.push_str(if k % 7 == 0 { ", " } else { " " });
+            }
+            out.push_str(WORDS[(s * 5 + k * 11 + k * k) % WORDS.len()]);
+        }
+        out.push('.');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_splits_on_non_alphanumerics_and_lowercases() {
+        assert_eq!(embed::tokenize(b"Ab, ab!"), embed::tokenize(b"ab ab"));
+        assert_eq!(embed::tokenize(b"  ").len(), 0);
+        assert_eq!(embed::tokenize(b"x1 y2 z3").len(), 3);
+        // FNV-1a 32 of "a" is 0xe40c292c.
+        assert_eq!(embed::tokenize(b"a"), vec![0xe40c_292c % embed::VOCAB]);
+    }
+
+    #[test]
+    fn mlp_reference_matches_a_direct_computation() {
+        let m = mlp::Mlp::new();
+        let x = mlp::input(3);
+        let y = m.forward(&x);
+        // Output 5 computed the slow way.
+        let mut acc = mlp::b2(5) as f64;
+        for j in 0..mlp::HIDDEN {
+            let mut h = mlp::b1(j) as f64;
+            for i in 0..mlp::IN {
+                h += x[i] as f64 * mlp::w1(i, j) as f64;
+            }
+            acc += h.max(0.0) * mlp::w2(j, 5) as f64;
+        }
+        assert!((y[5] as f64 - acc).abs() < 1e-5, "{} vs {acc}", y[5]);
+        // Distinct pool inputs give distinct outputs (a mixed-up row would show).
+        assert_ne!(m.forward(&mlp::input(4)), y);
+    }
+
+    #[test]
+    fn approx_check_rejects_wrong_values() {
+        let want = vec![1.0f32, -2.0];
+        let ok: Vec<u8> = [1.0f32, -2.0005]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let bad: Vec<u8> = [1.0f32, -2.1]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert!(check_approx("Y", &want, &ok).is_ok());
+        assert!(check_approx("Y", &want, &bad).is_err());
+        assert!(check_approx("Y", &want, &ok[..4]).is_err());
+    }
+
+    #[test]
+    fn inputs_describe_the_request_tensors() {
+        let w = Workload::new(Kind::AddSub, Expect::Compute, 0, false);
+        let mut r = Request::default();
+        w.build(1, 2, &mut r);
+        let ins = w.inputs(&r);
+        assert_eq!(ins.len(), 2);
+        assert_eq!(
+            (ins[0].name, ins[0].datatype, ins[0].shape.clone()),
+            ("INPUT0", "FP32", vec![1, 4])
+        );
+        let w = Workload::new(Kind::Mlp, Expect::Compute, 0, false);
+        w.build(0, 0, &mut r);
+        assert_eq!(w.inputs(&r)[0].data.len(), mlp::IN * 4);
+        let w = Workload::new(Kind::Embed, Expect::Compute, 0, false);
+        w.build(0, 5, &mut r);
+        let t = embed::text(5);
+        assert_eq!(&w.inputs(&r)[0].data[4..], t.as_bytes());
     }
 }

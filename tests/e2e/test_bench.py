@@ -1,0 +1,223 @@
+"""The benchmark's drivers and bookkeeping (bench/bench.py, crates/rustpy-bench).
+
+- rustpy-inproc hosts the real tritonserver library in its own process
+  (TRITONSERVER_ServerNew on bench/models) and keeps N requests in flight
+  through TRITONSERVER_ServerInferAsync: every response is checked, the batch
+  sizes come from the model statistics, and a wrong answer is caught.
+- Every variant of the mlp and embed workloads (official backend per request
+  and hand-batched, rustpy compat, rustpy batched) computes the function the
+  driver checks against (a reference computed in Rust).
+- rustpy-loadgen runs the new workloads over HTTP too.
+- bench.py records which BLAS numpy runs, and `--compare` flags a ratio that
+  fell by more than the runs' noise (and only then).
+
+No assertion here is about speed: only behaviour (closed loop kept full,
+responses right, regressions detected from given numbers).
+"""
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from triton import (PROJECT_ROOT, clean_env, python_backend_dir, rustpy_backend_lib,
+                    tritonserver_root)
+
+sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+import bench  # noqa: E402
+
+BIN = rustpy_backend_lib().parent
+INPROC = BIN / "rustpy-inproc"
+LOADGEN = BIN / "rustpy-loadgen"
+MODELS = PROJECT_ROOT / "bench" / "models"
+MLP = ["mlp_python", "mlp_python_batched", "mlp_rustpy_compat", "mlp_rustpy"]
+EMBED = ["embed_python", "embed_rustpy_compat", "embed_rustpy"]
+ADD_SUB = ["add_sub_python", "add_sub_rustpy", "add_sub_native"]
+
+
+class Inproc:
+    """One rustpy-inproc process serving run specs over stdin/stdout."""
+
+    def __init__(self, models):
+        for exe in (INPROC, LOADGEN):
+            if not exe.is_file():
+                pytest.fail(f"{exe} missing: cargo build --release --workspace", pytrace=False)
+        lib = bench.tritonserver_library()
+        assert lib is not None, "libtritonserver not found next to the installed tritonserver"
+        self.tmp = Path(tempfile.mkdtemp(prefix="rustpy-test-inproc-"))
+        bdir = self.tmp / "backends"
+        (bdir / "rustpy").mkdir(parents=True)
+        os.symlink(rustpy_backend_lib().resolve(), bdir / "rustpy" / "libtriton_rustpy.so")
+        os.symlink(python_backend_dir().resolve(), bdir / "python", target_is_directory=True)
+        self.log = self.tmp / "server.log"
+        self.shm = f"rustpy_test_inproc_{os.getpid()}_"
+        self.proc = subprocess.Popen(
+            [str(INPROC), "--lib", str(lib), "--repo", str(MODELS), "--backend-dir", str(bdir),
+             "--load", ",".join(models), "--log-file", str(self.log),
+             "--backend-config", f"python,shm-region-prefix-name={self.shm}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=clean_env(), cwd=self.tmp, start_new_session=True)
+        self.ready = self.read(300)["ready"]
+
+    def read(self, timeout):
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if r else ""
+        if not line:
+            self.proc.kill()
+            log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+            pytest.fail(f"rustpy-inproc gave no answer within {timeout}s "
+                        f"(exit {self.proc.poll()}): {self.proc.stderr.read()[-2000:]}\n{log}")
+        return json.loads(line)
+
+    def run(self, **spec):
+        spec.setdefault("warmup", 0.2)
+        spec.setdefault("duration", 1.0)
+        self.proc.stdin.write(json.dumps(spec) + "\n")
+        self.proc.stdin.flush()
+        return self.read(spec["duration"] + spec["warmup"] + 120)
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=120)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for f in Path("/dev/shm").glob(self.shm + "*"):
+                f.unlink(missing_ok=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def inproc():
+    d = Inproc(ADD_SUB + MLP + EMBED)
+    yield d
+    assert d.close() == 0
+
+
+def batches(r):
+    a, b = r["stats_after"], r["stats_before"]
+    return a["inference_count"] - b["inference_count"], a["execution_count"] - b["execution_count"]
+
+
+def test_inproc_loads_the_models_in_process(inproc):
+    assert inproc.ready == {m: True for m in ADD_SUB + MLP + EMBED}
+
+
+@pytest.mark.parametrize("model", ["add_sub_python", "add_sub_rustpy"])
+def test_inproc_keeps_n_in_flight_and_checks_every_response(inproc, model):
+    r = inproc.run(model=model, workload="add_sub", concurrency=8)
+    assert r["completed"] > 0, r
+    assert r["errors"] == 0 and r["validation_errors"] == 0, r["first_error"]
+    # Little's law over the measured window: the loop kept (about) 8 in flight.
+    assert r["in_flight_avg"] > 4, r
+    inferences, executions = batches(r)
+    # Statistics come from the server itself and cover at least what we counted.
+    assert inferences >= r["completed"] + r["warmup_completed"]
+    assert 0 < executions <= inferences
+    assert r["latency_us"]["p50"] > 0
+
+
+def test_inproc_catches_wrong_answers(inproc):
+    # add_sub_rustpy computes a+b, a-b; expecting the echo must fail every response.
+    r = inproc.run(model="add_sub_rustpy", workload="add_sub", concurrency=2, expect="echo",
+                   duration=0.5)
+    assert r["completed"] == 0
+    assert r["validation_errors"] > 0
+    assert "OUTPUT0" in r["first_error"]
+
+
+def test_inproc_reports_errors_from_the_server(inproc):
+    r = inproc.run(model="no_such_model", workload="add_sub", concurrency=1, duration=0.3)
+    assert "error" in r or r.get("errors", 0) > 0, r
+
+
+@pytest.mark.parametrize("model", MLP + EMBED)
+def test_every_variant_computes_the_reference(inproc, model):
+    workload = model.split("_", 1)[0]
+    r = inproc.run(model=model, workload=workload, concurrency=4, duration=0.5)
+    assert r["completed"] > 0, r
+    assert r["validation_errors"] == 0 and r["errors"] == 0, r["first_error"]
+
+
+@pytest.fixture(scope="module")
+def net_server():
+    from conftest import _start
+    from triton import TritonServer
+    models = ["mlp_rustpy", "embed_python", "add_sub_rustpy"]
+    s = _start(TritonServer([MODELS], wait_models=models, name="bench-net", load_models=models,
+                            model_control_mode="explicit"))
+    yield s
+    s.stop()
+
+
+def loadgen(server, protocol, model, workload, *extra):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    p = subprocess.run([str(LOADGEN), "--protocol", protocol, "--url", url, "--model", model,
+                        "--workload", workload, "-c", "2", "-d", "0.5", "-w", "0.1", *extra],
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, json.loads(p.stdout), p.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_loadgen_runs_mlp_and_embed(net_server, protocol):
+    for model, workload in (("mlp_rustpy", "mlp"), ("embed_python", "embed"), ("add_sub_rustpy", "add_sub")):
+        rc, r, err = loadgen(net_server, protocol, model, workload)
+        assert rc == 0 and r["completed"] > 0, (err, r)
+        assert r["validation_errors"] == 0 and r["errors"] == 0, r["first_error"]
+        assert r["protocol"] == protocol
+
+
+def test_loadgen_grpc_catches_wrong_answers_and_server_errors(net_server):
+    rc, r, _ = loadgen(net_server, "grpc", "add_sub_rustpy", "add_sub", "--expect", "echo")
+    assert rc == 1 and r["validation_errors"] > 0 and "OUTPUT0" in r["first_error"]
+    rc, r, _ = loadgen(net_server, "grpc", "no_such_model", "add_sub")
+    assert rc == 1 and r["errors"] > 0 and "no_such_model" in r["first_error"]
+
+
+def test_blas_is_recorded():
+    info = bench.blas_info()
+    assert "error" not in info, info
+    assert info["blas_libraries"], info  # the BLAS shared objects numpy mapped
+    assert info["matmul_512x1024_us_per_row_batch1"] > 0
+    assert isinstance(info["env"], dict)
+
+
+def _results(points):
+    """A minimal results.json: {key: (median, min, max)} of throughput."""
+    return {"created": "t", "machine": {"git_commit": "x"},
+            "points": {k: {"throughput_rps": {"median": m, "min": lo, "max": hi}}
+                       for k, (m, lo, hi) in points.items()}}
+
+
+def test_compare_flags_a_ratio_that_fell_beyond_the_noise():
+    py, rp = "inproc:add_sub/-/c32/python", "inproc:add_sub/-/c32/rustpy"
+    old = _results({py: (1000, 990, 1010), rp: (5000, 4950, 5050)})
+    fell = _results({py: (1000, 990, 1010), rp: (4000, 3960, 4040)})      # 5.0x -> 4.0x, ±1%
+    text, flagged = bench.compare(old, fell)
+    assert flagged == [rp] and "REGRESSED" in text
+    # The same drop inside a noisy run (±25% spreads) is not flagged.
+    noisy = _results({py: (1000, 800, 1300), rp: (4000, 3000, 5000)})
+    assert bench.compare(old, noisy)[1] == []
+    # Both backends slower by the same factor: the ratio holds, nothing flagged.
+    slower = _results({py: (500, 495, 505), rp: (2500, 2475, 2525)})
+    assert bench.compare(old, slower)[1] == []
+
+
+def test_compare_cli_exit_status(tmp_path):
+    py, rp = "http:mlp/-/c32/python", "http:mlp/-/c32/rustpy"
+    (tmp_path / "old.json").write_text(json.dumps(_results({py: (100, 99, 101), rp: (400, 396, 404)})))
+    (tmp_path / "new.json").write_text(json.dumps(_results({py: (100, 99, 101), rp: (200, 198, 202)})))
+    (tmp_path / "same.json").write_text(json.dumps(_results({py: (100, 99, 101), rp: (400, 396, 404)})))
+    cmd = [sys.executable, str(PROJECT_ROOT / "bench" / "bench.py"), "--compare", str(tmp_path / "old.json")]
+    bad = subprocess.run(cmd + ["--against", str(tmp_path / "new.json")], capture_output=True, text=True)
+    assert bad.returncode == 3 and "REGRESSED" in bad.stdout, bad.stdout + bad.stderr
+    ok = subprocess.run(cmd + ["--against", str(tmp_path / "same.json")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
