@@ -154,7 +154,7 @@ pub fn plan_groups(
     let mut order: Vec<String> = Vec::new();
     let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
     for (idx, req) in reqs {
-        let key = group_key(req, split_by_parameters);
+        let key = group_key(spec, req, split_by_parameters);
         groups
             .entry(key.clone())
             .or_insert_with(|| {
@@ -169,17 +169,25 @@ pub fn plan_groups(
         .collect()
 }
 
-fn group_key(req: &InferRequest<'_>, split_by_parameters: bool) -> String {
+fn group_key(spec: &ModelSpec, req: &InferRequest<'_>, split_by_parameters: bool) -> String {
     let mut parts: Vec<String> = req
         .inputs
         .iter()
+        // An optional input with a default is filled for the requests that
+        // omit it (its dims are fixed), so its presence does not split.
+        .filter(|i| spec.ragged.default_for(&i.name).is_none())
         .map(|i| {
-            format!(
-                "{}:{}:{:?}",
-                i.name,
-                i.dtype,
-                &i.shape[1.min(i.shape.len())..]
-            )
+            if spec.ragged.is_ragged(&i.name) {
+                // Ragged inputs batch whatever their shapes (same rank).
+                format!("{}:{}:rank{}", i.name, i.dtype, i.shape.len())
+            } else {
+                format!(
+                    "{}:{}:{:?}",
+                    i.name,
+                    i.dtype,
+                    &i.shape[1.min(i.shape.len())..]
+                )
+            }
         })
         .collect();
     parts.sort();
@@ -333,6 +341,7 @@ mod tests {
                 optional: false,
             }],
             decoupled: false,
+            ragged: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod local;
 pub mod python;
+pub mod ragged;
 pub mod request;
 pub mod server;
 pub mod spec;
