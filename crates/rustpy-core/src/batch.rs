@@ -301,6 +301,20 @@ impl BatchOutput<'_> {
         }
     }
 
+    /// Elements `elems` (in C order) of this output, as bytes: the cut of a
+    /// batch_output scattered by its source input's shapes.
+    pub fn slice_elements(&self, elems: std::ops::Range<usize>) -> &[u8] {
+        match &self.data {
+            OutputData::Fixed(buf) => {
+                let size = self.dtype.element_size().unwrap_or(1);
+                &buf[elems.start * size..elems.end * size]
+            }
+            OutputData::Bytes { buf, elem_offsets } => {
+                &buf[elem_offsets[elems.start]..elem_offsets[elems.end]]
+            }
+        }
+    }
+
     pub fn bytes_all(&self) -> &[u8] {
         match &self.data {
             OutputData::Fixed(b) => b,
