@@ -650,7 +650,11 @@ impl Rules<'_, '_> {
         let cfg = self.cfg;
         let root = self.root();
         let input_blocks = self.loc.elements(&root, "input");
-        let ragged = |name: &str| cfg.input.iter().any(|i| i.name == name && i.allow_ragged_batch);
+        let ragged = |name: &str| {
+            cfg.input
+                .iter()
+                .any(|i| i.name == name && i.allow_ragged_batch)
+        };
         for (i, input) in cfg.input.iter().enumerate() {
             if input.allow_ragged_batch && cfg.max_batch_size == 0 {
                 let at = input_blocks
@@ -668,12 +672,25 @@ impl Rules<'_, '_> {
         let blocks = self.loc.elements(&root, "batch_input");
         for (i, bi) in cfg.batch_input.iter().enumerate() {
             let block = blocks.get(i);
-            let field = |f: &str| block.and_then(|b| self.loc.field(b, f)).or_else(|| block.and_then(|b| b.first_token()));
+            let field = |f: &str| {
+                block
+                    .and_then(|b| self.loc.field(b, f))
+                    .or_else(|| block.and_then(|b| b.first_token()))
+            };
             let target = bi.target_name.first().map(String::as_str).unwrap_or("");
             if bi.target_name.len() != 1 {
-                self.push(Severity::Error, field("target_name"), "batch-input.target",
-                    format!("batch_input #{} has {} target_name values", i + 1, bi.target_name.len()),
-                    "give each batch_input exactly one target_name: the name predict sees it under".into());
+                self.push(
+                    Severity::Error,
+                    field("target_name"),
+                    "batch-input.target",
+                    format!(
+                        "batch_input #{} has {} target_name values",
+                        i + 1,
+                        bi.target_name.len()
+                    ),
+                    "give each batch_input exactly one target_name: the name predict sees it under"
+                        .into(),
+                );
             } else if cfg.input.iter().any(|inp| inp.name == target) {
                 self.push(Severity::Error, field("target_name"), "batch-input.target",
                     format!("batch_input target '{target}' has the name of an input"),
@@ -688,21 +705,40 @@ impl Rules<'_, '_> {
                     format!("batch_input '{target}' has {} source_input values", other.len()),
                     "give exactly one source_input".into()),
             }
-            if !matches!(DataType::try_from(bi.data_type), Ok(DataType::TypeInt32 | DataType::TypeFp32)) {
-                self.push(Severity::Error, field("data_type"), "batch-input.data-type",
-                    format!("batch_input '{target}' has data_type {}", DataType::try_from(bi.data_type).map_or("?".into(), |d| d.as_str_name().to_string())),
-                    "Triton defines batch inputs as TYPE_INT32 or TYPE_FP32".into());
+            if !matches!(
+                DataType::try_from(bi.data_type),
+                Ok(DataType::TypeInt32 | DataType::TypeFp32)
+            ) {
+                self.push(
+                    Severity::Error,
+                    field("data_type"),
+                    "batch-input.data-type",
+                    format!(
+                        "batch_input '{target}' has data_type {}",
+                        DataType::try_from(bi.data_type)
+                            .map_or("?".into(), |d| d.as_str_name().to_string())
+                    ),
+                    "Triton defines batch inputs as TYPE_INT32 or TYPE_FP32".into(),
+                );
             }
         }
         let blocks = self.loc.elements(&root, "batch_output");
         for (i, bo) in cfg.batch_output.iter().enumerate() {
             let block = blocks.get(i);
-            let field = |f: &str| block.and_then(|b| self.loc.field(b, f)).or_else(|| block.and_then(|b| b.first_token()));
+            let field = |f: &str| {
+                block
+                    .and_then(|b| self.loc.field(b, f))
+                    .or_else(|| block.and_then(|b| b.first_token()))
+            };
             for target in &bo.target_name {
                 if !cfg.output.iter().any(|o| &o.name == target) {
-                    self.push(Severity::Error, field("target_name"), "batch-output.target",
+                    self.push(
+                        Severity::Error,
+                        field("target_name"),
+                        "batch-output.target",
                         format!("batch_output target '{target}' is not an output"),
-                        "target_name must name one of the model's outputs".into());
+                        "target_name must name one of the model's outputs".into(),
+                    );
                 }
             }
             match bo.source_input.as_slice() {
@@ -733,24 +769,37 @@ impl Rules<'_, '_> {
                         format!("parameter rustpy.ragged is {value:?}"),
                         "use \"concat\" (Triton's flat concatenation, the default) or \"pad\" (dense [rows, longest], zero-padded)".into());
                 } else if !cfg.input.iter().any(|i| i.allow_ragged_batch) {
-                    self.push(Severity::Warning, param_at(key), "ragged.layout",
-                        "parameter rustpy.ragged is set but no input has allow_ragged_batch: true".into(),
-                        "set allow_ragged_batch: true on the variable-length input(s)".into());
+                    self.push(
+                        Severity::Warning,
+                        param_at(key),
+                        "ragged.layout",
+                        "parameter rustpy.ragged is set but no input has allow_ragged_batch: true"
+                            .into(),
+                        "set allow_ragged_batch: true on the variable-length input(s)".into(),
+                    );
                 }
                 continue;
             }
-            let Some(name) = key.strip_prefix("rustpy.default.") else { continue };
+            let Some(name) = key.strip_prefix("rustpy.default.") else {
+                continue;
+            };
             let at = param_at(key);
             let Some(input) = cfg.input.iter().find(|i| i.name == name) else {
-                self.push(Severity::Error, at, "input.default",
+                self.push(
+                    Severity::Error,
+                    at,
+                    "input.default",
                     format!("parameter {key}: there is no input '{name}'"),
-                    "rustpy.default.<INPUT> gives the fill value of an optional input".into());
+                    "rustpy.default.<INPUT> gives the fill value of an optional input".into(),
+                );
                 continue;
             };
             let problem = if !input.optional {
                 Some(format!("input '{name}' is not optional"))
             } else if input.allow_ragged_batch || input.dims.iter().any(|&d| d < 0) {
-                Some(format!("input '{name}' has variable dims, so its missing rows cannot be filled"))
+                Some(format!(
+                    "input '{name}' has variable dims, so its missing rows cannot be filled"
+                ))
             } else {
                 let dtype = DataType::try_from(input.data_type).unwrap_or(DataType::TypeInvalid);
                 (!default_parses(dtype, value))

@@ -495,7 +495,12 @@ fn ragged_input_without_batching() {
         .replace("dynamic_batching { }\n", "");
     let dir = model(&cfg);
     let report = check_path(dir.path());
-    let d = one(&report, "ragged.unbatched-model", &config_of(dir.path()), Some(4));
+    let d = one(
+        &report,
+        "ragged.unbatched-model",
+        &config_of(dir.path()),
+        Some(4),
+    );
     assert!(d.message.contains("input 'T'"), "{d}");
 }
 
@@ -506,29 +511,71 @@ fn batch_input_rules() {
     let report = check_path(dir.path());
     one(&report, "config.syntax", &config_of(dir.path()), Some(6));
 
-    let dir = model(&RAGGED_GOOD.replace("source_input: \"T\" } ]\noutput", "source_input: \"X\" } ]\noutput"));
+    let dir = model(&RAGGED_GOOD.replace(
+        "source_input: \"T\" } ]\noutput",
+        "source_input: \"X\" } ]\noutput",
+    ));
     let report = check_path(dir.path());
-    let d = one(&report, "batch-input.source", &config_of(dir.path()), Some(6));
+    let d = one(
+        &report,
+        "batch-input.source",
+        &config_of(dir.path()),
+        Some(6),
+    );
     assert!(d.message.contains("'X', which is not an input"), "{d}");
 
-    let dir = model(&RAGGED_GOOD.replace("target_name: \"IDX\" data_type: TYPE_INT32", "target_name: \"T\" data_type: TYPE_INT64"));
+    let dir = model(&RAGGED_GOOD.replace(
+        "target_name: \"IDX\" data_type: TYPE_INT32",
+        "target_name: \"T\" data_type: TYPE_INT64",
+    ));
     let report = check_path(dir.path());
-    let d = one(&report, "batch-input.target", &config_of(dir.path()), Some(6));
+    let d = one(
+        &report,
+        "batch-input.target",
+        &config_of(dir.path()),
+        Some(6),
+    );
     assert!(d.message.contains("name of an input"), "{d}");
-    let d = one(&report, "batch-input.data-type", &config_of(dir.path()), Some(6));
+    let d = one(
+        &report,
+        "batch-input.data-type",
+        &config_of(dir.path()),
+        Some(6),
+    );
     assert!(d.message.contains("TYPE_INT64"), "{d}");
 }
 
 #[test]
 fn batch_output_source_must_be_ragged() {
-    let dir = model(&RAGGED_GOOD.replace(" allow_ragged_batch: true", "").replace("parameters { key: \"rustpy.ragged\" value { string_value: \"pad\" } }\n", ""));
+    let dir = model(
+        &RAGGED_GOOD
+            .replace(" allow_ragged_batch: true", "")
+            .replace(
+                "parameters { key: \"rustpy.ragged\" value { string_value: \"pad\" } }\n",
+                "",
+            ),
+    );
     let report = check_path(dir.path());
-    let d = one(&report, "batch-output.source", &config_of(dir.path()), Some(8));
-    assert!(d.message.contains("'T' is not an input with allow_ragged_batch"), "{d}");
+    let d = one(
+        &report,
+        "batch-output.source",
+        &config_of(dir.path()),
+        Some(8),
+    );
+    assert!(
+        d.message
+            .contains("'T' is not an input with allow_ragged_batch"),
+        "{d}"
+    );
 
     let dir = model(&RAGGED_GOOD.replace("{ target_name: \"O\"", "{ target_name: \"P\""));
     let report = check_path(dir.path());
-    let d = one(&report, "batch-output.target", &config_of(dir.path()), Some(8));
+    let d = one(
+        &report,
+        "batch-output.target",
+        &config_of(dir.path()),
+        Some(8),
+    );
     assert!(d.message.contains("'P' is not an output"), "{d}");
 }
 

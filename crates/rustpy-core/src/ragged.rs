@@ -491,8 +491,20 @@ mod tests {
         assert_eq!(t.values, vec![6, 2]);
         let t = batch_input(BatchInputKind::AccumulatedElementCount, &shapes);
         assert_eq!(t.values, vec![6, 8]);
-        assert_eq!(t.to_bytes(DataType::Int32), [6i32, 8].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
-        assert_eq!(t.to_bytes(DataType::Fp32), [6f32, 8.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+        assert_eq!(
+            t.to_bytes(DataType::Int32),
+            [6i32, 8]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+        );
+        assert_eq!(
+            t.to_bytes(DataType::Fp32),
+            [6f32, 8.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+        );
     }
 
     #[test]
@@ -534,10 +546,7 @@ mod tests {
     #[test]
     fn scatter_shapes_take_dynamic_dims_from_the_input() {
         let shapes: [&[i64]; 2] = [&[1, 3], &[2, 5]];
-        assert_eq!(
-            scatter_shapes(&[-1], &shapes),
-            vec![vec![1, 3], vec![2, 5]]
-        );
+        assert_eq!(scatter_shapes(&[-1], &shapes), vec![vec![1, 3], vec![2, 5]]);
         assert_eq!(
             scatter_shapes(&[-1, 2], &shapes),
             vec![vec![1, 3, 2], vec![2, 5, 2]]
@@ -546,11 +555,22 @@ mod tests {
 
     #[test]
     fn defaults_parse_per_dtype() {
-        assert_eq!(parse_default(DataType::Fp32, "1.5").unwrap(), 1.5f32.to_le_bytes());
-        assert_eq!(parse_default(DataType::Int64, "-2").unwrap(), (-2i64).to_le_bytes());
+        assert_eq!(
+            parse_default(DataType::Fp32, "1.5").unwrap(),
+            1.5f32.to_le_bytes()
+        );
+        assert_eq!(
+            parse_default(DataType::Int64, "-2").unwrap(),
+            (-2i64).to_le_bytes()
+        );
         assert_eq!(parse_default(DataType::Bool, "true").unwrap(), vec![1]);
-        assert_eq!(parse_default(DataType::Fp16, "1").unwrap(), 0x3c00u16.to_le_bytes());
+        assert_eq!(
+            parse_default(DataType::Fp16, "1").unwrap(),
+            0x3c00u16.to_le_bytes()
+        );
         assert_eq!(parse_default(DataType::Bytes, "hi").unwrap(), b"hi");
-        assert!(parse_default(DataType::Int32, "x").unwrap_err().contains("not an INT32"));
+        assert!(parse_default(DataType::Int32, "x")
+            .unwrap_err()
+            .contains("not an INT32"));
     }
 }

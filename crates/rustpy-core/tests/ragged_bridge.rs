@@ -128,12 +128,17 @@ fn inconsistent_ragged_lengths_fail_the_call() {
     let dir = write_model(tmp.path(), "tok", TOKENS, TOKENS_PY);
     let model = LocalModel::load(&dir, None).unwrap();
     let mut reqs = token_requests();
-    reqs[0].parameters = vec![("mode".into(), rustpy_core::ParamValue::String("badlen".into()))];
+    reqs[0].parameters = vec![(
+        "mode".into(),
+        rustpy_core::ParamValue::String("badlen".into()),
+    )];
     let (responses, _) = model.infer(&reqs, Duration::from_secs(5));
     for r in &responses {
         let e = error(r);
         assert!(
-            e.contains("output 'D'") && e.contains("has 10 elements") && e.contains("call for 12 ([1,3] + [1,4] + [1,5])"),
+            e.contains("output 'D'")
+                && e.contains("has 10 elements")
+                && e.contains("call for 12 ([1,3] + [1,4] + [1,5])"),
             "{e}"
         );
     }
@@ -164,14 +169,27 @@ fn pad_layout_and_per_request_outputs() {
     let dir = write_model(tmp.path(), "pad", PAD, PAD_PY);
     let model = LocalModel::load(&dir, None).unwrap();
     let reqs = vec![
-        req(vec![tensor("X", DataType::Fp32, &[2, 1, 2], f32s(&[1., 2., 3., 4.]))]),
-        req(vec![tensor("X", DataType::Fp32, &[1, 3, 1], f32s(&[5., 6., 7.]))]),
+        req(vec![tensor(
+            "X",
+            DataType::Fp32,
+            &[2, 1, 2],
+            f32s(&[1., 2., 3., 4.]),
+        )]),
+        req(vec![tensor(
+            "X",
+            DataType::Fp32,
+            &[1, 3, 1],
+            f32s(&[5., 6., 7.]),
+        )]),
     ];
     let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
     assert_eq!(report.calls, 1);
     let y = out(&responses[0], "Y");
     assert_eq!(y.shape, vec![2, 6]);
-    assert_eq!(y.data, f32s(&[1., 2., 0., 0., 0., 0., 3., 4., 0., 0., 0., 0.]));
+    assert_eq!(
+        y.data,
+        f32s(&[1., 2., 0., 0., 0., 0., 3., 4., 0., 0., 0., 0.])
+    );
     let y = out(&responses[1], "Y");
     assert_eq!(y.shape, vec![1, 6]);
     assert_eq!(y.data, f32s(&[5., 0., 6., 0., 7., 0.]));
@@ -199,9 +217,16 @@ fn optional_inputs_share_a_call_only_with_a_default() {
             tensor("X", DataType::Fp32, &[1, 2], f32s(&[1., 2.])),
             tensor("S", DataType::Fp32, &[1, 1], f32s(&[3.])),
         ]),
-        req(vec![tensor("X", DataType::Fp32, &[2, 2], f32s(&[1., 2., 3., 4.]))]),
+        req(vec![tensor(
+            "X",
+            DataType::Fp32,
+            &[2, 2],
+            f32s(&[1., 2., 3., 4.]),
+        )]),
     ];
-    let with = format!("{OPT}parameters {{ key: \"rustpy.default.S\" value {{ string_value: \"0.5\" }} }}\n");
+    let with = format!(
+        "{OPT}parameters {{ key: \"rustpy.default.S\" value {{ string_value: \"0.5\" }} }}\n"
+    );
     let dir = write_model(tmp.path(), "opt_d", &with, OPT_PY);
     let model = LocalModel::load(&dir, None).unwrap();
     let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
@@ -227,11 +252,17 @@ fn bad_ragged_configs_fail_the_load_with_a_reason() {
         TOKENS_PY,
     );
     let e = LocalModel::load(&dir, None).err().unwrap();
-    assert!(e.to_string().contains("allow_ragged_batch but max_batch_size is 0"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("allow_ragged_batch but max_batch_size is 0"),
+        "{e}"
+    );
     let dir = write_model(
         tmp.path(),
         "bad2",
-        &format!("{OPT}parameters {{ key: \"rustpy.default.S\" value {{ string_value: \"x\" }} }}\n"),
+        &format!(
+            "{OPT}parameters {{ key: \"rustpy.default.S\" value {{ string_value: \"x\" }} }}\n"
+        ),
         OPT_PY,
     );
     let e = LocalModel::load(&dir, None).err().unwrap();

@@ -14,8 +14,7 @@ use rustpy_config::proto;
 use super::interp::{py_error, runtime};
 use super::native::NativeSender;
 use super::numpy_io::{
-    array_from_chunks, bytes_array, extract_output, extract_tensor, set_readonly,
-    ExtractedOutput,
+    array_from_chunks, bytes_array, extract_output, extract_tensor, set_readonly, ExtractedOutput,
 };
 use super::{correlation_to_py, params_dict};
 use crate::batch::{self, BatchOutput};
@@ -451,7 +450,14 @@ impl ModelInstance {
                         }
                     })
                     .collect();
-                deliver(spec, &delivery, &out, responders, &active, &vec![true; group.len()])
+                deliver(
+                    spec,
+                    &delivery,
+                    &out,
+                    responders,
+                    &active,
+                    &vec![true; group.len()],
+                )
             });
             for (&i, ok) in group.iter().zip(sent) {
                 report.ok[i] = ok == Sent::Final;
@@ -522,9 +528,8 @@ impl ModelInstance {
                     return;
                 }
             };
-            let sent = py.allow_threads(|| {
-                deliver(spec, &delivery, &out, responders, &alive, &finishing)
-            });
+            let sent =
+                py.allow_threads(|| deliver(spec, &delivery, &out, responders, &alive, &finishing));
             for (k, s) in sent.into_iter().enumerate() {
                 match s {
                     Sent::Failed => alive[k] = false,
@@ -761,8 +766,7 @@ impl ModelInstance {
                     .map_err(|e| e.context(format!("model '{model}': input '{name}'")))?
             } else {
                 let shape = if spec.batching() {
-                    let shapes: Vec<&[i64]> =
-                        tensors.iter().map(|t| t.shape.as_slice()).collect();
+                    let shapes: Vec<&[i64]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
                     batch::concat_shape(&shapes)
                 } else {
                     tensors[0].shape.clone()
@@ -860,7 +864,11 @@ impl ModelInstance {
                     continue;
                 }
                 if !item.is_instance_of::<PyDict>() {
-                    let ty = item.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                    let ty = item
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default();
                     return Err(Error::invalid_arg(format!(
                         "model '{model}': predict returned a list whose item {k} is {ty}, not a dict: \
                          return one dict for the whole batch or a list of one dict per request, not a mix"
@@ -900,7 +908,11 @@ impl ModelInstance {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
         let dict = value.downcast::<PyDict>().map_err(|_| {
-            let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            let ty = value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
             Error::invalid_arg(format!(
                 "model '{model}': predict must return a dict of output name -> numpy array \
                  (or a list of one such dict per request), got {ty}"
@@ -978,6 +990,9 @@ impl GroupOut<'_, '_> {
         ragged::scatter_shapes(dims, &shapes)
     }
 }
+
+/// Per request of a batch_output: its shape and its range of elements.
+type ScatterPlan = (Vec<Vec<i64>>, Vec<std::ops::Range<usize>>);
 
 /// Outputs of one predict call (or one yield), ready to send.
 enum Delivery {
@@ -1067,7 +1082,8 @@ fn ragged_array<'py>(
                     .collect();
                 let mut padded = vec![0u8; plan.element_count() * size];
                 for &(s, d, n) in &plan.runs {
-                    padded[d * size..(d + n) * size].copy_from_slice(&src[s * size..(s + n) * size]);
+                    padded[d * size..(d + n) * size]
+                        .copy_from_slice(&src[s * size..(s + n) * size]);
                 }
                 array_from_chunks(py, dtype, &plan.shape, &[&padded]).map_err(err)
             }
@@ -1096,7 +1112,7 @@ fn fill_missing<'py>(
                     batch::gather_bytes(&[*t])
                         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.message))?,
                 ),
-                None => elems.extend(std::iter::repeat(Cow::Borrowed(default)).take(n * item)),
+                None => elems.extend(std::iter::repeat_n(Cow::Borrowed(default), n * item)),
             }
         }
         return bytes_array(py, &shape, &elems);
@@ -1192,7 +1208,7 @@ fn deliver<R: Responder>(
                 .collect();
             let ranges = batch::row_ranges(out.rows);
             // batch_output targets: each request's shape and element range.
-            let scattered: Vec<Option<(Vec<Vec<i64>>, Vec<std::ops::Range<usize>>)>> = views
+            let scattered: Vec<Option<ScatterPlan>> = views
                 .iter()
                 .map(|v| {
                     let bo = spec.ragged.batch_output(&v.name)?;
