@@ -870,8 +870,9 @@ impl ModelInstance {
                         .map(|n| n.to_string())
                         .unwrap_or_default();
                     return Err(Error::invalid_arg(format!(
-                        "model '{model}': predict returned a list whose item {k} is {ty}, not a dict: \
-                         return one dict for the whole batch or a list of one dict per request, not a mix"
+                        "model '{model}': predict must return a dict of output name -> numpy array, \
+                         or a list of one such dict per request, not a mix: item {k} of the returned list \
+                         is {ty}, not a dict"
                     )));
                 }
                 let req = &out.requests[out.group[k]];
