@@ -111,6 +111,14 @@ def run_procs(server, model, concurrency, duration, seed, procs):
     return sum(g[0] for g in got), state
 
 
+def batch_ns(st1, st0):
+    """Total compute ns of the executions between two /stats snapshots."""
+    def total(st):
+        return sum(b[k]["ns"] for b in st.get("batch_stats", [])
+                   for k in ("compute_input", "compute_infer", "compute_output"))
+    return total(st1) - total(st0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=10)
@@ -131,19 +139,25 @@ def main():
                 st1 = server.model_stats(v)
                 inf = st1["inference_count"] - st0["inference_count"]
                 exe = st1["execution_count"] - st0["execution_count"]
+                # Server-side execution time per request (input + model +
+                # output of every execution, from batch_stats), whatever the
+                # client's speed.
+                state["us_per_req"] = batch_ns(st1, st0) / max(inf, 1) / 1000
                 results[v].append((rps, inf / max(exe, 1), state))
                 print(f"[bench_ragged] run {r} {v}: {rps:.0f} req/s, {inf / max(exe, 1):.1f} req/call, "
-                      f"errors {state['errors']}, wrong {state['bad']}", file=sys.stderr, flush=True)
+                      f"{state['us_per_req']:.0f} us/req server-side, errors {state['errors']}, wrong {state['bad']}", file=sys.stderr, flush=True)
         base = statistics.median(x[0] for x in results["tokens_split"])
-        print(f"| model | req/s (median of {args.repeat}) | min..max | requests per call | vs split |")
-        print("|---|---:|---:|---:|---:|")
+        print(f"| model | req/s (median of {args.repeat}) | min..max | requests per call "
+              f"| server compute µs/request | vs split (req/s) |")
+        print("|---|---:|---:|---:|---:|---:|")
         for v in VARIANTS:
             rps = [x[0] for x in results[v]]
             per_call = statistics.median(x[1] for x in results[v])
             errs = sum(x[2]["errors"] + x[2]["bad"] for x in results[v])
             assert errs == 0, f"{v}: {errs} failed or wrong responses"
+            us = statistics.median(x[2]["us_per_req"] for x in results[v])
             print(f"| {v} | {statistics.median(rps):.0f} | {min(rps):.0f}..{max(rps):.0f} | "
-                  f"{per_call:.1f} | {statistics.median(rps) / base:.2f}x |")
+                  f"{per_call:.1f} | {us:.0f} | {statistics.median(rps) / base:.2f}x |")
     finally:
         server.stop()
 
