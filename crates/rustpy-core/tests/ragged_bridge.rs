@@ -268,3 +268,45 @@ fn bad_ragged_configs_fail_the_load_with_a_reason() {
     let e = LocalModel::load(&dir, None).err().unwrap();
     assert!(e.to_string().contains("\"x\" is not a number"), "{e}");
 }
+
+#[test]
+fn pad_layout_for_bytes_uses_empty_elements() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = r#"
+max_batch_size: 8
+input [ { name: "W" data_type: TYPE_STRING dims: [ -1 ] allow_ragged_batch: true } ]
+output [ { name: "J" data_type: TYPE_STRING dims: [ 1 ] } ]
+parameters { key: "rustpy.ragged" value { string_value: "pad" } }
+"#;
+    let py = r#"
+import numpy as np
+class Model:
+    def predict(self, inputs):
+        w = inputs["W"]
+        assert w.shape == (2, 3), w.shape
+        return {"J": np.array([[b"|".join(row)] for row in w], dtype=object)}
+"#;
+    let dir = write_model(tmp.path(), "padb", config, py);
+    let model = LocalModel::load(&dir, None).unwrap();
+    let enc = |elems: &[&[u8]]| {
+        let mut out = Vec::new();
+        for e in elems {
+            out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            out.extend_from_slice(e);
+        }
+        out
+    };
+    let reqs = vec![
+        req(vec![tensor(
+            "W",
+            DataType::Bytes,
+            &[1, 3],
+            enc(&[b"a", b"b", b"c"]),
+        )]),
+        req(vec![tensor("W", DataType::Bytes, &[1, 1], enc(&[b"x"]))]),
+    ];
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
+    assert_eq!(report.calls, 1);
+    assert_eq!(out(&responses[0], "J").data, enc(&[b"a|b|c"]));
+    assert_eq!(out(&responses[1], "J").data, enc(&[b"x||"]));
+}
