@@ -310,3 +310,24 @@ class Model:
     assert_eq!(out(&responses[0], "J").data, enc(&[b"a|b|c"]));
     assert_eq!(out(&responses[1], "J").data, enc(&[b"x||"]));
 }
+
+#[test]
+fn default_fills_an_unbatched_model_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = OPT.replace("max_batch_size: 8", "max_batch_size: 0")
+        + "parameters { key: \"rustpy.default.S\" value { string_value: \"-1\" } }\n";
+    let dir = write_model(tmp.path(), "opt0", &config, OPT_PY);
+    let model = LocalModel::load(&dir, None).unwrap();
+    let reqs = vec![req(vec![tensor(
+        "X",
+        DataType::Fp32,
+        &[2],
+        f32s(&[1., 2.]),
+    )])];
+    let (responses, _) = model.infer(&reqs, Duration::from_secs(5));
+    let y = out(&responses[0], "Y");
+    assert_eq!(
+        (y.shape.clone(), y.data.clone()),
+        (vec![2], f32s(&[-1., -2.]))
+    );
+}

@@ -753,14 +753,14 @@ impl ModelInstance {
                 group.iter().map(|&i| requests[i].input(name)).collect();
             let tensors: Vec<&InputTensor<'_>> = present.iter().flatten().copied().collect();
             let default = spec.ragged.default_for(name);
-            if tensors.is_empty() && (default.is_none() || !spec.batching()) {
+            if tensors.is_empty() && default.is_none() {
                 continue;
             }
-            let array = if spec.batching() && tensors.len() < group.len() {
+            let array = if tensors.len() < group.len() {
                 // Requests of one group carry the same inputs (plan_groups)
                 // except optional ones with a default: fill their rows.
                 let Some(default) = default else { continue };
-                fill_missing(py, ts, &present, rows, default).map_err(err)?
+                fill_missing(py, ts, &present, rows, default, spec.batching()).map_err(err)?
             } else if spec.batching() && spec.ragged.is_ragged(name) {
                 ragged_array(py, spec, ts.dtype, &tensors)
                     .map_err(|e| e.context(format!("model '{model}': input '{name}'")))?
@@ -1100,10 +1100,16 @@ fn fill_missing<'py>(
     present: &[Option<&InputTensor<'_>>],
     rows: &[usize],
     default: &[u8],
+    batching: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let item = element_count(&ts.dims);
     let total: usize = rows.iter().sum();
-    let mut shape = vec![total as i64];
+    // Without batching a call has one request and the input has no batch dim.
+    let mut shape = if batching {
+        vec![total as i64]
+    } else {
+        Vec::new()
+    };
     shape.extend_from_slice(&ts.dims);
     if ts.dtype == DataType::Bytes {
         let mut elems: Vec<Cow<'_, [u8]>> = Vec::with_capacity(total * item);
