@@ -128,3 +128,31 @@ fn generated_inputs_scaffolded_models_and_exit_codes() {
         .unwrap();
     assert_code(&out, 2);
 }
+
+#[test]
+fn runs_a_ragged_model_with_batch_inputs_and_batch_output() {
+    // tests/e2e/repos/ragged/tokens: every batch_input kind, cross-checked by
+    // predict itself; DOUBLED scattered back by the shape of TOKENS.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.json");
+    write(&input, r#"{"TOKENS": [[1, 2, 3]]}"#);
+    let model = project_root().join("tests/e2e/repos/ragged/tokens");
+    let (code, doc) = run_json(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--batch",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["python_calls"], 1, "{doc}");
+    for responses in doc["responses"].as_array().unwrap() {
+        let outputs = responses[0]["outputs"].as_array().unwrap();
+        let d = outputs.iter().find(|o| o["name"] == "DOUBLED").unwrap();
+        assert_eq!(d["shape"], serde_json::json!([1, 3]), "{doc}");
+        assert_eq!(d["data"], serde_json::json!([[2, 4, 6]]), "{doc}");
+        let n = outputs.iter().find(|o| o["name"] == "NREQ").unwrap();
+        assert_eq!(n["data"], serde_json::json!([[3]]), "{doc}");
+    }
+}

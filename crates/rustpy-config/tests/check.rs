@@ -466,3 +466,138 @@ fn report_serializes_for_json_output() {
         )
     );
 }
+
+// ----------------------------------------------------------- ragged (issue 12)
+
+const RAGGED_GOOD: &str = r#"name: "m"
+backend: "rustpy"
+max_batch_size: 8
+input [ { name: "T" data_type: TYPE_INT32 dims: [ -1 ] allow_ragged_batch: true },
+        { name: "S" data_type: TYPE_FP32 dims: [ 1 ] optional: true } ]
+batch_input [ { kind: BATCH_ACCUMULATED_ELEMENT_COUNT target_name: "IDX" data_type: TYPE_INT32 source_input: "T" } ]
+output [ { name: "O" data_type: TYPE_INT32 dims: [ -1 ] } ]
+batch_output [ { target_name: "O" kind: BATCH_SCATTER_WITH_INPUT_SHAPE source_input: "T" } ]
+parameters { key: "rustpy.ragged" value { string_value: "pad" } }
+parameters { key: "rustpy.default.S" value { string_value: "1.5" } }
+dynamic_batching { }
+"#;
+
+#[test]
+fn ragged_config_is_clean() {
+    let dir = model(RAGGED_GOOD);
+    assert_eq!(check_path(dir.path()).diagnostics, vec![]);
+}
+
+#[test]
+fn ragged_input_without_batching() {
+    let cfg = RAGGED_GOOD
+        .replace("max_batch_size: 8", "max_batch_size: 0")
+        .replace("dynamic_batching { }\n", "");
+    let dir = model(&cfg);
+    let report = check_path(dir.path());
+    let d = one(
+        &report,
+        "ragged.unbatched-model",
+        &config_of(dir.path()),
+        Some(4),
+    );
+    assert!(d.message.contains("input 'T'"), "{d}");
+}
+
+#[test]
+fn batch_input_rules() {
+    // An unknown kind is a parse error at its line.
+    let dir = model(&RAGGED_GOOD.replace("BATCH_ACCUMULATED_ELEMENT_COUNT", "BATCH_LENGTHS"));
+    let report = check_path(dir.path());
+    one(&report, "config.syntax", &config_of(dir.path()), Some(6));
+
+    let dir = model(&RAGGED_GOOD.replace(
+        "source_input: \"T\" } ]\noutput",
+        "source_input: \"X\" } ]\noutput",
+    ));
+    let report = check_path(dir.path());
+    let d = one(
+        &report,
+        "batch-input.source",
+        &config_of(dir.path()),
+        Some(6),
+    );
+    assert!(d.message.contains("'X', which is not an input"), "{d}");
+
+    let dir = model(&RAGGED_GOOD.replace(
+        "target_name: \"IDX\" data_type: TYPE_INT32",
+        "target_name: \"T\" data_type: TYPE_INT64",
+    ));
+    let report = check_path(dir.path());
+    let d = one(
+        &report,
+        "batch-input.target",
+        &config_of(dir.path()),
+        Some(6),
+    );
+    assert!(d.message.contains("name of an input"), "{d}");
+    let d = one(
+        &report,
+        "batch-input.data-type",
+        &config_of(dir.path()),
+        Some(6),
+    );
+    assert!(d.message.contains("TYPE_INT64"), "{d}");
+}
+
+#[test]
+fn batch_output_source_must_be_ragged() {
+    let dir = model(
+        &RAGGED_GOOD
+            .replace(" allow_ragged_batch: true", "")
+            .replace(
+                "parameters { key: \"rustpy.ragged\" value { string_value: \"pad\" } }\n",
+                "",
+            ),
+    );
+    let report = check_path(dir.path());
+    let d = one(
+        &report,
+        "batch-output.source",
+        &config_of(dir.path()),
+        Some(8),
+    );
+    assert!(
+        d.message
+            .contains("'T' is not an input with allow_ragged_batch"),
+        "{d}"
+    );
+
+    let dir = model(&RAGGED_GOOD.replace("{ target_name: \"O\"", "{ target_name: \"P\""));
+    let report = check_path(dir.path());
+    let d = one(
+        &report,
+        "batch-output.target",
+        &config_of(dir.path()),
+        Some(8),
+    );
+    assert!(d.message.contains("'P' is not an output"), "{d}");
+}
+
+#[test]
+fn ragged_parameters() {
+    let dir = model(&RAGGED_GOOD.replace("\"pad\"", "\"stretch\""));
+    let report = check_path(dir.path());
+    let d = one(&report, "ragged.layout", &config_of(dir.path()), Some(9));
+    assert!(d.message.contains("\"stretch\""), "{d}");
+
+    let dir = model(&RAGGED_GOOD.replace("\"1.5\"", "\"lots\""));
+    let report = check_path(dir.path());
+    let d = one(&report, "input.default", &config_of(dir.path()), Some(10));
+    assert!(d.message.contains("not a value of TYPE_FP32"), "{d}");
+
+    let dir = model(&RAGGED_GOOD.replace(" optional: true", ""));
+    let report = check_path(dir.path());
+    let d = one(&report, "input.default", &config_of(dir.path()), Some(10));
+    assert!(d.message.contains("'S' is not optional"), "{d}");
+
+    let dir = model(&RAGGED_GOOD.replace("rustpy.default.S", "rustpy.default.Q"));
+    let report = check_path(dir.path());
+    let d = one(&report, "input.default", &config_of(dir.path()), Some(10));
+    assert!(d.message.contains("no input 'Q'"), "{d}");
+}

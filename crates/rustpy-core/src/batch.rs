@@ -154,7 +154,7 @@ pub fn plan_groups(
     let mut order: Vec<String> = Vec::new();
     let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
     for (idx, req) in reqs {
-        let key = group_key(req, split_by_parameters);
+        let key = group_key(spec, req, split_by_parameters);
         groups
             .entry(key.clone())
             .or_insert_with(|| {
@@ -169,17 +169,25 @@ pub fn plan_groups(
         .collect()
 }
 
-fn group_key(req: &InferRequest<'_>, split_by_parameters: bool) -> String {
+fn group_key(spec: &ModelSpec, req: &InferRequest<'_>, split_by_parameters: bool) -> String {
     let mut parts: Vec<String> = req
         .inputs
         .iter()
+        // An optional input with a default is filled for the requests that
+        // omit it (its dims are fixed), so its presence does not split.
+        .filter(|i| spec.ragged.default_for(&i.name).is_none())
         .map(|i| {
-            format!(
-                "{}:{}:{:?}",
-                i.name,
-                i.dtype,
-                &i.shape[1.min(i.shape.len())..]
-            )
+            if spec.ragged.is_ragged(&i.name) {
+                // Ragged inputs batch whatever their shapes (same rank).
+                format!("{}:{}:rank{}", i.name, i.dtype, i.shape.len())
+            } else {
+                format!(
+                    "{}:{}:{:?}",
+                    i.name,
+                    i.dtype,
+                    &i.shape[1.min(i.shape.len())..]
+                )
+            }
         })
         .collect();
     parts.sort();
@@ -293,6 +301,20 @@ impl BatchOutput<'_> {
         }
     }
 
+    /// Elements `elems` (in C order) of this output, as bytes: the cut of a
+    /// batch_output scattered by its source input's shapes.
+    pub fn slice_elements(&self, elems: std::ops::Range<usize>) -> &[u8] {
+        match &self.data {
+            OutputData::Fixed(buf) => {
+                let size = self.dtype.element_size().unwrap_or(1);
+                &buf[elems.start * size..elems.end * size]
+            }
+            OutputData::Bytes { buf, elem_offsets } => {
+                &buf[elem_offsets[elems.start]..elem_offsets[elems.end]]
+            }
+        }
+    }
+
     pub fn bytes_all(&self) -> &[u8] {
         match &self.data {
             OutputData::Fixed(b) => b,
@@ -333,6 +355,7 @@ mod tests {
                 optional: false,
             }],
             decoupled: false,
+            ragged: Default::default(),
         }
     }
 

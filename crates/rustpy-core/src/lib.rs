@@ -17,6 +17,7 @@ pub mod error;
 pub mod local;
 pub mod params;
 pub mod python;
+pub mod ragged;
 pub mod request;
 pub mod server;
 pub mod spec;

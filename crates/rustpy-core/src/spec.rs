@@ -23,6 +23,8 @@ pub struct ModelSpec {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub decoupled: bool,
+    /// Ragged inputs, batch_input/batch_output and optional-input defaults.
+    pub ragged: crate::ragged::RaggedSpec,
 }
 
 impl ModelSpec {
@@ -61,6 +63,7 @@ impl ModelSpec {
             inputs,
             outputs,
             decoupled: rustpy_config::is_decoupled(cfg),
+            ragged: crate::ragged::RaggedSpec::from_config(cfg)?,
         })
     }
 

@@ -35,6 +35,7 @@ fn spec(max_batch_size: usize, dtype: DataType, dims: Vec<i64>) -> ModelSpec {
             optional: false,
         }],
         decoupled: false,
+        ragged: Default::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! A loaded model (its Python module) and its instances (one Python object
 //! each), and the execution of a batch of requests through user code.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,14 +14,15 @@ use rustpy_config::proto;
 use super::interp::{py_error, runtime};
 use super::native::NativeSender;
 use super::numpy_io::{
-    array_from_chunks, bytes_array, extract_output, set_readonly, ExtractedOutput,
+    array_from_chunks, bytes_array, extract_output, extract_tensor, set_readonly, ExtractedOutput,
 };
 use super::{correlation_to_py, params_dict};
 use crate::batch::{self, BatchOutput};
 use crate::dtype::DataType;
 use crate::engine::{ExecReport, OutputSlice, Responder};
 use crate::error::{Error, ErrorCode, Result};
-use crate::request::{InferRequest, InputTensor};
+use crate::ragged::{self, RaggedLayout};
+use crate::request::{element_count, InferRequest, InputTensor};
 use crate::spec::ModelSpec;
 
 /// Which Python API the model file implements.
@@ -445,8 +447,6 @@ impl ModelInstance {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
         let rows: Vec<usize> = group.iter().map(|&i| report.rows[i]).collect();
-        let total: usize = rows.iter().sum();
-        let batch_rows = spec.batching().then_some(total);
 
         let fail_all = |responders: &mut [R], err: &Error| {
             for &i in group {
@@ -454,7 +454,7 @@ impl ModelInstance {
             }
         };
 
-        let args = match self.build_args(py, requests, group, &rows) {
+        let (args, infos) = match self.build_args(py, requests, group, &rows) {
             Ok(args) => args,
             Err(e) => return fail_all(responders, &e),
         };
@@ -474,31 +474,48 @@ impl ModelInstance {
                 )
             }
         };
+        let out = GroupOut {
+            requests,
+            group,
+            rows: &rows,
+        };
 
         // The common case, a dict, needs no Python call to rule out a stream.
         let streaming = !result.is_instance_of::<PyDict>()
+            && !result.is_instance_of::<PyList>()
             && runtime(py)
                 .and_then(|rt| rt.call_method1("is_iterator", (&result,)))
                 .and_then(|b| b.extract::<bool>())
                 .unwrap_or(false);
         if !streaming {
-            let outputs = match self.extract_outputs(py, &result, requests, group, batch_rows) {
-                Ok(o) => o,
+            let delivery = match self.collect_outputs(py, &result, &out, false) {
+                Ok(d) => d,
                 Err(e) => return fail_all(responders, &e),
             };
             let sent = py.allow_threads(|| {
-                scatter(
-                    &outputs,
-                    requests,
+                // A request the client cancelled meanwhile gets no outputs.
+                let active: Vec<bool> = group
+                    .iter()
+                    .map(|&i| {
+                        if responders[i].is_cancelled() {
+                            responders[i].send_error(&cancelled(spec));
+                            false
+                        } else {
+                            true
+                        }
+                    })
+                    .collect();
+                deliver(
+                    spec,
+                    &delivery,
+                    &out,
                     responders,
-                    group,
-                    &rows,
-                    spec.batching(),
-                    true,
+                    &active,
+                    &vec![true; group.len()],
                 )
             });
             for (&i, ok) in group.iter().zip(sent) {
-                report.ok[i] = ok;
+                report.ok[i] = ok == Sent::Final;
             }
             return;
         }
@@ -511,11 +528,22 @@ impl ModelInstance {
             let _ = result.call_method0("close");
             return fail_all(responders, &e);
         }
+        // Per request: still streaming (not finished, failed or cancelled).
         let mut alive: Vec<bool> = vec![true; group.len()];
         loop {
-            if group.iter().all(|&i| responders[i].is_cancelled()) {
+            // Stop sending to requests the client cancelled; tell predict.
+            for (k, &i) in group.iter().enumerate() {
+                if alive[k] && responders[i].is_cancelled() {
+                    alive[k] = false;
+                    responders[i].send_error(&cancelled(spec));
+                    if let Some(info) = infos.as_ref().and_then(|l| l.get_item(k).ok()) {
+                        let _ = info.setattr("cancelled", true);
+                    }
+                }
+            }
+            if !alive.iter().any(|&a| a) {
                 let _ = result.call_method0("close");
-                return fail_all(responders, &cancelled(spec));
+                return;
             }
             let item = match result.call_method0("__next__") {
                 Ok(item) => item,
@@ -531,26 +559,41 @@ impl ModelInstance {
                 }
             };
             report.compute_end = Some(Instant::now());
-            let outputs = match self.extract_outputs(py, &item, requests, group, batch_rows) {
+            // Requests predict finished with `requests[k].finish()`: this
+            // response is their last.
+            let finishing: Vec<bool> = (0..group.len())
+                .map(|k| {
+                    infos
+                        .as_ref()
+                        .and_then(|l| l.get_item(k).ok())
+                        .and_then(|info| info.getattr("_finished").ok())
+                        .and_then(|f| f.extract::<bool>().ok())
+                        .unwrap_or(false)
+                })
+                .collect();
+            let delivery = match self.collect_outputs(py, &item, &out, true) {
                 Ok(o) => o,
                 Err(e) => {
                     let _ = result.call_method0("close");
-                    return fail_all(responders, &e);
+                    for (k, &i) in group.iter().enumerate() {
+                        if alive[k] {
+                            responders[i].send_error(&e);
+                        }
+                    }
+                    return;
                 }
             };
-            let sent = py.allow_threads(|| {
-                scatter(
-                    &outputs,
-                    requests,
-                    responders,
-                    group,
-                    &rows,
-                    spec.batching(),
-                    false,
-                )
-            });
-            for (k, ok) in sent.into_iter().enumerate() {
-                alive[k] &= ok;
+            let sent =
+                py.allow_threads(|| deliver(spec, &delivery, &out, responders, &alive, &finishing));
+            for (k, s) in sent.into_iter().enumerate() {
+                match s {
+                    Sent::Failed => alive[k] = false,
+                    Sent::Final => {
+                        alive[k] = false;
+                        report.ok[group[k]] = true;
+                    }
+                    Sent::Open | Sent::Skipped => {}
+                }
             }
         }
         py.allow_threads(|| {
@@ -746,50 +789,77 @@ impl ModelInstance {
         Ok(list)
     }
 
-    /// The arguments of one predict call: the concatenated inputs and, if
-    /// predict takes them, the per-request infos.
+    /// The arguments of one predict call: the concatenated inputs (ragged
+    /// ones flat or padded, missing optional ones filled with their default,
+    /// plus the config's batch_input tensors) and, if predict takes them, the
+    /// per-request infos (also returned, to read `finish()` back).
+    #[allow(clippy::type_complexity)]
     fn build_args<'py>(
         &self,
         py: Python<'py>,
         requests: &[InferRequest<'_>],
         group: &[usize],
         rows: &[usize],
-    ) -> Result<Bound<'py, PyTuple>> {
+    ) -> Result<(Bound<'py, PyTuple>, Option<Bound<'py, PyList>>)> {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
         let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing inputs"));
         let inputs = PyDict::new_bound(py);
-        let first = &requests[group[0]];
-        for input in &first.inputs {
-            // Requests in one group carry the same inputs (see plan_groups).
-            let tensors: Vec<&InputTensor<'_>> = group
-                .iter()
-                .filter_map(|&i| requests[i].input(&input.name))
-                .collect();
-            let shape = if spec.batching() {
-                let shapes: Vec<&[i64]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
-                batch::concat_shape(&shapes)
+        for ts in &spec.inputs {
+            let name = ts.name.as_str();
+            let present: Vec<Option<&InputTensor<'_>>> =
+                group.iter().map(|&i| requests[i].input(name)).collect();
+            let tensors: Vec<&InputTensor<'_>> = present.iter().flatten().copied().collect();
+            let default = spec.ragged.default_for(name);
+            if tensors.is_empty() && default.is_none() {
+                continue;
+            }
+            let array = if tensors.len() < group.len() {
+                // Requests of one group carry the same inputs (plan_groups)
+                // except optional ones with a default: fill their rows.
+                let Some(default) = default else { continue };
+                fill_missing(py, ts, &present, rows, default, spec.batching()).map_err(err)?
+            } else if spec.batching() && spec.ragged.is_ragged(name) {
+                ragged_array(py, spec, ts.dtype, &tensors)
+                    .map_err(|e| e.context(format!("model '{model}': input '{name}'")))?
             } else {
-                input.shape.clone()
-            };
-            let array = if input.dtype == DataType::Bytes {
-                let elems = batch::gather_bytes(&tensors)
-                    .map_err(|e| e.context(format!("model '{model}': input '{}'", input.name)))?;
-                bytes_array(py, &shape, &elems).map_err(err)?
-            } else {
-                // Always a copy (one, straight into the batch array), never a
-                // view: the server's buffers do not outlive the request.
-                let chunks: Vec<&[u8]> = tensors
-                    .iter()
-                    .flat_map(|t| t.chunks.iter().copied())
-                    .collect();
-                array_from_chunks(py, input.dtype, &shape, &chunks).map_err(err)?
+                let shape = if spec.batching() {
+                    let shapes: Vec<&[i64]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
+                    batch::concat_shape(&shapes)
+                } else {
+                    tensors[0].shape.clone()
+                };
+                if ts.dtype == DataType::Bytes {
+                    let elems = batch::gather_bytes(&tensors)
+                        .map_err(|e| e.context(format!("model '{model}': input '{name}'")))?;
+                    bytes_array(py, &shape, &elems).map_err(err)?
+                } else {
+                    // Always a copy (one, straight into the batch array), never a
+                    // view: the server's buffers do not outlive the request.
+                    let chunks: Vec<&[u8]> = tensors
+                        .iter()
+                        .flat_map(|t| t.chunks.iter().copied())
+                        .collect();
+                    array_from_chunks(py, ts.dtype, &shape, &chunks).map_err(err)?
+                }
             };
             set_readonly(&array);
-            inputs.set_item(&input.name, array).map_err(err)?;
+            inputs.set_item(name, array).map_err(err)?;
+        }
+        for bi in &spec.ragged.batch_inputs {
+            let shapes: Vec<&[i64]> = group
+                .iter()
+                .filter_map(|&i| requests[i].input(&bi.source))
+                .map(|t| t.shape.as_slice())
+                .collect();
+            let t = ragged::batch_input(bi.kind, &shapes);
+            let data = t.to_bytes(bi.dtype);
+            let array = array_from_chunks(py, bi.dtype, &t.shape, &[&data]).map_err(err)?;
+            set_readonly(&array);
+            inputs.set_item(&bi.target, array).map_err(err)?;
         }
         if !self.pass_requests {
-            return Ok(PyTuple::new_bound(py, [inputs.into_any()]));
+            return Ok((PyTuple::new_bound(py, [inputs.into_any()]), None));
         }
         let rt = runtime(py).map_err(err)?;
         let info_cls = rt.getattr("RequestInfo").map_err(err)?;
@@ -810,28 +880,101 @@ impl ModelInstance {
                 .map_err(err)?;
             infos.append(info).map_err(err)?;
         }
-        Ok(PyTuple::new_bound(
-            py,
-            [inputs.into_any(), infos.into_any()],
+        Ok((
+            PyTuple::new_bound(py, [inputs.into_any(), infos.clone().into_any()]),
+            Some(infos),
         ))
     }
 
-    /// Checks what predict returned (a dict of output name → array) against
-    /// the configuration and the outputs the group's requests asked for.
-    fn extract_outputs(
+    /// What predict returned (or yielded): one dict of output name -> array
+    /// for the whole batch, or a list of one dict per request (in batch
+    /// order; None: nothing for that request this time, when streaming).
+    fn collect_outputs(
         &self,
         py: Python<'_>,
         value: &Bound<'_, PyAny>,
-        requests: &[InferRequest<'_>],
-        group: &[usize],
+        out: &GroupOut<'_, '_>,
+        streaming: bool,
+    ) -> Result<Delivery> {
+        let spec = &self.model.spec;
+        let model = spec.name.as_str();
+        if let Ok(list) = value.downcast::<PyList>() {
+            let n = out.group.len();
+            if list.len() != n {
+                return Err(Error::invalid_arg(format!(
+                    "model '{model}': predict returned a list of {} items for a call of {n} requests \
+                     (return one dict per request, in batch order, or one dict for the whole batch)",
+                    list.len()
+                )));
+            }
+            let mut per_request = Vec::with_capacity(n);
+            for (k, item) in list.iter().enumerate() {
+                if item.is_none() {
+                    per_request.push(if streaming {
+                        Ok(None)
+                    } else {
+                        Err(Error::invalid_arg(format!(
+                            "model '{model}': predict returned None for request {k} (id '{}'); \
+                             only a streaming predict may skip a request",
+                            out.requests[out.group[k]].id
+                        )))
+                    });
+                    continue;
+                }
+                if !item.is_instance_of::<PyDict>() {
+                    let ty = item
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default();
+                    return Err(Error::invalid_arg(format!(
+                        "model '{model}': predict must return a dict of output name -> numpy array, \
+                         or a list of one such dict per request, not a mix: item {k} of the returned list \
+                         is {ty}, not a dict"
+                    )));
+                }
+                let req = &out.requests[out.group[k]];
+                let rows = spec.batching().then_some(out.rows[k]);
+                per_request.push(
+                    self.extract_dict(py, &item, rows, None)
+                        .and_then(|outputs| {
+                            check_requested(model, &outputs, req, Some(k))?;
+                            Ok(Some(outputs))
+                        }),
+                );
+            }
+            return Ok(Delivery::PerRequest(per_request));
+        }
+        let total: usize = out.rows.iter().sum();
+        let outputs = self.extract_dict(py, value, spec.batching().then_some(total), Some(out))?;
+        for &i in out.group {
+            check_requested(model, &outputs, &out.requests[i], None)?;
+        }
+        Ok(Delivery::Batched(outputs))
+    }
+
+    /// Checks one returned dict of output name -> array against the
+    /// configuration: names, dtypes and dims, with dim 0 = `batch_rows`;
+    /// batch_output targets of a whole-batch dict (`scatter` given) must
+    /// instead hold exactly the elements their source input's shapes call for.
+    fn extract_dict(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
         batch_rows: Option<usize>,
+        scatter: Option<&GroupOut<'_, '_>>,
     ) -> Result<Vec<ExtractedOutput>> {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
         let dict = value.downcast::<PyDict>().map_err(|_| {
-            let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            let ty = value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
             Error::invalid_arg(format!(
-                "model '{model}': predict must return a dict of output name -> numpy array, got {ty}"
+                "model '{model}': predict must return a dict of output name -> numpy array \
+                 (or a list of one such dict per request), got {ty}"
             ))
         })?;
         let mut outputs = Vec::with_capacity(dict.len());
@@ -848,18 +991,331 @@ impl ModelInstance {
                     known.join(", ")
                 )));
             };
-            outputs.push(extract_output(py, model, out_spec, &val, batch_rows)?);
-        }
-        for &i in group {
-            for wanted in &requests[i].requested_outputs {
-                if !outputs.iter().any(|o| &o.name == wanted) {
-                    return Err(Error::invalid_arg(format!(
-                        "model '{model}': predict did not return output '{wanted}', which a request asked for"
-                    )));
+            match (scatter, spec.ragged.batch_output(&name)) {
+                (Some(out), Some(bo)) => {
+                    let o = extract_tensor(py, model, &name, &val, Some(out_spec.dtype))?;
+                    if o.dtype != out_spec.dtype {
+                        return Err(Error::invalid_arg(format!(
+                            "model '{model}': output '{name}' is {} but the model config declares {}",
+                            o.dtype, out_spec.dtype
+                        )));
+                    }
+                    let shapes = out.scatter_shapes(&out_spec.dims, &bo.source);
+                    let want: usize = shapes.iter().map(|s| element_count(s)).sum();
+                    let got = element_count(&o.shape);
+                    if got != want {
+                        return Err(Error::invalid_arg(format!(
+                            "model '{model}': output '{name}' (batch_output scattered with the shape of \
+                             input '{}') has {got} elements (shape {}) but the requests' shapes of '{}' \
+                             call for {want} ({})",
+                            bo.source,
+                            crate::spec::fmt_shape(&o.shape),
+                            bo.source,
+                            shapes
+                                .iter()
+                                .map(|s| crate::spec::fmt_shape(s))
+                                .collect::<Vec<_>>()
+                                .join(" + ")
+                        )));
+                    }
+                    outputs.push(o);
                 }
+                _ => outputs.push(extract_output(py, model, out_spec, &val, batch_rows)?),
             }
         }
         Ok(outputs)
+    }
+}
+
+/// The requests of one predict call, for cutting outputs back.
+struct GroupOut<'r, 'a> {
+    requests: &'r [InferRequest<'a>],
+    group: &'r [usize],
+    rows: &'r [usize],
+}
+
+impl GroupOut<'_, '_> {
+    /// Per request: the shape of a BATCH_SCATTER_WITH_INPUT_SHAPE output.
+    fn scatter_shapes(&self, dims: &[i64], source: &str) -> Vec<Vec<i64>> {
+        let shapes: Vec<&[i64]> = self
+            .group
+            .iter()
+            .map(|&i| {
+                self.requests[i]
+                    .input(source)
+                    .map_or(&[][..], |t| t.shape.as_slice())
+            })
+            .collect();
+        ragged::scatter_shapes(dims, &shapes)
+    }
+}
+
+/// Per request of a batch_output: its shape and its range of elements.
+type ScatterPlan = (Vec<Vec<i64>>, Vec<std::ops::Range<usize>>);
+
+/// Outputs of one predict call (or one yield), ready to send.
+enum Delivery {
+    /// One dict for the whole batch, cut back by rows (or, for batch_output
+    /// targets, by the source input's shapes).
+    Batched(Vec<ExtractedOutput>),
+    /// One dict per request (None: nothing this time), or that request's error.
+    PerRequest(Vec<Result<Option<Vec<ExtractedOutput>>>>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Inactive request: nothing sent.
+    Skipped,
+    /// A non-final response went out; the stream goes on.
+    Open,
+    /// The request's final response went out.
+    Final,
+    /// The request was failed.
+    Failed,
+}
+
+/// Every output a request asked for must be there.
+fn check_requested(
+    model: &str,
+    outputs: &[ExtractedOutput],
+    req: &InferRequest<'_>,
+    index: Option<usize>,
+) -> Result<()> {
+    for wanted in &req.requested_outputs {
+        if !outputs.iter().any(|o| &o.name == wanted) {
+            return Err(Error::invalid_arg(match index {
+                None => format!(
+                    "model '{model}': predict did not return output '{wanted}', which a request asked for"
+                ),
+                Some(k) => format!(
+                    "model '{model}': predict's dict for request {k} (id '{}') is missing output '{wanted}', \
+                     which that request asked for",
+                    req.id
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// A ragged input of a group as one array: concatenated flat (Triton's
+/// convention) or padded to the longest item.
+fn ragged_array<'py>(
+    py: Python<'py>,
+    spec: &ModelSpec,
+    dtype: DataType,
+    tensors: &[&InputTensor<'_>],
+) -> Result<Bound<'py, PyAny>> {
+    let err = |e: PyErr| py_error(py, &e, &format!("model '{}': preparing inputs", spec.name));
+    let shapes: Vec<&[i64]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
+    match spec.ragged.layout {
+        RaggedLayout::Concat => {
+            let total: usize = shapes.iter().map(|s| element_count(s)).sum();
+            let shape = [total as i64];
+            if dtype == DataType::Bytes {
+                let elems = batch::gather_bytes(tensors)?;
+                bytes_array(py, &shape, &elems).map_err(err)
+            } else {
+                let chunks: Vec<&[u8]> = tensors
+                    .iter()
+                    .flat_map(|t| t.chunks.iter().copied())
+                    .collect();
+                array_from_chunks(py, dtype, &shape, &chunks).map_err(err)
+            }
+        }
+        RaggedLayout::Pad => {
+            let plan = ragged::PadPlan::new(&shapes);
+            if dtype == DataType::Bytes {
+                let elems = batch::gather_bytes(tensors)?;
+                let mut padded: Vec<Cow<'_, [u8]>> =
+                    vec![Cow::Borrowed(&b""[..]); plan.element_count()];
+                for &(src, dst, n) in &plan.runs {
+                    padded[dst..dst + n].clone_from_slice(&elems[src..src + n]);
+                }
+                bytes_array(py, &plan.shape, &padded).map_err(err)
+            } else {
+                let size = dtype.element_size().unwrap_or(1);
+                let src: Vec<u8> = tensors
+                    .iter()
+                    .flat_map(|t| t.chunks.iter().flat_map(|c| c.iter().copied()))
+                    .collect();
+                let mut padded = vec![0u8; plan.element_count() * size];
+                for &(s, d, n) in &plan.runs {
+                    padded[d * size..(d + n) * size]
+                        .copy_from_slice(&src[s * size..(s + n) * size]);
+                }
+                array_from_chunks(py, dtype, &plan.shape, &[&padded]).map_err(err)
+            }
+        }
+    }
+}
+
+/// An optional input some requests of the group omit: their rows hold the
+/// configured default value (the input's dims are fixed).
+fn fill_missing<'py>(
+    py: Python<'py>,
+    ts: &crate::spec::TensorSpec,
+    present: &[Option<&InputTensor<'_>>],
+    rows: &[usize],
+    default: &[u8],
+    batching: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let item = element_count(&ts.dims);
+    let total: usize = rows.iter().sum();
+    // Without batching a call has one request and the input has no batch dim.
+    let mut shape = if batching {
+        vec![total as i64]
+    } else {
+        Vec::new()
+    };
+    shape.extend_from_slice(&ts.dims);
+    if ts.dtype == DataType::Bytes {
+        let mut elems: Vec<Cow<'_, [u8]>> = Vec::with_capacity(total * item);
+        for (p, &n) in present.iter().zip(rows) {
+            match p {
+                Some(t) => elems.extend(
+                    batch::gather_bytes(&[*t])
+                        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.message))?,
+                ),
+                None => elems.extend(std::iter::repeat_n(Cow::Borrowed(default), n * item)),
+            }
+        }
+        return bytes_array(py, &shape, &elems);
+    }
+    let fills: Vec<Vec<u8>> = present
+        .iter()
+        .zip(rows)
+        .map(|(p, &n)| match p {
+            Some(_) => Vec::new(),
+            None => default.repeat(n * item),
+        })
+        .collect();
+    let mut chunks: Vec<&[u8]> = Vec::new();
+    for (p, fill) in present.iter().zip(&fills) {
+        match p {
+            Some(t) => chunks.extend(t.chunks.iter().copied()),
+            None => chunks.push(fill),
+        }
+    }
+    array_from_chunks(py, ts.dtype, &shape, &chunks)
+}
+
+/// Sends what one call (or yield) produced to the group's `active`
+/// requests; `last[k]` makes request k's response its final one (or, with
+/// nothing to send, ends its stream).
+fn deliver<R: Responder>(
+    spec: &ModelSpec,
+    delivery: &Delivery,
+    out: &GroupOut<'_, '_>,
+    responders: &mut [R],
+    active: &[bool],
+    last: &[bool],
+) -> Vec<Sent> {
+    let send = |responder: &mut R, slices: &[OutputSlice<'_>], is_final: bool| match responder
+        .send(slices, is_final)
+    {
+        Ok(()) if is_final => Sent::Final,
+        Ok(()) => Sent::Open,
+        Err(e) => {
+            responder.send_error(&e);
+            Sent::Failed
+        }
+    };
+    let wanted = |req: &InferRequest<'_>, name: &str| {
+        req.requested_outputs.is_empty() || req.wants_output(name)
+    };
+    match delivery {
+        Delivery::PerRequest(items) => out
+            .group
+            .iter()
+            .zip(items)
+            .enumerate()
+            .map(|(k, (&i, item))| {
+                if !active[k] {
+                    return Sent::Skipped;
+                }
+                let req = &out.requests[i];
+                match item {
+                    Err(e) => {
+                        responders[i].send_error(e);
+                        Sent::Failed
+                    }
+                    Ok(None) if last[k] => {
+                        responders[i].finish();
+                        Sent::Final
+                    }
+                    Ok(None) => Sent::Open,
+                    Ok(Some(outputs)) => {
+                        let slices: Vec<OutputSlice<'_>> = outputs
+                            .iter()
+                            .filter(|o| wanted(req, &o.name))
+                            .map(|o| OutputSlice {
+                                name: &o.name,
+                                dtype: o.dtype,
+                                shape: o.shape.clone(),
+                                data: o.wire_bytes(),
+                            })
+                            .collect();
+                        send(&mut responders[i], &slices, last[k])
+                    }
+                }
+            })
+            .collect(),
+        Delivery::Batched(outputs) => {
+            let views: Vec<BatchOutput<'_>> = outputs
+                .iter()
+                .map(|o| BatchOutput {
+                    name: o.name.clone(),
+                    dtype: o.dtype,
+                    shape: o.shape.clone(),
+                    data: o.view_data(),
+                })
+                .collect();
+            let ranges = batch::row_ranges(out.rows);
+            // batch_output targets: each request's shape and element range.
+            let scattered: Vec<Option<ScatterPlan>> = views
+                .iter()
+                .map(|v| {
+                    let bo = spec.ragged.batch_output(&v.name)?;
+                    let dims = &spec.output(&v.name)?.dims;
+                    let shapes = out.scatter_shapes(dims, &bo.source);
+                    let counts: Vec<usize> = shapes.iter().map(|s| element_count(s)).collect();
+                    Some((shapes, batch::row_ranges(&counts)))
+                })
+                .collect();
+            out.group
+                .iter()
+                .zip(ranges)
+                .enumerate()
+                .map(|(k, (&i, range))| {
+                    if !active[k] {
+                        return Sent::Skipped;
+                    }
+                    let req = &out.requests[i];
+                    let slices: Vec<OutputSlice<'_>> = views
+                        .iter()
+                        .zip(&scattered)
+                        .filter(|(v, _)| wanted(req, &v.name))
+                        .map(|(v, sc)| {
+                            let (shape, data) = match sc {
+                                Some((shapes, elems)) => {
+                                    (shapes[k].clone(), v.slice_elements(elems[k].clone()))
+                                }
+                                None if spec.batching() => v.slice_rows(range.clone()),
+                                None => (v.shape.clone(), v.bytes_all()),
+                            };
+                            OutputSlice {
+                                name: &v.name,
+                                dtype: v.dtype,
+                                shape,
+                                data,
+                            }
+                        })
+                        .collect();
+                    send(&mut responders[i], &slices, last[k])
+                })
+                .collect()
+        }
     }
 }
 
@@ -885,60 +1341,6 @@ fn cancelled(spec: &ModelSpec) -> Error {
         ErrorCode::Cancelled,
         format!("model '{}': request cancelled", spec.name),
     )
-}
-
-/// Cuts each output into the requests' rows and sends one response per
-/// request with only the outputs it asked for. Returns per-request success.
-fn scatter<R: Responder>(
-    outputs: &[ExtractedOutput],
-    requests: &[InferRequest<'_>],
-    responders: &mut [R],
-    group: &[usize],
-    rows: &[usize],
-    batching: bool,
-    is_final: bool,
-) -> Vec<bool> {
-    let views: Vec<BatchOutput<'_>> = outputs
-        .iter()
-        .map(|o| BatchOutput {
-            name: o.name.clone(),
-            dtype: o.dtype,
-            shape: o.shape.clone(),
-            data: o.view_data(),
-        })
-        .collect();
-    let ranges = batch::row_ranges(rows);
-    group
-        .iter()
-        .zip(ranges)
-        .map(|(&i, range)| {
-            let req = &requests[i];
-            let slices: Vec<OutputSlice<'_>> = views
-                .iter()
-                .filter(|v| req.requested_outputs.is_empty() || req.wants_output(&v.name))
-                .map(|v| {
-                    let (shape, data) = if batching {
-                        v.slice_rows(range.clone())
-                    } else {
-                        (v.shape.clone(), v.bytes_all())
-                    };
-                    OutputSlice {
-                        name: &v.name,
-                        dtype: v.dtype,
-                        shape,
-                        data,
-                    }
-                })
-                .collect();
-            match responders[i].send(&slices, is_final) {
-                Ok(()) => true,
-                Err(e) => {
-                    responders[i].send_error(&e);
-                    false
-                }
-            }
-        })
-        .collect()
 }
 
 fn checkpoint_str(model: &LoadedModel) -> Option<String> {

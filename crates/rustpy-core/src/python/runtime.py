@@ -73,9 +73,25 @@ def _read_labels(path):
 
 
 class RequestInfo:
-    """One request of a batch, as `Model.predict(inputs, requests)` sees it."""
+    """One request of a batch, as `Model.predict(inputs, requests)` sees it.
 
-    __slots__ = ("id", "correlation_id", "flags", "parameters", "batch_size", "requested_outputs")
+    `cancelled` turns True when the client cancels the request (a streaming
+    predict sees it between yields; rustpy sends nothing more to it).
+    `finish()` in a streaming predict makes the next response this request's
+    last (or ends its stream at the next yield if that yield has nothing
+    for it); the other requests go on.
+    """
+
+    __slots__ = (
+        "id",
+        "correlation_id",
+        "flags",
+        "parameters",
+        "batch_size",
+        "requested_outputs",
+        "cancelled",
+        "_finished",
+    )
 
     def __init__(self, id, correlation_id, flags, parameters, batch_size, requested_outputs):
         self.id = id
@@ -84,6 +100,15 @@ class RequestInfo:
         self.parameters = parameters
         self.batch_size = batch_size
         self.requested_outputs = requested_outputs
+        self.cancelled = False
+        self._finished = False
+
+    def finish(self):
+        self._finished = True
+
+    @property
+    def finished(self):
+        return self._finished
 
     def __repr__(self):
         return "RequestInfo(id=%r, batch_size=%r, parameters=%r)" % (
