@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn isolation_settings_reject_bad_values() {
         let e = isolation_settings(&with_params(&[(ISOLATION_KEY, "thread")])).unwrap_err();
-        assert!(e.contains("rustpy.isolation") && e.contains("\"process\""), "{e}");
+        assert!(
+            e.contains("rustpy.isolation") && e.contains("\"process\""),
+            "{e}"
+        );
         for bad in ["0", "-5", "1.5", "soon"] {
             let e = isolation_settings(&with_params(&[
                 (ISOLATION_KEY, "process"),

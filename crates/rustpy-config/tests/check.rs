@@ -513,6 +513,11 @@ fn isolation_parameters_are_validated() {
          parameters {{ key: \"rustpy.execute_timeout_ms\" value {{ string_value: \"-1\" }} }}\n"
     ));
     let report = check_path(bad.path());
-    let d = one(&report, "parameters.isolation", &config_of(bad.path()), Some(9));
+    let d = one(
+        &report,
+        "parameters.isolation",
+        &config_of(bad.path()),
+        Some(9),
+    );
     assert!(d.message.contains("positive"), "{d}");
 }

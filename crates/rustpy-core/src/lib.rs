@@ -8,6 +8,7 @@ pub mod bytes;
 pub mod dtype;
 pub mod engine;
 pub mod error;
+pub mod isolation;
 pub mod local;
 pub mod python;
 pub mod request;

@@ -1,0 +1,648 @@
+//! The backend side of a process-isolated instance: starts the worker,
+//! moves each batch through shared memory, relays responses to the
+//! instance's responders, and restarts a worker that died or hung.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::proto::{
+    error_from_wire, read_frame, write_frame, FromWorker, ToWorker, WireInstance, WireRequest,
+    WireTensor,
+};
+use super::sys::{self, memfd, Shm};
+use crate::engine::{ExecReport, OutputSlice, Responder};
+use crate::error::{Error, ErrorCode, Result};
+use crate::python::{emit_log, InstanceInfo};
+use crate::request::InferRequest;
+use crate::DataType;
+
+/// Initial size of each shared-memory region; grown on demand.
+const INITIAL_SHM: usize = 1 << 20;
+/// Inputs are placed at multiples of this in the input region.
+const ALIGN: usize = 64;
+/// How long an unloading worker may take to run `finalize` and exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest wait between two start attempts of a worker that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a process-isolated instance needs to (re)start its worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The `rustpy-worker` executable.
+    pub executable: PathBuf,
+    pub model_name: String,
+    pub version: u64,
+    pub model_dir: String,
+    pub config_json: String,
+    pub instance: InstanceInfo,
+    pub execute_timeout: Option<Duration>,
+}
+
+/// Spawns children from one thread that lives as long as the process: the
+/// parent-death signal fires when the *thread* that forked exits, and Triton
+/// creates and ends threads (model loading) as it pleases.
+fn spawn(command: Command) -> std::io::Result<Child> {
+    type Job = (Command, Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("rustpy-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("cannot start the rustpy-spawner thread");
+        Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    sender
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((command, tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+/// "exited on SIGSEGV" / "exited with status 3".
+fn describe_exit(status: ExitStatus) -> String {
+    if let Some(sig) = status.signal() {
+        let core = if status.core_dumped() {
+            ", core dumped"
+        } else {
+            ""
+        };
+        format!("exited on {}{core}", sys::signal_name(sig))
+    } else {
+        format!("exited with status {}", status.code().unwrap_or(-1))
+    }
+}
+
+/// One running worker process.
+struct Worker {
+    child: Child,
+    pid: u32,
+    socket: BufWriter<UnixStream>,
+    /// Frames from the worker (Log frames are handled by the reader thread).
+    frames: Receiver<FromWorker>,
+    input: Shm,
+    output: Shm,
+}
+
+impl Worker {
+    /// Starts a worker and runs the model's initialisation in it.
+    fn start(cfg: &WorkerConfig) -> Result<Worker> {
+        let what = |e: std::io::Error| {
+            Error::internal(format!(
+                "{}: cannot start the worker process {}: {e}",
+                label(cfg),
+                cfg.executable.display()
+            ))
+        };
+        let input = Shm::map(memfd("rustpy-input", INITIAL_SHM).map_err(what)?).map_err(what)?;
+        let output = Shm::map(memfd("rustpy-output", INITIAL_SHM).map_err(what)?).map_err(what)?;
+        let (ours, theirs) = UnixStream::pair().map_err(what)?;
+        let mut command = Command::new(&cfg.executable);
+        command
+            .arg("--socket-fd")
+            .arg(theirs.as_raw_fd().to_string())
+            .arg("--input-fd")
+            .arg(input.raw_fd().to_string())
+            .arg("--output-fd")
+            .arg(output.raw_fd().to_string())
+            .arg("--model")
+            .arg(&cfg.model_name)
+            .stdin(Stdio::null());
+        sys::prepare_child(
+            &mut command,
+            vec![theirs.as_raw_fd(), input.raw_fd(), output.raw_fd()],
+        );
+        let child = spawn(command).map_err(what)?;
+        drop(theirs);
+        let pid = child.id();
+
+        let (tx, frames) = mpsc::channel();
+        let read_half = ours.try_clone().map_err(what)?;
+        std::thread::Builder::new()
+            .name(format!("rustpy-worker-{pid}"))
+            .spawn(move || {
+                let mut r = BufReader::new(read_half);
+                while let Ok(Some(msg)) = read_frame::<FromWorker, _>(&mut r) {
+                    match msg {
+                        FromWorker::Log {
+                            level,
+                            file,
+                            line,
+                            message,
+                        } => emit_log(level, &file, line, &message),
+                        other => {
+                            if tx.send(other).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(what)?;
+
+        let mut worker = Worker {
+            child,
+            pid,
+            socket: BufWriter::new(ours),
+            frames,
+            input,
+            output,
+        };
+        let init = ToWorker::Init {
+            config_json: cfg.config_json.clone(),
+            model_dir: cfg.model_dir.clone(),
+            version: cfg.version,
+            instance: WireInstance {
+                name: cfg.instance.name.clone(),
+                kind: cfg.instance.kind.clone(),
+                device_id: cfg.instance.device_id,
+            },
+        };
+        if worker.send(&init).is_err() {
+            let cause = worker.reap();
+            return Err(Error::internal(format!(
+                "{}: the worker process {cause} while starting",
+                label(cfg)
+            )));
+        }
+        match worker.frames.recv() {
+            Ok(FromWorker::Ready) => Ok(worker),
+            Ok(FromWorker::InitFailed { code, message }) => {
+                worker.shutdown();
+                Err(error_from_wire(code, message))
+            }
+            Ok(_) => {
+                worker.kill();
+                Err(Error::internal(format!(
+                    "{}: the worker process sent an unexpected message while starting",
+                    label(cfg)
+                )))
+            }
+            Err(_) => {
+                let cause = worker.reap();
+                Err(Error::internal(format!(
+                    "{}: the worker process (pid {pid}) {cause} while starting (running initialize)",
+                    label(cfg)
+                )))
+            }
+        }
+    }
+
+    fn send(&mut self, msg: &ToWorker) -> std::io::Result<()> {
+        write_frame(&mut self.socket, msg)?;
+        self.socket.flush()
+    }
+
+    /// Waits for the (dead or dying) process and describes how it ended.
+    fn reap(&mut self) -> String {
+        match self.child.wait() {
+            Ok(status) => describe_exit(status),
+            Err(e) => format!("ended (cannot read its status: {e})"),
+        }
+    }
+
+    fn kill(&mut self) -> String {
+        sys::kill(self.pid);
+        self.reap()
+    }
+
+    /// Asks the worker to run `finalize` and exit; kills it after a grace period.
+    fn shutdown(&mut self) {
+        let _ = self.send(&ToWorker::Shutdown);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if Instant::now() >= deadline => {
+                    self.kill();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+fn label(cfg: &WorkerConfig) -> String {
+    format!(
+        "model '{}' instance '{}'",
+        cfg.model_name, cfg.instance.name
+    )
+}
+
+/// Why a running batch lost its worker.
+enum Lost {
+    Died(String),
+    TimedOut(Duration),
+}
+
+struct State {
+    worker: Option<Worker>,
+    /// Consecutive failures (crash, hang or failed start) since the last
+    /// batch that completed; drives the restart backoff.
+    failures: u32,
+    last_cause: String,
+    next_start: Instant,
+}
+
+/// A model instance whose Python runs in a `rustpy-worker` process.
+pub struct WorkerInstance {
+    cfg: WorkerConfig,
+    state: Mutex<State>,
+}
+
+fn backoff(failures: u32) -> Duration {
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
+    let ms = 250u64.saturating_mul(1 << (failures - 2).min(16));
+    Duration::from_millis(ms).min(MAX_BACKOFF)
+}
+
+impl WorkerInstance {
+    /// Starts the worker; an error here (initialize raised, the worker
+    /// crashed) fails the instance's load with that cause.
+    pub fn new(cfg: WorkerConfig) -> Result<WorkerInstance> {
+        let worker = Worker::start(&cfg)?;
+        emit_log(
+            0,
+            "rustpy",
+            0,
+            &format!(
+                "rustpy: {} runs in worker process {}",
+                label(&cfg),
+                worker.pid
+            ),
+        );
+        Ok(WorkerInstance {
+            cfg,
+            state: Mutex::new(State {
+                worker: Some(worker),
+                failures: 0,
+                last_cause: String::new(),
+                next_start: Instant::now(),
+            }),
+        })
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.cfg.model_name
+    }
+
+    /// The worker's pid, if one is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().worker.as_ref().map(|w| w.pid)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the worker (runs the user's `finalize` there).
+    pub fn finalize(&self) {
+        if let Some(mut w) = self.lock().worker.take() {
+            w.shutdown();
+        }
+    }
+
+    /// Records a lost worker and restarts it now when the backoff allows.
+    fn on_failure(&self, state: &mut State, cause: String) {
+        state.failures += 1;
+        state.last_cause = cause;
+        let delay = backoff(state.failures);
+        state.next_start = Instant::now() + delay;
+        if delay.is_zero() {
+            self.try_start(state);
+        } else {
+            emit_log(
+                1,
+                "rustpy",
+                0,
+                &format!(
+                    "rustpy: {}: {} failures in a row; next worker start in {} ms",
+                    label(&self.cfg),
+                    state.failures,
+                    delay.as_millis()
+                ),
+            );
+        }
+    }
+
+    fn try_start(&self, state: &mut State) {
+        match Worker::start(&self.cfg) {
+            Ok(w) => {
+                emit_log(
+                    1,
+                    "rustpy",
+                    0,
+                    &format!(
+                        "rustpy: {}: restarted its worker process (pid {}) after: {}",
+                        label(&self.cfg),
+                        w.pid,
+                        state.last_cause
+                    ),
+                );
+                state.worker = Some(w);
+            }
+            Err(e) => {
+                state.failures += 1;
+                state.last_cause = format!("restart failed: {}", e.message);
+                let delay = backoff(state.failures).max(Duration::from_millis(250));
+                state.next_start = Instant::now() + delay;
+                emit_log(
+                    2,
+                    "rustpy",
+                    0,
+                    &format!(
+                        "rustpy: {}: cannot restart its worker process ({} failures in a row, next attempt in {} ms): {}",
+                        label(&self.cfg),
+                        state.failures,
+                        delay.as_millis(),
+                        e.message
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Executes one batch in the worker; every request gets a final answer.
+    pub fn execute<R: Responder>(
+        &self,
+        requests: &[InferRequest<'_>],
+        mut responders: Vec<R>,
+    ) -> ExecReport {
+        assert_eq!(
+            requests.len(),
+            responders.len(),
+            "one responder per request"
+        );
+        let mut report = ExecReport::new(requests.len());
+        let mut state = self.lock();
+        if state.worker.is_none() && Instant::now() >= state.next_start {
+            self.try_start(&mut state);
+        }
+        let Some(worker) = state.worker.as_mut() else {
+            let wait = state.next_start.saturating_duration_since(Instant::now());
+            let err = Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{}: the worker process is not running ({}); next start attempt in {} ms",
+                    label(&self.cfg),
+                    state.last_cause,
+                    wait.as_millis()
+                ),
+            );
+            for r in &mut responders {
+                r.send_error(&err);
+            }
+            return report;
+        };
+        let sent_at = Instant::now();
+        let mut finals = vec![false; requests.len()];
+        let outcome = run_batch(
+            worker,
+            self.cfg.execute_timeout,
+            requests,
+            &mut responders,
+            &mut finals,
+            &mut report,
+        );
+        match outcome {
+            Ok(compute) => {
+                state.failures = 0;
+                if let Some((a, b)) = compute {
+                    report.compute_start = Some(sent_at + Duration::from_nanos(a));
+                    report.compute_end = Some(sent_at + Duration::from_nanos(b));
+                }
+            }
+            Err(lost) => {
+                let mut worker = state.worker.take().expect("worker present");
+                let (message, cause) = match lost {
+                    Lost::Died(protocol) => {
+                        let cause = worker.reap();
+                        let extra = if protocol.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({protocol})")
+                        };
+                        (
+                            format!(
+                                "{}: the worker process (pid {}) {cause} while executing this request{extra}; it is being restarted",
+                                label(&self.cfg),
+                                worker.pid
+                            ),
+                            format!("worker {cause}"),
+                        )
+                    }
+                    Lost::TimedOut(limit) => {
+                        worker.kill();
+                        (
+                            format!(
+                                "{}: execution exceeded rustpy.execute_timeout_ms ({} ms); the worker process (pid {}) was killed and is being restarted",
+                                label(&self.cfg),
+                                limit.as_millis(),
+                                worker.pid
+                            ),
+                            format!("execute timed out after {} ms", limit.as_millis()),
+                        )
+                    }
+                };
+                let err = Error::new(ErrorCode::Unavailable, message.clone());
+                for (r, done) in responders.iter_mut().zip(&finals) {
+                    if !done {
+                        r.send_error(&err);
+                    }
+                }
+                report.ok.iter_mut().zip(&finals).for_each(|(ok, done)| {
+                    if !done {
+                        *ok = false;
+                    }
+                });
+                emit_log(2, "rustpy", 0, &format!("rustpy: {message}"));
+                self.on_failure(&mut state, cause);
+            }
+        }
+        report
+    }
+}
+
+impl Drop for WorkerInstance {
+    fn drop(&mut self) {
+        self.finalize();
+    }
+}
+
+/// Gathers `requests` into the input region, runs them in the worker and
+/// relays every response until all requests are final and the worker said
+/// Done. Returns the compute window (ns after sending) on success.
+fn run_batch<R: Responder>(
+    worker: &mut Worker,
+    timeout: Option<Duration>,
+    requests: &[InferRequest<'_>],
+    responders: &mut [R],
+    finals: &mut [bool],
+    report: &mut ExecReport,
+) -> std::result::Result<Option<(u64, u64)>, Lost> {
+    // Lay the batch out in the input region, growing it first if needed.
+    let mut needed = 0usize;
+    for r in requests {
+        for t in &r.inputs {
+            needed = needed.next_multiple_of(ALIGN) + t.byte_size();
+        }
+    }
+    if let Err(e) = worker.input.grow(needed) {
+        return Err(Lost::Died(format!(
+            "cannot grow the input shared memory: {e}"
+        )));
+    }
+    let mut offset = 0usize;
+    let mut wire = Vec::with_capacity(requests.len());
+    for r in requests {
+        let mut inputs = Vec::with_capacity(r.inputs.len());
+        for t in &r.inputs {
+            offset = offset.next_multiple_of(ALIGN);
+            let start = offset;
+            for chunk in &t.chunks {
+                worker.input.write(offset, chunk);
+                offset += chunk.len();
+            }
+            inputs.push(WireTensor {
+                name: t.name.clone(),
+                dtype: t.dtype.name().to_string(),
+                shape: t.shape.clone(),
+                offset: start,
+                len: offset - start,
+            });
+        }
+        wire.push(WireRequest {
+            id: r.id.clone(),
+            correlation_id: (&r.correlation_id).into(),
+            flags: r.flags,
+            timeout_us: r.timeout_us,
+            inputs,
+            requested_outputs: r.requested_outputs.clone(),
+            parameters: r
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+        });
+    }
+    let msg = ToWorker::Execute {
+        input_len: worker.input.len(),
+        requests: wire,
+    };
+    if worker.send(&msg).is_err() {
+        return Err(Lost::Died(String::new()));
+    }
+
+    let deadline = timeout.map(|t| (t, Instant::now() + t));
+    let mut compute = None;
+    let mut done = false;
+    let n = requests.len();
+    while !(done && finals.iter().all(|&f| f)) {
+        let frame = match deadline {
+            Some((limit, at)) => {
+                match worker
+                    .frames
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                {
+                    Ok(f) => f,
+                    Err(RecvTimeoutError::Timeout) => return Err(Lost::TimedOut(limit)),
+                    Err(RecvTimeoutError::Disconnected) => return Err(Lost::Died(String::new())),
+                }
+            }
+            None => match worker.frames.recv() {
+                Ok(f) => f,
+                Err(_) => return Err(Lost::Died(String::new())),
+            },
+        };
+        match frame {
+            FromWorker::Response {
+                request,
+                outputs,
+                output_len,
+                is_final,
+            } if request < n && !finals[request] => {
+                if let Err(e) = worker.output.ensure(output_len) {
+                    return Err(Lost::Died(format!("output shared memory: {e}")));
+                }
+                let mut slices = Vec::with_capacity(outputs.len());
+                for o in &outputs {
+                    let (Some(dtype), Ok(data)) = (
+                        DataType::from_name(&o.dtype),
+                        worker.output.slice(o.offset, o.len),
+                    ) else {
+                        return Err(Lost::Died(
+                            "a response lies outside the shared memory".into(),
+                        ));
+                    };
+                    slices.push(OutputSlice {
+                        name: &o.name,
+                        dtype,
+                        shape: o.shape.clone(),
+                        data,
+                    });
+                }
+                if let Err(e) = responders[request].send(&slices, is_final) {
+                    responders[request].send_error(&e);
+                    finals[request] = true;
+                } else if is_final {
+                    finals[request] = true;
+                }
+            }
+            FromWorker::Error {
+                request,
+                code,
+                message,
+                is_final,
+            } if request < n && !finals[request] => {
+                let err = error_from_wire(code, message);
+                if is_final || !responders[request].send_error_nonfinal(&err) {
+                    if is_final {
+                        responders[request].send_error(&err);
+                    }
+                    finals[request] = true;
+                }
+            }
+            FromWorker::Finish { request } if request < n && !finals[request] => {
+                responders[request].finish();
+                finals[request] = true;
+            }
+            FromWorker::Done {
+                ok,
+                rows,
+                calls,
+                compute_ns,
+            } => {
+                done = true;
+                if ok.len() == n {
+                    report.ok = ok;
+                }
+                if rows.len() == n {
+                    report.rows = rows;
+                }
+                report.calls = calls;
+                compute = compute_ns;
+            }
+            // A frame for a request already answered, or out of order:
+            // nothing to deliver.
+            _ => {}
+        }
+    }
+    Ok(compute)
+}
