@@ -305,3 +305,12 @@ def test_cpu_bound_python_uses_both_cores_in_process_mode(tmp_path, record_prope
     # compute at once (in-process the same work stays below 1.15 cores).
     if (os.cpu_count() or 1) >= 2 and os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5:
         assert two["cores"] > 1.3, figures
+
+
+def test_bls_in_a_worker_fails_clearly_for_now(proc_server):
+    """BLS is not routed back through the server from a worker yet
+    (docs/isolation.md): the request fails saying so, and the worker lives on."""
+    msg = infer_error(proc_server, "http", "proc_pb", {"IN": np.array([-99], np.float32)})
+    assert "not available yet in a process-isolated model" in msg, msg
+    r = infer(proc_server, "http", "proc_pb", {"IN": np.array([1], np.float32)})
+    assert r.as_numpy("OUT")[0] == 2

@@ -17,6 +17,7 @@ use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
 use crate::request::{InferRequest, InputTensor};
+use crate::server::{set_server_api, BlsRequest, BlsResponse, MetricFamily, MetricKind, ServerApi};
 use crate::DataType;
 
 /// The fds the backend passes (see `client.rs`).
@@ -165,6 +166,38 @@ impl Drop for WorkerResponder {
     }
 }
 
+/// What user code in a worker may not ask of the server yet (BLS, model
+/// control, metrics): each call fails with a message saying so.
+struct NoServerYet;
+
+fn not_yet<T>() -> Result<T> {
+    Err(Error::unsupported(
+        "BLS, model control and custom metrics are not available yet in a process-isolated model \
+         (rustpy.isolation: \"process\"); see docs/isolation.md",
+    ))
+}
+
+impl ServerApi for NoServerYet {
+    fn infer(&self, _: BlsRequest, _: crossbeam::channel::Sender<BlsResponse>) -> Result<()> {
+        not_yet()
+    }
+    fn load_model(&self, _: &str, _: &str, _: &[(String, Vec<u8>)]) -> Result<()> {
+        not_yet()
+    }
+    fn unload_model(&self, _: &str, _: bool) -> Result<()> {
+        not_yet()
+    }
+    fn is_model_ready(&self, _: &str, _: i64) -> Result<bool> {
+        not_yet()
+    }
+    fn is_model_decoupled(&self, _: &str, _: i64) -> Result<bool> {
+        not_yet()
+    }
+    fn metric_family(&self, _: &str, _: &str, _: MetricKind) -> Result<Arc<dyn MetricFamily>> {
+        not_yet()
+    }
+}
+
 /// Runs the worker until the backend says Shutdown or goes away. Returns the
 /// process exit code.
 pub fn run(fds: WorkerFds) -> i32 {
@@ -194,6 +227,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
         used: 0,
     }));
 
+    set_server_api(Arc::new(NoServerYet));
     // pb_utils.Logger and rustpy's own messages go to the server's log.
     let log_channel = channel.clone();
     python::set_log_hook(Box::new(move |level, file, line, message| {
