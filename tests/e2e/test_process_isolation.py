@@ -128,7 +128,7 @@ def test_pb_utils_model_and_logger_in_worker(proc_server):
         np.testing.assert_array_equal(r.as_numpy("OUT"), np.array([2.5, 3.5, 0], np.float32))
         assert r.as_numpy("PID")[0] in workers_of(s.proc.pid)
     # pb_utils.Logger lines reach Triton's log with the caller's file:line.
-    assert s.wait_for_log("model.py:11] \"proc_pb initialized in pid")
+    assert s.wait_for_log("model.py:15] \"proc_pb initialized in pid")
 
 
 def test_streaming_generator_in_worker(proc_server):
@@ -307,10 +307,15 @@ def test_cpu_bound_python_uses_both_cores_in_process_mode(tmp_path, record_prope
         assert two["cores"] > 1.3, figures
 
 
-def test_bls_in_a_worker_fails_clearly_for_now(proc_server):
-    """BLS is not routed back through the server from a worker yet
-    (docs/isolation.md): the request fails saying so, and the worker lives on."""
-    msg = infer_error(proc_server, "http", "proc_pb", {"IN": np.array([-99], np.float32)})
-    assert "not available yet in a process-isolated model" in msg, msg
-    r = infer(proc_server, "http", "proc_pb", {"IN": np.array([1], np.float32)})
-    assert r.as_numpy("OUT")[0] == 2
+def test_bls_model_control_and_metrics_from_a_worker(proc_server):
+    """BLS, is_model_ready and a custom metric from a worker go through the
+    backend to the server (the BLS target, `steady`, runs in-process)."""
+    s = proc_server
+    r = infer(s, "http", "proc_pb", {"IN": np.array([-99], np.float32)})
+    np.testing.assert_array_equal(r.as_numpy("OUT"), np.array([42, 1], np.float32))
+    import urllib.request
+    with urllib.request.urlopen(s.metrics_url, timeout=10) as f:
+        text = f.read().decode()
+    lines = [l for l in text.splitlines() if l.startswith("proc_pb_requests_total{")]
+    assert lines and 'model="proc_pb"' in lines[0], lines
+    assert float(lines[0].split()[-1]) >= 1, lines

@@ -2,25 +2,28 @@
 //! moves each batch through shared memory, relays responses to the
 //! instance's responders, and restarts a worker that died or hung.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::proto::{
-    error_from_wire, read_frame, write_frame, FromWorker, ToWorker, WireInstance, WireRequest,
-    WireTensor,
+    error_from_wire, error_to_wire, read_frame, tensor_from_wire, tensor_to_wire, write_frame,
+    FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance, WireRequest, WireTensor,
+    WireValue,
 };
 use super::sys::{self, memfd, Shm};
 use crate::engine::{ExecReport, OutputSlice, Responder};
 use crate::error::{Error, ErrorCode, Result};
 use crate::python::{emit_log, InstanceInfo};
 use crate::request::InferRequest;
+use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
 use crate::DataType;
 
 /// Initial size of each shared-memory region; grown on demand.
@@ -91,7 +94,7 @@ fn describe_exit(status: ExitStatus) -> String {
 struct Worker {
     child: Child,
     pid: u32,
-    socket: BufWriter<UnixStream>,
+    socket: Writer,
     /// Frames from the worker (Log frames are handled by the reader thread).
     frames: Receiver<FromWorker>,
     input: Shm,
@@ -132,12 +135,18 @@ impl Worker {
 
         let (tx, frames) = mpsc::channel();
         let read_half = ours.try_clone().map_err(what)?;
+        let socket: Writer = Arc::new(Mutex::new(ours));
+        let replies = socket.clone();
         std::thread::Builder::new()
             .name(format!("rustpy-worker-{pid}"))
             .spawn(move || {
                 let mut r = BufReader::new(read_half);
+                let mut metrics = MetricTable::default();
                 while let Ok(Some(msg)) = read_frame::<FromWorker, _>(&mut r) {
                     match msg {
+                        FromWorker::Call { call, op } => {
+                            serve_call(call, op, &replies, &mut metrics)
+                        }
                         FromWorker::Log {
                             level,
                             file,
@@ -157,7 +166,7 @@ impl Worker {
         let mut worker = Worker {
             child,
             pid,
-            socket: BufWriter::new(ours),
+            socket,
             frames,
             input,
             output,
@@ -203,8 +212,7 @@ impl Worker {
     }
 
     fn send(&mut self, msg: &ToWorker) -> std::io::Result<()> {
-        write_frame(&mut self.socket, msg)?;
-        self.socket.flush()
+        write_to(&self.socket, msg)
     }
 
     /// Waits for the (dead or dying) process and describes how it ended.
@@ -237,6 +245,188 @@ impl Worker {
     }
 }
 
+/// The backend's sending half of a worker's control socket (the execute
+/// thread and the threads answering server calls share it).
+type Writer = Arc<Mutex<UnixStream>>;
+
+fn write_to(w: &Writer, msg: &ToWorker) -> std::io::Result<()> {
+    let mut s = w.lock().unwrap_or_else(|p| p.into_inner());
+    write_frame(&mut *s, msg)?;
+    s.flush()
+}
+
+/// Metric families and metrics a worker created, by the ids it knows them by.
+#[derive(Default)]
+struct MetricTable {
+    next: u64,
+    families: HashMap<u64, Arc<dyn MetricFamily>>,
+    metrics: HashMap<u64, Box<dyn Metric>>,
+}
+
+fn reply(w: &Writer, call: u64, result: Result<WireValue>) {
+    let result = result.map_err(|e| error_to_wire(&e));
+    let _ = write_to(w, &ToWorker::Reply { call, result });
+}
+
+fn bls_response_to_wire(r: BlsResponse) -> WireBlsResponse {
+    WireBlsResponse {
+        outputs: r.outputs.iter().map(tensor_to_wire).collect(),
+        error: r.error.as_ref().map(error_to_wire),
+        parameters: r
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.into()))
+            .collect(),
+        is_final: r.is_final,
+    }
+}
+
+/// Makes a worker's server call on the server API (Triton's, in the
+/// backend). Metric calls are answered inline (they are quick); BLS and model
+/// control on their own threads, as they wait on other models.
+fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
+    let api = match server_api() {
+        Ok(api) => api,
+        Err(e) => return reply(w, call, Err(e)),
+    };
+    match op {
+        ServerOp::Infer(req) => {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let fail = |e: Error| {
+                    let _ = write_to(
+                        &w,
+                        &ToWorker::BlsResponse {
+                            call,
+                            response: bls_response_to_wire(BlsResponse {
+                                error: Some(e),
+                                is_final: true,
+                                ..Default::default()
+                            }),
+                        },
+                    );
+                };
+                let inputs = match req
+                    .inputs
+                    .into_iter()
+                    .map(tensor_from_wire)
+                    .collect::<Result<Vec<_>>>()
+                {
+                    Ok(i) => i,
+                    Err(e) => return fail(e),
+                };
+                let request = BlsRequest {
+                    model_name: req.model_name,
+                    model_version: req.model_version,
+                    request_id: req.request_id,
+                    correlation_id: req.correlation_id.into(),
+                    flags: req.flags,
+                    timeout_us: req.timeout_us,
+                    inputs,
+                    requested_outputs: req.requested_outputs,
+                    parameters: req
+                        .parameters
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into()))
+                        .collect(),
+                };
+                let (tx, rx) = crossbeam::channel::unbounded();
+                if let Err(e) = api.infer(request, tx) {
+                    return fail(e);
+                }
+                for response in rx {
+                    let is_final = response.is_final;
+                    let frame = ToWorker::BlsResponse {
+                        call,
+                        response: bls_response_to_wire(response),
+                    };
+                    if write_to(&w, &frame).is_err() || is_final {
+                        return;
+                    }
+                }
+                fail(Error::internal(
+                    "the BLS request ended without a final response",
+                ));
+            });
+        }
+        ServerOp::LoadModel {
+            name,
+            config_json,
+            files,
+        } => {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let r = api.load_model(&name, &config_json, &files);
+                reply(&w, call, r.map(|()| WireValue::Unit));
+            });
+        }
+        ServerOp::UnloadModel {
+            name,
+            unload_dependents,
+        } => {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let r = api.unload_model(&name, unload_dependents);
+                reply(&w, call, r.map(|()| WireValue::Unit));
+            });
+        }
+        ServerOp::IsModelReady { name, version } => reply(
+            w,
+            call,
+            api.is_model_ready(&name, version).map(WireValue::Bool),
+        ),
+        ServerOp::IsModelDecoupled { name, version } => reply(
+            w,
+            call,
+            api.is_model_decoupled(&name, version).map(WireValue::Bool),
+        ),
+        ServerOp::MetricFamily {
+            name,
+            description,
+            kind,
+        } => {
+            let kind = match kind {
+                0 => MetricKind::Counter,
+                1 => MetricKind::Gauge,
+                _ => MetricKind::Histogram,
+            };
+            let r = api.metric_family(&name, &description, kind).map(|f| {
+                metrics.next += 1;
+                metrics.families.insert(metrics.next, f);
+                WireValue::Id(metrics.next)
+            });
+            reply(w, call, r)
+        }
+        ServerOp::Metric {
+            family,
+            labels,
+            buckets,
+        } => {
+            let r = match metrics.families.get(&family) {
+                Some(f) => f.metric(&labels, buckets.as_deref()).map(|m| {
+                    metrics.next += 1;
+                    metrics.metrics.insert(metrics.next, m);
+                    WireValue::Id(metrics.next)
+                }),
+                None => Err(Error::internal("unknown metric family")),
+            };
+            reply(w, call, r)
+        }
+        ServerOp::MetricOp { metric, op, value } => {
+            let r = match metrics.metrics.get(&metric) {
+                Some(m) => match op {
+                    0 => m.increment(value).map(|()| WireValue::Unit),
+                    1 => m.set(value).map(|()| WireValue::Unit),
+                    2 => m.observe(value).map(|()| WireValue::Unit),
+                    _ => m.value().map(WireValue::F64),
+                },
+                None => Err(Error::internal("unknown metric")),
+            };
+            reply(w, call, r)
+        }
+    }
+}
+
 fn label(cfg: &WorkerConfig) -> String {
     format!(
         "model '{}' instance '{}'",
@@ -252,8 +442,8 @@ enum Lost {
 
 struct State {
     worker: Option<Worker>,
-    /// Consecutive failures (crash, hang or failed start) since the last
-    /// batch that completed; drives the restart backoff.
+    /// Consecutive failures (a crash or hang, then failed starts) since the
+    /// last successful start or batch; drives the restart backoff.
     failures: u32,
     last_cause: String,
     next_start: Instant,
@@ -357,6 +547,9 @@ impl WorkerInstance {
                     ),
                 );
                 state.worker = Some(w);
+                // Backoff is for workers that cannot start; a worker that
+                // started and later crashed is restarted at once.
+                state.failures = 0;
             }
             Err(e) => {
                 state.failures += 1;

@@ -116,6 +116,115 @@ pub enum ToWorker {
     },
     /// Run `finalize` and exit.
     Shutdown,
+    /// The answer to a [`FromWorker::Call`] (not `Infer`).
+    Reply {
+        call: u64,
+        result: std::result::Result<WireValue, (u32, String)>,
+    },
+    /// One response of a BLS call ([`ServerOp::Infer`]); the last is final.
+    BlsResponse {
+        call: u64,
+        response: WireBlsResponse,
+    },
+}
+
+/// A tensor with its bytes inline (BLS; batch tensors use shared memory).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireOwnedTensor {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<i64>,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireBlsRequest {
+    pub model_name: String,
+    pub model_version: i64,
+    pub request_id: String,
+    pub correlation_id: WireCorrelation,
+    pub flags: u32,
+    pub timeout_us: u64,
+    pub inputs: Vec<WireOwnedTensor>,
+    pub requested_outputs: Vec<String>,
+    pub parameters: Vec<(String, WireParam)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireBlsResponse {
+    pub outputs: Vec<WireOwnedTensor>,
+    pub error: Option<(u32, String)>,
+    pub parameters: Vec<(String, WireParam)>,
+    pub is_final: bool,
+}
+
+/// What user code in a worker asks of the server (rustpy_core::server::ServerApi).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ServerOp {
+    Infer(WireBlsRequest),
+    LoadModel {
+        name: String,
+        config_json: String,
+        files: Vec<(String, Vec<u8>)>,
+    },
+    UnloadModel {
+        name: String,
+        unload_dependents: bool,
+    },
+    IsModelReady {
+        name: String,
+        version: i64,
+    },
+    IsModelDecoupled {
+        name: String,
+        version: i64,
+    },
+    /// Returns the new family's id.
+    MetricFamily {
+        name: String,
+        description: String,
+        kind: u32,
+    },
+    /// Returns the new metric's id.
+    Metric {
+        family: u64,
+        labels: Vec<(String, String)>,
+        buckets: Option<Vec<f64>>,
+    },
+    /// 0 increment, 1 set, 2 observe, 3 value (returned).
+    MetricOp {
+        metric: u64,
+        op: u8,
+        value: f64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireValue {
+    Unit,
+    Bool(bool),
+    Id(u64),
+    F64(f64),
+}
+
+pub fn tensor_to_wire(t: &crate::server::OwnedTensor) -> WireOwnedTensor {
+    WireOwnedTensor {
+        name: t.name.clone(),
+        dtype: t.dtype.name().to_string(),
+        shape: t.shape.clone(),
+        data: t.data.clone(),
+    }
+}
+
+pub fn tensor_from_wire(t: WireOwnedTensor) -> crate::error::Result<crate::server::OwnedTensor> {
+    let dtype = crate::DataType::from_name(&t.dtype)
+        .ok_or_else(|| Error::internal(format!("unknown data type '{}'", t.dtype)))?;
+    Ok(crate::server::OwnedTensor {
+        name: t.name,
+        dtype,
+        shape: t.shape,
+        data: t.data,
+    })
 }
 
 /// Worker → backend.
@@ -157,6 +266,11 @@ pub enum FromWorker {
         file: String,
         line: u32,
         message: String,
+    },
+    /// User code asks the server for something (BLS, model control, metrics).
+    Call {
+        call: u64,
+        op: ServerOp,
     },
 }
 

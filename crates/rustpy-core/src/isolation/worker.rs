@@ -10,15 +10,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::proto::{
-    error_from_wire, error_to_wire, read_frame, write_frame, FromWorker, ToWorker, WireTensor,
+    error_from_wire, error_to_wire, read_frame, tensor_from_wire, tensor_to_wire, write_frame,
+    FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireTensor, WireValue,
 };
 use super::sys::{inherited_fd, inherited_stream, Shm};
 use crate::engine::{OutputSlice, Responder};
+use crate::error::ErrorCode;
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
 use crate::request::{InferRequest, InputTensor};
-use crate::server::{set_server_api, BlsRequest, BlsResponse, MetricFamily, MetricKind, ServerApi};
+use crate::server::{
+    set_server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
+};
 use crate::DataType;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 
 /// The fds the backend passes (see `client.rs`).
 pub struct WorkerFds {
@@ -166,35 +173,249 @@ impl Drop for WorkerResponder {
     }
 }
 
-/// What user code in a worker may not ask of the server yet (BLS, model
-/// control, metrics): each call fails with a message saying so.
-struct NoServerYet;
-
-fn not_yet<T>() -> Result<T> {
-    Err(Error::unsupported(
-        "BLS, model control and custom metrics are not available yet in a process-isolated model \
-         (rustpy.isolation: \"process\"); see docs/isolation.md",
-    ))
+/// A call waiting for the backend's answer.
+enum Pending {
+    Reply(mpsc::Sender<std::result::Result<WireValue, (u32, String)>>),
+    Stream(crossbeam::channel::Sender<BlsResponse>),
 }
 
-impl ServerApi for NoServerYet {
-    fn infer(&self, _: BlsRequest, _: crossbeam::channel::Sender<BlsResponse>) -> Result<()> {
-        not_yet()
+/// Server calls from user code, routed through the backend.
+struct Rpc {
+    channel: Shared,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+}
+
+fn closed() -> Error {
+    Error::new(
+        ErrorCode::Unavailable,
+        "the server connection of this worker closed",
+    )
+}
+
+impl Rpc {
+    fn register(&self, p: Pending) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, p);
+        id
     }
-    fn load_model(&self, _: &str, _: &str, _: &[(String, Vec<u8>)]) -> Result<()> {
-        not_yet()
+
+    fn call(&self, op: ServerOp) -> Result<WireValue> {
+        let (tx, rx) = mpsc::channel();
+        let call = self.register(Pending::Reply(tx));
+        send(&self.channel, &FromWorker::Call { call, op });
+        match rx.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err((code, message))) => Err(error_from_wire(code, message)),
+            Err(_) => Err(closed()),
+        }
     }
-    fn unload_model(&self, _: &str, _: bool) -> Result<()> {
-        not_yet()
+
+    /// Delivers a Reply / BlsResponse frame to its caller.
+    fn dispatch(&self, msg: ToWorker) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match msg {
+            ToWorker::Reply { call, result } => {
+                if let Some(Pending::Reply(tx)) = pending.remove(&call) {
+                    let _ = tx.send(result);
+                }
+            }
+            ToWorker::BlsResponse { call, response } => {
+                let is_final = response.is_final;
+                let converted = bls_response_from_wire(response);
+                if let Some(Pending::Stream(tx)) = pending.get(&call) {
+                    let _ = tx.send(converted);
+                }
+                if is_final {
+                    pending.remove(&call);
+                }
+            }
+            _ => {}
+        }
     }
-    fn is_model_ready(&self, _: &str, _: i64) -> Result<bool> {
-        not_yet()
+
+    /// The backend is gone: every waiting caller gets an error.
+    fn fail_all(&self) {
+        let drained: Vec<Pending> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in drained {
+            if let Pending::Stream(tx) = p {
+                let _ = tx.send(BlsResponse {
+                    error: Some(closed()),
+                    is_final: true,
+                    ..Default::default()
+                });
+            }
+        }
     }
-    fn is_model_decoupled(&self, _: &str, _: i64) -> Result<bool> {
-        not_yet()
+}
+
+fn bls_response_from_wire(r: WireBlsResponse) -> BlsResponse {
+    let mut error = r.error.map(|(c, m)| error_from_wire(c, m));
+    let mut outputs = Vec::with_capacity(r.outputs.len());
+    for t in r.outputs {
+        match tensor_from_wire(t) {
+            Ok(t) => outputs.push(t),
+            Err(e) => error = Some(e),
+        }
     }
-    fn metric_family(&self, _: &str, _: &str, _: MetricKind) -> Result<Arc<dyn MetricFamily>> {
-        not_yet()
+    BlsResponse {
+        outputs,
+        error,
+        parameters: r
+            .parameters
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect(),
+        is_final: r.is_final,
+    }
+}
+
+fn unexpected() -> Error {
+    Error::internal("unexpected reply from the backend")
+}
+
+/// The server API of a worker: every call goes to the backend, which makes
+/// it on Triton's server API (BLS, model control, custom metrics).
+struct RemoteServer(Arc<Rpc>);
+
+impl ServerApi for RemoteServer {
+    fn infer(
+        &self,
+        request: BlsRequest,
+        responses: crossbeam::channel::Sender<BlsResponse>,
+    ) -> Result<()> {
+        let wire = WireBlsRequest {
+            model_name: request.model_name,
+            model_version: request.model_version,
+            request_id: request.request_id,
+            correlation_id: (&request.correlation_id).into(),
+            flags: request.flags,
+            timeout_us: request.timeout_us,
+            inputs: request.inputs.iter().map(tensor_to_wire).collect(),
+            requested_outputs: request.requested_outputs,
+            parameters: request
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+        };
+        let call = self.0.register(Pending::Stream(responses));
+        send(
+            &self.0.channel,
+            &FromWorker::Call {
+                call,
+                op: ServerOp::Infer(wire),
+            },
+        );
+        Ok(())
+    }
+    fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
+        self.0
+            .call(ServerOp::LoadModel {
+                name: name.into(),
+                config_json: config_json.into(),
+                files: files.to_vec(),
+            })
+            .map(|_| ())
+    }
+    fn unload_model(&self, name: &str, unload_dependents: bool) -> Result<()> {
+        self.0
+            .call(ServerOp::UnloadModel {
+                name: name.into(),
+                unload_dependents,
+            })
+            .map(|_| ())
+    }
+    fn is_model_ready(&self, name: &str, version: i64) -> Result<bool> {
+        match self.0.call(ServerOp::IsModelReady {
+            name: name.into(),
+            version,
+        })? {
+            WireValue::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+    fn is_model_decoupled(&self, name: &str, version: i64) -> Result<bool> {
+        match self.0.call(ServerOp::IsModelDecoupled {
+            name: name.into(),
+            version,
+        })? {
+            WireValue::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+    fn metric_family(
+        &self,
+        name: &str,
+        description: &str,
+        kind: MetricKind,
+    ) -> Result<Arc<dyn MetricFamily>> {
+        match self.0.call(ServerOp::MetricFamily {
+            name: name.into(),
+            description: description.into(),
+            kind: kind as u32,
+        })? {
+            WireValue::Id(id) => Ok(Arc::new(RemoteFamily(id, self.0.clone()))),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+struct RemoteFamily(u64, Arc<Rpc>);
+
+impl MetricFamily for RemoteFamily {
+    fn metric(
+        &self,
+        labels: &[(String, String)],
+        buckets: Option<&[f64]>,
+    ) -> Result<Box<dyn Metric>> {
+        match self.1.call(ServerOp::Metric {
+            family: self.0,
+            labels: labels.to_vec(),
+            buckets: buckets.map(<[f64]>::to_vec),
+        })? {
+            WireValue::Id(id) => Ok(Box::new(RemoteMetric(id, self.1.clone()))),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+struct RemoteMetric(u64, Arc<Rpc>);
+
+impl RemoteMetric {
+    fn op(&self, op: u8, value: f64) -> Result<WireValue> {
+        self.1.call(ServerOp::MetricOp {
+            metric: self.0,
+            op,
+            value,
+        })
+    }
+}
+
+impl Metric for RemoteMetric {
+    fn increment(&self, value: f64) -> Result<()> {
+        self.op(0, value).map(|_| ())
+    }
+    fn set(&self, value: f64) -> Result<()> {
+        self.op(1, value).map(|_| ())
+    }
+    fn observe(&self, value: f64) -> Result<()> {
+        self.op(2, value).map(|_| ())
+    }
+    fn value(&self) -> Result<f64> {
+        match self.op(3, 0.0)? {
+            WireValue::F64(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
     }
 }
 
@@ -227,7 +448,31 @@ fn serve(fds: WorkerFds) -> Result<()> {
         used: 0,
     }));
 
-    set_server_api(Arc::new(NoServerYet));
+    let rpc = Arc::new(Rpc {
+        channel: channel.clone(),
+        next: AtomicU64::new(1),
+        pending: Mutex::new(HashMap::new()),
+    });
+    set_server_api(Arc::new(RemoteServer(rpc.clone())));
+    // Replies to server calls are delivered as they arrive (user code waits
+    // for them inside execute); everything else goes to the main loop.
+    let (main_tx, frames) = mpsc::channel::<ToWorker>();
+    std::thread::Builder::new()
+        .name("rustpy-worker-rx".into())
+        .spawn(move || {
+            while let Ok(Some(msg)) = read_frame::<ToWorker, _>(&mut reader) {
+                match msg {
+                    ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => rpc.dispatch(msg),
+                    other => {
+                        if main_tx.send(other).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            rpc.fail_all();
+        })
+        .map_err(io_err("reader thread"))?;
     // pb_utils.Logger and rustpy's own messages go to the server's log.
     let log_channel = channel.clone();
     python::set_log_hook(Box::new(move |level, file, line, message| {
@@ -242,12 +487,12 @@ fn serve(fds: WorkerFds) -> Result<()> {
         )
     }));
 
-    let Some(ToWorker::Init {
+    let Ok(ToWorker::Init {
         config_json,
         model_dir,
         version,
         instance,
-    }) = read_frame(&mut reader).map_err(io_err("control channel"))?
+    }) = frames.recv()
     else {
         return Err(Error::internal("rustpy-worker: expected Init first"));
     };
@@ -275,10 +520,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
     };
 
     loop {
-        let msg = match read_frame::<ToWorker, _>(&mut reader) {
-            Ok(Some(m)) => m,
+        let msg = match frames.recv() {
+            Ok(m) => m,
             // The backend closed the channel (unload, or it died).
-            Ok(None) | Err(_) => break,
+            Err(_) => break,
         };
         match msg {
             ToWorker::Execute {
@@ -376,6 +621,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Init { .. } => {
                 return Err(Error::internal("rustpy-worker: Init received twice"));
             }
+            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => {}
         }
     }
     if let Err(e) = instance.finalize() {
