@@ -290,14 +290,17 @@ fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
         Err(e) => return reply(w, call, Err(e)),
     };
     match op {
-        ServerOp::Infer(req) => {
+        ServerOp::Infer {
+            stream,
+            request: req,
+        } => {
             let w = w.clone();
             std::thread::spawn(move || {
                 let fail = |e: Error| {
                     let _ = write_to(
                         &w,
                         &ToWorker::BlsResponse {
-                            call,
+                            call: stream,
                             response: bls_response_to_wire(BlsResponse {
                                 error: Some(e),
                                 is_final: true,
@@ -313,7 +316,7 @@ fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
                     .collect::<Result<Vec<_>>>()
                 {
                     Ok(i) => i,
-                    Err(e) => return fail(e),
+                    Err(e) => return reply(&w, call, Err(e)),
                 };
                 let request = BlsRequest {
                     model_name: req.model_name,
@@ -332,12 +335,13 @@ fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
                 };
                 let (tx, rx) = crossbeam::channel::unbounded();
                 if let Err(e) = api.infer(request, tx) {
-                    return fail(e);
+                    return reply(&w, call, Err(e));
                 }
+                reply(&w, call, Ok(WireValue::Unit));
                 for response in rx {
                     let is_final = response.is_final;
                     let frame = ToWorker::BlsResponse {
-                        call,
+                        call: stream,
                         response: bls_response_to_wire(response),
                     };
                     if write_to(&w, &frame).is_err() || is_final {

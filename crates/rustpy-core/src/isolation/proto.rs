@@ -121,7 +121,7 @@ pub enum ToWorker {
         call: u64,
         result: std::result::Result<WireValue, (u32, String)>,
     },
-    /// One response of a BLS call ([`ServerOp::Infer`]); the last is final.
+    /// One response of a BLS request ([`ServerOp::Infer`]'s `stream`); the last is final.
     BlsResponse {
         call: u64,
         response: WireBlsResponse,
@@ -161,7 +161,12 @@ pub struct WireBlsResponse {
 /// What user code in a worker asks of the server (rustpy_core::server::ServerApi).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ServerOp {
-    Infer(WireBlsRequest),
+    /// Replies once the request is queued (or refused, with the server's
+    /// error); its responses then arrive as BlsResponse frames for `stream`.
+    Infer {
+        stream: u64,
+        request: WireBlsRequest,
+    },
     LoadModel {
         name: String,
         config_json: String,

@@ -308,15 +308,19 @@ impl ServerApi for RemoteServer {
                 .map(|(k, v)| (k.clone(), v.into()))
                 .collect(),
         };
-        let call = self.0.register(Pending::Stream(responses));
-        send(
-            &self.0.channel,
-            &FromWorker::Call {
-                call,
-                op: ServerOp::Infer(wire),
-            },
-        );
-        Ok(())
+        let stream = self.0.register(Pending::Stream(responses));
+        let accepted = self.0.call(ServerOp::Infer {
+            stream,
+            request: wire,
+        });
+        if accepted.is_err() {
+            self.0
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&stream);
+        }
+        accepted.map(|_| ())
     }
     fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
         self.0
