@@ -115,23 +115,36 @@ pub fn model_initialize(model: Model) -> Result<()> {
                 executable.display()
             ),
         );
+        let mut template = WorkerConfig {
+            executable,
+            model_name: name.clone(),
+            version,
+            model_dir: dir,
+            config_json: json,
+            instance: InstanceInfo {
+                name: String::new(),
+                kind: String::new(),
+                device_id: 0,
+            },
+            execute_timeout: isolation
+                .execute_timeout_ms
+                .map(std::time::Duration::from_millis),
+        };
+        // auto_complete_config runs in a short-lived worker.
+        if model.auto_complete_enabled()? {
+            if let Some(completed) = rustpy_core::isolation::auto_complete(&template)? {
+                model.set_config_json(&completed)?;
+                template.config_json = model.config_json()?;
+                rustpy_config::parse_json(&template.config_json).map_err(|e| {
+                    Error::invalid_arg(format!(
+                        "model '{name}': cannot read its auto-completed configuration: {e}"
+                    ))
+                })?;
+            }
+        }
         return model
             .state_slot()
-            .put(Box::new(ModelState::Process(WorkerConfig {
-                executable,
-                model_name: name,
-                version,
-                model_dir: dir,
-                config_json: json,
-                instance: InstanceInfo {
-                    name: String::new(),
-                    kind: String::new(),
-                    device_id: 0,
-                },
-                execute_timeout: isolation
-                    .execute_timeout_ms
-                    .map(std::time::Duration::from_millis),
-            })));
+            .put(Box::new(ModelState::Process(template)));
     }
     let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
     // TritonPythonModel.auto_complete_config, applied through Triton's own

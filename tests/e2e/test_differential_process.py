@@ -15,10 +15,9 @@ pytestmark = pytest.mark.skipif(reference_mode(), reason="compares against libtr
 
 ISOLATION = 'parameters { key: "rustpy.isolation" value { string_value: "process" } }\n'
 
-# case id prefix -> why process mode differs (docs/isolation.md, "Not yet").
-PROCESS_XFAIL = {
-    "auto_complete-": "auto_complete_config is not run for process-isolated models yet",
-}
+# case id prefix -> why process mode differs (docs/isolation.md, "Not yet");
+# empty: every case gives the official backend's answer in process mode too.
+PROCESS_XFAIL = {}
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,27 @@ fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
+/// Runs the model's `auto_complete_config` in a short-lived worker (the
+/// model is never imported in the server). `Ok(None)`: nothing to change.
+pub fn auto_complete(cfg: &WorkerConfig) -> Result<Option<String>> {
+    let msg = ToWorker::AutoComplete {
+        config_json: cfg.config_json.clone(),
+        model_dir: cfg.model_dir.clone(),
+        version: cfg.version,
+    };
+    let (mut worker, first) = Worker::launch(cfg, &msg, "running auto_complete_config")?;
+    worker.shutdown();
+    match first {
+        FromWorker::AutoCompleted { result } => {
+            result.map_err(|(code, message)| error_from_wire(code, message))
+        }
+        _ => Err(Error::internal(format!(
+            "{}: the worker process sent an unexpected message during auto-complete",
+            label(cfg)
+        ))),
+    }
+}
+
 /// One running worker process.
 struct Worker {
     child: Child,
@@ -104,6 +125,35 @@ struct Worker {
 impl Worker {
     /// Starts a worker and runs the model's initialisation in it.
     fn start(cfg: &WorkerConfig) -> Result<Worker> {
+        let init = ToWorker::Init {
+            config_json: cfg.config_json.clone(),
+            model_dir: cfg.model_dir.clone(),
+            version: cfg.version,
+            instance: WireInstance {
+                name: cfg.instance.name.clone(),
+                kind: cfg.instance.kind.clone(),
+                device_id: cfg.instance.device_id,
+            },
+        };
+        let (mut worker, first) = Self::launch(cfg, &init, "running initialize")?;
+        match first {
+            FromWorker::Ready => Ok(worker),
+            FromWorker::InitFailed { code, message } => {
+                worker.shutdown();
+                Err(error_from_wire(code, message))
+            }
+            _ => {
+                worker.kill();
+                Err(Error::internal(format!(
+                    "{}: the worker process sent an unexpected message while starting",
+                    label(cfg)
+                )))
+            }
+        }
+    }
+
+    /// Starts a worker process, sends it `first` and returns its first answer.
+    fn launch(cfg: &WorkerConfig, first: &ToWorker, doing: &str) -> Result<(Worker, FromWorker)> {
         let what = |e: std::io::Error| {
             Error::internal(format!(
                 "{}: cannot start the worker process {}: {e}",
@@ -171,17 +221,7 @@ impl Worker {
             input,
             output,
         };
-        let init = ToWorker::Init {
-            config_json: cfg.config_json.clone(),
-            model_dir: cfg.model_dir.clone(),
-            version: cfg.version,
-            instance: WireInstance {
-                name: cfg.instance.name.clone(),
-                kind: cfg.instance.kind.clone(),
-                device_id: cfg.instance.device_id,
-            },
-        };
-        if worker.send(&init).is_err() {
+        if worker.send(first).is_err() {
             let cause = worker.reap();
             return Err(Error::internal(format!(
                 "{}: the worker process {cause} while starting",
@@ -189,22 +229,11 @@ impl Worker {
             )));
         }
         match worker.frames.recv() {
-            Ok(FromWorker::Ready) => Ok(worker),
-            Ok(FromWorker::InitFailed { code, message }) => {
-                worker.shutdown();
-                Err(error_from_wire(code, message))
-            }
-            Ok(_) => {
-                worker.kill();
-                Err(Error::internal(format!(
-                    "{}: the worker process sent an unexpected message while starting",
-                    label(cfg)
-                )))
-            }
+            Ok(frame) => Ok((worker, frame)),
             Err(_) => {
                 let cause = worker.reap();
                 Err(Error::internal(format!(
-                    "{}: the worker process (pid {pid}) {cause} while starting (running initialize)",
+                    "{}: the worker process (pid {pid}) {cause} while starting ({doing})",
                     label(cfg)
                 )))
             }

@@ -17,5 +17,5 @@ pub mod proto;
 pub mod sys;
 pub mod worker;
 
-pub use client::{WorkerConfig, WorkerInstance};
+pub use client::{auto_complete, WorkerConfig, WorkerInstance};
 pub use worker::{run as run_worker, WorkerFds};

@@ -108,6 +108,12 @@ pub enum ToWorker {
         version: u64,
         instance: WireInstance,
     },
+    /// Instead of Init: run the model's `auto_complete_config`, answer, exit.
+    AutoComplete {
+        config_json: String,
+        model_dir: String,
+        version: u64,
+    },
     /// One batch: every request's inputs are in the input region, which is
     /// at least `input_len` bytes long now.
     Execute {
@@ -239,6 +245,10 @@ pub enum FromWorker {
     InitFailed {
         code: u32,
         message: String,
+    },
+    /// The answer to AutoComplete: the completed config JSON, if changed.
+    AutoCompleted {
+        result: std::result::Result<Option<String>, (u32, String)>,
     },
     /// One response of request `request` (index in the batch); outputs are
     /// in the output region, which is at least `output_len` bytes long now.

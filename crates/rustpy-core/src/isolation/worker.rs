@@ -491,14 +491,30 @@ fn serve(fds: WorkerFds) -> Result<()> {
         )
     }));
 
-    let Ok(ToWorker::Init {
-        config_json,
-        model_dir,
-        version,
-        instance,
-    }) = frames.recv()
-    else {
-        return Err(Error::internal("rustpy-worker: expected Init first"));
+    let (config_json, model_dir, version, instance) = match frames.recv() {
+        Ok(ToWorker::Init {
+            config_json,
+            model_dir,
+            version,
+            instance,
+        }) => (config_json, model_dir, version, instance),
+        Ok(ToWorker::AutoComplete {
+            config_json,
+            model_dir,
+            version,
+        }) => {
+            let result = python::initialize().and_then(|()| {
+                let config = rustpy_config::parse_json(&config_json).map_err(|e| {
+                    Error::invalid_arg(format!("cannot read the model configuration: {e}"))
+                })?;
+                LoadedModel::load(&config, Path::new(&model_dir), version)?
+                    .auto_complete(&config_json)
+            });
+            let result = result.map_err(|e| error_to_wire(&e));
+            send(&channel, &FromWorker::AutoCompleted { result });
+            return Ok(());
+        }
+        _ => return Err(Error::internal("rustpy-worker: expected Init first")),
     };
     let created = python::initialize().and_then(|()| {
         let config = rustpy_config::parse_json(&config_json)
@@ -622,7 +638,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 );
             }
             ToWorker::Shutdown => break,
-            ToWorker::Init { .. } => {
+            ToWorker::Init { .. } | ToWorker::AutoComplete { .. } => {
                 return Err(Error::internal("rustpy-worker: Init received twice"));
             }
             ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => {}
