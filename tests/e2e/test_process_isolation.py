@@ -10,6 +10,7 @@ with a server killed by SIGKILL.
 """
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -18,7 +19,7 @@ import pytest
 
 from e2e_client import infer, infer_error, stream
 from reliability import copy_models, start_server
-from triton import E2E_DIR
+from triton import E2E_DIR, TritonServer
 
 PROCESS = E2E_DIR / "repos" / "process"
 
@@ -319,3 +320,66 @@ def test_bls_model_control_and_metrics_from_a_worker(proc_server):
     lines = [l for l in text.splitlines() if l.startswith("proc_pb_requests_total{")]
     assert lines and 'model="proc_pb"' in lines[0], lines
     assert float(lines[0].split()[-1]) >= 1, lines
+
+
+class TinyShmServer(TritonServer):
+    """A server in a private mount namespace whose /dev/shm holds 64 KiB."""
+
+    def command(self):
+        return ["unshare", "-m", "sh", "-c",
+                'mount -t tmpfs -o size=64k tmpfs /dev/shm && exec "$@"', "sh",
+                *super().command()]
+
+
+def test_large_tensor_with_tiny_dev_shm(tmp_path):
+    """rustpy's transport is memfd, never /dev/shm: a 24 MiB tensor goes
+    through a process-isolated model while the server's /dev/shm is 64 KiB
+    (the official backend's stub would need /dev/shm sized for it)."""
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /dev/shm"],
+                           capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a private mount namespace here: {probe.stderr.decode()[:200]}")
+    s = TinyShmServer(PROCESS, name="tiny_shm", model_control_mode="explicit", wait_models=[])
+    try:
+        s.start()
+        # The server's pid is sh's, which exec'd tritonserver in the namespace.
+        with open(f"/proc/{s.proc.pid}/mountinfo") as f:
+            shm = [line for line in f if " /dev/shm " in line]
+        assert shm and "size=64k" in shm[-1], shm
+        assert s.load_model("proc_pb")[0] == 200
+        big = np.arange(24 << 20 >> 2, dtype=np.float32)
+        r = infer(s, "http", "proc_pb", {"IN": big})
+        np.testing.assert_array_equal(r.as_numpy("OUT"), big + 1)
+    finally:
+        s.stop()
+
+
+def test_load_unload_cycles_leave_nothing_behind():
+    """Load/unload cycles of a process-isolated model (count 2): every unload
+    reaps both workers, and the server's RSS does not grow with the cycles.
+    20 cycles by default, 200 with RUSTPY_LONG=1."""
+    from reliability import long_run, rss_kib
+
+    cycles = 200 if long_run() else 20
+    s = start_server(PROCESS, name="cycles", model_control_mode="explicit", wait_models=[])
+    try:
+        def cycle():
+            assert s.load_model("proc_faults")[0] == 200
+            r = infer(s, "http", "proc_faults", x_mode(0, 5))
+            assert r.as_numpy("Y")[0, 0] == 10
+            pids = list(workers_of(s.proc.pid))
+            assert len(pids) == 2, pids
+            assert s.unload_model("proc_faults")[0] == 200
+            assert wait_until(lambda: workers_of(s.proc.pid) == {}), workers_of(s.proc.pid)
+            assert not any(alive(p) for p in pids)
+        for _ in range(3):  # warm-up: first loads allocate for good
+            cycle()
+        before = rss_kib(s.proc.pid)
+        for _ in range(cycles):
+            cycle()
+        growth_mib = (rss_kib(s.proc.pid) - before) / 1024
+        print(f"\n{cycles} load/unload cycles of a process-isolated model: "
+              f"server RSS growth {growth_mib:.1f} MiB")
+        assert growth_mib < 20, growth_mib
+    finally:
+        s.stop()
