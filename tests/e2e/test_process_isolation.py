@@ -56,6 +56,13 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] not in "ZX"
 
 
+def _threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 def wait_until(cond, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -383,3 +390,37 @@ def test_load_unload_cycles_leave_nothing_behind():
         assert growth_mib < 20, growth_mib
     finally:
         s.stop()
+
+
+def test_server_shutdown_runs_finalize_in_workers():
+    """SIGTERM to the server's process group (as the harness, a container
+    runtime or a Ctrl-C does) reaches the workers too: they leave the
+    decision to the server, which unloads its models, so the user's
+    finalize() runs in each worker before it exits."""
+    s = start_server(PROCESS, name="shutdown", model_control_mode="explicit", wait_models=[])
+    try:
+        assert s.load_model("proc_pb")[0] == 200
+        pids = list(workers_of(s.proc.pid))
+        assert len(pids) == 1
+        s.stop()  # SIGTERM to the process group, then waits
+        text = s.log_text()
+        assert f"proc_pb finalized in pid {pids[0]}" in text, s.log_tail(30)
+        assert not alive(pids[0])
+    finally:
+        s.stop()
+
+
+def test_worker_dying_while_idle_does_not_fail_the_next_request(proc_server):
+    s = proc_server
+    before = set(workers_of(s.proc.pid))
+    r = infer(s, "http", "proc_pb", {"IN": np.array([1], np.float32)})
+    victim = int(r.as_numpy("PID")[0])
+    os.kill(victim, signal.SIGKILL)
+    # Until every thread is gone the kernel does not report the exit to the
+    # parent, even though the main thread already shows as a zombie.
+    assert wait_until(lambda: not alive(victim) and _threads(victim) <= 1)
+    r = infer(s, "http", "proc_pb", {"IN": np.array([1], np.float32)})
+    assert r.as_numpy("OUT")[0] == 2
+    assert int(r.as_numpy("PID")[0]) != victim
+    assert s.wait_for_log(f"(pid {victim}) exited on SIGKILL while idle")
+    assert len(workers_of(s.proc.pid)) == len(before)

@@ -618,6 +618,25 @@ impl WorkerInstance {
         );
         let mut report = ExecReport::new(requests.len());
         let mut state = self.lock();
+        // A worker that died while idle (a user thread called os._exit, an
+        // OOM kill) is reaped and replaced before this batch goes to it.
+        if let Some(w) = state.worker.as_mut() {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                let what = format!("{} while idle", describe_exit(status));
+                emit_log(
+                    2,
+                    "rustpy",
+                    0,
+                    &format!(
+                        "rustpy: {}: the worker process (pid {}) {what}",
+                        label(&self.cfg),
+                        w.pid
+                    ),
+                );
+                state.worker = None;
+                self.on_failure(&mut state, format!("worker {what}"));
+            }
+        }
         if state.worker.is_none() && Instant::now() >= state.next_start {
             self.try_start(&mut state);
         }

@@ -194,6 +194,26 @@ pub fn prepare_child(command: &mut Command, fds: Vec<RawFd>) {
     }
 }
 
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Worker side: SIGINT and SIGTERM (a Ctrl-C or `kill` sent to the server's
+/// process group) do nothing, so the server decides when its workers run
+/// `finalize` and exit. A handler rather than SIG_IGN, so that processes the
+/// user's code starts get the default dispositions back at exec.
+pub fn defer_termination_to_parent() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs a handler that does nothing (async-signal-safe);
+        // the sigaction struct is fully initialised before the call.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
 /// Sends SIGKILL to `pid` (a child we have not reaped yet).
 pub fn kill(pid: u32) {
     // SAFETY: kill only sends a signal; the pid is our unreaped child, so it

@@ -440,6 +440,7 @@ fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 fn serve(fds: WorkerFds) -> Result<()> {
+    super::sys::defer_termination_to_parent();
     let socket = inherited_stream(fds.socket).map_err(io_err("control socket"))?;
     let mut input = Shm::map(inherited_fd(fds.input).map_err(io_err("input memory"))?)
         .map_err(io_err("map"))?;

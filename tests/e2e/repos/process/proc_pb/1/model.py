@@ -40,4 +40,4 @@ class TritonPythonModel:
         return responses
 
     def finalize(self):
-        pass
+        pb_utils.Logger.log_info(f"proc_pb finalized in pid {os.getpid()}")
