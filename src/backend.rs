@@ -187,7 +187,7 @@ struct InstanceState {
 
 enum Executor {
     InProcess(python::ModelInstance),
-    Process(WorkerInstance),
+    Process(Box<WorkerInstance>),
 }
 
 impl Executor {
@@ -224,10 +224,12 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         ModelState::InProcess(model) => {
             Executor::InProcess(python::ModelInstance::new(model.clone(), &info)?)
         }
-        ModelState::Process(template) => Executor::Process(WorkerInstance::new(WorkerConfig {
-            instance: info,
-            ..template.clone()
-        })?),
+        ModelState::Process(template) => {
+            Executor::Process(Box::new(WorkerInstance::new(WorkerConfig {
+                instance: info,
+                ..template.clone()
+            })?))
+        }
     };
     instance
         .state_slot()

@@ -118,7 +118,8 @@ impl Shm {
 
     /// The bytes at `offset..offset+len`; errors when outside the mapping.
     pub fn slice(&self, offset: usize, len: usize) -> io::Result<&[u8]> {
-        if offset.checked_add(len).map_or(true, |end| end > self.len) {
+        let in_bounds = matches!(offset.checked_add(len), Some(end) if end <= self.len);
+        if !in_bounds {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(

@@ -540,12 +540,8 @@ fn serve(fds: WorkerFds) -> Result<()> {
         }
     };
 
-    loop {
-        let msg = match frames.recv() {
-            Ok(m) => m,
-            // The backend closed the channel (unload, or it died).
-            Err(_) => break,
-        };
+    // Until the backend says Shutdown or closes the channel (unload, or it died).
+    while let Ok(msg) = frames.recv() {
         match msg {
             ToWorker::Execute {
                 input_len,
