@@ -3,6 +3,8 @@
 //! Arguments: --socket-fd N --input-fd N --output-fd N [--model NAME]
 //! (the model name only labels the process in `ps`).
 
+#![forbid(unsafe_code)]
+
 use rustpy_core::isolation::{run_worker, WorkerFds};
 
 fn main() {
