@@ -55,13 +55,16 @@ from triton import (TritonServer, TritonStartError, clean_env, python_backend_di
 
 MiB = 1 << 20
 
-VARIANTS = ["python", "python_batched", "rustpy_compat", "rustpy", "native"]
+VARIANTS = ["python", "python_batched", "rustpy_compat", "rustpy", "native",
+            "rustpy_compat_process", "rustpy_process"]
 VARIANT_LABEL = {
     "python": "python (official backend)",
     "python_batched": "python hand-batched (official backend)",
     "rustpy_compat": "rustpy compat (same file)",
     "rustpy": "rustpy batched API",
     "native": "native echo (ceiling)",
+    "rustpy_compat_process": "rustpy compat, process-isolated",
+    "rustpy_process": "rustpy batched API, process-isolated",
 }
 DRIVERS = ["inproc", "grpc", "http"]
 DRIVER_LABEL = {
@@ -71,16 +74,16 @@ DRIVER_LABEL = {
 }
 
 # workload -> (description, [(payload bytes or None, [concurrency, ...])], variants it has)
-# Hooks for later workloads (other issues): a ragged-token workload and
-# process-isolation variants slot in here as a new entry / a new variant name
-# with their models under bench/models/<w>_<variant>.
+# Process-isolation variants (<w>_rustpy_process, <w>_rustpy_compat_process)
+# exist for add_sub, identity and upper. The ragged-token workload lives in
+# bench/ragged/ (its own script) and is not yet a workload here.
 WORKLOADS = {
     "add_sub": ("small tensors: FP32[4] add/sub", [(None, [1, 8, 32])],
-                ["python", "rustpy_compat", "rustpy", "native"]),
+                ["python", "rustpy_compat", "rustpy", "native", "rustpy_compat_process", "rustpy_process"]),
     "identity": ("large tensors: UINT8 identity", [(1 * MiB, [1, 4]), (16 * MiB, [1, 4])],
-                 ["python", "rustpy_compat", "rustpy", "native"]),
+                 ["python", "rustpy_compat", "rustpy", "native", "rustpy_compat_process", "rustpy_process"]),
     "upper": ("BYTES: upper-case one string", [(None, [8])],
-              ["python", "rustpy_compat", "rustpy", "native"]),
+              ["python", "rustpy_compat", "rustpy", "native", "rustpy_compat_process", "rustpy_process"]),
     "mlp": ("MLP: FP32[512] → dense 1024 + ReLU → dense 128 (numpy)", [(None, [1, 8, 32])],
             ["python", "python_batched", "rustpy_compat", "rustpy"]),
     "embed": ("text embedding: BYTES → pure-Python tokenizer → FP32[64]", [(None, [1, 32])],
@@ -92,7 +95,7 @@ def workload_variants(w, variants):
     return [v for v in variants if v in WORKLOADS[w][2]]
 
 # Lines of a config that may differ between the variants of one workload.
-_VARIANT_LINE = re.compile(r'^\s*(#.*|name\s*:.*|backend\s*:.*|parameters\s*\{\s*key:\s*"rustpy\.native".*)$')
+_VARIANT_LINE = re.compile(r'^\s*(#.*|name\s*:.*|backend\s*:.*|parameters\s*\{\s*key:\s*"rustpy\.(native|isolation)".*)$')
 
 
 def log(msg: str) -> None:
@@ -105,13 +108,16 @@ def check_repository(workloads, variants) -> list[str]:
     problems = []
     for w in workloads:
         ref = MODELS / f"{w}_python" / "1" / "model.py"
-        compat = MODELS / f"{w}_rustpy_compat" / "1" / "model.py"
-        if ref.is_file() and compat.is_file():
-            if hashlib.sha256(ref.read_bytes()).digest() != hashlib.sha256(compat.read_bytes()).digest():
-                problems.append(f"{compat.relative_to(ROOT)} differs from {ref.relative_to(ROOT)} "
-                                "(the compat variant must run the same file)")
-        else:
-            problems.append(f"missing {ref.relative_to(ROOT)} or {compat.relative_to(ROOT)}")
+        for compat_variant in ("rustpy_compat", "rustpy_compat_process"):
+            if compat_variant not in WORKLOADS[w][2]:
+                continue
+            compat = MODELS / f"{w}_{compat_variant}" / "1" / "model.py"
+            if ref.is_file() and compat.is_file():
+                if hashlib.sha256(ref.read_bytes()).digest() != hashlib.sha256(compat.read_bytes()).digest():
+                    problems.append(f"{compat.relative_to(ROOT)} differs from {ref.relative_to(ROOT)} "
+                                    "(the compat variants must run the same file)")
+            else:
+                problems.append(f"missing {ref.relative_to(ROOT)} or {compat.relative_to(ROOT)}")
         configs = {}
         for v in WORKLOADS[w][2]:
             cfg = MODELS / f"{w}_{v}" / "config.pbtxt"
@@ -127,7 +133,7 @@ def check_repository(workloads, variants) -> list[str]:
         for v, lines in configs.items():
             if base is not None and lines != base:
                 problems.append(f"bench/models/{w}_{v}/config.pbtxt differs from {w}_python's "
-                                "beyond name/backend/rustpy.native")
+                                "beyond name/backend/rustpy.native/rustpy.isolation")
     return problems
 
 
@@ -690,7 +696,8 @@ def plot(results: dict, path: Path) -> bool:
         return False
     settings, points = results["settings"], results["points"]
     colors = {"python": "#d62728", "python_batched": "#9467bd", "rustpy_compat": "#ff7f0e",
-              "rustpy": "#1f77b4", "native": "#7f7f7f"}
+              "rustpy": "#1f77b4", "native": "#7f7f7f",
+              "rustpy_compat_process": "#bcbd22", "rustpy_process": "#17becf"}
     ws = [w for w in ("add_sub", "mlp", "embed") if w in settings["workloads"]]
     drivers = settings["drivers"]
     if not ws or not drivers:

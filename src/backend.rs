@@ -5,12 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustpy_core::isolation::{WorkerConfig, WorkerInstance};
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
 use rustpy_core::{Error, InferRequest, OutputSlice, Responder};
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::TritonServerApi;
-use crate::ffi::sys::{monotonic_ns, promote_libpython_to_global};
+use crate::ffi::sys::{monotonic_ns, own_library_path, promote_libpython_to_global};
 use crate::ffi::{log, log_at, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
 
 type Result<T> = std::result::Result<T, Error>;
@@ -63,9 +64,41 @@ pub fn finalize(_backend: Backend) -> Result<()> {
     Ok(())
 }
 
-/// Per-model state: the imported Python module.
-struct ModelState {
-    model: Arc<LoadedModel>,
+/// Per-model state: the imported Python module, or (process isolation)
+/// what each instance's worker needs.
+enum ModelState {
+    InProcess(Arc<LoadedModel>),
+    Process(WorkerConfig),
+}
+
+/// `rustpy-worker`, installed next to libtriton_rustpy.so ($RUSTPY_WORKER
+/// overrides; a symlinked library is also followed to its real directory).
+fn worker_executable() -> Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("RUSTPY_WORKER") {
+        return Ok(p.into());
+    }
+    let lib = own_library_path()
+        .ok_or_else(|| Error::internal("rustpy: cannot locate libtriton_rustpy.so"))?;
+    let mut tried = Vec::new();
+    for dir in [
+        lib.parent().map(Path::to_path_buf),
+        lib.canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let exe = dir.join("rustpy-worker");
+        if exe.is_file() {
+            return Ok(exe);
+        }
+        tried.push(exe.display().to_string());
+    }
+    Err(Error::unsupported(format!(
+        "rustpy: process isolation needs the rustpy-worker executable next to libtriton_rustpy.so; not found at {}",
+        tried.join(" or ")
+    )))
 }
 
 pub fn model_initialize(model: Model) -> Result<()> {
@@ -83,6 +116,49 @@ pub fn model_initialize(model: Model) -> Result<()> {
             "model '{name}': cannot read its configuration: {e}"
         ))
     })?;
+    let isolation = rustpy_config::model::isolation_settings(&config)
+        .map_err(|e| Error::invalid_arg(format!("model '{name}': {e}")))?;
+    if isolation.mode == rustpy_config::model::Isolation::Process {
+        // model.py is imported only in the workers, never in the server.
+        let executable = worker_executable().map_err(|e| e.context(format!("model '{name}'")))?;
+        log(
+            LogLevel::Info,
+            &format!(
+                "rustpy: model '{name}' version {version} runs process-isolated ({})",
+                executable.display()
+            ),
+        );
+        let mut template = WorkerConfig {
+            executable,
+            model_name: name.clone(),
+            version,
+            model_dir: dir,
+            config_json: json,
+            instance: InstanceInfo {
+                name: String::new(),
+                kind: String::new(),
+                device_id: 0,
+            },
+            execute_timeout: isolation
+                .execute_timeout_ms
+                .map(std::time::Duration::from_millis),
+        };
+        // auto_complete_config runs in a short-lived worker.
+        if model.auto_complete_enabled()? {
+            if let Some(completed) = rustpy_core::isolation::auto_complete(&template)? {
+                model.set_config_json(&completed)?;
+                template.config_json = model.config_json()?;
+                rustpy_config::parse_json(&template.config_json).map_err(|e| {
+                    Error::invalid_arg(format!(
+                        "model '{name}': cannot read its auto-completed configuration: {e}"
+                    ))
+                })?;
+            }
+        }
+        return model
+            .state_slot()
+            .put(ModelState::Process(template));
+    }
     let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
     // TritonPythonModel.auto_complete_config, applied through Triton's own
     // auto-complete (skipped when the server runs with it disabled).
@@ -105,9 +181,9 @@ pub fn model_initialize(model: Model) -> Result<()> {
             loaded.model_file.display()
         ),
     );
-    model.state_slot().put(ModelState {
-        model: Arc::new(loaded),
-    })
+    model
+        .state_slot()
+        .put(ModelState::InProcess(Arc::new(loaded)))
 }
 
 pub fn model_finalize(model: Model) -> Result<()> {
@@ -121,9 +197,34 @@ pub fn model_finalize(model: Model) -> Result<()> {
     Ok(())
 }
 
-/// Per-instance state: the user's Python object.
+/// Per-instance state: the user's Python object, here or in a worker.
 struct InstanceState {
-    instance: python::ModelInstance,
+    instance: Executor,
+}
+
+enum Executor {
+    InProcess(python::ModelInstance),
+    Process(Box<WorkerInstance>),
+}
+
+impl Executor {
+    fn model_name(&self) -> &str {
+        match self {
+            Executor::InProcess(i) => i.model().name(),
+            Executor::Process(w) => w.model_name(),
+        }
+    }
+
+    fn execute(
+        &self,
+        requests: &[InferRequest<'_>],
+        responders: Vec<TritonResponder>,
+    ) -> rustpy_core::ExecReport {
+        match self {
+            Executor::InProcess(i) => i.execute(requests, responders),
+            Executor::Process(w) => w.execute(requests, responders),
+        }
+    }
 }
 
 pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
@@ -135,7 +236,17 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         kind: instance.kind()?.to_string(),
         device_id: instance.device_id()?,
     };
-    let created = python::ModelInstance::new(state.model.clone(), &info)?;
+    let created = match state {
+        ModelState::InProcess(model) => {
+            Executor::InProcess(python::ModelInstance::new(model.clone(), &info)?)
+        }
+        ModelState::Process(template) => {
+            Executor::Process(Box::new(WorkerInstance::new(WorkerConfig {
+                instance: info,
+                ..template.clone()
+            })?))
+        }
+    };
     instance
         .state_slot()
         .put(InstanceState { instance: created })
@@ -148,8 +259,14 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
         "TRITONBACKEND_ModelInstanceFinalize: delete instance state",
     );
     if let Some(state) = instance.state_slot().take::<InstanceState>()? {
-        if let Err(e) = state.instance.finalize() {
-            log(LogLevel::Error, &e.message);
+        match state.instance {
+            Executor::InProcess(i) => {
+                if let Err(e) = i.finalize() {
+                    log(LogLevel::Error, &e.message);
+                }
+            }
+            // Runs finalize in the worker, then reaps it.
+            Executor::Process(w) => w.finalize(),
         }
     }
     Ok(())
@@ -266,7 +383,7 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     // initialisation failed).
     let state = instance.state_slot().get::<InstanceState>();
     let model_name = match &state {
-        Ok(s) => s.instance.model().name().to_string(),
+        Ok(s) => s.instance.model_name().to_string(),
         Err(_) => String::from("?"),
     };
     // Every request gets a responder first; one that is dropped unanswered

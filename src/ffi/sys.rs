@@ -60,3 +60,25 @@ pub fn promote_libpython_to_global() -> Result<String, String> {
     }
     Ok(path.to_string_lossy().into_owned())
 }
+
+/// The path this library was loaded from (as the loader saw it: the backend
+/// directory, even when that entry is a symlink).
+pub fn own_library_path() -> Option<std::path::PathBuf> {
+    let mut info = libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    let sym = own_library_path as *const libc::c_void;
+    // SAFETY: dladdr only inspects the address and fills `info`.
+    if unsafe { libc::dladdr(sym, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname points to a NUL-terminated path owned by the loader.
+    let path = unsafe { CStr::from_ptr(info.dli_fname) };
+    use std::os::unix::ffi::OsStrExt;
+    Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+        path.to_bytes(),
+    )))
+}

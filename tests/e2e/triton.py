@@ -12,6 +12,7 @@ It builds a backend directory in a temp dir:
 
     <tmp>/backends/rustpy/libtriton_rustpy.so -> $RUSTPY_BACKEND_LIB
                                                  or <root>/target/release/libtriton_rustpy.so
+    <tmp>/backends/rustpy/rustpy-worker -> rustpy-worker beside that library (process isolation)
     <tmp>/backends/python -> <tritonserver>/backends/python   (a directory symlink:
                              libtriton_python.so finds its libs via an $ORIGIN rpath,
                              which a copy would break)
@@ -240,6 +241,10 @@ class TritonServer:
         lib = self.backend_lib
         if lib.is_file():
             os.symlink(lib.resolve(), bdir / "rustpy" / "libtriton_rustpy.so")
+            # The worker of process-isolated models is installed next to the library.
+            worker = lib.resolve().parent / "rustpy-worker"
+            if worker.is_file():
+                os.symlink(worker, bdir / "rustpy" / "rustpy-worker")
         elif self.require_rustpy:
             raise TritonStartError(
                 f"rustpy backend library not found at {lib} "

@@ -15,7 +15,10 @@ use serde::Serialize;
 
 use crate::{
     descriptor_pool,
-    model::{element_count, model_filename, DEFAULT_MODEL_FILENAME},
+    model::{
+        element_count, isolation_settings, model_filename, DEFAULT_MODEL_FILENAME,
+        EXECUTE_TIMEOUT_KEY, ISOLATION_KEY,
+    },
     parse_pbtxt,
     proto::{
         model_config::SchedulingChoice, model_instance_group::Kind,
@@ -357,6 +360,7 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.ragged();
     rules.scheduling();
     rules.instance_groups();
+    rules.isolation();
     rules.version_policy(&versions);
     rules.checkpoint();
     rules.execution_env();
@@ -921,6 +925,39 @@ impl Rules<'_, '_> {
                 "each preferred_batch_size must be > 0 and <= max_batch_size".into(),
             );
         }
+    }
+
+    /// `rustpy.isolation` / `rustpy.execute_timeout_ms` (docs/isolation.md).
+    fn isolation(&mut self) {
+        let Err(message) = isolation_settings(self.cfg) else {
+            return;
+        };
+        let root = self.root();
+        let key = if message.starts_with(&format!("parameter '{ISOLATION_KEY}' is")) {
+            ISOLATION_KEY
+        } else {
+            EXECUTE_TIMEOUT_KEY
+        };
+        let quoted = format!("\"{key}\"");
+        let at = self
+            .loc
+            .elements(&root, "parameters")
+            .iter()
+            .find_map(|b| {
+                self.loc
+                    .value_of(b, "key", &quoted)
+                    .filter(|&tok| self.loc.field(b, "key") != Some(tok))
+            })
+            .or_else(|| self.loc.field(&root, "parameters"));
+        self.push(
+            Severity::Error,
+            at,
+            "parameters.isolation",
+            message,
+            format!(
+                "set {ISOLATION_KEY} to \"process\" (a worker process per instance) or \"in_process\" (the default); {EXECUTE_TIMEOUT_KEY} is a positive integer and needs process isolation"
+            ),
+        );
     }
 
     fn instance_groups(&mut self) {

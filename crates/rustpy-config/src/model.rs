@@ -68,6 +68,64 @@ pub fn parameter<'a>(cfg: &'a ModelConfig, key: &str) -> Option<&'a str> {
     cfg.parameters.get(key).map(|p| p.string_value.as_str())
 }
 
+/// `parameters` key choosing where a model's Python runs.
+pub const ISOLATION_KEY: &str = "rustpy.isolation";
+/// `parameters` key: per-execution timeout (milliseconds) of a process-isolated model.
+pub const EXECUTE_TIMEOUT_KEY: &str = "rustpy.execute_timeout_ms";
+
+/// Where a model's Python code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// In the server process (the default).
+    #[default]
+    InProcess,
+    /// Each instance in its own worker process.
+    Process,
+}
+
+/// The isolation settings of a model, from its `parameters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IsolationSettings {
+    pub mode: Isolation,
+    /// Kill and restart a worker whose execution takes longer than this.
+    pub execute_timeout_ms: Option<u64>,
+}
+
+/// Reads `rustpy.isolation` (`"in_process"` or `"process"`) and
+/// `rustpy.execute_timeout_ms` (a positive integer, process mode only).
+/// The error names the parameter and the accepted values.
+pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String> {
+    let mode = match parameter(cfg, ISOLATION_KEY).map(str::trim) {
+        None | Some("") | Some("in_process") => Isolation::InProcess,
+        Some("process") => Isolation::Process,
+        Some(other) => {
+            return Err(format!(
+                "parameter '{ISOLATION_KEY}' is \"{other}\"; expected \"in_process\" or \"process\""
+            ))
+        }
+    };
+    let execute_timeout_ms = match parameter(cfg, EXECUTE_TIMEOUT_KEY).map(str::trim) {
+        None | Some("") => None,
+        Some(text) => match text.parse::<u64>() {
+            Ok(ms) if ms > 0 => Some(ms),
+            _ => {
+                return Err(format!(
+                    "parameter '{EXECUTE_TIMEOUT_KEY}' is \"{text}\"; expected a positive number of milliseconds"
+                ))
+            }
+        },
+    };
+    if execute_timeout_ms.is_some() && mode != Isolation::Process {
+        return Err(format!(
+            "parameter '{EXECUTE_TIMEOUT_KEY}' needs '{ISOLATION_KEY}: \"process\"' (an in-process execution cannot be stopped)"
+        ));
+    }
+    Ok(IsolationSettings {
+        mode,
+        execute_timeout_ms,
+    })
+}
+
 /// The file each version directory must hold: `default_model_filename`, or `model.py`.
 pub fn model_filename(cfg: &ModelConfig) -> &str {
     if cfg.default_model_filename.is_empty() {
@@ -97,6 +155,53 @@ pub fn element_count(dims: &[i64]) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::proto::{ModelParameter, ModelTransactionPolicy};
+
+    fn with_params(params: &[(&str, &str)]) -> ModelConfig {
+        let mut cfg = ModelConfig::default();
+        for (k, v) in params {
+            cfg.parameters.insert(
+                k.to_string(),
+                ModelParameter {
+                    string_value: v.to_string(),
+                },
+            );
+        }
+        cfg
+    }
+
+    #[test]
+    fn isolation_settings_default_and_process() {
+        assert_eq!(
+            isolation_settings(&ModelConfig::default()).unwrap(),
+            IsolationSettings::default()
+        );
+        let s = isolation_settings(&with_params(&[
+            (ISOLATION_KEY, "process"),
+            (EXECUTE_TIMEOUT_KEY, "2500"),
+        ]))
+        .unwrap();
+        assert_eq!(s.mode, Isolation::Process);
+        assert_eq!(s.execute_timeout_ms, Some(2500));
+    }
+
+    #[test]
+    fn isolation_settings_reject_bad_values() {
+        let e = isolation_settings(&with_params(&[(ISOLATION_KEY, "thread")])).unwrap_err();
+        assert!(
+            e.contains("rustpy.isolation") && e.contains("\"process\""),
+            "{e}"
+        );
+        for bad in ["0", "-5", "1.5", "soon"] {
+            let e = isolation_settings(&with_params(&[
+                (ISOLATION_KEY, "process"),
+                (EXECUTE_TIMEOUT_KEY, bad),
+            ]))
+            .unwrap_err();
+            assert!(e.contains("rustpy.execute_timeout_ms"), "{e}");
+        }
+        let e = isolation_settings(&with_params(&[(EXECUTE_TIMEOUT_KEY, "100")])).unwrap_err();
+        assert!(e.contains("needs"), "{e}");
+    }
 
     #[test]
     fn dtype_names_round_trip() {

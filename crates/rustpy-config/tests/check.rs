@@ -600,4 +600,57 @@ fn ragged_parameters() {
     let report = check_path(dir.path());
     let d = one(&report, "input.default", &config_of(dir.path()), Some(10));
     assert!(d.message.contains("no input 'Q'"), "{d}");
+#[test]
+fn isolation_parameters_are_validated() {
+    // A valid process-isolated model is clean.
+    let ok = model(&format!(
+        "{GOOD}parameters {{ key: \"rustpy.isolation\" value {{ string_value: \"process\" }} }}\n\
+         parameters {{ key: \"rustpy.execute_timeout_ms\" value {{ string_value: \"5000\" }} }}\n"
+    ));
+    let report = check_path(ok.path());
+    assert!(
+        with_code(&report, "parameters.isolation").is_empty(),
+        "{:#?}",
+        report.diagnostics
+    );
+
+    // An unknown mode is an error located on its key.
+    let bad = model(&format!(
+        "{GOOD}parameters {{ key: \"offset\" value {{ string_value: \"1\" }} }}\n\
+         parameters {{\n  key: \"rustpy.isolation\"\n  value {{ string_value: \"threads\" }}\n}}\n"
+    ));
+    let report = check_path(bad.path());
+    let d = one(
+        &report,
+        "parameters.isolation",
+        &config_of(bad.path()),
+        Some(10),
+    );
+    assert_eq!(d.severity, Severity::Error);
+    assert!(d.message.contains("\"threads\""), "{d}");
+
+    // A timeout needs process isolation, and must be a positive integer.
+    let bad = model(&format!(
+        "{GOOD}parameters {{ key: \"rustpy.execute_timeout_ms\" value {{ string_value: \"100\" }} }}\n"
+    ));
+    let report = check_path(bad.path());
+    let d = one(
+        &report,
+        "parameters.isolation",
+        &config_of(bad.path()),
+        Some(8),
+    );
+    assert!(d.message.contains("needs"), "{d}");
+    let bad = model(&format!(
+        "{GOOD}parameters {{ key: \"rustpy.isolation\" value {{ string_value: \"process\" }} }}\n\
+         parameters {{ key: \"rustpy.execute_timeout_ms\" value {{ string_value: \"-1\" }} }}\n"
+    ));
+    let report = check_path(bad.path());
+    let d = one(
+        &report,
+        "parameters.isolation",
+        &config_of(bad.path()),
+        Some(9),
+    );
+    assert!(d.message.contains("positive"), "{d}");
 }

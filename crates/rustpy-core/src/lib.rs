@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod dtype;
 pub mod engine;
 pub mod error;
+pub mod isolation;
 pub mod local;
 pub mod params;
 pub mod python;

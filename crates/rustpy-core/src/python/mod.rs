@@ -8,6 +8,8 @@ mod numpy_io;
 
 pub use interp::{flush_stdio, initialize, is_initialized, py_error};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
+/// Writes through the log hook (the server's log in the backend).
+pub use native::log as emit_log;
 pub use native::{set_log_hook, LogHook};
 
 use pyo3::prelude::*;

@@ -30,7 +30,7 @@ pub fn set_log_hook(hook: LogHook) {
     let _ = LOG_HOOK.set(hook);
 }
 
-pub(crate) fn log(level: u32, file: &str, line: u32, msg: &str) {
+pub fn log(level: u32, file: &str, line: u32, msg: &str) {
     match LOG_HOOK.get() {
         Some(hook) => hook(level, file, line, msg),
         None => eprintln!("[rustpy] {file}:{line}: {msg}"),

@@ -1,0 +1,893 @@
+//! The backend side of a process-isolated instance: starts the worker,
+//! moves each batch through shared memory, relays responses to the
+//! instance's responders, and restarts a worker that died or hung.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::proto::{
+    error_from_wire, error_to_wire, read_frame, tensor_from_wire, tensor_to_wire, write_frame,
+    FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance, WireRequest, WireTensor,
+    WireValue,
+};
+use super::sys::{self, memfd, Shm};
+use crate::engine::{ExecReport, OutputSlice, Responder};
+use crate::error::{Error, ErrorCode, Result};
+use crate::python::{emit_log, InstanceInfo};
+use crate::request::InferRequest;
+use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
+use crate::DataType;
+
+/// Initial size of each shared-memory region; grown on demand.
+const INITIAL_SHM: usize = 1 << 20;
+/// Inputs are placed at multiples of this in the input region.
+const ALIGN: usize = 64;
+/// How long an unloading worker may take to run `finalize` and exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest wait between two start attempts of a worker that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a process-isolated instance needs to (re)start its worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The `rustpy-worker` executable.
+    pub executable: PathBuf,
+    pub model_name: String,
+    pub version: u64,
+    pub model_dir: String,
+    pub config_json: String,
+    pub instance: InstanceInfo,
+    pub execute_timeout: Option<Duration>,
+}
+
+/// Spawns children from one thread that lives as long as the process: the
+/// parent-death signal fires when the *thread* that forked exits, and Triton
+/// creates and ends threads (model loading) as it pleases.
+fn spawn(command: Command) -> std::io::Result<Child> {
+    type Job = (Command, Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("rustpy-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("cannot start the rustpy-spawner thread");
+        Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    sender
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((command, tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+/// "exited on SIGSEGV" / "exited with status 3".
+fn describe_exit(status: ExitStatus) -> String {
+    if let Some(sig) = status.signal() {
+        let core = if status.core_dumped() {
+            ", core dumped"
+        } else {
+            ""
+        };
+        format!("exited on {}{core}", sys::signal_name(sig))
+    } else {
+        format!("exited with status {}", status.code().unwrap_or(-1))
+    }
+}
+
+/// Runs the model's `auto_complete_config` in a short-lived worker (the
+/// model is never imported in the server). `Ok(None)`: nothing to change.
+pub fn auto_complete(cfg: &WorkerConfig) -> Result<Option<String>> {
+    let msg = ToWorker::AutoComplete {
+        config_json: cfg.config_json.clone(),
+        model_dir: cfg.model_dir.clone(),
+        version: cfg.version,
+    };
+    let (mut worker, first) = Worker::launch(cfg, &msg, "running auto_complete_config")?;
+    worker.shutdown();
+    match first {
+        FromWorker::AutoCompleted { result } => {
+            result.map_err(|(code, message)| error_from_wire(code, message))
+        }
+        _ => Err(Error::internal(format!(
+            "{}: the worker process sent an unexpected message during auto-complete",
+            label(cfg)
+        ))),
+    }
+}
+
+/// One running worker process.
+struct Worker {
+    child: Child,
+    pid: u32,
+    socket: Writer,
+    /// Frames from the worker (Log frames are handled by the reader thread).
+    frames: Receiver<FromWorker>,
+    input: Shm,
+    output: Shm,
+}
+
+impl Worker {
+    /// Starts a worker and runs the model's initialisation in it.
+    fn start(cfg: &WorkerConfig) -> Result<Worker> {
+        let init = ToWorker::Init {
+            config_json: cfg.config_json.clone(),
+            model_dir: cfg.model_dir.clone(),
+            version: cfg.version,
+            instance: WireInstance {
+                name: cfg.instance.name.clone(),
+                kind: cfg.instance.kind.clone(),
+                device_id: cfg.instance.device_id,
+            },
+        };
+        let (mut worker, first) = Self::launch(cfg, &init, "running initialize")?;
+        match first {
+            FromWorker::Ready => Ok(worker),
+            FromWorker::InitFailed { code, message } => {
+                worker.shutdown();
+                Err(error_from_wire(code, message))
+            }
+            _ => {
+                worker.kill();
+                Err(Error::internal(format!(
+                    "{}: the worker process sent an unexpected message while starting",
+                    label(cfg)
+                )))
+            }
+        }
+    }
+
+    /// Starts a worker process, sends it `first` and returns its first answer.
+    fn launch(cfg: &WorkerConfig, first: &ToWorker, doing: &str) -> Result<(Worker, FromWorker)> {
+        let what = |e: std::io::Error| {
+            Error::internal(format!(
+                "{}: cannot start the worker process {}: {e}",
+                label(cfg),
+                cfg.executable.display()
+            ))
+        };
+        let input = Shm::map(memfd("rustpy-input", INITIAL_SHM).map_err(what)?).map_err(what)?;
+        let output = Shm::map(memfd("rustpy-output", INITIAL_SHM).map_err(what)?).map_err(what)?;
+        let (ours, theirs) = UnixStream::pair().map_err(what)?;
+        let mut command = Command::new(&cfg.executable);
+        command
+            .arg("--socket-fd")
+            .arg(theirs.as_raw_fd().to_string())
+            .arg("--input-fd")
+            .arg(input.raw_fd().to_string())
+            .arg("--output-fd")
+            .arg(output.raw_fd().to_string())
+            .arg("--model")
+            .arg(&cfg.model_name)
+            .stdin(Stdio::null());
+        sys::prepare_child(
+            &mut command,
+            vec![theirs.as_raw_fd(), input.raw_fd(), output.raw_fd()],
+        );
+        let child = spawn(command).map_err(what)?;
+        drop(theirs);
+        let pid = child.id();
+
+        let (tx, frames) = mpsc::channel();
+        let read_half = ours.try_clone().map_err(what)?;
+        let socket: Writer = Arc::new(Mutex::new(ours));
+        let replies = socket.clone();
+        std::thread::Builder::new()
+            .name(format!("rustpy-worker-{pid}"))
+            .spawn(move || {
+                let mut r = BufReader::new(read_half);
+                let mut metrics = MetricTable::default();
+                while let Ok(Some(msg)) = read_frame::<FromWorker, _>(&mut r) {
+                    match msg {
+                        FromWorker::Call { call, op } => {
+                            serve_call(call, op, &replies, &mut metrics)
+                        }
+                        FromWorker::Log {
+                            level,
+                            file,
+                            line,
+                            message,
+                        } => emit_log(level, &file, line, &message),
+                        other => {
+                            if tx.send(other).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(what)?;
+
+        let mut worker = Worker {
+            child,
+            pid,
+            socket,
+            frames,
+            input,
+            output,
+        };
+        if worker.send(first).is_err() {
+            let cause = worker.reap();
+            return Err(Error::internal(format!(
+                "{}: the worker process {cause} while starting",
+                label(cfg)
+            )));
+        }
+        match worker.frames.recv() {
+            Ok(frame) => Ok((worker, frame)),
+            Err(_) => {
+                let cause = worker.reap();
+                Err(Error::internal(format!(
+                    "{}: the worker process (pid {pid}) {cause} while starting ({doing})",
+                    label(cfg)
+                )))
+            }
+        }
+    }
+
+    fn send(&mut self, msg: &ToWorker) -> std::io::Result<()> {
+        write_to(&self.socket, msg)
+    }
+
+    /// Waits for the (dead or dying) process and describes how it ended.
+    fn reap(&mut self) -> String {
+        match self.child.wait() {
+            Ok(status) => describe_exit(status),
+            Err(e) => format!("ended (cannot read its status: {e})"),
+        }
+    }
+
+    fn kill(&mut self) -> String {
+        sys::kill(self.pid);
+        self.reap()
+    }
+
+    /// Asks the worker to run `finalize` and exit; kills it after a grace period.
+    fn shutdown(&mut self) {
+        let _ = self.send(&ToWorker::Shutdown);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if Instant::now() >= deadline => {
+                    self.kill();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+/// The backend's sending half of a worker's control socket (the execute
+/// thread and the threads answering server calls share it).
+type Writer = Arc<Mutex<UnixStream>>;
+
+fn write_to(w: &Writer, msg: &ToWorker) -> std::io::Result<()> {
+    let mut s = w.lock().unwrap_or_else(|p| p.into_inner());
+    write_frame(&mut *s, msg)?;
+    s.flush()
+}
+
+/// Metric families and metrics a worker created, by the ids it knows them by.
+#[derive(Default)]
+struct MetricTable {
+    next: u64,
+    families: HashMap<u64, Arc<dyn MetricFamily>>,
+    metrics: HashMap<u64, Box<dyn Metric>>,
+}
+
+fn reply(w: &Writer, call: u64, result: Result<WireValue>) {
+    let result = result.map_err(|e| error_to_wire(&e));
+    let _ = write_to(w, &ToWorker::Reply { call, result });
+}
+
+fn bls_response_to_wire(r: BlsResponse) -> WireBlsResponse {
+    WireBlsResponse {
+        outputs: r.outputs.iter().map(tensor_to_wire).collect(),
+        error: r.error.as_ref().map(error_to_wire),
+        parameters: r
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.into()))
+            .collect(),
+        is_final: r.is_final,
+    }
+}
+
+/// Makes a worker's server call on the server API (Triton's, in the
+/// backend). Metric calls are answered inline (they are quick); BLS and model
+/// control on their own threads, as they wait on other models.
+fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
+    let api = match server_api() {
+        Ok(api) => api,
+        Err(e) => return reply(w, call, Err(e)),
+    };
+    match op {
+        ServerOp::Infer {
+            stream,
+            request: req,
+        } => {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let fail = |e: Error| {
+                    let _ = write_to(
+                        &w,
+                        &ToWorker::BlsResponse {
+                            call: stream,
+                            response: bls_response_to_wire(BlsResponse {
+                                error: Some(e),
+                                is_final: true,
+                                ..Default::default()
+                            }),
+                        },
+                    );
+                };
+                let inputs = match req
+                    .inputs
+                    .into_iter()
+                    .map(tensor_from_wire)
+                    .collect::<Result<Vec<_>>>()
+                {
+                    Ok(i) => i,
+                    Err(e) => return reply(&w, call, Err(e)),
+                };
+                let request = BlsRequest {
+                    model_name: req.model_name,
+                    model_version: req.model_version,
+                    request_id: req.request_id,
+                    correlation_id: req.correlation_id.into(),
+                    flags: req.flags,
+                    timeout_us: req.timeout_us,
+                    inputs,
+                    requested_outputs: req.requested_outputs,
+                    parameters: req
+                        .parameters
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into()))
+                        .collect(),
+                };
+                let (tx, rx) = crossbeam::channel::unbounded();
+                if let Err(e) = api.infer(request, tx) {
+                    return reply(&w, call, Err(e));
+                }
+                reply(&w, call, Ok(WireValue::Unit));
+                for response in rx {
+                    let is_final = response.is_final;
+                    let frame = ToWorker::BlsResponse {
+                        call: stream,
+                        response: bls_response_to_wire(response),
+                    };
+                    if write_to(&w, &frame).is_err() || is_final {
+                        return;
+                    }
+                }
+                fail(Error::internal(
+                    "the BLS request ended without a final response",
+                ));
+            });
+        }
+        ServerOp::LoadModel {
+            name,
+            config_json,
+            files,
+        } => {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let r = api.load_model(&name, &config_json, &files);
+                reply(&w, call, r.map(|()| WireValue::Unit));
+            });
+        }
+        ServerOp::UnloadModel {
+            name,
+            unload_dependents,
+        } => {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let r = api.unload_model(&name, unload_dependents);
+                reply(&w, call, r.map(|()| WireValue::Unit));
+            });
+        }
+        ServerOp::IsModelReady { name, version } => reply(
+            w,
+            call,
+            api.is_model_ready(&name, version).map(WireValue::Bool),
+        ),
+        ServerOp::IsModelDecoupled { name, version } => reply(
+            w,
+            call,
+            api.is_model_decoupled(&name, version).map(WireValue::Bool),
+        ),
+        ServerOp::MetricFamily {
+            name,
+            description,
+            kind,
+        } => {
+            let kind = match kind {
+                0 => MetricKind::Counter,
+                1 => MetricKind::Gauge,
+                _ => MetricKind::Histogram,
+            };
+            let r = api.metric_family(&name, &description, kind).map(|f| {
+                metrics.next += 1;
+                metrics.families.insert(metrics.next, f);
+                WireValue::Id(metrics.next)
+            });
+            reply(w, call, r)
+        }
+        ServerOp::Metric {
+            family,
+            labels,
+            buckets,
+        } => {
+            let r = match metrics.families.get(&family) {
+                Some(f) => f.metric(&labels, buckets.as_deref()).map(|m| {
+                    metrics.next += 1;
+                    metrics.metrics.insert(metrics.next, m);
+                    WireValue::Id(metrics.next)
+                }),
+                None => Err(Error::internal("unknown metric family")),
+            };
+            reply(w, call, r)
+        }
+        ServerOp::MetricOp { metric, op, value } => {
+            let r = match metrics.metrics.get(&metric) {
+                Some(m) => match op {
+                    0 => m.increment(value).map(|()| WireValue::Unit),
+                    1 => m.set(value).map(|()| WireValue::Unit),
+                    2 => m.observe(value).map(|()| WireValue::Unit),
+                    _ => m.value().map(WireValue::F64),
+                },
+                None => Err(Error::internal("unknown metric")),
+            };
+            reply(w, call, r)
+        }
+    }
+}
+
+fn label(cfg: &WorkerConfig) -> String {
+    format!(
+        "model '{}' instance '{}'",
+        cfg.model_name, cfg.instance.name
+    )
+}
+
+/// Why a running batch lost its worker.
+enum Lost {
+    Died(String),
+    TimedOut(Duration),
+}
+
+struct State {
+    worker: Option<Worker>,
+    /// Consecutive failures (a crash or hang, then failed starts) since the
+    /// last successful start or batch; drives the restart backoff.
+    failures: u32,
+    last_cause: String,
+    next_start: Instant,
+}
+
+/// A model instance whose Python runs in a `rustpy-worker` process.
+pub struct WorkerInstance {
+    cfg: WorkerConfig,
+    state: Mutex<State>,
+}
+
+fn backoff(failures: u32) -> Duration {
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
+    let ms = 250u64.saturating_mul(1 << (failures - 2).min(16));
+    Duration::from_millis(ms).min(MAX_BACKOFF)
+}
+
+impl WorkerInstance {
+    /// Starts the worker; an error here (initialize raised, the worker
+    /// crashed) fails the instance's load with that cause.
+    pub fn new(cfg: WorkerConfig) -> Result<WorkerInstance> {
+        let worker = Worker::start(&cfg)?;
+        emit_log(
+            0,
+            "rustpy",
+            0,
+            &format!(
+                "rustpy: {} runs in worker process {}",
+                label(&cfg),
+                worker.pid
+            ),
+        );
+        Ok(WorkerInstance {
+            cfg,
+            state: Mutex::new(State {
+                worker: Some(worker),
+                failures: 0,
+                last_cause: String::new(),
+                next_start: Instant::now(),
+            }),
+        })
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.cfg.model_name
+    }
+
+    /// The worker's pid, if one is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().worker.as_ref().map(|w| w.pid)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the worker (runs the user's `finalize` there).
+    pub fn finalize(&self) {
+        if let Some(mut w) = self.lock().worker.take() {
+            w.shutdown();
+        }
+    }
+
+    /// Records a lost worker and restarts it now when the backoff allows.
+    fn on_failure(&self, state: &mut State, cause: String) {
+        state.failures += 1;
+        state.last_cause = cause;
+        let delay = backoff(state.failures);
+        state.next_start = Instant::now() + delay;
+        if delay.is_zero() {
+            self.try_start(state);
+        } else {
+            emit_log(
+                1,
+                "rustpy",
+                0,
+                &format!(
+                    "rustpy: {}: {} failures in a row; next worker start in {} ms",
+                    label(&self.cfg),
+                    state.failures,
+                    delay.as_millis()
+                ),
+            );
+        }
+    }
+
+    fn try_start(&self, state: &mut State) {
+        match Worker::start(&self.cfg) {
+            Ok(w) => {
+                emit_log(
+                    1,
+                    "rustpy",
+                    0,
+                    &format!(
+                        "rustpy: {}: restarted its worker process (pid {}) after: {}",
+                        label(&self.cfg),
+                        w.pid,
+                        state.last_cause
+                    ),
+                );
+                state.worker = Some(w);
+                // Backoff is for workers that cannot start; a worker that
+                // started and later crashed is restarted at once.
+                state.failures = 0;
+            }
+            Err(e) => {
+                state.failures += 1;
+                state.last_cause = format!("restart failed: {}", e.message);
+                let delay = backoff(state.failures).max(Duration::from_millis(250));
+                state.next_start = Instant::now() + delay;
+                emit_log(
+                    2,
+                    "rustpy",
+                    0,
+                    &format!(
+                        "rustpy: {}: cannot restart its worker process ({} failures in a row, next attempt in {} ms): {}",
+                        label(&self.cfg),
+                        state.failures,
+                        delay.as_millis(),
+                        e.message
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Executes one batch in the worker; every request gets a final answer.
+    pub fn execute<R: Responder>(
+        &self,
+        requests: &[InferRequest<'_>],
+        mut responders: Vec<R>,
+    ) -> ExecReport {
+        assert_eq!(
+            requests.len(),
+            responders.len(),
+            "one responder per request"
+        );
+        let mut report = ExecReport::new(requests.len());
+        let mut state = self.lock();
+        // A worker that died while idle (a user thread called os._exit, an
+        // OOM kill) is reaped and replaced before this batch goes to it.
+        if let Some(w) = state.worker.as_mut() {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                let what = format!("{} while idle", describe_exit(status));
+                emit_log(
+                    2,
+                    "rustpy",
+                    0,
+                    &format!(
+                        "rustpy: {}: the worker process (pid {}) {what}",
+                        label(&self.cfg),
+                        w.pid
+                    ),
+                );
+                state.worker = None;
+                self.on_failure(&mut state, format!("worker {what}"));
+            }
+        }
+        if state.worker.is_none() && Instant::now() >= state.next_start {
+            self.try_start(&mut state);
+        }
+        let Some(worker) = state.worker.as_mut() else {
+            let wait = state.next_start.saturating_duration_since(Instant::now());
+            let err = Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{}: the worker process is not running ({}); next start attempt in {} ms",
+                    label(&self.cfg),
+                    state.last_cause,
+                    wait.as_millis()
+                ),
+            );
+            for r in &mut responders {
+                r.send_error(&err);
+            }
+            return report;
+        };
+        let sent_at = Instant::now();
+        let mut finals = vec![false; requests.len()];
+        let outcome = run_batch(
+            worker,
+            self.cfg.execute_timeout,
+            requests,
+            &mut responders,
+            &mut finals,
+            &mut report,
+        );
+        match outcome {
+            Ok(compute) => {
+                state.failures = 0;
+                if let Some((a, b)) = compute {
+                    report.compute_start = Some(sent_at + Duration::from_nanos(a));
+                    report.compute_end = Some(sent_at + Duration::from_nanos(b));
+                }
+            }
+            Err(lost) => {
+                let mut worker = state.worker.take().expect("worker present");
+                let (message, cause) = match lost {
+                    Lost::Died(protocol) => {
+                        let cause = worker.reap();
+                        let extra = if protocol.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({protocol})")
+                        };
+                        (
+                            format!(
+                                "{}: the worker process (pid {}) {cause} while executing this request{extra}; it is being restarted",
+                                label(&self.cfg),
+                                worker.pid
+                            ),
+                            format!("worker {cause}"),
+                        )
+                    }
+                    Lost::TimedOut(limit) => {
+                        worker.kill();
+                        (
+                            format!(
+                                "{}: execution exceeded rustpy.execute_timeout_ms ({} ms); the worker process (pid {}) was killed and is being restarted",
+                                label(&self.cfg),
+                                limit.as_millis(),
+                                worker.pid
+                            ),
+                            format!("execute timed out after {} ms", limit.as_millis()),
+                        )
+                    }
+                };
+                let err = Error::new(ErrorCode::Unavailable, message.clone());
+                for (r, done) in responders.iter_mut().zip(&finals) {
+                    if !done {
+                        r.send_error(&err);
+                    }
+                }
+                report.ok.iter_mut().zip(&finals).for_each(|(ok, done)| {
+                    if !done {
+                        *ok = false;
+                    }
+                });
+                emit_log(2, "rustpy", 0, &format!("rustpy: {message}"));
+                self.on_failure(&mut state, cause);
+            }
+        }
+        report
+    }
+}
+
+impl Drop for WorkerInstance {
+    fn drop(&mut self) {
+        self.finalize();
+    }
+}
+
+/// Gathers `requests` into the input region, runs them in the worker and
+/// relays every response until all requests are final and the worker said
+/// Done. Returns the compute window (ns after sending) on success.
+fn run_batch<R: Responder>(
+    worker: &mut Worker,
+    timeout: Option<Duration>,
+    requests: &[InferRequest<'_>],
+    responders: &mut [R],
+    finals: &mut [bool],
+    report: &mut ExecReport,
+) -> std::result::Result<Option<(u64, u64)>, Lost> {
+    // Lay the batch out in the input region, growing it first if needed.
+    let mut needed = 0usize;
+    for r in requests {
+        for t in &r.inputs {
+            needed = needed.next_multiple_of(ALIGN) + t.byte_size();
+        }
+    }
+    if let Err(e) = worker.input.grow(needed) {
+        return Err(Lost::Died(format!(
+            "cannot grow the input shared memory: {e}"
+        )));
+    }
+    let mut offset = 0usize;
+    let mut wire = Vec::with_capacity(requests.len());
+    for r in requests {
+        let mut inputs = Vec::with_capacity(r.inputs.len());
+        for t in &r.inputs {
+            offset = offset.next_multiple_of(ALIGN);
+            let start = offset;
+            for chunk in &t.chunks {
+                worker.input.write(offset, chunk);
+                offset += chunk.len();
+            }
+            inputs.push(WireTensor {
+                name: t.name.clone(),
+                dtype: t.dtype.name().to_string(),
+                shape: t.shape.clone(),
+                offset: start,
+                len: offset - start,
+            });
+        }
+        wire.push(WireRequest {
+            id: r.id.clone(),
+            correlation_id: (&r.correlation_id).into(),
+            flags: r.flags,
+            timeout_us: r.timeout_us,
+            inputs,
+            requested_outputs: r.requested_outputs.clone(),
+            parameters: r
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+        });
+    }
+    let msg = ToWorker::Execute {
+        input_len: worker.input.len(),
+        requests: wire,
+    };
+    if worker.send(&msg).is_err() {
+        return Err(Lost::Died(String::new()));
+    }
+
+    let deadline = timeout.map(|t| (t, Instant::now() + t));
+    let mut compute = None;
+    let mut done = false;
+    let n = requests.len();
+    while !(done && finals.iter().all(|&f| f)) {
+        let frame = match deadline {
+            Some((limit, at)) => {
+                match worker
+                    .frames
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                {
+                    Ok(f) => f,
+                    Err(RecvTimeoutError::Timeout) => return Err(Lost::TimedOut(limit)),
+                    Err(RecvTimeoutError::Disconnected) => return Err(Lost::Died(String::new())),
+                }
+            }
+            None => match worker.frames.recv() {
+                Ok(f) => f,
+                Err(_) => return Err(Lost::Died(String::new())),
+            },
+        };
+        match frame {
+            FromWorker::Response {
+                request,
+                outputs,
+                output_len,
+                is_final,
+            } if request < n && !finals[request] => {
+                if let Err(e) = worker.output.ensure(output_len) {
+                    return Err(Lost::Died(format!("output shared memory: {e}")));
+                }
+                let mut slices = Vec::with_capacity(outputs.len());
+                for o in &outputs {
+                    let (Some(dtype), Ok(data)) = (
+                        DataType::from_name(&o.dtype),
+                        worker.output.slice(o.offset, o.len),
+                    ) else {
+                        return Err(Lost::Died(
+                            "a response lies outside the shared memory".into(),
+                        ));
+                    };
+                    slices.push(OutputSlice {
+                        name: &o.name,
+                        dtype,
+                        shape: o.shape.clone(),
+                        data,
+                    });
+                }
+                if let Err(e) = responders[request].send(&slices, is_final) {
+                    responders[request].send_error(&e);
+                    finals[request] = true;
+                } else if is_final {
+                    finals[request] = true;
+                }
+            }
+            FromWorker::Error {
+                request,
+                code,
+                message,
+                is_final,
+            } if request < n && !finals[request] => {
+                let err = error_from_wire(code, message);
+                if is_final || !responders[request].send_error_nonfinal(&err) {
+                    if is_final {
+                        responders[request].send_error(&err);
+                    }
+                    finals[request] = true;
+                }
+            }
+            FromWorker::Finish { request } if request < n && !finals[request] => {
+                responders[request].finish();
+                finals[request] = true;
+            }
+            FromWorker::Done {
+                ok,
+                rows,
+                calls,
+                compute_ns,
+            } => {
+                done = true;
+                if ok.len() == n {
+                    report.ok = ok;
+                }
+                if rows.len() == n {
+                    report.rows = rows;
+                }
+                report.calls = calls;
+                compute = compute_ns;
+            }
+            // A frame for a request already answered, or out of order:
+            // nothing to deliver.
+            _ => {}
+        }
+    }
+    Ok(compute)
+}

@@ -1,0 +1,21 @@
+//! Process isolation (`parameters { key: "rustpy.isolation" value { string_value: "process" } }`):
+//! each instance of such a model runs its Python in its own `rustpy-worker`
+//! process, with the same interpreter and executors as in-process.
+//!
+//! - [`client`]: the backend side (start, execute, restart, stop a worker).
+//! - [`worker`]: the worker side (what `rustpy-worker` runs).
+//! - [`proto`]: the control channel (length-prefixed JSON over a socketpair).
+//! - [`sys`]: the only unsafe code here: memfd shared memory, parent-death signal.
+//!
+//! Per instance the backend creates two memfd regions (inputs, outputs),
+//! never files under /dev/shm, and grows them as batches need: the backend
+//! the input region, the worker the output region. One Execute frame carries
+//! a whole batch; the worker answers with one frame per response and a Done.
+
+pub mod client;
+pub mod proto;
+pub mod sys;
+pub mod worker;
+
+pub use client::{auto_complete, WorkerConfig, WorkerInstance};
+pub use worker::{run as run_worker, WorkerFds};

@@ -1,0 +1,248 @@
+//! The only unsafe code of process isolation: anonymous shared memory
+//! (memfd + mmap), the parent-death signal, and fds handed to a child.
+//! (With main's unsafe boundary, this module is listed among those allowed
+//! `unsafe`; every unsafe block carries a `// SAFETY:` comment.)
+#![allow(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Creates an anonymous memory file (never under /dev/shm) of `len` bytes.
+pub fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: cname is a valid C string; memfd_create returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    File::from(fd.try_clone()?).set_len(len as u64)?;
+    Ok(fd)
+}
+
+/// A shared mapping of a whole memfd. Writes go through raw pointers; the
+/// two processes take turns (the protocol decides who writes where and when).
+pub struct Shm {
+    fd: OwnedFd,
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; the protocol (one owner at a time,
+// calls serialised by the caller's locks) keeps accesses from racing.
+unsafe impl Send for Shm {}
+
+impl Shm {
+    /// Maps the current size of `fd`, read-write and shared.
+    pub fn map(fd: OwnedFd) -> io::Result<Shm> {
+        let mut shm = Shm {
+            fd,
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        };
+        shm.remap()?;
+        Ok(shm)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Maps the file again at its current size (after either side grew it).
+    pub fn remap(&mut self) -> io::Result<()> {
+        let len = File::from(self.fd.try_clone()?).metadata()?.len() as usize;
+        self.unmap();
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: maps `len` bytes of a file we hold open; the result is
+        // checked below and unmapped exactly once (unmap/drop).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        self.ptr = ptr.cast();
+        self.len = len;
+        Ok(())
+    }
+
+    /// Grows the file to at least `min_len` (doubling) and remaps it.
+    pub fn grow(&mut self, min_len: usize) -> io::Result<()> {
+        if min_len <= self.len {
+            return Ok(());
+        }
+        let new_len = min_len.next_power_of_two().max(self.len * 2);
+        File::from(self.fd.try_clone()?).set_len(new_len as u64)?;
+        self.remap()
+    }
+
+    /// Ensures the mapping covers at least `len` bytes (the other side grew it).
+    pub fn ensure(&mut self, len: usize) -> io::Result<()> {
+        if len > self.len {
+            self.remap()?;
+        }
+        if len > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("shared memory holds {} bytes, {len} announced", self.len),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn write(&mut self, offset: usize, data: &[u8]) {
+        assert!(offset + data.len() <= self.len, "write past the mapping");
+        // SAFETY: the range is inside the mapping (asserted) and `data` is a
+        // separate allocation.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) };
+    }
+
+    /// The bytes at `offset..offset+len`; errors when outside the mapping.
+    pub fn slice(&self, offset: usize, len: usize) -> io::Result<&[u8]> {
+        let in_bounds = matches!(offset.checked_add(len), Some(end) if end <= self.len);
+        if !in_bounds {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "range {offset}+{len} outside shared memory of {} bytes",
+                    self.len
+                ),
+            ));
+        }
+        if len == 0 {
+            return Ok(&[]);
+        }
+        // SAFETY: in bounds (checked); the borrow of self keeps the mapping.
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) })
+    }
+
+    fn unmap(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: ptr/len are the live mapping made by remap.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+            self.ptr = std::ptr::null_mut();
+            self.len = 0;
+        }
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+/// Takes ownership of an fd inherited from the parent (worker side).
+pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only queries the descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the parent passed this fd for us alone; nothing else in this
+    // process owns it. FD_CLOEXEC is set again so our own children don't get it.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+pub fn inherited_stream(fd: RawFd) -> io::Result<UnixStream> {
+    Ok(UnixStream::from(inherited_fd(fd)?))
+}
+
+/// Makes `command`'s child keep `fds` across exec, get SIGKILL when the
+/// thread that spawns it exits (PR_SET_PDEATHSIG). The fds stay
+/// close-on-exec in this process.
+pub fn prepare_child(command: &mut Command, fds: Vec<RawFd>) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe calls (fcntl, prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Worker side: SIGINT and SIGTERM (a Ctrl-C or `kill` sent to the server's
+/// process group) do nothing, so the server decides when its workers run
+/// `finalize` and exit. A handler rather than SIG_IGN, so that processes the
+/// user's code starts get the default dispositions back at exec.
+pub fn defer_termination_to_parent() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs a handler that does nothing (async-signal-safe);
+        // the sigaction struct is fully initialised before the call.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Sends SIGKILL to `pid` (a child we have not reaped yet).
+pub fn kill(pid: u32) {
+    // SAFETY: kill only sends a signal; the pid is our unreaped child, so it
+    // cannot have been reused.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// The name of a signal ("SIGSEGV"), or its number.
+pub fn signal_name(sig: i32) -> String {
+    let known = [
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGXCPU, "SIGXCPU"),
+    ];
+    known
+        .iter()
+        .find(|(n, _)| *n == sig)
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_else(|| format!("signal {sig}"))
+}

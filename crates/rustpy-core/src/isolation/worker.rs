@@ -1,0 +1,652 @@
+//! The worker side: what `rustpy-worker` runs. It embeds the same interpreter
+//! and the same executors as the in-process backend ([`LoadedModel`],
+//! [`ModelInstance`]); only the requests come from shared memory and the
+//! responses go back over the control channel.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::proto::{
+    error_from_wire, error_to_wire, read_frame, tensor_from_wire, tensor_to_wire, write_frame,
+    FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireTensor, WireValue,
+};
+use super::sys::{inherited_fd, inherited_stream, Shm};
+use crate::engine::{OutputSlice, Responder};
+use crate::error::ErrorCode;
+use crate::error::{Error, Result};
+use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
+use crate::request::{InferRequest, InputTensor};
+use crate::server::{
+    set_server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
+};
+use crate::DataType;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+/// The fds the backend passes (see `client.rs`).
+pub struct WorkerFds {
+    pub socket: i32,
+    pub input: i32,
+    pub output: i32,
+}
+
+/// Output tensors are placed at multiples of this in the output region.
+const ALIGN: usize = 64;
+
+/// The sending half: the control socket and the output region, shared by the
+/// main thread and any user thread that answers a decoupled request.
+struct Channel {
+    socket: BufWriter<UnixStream>,
+    output: Shm,
+    /// Bytes of the output region used by the current batch.
+    used: usize,
+}
+
+impl Channel {
+    fn send(&mut self, msg: &FromWorker) -> std::io::Result<()> {
+        write_frame(&mut self.socket, msg)?;
+        self.socket.flush()
+    }
+}
+
+type Shared = Arc<Mutex<Channel>>;
+
+fn send(channel: &Shared, msg: &FromWorker) {
+    let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
+    if ch.send(msg).is_err() {
+        // The backend is gone: nobody is left to answer.
+        std::process::exit(0);
+    }
+}
+
+/// Answers request `index` of the current batch through the backend.
+struct WorkerResponder {
+    index: usize,
+    channel: Shared,
+    done: bool,
+}
+
+impl Responder for WorkerResponder {
+    fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
+        if self.done {
+            return Err(Error::internal("response sent after the final one"));
+        }
+        let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        let mut offset = ch.used;
+        let mut wire = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            offset = offset.next_multiple_of(ALIGN);
+            wire.push(WireTensor {
+                name: o.name.to_string(),
+                dtype: o.dtype.name().to_string(),
+                shape: o.shape.clone(),
+                offset,
+                len: o.data.len(),
+            });
+            offset += o.data.len();
+        }
+        ch.output
+            .grow(offset)
+            .map_err(|e| Error::internal(format!("cannot grow the output shared memory: {e}")))?;
+        for (o, w) in outputs.iter().zip(&wire) {
+            ch.output.write(w.offset, o.data);
+        }
+        ch.used = offset;
+        let msg = FromWorker::Response {
+            request: self.index,
+            outputs: wire,
+            output_len: ch.output.len(),
+            is_final,
+        };
+        if ch.send(&msg).is_err() {
+            std::process::exit(0);
+        }
+        self.done = is_final;
+        Ok(())
+    }
+
+    fn send_error(&mut self, error: &Error) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let (code, message) = error_to_wire(error);
+        send(
+            &self.channel,
+            &FromWorker::Error {
+                request: self.index,
+                code,
+                message,
+                is_final: true,
+            },
+        );
+    }
+
+    fn send_error_nonfinal(&mut self, error: &Error) -> bool {
+        if self.done {
+            return false;
+        }
+        let (code, message) = error_to_wire(error);
+        send(
+            &self.channel,
+            &FromWorker::Error {
+                request: self.index,
+                code,
+                message,
+                is_final: false,
+            },
+        );
+        true
+    }
+
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        send(
+            &self.channel,
+            &FromWorker::Finish {
+                request: self.index,
+            },
+        );
+    }
+
+    fn detach(&mut self) {
+        // Rescheduling is not supported across the process boundary: the
+        // backend answers the request when it is not final.
+        self.done = true;
+    }
+}
+
+impl Drop for WorkerResponder {
+    fn drop(&mut self) {
+        if !self.done {
+            self.send_error(&Error::internal(
+                "rustpy: the request ended without a response (internal error)",
+            ));
+        }
+    }
+}
+
+/// A call waiting for the backend's answer.
+enum Pending {
+    Reply(mpsc::Sender<std::result::Result<WireValue, (u32, String)>>),
+    Stream(crossbeam::channel::Sender<BlsResponse>),
+}
+
+/// Server calls from user code, routed through the backend.
+struct Rpc {
+    channel: Shared,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+}
+
+fn closed() -> Error {
+    Error::new(
+        ErrorCode::Unavailable,
+        "the server connection of this worker closed",
+    )
+}
+
+impl Rpc {
+    fn register(&self, p: Pending) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, p);
+        id
+    }
+
+    fn call(&self, op: ServerOp) -> Result<WireValue> {
+        let (tx, rx) = mpsc::channel();
+        let call = self.register(Pending::Reply(tx));
+        send(&self.channel, &FromWorker::Call { call, op });
+        match rx.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err((code, message))) => Err(error_from_wire(code, message)),
+            Err(_) => Err(closed()),
+        }
+    }
+
+    /// Delivers a Reply / BlsResponse frame to its caller.
+    fn dispatch(&self, msg: ToWorker) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match msg {
+            ToWorker::Reply { call, result } => {
+                if let Some(Pending::Reply(tx)) = pending.remove(&call) {
+                    let _ = tx.send(result);
+                }
+            }
+            ToWorker::BlsResponse { call, response } => {
+                let is_final = response.is_final;
+                let converted = bls_response_from_wire(response);
+                if let Some(Pending::Stream(tx)) = pending.get(&call) {
+                    let _ = tx.send(converted);
+                }
+                if is_final {
+                    pending.remove(&call);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The backend is gone: every waiting caller gets an error.
+    fn fail_all(&self) {
+        let drained: Vec<Pending> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in drained {
+            if let Pending::Stream(tx) = p {
+                let _ = tx.send(BlsResponse {
+                    error: Some(closed()),
+                    is_final: true,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+}
+
+fn bls_response_from_wire(r: WireBlsResponse) -> BlsResponse {
+    let mut error = r.error.map(|(c, m)| error_from_wire(c, m));
+    let mut outputs = Vec::with_capacity(r.outputs.len());
+    for t in r.outputs {
+        match tensor_from_wire(t) {
+            Ok(t) => outputs.push(t),
+            Err(e) => error = Some(e),
+        }
+    }
+    BlsResponse {
+        outputs,
+        error,
+        parameters: r
+            .parameters
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect(),
+        is_final: r.is_final,
+    }
+}
+
+fn unexpected() -> Error {
+    Error::internal("unexpected reply from the backend")
+}
+
+/// The server API of a worker: every call goes to the backend, which makes
+/// it on Triton's server API (BLS, model control, custom metrics).
+struct RemoteServer(Arc<Rpc>);
+
+impl ServerApi for RemoteServer {
+    fn infer(
+        &self,
+        request: BlsRequest,
+        responses: crossbeam::channel::Sender<BlsResponse>,
+    ) -> Result<()> {
+        let wire = WireBlsRequest {
+            model_name: request.model_name,
+            model_version: request.model_version,
+            request_id: request.request_id,
+            correlation_id: (&request.correlation_id).into(),
+            flags: request.flags,
+            timeout_us: request.timeout_us,
+            inputs: request.inputs.iter().map(tensor_to_wire).collect(),
+            requested_outputs: request.requested_outputs,
+            parameters: request
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+        };
+        let stream = self.0.register(Pending::Stream(responses));
+        let accepted = self.0.call(ServerOp::Infer {
+            stream,
+            request: wire,
+        });
+        if accepted.is_err() {
+            self.0
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&stream);
+        }
+        accepted.map(|_| ())
+    }
+    fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
+        self.0
+            .call(ServerOp::LoadModel {
+                name: name.into(),
+                config_json: config_json.into(),
+                files: files.to_vec(),
+            })
+            .map(|_| ())
+    }
+    fn unload_model(&self, name: &str, unload_dependents: bool) -> Result<()> {
+        self.0
+            .call(ServerOp::UnloadModel {
+                name: name.into(),
+                unload_dependents,
+            })
+            .map(|_| ())
+    }
+    fn is_model_ready(&self, name: &str, version: i64) -> Result<bool> {
+        match self.0.call(ServerOp::IsModelReady {
+            name: name.into(),
+            version,
+        })? {
+            WireValue::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+    fn is_model_decoupled(&self, name: &str, version: i64) -> Result<bool> {
+        match self.0.call(ServerOp::IsModelDecoupled {
+            name: name.into(),
+            version,
+        })? {
+            WireValue::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+    fn metric_family(
+        &self,
+        name: &str,
+        description: &str,
+        kind: MetricKind,
+    ) -> Result<Arc<dyn MetricFamily>> {
+        match self.0.call(ServerOp::MetricFamily {
+            name: name.into(),
+            description: description.into(),
+            kind: kind as u32,
+        })? {
+            WireValue::Id(id) => Ok(Arc::new(RemoteFamily(id, self.0.clone()))),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+struct RemoteFamily(u64, Arc<Rpc>);
+
+impl MetricFamily for RemoteFamily {
+    fn metric(
+        &self,
+        labels: &[(String, String)],
+        buckets: Option<&[f64]>,
+    ) -> Result<Box<dyn Metric>> {
+        match self.1.call(ServerOp::Metric {
+            family: self.0,
+            labels: labels.to_vec(),
+            buckets: buckets.map(<[f64]>::to_vec),
+        })? {
+            WireValue::Id(id) => Ok(Box::new(RemoteMetric(id, self.1.clone()))),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+struct RemoteMetric(u64, Arc<Rpc>);
+
+impl RemoteMetric {
+    fn op(&self, op: u8, value: f64) -> Result<WireValue> {
+        self.1.call(ServerOp::MetricOp {
+            metric: self.0,
+            op,
+            value,
+        })
+    }
+}
+
+impl Metric for RemoteMetric {
+    fn increment(&self, value: f64) -> Result<()> {
+        self.op(0, value).map(|_| ())
+    }
+    fn set(&self, value: f64) -> Result<()> {
+        self.op(1, value).map(|_| ())
+    }
+    fn observe(&self, value: f64) -> Result<()> {
+        self.op(2, value).map(|_| ())
+    }
+    fn value(&self) -> Result<f64> {
+        match self.op(3, 0.0)? {
+            WireValue::F64(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// Runs the worker until the backend says Shutdown or goes away. Returns the
+/// process exit code.
+pub fn run(fds: WorkerFds) -> i32 {
+    match serve(fds) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rustpy-worker: {}", e.message);
+            3
+        }
+    }
+}
+
+fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::internal(format!("rustpy-worker: {what}: {e}"))
+}
+
+fn serve(fds: WorkerFds) -> Result<()> {
+    super::sys::defer_termination_to_parent();
+    let socket = inherited_stream(fds.socket).map_err(io_err("control socket"))?;
+    let mut input = Shm::map(inherited_fd(fds.input).map_err(io_err("input memory"))?)
+        .map_err(io_err("map"))?;
+    let output = Shm::map(inherited_fd(fds.output).map_err(io_err("output memory"))?)
+        .map_err(io_err("map"))?;
+    let mut reader = BufReader::new(socket.try_clone().map_err(io_err("control socket"))?);
+    let channel: Shared = Arc::new(Mutex::new(Channel {
+        socket: BufWriter::new(socket),
+        output,
+        used: 0,
+    }));
+
+    let rpc = Arc::new(Rpc {
+        channel: channel.clone(),
+        next: AtomicU64::new(1),
+        pending: Mutex::new(HashMap::new()),
+    });
+    set_server_api(Arc::new(RemoteServer(rpc.clone())));
+    // Replies to server calls are delivered as they arrive (user code waits
+    // for them inside execute); everything else goes to the main loop.
+    let (main_tx, frames) = mpsc::channel::<ToWorker>();
+    std::thread::Builder::new()
+        .name("rustpy-worker-rx".into())
+        .spawn(move || {
+            while let Ok(Some(msg)) = read_frame::<ToWorker, _>(&mut reader) {
+                match msg {
+                    ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => rpc.dispatch(msg),
+                    other => {
+                        if main_tx.send(other).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            rpc.fail_all();
+        })
+        .map_err(io_err("reader thread"))?;
+    // pb_utils.Logger and rustpy's own messages go to the server's log.
+    let log_channel = channel.clone();
+    python::set_log_hook(Box::new(move |level, file, line, message| {
+        send(
+            &log_channel,
+            &FromWorker::Log {
+                level,
+                file: file.to_string(),
+                line,
+                message: message.to_string(),
+            },
+        )
+    }));
+
+    let (config_json, model_dir, version, instance) = match frames.recv() {
+        Ok(ToWorker::Init {
+            config_json,
+            model_dir,
+            version,
+            instance,
+        }) => (config_json, model_dir, version, instance),
+        Ok(ToWorker::AutoComplete {
+            config_json,
+            model_dir,
+            version,
+        }) => {
+            let result = python::initialize().and_then(|()| {
+                let config = rustpy_config::parse_json(&config_json).map_err(|e| {
+                    Error::invalid_arg(format!("cannot read the model configuration: {e}"))
+                })?;
+                LoadedModel::load(&config, Path::new(&model_dir), version)?
+                    .auto_complete(&config_json)
+            });
+            let result = result.map_err(|e| error_to_wire(&e));
+            send(&channel, &FromWorker::AutoCompleted { result });
+            return Ok(());
+        }
+        _ => return Err(Error::internal("rustpy-worker: expected Init first")),
+    };
+    let created = python::initialize().and_then(|()| {
+        let config = rustpy_config::parse_json(&config_json)
+            .map_err(|e| Error::invalid_arg(format!("cannot read the model configuration: {e}")))?;
+        let model = LoadedModel::load(&config, Path::new(&model_dir), version)?;
+        let info = InstanceInfo {
+            name: instance.name,
+            kind: instance.kind,
+            device_id: instance.device_id,
+        };
+        ModelInstance::new(Arc::new(model), &info)
+    });
+    let instance = match created {
+        Ok(i) => {
+            send(&channel, &FromWorker::Ready);
+            i
+        }
+        Err(e) => {
+            let (code, message) = error_to_wire(&e);
+            send(&channel, &FromWorker::InitFailed { code, message });
+            return Ok(());
+        }
+    };
+
+    // Until the backend says Shutdown or closes the channel (unload, or it died).
+    while let Ok(msg) = frames.recv() {
+        match msg {
+            ToWorker::Execute {
+                input_len,
+                requests,
+            } => {
+                let start = Instant::now();
+                channel.lock().unwrap_or_else(|p| p.into_inner()).used = 0;
+                if let Err(e) = input.ensure(input_len) {
+                    let e = Error::internal(format!("rustpy-worker: input memory: {e}"));
+                    for i in 0..requests.len() {
+                        WorkerResponder {
+                            index: i,
+                            channel: channel.clone(),
+                            done: false,
+                        }
+                        .send_error(&e);
+                    }
+                    send(
+                        &channel,
+                        &FromWorker::Done {
+                            ok: vec![false; requests.len()],
+                            rows: vec![0; requests.len()],
+                            calls: 0,
+                            compute_ns: None,
+                        },
+                    );
+                    continue;
+                }
+                let mut core = Vec::with_capacity(requests.len());
+                let mut bad = Vec::new();
+                for (i, r) in requests.into_iter().enumerate() {
+                    let mut inputs = Vec::with_capacity(r.inputs.len());
+                    for t in r.inputs {
+                        let (Some(dtype), Ok(data)) =
+                            (DataType::from_name(&t.dtype), input.slice(t.offset, t.len))
+                        else {
+                            bad.push(i);
+                            continue;
+                        };
+                        inputs.push(InputTensor {
+                            name: t.name,
+                            dtype,
+                            shape: t.shape,
+                            chunks: vec![data],
+                        });
+                    }
+                    // No `owner`: the region is rewritten by the next batch, so
+                    // Python gets arrays it owns, never a view it could keep.
+                    core.push(InferRequest {
+                        id: r.id,
+                        correlation_id: r.correlation_id.into(),
+                        flags: r.flags,
+                        timeout_us: r.timeout_us,
+                        inputs,
+                        requested_outputs: r.requested_outputs,
+                        parameters: r
+                            .parameters
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into()))
+                            .collect(),
+                        owner: None,
+                    });
+                }
+                let mut responders: Vec<WorkerResponder> = (0..core.len())
+                    .map(|index| WorkerResponder {
+                        index,
+                        channel: channel.clone(),
+                        done: false,
+                    })
+                    .collect();
+                for &i in &bad {
+                    responders[i].send_error(&error_from_wire(
+                        1,
+                        "rustpy-worker: an input lies outside the shared memory".into(),
+                    ));
+                }
+                let report = instance.execute(&core, responders);
+                drop(core);
+                let ns = |t: Option<Instant>| {
+                    t.map(|t| t.saturating_duration_since(start).as_nanos() as u64)
+                };
+                let compute_ns = ns(report.compute_start).zip(ns(report.compute_end));
+                send(
+                    &channel,
+                    &FromWorker::Done {
+                        ok: report.ok,
+                        rows: report.rows,
+                        calls: report.calls,
+                        compute_ns,
+                    },
+                );
+            }
+            ToWorker::Shutdown => break,
+            ToWorker::Init { .. } | ToWorker::AutoComplete { .. } => {
+                return Err(Error::internal("rustpy-worker: Init received twice"));
+            }
+            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => {}
+        }
+    }
+    if let Err(e) = instance.finalize() {
+        python_log_error(&e.message);
+    }
+    Ok(())
+}
+
+fn python_log_error(message: &str) {
+    python::emit_log(2, "rustpy-worker", 0, message);
+}
