@@ -602,7 +602,6 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             .into_iter()
                             .map(|(k, v)| (k, v.into()))
                             .collect(),
-                        owner: None,
                     });
                 }
                 let mut responders: Vec<WorkerResponder> = (0..core.len())
