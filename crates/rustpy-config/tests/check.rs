@@ -600,6 +600,8 @@ fn ragged_parameters() {
     let report = check_path(dir.path());
     let d = one(&report, "input.default", &config_of(dir.path()), Some(10));
     assert!(d.message.contains("no input 'Q'"), "{d}");
+}
+
 #[test]
 fn isolation_parameters_are_validated() {
     // A valid process-isolated model is clean.
