@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
-use rustpy_config::check::{Diagnostic, Severity};
+use rustpy_config::diagnostic::{Diagnostic, Severity};
 
 const SCRIPT: &str = include_str!("requirements.py");
 /// The file each model lists its Python dependencies in (`rustpy init` writes it).
