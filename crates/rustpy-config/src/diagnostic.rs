@@ -78,4 +78,3 @@ impl Report {
         self.errors().next().is_some()
     }
 }
-

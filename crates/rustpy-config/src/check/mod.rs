@@ -25,8 +25,7 @@ mod scheduling;
 mod syntax;
 
 use std::{
-    fs,
-    io as stdio,
+    fs, io as stdio,
     path::{Path, PathBuf},
 };
 
@@ -34,7 +33,10 @@ use crate::{
     diagnostic::{Diagnostic, Report, Severity},
     parse_pbtxt,
     proto::ModelConfig,
-    repo::{file_name, is_model_dir, model_path_of_config, subdirs, version_dirs, CONFIG_FILE, TESTS_DIR},
+    repo::{
+        file_name, is_model_dir, model_path_of_config, subdirs, version_dirs, CONFIG_FILE,
+        TESTS_DIR,
+    },
     scan::{Block, Locator},
 };
 

@@ -83,7 +83,6 @@ impl Rules<'_, '_> {
         }
     }
 
-
     pub(super) fn version_policy(&mut self, versions: &[(u64, PathBuf)]) {
         let Some(PolicyChoice::Specific(specific)) = self
             .cfg

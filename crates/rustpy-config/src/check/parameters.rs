@@ -29,7 +29,6 @@ impl Rules<'_, '_> {
         }
     }
 
-
     pub(super) fn checkpoint(&mut self) {
         use crate::checkpoint::{Checkpoint, Source, SOURCE_PARAMETER};
         let at = self.loc.field(&self.root(), "parameters");
@@ -72,7 +71,6 @@ impl Rules<'_, '_> {
             }
         }
     }
-
 }
 
 /// Checks `request_parameters.json`, when the model has one.
@@ -108,4 +106,3 @@ pub(super) fn check_request_parameters(dir: &Path, out: &mut Vec<Diagnostic>) {
         }
     }
 }
-

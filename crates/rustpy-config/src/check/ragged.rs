@@ -174,7 +174,6 @@ impl Rules<'_, '_> {
             }
         }
     }
-
 }
 
 /// Whether `value` is one element of `dtype` (for `rustpy.default.<INPUT>`).
@@ -195,4 +194,3 @@ fn default_parses(dtype: DataType, value: &str) -> bool {
         _ => false,
     }
 }
-
