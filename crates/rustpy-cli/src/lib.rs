@@ -9,9 +9,9 @@
 
 #![deny(unsafe_code)]
 
-pub mod archive;
+mod archive;
 pub mod cli;
-pub mod commands;
+mod commands;
 mod error;
 mod progress;
 
