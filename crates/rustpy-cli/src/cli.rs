@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 #[command(
     after_help = "Exit codes: 0 ok, 1 check/verification failed, 2 usage error, \
-                        3 not implemented, 4 runtime error; `serve` exits with tritonserver's code."
+                        4 runtime error; `serve` exits with tritonserver's code."
 )]
 pub struct Cli {
     #[command(subcommand)]

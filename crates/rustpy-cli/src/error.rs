@@ -8,7 +8,6 @@
 //! | 2    | usage error: bad arguments (clap), or an invocation that can't go on |
 //! |      | as asked (target exists without --force, unknown model name, a path  |
 //! |      | given by flag or environment variable that does not exist, ...)      |
-//! | 3    | not implemented yet (reserved)                                       |
 //! | 4    | runtime error: I/O failure, an external tool that is not installed   |
 //! |      | or fails (python, tritonserver), server never became ready           |
 //! | n    | `rustpy serve` exits with tritonserver's own exit code (128+signal   |
@@ -21,7 +20,6 @@ pub mod code {
     pub const SUCCESS: u8 = 0;
     pub const FAILED: u8 = 1;
     pub const USAGE: u8 = 2;
-    pub const NOT_IMPLEMENTED: u8 = 3;
     pub const RUNTIME: u8 = 4;
 }
 
@@ -53,8 +51,6 @@ pub enum Error {
     /// The invocation cannot proceed as asked (exit 2).
     #[error("{0}")]
     Usage(String),
-    #[error("`rustpy {0}` is not implemented yet")]
-    NotImplemented(&'static str),
     /// Anything else that went wrong while running (exit 4).
     #[error("{0:#}")]
     Runtime(#[from] anyhow::Error),
@@ -73,7 +69,6 @@ impl Error {
         match self {
             Error::Invalid(_) => code::FAILED,
             Error::Usage(_) => code::USAGE,
-            Error::NotImplemented(_) => code::NOT_IMPLEMENTED,
             Error::Runtime(_) => code::RUNTIME,
         }
     }

@@ -2,16 +2,16 @@
 //! `unzip`) and serve Triton model repositories for the rustpy backend.
 //!
 //! `main.rs` only parses and maps the outcome to an exit code; each
-//! subcommand lives in its own module under [`commands`].
+//! subcommand lives in its own module under `commands`.
 //!
 //! `unsafe` is denied; only `serve`'s two process-control calls (`isolate`,
 //! `terminate`) are allowed it.
 
 #![deny(unsafe_code)]
 
-pub mod archive;
+mod archive;
 pub mod cli;
-pub mod commands;
+mod commands;
 mod error;
 mod progress;
 

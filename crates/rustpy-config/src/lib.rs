@@ -11,7 +11,11 @@
 //! - [`parse_json`] / [`to_json`]: protobuf JSON with the original (snake_case)
 //!   field names, as Triton hands a backend its config.
 //! - [`model`]: helpers the backend and the CLI share.
-//! - [`check`]: model repository validation (`rustpy check`).
+//! - [`repo`]: repository layout by Triton's rules: model and version
+//!   directories, model files (the core and the CLI discover models here).
+//! - [`check`]: model repository validation (`rustpy check`), one file per
+//!   group of rules; [`diagnostic`]: what it reports and how that renders.
+//! - [`checkpoint`]: the checkpoint source a model declares.
 //! - [`params`]: typed request parameters a model declares.
 
 #![forbid(unsafe_code)]
@@ -25,9 +29,11 @@ use prost_reflect::{
 
 pub mod check;
 pub mod checkpoint;
+pub mod diagnostic;
 pub mod model;
 pub mod params;
 mod pbtxt;
+pub mod repo;
 mod scan;
 
 /// Types generated from `proto/model_config.proto` (protobuf package `inference`).
@@ -36,7 +42,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/inference.rs"));
 }
 
-pub use model::{dtype_name, is_decoupled, parameter};
+pub use model::{is_decoupled, parameter};
 pub use pbtxt::{parse_pbtxt, to_pbtxt, PbtxtError};
 
 /// Encoded `FileDescriptorSet` of `model_config.proto`, for reflection.

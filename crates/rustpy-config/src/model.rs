@@ -1,59 +1,12 @@
 //! Helpers over [`ModelConfig`] shared by the backend and the CLI.
 
-use crate::proto::{DataType, ModelConfig};
+use crate::proto::ModelConfig;
 
 /// The model file Triton's Python backend loads when `default_model_filename` is unset.
 pub const DEFAULT_MODEL_FILENAME: &str = "model.py";
 
-/// KServe/Triton wire name of a data type: `BOOL`, `UINT8`, ..., `FP32`, `BYTES`, `BF16`.
-/// `TYPE_INVALID` is `"INVALID"`.
-pub fn dtype_name(dtype: DataType) -> &'static str {
-    match dtype {
-        DataType::TypeInvalid => "INVALID",
-        DataType::TypeBool => "BOOL",
-        DataType::TypeUint8 => "UINT8",
-        DataType::TypeUint16 => "UINT16",
-        DataType::TypeUint32 => "UINT32",
-        DataType::TypeUint64 => "UINT64",
-        DataType::TypeInt8 => "INT8",
-        DataType::TypeInt16 => "INT16",
-        DataType::TypeInt32 => "INT32",
-        DataType::TypeInt64 => "INT64",
-        DataType::TypeFp16 => "FP16",
-        DataType::TypeFp32 => "FP32",
-        DataType::TypeFp64 => "FP64",
-        // The config calls it STRING; on the wire and in the APIs it is BYTES.
-        DataType::TypeString => "BYTES",
-        DataType::TypeBf16 => "BF16",
-    }
-}
-
-impl DataType {
-    /// Parses a config name (`"TYPE_FP32"`, `"TYPE_STRING"`) or a wire name
-    /// (`"FP32"`, `"BYTES"`). Invalid and unknown names give `None`.
-    pub fn from_triton_name(name: &str) -> Option<DataType> {
-        let dtype = match name {
-            "BYTES" | "STRING" => DataType::TypeString,
-            _ if name.starts_with("TYPE_") => DataType::from_str_name(name)?,
-            _ => DataType::from_str_name(&format!("TYPE_{name}"))?,
-        };
-        (dtype != DataType::TypeInvalid).then_some(dtype)
-    }
-
-    /// Size of one element in bytes; `None` for variable-size `BYTES` and `INVALID`.
-    pub fn byte_size(self) -> Option<usize> {
-        match self {
-            DataType::TypeInvalid | DataType::TypeString => None,
-            DataType::TypeBool | DataType::TypeUint8 | DataType::TypeInt8 => Some(1),
-            DataType::TypeUint16
-            | DataType::TypeInt16
-            | DataType::TypeFp16
-            | DataType::TypeBf16 => Some(2),
-            DataType::TypeUint32 | DataType::TypeInt32 | DataType::TypeFp32 => Some(4),
-            DataType::TypeUint64 | DataType::TypeInt64 | DataType::TypeFp64 => Some(8),
-        }
-    }
-}
+/// The official Python backend's per-model environment archive parameter.
+pub const EXECUTION_ENV_PARAMETER: &str = "EXECUTION_ENV_PATH";
 
 /// Whether the model uses the decoupled transaction policy (any number of
 /// responses per request).
@@ -201,34 +154,6 @@ mod tests {
         }
         let e = isolation_settings(&with_params(&[(EXECUTE_TIMEOUT_KEY, "100")])).unwrap_err();
         assert!(e.contains("needs"), "{e}");
-    }
-
-    #[test]
-    fn dtype_names_round_trip() {
-        for v in 1..=14 {
-            let dtype = DataType::try_from(v).unwrap();
-            let wire = dtype_name(dtype);
-            assert_eq!(DataType::from_triton_name(wire), Some(dtype), "{wire}");
-            assert_eq!(DataType::from_triton_name(dtype.as_str_name()), Some(dtype));
-        }
-        assert_eq!(dtype_name(DataType::TypeFp32), "FP32");
-        assert_eq!(dtype_name(DataType::TypeString), "BYTES");
-        assert_eq!(
-            DataType::from_triton_name("TYPE_STRING"),
-            Some(DataType::TypeString)
-        );
-        assert_eq!(DataType::from_triton_name("TYPE_INVALID"), None);
-        assert_eq!(DataType::from_triton_name("INVALID"), None);
-        assert_eq!(DataType::from_triton_name("FLOAT32"), None);
-        assert_eq!(DataType::from_triton_name("fp32"), None);
-    }
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(DataType::TypeBool.byte_size(), Some(1));
-        assert_eq!(DataType::TypeBf16.byte_size(), Some(2));
-        assert_eq!(DataType::TypeFp64.byte_size(), Some(8));
-        assert_eq!(DataType::TypeString.byte_size(), None);
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Protobuf text format (`config.pbtxt`) through prost-reflect.
+//! Protobuf text format (`config.pbtxt`) through prost-reflect. Uses
+//! [`crate::scan`] to find list colons and error positions; `scan` depends on
+//! nothing here.
 
 use std::{borrow::Cow, collections::HashSet, sync::OnceLock};
 
@@ -6,7 +8,7 @@ use prost_reflect::{text_format::FormatOptions, DynamicMessage, Kind};
 
 use crate::{
     descriptor_pool, model_config_descriptor, proto,
-    scan::{tokens, TokKind},
+    scan::{line_col, tokens, TokKind},
     to_dynamic, transcode,
 };
 
@@ -60,18 +62,6 @@ fn error_offset(text: &str, err: &prost_reflect::text_format::ParseError) -> usi
     err.labels()
         .and_then(|mut labels| labels.next())
         .map_or_else(|| text.trim_end().len(), |label| label.offset())
-}
-
-/// 1-based (line, column) of a byte offset; the column counts characters.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
 }
 
 /// Names of fields whose values are messages (including map fields) and that
@@ -150,13 +140,5 @@ mod tests {
             "input: [ {} ]\ninstance_group:[{}] # input [\nname: \"output [\" output: [] dims [1] kind: input ["
         );
         assert_eq!(at, vec![5, 28]);
-    }
-
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("ab\ncd", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
-        assert_eq!(line_col("ab\n", 3), (2, 1));
-        assert_eq!(line_col("é!", 2), (1, 2));
     }
 }

@@ -4,8 +4,6 @@
 
 use std::ops::Range;
 
-use crate::pbtxt::line_col;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokKind {
     Ident,
@@ -99,6 +97,18 @@ pub(crate) fn tokens(text: &str) -> Vec<Tok<'_>> {
         }
     }
     toks
+}
+
+/// 1-based (line, column) of a byte offset; the column counts characters.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
 }
 
 /// Finds fields in a text-format document by position, for diagnostics.
@@ -276,5 +286,13 @@ mod tests {
             loc.position(loc.value_of(&group, "count", "-1").unwrap()),
             (10, 40)
         );
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab\n", 3), (2, 1));
+        assert_eq!(line_col("é!", 2), (1, 2));
     }
 }

@@ -5,8 +5,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use rustpy_config::check::{
-    check_path, is_model_dir, model_dirs, model_files, Diagnostic, Report, Severity,
+use rustpy_config::{
+    check::check_path,
+    diagnostic::{Diagnostic, Report, Severity},
+    repo::{is_model_dir, model_dirs, model_files},
 };
 
 const GOOD: &str = r#"name: "good"

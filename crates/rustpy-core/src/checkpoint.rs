@@ -56,7 +56,7 @@ pub fn resolve(cfg: &ModelConfig, model_name: &str, model_dir: &Path) -> Result<
 /// `EXECUTION_ENV_PATH` (the official backend's per-model environment) cannot
 /// apply in-process: fail the load instead of ignoring it.
 pub fn refuse_execution_env(cfg: &ModelConfig, model_name: &str) -> Result<()> {
-    use rustpy_config::check::EXECUTION_ENV_PARAMETER;
+    use rustpy_config::model::EXECUTION_ENV_PARAMETER;
     match rustpy_config::parameter(cfg, EXECUTION_ENV_PARAMETER) {
         Some(env) if !env.trim().is_empty() => Err(Error::unsupported(format!(
             "model '{model_name}': {EXECUTION_ENV_PARAMETER} (\"{env}\") is not supported by rustpy: \

@@ -130,7 +130,7 @@ impl LocalModel {
 
 /// The highest numeric version directory of a model.
 pub fn latest_version(model_dir: &Path) -> Result<u64> {
-    let (versions, _) = rustpy_config::check::version_dirs(model_dir);
+    let (versions, _) = rustpy_config::repo::version_dirs(model_dir);
     versions.last().map(|(v, _)| *v).ok_or_else(|| {
         Error::new(
             ErrorCode::NotFound,

@@ -22,7 +22,7 @@ pub fn run(global: &Global, args: EnvArgs) -> Result {
         )));
     }
     let python = check::python_interpreter();
-    let files = check::rustpy_requirements(&check::model_dirs_of(&args.repo));
+    let files = check::rustpy_requirements(&rustpy_config::repo::model_dirs(&args.repo));
     if files.is_empty() {
         global.status("no backend: \"rustpy\" model has a requirements.txt; nothing to install");
         return Ok(Status::Success);

@@ -49,7 +49,7 @@ impl rustpy_fetch::Progress for Bar {
 
 /// The checkpoint a model directory declares (`None`: none, or no readable config).
 pub fn model_checkpoint(dir: &Path) -> Option<std::result::Result<Checkpoint, String>> {
-    let text = std::fs::read_to_string(dir.join(rustpy_config::check::CONFIG_FILE)).ok()?;
+    let text = std::fs::read_to_string(dir.join(rustpy_config::repo::CONFIG_FILE)).ok()?;
     let cfg = rustpy_config::parse_pbtxt(&text).ok()?;
     Checkpoint::from_config(&cfg)
 }
@@ -71,7 +71,7 @@ pub fn run(global: &Global, args: FetchArgs) -> Result {
         bar: Mutex::new(None),
     }));
     let mut outcomes = Vec::new();
-    for dir in rustpy_config::check::model_dirs(&args.repo) {
+    for dir in rustpy_config::repo::model_dirs(&args.repo) {
         let model = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -44,16 +44,16 @@ use serde_json::{json, Map, Value};
 use crate::{cli::TestArgs, Error, Global, Result, Status};
 
 /// Where a model's golden cases live.
-pub use rustpy_config::check::TESTS_DIR;
+pub use rustpy_config::repo::TESTS_DIR;
 
 const DEFAULT_TOLERANCE: f64 = 1e-5;
 const MAX_DIFFS: usize = 5;
 
 pub fn run(global: &Global, args: TestArgs) -> Result {
-    let models = if rustpy_config::check::is_model_dir(&args.path) {
+    let models = if rustpy_config::repo::is_model_dir(&args.path) {
         vec![args.path.clone()]
     } else if args.path.is_dir() {
-        rustpy_config::check::model_dirs(&args.path)
+        rustpy_config::repo::model_dirs(&args.path)
     } else {
         return Err(Error::Usage(format!(
             "{} is not a model directory or repository",

@@ -1,5 +1,7 @@
 //! `rustpy check [PATH]`: the configuration checks of crate `rustpy-config`
 //! plus static Python checks of every `backend: "rustpy"` model's model.py.
+//! Which directories are models, and which files they run, is
+//! `rustpy_config::repo`'s decision (the same one the config checks use).
 //!
 //! Diagnostics print like a compiler's (`path:line:col: error[code]: ...`
 //! and `  = hint: ...`), then a summary line; any error makes the exit code 1.
@@ -14,7 +16,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use rustpy_config::check::{self as config_check, Diagnostic, Severity, CONFIG_FILE};
+use rustpy_config::{
+    check as config_check,
+    diagnostic::{Diagnostic, Severity},
+    repo::{model_dirs, model_files, CONFIG_FILE},
+};
 use serde::Serialize;
 
 use crate::{cli::CheckArgs, Error, Global, Result, Status};
@@ -129,30 +135,6 @@ pub fn check_for_packaging(repo: &Path, models: &[String]) -> anyhow::Result<Rep
     Ok(total)
 }
 
-/// The model directories `path` stands for, as rustpy-config decides it:
-/// the path itself if it is a model directory, else its subdirectories.
-fn model_dirs(path: &Path) -> Vec<PathBuf> {
-    if !path.is_dir() {
-        return Vec::new();
-    }
-    if config_check::is_model_dir(path) {
-        return vec![path.to_path_buf()];
-    }
-    let mut dirs: Vec<PathBuf> = fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 /// The requirements.txt of every `backend: "rustpy"` model under `model_dirs`
 /// (in-process models share one interpreter; other backends have their own).
 pub fn rustpy_requirements(model_dirs: &[PathBuf]) -> Vec<requirements::ModelRequirements> {
@@ -166,11 +148,6 @@ pub fn rustpy_requirements(model_dirs: &[PathBuf]) -> Vec<requirements::ModelReq
         })
         .filter_map(|d| requirements::of_model(d))
         .collect()
-}
-
-/// The model directories of a repository (or the one model `path` is).
-pub fn model_dirs_of(path: &Path) -> Vec<PathBuf> {
-    model_dirs(path)
 }
 
 /// The model files of a `backend: "rustpy"` model, with its decoupled flag.
@@ -187,7 +164,7 @@ fn rustpy_files(model_dir: &Path) -> Vec<python::PyModel> {
         return Vec::new();
     }
     let decoupled = rustpy_config::is_decoupled(&cfg);
-    config_check::model_files(model_dir)
+    model_files(model_dir)
         .into_iter()
         .map(|file| python::PyModel { file, decoupled })
         .collect()

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
-use rustpy_config::check::{Diagnostic, Severity};
+use rustpy_config::diagnostic::{Diagnostic, Severity};
 
 const SCRIPT: &str = include_str!("model_ast.py");
 /// Debian's interpreter: the one the backend embeds on the serving machines.

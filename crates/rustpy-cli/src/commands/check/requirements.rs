@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
-use rustpy_config::check::{Diagnostic, Severity};
+use rustpy_config::diagnostic::{Diagnostic, Severity};
 
 const SCRIPT: &str = include_str!("requirements.py");
 /// The file each model lists its Python dependencies in (`rustpy init` writes it).
@@ -40,7 +40,6 @@ struct RawDiag {
 #[derive(Debug, Deserialize)]
 struct Output {
     diagnostics: Vec<RawDiag>,
-    merged: Vec<String>,
     needed: Vec<String>,
 }
 
@@ -48,8 +47,6 @@ struct Output {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub diagnostics: Vec<Diagnostic>,
-    /// Every requirement line (markers applied), first occurrence order.
-    pub merged: Vec<String>,
     /// The lines the interpreter (with the site-packages dirs) does not satisfy yet.
     pub needed: Vec<String>,
 }
@@ -142,7 +139,6 @@ pub fn check(
                 hint: d.hint,
             })
             .collect(),
-        merged: out.merged,
         needed: out.needed,
     })
 }
