@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from e2e_client import infer
+from e2e_client import client, infer, make_inputs
 from triton import E2E_DIR
 
 
@@ -47,4 +47,39 @@ def test_one_bad_response_fails_only_its_request(triton_factory, protocol):
     assert {results[v]["batch"] for v in (1, 2, 3)} == {4}, results
     # And the server keeps serving.
     r = infer(s, protocol, "one_bad", {"IN": np.array([[7]], dtype=np.int32)})
+    assert json.loads(r.as_numpy("OUT")[0, 0])["value"] == 7
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_response_for_a_rescheduled_request_fails_it_once(triton_factory, protocol):
+    """A request that asked to be rescheduled but got a response from execute
+    fails with upstream's message and is released, not rescheduled: handing
+    it back to Triton after its FINAL response made the server crash when the
+    rescheduled request was executed again."""
+    s = triton_factory(E2E_DIR / "repos" / "pb_responses", name="pb_responses")
+    x = np.arange(4, dtype=np.float32)
+    for seq in (1, 2, 3):
+        with pytest.raises(InferenceServerException) as err:
+            client(s, protocol).infer("reschedule_answered", make_inputs(protocol, {"IN": x}),
+                                      sequence_id=seq, sequence_start=True, sequence_end=True)
+        assert "Expected a None object in the execute function return list for reschduled request" \
+            in err.value.message(), err.value.message()
+    # The server is alive and still serving other models.
+    r = infer(s, protocol, "one_bad", {"IN": np.array([[7]], dtype=np.int32)})
+    assert json.loads(r.as_numpy("OUT")[0, 0])["value"] == 7
+
+
+def test_response_for_a_rescheduled_request_through_bls(triton_factory):
+    """The same through BLS, where the crash showed (a second answer reached
+    the BLS caller's completion state after its FINAL): every call gets the
+    error once, and the server stays up."""
+    s = triton_factory(E2E_DIR / "repos" / "pb_responses", name="pb_responses")
+    x = np.arange(4, dtype=np.float32)
+    for _ in range(5):
+        r = infer(s, "grpc", "reschedule_caller", {"IN": x})
+        message = r.as_numpy("ERROR")[0].decode()
+        assert "Expected a None object in the execute function return list for reschduled request" \
+            in message, message
+    time.sleep(1)  # a wrongly rescheduled request would run again by now
+    r = infer(s, "http", "one_bad", {"IN": np.array([[7]], dtype=np.int32)})
     assert json.loads(r.as_numpy("OUT")[0, 0])["value"] == 7

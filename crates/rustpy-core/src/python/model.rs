@@ -706,8 +706,11 @@ impl ModelInstance {
                     .and_then(|r| r.getattr("_release_flags"))
                     .and_then(|f| f.extract::<u32>())
                     .is_ok_and(|f| f == 2);
-                if rescheduled {
-                    s.detach();
+                // A request that was answered (e.g. failed because execute
+                // returned a response for it although it asked to be
+                // rescheduled) is finished: rescheduling it too would let
+                // Triton execute and answer it again after its FINAL.
+                if rescheduled && s.detach() {
                     report.reschedule.resize(requests.len(), false);
                     report.reschedule[*i] = true;
                     report.ok[*i] = true;

@@ -92,12 +92,16 @@ impl NativeSender {
     }
 
     /// Drops the responder without answering (the request is rescheduled).
-    pub(crate) fn detach(&self) {
+    /// False if a final response already went out: such a request is
+    /// finished and must be released, never handed back to Triton.
+    pub(crate) fn detach(&self) -> bool {
         if let Ok(mut s) = self.state.lock() {
             if let Some(mut r) = s.responder.take() {
                 r.detach();
+                return true;
             }
         }
+        false
     }
 
     pub(crate) fn send_error_final(&self, err: &Error) {
