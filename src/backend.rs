@@ -155,9 +155,7 @@ pub fn model_initialize(model: Model) -> Result<()> {
                 })?;
             }
         }
-        return model
-            .state_slot()
-            .put(ModelState::Process(template));
+        return model.state_slot().put(ModelState::Process(template));
     }
     let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
     // TritonPythonModel.auto_complete_config, applied through Triton's own

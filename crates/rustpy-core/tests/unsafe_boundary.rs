@@ -99,7 +99,13 @@ fn only_the_listed_modules_allow_unsafe_and_the_readme_names_them() {
         a
     });
     let readme = fs::read_to_string(root().join("README.md")).unwrap();
-    for name in ["src/ffi/", "python::numpy_io", "rustpy serve", "rustpy-inproc", "isolation::sys"] {
+    for name in [
+        "src/ffi/",
+        "python::numpy_io",
+        "rustpy serve",
+        "rustpy-inproc",
+        "isolation::sys",
+    ] {
         assert!(
             readme.contains(name),
             "README must name the unsafe module {name}"
