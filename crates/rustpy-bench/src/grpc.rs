@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tonic::codec::ProstCodec;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Clock, WorkerResult};
+use crate::{Clock, Outcome, WorkerResult};
 use rustpy_bench::workload::{Request, Workload};
 
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
@@ -139,7 +139,7 @@ async fn worker(
         if t0 >= clock.end {
             break;
         }
-        let outcome: Result<usize, (bool, String)> = match grpc.ready().await {
+        let outcome: Outcome = match grpc.ready().await {
             Err(e) => Err((false, format!("connection: {e}"))),
             Ok(()) => {
                 let codec: ProstCodec<ModelInferRequest, ModelInferResponse> =
@@ -157,33 +157,8 @@ async fn worker(
             }
         };
         let t1 = Instant::now();
-        let measured = t1 >= clock.warm_end && t1 < clock.end;
-        match outcome {
-            Ok(out_bytes) => {
-                if measured {
-                    res.completed += 1;
-                    res.latencies_ns.push((t1 - t0).as_nanos() as u64);
-                    res.in_bytes += req.tensor_bytes as u64;
-                    res.out_bytes += out_bytes as u64;
-                } else if t1 < clock.warm_end {
-                    res.warmup_completed += 1;
-                }
-            }
-            Err((validation, msg)) => {
-                if measured {
-                    if validation {
-                        res.validation_errors += 1;
-                    } else {
-                        res.errors += 1;
-                    }
-                } else if t1 < clock.warm_end {
-                    res.warmup_errors += 1;
-                }
-                res.first_error.get_or_insert(msg);
-                if !validation {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
+        if res.record(outcome, t0, t1, clock, req.tensor_bytes) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     res

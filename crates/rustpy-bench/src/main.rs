@@ -229,6 +229,52 @@ struct Clock {
     end: Instant,
 }
 
+/// What one request ended with: the output bytes, or (is it a validation
+/// error, message).
+type Outcome = Result<usize, (bool, String)>;
+
+impl WorkerResult {
+    /// Counts one request sent at t0 and answered at t1 (measured, warm-up,
+    /// or after the window). Returns true for a transport/server error, after
+    /// which the caller backs off instead of spinning on a dead server.
+    fn record(
+        &mut self,
+        outcome: Outcome,
+        t0: Instant,
+        t1: Instant,
+        clock: &Clock,
+        tensor_bytes: usize,
+    ) -> bool {
+        let measured = t1 >= clock.warm_end && t1 < clock.end;
+        match outcome {
+            Ok(out_bytes) => {
+                if measured {
+                    self.completed += 1;
+                    self.latencies_ns.push((t1 - t0).as_nanos() as u64);
+                    self.in_bytes += tensor_bytes as u64;
+                    self.out_bytes += out_bytes as u64;
+                } else if t1 < clock.warm_end {
+                    self.warmup_completed += 1;
+                }
+                false
+            }
+            Err((validation, msg)) => {
+                if measured {
+                    if validation {
+                        self.validation_errors += 1;
+                    } else {
+                        self.errors += 1;
+                    }
+                } else if t1 < clock.warm_end {
+                    self.warmup_errors += 1;
+                }
+                self.first_error.get_or_insert(msg);
+                !validation
+            }
+        }
+    }
+}
+
 fn worker(id: usize, args: &Args, wl: &Workload, start: &Barrier, clock: &Clock) -> WorkerResult {
     let mut conn = http::Connection::new(args.addr, args.timeout);
     let path = format!("/v2/models/{}/infer", args.model);
@@ -259,8 +305,7 @@ fn worker(id: usize, args: &Args, wl: &Workload, start: &Barrier, clock: &Clock)
         }
         let sent = conn.post(&path, &headers, &parts, &mut resp);
         let t1 = Instant::now();
-        let measured = t1 >= clock.warm_end && t1 < clock.end;
-        let outcome: Result<usize, (bool, String)> = match sent {
+        let outcome: Outcome = match sent {
             Err(e) => Err((false, format!("I/O error: {e}"))),
             Ok(()) if resp.status != 200 => Err((
                 false,
@@ -274,33 +319,9 @@ fn worker(id: usize, args: &Args, wl: &Workload, start: &Barrier, clock: &Clock)
                 .validate(&req, resp.inference_header_len, &resp.body)
                 .map_err(|e| (true, e)),
         };
-        match outcome {
-            Ok(out_bytes) => {
-                if measured {
-                    res.completed += 1;
-                    res.latencies_ns.push((t1 - t0).as_nanos() as u64);
-                    res.in_bytes += req.tensor_bytes as u64;
-                    res.out_bytes += out_bytes as u64;
-                } else if t1 < clock.warm_end {
-                    res.warmup_completed += 1;
-                }
-            }
-            Err((validation, msg)) => {
-                if measured {
-                    if validation {
-                        res.validation_errors += 1;
-                    } else {
-                        res.errors += 1;
-                    }
-                } else if t1 < clock.warm_end {
-                    res.warmup_errors += 1;
-                }
-                res.first_error.get_or_insert(msg);
-                if !validation {
-                    // Do not spin on a dead server.
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
+        if res.record(outcome, t0, t1, clock, req.tensor_bytes) {
+            // Do not spin on a dead server.
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
     res
