@@ -404,8 +404,8 @@ impl Driver<'_> {
         wl.build(ctx.id, seq, req);
         let api = self.api();
         let mut raw: *mut TRequest = ptr::null_mut();
-        // SAFETY: live server; the model name is NUL-terminated.
         api.check(
+            // SAFETY: live server; the model name is NUL-terminated.
             unsafe {
                 (api.TRITONSERVER_InferenceRequestNew)(
                     &mut raw,
@@ -449,8 +449,8 @@ impl Driver<'_> {
             }
             for out in wl.output_names() {
                 let name = CString::new(*out).expect("static name");
-                // SAFETY: live request; the name is copied.
                 api.check(
+                    // SAFETY: live request; the name is copied.
                     unsafe {
                         (api.TRITONSERVER_InferenceRequestAddRequestedOutput)(raw, name.as_ptr())
                     },
@@ -888,9 +888,9 @@ fn real_main() -> Result<(), (u8, String)> {
     let server = Server::start(api, &cfg).map_err(fail)?;
     let api = &server.api;
     let mut allocator: *mut TAllocator = ptr::null_mut();
-    // SAFETY: creates an allocator we own (deleted at the end) with plain
-    // function callbacks and no start function.
     api.check(
+        // SAFETY: creates an allocator we own (deleted at the end) with plain
+        // function callbacks and no start function.
         unsafe {
             (api.TRITONSERVER_ResponseAllocatorNew)(
                 &mut allocator,

@@ -228,15 +228,15 @@ unsafe impl Sync for Server {}
 impl Server {
     pub fn start(api: Api, cfg: &ServerConfig) -> Result<Server, String> {
         let mut opts: *mut TOptions = ptr::null_mut();
-        // SAFETY: writes a new options object to `opts`, which we delete below.
         api.check(
+            // SAFETY: writes a new options object to `opts`, which we delete below.
             unsafe { (api.TRITONSERVER_ServerOptionsNew)(&mut opts) },
             "ServerOptionsNew",
         )?;
         let result = (|| -> Result<*mut TServer, String> {
             let repo = cstr(&cfg.repository.to_string_lossy())?;
             let bdir = cstr(&cfg.backend_dir.to_string_lossy())?;
-            // SAFETY (every call in this block): `opts` is the live options
+            // SAFETY: (every call in this block) `opts` is the live options
             // object created above; the strings are NUL-terminated and copied
             // by the callee.
             unsafe {
