@@ -1,9 +1,6 @@
 //! `_rustpy_native`: the Rust half of rustpy's pb_utils (response senders,
 //! logging). Registered in sys.modules when the interpreter starts.
 
-// pyo3 0.22's #[pyfunction]/#[pymethods] expansions trip this lint.
-#![allow(clippy::useless_conversion)]
-
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam::channel::{unbounded, Receiver};
