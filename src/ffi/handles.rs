@@ -10,6 +10,7 @@ use std::ptr;
 use rustpy_core::request::{CorrelationId, InputTensor, ParamValue};
 use rustpy_core::{DataType, Error, OutputSlice};
 
+use super::params::RawParameter;
 use super::raw;
 use super::{borrow_str, check, cstring, new_error};
 
@@ -380,29 +381,20 @@ impl Request {
         check(unsafe { raw::TRITONBACKEND_RequestParameterCount(self.raw, &mut n) })?;
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let (mut key, mut kind, mut value) = (ptr::null(), 0, ptr::null());
-            // SAFETY: live request; `value` points to a value of the type named
-            // by `kind` (a C string for STRING), owned by the request.
+            let mut p = RawParameter::new();
+            // SAFETY: live request and `i` < the parameter count; writes
+            // pointers to the name and value, which the request owns.
             check(unsafe {
-                raw::TRITONBACKEND_RequestParameter(self.raw, i, &mut key, &mut kind, &mut value)
+                raw::TRITONBACKEND_RequestParameter(
+                    self.raw,
+                    i,
+                    &mut p.name,
+                    &mut p.kind,
+                    &mut p.value,
+                )
             })?;
-            // SAFETY: on success `key` is a NUL-terminated string owned by the request; copied here.
-            let key = unsafe { borrow_str(key) }.to_owned();
-            // SAFETY: `value` points to a value of the type `kind` names (a C string for STRING), owned by the request; each is copied out.
-            let v = unsafe {
-                match kind {
-                    raw::TRITONSERVER_PARAMETER_STRING => {
-                        ParamValue::String(borrow_str(value as *const _).to_owned())
-                    }
-                    raw::TRITONSERVER_PARAMETER_INT => ParamValue::Int(*(value as *const i64)),
-                    raw::TRITONSERVER_PARAMETER_BOOL => ParamValue::Bool(*(value as *const bool)),
-                    raw::TRITONSERVER_PARAMETER_DOUBLE => {
-                        ParamValue::Double(*(value as *const f64))
-                    }
-                    _ => continue, // BYTES parameters are not exposed to models
-                }
-            };
-            out.push((key, v));
+            // SAFETY: the call succeeded: `p` points into the live request.
+            out.extend(unsafe { p.decode() });
         }
         Ok(out)
     }

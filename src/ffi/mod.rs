@@ -14,10 +14,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod entry;
-pub mod handles;
-pub mod raw;
-pub mod server;
-pub mod sys;
+pub(crate) mod handles;
+mod params;
+mod raw;
+pub(crate) mod server;
+pub(crate) mod sys;
 
 use std::ffi::{CStr, CString};
 
