@@ -1,7 +1,9 @@
 //! Thin safe wrappers around the server's handles. Borrowed handles
 //! (backend, model, instance) are Copy newtypes valid for the entry point that
 //! received them; owned ones (request, response factory, response) free
-//! themselves in Drop.
+//! themselves in Drop. A [`Request`] reads its id, flags, parameters (decoded
+//! by `super::params`) and input buffers; a [`ResponseFactory`] builds and
+//! sends its responses.
 
 use std::any::Any;
 use std::os::raw::c_void;
