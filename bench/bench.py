@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "bench" / "models"
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from triton import (TritonServer, TritonStartError, clean_env, python_backend_dir,  # noqa: E402
+from tritonharness import (TritonServer, TritonStartError, clean_env, python_backend_dir,  # noqa: E402
                     rustpy_backend_lib, tritonserver_root)
 
 MiB = 1 << 20

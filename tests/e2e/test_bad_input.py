@@ -11,7 +11,7 @@ import pytest
 
 from e2e_client import infer, infer_error
 from reliability import RELIABILITY, bytes_elems, http_infer_raw, start_server
-from triton import MODEL_REPOSITORY
+from tritonharness import MODEL_REPOSITORY
 
 BADINPUT = RELIABILITY / "badinput"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from triton import (PROJECT_ROOT, clean_env, python_backend_dir, rustpy_backend_lib,
+from tritonharness import (PROJECT_ROOT, clean_env, python_backend_dir, rustpy_backend_lib,
                     tritonserver_root)
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
@@ -150,7 +150,7 @@ def test_every_variant_computes_the_reference(inproc, model):
 @pytest.fixture(scope="module")
 def net_server():
     from conftest import _start
-    from triton import TritonServer
+    from tritonharness import TritonServer
     models = ["mlp_rustpy", "embed_python", "add_sub_rustpy"]
     s = _start(TritonServer([MODELS], wait_models=models, name="bench-net", load_models=models,
                             model_control_mode="explicit"))

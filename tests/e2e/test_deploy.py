@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from triton import PROJECT_ROOT, TritonServer, deps_dir, rustpy_backend_lib
+from tritonharness import PROJECT_ROOT, TritonServer, deps_dir, rustpy_backend_lib
 
 DEPLOY = PROJECT_ROOT / "deploy"
 VALIDATE = Path(__file__).resolve().parent / "deploy" / "validate.py"

@@ -36,7 +36,7 @@ import pytest
 
 from pb_models.harness import (CASES, Case, Normaliser, model_names, render_repository,
                                run_case, run_unary, s, wait_for_models)
-from triton import TritonServer, TritonStartError, reference_mode
+from tritonharness import TritonServer, TritonStartError, reference_mode
 
 SUFFIXES = {"_python": "python", "_rustpy": "rustpy"}
 

@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 
-from triton import E2E_DIR
+from tritonharness import E2E_DIR
 
 LIFETIME = E2E_DIR / "repos" / "lifetime"
 MODELS = ["keeper", "keeper_pb"]
@@ -40,7 +40,7 @@ def sent_values(i: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from triton import TritonServer, TritonStartError
+    from tritonharness import TritonServer, TritonStartError
     markers = tmp_path_factory.mktemp("markers")
     s = TritonServer(LIFETIME, name="lifetime", env={"RUSTPY_TEST_MARKERS": markers})
     try:

@@ -24,7 +24,7 @@ X = np.array([[0.1, 0.4, 0.2, 0.3]], dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def params_server():
-    from triton import TritonServer
+    from tritonharness import TritonServer
     s = TritonServer(REPO, name="params").start()
     yield s
     s.stop()

@@ -12,7 +12,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from e2e_client import client, infer, make_inputs
-from triton import E2E_DIR
+from tritonharness import E2E_DIR
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -19,7 +19,7 @@ import pytest
 
 from e2e_client import infer, infer_error, stream
 from reliability import copy_models, start_server
-from triton import E2E_DIR, TritonServer
+from tritonharness import E2E_DIR, TritonServer
 
 PROCESS = E2E_DIR / "repos" / "process"
 

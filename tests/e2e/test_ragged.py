@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from e2e_client import client, infer, infer_error, make_inputs
-from triton import E2E_DIR
+from tritonharness import E2E_DIR
 
 RAGGED = E2E_DIR / "repos" / "ragged"
 MODELS = ["tokens", "tokens_pad", "boxes", "opt_default", "opt_nodefault", "stream_ragged"]

@@ -19,7 +19,7 @@ import pytest
 
 from e2e_client import make_inputs
 from reliability import long_run, rss_kib, start_server
-from triton import MODEL_REPOSITORY
+from tritonharness import MODEL_REPOSITORY
 
 SOAK_MODELS = ["add_sub", "string_upper", "stream_counter"]
 

@@ -3,7 +3,7 @@
 Importable helper (no third-party imports at module level; tritonclient is only
 needed by the ``http_client()``/``grpc_client()`` conveniences):
 
-    from triton import TritonServer
+    from tritonharness import TritonServer
     with TritonServer(["model_repository"]) as server:
         client = server.http_client()
         ...
@@ -30,7 +30,7 @@ Environment overrides:
                          reference implementation of the batched API (checks the
                          tests and example models without libtriton_rustpy.so)
 
-Also a tiny CLI:  python tests/e2e/triton.py --repo model_repository [--wait add_sub]
+Also a tiny CLI:  python tests/e2e/tritonharness.py --repo model_repository [--wait add_sub]
 starts a server, prints its URLs and serves until Ctrl-C.
 """
 
@@ -52,7 +52,7 @@ import weakref
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-# tests/e2e/triton.py -> project root is two levels up.
+# tests/e2e/tritonharness.py -> project root is two levels up.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
 MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
