@@ -308,10 +308,14 @@ def test_cpu_bound_python_uses_both_cores_in_process_mode(tmp_path, record_prope
         with open(out, "a") as f:
             f.write(json.dumps({"gil_process": figures}) + "\n")
     assert one["in_flight"] < 1.1, figures
-    assert two["in_flight"] > 1.6, figures
+    # Two workers overlap their predicts: at some moment both run (how much of
+    # the time depends on how fast a loaded machine lets the clients resend,
+    # so the average is only asserted on a machine with a core to spare).
+    assert two["max_in_flight"] >= 2, figures
     # Two interpreters, two GILs: with a second core free, both predicts
     # compute at once (in-process the same work stays below 1.15 cores).
     if (os.cpu_count() or 1) >= 2 and os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5:
+        assert two["in_flight"] > 1.6, figures
         assert two["cores"] > 1.3, figures
 
 
