@@ -112,6 +112,7 @@ def _cases() -> list:
     for proto in ("http", "grpc"):
         c.append(Case(f"tensor_api-{proto}", "tensor_api", TENSOR_INPUTS, proto))
         c.append(Case(f"identity-{proto}", "identity", {"IN": f32(1, 2, 3)}, proto))
+        c.append(Case(f"arg_checks-{proto}", "arg_checks", {"IN": f32(1, 2)}, proto))
         c.append(Case(f"helpers-{proto}", "helpers", {"IN": f32(1, 2)}, proto))
         c.append(Case(f"init_args-{proto}", "init_args", {"IN": np.array([[1, 2], [3, 4]], dtype=np.int64)},
                       proto))
