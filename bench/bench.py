@@ -88,7 +88,16 @@ WORKLOADS = {
             ["python", "python_batched", "rustpy_compat", "rustpy"]),
     "embed": ("text embedding: BYTES → pure-Python tokenizer → FP32[64]", [(None, [1, 32])],
               ["python", "rustpy_compat", "rustpy"]),
+    # Issue 11's first target: pure-Python CPU work (~10 ms a request, GIL held),
+    # the same TritonPythonModel file with count 1 and count 2 (process mode vs
+    # in-process vs the official backend); rustpy-loadgen sends the embed workload.
+    "pycpu_count1": ("pure-Python CPU work (embed × 1000 tokenizer rounds), instance count 1",
+                     [(None, [4])], ["python", "rustpy_compat", "rustpy_compat_process"]),
+    "pycpu_count2": ("pure-Python CPU work (embed × 1000 tokenizer rounds), instance count 2",
+                     [(None, [4])], ["python", "rustpy_compat", "rustpy_compat_process"]),
 }
+# Workloads whose requests and checks are another workload's (rustpy-loadgen --workload).
+LOADGEN_WORKLOAD = {"pycpu_count1": "embed", "pycpu_count2": "embed"}
 
 
 def workload_variants(w, variants):
@@ -270,7 +279,8 @@ class NetworkDriver:
         before = self.server.model_stats(model)
         url = self.server.grpc_url if self.protocol == "grpc" else self.server.http_url
         cmd = [str(self.args.loadgen), "--protocol", self.protocol, "--url", url, "--model", model,
-               "--workload", workload, "--concurrency", str(conc), "--duration", str(duration),
+               "--workload", LOADGEN_WORKLOAD.get(workload, workload), "--concurrency", str(conc),
+               "--duration", str(duration),
                "--warmup", str(warmup), "--expect", expect, "--label", label]
         if size:
             cmd += ["--bytes", str(size)]
@@ -345,7 +355,8 @@ class InprocDriver:
         return None
 
     def run(self, model, workload, size, conc, expect, duration, warmup, label):
-        spec = {"model": model, "workload": workload, "concurrency": conc, "duration": duration,
+        spec = {"model": model, "workload": LOADGEN_WORKLOAD.get(workload, workload),
+                "concurrency": conc, "duration": duration,
                 "warmup": warmup, "expect": expect, "label": label}
         if size:
             spec["bytes"] = size
@@ -523,7 +534,7 @@ def target_lines(results, driver, w, cell) -> list[str]:
                 t = f" (target ≥ 80% at c={cmax}: {verdict(r, 0.8)})" if v == "rustpy" and driver == "inproc" else ""
                 lines.append(f"- {VARIANT_LABEL[v]} / native echo throughput: {', '.join(parts)}{t}")
     elif w == "identity" and "native" in have:
-        for v in ("rustpy", "rustpy_compat", "python"):
+        for v in ("rustpy", "rustpy_compat", "python", "rustpy_process", "rustpy_compat_process"):
             if v not in have:
                 continue
             parts, worst = [], None
@@ -534,7 +545,7 @@ def target_lines(results, driver, w, cell) -> list[str]:
                     parts.append(f"{size // MiB} MiB c={c}: {fmt_num(r, 2)}×")
                     if r is not None:
                         worst = r if worst is None else max(worst, r)
-            t = f" (target ≤ 1.5×: {verdict(worst, 1.5, False)})" if v == "rustpy" else ""
+            t = f" (target ≤ 1.5×: {verdict(worst, 1.5, False)})" if v in ("rustpy", "rustpy_process") else ""
             lines.append(f"- per-byte cost {VARIANT_LABEL[v]} / native echo: {', '.join(parts)}{t}")
     elif w == "mlp" and "python" in have:
         for v in ("rustpy", "rustpy_compat", "python_batched"):
@@ -554,6 +565,15 @@ def target_lines(results, driver, w, cell) -> list[str]:
             if v in have:
                 parts = ", ".join(f"c={c}: {fmt_num(ratio(tp(v, c), tp('python', c)), 2)}×" for c in concs)
                 lines.append(f"- {VARIANT_LABEL[v]} / python throughput: {parts}")
+    elif w == "pycpu_count2" and "pycpu_count1" in settings["workloads"]:
+        # What the second instance buys: count 2 / count 1, each variant, same run.
+        for v in ("rustpy_compat_process", "python", "rustpy_compat"):
+            if v in have:
+                parts = ", ".join(f"c={c}: {fmt_num(ratio(tp(v, c), median_of(cell('pycpu_count1', None, c, v), 'throughput_rps')), 2)}×"
+                                  for c in concs)
+                r = ratio(tp(v, cmax), median_of(cell("pycpu_count1", None, cmax, v), "throughput_rps"))
+                t = f" (target ≥ 1.7×: {verdict(r, 1.7)})" if v == "rustpy_compat_process" else ""
+                lines.append(f"- {VARIANT_LABEL[v]}: count 2 / count 1 throughput {parts}{t}")
     return lines
 
 
