@@ -120,9 +120,32 @@ struct Worker {
     frames: Receiver<FromWorker>,
     input: Shm,
     output: Shm,
+    /// Batches whose input range Python still views: (batch, start, end).
+    /// No later batch is written there until the worker releases them.
+    pinned: Vec<(u64, usize, usize)>,
+    /// The number of the last batch sent.
+    batch: u64,
 }
 
+/// Pinned ranges start on page boundaries (a batch placed after one).
+const PAGE: usize = 4096;
+
 impl Worker {
+    /// Where a batch of `needed` bytes goes: the lowest offset that overlaps
+    /// no pinned range (0 when nothing is pinned).
+    fn place(&self, needed: usize) -> usize {
+        let mut ranges: Vec<(usize, usize)> = self.pinned.iter().map(|&(_, a, b)| (a, b)).collect();
+        ranges.sort_unstable();
+        let mut at = 0usize;
+        for (start, end) in ranges {
+            if at + needed <= start {
+                break;
+            }
+            at = at.max(end.next_multiple_of(PAGE));
+        }
+        at
+    }
+
     /// Starts a worker and runs the model's initialisation in it.
     fn start(cfg: &WorkerConfig) -> Result<Worker> {
         let init = ToWorker::Init {
@@ -220,6 +243,8 @@ impl Worker {
             frames,
             input,
             output,
+            pinned: Vec::new(),
+            batch: 0,
         };
         if worker.send(first).is_err() {
             let cause = worker.reap();
@@ -742,37 +767,60 @@ fn run_batch<R: Responder>(
     finals: &mut [bool],
     report: &mut ExecReport,
 ) -> std::result::Result<Option<(u64, u64)>, Lost> {
-    // Lay the batch out in the input region, growing it first if needed.
-    let mut needed = 0usize;
+    // Lay the batch out in the input region, input by input: every
+    // request's tensor of one input back to back, in batch order, so the
+    // worker's gather of a batch is a view of one range (no copy). Each
+    // input's run starts aligned. The batch goes where no pinned range is,
+    // growing the region first if needed.
+    let mut names: Vec<&str> = Vec::new();
     for r in requests {
         for t in &r.inputs {
-            needed = needed.next_multiple_of(ALIGN) + t.byte_size();
+            if !names.contains(&t.name.as_str()) {
+                names.push(&t.name);
+            }
         }
     }
-    if let Err(e) = worker.input.grow(needed) {
+    let mut needed = 0usize;
+    for name in &names {
+        needed = needed.next_multiple_of(ALIGN);
+        for r in requests {
+            needed += r.inputs.iter().filter(|t| t.name == *name).map(|t| t.byte_size()).sum::<usize>();
+        }
+    }
+    let base = worker.place(needed);
+    if let Err(e) = worker.input.grow(base + needed) {
         return Err(Lost::Died(format!(
             "cannot grow the input shared memory: {e}"
         )));
     }
-    let mut offset = 0usize;
-    let mut wire = Vec::with_capacity(requests.len());
-    for r in requests {
-        let mut inputs = Vec::with_capacity(r.inputs.len());
-        for t in &r.inputs {
-            offset = offset.next_multiple_of(ALIGN);
-            let start = offset;
-            for chunk in &t.chunks {
-                worker.input.write(offset, chunk);
-                offset += chunk.len();
+    let mut placed: Vec<Vec<Option<WireTensor>>> =
+        requests.iter().map(|r| vec![None; r.inputs.len()]).collect();
+    let mut offset = base;
+    for name in &names {
+        offset = offset.next_multiple_of(ALIGN);
+        for (r, slots) in requests.iter().zip(placed.iter_mut()) {
+            for (t, slot) in r.inputs.iter().zip(slots.iter_mut()) {
+                if t.name != *name || slot.is_some() {
+                    continue;
+                }
+                let start = offset;
+                for chunk in &t.chunks {
+                    worker.input.write(offset, chunk);
+                    offset += chunk.len();
+                }
+                *slot = Some(WireTensor {
+                    name: t.name.clone(),
+                    dtype: t.dtype.name().to_string(),
+                    shape: t.shape.clone(),
+                    offset: start,
+                    len: offset - start,
+                });
             }
-            inputs.push(WireTensor {
-                name: t.name.clone(),
-                dtype: t.dtype.name().to_string(),
-                shape: t.shape.clone(),
-                offset: start,
-                len: offset - start,
-            });
         }
+    }
+    let mut wire = Vec::with_capacity(requests.len());
+    for (r, slots) in requests.iter().zip(placed) {
+        let inputs: Vec<WireTensor> = slots.into_iter().flatten().collect();
         wire.push(WireRequest {
             id: r.id.clone(),
             correlation_id: (&r.correlation_id).into(),
@@ -787,9 +835,12 @@ fn run_batch<R: Responder>(
                 .collect(),
         });
     }
+    worker.batch += 1;
+    let batch = worker.batch;
     let msg = ToWorker::Execute {
         input_len: worker.input.len(),
         requests: wire,
+        batch,
     };
     if worker.send(&msg).is_err() {
         return Err(Lost::Died(String::new()));
@@ -873,8 +924,14 @@ fn run_batch<R: Responder>(
                 rows,
                 calls,
                 compute_ns,
+                pinned,
+                released,
             } => {
                 done = true;
+                worker.pinned.retain(|(b, _, _)| !released.contains(b));
+                if pinned && needed > 0 {
+                    worker.pinned.push((batch, base, base + needed));
+                }
                 if ok.len() == n {
                     report.ok = ok;
                 }

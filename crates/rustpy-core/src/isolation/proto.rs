@@ -119,6 +119,10 @@ pub enum ToWorker {
     Execute {
         input_len: usize,
         requests: Vec<WireRequest>,
+        /// This batch's number; [`FromWorker::Done`] pins and releases
+        /// batches by it.
+        #[serde(default)]
+        batch: u64,
     },
     /// Run `finalize` and exit.
     Shutdown,
@@ -275,6 +279,13 @@ pub enum FromWorker {
         calls: usize,
         /// Nanoseconds since the worker received the batch.
         compute_ns: Option<(u64, u64)>,
+        /// Python still holds views of this batch's inputs: the backend must
+        /// not write into its range until the worker releases it.
+        #[serde(default)]
+        pinned: bool,
+        /// Earlier pinned batches whose views Python has freed since.
+        #[serde(default)]
+        released: Vec<u64>,
     },
     Log {
         level: u32,
@@ -340,6 +351,7 @@ mod tests {
             &ToWorker::Execute {
                 input_len: 64,
                 requests: vec![],
+                batch: 1,
             },
         )
         .unwrap();

@@ -13,7 +13,7 @@ use super::proto::{
     error_from_wire, error_to_wire, read_frame, tensor_from_wire, tensor_to_wire, write_frame,
     FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireTensor, WireValue,
 };
-use super::sys::{inherited_fd, inherited_stream, Shm};
+use super::sys::{inherited_fd, inherited_stream, Mapping, Shm};
 use crate::engine::{OutputSlice, Responder};
 use crate::error::ErrorCode;
 use crate::error::{Error, Result};
@@ -26,6 +26,8 @@ use crate::DataType;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+
+use pyo3::prelude::*;
 
 /// The fds the backend passes (see `client.rs`).
 pub struct WorkerFds {
@@ -171,6 +173,67 @@ impl Drop for WorkerResponder {
             ));
         }
     }
+}
+
+/// A mapping of the input region, owned by Python: the base of every numpy
+/// view of a batch's inputs (numpy_io's view region). Python frees it when
+/// the last view goes; the mapping goes with it.
+#[pyclass(module = "_rustpy_worker", frozen)]
+struct SharedInput {
+    map: Mapping,
+    /// 0, or the batch whose views outlived its execution: the backend keeps
+    /// that batch's range untouched until this object is freed.
+    pinned: AtomicU64,
+    released: Released,
+}
+
+/// Pinned batches whose views Python has freed, for the next Done frame.
+type Released = Arc<Mutex<Vec<u64>>>;
+
+impl Drop for SharedInput {
+    fn drop(&mut self) {
+        let batch = self.pinned.load(Ordering::Acquire);
+        if batch != 0 {
+            self.released
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(batch);
+        }
+    }
+}
+
+/// The region mapping for a batch whose inputs end at `input_len`: the
+/// current one if it covers them (and nothing pinned it), else a new one.
+fn input_region(
+    current: Option<Py<SharedInput>>,
+    fd: &std::os::fd::OwnedFd,
+    input_len: usize,
+    released: &Released,
+) -> Result<Py<SharedInput>> {
+    Python::with_gil(|py| {
+        if let Some(c) = current {
+            if c.get().map.len() >= input_len {
+                return Ok(c);
+            }
+        }
+        let map = Mapping::new(fd)
+            .map_err(|e| Error::internal(format!("rustpy-worker: input memory: {e}")))?;
+        if map.len() < input_len {
+            return Err(Error::internal(format!(
+                "rustpy-worker: input memory holds {} bytes, {input_len} announced",
+                map.len()
+            )));
+        }
+        Py::new(
+            py,
+            SharedInput {
+                map,
+                pinned: AtomicU64::new(0),
+                released: released.clone(),
+            },
+        )
+        .map_err(|e| Error::internal(format!("rustpy-worker: input memory: {e}")))
+    })
 }
 
 /// A call waiting for the backend's answer.
@@ -442,8 +505,9 @@ fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 fn serve(fds: WorkerFds) -> Result<()> {
     super::sys::defer_termination_to_parent();
     let socket = inherited_stream(fds.socket).map_err(io_err("control socket"))?;
-    let mut input = Shm::map(inherited_fd(fds.input).map_err(io_err("input memory"))?)
-        .map_err(io_err("map"))?;
+    let input_fd = inherited_fd(fds.input).map_err(io_err("input memory"))?;
+    let released: Released = Arc::new(Mutex::new(Vec::new()));
+    let mut current: Option<Py<SharedInput>> = None;
     let output = Shm::map(inherited_fd(fds.output).map_err(io_err("output memory"))?)
         .map_err(io_err("map"))?;
     let mut reader = BufReader::new(socket.try_clone().map_err(io_err("control socket"))?);
@@ -546,11 +610,13 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Execute {
                 input_len,
                 requests,
+                batch,
             } => {
                 let start = Instant::now();
                 channel.lock().unwrap_or_else(|p| p.into_inner()).used = 0;
-                if let Err(e) = input.ensure(input_len) {
-                    let e = Error::internal(format!("rustpy-worker: input memory: {e}"));
+                let region = match input_region(current.take(), &input_fd, input_len, &released) {
+                    Ok(r) => r,
+                    Err(e) => {
                     for i in 0..requests.len() {
                         WorkerResponder {
                             index: i,
@@ -566,10 +632,16 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             rows: vec![0; requests.len()],
                             calls: 0,
                             compute_ns: None,
+                            pinned: false,
+                            released: std::mem::take(
+                                &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
+                            ),
                         },
                     );
                     continue;
-                }
+                    }
+                };
+                let input = &region.get().map;
                 let mut core = Vec::with_capacity(requests.len());
                 let mut bad = Vec::new();
                 for (i, r) in requests.into_iter().enumerate() {
@@ -588,8 +660,6 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             chunks: vec![data],
                         });
                     }
-                    // No `owner`: the region is rewritten by the next batch, so
-                    // Python gets arrays it owns, never a view it could keep.
                     core.push(InferRequest {
                         id: r.id,
                         correlation_id: r.correlation_id.into(),
@@ -617,8 +687,33 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         "rustpy-worker: an input lies outside the shared memory".into(),
                     ));
                 }
+                // Inputs reach Python as views of this mapping (numpy_io's
+                // view region) while execute runs.
+                Python::with_gil(|py| {
+                    python::set_view_region(Some((
+                        input.as_ptr(),
+                        input.len(),
+                        region.clone_ref(py).into_any(),
+                    )))
+                });
                 let report = instance.execute(&core, responders);
                 drop(core);
+                // A view Python kept (a stored array, a request a thread still
+                // answers) pins this batch's range: the next batch goes
+                // elsewhere and this mapping lives until Python frees it.
+                // Refcounts only change under the GIL, so the check and the
+                // mark cannot race with the last view going away.
+                let pinned = Python::with_gil(|py| {
+                    python::set_view_region(None);
+                    if region.get_refcnt(py) > 1 {
+                        region.get().pinned.store(batch.max(1), Ordering::Release);
+                        drop(region);
+                        true
+                    } else {
+                        current = Some(region);
+                        false
+                    }
+                });
                 let ns = |t: Option<Instant>| {
                     t.map(|t| t.saturating_duration_since(start).as_nanos() as u64)
                 };
@@ -630,6 +725,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         rows: report.rows,
                         calls: report.calls,
                         compute_ns,
+                        pinned,
+                        released: std::mem::take(
+                            &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
+                        ),
                     },
                 );
             }
@@ -640,6 +739,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => {}
         }
     }
+    Python::with_gil(|_| drop(current.take()));
     if let Err(e) = instance.finalize() {
         python_log_error(&e.message);
     }
