@@ -784,7 +784,12 @@ fn run_batch<R: Responder>(
     for name in &names {
         needed = needed.next_multiple_of(ALIGN);
         for r in requests {
-            needed += r.inputs.iter().filter(|t| t.name == *name).map(|t| t.byte_size()).sum::<usize>();
+            needed += r
+                .inputs
+                .iter()
+                .filter(|t| t.name == *name)
+                .map(|t| t.byte_size())
+                .sum::<usize>();
         }
     }
     let base = worker.place(needed);
@@ -793,8 +798,10 @@ fn run_batch<R: Responder>(
             "cannot grow the input shared memory: {e}"
         )));
     }
-    let mut placed: Vec<Vec<Option<WireTensor>>> =
-        requests.iter().map(|r| vec![None; r.inputs.len()]).collect();
+    let mut placed: Vec<Vec<Option<WireTensor>>> = requests
+        .iter()
+        .map(|r| vec![None; r.inputs.len()])
+        .collect();
     let mut offset = base;
     for name in &names {
         offset = offset.next_multiple_of(ALIGN);

@@ -617,28 +617,28 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 let region = match input_region(current.take(), &input_fd, input_len, &released) {
                     Ok(r) => r,
                     Err(e) => {
-                    for i in 0..requests.len() {
-                        WorkerResponder {
-                            index: i,
-                            channel: channel.clone(),
-                            done: false,
+                        for i in 0..requests.len() {
+                            WorkerResponder {
+                                index: i,
+                                channel: channel.clone(),
+                                done: false,
+                            }
+                            .send_error(&e);
                         }
-                        .send_error(&e);
-                    }
-                    send(
-                        &channel,
-                        &FromWorker::Done {
-                            ok: vec![false; requests.len()],
-                            rows: vec![0; requests.len()],
-                            calls: 0,
-                            compute_ns: None,
-                            pinned: false,
-                            released: std::mem::take(
-                                &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
-                            ),
-                        },
-                    );
-                    continue;
+                        send(
+                            &channel,
+                            &FromWorker::Done {
+                                ok: vec![false; requests.len()],
+                                rows: vec![0; requests.len()],
+                                calls: 0,
+                                compute_ns: None,
+                                pinned: false,
+                                released: std::mem::take(
+                                    &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
+                                ),
+                            },
+                        );
+                        continue;
                     }
                 };
                 let input = &region.get().map;
