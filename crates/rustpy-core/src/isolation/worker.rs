@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::proto::{
-    error_from_wire, error_to_wire, read_frame, tensor_from_wire, tensor_to_wire, write_frame,
-    FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireTensor, WireValue,
+    error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
+    write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireOwnedTensor,
+    WireTensor, WireValue,
 };
 use super::sys::{inherited_fd, inherited_stream, Mapping, Shm};
 use crate::engine::{OutputSlice, Responder};
@@ -23,7 +24,7 @@ use crate::server::{
     set_server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
 };
 use crate::DataType;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
@@ -46,6 +47,9 @@ struct Channel {
     output: Shm,
     /// Bytes of the output region used by the current batch.
     used: usize,
+    /// The batch running now (its responses may use the output region),
+    /// none between its Done and the next Execute.
+    running: Option<u64>,
 }
 
 impl Channel {
@@ -65,11 +69,39 @@ fn send(channel: &Shared, msg: &FromWorker) {
     }
 }
 
-/// Answers request `index` of the current batch through the backend.
+/// Sends a batch's Done; responses sent after it (from user threads) travel
+/// inline, so the output region is free for the next batch.
+fn send_done(channel: &Shared, done: FromWorker) {
+    let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
+    ch.running = None;
+    if ch.send(&done).is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// Requests the backend says the client cancelled (ToWorker::Cancel).
+type Cancelled = Arc<Mutex<HashSet<usize>>>;
+
+/// Answers request `index` of a batch through the backend, during or after
+/// that batch's execution.
 struct WorkerResponder {
     index: usize,
+    batch: u64,
     channel: Shared,
+    cancelled: Cancelled,
     done: bool,
+}
+
+impl WorkerResponder {
+    fn new(batch: u64, index: usize, channel: &Shared, cancelled: &Cancelled) -> Self {
+        WorkerResponder {
+            index: request_id(batch, index),
+            batch,
+            channel: channel.clone(),
+            cancelled: cancelled.clone(),
+            done: false,
+        }
+    }
 }
 
 impl Responder for WorkerResponder {
@@ -78,6 +110,27 @@ impl Responder for WorkerResponder {
             return Err(Error::internal("response sent after the final one"));
         }
         let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        if ch.running != Some(self.batch) {
+            // Its batch is over: the output region belongs to the next one.
+            let msg = FromWorker::InlineResponse {
+                request: self.index,
+                outputs: outputs
+                    .iter()
+                    .map(|o| WireOwnedTensor {
+                        name: o.name.to_string(),
+                        dtype: o.dtype.name().to_string(),
+                        shape: o.shape.clone(),
+                        data: o.data.to_vec(),
+                    })
+                    .collect(),
+                is_final,
+            };
+            if ch.send(&msg).is_err() {
+                std::process::exit(0);
+            }
+            self.done = is_final;
+            return Ok(());
+        }
         let mut offset = ch.used;
         let mut wire = Vec::with_capacity(outputs.len());
         for o in outputs {
@@ -158,6 +211,13 @@ impl Responder for WorkerResponder {
         );
     }
 
+    fn is_cancelled(&self) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&self.index)
+    }
+
     fn detach(&mut self) {
         // Rescheduling is not supported across the process boundary: the
         // backend answers the request when it is not final.
@@ -172,6 +232,10 @@ impl Drop for WorkerResponder {
                 "rustpy: the request ended without a response (internal error)",
             ));
         }
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.index);
     }
 }
 
@@ -515,7 +579,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
         socket: BufWriter::new(socket),
         output,
         used: 0,
+        running: None,
     }));
+    let cancelled: Cancelled = Arc::new(Mutex::new(HashSet::new()));
+    let cancels = cancelled.clone();
 
     let rpc = Arc::new(Rpc {
         channel: channel.clone(),
@@ -532,6 +599,12 @@ fn serve(fds: WorkerFds) -> Result<()> {
             while let Ok(Some(msg)) = read_frame::<ToWorker, _>(&mut reader) {
                 match msg {
                     ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => rpc.dispatch(msg),
+                    ToWorker::Cancel { request } => {
+                        cancels
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(request);
+                    }
                     other => {
                         if main_tx.send(other).is_err() {
                             break;
@@ -613,21 +686,20 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 batch,
             } => {
                 let start = Instant::now();
-                channel.lock().unwrap_or_else(|p| p.into_inner()).used = 0;
+                {
+                    let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
+                    ch.used = 0;
+                    ch.running = Some(batch);
+                }
                 let region = match input_region(current.take(), &input_fd, input_len, &released) {
                     Ok(r) => r,
                     Err(e) => {
                         for i in 0..requests.len() {
-                            WorkerResponder {
-                                index: i,
-                                channel: channel.clone(),
-                                done: false,
-                            }
-                            .send_error(&e);
+                            WorkerResponder::new(batch, i, &channel, &cancelled).send_error(&e);
                         }
-                        send(
+                        send_done(
                             &channel,
-                            &FromWorker::Done {
+                            FromWorker::Done {
                                 ok: vec![false; requests.len()],
                                 rows: vec![0; requests.len()],
                                 calls: 0,
@@ -675,11 +747,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     });
                 }
                 let mut responders: Vec<WorkerResponder> = (0..core.len())
-                    .map(|index| WorkerResponder {
-                        index,
-                        channel: channel.clone(),
-                        done: false,
-                    })
+                    .map(|index| WorkerResponder::new(batch, index, &channel, &cancelled))
                     .collect();
                 for &i in &bad {
                     responders[i].send_error(&error_from_wire(
@@ -718,9 +786,9 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     t.map(|t| t.saturating_duration_since(start).as_nanos() as u64)
                 };
                 let compute_ns = ns(report.compute_start).zip(ns(report.compute_end));
-                send(
+                send_done(
                     &channel,
-                    &FromWorker::Done {
+                    FromWorker::Done {
                         ok: report.ok,
                         rows: report.rows,
                         calls: report.calls,
@@ -736,7 +804,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Init { .. } | ToWorker::AutoComplete { .. } => {
                 return Err(Error::internal("rustpy-worker: Init received twice"));
             }
-            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => {}
+            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } | ToWorker::Cancel { .. } => {}
         }
     }
     Python::with_gil(|_| drop(current.take()));
