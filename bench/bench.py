@@ -387,6 +387,101 @@ class InprocDriver:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+# ------------------------------------------------------- load/unload cycles
+CYCLE_MODELS = ["add_sub_rustpy_process", "add_sub_rustpy_compat_process"]
+
+
+def _worker_children(server_pid: int) -> list[int]:
+    """Pids of the rustpy-worker processes (zombies included) whose parent is the server."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm == "rustpy-worker" and int(stat[stat.rindex(")") + 2:].split()[1]) == server_pid:
+            found.append(int(entry))
+    return found
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load_unload_cycles(out_dir: Path, cycles: int) -> dict:
+    """Issue 11's target: `cycles` load/unload cycles of the process-isolated
+    add_sub models (both APIs, one request each per cycle) leave no worker
+    behind and grow the server's RSS by < 20 MiB (measured after 3 warm-up
+    cycles, when the first loads' one-time allocations are done)."""
+    server = TritonServer([MODELS], exit_on_error=False, wait_models=[], name="bench-cycles",
+                          model_control_mode="explicit", env=blas_env())
+    header = {"inputs": [{"name": n, "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+                         for n in ("INPUT0", "INPUT1")]}
+    leftovers, t0 = 0, time.monotonic()
+    try:
+        server.start()
+        pid = server.proc.pid
+
+        def cycle():
+            nonlocal leftovers
+            for m in CYCLE_MODELS:
+                status, body = server.load_model(m)
+                if status != 200:
+                    raise RuntimeError(f"load {m}: {status} {body}")
+                status, body = server.request("POST", f"/v2/models/{m}/infer", header)
+                outs = {o["name"]: o["data"] for o in body.get("outputs", [])} if isinstance(body, dict) else {}
+                if status != 200 or outs.get("OUTPUT0") != [2, 4, 6, 8]:
+                    raise RuntimeError(f"infer {m}: {status} {body}")
+            for m in CYCLE_MODELS:
+                status, body = server.unload_model(m)
+                if status != 200:
+                    raise RuntimeError(f"unload {m}: {status} {body}")
+            deadline = time.monotonic() + 30
+            while _worker_children(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            leftovers = max(leftovers, len(_worker_children(pid)))
+
+        for _ in range(3):
+            cycle()
+        rss0 = _rss_mib(pid)
+        t0 = time.monotonic()
+        for i in range(cycles):
+            cycle()
+            if (i + 1) % 50 == 0:
+                log(f"cycles: {i + 1}/{cycles}, server RSS {_rss_mib(pid):.1f} MiB")
+        rss1 = _rss_mib(pid)
+        return {"cycles": cycles, "models": CYCLE_MODELS, "rss_start_mib": round(rss0, 1),
+                "rss_end_mib": round(rss1, 1), "rss_growth_mib": round(rss1 - rss0, 1),
+                "max_leftover_workers": leftovers, "seconds": round(time.monotonic() - t0, 1)}
+    except (TritonStartError, RuntimeError, OSError) as e:
+        return {"cycles": cycles, "error": str(e)[:2000]}
+    finally:
+        server.stop()
+        try:
+            (out_dir / "tritonserver-cycles.log").write_text(server.log_text())
+        except OSError:
+            pass
+
+
+def render_cycles(c: dict) -> str:
+    if "error" in c:
+        return f"## Load/unload cycles\n\nFailed: {c['error']}\n"
+    ok_workers = c["max_leftover_workers"] == 0
+    ok_rss = c["rss_growth_mib"] < 20
+    return (f"## Load/unload cycles (process isolation)\n\n"
+            f"{c['cycles']} cycles of load → one request each → unload of {', '.join(c['models'])} "
+            f"(after 3 warm-up cycles), {c['seconds']:g} s: worker processes left after an unload: "
+            f"**{c['max_leftover_workers']}** (target 0: {'meets' if ok_workers else 'misses'}); "
+            f"server RSS {c['rss_start_mib']:g} → {c['rss_end_mib']:g} MiB, growth "
+            f"**{c['rss_growth_mib']:g} MiB** (target < 20 MiB: {'meets' if ok_rss else 'misses'}).\n")
+
+
 def probe(driver, model, workload, size, variant) -> str | None:
     """None if the model answers correctly, else why not."""
     try:
@@ -779,6 +874,9 @@ def main(argv=None) -> int:
     p.add_argument("--compare", type=Path, default=None,
                    help="an earlier results.json (or its directory): print ratios against it, "
                         "flag regressions beyond the noise (exit 3 if any)")
+    p.add_argument("--cycles", type=int, default=None,
+                   help="load/unload cycles of the process-isolated models after the runs "
+                        "(default 200; 0 skips; --quick skips unless given)")
     p.add_argument("--against", type=Path, default=None,
                    help="with --compare: compare this results.json instead of running")
     a = p.parse_args(argv)
@@ -876,6 +974,12 @@ def main(argv=None) -> int:
                 driver.stop()
                 return 1
             driver.stop()
+    cycles = a.cycles if a.cycles is not None else (0 if a.quick else 200)
+    cycles_result = None
+    if cycles > 0:
+        log(f"load/unload cycles: {cycles} of {', '.join(CYCLE_MODELS)} ...")
+        cycles_result = load_unload_cycles(out_dir, cycles)
+        log(f"load/unload cycles: {cycles_result}")
     machine["loadavg_end"] = os.getloadavg()
 
     grouped: dict = {}
@@ -891,7 +995,11 @@ def main(argv=None) -> int:
         "points": {k: summarize(v) for k, v in grouped.items()},
         "runs": runs,
     }
+    if cycles_result is not None:
+        results["cycles"] = cycles_result
     table = render(results)
+    if cycles_result is not None:
+        table += "\n" + render_cycles(cycles_result)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / "table.md").write_text(table + "\n")
     plotted = plot(results, out_dir / "bench.png")
@@ -901,6 +1009,9 @@ def main(argv=None) -> int:
     bad_runs = sum(s["errors"] + s["validation_errors"] for s in results["points"].values())
     if bad_runs:
         log(f"{bad_runs} failed or wrong responses during measurement")
+        rc = 1
+    if cycles_result is not None and ("error" in cycles_result or cycles_result["max_leftover_workers"]):
+        log("load/unload cycles failed or left worker processes behind")
         rc = 1
     if old is not None:
         text, flagged = compare(old, results)
