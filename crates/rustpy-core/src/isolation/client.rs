@@ -975,6 +975,22 @@ fn run_batch<R: Responder + 'static>(
     responders: Vec<R>,
     report: &mut ExecReport,
 ) -> std::result::Result<Option<(u64, u64)>, Lost> {
+    worker.batch += 1;
+    let batch = worker.batch;
+    // The reader thread answers from now on, during the batch and after it.
+    {
+        let mut open = worker.open.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, r) in responders.into_iter().enumerate() {
+            open.insert(
+                request_id(batch, i),
+                OpenRequest {
+                    responder: Box::new(r),
+                    batch,
+                    cancel_sent: false,
+                },
+            );
+        }
+    }
     // Lay the batch out in the input region, input by input: every
     // request's tensor of one input back to back, in batch order, so the
     // worker's gather of a batch is a view of one range (no copy). Each
@@ -1049,22 +1065,6 @@ fn run_batch<R: Responder + 'static>(
                 .map(|(k, v)| (k.clone(), v.into()))
                 .collect(),
         });
-    }
-    worker.batch += 1;
-    let batch = worker.batch;
-    // The reader thread answers from now on, during the batch and after it.
-    {
-        let mut open = worker.open.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, r) in responders.into_iter().enumerate() {
-            open.insert(
-                request_id(batch, i),
-                OpenRequest {
-                    responder: Box::new(r),
-                    batch,
-                    cancel_sent: false,
-                },
-            );
-        }
     }
     worker.running.store(batch, AtomicOrdering::Release);
     let msg = ToWorker::Execute {
