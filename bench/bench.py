@@ -616,6 +616,14 @@ def target_lines(results, driver, w, cell) -> list[str]:
                 line(f"{VARIANT_LABEL[v]} / python throughput at c={cmax}", ratio(tp(v, cmax), tp("python", cmax)), tt)
                 line(f"{VARIANT_LABEL[v]} / python p50 at c={cmin}", ratio(p50(v, cmin), p50("python", cmin)),
                      tl, higher=False, unit="")
+        # Issue 11: process mode at least the official backend's throughput at
+        # c=32 and no more than its p50 at c=1 (every driver).
+        for v in ("rustpy_process", "rustpy_compat_process"):
+            if v in have:
+                line(f"{VARIANT_LABEL[v]} / python throughput at c={cmax}",
+                     ratio(tp(v, cmax), tp("python", cmax)), 1)
+                line(f"{VARIANT_LABEL[v]} / python p50 at c={cmin}",
+                     ratio(p50(v, cmin), p50("python", cmin)), 1, higher=False, unit="")
         if "native" in have:
             lines.append(f"- bound: native echo / python is {fmt_num(ratio(tp('native', cmax), tp('python', cmax)), 2)}× "
                          f"throughput at c={cmax} and {fmt_num(ratio(p50('native', cmin), p50('python', cmin)), 2)} "
