@@ -191,7 +191,7 @@ fn region_view<'py>(
         at += c.len();
     }
     let inside = total > 0 && start >= region.start && at <= region.start + region.len;
-    if !inside || start % dtype.element_size()?.max(1) != 0 {
+    if !inside || !start.is_multiple_of(dtype.element_size()?.max(1)) {
         return None;
     }
     // SAFETY: we hold the GIL; the bytes lie inside the registered region,
