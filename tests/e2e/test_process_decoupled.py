@@ -14,7 +14,7 @@ import pytest
 
 from e2e_client import make_inputs
 from reliability import copy_models, start_server
-from triton import E2E_DIR
+from tritonharness import E2E_DIR
 
 PROCESS = E2E_DIR / "repos" / "process"
 

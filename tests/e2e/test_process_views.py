@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 
 from e2e_client import infer
 from reliability import copy_models, start_server
-from triton import E2E_DIR
+from tritonharness import E2E_DIR
 
 PROCESS = E2E_DIR / "repos" / "process"
 LIFETIME = E2E_DIR / "repos" / "lifetime"

@@ -274,7 +274,7 @@ fn input_region(
     input_len: usize,
     released: &Released,
 ) -> Result<Py<SharedInput>> {
-    Python::with_gil(|py| {
+    Python::attach(|py| {
         if let Some(c) = current {
             if c.get().map.len() >= input_len {
                 return Ok(c);
@@ -757,7 +757,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 }
                 // Inputs reach Python as views of this mapping (numpy_io's
                 // view region) while execute runs.
-                Python::with_gil(|py| {
+                Python::attach(|py| {
                     python::set_view_region(Some((
                         input.as_ptr(),
                         input.len(),
@@ -771,9 +771,9 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 // elsewhere and this mapping lives until Python frees it.
                 // Refcounts only change under the GIL, so the check and the
                 // mark cannot race with the last view going away.
-                let pinned = Python::with_gil(|py| {
+                let pinned = Python::attach(|py| {
                     python::set_view_region(None);
-                    if region.get_refcnt(py) > 1 {
+                    if python::ref_count(region.bind(py).as_any()) > 1 {
                         region.get().pinned.store(batch.max(1), Ordering::Release);
                         drop(region);
                         true
@@ -807,7 +807,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } | ToWorker::Cancel { .. } => {}
         }
     }
-    Python::with_gil(|_| drop(current.take()));
+    Python::attach(|_| drop(current.take()));
     if let Err(e) = instance.finalize() {
         python_log_error(&e.message);
     }

@@ -171,6 +171,14 @@ pub fn set_view_region(region: Option<(*const u8, usize, Py<PyAny>)>) {
     drop(old);
 }
 
+/// How many references `obj` has (pyo3 0.30 deprecated `Py::get_refcnt` for
+/// the raw call): the worker's test of whether Python kept a batch's views.
+pub fn ref_count(obj: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: `obj` is a live object borrowed under the GIL (the Bound proves
+    // both), which is all Py_REFCNT reads.
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
 /// A view of the registered region when `chunks` lie back to back inside it,
 /// suitably aligned; None otherwise (the caller copies).
 fn region_view<'py>(
