@@ -161,7 +161,7 @@ def test_finalize_fault_does_not_block_unload(srv, markers, model):
     assert status == 200, body
     # The unload completes (UNLOADING -> UNAVAILABLE "unloaded") in spite of
     # the exception in finalize.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     state = None
     while time.monotonic() < deadline:
         state = {m["name"]: m for m in srv.repository_index()}[model]
@@ -171,7 +171,7 @@ def test_finalize_fault_does_not_block_unload(srv, markers, model):
     assert state == {"name": model, "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}, state
     assert not srv.model_ready(model)
     assert (markers / f"{model}.finalize").read_text().count("entered") >= 1
-    assert srv.wait_for_log(f"model '{model}': finalize raised", timeout=30)
+    assert srv.wait_for_log(f"model '{model}': finalize raised")
     # It loads and serves again, and so does everything else.
     assert srv.load_model(model)[0] == 200
     assert infer(srv, "grpc", model, one).as_numpy("Y").tolist() == [2.0]
@@ -216,7 +216,7 @@ def test_grpc_cancel_in_flight_and_queued(srv, markers):
                             callback=lambda result, error: done.put(("running", result, error)))
     # Wait until it is really in predict (not on a clock: a loaded machine may be slow).
     log = markers / "sleepy.log"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while f"start {base + 1} 3000" not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline, "the first request never reached predict"
         time.sleep(0.05)
@@ -227,7 +227,7 @@ def test_grpc_cancel_in_flight_and_queued(srv, markers):
     running.cancel()
     got = {}
     for _ in range(2):
-        name, r, e = done.get(timeout=30)
+        name, r, e = done.get(timeout=90)
         got[name] = e
     assert all(e is not None and "CANCELLED" in str(e).upper() for e in got.values()), got
     # calls() queues behind the running predict (count: 1). Only the first
@@ -249,13 +249,13 @@ def test_grpc_stream_cancel_stops_the_generator(srv, markers):
                          request_id="long", enable_empty_final_response=True)
     outs = []
     while len(outs) < 3:
-        r, e = q.get(timeout=10)
+        r, e = q.get(timeout=90)
         assert e is None, e
         outs.append(int(r.as_numpy("OUT")[0]))
     assert outs == [0, 1, 2]
     c.stop_stream(cancel_requests=True)
     # The generator is closed at the next yield instead of producing all 200.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 90
     while not any(m.startswith("200:") for m in _stream_markers(markers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     ended = [m for m in _stream_markers(markers) if m.startswith("200:")]
@@ -270,7 +270,7 @@ def test_grpc_stream_cancel_stops_the_generator(srv, markers):
                           request_id="short", enable_empty_final_response=True)
     got, final = [], False
     while not final:
-        r, e = q2.get(timeout=10)
+        r, e = q2.get(timeout=90)
         assert e is None, e
         final = r.get_response().parameters["triton_final_response"].bool_param
         if r.as_numpy("OUT") is not None:

@@ -32,7 +32,7 @@ SAFETY = RELIABILITY / "safety"
 X = {"X": np.array([1], dtype=np.int32)}
 
 
-def wait_for(pred, timeout=30.0, what="condition"):
+def wait_for(pred, timeout=90.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -175,7 +175,7 @@ def test_decoupled_async_execute_exception(tmp_path, triton_factory, markers):
     repo = copy_models(tmp_path / "repo", SAFETY / "async_raise")
     s = explicit(triton_factory, repo, markers, load_models=["async_raise"])
     wait_for(lambda: model_state(s, "async_raise") == "READY", 60, "async_raise READY")
-    got = stream(s, "async_raise", [("r1", {"X": np.array([7], np.int32)})], timeout=30)["r1"]
+    got = stream(s, "async_raise", [("r1", {"X": np.array([7], np.int32)})], timeout=90)["r1"]
     assert len(got) == 2, got
     first, final = got
     assert first[0].as_numpy("Y")[0] == 7 and not first[1]

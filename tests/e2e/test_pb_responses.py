@@ -80,6 +80,6 @@ def test_response_for_a_rescheduled_request_through_bls(triton_factory):
         message = r.as_numpy("ERROR")[0].decode()
         assert "Expected a None object in the execute function return list for reschduled request" \
             in message, message
-    time.sleep(1)  # a wrongly rescheduled request would run again by now
+    time.sleep(3)  # a wrongly rescheduled request would run again by now (slow when loaded)
     r = infer(s, "http", "one_bad", {"IN": np.array([[7]], dtype=np.int32)})
     assert json.loads(r.as_numpy("OUT")[0, 0])["value"] == 7
