@@ -344,7 +344,7 @@ def test_bytes_malformed_grpc_raw_contents(srv, payload, needle):
         inp.shape.extend([1, 1])
         req.raw_input_contents.append(payload)
         with pytest.raises(grpc.RpcError) as err:
-            stub.ModelInfer(req, timeout=30)
+            stub.ModelInfer(req, timeout=90)
     msg = err.value.details()
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, msg
     assert "'TEXT'" in msg and needle in msg, msg

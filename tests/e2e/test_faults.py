@@ -212,17 +212,23 @@ def test_grpc_cancel_in_flight_and_queued(srv, markers):
     c = srv.grpc_client()
     base = calls(srv)
     done = queue.Queue()
-    running = c.async_infer("sleepy", make_inputs("grpc", MS(3000)),
+    # 8 s of predict: the cancels below must come while it runs, also on a
+    # loaded machine.
+    running = c.async_infer("sleepy", make_inputs("grpc", MS(8000)),
                             callback=lambda result, error: done.put(("running", result, error)))
     # Wait until it is really in predict (not on a clock: a loaded machine may be slow).
     log = markers / "sleepy.log"
     deadline = time.monotonic() + 90
-    while f"start {base + 1} 3000" not in (log.read_text() if log.exists() else ""):
+    while f"start {base + 1} 8000" not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline, "the first request never reached predict"
         time.sleep(0.05)
     queued = c.async_infer("sleepy", make_inputs("grpc", MS(3000)),
                            callback=lambda result, error: done.put(("queued", result, error)))
-    time.sleep(0.2)
+    # Until Triton has it queued (a fixed short sleep may cancel it in the
+    # client before it got there on a loaded machine), at most 4 s.
+    deadline = time.monotonic() + 4
+    while _pending(srv, "sleepy") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     queued.cancel()
     running.cancel()
     got = {}
@@ -234,6 +240,16 @@ def test_grpc_cancel_in_flight_and_queued(srv, markers):
     # request ran (the +1 is the probe of calls() itself).
     assert calls(srv) == base + 2, "the cancelled queued request reached predict"
     assert serving(srv)
+
+
+def _pending(s, model):
+    """nv_inference_pending_request_count of `model` (queued, not yet executing)."""
+    import urllib.request
+    with urllib.request.urlopen(s.metrics_url, timeout=60) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("nv_inference_pending_request_count") and f'model="{model}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _stream_markers(markers):

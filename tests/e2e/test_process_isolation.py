@@ -100,7 +100,7 @@ class Steady:
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=90)
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +333,7 @@ def test_bls_model_control_and_metrics_from_a_worker(proc_server):
     r = infer(s, "http", "proc_pb", {"IN": np.array([-99], np.float32)})
     np.testing.assert_array_equal(r.as_numpy("OUT"), np.array([42, 1], np.float32))
     import urllib.request
-    with urllib.request.urlopen(s.metrics_url, timeout=10) as f:
+    with urllib.request.urlopen(s.metrics_url, timeout=60) as f:
         text = f.read().decode()
     lines = [l for l in text.splitlines() if l.startswith("proc_pb_requests_total{")]
     assert lines and 'model="proc_pb"' in lines[0], lines
