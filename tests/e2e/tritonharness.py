@@ -390,7 +390,9 @@ class TritonServer:
         text = self.log_text().splitlines()[-lines:]
         return f"----- tail of tritonserver log ({self.name}) -----\n" + "\n".join(text)
 
-    def wait_for_log(self, needle: str, timeout: float = 30.0) -> bool:
+    def wait_for_log(self, needle: str, timeout: float = 90.0) -> bool:
+        # Generous: only a failing wait pays it, and a loaded CI machine
+        # (2 cores, load 16) can take tens of seconds to get a line logged.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if needle in self.log_text():
@@ -419,10 +421,12 @@ class TritonServer:
         except ValueError:
             return status, raw.decode(errors="replace")
 
-    def get(self, path: str, timeout: float = 5.0):
+    # request() reports a timeout as status 0, so a short timeout turns a slow
+    # answer on a loaded machine into "not ready"/"not live": keep them long.
+    def get(self, path: str, timeout: float = 60.0):
         return self.request("GET", path, timeout=timeout)
 
-    def post(self, path: str, body=None, timeout: float = 60.0):
+    def post(self, path: str, body=None, timeout: float = 300.0):
         return self.request("POST", path, body if body is not None else {}, timeout=timeout)
 
     def is_ready(self) -> bool:
