@@ -122,6 +122,9 @@ pub struct Workload {
     fixed_header: Option<Vec<u8>>,
     /// mlp / embed: request inputs (tensor bytes) and their reference outputs.
     pool: Vec<(Vec<u8>, Arc<Vec<f32>>)>,
+    /// ragged: the JSON header of each pool entry (its shape differs), built
+    /// once so that making a request costs the drivers no serialisation.
+    pool_headers: Vec<Vec<u8>>,
 }
 
 fn binary_output(name: &str) -> Value {
@@ -143,6 +146,7 @@ impl Workload {
             payload: None,
             fixed_header: None,
             pool: Vec::new(),
+            pool_headers: Vec::new(),
         };
         match kind {
             Kind::AddSub => {
@@ -205,6 +209,18 @@ impl Workload {
                         let y = ragged::embed(&tokens);
                         let bytes = tokens.iter().flat_map(|v| v.to_le_bytes()).collect();
                         (bytes, Arc::new(y))
+                    })
+                    .collect();
+                w.pool_headers = w
+                    .pool
+                    .iter()
+                    .map(|(bytes, _)| {
+                        let h = serde_json::json!({
+                            "inputs": [{ "name": "TOKENS", "shape": [1, bytes.len() / 4], "datatype": "INT32",
+                                         "parameters": { "binary_data_size": bytes.len() } }],
+                            "outputs": [binary_output("EMB")],
+                        });
+                        serde_json::to_vec(&h).expect("serialisable")
                     })
                     .collect();
             }
@@ -349,15 +365,11 @@ impl Workload {
                 }
             }
             Kind::Ragged => {
-                let (bytes, expected) = &self.pool[ragged::pool_index(worker, seq)];
+                let k = ragged::pool_index(worker, seq);
+                let (bytes, expected) = &self.pool[k];
                 req.data.extend_from_slice(bytes);
-                let h = serde_json::json!({
-                    "inputs": [{ "name": "TOKENS", "shape": [1, bytes.len() / 4], "datatype": "INT32",
-                                 "parameters": { "binary_data_size": bytes.len() } }],
-                    "outputs": [binary_output("EMB")],
-                });
                 req.header.clear();
-                serde_json::to_writer(&mut req.header, &h).expect("serialisable");
+                req.header.extend_from_slice(&self.pool_headers[k]);
                 if self.expect == Expect::Compute {
                     req.expected.push(("EMB", Expected::Approx(expected.clone())));
                 }
