@@ -825,4 +825,26 @@ mod tests {
         let want: f64 = t.iter().map(|&v| ragged::table(v as u32, 0) as f64).sum::<f64>() / n as f64;
         assert!((ragged::embed(&t)[0] as f64 - want).abs() < 1e-6);
     }
+
+    #[test]
+    fn ragged_validation_rejects_another_requests_mean() {
+        let w = Workload::new(Kind::Ragged, Expect::Compute, 0, false);
+        let mut r = Request::default();
+        w.build(0, 3, &mut r);
+        let body = |emb: &[f32]| {
+            let data: Vec<u8> = emb.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let h = serde_json::json!({ "outputs": [{ "name": "EMB", "datatype": "FP32", "shape": [1, 16],
+                                         "parameters": { "binary_data_size": data.len() } }] });
+            let mut b = serde_json::to_vec(&h).unwrap();
+            let hl = b.len();
+            b.extend_from_slice(&data);
+            (hl, b)
+        };
+        let (hl, good) = body(&ragged::embed(&ragged::tokens(3)));
+        assert_eq!(w.validate(&r, Some(hl), &good), Ok(64));
+        // A scatter that mixed up requests hands back a neighbour's mean.
+        let (hl, bad) = body(&ragged::embed(&ragged::tokens(4)));
+        assert!(w.validate(&r, Some(hl), &bad).unwrap_err().contains("EMB"));
+    }
 }
+
