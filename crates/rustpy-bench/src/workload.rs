@@ -371,7 +371,8 @@ impl Workload {
                 req.header.clear();
                 req.header.extend_from_slice(&self.pool_headers[k]);
                 if self.expect == Expect::Compute {
-                    req.expected.push(("EMB", Expected::Approx(expected.clone())));
+                    req.expected
+                        .push(("EMB", Expected::Approx(expected.clone())));
                 }
             }
         }
@@ -803,7 +804,9 @@ mod tests {
     #[test]
     fn ragged_lengths_are_uniform_over_8_to_128_and_requests_carry_them() {
         let lens: Vec<usize> = (0..ragged::POOL).map(|s| ragged::tokens(s).len()).collect();
-        assert!(lens.iter().all(|&n| (ragged::MIN_LEN..=ragged::MAX_LEN).contains(&n)));
+        assert!(lens
+            .iter()
+            .all(|&n| (ragged::MIN_LEN..=ragged::MAX_LEN).contains(&n)));
         let distinct: std::collections::HashSet<_> = lens.iter().collect();
         assert!(distinct.len() > 100, "{} distinct lengths", distinct.len());
         let mean = lens.iter().sum::<usize>() as f64 / lens.len() as f64;
@@ -822,7 +825,11 @@ mod tests {
         assert_eq!(header["inputs"][0]["shape"], serde_json::json!([1, n]));
         // The reference is the mean of the table rows (row 0 by hand).
         let t = ragged::tokens(7);
-        let want: f64 = t.iter().map(|&v| ragged::table(v as u32, 0) as f64).sum::<f64>() / n as f64;
+        let want: f64 = t
+            .iter()
+            .map(|&v| ragged::table(v as u32, 0) as f64)
+            .sum::<f64>()
+            / n as f64;
         assert!((ragged::embed(&t)[0] as f64 - want).abs() < 1e-6);
     }
 
@@ -847,4 +854,3 @@ mod tests {
         assert!(w.validate(&r, Some(hl), &bad).unwrap_err().contains("EMB"));
     }
 }
-

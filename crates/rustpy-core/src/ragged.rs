@@ -469,7 +469,8 @@ impl PadPlan {
                 }
                 let take = left.min(chunk.len() - off);
                 out[to..to + take].copy_from_slice(&chunk[off..off + take]);
-                (off, pos, from, to, left) = (off + take, pos + take, from + take, to + take, left - take);
+                (off, pos, from, to, left) =
+                    (off + take, pos + take, from + take, to + take, left - take);
             }
         }
         out
@@ -598,7 +599,12 @@ mod tests {
                 .chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
                 .collect();
-            assert_eq!(got, want, "chunks {:?}", chunks.iter().map(|c| c.len()).collect::<Vec<_>>());
+            assert_eq!(
+                got,
+                want,
+                "chunks {:?}",
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+            );
         }
         // Two variable dims: [1,2,3] and [1,3,1] padded to [3,3] items.
         let shapes: [&[i64]; 2] = [&[1, 2, 3], &[1, 3, 1]];
