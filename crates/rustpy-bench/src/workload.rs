@@ -689,7 +689,7 @@ pub mod ragged {
     /// Distinct requests (each with its own length and tokens).
     pub const POOL: usize = 512;
     /// The generator's seed: every run sends the same sequence of requests.
-    pub const SEED: u64 = 0x5eed_12;
+    pub const SEED: u64 = 0x005e_ed12;
 
     pub fn table(v: u32, d: usize) -> f32 {
         (((v as usize * 131 + d * 71) % 251) as f32 - 125.0) / 256.0
