@@ -4,8 +4,8 @@ Run through ci/bench (which installs, builds and then runs this with the
 client venv's Python); directly it is:
 
     .rustpy-deps/venv/bin/python bench/bench.py [--quick] [--duration S] [--repeat N]
-        [--drivers inproc,http] [--workloads add_sub,identity,upper,mlp,embed]
-        [--variants python,python_batched,rustpy_compat,rustpy,native]
+        [--drivers inproc,http] [--workloads add_sub,identity,upper,mlp,embed,ragged]
+        [--variants python,python_batched,rustpy_compat,rustpy,native,rustpy_split]
         [--loadgen PATH] [--inproc PATH] [--out DIR] [--compare OLD/results.json]
 
     bench/bench.py --compare OLD/results.json --against NEW/results.json   (no run)
@@ -17,6 +17,8 @@ bench/models/ holds every workload as up to five models with identical configs:
     <w>_rustpy_compat   backend "rustpy", the byte-identical TritonPythonModel file of <w>_python
     <w>_rustpy          backend "rustpy", rustpy's batched API (class Model)
     <w>_native          backend "rustpy", rustpy.native=echo: no Python at all (where in == out)
+    <w>_rustpy_split    backend "rustpy", the batched API without allow_ragged_batch/batch_input
+                        (ragged: requests split per shape, the behaviour before issue 12)
 
 Two drivers measure them: `inproc` (rustpy-inproc: Triton's in-process C API,
 TRITONSERVER_ServerInferAsync, no network: what each backend costs per
@@ -56,7 +58,7 @@ from tritonharness import (TritonServer, TritonStartError, clean_env, python_bac
 MiB = 1 << 20
 
 VARIANTS = ["python", "python_batched", "rustpy_compat", "rustpy", "native",
-            "rustpy_compat_process", "rustpy_process"]
+            "rustpy_compat_process", "rustpy_process", "rustpy_split"]
 VARIANT_LABEL = {
     "python": "python (official backend)",
     "python_batched": "python hand-batched (official backend)",
@@ -65,6 +67,7 @@ VARIANT_LABEL = {
     "native": "native echo (ceiling)",
     "rustpy_compat_process": "rustpy compat, process-isolated",
     "rustpy_process": "rustpy batched API, process-isolated",
+    "rustpy_split": "rustpy batched API, split per shape (no ragged batching)",
 }
 DRIVERS = ["inproc", "grpc", "http"]
 DRIVER_LABEL = {
@@ -75,8 +78,8 @@ DRIVER_LABEL = {
 
 # workload -> (description, [(payload bytes or None, [concurrency, ...])], variants it has)
 # Process-isolation variants (<w>_rustpy_process, <w>_rustpy_compat_process)
-# exist for add_sub, identity and upper. The ragged-token workload lives in
-# bench/ragged/ (its own script) and is not yet a workload here.
+# exist for add_sub, identity and upper. The ragged workload (issue 12) has
+# rustpy_split: the rustpy model without allow_ragged_batch/batch_input.
 WORKLOADS = {
     "add_sub": ("small tensors: FP32[4] add/sub", [(None, [1, 8, 32])],
                 ["python", "rustpy_compat", "rustpy", "native", "rustpy_compat_process", "rustpy_process"]),
@@ -95,6 +98,8 @@ WORKLOADS = {
                      [(None, [4])], ["python", "rustpy_compat", "rustpy_compat_process"]),
     "pycpu_count2": ("pure-Python CPU work (embed × 1000 tokenizer rounds), instance count 2",
                      [(None, [4])], ["python", "rustpy_compat", "rustpy_compat_process"]),
+    "ragged": ("variable-length token ids: INT32[n], n uniform 8..128 → mean embedding FP32[16]",
+               [(None, [8, 32])], ["python", "rustpy_split", "rustpy"]),
 }
 # Workloads whose requests and checks are another workload's (rustpy-loadgen --workload).
 LOADGEN_WORKLOAD = {"pycpu_count1": "embed", "pycpu_count2": "embed"}
@@ -105,6 +110,9 @@ def workload_variants(w, variants):
 
 # Lines of a config that may differ between the variants of one workload.
 _VARIANT_LINE = re.compile(r'^\s*(#.*|name\s*:.*|backend\s*:.*|parameters\s*\{\s*key:\s*"rustpy\.(native|isolation)".*)$')
+# ... and, for rustpy_split, what makes a batch ragged.
+_RAGGED_LINE = re.compile(r'^\s*batch_input\s*\[.*$')
+_RAGGED_FLAG = re.compile(r'\s*allow_ragged_batch\s*:\s*true')
 
 
 def log(msg: str) -> None:
@@ -138,11 +146,16 @@ def check_repository(workloads, variants) -> list[str]:
                 problems.append(f"{cfg.relative_to(ROOT)}: name is not {w}_{v}")
             configs[v] = [ln.strip() for ln in text.splitlines()
                           if ln.strip() and not _VARIANT_LINE.match(ln)]
+            if v in ("rustpy", "rustpy_split") and "rustpy_split" in WORKLOADS[w][2]:
+                configs[v] = [_RAGGED_FLAG.sub("", ln) for ln in configs[v] if not _RAGGED_LINE.match(ln)]
+            elif v == "python" and "rustpy_split" in WORKLOADS[w][2]:
+                configs[v] = [_RAGGED_FLAG.sub("", ln) for ln in configs[v]]
         base = configs.get("python")
         for v, lines in configs.items():
             if base is not None and lines != base:
                 problems.append(f"bench/models/{w}_{v}/config.pbtxt differs from {w}_python's "
-                                "beyond name/backend/rustpy.native/rustpy.isolation")
+                                "beyond name/backend/rustpy.native/rustpy.isolation"
+                                + (" and allow_ragged_batch/batch_input" if "rustpy_split" in WORKLOADS[w][2] else ""))
     return problems
 
 
@@ -663,6 +676,17 @@ def target_lines(results, driver, w, cell) -> list[str]:
             r = ratio(tp("rustpy", cmax), tp("python_batched", cmax))
             lines.append(f"- rustpy batched API / python hand-batched throughput at c={cmax}: **{fmt_num(r, 2)}×** "
                          f"(target > 1, ahead of it: {verdict(r, 1.0 + 1e-9)})")
+    elif w == "ragged":
+        if "rustpy" in have and "rustpy_split" in have:
+            parts = ", ".join(f"c={c}: {fmt_num(ratio(tp('rustpy', c), tp('rustpy_split', c)), 2)}×" for c in concs)
+            r = ratio(tp("rustpy", cmax), tp("rustpy_split", cmax))
+            lines.append(f"- rustpy ragged / rustpy split per shape throughput: {parts} "
+                         f"(target ≥ 3× at c={cmax}: {verdict(r, 3.0)})")
+        if "rustpy" in have and "python" in have:
+            parts = ", ".join(f"c={c}: {fmt_num(ratio(tp('rustpy', c), tp('python', c)), 2)}×" for c in concs)
+            r = ratio(tp("rustpy", cmax), tp("python", cmax))
+            lines.append(f"- rustpy ragged / python throughput: {parts} "
+                         f"(target > 1, ahead of it: {verdict(r, 1.0 + 1e-9)})")
     elif w in ("upper", "embed") and "python" in have:
         for v in ("rustpy", "rustpy_compat"):
             if v in have:
@@ -820,8 +844,8 @@ def plot(results: dict, path: Path) -> bool:
     settings, points = results["settings"], results["points"]
     colors = {"python": "#d62728", "python_batched": "#9467bd", "rustpy_compat": "#ff7f0e",
               "rustpy": "#1f77b4", "native": "#7f7f7f",
-              "rustpy_compat_process": "#bcbd22", "rustpy_process": "#17becf"}
-    ws = [w for w in ("add_sub", "mlp", "embed") if w in settings["workloads"]]
+              "rustpy_compat_process": "#bcbd22", "rustpy_process": "#17becf", "rustpy_split": "#8c564b"}
+    ws = [w for w in ("add_sub", "mlp", "embed", "ragged") if w in settings["workloads"]]
     drivers = settings["drivers"]
     if not ws or not drivers:
         return False

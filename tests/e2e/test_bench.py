@@ -8,6 +8,10 @@
   and hand-batched, rustpy compat, rustpy batched) computes the function the
   driver checks against (a reference computed in Rust).
 - rustpy-loadgen runs the new workloads over HTTP too.
+- The ragged workload (issue 12: INT32 token ids of lengths 8..128): all
+  three variants (official backend, rustpy ragged, rustpy split per shape)
+  compute the reference in-process and over HTTP/gRPC, and the repository
+  check allows only the ragged lines to differ between them.
 - bench.py records which BLAS numpy runs, and `--compare` flags a ratio that
   fell by more than the runs' noise (and only then).
 
@@ -38,6 +42,7 @@ MODELS = PROJECT_ROOT / "bench" / "models"
 MLP = ["mlp_python", "mlp_python_batched", "mlp_rustpy_compat", "mlp_rustpy"]
 EMBED = ["embed_python", "embed_rustpy_compat", "embed_rustpy"]
 ADD_SUB = ["add_sub_python", "add_sub_rustpy", "add_sub_native"]
+RAGGED = ["ragged_python", "ragged_rustpy", "ragged_rustpy_split"]
 
 
 class Inproc:
@@ -97,7 +102,7 @@ class Inproc:
 
 @pytest.fixture(scope="module")
 def inproc():
-    d = Inproc(ADD_SUB + MLP + EMBED)
+    d = Inproc(ADD_SUB + MLP + EMBED + RAGGED)
     yield d
     assert d.close() == 0
 
@@ -108,7 +113,7 @@ def batches(r):
 
 
 def test_inproc_loads_the_models_in_process(inproc):
-    assert inproc.ready == {m: True for m in ADD_SUB + MLP + EMBED}
+    assert inproc.ready == {m: True for m in ADD_SUB + MLP + EMBED + RAGGED}
 
 
 @pytest.mark.parametrize("model", ["add_sub_python", "add_sub_rustpy"])
@@ -139,7 +144,7 @@ def test_inproc_reports_errors_from_the_server(inproc):
     assert "error" in r or r.get("errors", 0) > 0, r
 
 
-@pytest.mark.parametrize("model", MLP + EMBED)
+@pytest.mark.parametrize("model", MLP + EMBED + RAGGED)
 def test_every_variant_computes_the_reference(inproc, model):
     workload = model.split("_", 1)[0]
     r = inproc.run(model=model, workload=workload, concurrency=4, duration=0.5)
@@ -151,7 +156,7 @@ def test_every_variant_computes_the_reference(inproc, model):
 def net_server():
     from conftest import _start
     from tritonharness import TritonServer
-    models = ["mlp_rustpy", "embed_python", "add_sub_rustpy"]
+    models = ["mlp_rustpy", "embed_python", "add_sub_rustpy", "ragged_rustpy"]
     s = _start(TritonServer([MODELS], wait_models=models, name="bench-net", load_models=models,
                             model_control_mode="explicit"))
     yield s
@@ -168,7 +173,8 @@ def loadgen(server, protocol, model, workload, *extra):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_loadgen_runs_mlp_and_embed(net_server, protocol):
-    for model, workload in (("mlp_rustpy", "mlp"), ("embed_python", "embed"), ("add_sub_rustpy", "add_sub")):
+    for model, workload in (("mlp_rustpy", "mlp"), ("embed_python", "embed"), ("add_sub_rustpy", "add_sub"),
+                            ("ragged_rustpy", "ragged")):
         rc, r, err = loadgen(net_server, protocol, model, workload)
         assert rc == 0 and r["completed"] > 0, (err, r)
         assert r["validation_errors"] == 0 and r["errors"] == 0, r["first_error"]
@@ -251,3 +257,17 @@ def test_pycpu_rows_compare_count_2_with_count_1():
     assert "process-isolated: count 2 / count 1 throughput c=4: 2.00× (target ≥ 1.7×: meets)" in text, text
     assert "python (official backend): count 2 / count 1 throughput c=4: 1.15×" in text, text
     assert "rustpy compat (same file): count 2 / count 1 throughput c=4: 1.83×" in text, text
+
+
+def test_repository_check_lets_only_the_ragged_lines_differ(tmp_path, monkeypatch):
+    assert bench.check_repository(["ragged"], bench.VARIANTS) == []
+    for m in RAGGED:
+        shutil.copytree(MODELS / m, tmp_path / m)
+    monkeypatch.setattr(bench, "MODELS", tmp_path)
+    assert bench.check_repository(["ragged"], bench.VARIANTS) == []
+    # Any other difference (here a queue delay for the split variant only) is flagged.
+    cfg = tmp_path / "ragged_rustpy_split" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace("dynamic_batching { }",
+                                           "dynamic_batching { max_queue_delay_microseconds: 100 }"))
+    problems = bench.check_repository(["ragged"], bench.VARIANTS)
+    assert len(problems) == 1 and "ragged_rustpy_split" in problems[0], problems

@@ -25,7 +25,7 @@ const USAGE: &str = "\
 rustpy-loadgen: KServe v2 HTTP (binary tensors) load generator for rustpy's benchmark
 
 USAGE:
-    rustpy-loadgen --model NAME --workload add_sub|identity|upper|mlp|embed [OPTIONS]
+    rustpy-loadgen --model NAME --workload add_sub|identity|upper|mlp|embed|ragged [OPTIONS]
 
 OPTIONS:
     --url HOST:PORT       Triton's HTTP (or gRPC) endpoint, loopback only [default: 127.0.0.1:8000]
@@ -38,6 +38,8 @@ OPTIONS:
                           upper: BYTES[1] TEXT -> UPPER (ASCII upper-case)
                           mlp: FP32[512] INPUT -> FP32[128] OUTPUT (two dense layers)
                           embed: BYTES[1] TEXT -> FP32[64] EMBEDDING (tokenize, mean, L2)
+                          ragged: INT32[n] TOKENS, n uniform in 8..128 (seeded) -> FP32[16]
+                          EMB (mean of embedding rows)
     --bytes SIZE          identity payload per request, e.g. 1048576, 1MiB, 16MiB [default: 1MiB]
     --expect MODE         compute: the workload's function; echo: output i = input i
                           (native echo ceiling); none: status only [default: compute]

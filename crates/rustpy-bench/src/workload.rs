@@ -18,6 +18,9 @@ pub enum Kind {
     Mlp,
     /// BYTES[1] TEXT -> FP32[64] EMBEDDING: tokenizer + mean of embeddings (see `embed`).
     Embed,
+    /// INT32[n] TOKENS, n uniform in 8..=128 -> FP32[16] EMB: mean of
+    /// embedding rows (see `ragged`).
+    Ragged,
 }
 
 impl Kind {
@@ -28,6 +31,7 @@ impl Kind {
             "upper" => Some(Kind::Upper),
             "mlp" => Some(Kind::Mlp),
             "embed" => Some(Kind::Embed),
+            "ragged" => Some(Kind::Ragged),
             _ => None,
         }
     }
@@ -39,6 +43,7 @@ impl Kind {
             Kind::Upper => "upper",
             Kind::Mlp => "mlp",
             Kind::Embed => "embed",
+            Kind::Ragged => "ragged",
         }
     }
 }
@@ -117,6 +122,9 @@ pub struct Workload {
     fixed_header: Option<Vec<u8>>,
     /// mlp / embed: request inputs (tensor bytes) and their reference outputs.
     pool: Vec<(Vec<u8>, Arc<Vec<f32>>)>,
+    /// ragged: the JSON header of each pool entry (its shape differs), built
+    /// once so that making a request costs the drivers no serialisation.
+    pool_headers: Vec<Vec<u8>>,
 }
 
 fn binary_output(name: &str) -> Value {
@@ -138,6 +146,7 @@ impl Workload {
             payload: None,
             fixed_header: None,
             pool: Vec::new(),
+            pool_headers: Vec::new(),
         };
         match kind {
             Kind::AddSub => {
@@ -193,6 +202,28 @@ impl Workload {
                     })
                     .collect();
             }
+            Kind::Ragged => {
+                w.pool = (0..ragged::POOL)
+                    .map(|s| {
+                        let tokens = ragged::tokens(s);
+                        let y = ragged::embed(&tokens);
+                        let bytes = tokens.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        (bytes, Arc::new(y))
+                    })
+                    .collect();
+                w.pool_headers = w
+                    .pool
+                    .iter()
+                    .map(|(bytes, _)| {
+                        let h = serde_json::json!({
+                            "inputs": [{ "name": "TOKENS", "shape": [1, bytes.len() / 4], "datatype": "INT32",
+                                         "parameters": { "binary_data_size": bytes.len() } }],
+                            "outputs": [binary_output("EMB")],
+                        });
+                        serde_json::to_vec(&h).expect("serialisable")
+                    })
+                    .collect();
+            }
         }
         w
     }
@@ -216,6 +247,7 @@ impl Workload {
             }
             Kind::Upper | Kind::Embed => vec![one("TEXT", "BYTES", 1, &req.data[..])],
             Kind::Mlp => vec![one("INPUT", "FP32", mlp::IN, &req.data[..])],
+            Kind::Ragged => vec![one("TOKENS", "INT32", req.data.len() / 4, &req.data[..])],
         }
     }
 
@@ -227,6 +259,7 @@ impl Workload {
             Kind::Upper => &["UPPER"],
             Kind::Mlp => &["OUTPUT"],
             Kind::Embed => &["EMBEDDING"],
+            Kind::Ragged => &["EMB"],
         }
     }
 
@@ -329,6 +362,17 @@ impl Workload {
                         "EMBEDDING"
                     };
                     req.expected.push((out, Expected::Approx(expected.clone())));
+                }
+            }
+            Kind::Ragged => {
+                let k = ragged::pool_index(worker, seq);
+                let (bytes, expected) = &self.pool[k];
+                req.data.extend_from_slice(bytes);
+                req.header.clear();
+                req.header.extend_from_slice(&self.pool_headers[k]);
+                if self.expect == Expect::Compute {
+                    req.expected
+                        .push(("EMB", Expected::Approx(expected.clone())));
                 }
             }
         }
@@ -633,6 +677,62 @@ pub mod embed {
     }
 }
 
+/// The ragged workload (issue 12): variable-length token ids, lengths
+/// uniform in 8..=128 from a seeded generator, and the mean of each
+/// request's rows of an integer-formula embedding table (exact in FP32).
+/// bench/models/ragged_*/1/model.py build the same table with numpy.
+pub mod ragged {
+    pub const VOCAB: u32 = 1024;
+    pub const DIM: usize = 16;
+    pub const MIN_LEN: usize = 8;
+    pub const MAX_LEN: usize = 128;
+    /// Distinct requests (each with its own length and tokens).
+    pub const POOL: usize = 512;
+    /// The generator's seed: every run sends the same sequence of requests.
+    pub const SEED: u64 = 0x005e_ed12;
+
+    pub fn table(v: u32, d: usize) -> f32 {
+        (((v as usize * 131 + d * 71) % 251) as f32 - 125.0) / 256.0
+    }
+
+    /// splitmix64: a small seeded generator, enough for uniform lengths.
+    fn splitmix(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Request number `s` of the pool: its token ids (length uniform in
+    /// MIN_LEN..=MAX_LEN, ids uniform in 0..VOCAB).
+    pub fn tokens(s: usize) -> Vec<i32> {
+        let mut st = SEED ^ (s as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let span = (MAX_LEN - MIN_LEN + 1) as u64;
+        let n = MIN_LEN + (splitmix(&mut st) % span) as usize;
+        (0..n)
+            .map(|_| (splitmix(&mut st) % VOCAB as u64) as i32)
+            .collect()
+    }
+
+    pub fn embed(tokens: &[i32]) -> Vec<f32> {
+        let mut v = vec![0.0f64; DIM];
+        for &t in tokens {
+            for (d, x) in v.iter_mut().enumerate() {
+                *x += table(t as u32 % VOCAB, d) as f64;
+            }
+        }
+        let n = tokens.len().max(1) as f64;
+        v.into_iter().map(|x| (x / n) as f32).collect()
+    }
+
+    /// Which pool entry worker `worker` sends as its request `seq`: the
+    /// workers walk the pool from different starts.
+    pub fn pool_index(worker: usize, seq: u64) -> usize {
+        ((worker as u64 * 97 + seq) % POOL as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,5 +799,58 @@ mod tests {
         w.build(0, 5, &mut r);
         let t = embed::text(5);
         assert_eq!(&w.inputs(&r)[0].data[4..], t.as_bytes());
+    }
+
+    #[test]
+    fn ragged_lengths_are_uniform_over_8_to_128_and_requests_carry_them() {
+        let lens: Vec<usize> = (0..ragged::POOL).map(|s| ragged::tokens(s).len()).collect();
+        assert!(lens
+            .iter()
+            .all(|&n| (ragged::MIN_LEN..=ragged::MAX_LEN).contains(&n)));
+        let distinct: std::collections::HashSet<_> = lens.iter().collect();
+        assert!(distinct.len() > 100, "{} distinct lengths", distinct.len());
+        let mean = lens.iter().sum::<usize>() as f64 / lens.len() as f64;
+        assert!((mean - 68.0).abs() < 6.0, "mean length {mean}");
+        // Seeded: the same pool every time.
+        assert_eq!(ragged::tokens(7), ragged::tokens(7));
+        let w = Workload::new(Kind::Ragged, Expect::Compute, 0, false);
+        let mut r = Request::default();
+        w.build(0, 7, &mut r);
+        let ins = w.inputs(&r);
+        let n = ragged::tokens(7).len();
+        assert_eq!((ins[0].name, ins[0].datatype), ("TOKENS", "INT32"));
+        assert_eq!(ins[0].shape, vec![1, n as i64]);
+        assert_eq!(ins[0].data.len(), 4 * n);
+        let header: Value = serde_json::from_slice(&r.header).unwrap();
+        assert_eq!(header["inputs"][0]["shape"], serde_json::json!([1, n]));
+        // The reference is the mean of the table rows (row 0 by hand).
+        let t = ragged::tokens(7);
+        let want: f64 = t
+            .iter()
+            .map(|&v| ragged::table(v as u32, 0) as f64)
+            .sum::<f64>()
+            / n as f64;
+        assert!((ragged::embed(&t)[0] as f64 - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ragged_validation_rejects_another_requests_mean() {
+        let w = Workload::new(Kind::Ragged, Expect::Compute, 0, false);
+        let mut r = Request::default();
+        w.build(0, 3, &mut r);
+        let body = |emb: &[f32]| {
+            let data: Vec<u8> = emb.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let h = serde_json::json!({ "outputs": [{ "name": "EMB", "datatype": "FP32", "shape": [1, 16],
+                                         "parameters": { "binary_data_size": data.len() } }] });
+            let mut b = serde_json::to_vec(&h).unwrap();
+            let hl = b.len();
+            b.extend_from_slice(&data);
+            (hl, b)
+        };
+        let (hl, good) = body(&ragged::embed(&ragged::tokens(3)));
+        assert_eq!(w.validate(&r, Some(hl), &good), Ok(64));
+        // A scatter that mixed up requests hands back a neighbour's mean.
+        let (hl, bad) = body(&ragged::embed(&ragged::tokens(4)));
+        assert!(w.validate(&r, Some(hl), &bad).unwrap_err().contains("EMB"));
     }
 }

@@ -437,6 +437,44 @@ impl PadPlan {
     pub fn element_count(&self) -> usize {
         element_count(&self.shape)
     }
+
+    /// The padded tensor's bytes (elements of `elem_size` bytes, zeros where
+    /// nothing is copied), read straight from the requests' data `chunks`
+    /// (their elements concatenated in order, split anywhere): one pass, no
+    /// intermediate concatenation.
+    pub fn gather(&self, chunks: &[&[u8]], elem_size: usize) -> Vec<u8> {
+        let mut out = vec![0u8; self.element_count() * elem_size];
+        // Cursor into the chunks: chunk index, byte offset in it, and the
+        // absolute byte position it stands for.
+        let (mut ci, mut off, mut pos) = (0usize, 0usize, 0usize);
+        for &(src, dst, n) in &self.runs {
+            let (mut from, mut left) = (src * elem_size, n * elem_size);
+            let mut to = dst * elem_size;
+            if from < pos {
+                // Runs come in source order; restart for any other plan.
+                (ci, off, pos) = (0, 0, 0);
+            }
+            while left > 0 {
+                let Some(chunk) = chunks.get(ci) else {
+                    return out; // fewer bytes than the shapes say: the rest stays zero
+                };
+                if off == chunk.len() {
+                    (ci, off) = (ci + 1, 0);
+                    continue;
+                }
+                if pos < from {
+                    let skip = (from - pos).min(chunk.len() - off);
+                    (off, pos) = (off + skip, pos + skip);
+                    continue;
+                }
+                let take = left.min(chunk.len() - off);
+                out[to..to + take].copy_from_slice(&chunk[off..off + take]);
+                (off, pos, from, to, left) =
+                    (off + take, pos + take, from + take, to + take, left - take);
+            }
+        }
+        out
+    }
 }
 
 /// The shape each request gets of a BATCH_SCATTER_WITH_INPUT_SHAPE output:
@@ -540,6 +578,41 @@ mod tests {
         assert_eq!(
             p.runs,
             vec![(0, 0, 3), (3, 3, 3), (6, 9, 1), (7, 12, 1), (8, 15, 1)]
+        );
+    }
+
+    #[test]
+    fn pad_gather_copies_runs_across_chunk_boundaries() {
+        // DOC's requests as INT16 values 1..=12, split into uneven chunks.
+        let p = PadPlan::new(&DOC);
+        let data: Vec<u8> = (1..=12u16).flat_map(|v| v.to_le_bytes()).collect();
+        let want: Vec<u16> = vec![1, 2, 3, 0, 0, 4, 5, 6, 7, 0, 8, 9, 10, 11, 12];
+        for cuts in [vec![24], vec![5, 19], vec![1, 1, 7, 6, 9], vec![6, 8, 10]] {
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                chunks.push(&data[at..at + c]);
+                at += c;
+            }
+            let got = p.gather(&chunks, 2);
+            let got: Vec<u16> = got
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            assert_eq!(
+                got,
+                want,
+                "chunks {:?}",
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+            );
+        }
+        // Two variable dims: [1,2,3] and [1,3,1] padded to [3,3] items.
+        let shapes: [&[i64]; 2] = [&[1, 2, 3], &[1, 3, 1]];
+        let p = PadPlan::new(&shapes);
+        let data: Vec<u8> = (1..=9u8).collect();
+        assert_eq!(
+            p.gather(&[&data[..4], &data[4..]], 1),
+            vec![1, 2, 3, 4, 5, 6, 0, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0]
         );
     }
 

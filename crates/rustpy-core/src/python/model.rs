@@ -1137,16 +1137,11 @@ fn ragged_array<'py>(
                 }
                 bytes_array(py, &plan.shape, &padded).map_err(err)
             } else {
-                let size = dtype.element_size().unwrap_or(1);
-                let src: Vec<u8> = tensors
+                let chunks: Vec<&[u8]> = tensors
                     .iter()
-                    .flat_map(|t| t.chunks.iter().flat_map(|c| c.iter().copied()))
+                    .flat_map(|t| t.chunks.iter().copied())
                     .collect();
-                let mut padded = vec![0u8; plan.element_count() * size];
-                for &(s, d, n) in &plan.runs {
-                    padded[d * size..(d + n) * size]
-                        .copy_from_slice(&src[s * size..(s + n) * size]);
-                }
+                let padded = plan.gather(&chunks, dtype.element_size().unwrap_or(1));
                 array_from_chunks(py, dtype, &plan.shape, &[&padded]).map_err(err)
             }
         }
