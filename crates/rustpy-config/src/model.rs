@@ -240,6 +240,38 @@ mod tests {
     }
 
     #[test]
+    fn an_environment_implies_process_isolation() {
+        let s = isolation_settings(&with_params(&[(PYTHON_ENV_KEY, "venv")])).unwrap();
+        assert_eq!(s.mode, Isolation::Process);
+        assert_eq!(s.env, Some(PythonEnv::Venv("venv".into())));
+        let s = isolation_settings(&with_params(&[
+            (EXECUTION_ENV_PARAMETER, "$$TRITON_MODEL_DIRECTORY/e.tar.gz"),
+            (MEMORY_LIMIT_KEY, "512"),
+        ]))
+        .unwrap();
+        assert_eq!(s.mode, Isolation::Process);
+        assert_eq!(s.memory_limit_mb, Some(512));
+        let env = s.env.unwrap();
+        assert_eq!(env.key(), EXECUTION_ENV_PARAMETER);
+        let dir = std::path::Path::new("/models/m");
+        assert_eq!(env.resolve(dir), dir.join("e.tar.gz"));
+        assert_eq!(
+            PythonEnv::Venv("/abs/venv".into()).resolve(dir),
+            std::path::Path::new("/abs/venv")
+        );
+        assert_eq!(PythonEnv::Venv("v".into()).resolve(dir), dir.join("v"));
+
+        for bad in [
+            vec![(ISOLATION_KEY, "in_process"), (PYTHON_ENV_KEY, "v")],
+            vec![(PYTHON_ENV_KEY, "v"), (EXECUTION_ENV_PARAMETER, "e.tgz")],
+            vec![(MEMORY_LIMIT_KEY, "64")],
+            vec![(ISOLATION_KEY, "process"), (MEMORY_LIMIT_KEY, "0")],
+        ] {
+            assert!(isolation_settings(&with_params(&bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn config_helpers() {
         let mut cfg = ModelConfig::default();
         assert!(!is_decoupled(&cfg));
