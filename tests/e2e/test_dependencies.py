@@ -140,9 +140,13 @@ def test_env_installs_into_a_target_that_a_served_model_imports(tmp_path, triton
     assert (site / "rustpy_demo_dep" / "__init__.py").is_file()
     assert check_json(repo, "--site-packages", str(site), rc=0) == []
 
+    # A process-isolated model's workers get DIR too.
+    write_model(repo, "uses_dep_proc", params={"rustpy.isolation": "process"},
+                imports="import rustpy_demo_dep", value="rustpy_demo_dep.VALUE.encode()")
     server = triton_factory(repo, extra_args=[f"--backend-config=rustpy,site-packages={site}"],
                             name="deps")
     assert infer(server, "uses_dep") == b"demo-1.2.3"
+    assert infer(server, "uses_dep_proc") == b"demo-1.2.3"
     assert f"site-packages {site} added to sys.path" in server.log_text()
 
     r = run_cli(["run", str(repo / "uses_dep"), "--site-packages", str(site), "--json", "-q"],

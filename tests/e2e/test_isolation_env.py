@@ -43,6 +43,18 @@ class Model:
         return {"OUT": np.array([rustpy_demo_dep.VALUE.encode()], dtype=object)}
 '''
 
+PB_VERSION_MODEL = '''
+import numpy as np
+import rustpy_demo_dep
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = np.array([rustpy_demo_dep.VALUE.encode()], dtype=object)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", out)]) for _ in requests]
+'''
+
 HOG_MODEL = '''
 import ctypes
 import os
@@ -130,7 +142,7 @@ def test_two_models_each_see_their_own_package_version(tmp_path, triton_factory)
     write_model(repo, "uses_v2", params={"rustpy.python_env":
                                          "$$TRITON_MODEL_DIRECTORY/../../venv2"})
     set_model_py(repo, "uses_v1", VERSION_MODEL)
-    set_model_py(repo, "uses_v2", VERSION_MODEL)
+    set_model_py(repo, "uses_v2", PB_VERSION_MODEL)  # both APIs
     write_model(repo, "plain", imports="import importlib.util",
                 value='str(importlib.util.find_spec("rustpy_demo_dep")).encode()')
 
