@@ -73,7 +73,7 @@ static SITE_PACKAGES: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceL
 /// what each instance's worker needs.
 enum ModelState {
     InProcess(Arc<LoadedModel>),
-    Process(WorkerConfig),
+    Process(Box<WorkerConfig>),
 }
 
 /// `rustpy-worker`, installed next to libtriton_rustpy.so ($RUSTPY_WORKER
@@ -179,7 +179,7 @@ pub fn model_initialize(model: Model) -> Result<()> {
                 })?;
             }
         }
-        return model.state_slot().put(ModelState::Process(template));
+        return model.state_slot().put(ModelState::Process(Box::new(template)));
     }
     let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
     // TritonPythonModel.auto_complete_config, applied through Triton's own
@@ -265,7 +265,7 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         ModelState::Process(template) => {
             Executor::Process(Box::new(WorkerInstance::new(WorkerConfig {
                 instance: info,
-                ..template.clone()
+                ..(**template).clone()
             })?))
         }
     };

@@ -126,7 +126,8 @@ pub fn archive_version(path: &Path) -> Result<PyVersion, String> {
         .map_err(|e| format!("cannot read {} as a tar.gz: {e}", path.display()))?;
     let mut found = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot read {} as a tar.gz: {e}", path.display()))?;
+        let entry =
+            entry.map_err(|e| format!("cannot read {} as a tar.gz: {e}", path.display()))?;
         let Ok(p) = entry.path() else { continue };
         let mut parts = p
             .components()
@@ -152,7 +153,10 @@ pub fn archive_version(path: &Path) -> Result<PyVersion, String> {
         many => Err(format!(
             "{} holds several Python versions ({})",
             path.display(),
-            many.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -188,7 +192,9 @@ mod tests {
         let l = "7f8e3fe00000-7f8e3fe01000 r--p 00000000 08:01 1 /lib/x86_64-linux-gnu/libpython3.11.so.1.0";
         assert_eq!(PyVersion::from_libpython(l).unwrap().to_string(), "3.11");
         assert_eq!(
-            PyVersion::from_libpython("/opt/lib/libpython3.13t.so").unwrap().to_string(),
+            PyVersion::from_libpython("/opt/lib/libpython3.13t.so")
+                .unwrap()
+                .to_string(),
             "3.13"
         );
     }

@@ -661,7 +661,9 @@ fn isolation_parameters_are_validated() {
 
 #[test]
 fn memory_limit_and_environment_parameters_are_validated() {
-    let param = |k: &str, v: &str| format!("parameters {{ key: \"{k}\" value {{ string_value: \"{v}\" }} }}\n");
+    let param = |k: &str, v: &str| {
+        format!("parameters {{ key: \"{k}\" value {{ string_value: \"{v}\" }} }}\n")
+    };
     // A memory limit must be a positive integer, and needs process isolation.
     for (extra, line, word) in [
         (param("rustpy.memory_limit_mb", "512"), 8, "needs"),
@@ -735,8 +737,14 @@ fn memory_limit_and_environment_parameters_are_validated() {
     // on the parameter's value.
     for (extra, word) in [
         (param("rustpy.python_env", "nowhere"), "is not a directory"),
-        (param("EXECUTION_ENV_PATH", "$$TRITON_MODEL_DIRECTORY/e.tar.gz"), "is not a file"),
-        (param("rustpy.python_env", "$$TRITON_MODEL_DIRECTORY/1"), "is it a virtualenv"),
+        (
+            param("EXECUTION_ENV_PATH", "$$TRITON_MODEL_DIRECTORY/e.tar.gz"),
+            "is not a file",
+        ),
+        (
+            param("rustpy.python_env", "$$TRITON_MODEL_DIRECTORY/1"),
+            "is it a virtualenv",
+        ),
     ] {
         let bad = model(&format!("{GOOD}{extra}"));
         let report = check_path(bad.path());
@@ -751,7 +759,10 @@ fn memory_limit_and_environment_parameters_are_validated() {
     }
 
     // An archive without lib/pythonX.Y is not a conda-pack environment.
-    let bad = model(&format!("{GOOD}{}", param("EXECUTION_ENV_PATH", "e.tar.gz")));
+    let bad = model(&format!(
+        "{GOOD}{}",
+        param("EXECUTION_ENV_PATH", "e.tar.gz")
+    ));
     let gz = flate2::write::GzEncoder::new(
         fs::File::create(bad.path().join("m/e.tar.gz")).unwrap(),
         flate2::Compression::fast(),

@@ -147,7 +147,9 @@ mod tests {
         assert_eq!(first.dir, second.dir);
         assert!(second.dir.join("sentinel").is_file(), "not unpacked again");
         // Nothing left in the staging area.
-        let left = fs::read_dir(opts.cache_dir.join("envs/.tmp")).unwrap().count();
+        let left = fs::read_dir(opts.cache_dir.join("envs/.tmp"))
+            .unwrap()
+            .count();
         assert_eq!(left, 0);
     }
 

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use rustpy_core::isolation::{env, sys, run_worker, WorkerFds};
+use rustpy_core::isolation::{env, run_worker, sys, WorkerFds};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -31,7 +31,10 @@ pub fn prepare(model_name: &str, model_dir: &Path, env: &PythonEnv) -> Result<Pr
     let key = env.key();
     let raw = env.raw();
     let fail = |code: ErrorCode, why: String| {
-        Error::new(code, format!("model '{model_name}': {key} ('{raw}'): {why}"))
+        Error::new(
+            code,
+            format!("model '{model_name}': {key} ('{raw}'): {why}"),
+        )
     };
     let path = env.resolve(model_dir);
     let (root, description) = match env {
@@ -39,7 +42,10 @@ pub fn prepare(model_name: &str, model_dir: &Path, env: &PythonEnv) -> Result<Pr
             if !path.is_dir() {
                 return Err(fail(
                     ErrorCode::InvalidArg,
-                    format!("{} is not a directory (a virtualenv is expected)", path.display()),
+                    format!(
+                        "{} is not a directory (a virtualenv is expected)",
+                        path.display()
+                    ),
                 ));
             }
             let description = format!("virtualenv {}", path.display());
@@ -49,7 +55,10 @@ pub fn prepare(model_name: &str, model_dir: &Path, env: &PythonEnv) -> Result<Pr
             if !path.is_file() {
                 return Err(fail(
                     ErrorCode::InvalidArg,
-                    format!("{} is not a file (a conda-pack .tar.gz is expected)", path.display()),
+                    format!(
+                        "{} is not a file (a conda-pack .tar.gz is expected)",
+                        path.display()
+                    ),
                 ));
             }
             let opts = rustpy_fetch::Options::from_env();
