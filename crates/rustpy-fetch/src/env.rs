@@ -86,8 +86,8 @@ pub fn unpack_env(archive: &Path, opts: &Options) -> Result<UnpackedEnv, FetchEr
             Box::new(flate2::read::GzDecoder::new(file))
         };
         let mut a = tar::Archive::new(reader);
-        // Executables in bin/ and the extension modules keep their modes.
-        a.set_preserve_permissions(true);
+        // rwx bits are kept (bin/ stays executable); setuid/setgid/sticky are dropped.
+        a.set_preserve_permissions(false);
         // `unpack` skips entries that would land outside `stage` (`..`, absolute).
         a.unpack(&stage)
             .map_err(|e| format!("unpacking into {}: {e}", stage.display()))?;
@@ -122,6 +122,11 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "lib/python3.11/site-packages/m.py", &data[..])
             .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o4755);
+        h.set_cksum();
+        b.append_data(&mut h, "bin/tool", &b"#!\n"[..]).unwrap();
         b.into_inner().unwrap().finish().unwrap();
         path
     }
@@ -141,6 +146,12 @@ mod tests {
             .dir
             .join("lib/python3.11/site-packages/m.py")
             .is_file());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(first.dir.join("bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755, "executable, not setuid: {mode:o}");
         fs::write(first.dir.join("sentinel"), "x").unwrap();
         let second = unpack_env(&a, &opts).unwrap();
         assert!(second.cache_hit);
