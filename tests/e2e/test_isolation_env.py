@@ -70,6 +70,10 @@ class Model:
             # is address space only: calloc'ed pages are never touched.)
             blob = bytes(2 << 30)
             del blob
+        elif mode == 3:
+            # numpy's own MemoryError subclass (np.empty: untouched without a limit).
+            arr = np.empty(2 << 30, np.uint8)
+            del arr
         elif mode == 2:
             # A C extension that does not check malloc: the worker dies.
             libc = ctypes.CDLL(None)
@@ -270,6 +274,9 @@ def test_memory_limit_fails_only_the_requests_that_blow_it(tmp_path, triton_fact
         assert f"model 'hog' instance 'hog_0': the worker process (pid {pid}) ran out of " \
                f"its memory limit, rustpy.memory_limit_mb = 768 MiB" in msg, msg
         # The worker survived it.
+        assert int(ask(0)) == pid
+        msg = ask_error(3)
+        assert "MemoryError" in msg and "rustpy.memory_limit_mb = 768 MiB" in msg, msg
         assert int(ask(0)) == pid
 
         # Native code that ignores a failed malloc: the worker dies, is restarted.
