@@ -179,7 +179,9 @@ pub fn model_initialize(model: Model) -> Result<()> {
                 })?;
             }
         }
-        return model.state_slot().put(ModelState::Process(Box::new(template)));
+        return model
+            .state_slot()
+            .put(ModelState::Process(Box::new(template)));
     }
     let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
     // TritonPythonModel.auto_complete_config, applied through Triton's own
