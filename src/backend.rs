@@ -44,6 +44,8 @@ pub fn initialize(backend: Backend) -> Result<()> {
         .and_then(|v| v["cmdline"]["site-packages"].as_str().map(str::to_owned));
     if let Some(dir) = site {
         python::add_site_packages(std::path::Path::new(&dir)).map_err(|e| e.context("rustpy"))?;
+        // Process-isolated models' workers get it too.
+        let _ = SITE_PACKAGES.set(dir.clone().into());
         log(
             LogLevel::Info,
             &format!("rustpy: site-packages {dir} added to sys.path"),
@@ -64,11 +66,14 @@ pub fn finalize(_backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// --backend-config=rustpy,site-packages=DIR, for the workers.
+static SITE_PACKAGES: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 /// Per-model state: the imported Python module, or (process isolation)
 /// what each instance's worker needs.
 enum ModelState {
     InProcess(Arc<LoadedModel>),
-    Process(WorkerConfig),
+    Process(Box<WorkerConfig>),
 }
 
 /// `rustpy-worker`, installed next to libtriton_rustpy.so ($RUSTPY_WORKER
@@ -121,6 +126,22 @@ pub fn model_initialize(model: Model) -> Result<()> {
     if isolation.mode == rustpy_config::model::Isolation::Process {
         // model.py is imported only in the workers, never in the server.
         let executable = worker_executable().map_err(|e| e.context(format!("model '{name}'")))?;
+        // Its own Python environment, unpacked (once) and checked here.
+        let env = match &isolation.env {
+            Some(env) => {
+                let prepared = rustpy_core::isolation::env::prepare(&name, Path::new(&dir), env)?;
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "rustpy: model '{name}': {} {}",
+                        env.key(),
+                        prepared.description
+                    ),
+                );
+                Some(prepared.site_packages)
+            }
+            None => None,
+        };
         log(
             LogLevel::Info,
             &format!(
@@ -142,6 +163,9 @@ pub fn model_initialize(model: Model) -> Result<()> {
             execute_timeout: isolation
                 .execute_timeout_ms
                 .map(std::time::Duration::from_millis),
+            site_packages: SITE_PACKAGES.get().cloned(),
+            env_site_packages: env,
+            memory_limit_mb: isolation.memory_limit_mb,
         };
         // auto_complete_config runs in a short-lived worker.
         if model.auto_complete_enabled()? {
@@ -155,7 +179,9 @@ pub fn model_initialize(model: Model) -> Result<()> {
                 })?;
             }
         }
-        return model.state_slot().put(ModelState::Process(template));
+        return model
+            .state_slot()
+            .put(ModelState::Process(Box::new(template)));
     }
     let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
     // TritonPythonModel.auto_complete_config, applied through Triton's own
@@ -241,7 +267,7 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         ModelState::Process(template) => {
             Executor::Process(Box::new(WorkerInstance::new(WorkerConfig {
                 instance: info,
-                ..template.clone()
+                ..(**template).clone()
             })?))
         }
     };

@@ -1,6 +1,6 @@
 """Model dependencies (issue 13): requirements.txt checked across models and against the
 serving interpreter, installed with `rustpy env --target DIR`, put on sys.path by
---backend-config=rustpy,site-packages=DIR; EXECUTION_ENV_PATH refused in-process.
+--backend-config=rustpy,site-packages=DIR; EXECUTION_ENV_PATH needs process isolation.
 
 The installed package is a wheel built here (nothing reaches a package index).
 """
@@ -140,9 +140,13 @@ def test_env_installs_into_a_target_that_a_served_model_imports(tmp_path, triton
     assert (site / "rustpy_demo_dep" / "__init__.py").is_file()
     assert check_json(repo, "--site-packages", str(site), rc=0) == []
 
+    # A process-isolated model's workers get DIR too.
+    write_model(repo, "uses_dep_proc", params={"rustpy.isolation": "process"},
+                imports="import rustpy_demo_dep", value="rustpy_demo_dep.VALUE.encode()")
     server = triton_factory(repo, extra_args=[f"--backend-config=rustpy,site-packages={site}"],
                             name="deps")
     assert infer(server, "uses_dep") == b"demo-1.2.3"
+    assert infer(server, "uses_dep_proc") == b"demo-1.2.3"
     assert f"site-packages {site} added to sys.path" in server.log_text()
 
     r = run_cli(["run", str(repo / "uses_dep"), "--site-packages", str(site), "--json", "-q"],
@@ -159,16 +163,32 @@ def test_without_site_packages_the_model_does_not_import(tmp_path, triton_factor
     assert "No module named 'rustpy_demo_dep'" in server.log_text()
 
 
-def test_execution_env_path_is_an_error(tmp_path, triton_factory):
+def test_execution_env_path_needs_its_archive_and_process_isolation(tmp_path, triton_factory):
+    """EXECUTION_ENV_PATH means process isolation (docs/isolation.md; it works in
+    tests/e2e/test_isolation_env.py): a missing archive fails that model's load,
+    `in_process` with it is refused, and `rustpy run` (in-process) refuses it."""
     repo = tmp_path / "repo"
     write_model(repo, "with_env", params={"EXECUTION_ENV_PATH": "$$TRITON_MODEL_DIRECTORY/e.tgz"})
+    write_model(repo, "in_proc_env", params={"EXECUTION_ENV_PATH": "e.tgz",
+                                             "rustpy.isolation": "in_process"})
     write_model(repo, "plain")
-    diags = [d for d in check_json(repo, rc=1) if d["code"] == "config.execution-env"]
-    assert len(diags) == 1 and Path(diags[0]["file"]).parent.name == "with_env"
-    assert "process isolation" in diags[0]["hint"]
+    diags = check_json(repo, rc=1)
+    missing = [d for d in diags if d["code"] == "parameters.python-env"]
+    assert len(missing) == 1 and Path(missing[0]["file"]).parent.name == "with_env", diags
+    assert "is not a file" in missing[0]["message"] and missing[0]["line"] == 6
+    refused = [d for d in diags if d["code"] == "parameters.isolation"]
+    assert len(refused) == 1 and Path(refused[0]["file"]).parent.name == "in_proc_env", diags
+    assert "needs process isolation" in refused[0]["message"]
 
     server = triton_factory(repo, exit_on_error=False, wait_models=["plain"], name="execenv")
     assert infer(server, "plain") == b"ok"
-    assert not server.model_ready("with_env")
+    assert not server.model_ready("with_env") and not server.model_ready("in_proc_env")
     log = server.log_text()
-    assert "model 'with_env': EXECUTION_ENV_PATH" in log and "process isolation" in log
+    assert "model 'with_env': EXECUTION_ENV_PATH ('$$TRITON_MODEL_DIRECTORY/e.tgz'): " \
+           f"{repo / 'with_env' / 'e.tgz'} is not a file" in log, log
+    assert "model 'in_proc_env': parameter 'EXECUTION_ENV_PATH' needs process isolation" in log
+
+    (repo / "with_env" / "e.tgz").write_bytes(b"")
+    r = run_cli(["run", str(repo / "with_env"), "--json", "-q"])
+    assert r.returncode != 0 and "EXECUTION_ENV_PATH" in r.stderr \
+        and "needs process isolation" in r.stderr, (r.stdout, r.stderr)

@@ -17,6 +17,7 @@
 //!   group of rules; [`diagnostic`]: what it reports and how that renders.
 //! - [`checkpoint`]: the checkpoint source a model declares.
 //! - [`params`]: typed request parameters a model declares.
+//! - [`pyenv`]: the Python version of a per-model environment.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod diagnostic;
 pub mod model;
 pub mod params;
 mod pbtxt;
+pub mod pyenv;
 pub mod repo;
 mod scan;
 

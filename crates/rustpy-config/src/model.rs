@@ -25,6 +25,12 @@ pub fn parameter<'a>(cfg: &'a ModelConfig, key: &str) -> Option<&'a str> {
 pub const ISOLATION_KEY: &str = "rustpy.isolation";
 /// `parameters` key: per-execution timeout (milliseconds) of a process-isolated model.
 pub const EXECUTE_TIMEOUT_KEY: &str = "rustpy.execute_timeout_ms";
+/// `parameters` key: a virtualenv the model's workers use (docs/isolation.md).
+pub const PYTHON_ENV_KEY: &str = "rustpy.python_env";
+/// `parameters` key: data-segment limit (MiB) of each of the model's workers.
+pub const MEMORY_LIMIT_KEY: &str = "rustpy.memory_limit_mb";
+/// What `$$TRITON_MODEL_DIRECTORY` in an environment path stands for (as upstream).
+pub const MODEL_DIRECTORY_VAR: &str = "$$TRITON_MODEL_DIRECTORY";
 
 /// Where a model's Python code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,46 +42,123 @@ pub enum Isolation {
     Process,
 }
 
+/// The Python environment a process-isolated model's workers use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PythonEnv {
+    /// `rustpy.python_env`: a virtualenv directory (the path as written).
+    Venv(String),
+    /// `EXECUTION_ENV_PATH`: a conda-pack `.tar.gz` (the path as written).
+    Archive(String),
+}
+
+impl PythonEnv {
+    /// The parameter that names it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            PythonEnv::Venv(_) => PYTHON_ENV_KEY,
+            PythonEnv::Archive(_) => EXECUTION_ENV_PARAMETER,
+        }
+    }
+
+    /// The path as written in the config.
+    pub fn raw(&self) -> &str {
+        match self {
+            PythonEnv::Venv(p) | PythonEnv::Archive(p) => p,
+        }
+    }
+
+    /// The path with `$$TRITON_MODEL_DIRECTORY` replaced by `model_dir`
+    /// (as upstream does); a relative path is relative to `model_dir`.
+    pub fn resolve(&self, model_dir: &std::path::Path) -> std::path::PathBuf {
+        let raw = self.raw().trim();
+        let replaced = raw.replace(MODEL_DIRECTORY_VAR, &model_dir.to_string_lossy());
+        model_dir.join(replaced)
+    }
+}
+
 /// The isolation settings of a model, from its `parameters`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IsolationSettings {
     pub mode: Isolation,
     /// Kill and restart a worker whose execution takes longer than this.
     pub execute_timeout_ms: Option<u64>,
+    /// Limit of each worker's data segment (heap and private mappings), MiB.
+    pub memory_limit_mb: Option<u64>,
+    /// The model's own Python environment (implies process isolation).
+    pub env: Option<PythonEnv>,
 }
 
-/// Reads `rustpy.isolation` (`"in_process"` or `"process"`) and
-/// `rustpy.execute_timeout_ms` (a positive integer, process mode only).
-/// The error names the parameter and the accepted values.
+/// Reads `rustpy.isolation` (`"in_process"` or `"process"`),
+/// `rustpy.execute_timeout_ms` and `rustpy.memory_limit_mb` (positive
+/// integers, process mode only) and the model's environment
+/// (`rustpy.python_env` or `EXECUTION_ENV_PATH`, at most one). An environment
+/// implies process isolation (as the official backend runs the model in a
+/// process of that environment); with `rustpy.isolation: "in_process"` it is
+/// an error. The error names the parameter and the accepted values.
 pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String> {
-    let mode = match parameter(cfg, ISOLATION_KEY).map(str::trim) {
-        None | Some("") | Some("in_process") => Isolation::InProcess,
-        Some("process") => Isolation::Process,
+    let explicit = match parameter(cfg, ISOLATION_KEY).map(str::trim) {
+        None | Some("") => None,
+        Some("in_process") => Some(Isolation::InProcess),
+        Some("process") => Some(Isolation::Process),
         Some(other) => {
             return Err(format!(
                 "parameter '{ISOLATION_KEY}' is \"{other}\"; expected \"in_process\" or \"process\""
             ))
         }
     };
-    let execute_timeout_ms = match parameter(cfg, EXECUTE_TIMEOUT_KEY).map(str::trim) {
-        None | Some("") => None,
-        Some(text) => match text.parse::<u64>() {
-            Ok(ms) if ms > 0 => Some(ms),
-            _ => {
-                return Err(format!(
-                    "parameter '{EXECUTE_TIMEOUT_KEY}' is \"{text}\"; expected a positive number of milliseconds"
-                ))
-            }
-        },
+    let positive = |key: &str, unit: &str| -> Result<Option<u64>, String> {
+        match parameter(cfg, key).map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => match text.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(format!(
+                    "parameter '{key}' is \"{text}\"; expected a positive number of {unit}"
+                )),
+            },
+        }
     };
-    if execute_timeout_ms.is_some() && mode != Isolation::Process {
-        return Err(format!(
-            "parameter '{EXECUTE_TIMEOUT_KEY}' needs '{ISOLATION_KEY}: \"process\"' (an in-process execution cannot be stopped)"
-        ));
+    let execute_timeout_ms = positive(EXECUTE_TIMEOUT_KEY, "milliseconds")?;
+    let memory_limit_mb = positive(MEMORY_LIMIT_KEY, "MiB")?;
+    let venv = parameter(cfg, PYTHON_ENV_KEY).filter(|p| !p.trim().is_empty());
+    let archive = parameter(cfg, EXECUTION_ENV_PARAMETER).filter(|p| !p.trim().is_empty());
+    let env = match (venv, archive) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "parameter '{PYTHON_ENV_KEY}' and parameter '{EXECUTION_ENV_PARAMETER}' both name an environment; a model has one"
+            ))
+        }
+        (Some(v), None) => Some(PythonEnv::Venv(v.to_string())),
+        (None, Some(a)) => Some(PythonEnv::Archive(a.to_string())),
+        (None, None) => None,
+    };
+    let mode = match (explicit, &env) {
+        (Some(Isolation::InProcess), Some(env)) => {
+            return Err(format!(
+                "parameter '{}' needs process isolation (a per-model environment cannot apply to the server's one interpreter); drop '{ISOLATION_KEY}: \"in_process\"'",
+                env.key()
+            ))
+        }
+        (Some(mode), _) => mode,
+        (None, Some(_)) => Isolation::Process,
+        (None, None) => Isolation::InProcess,
+    };
+    if mode != Isolation::Process {
+        if execute_timeout_ms.is_some() {
+            return Err(format!(
+                "parameter '{EXECUTE_TIMEOUT_KEY}' needs '{ISOLATION_KEY}: \"process\"' (an in-process execution cannot be stopped)"
+            ));
+        }
+        if memory_limit_mb.is_some() {
+            return Err(format!(
+                "parameter '{MEMORY_LIMIT_KEY}' needs '{ISOLATION_KEY}: \"process\"' (the limit applies to a worker process)"
+            ));
+        }
     }
     Ok(IsolationSettings {
         mode,
         execute_timeout_ms,
+        memory_limit_mb,
+        env,
     })
 }
 
@@ -154,6 +237,38 @@ mod tests {
         }
         let e = isolation_settings(&with_params(&[(EXECUTE_TIMEOUT_KEY, "100")])).unwrap_err();
         assert!(e.contains("needs"), "{e}");
+    }
+
+    #[test]
+    fn an_environment_implies_process_isolation() {
+        let s = isolation_settings(&with_params(&[(PYTHON_ENV_KEY, "venv")])).unwrap();
+        assert_eq!(s.mode, Isolation::Process);
+        assert_eq!(s.env, Some(PythonEnv::Venv("venv".into())));
+        let s = isolation_settings(&with_params(&[
+            (EXECUTION_ENV_PARAMETER, "$$TRITON_MODEL_DIRECTORY/e.tar.gz"),
+            (MEMORY_LIMIT_KEY, "512"),
+        ]))
+        .unwrap();
+        assert_eq!(s.mode, Isolation::Process);
+        assert_eq!(s.memory_limit_mb, Some(512));
+        let env = s.env.unwrap();
+        assert_eq!(env.key(), EXECUTION_ENV_PARAMETER);
+        let dir = std::path::Path::new("/models/m");
+        assert_eq!(env.resolve(dir), dir.join("e.tar.gz"));
+        assert_eq!(
+            PythonEnv::Venv("/abs/venv".into()).resolve(dir),
+            std::path::Path::new("/abs/venv")
+        );
+        assert_eq!(PythonEnv::Venv("v".into()).resolve(dir), dir.join("v"));
+
+        for bad in [
+            vec![(ISOLATION_KEY, "in_process"), (PYTHON_ENV_KEY, "v")],
+            vec![(PYTHON_ENV_KEY, "v"), (EXECUTION_ENV_PARAMETER, "e.tgz")],
+            vec![(MEMORY_LIMIT_KEY, "64")],
+            vec![(ISOLATION_KEY, "process"), (MEMORY_LIMIT_KEY, "0")],
+        ] {
+            assert!(isolation_settings(&with_params(&bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -658,3 +658,136 @@ fn isolation_parameters_are_validated() {
     );
     assert!(d.message.contains("positive"), "{d}");
 }
+
+#[test]
+fn memory_limit_and_environment_parameters_are_validated() {
+    let param = |k: &str, v: &str| {
+        format!("parameters {{ key: \"{k}\" value {{ string_value: \"{v}\" }} }}\n")
+    };
+    // A memory limit must be a positive integer, and needs process isolation.
+    for (extra, line, word) in [
+        (param("rustpy.memory_limit_mb", "512"), 8, "needs"),
+        (
+            format!(
+                "{}{}",
+                param("rustpy.isolation", "process"),
+                param("rustpy.memory_limit_mb", "1.5G")
+            ),
+            9,
+            "positive number of MiB",
+        ),
+        // One environment per model.
+        (
+            format!(
+                "{}{}",
+                param("rustpy.python_env", "/venv"),
+                param("EXECUTION_ENV_PATH", "env.tar.gz")
+            ),
+            8,
+            "both name an environment",
+        ),
+        // An environment cannot apply in-process.
+        (
+            format!(
+                "{}{}",
+                param("rustpy.isolation", "in_process"),
+                param("rustpy.python_env", "venv")
+            ),
+            9,
+            "needs process isolation",
+        ),
+    ] {
+        let bad = model(&format!("{GOOD}{extra}"));
+        let report = check_path(bad.path());
+        let d = one(
+            &report,
+            "parameters.isolation",
+            &config_of(bad.path()),
+            Some(line),
+        );
+        assert!(d.message.contains(word), "{d}");
+    }
+
+    // A virtualenv (relative to the model directory) implies process isolation:
+    // with a memory limit and no rustpy.isolation, a valid model is clean.
+    let ok = repo(&[
+        (
+            "m/config.pbtxt",
+            &format!(
+                "{GOOD}{}{}",
+                param("rustpy.python_env", "venv"),
+                param("rustpy.memory_limit_mb", "2048")
+            ),
+        ),
+        ("m/1/model.py", "class Model: ...\n"),
+        ("m/venv/pyvenv.cfg", "home = /usr/bin\nversion = 3.11.2\n"),
+        ("m/venv/lib/python3.11/site-packages/x.py", ""),
+    ]);
+    let report = check_path(ok.path());
+    assert!(
+        report
+            .diagnostics
+            .iter()
+            .all(|d| !d.code.starts_with("parameters.")),
+        "{:#?}",
+        report.diagnostics
+    );
+
+    // A missing environment, or a directory that is no virtualenv, is located
+    // on the parameter's value.
+    for (extra, word) in [
+        (param("rustpy.python_env", "nowhere"), "is not a directory"),
+        (
+            param("EXECUTION_ENV_PATH", "$$TRITON_MODEL_DIRECTORY/e.tar.gz"),
+            "is not a file",
+        ),
+        (
+            param("rustpy.python_env", "$$TRITON_MODEL_DIRECTORY/1"),
+            "is it a virtualenv",
+        ),
+    ] {
+        let bad = model(&format!("{GOOD}{extra}"));
+        let report = check_path(bad.path());
+        let d = one(
+            &report,
+            "parameters.python-env",
+            &config_of(bad.path()),
+            Some(8),
+        );
+        assert!(d.message.contains(word), "{d}");
+        assert!(d.hint.contains("same Python major.minor"), "{d}");
+    }
+
+    // An archive without lib/pythonX.Y is not a conda-pack environment.
+    let bad = model(&format!(
+        "{GOOD}{}",
+        param("EXECUTION_ENV_PATH", "e.tar.gz")
+    ));
+    let gz = flate2::write::GzEncoder::new(
+        fs::File::create(bad.path().join("m/e.tar.gz")).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut b = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "bin/python", &b"x"[..]).unwrap();
+    b.into_inner().unwrap().finish().unwrap();
+    let report = check_path(bad.path());
+    let d = one(
+        &report,
+        "parameters.python-env",
+        &config_of(bad.path()),
+        Some(8),
+    );
+    assert!(d.message.contains("no lib/pythonX.Y"), "{d}");
+
+    // The official backend's own EXECUTION_ENV_PATH models are not ours to check.
+    let theirs = model(&format!(
+        "{}{}",
+        GOOD.replace("backend: \"rustpy\"", "backend: \"python\""),
+        param("EXECUTION_ENV_PATH", "missing.tar.gz")
+    ));
+    assert!(with_code(&check_path(theirs.path()), "parameters.python-env").is_empty());
+}

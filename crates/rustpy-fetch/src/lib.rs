@@ -14,12 +14,15 @@
 //!   and only then renamed to `<key>/`. A failed fetch removes its temp dir.
 //! - **Offline** (`RUSTPY_OFFLINE=1` or [`Options::offline`]): only the cache
 //!   is used; a cold cache is an error saying what to prefetch.
+//! - **Environments** (`EXECUTION_ENV_PATH` archives): [`env::unpack_env`],
+//!   same cache discipline, keyed by the archive's sha256, under `envs/`.
 //! - **Credentials** come from the environment (`HF_TOKEN`, `AWS_*`, user-info
 //!   in a git/https URL) and are scrubbed from every error message.
 
 #![forbid(unsafe_code)]
 
 mod archive;
+pub mod env;
 mod git;
 mod hf;
 mod s3;

@@ -12,8 +12,8 @@
 //! - the rules over a parsed config, by group: `model` (name, backend, model
 //!   files, version policy), `io` (inputs, outputs, labels), `ragged`
 //!   (ragged batching, batch_input/batch_output, input defaults),
-//!   `scheduling` (batching, instance groups) and `parameters` (checkpoint,
-//!   EXECUTION_ENV_PATH, request_parameters.json).
+//!   `scheduling` (batching, instance groups) and `parameters` (isolation,
+//!   per-model environment, checkpoint, request_parameters.json).
 //!
 //! Findings are [`Diagnostic`]s ([`crate::diagnostic`]).
 
@@ -186,7 +186,7 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.isolation();
     rules.version_policy(&versions);
     rules.checkpoint();
-    rules.execution_env();
+    rules.python_env();
     parameters::check_request_parameters(dir, out);
 }
 

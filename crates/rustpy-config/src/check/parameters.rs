@@ -1,30 +1,27 @@
 //! Rules on what a model declares through parameters and side files: the
-//! isolation settings, the checkpoint source, EXECUTION_ENV_PATH, and
-//! `request_parameters.json`.
+//! isolation settings, the per-model Python environment (rustpy.python_env,
+//! EXECUTION_ENV_PATH), the checkpoint source, and `request_parameters.json`.
 
 use std::{fs, io, path::Path};
 
 use super::Rules;
 use crate::{
     diagnostic::{Diagnostic, Severity},
-    model::{isolation_settings, EXECUTE_TIMEOUT_KEY, EXECUTION_ENV_PARAMETER, ISOLATION_KEY},
+    model::{
+        isolation_settings, IsolationSettings, PythonEnv, EXECUTE_TIMEOUT_KEY,
+        EXECUTION_ENV_PARAMETER, ISOLATION_KEY, MEMORY_LIMIT_KEY, MODEL_DIRECTORY_VAR,
+        PYTHON_ENV_KEY,
+    },
+    pyenv,
 };
 
 impl Rules<'_, '_> {
-    /// `rustpy.isolation` / `rustpy.execute_timeout_ms` (docs/isolation.md).
-    pub(super) fn isolation(&mut self) {
-        let Err(message) = isolation_settings(self.cfg) else {
-            return;
-        };
+    /// The value token of `parameters { key: "<key>" ... }`, else the
+    /// `parameters` field itself.
+    fn parameter_at(&self, key: &str) -> Option<usize> {
         let root = self.root();
-        let key = if message.starts_with(&format!("parameter '{ISOLATION_KEY}' is")) {
-            ISOLATION_KEY
-        } else {
-            EXECUTE_TIMEOUT_KEY
-        };
         let quoted = format!("\"{key}\"");
-        let at = self
-            .loc
+        self.loc
             .elements(&root, "parameters")
             .iter()
             .find_map(|b| {
@@ -32,33 +29,77 @@ impl Rules<'_, '_> {
                     .value_of(b, "key", &quoted)
                     .filter(|&tok| self.loc.field(b, "key") != Some(tok))
             })
-            .or_else(|| self.loc.field(&root, "parameters"));
+            .or_else(|| self.loc.field(&root, "parameters"))
+    }
+
+    /// `rustpy.isolation`, `rustpy.execute_timeout_ms`, `rustpy.memory_limit_mb`
+    /// and how they combine with an environment (docs/isolation.md).
+    pub(super) fn isolation(&mut self) {
+        let Err(message) = isolation_settings(self.cfg) else {
+            return;
+        };
+        // The message starts with the parameter it is about.
+        let key = message
+            .strip_prefix("parameter '")
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or(ISOLATION_KEY)
+            .to_string();
+        let at = self.parameter_at(&key);
         self.push(
             Severity::Error,
             at,
             "parameters.isolation",
             message,
             format!(
-                "set {ISOLATION_KEY} to \"process\" (a worker process per instance) or \"in_process\" (the default); {EXECUTE_TIMEOUT_KEY} is a positive integer and needs process isolation"
+                "set {ISOLATION_KEY} to \"process\" (a worker process per instance) or \"in_process\" (the default); {EXECUTE_TIMEOUT_KEY} and {MEMORY_LIMIT_KEY} are positive integers and need process isolation; a model names at most one environment ({PYTHON_ENV_KEY} or {EXECUTION_ENV_PARAMETER}), which implies process isolation"
             ),
         );
     }
 
-    /// The official backend unpacks EXECUTION_ENV_PATH into a per-model
-    /// environment for its stub process; in-process models share one
-    /// interpreter, so the parameter cannot be honoured.
-    pub(super) fn execution_env(&mut self) {
+    /// A per-model environment (`rustpy.python_env`, a virtualenv directory;
+    /// `EXECUTION_ENV_PATH`, a conda-pack archive) must exist and be of the
+    /// Python version rustpy embeds (when this process embeds one: the CLI does).
+    pub(super) fn python_env(&mut self) {
         if self.cfg.backend != "rustpy" {
+            // The official backend unpacks EXECUTION_ENV_PATH for its own stub.
             return;
         }
-        if let Some(env) = crate::model::parameter(self.cfg, EXECUTION_ENV_PARAMETER) {
-            let at = self.loc.field(&self.root(), "parameters");
+        let Ok(IsolationSettings { env: Some(env), .. }) = isolation_settings(self.cfg) else {
+            return;
+        };
+        let key = env.key();
+        let path = env.resolve(self.dir);
+        let found = match &env {
+            PythonEnv::Venv(_) if !path.is_dir() => Err(format!(
+                "{key}: '{}' is not a directory ({})",
+                env.raw(),
+                path.display()
+            )),
+            PythonEnv::Archive(_) if !path.is_file() => Err(format!(
+                "{key}: '{}' is not a file ({})",
+                env.raw(),
+                path.display()
+            )),
+            PythonEnv::Venv(_) => pyenv::dir_version(&path).map_err(|e| format!("{key}: {e}")),
+            PythonEnv::Archive(_) => {
+                pyenv::archive_version(&path).map_err(|e| format!("{key}: {e}"))
+            }
+        };
+        let problem = found.and_then(|version| match pyenv::embedded_python_version() {
+            Some(embedded) => pyenv::require_same(version, embedded)
+                .map_err(|e| format!("{key}: '{}': {e}", env.raw())),
+            None => Ok(()),
+        });
+        if let Err(message) = problem {
+            let at = self.parameter_at(key);
             self.push(
                 Severity::Error,
                 at,
-                "config.execution-env",
-                format!("{EXECUTION_ENV_PARAMETER} (\"{env}\") is not supported: rustpy models share the server's one Python interpreter"),
-                "per-model environments need process isolation: serve this model with backend: \"python\" (the official backend's stub process), or drop the parameter and install its requirements for every model with `rustpy env REPO --target DIR` + --backend-config=rustpy,site-packages=DIR".into(),
+                "parameters.python-env",
+                message,
+                format!(
+                    "{PYTHON_ENV_KEY} is a virtualenv directory and {EXECUTION_ENV_PARAMETER} a conda-pack .tar.gz (relative to the model directory, or absolute; {MODEL_DIRECTORY_VAR} stands for the model directory), made with the same Python major.minor as the server (`python3.X -m venv DIR`)"
+                ),
             );
         }
     }

@@ -25,6 +25,7 @@ use crate::python::{emit_log, InstanceInfo};
 use crate::request::InferRequest;
 use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
 use crate::DataType;
+use rustpy_config::model::MEMORY_LIMIT_KEY;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// Initial size of each shared-memory region; grown on demand.
@@ -47,6 +48,45 @@ pub struct WorkerConfig {
     pub config_json: String,
     pub instance: InstanceInfo,
     pub execute_timeout: Option<Duration>,
+    /// The backend's `--backend-config=rustpy,site-packages=DIR`, if any.
+    pub site_packages: Option<PathBuf>,
+    /// The model's own environment's site-packages (ahead of everything).
+    pub env_site_packages: Option<PathBuf>,
+    /// `rustpy.memory_limit_mb`: RLIMIT_DATA of the worker, MiB.
+    pub memory_limit_mb: Option<u64>,
+}
+
+impl WorkerConfig {
+    /// The worker's arguments for its environment and memory limit.
+    fn env_args(&self, command: &mut Command) {
+        if let Some(dir) = &self.site_packages {
+            command.arg("--site-packages").arg(dir);
+        }
+        if let Some(dir) = &self.env_site_packages {
+            command.arg("--env-site-packages").arg(dir);
+        }
+        if let Some(mb) = self.memory_limit_mb {
+            command.arg("--memory-limit-mb").arg(mb.to_string());
+        }
+    }
+
+    /// "rustpy.memory_limit_mb = N MiB", or "" without a limit.
+    fn memory_note(&self) -> String {
+        match self.memory_limit_mb {
+            Some(mb) => format!("{MEMORY_LIMIT_KEY} = {mb} MiB"),
+            None => String::new(),
+        }
+    }
+}
+
+/// A MemoryError from a memory-limited worker says which limit it hit
+/// (`note` is empty without a limit).
+fn annotate_memory_error(msg: &mut FromWorker, note: &str) {
+    if let FromWorker::Error { message, .. } = msg {
+        if !note.is_empty() && message.contains("MemoryError") {
+            message.push_str(note);
+        }
+    }
 }
 
 /// Spawns children from one thread that lives as long as the process: the
@@ -362,6 +402,7 @@ impl Worker {
             .arg("--model")
             .arg(&cfg.model_name)
             .stdin(Stdio::null());
+        cfg.env_args(&mut command);
         sys::prepare_child(
             &mut command,
             vec![theirs.as_raw_fd(), input.raw_fd(), output.raw_fd()],
@@ -378,13 +419,20 @@ impl Worker {
         let running = Arc::new(AtomicU64::new(0));
         let (reader_open, reader_running) = (open.clone(), running.clone());
         let who = label(cfg);
+        let memory_note = match cfg.memory_note() {
+            note if note.is_empty() => note,
+            note => format!(
+                " ({who}: the worker process (pid {pid}) ran out of its memory limit, {note})"
+            ),
+        };
         let mut output = output;
         std::thread::Builder::new()
             .name(format!("rustpy-worker-{pid}"))
             .spawn(move || {
                 let mut r = BufReader::new(read_half);
                 let mut metrics = MetricTable::default();
-                while let Ok(Some(msg)) = read_frame::<FromWorker, _>(&mut r) {
+                while let Ok(Some(mut msg)) = read_frame::<FromWorker, _>(&mut r) {
+                    annotate_memory_error(&mut msg, &memory_note);
                     if handle_response(&msg, &reader_open, &mut output) {
                         continue;
                     }
@@ -909,9 +957,13 @@ impl WorkerInstance {
                         };
                         (
                             format!(
-                                "{}: the worker process (pid {}) {cause} while executing this request{extra}; it is being restarted",
+                                "{}: the worker process (pid {}) {cause} while executing this request{extra}; it is being restarted{}",
                                 label(&self.cfg),
-                                worker.pid
+                                worker.pid,
+                                match self.cfg.memory_note() {
+                                    n if n.is_empty() => n,
+                                    n => format!(" (its memory limit: {n})"),
+                                }
                             ),
                             format!("worker {cause}"),
                         )

@@ -4,6 +4,7 @@
 //!
 //! - [`client`]: the backend side (start, execute, restart, stop a worker).
 //! - [`worker`]: the worker side (what `rustpy-worker` runs).
+//! - [`env`]: a model's own Python environment (virtualenv, EXECUTION_ENV_PATH).
 //! - [`proto`]: the control channel (length-prefixed JSON over a socketpair).
 //! - [`sys`]: the only unsafe code here: memfd shared memory, parent-death signal.
 //!
@@ -13,6 +14,7 @@
 //! a whole batch; the worker answers with one frame per response and a Done.
 
 pub mod client;
+pub mod env;
 pub mod proto;
 pub mod sys;
 pub mod worker;

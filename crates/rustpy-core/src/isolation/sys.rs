@@ -307,6 +307,24 @@ pub fn defer_termination_to_parent() {
     }
 }
 
+/// Worker side, before Python starts: limits the process's data segment
+/// (RLIMIT_DATA: heap and private writable mappings, thread stacks included;
+/// not the shared-memory regions nor address space merely reserved), soft
+/// and hard, so user code cannot raise it. An allocation past it fails
+/// (Python raises MemoryError) instead of the machine swapping or the OOM
+/// killer picking a process.
+pub fn limit_data(bytes: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: setrlimit only reads the fully initialised struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sends SIGKILL to `pid` (a child we have not reaped yet).
 pub fn kill(pid: u32) {
     // SAFETY: kill only sends a signal; the pid is our unreaped child, so it
