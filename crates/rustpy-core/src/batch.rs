@@ -203,19 +203,6 @@ fn group_key(spec: &ModelSpec, req: &InferRequest<'_>, split_by_parameters: bool
     parts.join("|")
 }
 
-/// Copies the data of several requests' tensors, in order, into `dst`, which
-/// must be exactly as large as their sum (fixed-size types only).
-pub fn gather_into(dst: &mut [u8], tensors: &[&InputTensor<'_>]) {
-    let mut offset = 0;
-    for t in tensors {
-        for chunk in &t.chunks {
-            dst[offset..offset + chunk.len()].copy_from_slice(chunk);
-            offset += chunk.len();
-        }
-    }
-    assert_eq!(offset, dst.len(), "gather destination sized wrongly");
-}
-
 /// The BYTES elements of several requests' tensors, in batch order. Elements
 /// borrow the request's buffer unless it arrived in several chunks.
 pub fn gather_bytes<'a>(tensors: &[&'a InputTensor<'_>]) -> Result<Vec<Cow<'a, [u8]>>> {
@@ -478,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn gather_concatenates_chunks_in_order() {
+    fn concat_shape_and_row_ranges() {
         let a = InputTensor {
             name: "A".into(),
             dtype: DataType::Uint8,
@@ -491,9 +478,6 @@ mod tests {
             shape: vec![2, 3],
             chunks: vec![b"defghi"],
         };
-        let mut dst = vec![0u8; 9];
-        gather_into(&mut dst, &[&a, &b]);
-        assert_eq!(&dst, b"abcdefghi");
         assert_eq!(concat_shape(&[&a.shape, &b.shape]), vec![3, 3]);
         assert_eq!(row_ranges(&[1, 2, 3]), vec![0..1, 1..3, 3..6]);
     }

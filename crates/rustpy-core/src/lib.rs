@@ -11,17 +11,17 @@
 pub mod batch;
 pub mod bytes;
 pub mod checkpoint;
-pub mod dtype;
-pub mod engine;
+mod dtype;
+mod engine;
 pub mod error;
 pub mod isolation;
 pub mod local;
 pub mod params;
 pub mod python;
-pub mod ragged;
+mod ragged;
 pub mod request;
 pub mod server;
-pub mod spec;
+mod spec;
 
 pub use dtype::DataType;
 pub use engine::{ExecReport, OutputSlice, Responder};

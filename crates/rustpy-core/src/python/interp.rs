@@ -81,7 +81,7 @@ pub fn flush_stdio() {
 }
 
 /// Whether `initialize` has started the interpreter (and its glue) in this process.
-pub fn is_initialized() -> bool {
+fn is_initialized() -> bool {
     RUNTIME.get().is_some()
 }
 

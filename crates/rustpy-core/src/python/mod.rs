@@ -6,7 +6,7 @@ mod model;
 mod native;
 mod numpy_io;
 
-pub use interp::{flush_stdio, initialize, is_initialized, py_error};
+pub use interp::{flush_stdio, initialize, py_error};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 /// Writes through the log hook (the server's log in the backend).
 pub use native::log as emit_log;
