@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustpy_core::constants::LogLevel as CoreLogLevel;
 use rustpy_core::isolation::{WorkerConfig, WorkerInstance};
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
-use rustpy_core::{Error, InferRequest, OutputSlice, Responder};
+use rustpy_core::{Error, InferRequest, OutputSlice, Outcome, Responder};
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::TritonServerApi;
@@ -29,10 +30,10 @@ pub fn initialize(backend: Backend) -> Result<()> {
         promote_libpython_to_global().map_err(|e| Error::internal(format!("rustpy: {e}")))?;
     python::set_log_hook(Box::new(|level, file, line, msg| {
         let level = match level {
-            1 => LogLevel::Warn,
-            2 => LogLevel::Error,
-            3 => LogLevel::Verbose,
-            _ => LogLevel::Info,
+            CoreLogLevel::Info => LogLevel::Info,
+            CoreLogLevel::Warn => LogLevel::Warn,
+            CoreLogLevel::Error => LogLevel::Error,
+            CoreLogLevel::Verbose => LogLevel::Verbose,
         };
         log_at(level, file, line, msg);
     }));
@@ -215,7 +216,7 @@ impl Executor {
 
     fn execute(
         &self,
-        requests: &[InferRequest<'_>],
+        requests: &[Result<InferRequest<'_>>],
         responders: Vec<TritonResponder>,
     ) -> rustpy_core::ExecReport {
         match self {
@@ -385,40 +386,36 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
         Err(_) => String::from("?"),
     };
     // Every request gets a responder first; one that is dropped unanswered
-    // answers with an error, so no request can end without a response.
-    let responders: Vec<Option<TritonResponder>> = requests
-        .iter()
-        .map(|r| responder_for(r, &model_name))
-        .collect();
+    // answers with an error, so no request can end without a response. A
+    // request whose response factory cannot be created is answered at once
+    // and goes no further.
+    let mut responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
+    let mut reached: Vec<usize> = Vec::with_capacity(requests.len());
+    for (i, req) in requests.iter().enumerate() {
+        if let Some(r) = responder_for(req, &model_name) {
+            responders.push(r);
+            reached.push(i);
+        }
+    }
     let state = match state {
         Ok(s) => s,
         Err(e) => {
-            for mut r in responders.into_iter().flatten() {
+            for mut r in responders {
                 r.send_error(&e);
             }
             return;
         }
     };
 
-    // Read each request; one that cannot be read fails alone. The core takes
-    // ownership of the readable requests' responders.
-    let mut core_requests: Vec<InferRequest<'_>> = Vec::with_capacity(requests.len());
-    let mut readable: Vec<usize> = Vec::with_capacity(requests.len());
-    let mut core_responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
-    for (i, (req, responder)) in requests.iter().zip(responders).enumerate() {
-        let Some(mut responder) = responder else {
-            continue;
-        };
-        match read_request(req) {
-            Ok(r) => {
-                core_requests.push(r);
-                readable.push(i);
-                core_responders.push(responder);
-            }
-            Err(e) => responder.send_error(&e.context(format!("model '{model_name}'"))),
-        }
-    }
-    let report = state.instance.execute(&core_requests, core_responders);
+    // Read each request; one that cannot be read reaches the core as its
+    // error (the core answers it, and the report's indices line up).
+    let core_requests: Vec<Result<InferRequest<'_>>> = reached
+        .iter()
+        .map(|&i| {
+            read_request(&requests[i]).map_err(|e| e.context(format!("model '{model_name}'")))
+        })
+        .collect();
+    let report = state.instance.execute(&core_requests, responders);
     drop(core_requests);
 
     let exec_end = monotonic_ns();
@@ -429,22 +426,20 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let compute_start = to_ns(report.compute_start, exec_start);
     let compute_end = to_ns(report.compute_end, exec_end);
     let times = [exec_start, compute_start, compute_end, exec_end];
-    let mut ok = vec![false; requests.len()];
-    let mut reschedule = vec![false; requests.len()];
-    for (k, &i) in readable.iter().enumerate() {
-        ok[i] = report.ok[k];
-        reschedule[i] = report.reschedule.get(k).copied().unwrap_or(false);
+    let mut outcomes = vec![Outcome::Failed; requests.len()];
+    for (&i, &outcome) in reached.iter().zip(&report.outcomes) {
+        outcomes[i] = outcome;
     }
-    for (req, ok) in requests.iter().zip(ok) {
-        instance.report_statistics(req, ok, times);
+    for (req, outcome) in requests.iter().zip(&outcomes) {
+        instance.report_statistics(req, outcome.succeeded(), times);
     }
     if report.calls > 0 {
         instance.report_batch_statistics(report.total_rows() as u64, times);
     }
     // Rescheduled requests go back to Triton's sequence batcher; the others
     // are released here (exactly once either way).
-    for (req, reschedule) in requests.into_iter().zip(reschedule) {
-        if reschedule {
+    for (req, outcome) in requests.into_iter().zip(outcomes) {
+        if outcome == Outcome::Rescheduled {
             req.reschedule();
         }
     }

@@ -40,27 +40,46 @@ pub trait Responder: Send {
     fn detach(&mut self) {}
 }
 
-/// What happened during one execution, for statistics.
+/// How one request of an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    /// It was answered with an error (or not at all: unreadable, invalid,
+    /// cancelled, user code failed).
+    #[default]
+    Failed,
+    /// Its final response went out (or, decoupled, its stream is owned by
+    /// user code that may still answer it).
+    Answered,
+    /// User code asked to reschedule it: it goes back to the scheduler
+    /// (released with RESCHEDULE instead of ALL) unanswered.
+    Rescheduled,
+}
+
+impl Outcome {
+    /// Whether the request counts as a success in the statistics.
+    pub fn succeeded(self) -> bool {
+        self != Outcome::Failed
+    }
+}
+
+/// What happened during one execution, for statistics; one entry per
+/// request, in the order they were handed to the executor.
 #[derive(Debug, Default, Clone)]
 pub struct ExecReport {
-    /// Per request: whether it succeeded.
-    pub ok: Vec<bool>,
+    pub outcomes: Vec<Outcome>,
     /// Rows per request (0 for a request that failed validation).
     pub rows: Vec<usize>,
     /// Number of user-code calls made.
     pub calls: usize,
     pub compute_start: Option<Instant>,
     pub compute_end: Option<Instant>,
-    /// Per request: user code asked to reschedule it (release with
-    /// RESCHEDULE instead of ALL); empty when none did.
-    pub reschedule: Vec<bool>,
 }
 
 impl ExecReport {
-    /// A report for `n` requests, none answered successfully yet.
+    /// A report for `n` requests, none answered yet.
     pub fn new(n: usize) -> Self {
         ExecReport {
-            ok: vec![false; n],
+            outcomes: vec![Outcome::Failed; n],
             rows: vec![0; n],
             ..Default::default()
         }

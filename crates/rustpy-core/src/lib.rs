@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod bytes;
 pub mod checkpoint;
+pub mod constants;
 mod dtype;
 mod engine;
 pub mod error;
@@ -24,7 +25,7 @@ pub mod server;
 mod spec;
 
 pub use dtype::DataType;
-pub use engine::{ExecReport, OutputSlice, Responder};
+pub use engine::{ExecReport, OutputSlice, Outcome, Responder};
 pub use error::{Error, ErrorCode, Result};
 pub use request::{CorrelationId, InferRequest, InputTensor, ParamValue};
 pub use spec::{ModelSpec, TensorSpec};

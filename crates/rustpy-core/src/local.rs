@@ -83,9 +83,10 @@ impl LocalModel {
         requests: &[OwnedRequest],
         timeout: Duration,
     ) -> (Vec<Vec<LocalResponse>>, ExecReport) {
-        let borrowed: Vec<InferRequest<'_>> = requests
+        let borrowed: Vec<Result<InferRequest<'_>>> = requests
             .iter()
-            .map(|r| InferRequest {
+            .map(|r| {
+                Ok(InferRequest {
                 id: r.id.clone(),
                 inputs: r
                     .inputs
@@ -102,8 +103,9 @@ impl LocalModel {
                 } else {
                     r.requested_outputs.clone()
                 },
-                parameters: r.parameters.clone(),
-                ..Default::default()
+                    parameters: r.parameters.clone(),
+                    ..Default::default()
+                })
             })
             .collect();
         let mut receivers = Vec::with_capacity(requests.len());

@@ -19,8 +19,9 @@ use super::proto::{
     WireValue,
 };
 use super::sys::{self, memfd, Shm};
-use crate::engine::{ExecReport, OutputSlice, Responder};
+use crate::engine::{ExecReport, OutputSlice, Outcome, Responder};
 use crate::error::{Error, ErrorCode, Result};
+use crate::constants::LogLevel;
 use crate::python::{emit_log, InstanceInfo};
 use crate::request::InferRequest;
 use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
@@ -202,7 +203,7 @@ impl Worker {
                             file,
                             line,
                             message,
-                        } => emit_log(level, &file, line, &message),
+                        } => emit_log(LogLevel::from_code(level), &file, line, &message),
                         other => {
                             if tx.send(other).is_err() {
                                 break;
@@ -418,11 +419,7 @@ fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
             description,
             kind,
         } => {
-            let kind = match kind {
-                0 => MetricKind::Counter,
-                1 => MetricKind::Gauge,
-                _ => MetricKind::Histogram,
-            };
+            let kind = MetricKind::from_code(kind).unwrap_or(MetricKind::Histogram);
             let r = api.metric_family(&name, &description, kind).map(|f| {
                 metrics.next += 1;
                 metrics.families.insert(metrics.next, f);
@@ -502,7 +499,7 @@ impl WorkerInstance {
     pub fn new(cfg: WorkerConfig) -> Result<WorkerInstance> {
         let worker = Worker::start(&cfg)?;
         emit_log(
-            0,
+            LogLevel::Info,
             "rustpy",
             0,
             &format!(
@@ -552,7 +549,7 @@ impl WorkerInstance {
             self.try_start(state);
         } else {
             emit_log(
-                1,
+                LogLevel::Warn,
                 "rustpy",
                 0,
                 &format!(
@@ -569,7 +566,7 @@ impl WorkerInstance {
         match Worker::start(&self.cfg) {
             Ok(w) => {
                 emit_log(
-                    1,
+                    LogLevel::Warn,
                     "rustpy",
                     0,
                     &format!(
@@ -590,7 +587,7 @@ impl WorkerInstance {
                 let delay = backoff(state.failures).max(Duration::from_millis(250));
                 state.next_start = Instant::now() + delay;
                 emit_log(
-                    2,
+                    LogLevel::Error,
                     "rustpy",
                     0,
                     &format!(
@@ -605,10 +602,45 @@ impl WorkerInstance {
         }
     }
 
-    /// Executes one batch in the worker; every request gets a final answer.
+    /// Executes one batch in the worker; every request gets a final answer
+    /// (an unreadable one, `Err`, its error, here: only the others go to the
+    /// worker).
     pub fn execute<R: Responder>(
         &self,
-        requests: &[InferRequest<'_>],
+        requests: &[crate::error::Result<InferRequest<'_>>],
+        responders: Vec<R>,
+    ) -> ExecReport {
+        let n = requests.len();
+        let mut readable = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let mut kept = Vec::with_capacity(n);
+        for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
+            match req {
+                Ok(req) => {
+                    readable.push(req);
+                    positions.push(i);
+                    kept.push(responder);
+                }
+                Err(e) => responder.send_error(e),
+            }
+        }
+        let inner = self.execute_readable(&readable, kept);
+        let mut report = ExecReport {
+            calls: inner.calls,
+            compute_start: inner.compute_start,
+            compute_end: inner.compute_end,
+            ..ExecReport::new(n)
+        };
+        for (k, &i) in positions.iter().enumerate() {
+            report.outcomes[i] = inner.outcomes[k];
+            report.rows[i] = inner.rows[k];
+        }
+        report
+    }
+
+    fn execute_readable<R: Responder>(
+        &self,
+        requests: &[&InferRequest<'_>],
         mut responders: Vec<R>,
     ) -> ExecReport {
         assert_eq!(
@@ -624,7 +656,7 @@ impl WorkerInstance {
             if let Ok(Some(status)) = w.child.try_wait() {
                 let what = format!("{} while idle", describe_exit(status));
                 emit_log(
-                    2,
+                    LogLevel::Error,
                     "rustpy",
                     0,
                     &format!(
@@ -712,12 +744,16 @@ impl WorkerInstance {
                         r.send_error(&err);
                     }
                 }
-                report.ok.iter_mut().zip(&finals).for_each(|(ok, done)| {
-                    if !done {
-                        *ok = false;
-                    }
-                });
-                emit_log(2, "rustpy", 0, &format!("rustpy: {message}"));
+                report
+                    .outcomes
+                    .iter_mut()
+                    .zip(&finals)
+                    .for_each(|(outcome, done)| {
+                        if !done {
+                            *outcome = Outcome::Failed;
+                        }
+                    });
+                emit_log(LogLevel::Error, "rustpy", 0, &format!("rustpy: {message}"));
                 self.on_failure(&mut state, cause);
             }
         }
@@ -737,7 +773,7 @@ impl Drop for WorkerInstance {
 fn run_batch<R: Responder>(
     worker: &mut Worker,
     timeout: Option<Duration>,
-    requests: &[InferRequest<'_>],
+    requests: &[&InferRequest<'_>],
     responders: &mut [R],
     finals: &mut [bool],
     report: &mut ExecReport,
@@ -876,7 +912,10 @@ fn run_batch<R: Responder>(
             } => {
                 done = true;
                 if ok.len() == n {
-                    report.ok = ok;
+                    report.outcomes = ok
+                        .into_iter()
+                        .map(|ok| if ok { Outcome::Answered } else { Outcome::Failed })
+                        .collect();
                 }
                 if rows.len() == n {
                     report.rows = rows;

@@ -484,7 +484,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
         send(
             &log_channel,
             &FromWorker::Log {
-                level,
+                level: level as u32,
                 file: file.to_string(),
                 line,
                 message: message.to_string(),
@@ -571,15 +571,15 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     continue;
                 }
                 let mut core = Vec::with_capacity(requests.len());
-                let mut bad = Vec::new();
-                for (i, r) in requests.into_iter().enumerate() {
+                for r in requests {
                     let mut inputs = Vec::with_capacity(r.inputs.len());
+                    let mut readable = true;
                     for t in r.inputs {
                         let (Some(dtype), Ok(data)) =
                             (DataType::from_name(&t.dtype), input.slice(t.offset, t.len))
                         else {
-                            bad.push(i);
-                            continue;
+                            readable = false;
+                            break;
                         };
                         inputs.push(InputTensor {
                             name: t.name,
@@ -588,9 +588,15 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             chunks: vec![data],
                         });
                     }
+                    if !readable {
+                        core.push(Err(Error::internal(
+                            "rustpy-worker: an input lies outside the shared memory",
+                        )));
+                        continue;
+                    }
                     // No `owner`: the region is rewritten by the next batch, so
                     // Python gets arrays it owns, never a view it could keep.
-                    core.push(InferRequest {
+                    core.push(Ok(InferRequest {
                         id: r.id,
                         correlation_id: r.correlation_id.into(),
                         flags: r.flags,
@@ -602,21 +608,15 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             .into_iter()
                             .map(|(k, v)| (k, v.into()))
                             .collect(),
-                    });
+                    }));
                 }
-                let mut responders: Vec<WorkerResponder> = (0..core.len())
+                let responders: Vec<WorkerResponder> = (0..core.len())
                     .map(|index| WorkerResponder {
                         index,
                         channel: channel.clone(),
                         done: false,
                     })
                     .collect();
-                for &i in &bad {
-                    responders[i].send_error(&error_from_wire(
-                        1,
-                        "rustpy-worker: an input lies outside the shared memory".into(),
-                    ));
-                }
                 let report = instance.execute(&core, responders);
                 drop(core);
                 let ns = |t: Option<Instant>| {
@@ -626,7 +626,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 send(
                     &channel,
                     &FromWorker::Done {
-                        ok: report.ok,
+                        ok: report.outcomes.iter().map(|o| o.succeeded()).collect(),
                         rows: report.rows,
                         calls: report.calls,
                         compute_ns,
@@ -647,5 +647,5 @@ fn serve(fds: WorkerFds) -> Result<()> {
 }
 
 fn python_log_error(message: &str) {
-    python::emit_log(2, "rustpy-worker", 0, message);
+    python::emit_log(crate::constants::LogLevel::Error, "rustpy-worker", 0, message);
 }

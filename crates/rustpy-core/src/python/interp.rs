@@ -48,7 +48,6 @@ pub fn initialize() -> Result<()> {
         runtime(py)?;
         // Models written for the official Python backend import these names.
         let modules = sys.getattr("modules")?;
-        modules.set_item("_rustpy_native", super::native::module(py)?)?;
         let pb_utils = PyModule::from_code_bound(
             py,
             PB_UTILS_SOURCE,
@@ -85,9 +84,14 @@ fn is_initialized() -> bool {
     RUNTIME.get().is_some()
 }
 
-/// rustpy's Python glue module (runtime.py), created on first use.
+/// rustpy's Python glue module (runtime.py), created on first use, after
+/// the `_rustpy_native` module it imports.
 pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     if RUNTIME.get().is_none() {
+        let modules = py.import_bound("sys")?.getattr("modules")?;
+        if !modules.contains("_rustpy_native")? {
+            modules.set_item("_rustpy_native", super::native::module(py)?)?;
+        }
         let module =
             PyModule::from_code_bound(py, RUNTIME_SOURCE, "rustpy_runtime.py", "_rustpy_runtime")?;
         let _ = RUNTIME.set(module.unbind());

@@ -18,8 +18,9 @@ use super::numpy_io::{
 };
 use super::{correlation_to_py, params_dict};
 use crate::batch::{self, BatchOutput};
+use crate::constants::{ApiKind, ReleaseFlag};
 use crate::dtype::DataType;
-use crate::engine::{ExecReport, OutputSlice, Responder};
+use crate::engine::{ExecReport, OutputSlice, Outcome, Responder};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ragged::{self, RaggedLayout};
 use crate::request::{element_count, InferRequest, InputTensor};
@@ -128,12 +129,12 @@ impl LoadedModel {
             let found = rt
                 .call_method1("find_model_class", (&module, model_file.to_string_lossy()))
                 .map_err(|e| py_error(py, &e, &what))?;
-            let (class, api): (Bound<'_, PyAny>, String) =
+            let (class, api): (Bound<'_, PyAny>, u32) =
                 found.extract().map_err(|e| py_error(py, &e, &what))?;
-            let api = if api == "batched" {
-                Api::Batched
-            } else {
-                Api::PbUtils
+            let api = match ApiKind::from_code(api) {
+                Some(ApiKind::Batched) => Api::Batched,
+                Some(ApiKind::PbUtils) => Api::PbUtils,
+                None => return Err(Error::internal(format!("{what}: unknown API kind {api}"))),
             };
             Ok(LoadedModel {
                 spec: spec.clone(),
@@ -362,11 +363,11 @@ impl ModelInstance {
     }
 
     /// Executes `requests`, answering each through its responder (same index).
-    /// Every request gets a final response or error; nothing here panics on
-    /// bad input or on failing user code.
+    /// Every request gets a final response or error (an unreadable one, `Err`,
+    /// its error); nothing here panics on bad input or on failing user code.
     pub fn execute<R: Responder + 'static>(
         &self,
-        requests: &[InferRequest<'_>],
+        requests: &[Result<InferRequest<'_>>],
         mut responders: Vec<R>,
     ) -> ExecReport {
         assert_eq!(
@@ -383,69 +384,93 @@ impl ModelInstance {
 
     fn execute_batched<R: Responder>(
         &self,
-        requests: &[InferRequest<'_>],
+        requests: &[Result<InferRequest<'_>>],
         responders: &mut [R],
     ) -> ExecReport {
         let spec = &self.model.spec;
         let mut report = ExecReport::new(requests.len());
-        // Typed request parameters (a failing request is answered here; a
-        // cancelled one is left to `admit`).
-        let mut refused = vec![false; requests.len()];
-        let typed: Vec<InferRequest<'_>>;
-        let requests = match &self.model.request_params {
-            None => requests,
-            Some(decl) => {
-                typed = requests
-                    .iter()
-                    .enumerate()
-                    .map(|(i, req)| {
-                        let mut req = req.clone();
-                        match crate::params::apply(&spec.name, decl, &req.parameters) {
-                            Ok(params) => req.parameters = params,
-                            Err(e) if !responders[i].is_cancelled() => {
-                                responders[i].send_error(&e);
-                                refused[i] = true;
-                            }
-                            Err(_) => {}
-                        }
-                        req
-                    })
-                    .collect();
-                &typed[..]
-            }
-        };
-        let mut valid = Vec::with_capacity(requests.len());
+        // Per request: the request as predict sees it (typed parameters
+        // applied), or None once it has been answered here (unreadable,
+        // refused parameters, not fitting the config, cancelled).
+        let mut admitted: Vec<Option<Cow<'_, InferRequest<'_>>>> =
+            Vec::with_capacity(requests.len());
         for (i, req) in requests.iter().enumerate() {
-            if refused[i] {
-                continue;
-            }
-            if let Some(rows) = admit(spec, req, &mut responders[i]) {
-                report.rows[i] = rows;
-                valid.push((i, req));
-            }
+            let responder = &mut responders[i];
+            let req = match req {
+                Ok(req) => self.with_typed_parameters(req, responder),
+                Err(e) => {
+                    responder.send_error(e);
+                    None
+                }
+            };
+            let req = req.filter(|req| match admit(spec, req, responder) {
+                Some(rows) => {
+                    report.rows[i] = rows;
+                    true
+                }
+                None => false,
+            });
+            admitted.push(req);
         }
+        let valid: Vec<(usize, &InferRequest<'_>)> = admitted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r.as_deref()?)))
+            .collect();
         if valid.is_empty() {
             return report;
         }
         let groups = batch::plan_groups(spec, &valid, self.split_by_parameters);
         Python::with_gil(|py| {
             for group in &groups {
-                self.run_group(py, requests, responders, group, &mut report);
+                let members: Vec<(usize, &InferRequest<'_>)> = group
+                    .iter()
+                    .filter_map(|&i| Some((i, admitted[i].as_deref()?)))
+                    .collect();
+                self.run_group(py, &members, responders, &mut report);
             }
         });
         report
     }
 
+    /// `req` with its parameters typed by `request_parameters.json`, if the
+    /// model has one; None when they are refused (answered here; a
+    /// cancelled request is left to `admit`).
+    fn with_typed_parameters<'r, 'a, R: Responder>(
+        &self,
+        req: &'r InferRequest<'a>,
+        responder: &mut R,
+    ) -> Option<Cow<'r, InferRequest<'a>>> {
+        let Some(decl) = &self.model.request_params else {
+            return Some(Cow::Borrowed(req));
+        };
+        match crate::params::apply(&self.model.spec.name, decl, &req.parameters) {
+            Ok(params) => {
+                let mut req = req.clone();
+                req.parameters = params;
+                Some(Cow::Owned(req))
+            }
+            Err(_) if responder.is_cancelled() => Some(Cow::Borrowed(req)),
+            Err(e) => {
+                responder.send_error(&e);
+                None
+            }
+        }
+    }
+
+    /// One predict call for `members` (index in the execution, request).
     fn run_group<R: Responder>(
         &self,
         py: Python<'_>,
-        requests: &[InferRequest<'_>],
+        members: &[(usize, &InferRequest<'_>)],
         responders: &mut [R],
-        group: &[usize],
         report: &mut ExecReport,
     ) {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
+        let group: Vec<usize> = members.iter().map(|&(i, _)| i).collect();
+        let group = group.as_slice();
+        let requests: Vec<&InferRequest<'_>> = members.iter().map(|&(_, r)| r).collect();
         let rows: Vec<usize> = group.iter().map(|&i| report.rows[i]).collect();
 
         let fail_all = |responders: &mut [R], err: &Error| {
@@ -454,7 +479,7 @@ impl ModelInstance {
             }
         };
 
-        let (args, infos) = match self.build_args(py, requests, group, &rows) {
+        let (args, infos) = match self.build_args(py, &requests, &rows) {
             Ok(args) => args,
             Err(e) => return fail_all(responders, &e),
         };
@@ -475,7 +500,7 @@ impl ModelInstance {
             }
         };
         let out = GroupOut {
-            requests,
+            requests: &requests,
             group,
             rows: &rows,
         };
@@ -514,8 +539,10 @@ impl ModelInstance {
                     &vec![true; group.len()],
                 )
             });
-            for (&i, ok) in group.iter().zip(sent) {
-                report.ok[i] = ok == Sent::Final;
+            for (&i, sent) in group.iter().zip(sent) {
+                if sent == Sent::Final {
+                    report.outcomes[i] = Outcome::Answered;
+                }
             }
             return;
         }
@@ -590,7 +617,7 @@ impl ModelInstance {
                     Sent::Failed => alive[k] = false,
                     Sent::Final => {
                         alive[k] = false;
-                        report.ok[group[k]] = true;
+                        report.outcomes[group[k]] = Outcome::Answered;
                     }
                     Sent::Open | Sent::Skipped => {}
                 }
@@ -600,7 +627,7 @@ impl ModelInstance {
             for (k, &i) in group.iter().enumerate() {
                 if alive[k] {
                     responders[i].finish();
-                    report.ok[i] = true;
+                    report.outcomes[i] = Outcome::Answered;
                 }
             }
         });
@@ -611,18 +638,25 @@ impl ModelInstance {
     /// the request's responder (senders may outlive the call when decoupled).
     fn execute_pb_utils<R: Responder + 'static>(
         &self,
-        requests: &[InferRequest<'_>],
+        requests: &[Result<InferRequest<'_>>],
         responders: Vec<R>,
     ) -> ExecReport {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
         let instance = self.name.as_str();
         let mut report = ExecReport::new(requests.len());
-        let mut valid: Vec<(usize, R)> = Vec::with_capacity(requests.len());
+        let mut valid: Vec<(usize, &InferRequest<'_>, R)> = Vec::with_capacity(requests.len());
         for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
+            let req = match req {
+                Ok(req) => req,
+                Err(e) => {
+                    responder.send_error(e);
+                    continue;
+                }
+            };
             if let Some(rows) = admit(spec, req, &mut responder) {
                 report.rows[i] = rows;
-                valid.push((i, responder));
+                valid.push((i, req, responder));
             }
         }
         if valid.is_empty() {
@@ -639,10 +673,10 @@ impl ModelInstance {
                     &format!("Failed to process the request(s) for model '{instance}', message"),
                 )
             };
-            let mut senders: Vec<(usize, Py<NativeSender>)> = Vec::with_capacity(valid.len());
+            let mut senders: Vec<(usize, &InferRequest<'_>, Py<NativeSender>)> =
+                Vec::with_capacity(valid.len());
             let mut setup_error = None;
-            for (i, responder) in valid {
-                let req = &requests[i];
+            for (i, req, responder) in valid {
                 let sender = NativeSender::new(
                     Box::new(responder),
                     model,
@@ -650,19 +684,19 @@ impl ModelInstance {
                     spec.decoupled,
                 );
                 match Py::new(py, sender) {
-                    Ok(s) => senders.push((i, s)),
+                    Ok(s) => senders.push((i, req, s)),
                     Err(e) => setup_error = Some(fail(e)),
                 }
             }
-            let fail_all = |senders: &[(usize, Py<NativeSender>)], err: &Error| {
-                for (_, s) in senders {
+            let fail_all = |senders: &[(usize, &InferRequest<'_>, Py<NativeSender>)], err: &Error| {
+                for (_, _, s) in senders {
                     s.get().send_error_final(err);
                 }
             };
             if let Some(e) = setup_error {
                 return fail_all(&senders, &e);
             }
-            let py_requests = match self.pb_utils_requests(py, requests, &senders) {
+            let py_requests = match self.pb_utils_requests(py, &senders) {
                 Ok(list) => list,
                 Err(e) => return fail_all(&senders, &e),
             };
@@ -699,21 +733,19 @@ impl ModelInstance {
             if let Err(e) = outcome {
                 fail_all(&senders, &fail(e));
             }
-            for (k, (i, sender)) in senders.iter().enumerate() {
+            for (k, (i, _, sender)) in senders.iter().enumerate() {
                 let s = sender.get();
                 let rescheduled = py_requests
                     .get_item(k)
                     .and_then(|r| r.getattr("_release_flags"))
                     .and_then(|f| f.extract::<u32>())
-                    .is_ok_and(|f| f == 2);
+                    .is_ok_and(|f| f == ReleaseFlag::Reschedule as u32);
                 // A request that was answered (e.g. failed because execute
                 // returned a response for it although it asked to be
                 // rescheduled) is finished: rescheduling it too would let
                 // Triton execute and answer it again after its FINAL.
                 if rescheduled && s.detach() {
-                    report.reschedule.resize(requests.len(), false);
-                    report.reschedule[*i] = true;
-                    report.ok[*i] = true;
+                    report.outcomes[*i] = Outcome::Rescheduled;
                     continue;
                 }
                 if !spec.decoupled && !awaits_sender(py, &py_requests, k) {
@@ -730,7 +762,9 @@ impl ModelInstance {
                         continue;
                     }
                 }
-                report.ok[*i] = !s.failed();
+                if !s.failed() {
+                    report.outcomes[*i] = Outcome::Answered;
+                }
             }
         });
         report
@@ -740,8 +774,7 @@ impl ModelInstance {
     fn pb_utils_requests<'py>(
         &self,
         py: Python<'py>,
-        requests: &[InferRequest<'_>],
-        senders: &[(usize, Py<NativeSender>)],
+        senders: &[(usize, &InferRequest<'_>, Py<NativeSender>)],
     ) -> Result<Bound<'py, PyList>> {
         let model = self.model.name();
         let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing requests"));
@@ -750,8 +783,7 @@ impl ModelInstance {
             .map_err(err)?;
         let make = pbu.getattr("_make_request").map_err(err)?;
         let list = PyList::empty_bound(py);
-        for (i, sender) in senders {
-            let req = &requests[*i];
+        for (_, req, sender) in senders {
             let inputs = PyList::empty_bound(py);
             for input in &req.inputs {
                 let array = if input.dtype == DataType::Bytes {
@@ -800,8 +832,7 @@ impl ModelInstance {
     fn build_args<'py>(
         &self,
         py: Python<'py>,
-        requests: &[InferRequest<'_>],
-        group: &[usize],
+        requests: &[&InferRequest<'_>],
         rows: &[usize],
     ) -> Result<(Bound<'py, PyTuple>, Option<Bound<'py, PyList>>)> {
         let spec = &self.model.spec;
@@ -811,13 +842,13 @@ impl ModelInstance {
         for ts in &spec.inputs {
             let name = ts.name.as_str();
             let present: Vec<Option<&InputTensor<'_>>> =
-                group.iter().map(|&i| requests[i].input(name)).collect();
+                requests.iter().map(|r| r.input(name)).collect();
             let tensors: Vec<&InputTensor<'_>> = present.iter().flatten().copied().collect();
             let default = spec.ragged.default_for(name);
             if tensors.is_empty() && default.is_none() {
                 continue;
             }
-            let array = if tensors.len() < group.len() {
+            let array = if tensors.len() < requests.len() {
                 // Requests of one group carry the same inputs (plan_groups)
                 // except optional ones with a default: fill their rows.
                 let Some(default) = default else { continue };
@@ -850,9 +881,9 @@ impl ModelInstance {
             inputs.set_item(name, array).map_err(err)?;
         }
         for bi in &spec.ragged.batch_inputs {
-            let shapes: Vec<&[i64]> = group
+            let shapes: Vec<&[i64]> = requests
                 .iter()
-                .filter_map(|&i| requests[i].input(&bi.source))
+                .filter_map(|r| r.input(&bi.source))
                 .map(|t| t.shape.as_slice())
                 .collect();
             let t = ragged::batch_input(bi.kind, &shapes);
@@ -867,8 +898,7 @@ impl ModelInstance {
         let rt = runtime(py).map_err(err)?;
         let info_cls = rt.getattr("RequestInfo").map_err(err)?;
         let infos = PyList::empty_bound(py);
-        for (&i, &n) in group.iter().zip(rows) {
-            let req = &requests[i];
+        for (req, &n) in requests.iter().zip(rows) {
             let params = params_dict(py, &req.parameters).map_err(err)?;
             let corr = correlation_to_py(py, &req.correlation_id);
             let info = info_cls
@@ -919,7 +949,7 @@ impl ModelInstance {
                         Err(Error::invalid_arg(format!(
                             "model '{model}': predict returned None for request {k} (id '{}'); \
                              only a streaming predict may skip a request",
-                            out.requests[out.group[k]].id
+                            out.requests[k].id
                         )))
                     });
                     continue;
@@ -936,7 +966,7 @@ impl ModelInstance {
                          is {ty}, not a dict"
                     )));
                 }
-                let req = &out.requests[out.group[k]];
+                let req = out.requests[k];
                 let rows = spec.batching().then_some(out.rows[k]);
                 per_request.push(
                     self.extract_dict(py, &item, rows, None)
@@ -950,8 +980,8 @@ impl ModelInstance {
         }
         let total: usize = out.rows.iter().sum();
         let outputs = self.extract_dict(py, value, spec.batching().then_some(total), Some(out))?;
-        for &i in out.group {
-            check_requested(model, &outputs, &out.requests[i], None)?;
+        for req in out.requests {
+            check_requested(model, &outputs, req, None)?;
         }
         Ok(Delivery::Batched(outputs))
     }
@@ -1030,9 +1060,10 @@ impl ModelInstance {
     }
 }
 
-/// The requests of one predict call, for cutting outputs back.
+/// The requests of one predict call, for cutting outputs back: `requests`,
+/// their indices in the execution (`group`) and their rows, in call order.
 struct GroupOut<'r, 'a> {
-    requests: &'r [InferRequest<'a>],
+    requests: &'r [&'r InferRequest<'a>],
     group: &'r [usize],
     rows: &'r [usize],
 }
@@ -1041,13 +1072,9 @@ impl GroupOut<'_, '_> {
     /// Per request: the shape of a BATCH_SCATTER_WITH_INPUT_SHAPE output.
     fn scatter_shapes(&self, dims: &[i64], source: &str) -> Vec<Vec<i64>> {
         let shapes: Vec<&[i64]> = self
-            .group
+            .requests
             .iter()
-            .map(|&i| {
-                self.requests[i]
-                    .input(source)
-                    .map_or(&[][..], |t| t.shape.as_slice())
-            })
+            .map(|r| r.input(source).map_or(&[][..], |t| t.shape.as_slice()))
             .collect();
         ragged::scatter_shapes(dims, &shapes)
     }
@@ -1237,7 +1264,7 @@ fn deliver<R: Responder>(
                 if !active[k] {
                     return Sent::Skipped;
                 }
-                let req = &out.requests[i];
+                let req = out.requests[k];
                 match item {
                     Err(e) => {
                         responders[i].send_error(e);
@@ -1294,7 +1321,7 @@ fn deliver<R: Responder>(
                     if !active[k] {
                         return Sent::Skipped;
                     }
-                    let req = &out.requests[i];
+                    let req = out.requests[k];
                     let slices: Vec<OutputSlice<'_>> = views
                         .iter()
                         .zip(&scattered)
@@ -1389,12 +1416,19 @@ fn check_echo_spec(spec: &ModelSpec) -> Result<()> {
 /// i without touching Python (the ceiling rustpy's overhead is measured against).
 fn execute_echo<R: Responder>(
     spec: &ModelSpec,
-    requests: &[InferRequest<'_>],
+    requests: &[Result<InferRequest<'_>>],
     responders: &mut [R],
 ) -> ExecReport {
     let mut report = ExecReport::new(requests.len());
     report.compute_start = Some(Instant::now());
     for (i, req) in requests.iter().enumerate() {
+        let req = match req {
+            Ok(req) => req,
+            Err(e) => {
+                responders[i].send_error(e);
+                continue;
+            }
+        };
         match batch::validate_request(spec, req) {
             Ok(rows) => report.rows[i] = rows,
             Err(e) => {
@@ -1420,7 +1454,7 @@ fn execute_echo<R: Responder>(
             })
             .collect();
         match responders[i].send(&slices, true) {
-            Ok(()) => report.ok[i] = true,
+            Ok(()) => report.outcomes[i] = Outcome::Answered,
             Err(e) => responders[i].send_error(&e),
         }
     }

@@ -13,15 +13,15 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
 use super::numpy_io::{extract_tensor, ExtractedOutput};
 use super::{params_dict, tensor_from_py, tensor_to_py};
+use crate::constants::{LogLevel, PYTHON_NAMES, RESPONSE_COMPLETE_FINAL};
 use crate::dtype::DataType;
 use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, ErrorCode};
 use crate::request::{CorrelationId, ParamValue};
 use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
 
-/// Log levels as Triton numbers them (INFO 0, WARN 1, ERROR 2, VERBOSE 3).
 /// Arguments: level, source file, source line, message.
-pub type LogHook = Box<dyn Fn(u32, &str, u32, &str) + Send + Sync>;
+pub type LogHook = Box<dyn Fn(LogLevel, &str, u32, &str) + Send + Sync>;
 static LOG_HOOK: OnceLock<LogHook> = OnceLock::new();
 
 /// Where Python's `pb_utils.Logger` writes: Triton's log in the backend,
@@ -30,7 +30,7 @@ pub fn set_log_hook(hook: LogHook) {
     let _ = LOG_HOOK.set(hook);
 }
 
-pub fn log(level: u32, file: &str, line: u32, msg: &str) {
+pub fn log(level: LogLevel, file: &str, line: u32, msg: &str) {
     match LOG_HOOK.get() {
         Some(hook) => hook(level, file, line, msg),
         None => eprintln!("[rustpy] {file}:{line}: {msg}"),
@@ -42,7 +42,7 @@ pub fn log(level: u32, file: &str, line: u32, msg: &str) {
 #[pyfunction]
 #[pyo3(name = "log", signature = (level, message, file = String::from("rustpy"), line = 0))]
 fn py_log(py: Python<'_>, level: u32, message: String, file: String, line: u32) {
-    py.allow_threads(|| log(level, &file, line, &message));
+    py.allow_threads(|| log(LogLevel::from_code(level), &file, line, &message));
 }
 
 /// What a sender holds: the request's responder until its final response.
@@ -126,7 +126,7 @@ impl NativeSender {
         error: Option<(u32, String)>,
         flags: u32,
     ) -> PyResult<()> {
-        let is_final = flags & 1 != 0;
+        let is_final = flags & RESPONSE_COMPLETE_FINAL != 0;
         // A response object (even one without outputs) is sent as a response;
         // only `None` with FINAL is the bare final flag.
         let has_response = outputs.is_some();
@@ -407,12 +407,8 @@ struct NativeMetricFamily {
 impl NativeMetricFamily {
     #[new]
     fn new(py: Python<'_>, name: String, description: String, kind: u32) -> PyResult<Self> {
-        let kind = match kind {
-            0 => MetricKind::Counter,
-            1 => MetricKind::Gauge,
-            2 => MetricKind::Histogram,
-            k => return Err(PyRuntimeError::new_err(format!("unknown metric kind {k}"))),
-        };
+        let kind = MetricKind::from_code(kind)
+            .ok_or_else(|| PyRuntimeError::new_err(format!("unknown metric kind {kind}")))?;
         let server = server_api().map_err(core_err)?.clone();
         let family = py
             .allow_threads(|| server.metric_family(&name, &description, kind))
@@ -468,5 +464,8 @@ pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_class::<BlsStream>()?;
     m.add_class::<NativeMetricFamily>()?;
     m.add_class::<NativeMetric>()?;
+    for (name, value) in PYTHON_NAMES {
+        m.add(*name, *value)?;
+    }
     Ok(m)
 }

@@ -17,12 +17,13 @@ import numpy as np
 
 import _rustpy_native as _native
 
-# --- constants (values are Triton's) -------------------------------------
+# --- constants (values are Triton's; the ones rustpy's Rust side also reads
+# come from _rustpy_native, defined once in constants.rs) ------------------
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
-TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
-TRITONSERVER_REQUEST_RELEASE_ALL = 1
-TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = _native.RESPONSE_COMPLETE_FINAL
+TRITONSERVER_REQUEST_RELEASE_ALL = _native.REQUEST_RELEASE_ALL
+TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = _native.REQUEST_RELEASE_RESCHEDULE
 # These two are the official stub's PreferredMemory.MemoryType values (kGPU,
 # kCPU), not TRITONSERVER_MemoryType's.
 TRITONSERVER_MEMORY_GPU = 0
@@ -599,30 +600,30 @@ def _log(level, message):
 
 
 class Logger:
-    INFO = 0
-    WARNING = 1
-    ERROR = 2
-    VERBOSE = 3
+    INFO = _native.LOG_INFO
+    WARNING = _native.LOG_WARN
+    ERROR = _native.LOG_ERROR
+    VERBOSE = _native.LOG_VERBOSE
 
     @staticmethod
-    def log(message, level=0):
+    def log(message, level=_native.LOG_INFO):
         _log(level, message)
 
     @staticmethod
     def log_info(message):
-        _log(0, message)
+        _log(Logger.INFO, message)
 
     @staticmethod
     def log_warn(message):
-        _log(1, message)
+        _log(Logger.WARNING, message)
 
     @staticmethod
     def log_error(message):
-        _log(2, message)
+        _log(Logger.ERROR, message)
 
     @staticmethod
     def log_verbose(message):
-        _log(3, message)
+        _log(Logger.VERBOSE, message)
 
 
 # --- metrics (exported on Triton's metrics endpoint) -----------------------------
@@ -659,12 +660,12 @@ class Metric:
 
 
 class MetricFamily:
-    COUNTER = 0
-    GAUGE = 1
-    HISTOGRAM = 2
+    COUNTER = _native.METRIC_COUNTER
+    GAUGE = _native.METRIC_GAUGE
+    HISTOGRAM = _native.METRIC_HISTOGRAM
 
     def __init__(self, name, description, kind):
-        if kind not in (0, 1, 2):
+        if kind not in (MetricFamily.COUNTER, MetricFamily.GAUGE, MetricFamily.HISTOGRAM):
             raise TritonModelException("Unknown metric kind")
         self.name = name
         self.description = description

@@ -17,6 +17,8 @@ import sys
 import threading
 import traceback
 
+import _rustpy_native as _native
+
 _default_import = getattr(builtins.__import__, "_rustpy_default", builtins.__import__)
 
 
@@ -448,13 +450,13 @@ def load_module(model_name, version, model_dir, model_file):
 
 
 def find_model_class(module, model_file):
-    """Returns (class, api) where api is "batched" or "pb_utils"."""
+    """Returns (class, api) where api is _native.API_BATCHED or _native.API_PB_UTILS."""
     cls = getattr(module, "Model", None)
     if isinstance(cls, type) and callable(getattr(cls, "predict", None)):
-        return cls, "batched"
+        return cls, _native.API_BATCHED
     cls = getattr(module, "TritonPythonModel", None)
     if isinstance(cls, type) and callable(getattr(cls, "execute", None)):
-        return cls, "pb_utils"
+        return cls, _native.API_PB_UTILS
     raise AttributeError(
         "%s defines neither `class Model` with a `predict` method (rustpy's batched API) "
         "nor `class TritonPythonModel` with an `execute` method (the Python backend API)"
@@ -595,7 +597,7 @@ def _background_done(future, requests, model_name):
         where = (os.path.basename(frames[-1].filename), frames[-1].lineno or 0) if frames else ("rustpy", 0)
     message = "Failed to process the request(s) for model '%s', message: %s" % (model_name, text)
     try:
-        pb_utils._native.log(2, message, where[0], where[1])
+        _native.log(_native.LOG_ERROR, message, where[0], where[1])
     finally:
         pb_utils._fail_open(requests, message)
 
