@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustpy_core::constants::LogLevel as CoreLogLevel;
 use rustpy_core::isolation::{WorkerConfig, WorkerInstance};
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
-use rustpy_core::{Error, InferRequest, OutputSlice, Outcome, Responder};
+use rustpy_core::{Error, InferRequest, Outcome, OutputSlice, Responder};
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::TritonServerApi;

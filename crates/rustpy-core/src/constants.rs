@@ -49,9 +49,13 @@ pub enum MetricKind {
 
 impl MetricKind {
     pub fn from_code(code: u32) -> Option<Self> {
-        [MetricKind::Counter, MetricKind::Gauge, MetricKind::Histogram]
-            .into_iter()
-            .find(|k| *k as u32 == code)
+        [
+            MetricKind::Counter,
+            MetricKind::Gauge,
+            MetricKind::Histogram,
+        ]
+        .into_iter()
+        .find(|k| *k as u32 == code)
     }
 }
 
@@ -96,11 +100,20 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_names_are_unique() {
-        for k in [MetricKind::Counter, MetricKind::Gauge, MetricKind::Histogram] {
+        for k in [
+            MetricKind::Counter,
+            MetricKind::Gauge,
+            MetricKind::Histogram,
+        ] {
             assert_eq!(MetricKind::from_code(k as u32), Some(k));
         }
         assert_eq!(MetricKind::from_code(3), None);
-        for l in [LogLevel::Info, LogLevel::Warn, LogLevel::Error, LogLevel::Verbose] {
+        for l in [
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+            LogLevel::Verbose,
+        ] {
             assert_eq!(LogLevel::from_code(l as u32), l);
         }
         assert_eq!(LogLevel::from_code(99), LogLevel::Info);

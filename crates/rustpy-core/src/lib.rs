@@ -25,7 +25,7 @@ pub mod server;
 mod spec;
 
 pub use dtype::DataType;
-pub use engine::{ExecReport, OutputSlice, Outcome, Responder};
+pub use engine::{ExecReport, Outcome, OutputSlice, Responder};
 pub use error::{Error, ErrorCode, Result};
 pub use request::{CorrelationId, InferRequest, InputTensor, ParamValue};
 pub use spec::{ModelSpec, TensorSpec};

@@ -87,22 +87,22 @@ impl LocalModel {
             .iter()
             .map(|r| {
                 Ok(InferRequest {
-                id: r.id.clone(),
-                inputs: r
-                    .inputs
-                    .iter()
-                    .map(|t| InputTensor {
-                        name: t.name.clone(),
-                        dtype: t.dtype,
-                        shape: t.shape.clone(),
-                        chunks: vec![&t.data],
-                    })
-                    .collect(),
-                requested_outputs: if r.requested_outputs.is_empty() {
-                    self.spec.outputs.iter().map(|o| o.name.clone()).collect()
-                } else {
-                    r.requested_outputs.clone()
-                },
+                    id: r.id.clone(),
+                    inputs: r
+                        .inputs
+                        .iter()
+                        .map(|t| InputTensor {
+                            name: t.name.clone(),
+                            dtype: t.dtype,
+                            shape: t.shape.clone(),
+                            chunks: vec![&t.data],
+                        })
+                        .collect(),
+                    requested_outputs: if r.requested_outputs.is_empty() {
+                        self.spec.outputs.iter().map(|o| o.name.clone()).collect()
+                    } else {
+                        r.requested_outputs.clone()
+                    },
                     parameters: r.parameters.clone(),
                     ..Default::default()
                 })

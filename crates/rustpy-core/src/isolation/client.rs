@@ -19,9 +19,9 @@ use super::proto::{
     WireValue,
 };
 use super::sys::{self, memfd, Shm};
-use crate::engine::{ExecReport, OutputSlice, Outcome, Responder};
-use crate::error::{Error, ErrorCode, Result};
 use crate::constants::LogLevel;
+use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
+use crate::error::{Error, ErrorCode, Result};
 use crate::python::{emit_log, InstanceInfo};
 use crate::request::InferRequest;
 use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
@@ -914,7 +914,13 @@ fn run_batch<R: Responder>(
                 if ok.len() == n {
                     report.outcomes = ok
                         .into_iter()
-                        .map(|ok| if ok { Outcome::Answered } else { Outcome::Failed })
+                        .map(|ok| {
+                            if ok {
+                                Outcome::Answered
+                            } else {
+                                Outcome::Failed
+                            }
+                        })
                         .collect();
                 }
                 if rows.len() == n {

@@ -647,5 +647,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
 }
 
 fn python_log_error(message: &str) {
-    python::emit_log(crate::constants::LogLevel::Error, "rustpy-worker", 0, message);
+    python::emit_log(
+        crate::constants::LogLevel::Error,
+        "rustpy-worker",
+        0,
+        message,
+    );
 }

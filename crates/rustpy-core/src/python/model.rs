@@ -20,7 +20,7 @@ use super::{correlation_to_py, params_dict};
 use crate::batch::{self, BatchOutput};
 use crate::constants::{ApiKind, ReleaseFlag};
 use crate::dtype::DataType;
-use crate::engine::{ExecReport, OutputSlice, Outcome, Responder};
+use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ragged::{self, RaggedLayout};
 use crate::request::{element_count, InferRequest, InputTensor};
@@ -688,7 +688,8 @@ impl ModelInstance {
                     Err(e) => setup_error = Some(fail(e)),
                 }
             }
-            let fail_all = |senders: &[(usize, &InferRequest<'_>, Py<NativeSender>)], err: &Error| {
+            let fail_all = |senders: &[(usize, &InferRequest<'_>, Py<NativeSender>)],
+                            err: &Error| {
                 for (_, _, s) in senders {
                     s.get().send_error_final(err);
                 }
