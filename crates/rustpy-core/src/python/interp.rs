@@ -54,7 +54,8 @@ pub fn initialize() -> Result<()> {
             "triton_python_backend_utils.py",
             "triton_python_backend_utils",
         )?;
-        modules.set_item("triton_python_backend_utils", pb_utils)?;
+        modules.set_item("triton_python_backend_utils", &pb_utils)?;
+        runtime(py)?.call_method1("attach_pb_utils", (pb_utils,))?;
         Ok(())
     })
     .map_err(|e| Python::with_gil(|py| py_error(py, &e, "starting the Python interpreter")))

@@ -705,7 +705,6 @@ impl ModelInstance {
             report.compute_start = Some(Instant::now());
             let outcome = (|| -> PyResult<()> {
                 let rt = runtime(py)?;
-                let pbu = py.import_bound("triton_python_backend_utils")?;
                 let mut returned = entry.bind(py).call1((&py_requests,))?;
                 if rt
                     .call_method1("is_coroutine", (&returned,))?
@@ -721,12 +720,12 @@ impl ModelInstance {
                         return Ok(());
                     }
                 }
-                let responses = pbu.call_method1(
-                    "_process_returned",
+                let responses = rt.call_method1(
+                    "process_returned",
                     (instance, spec.decoupled, &py_requests, returned),
                 )?;
                 if !responses.is_none() {
-                    pbu.call_method1("_send_returned", (&py_requests, responses))?;
+                    rt.call_method1("send_returned", (&py_requests, responses))?;
                 }
                 Ok(())
             })();
@@ -779,10 +778,9 @@ impl ModelInstance {
     ) -> Result<Bound<'py, PyList>> {
         let model = self.model.name();
         let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing requests"));
-        let pbu = py
-            .import_bound("triton_python_backend_utils")
+        let make = runtime(py)
+            .and_then(|rt| rt.getattr("make_request"))
             .map_err(err)?;
-        let make = pbu.getattr("_make_request").map_err(err)?;
         let list = PyList::empty_bound(py);
         for (_, req, sender) in senders {
             let inputs = PyList::empty_bound(py);
@@ -1389,8 +1387,8 @@ fn awaits_sender(py: Python<'_>, py_requests: &Bound<'_, PyList>, k: usize) -> b
     let Ok(request) = py_requests.get_item(k) else {
         return false;
     };
-    py.import_bound("triton_python_backend_utils")
-        .and_then(|pbu| pbu.call_method1("_awaits_sender", (request,)))
+    runtime(py)
+        .and_then(|rt| rt.call_method1("awaits_sender", (request,)))
         .and_then(|b| b.extract::<bool>())
         .unwrap_or(false)
 }
