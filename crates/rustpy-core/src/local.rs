@@ -220,10 +220,10 @@ fn collect(rx: Receiver<Event>, timeout: Duration) -> Vec<LocalResponse> {
 pub fn load_npy(path: &Path, name: &str, dtype: Option<crate::DataType>) -> Result<OwnedTensor> {
     use pyo3::prelude::*;
     python::initialize()?;
-    Python::with_gil(|py| {
+    Python::attach(|py| {
         let what = format!("reading {}", path.display());
         let err = |e: PyErr| python::py_error(py, &e, &what);
-        let np = py.import_bound("numpy").map_err(err)?;
+        let np = py.import("numpy").map_err(err)?;
         let array = np
             .call_method1("load", (path.to_string_lossy(), false))
             .map_err(err)?;
@@ -236,10 +236,10 @@ pub fn load_npy(path: &Path, name: &str, dtype: Option<crate::DataType>) -> Resu
 pub fn save_npy(path: &Path, tensor: &OwnedTensor) -> Result<()> {
     use pyo3::prelude::*;
     python::initialize()?;
-    Python::with_gil(|py| {
+    Python::attach(|py| {
         let what = format!("writing {}", path.display());
         let err = |e: PyErr| python::py_error(py, &e, &what);
-        let np = py.import_bound("numpy").map_err(err)?;
+        let np = py.import("numpy").map_err(err)?;
         let mut array = python::tensor_to_py(py, tensor)?;
         if tensor.dtype == crate::DataType::Bytes {
             array = array.call_method1("astype", ("S",)).map_err(err)?;
@@ -260,11 +260,11 @@ pub fn tensor_from_json(
 ) -> Result<OwnedTensor> {
     use pyo3::prelude::*;
     python::initialize()?;
-    Python::with_gil(|py| {
+    Python::attach(|py| {
         let what = format!("input '{name}'");
         let err = |e: PyErr| python::py_error(py, &e, &what);
-        let np = py.import_bound("numpy").map_err(err)?;
-        let json = py.import_bound("json").map_err(err)?;
+        let np = py.import("numpy").map_err(err)?;
+        let json = py.import("json").map_err(err)?;
         let parsed = json
             .call_method1("loads", (value.to_string(),))
             .map_err(err)?;
@@ -285,10 +285,10 @@ pub fn tensor_from_json(
 pub fn example_tensor(name: &str, dtype: crate::DataType, shape: &[i64]) -> Result<OwnedTensor> {
     use pyo3::prelude::*;
     python::initialize()?;
-    Python::with_gil(|py| {
+    Python::attach(|py| {
         let what = format!("generating input '{name}'");
         let err = |e: PyErr| python::py_error(py, &e, &what);
-        let np = py.import_bound("numpy").map_err(err)?;
+        let np = py.import("numpy").map_err(err)?;
         let n = crate::request::element_count(shape);
         let array = if dtype == crate::DataType::Bytes {
             let items: Vec<&[u8]> = vec![b"rustpy"; n];
@@ -310,11 +310,11 @@ pub fn example_tensor(name: &str, dtype: crate::DataType, shape: &[i64]) -> Resu
 /// A short human-readable rendering of a tensor's values.
 pub fn format_tensor(tensor: &OwnedTensor) -> String {
     use pyo3::prelude::*;
-    Python::with_gil(|py| {
+    Python::attach(|py| {
         python::tensor_to_py(py, tensor)
             .ok()
             .and_then(|a| {
-                let np = py.import_bound("numpy").ok()?;
+                let np = py.import("numpy").ok()?;
                 np.call_method1("array2string", (a,))
                     .ok()?
                     .extract::<String>()
@@ -327,17 +327,17 @@ pub fn format_tensor(tensor: &OwnedTensor) -> String {
 /// A tensor's values as JSON (nested lists; BYTES elements as UTF-8 text).
 pub fn tensor_to_json(tensor: &OwnedTensor) -> serde_json::Value {
     use pyo3::prelude::*;
-    Python::with_gil(|py| -> Option<serde_json::Value> {
+    Python::attach(|py| -> Option<serde_json::Value> {
         let array = python::tensor_to_py(py, tensor).ok()?;
-        let rt_json = py.import_bound("json").ok()?;
+        let rt_json = py.import("json").ok()?;
         let decode = py
-            .eval_bound(
-                "lambda b: b.decode('utf-8', 'replace') if isinstance(b, bytes) else str(b)",
+            .eval(
+                c"lambda b: b.decode('utf-8', 'replace') if isinstance(b, bytes) else str(b)",
                 None,
                 None,
             )
             .ok()?;
-        let kwargs = pyo3::types::PyDict::new_bound(py);
+        let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("default", decode).ok()?;
         let text: String = rt_json
             .call_method(

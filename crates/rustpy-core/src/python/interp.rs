@@ -1,5 +1,6 @@
 //! Process-wide interpreter setup and Python error formatting.
 
+use std::ffi::CStr;
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
@@ -7,8 +8,8 @@ use pyo3::types::PyModule;
 
 use crate::error::{Error, ErrorCode, Result};
 
-const RUNTIME_SOURCE: &str = include_str!("runtime.py");
-const PB_UTILS_SOURCE: &str = include_str!("pb_utils.py");
+const RUNTIME_SOURCE: &CStr = pyo3::ffi::c_str!(include_str!("runtime.py"));
+const PB_UTILS_SOURCE: &CStr = pyo3::ffi::c_str!(include_str!("pb_utils.py"));
 static RUNTIME: OnceLock<Py<PyModule>> = OnceLock::new();
 
 /// Starts the interpreter once per process (later calls are no-ops).
@@ -17,9 +18,9 @@ static RUNTIME: OnceLock<Py<PyModule>> = OnceLock::new();
 /// SIGINT/SIGTERM, and it is never finalised: C extensions cannot survive a
 /// re-initialisation, and user threads may outlive any model.
 pub fn initialize() -> Result<()> {
-    pyo3::prepare_freethreaded_python();
-    Python::with_gil(|py| -> PyResult<()> {
-        let sys = py.import_bound("sys")?;
+    Python::initialize();
+    Python::attach(|py| -> PyResult<()> {
+        let sys = py.import("sys")?;
         // Some libraries read sys.argv[0]; an embedded interpreter has none.
         let has_argv = sys
             .getattr("argv")
@@ -38,7 +39,7 @@ pub fn initialize() -> Result<()> {
         for name in ["stdout", "stderr"] {
             if let Ok(stream) = sys.getattr(name) {
                 if !stream.is_none() && stream.hasattr("reconfigure").unwrap_or(false) {
-                    let kwargs = pyo3::types::PyDict::new_bound(py);
+                    let kwargs = pyo3::types::PyDict::new(py);
                     kwargs.set_item("line_buffering", true)?;
                     // A replaced stream may not support it: keep it as it is.
                     let _ = stream.call_method("reconfigure", (), Some(&kwargs));
@@ -48,17 +49,17 @@ pub fn initialize() -> Result<()> {
         runtime(py)?;
         // Models written for the official Python backend import these names.
         let modules = sys.getattr("modules")?;
-        let pb_utils = PyModule::from_code_bound(
+        let pb_utils = PyModule::from_code(
             py,
             PB_UTILS_SOURCE,
-            "triton_python_backend_utils.py",
-            "triton_python_backend_utils",
+            c"triton_python_backend_utils.py",
+            c"triton_python_backend_utils",
         )?;
         modules.set_item("triton_python_backend_utils", &pb_utils)?;
         runtime(py)?.call_method1("attach_pb_utils", (pb_utils,))?;
         Ok(())
     })
-    .map_err(|e| Python::with_gil(|py| py_error(py, &e, "starting the Python interpreter")))
+    .map_err(|e| Python::attach(|py| py_error(py, &e, "starting the Python interpreter")))
 }
 
 /// Flushes Python's sys.stdout and sys.stderr (what a model printed without
@@ -67,8 +68,8 @@ pub fn flush_stdio() {
     if !is_initialized() {
         return;
     }
-    Python::with_gil(|py| {
-        if let Ok(sys) = py.import_bound("sys") {
+    Python::attach(|py| {
+        if let Ok(sys) = py.import("sys") {
             for name in ["stdout", "stderr"] {
                 if let Ok(stream) = sys.getattr(name) {
                     if !stream.is_none() {
@@ -89,12 +90,12 @@ fn is_initialized() -> bool {
 /// the `_rustpy_native` module it imports.
 pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     if RUNTIME.get().is_none() {
-        let modules = py.import_bound("sys")?.getattr("modules")?;
+        let modules = py.import("sys")?.getattr("modules")?;
         if !modules.contains("_rustpy_native")? {
             modules.set_item("_rustpy_native", super::native::module(py)?)?;
         }
         let module =
-            PyModule::from_code_bound(py, RUNTIME_SOURCE, "rustpy_runtime.py", "_rustpy_runtime")?;
+            PyModule::from_code(py, RUNTIME_SOURCE, c"rustpy_runtime.py", c"_rustpy_runtime")?;
         let _ = RUNTIME.set(module.unbind());
     }
     Ok(RUNTIME.get().expect("runtime module set above").bind(py))
@@ -107,7 +108,7 @@ pub fn py_error(py: Python<'_>, err: &PyErr, what: &str) -> Error {
         .and_then(|rt| {
             rt.call_method1(
                 "format_exception",
-                (err.value_bound(py), err.traceback_bound(py)),
+                (err.value(py), err.traceback(py)),
             )
         })
         .and_then(|s| s.extract::<String>())

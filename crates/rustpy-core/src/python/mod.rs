@@ -13,7 +13,7 @@ pub use native::log as emit_log;
 pub use native::{set_log_hook, LogHook};
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 
 use crate::error::{Error, Result};
 use crate::request::{CorrelationId, ParamValue};
@@ -49,11 +49,11 @@ pub fn add_site_packages(dir: &std::path::Path) -> Result<()> {
             dir.display()
         )));
     }
-    Python::with_gil(|py| -> PyResult<()> {
-        let sys = py.import_bound("sys")?;
+    Python::attach(|py| -> PyResult<()> {
+        let sys = py.import("sys")?;
         let path = sys.getattr("path")?;
         let before: Vec<String> = path.extract()?;
-        py.import_bound("site")?
+        py.import("site")?
             .call_method1("addsitedir", (dir.to_string_lossy(),))?;
         let after: Vec<String> = path.extract()?;
         let added: Vec<&String> = after.iter().filter(|p| !before.contains(p)).collect();
@@ -62,16 +62,16 @@ pub fn add_site_packages(dir: &std::path::Path) -> Result<()> {
         sys.setattr("path", reordered)?;
         Ok(())
     })
-    .map_err(|e| Python::with_gil(|py| py_error(py, &e, "adding site-packages")))
+    .map_err(|e| Python::attach(|py| py_error(py, &e, "adding site-packages")))
 }
 
 /// A request parameter as a Python value.
-pub(crate) fn param_to_py(py: Python<'_>, value: &ParamValue) -> PyObject {
+pub(crate) fn param_to_py(py: Python<'_>, value: &ParamValue) -> Py<PyAny> {
     match value {
-        ParamValue::String(s) => s.into_py(py),
-        ParamValue::Int(i) => i.into_py(py),
-        ParamValue::Bool(b) => b.into_py(py),
-        ParamValue::Double(d) => d.into_py(py),
+        ParamValue::String(s) => PyString::new(py, s).into_any().unbind(),
+        ParamValue::Int(i) => PyInt::new(py, *i).into_any().unbind(),
+        ParamValue::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
+        ParamValue::Double(d) => PyFloat::new(py, *d).into_any().unbind(),
     }
 }
 
@@ -80,7 +80,7 @@ pub(crate) fn params_dict<'py>(
     py: Python<'py>,
     parameters: &[(String, ParamValue)],
 ) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new_bound(py);
+    let dict = PyDict::new(py);
     for (k, v) in parameters {
         dict.set_item(k, param_to_py(py, v))?;
     }
@@ -88,11 +88,11 @@ pub(crate) fn params_dict<'py>(
 }
 
 /// A correlation id as Python sees it (0 when the request has none).
-pub(crate) fn correlation_to_py(py: Python<'_>, id: &CorrelationId) -> PyObject {
+pub(crate) fn correlation_to_py(py: Python<'_>, id: &CorrelationId) -> Py<PyAny> {
     match id {
-        CorrelationId::None => 0u64.into_py(py),
-        CorrelationId::Int(x) => x.into_py(py),
-        CorrelationId::String(s) => s.into_py(py),
+        CorrelationId::None => PyInt::new(py, 0u64).into_any().unbind(),
+        CorrelationId::Int(x) => PyInt::new(py, *x).into_any().unbind(),
+        CorrelationId::String(s) => PyString::new(py, s).into_any().unbind(),
     }
 }
 

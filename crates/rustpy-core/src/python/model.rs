@@ -110,7 +110,7 @@ impl LoadedModel {
                 ),
             ));
         }
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let what = format!("model '{}': loading {}", spec.name, model_file.display());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
             let loaded = rt
@@ -159,7 +159,7 @@ impl LoadedModel {
         let Some(class) = self.class.as_ref().filter(|_| self.api == Api::PbUtils) else {
             return Ok(None);
         };
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let what = format!("model '{}': auto_complete_config raised", self.name());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
             let out = rt
@@ -198,7 +198,7 @@ impl Drop for LoadedModel {
         let Some(private) = self.private_modules.take() else {
             return;
         };
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             self.module.take();
             self.class.take();
             if let Ok(rt) = runtime(py) {
@@ -256,7 +256,7 @@ impl ModelInstance {
                 split_by_parameters: false,
             });
         };
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let what = format!("model '{}': initialize raised", model.name());
             let err = |e: PyErr| py_error(py, &e, &what);
             let rt = runtime(py).map_err(err)?;
@@ -303,13 +303,13 @@ impl ModelInstance {
     ) -> PyResult<Bound<'py, PyAny>> {
         let rt = runtime(py)?;
         let config = py
-            .import_bound("json")?
+            .import("json")?
             .call_method1("loads", (&model.config_json,))?;
-        let params = PyDict::new_bound(py);
+        let params = PyDict::new(py);
         for (k, v) in &model.parameters {
             params.set_item(k, v)?;
         }
-        let kwargs = PyDict::new_bound(py);
+        let kwargs = PyDict::new(py);
         kwargs.set_item("model_name", model.name())?;
         kwargs.set_item("model_version", model.spec.version)?;
         kwargs.set_item("instance_name", &info.name)?;
@@ -329,7 +329,7 @@ impl ModelInstance {
         model: &LoadedModel,
         info: &InstanceInfo,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = PyDict::new_bound(py);
+        let args = PyDict::new(py);
         args.set_item("model_config", &model.config_json)?;
         args.set_item("model_instance_kind", &info.kind)?;
         args.set_item("model_instance_name", &info.name)?;
@@ -352,7 +352,7 @@ impl ModelInstance {
         let Some(object) = self.object.as_ref() else {
             return Ok(());
         };
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let what = format!("model '{}': finalize raised", self.model.name());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
             let _ = rt.call_method1("close_loop", (&self.key,));
@@ -421,7 +421,7 @@ impl ModelInstance {
             return report;
         }
         let groups = batch::plan_groups(spec, &valid, self.split_by_parameters);
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             for group in &groups {
                 let members: Vec<(usize, &InferRequest<'_>)> = group
                     .iter()
@@ -517,7 +517,7 @@ impl ModelInstance {
                 Ok(d) => d,
                 Err(e) => return fail_all(responders, &e),
             };
-            let sent = py.allow_threads(|| {
+            let sent = py.detach(|| {
                 // A request the client cancelled meanwhile gets no outputs.
                 let active: Vec<bool> = group
                     .iter()
@@ -611,7 +611,7 @@ impl ModelInstance {
                 }
             };
             let sent =
-                py.allow_threads(|| deliver(spec, &delivery, &out, responders, &alive, &finishing));
+                py.detach(|| deliver(spec, &delivery, &out, responders, &alive, &finishing));
             for (k, s) in sent.into_iter().enumerate() {
                 match s {
                     Sent::Failed => alive[k] = false,
@@ -623,7 +623,7 @@ impl ModelInstance {
                 }
             }
         }
-        py.allow_threads(|| {
+        py.detach(|| {
             for (k, &i) in group.iter().enumerate() {
                 if alive[k] {
                     responders[i].finish();
@@ -665,7 +665,7 @@ impl ModelInstance {
         let Some(entry) = self.entry.as_ref() else {
             return report;
         };
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let fail = |e: PyErr| {
                 py_error(
                     py,
@@ -752,7 +752,7 @@ impl ModelInstance {
                     // Every request of a non-decoupled model is answered by now,
                     // unless the model holds its open response sender.
                     if let Some(mut r) = s.take_unfinished() {
-                        py.allow_threads(|| {
+                        py.detach(|| {
                             r.send_error(&Error::internal(format!(
                                 "Failed to process the request(s) for model '{instance}', message: execute did not \
                                  return or send a response for this request (execute must return a list with one \
@@ -781,9 +781,9 @@ impl ModelInstance {
         let make = runtime(py)
             .and_then(|rt| rt.getattr("make_request"))
             .map_err(err)?;
-        let list = PyList::empty_bound(py);
+        let list = PyList::empty(py);
         for (_, req, sender) in senders {
-            let inputs = PyList::empty_bound(py);
+            let inputs = PyList::empty(py);
             for input in &req.inputs {
                 let array = if input.dtype == DataType::Bytes {
                     let elems = batch::gather_bytes(&[input]).map_err(|e| {
@@ -798,10 +798,10 @@ impl ModelInstance {
                     .map_err(err)?;
             }
             let params = if req.parameters.is_empty() {
-                pyo3::types::PyString::new_bound(py, "{}").into_any()
+                pyo3::types::PyString::new(py, "{}").into_any()
             } else {
                 params_dict(py, &req.parameters)
-                    .and_then(|d| py.import_bound("json")?.call_method1("dumps", (d,)))
+                    .and_then(|d| py.import("json")?.call_method1("dumps", (d,)))
                     .map_err(err)?
             };
             let corr = correlation_to_py(py, &req.correlation_id);
@@ -837,7 +837,7 @@ impl ModelInstance {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
         let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing inputs"));
-        let inputs = PyDict::new_bound(py);
+        let inputs = PyDict::new(py);
         for ts in &spec.inputs {
             let name = ts.name.as_str();
             let present: Vec<Option<&InputTensor<'_>>> =
@@ -892,11 +892,11 @@ impl ModelInstance {
             inputs.set_item(&bi.target, array).map_err(err)?;
         }
         if !self.pass_requests {
-            return Ok((PyTuple::new_bound(py, [inputs.into_any()]), None));
+            return Ok((PyTuple::new(py, [inputs.into_any()]).map_err(err)?, None));
         }
         let rt = runtime(py).map_err(err)?;
         let info_cls = rt.getattr("RequestInfo").map_err(err)?;
-        let infos = PyList::empty_bound(py);
+        let infos = PyList::empty(py);
         for (req, &n) in requests.iter().zip(rows) {
             let params = params_dict(py, &req.parameters).map_err(err)?;
             let corr = correlation_to_py(py, &req.correlation_id);
@@ -913,7 +913,7 @@ impl ModelInstance {
             infos.append(info).map_err(err)?;
         }
         Ok((
-            PyTuple::new_bound(py, [inputs.into_any(), infos.clone().into_any()]),
+            PyTuple::new(py, [inputs.into_any(), infos.clone().into_any()]).map_err(err)?,
             Some(infos),
         ))
     }
@@ -930,7 +930,7 @@ impl ModelInstance {
     ) -> Result<Delivery> {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
-        if let Ok(list) = value.downcast::<PyList>() {
+        if let Ok(list) = value.cast::<PyList>() {
             let n = out.group.len();
             if list.len() != n {
                 return Err(Error::invalid_arg(format!(
@@ -998,7 +998,7 @@ impl ModelInstance {
     ) -> Result<Vec<ExtractedOutput>> {
         let spec = &self.model.spec;
         let model = spec.name.as_str();
-        let dict = value.downcast::<PyDict>().map_err(|_| {
+        let dict = value.cast::<PyDict>().map_err(|_| {
             let ty = value
                 .get_type()
                 .name()

@@ -1,9 +1,6 @@
 //! `_rustpy_native`: the Rust half of rustpy's pb_utils (response senders,
 //! logging). Registered in sys.modules when the interpreter starts.
 
-// pyo3 0.22's #[pyfunction]/#[pymethods] expansions trip this lint.
-#![allow(clippy::useless_conversion)]
-
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam::channel::{unbounded, Receiver};
@@ -42,7 +39,7 @@ pub fn log(level: LogLevel, file: &str, line: u32, msg: &str) {
 #[pyfunction]
 #[pyo3(name = "log", signature = (level, message, file = String::from("rustpy"), line = 0))]
 fn py_log(py: Python<'_>, level: u32, message: String, file: String, line: u32) {
-    py.allow_threads(|| log(LogLevel::from_code(level), &file, line, &message));
+    py.detach(|| log(LogLevel::from_code(level), &file, line, &message));
 }
 
 /// What a sender holds: the request's responder until its final response.
@@ -144,7 +141,7 @@ impl NativeSender {
         // Lock only without the GIL: a thread holding the lock may need the
         // GIL back after its send, so waiting for the lock with the GIL held
         // could deadlock.
-        let result: Result<(), String> = py.allow_threads(move || {
+        let result: Result<(), String> = py.detach(move || {
             let mut s = state
                 .lock()
                 .map_err(|_| "response sender poisoned".to_string())?;
@@ -197,7 +194,7 @@ impl NativeSender {
 
     fn is_cancelled(&self, py: Python<'_>) -> bool {
         let state = self.state.clone();
-        py.allow_threads(move || {
+        py.detach(move || {
             state
                 .lock()
                 .ok()
@@ -229,13 +226,13 @@ fn core_err(e: Error) -> PyErr {
 
 fn py_to_param(value: &Bound<'_, PyAny>) -> Option<ParamValue> {
     // bool first: Python's bool is an int.
-    if let Ok(b) = value.downcast::<PyBool>() {
+    if let Ok(b) = value.cast::<PyBool>() {
         return Some(ParamValue::Bool(b.is_true()));
     }
     if let Ok(i) = value.extract::<i64>() {
         return Some(ParamValue::Int(i));
     }
-    if let Ok(f) = value.downcast::<PyFloat>() {
+    if let Ok(f) = value.cast::<PyFloat>() {
         return Some(ParamValue::Double(f.value()));
     }
     value.extract::<String>().ok().map(ParamValue::String)
@@ -295,7 +292,7 @@ fn bls_infer(
     };
     let (tx, rx) = unbounded();
     let model = request.model_name.clone();
-    py.allow_threads(|| server.infer(request, tx))
+    py.detach(|| server.infer(request, tx))
         .map_err(core_err)?;
     Ok(BlsStream {
         responses: rx,
@@ -321,14 +318,14 @@ impl BlsStream {
         py: Python<'_>,
     ) -> PyResult<
         Option<(
-            Vec<(String, PyObject, u32)>,
+            Vec<(String, Py<PyAny>, u32)>,
             Option<(u32, String)>,
-            PyObject,
+            Py<PyAny>,
             bool,
         )>,
     > {
         let rx = self.responses.clone();
-        let Ok(resp) = py.allow_threads(move || rx.recv()) else {
+        let Ok(resp) = py.detach(move || rx.recv()) else {
             return Ok(None);
         };
         let mut outputs = Vec::with_capacity(resp.outputs.len());
@@ -370,7 +367,7 @@ fn load_model(
     files: Vec<(String, Vec<u8>)>,
 ) -> PyResult<()> {
     let server = server_api().map_err(core_err)?.clone();
-    py.allow_threads(|| server.load_model(&model_name, &config, &files))
+    py.detach(|| server.load_model(&model_name, &config, &files))
         .map_err(core_err)
 }
 
@@ -379,21 +376,21 @@ fn load_model(
 #[pyfunction]
 fn is_model_decoupled(py: Python<'_>, model_name: String, model_version: i64) -> PyResult<bool> {
     let server = server_api().map_err(core_err)?.clone();
-    py.allow_threads(|| server.is_model_decoupled(&model_name, model_version))
+    py.detach(|| server.is_model_decoupled(&model_name, model_version))
         .map_err(core_err)
 }
 
 #[pyfunction]
 fn unload_model(py: Python<'_>, model_name: String, unload_dependents: bool) -> PyResult<()> {
     let server = server_api().map_err(core_err)?.clone();
-    py.allow_threads(|| server.unload_model(&model_name, unload_dependents))
+    py.detach(|| server.unload_model(&model_name, unload_dependents))
         .map_err(core_err)
 }
 
 #[pyfunction]
 fn is_model_ready(py: Python<'_>, model_name: String, model_version: i64) -> PyResult<bool> {
     let server = server_api().map_err(core_err)?.clone();
-    py.allow_threads(|| server.is_model_ready(&model_name, model_version))
+    py.detach(|| server.is_model_ready(&model_name, model_version))
         .map_err(core_err)
 }
 
@@ -411,7 +408,7 @@ impl NativeMetricFamily {
             .ok_or_else(|| PyRuntimeError::new_err(format!("unknown metric kind {kind}")))?;
         let server = server_api().map_err(core_err)?.clone();
         let family = py
-            .allow_threads(|| server.metric_family(&name, &description, kind))
+            .detach(|| server.metric_family(&name, &description, kind))
             .map_err(core_err)?;
         Ok(NativeMetricFamily { family })
     }
@@ -453,7 +450,7 @@ impl NativeMetric {
 
 /// Builds the `_rustpy_native` module.
 pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
-    let m = PyModule::new_bound(py, "_rustpy_native")?;
+    let m = PyModule::new(py, "_rustpy_native")?;
     m.add_function(wrap_pyfunction!(py_log, &m)?)?;
     m.add_function(wrap_pyfunction!(bls_infer, &m)?)?;
     m.add_function(wrap_pyfunction!(load_model, &m)?)?;

@@ -10,7 +10,7 @@ use std::os::raw::c_int;
 use std::ptr;
 
 use numpy::npyffi::{
-    npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API,
+    get_type_object, npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API,
 };
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -60,7 +60,7 @@ unsafe fn new_from_descr<'py>(
         let descr = PY_ARRAY_API.PyArray_DescrFromType(py, npy_type(dtype) as c_int);
         let obj = PY_ARRAY_API.PyArray_NewFromDescr(
             py,
-            PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type),
+            get_type_object(py, NpyTypes::PyArray_Type),
             descr,
             dims.len() as c_int,
             dims.as_mut_ptr(),
@@ -72,7 +72,7 @@ unsafe fn new_from_descr<'py>(
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }
-        let data = (*(obj as *mut PyArrayObject)).data as *mut u8;
+        let data = (*(obj as *mut PyArrayObject)).fields.data as *mut u8;
         Ok((Bound::from_owned_ptr(py, obj), data))
     }
 }
@@ -131,7 +131,7 @@ pub fn array_from_chunks<'py>(
     if total >= GIL_FREE_COPY_BYTES {
         // Large copies run without the GIL so other instances' Python runs
         // meanwhile (the array is not yet visible to any Python code).
-        py.allow_threads(|| copy(dst));
+        py.detach(|| copy(dst));
     } else {
         copy(dst);
     }
@@ -154,9 +154,9 @@ const GIL_FREE_COPY_BYTES: usize = 256 * 1024;
 
 /// Makes an array read-only (inputs are read-only, as upstream's are).
 pub fn set_readonly(array: &Bound<'_, PyAny>) {
-    if let Ok(a) = array.downcast::<PyUntypedArray>() {
+    if let Ok(a) = array.cast::<PyUntypedArray>() {
         // SAFETY: we hold the GIL and only clear a flag on a live array.
-        unsafe { (*a.as_array_ptr()).flags &= !NPY_ARRAY_WRITEABLE };
+        unsafe { (*a.as_array_ptr()).fields.flags &= !NPY_ARRAY_WRITEABLE };
     }
 }
 
@@ -169,7 +169,7 @@ pub fn bytes_array<'py>(
     let (array, data) = new_array(py, DataType::Bytes, shape)?;
     let slots = data as *mut *mut pyo3::ffi::PyObject;
     for (i, elem) in elems.iter().enumerate() {
-        let item = PyBytes::new_bound(py, elem).into_ptr();
+        let item = PyBytes::new(py, elem).into_ptr();
         // SAFETY: an object array of `shape` has one pointer slot per element,
         // and elems.len() equals its element count (checked by the caller).
         // numpy zero-fills object arrays, so there is no old reference to drop;
@@ -298,15 +298,15 @@ impl<'py> ArrayView<'py> {
     fn new(py: Python<'py>, model: &str, name: &str, value: &Bound<'py, PyAny>) -> Result<Self> {
         let pyerr =
             |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
-        let array: Bound<'py, PyAny> = match value.downcast::<PyUntypedArray>() {
+        let array: Bound<'py, PyAny> = match value.cast::<PyUntypedArray>() {
             Ok(a) => a.clone().into_any(),
             Err(_) => py
-                .import_bound("numpy")
+                .import("numpy")
                 .and_then(|np| np.call_method1("asarray", (value,)))
                 .map_err(pyerr)?,
         };
         let a = array
-            .downcast::<PyUntypedArray>()
+            .cast::<PyUntypedArray>()
             .map_err(|e| pyerr(e.into()))?;
         let d = a.dtype();
         let (kind, itemsize, native) = (d.kind() as char, d.itemsize(), d.byteorder() != b'>');
@@ -343,11 +343,11 @@ impl<'py> ArrayView<'py> {
                 .map_err(pyerr)?;
             let mut buf = Vec::new();
             let mut elem_offsets = vec![0];
-            for item in flat.iter().map_err(pyerr)? {
+            for item in flat.try_iter().map_err(pyerr)? {
                 let item = item.map_err(pyerr)?;
-                if let Ok(b) = item.downcast::<PyBytes>() {
+                if let Ok(b) = item.cast::<PyBytes>() {
                     bytes::encode_into(&mut buf, b.as_bytes())?;
-                } else if let Ok(s) = item.downcast::<PyString>() {
+                } else if let Ok(s) = item.cast::<PyString>() {
                     bytes::encode_into(&mut buf, s.to_str().map_err(pyerr)?.as_bytes())?;
                 } else {
                     let s = item.str().map_err(pyerr)?;
@@ -364,11 +364,11 @@ impl<'py> ArrayView<'py> {
             });
         }
         let contiguous = array
-            .downcast::<PyUntypedArray>()
+            .cast::<PyUntypedArray>()
             .map_err(|e| pyerr(e.into()))?
             .is_c_contiguous();
         if !contiguous || !native {
-            let np = py.import_bound("numpy").map_err(pyerr)?;
+            let np = py.import("numpy").map_err(pyerr)?;
             let native_dtype = array
                 .getattr("dtype")
                 .and_then(|d| d.call_method1("newbyteorder", ("=",)))
@@ -378,12 +378,12 @@ impl<'py> ArrayView<'py> {
                 .map_err(pyerr)?;
         }
         let a = array
-            .downcast::<PyUntypedArray>()
+            .cast::<PyUntypedArray>()
             .map_err(|e| pyerr(e.into()))?;
         let len = a.len() * itemsize;
         // SAFETY: `a` is a live C-contiguous ndarray; its data pointer is valid
         // for len() * itemsize bytes while the array lives (kept in _keepalive).
-        let ptr = unsafe { (*a.as_array_ptr()).data as *const u8 };
+        let ptr = unsafe { (*a.as_array_ptr()).fields.data as *const u8 };
         Ok(ExtractedOutput {
             name: name.to_string(),
             dtype,
