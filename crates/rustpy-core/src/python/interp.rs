@@ -105,12 +105,7 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 /// traceback lines (SyntaxErrors as file:line:col).
 pub fn py_error(py: Python<'_>, err: &PyErr, what: &str) -> Error {
     let text = runtime(py)
-        .and_then(|rt| {
-            rt.call_method1(
-                "format_exception",
-                (err.value(py), err.traceback(py)),
-            )
-        })
+        .and_then(|rt| rt.call_method1("format_exception", (err.value(py), err.traceback(py))))
         .and_then(|s| s.extract::<String>())
         .unwrap_or_else(|_| err.to_string());
     Error::new(ErrorCode::Internal, format!("{what}: {text}"))

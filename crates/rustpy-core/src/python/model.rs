@@ -610,8 +610,7 @@ impl ModelInstance {
                     return;
                 }
             };
-            let sent =
-                py.detach(|| deliver(spec, &delivery, &out, responders, &alive, &finishing));
+            let sent = py.detach(|| deliver(spec, &delivery, &out, responders, &alive, &finishing));
             for (k, s) in sent.into_iter().enumerate() {
                 match s {
                     Sent::Failed => alive[k] = false,

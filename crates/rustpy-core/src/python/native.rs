@@ -292,8 +292,7 @@ fn bls_infer(
     };
     let (tx, rx) = unbounded();
     let model = request.model_name.clone();
-    py.detach(|| server.infer(request, tx))
-        .map_err(core_err)?;
+    py.detach(|| server.infer(request, tx)).map_err(core_err)?;
     Ok(BlsStream {
         responses: rx,
         model,

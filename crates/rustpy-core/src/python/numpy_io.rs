@@ -10,7 +10,8 @@ use std::os::raw::c_int;
 use std::ptr;
 
 use numpy::npyffi::{
-    get_type_object, npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API,
+    get_type_object, npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES,
+    PY_ARRAY_API,
 };
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
