@@ -15,6 +15,7 @@ pub mod constants;
 mod dtype;
 mod engine;
 pub mod error;
+pub(crate) mod exec;
 pub mod isolation;
 pub mod local;
 pub mod params;

@@ -110,3 +110,29 @@ pub fn py_error(py: Python<'_>, err: &PyErr, what: &str) -> Error {
         .unwrap_or_else(|_| err.to_string());
     Error::new(ErrorCode::Internal, format!("{what}: {text}"))
 }
+
+/// Puts a directory of installed packages (`rustpy env --target DIR`) at the
+/// front of `sys.path`, processing its `.pth` files as `site.addsitedir` does,
+/// so its versions win over the interpreter's own site-packages.
+pub fn add_site_packages(dir: &std::path::Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(crate::error::Error::invalid_arg(format!(
+            "site-packages directory {} does not exist (create it with `rustpy env REPO --target DIR`)",
+            dir.display()
+        )));
+    }
+    Python::attach(|py| -> PyResult<()> {
+        let sys = py.import("sys")?;
+        let path = sys.getattr("path")?;
+        let before: Vec<String> = path.extract()?;
+        py.import("site")?
+            .call_method1("addsitedir", (dir.to_string_lossy(),))?;
+        let after: Vec<String> = path.extract()?;
+        let added: Vec<&String> = after.iter().filter(|p| !before.contains(p)).collect();
+        let mut reordered: Vec<&String> = added.clone();
+        reordered.extend(after.iter().filter(|p| !added.contains(p)));
+        sys.setattr("path", reordered)?;
+        Ok(())
+    })
+    .map_err(|e| Python::attach(|py| py_error(py, &e, "adding site-packages")))
+}

@@ -8,8 +8,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
+use super::convert::{params_dict, tensor_from_py, tensor_to_py};
 use super::numpy_io::{extract_tensor, ExtractedOutput};
-use super::{params_dict, tensor_from_py, tensor_to_py};
 use crate::constants::{LogLevel, PYTHON_NAMES, RESPONSE_COMPLETE_FINAL};
 use crate::dtype::DataType;
 use crate::engine::{OutputSlice, Responder};
