@@ -13,17 +13,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::convert::{correlation_to_py, params_dict};
-use super::interp::{py_error, runtime};
+use super::interp::py_error;
 use super::numpy_io::{
-    array_from_chunks, bytes_array, extract_output, extract_tensor, set_readonly, ExtractedOutput,
+    array_from_chunks, array_from_plan, extract_output, extract_tensor, set_readonly,
+    ExtractedOutput,
 };
+use super::runtime::runtime;
 use crate::batch::{self, BatchOutput};
-use crate::dtype::DataType;
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
 use crate::exec::{admit, cancelled};
-use crate::ragged::{self, RaggedLayout};
-use crate::request::{element_count, InferRequest, InputTensor};
+use crate::ragged;
+use crate::request::{element_count, InferRequest};
 use crate::spec::ModelSpec;
 
 /// One instance's batched executor: what it needs of the model, and the
@@ -165,8 +166,7 @@ impl Batched {
         let streaming = !result.is_instance_of::<PyDict>()
             && !result.is_instance_of::<PyList>()
             && runtime(py)
-                .and_then(|rt| rt.call_method1("is_iterator", (&result,)))
-                .and_then(|b| b.extract::<bool>())
+                .and_then(|rt| rt.is_iterator(py, &result))
                 .unwrap_or(false);
         if !streaming {
             let delivery = match self.collect_outputs(py, &result, &out, false) {
@@ -303,46 +303,11 @@ impl Batched {
         let model = spec.name.as_str();
         let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing inputs"));
         let inputs = PyDict::new(py);
-        for ts in &spec.inputs {
-            let name = ts.name.as_str();
-            let present: Vec<Option<&InputTensor<'_>>> =
-                requests.iter().map(|r| r.input(name)).collect();
-            let tensors: Vec<&InputTensor<'_>> = present.iter().flatten().copied().collect();
-            let default = spec.ragged.default_for(name);
-            if tensors.is_empty() && default.is_none() {
-                continue;
-            }
-            let array = if tensors.len() < requests.len() {
-                // Requests of one group carry the same inputs (plan_groups)
-                // except optional ones with a default: fill their rows.
-                let Some(default) = default else { continue };
-                fill_missing(py, ts, &present, rows, default, spec.batching()).map_err(err)?
-            } else if spec.batching() && spec.ragged.is_ragged(name) {
-                ragged_array(py, spec, ts.dtype, &tensors)
-                    .map_err(|e| e.context(format!("model '{model}': input '{name}'")))?
-            } else {
-                let shape = if spec.batching() {
-                    let shapes: Vec<&[i64]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
-                    batch::concat_shape(&shapes)
-                } else {
-                    tensors[0].shape.clone()
-                };
-                if ts.dtype == DataType::Bytes {
-                    let elems = batch::gather_bytes(&tensors)
-                        .map_err(|e| e.context(format!("model '{model}': input '{name}'")))?;
-                    bytes_array(py, &shape, &elems).map_err(err)?
-                } else {
-                    // Always a copy (one, straight into the batch array), never a
-                    // view: the server's buffers do not outlive the request.
-                    let chunks: Vec<&[u8]> = tensors
-                        .iter()
-                        .flat_map(|t| t.chunks.iter().copied())
-                        .collect();
-                    array_from_chunks(py, ts.dtype, &shape, &chunks).map_err(err)?
-                }
-            };
+        for plan in batch::plan_inputs(spec, requests, rows) {
+            let default = spec.ragged.default_for(plan.name).unwrap_or_default();
+            let array = array_from_plan(py, model, &plan, default)?;
             set_readonly(&array);
-            inputs.set_item(name, array).map_err(err)?;
+            inputs.set_item(plan.name, array).map_err(err)?;
         }
         for bi in &spec.ragged.batch_inputs {
             let shapes: Vec<&[i64]> = requests
@@ -360,7 +325,7 @@ impl Batched {
             return Ok((PyTuple::new(py, [inputs.into_any()]).map_err(err)?, None));
         }
         let rt = runtime(py).map_err(err)?;
-        let info_cls = rt.getattr("RequestInfo").map_err(err)?;
+        let info_cls = rt.request_info(py);
         let infos = PyList::empty(py);
         for (req, &n) in requests.iter().zip(rows) {
             let params = params_dict(py, &req.parameters).map_err(err)?;
@@ -544,9 +509,6 @@ impl GroupOut<'_, '_> {
     }
 }
 
-/// Per request of a batch_output: its shape and its range of elements.
-type ScatterPlan = (Vec<Vec<i64>>, Vec<std::ops::Range<usize>>);
-
 /// Outputs of one predict call (or one yield), ready to send.
 enum Delivery {
     /// One dict for the whole batch, cut back by rows (or, for batch_output
@@ -590,108 +552,6 @@ fn check_requested(
         }
     }
     Ok(())
-}
-
-/// A ragged input of a group as one array: concatenated flat (Triton's
-/// convention) or padded to the longest item.
-fn ragged_array<'py>(
-    py: Python<'py>,
-    spec: &ModelSpec,
-    dtype: DataType,
-    tensors: &[&InputTensor<'_>],
-) -> Result<Bound<'py, PyAny>> {
-    let err = |e: PyErr| py_error(py, &e, &format!("model '{}': preparing inputs", spec.name));
-    let shapes: Vec<&[i64]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
-    match spec.ragged.layout {
-        RaggedLayout::Concat => {
-            let total: usize = shapes.iter().map(|s| element_count(s)).sum();
-            let shape = [total as i64];
-            if dtype == DataType::Bytes {
-                let elems = batch::gather_bytes(tensors)?;
-                bytes_array(py, &shape, &elems).map_err(err)
-            } else {
-                let chunks: Vec<&[u8]> = tensors
-                    .iter()
-                    .flat_map(|t| t.chunks.iter().copied())
-                    .collect();
-                array_from_chunks(py, dtype, &shape, &chunks).map_err(err)
-            }
-        }
-        RaggedLayout::Pad => {
-            let plan = ragged::PadPlan::new(&shapes);
-            if dtype == DataType::Bytes {
-                let elems = batch::gather_bytes(tensors)?;
-                let mut padded: Vec<Cow<'_, [u8]>> =
-                    vec![Cow::Borrowed(&b""[..]); plan.element_count()];
-                for &(src, dst, n) in &plan.runs {
-                    padded[dst..dst + n].clone_from_slice(&elems[src..src + n]);
-                }
-                bytes_array(py, &plan.shape, &padded).map_err(err)
-            } else {
-                let size = dtype.element_size().unwrap_or(1);
-                let src: Vec<u8> = tensors
-                    .iter()
-                    .flat_map(|t| t.chunks.iter().flat_map(|c| c.iter().copied()))
-                    .collect();
-                let mut padded = vec![0u8; plan.element_count() * size];
-                for &(s, d, n) in &plan.runs {
-                    padded[d * size..(d + n) * size]
-                        .copy_from_slice(&src[s * size..(s + n) * size]);
-                }
-                array_from_chunks(py, dtype, &plan.shape, &[&padded]).map_err(err)
-            }
-        }
-    }
-}
-
-/// An optional input some requests of the group omit: their rows hold the
-/// configured default value (the input's dims are fixed).
-fn fill_missing<'py>(
-    py: Python<'py>,
-    ts: &crate::spec::TensorSpec,
-    present: &[Option<&InputTensor<'_>>],
-    rows: &[usize],
-    default: &[u8],
-    batching: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let item = element_count(&ts.dims);
-    let total: usize = rows.iter().sum();
-    // Without batching a call has one request and the input has no batch dim.
-    let mut shape = if batching {
-        vec![total as i64]
-    } else {
-        Vec::new()
-    };
-    shape.extend_from_slice(&ts.dims);
-    if ts.dtype == DataType::Bytes {
-        let mut elems: Vec<Cow<'_, [u8]>> = Vec::with_capacity(total * item);
-        for (p, &n) in present.iter().zip(rows) {
-            match p {
-                Some(t) => elems.extend(
-                    batch::gather_bytes(&[*t])
-                        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.message))?,
-                ),
-                None => elems.extend(std::iter::repeat_n(Cow::Borrowed(default), n * item)),
-            }
-        }
-        return bytes_array(py, &shape, &elems);
-    }
-    let fills: Vec<Vec<u8>> = present
-        .iter()
-        .zip(rows)
-        .map(|(p, &n)| match p {
-            Some(_) => Vec::new(),
-            None => default.repeat(n * item),
-        })
-        .collect();
-    let mut chunks: Vec<&[u8]> = Vec::new();
-    for (p, fill) in present.iter().zip(&fills) {
-        match p {
-            Some(t) => chunks.extend(t.chunks.iter().copied()),
-            None => chunks.push(fill),
-        }
-    }
-    array_from_chunks(py, ts.dtype, &shape, &chunks)
 }
 
 /// Sends what one call (or yield) produced to the group's `active`
@@ -765,44 +625,36 @@ fn deliver<R: Responder>(
                     data: o.view_data(),
                 })
                 .collect();
-            let ranges = batch::row_ranges(out.rows);
-            // batch_output targets: each request's shape and element range.
-            let scattered: Vec<Option<ScatterPlan>> = views
+            // Per output, per request: its shape and range of elements.
+            let cuts: Vec<Vec<(Vec<i64>, std::ops::Range<usize>)>> = views
                 .iter()
                 .map(|v| {
-                    let bo = spec.ragged.batch_output(&v.name)?;
-                    let dims = &spec.output(&v.name)?.dims;
-                    let shapes = out.scatter_shapes(dims, &bo.source);
-                    let counts: Vec<usize> = shapes.iter().map(|s| element_count(s)).collect();
-                    Some((shapes, batch::row_ranges(&counts)))
+                    let scattered = spec.ragged.batch_output(&v.name).and_then(|bo| {
+                        let dims = &spec.output(&v.name)?.dims;
+                        Some(out.scatter_shapes(dims, &bo.source))
+                    });
+                    batch::plan_scatter(&v.shape, out.rows, spec.batching(), scattered)
                 })
                 .collect();
             out.group
                 .iter()
-                .zip(ranges)
                 .enumerate()
-                .map(|(k, (&i, range))| {
+                .map(|(k, &i)| {
                     if !active[k] {
                         return Sent::Skipped;
                     }
                     let req = out.requests[k];
                     let slices: Vec<OutputSlice<'_>> = views
                         .iter()
-                        .zip(&scattered)
+                        .zip(&cuts)
                         .filter(|(v, _)| wanted(req, &v.name))
-                        .map(|(v, sc)| {
-                            let (shape, data) = match sc {
-                                Some((shapes, elems)) => {
-                                    (shapes[k].clone(), v.slice_elements(elems[k].clone()))
-                                }
-                                None if spec.batching() => v.slice_rows(range.clone()),
-                                None => (v.shape.clone(), v.bytes_all()),
-                            };
+                        .map(|(v, cut)| {
+                            let (shape, elems) = &cut[k];
                             OutputSlice {
                                 name: &v.name,
                                 dtype: v.dtype,
-                                shape,
-                                data,
+                                shape: shape.clone(),
+                                data: v.slice_elements(elems.clone()),
                             }
                         })
                         .collect();

@@ -1,16 +1,14 @@
 //! Process-wide interpreter setup and Python error formatting.
 
 use std::ffi::CStr;
-use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
 
+use super::runtime::runtime;
 use crate::error::{Error, ErrorCode, Result};
 
-const RUNTIME_SOURCE: &CStr = pyo3::ffi::c_str!(include_str!("runtime.py"));
 const PB_UTILS_SOURCE: &CStr = pyo3::ffi::c_str!(include_str!("pb_utils.py"));
-static RUNTIME: OnceLock<Py<PyModule>> = OnceLock::new();
 
 /// Starts the interpreter once per process (later calls are no-ops).
 ///
@@ -56,7 +54,7 @@ pub fn initialize() -> Result<()> {
             c"triton_python_backend_utils",
         )?;
         modules.set_item("triton_python_backend_utils", &pb_utils)?;
-        runtime(py)?.call_method1("attach_pb_utils", (pb_utils,))?;
+        runtime(py)?.attach_pb_utils(py, &pb_utils)?;
         Ok(())
     })
     .map_err(|e| Python::attach(|py| py_error(py, &e, "starting the Python interpreter")))
@@ -83,30 +81,14 @@ pub fn flush_stdio() {
 
 /// Whether `initialize` has started the interpreter (and its glue) in this process.
 fn is_initialized() -> bool {
-    RUNTIME.get().is_some()
-}
-
-/// rustpy's Python glue module (runtime.py), created on first use, after
-/// the `_rustpy_native` module it imports.
-pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    if RUNTIME.get().is_none() {
-        let modules = py.import("sys")?.getattr("modules")?;
-        if !modules.contains("_rustpy_native")? {
-            modules.set_item("_rustpy_native", super::native::module(py)?)?;
-        }
-        let module =
-            PyModule::from_code(py, RUNTIME_SOURCE, c"rustpy_runtime.py", c"_rustpy_runtime")?;
-        let _ = RUNTIME.set(module.unbind());
-    }
-    Ok(RUNTIME.get().expect("runtime module set above").bind(py))
+    super::runtime::is_created()
 }
 
 /// A Python exception as a core error: "`what`: Type: message" plus the last
 /// traceback lines (SyntaxErrors as file:line:col).
 pub fn py_error(py: Python<'_>, err: &PyErr, what: &str) -> Error {
     let text = runtime(py)
-        .and_then(|rt| rt.call_method1("format_exception", (err.value(py), err.traceback(py))))
-        .and_then(|s| s.extract::<String>())
+        .and_then(|rt| rt.format_exception(py, err))
         .unwrap_or_else(|_| err.to_string());
     Error::new(ErrorCode::Internal, format!("{what}: {text}"))
 }

@@ -16,6 +16,7 @@ mod model;
 mod native;
 mod numpy_io;
 mod pb_utils;
+mod runtime;
 
 pub(crate) use batched::Batched;
 pub use convert::{tensor_from_py, tensor_to_py};

@@ -10,8 +10,9 @@ use pyo3::types::PyDict;
 use rustpy_config::proto;
 
 use super::batched::Batched;
-use super::interp::{py_error, runtime};
+use super::interp::py_error;
 use super::pb_utils::PbUtils;
+use super::runtime::runtime;
 use crate::constants::ApiKind;
 use crate::engine::{ExecReport, Responder};
 use crate::error::{Error, ErrorCode, Result};
@@ -105,28 +106,16 @@ impl LoadedModel {
         Python::attach(|py| {
             let what = format!("model '{}': loading {}", spec.name, model_file.display());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
-            let loaded = rt
-                .call_method1(
-                    "load_module",
-                    (
-                        &spec.name,
-                        version,
-                        model_dir.to_string_lossy(),
-                        model_file.to_string_lossy(),
-                    ),
-                )
+            let file = model_file.to_string_lossy();
+            let imported = rt
+                .load_module(py, &spec.name, version, &model_dir.to_string_lossy(), &file)
                 .map_err(|e| py_error(py, &e, &what))?;
-            let (unique_name, module, private): (String, Bound<'_, PyAny>, Bound<'_, PyAny>) =
-                loaded.extract().map_err(|e| py_error(py, &e, &what))?;
-            let found = rt
-                .call_method1("find_model_class", (&module, model_file.to_string_lossy()))
+            let (class, api) = rt
+                .find_model_class(py, &imported.module, &file)
                 .map_err(|e| py_error(py, &e, &what))?;
-            let (class, api): (Bound<'_, PyAny>, u32) =
-                found.extract().map_err(|e| py_error(py, &e, &what))?;
-            let api = match ApiKind::from_code(api) {
-                Some(ApiKind::Batched) => Api::Batched,
-                Some(ApiKind::PbUtils) => Api::PbUtils,
-                None => return Err(Error::internal(format!("{what}: unknown API kind {api}"))),
+            let api = match api {
+                ApiKind::Batched => Api::Batched,
+                ApiKind::PbUtils => Api::PbUtils,
             };
             Ok(LoadedModel {
                 spec: spec.clone(),
@@ -137,10 +126,10 @@ impl LoadedModel {
                 config_json,
                 parameters,
                 request_params,
-                unique_name,
+                unique_name: imported.unique_name,
                 class: Some(class.unbind()),
-                module: Some(module.unbind()),
-                private_modules: Some(private.unbind()),
+                module: Some(imported.module.unbind()),
+                private_modules: Some(imported.private_modules.unbind()),
             })
         })
     }
@@ -154,10 +143,7 @@ impl LoadedModel {
         Python::attach(|py| {
             let what = format!("model '{}': auto_complete_config raised", self.name());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
-            let out = rt
-                .call_method1("auto_complete", (class.bind(py), config_json))
-                .map_err(|e| py_error(py, &e, &what))?;
-            out.extract::<Option<String>>()
+            rt.auto_complete(py, class.bind(py), config_json)
                 .map_err(|e| py_error(py, &e, &what))
         })
     }
@@ -172,15 +158,6 @@ impl LoadedModel {
     pub fn name(&self) -> &str {
         &self.spec.name
     }
-
-    /// The directories a model's code imports its sibling modules from.
-    fn search_paths(&self) -> Vec<String> {
-        let version_dir = self.model_file.parent().unwrap_or(&self.model_dir);
-        vec![
-            version_dir.to_string_lossy().into_owned(),
-            self.model_dir.to_string_lossy().into_owned(),
-        ]
-    }
 }
 
 impl Drop for LoadedModel {
@@ -194,7 +171,7 @@ impl Drop for LoadedModel {
             self.module.take();
             self.class.take();
             if let Ok(rt) = runtime(py) {
-                let _ = rt.call_method1("unload_module", (&self.unique_name, private.bind(py)));
+                let _ = rt.unload_module(py, &self.unique_name, private.bind(py));
             }
         });
     }
@@ -258,37 +235,27 @@ impl ModelInstance {
                 ),
             };
             let created = rt
-                .call_method1(
-                    "create_instance",
-                    (class.bind(py), ctx, model.search_paths(), entry),
-                )
+                .create_instance(py, class.bind(py), ctx, entry)
                 .map_err(err)?;
-            let (object, predict, pass_requests, split_by_parameters, _generator): (
-                Bound<'_, PyAny>,
-                Bound<'_, PyAny>,
-                bool,
-                bool,
-                bool,
-            ) = created.extract().map_err(err)?;
             let executor = match model.api {
                 Api::PbUtils => Executor::PbUtils(PbUtils {
                     spec: model.spec.clone(),
                     instance: info.name.clone(),
                     key: key.clone(),
-                    execute: predict.unbind(),
+                    execute: created.entry.unbind(),
                 }),
                 _ => Executor::Batched(Batched {
                     spec: model.spec.clone(),
                     request_params: model.request_params.clone(),
-                    predict: predict.unbind(),
-                    pass_requests,
-                    split_by_parameters,
+                    predict: created.entry.unbind(),
+                    pass_requests: created.pass_requests,
+                    split_by_parameters: created.split_by_parameters,
                 }),
             };
             Ok(ModelInstance {
                 model: model.clone(),
                 key,
-                object: Some(object.unbind()),
+                object: Some(created.object.unbind()),
                 executor: Box::new(executor),
             })
         })
@@ -318,7 +285,7 @@ impl ModelInstance {
         kwargs.set_item("config", config)?;
         kwargs.set_item("parameters", params)?;
         kwargs.set_item("checkpoint_dir", checkpoint_str(model))?;
-        rt.getattr("ModelContext")?.call((), Some(&kwargs))
+        rt.model_context(py, &kwargs)
     }
 
     /// `initialize(args)`'s argument for the official API: a dict of strings
@@ -354,8 +321,8 @@ impl ModelInstance {
         Python::attach(|py| {
             let what = format!("model '{}': finalize raised", self.model.name());
             let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
-            let _ = rt.call_method1("close_loop", (&self.key,));
-            rt.call_method1("finalize_instance", (object.bind(py),))
+            let _ = rt.close_loop(py, &self.key);
+            rt.finalize_instance(py, object.bind(py))
                 .map_err(|e| py_error(py, &e, &what))?;
             Ok(())
         })

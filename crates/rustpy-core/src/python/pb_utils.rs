@@ -10,9 +10,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use super::convert::{correlation_to_py, params_dict};
-use super::interp::{py_error, runtime};
+use super::interp::py_error;
 use super::native::NativeSender;
 use super::numpy_io::{array_from_chunks, bytes_array};
+use super::runtime::runtime;
 use crate::batch;
 use crate::constants::ReleaseFlag;
 use crate::dtype::DataType;
@@ -106,26 +107,25 @@ impl PbUtils {
             let outcome = (|| -> PyResult<()> {
                 let rt = runtime(py)?;
                 let mut returned = entry.bind(py).call1((&py_requests,))?;
-                if rt
-                    .call_method1("is_coroutine", (&returned,))?
-                    .extract::<bool>()?
-                {
+                if rt.is_coroutine(py, &returned)? {
                     // A decoupled model's coroutine runs on in the background,
                     // as upstream does; otherwise wait for its responses.
-                    returned = rt.call_method1(
-                        "run_coroutine",
-                        (&self.key, returned, !spec.decoupled, &py_requests, model),
+                    returned = rt.run_coroutine(
+                        py,
+                        &self.key,
+                        returned,
+                        !spec.decoupled,
+                        &py_requests,
+                        model,
                     )?;
                     if spec.decoupled {
                         return Ok(());
                     }
                 }
-                let responses = rt.call_method1(
-                    "process_returned",
-                    (instance, spec.decoupled, &py_requests, returned),
-                )?;
+                let responses =
+                    rt.process_returned(py, instance, spec.decoupled, &py_requests, returned)?;
                 if !responses.is_none() {
-                    rt.call_method1("send_returned", (&py_requests, responses))?;
+                    rt.send_returned(py, &py_requests, responses)?;
                 }
                 Ok(())
             })();
@@ -178,9 +178,7 @@ impl PbUtils {
     ) -> Result<Bound<'py, PyList>> {
         let model = self.spec.name.as_str();
         let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing requests"));
-        let make = runtime(py)
-            .and_then(|rt| rt.getattr("make_request"))
-            .map_err(err)?;
+        let make = runtime(py).map_err(err)?.make_request(py);
         let list = PyList::empty(py);
         for (_, req, sender) in senders {
             let inputs = PyList::empty(py);
@@ -233,7 +231,6 @@ fn awaits_sender(py: Python<'_>, py_requests: &Bound<'_, PyList>, k: usize) -> b
         return false;
     };
     runtime(py)
-        .and_then(|rt| rt.call_method1("awaits_sender", (request,)))
-        .and_then(|b| b.extract::<bool>())
+        .and_then(|rt| rt.awaits_sender(py, &request))
         .unwrap_or(false)
 }

@@ -479,14 +479,16 @@ def _accepts_requests(fn):
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
-def create_instance(cls, ctx, paths, entry):
-    """Instantiates the user's class and runs its initialize(ctx).
+def create_instance(cls, ctx, entry):
+    """Instantiates the user's class and runs its initialize(ctx); returns
+    (object, bound entry method, whether it takes `requests`,
+    split_by_parameters).
 
     `entry` is the method rustpy calls per batch: "predict" (batched API) or
-    "execute" (official Python backend API).
+    "execute" (official Python backend API). The model's imports resolve
+    through its own __import__ (see _ModelImports); nothing is locked while
+    user code runs.
     """
-    # `paths` is unused: the model's imports resolve through its own
-    # __import__ (see _ModelImports); nothing is locked while user code runs.
     obj = cls()
     _instance_names[id(obj)] = _instance_name_of(ctx)
     init = getattr(obj, "initialize", None)
@@ -499,7 +501,6 @@ def create_instance(cls, ctx, paths, entry):
         predict,
         _accepts_requests(predict),
         bool(getattr(obj, "split_by_parameters", False)),
-        inspect.isgeneratorfunction(predict) or inspect.isasyncgenfunction(predict),
     )
 
 
