@@ -8,7 +8,9 @@ use std::sync::Arc;
 use rustpy_core::constants::LogLevel as CoreLogLevel;
 use rustpy_core::isolation::{WorkerConfig, WorkerInstance};
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
-use rustpy_core::{Error, InferRequest, Outcome, OutputSlice, Responder};
+use rustpy_core::{
+    Error, InferRequest, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream,
+};
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::TritonServerApi;
@@ -271,24 +273,23 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
     Ok(())
 }
 
-/// Answers one request through Triton. If it is dropped before a final
-/// response went out (a bug or a panic), the client still gets an error.
-/// It always has a response factory: a request without one never gets a
-/// responder (see [`responder_for`]), so no send can silently go nowhere.
-struct TritonResponder {
+/// Delivers one request's responses through Triton's response factory.
+/// Whether the final one went out is tracked by the [`ResponseStream`]
+/// around it, which also answers with an error if it is dropped before (a
+/// bug or a panic). A request without a factory never gets a responder (see
+/// [`responder_for`]), so no send can silently go nowhere.
+struct TritonSink {
     factory: ResponseFactory,
-    done: bool,
 }
+
+type TritonResponder = ResponseStream<TritonSink>;
 
 /// The responder of `request`, or None when the server cannot create its
 /// response factory; that request is then answered with an error through a
 /// response made from the request itself.
 fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder> {
     match ResponseFactory::new(request) {
-        Ok(factory) => Some(TritonResponder {
-            factory,
-            done: false,
-        }),
+        Ok(factory) => Some(ResponseStream::new(TritonSink { factory })),
         Err(e) => {
             let e = e.context(format!(
                 "model '{model_name}': cannot create a response factory"
@@ -305,22 +306,18 @@ fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder>
     }
 }
 
-impl Responder for TritonResponder {
+impl ResponseSink for TritonSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        if self.done {
-            return Err(Error::internal("response sent after the final one"));
-        }
-        self.factory.send(outputs, is_final)?;
-        self.done = is_final;
-        Ok(())
+        self.factory.send(outputs, is_final)
     }
 
-    fn send_error(&mut self, error: &Error) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        if let Err(e) = self.factory.send_error(error) {
+    fn send_error(&mut self, error: &Error, is_final: bool) {
+        let sent = if is_final {
+            self.factory.send_error(error)
+        } else {
+            self.factory.send_error_flags(error, false)
+        };
+        if let Err(e) = sent {
             log(
                 LogLevel::Error,
                 &format!("rustpy: cannot send an error response: {e}"),
@@ -328,24 +325,7 @@ impl Responder for TritonResponder {
         }
     }
 
-    fn send_error_nonfinal(&mut self, error: &Error) -> bool {
-        if self.done {
-            return false;
-        }
-        if let Err(e) = self.factory.send_error_flags(error, false) {
-            log(
-                LogLevel::Error,
-                &format!("rustpy: cannot send an error response: {e}"),
-            );
-        }
-        true
-    }
-
-    fn finish(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
+    fn send_final(&mut self) {
         if let Err(e) = self.factory.send_final_flag() {
             log(
                 LogLevel::Error,
@@ -356,20 +336,6 @@ impl Responder for TritonResponder {
 
     fn is_cancelled(&self) -> bool {
         self.factory.is_cancelled()
-    }
-
-    fn detach(&mut self) {
-        self.done = true;
-    }
-}
-
-impl Drop for TritonResponder {
-    fn drop(&mut self) {
-        if !self.done {
-            self.send_error(&Error::internal(
-                "rustpy: the request ended without a response (internal error)",
-            ));
-        }
     }
 }
 

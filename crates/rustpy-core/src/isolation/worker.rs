@@ -71,6 +71,10 @@ struct WorkerResponder {
 }
 
 impl Responder for WorkerResponder {
+    fn is_open(&self) -> bool {
+        !self.done
+    }
+
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
         if self.done {
             return Err(Error::internal("response sent after the final one"));

@@ -1,4 +1,6 @@
-//! Process-wide interpreter setup and Python error formatting.
+//! Process-wide interpreter setup (the interpreter, `_rustpy_native`,
+//! runtime.py, pb_utils.py, extra site-packages) and Python exceptions as
+//! core errors.
 
 use std::ffi::CStr;
 
