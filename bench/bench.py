@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "bench" / "models"
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from triton import (TritonServer, TritonStartError, clean_env, python_backend_dir,  # noqa: E402
+from tritonharness import (TritonServer, TritonStartError, clean_env, python_backend_dir,  # noqa: E402
                     rustpy_backend_lib, tritonserver_root)
 
 MiB = 1 << 20
@@ -88,7 +88,16 @@ WORKLOADS = {
             ["python", "python_batched", "rustpy_compat", "rustpy"]),
     "embed": ("text embedding: BYTES → pure-Python tokenizer → FP32[64]", [(None, [1, 32])],
               ["python", "rustpy_compat", "rustpy"]),
+    # Issue 11's first target: pure-Python CPU work (~10 ms a request, GIL held),
+    # the same TritonPythonModel file with count 1 and count 2 (process mode vs
+    # in-process vs the official backend); rustpy-loadgen sends the embed workload.
+    "pycpu_count1": ("pure-Python CPU work (embed × 1000 tokenizer rounds), instance count 1",
+                     [(None, [4])], ["python", "rustpy_compat", "rustpy_compat_process"]),
+    "pycpu_count2": ("pure-Python CPU work (embed × 1000 tokenizer rounds), instance count 2",
+                     [(None, [4])], ["python", "rustpy_compat", "rustpy_compat_process"]),
 }
+# Workloads whose requests and checks are another workload's (rustpy-loadgen --workload).
+LOADGEN_WORKLOAD = {"pycpu_count1": "embed", "pycpu_count2": "embed"}
 
 
 def workload_variants(w, variants):
@@ -270,7 +279,8 @@ class NetworkDriver:
         before = self.server.model_stats(model)
         url = self.server.grpc_url if self.protocol == "grpc" else self.server.http_url
         cmd = [str(self.args.loadgen), "--protocol", self.protocol, "--url", url, "--model", model,
-               "--workload", workload, "--concurrency", str(conc), "--duration", str(duration),
+               "--workload", LOADGEN_WORKLOAD.get(workload, workload), "--concurrency", str(conc),
+               "--duration", str(duration),
                "--warmup", str(warmup), "--expect", expect, "--label", label]
         if size:
             cmd += ["--bytes", str(size)]
@@ -345,7 +355,8 @@ class InprocDriver:
         return None
 
     def run(self, model, workload, size, conc, expect, duration, warmup, label):
-        spec = {"model": model, "workload": workload, "concurrency": conc, "duration": duration,
+        spec = {"model": model, "workload": LOADGEN_WORKLOAD.get(workload, workload),
+                "concurrency": conc, "duration": duration,
                 "warmup": warmup, "expect": expect, "label": label}
         if size:
             spec["bytes"] = size
@@ -374,6 +385,101 @@ class InprocDriver:
                 pass
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------- load/unload cycles
+CYCLE_MODELS = ["add_sub_rustpy_process", "add_sub_rustpy_compat_process"]
+
+
+def _worker_children(server_pid: int) -> list[int]:
+    """Pids of the rustpy-worker processes (zombies included) whose parent is the server."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm == "rustpy-worker" and int(stat[stat.rindex(")") + 2:].split()[1]) == server_pid:
+            found.append(int(entry))
+    return found
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load_unload_cycles(out_dir: Path, cycles: int) -> dict:
+    """Issue 11's target: `cycles` load/unload cycles of the process-isolated
+    add_sub models (both APIs, one request each per cycle) leave no worker
+    behind and grow the server's RSS by < 20 MiB (measured after 3 warm-up
+    cycles, when the first loads' one-time allocations are done)."""
+    server = TritonServer([MODELS], exit_on_error=False, wait_models=[], name="bench-cycles",
+                          model_control_mode="explicit", env=blas_env())
+    header = {"inputs": [{"name": n, "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+                         for n in ("INPUT0", "INPUT1")]}
+    leftovers, t0 = 0, time.monotonic()
+    try:
+        server.start()
+        pid = server.proc.pid
+
+        def cycle():
+            nonlocal leftovers
+            for m in CYCLE_MODELS:
+                status, body = server.load_model(m)
+                if status != 200:
+                    raise RuntimeError(f"load {m}: {status} {body}")
+                status, body = server.request("POST", f"/v2/models/{m}/infer", header)
+                outs = {o["name"]: o["data"] for o in body.get("outputs", [])} if isinstance(body, dict) else {}
+                if status != 200 or outs.get("OUTPUT0") != [2, 4, 6, 8]:
+                    raise RuntimeError(f"infer {m}: {status} {body}")
+            for m in CYCLE_MODELS:
+                status, body = server.unload_model(m)
+                if status != 200:
+                    raise RuntimeError(f"unload {m}: {status} {body}")
+            deadline = time.monotonic() + 30
+            while _worker_children(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            leftovers = max(leftovers, len(_worker_children(pid)))
+
+        for _ in range(3):
+            cycle()
+        rss0 = _rss_mib(pid)
+        t0 = time.monotonic()
+        for i in range(cycles):
+            cycle()
+            if (i + 1) % 50 == 0:
+                log(f"cycles: {i + 1}/{cycles}, server RSS {_rss_mib(pid):.1f} MiB")
+        rss1 = _rss_mib(pid)
+        return {"cycles": cycles, "models": CYCLE_MODELS, "rss_start_mib": round(rss0, 1),
+                "rss_end_mib": round(rss1, 1), "rss_growth_mib": round(rss1 - rss0, 1),
+                "max_leftover_workers": leftovers, "seconds": round(time.monotonic() - t0, 1)}
+    except (TritonStartError, RuntimeError, OSError) as e:
+        return {"cycles": cycles, "error": str(e)[:2000]}
+    finally:
+        server.stop()
+        try:
+            (out_dir / "tritonserver-cycles.log").write_text(server.log_text())
+        except OSError:
+            pass
+
+
+def render_cycles(c: dict) -> str:
+    if "error" in c:
+        return f"## Load/unload cycles\n\nFailed: {c['error']}\n"
+    ok_workers = c["max_leftover_workers"] == 0
+    ok_rss = c["rss_growth_mib"] < 20
+    return (f"## Load/unload cycles (process isolation)\n\n"
+            f"{c['cycles']} cycles of load → one request each → unload of {', '.join(c['models'])} "
+            f"(after 3 warm-up cycles), {c['seconds']:g} s: worker processes left after an unload: "
+            f"**{c['max_leftover_workers']}** (target 0: {'meets' if ok_workers else 'misses'}); "
+            f"server RSS {c['rss_start_mib']:g} → {c['rss_end_mib']:g} MiB, growth "
+            f"**{c['rss_growth_mib']:g} MiB** (target < 20 MiB: {'meets' if ok_rss else 'misses'}).\n")
 
 
 def probe(driver, model, workload, size, variant) -> str | None:
@@ -510,6 +616,14 @@ def target_lines(results, driver, w, cell) -> list[str]:
                 line(f"{VARIANT_LABEL[v]} / python throughput at c={cmax}", ratio(tp(v, cmax), tp("python", cmax)), tt)
                 line(f"{VARIANT_LABEL[v]} / python p50 at c={cmin}", ratio(p50(v, cmin), p50("python", cmin)),
                      tl, higher=False, unit="")
+        # Issue 11: process mode at least the official backend's throughput at
+        # c=32 and no more than its p50 at c=1 (every driver).
+        for v in ("rustpy_process", "rustpy_compat_process"):
+            if v in have:
+                line(f"{VARIANT_LABEL[v]} / python throughput at c={cmax}",
+                     ratio(tp(v, cmax), tp("python", cmax)), 1)
+                line(f"{VARIANT_LABEL[v]} / python p50 at c={cmin}",
+                     ratio(p50(v, cmin), p50("python", cmin)), 1, higher=False, unit="")
         if "native" in have:
             lines.append(f"- bound: native echo / python is {fmt_num(ratio(tp('native', cmax), tp('python', cmax)), 2)}× "
                          f"throughput at c={cmax} and {fmt_num(ratio(p50('native', cmin), p50('python', cmin)), 2)} "
@@ -523,7 +637,7 @@ def target_lines(results, driver, w, cell) -> list[str]:
                 t = f" (target ≥ 80% at c={cmax}: {verdict(r, 0.8)})" if v == "rustpy" and driver == "inproc" else ""
                 lines.append(f"- {VARIANT_LABEL[v]} / native echo throughput: {', '.join(parts)}{t}")
     elif w == "identity" and "native" in have:
-        for v in ("rustpy", "rustpy_compat", "python"):
+        for v in ("rustpy", "rustpy_compat", "python", "rustpy_process", "rustpy_compat_process"):
             if v not in have:
                 continue
             parts, worst = [], None
@@ -534,7 +648,7 @@ def target_lines(results, driver, w, cell) -> list[str]:
                     parts.append(f"{size // MiB} MiB c={c}: {fmt_num(r, 2)}×")
                     if r is not None:
                         worst = r if worst is None else max(worst, r)
-            t = f" (target ≤ 1.5×: {verdict(worst, 1.5, False)})" if v == "rustpy" else ""
+            t = f" (target ≤ 1.5×: {verdict(worst, 1.5, False)})" if v in ("rustpy", "rustpy_process") else ""
             lines.append(f"- per-byte cost {VARIANT_LABEL[v]} / native echo: {', '.join(parts)}{t}")
     elif w == "mlp" and "python" in have:
         for v in ("rustpy", "rustpy_compat", "python_batched"):
@@ -554,6 +668,15 @@ def target_lines(results, driver, w, cell) -> list[str]:
             if v in have:
                 parts = ", ".join(f"c={c}: {fmt_num(ratio(tp(v, c), tp('python', c)), 2)}×" for c in concs)
                 lines.append(f"- {VARIANT_LABEL[v]} / python throughput: {parts}")
+    elif w == "pycpu_count2" and "pycpu_count1" in settings["workloads"]:
+        # What the second instance buys: count 2 / count 1, each variant, same run.
+        for v in ("rustpy_compat_process", "python", "rustpy_compat"):
+            if v in have:
+                parts = ", ".join(f"c={c}: {fmt_num(ratio(tp(v, c), median_of(cell('pycpu_count1', None, c, v), 'throughput_rps')), 2)}×"
+                                  for c in concs)
+                r = ratio(tp(v, cmax), median_of(cell("pycpu_count1", None, cmax, v), "throughput_rps"))
+                t = f" (target ≥ 1.7×: {verdict(r, 1.7)})" if v == "rustpy_compat_process" else ""
+                lines.append(f"- {VARIANT_LABEL[v]}: count 2 / count 1 throughput {parts}{t}")
     return lines
 
 
@@ -759,6 +882,9 @@ def main(argv=None) -> int:
     p.add_argument("--compare", type=Path, default=None,
                    help="an earlier results.json (or its directory): print ratios against it, "
                         "flag regressions beyond the noise (exit 3 if any)")
+    p.add_argument("--cycles", type=int, default=None,
+                   help="load/unload cycles of the process-isolated models after the runs "
+                        "(default 200; 0 skips; --quick skips unless given)")
     p.add_argument("--against", type=Path, default=None,
                    help="with --compare: compare this results.json instead of running")
     a = p.parse_args(argv)
@@ -856,6 +982,12 @@ def main(argv=None) -> int:
                 driver.stop()
                 return 1
             driver.stop()
+    cycles = a.cycles if a.cycles is not None else (0 if a.quick else 200)
+    cycles_result = None
+    if cycles > 0:
+        log(f"load/unload cycles: {cycles} of {', '.join(CYCLE_MODELS)} ...")
+        cycles_result = load_unload_cycles(out_dir, cycles)
+        log(f"load/unload cycles: {cycles_result}")
     machine["loadavg_end"] = os.getloadavg()
 
     grouped: dict = {}
@@ -871,7 +1003,11 @@ def main(argv=None) -> int:
         "points": {k: summarize(v) for k, v in grouped.items()},
         "runs": runs,
     }
+    if cycles_result is not None:
+        results["cycles"] = cycles_result
     table = render(results)
+    if cycles_result is not None:
+        table += "\n" + render_cycles(cycles_result)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / "table.md").write_text(table + "\n")
     plotted = plot(results, out_dir / "bench.png")
@@ -881,6 +1017,9 @@ def main(argv=None) -> int:
     bad_runs = sum(s["errors"] + s["validation_errors"] for s in results["points"].values())
     if bad_runs:
         log(f"{bad_runs} failed or wrong responses during measurement")
+        rc = 1
+    if cycles_result is not None and ("error" in cycles_result or cycles_result["max_leftover_workers"]):
+        log("load/unload cycles failed or left worker processes behind")
         rc = 1
     if old is not None:
         text, flagged = compare(old, results)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Demo: install deps, build the backend, serve model_repository/ with a real
-# tritonserver (via tests/e2e/triton.py), send one request to add_sub, print the
+# tritonserver (via tests/e2e/tritonharness.py), send one request to add_sub, print the
 # answer, stop the server.
 set -euo pipefail
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(sys.argv[1]) / "tests" / "e2e"))
 import numpy as np
 import tritonclient.http as httpclient
 
-from triton import MODEL_REPOSITORY, TritonServer, TritonStartError
+from tritonharness import MODEL_REPOSITORY, TritonServer, TritonStartError
 
 server = TritonServer(MODEL_REPOSITORY, name="demo")
 try:

@@ -1,8 +1,9 @@
 //! libtriton_rustpy.so: a Triton backend that runs Python models inside the
 //! server process.
 //!
-//! - [`ffi`]: the only unsafe code: raw bindings, owning wrappers and the
-//!   exported entry points.
+//! - [`ffi`]: the only unsafe code: raw bindings, owning wrappers, the
+//!   exported entry points and the server API (BLS, model control, metrics)
+//!   model code calls back into.
 //! - [`backend`]: what each entry point does, in safe Rust, on top of the
 //!   shared execution core (`rustpy-core`).
 //!

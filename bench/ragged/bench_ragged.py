@@ -25,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from triton import TritonServer  # noqa: E402
+from tritonharness import TritonServer  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent / "models"

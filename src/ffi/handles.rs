@@ -1,7 +1,9 @@
 //! Thin safe wrappers around the server's handles. Borrowed handles
 //! (backend, model, instance) are Copy newtypes valid for the entry point that
 //! received them; owned ones (request, response factory, response) free
-//! themselves in Drop.
+//! themselves in Drop. A [`Request`] reads its id, flags, parameters (decoded
+//! by `super::params`) and input buffers; a [`ResponseFactory`] builds and
+//! sends its responses.
 
 use std::any::Any;
 use std::os::raw::c_void;
@@ -10,6 +12,7 @@ use std::ptr;
 use rustpy_core::request::{CorrelationId, InputTensor, ParamValue};
 use rustpy_core::{DataType, Error, OutputSlice};
 
+use super::params::RawParameter;
 use super::raw;
 use super::{borrow_str, check, cstring, new_error};
 
@@ -380,29 +383,20 @@ impl Request {
         check(unsafe { raw::TRITONBACKEND_RequestParameterCount(self.raw, &mut n) })?;
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let (mut key, mut kind, mut value) = (ptr::null(), 0, ptr::null());
-            // SAFETY: live request; `value` points to a value of the type named
-            // by `kind` (a C string for STRING), owned by the request.
+            let mut p = RawParameter::new();
+            // SAFETY: live request and `i` < the parameter count; writes
+            // pointers to the name and value, which the request owns.
             check(unsafe {
-                raw::TRITONBACKEND_RequestParameter(self.raw, i, &mut key, &mut kind, &mut value)
+                raw::TRITONBACKEND_RequestParameter(
+                    self.raw,
+                    i,
+                    &mut p.name,
+                    &mut p.kind,
+                    &mut p.value,
+                )
             })?;
-            // SAFETY: on success `key` is a NUL-terminated string owned by the request; copied here.
-            let key = unsafe { borrow_str(key) }.to_owned();
-            // SAFETY: `value` points to a value of the type `kind` names (a C string for STRING), owned by the request; each is copied out.
-            let v = unsafe {
-                match kind {
-                    raw::TRITONSERVER_PARAMETER_STRING => {
-                        ParamValue::String(borrow_str(value as *const _).to_owned())
-                    }
-                    raw::TRITONSERVER_PARAMETER_INT => ParamValue::Int(*(value as *const i64)),
-                    raw::TRITONSERVER_PARAMETER_BOOL => ParamValue::Bool(*(value as *const bool)),
-                    raw::TRITONSERVER_PARAMETER_DOUBLE => {
-                        ParamValue::Double(*(value as *const f64))
-                    }
-                    _ => continue, // BYTES parameters are not exposed to models
-                }
-            };
-            out.push((key, v));
+            // SAFETY: the call succeeded: `p` points into the live request.
+            out.extend(unsafe { p.decode() });
         }
         Ok(out)
     }

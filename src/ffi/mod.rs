@@ -2,6 +2,20 @@
 //! raw bindings, thin owning wrappers around the server's handles, and the
 //! exported `extern "C"` entry points. The rest of the crate is safe Rust.
 //!
+//! - `raw`: the bindgen declarations of include/rustpy_triton.h.
+//! - `entry`: the exported `TRITONBACKEND_*` entry points (each catches
+//!   panics and calls into `crate::backend`).
+//! - [`handles`]: the backend, model, instance, request and response factory
+//!   handles as owning or borrowing wrappers (reading requests, sending
+//!   responses, model/instance state).
+//! - `params`: the one decoder of Triton's inference parameters (requests and
+//!   BLS responses).
+//! - [`server`]: the core's `ServerApi` on Triton's server API: BLS, model
+//!   control, metrics.
+//! - [`sys`]: libc helpers (the statistics clock, libpython made global, the
+//!   library's own path).
+//! - This file: status and string conversions shared by them, and logging.
+//!
 //! Ownership rules encoded here (from the backend API):
 //! - An error returned by a TRITON* call is ours: [`check`] reads and deletes it.
 //! - An error we return from an entry point is handed to the server.
@@ -14,10 +28,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod entry;
-pub mod handles;
-pub mod raw;
-pub mod server;
-pub mod sys;
+pub(crate) mod handles;
+mod params;
+mod raw;
+pub(crate) mod server;
+pub(crate) mod sys;
 
 use std::ffi::{CStr, CString};
 

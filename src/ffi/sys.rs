@@ -1,5 +1,6 @@
 //! Process-level helpers that need libc: the steady clock Triton's statistics
-//! use, and making libpython's symbols global.
+//! use, making libpython's symbols global, and the path this library was
+//! loaded from (to find `rustpy-worker` beside it).
 
 use std::ffi::CStr;
 

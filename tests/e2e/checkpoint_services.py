@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from triton import deps_dir, free_port
+from tritonharness import deps_dir, free_port
 
 
 class _Server:

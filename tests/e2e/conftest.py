@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from triton import (ERRORS_REPOSITORY, MODEL_REPOSITORY, TritonServer,  # noqa: E402
+from tritonharness import (ERRORS_REPOSITORY, MODEL_REPOSITORY, TritonServer,  # noqa: E402
                     TritonStartError)
 
 EXAMPLE_MODELS = ["add_sub", "string_upper", "no_batch", "stream_counter",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from triton import E2E_DIR, TritonServer, TritonStartError
+from tritonharness import E2E_DIR, TritonServer, TritonStartError
 
 RELIABILITY = E2E_DIR / "repos" / "reliability"
 

@@ -11,7 +11,7 @@ import pytest
 
 from e2e_client import infer, infer_error
 from reliability import RELIABILITY, bytes_elems, http_infer_raw, start_server
-from triton import MODEL_REPOSITORY
+from tritonharness import MODEL_REPOSITORY
 
 BADINPUT = RELIABILITY / "badinput"
 
@@ -299,7 +299,7 @@ def test_not_json_at_all(srv):
     req = urllib.request.Request(f"http://{srv.http_url}/v2/models/add_sub/infer",
                                  data=b"\x00\xffnot json{", method="POST")
     try:
-        urllib.request.urlopen(req, timeout=10)
+        urllib.request.urlopen(req, timeout=60)
         raise AssertionError("garbage body accepted")
     except urllib.error.HTTPError as e:
         assert e.code in (400, 500)
@@ -312,7 +312,7 @@ def test_header_length_beyond_body(srv):
         f"http://{srv.http_url}/v2/models/add_sub/infer", data=body, method="POST",
         headers={"Inference-Header-Content-Length": str(len(body) + 100)})
     try:
-        urllib.request.urlopen(req, timeout=10)
+        urllib.request.urlopen(req, timeout=60)
         raise AssertionError("inconsistent header length accepted")
     except urllib.error.HTTPError as e:
         assert e.code in (400, 500)
@@ -344,7 +344,7 @@ def test_bytes_malformed_grpc_raw_contents(srv, payload, needle):
         inp.shape.extend([1, 1])
         req.raw_input_contents.append(payload)
         with pytest.raises(grpc.RpcError) as err:
-            stub.ModelInfer(req, timeout=30)
+            stub.ModelInfer(req, timeout=90)
     msg = err.value.details()
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, msg
     assert "'TEXT'" in msg and needle in msg, msg

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from triton import (PROJECT_ROOT, clean_env, python_backend_dir, rustpy_backend_lib,
+from tritonharness import (PROJECT_ROOT, clean_env, python_backend_dir, rustpy_backend_lib,
                     tritonserver_root)
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
@@ -150,7 +150,7 @@ def test_every_variant_computes_the_reference(inproc, model):
 @pytest.fixture(scope="module")
 def net_server():
     from conftest import _start
-    from triton import TritonServer
+    from tritonharness import TritonServer
     models = ["mlp_rustpy", "embed_python", "add_sub_rustpy"]
     s = _start(TritonServer([MODELS], wait_models=models, name="bench-net", load_models=models,
                             model_control_mode="explicit"))
@@ -221,3 +221,33 @@ def test_compare_cli_exit_status(tmp_path):
     assert bad.returncode == 3 and "REGRESSED" in bad.stdout, bad.stdout + bad.stderr
     ok = subprocess.run(cmd + ["--against", str(tmp_path / "same.json")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_load_unload_cycles_step_counts_workers_and_rss(tmp_path):
+    """ci/bench's cycles step (issue 11) against the real server: a few
+    cycles of the process-isolated add_sub models, every unload leaves no
+    worker, and the report states it."""
+    r = bench.load_unload_cycles(tmp_path, 3)
+    assert "error" not in r, r
+    assert r["cycles"] == 3 and r["max_leftover_workers"] == 0, r
+    assert r["rss_start_mib"] > 0 and r["rss_end_mib"] > 0, r
+    text = bench.render_cycles(r)
+    assert "worker processes left after an unload: **0** (target 0: meets)" in text, text
+    assert (tmp_path / "tritonserver-cycles.log").is_file()
+
+
+def test_pycpu_rows_compare_count_2_with_count_1():
+    """The count 2 / count 1 line is computed from the two pycpu workloads of
+    the same run, per variant, with the ≥ 1.7× target on process mode."""
+    pts = {}
+    for w, tps in (("pycpu_count1", (50, 52, 30)), ("pycpu_count2", (100, 60, 55))):
+        for v, tp in zip(("rustpy_compat_process", "python", "rustpy_compat"), tps):
+            pts[f"grpc:{w}/-/c4/{v}"] = {"throughput_rps": {"median": tp, "min": tp, "max": tp}}
+    results = {"settings": {"variants": bench.VARIANTS, "workloads": ["pycpu_count1", "pycpu_count2"]},
+               "points": pts}
+    lines = bench.target_lines(results, "grpc", "pycpu_count2",
+                               lambda w, size, c, v: pts.get(bench.key_of("grpc", w, size, c, v)))
+    text = "\n".join(lines)
+    assert "process-isolated: count 2 / count 1 throughput c=4: 2.00× (target ≥ 1.7×: meets)" in text, text
+    assert "python (official backend): count 2 / count 1 throughput c=4: 1.15×" in text, text
+    assert "rustpy compat (same file): count 2 / count 1 throughput c=4: 1.83×" in text, text

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from checkpoint_services import FakeHub, MotoS3, StaticFiles, make_lfs_repo
-from triton import PROJECT_ROOT, clean_env
+from tritonharness import PROJECT_ROOT, clean_env
 
 HF_TOKEN = "hf_secret_token_4711"
 AWS_SECRET = "aws-secret-key-0815"

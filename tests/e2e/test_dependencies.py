@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from triton import clean_env
+from tritonharness import clean_env
 from test_checkpoints import cli
 
 PYTHON = os.environ.get("RUSTPY_PYTHON", "/usr/bin/python3.11")

@@ -9,7 +9,7 @@ import pytest
 
 from pb_models.harness import CASES, render_repository
 from test_differential import (SUFFIXES, Deployment, assert_same, start_server)
-from triton import reference_mode
+from tritonharness import reference_mode
 
 pytestmark = pytest.mark.skipif(reference_mode(), reason="compares against libtriton_rustpy.so itself")
 

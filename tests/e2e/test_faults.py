@@ -161,7 +161,7 @@ def test_finalize_fault_does_not_block_unload(srv, markers, model):
     assert status == 200, body
     # The unload completes (UNLOADING -> UNAVAILABLE "unloaded") in spite of
     # the exception in finalize.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     state = None
     while time.monotonic() < deadline:
         state = {m["name"]: m for m in srv.repository_index()}[model]
@@ -171,7 +171,7 @@ def test_finalize_fault_does_not_block_unload(srv, markers, model):
     assert state == {"name": model, "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}, state
     assert not srv.model_ready(model)
     assert (markers / f"{model}.finalize").read_text().count("entered") >= 1
-    assert srv.wait_for_log(f"model '{model}': finalize raised", timeout=30)
+    assert srv.wait_for_log(f"model '{model}': finalize raised")
     # It loads and serves again, and so does everything else.
     assert srv.load_model(model)[0] == 200
     assert infer(srv, "grpc", model, one).as_numpy("Y").tolist() == [2.0]
@@ -212,28 +212,44 @@ def test_grpc_cancel_in_flight_and_queued(srv, markers):
     c = srv.grpc_client()
     base = calls(srv)
     done = queue.Queue()
-    running = c.async_infer("sleepy", make_inputs("grpc", MS(3000)),
+    # 8 s of predict: the cancels below must come while it runs, also on a
+    # loaded machine.
+    running = c.async_infer("sleepy", make_inputs("grpc", MS(8000)),
                             callback=lambda result, error: done.put(("running", result, error)))
     # Wait until it is really in predict (not on a clock: a loaded machine may be slow).
     log = markers / "sleepy.log"
-    deadline = time.monotonic() + 30
-    while f"start {base + 1} 3000" not in (log.read_text() if log.exists() else ""):
+    deadline = time.monotonic() + 90
+    while f"start {base + 1} 8000" not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline, "the first request never reached predict"
         time.sleep(0.05)
     queued = c.async_infer("sleepy", make_inputs("grpc", MS(3000)),
                            callback=lambda result, error: done.put(("queued", result, error)))
-    time.sleep(0.2)
+    # Until Triton has it queued (a fixed short sleep may cancel it in the
+    # client before it got there on a loaded machine), at most 4 s.
+    deadline = time.monotonic() + 4
+    while _pending(srv, "sleepy") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     queued.cancel()
     running.cancel()
     got = {}
     for _ in range(2):
-        name, r, e = done.get(timeout=30)
+        name, r, e = done.get(timeout=90)
         got[name] = e
     assert all(e is not None and "CANCELLED" in str(e).upper() for e in got.values()), got
     # calls() queues behind the running predict (count: 1). Only the first
     # request ran (the +1 is the probe of calls() itself).
     assert calls(srv) == base + 2, "the cancelled queued request reached predict"
     assert serving(srv)
+
+
+def _pending(s, model):
+    """nv_inference_pending_request_count of `model` (queued, not yet executing)."""
+    import urllib.request
+    with urllib.request.urlopen(s.metrics_url, timeout=60) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("nv_inference_pending_request_count") and f'model="{model}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _stream_markers(markers):
@@ -249,13 +265,13 @@ def test_grpc_stream_cancel_stops_the_generator(srv, markers):
                          request_id="long", enable_empty_final_response=True)
     outs = []
     while len(outs) < 3:
-        r, e = q.get(timeout=10)
+        r, e = q.get(timeout=90)
         assert e is None, e
         outs.append(int(r.as_numpy("OUT")[0]))
     assert outs == [0, 1, 2]
     c.stop_stream(cancel_requests=True)
     # The generator is closed at the next yield instead of producing all 200.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 90
     while not any(m.startswith("200:") for m in _stream_markers(markers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     ended = [m for m in _stream_markers(markers) if m.startswith("200:")]
@@ -270,7 +286,7 @@ def test_grpc_stream_cancel_stops_the_generator(srv, markers):
                           request_id="short", enable_empty_final_response=True)
     got, final = [], False
     while not final:
-        r, e = q2.get(timeout=10)
+        r, e = q2.get(timeout=90)
         assert e is None, e
         final = r.get_response().parameters["triton_final_response"].bool_param
         if r.as_numpy("OUT") is not None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from e2e_client import infer
-from triton import TritonServer, TritonStartError, clean_env
+from tritonharness import TritonServer, TritonStartError, clean_env
 
 PB_CONFIG = """
 backend: "python"

@@ -32,7 +32,7 @@ SAFETY = RELIABILITY / "safety"
 X = {"X": np.array([1], dtype=np.int32)}
 
 
-def wait_for(pred, timeout=30.0, what="condition"):
+def wait_for(pred, timeout=90.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -101,7 +101,7 @@ def test_lazy_import_does_not_wait_for_another_models_initialize(tmp_path, trito
 
         asking = threading.Thread(target=ask, daemon=True)
         asking.start()
-        asking.join(30)
+        asking.join(90)
         assert got.get("out") == b"lazy helper", "the request waited for another model's initialize"
         assert not (markers / "slow_init_done").exists()
     finally:
@@ -154,20 +154,20 @@ def test_reload_during_async_execute(tmp_path, triton_factory, markers):
 
     first = threading.Thread(target=ask, args=(1,), daemon=True)
     first.start()
-    wait_for(lambda: (markers / "started_1").exists(), 30, "request 1 to start")
+    wait_for(lambda: (markers / "started_1").exists(), 90, "request 1 to start")
     model_py = repo / "async_reload" / "1" / "model.py"
     model_py.write_text(model_py.read_text() + "\n# edited: reload\n")
     status, body = s.load_model("async_reload")
     assert status == 200, body
     second = threading.Thread(target=ask, args=(2,), daemon=True)
     second.start()
-    wait_for(lambda: (markers / "started_2").exists(), 30, "request 2 to start")
+    wait_for(lambda: (markers / "started_2").exists(), 90, "request 2 to start")
     (markers / "release_1").touch()
-    first.join(30)
+    first.join(90)
     assert got.get(1) == 1
-    wait_for(lambda: (markers / "finalized").exists(), 30, "the old instance's finalize")
+    wait_for(lambda: (markers / "finalized").exists(), 90, "the old instance's finalize")
     (markers / "release_2").touch()
-    second.join(30)
+    second.join(90)
     assert got.get(2) == 2, "the reloaded instance's async execute never finished"
 
 
@@ -175,7 +175,7 @@ def test_decoupled_async_execute_exception(tmp_path, triton_factory, markers):
     repo = copy_models(tmp_path / "repo", SAFETY / "async_raise")
     s = explicit(triton_factory, repo, markers, load_models=["async_raise"])
     wait_for(lambda: model_state(s, "async_raise") == "READY", 60, "async_raise READY")
-    got = stream(s, "async_raise", [("r1", {"X": np.array([7], np.int32)})], timeout=30)["r1"]
+    got = stream(s, "async_raise", [("r1", {"X": np.array([7], np.int32)})], timeout=90)["r1"]
     assert len(got) == 2, got
     first, final = got
     assert first[0].as_numpy("Y")[0] == 7 and not first[1]

@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 
-from triton import E2E_DIR
+from tritonharness import E2E_DIR
 
 LIFETIME = E2E_DIR / "repos" / "lifetime"
 MODELS = ["keeper", "keeper_pb"]
@@ -40,7 +40,7 @@ def sent_values(i: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from triton import TritonServer, TritonStartError
+    from tritonharness import TritonServer, TritonStartError
     markers = tmp_path_factory.mktemp("markers")
     s = TritonServer(LIFETIME, name="lifetime", env={"RUSTPY_TEST_MARKERS": markers})
     try:
@@ -118,7 +118,8 @@ def _state(server, model):
 @pytest.mark.parametrize("model", MODELS)
 def test_unload_of_a_model_that_kept_inputs(tmp_path, triton_factory, model):
     """Kept inputs do not hold the model: unload makes it UNAVAILABLE and runs
-    finalize within 5 s."""
+    finalize (it takes well under a second; the bound is for a loaded machine:
+    a pinned model never unloads at all)."""
     markers = tmp_path / "markers"
     markers.mkdir()
     s = triton_factory(LIFETIME, model_control_mode="explicit", load_models=[model],
@@ -131,24 +132,24 @@ def test_unload_of_a_model_that_kept_inputs(tmp_path, triton_factory, model):
     start = time.monotonic()
     status, body = s.unload_model(model)
     assert status == 200, body
-    deadline = start + 5.0
+    deadline = start + 90.0
     while time.monotonic() < deadline:
         if marker.exists() and _state(s, model) == "UNAVAILABLE":
             break
         time.sleep(0.05)
     assert _state(s, model) == "UNAVAILABLE", (
-        f"{model} still {_state(s, model)} 5 s after unload (kept inputs pin it)")
-    assert marker.exists(), f"{model}: finalize did not run within 5 s of unload"
+        f"{model} still {_state(s, model)} 90 s after unload (kept inputs pin it)")
+    assert marker.exists(), f"{model}: finalize did not run within 90 s of unload"
     assert marker.read_text().strip() == "24"
 
 
 def test_shutdown_with_kept_inputs_runs_finalize(tmp_path, triton_factory):
     """Kept inputs do not hold the server either: on SIGTERM both models
     finalize and the server exits cleanly, without waiting out its exit
-    timeout (60 s here; the bound below is generous for a loaded machine)."""
+    timeout (120 s here; the bound below is generous for a loaded machine)."""
     markers = tmp_path / "markers"
     markers.mkdir()
-    s = triton_factory(LIFETIME, exit_timeout=60, env={"RUSTPY_TEST_MARKERS": markers})
+    s = triton_factory(LIFETIME, exit_timeout=120, env={"RUSTPY_TEST_MARKERS": markers})
     for model in MODELS:
         for protocol in ("grpc", "shm_http"):
             c = _client(s, protocol)
@@ -162,4 +163,4 @@ def test_shutdown_with_kept_inputs_runs_finalize(tmp_path, triton_factory):
         assert marker.exists(), f"{model}: finalize did not run at shutdown"
         assert marker.read_text().strip() == "8"
     assert rc == 0, f"tritonserver exited with {rc}"
-    assert took < 45, f"shutdown took {took:.0f} s (kept inputs held the models?)"
+    assert took < 110, f"shutdown took {took:.0f} s (kept inputs held the models?)"

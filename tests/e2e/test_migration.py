@@ -18,7 +18,7 @@ import pytest
 from pb_models.harness import (CASES, CONTROLLED_MODELS, Case, Normaliser, model_names,
                                render_repository, run_case)
 from test_differential import _case_params, assert_same, start_server
-from triton import TritonServer, reference_mode, rustpy_backend_lib
+from tritonharness import TritonServer, reference_mode, rustpy_backend_lib
 
 pytestmark = pytest.mark.skipif(reference_mode(), reason="needs libtriton_rustpy.so itself")
 

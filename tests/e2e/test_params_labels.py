@@ -24,7 +24,7 @@ X = np.array([[0.1, 0.4, 0.2, 0.3]], dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def params_server():
-    from triton import TritonServer
+    from tritonharness import TritonServer
     s = TritonServer(REPO, name="params").start()
     yield s
     s.stop()
@@ -74,8 +74,14 @@ def test_a_bad_request_fails_alone_in_its_batch(params_server, protocol):
     results = [None] * 3
     params = [{"scale": 1.0}, {"scale": -1.0}, {"scale": 3.0}]
 
+    # Clients made up front and a barrier: on a loaded machine, making a
+    # client inside each thread could spread the sends past the queue delay.
+    clients = [ec.client(params_server, protocol) for _ in range(3)]
+    go = threading.Barrier(3)
+
     def send(i):
-        c = ec.client(params_server, protocol)
+        c = clients[i]
+        go.wait(timeout=60)
         try:
             results[i] = ec.infer(c, protocol, "typed", {"X": X}, parameters=params[i])
         except InferenceServerException as e:

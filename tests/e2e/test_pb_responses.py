@@ -12,7 +12,17 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from e2e_client import client, infer, make_inputs
-from triton import E2E_DIR
+from tritonharness import E2E_DIR
+
+
+def _pending(s, model):
+    """nv_inference_pending_request_count of `model` (queued, not yet executing)."""
+    import urllib.request
+    with urllib.request.urlopen(s.metrics_url, timeout=60) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("nv_inference_pending_request_count") and f'model="{model}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -31,7 +41,11 @@ def test_one_bad_response_fails_only_its_request(triton_factory, protocol):
     # arrival order in a dynamic batch).
     threads = [threading.Thread(target=send, args=(v,)) for v in range(4)]
     threads[0].start()
-    time.sleep(0.5)
+    # Until Triton has it queued (a fixed sleep may be too short on a loaded
+    # machine); the queue delay is 5 s, so at most 3 s.
+    deadline = time.monotonic() + 3
+    while _pending(s, "one_bad") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     for t in threads[1:]:
         t.start()
     for t in threads:
@@ -80,6 +94,6 @@ def test_response_for_a_rescheduled_request_through_bls(triton_factory):
         message = r.as_numpy("ERROR")[0].decode()
         assert "Expected a None object in the execute function return list for reschduled request" \
             in message, message
-    time.sleep(1)  # a wrongly rescheduled request would run again by now
+    time.sleep(3)  # a wrongly rescheduled request would run again by now (slow when loaded)
     r = infer(s, "http", "one_bad", {"IN": np.array([[7]], dtype=np.int32)})
     assert json.loads(r.as_numpy("OUT")[0, 0])["value"] == 7

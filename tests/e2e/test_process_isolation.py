@@ -8,6 +8,7 @@ an in-process model in the same server answers throughout; the model stays
 READY and its next requests succeed. Workers are reaped on unload and die
 with a server killed by SIGKILL.
 """
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from e2e_client import infer, infer_error, stream
 from reliability import copy_models, start_server
-from triton import E2E_DIR, TritonServer
+from tritonharness import E2E_DIR, TritonServer
 
 PROCESS = E2E_DIR / "repos" / "process"
 
@@ -63,7 +64,7 @@ def _threads(pid: int) -> int:
         return 0
 
 
-def wait_until(cond, timeout: float = 30.0) -> bool:
+def wait_until(cond, timeout: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -99,7 +100,7 @@ class Steady:
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=90)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_worker_fault_fails_only_its_request(proc_server, mode, cause):
         for _ in range(6):
             r = infer(s, "http", "proc_faults", x_mode(0, 21))
             assert r.as_numpy("Y")[0, 0] == 42
-        wait_until(lambda: steady.ok > before + 3, 30)
+        wait_until(lambda: steady.ok > before + 3, 90)
     assert steady.errors == []
     assert steady.ok > before, "the in-process model stopped answering"
     assert s.is_live()
@@ -217,14 +218,20 @@ def test_repeated_start_crash_backs_off_and_recovers(tmp_path):
         msg = infer_error(s, "http", "proc_faults", x_mode(1))
         assert "exited on SIGSEGV" in msg, msg
         messages = []
-        t_end = time.monotonic() + 3
-        while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        # At least 3 s, and (a loaded machine can make every request slower
+        # than the backoff) until some request failed fast, without an attempt.
+        while time.monotonic() < t0 + 3 or (
+                len(messages) <= s.log_text().count("cannot restart its worker process")
+                and time.monotonic() < t0 + 90):
             messages.append(infer_error(s, "http", "proc_faults", x_mode(0)))
+        elapsed = time.monotonic() - t0
         assert all("not running" in m and "exited with status 9 while starting" in m
                    for m in messages), messages[:3]
         attempts = s.log_text().count("cannot restart its worker process")
-        # Backoff 250 ms, 500 ms, 1 s, ...: a handful of attempts in 3 s, not hundreds.
-        assert 1 <= attempts <= 6, attempts
+        # Backoff 250 ms, 500 ms, 1 s, ...: a handful of attempts (6 in 3 s,
+        # one more per doubling of the time), not hundreds.
+        assert 1 <= attempts <= 3 + int(math.log2(elapsed / 0.25)), (attempts, elapsed)
         assert len(messages) > attempts
         assert s.model_ready("proc_faults")
         marker.unlink()
@@ -266,7 +273,7 @@ def test_kill_9_of_the_server_kills_its_workers(tmp_path):
         # on their own (parent-death signal).
         os.kill(s.proc.pid, signal.SIGKILL)
         s.proc.wait(timeout=30)
-        assert wait_until(lambda: not any(alive(p) for p in pids), 30), \
+        assert wait_until(lambda: not any(alive(p) for p in pids), 90), \
             {p: alive(p) for p in pids}
     finally:
         s.stop()
@@ -308,10 +315,14 @@ def test_cpu_bound_python_uses_both_cores_in_process_mode(tmp_path, record_prope
         with open(out, "a") as f:
             f.write(json.dumps({"gil_process": figures}) + "\n")
     assert one["in_flight"] < 1.1, figures
-    assert two["in_flight"] > 1.6, figures
+    # Two workers overlap their predicts: at some moment both run (how much of
+    # the time depends on how fast a loaded machine lets the clients resend,
+    # so the average is only asserted on a machine with a core to spare).
+    assert two["max_in_flight"] >= 2, figures
     # Two interpreters, two GILs: with a second core free, both predicts
     # compute at once (in-process the same work stays below 1.15 cores).
     if (os.cpu_count() or 1) >= 2 and os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5:
+        assert two["in_flight"] > 1.6, figures
         assert two["cores"] > 1.3, figures
 
 
@@ -322,7 +333,7 @@ def test_bls_model_control_and_metrics_from_a_worker(proc_server):
     r = infer(s, "http", "proc_pb", {"IN": np.array([-99], np.float32)})
     np.testing.assert_array_equal(r.as_numpy("OUT"), np.array([42, 1], np.float32))
     import urllib.request
-    with urllib.request.urlopen(s.metrics_url, timeout=10) as f:
+    with urllib.request.urlopen(s.metrics_url, timeout=60) as f:
         text = f.read().decode()
     lines = [l for l in text.splitlines() if l.startswith("proc_pb_requests_total{")]
     assert lines and 'model="proc_pb"' in lines[0], lines

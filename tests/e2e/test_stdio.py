@@ -11,7 +11,7 @@ import pytest
 
 from e2e_client import infer, make_inputs
 from reliability import start_server
-from triton import E2E_DIR
+from tritonharness import E2E_DIR
 
 STDIO = E2E_DIR / "repos" / "stdio"
 MODELS = ["printer", "pb_printer"]

@@ -42,7 +42,7 @@ fn python_repo(root: &Path, model_py: &str) {
 
 fn http_post(addr: &str, path: &str, body: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     // One write: Triton's HTTP server (evhtp) can misroute a request whose
     // head arrives split over several TCP segments.
     let request = format!(

@@ -46,14 +46,13 @@ pub use model::{is_decoupled, parameter};
 pub use pbtxt::{parse_pbtxt, to_pbtxt, PbtxtError};
 
 /// Encoded `FileDescriptorSet` of `model_config.proto`, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/model_config.fds"));
+const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/model_config.fds"));
 
 /// Full protobuf name of the top-level message.
 const MODEL_CONFIG: &str = "inference.ModelConfig";
 
 /// The descriptor pool for [`FILE_DESCRIPTOR_SET`], decoded once.
-pub fn descriptor_pool() -> &'static DescriptorPool {
+pub(crate) fn descriptor_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
         // The bytes are produced by our own build script, so failing here is a

@@ -92,7 +92,7 @@ fn call(model: &LocalModel, n: i64) -> String {
         }],
         ..Default::default()
     };
-    let (responses, _) = model.infer(&[req], Duration::from_secs(10));
+    let (responses, _) = model.infer(&[req], Duration::from_secs(60));
     match responses[0].last() {
         Some(LocalResponse::Outputs(o)) => {
             let data = &o[0].data;

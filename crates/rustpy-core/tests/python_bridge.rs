@@ -93,7 +93,7 @@ fn batch_is_gathered_into_one_call_and_scattered_back() {
             }
         })
         .collect();
-    let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(60));
     assert_eq!(
         report.calls, 1,
         "three compatible requests make one predict call"
@@ -129,7 +129,7 @@ fn different_item_shapes_split_into_separate_calls() {
         ],
         ..Default::default()
     };
-    let (responses, report) = model.infer(&[r2.clone(), r3, r2], Duration::from_secs(5));
+    let (responses, report) = model.infer(&[r2.clone(), r3, r2], Duration::from_secs(60));
     assert_eq!(report.calls, 2);
     assert_eq!(as_f32(&outputs(&responses[1])[0]), vec![1., 2., 3.]);
     assert_eq!(as_f32(&outputs(&responses[2])[0]), vec![2., 3.]);
@@ -153,7 +153,7 @@ fn one_bad_request_fails_alone_and_exceptions_name_the_model() {
     missing.inputs.pop();
     let (responses, _) = model.infer(
         &[good.clone(), wrong_dtype, missing, good.clone()],
-        Duration::from_secs(5),
+        Duration::from_secs(60),
     );
     assert_eq!(as_f32(&outputs(&responses[0])[0]), vec![2., 3.]);
     let e = error(&responses[1]);
@@ -166,7 +166,7 @@ fn one_bad_request_fails_alone_and_exceptions_name_the_model() {
 
     let mut negative = good.clone();
     negative.inputs[0] = f32_tensor("A", &[1, 2], &[-1., 2.]);
-    let (responses, _) = model.infer(&[negative], Duration::from_secs(5));
+    let (responses, _) = model.infer(&[negative], Duration::from_secs(60));
     let e = error(&responses[0]);
     assert!(
         e.contains("model 'add'") && e.contains("ValueError: boom: negative input"),
@@ -224,11 +224,11 @@ class Model:
         ("type", "predict must return a dict"),
     ];
     for (mode, expected) in cases {
-        let (responses, _) = model.infer(&[with(mode)], Duration::from_secs(5));
+        let (responses, _) = model.infer(&[with(mode)], Duration::from_secs(60));
         let e = error(&responses[0]);
         assert!(e.contains(expected), "{mode}: {e}");
     }
-    let (responses, _) = model.infer(&[with("ok")], Duration::from_secs(5));
+    let (responses, _) = model.infer(&[with("ok")], Duration::from_secs(60));
     assert_eq!(as_f32(&outputs(&responses[0])[0]), vec![1., 2.]);
 }
 
@@ -263,7 +263,7 @@ class Model:
         }],
         ..Default::default()
     };
-    let (responses, _) = model.infer(&[req], Duration::from_secs(5));
+    let (responses, _) = model.infer(&[req], Duration::from_secs(60));
     let words: Vec<String> = responses[0]
         .iter()
         .map(|r| match r {
@@ -299,7 +299,7 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
     assert_eq!(
         as_f32(
             &outputs(
-                &m1.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                &m1.infer(std::slice::from_ref(&req), Duration::from_secs(60))
                     .0[0]
             )[0]
         ),
@@ -308,7 +308,7 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
     assert_eq!(
         as_f32(
             &outputs(
-                &m2.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                &m2.infer(std::slice::from_ref(&req), Duration::from_secs(60))
                     .0[0]
             )[0]
         ),
@@ -319,7 +319,7 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
     drop(m1);
     let m1 = LocalModel::load(&one, None).unwrap();
     assert_eq!(
-        as_f32(&outputs(&m1.infer(&[req], Duration::from_secs(5)).0[0])[0]),
+        as_f32(&outputs(&m1.infer(&[req], Duration::from_secs(60)).0[0])[0]),
         vec![110.]
     );
 }
@@ -393,7 +393,7 @@ class TritonPythonModel:
         inputs: vec![f32_tensor("A", &[1, 2], &[-1., 2.])],
         ..Default::default()
     };
-    let (responses, _) = model.infer(&[ok.clone(), neg], Duration::from_secs(5));
+    let (responses, _) = model.infer(&[ok.clone(), neg], Duration::from_secs(60));
     let out = outputs(&responses[0]);
     assert_eq!(out.len(), 1, "only the requested output is returned");
     assert_eq!((out[0].name.as_str(), as_f32(&out[0])), ("C", vec![3., 6.]));
@@ -401,7 +401,7 @@ class TritonPythonModel:
 
     let mut short = ok.clone();
     short.parameters = vec![("short".into(), ParamValue::Bool(true))];
-    let (responses, _) = model.infer(&[short, ok], Duration::from_secs(5));
+    let (responses, _) = model.infer(&[short, ok], Duration::from_secs(60));
     for r in &responses {
         let e = error(r);
         assert!(
@@ -448,7 +448,7 @@ class TritonPythonModel:
         }],
         ..Default::default()
     };
-    let (responses, _) = model.infer(&[req], Duration::from_secs(5));
+    let (responses, _) = model.infer(&[req], Duration::from_secs(60));
     let values: Vec<i32> = responses[0]
         .iter()
         .map(|r| match r {
@@ -491,7 +491,7 @@ class Model:
         }],
         ..Default::default()
     };
-    let (responses, _) = model.infer(&[req], Duration::from_secs(5));
+    let (responses, _) = model.infer(&[req], Duration::from_secs(60));
     let out = &outputs(&responses[0])[0];
     assert_eq!(out.dtype, DataType::Bf16);
     let words: Vec<u16> = out
@@ -521,7 +521,7 @@ fn large_batches_are_gathered_without_the_gil_and_stay_exact() {
             }
         })
         .collect();
-    let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(60));
     assert_eq!(report.calls, 1);
     for (i, r) in responses.iter().enumerate() {
         let sum = as_f32(&outputs(r)[0]);
@@ -561,7 +561,7 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
         assert_eq!(
             as_f32(
                 &outputs(
-                    &m1.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                    &m1.infer(std::slice::from_ref(&req), Duration::from_secs(60))
                         .0[0]
                 )[0]
             ),
@@ -570,7 +570,7 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
         assert_eq!(
             as_f32(
                 &outputs(
-                    &m2.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                    &m2.infer(std::slice::from_ref(&req), Duration::from_secs(60))
                         .0[0]
                 )[0]
             ),
@@ -583,7 +583,7 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
     assert_eq!(
         as_f32(
             &outputs(
-                &m1.infer(std::slice::from_ref(&req), Duration::from_secs(5))
+                &m1.infer(std::slice::from_ref(&req), Duration::from_secs(60))
                     .0[0]
             )[0]
         ),

@@ -111,7 +111,7 @@ fn ragged_requests_share_one_call_and_scatter_by_input_shape() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = write_model(tmp.path(), "tok", TOKENS, TOKENS_PY);
     let model = LocalModel::load(&dir, None).unwrap();
-    let (responses, report) = model.infer(&token_requests(), Duration::from_secs(5));
+    let (responses, report) = model.infer(&token_requests(), Duration::from_secs(60));
     assert_eq!(report.calls, 1, "lengths 3, 4 and 5 share one call");
     for (r, n) in responses.iter().zip([3, 4, 5]) {
         let d = out(r, "D");
@@ -132,7 +132,7 @@ fn inconsistent_ragged_lengths_fail_the_call() {
         "mode".into(),
         rustpy_core::ParamValue::String("badlen".into()),
     )];
-    let (responses, _) = model.infer(&reqs, Duration::from_secs(5));
+    let (responses, _) = model.infer(&reqs, Duration::from_secs(60));
     for r in &responses {
         let e = error(r);
         assert!(
@@ -182,7 +182,7 @@ fn pad_layout_and_per_request_outputs() {
             f32s(&[5., 6., 7.]),
         )]),
     ];
-    let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(60));
     assert_eq!(report.calls, 1);
     let y = out(&responses[0], "Y");
     assert_eq!(y.shape, vec![2, 6]);
@@ -229,14 +229,14 @@ fn optional_inputs_share_a_call_only_with_a_default() {
     );
     let dir = write_model(tmp.path(), "opt_d", &with, OPT_PY);
     let model = LocalModel::load(&dir, None).unwrap();
-    let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(60));
     assert_eq!(report.calls, 1, "the default fills the missing rows");
     assert_eq!(out(&responses[0], "Y").data, f32s(&[3., 6.]));
     assert_eq!(out(&responses[1], "Y").data, f32s(&[0.5, 1., 1.5, 2.]));
 
     let dir = write_model(tmp.path(), "opt_n", OPT, OPT_PY);
     let model = LocalModel::load(&dir, None).unwrap();
-    let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(60));
     assert_eq!(report.calls, 2, "without a default they are split");
     assert_eq!(out(&responses[0], "Y").data, f32s(&[3., 6.]));
     assert_eq!(out(&responses[1], "Y").data, f32s(&[1., 2., 3., 4.]));
@@ -305,7 +305,7 @@ class Model:
         )]),
         req(vec![tensor("W", DataType::Bytes, &[1, 1], enc(&[b"x"]))]),
     ];
-    let (responses, report) = model.infer(&reqs, Duration::from_secs(5));
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(60));
     assert_eq!(report.calls, 1);
     assert_eq!(out(&responses[0], "J").data, enc(&[b"a|b|c"]));
     assert_eq!(out(&responses[1], "J").data, enc(&[b"x||"]));
@@ -324,7 +324,7 @@ fn default_fills_an_unbatched_model_too() {
         &[2],
         f32s(&[1., 2.]),
     )])];
-    let (responses, _) = model.infer(&reqs, Duration::from_secs(5));
+    let (responses, _) = model.infer(&reqs, Duration::from_secs(60));
     let y = out(&responses[0], "Y");
     assert_eq!(
         (y.shape.clone(), y.data.clone()),

@@ -95,7 +95,7 @@ fn parameters_are_checked_typed_and_defaulted_per_request() {
         request(vec![("max_tokens", ParamValue::String("many".into()))]),
         request(vec![("top_p", ParamValue::Double(0.5))]),
     ];
-    let (responses, report) = model.infer(&reqs, Duration::from_secs(10));
+    let (responses, report) = model.infer(&reqs, Duration::from_secs(60));
     // int 1 and float 1.0 are the same typed value: one group; defaults another.
     assert_eq!(report.calls, 2, "{responses:?}");
     assert_eq!(temp_and_desc(&responses[0]), (1.0, "float:16".into()));
@@ -157,7 +157,7 @@ class Model:
     let tmp = tempfile::tempdir().unwrap();
     let run = |dir: &std::path::Path| {
         let model = LocalModel::load(dir, None).unwrap();
-        let (responses, _) = model.infer(&[request(vec![])], Duration::from_secs(10));
+        let (responses, _) = model.infer(&[request(vec![])], Duration::from_secs(60));
         temp_and_desc(&responses[0]).1
     };
     // label_filename on an output.

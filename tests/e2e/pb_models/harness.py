@@ -112,6 +112,7 @@ def _cases() -> list:
     for proto in ("http", "grpc"):
         c.append(Case(f"tensor_api-{proto}", "tensor_api", TENSOR_INPUTS, proto))
         c.append(Case(f"identity-{proto}", "identity", {"IN": f32(1, 2, 3)}, proto))
+        c.append(Case(f"arg_checks-{proto}", "arg_checks", {"IN": f32(1, 2)}, proto))
         c.append(Case(f"helpers-{proto}", "helpers", {"IN": f32(1, 2)}, proto))
         c.append(Case(f"init_args-{proto}", "init_args", {"IN": np.array([[1, 2], [3, 4]], dtype=np.int64)},
                       proto))
@@ -288,7 +289,7 @@ def _client_kwargs(case: Case) -> dict:
     return dict(case.kwargs)
 
 
-def run_unary(server, case: Case, model: str, norm: Normaliser, timeout: float = 20.0) -> dict:
+def run_unary(server, case: Case, model: str, norm: Normaliser, timeout: float = 90.0) -> dict:
     from tritonclient.utils import InferenceServerException
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
@@ -322,12 +323,13 @@ def make_inputs(mod, arrays: dict) -> list:
     return inputs
 
 
-def run_stream(server, case: Case, model: str, norm: Normaliser, timeout: float = 30.0,
-               settle: float = 0.5) -> dict:
+def run_stream(server, case: Case, model: str, norm: Normaliser, timeout: float = 90.0,
+               settle: float = 2.0) -> dict:
     """Sends the case on a gRPC stream with empty final responses enabled and
     collects every response until the final one. tritonclient reports an error
     response without its final flag, so after an error the stream is watched
-    for `settle` seconds more before the request counts as done."""
+    for `settle` seconds more before the request counts as done (2 s: a later
+    response must not be missed on a loaded machine)."""
     import tritonclient.grpc as grpcclient
     q: "queue.Queue" = queue.Queue()
     client = server.grpc_client()

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::proto::{
-    error_from_wire, error_to_wire, read_frame, tensor_from_wire, tensor_to_wire, write_frame,
-    FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance, WireRequest, WireTensor,
-    WireValue,
+    error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
+    write_frame, FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance, WireRequest,
+    WireTensor, WireValue, REQUEST_BITS,
 };
 use super::sys::{self, memfd, Shm};
 use crate::constants::LogLevel;
@@ -26,6 +26,7 @@ use crate::python::{emit_log, InstanceInfo};
 use crate::request::InferRequest;
 use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
 use crate::DataType;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// Initial size of each shared-memory region; grown on demand.
 const INITIAL_SHM: usize = 1 << 20;
@@ -120,10 +121,196 @@ struct Worker {
     /// Frames from the worker (Log frames are handled by the reader thread).
     frames: Receiver<FromWorker>,
     input: Shm,
-    output: Shm,
+    /// Requests whose final response has not gone out, by wire id; the
+    /// reader thread answers them (the output region is its alone).
+    open: Open,
+    /// The batch executing now (0: none); used when the worker dies.
+    running: Arc<AtomicU64>,
+    /// Batches whose input range Python still views: (batch, start, end).
+    /// No later batch is written there until the worker releases them.
+    pinned: Vec<(u64, usize, usize)>,
+    /// The number of the last batch sent.
+    batch: u64,
 }
 
+/// A request whose final response has not gone out yet. The worker's
+/// reader thread delivers its responses as they come, during its batch and,
+/// for a decoupled model, after `execute` returned (the instance has taken
+/// other batches meanwhile).
+struct OpenRequest {
+    responder: Box<dyn Responder>,
+    batch: u64,
+    /// The worker was told the client cancelled it.
+    cancel_sent: bool,
+}
+
+type Open = Arc<Mutex<HashMap<usize, OpenRequest>>>;
+
+/// How often open requests are checked for cancellation by the client.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// Delivers one response frame to its open request; a final one closes it.
+fn deliver(open: &Open, request: usize, outputs: &[OutputSlice<'_>], is_final: bool) {
+    let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(o) = open.get_mut(&request) else {
+        return; // already answered (e.g. failed as cancelled)
+    };
+    let close = match o.responder.send(outputs, is_final) {
+        Ok(()) => is_final,
+        Err(e) => {
+            o.responder.send_error(&e);
+            true
+        }
+    };
+    if close {
+        open.remove(&request);
+    }
+}
+
+fn fail_open(open: &Open, request: usize, err: &Error) {
+    let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(mut o) = open.remove(&request) {
+        o.responder.send_error(err);
+    }
+}
+
+/// The reader thread's handling of a response frame; false for any other.
+fn handle_response(frame: &FromWorker, open: &Open, output: &mut Shm) -> bool {
+    match frame {
+        FromWorker::Response {
+            request,
+            outputs,
+            output_len,
+            is_final,
+        } => {
+            let mut slices = Vec::with_capacity(outputs.len());
+            let mut bad = output
+                .ensure(*output_len)
+                .err()
+                .map(|e| format!("output shared memory: {e}"));
+            for o in outputs {
+                match (DataType::from_name(&o.dtype), output.slice(o.offset, o.len)) {
+                    (Some(dtype), Ok(data)) => slices.push(OutputSlice {
+                        name: &o.name,
+                        dtype,
+                        shape: o.shape.clone(),
+                        data,
+                    }),
+                    _ => bad = Some("a response lies outside the shared memory".into()),
+                }
+            }
+            match bad {
+                Some(why) => fail_open(open, *request, &Error::internal(format!("rustpy: {why}"))),
+                None => deliver(open, *request, &slices, *is_final),
+            }
+            true
+        }
+        FromWorker::InlineResponse {
+            request,
+            outputs,
+            is_final,
+        } => {
+            let mut slices = Vec::with_capacity(outputs.len());
+            for o in outputs {
+                let Some(dtype) = DataType::from_name(&o.dtype) else {
+                    fail_open(
+                        open,
+                        *request,
+                        &Error::internal("rustpy: unknown output type"),
+                    );
+                    return true;
+                };
+                slices.push(OutputSlice {
+                    name: &o.name,
+                    dtype,
+                    shape: o.shape.clone(),
+                    data: &o.data,
+                });
+            }
+            deliver(open, *request, &slices, *is_final);
+            true
+        }
+        FromWorker::Error {
+            request,
+            code,
+            message,
+            is_final,
+        } => {
+            let err = error_from_wire(*code, message.clone());
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(o) = open.get_mut(request) {
+                if *is_final || !o.responder.send_error_nonfinal(&err) {
+                    if *is_final {
+                        o.responder.send_error(&err);
+                    }
+                    open.remove(request);
+                }
+            }
+            true
+        }
+        FromWorker::Finish { request } => {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(mut o) = open.remove(request) {
+                o.responder.finish();
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Tells the worker about requests the client cancelled, while any are open.
+fn watch_cancellations(
+    open: std::sync::Weak<Mutex<HashMap<usize, OpenRequest>>>,
+    socket: std::sync::Weak<Mutex<UnixStream>>,
+) {
+    loop {
+        std::thread::sleep(CANCEL_POLL);
+        let Some(open) = open.upgrade() else { return };
+        let cancelled: Vec<usize> = {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            open.iter_mut()
+                .filter(|(_, o)| !o.cancel_sent && o.responder.is_cancelled())
+                .map(|(&id, o)| {
+                    o.cancel_sent = true;
+                    id
+                })
+                .collect()
+        };
+        drop(open);
+        if cancelled.is_empty() {
+            continue;
+        }
+        let Some(socket) = socket.upgrade() else {
+            return;
+        };
+        for request in cancelled {
+            if write_to(&socket, &ToWorker::Cancel { request }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Pinned ranges start on page boundaries (a batch placed after one).
+const PAGE: usize = 4096;
+
 impl Worker {
+    /// Where a batch of `needed` bytes goes: the lowest offset that overlaps
+    /// no pinned range (0 when nothing is pinned).
+    fn place(&self, needed: usize) -> usize {
+        let mut ranges: Vec<(usize, usize)> = self.pinned.iter().map(|&(_, a, b)| (a, b)).collect();
+        ranges.sort_unstable();
+        let mut at = 0usize;
+        for (start, end) in ranges {
+            if at + needed <= start {
+                break;
+            }
+            at = at.max(end.next_multiple_of(PAGE));
+        }
+        at
+    }
+
     /// Starts a worker and runs the model's initialisation in it.
     fn start(cfg: &WorkerConfig) -> Result<Worker> {
         let init = ToWorker::Init {
@@ -188,12 +375,20 @@ impl Worker {
         let read_half = ours.try_clone().map_err(what)?;
         let socket: Writer = Arc::new(Mutex::new(ours));
         let replies = socket.clone();
+        let open: Open = Arc::new(Mutex::new(HashMap::new()));
+        let running = Arc::new(AtomicU64::new(0));
+        let (reader_open, reader_running) = (open.clone(), running.clone());
+        let who = label(cfg);
+        let mut output = output;
         std::thread::Builder::new()
             .name(format!("rustpy-worker-{pid}"))
             .spawn(move || {
                 let mut r = BufReader::new(read_half);
                 let mut metrics = MetricTable::default();
                 while let Ok(Some(msg)) = read_frame::<FromWorker, _>(&mut r) {
+                    if handle_response(&msg, &reader_open, &mut output) {
+                        continue;
+                    }
                     match msg {
                         FromWorker::Call { call, op } => {
                             serve_call(call, op, &replies, &mut metrics)
@@ -211,7 +406,34 @@ impl Worker {
                         }
                     }
                 }
+                // The worker is gone. Requests of earlier batches still open
+                // (decoupled, answered by user threads) fail here; the
+                // running batch's fail in execute, with the exit status.
+                let running = reader_running.load(AtomicOrdering::Acquire);
+                let orphans: Vec<OpenRequest> = {
+                    let mut open = reader_open.lock().unwrap_or_else(|p| p.into_inner());
+                    let ids: Vec<usize> = open
+                        .iter()
+                        .filter(|(_, o)| o.batch != running)
+                        .map(|(&id, _)| id)
+                        .collect();
+                    ids.into_iter().filter_map(|id| open.remove(&id)).collect()
+                };
+                let err = Error::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "{who}: the worker process (pid {pid}) ended before this request's final response"
+                    ),
+                );
+                for mut o in orphans {
+                    o.responder.send_error(&err);
+                }
             })
+            .map_err(what)?;
+        let (weak_open, weak_socket) = (Arc::downgrade(&open), Arc::downgrade(&socket));
+        std::thread::Builder::new()
+            .name(format!("rustpy-cancel-{pid}"))
+            .spawn(move || watch_cancellations(weak_open, weak_socket))
             .map_err(what)?;
 
         let mut worker = Worker {
@@ -220,7 +442,10 @@ impl Worker {
             socket,
             frames,
             input,
-            output,
+            open,
+            running,
+            pinned: Vec::new(),
+            batch: 0,
         };
         if worker.send(first).is_err() {
             let cause = worker.reap();
@@ -605,7 +830,7 @@ impl WorkerInstance {
     /// Executes one batch in the worker; every request gets a final answer
     /// (an unreadable one, `Err`, its error, here: only the others go to the
     /// worker).
-    pub fn execute<R: Responder>(
+    pub fn execute<R: Responder + 'static>(
         &self,
         requests: &[crate::error::Result<InferRequest<'_>>],
         responders: Vec<R>,
@@ -638,7 +863,7 @@ impl WorkerInstance {
         report
     }
 
-    fn execute_readable<R: Responder>(
+    fn execute_readable<R: Responder + 'static>(
         &self,
         requests: &[&InferRequest<'_>],
         mut responders: Vec<R>,
@@ -689,13 +914,11 @@ impl WorkerInstance {
             return report;
         };
         let sent_at = Instant::now();
-        let mut finals = vec![false; requests.len()];
         let outcome = run_batch(
             worker,
             self.cfg.execute_timeout,
             requests,
-            &mut responders,
-            &mut finals,
+            responders,
             &mut report,
         );
         match outcome {
@@ -739,20 +962,27 @@ impl WorkerInstance {
                     }
                 };
                 let err = Error::new(ErrorCode::Unavailable, message.clone());
-                for (r, done) in responders.iter_mut().zip(&finals) {
-                    if !done {
-                        r.send_error(&err);
+                // This batch's requests still open fail with the cause (the
+                // reader thread fails those of earlier batches).
+                let batch = worker.batch;
+                let failed: Vec<(usize, OpenRequest)> = {
+                    let mut open = worker.open.lock().unwrap_or_else(|p| p.into_inner());
+                    let ids: Vec<usize> = open
+                        .iter()
+                        .filter(|(_, o)| o.batch == batch)
+                        .map(|(&id, _)| id)
+                        .collect();
+                    ids.into_iter()
+                        .filter_map(|id| open.remove(&id).map(|o| (id, o)))
+                        .collect()
+                };
+                worker.running.store(0, AtomicOrdering::Release);
+                for (id, mut o) in failed {
+                    o.responder.send_error(&err);
+                    if let Some(o) = report.outcomes.get_mut(id & ((1 << REQUEST_BITS) - 1)) {
+                        *o = Outcome::Failed;
                     }
                 }
-                report
-                    .outcomes
-                    .iter_mut()
-                    .zip(&finals)
-                    .for_each(|(outcome, done)| {
-                        if !done {
-                            *outcome = Outcome::Failed;
-                        }
-                    });
                 emit_log(LogLevel::Error, "rustpy", 0, &format!("rustpy: {message}"));
                 self.on_failure(&mut state, cause);
             }
@@ -770,45 +1000,90 @@ impl Drop for WorkerInstance {
 /// Gathers `requests` into the input region, runs them in the worker and
 /// relays every response until all requests are final and the worker said
 /// Done. Returns the compute window (ns after sending) on success.
-fn run_batch<R: Responder>(
+fn run_batch<R: Responder + 'static>(
     worker: &mut Worker,
     timeout: Option<Duration>,
     requests: &[&InferRequest<'_>],
-    responders: &mut [R],
-    finals: &mut [bool],
+    responders: Vec<R>,
     report: &mut ExecReport,
 ) -> std::result::Result<Option<(u64, u64)>, Lost> {
-    // Lay the batch out in the input region, growing it first if needed.
-    let mut needed = 0usize;
-    for r in requests {
-        for t in &r.inputs {
-            needed = needed.next_multiple_of(ALIGN) + t.byte_size();
+    worker.batch += 1;
+    let batch = worker.batch;
+    // The reader thread answers from now on, during the batch and after it.
+    {
+        let mut open = worker.open.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, r) in responders.into_iter().enumerate() {
+            open.insert(
+                request_id(batch, i),
+                OpenRequest {
+                    responder: Box::new(r),
+                    batch,
+                    cancel_sent: false,
+                },
+            );
         }
     }
-    if let Err(e) = worker.input.grow(needed) {
+    // Lay the batch out in the input region, input by input: every
+    // request's tensor of one input back to back, in batch order, so the
+    // worker's gather of a batch is a view of one range (no copy). Each
+    // input's run starts aligned. The batch goes where no pinned range is,
+    // growing the region first if needed.
+    let mut names: Vec<&str> = Vec::new();
+    for r in requests {
+        for t in &r.inputs {
+            if !names.contains(&t.name.as_str()) {
+                names.push(&t.name);
+            }
+        }
+    }
+    let mut needed = 0usize;
+    for name in &names {
+        needed = needed.next_multiple_of(ALIGN);
+        for r in requests {
+            needed += r
+                .inputs
+                .iter()
+                .filter(|t| t.name == *name)
+                .map(|t| t.byte_size())
+                .sum::<usize>();
+        }
+    }
+    let base = worker.place(needed);
+    if let Err(e) = worker.input.grow(base + needed) {
         return Err(Lost::Died(format!(
             "cannot grow the input shared memory: {e}"
         )));
     }
-    let mut offset = 0usize;
-    let mut wire = Vec::with_capacity(requests.len());
-    for r in requests {
-        let mut inputs = Vec::with_capacity(r.inputs.len());
-        for t in &r.inputs {
-            offset = offset.next_multiple_of(ALIGN);
-            let start = offset;
-            for chunk in &t.chunks {
-                worker.input.write(offset, chunk);
-                offset += chunk.len();
+    let mut placed: Vec<Vec<Option<WireTensor>>> = requests
+        .iter()
+        .map(|r| vec![None; r.inputs.len()])
+        .collect();
+    let mut offset = base;
+    for name in &names {
+        offset = offset.next_multiple_of(ALIGN);
+        for (r, slots) in requests.iter().zip(placed.iter_mut()) {
+            for (t, slot) in r.inputs.iter().zip(slots.iter_mut()) {
+                if t.name != *name || slot.is_some() {
+                    continue;
+                }
+                let start = offset;
+                for chunk in &t.chunks {
+                    worker.input.write(offset, chunk);
+                    offset += chunk.len();
+                }
+                *slot = Some(WireTensor {
+                    name: t.name.clone(),
+                    dtype: t.dtype.name().to_string(),
+                    shape: t.shape.clone(),
+                    offset: start,
+                    len: offset - start,
+                });
             }
-            inputs.push(WireTensor {
-                name: t.name.clone(),
-                dtype: t.dtype.name().to_string(),
-                shape: t.shape.clone(),
-                offset: start,
-                len: offset - start,
-            });
         }
+    }
+    let mut wire = Vec::with_capacity(requests.len());
+    for (r, slots) in requests.iter().zip(placed) {
+        let inputs: Vec<WireTensor> = slots.into_iter().flatten().collect();
         wire.push(WireRequest {
             id: r.id.clone(),
             correlation_id: (&r.correlation_id).into(),
@@ -823,19 +1098,22 @@ fn run_batch<R: Responder>(
                 .collect(),
         });
     }
+    worker.running.store(batch, AtomicOrdering::Release);
     let msg = ToWorker::Execute {
         input_len: worker.input.len(),
         requests: wire,
+        batch,
     };
     if worker.send(&msg).is_err() {
         return Err(Lost::Died(String::new()));
     }
 
+    // Wait for Done: every response before it was delivered by the reader
+    // thread (frames are handled in order); a decoupled request may stay
+    // open after it and is answered when the worker sends its responses.
     let deadline = timeout.map(|t| (t, Instant::now() + t));
-    let mut compute = None;
-    let mut done = false;
     let n = requests.len();
-    while !(done && finals.iter().all(|&f| f)) {
+    loop {
         let frame = match deadline {
             Some((limit, at)) => {
                 match worker
@@ -852,87 +1130,37 @@ fn run_batch<R: Responder>(
                 Err(_) => return Err(Lost::Died(String::new())),
             },
         };
-        match frame {
-            FromWorker::Response {
-                request,
-                outputs,
-                output_len,
-                is_final,
-            } if request < n && !finals[request] => {
-                if let Err(e) = worker.output.ensure(output_len) {
-                    return Err(Lost::Died(format!("output shared memory: {e}")));
-                }
-                let mut slices = Vec::with_capacity(outputs.len());
-                for o in &outputs {
-                    let (Some(dtype), Ok(data)) = (
-                        DataType::from_name(&o.dtype),
-                        worker.output.slice(o.offset, o.len),
-                    ) else {
-                        return Err(Lost::Died(
-                            "a response lies outside the shared memory".into(),
-                        ));
-                    };
-                    slices.push(OutputSlice {
-                        name: &o.name,
-                        dtype,
-                        shape: o.shape.clone(),
-                        data,
-                    });
-                }
-                if let Err(e) = responders[request].send(&slices, is_final) {
-                    responders[request].send_error(&e);
-                    finals[request] = true;
-                } else if is_final {
-                    finals[request] = true;
-                }
+        if let FromWorker::Done {
+            ok,
+            rows,
+            calls,
+            compute_ns,
+            pinned,
+            released,
+        } = frame
+        {
+            worker.running.store(0, AtomicOrdering::Release);
+            worker.pinned.retain(|(b, _, _)| !released.contains(b));
+            if pinned && needed > 0 {
+                worker.pinned.push((batch, base, base + needed));
             }
-            FromWorker::Error {
-                request,
-                code,
-                message,
-                is_final,
-            } if request < n && !finals[request] => {
-                let err = error_from_wire(code, message);
-                if is_final || !responders[request].send_error_nonfinal(&err) {
-                    if is_final {
-                        responders[request].send_error(&err);
-                    }
-                    finals[request] = true;
-                }
+            if ok.len() == n {
+                report.outcomes = ok
+                    .into_iter()
+                    .map(|ok| {
+                        if ok {
+                            Outcome::Answered
+                        } else {
+                            Outcome::Failed
+                        }
+                    })
+                    .collect();
             }
-            FromWorker::Finish { request } if request < n && !finals[request] => {
-                responders[request].finish();
-                finals[request] = true;
+            if rows.len() == n {
+                report.rows = rows;
             }
-            FromWorker::Done {
-                ok,
-                rows,
-                calls,
-                compute_ns,
-            } => {
-                done = true;
-                if ok.len() == n {
-                    report.outcomes = ok
-                        .into_iter()
-                        .map(|ok| {
-                            if ok {
-                                Outcome::Answered
-                            } else {
-                                Outcome::Failed
-                            }
-                        })
-                        .collect();
-                }
-                if rows.len() == n {
-                    report.rows = rows;
-                }
-                report.calls = calls;
-                compute = compute_ns;
-            }
-            // A frame for a request already answered, or out of order:
-            // nothing to deliver.
-            _ => {}
+            report.calls = calls;
+            return Ok(compute_ns);
         }
     }
-    Ok(compute)
 }

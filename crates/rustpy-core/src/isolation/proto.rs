@@ -12,6 +12,15 @@ use crate::request::{CorrelationId, ParamValue};
 /// Frames larger than this are a protocol error (tensors travel in shm).
 const MAX_FRAME: usize = 256 << 20;
 
+/// A request's id on the wire: its batch number above these bits, its index
+/// in the batch below, so a response that comes after its batch's Done
+/// still finds its request.
+pub const REQUEST_BITS: u32 = 24;
+
+pub fn request_id(batch: u64, index: usize) -> usize {
+    ((batch as usize) << REQUEST_BITS) | index
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireInstance {
     pub name: String,
@@ -119,9 +128,16 @@ pub enum ToWorker {
     Execute {
         input_len: usize,
         requests: Vec<WireRequest>,
+        /// This batch's number; [`FromWorker::Done`] pins and releases
+        /// batches by it.
+        #[serde(default)]
+        batch: u64,
     },
     /// Run `finalize` and exit.
     Shutdown,
+    /// The client cancelled request `request` (a request id as in
+    /// [`FromWorker::Response`]): `is_cancelled()` is true from now on.
+    Cancel { request: usize },
     /// The answer to a [`FromWorker::Call`] (not `Infer`).
     Reply {
         call: u64,
@@ -250,12 +266,21 @@ pub enum FromWorker {
     AutoCompleted {
         result: std::result::Result<Option<String>, (u32, String)>,
     },
-    /// One response of request `request` (index in the batch); outputs are
-    /// in the output region, which is at least `output_len` bytes long now.
+    /// One response of request `request` (`batch << REQUEST_BITS | index in
+    /// the batch`); outputs are in the output region, which is at least
+    /// `output_len` bytes long now. Only while the request's batch runs.
     Response {
         request: usize,
         outputs: Vec<WireTensor>,
         output_len: usize,
+        is_final: bool,
+    },
+    /// A response sent after its batch's Done (a decoupled request a user
+    /// thread answers later): the outputs travel inline, since the output
+    /// region belongs to the batch running now.
+    InlineResponse {
+        request: usize,
+        outputs: Vec<WireOwnedTensor>,
         is_final: bool,
     },
     Error {
@@ -275,6 +300,13 @@ pub enum FromWorker {
         calls: usize,
         /// Nanoseconds since the worker received the batch.
         compute_ns: Option<(u64, u64)>,
+        /// Python still holds views of this batch's inputs: the backend must
+        /// not write into its range until the worker releases it.
+        #[serde(default)]
+        pinned: bool,
+        /// Earlier pinned batches whose views Python has freed since.
+        #[serde(default)]
+        released: Vec<u64>,
     },
     Log {
         level: u32,
@@ -340,6 +372,7 @@ mod tests {
             &ToWorker::Execute {
                 input_len: 64,
                 requests: vec![],
+                batch: 1,
             },
         )
         .unwrap();

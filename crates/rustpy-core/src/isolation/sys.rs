@@ -151,6 +151,90 @@ impl Drop for Shm {
     }
 }
 
+/// A read-write shared mapping of a whole memfd at its size now, holding no
+/// fd: it stays valid after the file grows (the new bytes are simply not in
+/// it) and is unmapped when dropped. The worker gives Python views of batch
+/// inputs through one of these, owned by a Python object (worker.rs).
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: plain shared memory; `&Mapping` only reads, and the backend writes
+// no range a live view reads (the protocol pins it, worker.rs / client.rs).
+unsafe impl Send for Mapping {}
+// SAFETY: as above; there is no interior mutability through `&Mapping`.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    pub fn new(fd: &OwnedFd) -> io::Result<Mapping> {
+        let len = File::from(fd.try_clone()?).metadata()?.len() as usize;
+        if len == 0 {
+            return Ok(Mapping {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            });
+        }
+        // SAFETY: maps `len` bytes of an open file; checked below, unmapped
+        // once in drop. The mapping outlives the fd by design (mmap keeps
+        // the file alive).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Start address and length (for the view registration of numpy_io).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// The bytes at `offset..offset+len`; errors when outside the mapping.
+    pub fn slice(&self, offset: usize, len: usize) -> io::Result<&[u8]> {
+        let in_bounds = matches!(offset.checked_add(len), Some(end) if end <= self.len);
+        if !in_bounds {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "range {offset}+{len} outside shared memory of {} bytes",
+                    self.len
+                ),
+            ));
+        }
+        if len == 0 {
+            return Ok(&[]);
+        }
+        // SAFETY: in bounds (checked); the borrow of self keeps the mapping.
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: ptr/len are the live mapping made by new, unmapped once.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
+    }
+}
+
 /// Takes ownership of an fd inherited from the parent (worker side).
 pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only queries the descriptor.

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::proto::{
-    error_from_wire, error_to_wire, read_frame, tensor_from_wire, tensor_to_wire, write_frame,
-    FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireTensor, WireValue,
+    error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
+    write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireOwnedTensor,
+    WireTensor, WireValue,
 };
-use super::sys::{inherited_fd, inherited_stream, Shm};
+use super::sys::{inherited_fd, inherited_stream, Mapping, Shm};
 use crate::engine::{OutputSlice, Responder};
 use crate::error::ErrorCode;
 use crate::error::{Error, Result};
@@ -23,9 +24,11 @@ use crate::server::{
     set_server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
 };
 use crate::DataType;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+
+use pyo3::prelude::*;
 
 /// The fds the backend passes (see `client.rs`).
 pub struct WorkerFds {
@@ -44,6 +47,9 @@ struct Channel {
     output: Shm,
     /// Bytes of the output region used by the current batch.
     used: usize,
+    /// The batch running now (its responses may use the output region),
+    /// none between its Done and the next Execute.
+    running: Option<u64>,
 }
 
 impl Channel {
@@ -63,11 +69,39 @@ fn send(channel: &Shared, msg: &FromWorker) {
     }
 }
 
-/// Answers request `index` of the current batch through the backend.
+/// Sends a batch's Done; responses sent after it (from user threads) travel
+/// inline, so the output region is free for the next batch.
+fn send_done(channel: &Shared, done: FromWorker) {
+    let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
+    ch.running = None;
+    if ch.send(&done).is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// Requests the backend says the client cancelled (ToWorker::Cancel).
+type Cancelled = Arc<Mutex<HashSet<usize>>>;
+
+/// Answers request `index` of a batch through the backend, during or after
+/// that batch's execution.
 struct WorkerResponder {
     index: usize,
+    batch: u64,
     channel: Shared,
+    cancelled: Cancelled,
     done: bool,
+}
+
+impl WorkerResponder {
+    fn new(batch: u64, index: usize, channel: &Shared, cancelled: &Cancelled) -> Self {
+        WorkerResponder {
+            index: request_id(batch, index),
+            batch,
+            channel: channel.clone(),
+            cancelled: cancelled.clone(),
+            done: false,
+        }
+    }
 }
 
 impl Responder for WorkerResponder {
@@ -80,6 +114,27 @@ impl Responder for WorkerResponder {
             return Err(Error::internal("response sent after the final one"));
         }
         let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        if ch.running != Some(self.batch) {
+            // Its batch is over: the output region belongs to the next one.
+            let msg = FromWorker::InlineResponse {
+                request: self.index,
+                outputs: outputs
+                    .iter()
+                    .map(|o| WireOwnedTensor {
+                        name: o.name.to_string(),
+                        dtype: o.dtype.name().to_string(),
+                        shape: o.shape.clone(),
+                        data: o.data.to_vec(),
+                    })
+                    .collect(),
+                is_final,
+            };
+            if ch.send(&msg).is_err() {
+                std::process::exit(0);
+            }
+            self.done = is_final;
+            return Ok(());
+        }
         let mut offset = ch.used;
         let mut wire = Vec::with_capacity(outputs.len());
         for o in outputs {
@@ -160,6 +215,13 @@ impl Responder for WorkerResponder {
         );
     }
 
+    fn is_cancelled(&self) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&self.index)
+    }
+
     fn detach(&mut self) {
         // Rescheduling is not supported across the process boundary: the
         // backend answers the request when it is not final.
@@ -174,7 +236,72 @@ impl Drop for WorkerResponder {
                 "rustpy: the request ended without a response (internal error)",
             ));
         }
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.index);
     }
+}
+
+/// A mapping of the input region, owned by Python: the base of every numpy
+/// view of a batch's inputs (numpy_io's view region). Python frees it when
+/// the last view goes; the mapping goes with it.
+#[pyclass(module = "_rustpy_worker", frozen)]
+struct SharedInput {
+    map: Mapping,
+    /// 0, or the batch whose views outlived its execution: the backend keeps
+    /// that batch's range untouched until this object is freed.
+    pinned: AtomicU64,
+    released: Released,
+}
+
+/// Pinned batches whose views Python has freed, for the next Done frame.
+type Released = Arc<Mutex<Vec<u64>>>;
+
+impl Drop for SharedInput {
+    fn drop(&mut self) {
+        let batch = self.pinned.load(Ordering::Acquire);
+        if batch != 0 {
+            self.released
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(batch);
+        }
+    }
+}
+
+/// The region mapping for a batch whose inputs end at `input_len`: the
+/// current one if it covers them (and nothing pinned it), else a new one.
+fn input_region(
+    current: Option<Py<SharedInput>>,
+    fd: &std::os::fd::OwnedFd,
+    input_len: usize,
+    released: &Released,
+) -> Result<Py<SharedInput>> {
+    Python::attach(|py| {
+        if let Some(c) = current {
+            if c.get().map.len() >= input_len {
+                return Ok(c);
+            }
+        }
+        let map = Mapping::new(fd)
+            .map_err(|e| Error::internal(format!("rustpy-worker: input memory: {e}")))?;
+        if map.len() < input_len {
+            return Err(Error::internal(format!(
+                "rustpy-worker: input memory holds {} bytes, {input_len} announced",
+                map.len()
+            )));
+        }
+        Py::new(
+            py,
+            SharedInput {
+                map,
+                pinned: AtomicU64::new(0),
+                released: released.clone(),
+            },
+        )
+        .map_err(|e| Error::internal(format!("rustpy-worker: input memory: {e}")))
+    })
 }
 
 /// A call waiting for the backend's answer.
@@ -446,8 +573,9 @@ fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 fn serve(fds: WorkerFds) -> Result<()> {
     super::sys::defer_termination_to_parent();
     let socket = inherited_stream(fds.socket).map_err(io_err("control socket"))?;
-    let mut input = Shm::map(inherited_fd(fds.input).map_err(io_err("input memory"))?)
-        .map_err(io_err("map"))?;
+    let input_fd = inherited_fd(fds.input).map_err(io_err("input memory"))?;
+    let released: Released = Arc::new(Mutex::new(Vec::new()));
+    let mut current: Option<Py<SharedInput>> = None;
     let output = Shm::map(inherited_fd(fds.output).map_err(io_err("output memory"))?)
         .map_err(io_err("map"))?;
     let mut reader = BufReader::new(socket.try_clone().map_err(io_err("control socket"))?);
@@ -455,7 +583,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
         socket: BufWriter::new(socket),
         output,
         used: 0,
+        running: None,
     }));
+    let cancelled: Cancelled = Arc::new(Mutex::new(HashSet::new()));
+    let cancels = cancelled.clone();
 
     let rpc = Arc::new(Rpc {
         channel: channel.clone(),
@@ -472,6 +603,12 @@ fn serve(fds: WorkerFds) -> Result<()> {
             while let Ok(Some(msg)) = read_frame::<ToWorker, _>(&mut reader) {
                 match msg {
                     ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => rpc.dispatch(msg),
+                    ToWorker::Cancel { request } => {
+                        cancels
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(request);
+                    }
                     other => {
                         if main_tx.send(other).is_err() {
                             break;
@@ -550,30 +687,37 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Execute {
                 input_len,
                 requests,
+                batch,
             } => {
                 let start = Instant::now();
-                channel.lock().unwrap_or_else(|p| p.into_inner()).used = 0;
-                if let Err(e) = input.ensure(input_len) {
-                    let e = Error::internal(format!("rustpy-worker: input memory: {e}"));
-                    for i in 0..requests.len() {
-                        WorkerResponder {
-                            index: i,
-                            channel: channel.clone(),
-                            done: false,
-                        }
-                        .send_error(&e);
-                    }
-                    send(
-                        &channel,
-                        &FromWorker::Done {
-                            ok: vec![false; requests.len()],
-                            rows: vec![0; requests.len()],
-                            calls: 0,
-                            compute_ns: None,
-                        },
-                    );
-                    continue;
+                {
+                    let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
+                    ch.used = 0;
+                    ch.running = Some(batch);
                 }
+                let region = match input_region(current.take(), &input_fd, input_len, &released) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        for i in 0..requests.len() {
+                            WorkerResponder::new(batch, i, &channel, &cancelled).send_error(&e);
+                        }
+                        send_done(
+                            &channel,
+                            FromWorker::Done {
+                                ok: vec![false; requests.len()],
+                                rows: vec![0; requests.len()],
+                                calls: 0,
+                                compute_ns: None,
+                                pinned: false,
+                                released: std::mem::take(
+                                    &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
+                                ),
+                            },
+                        );
+                        continue;
+                    }
+                };
+                let input = &region.get().map;
                 let mut core = Vec::with_capacity(requests.len());
                 for r in requests {
                     let mut inputs = Vec::with_capacity(r.inputs.len());
@@ -598,8 +742,6 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         )));
                         continue;
                     }
-                    // No `owner`: the region is rewritten by the next batch, so
-                    // Python gets arrays it owns, never a view it could keep.
                     core.push(Ok(InferRequest {
                         id: r.id,
                         correlation_id: r.correlation_id.into(),
@@ -615,25 +757,50 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     }));
                 }
                 let responders: Vec<WorkerResponder> = (0..core.len())
-                    .map(|index| WorkerResponder {
-                        index,
-                        channel: channel.clone(),
-                        done: false,
-                    })
+                    .map(|index| WorkerResponder::new(batch, index, &channel, &cancelled))
                     .collect();
+                // Inputs reach Python as views of this mapping (numpy_io's
+                // view region) while execute runs.
+                Python::attach(|py| {
+                    python::set_view_region(Some((
+                        input.as_ptr(),
+                        input.len(),
+                        region.clone_ref(py).into_any(),
+                    )))
+                });
                 let report = instance.execute(&core, responders);
                 drop(core);
+                // A view Python kept (a stored array, a request a thread still
+                // answers) pins this batch's range: the next batch goes
+                // elsewhere and this mapping lives until Python frees it.
+                // Refcounts only change under the GIL, so the check and the
+                // mark cannot race with the last view going away.
+                let pinned = Python::attach(|py| {
+                    python::set_view_region(None);
+                    if python::ref_count(region.bind(py).as_any()) > 1 {
+                        region.get().pinned.store(batch.max(1), Ordering::Release);
+                        drop(region);
+                        true
+                    } else {
+                        current = Some(region);
+                        false
+                    }
+                });
                 let ns = |t: Option<Instant>| {
                     t.map(|t| t.saturating_duration_since(start).as_nanos() as u64)
                 };
                 let compute_ns = ns(report.compute_start).zip(ns(report.compute_end));
-                send(
+                send_done(
                     &channel,
-                    &FromWorker::Done {
+                    FromWorker::Done {
                         ok: report.outcomes.iter().map(|o| o.succeeded()).collect(),
                         rows: report.rows,
                         calls: report.calls,
                         compute_ns,
+                        pinned,
+                        released: std::mem::take(
+                            &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
+                        ),
                     },
                 );
             }
@@ -641,9 +808,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Init { .. } | ToWorker::AutoComplete { .. } => {
                 return Err(Error::internal("rustpy-worker: Init received twice"));
             }
-            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => {}
+            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } | ToWorker::Cancel { .. } => {}
         }
     }
+    Python::attach(|_| drop(current.take()));
     if let Err(e) = instance.finalize() {
         python_log_error(&e.message);
     }

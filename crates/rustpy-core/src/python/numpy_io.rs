@@ -99,7 +99,8 @@ fn new_array<'py>(
 /// server's buffers: those belong to Triton's frontends (gRPC reuses its
 /// message buffers, HTTP frees the body, a client's shared-memory region is
 /// unmapped when it unregisters it), so no lifetime the array could rely on
-/// exists (docs/python-api.md, "Inputs are copies").
+/// exists (docs/python-api.md, "Inputs are copies"). The one exception is a
+/// process-isolated worker's shared input region ([`set_view_region`]).
 pub fn array_from_chunks<'py>(
     py: Python<'py>,
     dtype: DataType,
@@ -117,6 +118,9 @@ pub fn array_from_chunks<'py>(
                 None => "not a fixed-size type or an invalid shape".to_string(),
             }
         )));
+    }
+    if let Some(view) = region_view(py, dtype, shape, chunks, total) {
+        return view;
     }
     let (array, data) = new_array(py, dtype, shape)?;
     let copy = |dst: usize| {
@@ -228,6 +232,88 @@ pub fn array_from_plan<'py>(
             array_from_chunks(py, plan.dtype, &pad.shape, &[&padded]).map_err(err)
         }
     }
+}
+
+/// Process isolation only (a worker's batch): the shared input region whose
+/// bytes may reach Python as views instead of copies, and the Python object
+/// that owns its mapping (the base of every view). The worker registers it
+/// around each execution and, afterwards, gives the backend a fresh region
+/// for the next batch if anything still holds the owner (isolation/worker.rs).
+/// The in-process backend never registers one: its inputs are always copies.
+struct ViewRegion {
+    start: usize,
+    len: usize,
+    owner: Py<PyAny>,
+}
+
+static VIEW_REGION: std::sync::Mutex<Option<ViewRegion>> = std::sync::Mutex::new(None);
+
+/// Registers (`Some((start, len, owner))`) or clears the view region. The
+/// caller guarantees `start..start+len` stays mapped while `owner` lives.
+pub fn set_view_region(region: Option<(*const u8, usize, Py<PyAny>)>) {
+    let new = region.map(|(start, len, owner)| ViewRegion {
+        start: start as usize,
+        len,
+        owner,
+    });
+    let old = std::mem::replace(
+        &mut *VIEW_REGION.lock().unwrap_or_else(|p| p.into_inner()),
+        new,
+    );
+    drop(old);
+}
+
+/// How many references `obj` has (pyo3 0.30 deprecated `Py::get_refcnt` for
+/// the raw call): the worker's test of whether Python kept a batch's views.
+pub fn ref_count(obj: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: `obj` is a live object borrowed under the GIL (the Bound proves
+    // both), which is all Py_REFCNT reads.
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
+/// A view of the registered region when `chunks` lie back to back inside it,
+/// suitably aligned; None otherwise (the caller copies).
+fn region_view<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+    chunks: &[&[u8]],
+    total: usize,
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let guard = VIEW_REGION.lock().unwrap_or_else(|p| p.into_inner());
+    let region = guard.as_ref()?;
+    let start = chunks.first()?.as_ptr() as usize;
+    let mut at = start;
+    for c in chunks {
+        if c.as_ptr() as usize != at {
+            return None;
+        }
+        at += c.len();
+    }
+    let inside = total > 0 && start >= region.start && at <= region.start + region.len;
+    if !inside || !start.is_multiple_of(dtype.element_size()?.max(1)) {
+        return None;
+    }
+    // SAFETY: we hold the GIL; the bytes lie inside the registered region,
+    // which stays mapped as long as its owner lives, and the owner becomes
+    // the array's base (SetBaseObject steals the new reference) before
+    // Python can see the array.
+    Some(unsafe {
+        new_from_descr(
+            py,
+            dtype,
+            shape,
+            start as *mut u8,
+            numpy::npyffi::NPY_ARRAY_CARRAY,
+        )
+        .and_then(|(array, _)| {
+            let owner = region.owner.clone_ref(py).into_ptr();
+            if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
+                return Err(PyErr::fetch(py));
+            }
+            Ok(array)
+        })
+    })
 }
 
 /// The byte size of a C-contiguous `dtype` array of `shape` (None for BYTES,

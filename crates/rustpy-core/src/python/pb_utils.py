@@ -7,6 +7,7 @@ no shared memory to copy through.
 """
 
 import asyncio
+import enum
 import json
 import os
 import sys
@@ -289,16 +290,39 @@ class Tensor:
 
 
 
+# --- argument checks of the official constructors --------------------------------
+_OMITTED = object()  # an argument left out (allowed) as opposed to an explicit None (TypeError)
+
+
+def _is_integer(value):
+    return hasattr(type(value), "__index__") and not isinstance(value, bool)
+
+
+def _list_argument(owner, name, value, element_type, element_error=TypeError):
+    """A list argument as the official (pybind11) constructor takes it: left
+    out means empty, None or a non-list is a TypeError, an element of the
+    wrong type is `element_error`."""
+    if value is _OMITTED:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise TypeError("%s(): %s must be a list, got %s" % (owner, name, type(value).__name__))
+    for item in value:
+        if not isinstance(item, element_type):
+            raise element_error("%s(): every element of %s must be a %s, got %s"
+                                % (owner, name, element_type.__name__, type(item).__name__))
+    return list(value)
+
+
 # --- responses -------------------------------------------------------------------
 class InferenceResponse:
-    def __init__(self, output_tensors=None, error=None, parameters=None):
-        if output_tensors is None:
-            output_tensors = []
+    def __init__(self, output_tensors=_OMITTED, error=None, parameters=None):
+        output_tensors = _list_argument("InferenceResponse", "output_tensors", output_tensors, Tensor,
+                                        element_error=TritonModelException)
         if error is not None and not isinstance(error, TritonError):
             raise TypeError("InferenceResponse error must be a TritonError")
         if isinstance(parameters, dict):
             parameters = json.dumps(parameters)
-        self._outputs = list(output_tensors)
+        self._outputs = output_tensors
         self._error = error
         self._parameters = parameters if parameters is not None else "{}"
 
@@ -411,9 +435,27 @@ class PreferredMemory:
 class InferenceRequest:
     """A request received by execute(), or (built by user code) a BLS request."""
 
-    def __init__(self, request_id="", correlation_id=0, inputs=None, requested_output_names=None,
+    def __init__(self, request_id="", correlation_id=0, inputs=_OMITTED, requested_output_names=_OMITTED,
                  model_name=None, model_version=-1, flags=0, timeout=0, preferred_memory=None,
                  trace=None, parameters=None, _native=None):
+        if _native is None:
+            # A BLS request built by user code: the official constructor's
+            # argument types (pybind11 raises TypeError for a wrong type, the
+            # C++ side TritonModelException for a None tensor).
+            inputs = _list_argument("InferenceRequest", "inputs", inputs, Tensor,
+                                    element_error=TritonModelException)
+            requested_output_names = _list_argument(
+                "InferenceRequest", "requested_output_names", requested_output_names, str)
+            for name, value in (("request_id", request_id), ("model_name", model_name)):
+                if not isinstance(value, (str, bytes)):
+                    raise TypeError("InferenceRequest(): %s must be a str, got %s"
+                                    % (name, type(value).__name__))
+            for name, value in (("model_version", model_version), ("flags", flags), ("timeout", timeout)):
+                if not _is_integer(value):
+                    raise TypeError("InferenceRequest(): %s must be an int, got %s"
+                                    % (name, type(value).__name__))
+            if correlation_id is None:
+                raise TypeError("InferenceRequest(): correlation_id must be int or str, got None")
         if not isinstance(correlation_id, (int, str)):
             raise TritonModelException("Correlation ID must be integer or string")
         if isinstance(parameters, dict):
@@ -427,8 +469,10 @@ class InferenceRequest:
             parameters = json.dumps(parameters)
         self._request_id = request_id
         self._correlation_id = correlation_id
-        self._inputs = list(inputs or [])
-        self._requested = list(requested_output_names or [])
+        self._inputs = list(inputs) if inputs is not _OMITTED and inputs is not None else []
+        self._requested = (list(requested_output_names)
+                           if requested_output_names is not _OMITTED and requested_output_names is not None
+                           else [])
         self._model_name = model_name
         self._model_version = model_version
         self._flags = flags
@@ -593,20 +637,32 @@ class ResponseIterator:
 
 # --- logging -------------------------------------------------------------------------
 def _log(level, message):
+    # The official Logger's argument types: a str message and a
+    # Logger.LogLevel (a plain int is a TypeError there too).
+    if not isinstance(message, str):
+        raise TypeError("Logger: the message must be a str, got %s" % type(message).__name__)
+    if not isinstance(level, _LogLevel):
+        raise TypeError("Logger.log(): level must be a pb_utils.Logger.LogLevel (e.g. Logger.INFO), got %s"
+                        % type(level).__name__)
     # Name the user's call site (two frames up: Logger.* then the caller),
     # as the official backend's log lines do.
     frame = sys._getframe(2)
     _native.log(int(level), str(message), os.path.basename(frame.f_code.co_filename), frame.f_lineno)
 
 
+_LogLevel = enum.IntEnum("LogLevel", {"INFO": _native.LOG_INFO, "WARNING": _native.LOG_WARN,
+                                      "ERROR": _native.LOG_ERROR, "VERBOSE": _native.LOG_VERBOSE})
+
+
 class Logger:
-    INFO = _native.LOG_INFO
-    WARNING = _native.LOG_WARN
-    ERROR = _native.LOG_ERROR
-    VERBOSE = _native.LOG_VERBOSE
+    LogLevel = _LogLevel
+    INFO = _LogLevel.INFO
+    WARNING = _LogLevel.WARNING
+    ERROR = _LogLevel.ERROR
+    VERBOSE = _LogLevel.VERBOSE
 
     @staticmethod
-    def log(message, level=_native.LOG_INFO):
+    def log(message, level=_LogLevel.INFO):
         _log(level, message)
 
     @staticmethod

@@ -3,7 +3,7 @@
 Importable helper (no third-party imports at module level; tritonclient is only
 needed by the ``http_client()``/``grpc_client()`` conveniences):
 
-    from triton import TritonServer
+    from tritonharness import TritonServer
     with TritonServer(["model_repository"]) as server:
         client = server.http_client()
         ...
@@ -30,7 +30,7 @@ Environment overrides:
                          reference implementation of the batched API (checks the
                          tests and example models without libtriton_rustpy.so)
 
-Also a tiny CLI:  python tests/e2e/triton.py --repo model_repository [--wait add_sub]
+Also a tiny CLI:  python tests/e2e/tritonharness.py --repo model_repository [--wait add_sub]
 starts a server, prints its URLs and serves until Ctrl-C.
 """
 
@@ -52,7 +52,7 @@ import weakref
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-# tests/e2e/triton.py -> project root is two levels up.
+# tests/e2e/tritonharness.py -> project root is two levels up.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
 MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
@@ -390,7 +390,9 @@ class TritonServer:
         text = self.log_text().splitlines()[-lines:]
         return f"----- tail of tritonserver log ({self.name}) -----\n" + "\n".join(text)
 
-    def wait_for_log(self, needle: str, timeout: float = 30.0) -> bool:
+    def wait_for_log(self, needle: str, timeout: float = 90.0) -> bool:
+        # Generous: only a failing wait pays it, and a loaded CI machine
+        # (2 cores, load 16) can take tens of seconds to get a line logged.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if needle in self.log_text():
@@ -419,10 +421,12 @@ class TritonServer:
         except ValueError:
             return status, raw.decode(errors="replace")
 
-    def get(self, path: str, timeout: float = 5.0):
+    # request() reports a timeout as status 0, so a short timeout turns a slow
+    # answer on a loaded machine into "not ready"/"not live": keep them long.
+    def get(self, path: str, timeout: float = 60.0):
         return self.request("GET", path, timeout=timeout)
 
-    def post(self, path: str, body=None, timeout: float = 60.0):
+    def post(self, path: str, body=None, timeout: float = 300.0):
         return self.request("POST", path, body if body is not None else {}, timeout=timeout)
 
     def is_ready(self) -> bool:

@@ -1,0 +1,486 @@
+//! BLS: inference requests that model code sends to other models through the
+//! server (`pb_utils.InferenceRequest.exec`). [`infer`] builds a server
+//! request from the core's [`BlsRequest`] one step at a time and submits it;
+//! Triton then calls back with each response, which is copied into a
+//! [`BlsResponse`] (error, outputs, parameters) and sent to the waiting model
+//! code over a channel. Output buffers come from our allocator (plain CPU
+//! memory); a request's input data stays alive until Triton releases it.
+
+use std::os::raw::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use crossbeam::channel::Sender;
+use rustpy_core::request::{CorrelationId, ParamValue};
+use rustpy_core::server::{BlsRequest, BlsResponse, OwnedTensor};
+use rustpy_core::{DataType, Error};
+
+use super::{Result, TritonServerApi};
+use crate::ffi::params::RawParameter;
+use crate::ffi::{borrow_str, check, cstring, raw};
+
+/// Sends `request` to the server; its responses go to `responses`, the last
+/// one with `is_final` set.
+pub(super) fn infer(
+    api: &TritonServerApi,
+    request: BlsRequest,
+    responses: Sender<BlsResponse>,
+) -> Result<()> {
+    let pending = PendingRequest::new(api, &request.model_name, request.model_version)?;
+    pending.set_properties(&request)?;
+    pending.set_parameters(&request.parameters)?;
+    pending.add_inputs(&request.inputs)?;
+    pending.add_requested_outputs(&request.requested_outputs)?;
+    pending.submit(api, request.inputs, responses)
+}
+
+/// The response allocator of BLS outputs (lives as long as the process).
+pub(super) fn new_allocator() -> Result<*mut raw::TRITONSERVER_ResponseAllocator> {
+    let mut allocator = ptr::null_mut();
+    // SAFETY: the callbacks are plain functions valid for the process's
+    // life (the library is never unloaded: -z nodelete).
+    check(unsafe {
+        raw::TRITONSERVER_ResponseAllocatorNew(
+            &mut allocator,
+            Some(alloc_cpu),
+            Some(release_cpu),
+            None,
+        )
+    })?;
+    Ok(allocator)
+}
+
+/// Output buffers of BLS responses: plain CPU memory.
+unsafe extern "C" fn alloc_cpu(
+    _allocator: *mut raw::TRITONSERVER_ResponseAllocator,
+    _tensor_name: *const c_char,
+    byte_size: usize,
+    _memory_type: raw::TRITONSERVER_MemoryType,
+    _memory_type_id: i64,
+    _userp: *mut c_void,
+    buffer: *mut *mut c_void,
+    buffer_userp: *mut *mut c_void,
+    actual_memory_type: *mut raw::TRITONSERVER_MemoryType,
+    actual_memory_type_id: *mut i64,
+) -> *mut raw::TRITONSERVER_Error {
+    // SAFETY: Triton passes valid out-pointers.
+    unsafe {
+        *actual_memory_type = raw::TRITONSERVER_MEMORY_CPU;
+        *actual_memory_type_id = 0;
+        *buffer_userp = ptr::null_mut();
+        *buffer = if byte_size == 0 {
+            ptr::null_mut()
+        } else {
+            libc::malloc(byte_size)
+        };
+        if byte_size > 0 && (*buffer).is_null() {
+            let msg = c"rustpy: out of memory for a BLS output";
+            return raw::TRITONSERVER_ErrorNew(raw::TRITONSERVER_ERROR_INTERNAL, msg.as_ptr());
+        }
+    }
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn release_cpu(
+    _allocator: *mut raw::TRITONSERVER_ResponseAllocator,
+    buffer: *mut c_void,
+    _buffer_userp: *mut c_void,
+    _byte_size: usize,
+    _memory_type: raw::TRITONSERVER_MemoryType,
+    _memory_type_id: i64,
+) -> *mut raw::TRITONSERVER_Error {
+    // SAFETY: `buffer` came from alloc_cpu's malloc (or is null).
+    unsafe { libc::free(buffer) };
+    ptr::null_mut()
+}
+
+/// Keeps a BLS request's input data and strings alive until Triton releases it.
+struct RequestContext {
+    _inputs: Vec<OwnedTensor>,
+}
+
+unsafe extern "C" fn request_released(
+    request: *mut raw::TRITONSERVER_InferenceRequest,
+    flags: u32,
+    userp: *mut c_void,
+) {
+    if flags & raw::RUSTPY_REQUEST_RELEASE_ALL == 0 {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Triton is done with the request; we delete it once and take
+        // back the context box we leaked for it.
+        unsafe {
+            let _ = check(raw::TRITONSERVER_InferenceRequestDelete(request));
+            drop(Box::from_raw(userp as *mut RequestContext));
+        }
+    }));
+}
+
+unsafe extern "C" fn response_complete(
+    response: *mut raw::TRITONSERVER_InferenceResponse,
+    flags: u32,
+    userp: *mut c_void,
+) {
+    let is_final = flags & raw::RUSTPY_RESPONSE_COMPLETE_FINAL != 0;
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: userp is the Sender box leaked in `submit`; it is freed
+        // only after the final response, the last call Triton makes with it.
+        let tx = unsafe { &*(userp as *const Sender<BlsResponse>) };
+        let mut out = if response.is_null() {
+            BlsResponse::default()
+        } else {
+            // SAFETY: `response` is non-null, handed to this callback and owned by us from now on.
+            read_response(unsafe { ServerResponse::from_raw(response) })
+        };
+        out.is_final = is_final;
+        let _ = tx.send(out);
+    }));
+    if is_final {
+        // SAFETY: see above; this is the last use.
+        drop(unsafe { Box::from_raw(userp as *mut Sender<BlsResponse>) });
+    }
+}
+
+/// A server request being built: ours (and deleted on drop) until
+/// [`PendingRequest::submit`] hands it to the server.
+struct PendingRequest(*mut raw::TRITONSERVER_InferenceRequest);
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: still ours (never successfully submitted).
+            let _ = check(unsafe { raw::TRITONSERVER_InferenceRequestDelete(self.0) });
+        }
+    }
+}
+
+// In every method below `self.0` is a live request we own (created in `new`,
+// not yet submitted); strings passed to Triton outlive each call, which
+// copies them.
+impl PendingRequest {
+    /// A new request for `model` (`version` -1: the server's choice).
+    fn new(api: &TritonServerApi, model: &str, version: i64) -> Result<Self> {
+        let model = cstring(model);
+        let mut pending = PendingRequest(ptr::null_mut());
+        // SAFETY: live server; writes a new request (ours until submitted)
+        // into `pending`; `model` outlives the call, which copies it.
+        check(unsafe {
+            raw::TRITONSERVER_InferenceRequestNew(
+                &mut pending.0,
+                api.server,
+                model.as_ptr(),
+                version,
+            )
+        })?;
+        Ok(pending)
+    }
+
+    /// Id, flags, correlation id and timeout.
+    fn set_properties(&self, request: &BlsRequest) -> Result<()> {
+        let req = self.0;
+        let id = cstring(&request.request_id);
+        // SAFETY: `req` is live and ours; the id outlives the call, which copies it.
+        check(unsafe { raw::TRITONSERVER_InferenceRequestSetId(req, id.as_ptr()) })?;
+        // SAFETY: `req` is live and ours.
+        check(unsafe { raw::TRITONSERVER_InferenceRequestSetFlags(req, request.flags) })?;
+        match &request.correlation_id {
+            CorrelationId::None => {}
+            CorrelationId::Int(n) => {
+                // SAFETY: `req` is live and ours.
+                check(unsafe { raw::TRITONSERVER_InferenceRequestSetCorrelationId(req, *n) })?
+            }
+            CorrelationId::String(s) => {
+                let s = cstring(s);
+                // SAFETY: `req` is live and ours; `s` outlives the call, which copies it.
+                check(unsafe {
+                    raw::TRITONSERVER_InferenceRequestSetCorrelationIdString(req, s.as_ptr())
+                })?
+            }
+        }
+        if request.timeout_us > 0 {
+            // SAFETY: `req` is live and ours.
+            check(unsafe {
+                raw::TRITONSERVER_InferenceRequestSetTimeoutMicroseconds(req, request.timeout_us)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn set_parameters(&self, parameters: &[(String, ParamValue)]) -> Result<()> {
+        let req = self.0;
+        for (key, value) in parameters {
+            let k = cstring(key);
+            // SAFETY: `req` is live and ours; key and value outlive the call, which copies them.
+            check(unsafe {
+                match value {
+                    ParamValue::String(s) => {
+                        let v = cstring(s);
+                        raw::TRITONSERVER_InferenceRequestSetStringParameter(
+                            req,
+                            k.as_ptr(),
+                            v.as_ptr(),
+                        )
+                    }
+                    ParamValue::Int(i) => {
+                        raw::TRITONSERVER_InferenceRequestSetIntParameter(req, k.as_ptr(), *i)
+                    }
+                    ParamValue::Bool(b) => {
+                        raw::TRITONSERVER_InferenceRequestSetBoolParameter(req, k.as_ptr(), *b)
+                    }
+                    ParamValue::Double(d) => {
+                        raw::TRITONSERVER_InferenceRequestSetDoubleParameter(req, k.as_ptr(), *d)
+                    }
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Adds each input, pointing Triton at its data in place: the caller
+    /// must keep `inputs` (moved, not copied) alive until the release
+    /// callback, which [`PendingRequest::submit`] arranges.
+    fn add_inputs(&self, inputs: &[OwnedTensor]) -> Result<()> {
+        let req = self.0;
+        for t in inputs {
+            let name = cstring(&t.name);
+            // SAFETY: `req` is live and ours; name and shape outlive the call, which copies them.
+            check(unsafe {
+                raw::TRITONSERVER_InferenceRequestAddInput(
+                    req,
+                    name.as_ptr(),
+                    t.dtype as raw::TRITONSERVER_DataType,
+                    t.shape.as_ptr(),
+                    t.shape.len() as u64,
+                )
+            })?;
+            // SAFETY: `req` is live and ours; the data stays valid until the release callback (RequestContext owns it).
+            check(unsafe {
+                raw::TRITONSERVER_InferenceRequestAppendInputData(
+                    req,
+                    name.as_ptr(),
+                    t.data.as_ptr() as *const c_void,
+                    t.data.len(),
+                    raw::TRITONSERVER_MEMORY_CPU,
+                    0,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn add_requested_outputs(&self, outputs: &[String]) -> Result<()> {
+        for o in outputs {
+            let name = cstring(o);
+            // SAFETY: `self.0` is live and ours; the name outlives the call, which copies it.
+            check(unsafe {
+                raw::TRITONSERVER_InferenceRequestAddRequestedOutput(self.0, name.as_ptr())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Sets the release and response callbacks and hands the request to the
+    /// server. `inputs` are the tensors given to [`PendingRequest::add_inputs`]:
+    /// their data is kept alive until Triton releases the request.
+    fn submit(
+        mut self,
+        api: &TritonServerApi,
+        inputs: Vec<OwnedTensor>,
+        responses: Sender<BlsResponse>,
+    ) -> Result<()> {
+        let req = self.0;
+        let context = Box::into_raw(Box::new(RequestContext { _inputs: inputs }));
+        let tx = Box::into_raw(Box::new(responses));
+        // SAFETY: `req` is live and ours; `context` is a leaked box that request_released reclaims once.
+        let setup = check(unsafe {
+            raw::TRITONSERVER_InferenceRequestSetReleaseCallback(
+                req,
+                Some(request_released),
+                context as *mut c_void,
+            )
+        })
+        .and_then(|()| {
+            // SAFETY: `req` is live and ours; `tx` is a leaked box that response_complete reclaims at the final response.
+            check(unsafe {
+                raw::TRITONSERVER_InferenceRequestSetResponseCallback(
+                    req,
+                    api.allocator,
+                    ptr::null_mut(),
+                    Some(response_complete),
+                    tx as *mut c_void,
+                )
+            })
+        })
+        .and_then(|()| {
+            // SAFETY: `req` is live and ours; on success the server owns it (and calls request_released).
+            check(unsafe { raw::TRITONSERVER_ServerInferAsync(api.server, req, ptr::null_mut()) })
+        });
+        match setup {
+            Ok(()) => {
+                // Triton owns the request now; it calls request_released.
+                self.0 = ptr::null_mut();
+                Ok(())
+            }
+            Err(e) => {
+                // SAFETY: Triton took nothing: reclaim both boxes; dropping
+                // `self` deletes the request.
+                unsafe {
+                    drop(Box::from_raw(context));
+                    drop(Box::from_raw(tx));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Copies a response's error, or else its outputs and parameters (an output
+/// that cannot be read ends the outputs with its error); the response is
+/// deleted when `response` drops.
+fn read_response(response: ServerResponse) -> BlsResponse {
+    if let Some(error) = response.error() {
+        return BlsResponse {
+            error: Some(error),
+            ..BlsResponse::default()
+        };
+    }
+    let (outputs, error) = response.outputs();
+    BlsResponse {
+        outputs,
+        error,
+        parameters: response.parameters(),
+        is_final: false,
+    }
+}
+
+/// A response the server handed to `response_complete`: ours, deleted on
+/// drop. Everything read from it is copied out.
+struct ServerResponse(*mut raw::TRITONSERVER_InferenceResponse);
+
+impl Drop for ServerResponse {
+    fn drop(&mut self) {
+        // SAFETY: ours, deleted once; nothing read from it outlives it.
+        let _ = check(unsafe { raw::TRITONSERVER_InferenceResponseDelete(self.0) });
+    }
+}
+
+impl ServerResponse {
+    /// # Safety
+    /// `response` must be a live, non-null response that nobody else deletes.
+    unsafe fn from_raw(response: *mut raw::TRITONSERVER_InferenceResponse) -> Self {
+        ServerResponse(response)
+    }
+
+    /// The error the response carries, if any.
+    fn error(&self) -> Option<Error> {
+        // SAFETY: live response; the error is owned by it: read, never deleted.
+        let err = unsafe { raw::TRITONSERVER_InferenceResponseError(self.0) };
+        if err.is_null() {
+            return None;
+        }
+        // SAFETY: `err` is the response's live error (not null here); its message is copied before the response is deleted.
+        let (code, msg) = unsafe {
+            (
+                raw::TRITONSERVER_ErrorCode(err),
+                borrow_str(raw::TRITONSERVER_ErrorMessage(err)),
+            )
+        };
+        Some(Error::new(rustpy_core::ErrorCode::from_code(code), msg))
+    }
+
+    /// The outputs in order, up to the first that cannot be read (whose
+    /// error comes with them). Outputs of an unknown data type are skipped.
+    fn outputs(&self) -> (Vec<OwnedTensor>, Option<Error>) {
+        let mut n = 0;
+        // SAFETY: live response.
+        if check(unsafe { raw::TRITONSERVER_InferenceResponseOutputCount(self.0, &mut n) }).is_err()
+        {
+            return (Vec::new(), None);
+        }
+        let mut outputs = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            match self.output(i) {
+                Ok(Some(t)) => outputs.push(t),
+                Ok(None) => {}
+                Err(e) => return (outputs, Some(e)),
+            }
+        }
+        (outputs, None)
+    }
+
+    /// Output `i` (< the output count), copied; None for an unknown data type.
+    fn output(&self, i: u32) -> Result<Option<OwnedTensor>> {
+        let (mut name, mut dtype, mut shape, mut dims) = (ptr::null(), 0, ptr::null(), 0u64);
+        let (mut base, mut size, mut mem, mut mem_id, mut userp) =
+            (ptr::null(), 0usize, 0, 0i64, ptr::null_mut());
+        // SAFETY: live response; `i` < the output count; writes pointers into memory the response owns.
+        check(unsafe {
+            raw::TRITONSERVER_InferenceResponseOutput(
+                self.0,
+                i,
+                &mut name,
+                &mut dtype,
+                &mut shape,
+                &mut dims,
+                &mut base,
+                &mut size,
+                &mut mem,
+                &mut mem_id,
+                &mut userp,
+            )
+        })?;
+        let Some(dtype) = DataType::from_code(dtype) else {
+            return Ok(None);
+        };
+        let shape = if dims == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: the response owns `dims` dims at `shape`, valid until it is deleted; copied here.
+            unsafe { std::slice::from_raw_parts(shape, dims as usize) }.to_vec()
+        };
+        let data = if size == 0 || base.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: the response owns `size` bytes of CPU data at `base` (our allocator hands out CPU memory only), valid until it is deleted; copied here.
+            unsafe { std::slice::from_raw_parts(base as *const u8, size) }.to_vec()
+        };
+        Ok(Some(OwnedTensor {
+            // SAFETY: the output's name is owned by the response, valid until it is deleted; copied here.
+            name: unsafe { borrow_str(name) }.to_owned(),
+            dtype,
+            shape,
+            data,
+        }))
+    }
+
+    /// The response's parameters (ones that cannot be read are skipped).
+    fn parameters(&self) -> Vec<(String, ParamValue)> {
+        let mut n = 0;
+        // SAFETY: live response.
+        if check(unsafe { raw::TRITONSERVER_InferenceResponseParameterCount(self.0, &mut n) })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let mut p = RawParameter::new();
+            // SAFETY: live response; `i` < the parameter count; writes pointers into memory the response owns.
+            let res = check(unsafe {
+                raw::TRITONSERVER_InferenceResponseParameter(
+                    self.0,
+                    i,
+                    &mut p.name,
+                    &mut p.kind,
+                    &mut p.value,
+                )
+            });
+            if res.is_ok() {
+                // SAFETY: the call succeeded: `p` points into the live response.
+                out.extend(unsafe { p.decode() });
+            }
+        }
+        out
+    }
+}
