@@ -5,9 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustpy_core::constants::LogLevel as CoreLogLevel;
 use rustpy_core::isolation::{WorkerConfig, WorkerInstance};
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
-use rustpy_core::{Error, InferRequest, OutputSlice, Responder};
+use rustpy_core::{
+    Error, InferRequest, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream,
+};
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::TritonServerApi;
@@ -29,10 +32,10 @@ pub fn initialize(backend: Backend) -> Result<()> {
         promote_libpython_to_global().map_err(|e| Error::internal(format!("rustpy: {e}")))?;
     python::set_log_hook(Box::new(|level, file, line, msg| {
         let level = match level {
-            1 => LogLevel::Warn,
-            2 => LogLevel::Error,
-            3 => LogLevel::Verbose,
-            _ => LogLevel::Info,
+            CoreLogLevel::Info => LogLevel::Info,
+            CoreLogLevel::Warn => LogLevel::Warn,
+            CoreLogLevel::Error => LogLevel::Error,
+            CoreLogLevel::Verbose => LogLevel::Verbose,
         };
         log_at(level, file, line, msg);
     }));
@@ -241,7 +244,7 @@ impl Executor {
 
     fn execute(
         &self,
-        requests: &[InferRequest<'_>],
+        requests: &[Result<InferRequest<'_>>],
         responders: Vec<TritonResponder>,
     ) -> rustpy_core::ExecReport {
         match self {
@@ -296,24 +299,23 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
     Ok(())
 }
 
-/// Answers one request through Triton. If it is dropped before a final
-/// response went out (a bug or a panic), the client still gets an error.
-/// It always has a response factory: a request without one never gets a
-/// responder (see [`responder_for`]), so no send can silently go nowhere.
-struct TritonResponder {
+/// Delivers one request's responses through Triton's response factory.
+/// Whether the final one went out is tracked by the [`ResponseStream`]
+/// around it, which also answers with an error if it is dropped before (a
+/// bug or a panic). A request without a factory never gets a responder (see
+/// [`responder_for`]), so no send can silently go nowhere.
+struct TritonSink {
     factory: ResponseFactory,
-    done: bool,
 }
+
+type TritonResponder = ResponseStream<TritonSink>;
 
 /// The responder of `request`, or None when the server cannot create its
 /// response factory; that request is then answered with an error through a
 /// response made from the request itself.
 fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder> {
     match ResponseFactory::new(request) {
-        Ok(factory) => Some(TritonResponder {
-            factory,
-            done: false,
-        }),
+        Ok(factory) => Some(ResponseStream::new(TritonSink { factory })),
         Err(e) => {
             let e = e.context(format!(
                 "model '{model_name}': cannot create a response factory"
@@ -330,22 +332,18 @@ fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder>
     }
 }
 
-impl Responder for TritonResponder {
+impl ResponseSink for TritonSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        if self.done {
-            return Err(Error::internal("response sent after the final one"));
-        }
-        self.factory.send(outputs, is_final)?;
-        self.done = is_final;
-        Ok(())
+        self.factory.send(outputs, is_final)
     }
 
-    fn send_error(&mut self, error: &Error) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        if let Err(e) = self.factory.send_error(error) {
+    fn send_error(&mut self, error: &Error, is_final: bool) {
+        let sent = if is_final {
+            self.factory.send_error(error)
+        } else {
+            self.factory.send_error_flags(error, false)
+        };
+        if let Err(e) = sent {
             log(
                 LogLevel::Error,
                 &format!("rustpy: cannot send an error response: {e}"),
@@ -353,24 +351,7 @@ impl Responder for TritonResponder {
         }
     }
 
-    fn send_error_nonfinal(&mut self, error: &Error) -> bool {
-        if self.done {
-            return false;
-        }
-        if let Err(e) = self.factory.send_error_flags(error, false) {
-            log(
-                LogLevel::Error,
-                &format!("rustpy: cannot send an error response: {e}"),
-            );
-        }
-        true
-    }
-
-    fn finish(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
+    fn send_final(&mut self) {
         if let Err(e) = self.factory.send_final_flag() {
             log(
                 LogLevel::Error,
@@ -381,20 +362,6 @@ impl Responder for TritonResponder {
 
     fn is_cancelled(&self) -> bool {
         self.factory.is_cancelled()
-    }
-
-    fn detach(&mut self) {
-        self.done = true;
-    }
-}
-
-impl Drop for TritonResponder {
-    fn drop(&mut self) {
-        if !self.done {
-            self.send_error(&Error::internal(
-                "rustpy: the request ended without a response (internal error)",
-            ));
-        }
     }
 }
 
@@ -411,40 +378,36 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
         Err(_) => String::from("?"),
     };
     // Every request gets a responder first; one that is dropped unanswered
-    // answers with an error, so no request can end without a response.
-    let responders: Vec<Option<TritonResponder>> = requests
-        .iter()
-        .map(|r| responder_for(r, &model_name))
-        .collect();
+    // answers with an error, so no request can end without a response. A
+    // request whose response factory cannot be created is answered at once
+    // and goes no further.
+    let mut responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
+    let mut reached: Vec<usize> = Vec::with_capacity(requests.len());
+    for (i, req) in requests.iter().enumerate() {
+        if let Some(r) = responder_for(req, &model_name) {
+            responders.push(r);
+            reached.push(i);
+        }
+    }
     let state = match state {
         Ok(s) => s,
         Err(e) => {
-            for mut r in responders.into_iter().flatten() {
+            for mut r in responders {
                 r.send_error(&e);
             }
             return;
         }
     };
 
-    // Read each request; one that cannot be read fails alone. The core takes
-    // ownership of the readable requests' responders.
-    let mut core_requests: Vec<InferRequest<'_>> = Vec::with_capacity(requests.len());
-    let mut readable: Vec<usize> = Vec::with_capacity(requests.len());
-    let mut core_responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
-    for (i, (req, responder)) in requests.iter().zip(responders).enumerate() {
-        let Some(mut responder) = responder else {
-            continue;
-        };
-        match read_request(req) {
-            Ok(r) => {
-                core_requests.push(r);
-                readable.push(i);
-                core_responders.push(responder);
-            }
-            Err(e) => responder.send_error(&e.context(format!("model '{model_name}'"))),
-        }
-    }
-    let report = state.instance.execute(&core_requests, core_responders);
+    // Read each request; one that cannot be read reaches the core as its
+    // error (the core answers it, and the report's indices line up).
+    let core_requests: Vec<Result<InferRequest<'_>>> = reached
+        .iter()
+        .map(|&i| {
+            read_request(&requests[i]).map_err(|e| e.context(format!("model '{model_name}'")))
+        })
+        .collect();
+    let report = state.instance.execute(&core_requests, responders);
     drop(core_requests);
 
     let exec_end = monotonic_ns();
@@ -455,22 +418,20 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let compute_start = to_ns(report.compute_start, exec_start);
     let compute_end = to_ns(report.compute_end, exec_end);
     let times = [exec_start, compute_start, compute_end, exec_end];
-    let mut ok = vec![false; requests.len()];
-    let mut reschedule = vec![false; requests.len()];
-    for (k, &i) in readable.iter().enumerate() {
-        ok[i] = report.ok[k];
-        reschedule[i] = report.reschedule.get(k).copied().unwrap_or(false);
+    let mut outcomes = vec![Outcome::Failed; requests.len()];
+    for (&i, &outcome) in reached.iter().zip(&report.outcomes) {
+        outcomes[i] = outcome;
     }
-    for (req, ok) in requests.iter().zip(ok) {
-        instance.report_statistics(req, ok, times);
+    for (req, outcome) in requests.iter().zip(&outcomes) {
+        instance.report_statistics(req, outcome.succeeded(), times);
     }
     if report.calls > 0 {
         instance.report_batch_statistics(report.total_rows() as u64, times);
     }
     // Rescheduled requests go back to Triton's sequence batcher; the others
     // are released here (exactly once either way).
-    for (req, reschedule) in requests.into_iter().zip(reschedule) {
-        if reschedule {
+    for (req, outcome) in requests.into_iter().zip(outcomes) {
+        if outcome == Outcome::Rescheduled {
             req.reschedule();
         }
     }

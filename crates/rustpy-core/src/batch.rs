@@ -1,5 +1,8 @@
-//! Batch assembly: which requests may share one Python call, and how their
-//! rows map into the concatenated tensors and back.
+//! Batch assembly, without Python: request validation, which requests may
+//! share one call ([`plan_groups`]), how each input of a call is assembled
+//! ([`plan_inputs`]) and how each output is cut back to its requests
+//! ([`plan_scatter`]). The Python side only allocates and copies following
+//! these plans.
 //!
 //! The rule (documented in the README): requests are concatenated along dim 0
 //! only when they carry the same set of inputs with the same dtypes and the
@@ -13,6 +16,7 @@ use std::collections::HashMap;
 use crate::bytes;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
+use crate::ragged::{PadPlan, RaggedLayout};
 use crate::request::{element_count, InferRequest, InputTensor};
 use crate::spec::{dims_match, fmt_shape, ModelSpec};
 
@@ -203,19 +207,6 @@ fn group_key(spec: &ModelSpec, req: &InferRequest<'_>, split_by_parameters: bool
     parts.join("|")
 }
 
-/// Copies the data of several requests' tensors, in order, into `dst`, which
-/// must be exactly as large as their sum (fixed-size types only).
-pub fn gather_into(dst: &mut [u8], tensors: &[&InputTensor<'_>]) {
-    let mut offset = 0;
-    for t in tensors {
-        for chunk in &t.chunks {
-            dst[offset..offset + chunk.len()].copy_from_slice(chunk);
-            offset += chunk.len();
-        }
-    }
-    assert_eq!(offset, dst.len(), "gather destination sized wrongly");
-}
-
 /// The BYTES elements of several requests' tensors, in batch order. Elements
 /// borrow the request's buffer unless it arrived in several chunks.
 pub fn gather_bytes<'a>(tensors: &[&'a InputTensor<'_>]) -> Result<Vec<Cow<'a, [u8]>>> {
@@ -257,6 +248,145 @@ pub fn concat_shape(shapes: &[&[i64]]) -> Vec<i64> {
         *first = shapes.iter().map(|s| s.first().copied().unwrap_or(0)).sum();
     }
     shape
+}
+
+/// Where one request's part of a call's input comes from.
+#[derive(Debug)]
+pub enum Source<'r, 'a> {
+    /// The request's own tensor.
+    Tensor(&'r InputTensor<'a>),
+    /// The request omits this optional input: `elements` elements of the
+    /// input's configured default value.
+    Default { elements: usize },
+}
+
+/// How the elements of a call's input are laid out in its array.
+#[derive(Debug)]
+pub enum Layout {
+    /// The sources' elements one after the other.
+    Concat,
+    /// A ragged input padded to its longest item (zeros, or empty BYTES).
+    Padded(PadPlan),
+}
+
+/// How one input of a predict call is assembled from its requests, in call
+/// order: the array's shape and what goes into it. `python::numpy_io` only
+/// allocates the array and copies following this.
+#[derive(Debug)]
+pub struct InputPlan<'r, 'a> {
+    pub name: &'r str,
+    pub dtype: DataType,
+    pub shape: Vec<i64>,
+    pub layout: Layout,
+    pub sources: Vec<Source<'r, 'a>>,
+}
+
+/// The plans of every input a call passes to predict, in the config's
+/// order. `requests` are the call's requests (one group of
+/// [`plan_groups`]) and `rows` their batch rows. An input no request
+/// carries (and without a default) is left out; requests of one group carry
+/// the same inputs except optional ones with a default, whose missing rows
+/// are filled.
+pub fn plan_inputs<'r, 'a>(
+    spec: &'r ModelSpec,
+    requests: &[&'r InferRequest<'a>],
+    rows: &[usize],
+) -> Vec<InputPlan<'r, 'a>> {
+    let mut plans = Vec::with_capacity(spec.inputs.len());
+    for ts in &spec.inputs {
+        let name = ts.name.as_str();
+        let present: Vec<Option<&'r InputTensor<'a>>> =
+            requests.iter().map(|r| r.input(name)).collect();
+        let count = present.iter().flatten().count();
+        let default = spec.ragged.default_for(name);
+        if count < requests.len() {
+            let Some(_) = default else { continue };
+            // Missing rows hold the default: the input's dims are fixed.
+            let item = element_count(&ts.dims);
+            let total: usize = rows.iter().sum();
+            let mut shape = if spec.batching() {
+                vec![total as i64]
+            } else {
+                Vec::new()
+            };
+            shape.extend_from_slice(&ts.dims);
+            let sources = present
+                .iter()
+                .zip(rows)
+                .map(|(p, &n)| match p {
+                    Some(t) => Source::Tensor(t),
+                    None => Source::Default { elements: n * item },
+                })
+                .collect();
+            plans.push(InputPlan {
+                name,
+                dtype: ts.dtype,
+                shape,
+                layout: Layout::Concat,
+                sources,
+            });
+            continue;
+        }
+        let tensors: Vec<&'r InputTensor<'a>> = present.into_iter().flatten().collect();
+        let shapes: Vec<&[i64]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
+        let (shape, layout) = if spec.batching() && spec.ragged.is_ragged(name) {
+            match spec.ragged.layout {
+                RaggedLayout::Concat => {
+                    let total: usize = shapes.iter().map(|s| element_count(s)).sum();
+                    (vec![total as i64], Layout::Concat)
+                }
+                RaggedLayout::Pad => {
+                    let pad = PadPlan::new(&shapes);
+                    (pad.shape.clone(), Layout::Padded(pad))
+                }
+            }
+        } else if spec.batching() {
+            (concat_shape(&shapes), Layout::Concat)
+        } else {
+            (
+                shapes.first().map(|s| s.to_vec()).unwrap_or_default(),
+                Layout::Concat,
+            )
+        };
+        plans.push(InputPlan {
+            name,
+            dtype: ts.dtype,
+            shape,
+            layout,
+            sources: tensors.into_iter().map(Source::Tensor).collect(),
+        });
+    }
+    plans
+}
+
+/// How one output of a whole-batch dict is cut back to a call's requests:
+/// per request, its shape and its range of elements (C order). Rows by the
+/// requests' batch rows; a `batch_output` target (`scattered`: each
+/// request's shape, from its source input) by those shapes; without
+/// batching, the one request gets it whole.
+pub fn plan_scatter(
+    output_shape: &[i64],
+    rows: &[usize],
+    batching: bool,
+    scattered: Option<Vec<Vec<i64>>>,
+) -> Vec<(Vec<i64>, std::ops::Range<usize>)> {
+    if let Some(shapes) = scattered {
+        let counts: Vec<usize> = shapes.iter().map(|s| element_count(s)).collect();
+        return shapes.into_iter().zip(row_ranges(&counts)).collect();
+    }
+    if !batching || output_shape.is_empty() {
+        let n = element_count(output_shape);
+        return rows.iter().map(|_| (output_shape.to_vec(), 0..n)).collect();
+    }
+    let per_row = element_count(&output_shape[1..]);
+    row_ranges(rows)
+        .into_iter()
+        .map(|r| {
+            let mut shape = output_shape.to_vec();
+            shape[0] = r.len() as i64;
+            (shape, r.start * per_row..r.end * per_row)
+        })
+        .collect()
 }
 
 /// A tensor produced by user code, ready to be cut into per-request slices.
@@ -357,6 +487,73 @@ mod tests {
             decoupled: false,
             ragged: Default::default(),
         }
+    }
+
+    fn tensor<'a>(name: &str, shape: Vec<i64>, data: &'a [u8]) -> InputTensor<'a> {
+        InputTensor {
+            name: name.into(),
+            dtype: DataType::Uint8,
+            shape,
+            chunks: vec![data],
+        }
+    }
+
+    #[test]
+    fn plan_inputs_concatenates_rows_and_fills_defaults() {
+        let mut s = spec(8);
+        s.ragged.defaults.push(("B".to_string(), vec![7u8]));
+        let a0 = tensor("A", vec![1, 2], b"ab");
+        let a1 = tensor("A", vec![2, 2], b"cdef");
+        let b0 = tensor("B", vec![1, 1], b"x");
+        let r0 = InferRequest {
+            inputs: vec![a0, b0],
+            ..Default::default()
+        };
+        let r1 = InferRequest {
+            inputs: vec![a1],
+            ..Default::default()
+        };
+        let plans = plan_inputs(&s, &[&r0, &r1], &[1, 2]);
+        assert_eq!(plans.len(), 2);
+        assert_eq!((plans[0].name, plans[0].shape.clone()), ("A", vec![3, 2]));
+        assert!(matches!(plans[0].layout, Layout::Concat));
+        assert_eq!(plans[1].shape, vec![3, 1]);
+        assert!(matches!(plans[1].sources[0], Source::Tensor(t) if t.name == "B"));
+        assert!(matches!(
+            plans[1].sources[1],
+            Source::Default { elements: 2 }
+        ));
+        // Ragged: flat, whatever the lengths.
+        s.ragged.ragged_inputs.push("A".to_string());
+        let r2 = InferRequest {
+            inputs: vec![tensor("A", vec![1, 3], b"ghi")],
+            ..Default::default()
+        };
+        let plans = plan_inputs(&s, &[&r1, &r2], &[2, 1]);
+        assert_eq!(plans[0].shape, vec![7]);
+    }
+
+    #[test]
+    fn plan_inputs_skips_inputs_nobody_sent_and_takes_unbatched_shapes_as_is() {
+        let s = spec(0);
+        let a = tensor("A", vec![3, 2], b"abcdef");
+        let r = InferRequest {
+            inputs: vec![a],
+            ..Default::default()
+        };
+        let plans = plan_inputs(&s, &[&r], &[1]);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].shape, vec![3, 2]);
+    }
+
+    #[test]
+    fn plan_scatter_cuts_rows_elements_and_scattered_shapes() {
+        let cuts = plan_scatter(&[3, 2], &[1, 2], true, None);
+        assert_eq!(cuts, vec![(vec![1, 2], 0..2), (vec![2, 2], 2..6)]);
+        let whole = plan_scatter(&[4], &[1], false, None);
+        assert_eq!(whole, vec![(vec![4], 0..4)]);
+        let by_input = plan_scatter(&[7], &[1, 1], true, Some(vec![vec![3], vec![4]]));
+        assert_eq!(by_input, vec![(vec![3], 0..3), (vec![4], 3..7)]);
     }
 
     fn req<'a>(shape: Vec<i64>, data: &'a [u8]) -> InferRequest<'a> {
@@ -478,7 +675,7 @@ mod tests {
     }
 
     #[test]
-    fn gather_concatenates_chunks_in_order() {
+    fn concat_shape_and_row_ranges() {
         let a = InputTensor {
             name: "A".into(),
             dtype: DataType::Uint8,
@@ -491,9 +688,6 @@ mod tests {
             shape: vec![2, 3],
             chunks: vec![b"defghi"],
         };
-        let mut dst = vec![0u8; 9];
-        gather_into(&mut dst, &[&a, &b]);
-        assert_eq!(&dst, b"abcdefghi");
         assert_eq!(concat_shape(&[&a.shape, &b.shape]), vec![3, 3]);
         assert_eq!(row_ranges(&[1, 2, 3]), vec![0..1, 1..3, 3..6]);
     }

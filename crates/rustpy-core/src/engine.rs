@@ -1,5 +1,8 @@
 //! The contract between the execution core and whoever delivers responses
-//! (Triton in the backend, the terminal in `rustpy run`).
+//! (Triton in the backend, the terminal in `rustpy run`): a [`Responder`]
+//! per request (for the backend and the local runner a [`ResponseStream`],
+//! the one state machine of a request's responses, over a [`ResponseSink`]),
+//! and the [`ExecReport`] of an execution.
 
 use std::time::Instant;
 
@@ -38,29 +41,135 @@ pub trait Responder: Send {
     /// The request goes back to the scheduler (rescheduled): drop this
     /// responder without answering; a later execution will.
     fn detach(&mut self) {}
+    /// Whether the request may still be answered (no final response, error,
+    /// `finish` or `detach` yet).
+    fn is_open(&self) -> bool;
 }
 
-/// What happened during one execution, for statistics.
+/// Where one request's responses physically go: Triton's response factory
+/// in the backend, a channel in the local runner. A sink only delivers
+/// (and logs what it cannot); whether the request is still open is tracked
+/// once, by the [`ResponseStream`] around it.
+pub trait ResponseSink: Send {
+    /// One response carrying `outputs`; `is_final` also ends the request.
+    fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error>;
+    /// An error response; `is_final` also ends the request.
+    fn send_error(&mut self, error: &Error, is_final: bool);
+    /// The FINAL flag alone (a stream that ends without a last response).
+    fn send_final(&mut self);
+    /// Whether the client gave up on this request.
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// One request's response stream over a sink: open until its final
+/// response, an error, `finish` or `detach` (rescheduled); nothing goes out
+/// after that. Dropped while still open (a bug, a panic), it fails the
+/// request, so no request ends without an answer.
+pub struct ResponseStream<S: ResponseSink> {
+    sink: S,
+    open: bool,
+}
+
+impl<S: ResponseSink> ResponseStream<S> {
+    pub fn new(sink: S) -> Self {
+        ResponseStream { sink, open: true }
+    }
+}
+
+impl<S: ResponseSink> Responder for ResponseStream<S> {
+    fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error> {
+        if !self.open {
+            return Err(Error::internal("response sent after the final one"));
+        }
+        self.sink.send(outputs, is_final)?;
+        self.open = !is_final;
+        Ok(())
+    }
+
+    fn send_error(&mut self, error: &Error) {
+        if self.open {
+            self.open = false;
+            self.sink.send_error(error, true);
+        }
+    }
+
+    fn send_error_nonfinal(&mut self, error: &Error) -> bool {
+        if self.open {
+            self.sink.send_error(error, false);
+        }
+        self.open
+    }
+
+    fn finish(&mut self) {
+        if self.open {
+            self.open = false;
+            self.sink.send_final();
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.sink.is_cancelled()
+    }
+
+    fn detach(&mut self) {
+        self.open = false;
+    }
+
+    fn is_open(&self) -> bool {
+        self.open
+    }
+}
+
+impl<S: ResponseSink> Drop for ResponseStream<S> {
+    fn drop(&mut self) {
+        self.send_error(&Error::internal(
+            "rustpy: the request ended without a response (internal error)",
+        ));
+    }
+}
+
+/// How one request of an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    /// It was answered with an error (or not at all: unreadable, invalid,
+    /// cancelled, user code failed).
+    #[default]
+    Failed,
+    /// Its final response went out (or, decoupled, its stream is owned by
+    /// user code that may still answer it).
+    Answered,
+    /// User code asked to reschedule it: it goes back to the scheduler
+    /// (released with RESCHEDULE instead of ALL) unanswered.
+    Rescheduled,
+}
+
+impl Outcome {
+    /// Whether the request counts as a success in the statistics.
+    pub fn succeeded(self) -> bool {
+        self != Outcome::Failed
+    }
+}
+
+/// What happened during one execution, for statistics; one entry per
+/// request, in the order they were handed to the executor.
 #[derive(Debug, Default, Clone)]
 pub struct ExecReport {
-    /// Per request: whether it succeeded.
-    pub ok: Vec<bool>,
+    pub outcomes: Vec<Outcome>,
     /// Rows per request (0 for a request that failed validation).
     pub rows: Vec<usize>,
     /// Number of user-code calls made.
     pub calls: usize,
     pub compute_start: Option<Instant>,
     pub compute_end: Option<Instant>,
-    /// Per request: user code asked to reschedule it (release with
-    /// RESCHEDULE instead of ALL); empty when none did.
-    pub reschedule: Vec<bool>,
 }
 
 impl ExecReport {
-    /// A report for `n` requests, none answered successfully yet.
+    /// A report for `n` requests, none answered yet.
     pub fn new(n: usize) -> Self {
         ExecReport {
-            ok: vec![false; n],
+            outcomes: vec![Outcome::Failed; n],
             rows: vec![0; n],
             ..Default::default()
         }
@@ -68,5 +177,77 @@ impl ExecReport {
 
     pub fn total_rows(&self) -> usize {
         self.rows.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A sink that records what reached it.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<String>>>);
+
+    impl ResponseSink for Log {
+        fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error> {
+            let line = format!("send {} final={is_final}", outputs.len());
+            self.0.lock().unwrap().push(line);
+            Ok(())
+        }
+        fn send_error(&mut self, error: &Error, is_final: bool) {
+            let line = format!("error {} final={is_final}", error.message);
+            self.0.lock().unwrap().push(line);
+        }
+        fn send_final(&mut self) {
+            self.0.lock().unwrap().push("final".into());
+        }
+    }
+
+    fn lines(log: &Log) -> Vec<String> {
+        log.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn nothing_goes_out_after_the_final_response() {
+        let log = Log::default();
+        let mut stream = ResponseStream::new(log.clone());
+        assert!(stream.send(&[], false).is_ok());
+        assert!(stream.send_error_nonfinal(&Error::internal("soft")));
+        assert!(stream.is_open());
+        stream.send(&[], true).unwrap();
+        assert!(!stream.is_open());
+        assert!(stream.send(&[], true).is_err());
+        stream.send_error(&Error::internal("late"));
+        stream.finish();
+        assert!(!stream.send_error_nonfinal(&Error::internal("late")));
+        drop(stream);
+        assert_eq!(
+            lines(&log),
+            [
+                "send 0 final=false",
+                "error soft final=false",
+                "send 0 final=true"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stream_dropped_open_fails_its_request_and_a_detached_one_stays_silent() {
+        let log = Log::default();
+        drop(ResponseStream::new(log.clone()));
+        let mut detached = ResponseStream::new(log.clone());
+        detached.detach();
+        drop(detached);
+        let mut finished = ResponseStream::new(log.clone());
+        finished.finish();
+        drop(finished);
+        assert_eq!(
+            lines(&log),
+            [
+                "error rustpy: the request ended without a response (internal error) final=true",
+                "final"
+            ]
+        );
     }
 }

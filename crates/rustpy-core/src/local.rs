@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
-use crate::engine::{ExecReport, OutputSlice, Responder};
+use crate::engine::{ExecReport, OutputSlice, ResponseSink, ResponseStream};
 use crate::error::{Error, ErrorCode, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
 use crate::request::{InferRequest, InputTensor, ParamValue};
@@ -83,35 +83,37 @@ impl LocalModel {
         requests: &[OwnedRequest],
         timeout: Duration,
     ) -> (Vec<Vec<LocalResponse>>, ExecReport) {
-        let borrowed: Vec<InferRequest<'_>> = requests
+        let borrowed: Vec<Result<InferRequest<'_>>> = requests
             .iter()
-            .map(|r| InferRequest {
-                id: r.id.clone(),
-                inputs: r
-                    .inputs
-                    .iter()
-                    .map(|t| InputTensor {
-                        name: t.name.clone(),
-                        dtype: t.dtype,
-                        shape: t.shape.clone(),
-                        chunks: vec![&t.data],
-                    })
-                    .collect(),
-                requested_outputs: if r.requested_outputs.is_empty() {
-                    self.spec.outputs.iter().map(|o| o.name.clone()).collect()
-                } else {
-                    r.requested_outputs.clone()
-                },
-                parameters: r.parameters.clone(),
-                ..Default::default()
+            .map(|r| {
+                Ok(InferRequest {
+                    id: r.id.clone(),
+                    inputs: r
+                        .inputs
+                        .iter()
+                        .map(|t| InputTensor {
+                            name: t.name.clone(),
+                            dtype: t.dtype,
+                            shape: t.shape.clone(),
+                            chunks: vec![&t.data],
+                        })
+                        .collect(),
+                    requested_outputs: if r.requested_outputs.is_empty() {
+                        self.spec.outputs.iter().map(|o| o.name.clone()).collect()
+                    } else {
+                        r.requested_outputs.clone()
+                    },
+                    parameters: r.parameters.clone(),
+                    ..Default::default()
+                })
             })
             .collect();
         let mut receivers = Vec::with_capacity(requests.len());
-        let responders: Vec<Collector> = (0..requests.len())
+        let responders: Vec<ResponseStream<Collector>> = (0..requests.len())
             .map(|_| {
                 let (tx, rx) = unbounded();
                 receivers.push(rx);
-                Collector { tx, done: false }
+                ResponseStream::new(Collector { tx })
             })
             .collect();
         let report = self.instance.execute(&borrowed, responders);
@@ -144,12 +146,13 @@ enum Event {
     Finished,
 }
 
+/// Delivers one request's responses to its channel (the stream around it
+/// tracks whether the final one went out).
 struct Collector {
     tx: Sender<Event>,
-    done: bool,
 }
 
-impl Responder for Collector {
+impl ResponseSink for Collector {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
         let owned = outputs
             .iter()
@@ -160,32 +163,19 @@ impl Responder for Collector {
                 data: o.data.to_vec(),
             })
             .collect();
-        self.done |= is_final;
         let _ = self
             .tx
             .send(Event::Response(LocalResponse::Outputs(owned), is_final));
         Ok(())
     }
-    fn send_error(&mut self, error: &Error) {
-        self.done = true;
-        let _ = self
-            .tx
-            .send(Event::Response(LocalResponse::Error(error.clone()), true));
+    fn send_error(&mut self, error: &Error, is_final: bool) {
+        let _ = self.tx.send(Event::Response(
+            LocalResponse::Error(error.clone()),
+            is_final,
+        ));
     }
-    fn finish(&mut self) {
-        self.done = true;
+    fn send_final(&mut self) {
         let _ = self.tx.send(Event::Finished);
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.tx.send(Event::Response(
-                LocalResponse::Error(Error::internal("the request ended without a response")),
-                true,
-            ));
-        }
     }
 }
 

@@ -45,12 +45,7 @@ pub struct BlsResponse {
     pub is_final: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    Counter = 0,
-    Gauge = 1,
-    Histogram = 2,
-}
+pub use crate::constants::MetricKind;
 
 pub trait Metric: Send + Sync {
     fn increment(&self, value: f64) -> Result<()>;

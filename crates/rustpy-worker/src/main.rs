@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use rustpy_core::isolation::{env, run_worker, sys, WorkerFds};
+use rustpy_core::isolation::{env, limit_data, run_worker, WorkerFds};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -29,7 +29,7 @@ fn main() {
     };
     // Before anything allocates much (the interpreter, the model's imports).
     if let Some(mb) = value("--memory-limit-mb").and_then(|v| v.parse::<u64>().ok()) {
-        if let Err(e) = sys::limit_data(mb.saturating_mul(1 << 20)) {
+        if let Err(e) = limit_data(mb.saturating_mul(1 << 20)) {
             eprintln!("rustpy-worker: cannot set the memory limit of {mb} MiB: {e}");
             std::process::exit(3);
         }

@@ -19,7 +19,8 @@ use super::proto::{
     WireTensor, WireValue, REQUEST_BITS,
 };
 use super::sys::{self, memfd, Shm};
-use crate::engine::{ExecReport, OutputSlice, Responder};
+use crate::constants::LogLevel;
+use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, ErrorCode, Result};
 use crate::python::{emit_log, InstanceInfo};
 use crate::request::InferRequest;
@@ -445,7 +446,7 @@ impl Worker {
                             file,
                             line,
                             message,
-                        } => emit_log(level, &file, line, &message),
+                        } => emit_log(LogLevel::from_code(level), &file, line, &message),
                         other => {
                             if tx.send(other).is_err() {
                                 break;
@@ -691,11 +692,7 @@ fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
             description,
             kind,
         } => {
-            let kind = match kind {
-                0 => MetricKind::Counter,
-                1 => MetricKind::Gauge,
-                _ => MetricKind::Histogram,
-            };
+            let kind = MetricKind::from_code(kind).unwrap_or(MetricKind::Histogram);
             let r = api.metric_family(&name, &description, kind).map(|f| {
                 metrics.next += 1;
                 metrics.families.insert(metrics.next, f);
@@ -775,7 +772,7 @@ impl WorkerInstance {
     pub fn new(cfg: WorkerConfig) -> Result<WorkerInstance> {
         let worker = Worker::start(&cfg)?;
         emit_log(
-            0,
+            LogLevel::Info,
             "rustpy",
             0,
             &format!(
@@ -825,7 +822,7 @@ impl WorkerInstance {
             self.try_start(state);
         } else {
             emit_log(
-                1,
+                LogLevel::Warn,
                 "rustpy",
                 0,
                 &format!(
@@ -842,7 +839,7 @@ impl WorkerInstance {
         match Worker::start(&self.cfg) {
             Ok(w) => {
                 emit_log(
-                    1,
+                    LogLevel::Warn,
                     "rustpy",
                     0,
                     &format!(
@@ -863,7 +860,7 @@ impl WorkerInstance {
                 let delay = backoff(state.failures).max(Duration::from_millis(250));
                 state.next_start = Instant::now() + delay;
                 emit_log(
-                    2,
+                    LogLevel::Error,
                     "rustpy",
                     0,
                     &format!(
@@ -878,10 +875,45 @@ impl WorkerInstance {
         }
     }
 
-    /// Executes one batch in the worker; every request gets a final answer.
+    /// Executes one batch in the worker; every request gets a final answer
+    /// (an unreadable one, `Err`, its error, here: only the others go to the
+    /// worker).
     pub fn execute<R: Responder + 'static>(
         &self,
-        requests: &[InferRequest<'_>],
+        requests: &[crate::error::Result<InferRequest<'_>>],
+        responders: Vec<R>,
+    ) -> ExecReport {
+        let n = requests.len();
+        let mut readable = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let mut kept = Vec::with_capacity(n);
+        for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
+            match req {
+                Ok(req) => {
+                    readable.push(req);
+                    positions.push(i);
+                    kept.push(responder);
+                }
+                Err(e) => responder.send_error(e),
+            }
+        }
+        let inner = self.execute_readable(&readable, kept);
+        let mut report = ExecReport {
+            calls: inner.calls,
+            compute_start: inner.compute_start,
+            compute_end: inner.compute_end,
+            ..ExecReport::new(n)
+        };
+        for (k, &i) in positions.iter().enumerate() {
+            report.outcomes[i] = inner.outcomes[k];
+            report.rows[i] = inner.rows[k];
+        }
+        report
+    }
+
+    fn execute_readable<R: Responder + 'static>(
+        &self,
+        requests: &[&InferRequest<'_>],
         mut responders: Vec<R>,
     ) -> ExecReport {
         assert_eq!(
@@ -897,7 +929,7 @@ impl WorkerInstance {
             if let Ok(Some(status)) = w.child.try_wait() {
                 let what = format!("{} while idle", describe_exit(status));
                 emit_log(
-                    2,
+                    LogLevel::Error,
                     "rustpy",
                     0,
                     &format!(
@@ -999,11 +1031,11 @@ impl WorkerInstance {
                 worker.running.store(0, AtomicOrdering::Release);
                 for (id, mut o) in failed {
                     o.responder.send_error(&err);
-                    if let Some(ok) = report.ok.get_mut(id & ((1 << REQUEST_BITS) - 1)) {
-                        *ok = false;
+                    if let Some(o) = report.outcomes.get_mut(id & ((1 << REQUEST_BITS) - 1)) {
+                        *o = Outcome::Failed;
                     }
                 }
-                emit_log(2, "rustpy", 0, &format!("rustpy: {message}"));
+                emit_log(LogLevel::Error, "rustpy", 0, &format!("rustpy: {message}"));
                 self.on_failure(&mut state, cause);
             }
         }
@@ -1023,7 +1055,7 @@ impl Drop for WorkerInstance {
 fn run_batch<R: Responder + 'static>(
     worker: &mut Worker,
     timeout: Option<Duration>,
-    requests: &[InferRequest<'_>],
+    requests: &[&InferRequest<'_>],
     responders: Vec<R>,
     report: &mut ExecReport,
 ) -> std::result::Result<Option<(u64, u64)>, Lost> {
@@ -1165,7 +1197,16 @@ fn run_batch<R: Responder + 'static>(
                 worker.pinned.push((batch, base, base + needed));
             }
             if ok.len() == n {
-                report.ok = ok;
+                report.outcomes = ok
+                    .into_iter()
+                    .map(|ok| {
+                        if ok {
+                            Outcome::Answered
+                        } else {
+                            Outcome::Failed
+                        }
+                    })
+                    .collect();
             }
             if rows.len() == n {
                 report.rows = rows;

@@ -13,11 +13,12 @@
 //! the input region, the worker the output region. One Execute frame carries
 //! a whole batch; the worker answers with one frame per response and a Done.
 
-pub mod client;
+mod client;
 pub mod env;
-pub mod proto;
-pub mod sys;
-pub mod worker;
+mod proto;
+mod sys;
+mod worker;
 
 pub use client::{auto_complete, WorkerConfig, WorkerInstance};
+pub use sys::limit_data;
 pub use worker::{run as run_worker, WorkerFds};

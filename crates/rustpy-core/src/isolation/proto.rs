@@ -21,10 +21,6 @@ pub fn request_id(batch: u64, index: usize) -> usize {
     ((batch as usize) << REQUEST_BITS) | index
 }
 
-pub fn request_batch(id: usize) -> u64 {
-    (id >> REQUEST_BITS) as u64
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireInstance {
     pub name: String,

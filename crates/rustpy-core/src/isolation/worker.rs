@@ -105,6 +105,10 @@ impl WorkerResponder {
 }
 
 impl Responder for WorkerResponder {
+    fn is_open(&self) -> bool {
+        !self.done
+    }
+
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
         if self.done {
             return Err(Error::internal("response sent after the final one"));
@@ -621,7 +625,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
         send(
             &log_channel,
             &FromWorker::Log {
-                level,
+                level: level as u32,
                 file: file.to_string(),
                 line,
                 message: message.to_string(),
@@ -715,15 +719,15 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 };
                 let input = &region.get().map;
                 let mut core = Vec::with_capacity(requests.len());
-                let mut bad = Vec::new();
-                for (i, r) in requests.into_iter().enumerate() {
+                for r in requests {
                     let mut inputs = Vec::with_capacity(r.inputs.len());
+                    let mut readable = true;
                     for t in r.inputs {
                         let (Some(dtype), Ok(data)) =
                             (DataType::from_name(&t.dtype), input.slice(t.offset, t.len))
                         else {
-                            bad.push(i);
-                            continue;
+                            readable = false;
+                            break;
                         };
                         inputs.push(InputTensor {
                             name: t.name,
@@ -732,7 +736,13 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             chunks: vec![data],
                         });
                     }
-                    core.push(InferRequest {
+                    if !readable {
+                        core.push(Err(Error::internal(
+                            "rustpy-worker: an input lies outside the shared memory",
+                        )));
+                        continue;
+                    }
+                    core.push(Ok(InferRequest {
                         id: r.id,
                         correlation_id: r.correlation_id.into(),
                         flags: r.flags,
@@ -744,17 +754,11 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             .into_iter()
                             .map(|(k, v)| (k, v.into()))
                             .collect(),
-                    });
+                    }));
                 }
-                let mut responders: Vec<WorkerResponder> = (0..core.len())
+                let responders: Vec<WorkerResponder> = (0..core.len())
                     .map(|index| WorkerResponder::new(batch, index, &channel, &cancelled))
                     .collect();
-                for &i in &bad {
-                    responders[i].send_error(&error_from_wire(
-                        1,
-                        "rustpy-worker: an input lies outside the shared memory".into(),
-                    ));
-                }
                 // Inputs reach Python as views of this mapping (numpy_io's
                 // view region) while execute runs.
                 Python::attach(|py| {
@@ -789,7 +793,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 send_done(
                     &channel,
                     FromWorker::Done {
-                        ok: report.ok,
+                        ok: report.outcomes.iter().map(|o| o.succeeded()).collect(),
                         rows: report.rows,
                         calls: report.calls,
                         compute_ns,
@@ -815,5 +819,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
 }
 
 fn python_log_error(message: &str) {
-    python::emit_log(2, "rustpy-worker", 0, message);
+    python::emit_log(
+        crate::constants::LogLevel::Error,
+        "rustpy-worker",
+        0,
+        message,
+    );
 }

@@ -1,16 +1,16 @@
-//! Process-wide interpreter setup and Python error formatting.
+//! Process-wide interpreter setup (the interpreter, `_rustpy_native`,
+//! runtime.py, pb_utils.py, extra site-packages) and Python exceptions as
+//! core errors.
 
 use std::ffi::CStr;
-use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
 
+use super::runtime::runtime;
 use crate::error::{Error, ErrorCode, Result};
 
-const RUNTIME_SOURCE: &CStr = pyo3::ffi::c_str!(include_str!("runtime.py"));
 const PB_UTILS_SOURCE: &CStr = pyo3::ffi::c_str!(include_str!("pb_utils.py"));
-static RUNTIME: OnceLock<Py<PyModule>> = OnceLock::new();
 
 /// Starts the interpreter once per process (later calls are no-ops).
 ///
@@ -49,14 +49,14 @@ pub fn initialize() -> Result<()> {
         runtime(py)?;
         // Models written for the official Python backend import these names.
         let modules = sys.getattr("modules")?;
-        modules.set_item("_rustpy_native", super::native::module(py)?)?;
         let pb_utils = PyModule::from_code(
             py,
             PB_UTILS_SOURCE,
             c"triton_python_backend_utils.py",
             c"triton_python_backend_utils",
         )?;
-        modules.set_item("triton_python_backend_utils", pb_utils)?;
+        modules.set_item("triton_python_backend_utils", &pb_utils)?;
+        runtime(py)?.attach_pb_utils(py, &pb_utils)?;
         Ok(())
     })
     .map_err(|e| Python::attach(|py| py_error(py, &e, "starting the Python interpreter")))
@@ -82,31 +82,41 @@ pub fn flush_stdio() {
 }
 
 /// Whether `initialize` has started the interpreter (and its glue) in this process.
-pub fn is_initialized() -> bool {
-    RUNTIME.get().is_some()
-}
-
-/// rustpy's Python glue module (runtime.py), created on first use.
-pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    if RUNTIME.get().is_none() {
-        let module =
-            PyModule::from_code(py, RUNTIME_SOURCE, c"rustpy_runtime.py", c"_rustpy_runtime")?;
-        let _ = RUNTIME.set(module.unbind());
-    }
-    Ok(RUNTIME.get().expect("runtime module set above").bind(py))
+fn is_initialized() -> bool {
+    super::runtime::is_created()
 }
 
 /// A Python exception as a core error: "`what`: Type: message" plus the last
 /// traceback lines (SyntaxErrors as file:line:col).
 pub fn py_error(py: Python<'_>, err: &PyErr, what: &str) -> Error {
     let text = runtime(py)
-        .and_then(|rt| {
-            rt.call_method1(
-                "format_exception",
-                (err.value(py), err.traceback(py)),
-            )
-        })
-        .and_then(|s| s.extract::<String>())
+        .and_then(|rt| rt.format_exception(py, err))
         .unwrap_or_else(|_| err.to_string());
     Error::new(ErrorCode::Internal, format!("{what}: {text}"))
+}
+
+/// Puts a directory of installed packages (`rustpy env --target DIR`) at the
+/// front of `sys.path`, processing its `.pth` files as `site.addsitedir` does,
+/// so its versions win over the interpreter's own site-packages.
+pub fn add_site_packages(dir: &std::path::Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(crate::error::Error::invalid_arg(format!(
+            "site-packages directory {} does not exist (create it with `rustpy env REPO --target DIR`)",
+            dir.display()
+        )));
+    }
+    Python::attach(|py| -> PyResult<()> {
+        let sys = py.import("sys")?;
+        let path = sys.getattr("path")?;
+        let before: Vec<String> = path.extract()?;
+        py.import("site")?
+            .call_method1("addsitedir", (dir.to_string_lossy(),))?;
+        let after: Vec<String> = path.extract()?;
+        let added: Vec<&String> = after.iter().filter(|p| !before.contains(p)).collect();
+        let mut reordered: Vec<&String> = added.clone();
+        reordered.extend(after.iter().filter(|p| !added.contains(p)));
+        sys.setattr("path", reordered)?;
+        Ok(())
+    })
+    .map_err(|e| Python::attach(|py| py_error(py, &e, "adding site-packages")))
 }

@@ -1,128 +1,29 @@
-//! The Rust↔Python boundary: one interpreter per process, model loading, and
-//! numpy conversion. Nothing here knows the Triton C API.
+//! The Rust↔Python boundary: one interpreter per process, model loading,
+//! the two Python executors and numpy conversion. Nothing here knows the
+//! Triton C API.
+//!
+//! - `interp`: starting the interpreter, runtime.py, Python errors.
+//! - `model`: a loaded model (its module) and its instances.
+//! - `batched` / `pb_utils`: the executors of the two Python APIs.
+//! - `native`: the `_rustpy_native` module (response senders, logging, BLS,
+//!   metrics, the shared constants).
+//! - `convert` / `numpy_io`: core values to Python objects and back.
 
+mod batched;
+mod convert;
 mod interp;
 mod model;
 mod native;
 mod numpy_io;
+mod pb_utils;
+mod runtime;
 
-pub use interp::{flush_stdio, initialize, is_initialized, py_error};
+pub(crate) use batched::Batched;
+pub use convert::{tensor_from_py, tensor_to_py};
+pub use interp::{add_site_packages, flush_stdio, initialize, py_error};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 /// Writes through the log hook (the server's log in the backend).
 pub use native::log as emit_log;
 pub use native::{set_log_hook, LogHook};
 pub use numpy_io::{ref_count, set_view_region};
-
-use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
-
-use crate::error::{Error, Result};
-use crate::request::{CorrelationId, ParamValue};
-use crate::server::OwnedTensor;
-use crate::DataType;
-
-/// A Python value (a numpy array or anything `numpy.asarray` accepts) as an
-/// owned tensor, typed like pb_utils.Tensor does it; `model` names the
-/// context in error messages.
-pub fn tensor_from_py(
-    py: Python<'_>,
-    model: &str,
-    name: &str,
-    value: &Bound<'_, PyAny>,
-    dtype: Option<DataType>,
-) -> Result<OwnedTensor> {
-    let t = numpy_io::extract_tensor(py, model, name, value, dtype)?;
-    Ok(OwnedTensor {
-        name: name.to_string(),
-        dtype: t.dtype,
-        shape: t.shape.clone(),
-        data: t.wire_bytes().to_vec(),
-    })
-}
-
-/// Puts a directory of installed packages (`rustpy env --target DIR`) at the
-/// front of `sys.path`, processing its `.pth` files as `site.addsitedir` does,
-/// so its versions win over the interpreter's own site-packages.
-pub fn add_site_packages(dir: &std::path::Path) -> Result<()> {
-    if !dir.is_dir() {
-        return Err(crate::error::Error::invalid_arg(format!(
-            "site-packages directory {} does not exist (create it with `rustpy env REPO --target DIR`)",
-            dir.display()
-        )));
-    }
-    Python::attach(|py| -> PyResult<()> {
-        let sys = py.import("sys")?;
-        let path = sys.getattr("path")?;
-        let before: Vec<String> = path.extract()?;
-        py.import("site")?
-            .call_method1("addsitedir", (dir.to_string_lossy(),))?;
-        let after: Vec<String> = path.extract()?;
-        let added: Vec<&String> = after.iter().filter(|p| !before.contains(p)).collect();
-        let mut reordered: Vec<&String> = added.clone();
-        reordered.extend(after.iter().filter(|p| !added.contains(p)));
-        sys.setattr("path", reordered)?;
-        Ok(())
-    })
-    .map_err(|e| Python::attach(|py| py_error(py, &e, "adding site-packages")))
-}
-
-/// A request parameter as a Python value.
-pub(crate) fn param_to_py(py: Python<'_>, value: &ParamValue) -> Py<PyAny> {
-    match value {
-        ParamValue::String(s) => PyString::new(py, s).into_any().unbind(),
-        ParamValue::Int(i) => PyInt::new(py, *i).into_any().unbind(),
-        ParamValue::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
-        ParamValue::Double(d) => PyFloat::new(py, *d).into_any().unbind(),
-    }
-}
-
-/// Request (or response) parameters as a Python dict.
-pub(crate) fn params_dict<'py>(
-    py: Python<'py>,
-    parameters: &[(String, ParamValue)],
-) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    for (k, v) in parameters {
-        dict.set_item(k, param_to_py(py, v))?;
-    }
-    Ok(dict)
-}
-
-/// A correlation id as Python sees it (0 when the request has none).
-pub(crate) fn correlation_to_py(py: Python<'_>, id: &CorrelationId) -> Py<PyAny> {
-    match id {
-        CorrelationId::None => PyInt::new(py, 0u64).into_any().unbind(),
-        CorrelationId::Int(x) => PyInt::new(py, *x).into_any().unbind(),
-        CorrelationId::String(s) => PyString::new(py, s).into_any().unbind(),
-    }
-}
-
-/// An owned tensor as a numpy array (BYTES as an object array of bytes).
-pub fn tensor_to_py<'py>(py: Python<'py>, tensor: &OwnedTensor) -> Result<Bound<'py, PyAny>> {
-    let err = |e: PyErr| py_error(py, &e, &format!("tensor '{}'", tensor.name));
-    if tensor.dtype == DataType::Bytes {
-        let n = crate::request::element_count(&tensor.shape);
-        let elems = crate::bytes::decode(&tensor.data, n)?;
-        let elems: Vec<std::borrow::Cow<'_, [u8]>> =
-            elems.into_iter().map(std::borrow::Cow::Borrowed).collect();
-        numpy_io::bytes_array(py, &tensor.shape, &elems).map_err(err)
-    } else {
-        // A peer's response may carry any byte count: check it against the
-        // shape before copying (more bytes would overflow the array).
-        let expected = numpy_io::expected_byte_size(tensor.dtype, &tensor.shape);
-        if expected != Some(tensor.data.len()) {
-            return Err(Error::internal(format!(
-                "tensor '{}' has {} bytes of data but its shape {} of {} needs {}",
-                tensor.name,
-                tensor.data.len(),
-                crate::spec::fmt_shape(&tensor.shape),
-                tensor.dtype,
-                expected.map_or_else(
-                    || "a non-negative shape".to_string(),
-                    |n| format!("{n} bytes")
-                ),
-            )));
-        }
-        numpy_io::array_from_chunks(py, tensor.dtype, &tensor.shape, &[&tensor.data]).map_err(err)
-    }
-}
+pub(crate) use pb_utils::PbUtils;

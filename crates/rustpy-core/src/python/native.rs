@@ -8,17 +8,17 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
+use super::convert::{params_dict, tensor_from_py, tensor_to_py};
 use super::numpy_io::{extract_tensor, ExtractedOutput};
-use super::{params_dict, tensor_from_py, tensor_to_py};
+use crate::constants::{LogLevel, PYTHON_NAMES, RESPONSE_COMPLETE_FINAL};
 use crate::dtype::DataType;
 use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, ErrorCode};
 use crate::request::{CorrelationId, ParamValue};
 use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
 
-/// Log levels as Triton numbers them (INFO 0, WARN 1, ERROR 2, VERBOSE 3).
 /// Arguments: level, source file, source line, message.
-pub type LogHook = Box<dyn Fn(u32, &str, u32, &str) + Send + Sync>;
+pub type LogHook = Box<dyn Fn(LogLevel, &str, u32, &str) + Send + Sync>;
 static LOG_HOOK: OnceLock<LogHook> = OnceLock::new();
 
 /// Where Python's `pb_utils.Logger` writes: Triton's log in the backend,
@@ -27,7 +27,7 @@ pub fn set_log_hook(hook: LogHook) {
     let _ = LOG_HOOK.set(hook);
 }
 
-pub fn log(level: u32, file: &str, line: u32, msg: &str) {
+pub fn log(level: LogLevel, file: &str, line: u32, msg: &str) {
     match LOG_HOOK.get() {
         Some(hook) => hook(level, file, line, msg),
         None => eprintln!("[rustpy] {file}:{line}: {msg}"),
@@ -39,14 +39,30 @@ pub fn log(level: u32, file: &str, line: u32, msg: &str) {
 #[pyfunction]
 #[pyo3(name = "log", signature = (level, message, file = String::from("rustpy"), line = 0))]
 fn py_log(py: Python<'_>, level: u32, message: String, file: String, line: u32) {
-    py.detach(|| log(level, &file, line, &message));
+    py.detach(|| log(LogLevel::from_code(level), &file, line, &message));
 }
 
-/// What a sender holds: the request's responder until its final response.
+/// What a sender holds: the request's responder, whose own state says
+/// whether the request is still open (it is let go of once it is not).
 struct SenderState {
     responder: Option<Box<dyn Responder>>,
     /// Whether anything went out for this request (for statistics).
     failed: bool,
+}
+
+impl SenderState {
+    /// The responder, if the request may still be answered.
+    fn open(&mut self) -> Option<&mut Box<dyn Responder>> {
+        self.responder.as_mut().filter(|r| r.is_open())
+    }
+
+    /// Lets go of a responder whose request is finished (so its response
+    /// factory is freed now, not when Python drops the sender).
+    fn release_if_closed(&mut self) {
+        if self.responder.as_ref().is_some_and(|r| !r.is_open()) {
+            self.responder = None;
+        }
+    }
 }
 
 /// The native side of `pb_utils.InferenceResponseSender` for one request.
@@ -81,7 +97,12 @@ impl NativeSender {
 
     /// Takes the responder back if no final response went out yet.
     pub(crate) fn take_unfinished(&self) -> Option<Box<dyn Responder>> {
-        self.state.lock().ok()?.responder.take()
+        self.state
+            .lock()
+            .ok()?
+            .responder
+            .take()
+            .filter(|r| r.is_open())
     }
 
     pub(crate) fn failed(&self) -> bool {
@@ -93,8 +114,9 @@ impl NativeSender {
     /// finished and must be released, never handed back to Triton.
     pub(crate) fn detach(&self) -> bool {
         if let Ok(mut s) = self.state.lock() {
-            if let Some(mut r) = s.responder.take() {
+            if let Some(r) = s.open() {
                 r.detach();
+                s.responder = None;
                 return true;
             }
         }
@@ -103,10 +125,11 @@ impl NativeSender {
 
     pub(crate) fn send_error_final(&self, err: &Error) {
         if let Ok(mut s) = self.state.lock() {
-            if let Some(mut r) = s.responder.take() {
+            if let Some(r) = s.open() {
                 r.send_error(err);
                 s.failed = true;
             }
+            s.release_if_closed();
         }
     }
 }
@@ -123,7 +146,7 @@ impl NativeSender {
         error: Option<(u32, String)>,
         flags: u32,
     ) -> PyResult<()> {
-        let is_final = flags & 1 != 0;
+        let is_final = flags & RESPONSE_COMPLETE_FINAL != 0;
         // A response object (even one without outputs) is sent as a response;
         // only `None` with FINAL is the bare final flag.
         let has_response = outputs.is_some();
@@ -145,49 +168,9 @@ impl NativeSender {
             let mut s = state
                 .lock()
                 .map_err(|_| "response sender poisoned".to_string())?;
-            let Some(responder) = s.responder.as_mut() else {
-                return Err("Unable to send response. Response sender has been closed.".to_string());
-            };
-            if let Some((code, message)) = error {
-                let err = Error::new(ErrorCode::from_code(code), message);
-                // An error response without FINAL leaves a decoupled request open.
-                let open = if is_final {
-                    responder.send_error(&err);
-                    false
-                } else {
-                    responder.send_error_nonfinal(&err)
-                };
-                s.failed = true;
-                if !open {
-                    s.responder = None;
-                }
-                return Ok(());
-            }
-            if !has_response && is_final {
-                responder.finish();
-                s.responder = None;
-                return Ok(());
-            }
-            let slices: Vec<OutputSlice<'_>> = extracted
-                .iter()
-                .map(|o| OutputSlice {
-                    name: &o.name,
-                    dtype: o.dtype,
-                    shape: o.shape.clone(),
-                    data: o.wire_bytes(),
-                })
-                .collect();
-            let sent = responder.send(&slices, is_final);
-            if let Err(e) = sent {
-                responder.send_error(&e);
-                s.failed = true;
-                s.responder = None;
-                return Err(e.message);
-            }
-            if is_final {
-                s.responder = None;
-            }
-            Ok(())
+            let result = send_locked(&mut s, error, has_response, is_final, &extracted);
+            s.release_if_closed();
+            result
         });
         result.map_err(PyRuntimeError::new_err)
     }
@@ -204,12 +187,55 @@ impl NativeSender {
     }
 }
 
+/// One `send` of a NativeSender, with its state locked.
+fn send_locked(
+    s: &mut SenderState,
+    error: Option<(u32, String)>,
+    has_response: bool,
+    is_final: bool,
+    extracted: &[ExtractedOutput],
+) -> Result<(), String> {
+    let Some(responder) = s.open() else {
+        return Err("Unable to send response. Response sender has been closed.".to_string());
+    };
+    if let Some((code, message)) = error {
+        let err = Error::new(ErrorCode::from_code(code), message);
+        // An error response without FINAL leaves a decoupled request open.
+        if is_final {
+            responder.send_error(&err);
+        } else {
+            responder.send_error_nonfinal(&err);
+        }
+        s.failed = true;
+        return Ok(());
+    }
+    if !has_response && is_final {
+        responder.finish();
+        return Ok(());
+    }
+    let slices: Vec<OutputSlice<'_>> = extracted
+        .iter()
+        .map(|o| OutputSlice {
+            name: &o.name,
+            dtype: o.dtype,
+            shape: o.shape.clone(),
+            data: o.wire_bytes(),
+        })
+        .collect();
+    if let Err(e) = responder.send(&slices, is_final) {
+        responder.send_error(&e);
+        s.failed = true;
+        return Err(e.message);
+    }
+    Ok(())
+}
+
 impl Drop for NativeSender {
     fn drop(&mut self) {
         // A request whose sender Python dropped without the FINAL flag still
         // gets an answer, saying so.
         if let Ok(mut s) = self.state.lock() {
-            if let Some(mut r) = s.responder.take() {
+            if let Some(r) = s.open() {
                 r.send_error(&Error::internal(format!(
                     "model '{}': the request's response sender was dropped before it sent the \
                      FINAL flag",
@@ -292,8 +318,7 @@ fn bls_infer(
     };
     let (tx, rx) = unbounded();
     let model = request.model_name.clone();
-    py.detach(|| server.infer(request, tx))
-        .map_err(core_err)?;
+    py.detach(|| server.infer(request, tx)).map_err(core_err)?;
     Ok(BlsStream {
         responses: rx,
         model,
@@ -404,12 +429,8 @@ struct NativeMetricFamily {
 impl NativeMetricFamily {
     #[new]
     fn new(py: Python<'_>, name: String, description: String, kind: u32) -> PyResult<Self> {
-        let kind = match kind {
-            0 => MetricKind::Counter,
-            1 => MetricKind::Gauge,
-            2 => MetricKind::Histogram,
-            k => return Err(PyRuntimeError::new_err(format!("unknown metric kind {k}"))),
-        };
+        let kind = MetricKind::from_code(kind)
+            .ok_or_else(|| PyRuntimeError::new_err(format!("unknown metric kind {kind}")))?;
         let server = server_api().map_err(core_err)?.clone();
         let family = py
             .detach(|| server.metric_family(&name, &description, kind))
@@ -465,5 +486,8 @@ pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_class::<BlsStream>()?;
     m.add_class::<NativeMetricFamily>()?;
     m.add_class::<NativeMetric>()?;
+    for (name, value) in PYTHON_NAMES {
+        m.add(*name, *value)?;
+    }
     Ok(m)
 }

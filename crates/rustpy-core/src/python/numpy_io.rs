@@ -10,15 +10,19 @@ use std::os::raw::c_int;
 use std::ptr;
 
 use numpy::npyffi::{
-    get_type_object, npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES, PY_ARRAY_API,
+    get_type_object, npy_intp, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, NPY_TYPES,
+    PY_ARRAY_API,
 };
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
+use super::interp::py_error;
+use crate::batch::{self, InputPlan, Layout, Source};
 use crate::bytes;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
+use crate::request::InputTensor;
 use crate::spec::{dims_match, fmt_shape, TensorSpec};
 
 fn npy_type(dtype: DataType) -> NPY_TYPES {
@@ -140,6 +144,90 @@ pub fn array_from_chunks<'py>(
         copy(dst);
     }
     Ok(array)
+}
+
+/// One input of a predict call as an array, allocated and filled as `plan`
+/// (from `batch::plan_inputs`) says; `default` is the input's configured
+/// default element, for the rows of requests that omit it. The one copy of
+/// the request's data (see [`array_from_chunks`]).
+pub fn array_from_plan<'py>(
+    py: Python<'py>,
+    model: &str,
+    plan: &InputPlan<'_, '_>,
+    default: &[u8],
+) -> Result<Bound<'py, PyAny>> {
+    let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing inputs"));
+    let context = |e: Error| e.context(format!("model '{model}': input '{}'", plan.name));
+    let has_defaults = plan
+        .sources
+        .iter()
+        .any(|s| matches!(s, Source::Default { .. }));
+    if plan.dtype == DataType::Bytes {
+        let mut elems: Vec<Cow<'_, [u8]>> = if has_defaults {
+            let mut elems = Vec::new();
+            for source in &plan.sources {
+                match source {
+                    Source::Tensor(t) => elems.extend(batch::gather_bytes(&[*t]).map_err(context)?),
+                    Source::Default { elements } => {
+                        elems.extend(std::iter::repeat_n(Cow::Borrowed(default), *elements))
+                    }
+                }
+            }
+            elems
+        } else {
+            let tensors: Vec<&InputTensor<'_>> = plan
+                .sources
+                .iter()
+                .filter_map(|s| match s {
+                    Source::Tensor(t) => Some(*t),
+                    Source::Default { .. } => None,
+                })
+                .collect();
+            batch::gather_bytes(&tensors).map_err(context)?
+        };
+        if let Layout::Padded(pad) = &plan.layout {
+            let mut padded: Vec<Cow<'_, [u8]>> = vec![Cow::Borrowed(&b""[..]); pad.element_count()];
+            for &(src, dst, n) in &pad.runs {
+                padded[dst..dst + n].clone_from_slice(&elems[src..src + n]);
+            }
+            elems = padded;
+        }
+        // bytes_array fills one slot per element of the shape.
+        if elems.len() != crate::request::element_count(&plan.shape) {
+            return Err(context(Error::internal(format!(
+                "{} elements do not fill shape {}",
+                elems.len(),
+                fmt_shape(&plan.shape)
+            ))));
+        }
+        return bytes_array(py, &plan.shape, &elems).map_err(err);
+    }
+    let fills: Vec<Vec<u8>> = if has_defaults {
+        plan.sources
+            .iter()
+            .map(|s| match s {
+                Source::Default { elements } => default.repeat(*elements),
+                Source::Tensor(_) => Vec::new(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut chunks: Vec<&[u8]> = Vec::with_capacity(plan.sources.len());
+    for (k, source) in plan.sources.iter().enumerate() {
+        match source {
+            Source::Tensor(t) => chunks.extend(t.chunks.iter().copied()),
+            Source::Default { .. } => chunks.push(&fills[k]),
+        }
+    }
+    match &plan.layout {
+        Layout::Concat => array_from_chunks(py, plan.dtype, &plan.shape, &chunks).map_err(err),
+        Layout::Padded(pad) => {
+            // One pass straight from the requests' chunks (PadPlan::gather).
+            let padded = pad.gather(&chunks, plan.dtype.element_size().unwrap_or(1));
+            array_from_chunks(py, plan.dtype, &pad.shape, &[&padded]).map_err(err)
+        }
+    }
 }
 
 /// Process isolation only (a worker's batch): the shared input region whose

@@ -18,12 +18,13 @@ import numpy as np
 
 import _rustpy_native as _native
 
-# --- constants (values are Triton's) -------------------------------------
+# --- constants (values are Triton's; the ones rustpy's Rust side also reads
+# come from _rustpy_native, defined once in constants.rs) ------------------
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
-TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
-TRITONSERVER_REQUEST_RELEASE_ALL = 1
-TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = _native.RESPONSE_COMPLETE_FINAL
+TRITONSERVER_REQUEST_RELEASE_ALL = _native.REQUEST_RELEASE_ALL
+TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = _native.REQUEST_RELEASE_RESCHEDULE
 # These two are the official stub's PreferredMemory.MemoryType values (kGPU,
 # kCPU), not TRITONSERVER_MemoryType's.
 TRITONSERVER_MEMORY_GPU = 0
@@ -649,7 +650,8 @@ def _log(level, message):
     _native.log(int(level), str(message), os.path.basename(frame.f_code.co_filename), frame.f_lineno)
 
 
-_LogLevel = enum.IntEnum("LogLevel", {"INFO": 0, "WARNING": 1, "ERROR": 2, "VERBOSE": 3})
+_LogLevel = enum.IntEnum("LogLevel", {"INFO": _native.LOG_INFO, "WARNING": _native.LOG_WARN,
+                                      "ERROR": _native.LOG_ERROR, "VERBOSE": _native.LOG_VERBOSE})
 
 
 class Logger:
@@ -714,12 +716,12 @@ class Metric:
 
 
 class MetricFamily:
-    COUNTER = 0
-    GAUGE = 1
-    HISTOGRAM = 2
+    COUNTER = _native.METRIC_COUNTER
+    GAUGE = _native.METRIC_GAUGE
+    HISTOGRAM = _native.METRIC_HISTOGRAM
 
     def __init__(self, name, description, kind):
-        if kind not in (0, 1, 2):
+        if kind not in (MetricFamily.COUNTER, MetricFamily.GAUGE, MetricFamily.HISTOGRAM):
             raise TritonModelException("Unknown metric kind")
         self.name = name
         self.description = description
@@ -951,146 +953,3 @@ class ModelConfig:
                     "trying to change decoupled property in auto-complete-config for model '"
                     + self._name() + "', which is already set to '" + str(policy["decoupled"]) + "'.")
             policy["decoupled"] = transaction_policy_dict["decoupled"]
-
-
-# --- glue used by rustpy's execution engine -------------------------------------------
-_new_tensor = Tensor.__new__
-_new_request = InferenceRequest.__new__
-
-
-def _make_request(native, request_id, correlation_id, flags, timeout, parameters, requested, inputs):
-    """A request from the backend. Its inputs are fresh C-contiguous arrays
-    whose Triton type the backend already knows, so the user-facing
-    constructors' checks are skipped (this runs once per request)."""
-    tensors = []
-    for name, array, code in inputs:
-        t = _new_tensor(Tensor)
-        t._name = name
-        t._array = array
-        t._dtype_code = code
-        tensors.append(t)
-    r = _new_request(InferenceRequest)
-    r._request_id = request_id
-    r._correlation_id = correlation_id
-    r._inputs = tensors
-    r._requested = requested
-    r._model_name = None
-    r._model_version = -1
-    r._flags = flags
-    r._timeout = timeout
-    r._parameters = parameters
-    r._native = native
-    r._sender = None
-    r._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
-    return r
-
-
-class _Loop:
-    """One asyncio loop per model instance, on its own thread, for async execute."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                       name="rustpy-asyncio")
-        self.thread.start()
-
-    def run(self, coro, wait):
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result() if wait else future
-
-    def close(self):
-        """Stops the loop once the coroutines still running on it (a decoupled
-        model's background executes) have finished; never blocks the caller."""
-
-        def stop_when_idle():
-            if any(not t.done() for t in asyncio.all_tasks(self.loop)):
-                self.loop.call_later(0.05, stop_when_idle)
-            else:
-                self.loop.stop()
-
-        self.loop.call_soon_threadsafe(stop_when_idle)
-
-
-def _process_returned(model_name, decoupled, requests, returned):
-    """Checks execute()'s return value (as the official stub does, with its
-    messages); returns the responses to send, or raises."""
-    if returned is None:
-        if not decoupled:
-            _complete_unfinished(requests)
-        return None
-    if decoupled:
-        raise _BackendError(
-            "Python model '%s' is using the decoupled mode and the execute function must return None."
-            % model_name)
-    if not isinstance(returned, list):
-        raise _BackendError(
-            "Expected a list in the execute return, found type '%s'." % type(returned))
-    if len(returned) != len(requests):
-        raise _BackendError(
-            "Number of InferenceResponse objects do not match the number of InferenceRequest objects. "
-            "InferenceRequest(s) size is:%d, and InferenceResponse(s) size is:%d\n"
-            % (len(requests), len(returned)))
-    for request, response in zip(requests, returned):
-        if response is None:
-            continue
-        if getattr(request, "_release_flags", TRITONSERVER_REQUEST_RELEASE_ALL) == \
-                TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
-            raise _BackendError(
-                "Expected a None object in the execute function return list for reschduled request, "
-                "found type '%s'." % type(response))
-        if not isinstance(response, InferenceResponse):
-            raise _BackendError(
-                "Expected an 'InferenceResponse' object in the execute function return list, found type '%s'."
-                % type(response))
-        request.get_response_sender()._update_state(
-            response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, error=_BackendError)
-    return returned
-
-
-def _fail_open(requests, message):
-    """Ends every request whose response sender is not closed yet with an
-    error response carrying `message` (and the FINAL flag)."""
-    for request in requests:
-        sender = request.get_response_sender()
-        with sender._lock:
-            if sender._closed:
-                continue
-            sender._closed = True
-        try:
-            _send(request._native, InferenceResponse(error=TritonError(message)),
-                  TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        except Exception:  # noqa: BLE001 - the request is already finished
-            pass
-
-
-def _send_returned(requests, responses):
-    for request, response in zip(requests, responses):
-        if response is None:
-            continue
-        try:
-            _send(request._native, response, TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        except Exception as e:
-            # A response that cannot be converted or sent fails its own
-            # request only; the next ones still go out.
-            message = str(e) if isinstance(e, RuntimeError) else "%s: %s" % (type(e).__name__, e)
-            try:
-                request._native.send(None, (TritonError.INTERNAL, message),
-                                     TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-            except RuntimeError:
-                pass  # the native sender already answered it with the error
-    _complete_unfinished(requests)
-
-
-def _awaits_sender(request):
-    """Whether a default model's request stays open after execute returned:
-    the model took its response sender and has not closed it (it may answer
-    later, from a thread or a task, as upstream allows)."""
-    sender = getattr(request, "_sender", None)
-    return sender is not None and sender._open()
-
-
-def _complete_unfinished(requests):
-    for request in requests:
-        sender = getattr(request, "_sender", None)
-        if sender is not None:
-            sender._complete()

@@ -4,6 +4,7 @@ Everything here runs inside the one interpreter that all models of a server
 share, so it keeps each model's modules apart (see load_module).
 """
 
+import asyncio
 import builtins
 import gc
 import importlib
@@ -16,6 +17,8 @@ import re
 import sys
 import threading
 import traceback
+
+import _rustpy_native as _native
 
 _default_import = getattr(builtins.__import__, "_rustpy_default", builtins.__import__)
 
@@ -448,13 +451,13 @@ def load_module(model_name, version, model_dir, model_file):
 
 
 def find_model_class(module, model_file):
-    """Returns (class, api) where api is "batched" or "pb_utils"."""
+    """Returns (class, api) where api is _native.API_BATCHED or _native.API_PB_UTILS."""
     cls = getattr(module, "Model", None)
     if isinstance(cls, type) and callable(getattr(cls, "predict", None)):
-        return cls, "batched"
+        return cls, _native.API_BATCHED
     cls = getattr(module, "TritonPythonModel", None)
     if isinstance(cls, type) and callable(getattr(cls, "execute", None)):
-        return cls, "pb_utils"
+        return cls, _native.API_PB_UTILS
     raise AttributeError(
         "%s defines neither `class Model` with a `predict` method (rustpy's batched API) "
         "nor `class TritonPythonModel` with an `execute` method (the Python backend API)"
@@ -476,14 +479,16 @@ def _accepts_requests(fn):
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
-def create_instance(cls, ctx, paths, entry):
-    """Instantiates the user's class and runs its initialize(ctx).
+def create_instance(cls, ctx, entry):
+    """Instantiates the user's class and runs its initialize(ctx); returns
+    (object, bound entry method, whether it takes `requests`,
+    split_by_parameters).
 
     `entry` is the method rustpy calls per batch: "predict" (batched API) or
-    "execute" (official Python backend API).
+    "execute" (official Python backend API). The model's imports resolve
+    through its own __import__ (see _ModelImports); nothing is locked while
+    user code runs.
     """
-    # `paths` is unused: the model's imports resolve through its own
-    # __import__ (see _ModelImports); nothing is locked while user code runs.
     obj = cls()
     _instance_names[id(obj)] = _instance_name_of(ctx)
     init = getattr(obj, "initialize", None)
@@ -496,7 +501,6 @@ def create_instance(cls, ctx, paths, entry):
         predict,
         _accepts_requests(predict),
         bool(getattr(obj, "split_by_parameters", False)),
-        inspect.isgeneratorfunction(predict) or inspect.isasyncgenfunction(predict),
     )
 
 
@@ -565,11 +569,9 @@ def run_coroutine(key, coro, wait, requests=(), model_name=""):
     loop with the instance it replaces). Several coroutines of a decoupled
     model run concurrently on it; one that raises is logged and fails the
     requests it left open."""
-    import triton_python_backend_utils as pb_utils
-
     loop = _loops.get(key)
     if loop is None:
-        loop = _loops.setdefault(key, pb_utils._Loop())
+        loop = _loops.setdefault(key, _Loop())
     if wait:
         return loop.run(coro, True)
     future = loop.run(coro, False)
@@ -581,8 +583,6 @@ def _background_done(future, requests, model_name):
     """A decoupled model's `async def execute` ended: if it raised, the server
     log gets the type, message and traceback tail, and every request it did
     not finish gets that as its error."""
-    import triton_python_backend_utils as pb_utils
-
     if future.cancelled():
         text = "CancelledError: the async execute was cancelled"
         where = ("rustpy", 0)
@@ -595,9 +595,164 @@ def _background_done(future, requests, model_name):
         where = (os.path.basename(frames[-1].filename), frames[-1].lineno or 0) if frames else ("rustpy", 0)
     message = "Failed to process the request(s) for model '%s', message: %s" % (model_name, text)
     try:
-        pb_utils._native.log(2, message, where[0], where[1])
+        _native.log(_native.LOG_ERROR, message, where[0], where[1])
     finally:
-        pb_utils._fail_open(requests, message)
+        _fail_open(requests, message)
+
+# --- the official API's execution: pb_utils requests in, responses out ----------------
+# pb_utils.py (triton_python_backend_utils) holds only what user code sees;
+# the engine's side of it lives here. That module is created after this one,
+# so it is bound once it exists (attach_pb_utils).
+_pb = None
+_new_tensor = None
+_new_request = None
+
+
+def attach_pb_utils(module):
+    global _pb, _new_tensor, _new_request
+    _pb = module
+    _new_tensor = module.Tensor.__new__
+    _new_request = module.InferenceRequest.__new__
+
+
+def make_request(native, request_id, correlation_id, flags, timeout, parameters, requested, inputs):
+    """A request from the backend. Its inputs are fresh C-contiguous arrays
+    whose Triton type the backend already knows, so the user-facing
+    constructors' checks are skipped (this runs once per request)."""
+    tensors = []
+    Tensor = _pb.Tensor
+    for name, array, code in inputs:
+        t = _new_tensor(Tensor)
+        t._name = name
+        t._array = array
+        t._dtype_code = code
+        tensors.append(t)
+    r = _new_request(_pb.InferenceRequest)
+    r._request_id = request_id
+    r._correlation_id = correlation_id
+    r._inputs = tensors
+    r._requested = requested
+    r._model_name = None
+    r._model_version = -1
+    r._flags = flags
+    r._timeout = timeout
+    r._parameters = parameters
+    r._native = native
+    r._sender = None
+    r._release_flags = _native.REQUEST_RELEASE_ALL
+    return r
+
+
+class _Loop:
+    """One asyncio loop per model instance, on its own thread, for async execute."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="rustpy-asyncio")
+        self.thread.start()
+
+    def run(self, coro, wait):
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result() if wait else future
+
+    def close(self):
+        """Stops the loop once the coroutines still running on it (a decoupled
+        model's background executes) have finished; never blocks the caller."""
+
+        def stop_when_idle():
+            if any(not t.done() for t in asyncio.all_tasks(self.loop)):
+                self.loop.call_later(0.05, stop_when_idle)
+            else:
+                self.loop.stop()
+
+        self.loop.call_soon_threadsafe(stop_when_idle)
+
+
+def process_returned(model_name, decoupled, requests, returned):
+    """Checks execute()'s return value (as the official stub does, with its
+    messages); returns the responses to send, or raises."""
+    BackendError = _pb._BackendError
+    if returned is None:
+        if not decoupled:
+            _complete_unfinished(requests)
+        return None
+    if decoupled:
+        raise BackendError(
+            "Python model '%s' is using the decoupled mode and the execute function must return None."
+            % model_name)
+    if not isinstance(returned, list):
+        raise BackendError(
+            "Expected a list in the execute return, found type '%s'." % type(returned))
+    if len(returned) != len(requests):
+        raise BackendError(
+            "Number of InferenceResponse objects do not match the number of InferenceRequest objects. "
+            "InferenceRequest(s) size is:%d, and InferenceResponse(s) size is:%d\n"
+            % (len(requests), len(returned)))
+    for request, response in zip(requests, returned):
+        if response is None:
+            continue
+        if getattr(request, "_release_flags", _native.REQUEST_RELEASE_ALL) == \
+                _native.REQUEST_RELEASE_RESCHEDULE:
+            raise BackendError(
+                "Expected a None object in the execute function return list for reschduled request, "
+                "found type '%s'." % type(response))
+        if not isinstance(response, _pb.InferenceResponse):
+            raise BackendError(
+                "Expected an 'InferenceResponse' object in the execute function return list, found type '%s'."
+                % type(response))
+        request.get_response_sender()._update_state(
+            response, _native.RESPONSE_COMPLETE_FINAL, error=BackendError)
+    return returned
+
+
+def _fail_open(requests, message):
+    """Ends every request whose response sender is not closed yet with an
+    error response carrying `message` (and the FINAL flag)."""
+    for request in requests:
+        sender = request.get_response_sender()
+        with sender._lock:
+            if sender._closed:
+                continue
+            sender._closed = True
+        try:
+            _pb._send(request._native, _pb.InferenceResponse(error=_pb.TritonError(message)),
+                      _native.RESPONSE_COMPLETE_FINAL)
+        except Exception:  # noqa: BLE001 - the request is already finished
+            pass
+
+
+def send_returned(requests, responses):
+    for request, response in zip(requests, responses):
+        if response is None:
+            continue
+        try:
+            _pb._send(request._native, response, _native.RESPONSE_COMPLETE_FINAL)
+        except Exception as e:
+            # A response that cannot be converted or sent fails its own
+            # request only; the next ones still go out.
+            message = str(e) if isinstance(e, RuntimeError) else "%s: %s" % (type(e).__name__, e)
+            try:
+                request._native.send(None, (_pb.TritonError.INTERNAL, message),
+                                     _native.RESPONSE_COMPLETE_FINAL)
+            except RuntimeError:
+                pass  # the native sender already answered it with the error
+    _complete_unfinished(requests)
+
+
+def awaits_sender(request):
+    """Whether a default model's request stays open after execute returned:
+    the model took its response sender and has not closed it (it may answer
+    later, from a thread or a task, as upstream allows)."""
+    sender = getattr(request, "_sender", None)
+    return sender is not None and sender._open()
+
+
+def _complete_unfinished(requests):
+    for request in requests:
+        sender = getattr(request, "_sender", None)
+        if sender is not None:
+            sender._complete()
 
 
 def close_loop(key):
@@ -607,8 +762,6 @@ def close_loop(key):
 
 
 def is_coroutine(obj):
-    import asyncio
-
     return asyncio.iscoroutine(obj)
 
 

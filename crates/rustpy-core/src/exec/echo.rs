@@ -1,0 +1,98 @@
+//! The native echo (`rustpy.native: "echo"`): no Python at all, output i
+//! is a copy of input i. The ceiling rustpy's overhead is measured against.
+
+use std::time::Instant;
+
+use crate::batch;
+use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
+use crate::error::{Error, Result};
+use crate::request::InferRequest;
+use crate::spec::ModelSpec;
+
+/// The config parameter that selects a native (Python-free) model.
+pub const NATIVE_PARAMETER: &str = "rustpy.native";
+
+/// One instance's echo executor.
+pub(crate) struct Echo {
+    pub(crate) spec: ModelSpec,
+}
+
+impl Echo {
+    /// Validates like any model, then returns input i as output i.
+    pub(crate) fn execute<R: Responder>(
+        &self,
+        requests: &[Result<InferRequest<'_>>],
+        responders: &mut [R],
+    ) -> ExecReport {
+        execute_echo(&self.spec, requests, responders)
+    }
+}
+
+/// A native echo needs outputs that mirror its inputs one to one.
+pub(crate) fn check_spec(spec: &ModelSpec) -> Result<()> {
+    let ok = spec.inputs.len() == spec.outputs.len()
+        && spec
+            .inputs
+            .iter()
+            .zip(&spec.outputs)
+            .all(|(i, o)| i.dtype == o.dtype && i.dims == o.dims);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_arg(format!(
+            "model '{}': {NATIVE_PARAMETER}=echo needs as many outputs as inputs, pairwise of the same data type and dims",
+            spec.name
+        )))
+    }
+}
+
+/// The native echo: validates like any model, then returns input i as output
+/// i without touching Python (the ceiling rustpy's overhead is measured against).
+fn execute_echo<R: Responder>(
+    spec: &ModelSpec,
+    requests: &[Result<InferRequest<'_>>],
+    responders: &mut [R],
+) -> ExecReport {
+    let mut report = ExecReport::new(requests.len());
+    report.compute_start = Some(Instant::now());
+    for (i, req) in requests.iter().enumerate() {
+        let req = match req {
+            Ok(req) => req,
+            Err(e) => {
+                responders[i].send_error(e);
+                continue;
+            }
+        };
+        match batch::validate_request(spec, req) {
+            Ok(rows) => report.rows[i] = rows,
+            Err(e) => {
+                responders[i].send_error(&e);
+                continue;
+            }
+        }
+        let data: Vec<std::borrow::Cow<'_, [u8]>> =
+            req.inputs.iter().map(|t| t.contiguous()).collect();
+        let slices: Vec<OutputSlice<'_>> = spec
+            .inputs
+            .iter()
+            .zip(&spec.outputs)
+            .filter(|(_, o)| req.requested_outputs.is_empty() || req.wants_output(&o.name))
+            .filter_map(|(inp, out)| {
+                let k = req.inputs.iter().position(|t| t.name == inp.name)?;
+                Some(OutputSlice {
+                    name: &out.name,
+                    dtype: out.dtype,
+                    shape: req.inputs[k].shape.clone(),
+                    data: &data[k],
+                })
+            })
+            .collect();
+        match responders[i].send(&slices, true) {
+            Ok(()) => report.outcomes[i] = Outcome::Answered,
+            Err(e) => responders[i].send_error(&e),
+        }
+    }
+    report.calls = 1;
+    report.compute_end = Some(Instant::now());
+    report
+}

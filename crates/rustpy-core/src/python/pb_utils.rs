@@ -1,0 +1,236 @@
+//! The official API's executor (`class TritonPythonModel` with
+//! `execute(requests)`): one call with every valid request, each as a
+//! pb_utils.InferenceRequest carrying its own inputs and a response sender
+//! that owns the request's responder (senders may outlive the call when the
+//! model is decoupled). The Python side of it is runtime.py's.
+
+use std::time::Instant;
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::convert::{correlation_to_py, params_dict};
+use super::interp::py_error;
+use super::native::NativeSender;
+use super::numpy_io::{array_from_chunks, bytes_array};
+use super::runtime::runtime;
+use crate::batch;
+use crate::constants::ReleaseFlag;
+use crate::dtype::DataType;
+use crate::engine::{ExecReport, Outcome, Responder};
+use crate::error::{Error, Result};
+use crate::exec::admit;
+use crate::request::InferRequest;
+use crate::spec::ModelSpec;
+
+/// One instance's pb_utils executor.
+pub(crate) struct PbUtils {
+    pub(crate) spec: ModelSpec,
+    /// Triton's name for the instance (`<model>_<group>_<n>`): upstream's
+    /// execute messages name it, not the model.
+    pub(crate) instance: String,
+    /// Identifies the instance's asyncio loop.
+    pub(crate) key: String,
+    /// The user's bound `execute` method.
+    pub(crate) execute: Py<PyAny>,
+}
+
+impl PbUtils {
+    /// The official API: one `execute(requests)` call with every valid
+    /// request, each carrying its own inputs and a response sender that owns
+    /// the request's responder (senders may outlive the call when decoupled).
+    pub(crate) fn execute<R: Responder + 'static>(
+        &self,
+        requests: &[Result<InferRequest<'_>>],
+        responders: Vec<R>,
+    ) -> ExecReport {
+        let spec = &self.spec;
+        let model = spec.name.as_str();
+        let instance = self.instance.as_str();
+        let mut report = ExecReport::new(requests.len());
+        let mut valid: Vec<(usize, &InferRequest<'_>, R)> = Vec::with_capacity(requests.len());
+        for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
+            let req = match req {
+                Ok(req) => req,
+                Err(e) => {
+                    responder.send_error(e);
+                    continue;
+                }
+            };
+            if let Some(rows) = admit(spec, req, &mut responder) {
+                report.rows[i] = rows;
+                valid.push((i, req, responder));
+            }
+        }
+        if valid.is_empty() {
+            return report;
+        }
+        let entry = &self.execute;
+        Python::attach(|py| {
+            let fail = |e: PyErr| {
+                py_error(
+                    py,
+                    &e,
+                    &format!("Failed to process the request(s) for model '{instance}', message"),
+                )
+            };
+            let mut senders: Vec<(usize, &InferRequest<'_>, Py<NativeSender>)> =
+                Vec::with_capacity(valid.len());
+            let mut setup_error = None;
+            for (i, req, responder) in valid {
+                let sender = NativeSender::new(
+                    Box::new(responder),
+                    model,
+                    req.requested_outputs.clone(),
+                    spec.decoupled,
+                );
+                match Py::new(py, sender) {
+                    Ok(s) => senders.push((i, req, s)),
+                    Err(e) => setup_error = Some(fail(e)),
+                }
+            }
+            let fail_all = |senders: &[(usize, &InferRequest<'_>, Py<NativeSender>)],
+                            err: &Error| {
+                for (_, _, s) in senders {
+                    s.get().send_error_final(err);
+                }
+            };
+            if let Some(e) = setup_error {
+                return fail_all(&senders, &e);
+            }
+            let py_requests = match self.pb_utils_requests(py, &senders) {
+                Ok(list) => list,
+                Err(e) => return fail_all(&senders, &e),
+            };
+            report.calls = 1;
+            report.compute_start = Some(Instant::now());
+            let outcome = (|| -> PyResult<()> {
+                let rt = runtime(py)?;
+                let mut returned = entry.bind(py).call1((&py_requests,))?;
+                if rt.is_coroutine(py, &returned)? {
+                    // A decoupled model's coroutine runs on in the background,
+                    // as upstream does; otherwise wait for its responses.
+                    returned = rt.run_coroutine(
+                        py,
+                        &self.key,
+                        returned,
+                        !spec.decoupled,
+                        &py_requests,
+                        model,
+                    )?;
+                    if spec.decoupled {
+                        return Ok(());
+                    }
+                }
+                let responses =
+                    rt.process_returned(py, instance, spec.decoupled, &py_requests, returned)?;
+                if !responses.is_none() {
+                    rt.send_returned(py, &py_requests, responses)?;
+                }
+                Ok(())
+            })();
+            report.compute_end = Some(Instant::now());
+            if let Err(e) = outcome {
+                fail_all(&senders, &fail(e));
+            }
+            for (k, (i, _, sender)) in senders.iter().enumerate() {
+                let s = sender.get();
+                let rescheduled = py_requests
+                    .get_item(k)
+                    .and_then(|r| r.getattr("_release_flags"))
+                    .and_then(|f| f.extract::<u32>())
+                    .is_ok_and(|f| f == ReleaseFlag::Reschedule as u32);
+                // A request that was answered (e.g. failed because execute
+                // returned a response for it although it asked to be
+                // rescheduled) is finished: rescheduling it too would let
+                // Triton execute and answer it again after its FINAL.
+                if rescheduled && s.detach() {
+                    report.outcomes[*i] = Outcome::Rescheduled;
+                    continue;
+                }
+                if !spec.decoupled && !awaits_sender(py, &py_requests, k) {
+                    // Every request of a non-decoupled model is answered by now,
+                    // unless the model holds its open response sender.
+                    if let Some(mut r) = s.take_unfinished() {
+                        py.detach(|| {
+                            r.send_error(&Error::internal(format!(
+                                "Failed to process the request(s) for model '{instance}', message: execute did not \
+                                 return or send a response for this request (execute must return a list with one \
+                                 InferenceResponse per request)"
+                            )))
+                        });
+                        continue;
+                    }
+                }
+                if !s.failed() {
+                    report.outcomes[*i] = Outcome::Answered;
+                }
+            }
+        });
+        report
+    }
+
+    /// pb_utils.InferenceRequest objects for the requests behind `senders`.
+    fn pb_utils_requests<'py>(
+        &self,
+        py: Python<'py>,
+        senders: &[(usize, &InferRequest<'_>, Py<NativeSender>)],
+    ) -> Result<Bound<'py, PyList>> {
+        let model = self.spec.name.as_str();
+        let err = |e: PyErr| py_error(py, &e, &format!("model '{model}': preparing requests"));
+        let make = runtime(py).map_err(err)?.make_request(py);
+        let list = PyList::empty(py);
+        for (_, req, sender) in senders {
+            let inputs = PyList::empty(py);
+            for input in &req.inputs {
+                let array = if input.dtype == DataType::Bytes {
+                    let elems = batch::gather_bytes(&[input]).map_err(|e| {
+                        e.context(format!("model '{model}': input '{}'", input.name))
+                    })?;
+                    bytes_array(py, &input.shape, &elems).map_err(err)?
+                } else {
+                    array_from_chunks(py, input.dtype, &input.shape, &input.chunks).map_err(err)?
+                };
+                inputs
+                    .append((&input.name, array, input.dtype as u32))
+                    .map_err(err)?;
+            }
+            let params = if req.parameters.is_empty() {
+                pyo3::types::PyString::new(py, "{}").into_any()
+            } else {
+                params_dict(py, &req.parameters)
+                    .and_then(|d| py.import("json")?.call_method1("dumps", (d,)))
+                    .map_err(err)?
+            };
+            let corr = correlation_to_py(py, &req.correlation_id);
+            let timeout = req.timeout_us;
+            let obj = make
+                .call1((
+                    sender.clone_ref(py),
+                    &req.id,
+                    corr,
+                    req.flags,
+                    timeout,
+                    params,
+                    req.requested_outputs.clone(),
+                    inputs,
+                ))
+                .map_err(err)?;
+            list.append(obj).map_err(err)?;
+        }
+        Ok(list)
+    }
+}
+
+/// Whether the `k`th pb_utils request of a default model may be answered
+/// after execute returned: its sender was taken and is still open (upstream
+/// keeps such a request open; one answered by nobody fails once Python drops
+/// the sender).
+fn awaits_sender(py: Python<'_>, py_requests: &Bound<'_, PyList>, k: usize) -> bool {
+    let Ok(request) = py_requests.get_item(k) else {
+        return false;
+    };
+    runtime(py)
+        .and_then(|rt| rt.awaits_sender(py, &request))
+        .unwrap_or(false)
+}
