@@ -24,6 +24,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
+from tritonclient.utils import InferenceServerException
 
 from tritonharness import E2E_DIR
 
@@ -81,9 +82,25 @@ def send(server, client, protocol, model, x):
             inp.set_shared_memory(name, x.nbytes)
             return client.infer(model, [inp]).as_numpy("OUT")
         finally:
-            client.unregister_system_shared_memory(name)
+            unregister(client, name)
     finally:
         shm.destroy_shared_memory_region(handle)
+
+
+def unregister(client, name):
+    """Unregisters a region once Triton lets go of it. The response can reach
+    the client before the backend has released the request (rustpy sends the
+    final response, then reports statistics and releases), and until then
+    Triton refuses: "... it is currently in use". A region still refused after
+    60 s is a leak, and fails."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return client.unregister_system_shared_memory(name)
+        except InferenceServerException as e:
+            if "currently in use" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def recall(client, protocol, model):

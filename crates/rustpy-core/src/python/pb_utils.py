@@ -693,10 +693,18 @@ def _stub_error(prefix, error):
 
 
 class Metric:
-    def __init__(self, native):
+    def __init__(self, native, family_alive=None):
         self._native = native
+        # Shared with the family: emptied when the MetricFamily object is
+        # deleted, after which upstream refuses every operation.
+        self._family_alive = family_alive if family_alive is not None else [True]
 
     def _call(self, prefix, op, *args):
+        if not self._family_alive:
+            raise TritonModelException(
+                "%s: Invalid metric operation as the corresponding 'MetricFamily' has been deleted. "
+                "The 'MetricFamily' object should be deleted AFTER its corresponding 'Metric' "
+                "objects have been deleted." % prefix)
         try:
             return op(*args)
         except RuntimeError as e:
@@ -729,6 +737,7 @@ class MetricFamily:
         # As upstream, a family keeps its metrics (and so their samples on the
         # metrics endpoint) alive, whether or not the model keeps a reference.
         self._metrics = []
+        self._alive = [True]
         try:
             self._native = _native.NativeMetricFamily(name, description, int(kind))
         except RuntimeError as e:
@@ -750,7 +759,12 @@ class MetricFamily:
         except RuntimeError as e:
             raise _stub_error("Error when creating Metric", e) from None
         self._metrics.append(native)
-        return Metric(native)
+        return Metric(native, self._alive)
+
+    def __del__(self):
+        alive = getattr(self, "_alive", None)
+        if alive:
+            alive.clear()
 
 
 # --- model control (explicit model-control mode) ---------------------------------

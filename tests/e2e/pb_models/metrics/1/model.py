@@ -35,10 +35,22 @@ class TritonPythonModel:
             "buckets_not_list": catch(lambda: self.histogram_family.Metric(labels=self.labels, buckets=(1.0,)) and "made"),
             "no_labels": catch(lambda: self.counter_family.Metric() and "made"),
         }
+        self.probes["after_family_deleted"] = self.orphan_metric_probes(suffix)
         # Not probed: operations the server refuses (set/observe on a counter,
         # increment/set on a histogram, a negative increment). In 2.51 the
         # official backend aborts the whole server on those
         # (boost::interprocess::lock_exception in the parent process).
+
+    def orphan_metric_probes(self, suffix):
+        """A metric whose MetricFamily object was deleted first: every
+        operation fails (upstream's custom_metrics QA, test_metric_lifetime_error)."""
+        family = pb_utils.MetricFamily(name="pbtest_orphan" + suffix, description="family deleted first",
+                                       kind=pb_utils.MetricFamily.GAUGE)
+        metric = family.Metric(labels=self.labels)
+        before = catch(lambda: metric.increment(1) or metric.value())
+        del family
+        return {"before": before, "set": catch(lambda: metric.set(10)),
+                "increment": catch(lambda: metric.increment(10)), "value": catch(lambda: metric.value())}
 
     def execute(self, requests):
         responses = []
