@@ -15,7 +15,7 @@ use super::proto::{
     WireTensor, WireValue,
 };
 use super::sys::{inherited_fd, inherited_stream, Mapping, Shm};
-use crate::engine::{OutputSlice, Responder};
+use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::ErrorCode;
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
@@ -83,36 +83,35 @@ fn send_done(channel: &Shared, done: FromWorker) {
 type Cancelled = Arc<Mutex<HashSet<usize>>>;
 
 /// Answers request `index` of a batch through the backend, during or after
-/// that batch's execution.
-struct WorkerResponder {
+/// that batch's execution. Whether the request is still open is the
+/// `ResponseStream`'s business (engine.rs), as in-process.
+type WorkerResponder = ResponseStream<WorkerSink>;
+
+fn worker_responder(
+    batch: u64,
+    index: usize,
+    channel: &Shared,
+    cancelled: &Cancelled,
+) -> WorkerResponder {
+    ResponseStream::new(WorkerSink {
+        index: request_id(batch, index),
+        batch,
+        channel: channel.clone(),
+        cancelled: cancelled.clone(),
+    })
+}
+
+/// Delivers one request's responses to the backend: through the output
+/// region while its batch runs, inline in the control frame after that.
+struct WorkerSink {
     index: usize,
     batch: u64,
     channel: Shared,
     cancelled: Cancelled,
-    done: bool,
 }
 
-impl WorkerResponder {
-    fn new(batch: u64, index: usize, channel: &Shared, cancelled: &Cancelled) -> Self {
-        WorkerResponder {
-            index: request_id(batch, index),
-            batch,
-            channel: channel.clone(),
-            cancelled: cancelled.clone(),
-            done: false,
-        }
-    }
-}
-
-impl Responder for WorkerResponder {
-    fn is_open(&self) -> bool {
-        !self.done
-    }
-
+impl ResponseSink for WorkerSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        if self.done {
-            return Err(Error::internal("response sent after the final one"));
-        }
         let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
         if ch.running != Some(self.batch) {
             // Its batch is over: the output region belongs to the next one.
@@ -132,7 +131,6 @@ impl Responder for WorkerResponder {
             if ch.send(&msg).is_err() {
                 std::process::exit(0);
             }
-            self.done = is_final;
             return Ok(());
         }
         let mut offset = ch.used;
@@ -164,15 +162,10 @@ impl Responder for WorkerResponder {
         if ch.send(&msg).is_err() {
             std::process::exit(0);
         }
-        self.done = is_final;
         Ok(())
     }
 
-    fn send_error(&mut self, error: &Error) {
-        if self.done {
-            return;
-        }
-        self.done = true;
+    fn send_error(&mut self, error: &Error, is_final: bool) {
         let (code, message) = error_to_wire(error);
         send(
             &self.channel,
@@ -180,33 +173,12 @@ impl Responder for WorkerResponder {
                 request: self.index,
                 code,
                 message,
-                is_final: true,
+                is_final,
             },
         );
     }
 
-    fn send_error_nonfinal(&mut self, error: &Error) -> bool {
-        if self.done {
-            return false;
-        }
-        let (code, message) = error_to_wire(error);
-        send(
-            &self.channel,
-            &FromWorker::Error {
-                request: self.index,
-                code,
-                message,
-                is_final: false,
-            },
-        );
-        true
-    }
-
-    fn finish(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
+    fn send_final(&mut self) {
         send(
             &self.channel,
             &FromWorker::Finish {
@@ -221,21 +193,11 @@ impl Responder for WorkerResponder {
             .unwrap_or_else(|p| p.into_inner())
             .contains(&self.index)
     }
-
-    fn detach(&mut self) {
-        // Rescheduling is not supported across the process boundary: the
-        // backend answers the request when it is not final.
-        self.done = true;
-    }
 }
 
-impl Drop for WorkerResponder {
+impl Drop for WorkerSink {
     fn drop(&mut self) {
-        if !self.done {
-            self.send_error(&Error::internal(
-                "rustpy: the request ended without a response (internal error)",
-            ));
-        }
+        // After the stream's own drop (which fails a request left open).
         self.cancelled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -699,7 +661,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     Ok(r) => r,
                     Err(e) => {
                         for i in 0..requests.len() {
-                            WorkerResponder::new(batch, i, &channel, &cancelled).send_error(&e);
+                            worker_responder(batch, i, &channel, &cancelled).send_error(&e);
                         }
                         send_done(
                             &channel,
@@ -757,7 +719,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     }));
                 }
                 let responders: Vec<WorkerResponder> = (0..core.len())
-                    .map(|index| WorkerResponder::new(batch, index, &channel, &cancelled))
+                    .map(|index| worker_responder(batch, index, &channel, &cancelled))
                     .collect();
                 // Inputs reach Python as views of this mapping (numpy_io's
                 // view region) while execute runs.

@@ -35,7 +35,7 @@ class TritonPythonModel:
             "buckets_not_list": catch(lambda: self.histogram_family.Metric(labels=self.labels, buckets=(1.0,)) and "made"),
             "no_labels": catch(lambda: self.counter_family.Metric() and "made"),
         }
-        self.probes["after_family_deleted"] = self.orphan_metric_probes(suffix)
+        self.suffix = suffix
         # Not probed: operations the server refuses (set/observe on a counter,
         # increment/set on a histogram, a negative increment). In 2.51 the
         # official backend aborts the whole server on those
@@ -60,6 +60,9 @@ class TritonPythonModel:
             self.gauge.set(v)
             self.gauge.increment(0.5)
             self.histogram.observe(v)
+            if "after_family_deleted" not in self.probes:
+                # In execute, as upstream's QA does (custom_metrics).
+                self.probes["after_family_deleted"] = self.orphan_metric_probes(self.suffix)
             info = {
                 "counter": self.counter.value(),
                 "gauge": self.gauge.value(),

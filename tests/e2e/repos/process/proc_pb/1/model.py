@@ -13,10 +13,12 @@ class TritonPythonModel:
     def initialize(self, args):
         self.name = args["model_name"]
         pb_utils.Logger.log_info(f"proc_pb initialized in pid {os.getpid()}")
-        family = pb_utils.MetricFamily(name="proc_pb_requests_total",
-                                       description="requests seen by proc_pb",
-                                       kind=pb_utils.MetricFamily.COUNTER)
-        self.requests = family.Metric(labels={"model": self.name})
+        # The family object must outlive its metrics (upstream refuses a
+        # metric whose MetricFamily object was deleted).
+        self.family = pb_utils.MetricFamily(name="proc_pb_requests_total",
+                                            description="requests seen by proc_pb",
+                                            kind=pb_utils.MetricFamily.COUNTER)
+        self.requests = self.family.Metric(labels={"model": self.name})
 
     def execute(self, requests):
         responses = []
