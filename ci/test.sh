@@ -25,6 +25,7 @@ cargo test --workspace --release
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export RUSTPY_BACKEND_LIB="${RUSTPY_BACKEND_LIB:-$TARGET_DIR/release/libtriton_rustpy.so}"
+export RUSTPY_CLI="${RUSTPY_CLI:-$TARGET_DIR/release/rustpy}"
 if [[ ! -f "$RUSTPY_BACKEND_LIB" ]]; then
   echo "[test] backend library missing: $RUSTPY_BACKEND_LIB" >&2
   exit 1

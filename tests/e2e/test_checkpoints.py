@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from checkpoint_services import FakeHub, MotoS3, StaticFiles, make_lfs_repo
-from tritonharness import PROJECT_ROOT, clean_env
+from tritonharness import clean_env, rustpy_backend_lib
 
 HF_TOKEN = "hf_secret_token_4711"
 AWS_SECRET = "aws-secret-key-0815"
@@ -59,7 +59,8 @@ class TritonPythonModel:
 
 
 def cli() -> str:
-    exe = os.environ.get("RUSTPY_CLI") or str(PROJECT_ROOT / "target" / "release" / "rustpy")
+    # The CLI is built beside the backend library (same target dir).
+    exe = os.environ.get("RUSTPY_CLI") or str(rustpy_backend_lib().parent / "rustpy")
     assert Path(exe).is_file(), f"{exe} missing: cargo build --release -p rustpy-cli"
     return exe
 

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from test_dependencies import build_wheel, check_json, infer, write_model
+from tritonharness import rustpy_backend_lib
 
 PYVER = "{}.{}".format(*sys.version_info[:2])  # the deps venv's = the server's (checked below)
 
@@ -127,7 +128,7 @@ def conda_pack_archive(path: Path, version: str, pyver: str = PYVER) -> Path:
 def test_server_python_is_the_test_python(tmp_path):
     """The environments below are built with this interpreter: it must be the
     Python the server embeds (else every test here would test a mismatch)."""
-    lib = Path(os.environ.get("RUSTPY_BACKEND_LIB", "target/release/libtriton_rustpy.so"))
+    lib = rustpy_backend_lib()
     if not lib.is_file():
         pytest.skip("no libtriton_rustpy.so")
     out = subprocess.run(["ldd", str(lib)], capture_output=True, text=True).stdout

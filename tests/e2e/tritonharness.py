@@ -454,6 +454,19 @@ class TritonServer:
         assert len(stats) == 1, stats
         return stats[0]
 
+    def model_stats_when(self, model: str, ready, timeout: float = 90.0) -> dict:
+        """model_stats once ready(stats) holds, or the last read after timeout.
+
+        Every backend (the official one too) reports statistics just after it
+        sends the final response, so a client can hold its answer before the
+        counters move; on a loaded machine that gap is long enough to see."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.model_stats(model)
+            if ready(stats) or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
+
     def model_config(self, model: str) -> dict:
         status, body = self.get(f"/v2/models/{model}/config")
         assert status == 200, (status, body)
