@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 from pb_models.harness import (CASES, Case, Normaliser, model_names, render_repository,
-                               run_case, run_unary, s, wait_for_models)
+                               i32, run_case, run_unary, s, wait_for_models)
 from tritonharness import TritonServer, TritonStartError, reference_mode
 
 SUFFIXES = {"_python": "python", "_rustpy": "rustpy"}
@@ -400,3 +400,20 @@ def test_sender_default_taken_and_dropped_fails(deployment):
     assert rustpy["error"]["status"] == "StatusCode.INTERNAL", rustpy
     assert "model 'sender_default': the request's response sender was dropped before it sent the " \
            "FINAL flag" in rustpy["error"]["message"], rustpy
+
+
+def test_racing_final_responses_send_exactly_one(deployment):
+    """Eight threads of a decoupled model send a final response at the same
+    moment: the client gets exactly one response, with the FINAL flag, and
+    seven threads are told the sender is closed (the rules and the send are
+    one step under the sender's lock, in both backends)."""
+    closed = "TritonModelException: Unable to send response. Response sender has been closed."
+    for suffix in SUFFIXES:
+        model = "decoupled" + suffix
+        race = deployment.run(Case("race", "decoupled", {"MODE": s("race_final"), "N": i32(8)},
+                                   "stream"), model)
+        assert [item.get("final") for item in race["stream"]] == [True], (suffix, race)
+        report = deployment.run(Case("report", "decoupled", {"MODE": s("report"), "N": i32(0)},
+                                     "stream"), model)
+        seen = report["stream"][0]["outputs"]["INFO"]["data"][0]["reports"]
+        assert {"race_final": sorted(["ok"] + [closed] * 7)} in seen, (suffix, seen)

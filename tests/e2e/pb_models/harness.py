@@ -154,7 +154,7 @@ def _cases() -> list:
             c.append(Case(f"errors-{mode}-{proto}", "errors", {"MODE": s(mode)}, proto))
     dec = [("inline", 3), ("inline", 0), ("inline_last_final", 2), ("thread", 3), ("zero", 0),
            ("error", 0), ("error_final", 0), ("return_list", 0), ("raise", 0),
-           ("raise_after_send", 0), ("raise_after_final", 0), ("checks", 0), ("report", 0)]
+           ("raise_after_send", 0), ("raise_after_final", 0), ("checks", 0), ("race_final", 8), ("report", 0)]
     for mode, n in dec:
         c.append(Case(f"decoupled-{mode}-{n}", "decoupled", {"MODE": s(mode), "N": i32(n)}, "stream"))
     c.append(Case("decoupled-over-http", "decoupled", {"MODE": s("inline"), "N": i32(1)}, "http"))

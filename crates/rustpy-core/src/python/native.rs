@@ -43,11 +43,19 @@ fn py_log(py: Python<'_>, level: u32, message: String, file: String, line: u32) 
 }
 
 /// What a sender holds: the request's responder, whose own state says
-/// whether the request is still open (it is let go of once it is not).
+/// whether the request is still open (it is let go of once it is not), and
+/// what the official sender's rules count. Whether the FINAL response went
+/// out is the responder's to know, nobody else's.
 struct SenderState {
     responder: Option<Box<dyn Responder>>,
     /// Whether anything went out for this request (for statistics).
     failed: bool,
+    /// Responses counted by the official rules: sent through the sender, or
+    /// returned by `execute` (counted when it returns, sent just after).
+    counted: u32,
+    /// `execute` returned a response for this request: that response holds
+    /// the request's FINAL, so the sender may not send anything else.
+    returned: bool,
 }
 
 impl SenderState {
@@ -63,7 +71,36 @@ impl SenderState {
             self.responder = None;
         }
     }
+
+    /// Whether the sender may still send: the request is open and no
+    /// returned response holds its FINAL.
+    fn sendable(&self) -> bool {
+        !self.returned && self.responder.as_ref().is_some_and(|r| r.is_open())
+    }
+
+    /// The official sender's rules (ResponseSender::UpdateStateAndCounters):
+    /// checked and counted atomically with the send, under the state's lock,
+    /// so two threads racing a FINAL get one response out and one error.
+    fn admit(&mut self, decoupled: bool, is_response: bool, is_final: bool) -> Result<(), String> {
+        if !decoupled {
+            if is_response && self.counted > 0 {
+                return Err("Unable to send response. Non-decoupled model cannot send more than one response.".into());
+            }
+            if !is_response && is_final && self.counted == 0 {
+                return Err("Unable to send response. Non-decoupled model cannot send complete final before \
+                            sending a response."
+                    .into());
+            }
+        }
+        if !self.sendable() {
+            return Err(SENDER_CLOSED.into());
+        }
+        self.counted += 1;
+        Ok(())
+    }
 }
+
+const SENDER_CLOSED: &str = "Unable to send response. Response sender has been closed.";
 
 /// The native side of `pb_utils.InferenceResponseSender` for one request.
 #[pyclass(module = "_rustpy_native", frozen)]
@@ -88,6 +125,8 @@ impl NativeSender {
             state: Arc::new(Mutex::new(SenderState {
                 responder: Some(responder),
                 failed: false,
+                counted: 0,
+                returned: false,
             })),
             model: model.to_string(),
             requested,
@@ -137,7 +176,8 @@ impl NativeSender {
 #[pymethods]
 impl NativeSender {
     /// send(outputs: list[(name, ndarray, triton_dtype)] | None,
-    ///      error: (code, message) | None, flags: int)
+    ///      error: (code, message) | None, flags: int): the user's send,
+    /// under the official sender's rules.
     #[pyo3(signature = (outputs, error, flags))]
     fn send(
         &self,
@@ -147,32 +187,71 @@ impl NativeSender {
         flags: u32,
     ) -> PyResult<()> {
         let is_final = flags & RESPONSE_COMPLETE_FINAL != 0;
-        // A response object (even one without outputs) is sent as a response;
-        // only `None` with FINAL is the bare final flag.
-        let has_response = outputs.is_some();
-        let mut extracted: Vec<ExtractedOutput> = Vec::new();
-        for (name, array, code) in outputs.unwrap_or_default() {
-            // Outputs the client did not ask for are dropped, as upstream does.
-            if !self.requested.is_empty() && !self.requested.contains(&name) {
-                continue;
+        let is_response = outputs.is_some() || error.is_some();
+        let decoupled = self.decoupled;
+        self.send_with(py, outputs, error, is_final, move |s| {
+            s.admit(decoupled, is_response, is_final)
+        })
+    }
+
+    /// Counts the response `execute` returned for this request (it goes out
+    /// through send_returned once every returned item has been checked);
+    /// from now on the sender itself may not send.
+    fn claim_returned(&self, py: Python<'_>) -> PyResult<()> {
+        let decoupled = self.decoupled;
+        self.with_state(py, move |s| {
+            s.admit(decoupled, true, true)?;
+            s.returned = true;
+            Ok(())
+        })
+    }
+
+    /// Sends the response `execute` returned (claimed by claim_returned)
+    /// with the FINAL flag: outputs, or an error (code, message).
+    #[pyo3(signature = (outputs, error))]
+    fn send_returned(
+        &self,
+        py: Python<'_>,
+        outputs: Option<Vec<(String, Bound<'_, PyAny>, u32)>>,
+        error: Option<(u32, String)>,
+    ) -> PyResult<()> {
+        self.send_with(py, outputs, error, true, |s| match s.open() {
+            Some(_) => Ok(()),
+            None => Err(SENDER_CLOSED.into()),
+        })
+    }
+
+    /// Ends the request with an error response unless it is finished.
+    fn fail_if_open(&self, py: Python<'_>, code: u32, message: String) {
+        let err = Error::new(ErrorCode::from_code(code), message);
+        let _ = self.with_state(py, move |s| {
+            if let Some(r) = s.open() {
+                r.send_error(&err);
+                s.failed = true;
             }
-            let t = extract_tensor(py, &self.model, &name, &array, DataType::from_code(code))
-                .map_err(|e| PyRuntimeError::new_err(e.message))?;
-            extracted.push(t);
-        }
-        let state = self.state.clone();
-        // Lock only without the GIL: a thread holding the lock may need the
-        // GIL back after its send, so waiting for the lock with the GIL held
-        // could deadlock.
-        let result: Result<(), String> = py.detach(move || {
-            let mut s = state
-                .lock()
-                .map_err(|_| "response sender poisoned".to_string())?;
-            let result = send_locked(&mut s, error, has_response, is_final, &extracted);
-            s.release_if_closed();
-            result
+            Ok(())
         });
-        result.map_err(PyRuntimeError::new_err)
+    }
+
+    /// Sends the bare FINAL flag for a request that got a response through
+    /// the sender but no FINAL (the official backend leaves such a request
+    /// of a default model hanging).
+    fn complete(&self, py: Python<'_>) {
+        let _ = self.with_state(py, |s| {
+            if s.counted > 0 && s.sendable() {
+                if let Some(r) = s.open() {
+                    r.finish();
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// Whether the sender may still send (for a default model's request the
+    /// model keeps answering after execute returned).
+    fn is_open(&self, py: Python<'_>) -> bool {
+        let state = self.state.clone();
+        py.detach(move || state.lock().map(|s| s.sendable()).unwrap_or(false))
     }
 
     fn is_cancelled(&self, py: Python<'_>) -> bool {
@@ -187,6 +266,57 @@ impl NativeSender {
     }
 }
 
+impl NativeSender {
+    /// Runs `f` on the locked state. The lock is taken only without the GIL:
+    /// a thread holding it may need the GIL back after its send, so waiting
+    /// for the lock with the GIL held could deadlock.
+    fn with_state(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut SenderState) -> Result<(), String> + Send,
+    ) -> PyResult<()> {
+        let state = self.state.clone();
+        let result: Result<(), String> = py.detach(move || {
+            let mut s = state
+                .lock()
+                .map_err(|_| "response sender poisoned".to_string())?;
+            let result = f(&mut s);
+            s.release_if_closed();
+            result
+        });
+        result.map_err(PyRuntimeError::new_err)
+    }
+
+    /// Converts the outputs (with the GIL), then checks with `admit` and
+    /// sends, both under the state's lock.
+    fn send_with(
+        &self,
+        py: Python<'_>,
+        outputs: Option<Vec<(String, Bound<'_, PyAny>, u32)>>,
+        error: Option<(u32, String)>,
+        is_final: bool,
+        admit: impl FnOnce(&mut SenderState) -> Result<(), String> + Send,
+    ) -> PyResult<()> {
+        // A response object (even one without outputs) is sent as a response;
+        // only `None` with FINAL is the bare final flag.
+        let has_response = outputs.is_some();
+        let mut extracted: Vec<ExtractedOutput> = Vec::new();
+        for (name, array, code) in outputs.unwrap_or_default() {
+            // Outputs the client did not ask for are dropped, as upstream does.
+            if !self.requested.is_empty() && !self.requested.contains(&name) {
+                continue;
+            }
+            let t = extract_tensor(py, &self.model, &name, &array, DataType::from_code(code))
+                .map_err(|e| PyRuntimeError::new_err(e.message))?;
+            extracted.push(t);
+        }
+        self.with_state(py, move |s| {
+            admit(s)?;
+            send_locked(s, error, has_response, is_final, &extracted)
+        })
+    }
+}
+
 /// One `send` of a NativeSender, with its state locked.
 fn send_locked(
     s: &mut SenderState,
@@ -196,7 +326,7 @@ fn send_locked(
     extracted: &[ExtractedOutput],
 ) -> Result<(), String> {
     let Some(responder) = s.open() else {
-        return Err("Unable to send response. Response sender has been closed.".to_string());
+        return Err(SENDER_CLOSED.to_string());
     };
     if let Some((code, message)) = error {
         let err = Error::new(ErrorCode::from_code(code), message);

@@ -354,32 +354,11 @@ class InferenceResponseSender:
     required unless the flags are FINAL, a default (non-decoupled) model sends
     exactly one response (optionally followed by a bare FINAL), and nothing
     goes out after FINAL. Responses returned by execute() count as sent
-    through this sender."""
+    through this sender. The native sender checks the rules and whether the
+    request is still open together with the send, under one lock."""
 
     def __init__(self, native):
         self._native = native
-        self._lock = threading.Lock()
-        self._sent = 0
-        self._closed = False
-
-    def _decoupled(self):
-        return bool(getattr(self._native, "decoupled", True))
-
-    def _update_state(self, response, flags, error=TritonModelException):
-        # The official ResponseSender::UpdateStateAndCounters.
-        with self._lock:
-            if not self._decoupled():
-                if response is not None and self._sent > 0:
-                    raise error("Unable to send response. Non-decoupled model cannot send more than one response.")
-                if response is None and flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL and self._sent == 0:
-                    raise error(
-                        "Unable to send response. Non-decoupled model cannot send complete final before "
-                        "sending a response.")
-            if self._closed:
-                raise error("Unable to send response. Response sender has been closed.")
-            if flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL:
-                self._closed = True
-            self._sent += 1
 
     def send(self, response=None, flags=0):
         if response is not None and not isinstance(response, InferenceResponse):
@@ -391,38 +370,26 @@ class InferenceResponseSender:
         if flags == 0 and response is None:
             raise TritonModelException(
                 "Inference Response object must be provided when the response flags is set to zero.")
-        self._update_state(response, flags)
         try:
-            _send(self._native, response, flags)
+            _send(self._native.send, response, flags)
         except RuntimeError as e:
             raise TritonModelException(str(e)) from None
 
     def is_cancelled(self):
         return self._native.is_cancelled()
 
-    def _open(self):
-        with self._lock:
-            return not self._closed
 
-    def _complete(self):
-        """Ends a request that got a response but no FINAL flag (the official
-        backend leaves such a request of a default model hanging)."""
-        with self._lock:
-            if self._closed or self._sent == 0:
-                return
-            self._closed = True
-        _send(self._native, None, TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-
-
-def _send(native, response, flags):
+def _send(send, response, *flags):
+    """Calls a native send (`send` or `send_returned`) with the response's
+    outputs as (name, array, Triton type) or its error as (code, message)."""
     if response is None:
-        native.send(None, None, flags)
+        send(None, None, *flags)
     elif response.has_error():
         err = response.error()
-        native.send(None, (int(err.code()), err.message()), flags)
+        send(None, (int(err.code()), err.message()), *flags)
     else:
         outputs = [(t.name(), t.as_numpy(), t.triton_dtype()) for t in response.output_tensors()]
-        native.send(outputs, None, flags)
+        send(outputs, None, *flags)
 
 
 # --- requests ------------------------------------------------------------------------

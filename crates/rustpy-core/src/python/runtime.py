@@ -701,25 +701,18 @@ def process_returned(model_name, decoupled, requests, returned):
             raise BackendError(
                 "Expected an 'InferenceResponse' object in the execute function return list, found type '%s'."
                 % type(response))
-        request.get_response_sender()._update_state(
-            response, _native.RESPONSE_COMPLETE_FINAL, error=BackendError)
+        try:
+            request._native.claim_returned()
+        except RuntimeError as e:
+            raise BackendError(str(e)) from None
     return returned
 
 
 def _fail_open(requests, message):
-    """Ends every request whose response sender is not closed yet with an
-    error response carrying `message` (and the FINAL flag)."""
+    """Ends every request that is not finished yet with an error response
+    carrying `message` (and the FINAL flag)."""
     for request in requests:
-        sender = request.get_response_sender()
-        with sender._lock:
-            if sender._closed:
-                continue
-            sender._closed = True
-        try:
-            _pb._send(request._native, _pb.InferenceResponse(error=_pb.TritonError(message)),
-                      _native.RESPONSE_COMPLETE_FINAL)
-        except Exception:  # noqa: BLE001 - the request is already finished
-            pass
+        request._native.fail_if_open(_pb.TritonError.INTERNAL, message)
 
 
 def send_returned(requests, responses):
@@ -727,14 +720,13 @@ def send_returned(requests, responses):
         if response is None:
             continue
         try:
-            _pb._send(request._native, response, _native.RESPONSE_COMPLETE_FINAL)
+            _pb._send(request._native.send_returned, response)
         except Exception as e:
             # A response that cannot be converted or sent fails its own
             # request only; the next ones still go out.
             message = str(e) if isinstance(e, RuntimeError) else "%s: %s" % (type(e).__name__, e)
             try:
-                request._native.send(None, (_pb.TritonError.INTERNAL, message),
-                                     _native.RESPONSE_COMPLETE_FINAL)
+                request._native.send_returned(None, (_pb.TritonError.INTERNAL, message))
             except RuntimeError:
                 pass  # the native sender already answered it with the error
     _complete_unfinished(requests)
@@ -744,15 +736,13 @@ def awaits_sender(request):
     """Whether a default model's request stays open after execute returned:
     the model took its response sender and has not closed it (it may answer
     later, from a thread or a task, as upstream allows)."""
-    sender = getattr(request, "_sender", None)
-    return sender is not None and sender._open()
+    return getattr(request, "_sender", None) is not None and request._native.is_open()
 
 
 def _complete_unfinished(requests):
     for request in requests:
-        sender = getattr(request, "_sender", None)
-        if sender is not None:
-            sender._complete()
+        if getattr(request, "_sender", None) is not None:
+            request._native.complete()
 
 
 def close_loop(key):

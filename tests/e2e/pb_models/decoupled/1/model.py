@@ -89,6 +89,21 @@ class TritonPythonModel:
                 report2 = {"send_after_final": catch(lambda: sender.send(out(2))),
                            "final_after_final": catch(lambda: sender.send(flags=FINAL))}
                 self.reports.append(report2)
+            elif mode == "race_final":
+                # n threads send a final response at once: one goes out, the
+                # others are told the sender is closed (never two FINALs).
+                go = threading.Barrier(n)
+                results = []
+
+                def racer(sender=sender):
+                    go.wait(timeout=30)
+                    results.append(catch(lambda: sender.send(out(7), flags=FINAL)))
+                racers = [threading.Thread(target=racer) for _ in range(n)]
+                for t in racers:
+                    t.start()
+                for t in racers:
+                    t.join(timeout=60)
+                self.reports.append({"race_final": sorted(results)})
             elif mode == "report":
                 # What the previous "checks" request saw after its final flag.
                 sender.send(info({"reports": self.reports}), flags=FINAL)
