@@ -140,3 +140,16 @@ def test_bls_sizes_up_and_down_in_a_row(bls_server):
         assert np.array_equal(out, x ^ KEY), size
     # A region grown past 64 MiB gives its memory back once it is idle.
     assert wait_until(lambda: bls_regions(pid) == {"in": 0, "out": 0}), bls_regions(pid)
+
+
+def test_a_failed_large_bls_call_frees_its_range(bls_server):
+    """A BLS call whose 8 MiB inputs went to the region but whose model is not
+    loaded answers with the server's error, and the calls after it work."""
+    x = pattern(8 << 20, seed=20)
+    for _ in range(3):
+        out, has_error, _ = run(bls_server, x, 5)
+        assert has_error == 1
+        assert "no_such_model" in out.tobytes().decode(), out.tobytes()[:300]
+    y = pattern(8 << 20, seed=21)
+    out, _, _ = run(bls_server, y, 0)
+    assert np.array_equal(out, y ^ KEY)

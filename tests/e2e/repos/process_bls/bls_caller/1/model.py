@@ -11,6 +11,8 @@ MODE 3: a decoupled BLS stream from `bls_stream_target` (N = 40 responses);
 MODE 4: the answer of a BLS call made by a thread that `initialize`
         started (IN of 1 MiB: arange % 251); N = 1 if `exec` called in
         `initialize` itself raised the phase error (as upstream).
+MODE 5: a BLS call with IN to a model that is not loaded; OUT = the error
+        message (UTF-8), N = 1 if the response carried an error.
 """
 import asyncio
 import os
@@ -76,6 +78,12 @@ class TritonPythonModel:
                 if "error" in self.init_result:
                     raise pb_utils.TritonModelException(self.init_result["error"])
                 out, n = self.init_result["out"], self.init_phase_error
+            elif mode == 5:
+                req = pb_utils.InferenceRequest(model_name="no_such_model", requested_output_names=["OUT"],
+                                                inputs=[pb_utils.Tensor("IN", x)])
+                resp = req.exec()
+                n = int(resp.has_error())
+                out = np.frombuffer(resp.error().message().encode() if n else b"", np.uint8)
             else:
                 raise pb_utils.TritonModelException(f"unknown MODE {mode}")
             responses.append(pb_utils.InferenceResponse(output_tensors=[
