@@ -169,7 +169,9 @@ mod tests {
     #[test]
     fn ranges_in_use_are_never_overwritten_and_growth_is_seen_by_the_reader() {
         let (mut w, mut r) = pair();
-        let a = w.put(&[&tensor("A", 1, 10_000), &tensor("B", 2, 3)]).unwrap();
+        let a = w
+            .put(&[&tensor("A", 1, 10_000), &tensor("B", 2, 3)])
+            .unwrap();
         let b = w.put(&[&tensor("C", 3, 5 << 20)]).unwrap();
         assert!(b.start >= a.tensors[1].offset + 3, "b overlaps a");
         assert!(b.region_len >= b.start + (5 << 20));

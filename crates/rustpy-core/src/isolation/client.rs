@@ -13,12 +13,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::bls::{wants_shared, BlsRegion};
 use super::proto::{
     error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
     write_frame, FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance, WireRequest,
     WireTensor, WireValue, REQUEST_BITS,
 };
-use super::bls::{wants_shared, BlsRegion};
 use super::sys::{self, memfd, Shm};
 use crate::constants::LogLevel;
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};

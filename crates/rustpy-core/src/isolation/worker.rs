@@ -9,12 +9,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::bls::{wants_shared, BlsRegion};
 use super::proto::{
     error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
     write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireOwnedTensor,
     WireTensor, WireValue,
 };
-use super::bls::{wants_shared, BlsRegion};
 use super::sys::{inherited_fd, inherited_stream, Mapping, Shm};
 use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::ErrorCode;
