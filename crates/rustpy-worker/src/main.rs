@@ -1,6 +1,7 @@
 //! `rustpy-worker`: started by libtriton_rustpy.so for each instance of a
 //! model with `rustpy.isolation: "process"`; not meant to be run by hand.
-//! Arguments: --socket-fd N --input-fd N --output-fd N [--model NAME]
+//! Arguments: --socket-fd N --input-fd N --output-fd N [--bls-in-fd N
+//! --bls-out-fd N] [--model NAME]
 //! [--memory-limit-mb N] [--site-packages DIR] [--env-site-packages DIR]
 //! (the model name only labels the process in `ps`; the others are the
 //! model's memory limit and environment, applied before Python starts).
@@ -45,5 +46,6 @@ fn main() {
         socket,
         input,
         output,
+        bls: fd("--bls-in-fd").zip(fd("--bls-out-fd")),
     }));
 }

@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::bls::{wants_shared, BlsRegion};
 use super::proto::{
     error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
     write_frame, FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance, WireRequest,
@@ -391,6 +392,14 @@ impl Worker {
         };
         let input = Shm::map(memfd("rustpy-input", INITIAL_SHM).map_err(what)?).map_err(what)?;
         let output = Shm::map(memfd("rustpy-output", INITIAL_SHM).map_err(what)?).map_err(what)?;
+        // BLS tensors (isolation/bls.rs): empty until a large BLS call.
+        let bls_in = memfd("rustpy-bls-in", 0).map_err(what)?;
+        let bls_out = memfd("rustpy-bls-out", 0).map_err(what)?;
+        let bls_fds = [bls_in.as_raw_fd(), bls_out.as_raw_fd()];
+        let bls = Arc::new(BlsRegions {
+            input: Mutex::new(BlsRegion::new(bls_in).map_err(what)?),
+            output: Mutex::new(BlsRegion::new(bls_out).map_err(what)?),
+        });
         let (ours, theirs) = UnixStream::pair().map_err(what)?;
         let mut command = Command::new(&cfg.executable);
         command
@@ -400,13 +409,23 @@ impl Worker {
             .arg(input.raw_fd().to_string())
             .arg("--output-fd")
             .arg(output.raw_fd().to_string())
+            .arg("--bls-in-fd")
+            .arg(bls_fds[0].to_string())
+            .arg("--bls-out-fd")
+            .arg(bls_fds[1].to_string())
             .arg("--model")
             .arg(&cfg.model_name)
             .stdin(Stdio::null());
         cfg.env_args(&mut command);
         sys::prepare_child(
             &mut command,
-            vec![theirs.as_raw_fd(), input.raw_fd(), output.raw_fd()],
+            vec![
+                theirs.as_raw_fd(),
+                input.raw_fd(),
+                output.raw_fd(),
+                bls_fds[0],
+                bls_fds[1],
+            ],
         );
         let child = spawn(command).map_err(what)?;
         drop(theirs);
@@ -439,7 +458,13 @@ impl Worker {
                     }
                     match msg {
                         FromWorker::Call { call, op } => {
-                            serve_call(call, op, &replies, &mut metrics)
+                            serve_call(call, op, &replies, &mut metrics, &bls)
+                        }
+                        FromWorker::BlsRelease { starts } => {
+                            let mut out = bls.output.lock().unwrap_or_else(|p| p.into_inner());
+                            for start in starts {
+                                out.free(start);
+                            }
                         }
                         FromWorker::Log {
                             level,
@@ -571,23 +596,55 @@ fn reply(w: &Writer, call: u64, result: Result<WireValue>) {
     let _ = write_to(w, &ToWorker::Reply { call, result });
 }
 
-fn bls_response_to_wire(r: BlsResponse) -> WireBlsResponse {
+/// The backend's side of a worker's BLS regions (isolation/bls.rs): it reads
+/// request inputs from `input` and writes response outputs into `output`.
+struct BlsRegions {
+    input: Mutex<BlsRegion>,
+    output: Mutex<BlsRegion>,
+}
+
+/// A BLS response for the worker: large outputs go into the BLS output
+/// region (the worker releases their range once it copied them out).
+fn bls_response_to_wire(r: BlsResponse, bls: &BlsRegions) -> WireBlsResponse {
+    let mut error = r.error.as_ref().map(error_to_wire);
+    let (mut outputs, mut shared) = (Vec::new(), None);
+    if wants_shared(r.outputs.iter().map(|t| t.data.as_slice())) {
+        let tensors: Vec<_> = r.outputs.iter().collect();
+        let mut out = bls.output.lock().unwrap_or_else(|p| p.into_inner());
+        match out.put(&tensors) {
+            Ok(s) => shared = Some(s),
+            Err(e) => {
+                error = error.or(Some(error_to_wire(&Error::internal(format!(
+                    "rustpy: cannot place the BLS response's outputs in shared memory: {e}"
+                )))))
+            }
+        }
+    } else {
+        outputs = r.outputs.iter().map(tensor_to_wire).collect();
+    }
     WireBlsResponse {
-        outputs: r.outputs.iter().map(tensor_to_wire).collect(),
-        error: r.error.as_ref().map(error_to_wire),
+        outputs,
+        error,
         parameters: r
             .parameters
             .iter()
             .map(|(k, v)| (k.clone(), v.into()))
             .collect(),
         is_final: r.is_final,
+        shared,
     }
 }
 
 /// Makes a worker's server call on the server API (Triton's, in the
 /// backend). Metric calls are answered inline (they are quick); BLS and model
 /// control on their own threads, as they wait on other models.
-fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
+fn serve_call(
+    call: u64,
+    op: ServerOp,
+    w: &Writer,
+    metrics: &mut MetricTable,
+    bls: &Arc<BlsRegions>,
+) {
     let api = match server_api() {
         Ok(api) => api,
         Err(e) => return reply(w, call, Err(e)),
@@ -598,26 +655,39 @@ fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
             request: req,
         } => {
             let w = w.clone();
+            let bls = bls.clone();
             std::thread::spawn(move || {
                 let fail = |e: Error| {
                     let _ = write_to(
                         &w,
                         &ToWorker::BlsResponse {
                             call: stream,
-                            response: bls_response_to_wire(BlsResponse {
-                                error: Some(e),
-                                is_final: true,
-                                ..Default::default()
-                            }),
+                            response: bls_response_to_wire(
+                                BlsResponse {
+                                    error: Some(e),
+                                    is_final: true,
+                                    ..Default::default()
+                                },
+                                &bls,
+                            ),
                         },
                     );
                 };
-                let inputs = match req
-                    .inputs
-                    .into_iter()
-                    .map(tensor_from_wire)
-                    .collect::<Result<Vec<_>>>()
-                {
+                // Large inputs are in the worker's BLS input region: copied
+                // out here, before the Reply (which frees their range).
+                let inputs = match &req.shared {
+                    Some(shared) => bls
+                        .input
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .read(shared),
+                    None => req
+                        .inputs
+                        .into_iter()
+                        .map(tensor_from_wire)
+                        .collect::<Result<Vec<_>>>(),
+                };
+                let inputs = match inputs {
                     Ok(i) => i,
                     Err(e) => return reply(&w, call, Err(e)),
                 };
@@ -645,7 +715,7 @@ fn serve_call(call: u64, op: ServerOp, w: &Writer, metrics: &mut MetricTable) {
                     let is_final = response.is_final;
                     let frame = ToWorker::BlsResponse {
                         call: stream,
-                        response: bls_response_to_wire(response),
+                        response: bls_response_to_wire(response, &bls),
                     };
                     if write_to(&w, &frame).is_err() || is_final {
                         return;

@@ -6,6 +6,7 @@
 //! - [`worker`]: the worker side (what `rustpy-worker` runs).
 //! - [`env`]: a model's own Python environment (virtualenv, EXECUTION_ENV_PATH).
 //! - [`proto`]: the control channel (length-prefixed JSON over a socketpair).
+//! - [`bls`]: BLS tensors through two more memfd regions (large ones only).
 //! - [`sys`]: the only unsafe code here: memfd shared memory, parent-death signal.
 //!
 //! Per instance the backend creates two memfd regions (inputs, outputs),
@@ -13,6 +14,7 @@
 //! the input region, the worker the output region. One Execute frame carries
 //! a whole batch; the worker answers with one frame per response and a Done.
 
+mod bls;
 mod client;
 pub mod env;
 mod proto;

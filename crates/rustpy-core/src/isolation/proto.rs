@@ -170,6 +170,18 @@ pub struct WireBlsRequest {
     pub inputs: Vec<WireOwnedTensor>,
     pub requested_outputs: Vec<String>,
     pub parameters: Vec<(String, WireParam)>,
+    /// Large inputs: in the worker's BLS input region instead of `inputs`.
+    #[serde(default)]
+    pub shared: Option<WireShared>,
+}
+
+/// BLS tensors in a BLS region (isolation/bls.rs): one range from `start`,
+/// in a region at least `region_len` bytes long now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireShared {
+    pub start: usize,
+    pub tensors: Vec<WireTensor>,
+    pub region_len: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +190,9 @@ pub struct WireBlsResponse {
     pub error: Option<(u32, String)>,
     pub parameters: Vec<(String, WireParam)>,
     pub is_final: bool,
+    /// Large outputs: in the BLS output region instead of `outputs`.
+    #[serde(default)]
+    pub shared: Option<WireShared>,
 }
 
 /// What user code in a worker asks of the server (rustpy_core::server::ServerApi).
@@ -318,6 +333,11 @@ pub enum FromWorker {
     Call {
         call: u64,
         op: ServerOp,
+    },
+    /// The worker copied these BLS responses' outputs out of the BLS output
+    /// region: their ranges (by `WireShared::start`) are free again.
+    BlsRelease {
+        starts: Vec<usize>,
     },
 }
 

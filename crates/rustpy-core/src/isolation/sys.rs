@@ -95,6 +95,15 @@ impl Shm {
         self.remap()
     }
 
+    /// Sets the file to `len` bytes (smaller: its pages beyond are freed) and
+    /// remaps it. The caller makes sure no mapping (this process's or the
+    /// other's) is used beyond `len` afterwards (isolation/bls.rs).
+    pub fn truncate(&mut self, len: usize) -> io::Result<()> {
+        self.unmap();
+        File::from(self.fd.try_clone()?).set_len(len as u64)?;
+        self.remap()
+    }
+
     /// Ensures the mapping covers at least `len` bytes (the other side grew it).
     pub fn ensure(&mut self, len: usize) -> io::Result<()> {
         if len > self.len {

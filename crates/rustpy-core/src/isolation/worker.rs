@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::bls::{wants_shared, BlsRegion};
 use super::proto::{
     error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
     write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireOwnedTensor,
@@ -35,6 +36,9 @@ pub struct WorkerFds {
     pub socket: i32,
     pub input: i32,
     pub output: i32,
+    /// The BLS input and output regions (isolation/bls.rs); without them
+    /// BLS tensors travel inline.
+    pub bls: Option<(i32, i32)>,
 }
 
 /// Output tensors are placed at multiples of this in the output region.
@@ -277,6 +281,48 @@ struct Rpc {
     channel: Shared,
     next: AtomicU64,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// BLS tensors through shared memory (isolation/bls.rs).
+    bls: Option<WorkerBls>,
+}
+
+/// The worker's side of its BLS regions: it writes request inputs into
+/// `input` (a range is freed when the call's Reply came: the backend copied
+/// them out before answering) and reads response outputs from `output` in
+/// the reader thread, then releases their range through `release`.
+struct WorkerBls {
+    input: Mutex<BlsRegion>,
+    output: Mutex<BlsRegion>,
+    release: Mutex<mpsc::Sender<usize>>,
+}
+
+impl WorkerBls {
+    fn open(fds: (i32, i32), channel: &Shared) -> Result<WorkerBls> {
+        let region = |fd| {
+            inherited_fd(fd)
+                .and_then(BlsRegion::new)
+                .map_err(io_err("BLS memory"))
+        };
+        let (input, output) = (region(fds.0)?, region(fds.1)?);
+        // Releases go out from their own thread: the reader thread that
+        // copies the outputs never waits for the control socket.
+        let (tx, rx) = mpsc::channel::<usize>();
+        let channel = channel.clone();
+        std::thread::Builder::new()
+            .name("rustpy-bls-release".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut starts = vec![first];
+                    starts.extend(rx.try_iter());
+                    send(&channel, &FromWorker::BlsRelease { starts });
+                }
+            })
+            .map_err(io_err("BLS release thread"))?;
+        Ok(WorkerBls {
+            input: Mutex::new(input),
+            output: Mutex::new(output),
+            release: Mutex::new(tx),
+        })
+    }
 }
 
 fn closed() -> Error {
@@ -309,16 +355,43 @@ impl Rpc {
 
     /// Delivers a Reply / BlsResponse frame to its caller.
     fn dispatch(&self, msg: ToWorker) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         match msg {
             ToWorker::Reply { call, result } => {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(Pending::Reply(tx)) = pending.remove(&call) {
                     let _ = tx.send(result);
                 }
             }
             ToWorker::BlsResponse { call, response } => {
                 let is_final = response.is_final;
-                let converted = bls_response_from_wire(response);
+                // Large outputs: copied out of the BLS output region, whose
+                // range the backend may then reuse.
+                let shared = match (&response.shared, &self.bls) {
+                    (Some(shared), Some(bls)) => {
+                        let read = bls
+                            .output
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .read(shared);
+                        let _ = bls
+                            .release
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .send(shared.start);
+                        Some(read)
+                    }
+                    (Some(_), None) => Some(Err(Error::internal(
+                        "rustpy-worker: a BLS response in shared memory, but no BLS memory",
+                    ))),
+                    _ => None,
+                };
+                let mut converted = bls_response_from_wire(response);
+                match shared {
+                    Some(Ok(outputs)) => converted.outputs = outputs,
+                    Some(Err(e)) => converted.error = Some(e),
+                    None => {}
+                }
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(Pending::Stream(tx)) = pending.get(&call) {
                     let _ = tx.send(converted);
                 }
@@ -386,6 +459,25 @@ impl ServerApi for RemoteServer {
         request: BlsRequest,
         responses: crossbeam::channel::Sender<BlsResponse>,
     ) -> Result<()> {
+        // Large inputs go through the BLS input region, in a range of their
+        // own (other threads' calls use other ranges).
+        let mut shared = None;
+        if let Some(bls) = &self.0.bls {
+            if wants_shared(request.inputs.iter().map(|t| t.data.as_slice())) {
+                let tensors: Vec<_> = request.inputs.iter().collect();
+                let placed = bls
+                    .input
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put(&tensors)
+                    .map_err(|e| {
+                        Error::internal(format!(
+                            "rustpy-worker: cannot place the BLS request's inputs in shared memory: {e}"
+                        ))
+                    })?;
+                shared = Some(placed);
+            }
+        }
         let wire = WireBlsRequest {
             model_name: request.model_name,
             model_version: request.model_version,
@@ -393,7 +485,12 @@ impl ServerApi for RemoteServer {
             correlation_id: (&request.correlation_id).into(),
             flags: request.flags,
             timeout_us: request.timeout_us,
-            inputs: request.inputs.iter().map(tensor_to_wire).collect(),
+            inputs: if shared.is_some() {
+                Vec::new()
+            } else {
+                request.inputs.iter().map(tensor_to_wire).collect()
+            },
+            shared: shared.clone(),
             requested_outputs: request.requested_outputs,
             parameters: request
                 .parameters
@@ -406,6 +503,13 @@ impl ServerApi for RemoteServer {
             stream,
             request: wire,
         });
+        // Answered (or the backend is gone): the inputs were copied out.
+        if let (Some(shared), Some(bls)) = (&shared, &self.0.bls) {
+            bls.input
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .free(shared.start);
+        }
         if accepted.is_err() {
             self.0
                 .pending
@@ -550,10 +654,15 @@ fn serve(fds: WorkerFds) -> Result<()> {
     let cancelled: Cancelled = Arc::new(Mutex::new(HashSet::new()));
     let cancels = cancelled.clone();
 
+    let bls = match fds.bls {
+        Some(fds) => Some(WorkerBls::open(fds, &channel)?),
+        None => None,
+    };
     let rpc = Arc::new(Rpc {
         channel: channel.clone(),
         next: AtomicU64::new(1),
         pending: Mutex::new(HashMap::new()),
+        bls,
     });
     set_server_api(Arc::new(RemoteServer(rpc.clone())));
     // Replies to server calls are delivered as they arrive (user code waits

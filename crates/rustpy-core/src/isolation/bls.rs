@@ -1,0 +1,213 @@
+//! BLS tensors of a process-isolated model through shared memory.
+//!
+//! Per worker the backend creates two more memfd regions (empty until the
+//! first large BLS call): `bls-in`, where the worker writes a BLS request's
+//! inputs and the backend reads them, and `bls-out`, where the backend
+//! writes a BLS response's outputs and the worker reads them. The writing
+//! side owns the region's layout: it places each request's (response's)
+//! tensors in one free range, grows the file when no range is free (the
+//! reader remaps when a frame announces a longer region), and frees the
+//! range when the reader is done with it:
+//!
+//! - `bls-in`: the backend copies the inputs out before it answers the
+//!   call, so the worker frees the range when the call's Reply arrives;
+//! - `bls-out`: the worker copies the outputs out as the response frame
+//!   arrives and then tells the backend ([`super::proto::FromWorker::BlsRelease`]).
+//!
+//! Concurrent calls (Python threads, `async_exec`, a decoupled stream's
+//! many responses) each get their own range, so none overwrites another.
+//! A region left empty above [`SHRINK_ABOVE`] is truncated back to nothing.
+//! Small tensors (at most [`INLINE_MAX`] bytes in all) stay inline in the
+//! frames, where they cost less than a range and a release.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use super::proto::{WireShared, WireTensor};
+use super::sys::Shm;
+use crate::error::{Error, Result};
+use crate::server::OwnedTensor;
+use crate::DataType;
+
+/// A BLS request's inputs (a response's outputs) of at most this many bytes
+/// in all travel inline in the control frame.
+pub const INLINE_MAX: usize = 4096;
+/// Tensors start at multiples of this in a BLS region.
+const ALIGN: usize = 64;
+/// An empty region larger than this is truncated to zero bytes.
+const SHRINK_ABOVE: usize = 64 << 20;
+
+/// Whether tensors of these sizes go through shared memory.
+pub fn wants_shared<'a>(sizes: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    sizes.into_iter().map(<[u8]>::len).sum::<usize>() > INLINE_MAX
+}
+
+/// One BLS region as one side sees it (the writer places and frees ranges;
+/// the reader only copies out).
+pub struct BlsRegion {
+    shm: Shm,
+    /// Ranges in use, (start, end), sorted by start (writer side).
+    used: Vec<(usize, usize)>,
+}
+
+impl BlsRegion {
+    pub fn new(fd: OwnedFd) -> io::Result<BlsRegion> {
+        Ok(BlsRegion {
+            shm: Shm::map(fd)?,
+            used: Vec::new(),
+        })
+    }
+
+    /// The lowest offset where `len` bytes overlap no range in use.
+    fn place(&self, len: usize) -> usize {
+        let mut at = 0usize;
+        for &(start, end) in &self.used {
+            if at + len <= start {
+                break;
+            }
+            at = at.max(end.next_multiple_of(ALIGN));
+        }
+        at
+    }
+
+    /// Writer side: places `tensors` in one free range (growing the region
+    /// if needed) and copies their bytes there.
+    pub fn put(&mut self, tensors: &[&OwnedTensor]) -> io::Result<WireShared> {
+        let mut len = 0usize;
+        for t in tensors {
+            len = len.next_multiple_of(ALIGN) + t.data.len();
+        }
+        let start = self.place(len.max(1));
+        self.shm.grow(start + len.max(1))?;
+        let mut wire = Vec::with_capacity(tensors.len());
+        let mut offset = start;
+        for t in tensors {
+            offset = offset.next_multiple_of(ALIGN);
+            self.shm.write(offset, &t.data);
+            wire.push(WireTensor {
+                name: t.name.clone(),
+                dtype: t.dtype.name().to_string(),
+                shape: t.shape.clone(),
+                offset,
+                len: t.data.len(),
+            });
+            offset += t.data.len();
+        }
+        let at = self.used.partition_point(|&(s, _)| s < start);
+        self.used.insert(at, (start, start + len.max(1)));
+        Ok(WireShared {
+            start,
+            tensors: wire,
+            region_len: self.shm.len(),
+        })
+    }
+
+    /// Writer side: the reader is done with the range at `start`. An empty
+    /// region that grew large gives its memory back.
+    pub fn free(&mut self, start: usize) {
+        self.used.retain(|&(s, _)| s != start);
+        if self.used.is_empty() && self.shm.len() > SHRINK_ABOVE {
+            // Nobody reads the region now (every range was released), so no
+            // mapping of the reader touches the pages that go away.
+            let _ = self.shm.truncate(0);
+        }
+    }
+
+    /// Ranges in use (writer side).
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
+        self.used.len()
+    }
+
+    /// Reader side: copies the tensors out of the region.
+    pub fn read(&mut self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
+        let bad = |why: String| Error::internal(format!("rustpy: BLS shared memory: {why}"));
+        self.shm
+            .ensure(shared.region_len)
+            .map_err(|e| bad(e.to_string()))?;
+        shared
+            .tensors
+            .iter()
+            .map(|t| {
+                let dtype = DataType::from_name(&t.dtype)
+                    .ok_or_else(|| bad(format!("unknown data type '{}'", t.dtype)))?;
+                let data = self
+                    .shm
+                    .slice(t.offset, t.len)
+                    .map_err(|e| bad(e.to_string()))?;
+                Ok(OwnedTensor {
+                    name: t.name.clone(),
+                    dtype,
+                    shape: t.shape.clone(),
+                    data: data.to_vec(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sys::memfd;
+    use super::*;
+
+    fn tensor(name: &str, fill: u8, len: usize) -> OwnedTensor {
+        OwnedTensor {
+            name: name.into(),
+            dtype: DataType::Uint8,
+            shape: vec![len as i64],
+            data: vec![fill; len],
+        }
+    }
+
+    fn pair() -> (BlsRegion, BlsRegion) {
+        let fd = memfd("bls-test", 0).unwrap();
+        let reader = BlsRegion::new(fd.try_clone().unwrap()).unwrap();
+        (BlsRegion::new(fd).unwrap(), reader)
+    }
+
+    #[test]
+    fn ranges_in_use_are_never_overwritten_and_growth_is_seen_by_the_reader() {
+        let (mut w, mut r) = pair();
+        let a = w
+            .put(&[&tensor("A", 1, 10_000), &tensor("B", 2, 3)])
+            .unwrap();
+        let b = w.put(&[&tensor("C", 3, 5 << 20)]).unwrap();
+        assert!(b.start >= a.tensors[1].offset + 3, "b overlaps a");
+        assert!(b.region_len >= b.start + (5 << 20));
+        // The reader mapped the region at its first size and remaps for b.
+        let got_a = r.read(&a).unwrap();
+        assert_eq!(got_a[0].data, vec![1; 10_000]);
+        assert_eq!(got_a[1].data, vec![2; 3]);
+        assert_eq!(got_a[1].name, "B");
+        let got_b = r.read(&b).unwrap();
+        assert!(got_b[0].data.iter().all(|&x| x == 3));
+        // Freed ranges are reused; one still in use is not.
+        w.free(a.start);
+        let c = w.put(&[&tensor("D", 4, 100)]).unwrap();
+        assert_eq!(c.start, 0);
+        assert!(r.read(&b).unwrap()[0].data.iter().all(|&x| x == 3));
+        assert_eq!(w.in_use(), 2);
+    }
+
+    #[test]
+    fn an_empty_large_region_shrinks_and_grows_again() {
+        let (mut w, mut r) = pair();
+        let a = w.put(&[&tensor("A", 7, 70 << 20)]).unwrap();
+        assert!(r.read(&a).unwrap()[0].data.iter().all(|&x| x == 7));
+        w.free(a.start);
+        assert_eq!(w.shm.len(), 0);
+        let b = w.put(&[&tensor("B", 9, 8 << 10)]).unwrap();
+        // The reader's mapping is longer than the file now; the range is in
+        // the file, so reading it is fine.
+        assert_eq!(r.read(&b).unwrap()[0].data, vec![9; 8 << 10]);
+    }
+
+    #[test]
+    fn a_range_outside_the_region_is_an_error() {
+        let (mut w, mut r) = pair();
+        let mut a = w.put(&[&tensor("A", 1, 8192)]).unwrap();
+        a.tensors[0].offset = 1 << 40;
+        assert!(r.read(&a).is_err());
+    }
+}
