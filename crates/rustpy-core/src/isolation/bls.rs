@@ -17,14 +17,21 @@
 //! Concurrent calls (Python threads, `async_exec`, a decoupled stream's
 //! many responses) each get their own range, so none overwrites another.
 //! A region left empty above [`SHRINK_ABOVE`] is truncated back to nothing.
+//!
+//! Both sides copy with `pwrite`/`pread` on the memfd, never through a
+//! mapping: the file can shrink (the writer's shrink, or user code in the
+//! worker truncating it), and touching a mapping past the end of its file
+//! raises SIGBUS, which in the backend would take the whole server down.
+//! A read of a range the file no longer holds is an error for that call.
 //! Small tensors (at most [`INLINE_MAX`] bytes in all) stay inline in the
 //! frames, where they cost less than a range and a release.
 
+use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 
 use super::proto::{WireShared, WireTensor};
-use super::sys::Shm;
 use crate::error::{Error, Result};
 use crate::server::OwnedTensor;
 use crate::DataType;
@@ -45,7 +52,7 @@ pub fn wants_shared<'a>(sizes: impl IntoIterator<Item = &'a [u8]>) -> bool {
 /// One BLS region as one side sees it (the writer places and frees ranges;
 /// the reader only copies out).
 pub struct BlsRegion {
-    shm: Shm,
+    file: File,
     /// Ranges in use, (start, end), sorted by start (writer side).
     used: Vec<(usize, usize)>,
 }
@@ -53,9 +60,13 @@ pub struct BlsRegion {
 impl BlsRegion {
     pub fn new(fd: OwnedFd) -> io::Result<BlsRegion> {
         Ok(BlsRegion {
-            shm: Shm::map(fd)?,
+            file: File::from(fd),
             used: Vec::new(),
         })
+    }
+
+    fn len(&self) -> io::Result<usize> {
+        Ok(self.file.metadata()?.len() as usize)
     }
 
     /// The lowest offset where `len` bytes overlap no range in use.
@@ -70,20 +81,19 @@ impl BlsRegion {
         at
     }
 
-    /// Writer side: places `tensors` in one free range (growing the region
-    /// if needed) and copies their bytes there.
+    /// Writer side: places `tensors` in one free range (the file grows as
+    /// the bytes are written past its end) and copies their bytes there.
     pub fn put(&mut self, tensors: &[&OwnedTensor]) -> io::Result<WireShared> {
         let mut len = 0usize;
         for t in tensors {
             len = len.next_multiple_of(ALIGN) + t.data.len();
         }
         let start = self.place(len.max(1));
-        self.shm.grow(start + len.max(1))?;
         let mut wire = Vec::with_capacity(tensors.len());
         let mut offset = start;
         for t in tensors {
             offset = offset.next_multiple_of(ALIGN);
-            self.shm.write(offset, &t.data);
+            self.file.write_all_at(&t.data, offset as u64)?;
             wire.push(WireTensor {
                 name: t.name.clone(),
                 dtype: t.dtype.name().to_string(),
@@ -98,7 +108,7 @@ impl BlsRegion {
         Ok(WireShared {
             start,
             tensors: wire,
-            region_len: self.shm.len(),
+            region_len: self.len()?,
         })
     }
 
@@ -106,10 +116,8 @@ impl BlsRegion {
     /// region that grew large gives its memory back.
     pub fn free(&mut self, start: usize) {
         self.used.retain(|&(s, _)| s != start);
-        if self.used.is_empty() && self.shm.len() > SHRINK_ABOVE {
-            // Nobody reads the region now (every range was released), so no
-            // mapping of the reader touches the pages that go away.
-            let _ = self.shm.truncate(0);
+        if self.used.is_empty() && self.len().is_ok_and(|len| len > SHRINK_ABOVE) {
+            let _ = self.file.set_len(0);
         }
     }
 
@@ -122,24 +130,23 @@ impl BlsRegion {
     /// Reader side: copies the tensors out of the region.
     pub fn read(&mut self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
         let bad = |why: String| Error::internal(format!("rustpy: BLS shared memory: {why}"));
-        self.shm
-            .ensure(shared.region_len)
-            .map_err(|e| bad(e.to_string()))?;
         shared
             .tensors
             .iter()
             .map(|t| {
                 let dtype = DataType::from_name(&t.dtype)
                     .ok_or_else(|| bad(format!("unknown data type '{}'", t.dtype)))?;
-                let data = self
-                    .shm
-                    .slice(t.offset, t.len)
-                    .map_err(|e| bad(e.to_string()))?;
+                let mut data = vec![0u8; t.len];
+                self.file
+                    .read_exact_at(&mut data, t.offset as u64)
+                    .map_err(|e| {
+                        bad(format!("range {}+{} of the region: {e}", t.offset, t.len))
+                    })?;
                 Ok(OwnedTensor {
                     name: t.name.clone(),
                     dtype,
                     shape: t.shape.clone(),
-                    data: data.to_vec(),
+                    data,
                 })
             })
             .collect()
@@ -196,10 +203,8 @@ mod tests {
         let a = w.put(&[&tensor("A", 7, 70 << 20)]).unwrap();
         assert!(r.read(&a).unwrap()[0].data.iter().all(|&x| x == 7));
         w.free(a.start);
-        assert_eq!(w.shm.len(), 0);
+        assert_eq!(w.len().unwrap(), 0);
         let b = w.put(&[&tensor("B", 9, 8 << 10)]).unwrap();
-        // The reader's mapping is longer than the file now; the range is in
-        // the file, so reading it is fine.
         assert_eq!(r.read(&b).unwrap()[0].data, vec![9; 8 << 10]);
     }
 
@@ -209,5 +214,19 @@ mod tests {
         let mut a = w.put(&[&tensor("A", 1, 8192)]).unwrap();
         a.tensors[0].offset = 1 << 40;
         assert!(r.read(&a).is_err());
+    }
+
+    #[test]
+    fn a_region_truncated_under_the_reader_fails_the_read_without_a_signal() {
+        // User code in the worker may truncate the memfd; a mapping read
+        // past the file's end would raise SIGBUS in the backend.
+        let (mut w, mut r) = pair();
+        let a = w.put(&[&tensor("A", 5, 1 << 20)]).unwrap();
+        w.file.set_len(0).unwrap();
+        let err = r.read(&a).unwrap_err();
+        assert!(err.message.contains("BLS shared memory"), "{}", err.message);
+        // The writer's next put extends the file again.
+        let b = w.put(&[&tensor("B", 6, 8192)]).unwrap();
+        assert_eq!(r.read(&b).unwrap()[0].data, vec![6; 8192]);
     }
 }

@@ -19,7 +19,7 @@ use super::proto::{
     write_frame, FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance, WireRequest,
     WireTensor, WireValue, REQUEST_BITS,
 };
-use super::sys::{self, memfd, Shm};
+use super::sys::{self, growing_memfd, memfd, Shm};
 use crate::constants::LogLevel;
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, ErrorCode, Result};
@@ -390,8 +390,8 @@ impl Worker {
                 cfg.executable.display()
             ))
         };
-        let input = Shm::map(memfd("rustpy-input", INITIAL_SHM).map_err(what)?).map_err(what)?;
-        let output = Shm::map(memfd("rustpy-output", INITIAL_SHM).map_err(what)?).map_err(what)?;
+        let region = |name| growing_memfd(name, INITIAL_SHM).and_then(Shm::map).map_err(what);
+        let (input, output) = (region("rustpy-input")?, region("rustpy-output")?);
         // BLS tensors (isolation/bls.rs): empty until a large BLS call.
         let bls_in = memfd("rustpy-bls-in", 0).map_err(what)?;
         let bls_out = memfd("rustpy-bls-out", 0).map_err(what)?;

@@ -13,10 +13,36 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// Creates an anonymous memory file (never under /dev/shm) of `len` bytes.
+/// Without seals it can be resized by either side: only for regions both
+/// sides reach through `pread`/`pwrite`, never through a mapping.
 pub fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    memfd_with(name, len, 0)
+}
+
+/// A memory file that can grow but never shrink, and whose seals nobody can
+/// change: the backend maps it, and a mapping touched past the end of its
+/// file raises SIGBUS, so user code in the worker (which holds the fd) must
+/// not be able to truncate it under the server.
+pub fn growing_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let fd = memfd_with(name, len, libc::MFD_ALLOW_SEALING)?;
+    // SAFETY: F_ADD_SEALS on a descriptor we own; returns 0 or -1.
+    let rc = unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn memfd_with(name: &str, len: usize, flags: libc::c_uint) -> io::Result<OwnedFd> {
     let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
     // SAFETY: cname is a valid C string; memfd_create returns a new fd or -1.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -92,15 +118,6 @@ impl Shm {
         }
         let new_len = min_len.next_power_of_two().max(self.len * 2);
         File::from(self.fd.try_clone()?).set_len(new_len as u64)?;
-        self.remap()
-    }
-
-    /// Sets the file to `len` bytes (smaller: its pages beyond are freed) and
-    /// remaps it. The caller makes sure no mapping (this process's or the
-    /// other's) is used beyond `len` afterwards (isolation/bls.rs).
-    pub fn truncate(&mut self, len: usize) -> io::Result<()> {
-        self.unmap();
-        File::from(self.fd.try_clone()?).set_len(len as u64)?;
         self.remap()
     }
 
