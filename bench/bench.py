@@ -14,7 +14,8 @@ bench/models/ holds every workload as up to five models with identical configs:
 
     <w>_python          backend "python", TritonPythonModel (pb_utils), one request at a time
     <w>_python_batched  backend "python", the same API, requests concatenated in user code (mlp)
-    <w>_rustpy_compat   backend "rustpy", the byte-identical TritonPythonModel file of <w>_python
+    <w>_rustpy_compat   backend "rustpy", the TritonPythonModel file of <w>_python (a symlink to it:
+                        the same bytes, one source)
     <w>_rustpy          backend "rustpy", rustpy's batched API (class Model)
     <w>_native          backend "rustpy", rustpy.native=echo: no Python at all (where in == out)
     <w>_rustpy_split    backend "rustpy", the batched API without allow_ragged_batch/batch_input
