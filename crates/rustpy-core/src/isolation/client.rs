@@ -1189,6 +1189,7 @@ fn run_batch<R: Responder + 'static>(
             compute_ns,
             pinned,
             released,
+            rescheduled,
         } = frame
         {
             worker.running.store(0, AtomicOrdering::Release);
@@ -1210,6 +1211,20 @@ fn run_batch<R: Responder + 'static>(
             }
             if rows.len() == n {
                 report.rows = rows;
+            }
+            // Rescheduled requests go back to Triton unanswered (released
+            // with RESCHEDULE by the backend, as in-process): their
+            // responders close without a response.
+            for i in rescheduled.into_iter().filter(|&i| i < n) {
+                let taken = worker
+                    .open
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&request_id(batch, i));
+                if let Some(mut o) = taken {
+                    o.responder.detach();
+                    report.outcomes[i] = Outcome::Rescheduled;
+                }
             }
             report.calls = calls;
             return Ok(compute_ns);
