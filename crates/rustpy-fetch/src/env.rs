@@ -512,7 +512,8 @@ mod tests {
         h.set_size(script.len() as u64);
         h.set_mode(0o755);
         h.set_cksum();
-        b.append_data(&mut h, CONDA_UNPACK, script.as_bytes()).unwrap();
+        b.append_data(&mut h, CONDA_UNPACK, script.as_bytes())
+            .unwrap();
         b.into_inner().unwrap().finish().unwrap();
         let first = unpack_env(&path, &opts).unwrap();
         let second = unpack_env(&path, &opts).unwrap();
@@ -539,7 +540,10 @@ mod tests {
         b.append_data(&mut h, CONDA_UNPACK, &script[..]).unwrap();
         b.into_inner().unwrap();
         let e = unpack_env(&path, &opts).unwrap_err();
-        assert!(e.0.contains("conda-unpack") && e.0.contains("prefix rewrite failed"), "{e}");
+        assert!(
+            e.0.contains("conda-unpack") && e.0.contains("prefix rewrite failed"),
+            "{e}"
+        );
         let left: Vec<_> = fs::read_dir(opts.cache_dir.join("envs"))
             .unwrap()
             .flatten()

@@ -30,9 +30,9 @@ pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("--older-than '{text}': expected a number and a unit (s, m, h, d, w), e.g. 30d"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("--older-than '{text}': expected a number and a unit (s, m, h, d, w), e.g. 30d")
+    })?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -63,8 +63,12 @@ pub fn prune(global: &Global, args: CachePruneArgs) -> Result {
     if let Some(dir) = &args.cache_dir {
         opts.cache_dir = dir.clone();
     }
-    let entries = prune_envs(&opts.cache_dir, older_than, args.dry_run)
-        .map_err(|e| Error::Runtime(anyhow::anyhow!("pruning {}: {e}", opts.cache_dir.join("envs").display())))?;
+    let entries = prune_envs(&opts.cache_dir, older_than, args.dry_run).map_err(|e| {
+        Error::Runtime(anyhow::anyhow!(
+            "pruning {}: {e}",
+            opts.cache_dir.join("envs").display()
+        ))
+    })?;
     let now = SystemTime::now();
     let out: Vec<Entry> = entries
         .into_iter()
@@ -88,7 +92,11 @@ pub fn prune(global: &Global, args: CachePruneArgs) -> Result {
         return Ok(Status::Success);
     }
     let removed = PruneAction::Removed.name();
-    let freed: u64 = out.iter().filter(|e| e.action == removed).map(|e| e.bytes).sum();
+    let freed: u64 = out
+        .iter()
+        .filter(|e| e.action == removed)
+        .map(|e| e.bytes)
+        .sum();
     for e in &out {
         let verb = match (e.action, args.dry_run) {
             (a, true) if a == removed => "would remove",
@@ -104,7 +112,11 @@ pub fn prune(global: &Global, args: CachePruneArgs) -> Result {
     }
     global.status(format!(
         "{} {} environment(s), {} ({} kept) in {}",
-        if args.dry_run { "would remove" } else { "removed" },
+        if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
         out.iter().filter(|e| e.action == removed).count(),
         human(freed),
         out.iter().filter(|e| e.action != removed).count(),

@@ -1178,7 +1178,12 @@ fn run_batch<R: Responder + 'static>(
         for mut o in failed {
             o.responder.send_error(&err);
         }
-        emit_log(LogLevel::Error, "rustpy", 0, &format!("rustpy: {}", err.message));
+        emit_log(
+            LogLevel::Error,
+            "rustpy",
+            0,
+            &format!("rustpy: {}", err.message),
+        );
         return Ok(None);
     }
     let mut placed: Vec<Vec<Option<WireTensor>>> = requests

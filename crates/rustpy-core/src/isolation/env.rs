@@ -170,7 +170,10 @@ const SAVED_PRELOAD: &str = "RUSTPY_WORKER_LD_PRELOAD";
 /// server's `LD_PRELOAD` before anything else runs ([`restore_in_worker`]).
 pub fn worker_command_env(root: &Path) -> Vec<(String, std::ffi::OsString)> {
     let mut vars = vec![
-        ("LD_LIBRARY_PATH".to_string(), prepend(&root.join("lib"), "LD_LIBRARY_PATH")),
+        (
+            "LD_LIBRARY_PATH".to_string(),
+            prepend(&root.join("lib"), "LD_LIBRARY_PATH"),
+        ),
         ("PATH".to_string(), prepend(&root.join("bin"), "PATH")),
         ("CONDA_PREFIX".to_string(), root.as_os_str().to_owned()),
     ];
