@@ -141,7 +141,7 @@ pub fn model_initialize(model: Model) -> Result<()> {
                         prepared.description
                     ),
                 );
-                Some(prepared.site_packages)
+                Some(prepared)
             }
             None => None,
         };
@@ -167,8 +167,11 @@ pub fn model_initialize(model: Model) -> Result<()> {
                 .execute_timeout_ms
                 .map(std::time::Duration::from_millis),
             site_packages: SITE_PACKAGES.get().cloned(),
-            env_site_packages: env,
+            env_site_packages: env.as_ref().map(|e| e.site_packages.clone()),
             memory_limit_mb: isolation.memory_limit_mb,
+            input_shm_limit_mb: isolation.input_shm_limit_mb,
+            env_archive_root: env.as_ref().and_then(|e| e.archive_root.clone()),
+            env_lease: env.and_then(|e| e.lease),
         };
         // auto_complete_config runs in a short-lived worker.
         if model.auto_complete_enabled()? {

@@ -46,6 +46,35 @@ pub enum Command {
     Run(RunArgs),
     /// Run the golden cases kept with each model (<model>/tests/*.json), locally or against a server.
     Test(TestArgs),
+    /// Manage rustpy's cache (RUSTPY_CACHE): prune unused unpacked environments.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Delete environments unpacked from EXECUTION_ENV_PATH archives
+    /// ($RUSTPY_CACHE/envs/) that no loaded model uses; checkpoints are not touched.
+    Prune(CachePruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CachePruneArgs {
+    /// Only entries last used longer ago than this (e.g. 30d, 12h, 90m, 45s, 2w).
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+
+    /// Report what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Cache directory [default: $RUSTPY_CACHE, else ~/.cache/rustpy].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Print one object per entry as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

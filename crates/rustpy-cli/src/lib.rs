@@ -47,5 +47,6 @@ pub fn run(cli: Cli) -> Result {
         Command::Serve(args) => commands::serve::run(&global, args),
         Command::Run(args) => commands::run::run(&global, args),
         Command::Test(args) => commands::test::run(&global, args),
+        Command::Cache(cli::CacheCommand::Prune(args)) => commands::cache::prune(&global, args),
     }
 }

@@ -29,6 +29,9 @@ pub const EXECUTE_TIMEOUT_KEY: &str = "rustpy.execute_timeout_ms";
 pub const PYTHON_ENV_KEY: &str = "rustpy.python_env";
 /// `parameters` key: data-segment limit (MiB) of each of the model's workers.
 pub const MEMORY_LIMIT_KEY: &str = "rustpy.memory_limit_mb";
+/// `parameters` key: the largest (MiB) each instance's input shared memory
+/// may grow to; a batch whose inputs need more fails (docs/isolation.md).
+pub const INPUT_SHM_LIMIT_KEY: &str = "rustpy.input_shm_limit_mb";
 /// What `$$TRITON_MODEL_DIRECTORY` in an environment path stands for (as upstream).
 pub const MODEL_DIRECTORY_VAR: &str = "$$TRITON_MODEL_DIRECTORY";
 
@@ -84,6 +87,8 @@ pub struct IsolationSettings {
     pub execute_timeout_ms: Option<u64>,
     /// Limit of each worker's data segment (heap and private mappings), MiB.
     pub memory_limit_mb: Option<u64>,
+    /// Largest size of each instance's input shared-memory region, MiB.
+    pub input_shm_limit_mb: Option<u64>,
     /// The model's own Python environment (implies process isolation).
     pub env: Option<PythonEnv>,
 }
@@ -119,6 +124,7 @@ pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String
     };
     let execute_timeout_ms = positive(EXECUTE_TIMEOUT_KEY, "milliseconds")?;
     let memory_limit_mb = positive(MEMORY_LIMIT_KEY, "MiB")?;
+    let input_shm_limit_mb = positive(INPUT_SHM_LIMIT_KEY, "MiB")?;
     let venv = parameter(cfg, PYTHON_ENV_KEY).filter(|p| !p.trim().is_empty());
     let archive = parameter(cfg, EXECUTION_ENV_PARAMETER).filter(|p| !p.trim().is_empty());
     let env = match (venv, archive) {
@@ -153,11 +159,17 @@ pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String
                 "parameter '{MEMORY_LIMIT_KEY}' needs '{ISOLATION_KEY}: \"process\"' (the limit applies to a worker process)"
             ));
         }
+        if input_shm_limit_mb.is_some() {
+            return Err(format!(
+                "parameter '{INPUT_SHM_LIMIT_KEY}' needs '{ISOLATION_KEY}: \"process\"' (in-process models use no shared memory)"
+            ));
+        }
     }
     Ok(IsolationSettings {
         mode,
         execute_timeout_ms,
         memory_limit_mb,
+        input_shm_limit_mb,
         env,
     })
 }
@@ -251,6 +263,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.mode, Isolation::Process);
         assert_eq!(s.memory_limit_mb, Some(512));
+        assert_eq!(s.input_shm_limit_mb, None);
         let env = s.env.unwrap();
         assert_eq!(env.key(), EXECUTION_ENV_PARAMETER);
         let dir = std::path::Path::new("/models/m");
@@ -266,6 +279,8 @@ mod tests {
             vec![(PYTHON_ENV_KEY, "v"), (EXECUTION_ENV_PARAMETER, "e.tgz")],
             vec![(MEMORY_LIMIT_KEY, "64")],
             vec![(ISOLATION_KEY, "process"), (MEMORY_LIMIT_KEY, "0")],
+            vec![(INPUT_SHM_LIMIT_KEY, "64")],
+            vec![(ISOLATION_KEY, "process"), (INPUT_SHM_LIMIT_KEY, "big")],
         ] {
             assert!(isolation_settings(&with_params(&bad)).is_err(), "{bad:?}");
         }

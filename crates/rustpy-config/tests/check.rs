@@ -667,6 +667,16 @@ fn memory_limit_and_environment_parameters_are_validated() {
     // A memory limit must be a positive integer, and needs process isolation.
     for (extra, line, word) in [
         (param("rustpy.memory_limit_mb", "512"), 8, "needs"),
+        (param("rustpy.input_shm_limit_mb", "64"), 8, "needs"),
+        (
+            format!(
+                "{}{}",
+                param("rustpy.isolation", "process"),
+                param("rustpy.input_shm_limit_mb", "0")
+            ),
+            9,
+            "positive number of MiB",
+        ),
         (
             format!(
                 "{}{}",

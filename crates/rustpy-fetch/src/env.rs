@@ -6,18 +6,32 @@
 //! into `.tmp/<key>.<pid>.<n>/`, then renamed into place: a reader sees a
 //! whole environment or none. Later loads (other models, reloads, restarts)
 //! find it by the archive's content hash and do not unpack again.
+//!
+//! A conda-pack archive's `bin/conda-unpack` (which rewrites the build
+//! prefixes to the unpacked location) runs once, in place, under the lock,
+//! before the entry is marked complete.
+//!
+//! In use: whoever uses an entry holds an [`EnvLease`] (a shared lock on its
+//! metadata file, whose modification time records the last use);
+//! [`prune_envs`] (`rustpy cache prune`) deletes only entries nobody holds.
 
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::{file_sha256, FetchError, Options};
 
 /// Written last into an unpacked environment (marks it complete).
 pub const ENV_META_FILE: &str = ".rustpy-env.json";
 
+/// conda-pack's script that rewrites prefixes after unpacking (run once).
+pub const CONDA_UNPACK: &str = "bin/conda-unpack";
+
 /// An unpacked environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct UnpackedEnv {
     /// The environment's root (holds `bin/`, `lib/pythonX.Y/`).
     pub dir: PathBuf,
@@ -25,6 +39,45 @@ pub struct UnpackedEnv {
     pub sha256: String,
     /// True when the cache already had it.
     pub cache_hit: bool,
+    /// Keeps the entry from being pruned while this (or a clone) lives.
+    pub lease: Arc<EnvLease>,
+}
+
+/// An environment in use: a shared lock on its metadata file. While any
+/// process holds one, [`prune_envs`] leaves the entry alone.
+#[derive(Debug)]
+pub struct EnvLease {
+    _file: fs::File,
+}
+
+/// Takes a lease on the complete entry `dir`, recording the use (the
+/// metadata file's modification time). `None`: no complete entry there
+/// (never unpacked, or pruned meanwhile).
+fn take_lease(dir: &Path) -> io::Result<Option<EnvLease>> {
+    let meta = dir.join(ENV_META_FILE);
+    // Read-write to record the use; a read-only cache still works.
+    let file = match fs::OpenOptions::new().read(true).write(true).open(&meta) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => match fs::File::open(&meta) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        },
+    };
+    file.lock_shared()?;
+    // A prune may have removed the entry between the open and the lock: the
+    // path must still name this very file.
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match fs::metadata(&meta) {
+        Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let _ = file.set_modified(SystemTime::now());
+    Ok(Some(EnvLease { _file: file }))
 }
 
 /// Unpacks `archive` (`.tar.gz`, `.tgz` or `.tar`) into the cache, or finds it there.
@@ -33,13 +86,17 @@ pub fn unpack_env(archive: &Path, opts: &Options) -> Result<UnpackedEnv, FetchEr
     let sha256 = file_sha256(archive).map_err(|e| fail(format!("cannot read it: {e}")))?;
     let root = opts.cache_dir.join("envs");
     let final_dir = root.join(&sha256);
-    let hit = |cache_hit| UnpackedEnv {
+    let hit = |cache_hit, lease| UnpackedEnv {
         dir: final_dir.clone(),
         sha256: sha256.clone(),
         cache_hit,
+        lease: Arc::new(lease),
     };
-    if final_dir.join(ENV_META_FILE).is_file() {
-        return Ok(hit(true));
+    let lease = |dir: &Path| {
+        take_lease(dir).map_err(|e| fail(format!("cannot lock {}: {e}", dir.display())))
+    };
+    if let Some(l) = lease(&final_dir)? {
+        return Ok(hit(true, l));
     }
     let tmp_root = root.join(".tmp");
     fs::create_dir_all(&tmp_root)
@@ -53,8 +110,8 @@ pub fn unpack_env(archive: &Path, opts: &Options) -> Result<UnpackedEnv, FetchEr
         .map_err(|e| fail(format!("opening {}: {e}", lock_path.display())))?;
     lock.lock()
         .map_err(|e| fail(format!("locking {}: {e}", lock_path.display())))?;
-    if final_dir.join(ENV_META_FILE).is_file() {
-        return Ok(hit(true));
+    if let Some(l) = lease(&final_dir)? {
+        return Ok(hit(true, l));
     }
     // Left over by an unpack that died while holding this lock.
     if let Ok(entries) = fs::read_dir(&tmp_root) {
@@ -91,17 +148,229 @@ pub fn unpack_env(archive: &Path, opts: &Options) -> Result<UnpackedEnv, FetchEr
         // `unpack` skips entries that would land outside `stage` (`..`, absolute).
         a.unpack(&stage)
             .map_err(|e| format!("unpacking into {}: {e}", stage.display()))?;
-        let meta = serde_json::json!({ "archive": archive.to_string_lossy(), "sha256": sha256 });
-        fs::write(stage.join(ENV_META_FILE), meta.to_string()).map_err(|e| e.to_string())?;
         fs::rename(&stage, &final_dir)
-            .map_err(|e| format!("moving into the cache {}: {e}", final_dir.display()))
+            .map_err(|e| format!("moving into the cache {}: {e}", final_dir.display()))?;
+        // In place: conda-unpack rewrites prefixes to where it sits.
+        run_conda_unpack(&final_dir)?;
+        let meta = serde_json::json!({ "archive": archive.to_string_lossy(), "sha256": sha256 });
+        fs::write(final_dir.join(ENV_META_FILE), meta.to_string()).map_err(|e| e.to_string())
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&stage);
+        // Without its metadata file the entry is incomplete: never used.
+        let _ = fs::remove_dir_all(&final_dir);
     }
+    let taken = result
+        .map_err(fail)
+        .and_then(|()| lease(&final_dir))
+        .and_then(|l| l.ok_or_else(|| fail("the unpacked entry vanished".into())));
     drop(lock);
-    result.map_err(fail)?;
-    Ok(hit(false))
+    Ok(hit(false, taken?))
+}
+
+/// Runs `<dir>/bin/conda-unpack` if the archive has one (conda-pack's
+/// prefix rewriting), with the environment's `bin/` first on PATH (its
+/// `#!/usr/bin/env python` finds the environment's Python, as after
+/// `source bin/activate`). A failure fails the unpack with its output.
+fn run_conda_unpack(dir: &Path) -> Result<(), String> {
+    let script = dir.join(CONDA_UNPACK);
+    if !script.is_file() {
+        return Ok(());
+    }
+    let mut path = std::ffi::OsString::from(dir.join("bin"));
+    if let Some(old) = std::env::var_os("PATH").filter(|p| !p.is_empty()) {
+        path.push(":");
+        path.push(old);
+    }
+    let out = std::process::Command::new(&script)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("CONDA_PREFIX", dir)
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONPATH")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if said.is_empty() {
+        said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    let tail: Vec<&str> = said.lines().rev().take(5).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(format!(
+        "{} failed ({}): {}",
+        script.display(),
+        out.status,
+        tail.join(" / ")
+    ))
+}
+
+/// What [`prune_envs`] did with one cache entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneAction {
+    /// Deleted (or, with `dry_run`, would be).
+    Removed,
+    /// A process holds it (a loaded model).
+    InUse,
+    /// Used more recently than `older_than`.
+    Recent,
+    /// Being unpacked right now.
+    Busy,
+}
+
+impl PruneAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            PruneAction::Removed => "removed",
+            PruneAction::InUse => "in use",
+            PruneAction::Recent => "recent",
+            PruneAction::Busy => "busy",
+        }
+    }
+}
+
+/// One entry of `$RUSTPY_CACHE/envs/`.
+#[derive(Debug, Clone)]
+pub struct PrunedEnv {
+    pub sha256: String,
+    pub dir: PathBuf,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// Last use (its metadata file's modification time); `None`: incomplete.
+    pub last_used: Option<SystemTime>,
+    /// The archive it came from, as recorded when unpacked.
+    pub archive: Option<String>,
+    pub action: PruneAction,
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn is_key(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Deletes the unpacked environments under `cache_dir/envs/` that no process
+/// uses (no [`EnvLease`] held) and, with `older_than`, that were last used
+/// longer ago than that; also incomplete entries and staging left-overs of
+/// unpacks that died. `dry_run` only reports. Entries are returned sorted by
+/// key. An entry being unpacked or in use is never touched; a load that
+/// races with the deletion unpacks the archive again.
+pub fn prune_envs(
+    cache_dir: &Path,
+    older_than: Option<Duration>,
+    dry_run: bool,
+) -> io::Result<Vec<PrunedEnv>> {
+    let root = cache_dir.join("envs");
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    let mut keys: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_key(n))
+        .collect();
+    keys.sort();
+    let tmp_root = root.join(".tmp");
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    for sha256 in keys {
+        let dir = root.join(&sha256);
+        let meta_path = dir.join(ENV_META_FILE);
+        let meta_text = fs::read_to_string(&meta_path).ok();
+        let archive = meta_text
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .and_then(|v| v.get("archive").and_then(|a| a.as_str()).map(String::from));
+        let mut entry = PrunedEnv {
+            sha256: sha256.clone(),
+            bytes: dir_bytes(&dir),
+            last_used: fs::metadata(&meta_path).and_then(|m| m.modified()).ok(),
+            archive,
+            dir: dir.clone(),
+            action: PruneAction::Removed,
+        };
+        // No unpack of this key may run meanwhile.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(format!("{sha256}.lock")))?;
+        if lock.try_lock().is_err() {
+            entry.action = PruneAction::Busy;
+            out.push(entry);
+            continue;
+        }
+        // Held by a user (a shared lock on the metadata file)?
+        let meta = fs::OpenOptions::new().read(true).open(&meta_path);
+        let _meta_lock = match meta {
+            Ok(f) => {
+                if f.try_lock().is_err() {
+                    entry.action = PruneAction::InUse;
+                    out.push(entry);
+                    continue;
+                }
+                Some(f)
+            }
+            Err(_) => None, // incomplete: nobody can use it
+        };
+        if let (Some(limit), Some(used)) = (older_than, entry.last_used) {
+            let age = SystemTime::now().duration_since(used).unwrap_or_default();
+            if age < limit {
+                entry.action = PruneAction::Recent;
+                out.push(entry);
+                continue;
+            }
+        }
+        if !dry_run {
+            // Out of the way first (one rename), so nobody finds half of it.
+            fs::create_dir_all(&tmp_root)?;
+            let doomed = tmp_root.join(format!(
+                "{sha256}.prune.{}.{}",
+                std::process::id(),
+                SERIAL.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::rename(&dir, &doomed)?;
+            fs::remove_dir_all(&doomed)?;
+        }
+        out.push(entry);
+    }
+    // Staging directories of unpacks that died (their key's lock is free).
+    if !dry_run {
+        if let Ok(stages) = fs::read_dir(&tmp_root) {
+            for st in stages.flatten() {
+                let name = st.file_name().to_string_lossy().into_owned();
+                let Some(key) = name.split('.').next().filter(|k| is_key(k)) else {
+                    continue;
+                };
+                let Ok(lock) = fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(root.join(format!("{key}.lock")))
+                else {
+                    continue;
+                };
+                if lock.try_lock().is_ok() {
+                    let _ = fs::remove_dir_all(st.path());
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -181,6 +450,106 @@ mod tests {
         });
         assert_eq!(results.iter().filter(|r| !r.cache_hit).count(), 1);
         assert!(results.iter().all(|r| r.dir == results[0].dir));
+    }
+
+    fn opts(d: &Path) -> Options {
+        Options {
+            cache_dir: d.join("cache"),
+            offline: false,
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn prune_keeps_what_is_in_use_and_what_is_recent() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = opts(d.path());
+        let a = archive(d.path());
+        let held = unpack_env(&a, &opts).unwrap();
+        // In use: never removed, whatever its age.
+        let r = prune_envs(&opts.cache_dir, None, false).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].action, PruneAction::InUse);
+        assert!(r[0].bytes > 0);
+        assert!(held.dir.join(ENV_META_FILE).is_file());
+        drop(held);
+        // Recent: kept with --older-than.
+        let r = prune_envs(&opts.cache_dir, Some(Duration::from_secs(3600)), false).unwrap();
+        assert_eq!(r[0].action, PruneAction::Recent);
+        // A dry run removes nothing.
+        let r = prune_envs(&opts.cache_dir, None, true).unwrap();
+        assert_eq!(r[0].action, PruneAction::Removed);
+        let dir = opts.cache_dir.join("envs").join(&r[0].sha256);
+        assert!(dir.is_dir());
+        let r = prune_envs(&opts.cache_dir, None, false).unwrap();
+        assert_eq!(r[0].action, PruneAction::Removed);
+        assert!(!dir.exists());
+        assert!(prune_envs(&opts.cache_dir, None, false).unwrap().is_empty());
+        // The next use unpacks it again.
+        let again = unpack_env(&a, &opts).unwrap();
+        assert!(!again.cache_hit);
+        assert!(again.dir.join(ENV_META_FILE).is_file());
+    }
+
+    #[test]
+    fn conda_unpack_runs_once_in_place_before_the_entry_is_complete() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = opts(d.path());
+        let path = d.path().join("env.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut b = tar::Builder::new(gz);
+        // Appends its working directory (the entry) to a log beside the cache.
+        let log = d.path().join("unpacked.log");
+        let script = format!(
+            "#!/bin/sh\ntest -f {meta} && exit 9\npwd >> {log}\n",
+            meta = ENV_META_FILE,
+            log = log.display()
+        );
+        let mut h = tar::Header::new_gnu();
+        h.set_size(script.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, CONDA_UNPACK, script.as_bytes())
+            .unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+        let first = unpack_env(&path, &opts).unwrap();
+        let second = unpack_env(&path, &opts).unwrap();
+        assert!(second.cache_hit);
+        let ran = fs::read_to_string(&log).unwrap();
+        assert_eq!(ran.lines().count(), 1, "{ran}");
+        assert_eq!(
+            fs::canonicalize(ran.trim()).unwrap(),
+            fs::canonicalize(&first.dir).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_failing_conda_unpack_fails_the_unpack_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = opts(d.path());
+        let path = d.path().join("env.tar");
+        let mut b = tar::Builder::new(fs::File::create(&path).unwrap());
+        let script = b"#!/bin/sh\necho 'prefix rewrite failed' >&2\nexit 4\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(script.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, CONDA_UNPACK, &script[..]).unwrap();
+        b.into_inner().unwrap();
+        let e = unpack_env(&path, &opts).unwrap_err();
+        assert!(
+            e.0.contains("conda-unpack") && e.0.contains("prefix rewrite failed"),
+            "{e}"
+        );
+        let left: Vec<_> = fs::read_dir(opts.cache_dir.join("envs"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir() && e.file_name() != ".tmp")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

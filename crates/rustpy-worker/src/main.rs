@@ -13,6 +13,8 @@ use std::path::Path;
 use rustpy_core::isolation::{env, limit_data, run_worker, WorkerFds};
 
 fn main() {
+    // Before anything else: the backend preloaded libpython for us only.
+    env::restore_in_worker();
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| -> Option<&str> {
         let i = args.iter().position(|a| a == flag)?;

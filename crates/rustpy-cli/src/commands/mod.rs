@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes `run(&Global, Args) -> Result`.
 
+pub mod cache;
 pub mod check;
 pub mod env;
 pub mod fetch;

@@ -9,8 +9,8 @@ use crate::{
     diagnostic::{Diagnostic, Severity},
     model::{
         isolation_settings, IsolationSettings, PythonEnv, EXECUTE_TIMEOUT_KEY,
-        EXECUTION_ENV_PARAMETER, ISOLATION_KEY, MEMORY_LIMIT_KEY, MODEL_DIRECTORY_VAR,
-        PYTHON_ENV_KEY,
+        EXECUTION_ENV_PARAMETER, INPUT_SHM_LIMIT_KEY, ISOLATION_KEY, MEMORY_LIMIT_KEY,
+        MODEL_DIRECTORY_VAR, PYTHON_ENV_KEY,
     },
     pyenv,
 };
@@ -51,7 +51,7 @@ impl Rules<'_, '_> {
             "parameters.isolation",
             message,
             format!(
-                "set {ISOLATION_KEY} to \"process\" (a worker process per instance) or \"in_process\" (the default); {EXECUTE_TIMEOUT_KEY} and {MEMORY_LIMIT_KEY} are positive integers and need process isolation; a model names at most one environment ({PYTHON_ENV_KEY} or {EXECUTION_ENV_PARAMETER}), which implies process isolation"
+                "set {ISOLATION_KEY} to \"process\" (a worker process per instance) or \"in_process\" (the default); {EXECUTE_TIMEOUT_KEY}, {MEMORY_LIMIT_KEY} and {INPUT_SHM_LIMIT_KEY} are positive integers and need process isolation; a model names at most one environment ({PYTHON_ENV_KEY} or {EXECUTION_ENV_PARAMETER}), which implies process isolation"
             ),
         );
     }

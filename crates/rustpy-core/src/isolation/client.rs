@@ -27,7 +27,7 @@ use crate::python::{emit_log, InstanceInfo};
 use crate::request::InferRequest;
 use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
 use crate::DataType;
-use rustpy_config::model::MEMORY_LIMIT_KEY;
+use rustpy_config::model::{INPUT_SHM_LIMIT_KEY, MEMORY_LIMIT_KEY};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// Initial size of each shared-memory region; grown on demand.
@@ -36,6 +36,9 @@ const INITIAL_SHM: usize = 1 << 20;
 const ALIGN: usize = 64;
 /// How long an unloading worker may take to run `finalize` and exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a worker whose control channel broke may take to exit before it
+/// is killed (a dying process exits within this).
+const REAP_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait between two start attempts of a worker that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -56,6 +59,13 @@ pub struct WorkerConfig {
     pub env_site_packages: Option<PathBuf>,
     /// `rustpy.memory_limit_mb`: RLIMIT_DATA of the worker, MiB.
     pub memory_limit_mb: Option<u64>,
+    /// `rustpy.input_shm_limit_mb`: the largest the input region may grow to, MiB.
+    pub input_shm_limit_mb: Option<u64>,
+    /// An unpacked `EXECUTION_ENV_PATH` archive: its `lib/` and `bin/` go
+    /// first on the worker's `LD_LIBRARY_PATH` and `PATH`.
+    pub env_archive_root: Option<PathBuf>,
+    /// Keeps that archive's cache entry from being pruned while loaded.
+    pub env_lease: Option<Arc<rustpy_fetch::env::EnvLease>>,
 }
 
 impl WorkerConfig {
@@ -69,6 +79,9 @@ impl WorkerConfig {
         }
         if let Some(mb) = self.memory_limit_mb {
             command.arg("--memory-limit-mb").arg(mb.to_string());
+        }
+        if let Some(root) = &self.env_archive_root {
+            command.envs(super::env::worker_command_env(root));
         }
     }
 
@@ -172,6 +185,10 @@ struct Worker {
     pinned: Vec<(u64, usize, usize)>,
     /// The number of the last batch sent.
     batch: u64,
+    /// "model 'M' instance 'I'", for errors raised while placing a batch.
+    label: String,
+    /// The largest the input region may grow to (`rustpy.input_shm_limit_mb`).
+    input_limit: Option<usize>,
 }
 
 /// A request whose final response has not gone out yet. The worker's
@@ -519,6 +536,10 @@ impl Worker {
             running,
             pinned: Vec::new(),
             batch: 0,
+            label: label(cfg),
+            input_limit: cfg
+                .input_shm_limit_mb
+                .map(|mb| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)),
         };
         if worker.send(first).is_err() {
             let cause = worker.reap();
@@ -544,10 +565,26 @@ impl Worker {
     }
 
     /// Waits for the (dead or dying) process and describes how it ended.
+    /// One that is still running after a grace period (the channel broke
+    /// but the process did not die) is killed: waiting for it would hang.
     fn reap(&mut self) -> String {
-        match self.child.wait() {
-            Ok(status) => describe_exit(status),
-            Err(e) => format!("ended (cannot read its status: {e})"),
+        let deadline = Instant::now() + REAP_GRACE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return describe_exit(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    sys::kill(self.pid);
+                    return match self.child.wait() {
+                        Ok(status) => format!(
+                            "stopped answering (its control channel broke) and was killed ({})",
+                            describe_exit(status)
+                        ),
+                        Err(e) => format!("ended (cannot read its status: {e})"),
+                    };
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => return format!("ended (cannot read its status: {e})"),
+            }
         }
     }
 
@@ -798,6 +835,11 @@ fn serve_call(
             reply(w, call, r)
         }
     }
+}
+
+/// "1.5 MiB"
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
 fn label(cfg: &WorkerConfig) -> String {
@@ -1171,10 +1213,48 @@ fn run_batch<R: Responder + 'static>(
         }
     }
     let base = worker.place(needed);
-    if let Err(e) = worker.input.grow(base + needed) {
-        return Err(Lost::Died(format!(
-            "cannot grow the input shared memory: {e}"
-        )));
+    let grown = match worker.input_limit {
+        Some(limit) if base + needed > limit => Err(Error::invalid_arg(format!(
+            "{}: this batch's inputs need {} of shared memory{}, more than {INPUT_SHM_LIMIT_KEY} = {} MiB allows; send smaller requests or batches, or raise the limit",
+            worker.label,
+            mib(needed),
+            if base > 0 {
+                format!(" after {} still viewed by Python", mib(base))
+            } else {
+                String::new()
+            },
+            limit >> 20
+        ))),
+        _ => worker.input.grow(base + needed).map_err(|e| {
+            Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{}: cannot grow the input shared memory to {}: {e}",
+                    worker.label,
+                    mib(base + needed)
+                ),
+            )
+        }),
+    };
+    if let Err(err) = grown {
+        // Nothing was sent: the worker, alive and waiting for its next
+        // frame, keeps serving. Only this batch's requests fail.
+        let failed: Vec<OpenRequest> = {
+            let mut open = worker.open.lock().unwrap_or_else(|p| p.into_inner());
+            (0..requests.len())
+                .filter_map(|i| open.remove(&request_id(batch, i)))
+                .collect()
+        };
+        for mut o in failed {
+            o.responder.send_error(&err);
+        }
+        emit_log(
+            LogLevel::Error,
+            "rustpy",
+            0,
+            &format!("rustpy: {}", err.message),
+        );
+        return Ok(None);
     }
     let mut placed: Vec<Vec<Option<WireTensor>>> = requests
         .iter()
@@ -1259,6 +1339,7 @@ fn run_batch<R: Responder + 'static>(
             compute_ns,
             pinned,
             released,
+            rescheduled,
         } = frame
         {
             worker.running.store(0, AtomicOrdering::Release);
@@ -1280,6 +1361,20 @@ fn run_batch<R: Responder + 'static>(
             }
             if rows.len() == n {
                 report.rows = rows;
+            }
+            // Rescheduled requests go back to Triton unanswered (released
+            // with RESCHEDULE by the backend, as in-process): their
+            // responders close without a response.
+            for i in rescheduled.into_iter().filter(|&i| i < n) {
+                let taken = worker
+                    .open
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&request_id(batch, i));
+                if let Some(mut o) = taken {
+                    o.responder.detach();
+                    report.outcomes[i] = Outcome::Rescheduled;
+                }
             }
             report.calls = calls;
             return Ok(compute_ns);

@@ -322,6 +322,11 @@ pub enum FromWorker {
         /// Earlier pinned batches whose views Python has freed since.
         #[serde(default)]
         released: Vec<u64>,
+        /// Requests (indices in the batch) the model asked to reschedule
+        /// (`set_release_flags(RESCHEDULE)`): unanswered, released with
+        /// Triton's RESCHEDULE flag.
+        #[serde(default)]
+        rescheduled: Vec<usize>,
     },
     Log {
         level: u32,

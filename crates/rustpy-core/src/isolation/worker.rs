@@ -16,7 +16,7 @@ use super::proto::{
     WireTensor, WireValue,
 };
 use super::sys::{inherited_fd, inherited_stream, Mapping, Shm};
-use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
+use crate::engine::{Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::ErrorCode;
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
@@ -783,6 +783,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                                 released: std::mem::take(
                                     &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
                                 ),
+                                rescheduled: Vec::new(),
                             },
                         );
                         continue;
@@ -872,6 +873,13 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         released: std::mem::take(
                             &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
                         ),
+                        rescheduled: report
+                            .outcomes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, o)| **o == Outcome::Rescheduled)
+                            .map(|(i, _)| i)
+                            .collect(),
                     },
                 );
             }
