@@ -69,6 +69,14 @@ fn config_of(root: &Path) -> PathBuf {
     root.join("m/config.pbtxt")
 }
 
+/// Checks a one-model repository with `config` and returns its one
+/// diagnostic `code`, at `line` of the config.
+fn only(config: &str, code: &str, line: Option<usize>) -> Diagnostic {
+    let dir = model(config);
+    let report = check_path(dir.path());
+    one(&report, code, &config_of(dir.path()), line).clone()
+}
+
 #[test]
 fn good_model_is_clean() {
     let dir = model(&GOOD.replace("good", "m"));
@@ -125,9 +133,7 @@ fn hidden_directory_in_repository() {
 
 #[test]
 fn syntax_error_with_suggestion() {
-    let dir = model("name: \"m\"\nbackend: \"rustpy\"\ninput [\n  { name: \"IN\" dtype: TYPE_FP32 dims: [ 1 ] }\n]\n");
-    let report = check_path(dir.path());
-    let d = one(&report, "config.syntax", &config_of(dir.path()), Some(4));
+    let d = only("name: \"m\"\nbackend: \"rustpy\"\ninput [\n  { name: \"IN\" dtype: TYPE_FP32 dims: [ 1 ] }\n]\n", "config.syntax", Some(4));
     assert_eq!(d.column, Some(16));
     assert_eq!(d.severity, Severity::Error);
     assert!(d.hint.contains("data_type"), "{}", d.hint);
@@ -135,9 +141,11 @@ fn syntax_error_with_suggestion() {
 
 #[test]
 fn misspelled_enum_value_suggestion() {
-    let dir = model("name: \"m\"\nbackend: \"rustpy\"\ninstance_group { kind: KIND_CPUS }\n");
-    let report = check_path(dir.path());
-    let d = one(&report, "config.syntax", &config_of(dir.path()), Some(3));
+    let d = only(
+        "name: \"m\"\nbackend: \"rustpy\"\ninstance_group { kind: KIND_CPUS }\n",
+        "config.syntax",
+        Some(3),
+    );
     assert!(d.hint.contains("KIND_CPU"), "{}", d.hint);
 }
 
@@ -152,12 +160,9 @@ fn missing_config_is_a_warning() {
 
 #[test]
 fn name_mismatch() {
-    let dir = model("backend: \"rustpy\"\n\nname: \"other\"\n");
-    let report = check_path(dir.path());
-    let d = one(
-        &report,
+    let d = only(
+        "backend: \"rustpy\"\n\nname: \"other\"\n",
         "config.name-mismatch",
-        &config_of(dir.path()),
         Some(3),
     );
     assert_eq!(d.column, Some(1));
@@ -167,9 +172,7 @@ fn name_mismatch() {
 #[test]
 fn no_backend() {
     // With model.py Triton would pick the python backend: only a warning.
-    let dir = model("name: \"m\"\n");
-    let report = check_path(dir.path());
-    let d = one(&report, "config.no-backend", &config_of(dir.path()), None);
+    let d = only("name: \"m\"\n", "config.no-backend", None);
     assert_eq!(d.severity, Severity::Warning);
 
     let dir = repo(&[("m/config.pbtxt", "name: \"m\"\n"), ("m/1/model.onnx", "")]);
@@ -288,11 +291,9 @@ output [ { name: "O" data_type: TYPE_FP32 dims: [ 6 ] reshape: { shape: [ 4 ] } 
 
 #[test]
 fn batch_dim_written_into_dims() {
-    let dir = model(
+    let d = only(
         "backend: \"rustpy\"\nmax_batch_size: 8\ninput [ { name: \"A\" data_type: TYPE_FP32 dims: [ 8, 3 ] } ]\noutput [ { name: \"B\" data_type: TYPE_FP32 dims: [ 8, 1 ] } ]\n",
-    );
-    let report = check_path(dir.path());
-    let d = one(&report, "io.batch-dim", &config_of(dir.path()), Some(3));
+    "io.batch-dim", Some(3));
     assert_eq!(d.severity, Severity::Warning);
 
     // A leading -1 with batching is legitimate (e.g. a sequence length): nothing.
@@ -495,14 +496,7 @@ fn ragged_input_without_batching() {
     let cfg = RAGGED_GOOD
         .replace("max_batch_size: 8", "max_batch_size: 0")
         .replace("dynamic_batching { }\n", "");
-    let dir = model(&cfg);
-    let report = check_path(dir.path());
-    let d = one(
-        &report,
-        "ragged.unbatched-model",
-        &config_of(dir.path()),
-        Some(4),
-    );
+    let d = only(&cfg, "ragged.unbatched-model", Some(4));
     assert!(d.message.contains("input 'T'"), "{d}");
 }
 
@@ -513,15 +507,12 @@ fn batch_input_rules() {
     let report = check_path(dir.path());
     one(&report, "config.syntax", &config_of(dir.path()), Some(6));
 
-    let dir = model(&RAGGED_GOOD.replace(
-        "source_input: \"T\" } ]\noutput",
-        "source_input: \"X\" } ]\noutput",
-    ));
-    let report = check_path(dir.path());
-    let d = one(
-        &report,
+    let d = only(
+        &RAGGED_GOOD.replace(
+            "source_input: \"T\" } ]\noutput",
+            "source_input: \"X\" } ]\noutput",
+        ),
         "batch-input.source",
-        &config_of(dir.path()),
         Some(6),
     );
     assert!(d.message.contains("'X', which is not an input"), "{d}");
@@ -549,19 +540,14 @@ fn batch_input_rules() {
 
 #[test]
 fn batch_output_source_must_be_ragged() {
-    let dir = model(
+    let d = only(
         &RAGGED_GOOD
             .replace(" allow_ragged_batch: true", "")
             .replace(
                 "parameters { key: \"rustpy.ragged\" value { string_value: \"pad\" } }\n",
                 "",
             ),
-    );
-    let report = check_path(dir.path());
-    let d = one(
-        &report,
         "batch-output.source",
-        &config_of(dir.path()),
         Some(8),
     );
     assert!(
@@ -570,12 +556,9 @@ fn batch_output_source_must_be_ragged() {
         "{d}"
     );
 
-    let dir = model(&RAGGED_GOOD.replace("{ target_name: \"O\"", "{ target_name: \"P\""));
-    let report = check_path(dir.path());
-    let d = one(
-        &report,
+    let d = only(
+        &RAGGED_GOOD.replace("{ target_name: \"O\"", "{ target_name: \"P\""),
         "batch-output.target",
-        &config_of(dir.path()),
         Some(8),
     );
     assert!(d.message.contains("'P' is not an output"), "{d}");
@@ -583,24 +566,32 @@ fn batch_output_source_must_be_ragged() {
 
 #[test]
 fn ragged_parameters() {
-    let dir = model(&RAGGED_GOOD.replace("\"pad\"", "\"stretch\""));
-    let report = check_path(dir.path());
-    let d = one(&report, "ragged.layout", &config_of(dir.path()), Some(9));
+    let d = only(
+        &RAGGED_GOOD.replace("\"pad\"", "\"stretch\""),
+        "ragged.layout",
+        Some(9),
+    );
     assert!(d.message.contains("\"stretch\""), "{d}");
 
-    let dir = model(&RAGGED_GOOD.replace("\"1.5\"", "\"lots\""));
-    let report = check_path(dir.path());
-    let d = one(&report, "input.default", &config_of(dir.path()), Some(10));
+    let d = only(
+        &RAGGED_GOOD.replace("\"1.5\"", "\"lots\""),
+        "input.default",
+        Some(10),
+    );
     assert!(d.message.contains("not a value of TYPE_FP32"), "{d}");
 
-    let dir = model(&RAGGED_GOOD.replace(" optional: true", ""));
-    let report = check_path(dir.path());
-    let d = one(&report, "input.default", &config_of(dir.path()), Some(10));
+    let d = only(
+        &RAGGED_GOOD.replace(" optional: true", ""),
+        "input.default",
+        Some(10),
+    );
     assert!(d.message.contains("'S' is not optional"), "{d}");
 
-    let dir = model(&RAGGED_GOOD.replace("rustpy.default.S", "rustpy.default.Q"));
-    let report = check_path(dir.path());
-    let d = one(&report, "input.default", &config_of(dir.path()), Some(10));
+    let d = only(
+        &RAGGED_GOOD.replace("rustpy.default.S", "rustpy.default.Q"),
+        "input.default",
+        Some(10),
+    );
     assert!(d.message.contains("no input 'Q'"), "{d}");
 }
 
