@@ -139,9 +139,7 @@ impl BlsRegion {
                 let mut data = vec![0u8; t.len];
                 self.file
                     .read_exact_at(&mut data, t.offset as u64)
-                    .map_err(|e| {
-                        bad(format!("range {}+{} of the region: {e}", t.offset, t.len))
-                    })?;
+                    .map_err(|e| bad(format!("range {}+{} of the region: {e}", t.offset, t.len)))?;
                 Ok(OwnedTensor {
                     name: t.name.clone(),
                     dtype,

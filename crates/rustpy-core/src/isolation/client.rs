@@ -407,7 +407,11 @@ impl Worker {
                 cfg.executable.display()
             ))
         };
-        let region = |name| growing_memfd(name, INITIAL_SHM).and_then(Shm::map).map_err(what);
+        let region = |name| {
+            growing_memfd(name, INITIAL_SHM)
+                .and_then(Shm::map)
+                .map_err(what)
+        };
         let (input, output) = (region("rustpy-input")?, region("rustpy-output")?);
         // BLS tensors (isolation/bls.rs): empty until a large BLS call.
         let bls_in = memfd("rustpy-bls-in", 0).map_err(what)?;
