@@ -28,7 +28,7 @@ class Model:
         if "keep" in params:
             self.kept.append((x, x.copy()))
         n = x.shape[0]
-        view = int(type(x.base).__name__ == "SharedInput" and not x.flags.owndata)
+        view = int(type(x.base).__name__ == "ViewBase" and not x.flags.owndata)
         ok = int(all(np.array_equal(a, b) for a, b in self.kept))
         col = lambda v: np.full((n, 1), v, np.int32)  # noqa: E731
         return {"Y": x, "VIEW": col(view), "MAPS": col(input_maps()), "KEPT_OK": col(ok)}
