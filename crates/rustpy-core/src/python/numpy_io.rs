@@ -326,11 +326,10 @@ fn region_view<'py>(
     if !inside || !start.is_multiple_of(dtype.element_size()?.max(1)) {
         return None;
     }
-    // SAFETY: we hold the GIL; the bytes lie inside the registered region,
-    // which stays mapped as long as its base object (holding the memory,
-    // ViewMemory's contract) lives, and that base becomes the array's base
-    // (SetBaseObject steals the new reference) before Python can see the
-    // array.
+    // The bytes stay mapped while the base object (holding the memory, per
+    // ViewMemory's contract) lives, and it becomes the array's base.
+    // SAFETY: we hold the GIL; the bytes lie inside the registered region;
+    // SetBaseObject (stealing the new reference) runs before Python sees it.
     Some(unsafe {
         new_from_descr(
             py,
