@@ -781,10 +781,8 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     }
                 };
                 let input = &region.get().map;
-                channel
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .input_view = Some((input.as_ptr() as usize, input.len()));
+                channel.lock().unwrap_or_else(|p| p.into_inner()).input_view =
+                    Some((input.as_ptr() as usize, input.len()));
                 let mut core = Vec::with_capacity(requests.len());
                 for r in requests {
                     let mut inputs = Vec::with_capacity(r.inputs.len());
