@@ -233,21 +233,47 @@ fn fail_open(open: &Open, request: usize, err: &Error) {
 }
 
 /// The reader thread's handling of a response frame; false for any other.
-fn handle_response(frame: &FromWorker, open: &Open, output: &mut Shm) -> bool {
+fn handle_response(
+    frame: &FromWorker,
+    open: &Open,
+    output: &mut Shm,
+    input: &mut Shm,
+    replies: &Writer,
+) -> bool {
     match frame {
         FromWorker::Response {
             request,
             outputs,
             output_len,
             is_final,
+            from_input,
+            taken,
         } => {
             let mut slices = Vec::with_capacity(outputs.len());
             let mut bad = output
                 .ensure(*output_len)
                 .err()
                 .map(|e| format!("output shared memory: {e}"));
-            for o in outputs {
-                match (DataType::from_name(&o.dtype), output.slice(o.offset, o.len)) {
+            // Outputs that are views of the batch's inputs are copied from
+            // the input region (this mapping of it is the reader thread's
+            // own; the execute thread writes the next batch only after this
+            // batch's Done, which comes after this frame).
+            let input_end = from_input
+                .iter()
+                .filter_map(|&k| outputs.get(k))
+                .map(|o| o.offset.saturating_add(o.len))
+                .max()
+                .unwrap_or(0);
+            if let Err(e) = input.ensure(input_end) {
+                bad = Some(format!("input shared memory: {e}"));
+            }
+            for (k, o) in outputs.iter().enumerate() {
+                let region = if from_input.contains(&k) {
+                    &*input
+                } else {
+                    &*output
+                };
+                match (DataType::from_name(&o.dtype), region.slice(o.offset, o.len)) {
                     (Some(dtype), Ok(data)) => slices.push(OutputSlice {
                         name: &o.name,
                         dtype,
@@ -260,6 +286,9 @@ fn handle_response(frame: &FromWorker, open: &Open, output: &mut Shm) -> bool {
             match bad {
                 Some(why) => fail_open(open, *request, &Error::internal(format!("rustpy: {why}"))),
                 None => deliver(open, *request, &slices, *is_final),
+            }
+            if let Some(token) = taken {
+                let _ = write_to(replies, &ToWorker::Taken { token: *token });
             }
             true
         }
@@ -407,12 +436,14 @@ impl Worker {
                 cfg.executable.display()
             ))
         };
-        let region = |name| {
-            growing_memfd(name, INITIAL_SHM)
-                .and_then(Shm::map)
-                .map_err(what)
-        };
-        let (input, output) = (region("rustpy-input")?, region("rustpy-output")?);
+        let input_fd = growing_memfd("rustpy-input", INITIAL_SHM).map_err(what)?;
+        // The reader thread's own mapping of the input region, for outputs
+        // that are views of the inputs.
+        let mut input_view = Shm::map(input_fd.try_clone().map_err(what)?).map_err(what)?;
+        let input = Shm::map(input_fd).map_err(what)?;
+        let output = growing_memfd("rustpy-output", INITIAL_SHM)
+            .and_then(Shm::map)
+            .map_err(what)?;
         // BLS tensors (isolation/bls.rs): empty until a large BLS call.
         let bls_in = memfd("rustpy-bls-in", 0).map_err(what)?;
         let bls_out = memfd("rustpy-bls-out", 0).map_err(what)?;
@@ -474,7 +505,8 @@ impl Worker {
                 let mut metrics = MetricTable::default();
                 while let Ok(Some(mut msg)) = read_frame::<FromWorker, _>(&mut r) {
                     annotate_memory_error(&mut msg, &memory_note);
-                    if handle_response(&msg, &reader_open, &mut output) {
+                    if handle_response(&msg, &reader_open, &mut output, &mut input_view, &replies)
+                    {
                         continue;
                     }
                     match msg {

@@ -135,6 +135,9 @@ pub enum ToWorker {
     },
     /// Run `finalize` and exit.
     Shutdown,
+    /// The backend has copied the outputs of the [`FromWorker::Response`]
+    /// whose `taken` is `token` out of the input region.
+    Taken { token: u64 },
     /// The client cancelled request `request` (a request id as in
     /// [`FromWorker::Response`]): `is_cancelled()` is true from now on.
     Cancel { request: usize },
@@ -289,6 +292,17 @@ pub enum FromWorker {
         outputs: Vec<WireTensor>,
         output_len: usize,
         is_final: bool,
+        /// Outputs (indices into `outputs`) that are views of this batch's
+        /// inputs: their offset is in the input region, nothing was copied.
+        /// The backend copies them from there before it reads this batch's
+        /// Done, so the range stays untouched until then.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        from_input: Vec<usize>,
+        /// Set: the sender waits for [`ToWorker::Taken`] with this token
+        /// before user code may change those bytes (pb_utils inputs are
+        /// writable).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        taken: Option<u64>,
     },
     /// A response sent after its batch's Done (a decoupled request a user
     /// thread answers later): the outputs travel inline, since the output

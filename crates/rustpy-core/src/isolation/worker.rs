@@ -54,7 +54,55 @@ struct Channel {
     /// The batch running now (its responses may use the output region),
     /// none between its Done and the next Execute.
     running: Option<u64>,
+    /// Address and length of the running batch's input mapping: an output
+    /// lying inside it is a view of the inputs and is sent by its offset
+    /// there, not copied (FromWorker::Response's `from_input`).
+    input_view: Option<(usize, usize)>,
+    /// Outputs in the input region at least this large are not copied.
+    alias_min: usize,
+    /// Whether a response with such outputs waits until the backend has
+    /// copied them (pb_utils inputs are writable; batched ones are not).
+    alias_wait: bool,
+    /// The last `taken` token sent.
+    token: u64,
+    taken: Arc<Taken>,
 }
+
+/// The backend's acknowledgements (ToWorker::Taken) of responses whose
+/// outputs it copied out of the input region.
+#[derive(Default)]
+struct Taken {
+    /// Tokens acknowledged and not yet claimed; true once the backend is gone.
+    state: Mutex<(HashSet<u64>, bool)>,
+    cv: std::sync::Condvar,
+}
+
+impl Taken {
+    fn mark(&self, token: u64) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .insert(token);
+        self.cv.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.cv.notify_all();
+    }
+
+    fn wait(&self, token: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !state.0.remove(&token) && !state.1 {
+            state = self.cv.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Outputs of a pb_utils model viewing its inputs are sent in place from
+/// this size on (smaller ones are copied: cheaper than the wait).
+const ALIAS_WAIT_MIN: usize = 64 * 1024;
 
 impl Channel {
     fn send(&mut self, msg: &FromWorker) -> std::io::Result<()> {
@@ -78,6 +126,7 @@ fn send(channel: &Shared, msg: &FromWorker) {
 fn send_done(channel: &Shared, done: FromWorker) {
     let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
     ch.running = None;
+    ch.input_view = None;
     if ch.send(&done).is_err() {
         std::process::exit(0);
     }
@@ -139,7 +188,27 @@ impl ResponseSink for WorkerSink {
         }
         let mut offset = ch.used;
         let mut wire = Vec::with_capacity(outputs.len());
-        for o in outputs {
+        let mut from_input = Vec::new();
+        let (view_at, view_len) = ch.input_view.unwrap_or((0, 0));
+        for (k, o) in outputs.iter().enumerate() {
+            // A view of this batch's inputs (identity, a slice, a reshape):
+            // the backend copies it from the input region, which stays
+            // untouched until it has (it reads this before the Done).
+            let at = o.data.as_ptr() as usize;
+            if o.data.len() >= ch.alias_min.max(1)
+                && at >= view_at
+                && at + o.data.len() <= view_at + view_len
+            {
+                from_input.push(k);
+                wire.push(WireTensor {
+                    name: o.name.to_string(),
+                    dtype: o.dtype.name().to_string(),
+                    shape: o.shape.clone(),
+                    offset: at - view_at,
+                    len: o.data.len(),
+                });
+                continue;
+            }
             offset = offset.next_multiple_of(ALIGN);
             wire.push(WireTensor {
                 name: o.name.to_string(),
@@ -153,18 +222,35 @@ impl ResponseSink for WorkerSink {
         ch.output
             .grow(offset)
             .map_err(|e| Error::internal(format!("cannot grow the output shared memory: {e}")))?;
-        for (o, w) in outputs.iter().zip(&wire) {
-            ch.output.write(w.offset, o.data);
+        for (k, (o, w)) in outputs.iter().zip(&wire).enumerate() {
+            if !from_input.contains(&k) {
+                ch.output.write(w.offset, o.data);
+            }
         }
         ch.used = offset;
+        let taken = if ch.alias_wait && !from_input.is_empty() {
+            ch.token += 1;
+            Some(ch.token)
+        } else {
+            None
+        };
         let msg = FromWorker::Response {
             request: self.index,
             outputs: wire,
             output_len: ch.output.len(),
             is_final,
+            from_input,
+            taken,
         };
         if ch.send(&msg).is_err() {
             std::process::exit(0);
+        }
+        if let Some(token) = taken {
+            // As upstream's send: when it returns, the bytes are taken and
+            // user code may change its (writable) inputs.
+            let acks = ch.taken.clone();
+            drop(ch);
+            acks.wait(token);
         }
         Ok(())
     }
@@ -214,7 +300,7 @@ impl Drop for WorkerSink {
 /// the last view goes; the mapping goes with it.
 #[pyclass(module = "_rustpy_worker", frozen)]
 struct SharedInput {
-    map: Mapping,
+    map: Arc<Mapping>,
     /// 0, or the batch whose views outlived its execution: the backend keeps
     /// that batch's range untouched until this object is freed.
     pinned: AtomicU64,
@@ -261,7 +347,7 @@ fn input_region(
         Py::new(
             py,
             SharedInput {
-                map,
+                map: Arc::new(map),
                 pinned: AtomicU64::new(0),
                 released: released.clone(),
             },
@@ -645,11 +731,18 @@ fn serve(fds: WorkerFds) -> Result<()> {
     let output = Shm::map(inherited_fd(fds.output).map_err(io_err("output memory"))?)
         .map_err(io_err("map"))?;
     let mut reader = BufReader::new(socket.try_clone().map_err(io_err("control socket"))?);
+    let taken = Arc::new(Taken::default());
+    let acks = taken.clone();
     let channel: Shared = Arc::new(Mutex::new(Channel {
         socket: BufWriter::new(socket),
         output,
         used: 0,
         running: None,
+        input_view: None,
+        alias_min: 1,
+        alias_wait: false,
+        token: 0,
+        taken: taken.clone(),
     }));
     let cancelled: Cancelled = Arc::new(Mutex::new(HashSet::new()));
     let cancels = cancelled.clone();
@@ -674,6 +767,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             while let Ok(Some(msg)) = read_frame::<ToWorker, _>(&mut reader) {
                 match msg {
                     ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => rpc.dispatch(msg),
+                    ToWorker::Taken { token } => acks.mark(token),
                     ToWorker::Cancel { request } => {
                         cancels
                             .lock()
@@ -688,6 +782,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 }
             }
             rpc.fail_all();
+            acks.close();
         })
         .map_err(io_err("reader thread"))?;
     // pb_utils.Logger and rustpy's own messages go to the server's log.
@@ -742,6 +837,12 @@ fn serve(fds: WorkerFds) -> Result<()> {
     });
     let instance = match created {
         Ok(i) => {
+            let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
+            if i.model().api == python::Api::PbUtils {
+                ch.alias_min = ALIAS_WAIT_MIN;
+                ch.alias_wait = true;
+            }
+            drop(ch);
             send(&channel, &FromWorker::Ready);
             i
         }
@@ -790,6 +891,8 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     }
                 };
                 let input = &region.get().map;
+                channel.lock().unwrap_or_else(|p| p.into_inner()).input_view =
+                    Some((input.as_ptr() as usize, input.len()));
                 let mut core = Vec::with_capacity(requests.len());
                 for r in requests {
                     let mut inputs = Vec::with_capacity(r.inputs.len());
@@ -834,11 +937,13 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 // Inputs reach Python as views of this mapping (numpy_io's
                 // view region) while execute runs.
                 Python::attach(|py| {
-                    python::set_view_region(Some((
-                        input.as_ptr(),
-                        input.len(),
-                        region.clone_ref(py).into_any(),
-                    )))
+                    let memory: Arc<dyn python::ViewMemory> = region.get().map.clone();
+                    if python::set_view_region(py, Some((memory, region.clone_ref(py).into_any())))
+                        .is_err()
+                    {
+                        // No views then: inputs are copied.
+                        let _ = python::set_view_region(py, None);
+                    }
                 });
                 let report = instance.execute(&core, responders);
                 drop(core);
@@ -848,7 +953,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 // Refcounts only change under the GIL, so the check and the
                 // mark cannot race with the last view going away.
                 let pinned = Python::attach(|py| {
-                    python::set_view_region(None);
+                    let _ = python::set_view_region(py, None);
                     if python::ref_count(region.bind(py).as_any()) > 1 {
                         region.get().pinned.store(batch.max(1), Ordering::Release);
                         drop(region);
@@ -887,7 +992,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Init { .. } | ToWorker::AutoComplete { .. } => {
                 return Err(Error::internal("rustpy-worker: Init received twice"));
             }
-            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } | ToWorker::Cancel { .. } => {}
+            ToWorker::Reply { .. }
+            | ToWorker::BlsResponse { .. }
+            | ToWorker::Cancel { .. }
+            | ToWorker::Taken { .. } => {}
         }
     }
     Python::attach(|_| drop(current.take()));

@@ -230,33 +230,69 @@ pub fn array_from_plan<'py>(
     }
 }
 
+/// Memory Python may view in place instead of copying: a process-isolated
+/// worker's mapping of its shared input region (isolation/sys.rs).
+///
+/// # Safety
+/// `view_bytes` returns the same slice on every call, and those bytes stay
+/// mapped, readable and writable, at that address for as long as the value
+/// lives (moving the value does not move them). numpy views of them may be
+/// written (pb_utils inputs are writable).
+pub unsafe trait ViewMemory: Send + Sync {
+    fn view_bytes(&self) -> &[u8];
+}
+
+/// The base object of every view of a registered region: it holds the
+/// memory (so a view never outlives its bytes) and the registrant's owner
+/// object (whose reference count tells the worker whether views were kept).
+#[pyclass(module = "_rustpy_worker", frozen)]
+struct ViewBase {
+    _memory: std::sync::Arc<dyn ViewMemory>,
+    _owner: Py<PyAny>,
+}
+
 /// Process isolation only (a worker's batch): the shared input region whose
-/// bytes may reach Python as views instead of copies, and the Python object
-/// that owns its mapping (the base of every view). The worker registers it
-/// around each execution and, afterwards, gives the backend a fresh region
-/// for the next batch if anything still holds the owner (isolation/worker.rs).
-/// The in-process backend never registers one: its inputs are always copies.
+/// bytes may reach Python as views instead of copies, and the base object
+/// of those views. The worker registers it around each execution and,
+/// afterwards, gives the backend a fresh region for the next batch if
+/// anything still holds the owner (isolation/worker.rs). The in-process
+/// backend never registers one: its inputs are always copies.
 struct ViewRegion {
     start: usize,
     len: usize,
-    owner: Py<PyAny>,
+    base: Py<ViewBase>,
 }
 
 static VIEW_REGION: std::sync::Mutex<Option<ViewRegion>> = std::sync::Mutex::new(None);
 
-/// Registers (`Some((start, len, owner))`) or clears the view region. The
-/// caller guarantees `start..start+len` stays mapped while `owner` lives.
-pub fn set_view_region(region: Option<(*const u8, usize, Py<PyAny>)>) {
-    let new = region.map(|(start, len, owner)| ViewRegion {
-        start: start as usize,
-        len,
-        owner,
-    });
+/// Registers (`Some((memory, owner))`) or clears the view region. Views of
+/// `memory` made while it is registered keep it alive (and `owner` with it)
+/// through their base object, so this is safe whatever the caller does next.
+pub fn set_view_region(
+    py: Python<'_>,
+    region: Option<(std::sync::Arc<dyn ViewMemory>, Py<PyAny>)>,
+) -> PyResult<()> {
+    let new = match region {
+        Some((memory, owner)) => {
+            let bytes = memory.view_bytes();
+            let (start, len) = (bytes.as_ptr() as usize, bytes.len());
+            let base = Py::new(
+                py,
+                ViewBase {
+                    _memory: memory,
+                    _owner: owner,
+                },
+            )?;
+            Some(ViewRegion { start, len, base })
+        }
+        None => None,
+    };
     let old = std::mem::replace(
         &mut *VIEW_REGION.lock().unwrap_or_else(|p| p.into_inner()),
         new,
     );
     drop(old);
+    Ok(())
 }
 
 /// How many references `obj` has (pyo3 0.30 deprecated `Py::get_refcnt` for
@@ -290,10 +326,10 @@ fn region_view<'py>(
     if !inside || !start.is_multiple_of(dtype.element_size()?.max(1)) {
         return None;
     }
-    // SAFETY: we hold the GIL; the bytes lie inside the registered region,
-    // which stays mapped as long as its owner lives, and the owner becomes
-    // the array's base (SetBaseObject steals the new reference) before
-    // Python can see the array.
+    // The bytes stay mapped while the base object (holding the memory, per
+    // ViewMemory's contract) lives, and it becomes the array's base.
+    // SAFETY: we hold the GIL; the bytes lie inside the registered region;
+    // SetBaseObject (stealing the new reference) runs before Python sees it.
     Some(unsafe {
         new_from_descr(
             py,
@@ -303,7 +339,7 @@ fn region_view<'py>(
             numpy::npyffi::NPY_ARRAY_CARRAY,
         )
         .and_then(|(array, _)| {
-            let owner = region.owner.clone_ref(py).into_ptr();
+            let owner = region.base.clone_ref(py).into_any().into_ptr();
             if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
                 return Err(PyErr::fetch(py));
             }

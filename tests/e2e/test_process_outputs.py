@@ -1,0 +1,147 @@
+"""Process isolation: an output that is a view of the batch's inputs (an
+identity, a slice) is not copied in the worker (issue 11, "outputs written
+once into shared memory and sent from there"): the worker sends its offset
+in the shared input region and the backend copies it from there into
+Triton's response, before it reads the batch's Done, so the region is
+untouched until then. Everything else is copied into the output region
+once, as before.
+
+What must hold: the bytes are right when outputs alias inputs, at an
+offset, from an older batch the model kept, in concurrent batches, and for
+pb_utils, whose inputs are writable, a send takes the bytes before it
+returns. That nothing was copied shows in the worker's mapping of the
+output region (`OUTMAP`): it grows to hold whatever is copied into it, so
+with 8 MiB outputs copied it would be >= 8 MiB; views leave it at its
+initial 1 MiB.
+
+Models: tests/e2e/repos/process/proc_alias (batched API) and proc_alias_pb
+(pb_utils, decoupled).
+"""
+import queue
+import threading
+
+import numpy as np
+import pytest
+
+from e2e_client import infer, make_inputs
+from reliability import copy_models, start_server
+from tritonharness import E2E_DIR
+
+PROCESS = E2E_DIR / "repos" / "process"
+MiB = 1 << 20
+# The output region starts at 1 MiB and doubles when a batch needs more.
+INITIAL_OUTPUT_REGION = 1 * MiB
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = copy_models(tmp_path_factory.mktemp("outputs") / "repo",
+                       PROCESS / "proc_alias", PROCESS / "proc_alias_pb")
+    s = start_server(repo, name="outputs")
+    yield s
+    s.stop()
+
+
+def data(seed: int, n: int, rows: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (rows, n), dtype=np.uint8)
+
+
+def alias(server, x, protocol="http", **params):
+    r = infer(server, protocol, "proc_alias", {"X": x}, parameters=params or None)
+    return {k: r.as_numpy(k) for k in ("Y", "TAIL", "OLD", "OUTMAP")}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_identity_output_is_sent_from_the_input_region(server, protocol):
+    """8 MiB in, the same 8 MiB out (and its second half, a view at an
+    offset): right bytes, and the worker's output region never had to hold
+    them."""
+    for i in range(3):
+        x = data(10 + i, 8 * MiB if protocol == "http" else 3 * MiB)
+        out = alias(server, x, protocol)
+        np.testing.assert_array_equal(out["Y"], x)
+        np.testing.assert_array_equal(out["TAIL"], x[:, x.shape[1] // 2:])
+        np.testing.assert_array_equal(out["OLD"], x)
+    # OUTMAP is read in predict: this request shows the region after the
+    # 8 MiB ones were sent.
+    out = alias(server, data(1, 1024), protocol)
+    assert int(out["OUTMAP"][0, 0]) == INITIAL_OUTPUT_REGION, (
+        f"the worker's output region grew to {int(out['OUTMAP'][0, 0])} bytes: "
+        "outputs that are views of the inputs were copied into it")
+
+
+def test_outputs_kept_across_batches_keep_their_bytes(server):
+    """A kept input (pinned, in an older mapping) returned by later calls
+    as an output, next to this call's own input: each has its own bytes."""
+    n = 2 * MiB
+    kept = data(100, n)
+    out = alias(server, kept, keep="1")
+    np.testing.assert_array_equal(out["OLD"], kept)
+    for i in range(6):
+        x = data(200 + i, n)
+        out = alias(server, x)
+        np.testing.assert_array_equal(out["Y"], x)
+        np.testing.assert_array_equal(out["OLD"], kept)
+    kept2 = data(300, n)
+    alias(server, kept2, keep="1")
+    x = data(301, n)
+    out = alias(server, x)
+    np.testing.assert_array_equal(out["Y"], x)
+    np.testing.assert_array_equal(out["OLD"], kept2)
+
+
+def test_concurrent_batches_get_their_own_rows(server):
+    """Concurrent clients are batched into calls whose Y is a view of the
+    whole batch; every client gets exactly its own bytes back, over several
+    rounds (later batches reuse the region)."""
+    n, clients, rounds = 256 * 1024, 12, 4
+    errors, lock = [], threading.Lock()
+
+    def client(k):
+        try:
+            for r in range(rounds):
+                x = data(1000 + 100 * k + r, n)
+                out = alias(server, x)
+                np.testing.assert_array_equal(out["Y"], x)
+                np.testing.assert_array_equal(out["TAIL"], x[:, n // 2:])
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                errors.append(f"client {k}: {e}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "clients still waiting after 120 s"
+    assert not errors, errors
+    stats = server.model_stats("proc_alias")
+    sizes = {int(b["batch_size"]) for b in stats.get("batch_stats", [])}
+    assert max(sizes) > 1, f"no call had more than one request: {sizes}"
+
+
+def test_pb_utils_send_takes_the_bytes_before_returning(server):
+    """pb_utils inputs are writable: execute sends its input array as Y,
+    then overwrites it with 7s and sends it again. The first response must
+    carry the client's bytes, the second the 7s; neither went through the
+    output region."""
+    c = server.grpc_client()
+    q = queue.Queue()
+    c.start_stream(callback=lambda result, error: q.put((result, error)))
+    try:
+        for i in range(4):
+            x = data(50 + i, 3 * MiB)[0]
+            c.async_stream_infer("proc_alias_pb", make_inputs("grpc", {"X": x}),
+                                 request_id=f"r{i}")
+            got = []
+            for _ in range(2):
+                r, e = q.get(timeout=60)
+                assert e is None, e
+                got.append((r.as_numpy("Y"), int(r.as_numpy("OUTMAP")[0])))
+            np.testing.assert_array_equal(got[0][0], x, err_msg="the first response "
+                                          "shows bytes written after it was sent")
+            assert (got[1][0] == 7).all()
+        assert got[1][1] == INITIAL_OUTPUT_REGION, (
+            f"the worker's output region grew to {got[1][1]} bytes")
+    finally:
+        c.stop_stream()
