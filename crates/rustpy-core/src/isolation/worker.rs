@@ -6,7 +6,9 @@
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use super::proto::{
@@ -14,7 +16,9 @@ use super::proto::{
     write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireOwnedTensor,
     WireTensor, WireValue,
 };
-use super::sys::{inherited_fd, inherited_stream, Mapping, Shm};
+use super::sys::{
+    inherited_fd, inherited_stream, readable_now, wait_readable, Event, Mapping, Shm,
+};
 use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::ErrorCode;
 use crate::error::{Error, Result};
@@ -188,6 +192,7 @@ impl ResponseSink for WorkerSink {
     }
 
     fn is_cancelled(&self) -> bool {
+        read_arrived();
         self.cancelled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -293,6 +298,7 @@ impl Rpc {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, p);
+        need_frames();
         id
     }
 
@@ -516,6 +522,239 @@ impl Metric for RemoteMetric {
     }
 }
 
+/// Who reads the control socket now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lent {
+    /// The main thread (between batches).
+    Main,
+    /// Nobody: a batch runs and no server call or cancellation check has
+    /// needed a frame yet (frames wait in the socket).
+    Busy,
+    /// The intake thread (user code waits for a frame).
+    Yes,
+    /// The socket reached its end (the backend is gone).
+    Closed,
+}
+
+/// The control socket's reading side. The main thread reads it between
+/// batches, so an Execute frame wakes the thread that runs it and a batch
+/// costs no thread hand-off. While user code runs, the intake thread reads
+/// it once somebody needs a frame: a server call (its reply, BLS responses),
+/// `is_cancelled()`; the main thread takes it back after the batch by
+/// signalling `back`, and the intake thread gives it back at a frame
+/// boundary.
+struct Intake {
+    reader: Mutex<BufReader<UnixStream>>,
+    fd: RawFd,
+    lent: Mutex<Lent>,
+    turn: Condvar,
+    back: Event,
+    /// Frames for the main loop the intake thread read (an Execute that came
+    /// before the main thread took the socket back).
+    forwarded: Mutex<VecDeque<ToWorker>>,
+    rpc: Arc<Rpc>,
+    cancelled: Cancelled,
+}
+
+/// The worker's intake, for the server calls and cancellation checks that
+/// need frames read while a batch runs.
+static INTAKE: std::sync::OnceLock<Arc<Intake>> = std::sync::OnceLock::new();
+
+/// Somebody waits for a frame from the backend: while a batch runs, the
+/// intake thread starts reading.
+fn need_frames() {
+    if let Some(intake) = INTAKE.get() {
+        intake.wake_reader();
+    }
+}
+
+/// A cancellation check while a batch runs: handles the frames that have
+/// arrived (a Cancel among them) without waking another thread.
+fn read_arrived() {
+    if let Some(intake) = INTAKE.get() {
+        intake.read_arrived();
+    }
+}
+
+impl Intake {
+    /// Any thread, while nobody reads: handles the frames already arrived.
+    fn read_arrived(&self) {
+        if *self.lock() != Lent::Busy {
+            return; // a reader handles them as they come
+        }
+        let Ok(mut reader) = self.reader.try_lock() else {
+            return;
+        };
+        while !reader.buffer().is_empty() || readable_now(self.fd) {
+            match read_frame::<ToWorker, _>(&mut *reader) {
+                Ok(Some(msg)) => {
+                    if let Some(msg) = self.dispatch(msg) {
+                        self.forwarded
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back(msg);
+                    }
+                }
+                // The end stays readable: the next reader sees it.
+                _ => return,
+            }
+        }
+    }
+
+    /// Handles a frame either thread may read; returns the main loop's ones.
+    fn dispatch(&self, msg: ToWorker) -> Option<ToWorker> {
+        match msg {
+            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => self.rpc.dispatch(msg),
+            ToWorker::Cancel { request } => {
+                self.cancelled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(request);
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lent> {
+        self.lent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Main thread: the next frame for the main loop, `None` once the
+    /// backend is gone. Only while the socket is the main thread's.
+    fn next(&self) -> Option<ToWorker> {
+        loop {
+            if let Some(msg) = self
+                .forwarded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front()
+            {
+                return Some(msg);
+            }
+            if *self.lock() == Lent::Closed {
+                return None;
+            }
+            let frame = read_frame::<ToWorker, _>(
+                &mut *self.reader.lock().unwrap_or_else(|p| p.into_inner()),
+            );
+            match frame {
+                Ok(Some(msg)) => {
+                    if let Some(msg) = self.dispatch(msg) {
+                        return Some(msg);
+                    }
+                }
+                _ => {
+                    *self.lock() = Lent::Closed;
+                    self.turn.notify_all();
+                    self.rpc.fail_all();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Main thread, before user code runs: nobody reads until a frame is
+    /// needed; at once if a server call is waiting already (a user thread's
+    /// BLS stream outlives batches).
+    fn begin(&self, lend: bool) {
+        let mut lent = self.lock();
+        if *lent == Lent::Main {
+            let waiting = !self
+                .rpc
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if lend || waiting {
+                *lent = Lent::Yes;
+                self.turn.notify_all();
+            } else {
+                // Nobody to wake: a wake-up costs more than the batch.
+                *lent = Lent::Busy;
+            }
+        }
+    }
+
+    /// Any thread: the intake thread reads if nobody does.
+    fn wake_reader(&self) {
+        let mut lent = self.lock();
+        if *lent == Lent::Busy {
+            *lent = Lent::Yes;
+            self.turn.notify_all();
+        }
+    }
+
+    /// Main thread, after user code returned: takes the socket back.
+    fn end(&self) {
+        let mut lent = self.lock();
+        match *lent {
+            Lent::Busy => *lent = Lent::Main,
+            Lent::Yes => {
+                if self.back.signal().is_err() {
+                    // Cannot happen with a valid eventfd; without it the
+                    // intake thread would keep the socket.
+                    *lent = Lent::Closed;
+                    return;
+                }
+                while *lent == Lent::Yes {
+                    lent = self.turn.wait(lent).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            Lent::Main | Lent::Closed => {}
+        }
+    }
+
+    /// The intake thread: reads while the socket is lent to it.
+    fn serve_lent(&self) {
+        loop {
+            {
+                let mut lent = self.lock();
+                while matches!(*lent, Lent::Main | Lent::Busy) {
+                    lent = self.turn.wait(lent).unwrap_or_else(|p| p.into_inner());
+                }
+                if *lent == Lent::Closed {
+                    return;
+                }
+            }
+            let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+            let closed = loop {
+                // Whole frames already buffered are handled first.
+                if reader.buffer().is_empty() {
+                    match wait_readable(self.fd, &self.back) {
+                        Ok(true) => {
+                            self.back.clear();
+                            break false;
+                        }
+                        Ok(false) => {}
+                        Err(_) => break true,
+                    }
+                }
+                match read_frame::<ToWorker, _>(&mut *reader) {
+                    Ok(Some(msg)) => {
+                        if let Some(msg) = self.dispatch(msg) {
+                            self.forwarded
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push_back(msg);
+                        }
+                    }
+                    _ => break true,
+                }
+            };
+            drop(reader);
+            if closed {
+                self.rpc.fail_all();
+            }
+            *self.lock() = if closed { Lent::Closed } else { Lent::Main };
+            self.turn.notify_all();
+            if closed {
+                return;
+            }
+        }
+    }
+}
+
 /// Runs the worker until the backend says Shutdown or goes away. Returns the
 /// process exit code.
 pub fn run(fds: WorkerFds) -> i32 {
@@ -540,7 +779,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
     let mut current: Option<Py<SharedInput>> = None;
     let output = Shm::map(inherited_fd(fds.output).map_err(io_err("output memory"))?)
         .map_err(io_err("map"))?;
-    let mut reader = BufReader::new(socket.try_clone().map_err(io_err("control socket"))?);
+    let reader = BufReader::new(socket.try_clone().map_err(io_err("control socket"))?);
     let channel: Shared = Arc::new(Mutex::new(Channel {
         socket: BufWriter::new(socket),
         output,
@@ -556,30 +795,25 @@ fn serve(fds: WorkerFds) -> Result<()> {
         pending: Mutex::new(HashMap::new()),
     });
     set_server_api(Arc::new(RemoteServer(rpc.clone())));
-    // Replies to server calls are delivered as they arrive (user code waits
-    // for them inside execute); everything else goes to the main loop.
-    let (main_tx, frames) = mpsc::channel::<ToWorker>();
+    // Between batches this thread reads the control socket itself, so an
+    // Execute frame wakes the thread that runs it; while `initialize` or a
+    // batch runs, the intake thread reads (replies to server calls, BLS
+    // responses and cancellations arrive then, and user code waits for them).
+    let intake = Arc::new(Intake {
+        fd: reader.get_ref().as_raw_fd(),
+        reader: Mutex::new(reader),
+        lent: Mutex::new(Lent::Main),
+        turn: Condvar::new(),
+        back: Event::new().map_err(io_err("eventfd"))?,
+        forwarded: Mutex::new(VecDeque::new()),
+        rpc: rpc.clone(),
+        cancelled: cancels,
+    });
+    let _ = INTAKE.set(intake.clone());
+    let intake_thread = intake.clone();
     std::thread::Builder::new()
         .name("rustpy-worker-rx".into())
-        .spawn(move || {
-            while let Ok(Some(msg)) = read_frame::<ToWorker, _>(&mut reader) {
-                match msg {
-                    ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => rpc.dispatch(msg),
-                    ToWorker::Cancel { request } => {
-                        cancels
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(request);
-                    }
-                    other => {
-                        if main_tx.send(other).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            rpc.fail_all();
-        })
+        .spawn(move || intake_thread.serve_lent())
         .map_err(io_err("reader thread"))?;
     // pb_utils.Logger and rustpy's own messages go to the server's log.
     let log_channel = channel.clone();
@@ -595,14 +829,17 @@ fn serve(fds: WorkerFds) -> Result<()> {
         )
     }));
 
-    let (config_json, model_dir, version, instance) = match frames.recv() {
-        Ok(ToWorker::Init {
+    let first = intake.next();
+    // Server calls from the model's import and `initialize` get their replies.
+    intake.begin(true);
+    let (config_json, model_dir, version, instance) = match first {
+        Some(ToWorker::Init {
             config_json,
             model_dir,
             version,
             instance,
         }) => (config_json, model_dir, version, instance),
-        Ok(ToWorker::AutoComplete {
+        Some(ToWorker::AutoComplete {
             config_json,
             model_dir,
             version,
@@ -631,6 +868,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
         };
         ModelInstance::new(Arc::new(model), &info)
     });
+    intake.end();
     let instance = match created {
         Ok(i) => {
             send(&channel, &FromWorker::Ready);
@@ -644,7 +882,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
     };
 
     // Until the backend says Shutdown or closes the channel (unload, or it died).
-    while let Ok(msg) = frames.recv() {
+    while let Some(msg) = intake.next() {
         match msg {
             ToWorker::Execute {
                 input_len,
@@ -730,6 +968,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         region.clone_ref(py).into_any(),
                     )))
                 });
+                intake.begin(false);
                 let report = instance.execute(&core, responders);
                 drop(core);
                 // A view Python kept (a stored array, a request a thread still
@@ -765,6 +1004,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         ),
                     },
                 );
+                intake.end();
             }
             ToWorker::Shutdown => break,
             ToWorker::Init { .. } | ToWorker::AutoComplete { .. } => {
@@ -774,6 +1014,8 @@ fn serve(fds: WorkerFds) -> Result<()> {
         }
     }
     Python::attach(|_| drop(current.take()));
+    // `finalize` may make server calls too.
+    intake.begin(true);
     if let Err(e) = instance.finalize() {
         python_log_error(&e.message);
     }
