@@ -54,12 +54,26 @@ struct Channel {
     /// The batch running now (its responses may use the output region),
     /// none between its Done and the next Execute.
     running: Option<u64>,
+    /// While a batch of a non-decoupled model runs: the thread running it,
+    /// whose responses leave with the batch's Done (one write, one wake-up
+    /// of the backend) or with the next frame that is flushed.
+    hold_for: Option<std::thread::ThreadId>,
 }
 
 impl Channel {
     fn send(&mut self, msg: &FromWorker) -> std::io::Result<()> {
         write_frame(&mut self.socket, msg)?;
         self.socket.flush()
+    }
+
+    /// A response frame: held back if the thread running a non-decoupled
+    /// batch sends it (its Done follows as soon as execute returns).
+    fn send_response(&mut self, msg: &FromWorker) -> std::io::Result<()> {
+        write_frame(&mut self.socket, msg)?;
+        match self.hold_for {
+            Some(id) if id == std::thread::current().id() => Ok(()),
+            _ => self.socket.flush(),
+        }
     }
 }
 
@@ -78,6 +92,7 @@ fn send(channel: &Shared, msg: &FromWorker) {
 fn send_done(channel: &Shared, done: FromWorker) {
     let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
     ch.running = None;
+    ch.hold_for = None;
     if ch.send(&done).is_err() {
         std::process::exit(0);
     }
@@ -163,7 +178,7 @@ impl ResponseSink for WorkerSink {
             output_len: ch.output.len(),
             is_final,
         };
-        if ch.send(&msg).is_err() {
+        if ch.send_response(&msg).is_err() {
             std::process::exit(0);
         }
         Ok(())
@@ -785,6 +800,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
         output,
         used: 0,
         running: None,
+        hold_for: None,
     }));
     let cancelled: Cancelled = Arc::new(Mutex::new(HashSet::new()));
     let cancels = cancelled.clone();
@@ -857,9 +873,14 @@ fn serve(fds: WorkerFds) -> Result<()> {
         }
         _ => return Err(Error::internal("rustpy-worker: expected Init first")),
     };
+    let mut decoupled = true;
     let created = python::initialize().and_then(|()| {
         let config = rustpy_config::parse_json(&config_json)
             .map_err(|e| Error::invalid_arg(format!("cannot read the model configuration: {e}")))?;
+        decoupled = config
+            .model_transaction_policy
+            .as_ref()
+            .is_some_and(|p| p.decoupled);
         let model = LoadedModel::load(&config, Path::new(&model_dir), version)?;
         let info = InstanceInfo {
             name: instance.name,
@@ -894,6 +915,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
                     ch.used = 0;
                     ch.running = Some(batch);
+                    ch.hold_for = (!decoupled).then(|| std::thread::current().id());
                 }
                 let region = match input_region(current.take(), &input_fd, input_len, &released) {
                     Ok(r) => r,
