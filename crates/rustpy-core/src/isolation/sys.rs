@@ -425,3 +425,38 @@ pub fn readable_now(fd: RawFd) -> bool {
     // SAFETY: pfd is one live, initialised pollfd; a zero timeout never blocks.
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn wait_readable_tells_the_event_from_the_socket() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let event = Event::new().unwrap();
+        assert!(!readable_now(b.as_raw_fd()));
+        a.write_all(b"x").unwrap();
+        assert!(readable_now(b.as_raw_fd()));
+        assert!(!wait_readable(b.as_raw_fd(), &event).unwrap());
+        // The event wins while set, and is gone once cleared.
+        event.signal().unwrap();
+        assert!(wait_readable(b.as_raw_fd(), &event).unwrap());
+        event.clear();
+        assert!(!wait_readable(b.as_raw_fd(), &event).unwrap());
+        event.clear(); // nothing to clear: must not block
+    }
+
+    #[test]
+    fn wait_readable_wakes_on_a_signal_from_another_thread() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let event = std::sync::Arc::new(Event::new().unwrap());
+        let signaller = event.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            signaller.signal().unwrap();
+        });
+        assert!(wait_readable(b.as_raw_fd(), &event).unwrap());
+        t.join().unwrap();
+    }
+}
