@@ -639,6 +639,10 @@ impl Intake {
     /// backend is gone. Only while the socket is the main thread's.
     fn next(&self) -> Option<ToWorker> {
         loop {
+            // Frames are forwarded only by a thread holding the reader, so
+            // none can arrive in the queue between this check and the read
+            // (a cancellation check may have read the next Execute).
+            let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(msg) = self
                 .forwarded
                 .lock()
@@ -650,9 +654,8 @@ impl Intake {
             if *self.lock() == Lent::Closed {
                 return None;
             }
-            let frame = read_frame::<ToWorker, _>(
-                &mut *self.reader.lock().unwrap_or_else(|p| p.into_inner()),
-            );
+            let frame = read_frame::<ToWorker, _>(&mut *reader);
+            drop(reader);
             match frame {
                 Ok(Some(msg)) => {
                     if let Some(msg) = self.dispatch(msg) {
