@@ -3,11 +3,11 @@
 //! [`ModelInstance`]); only the requests come from shared memory and the
 //! responses go back over the control channel.
 
+use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
