@@ -36,7 +36,8 @@ INITIAL_OUTPUT_REGION = 1 * MiB
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repo = copy_models(tmp_path_factory.mktemp("outputs") / "repo",
-                       PROCESS / "proc_alias", PROCESS / "proc_alias_pb")
+                       PROCESS / "proc_alias", PROCESS / "proc_alias_pb",
+                       PROCESS / "proc_alias_pb_default")
     s = start_server(repo, name="outputs")
     yield s
     s.stop()
@@ -145,3 +146,16 @@ def test_pb_utils_send_takes_the_bytes_before_returning(server):
             f"the worker's output region grew to {got[1][1]} bytes")
     finally:
         c.stop_stream()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_default_model_sending_a_view_through_its_sender_gets_its_bytes_out(server, protocol):
+    """A default model's response sent by the batch's own thread normally
+    waits for the batch's Done; one whose send must wait until the backend
+    took its bytes (a view of the writable inputs) goes out at once, or the
+    send would wait for ever. The bytes are the client's, not the 7s execute
+    writes right after."""
+    for i in range(3):
+        x = data(40 + i, 2 * MiB)[0]
+        r = infer(server, protocol, "proc_alias_pb_default", {"X": x})
+        np.testing.assert_array_equal(r.as_numpy("Y"), x)

@@ -379,3 +379,119 @@ pub fn signal_name(sig: i32) -> String {
         .map(|(_, s)| s.to_string())
         .unwrap_or_else(|| format!("signal {sig}"))
 }
+
+/// An eventfd: lets one thread wake another out of [`wait_readable`]
+/// (the worker's main thread takes the control socket back from its intake
+/// thread with it).
+pub struct Event(OwnedFd);
+
+impl Event {
+    pub fn new() -> io::Result<Event> {
+        // SAFETY: eventfd takes no pointers; a negative result is an error.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: eventfd just returned this descriptor; nothing else owns it.
+        Ok(Event(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the event readable until [`Event::clear`].
+    pub fn signal(&self) -> io::Result<()> {
+        let one: u64 = 1;
+        // SAFETY: writes the 8 bytes of a live u64, as eventfd expects.
+        let n = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if n == 8 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Resets the event (non-blocking: nothing to clear is fine).
+    pub fn clear(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; the fd is non-blocking.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
+/// Blocks until `fd` has something to read (or hung up) or `event` is
+/// signalled. `Ok(true)`: the event (checked first), `Ok(false)`: `fd`.
+pub fn wait_readable(fd: RawFd, event: &Event) -> io::Result<bool> {
+    let mut fds = [
+        libc::pollfd {
+            fd: event.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: fds is a live array of two initialised pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[0].revents != 0 {
+            return Ok(true);
+        }
+        if fds[1].revents != 0 {
+            return Ok(false);
+        }
+    }
+}
+
+/// Whether `fd` has something to read (or hung up) right now.
+pub fn readable_now(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is one live, initialised pollfd; a zero timeout never blocks.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn wait_readable_tells_the_event_from_the_socket() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let event = Event::new().unwrap();
+        assert!(!readable_now(b.as_raw_fd()));
+        a.write_all(b"x").unwrap();
+        assert!(readable_now(b.as_raw_fd()));
+        assert!(!wait_readable(b.as_raw_fd(), &event).unwrap());
+        // The event wins while set, and is gone once cleared.
+        event.signal().unwrap();
+        assert!(wait_readable(b.as_raw_fd(), &event).unwrap());
+        event.clear();
+        assert!(!wait_readable(b.as_raw_fd(), &event).unwrap());
+        event.clear(); // nothing to clear: must not block
+    }
+
+    #[test]
+    fn wait_readable_wakes_on_a_signal_from_another_thread() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let event = std::sync::Arc::new(Event::new().unwrap());
+        let signaller = event.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            signaller.signal().unwrap();
+        });
+        assert!(wait_readable(b.as_raw_fd(), &event).unwrap());
+        t.join().unwrap();
+    }
+}

@@ -3,10 +3,12 @@
 //! [`ModelInstance`]); only the requests come from shared memory and the
 //! responses go back over the control channel.
 
+use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use super::bls::{wants_shared, BlsRegion};
@@ -15,7 +17,9 @@ use super::proto::{
     write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireOwnedTensor,
     WireTensor, WireValue,
 };
-use super::sys::{inherited_fd, inherited_stream, Mapping, Shm};
+use super::sys::{
+    inherited_fd, inherited_stream, readable_now, wait_readable, Event, Mapping, Shm,
+};
 use crate::engine::{Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::ErrorCode;
 use crate::error::{Error, Result};
@@ -66,6 +70,10 @@ struct Channel {
     /// The last `taken` token sent.
     token: u64,
     taken: Arc<Taken>,
+    /// While a batch of a non-decoupled model runs: the thread running it,
+    /// whose responses leave with the batch's Done (one write, one wake-up
+    /// of the backend) or with the next frame that is flushed.
+    hold_for: Option<std::thread::ThreadId>,
 }
 
 /// The backend's acknowledgements (ToWorker::Taken) of responses whose
@@ -109,6 +117,16 @@ impl Channel {
         write_frame(&mut self.socket, msg)?;
         self.socket.flush()
     }
+
+    /// A response frame: held back if the thread running a non-decoupled
+    /// batch sends it (its Done follows as soon as execute returns).
+    fn send_response(&mut self, msg: &FromWorker) -> std::io::Result<()> {
+        write_frame(&mut self.socket, msg)?;
+        match self.hold_for {
+            Some(id) if id == std::thread::current().id() => Ok(()),
+            _ => self.socket.flush(),
+        }
+    }
 }
 
 type Shared = Arc<Mutex<Channel>>;
@@ -127,6 +145,7 @@ fn send_done(channel: &Shared, done: FromWorker) {
     let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
     ch.running = None;
     ch.input_view = None;
+    ch.hold_for = None;
     if ch.send(&done).is_err() {
         std::process::exit(0);
     }
@@ -242,7 +261,15 @@ impl ResponseSink for WorkerSink {
             from_input,
             taken,
         };
-        if ch.send(&msg).is_err() {
+        // A response whose sender waits for the backend's Taken goes out at
+        // once (held for the Done, it would wait for ever), and somebody
+        // must read the socket meanwhile.
+        let sent = if taken.is_some() {
+            ch.send(&msg)
+        } else {
+            ch.send_response(&msg)
+        };
+        if sent.is_err() {
             std::process::exit(0);
         }
         if let Some(token) = taken {
@@ -250,6 +277,7 @@ impl ResponseSink for WorkerSink {
             // user code may change its (writable) inputs.
             let acks = ch.taken.clone();
             drop(ch);
+            need_frames();
             acks.wait(token);
         }
         Ok(())
@@ -278,6 +306,7 @@ impl ResponseSink for WorkerSink {
     }
 
     fn is_cancelled(&self) -> bool {
+        read_arrived();
         self.cancelled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -425,6 +454,7 @@ impl Rpc {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, p);
+        need_frames();
         id
     }
 
@@ -706,6 +736,247 @@ impl Metric for RemoteMetric {
     }
 }
 
+/// Who reads the control socket now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lent {
+    /// The main thread (between batches).
+    Main,
+    /// Nobody: a batch runs and no server call or cancellation check has
+    /// needed a frame yet (frames wait in the socket).
+    Busy,
+    /// The intake thread (user code waits for a frame).
+    Yes,
+    /// The socket reached its end (the backend is gone).
+    Closed,
+}
+
+/// The control socket's reading side. The main thread reads it between
+/// batches, so an Execute frame wakes the thread that runs it and a batch
+/// costs no thread hand-off. While user code runs, the intake thread reads
+/// it once somebody needs a frame: a server call (its reply, BLS responses),
+/// `is_cancelled()`; the main thread takes it back after the batch by
+/// signalling `back`, and the intake thread gives it back at a frame
+/// boundary.
+struct Intake {
+    reader: Mutex<BufReader<UnixStream>>,
+    fd: RawFd,
+    lent: Mutex<Lent>,
+    turn: Condvar,
+    back: Event,
+    /// Frames for the main loop the intake thread read (an Execute that came
+    /// before the main thread took the socket back).
+    forwarded: Mutex<VecDeque<ToWorker>>,
+    rpc: Arc<Rpc>,
+    cancelled: Cancelled,
+    /// Acknowledgements of outputs sent from the input region.
+    taken: Arc<Taken>,
+}
+
+/// The worker's intake, for the server calls and cancellation checks that
+/// need frames read while a batch runs.
+static INTAKE: std::sync::OnceLock<Arc<Intake>> = std::sync::OnceLock::new();
+
+/// Somebody waits for a frame from the backend: while a batch runs, the
+/// intake thread starts reading.
+fn need_frames() {
+    if let Some(intake) = INTAKE.get() {
+        intake.wake_reader();
+    }
+}
+
+/// A cancellation check while a batch runs: handles the frames that have
+/// arrived (a Cancel among them) without waking another thread.
+fn read_arrived() {
+    if let Some(intake) = INTAKE.get() {
+        intake.read_arrived();
+    }
+}
+
+impl Intake {
+    /// Any thread, while nobody reads: handles the frames already arrived.
+    fn read_arrived(&self) {
+        if *self.lock() != Lent::Busy {
+            return; // a reader handles them as they come
+        }
+        let Ok(mut reader) = self.reader.try_lock() else {
+            return;
+        };
+        while !reader.buffer().is_empty() || readable_now(self.fd) {
+            match read_frame::<ToWorker, _>(&mut *reader) {
+                Ok(Some(msg)) => {
+                    if let Some(msg) = self.dispatch(msg) {
+                        self.forwarded
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back(msg);
+                    }
+                }
+                // The end stays readable: the next reader sees it.
+                _ => return,
+            }
+        }
+    }
+
+    /// Handles a frame either thread may read; returns the main loop's ones.
+    fn dispatch(&self, msg: ToWorker) -> Option<ToWorker> {
+        match msg {
+            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => self.rpc.dispatch(msg),
+            ToWorker::Taken { token } => self.taken.mark(token),
+            ToWorker::Cancel { request } => {
+                self.cancelled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(request);
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lent> {
+        self.lent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Main thread: the next frame for the main loop, `None` once the
+    /// backend is gone. Only while the socket is the main thread's.
+    fn next(&self) -> Option<ToWorker> {
+        loop {
+            // Frames are forwarded only by a thread holding the reader, so
+            // none can arrive in the queue between this check and the read
+            // (a cancellation check may have read the next Execute).
+            let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(msg) = self
+                .forwarded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front()
+            {
+                return Some(msg);
+            }
+            if *self.lock() == Lent::Closed {
+                return None;
+            }
+            let frame = read_frame::<ToWorker, _>(&mut *reader);
+            drop(reader);
+            match frame {
+                Ok(Some(msg)) => {
+                    if let Some(msg) = self.dispatch(msg) {
+                        return Some(msg);
+                    }
+                }
+                _ => {
+                    *self.lock() = Lent::Closed;
+                    self.turn.notify_all();
+                    self.rpc.fail_all();
+                    self.taken.close();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Main thread, before user code runs: nobody reads until a frame is
+    /// needed; at once if a server call is waiting already (a user thread's
+    /// BLS stream outlives batches).
+    fn begin(&self, lend: bool) {
+        let mut lent = self.lock();
+        if *lent == Lent::Main {
+            let waiting = !self
+                .rpc
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if lend || waiting {
+                *lent = Lent::Yes;
+                self.turn.notify_all();
+            } else {
+                // Nobody to wake: a wake-up costs more than the batch.
+                *lent = Lent::Busy;
+            }
+        }
+    }
+
+    /// Any thread: the intake thread reads if nobody does.
+    fn wake_reader(&self) {
+        let mut lent = self.lock();
+        if *lent == Lent::Busy {
+            *lent = Lent::Yes;
+            self.turn.notify_all();
+        }
+    }
+
+    /// Main thread, after user code returned: takes the socket back.
+    fn end(&self) {
+        let mut lent = self.lock();
+        match *lent {
+            Lent::Busy => *lent = Lent::Main,
+            Lent::Yes => {
+                if self.back.signal().is_err() {
+                    // Cannot happen with a valid eventfd; without it the
+                    // intake thread would keep the socket.
+                    *lent = Lent::Closed;
+                    return;
+                }
+                while *lent == Lent::Yes {
+                    lent = self.turn.wait(lent).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            Lent::Main | Lent::Closed => {}
+        }
+    }
+
+    /// The intake thread: reads while the socket is lent to it.
+    fn serve_lent(&self) {
+        loop {
+            {
+                let mut lent = self.lock();
+                while matches!(*lent, Lent::Main | Lent::Busy) {
+                    lent = self.turn.wait(lent).unwrap_or_else(|p| p.into_inner());
+                }
+                if *lent == Lent::Closed {
+                    return;
+                }
+            }
+            let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+            let closed = loop {
+                // Whole frames already buffered are handled first.
+                if reader.buffer().is_empty() {
+                    match wait_readable(self.fd, &self.back) {
+                        Ok(true) => {
+                            self.back.clear();
+                            break false;
+                        }
+                        Ok(false) => {}
+                        Err(_) => break true,
+                    }
+                }
+                match read_frame::<ToWorker, _>(&mut *reader) {
+                    Ok(Some(msg)) => {
+                        if let Some(msg) = self.dispatch(msg) {
+                            self.forwarded
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push_back(msg);
+                        }
+                    }
+                    _ => break true,
+                }
+            };
+            drop(reader);
+            if closed {
+                self.rpc.fail_all();
+                self.taken.close();
+            }
+            *self.lock() = if closed { Lent::Closed } else { Lent::Main };
+            self.turn.notify_all();
+            if closed {
+                return;
+            }
+        }
+    }
+}
+
 /// Runs the worker until the backend says Shutdown or goes away. Returns the
 /// process exit code.
 pub fn run(fds: WorkerFds) -> i32 {
@@ -730,9 +1001,8 @@ fn serve(fds: WorkerFds) -> Result<()> {
     let mut current: Option<Py<SharedInput>> = None;
     let output = Shm::map(inherited_fd(fds.output).map_err(io_err("output memory"))?)
         .map_err(io_err("map"))?;
-    let mut reader = BufReader::new(socket.try_clone().map_err(io_err("control socket"))?);
+    let reader = BufReader::new(socket.try_clone().map_err(io_err("control socket"))?);
     let taken = Arc::new(Taken::default());
-    let acks = taken.clone();
     let channel: Shared = Arc::new(Mutex::new(Channel {
         socket: BufWriter::new(socket),
         output,
@@ -743,6 +1013,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
         alias_wait: false,
         token: 0,
         taken: taken.clone(),
+        hold_for: None,
     }));
     let cancelled: Cancelled = Arc::new(Mutex::new(HashSet::new()));
     let cancels = cancelled.clone();
@@ -758,32 +1029,26 @@ fn serve(fds: WorkerFds) -> Result<()> {
         bls,
     });
     set_server_api(Arc::new(RemoteServer(rpc.clone())));
-    // Replies to server calls are delivered as they arrive (user code waits
-    // for them inside execute); everything else goes to the main loop.
-    let (main_tx, frames) = mpsc::channel::<ToWorker>();
+    // Between batches this thread reads the control socket itself, so an
+    // Execute frame wakes the thread that runs it; while `initialize` or a
+    // batch runs, the intake thread reads (replies to server calls, BLS
+    // responses and cancellations arrive then, and user code waits for them).
+    let intake = Arc::new(Intake {
+        fd: reader.get_ref().as_raw_fd(),
+        reader: Mutex::new(reader),
+        lent: Mutex::new(Lent::Main),
+        turn: Condvar::new(),
+        back: Event::new().map_err(io_err("eventfd"))?,
+        forwarded: Mutex::new(VecDeque::new()),
+        rpc: rpc.clone(),
+        cancelled: cancels,
+        taken,
+    });
+    let _ = INTAKE.set(intake.clone());
+    let intake_thread = intake.clone();
     std::thread::Builder::new()
         .name("rustpy-worker-rx".into())
-        .spawn(move || {
-            while let Ok(Some(msg)) = read_frame::<ToWorker, _>(&mut reader) {
-                match msg {
-                    ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => rpc.dispatch(msg),
-                    ToWorker::Taken { token } => acks.mark(token),
-                    ToWorker::Cancel { request } => {
-                        cancels
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(request);
-                    }
-                    other => {
-                        if main_tx.send(other).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            rpc.fail_all();
-            acks.close();
-        })
+        .spawn(move || intake_thread.serve_lent())
         .map_err(io_err("reader thread"))?;
     // pb_utils.Logger and rustpy's own messages go to the server's log.
     let log_channel = channel.clone();
@@ -799,14 +1064,17 @@ fn serve(fds: WorkerFds) -> Result<()> {
         )
     }));
 
-    let (config_json, model_dir, version, instance) = match frames.recv() {
-        Ok(ToWorker::Init {
+    let first = intake.next();
+    // Server calls from the model's import and `initialize` get their replies.
+    intake.begin(true);
+    let (config_json, model_dir, version, instance) = match first {
+        Some(ToWorker::Init {
             config_json,
             model_dir,
             version,
             instance,
         }) => (config_json, model_dir, version, instance),
-        Ok(ToWorker::AutoComplete {
+        Some(ToWorker::AutoComplete {
             config_json,
             model_dir,
             version,
@@ -824,9 +1092,14 @@ fn serve(fds: WorkerFds) -> Result<()> {
         }
         _ => return Err(Error::internal("rustpy-worker: expected Init first")),
     };
+    let mut decoupled = true;
     let created = python::initialize().and_then(|()| {
         let config = rustpy_config::parse_json(&config_json)
             .map_err(|e| Error::invalid_arg(format!("cannot read the model configuration: {e}")))?;
+        decoupled = config
+            .model_transaction_policy
+            .as_ref()
+            .is_some_and(|p| p.decoupled);
         let model = LoadedModel::load(&config, Path::new(&model_dir), version)?;
         let info = InstanceInfo {
             name: instance.name,
@@ -835,6 +1108,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
         };
         ModelInstance::new(Arc::new(model), &info)
     });
+    intake.end();
     let instance = match created {
         Ok(i) => {
             let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
@@ -854,7 +1128,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
     };
 
     // Until the backend says Shutdown or closes the channel (unload, or it died).
-    while let Ok(msg) = frames.recv() {
+    while let Some(msg) = intake.next() {
         match msg {
             ToWorker::Execute {
                 input_len,
@@ -866,6 +1140,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
                     ch.used = 0;
                     ch.running = Some(batch);
+                    ch.hold_for = (!decoupled).then(|| std::thread::current().id());
                 }
                 let region = match input_region(current.take(), &input_fd, input_len, &released) {
                     Ok(r) => r,
@@ -945,6 +1220,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         let _ = python::set_view_region(py, None);
                     }
                 });
+                intake.begin(false);
                 let report = instance.execute(&core, responders);
                 drop(core);
                 // A view Python kept (a stored array, a request a thread still
@@ -987,6 +1263,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             .collect(),
                     },
                 );
+                intake.end();
             }
             ToWorker::Shutdown => break,
             ToWorker::Init { .. } | ToWorker::AutoComplete { .. } => {
@@ -999,6 +1276,8 @@ fn serve(fds: WorkerFds) -> Result<()> {
         }
     }
     Python::attach(|_| drop(current.take()));
+    // `finalize` may make server calls too.
+    intake.begin(true);
     if let Err(e) = instance.finalize() {
         python_log_error(&e.message);
     }
