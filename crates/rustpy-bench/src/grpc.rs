@@ -116,6 +116,9 @@ fn validate(wl: &Workload, req: &Request, resp: &ModelInferResponse) -> Result<u
     Ok(bytes)
 }
 
+/// The largest message the load generator sends or accepts.
+const MAX_MESSAGE: usize = 256 << 20;
+
 async fn worker(
     id: usize,
     channel: Channel,
@@ -123,7 +126,11 @@ async fn worker(
     wl: &Workload,
     clock: &Clock,
 ) -> WorkerResult {
-    let mut grpc = tonic::client::Grpc::new(channel);
+    // tonic's default 4 MiB receive limit would refuse the large-tensor
+    // workload's answers (Triton's own gRPC limit is 2 GiB).
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(MODEL_INFER);
     let mut req = Request::default();
     let mut res = WorkerResult {
