@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::{file_sha256, FetchError, Options};
+use crate::{file_sha256, EntryLock, FetchError, Options};
 
 /// Written last into an unpacked environment (marks it complete).
 pub const ENV_META_FILE: &str = ".rustpy-env.json";
@@ -98,41 +98,15 @@ pub fn unpack_env(archive: &Path, opts: &Options) -> Result<UnpackedEnv, FetchEr
     if let Some(l) = lease(&final_dir)? {
         return Ok(hit(true, l));
     }
-    let tmp_root = root.join(".tmp");
-    fs::create_dir_all(&tmp_root)
-        .map_err(|e| fail(format!("creating the cache {}: {e}", root.display())))?;
-    let lock_path = root.join(format!("{sha256}.lock"));
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| fail(format!("opening {}: {e}", lock_path.display())))?;
-    lock.lock()
-        .map_err(|e| fail(format!("locking {}: {e}", lock_path.display())))?;
+    let entry = EntryLock::acquire(&root, &sha256).map_err(fail)?;
     if let Some(l) = lease(&final_dir)? {
         return Ok(hit(true, l));
     }
-    // Left over by an unpack that died while holding this lock.
-    if let Ok(entries) = fs::read_dir(&tmp_root) {
-        for e in entries.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{sha256}."))
-            {
-                let _ = fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    entry.clear_leftovers();
     // An incomplete directory (no metadata file) cannot come from a rename;
     // remove whatever is there so the rename below can happen.
     let _ = fs::remove_dir_all(&final_dir);
-    static SERIAL: AtomicU64 = AtomicU64::new(0);
-    let stage = tmp_root.join(format!(
-        "{sha256}.{}.{}",
-        std::process::id(),
-        SERIAL.fetch_add(1, Ordering::Relaxed)
-    ));
+    let stage = entry.stage("");
     let result = (|| -> Result<(), String> {
         fs::create_dir_all(&stage).map_err(|e| e.to_string())?;
         let file = fs::File::open(archive).map_err(|e| e.to_string())?;
@@ -164,7 +138,7 @@ pub fn unpack_env(archive: &Path, opts: &Options) -> Result<UnpackedEnv, FetchEr
         .map_err(fail)
         .and_then(|()| lease(&final_dir))
         .and_then(|l| l.ok_or_else(|| fail("the unpacked entry vanished".into())));
-    drop(lock);
+    drop(entry);
     Ok(hit(false, taken?))
 }
 

@@ -196,45 +196,13 @@ pub fn fetch(ck: &Checkpoint, model_dir: &Path, opts: &Options) -> Result<Fetche
             root.display()
         )));
     }
-    let tmp_root = root.join(".tmp");
-    fs::create_dir_all(&tmp_root)
-        .map_err(|e| fail(format!("creating the cache {}: {e}", root.display())))?;
-
     // One fetch per key on this machine: the others wait here, then find it.
-    let lock_path = root.join(format!("{key}.lock"));
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| fail(format!("opening {}: {e}", lock_path.display())))?;
-    lock.lock()
-        .map_err(|e| fail(format!("locking {}: {e}", lock_path.display())))?;
+    let entry = EntryLock::acquire(&root, &key).map_err(fail)?;
     if let Some(hit) = cached(&final_dir) {
         return Ok(hit);
     }
-    // Left over by a fetch that died while holding this lock.
-    if let Ok(entries) = fs::read_dir(&tmp_root) {
-        for e in entries.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{key}."))
-            {
-                let _ = fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    static SERIAL: AtomicU64 = AtomicU64::new(0);
-    let stage = tmp_root.join(format!(
-        "{key}.{}.{}",
-        std::process::id(),
-        SERIAL.fetch_add(1, Ordering::Relaxed)
-    ));
-    let work = tmp_root.join(format!(
-        "{key}.{}.{}.work",
-        std::process::id(),
-        SERIAL.fetch_add(1, Ordering::Relaxed)
-    ));
+    entry.clear_leftovers();
+    let (stage, work) = (entry.stage(""), entry.stage(".work"));
     let result = (|| -> Result<Fetched, String> {
         fs::create_dir_all(&stage).map_err(|e| e.to_string())?;
         fs::create_dir_all(&work).map_err(|e| e.to_string())?;
@@ -268,8 +236,65 @@ pub fn fetch(ck: &Checkpoint, model_dir: &Path, opts: &Options) -> Result<Fetche
     if result.is_err() {
         let _ = fs::remove_dir_all(&stage);
     }
-    drop(lock);
+    drop(entry);
     result.map_err(fail)
+}
+
+/// The writing side of cache entry `<root>/<key>` (a checkpoint or an
+/// unpacked environment): an exclusive lock on `<root>/<key>.lock`, so one
+/// writer per key on this machine, and the staging area `<root>/.tmp` where
+/// the entry is built before it is renamed into place. Unlocked on drop.
+pub(crate) struct EntryLock {
+    _lock: fs::File,
+    tmp_root: PathBuf,
+    key: String,
+}
+
+impl EntryLock {
+    /// Waits for the key's lock (creating the staging area first).
+    pub(crate) fn acquire(root: &Path, key: &str) -> Result<EntryLock, String> {
+        let tmp_root = root.join(".tmp");
+        fs::create_dir_all(&tmp_root)
+            .map_err(|e| format!("creating the cache {}: {e}", root.display()))?;
+        let lock_path = root.join(format!("{key}.lock"));
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+        lock.lock()
+            .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+        Ok(EntryLock {
+            _lock: lock,
+            tmp_root,
+            key: key.to_string(),
+        })
+    }
+
+    /// Removes the staging directories a writer of this key left when it
+    /// died while holding the lock.
+    pub(crate) fn clear_leftovers(&self) {
+        let prefix = format!("{}.", self.key);
+        if let Ok(entries) = fs::read_dir(&self.tmp_root) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+
+    /// A fresh staging path for this key, `<key>.<pid>.<n><suffix>`.
+    pub(crate) fn stage(&self, suffix: &str) -> PathBuf {
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        self.tmp_root.join(format!(
+            "{}.{}.{}{suffix}",
+            self.key,
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
 }
 
 fn verify_tree(ck: &Checkpoint, digest: &str) -> Result<(), String> {

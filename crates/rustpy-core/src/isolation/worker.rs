@@ -803,14 +803,7 @@ impl Intake {
         };
         while !reader.buffer().is_empty() || readable_now(self.fd) {
             match read_frame::<ToWorker, _>(&mut *reader) {
-                Ok(Some(msg)) => {
-                    if let Some(msg) = self.dispatch(msg) {
-                        self.forwarded
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push_back(msg);
-                    }
-                }
+                Ok(Some(msg)) => self.take(msg),
                 // The end stays readable: the next reader sees it.
                 _ => return,
             }
@@ -831,6 +824,17 @@ impl Intake {
             other => return Some(other),
         }
         None
+    }
+
+    /// A frame read while the main loop does not read: handled here, or
+    /// queued for the main loop.
+    fn take(&self, msg: ToWorker) {
+        if let Some(msg) = self.dispatch(msg) {
+            self.forwarded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(msg);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lent> {
@@ -952,14 +956,7 @@ impl Intake {
                     }
                 }
                 match read_frame::<ToWorker, _>(&mut *reader) {
-                    Ok(Some(msg)) => {
-                        if let Some(msg) = self.dispatch(msg) {
-                            self.forwarded
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push_back(msg);
-                        }
-                    }
+                    Ok(Some(msg)) => self.take(msg),
                     _ => break true,
                 }
             };

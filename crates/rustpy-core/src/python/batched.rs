@@ -603,12 +603,7 @@ fn deliver<R: Responder>(
                         let slices: Vec<OutputSlice<'_>> = outputs
                             .iter()
                             .filter(|o| wanted(req, &o.name))
-                            .map(|o| OutputSlice {
-                                name: &o.name,
-                                dtype: o.dtype,
-                                shape: o.shape.clone(),
-                                data: o.wire_bytes(),
-                            })
+                            .map(|o| o.slice())
                             .collect();
                         send(&mut responders[i], &slices, last[k])
                     }

@@ -343,15 +343,7 @@ fn send_locked(
         responder.finish();
         return Ok(());
     }
-    let slices: Vec<OutputSlice<'_>> = extracted
-        .iter()
-        .map(|o| OutputSlice {
-            name: &o.name,
-            dtype: o.dtype,
-            shape: o.shape.clone(),
-            data: o.wire_bytes(),
-        })
-        .collect();
+    let slices: Vec<OutputSlice<'_>> = extracted.iter().map(ExtractedOutput::slice).collect();
     if let Err(e) = responder.send(&slices, is_final) {
         responder.send_error(&e);
         s.failed = true;

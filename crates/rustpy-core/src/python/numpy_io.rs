@@ -430,6 +430,16 @@ impl ExtractedOutput {
         }
     }
 
+    /// The whole output as one response's tensor.
+    pub fn slice(&self) -> crate::engine::OutputSlice<'_> {
+        crate::engine::OutputSlice {
+            name: &self.name,
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            data: self.wire_bytes(),
+        }
+    }
+
     /// The data as a batch view that can be cut into rows.
     pub fn view_data(&self) -> crate::batch::OutputData<'_> {
         match &self.data {
