@@ -610,41 +610,28 @@ fn isolation_parameters_are_validated() {
     );
 
     // An unknown mode is an error located on its key.
-    let bad = model(&format!(
-        "{GOOD}parameters {{ key: \"offset\" value {{ string_value: \"1\" }} }}\n\
+    let d = only(
+        &format!(
+            "{GOOD}parameters {{ key: \"offset\" value {{ string_value: \"1\" }} }}\n\
          parameters {{\n  key: \"rustpy.isolation\"\n  value {{ string_value: \"threads\" }}\n}}\n"
-    ));
-    let report = check_path(bad.path());
-    let d = one(
-        &report,
+        ),
         "parameters.isolation",
-        &config_of(bad.path()),
         Some(10),
     );
     assert_eq!(d.severity, Severity::Error);
     assert!(d.message.contains("\"threads\""), "{d}");
 
     // A timeout needs process isolation, and must be a positive integer.
-    let bad = model(&format!(
+    let d = only(&format!(
         "{GOOD}parameters {{ key: \"rustpy.execute_timeout_ms\" value {{ string_value: \"100\" }} }}\n"
-    ));
-    let report = check_path(bad.path());
-    let d = one(
-        &report,
-        "parameters.isolation",
-        &config_of(bad.path()),
-        Some(8),
-    );
+    ), "parameters.isolation", Some(8));
     assert!(d.message.contains("needs"), "{d}");
-    let bad = model(&format!(
+    let d = only(
+        &format!(
         "{GOOD}parameters {{ key: \"rustpy.isolation\" value {{ string_value: \"process\" }} }}\n\
          parameters {{ key: \"rustpy.execute_timeout_ms\" value {{ string_value: \"-1\" }} }}\n"
-    ));
-    let report = check_path(bad.path());
-    let d = one(
-        &report,
+    ),
         "parameters.isolation",
-        &config_of(bad.path()),
         Some(9),
     );
     assert!(d.message.contains("positive"), "{d}");
@@ -747,14 +734,7 @@ fn memory_limit_and_environment_parameters_are_validated() {
             "is it a virtualenv",
         ),
     ] {
-        let bad = model(&format!("{GOOD}{extra}"));
-        let report = check_path(bad.path());
-        let d = one(
-            &report,
-            "parameters.python-env",
-            &config_of(bad.path()),
-            Some(8),
-        );
+        let d = only(&format!("{GOOD}{extra}"), "parameters.python-env", Some(8));
         assert!(d.message.contains(word), "{d}");
         assert!(d.hint.contains("same Python major.minor"), "{d}");
     }

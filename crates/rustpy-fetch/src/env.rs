@@ -351,6 +351,15 @@ pub fn prune_envs(
 mod tests {
     use super::*;
 
+    /// Options with the cache under `dir`.
+    fn cache_in(dir: &Path) -> Options {
+        Options {
+            cache_dir: dir.join("cache"),
+            offline: false,
+            progress: None,
+        }
+    }
+
     fn archive(dir: &Path) -> PathBuf {
         let path = dir.join("env.tar.gz");
         let gz = flate2::write::GzEncoder::new(
@@ -377,11 +386,7 @@ mod tests {
     #[test]
     fn unpacks_once_then_reuses() {
         let d = tempfile::tempdir().unwrap();
-        let opts = Options {
-            cache_dir: d.path().join("cache"),
-            offline: false,
-            progress: None,
-        };
+        let opts = cache_in(d.path());
         let a = archive(d.path());
         let first = unpack_env(&a, &opts).unwrap();
         assert!(!first.cache_hit);
@@ -410,11 +415,7 @@ mod tests {
     #[test]
     fn concurrent_unpacks_agree() {
         let d = tempfile::tempdir().unwrap();
-        let opts = Options {
-            cache_dir: d.path().join("cache"),
-            offline: false,
-            progress: None,
-        };
+        let opts = cache_in(d.path());
         let a = archive(d.path());
         let results: Vec<_> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
@@ -529,11 +530,7 @@ mod tests {
     #[test]
     fn a_broken_archive_leaves_nothing() {
         let d = tempfile::tempdir().unwrap();
-        let opts = Options {
-            cache_dir: d.path().join("cache"),
-            offline: false,
-            progress: None,
-        };
+        let opts = cache_in(d.path());
         let a = d.path().join("bad.tar.gz");
         fs::write(&a, b"not gzip at all").unwrap();
         let e = unpack_env(&a, &opts).unwrap_err();
