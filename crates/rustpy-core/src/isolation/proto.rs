@@ -178,13 +178,13 @@ pub struct WireBlsRequest {
     pub shared: Option<WireShared>,
 }
 
-/// BLS tensors in a BLS region (isolation/bls.rs): one range from `start`,
-/// in a region at least `region_len` bytes long now.
+/// BLS tensors in a BLS region (isolation/bls.rs): one range from `start`
+/// (the reader reads the file at the tensors' offsets, so it needs no
+/// length of the region).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireShared {
     pub start: usize,
     pub tensors: Vec<WireTensor>,
-    pub region_len: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
