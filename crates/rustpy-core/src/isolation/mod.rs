@@ -15,12 +15,17 @@
 //! a whole batch; the worker answers with one frame per response and a Done.
 
 mod bls;
-mod client;
 pub mod env;
+mod instance;
+mod lifecycle;
 mod proto;
+mod response;
+mod rpc;
 mod sys;
+mod transport;
 mod worker;
 
-pub use client::{auto_complete, WorkerConfig, WorkerInstance};
+pub use instance::WorkerInstance;
+pub use lifecycle::{auto_complete, WorkerConfig};
 pub use sys::limit_data;
 pub use worker::{run as run_worker, WorkerFds};

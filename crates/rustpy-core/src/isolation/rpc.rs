@@ -1,0 +1,595 @@
+//! Server calls from user code in a worker (BLS, model control, custom
+//! metrics), both ends of the exchange: the worker's [`Rpc`] and
+//! [`RemoteServer`] send a Call and wait for its Reply (or BLS responses);
+//! the backend's [`serve_call`] makes the call on the server API.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use super::bls::{wants_shared, BlsRegion};
+use super::proto::{
+    error_from_wire, error_to_wire, tensor_from_wire, tensor_to_wire, FromWorker, ServerOp,
+    ToWorker, WireBlsRequest, WireBlsResponse, WireValue,
+};
+use super::response::{send, Shared};
+use super::sys::inherited_fd;
+use super::transport::{write_to, Writer};
+use super::worker::{io_err, need_frames};
+use crate::error::{Error, ErrorCode, Result};
+use crate::server::{
+    server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
+};
+
+// ---- The backend's end: make the call, send the answer. ----
+
+/// Metric families and metrics a worker created, by the ids it knows them by.
+#[derive(Default)]
+pub(super) struct MetricTable {
+    next: u64,
+    families: HashMap<u64, Arc<dyn MetricFamily>>,
+    metrics: HashMap<u64, Box<dyn Metric>>,
+}
+
+fn reply(w: &Writer, call: u64, result: Result<WireValue>) {
+    let result = result.map_err(|e| error_to_wire(&e));
+    let _ = write_to(w, &ToWorker::Reply { call, result });
+}
+
+/// The backend's side of a worker's BLS regions (isolation/bls.rs): it reads
+/// request inputs from `input` and writes response outputs into `output`.
+pub(super) struct BlsRegions {
+    pub(super) input: Mutex<BlsRegion>,
+    pub(super) output: Mutex<BlsRegion>,
+}
+
+/// A BLS response for the worker: large outputs go into the BLS output
+/// region (the worker releases their range once it copied them out).
+fn bls_response_to_wire(r: BlsResponse, bls: &BlsRegions) -> WireBlsResponse {
+    let mut error = r.error.as_ref().map(error_to_wire);
+    let (mut outputs, mut shared) = (Vec::new(), None);
+    if wants_shared(r.outputs.iter().map(|t| t.data.as_slice())) {
+        let tensors: Vec<_> = r.outputs.iter().collect();
+        let mut out = bls.output.lock().unwrap_or_else(|p| p.into_inner());
+        match out.put(&tensors) {
+            Ok(s) => shared = Some(s),
+            Err(e) => {
+                error = error.or(Some(error_to_wire(&Error::internal(format!(
+                    "rustpy: cannot place the BLS response's outputs in shared memory: {e}"
+                )))))
+            }
+        }
+    } else {
+        outputs = r.outputs.iter().map(tensor_to_wire).collect();
+    }
+    WireBlsResponse {
+        outputs,
+        error,
+        parameters: r
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.into()))
+            .collect(),
+        is_final: r.is_final,
+        shared,
+    }
+}
+
+/// Makes a worker's server call on the server API (Triton's, in the
+/// backend). Metric calls are answered inline (they are quick); BLS and model
+/// control on their own threads, as they wait on other models.
+pub(super) fn serve_call(
+    call: u64,
+    op: ServerOp,
+    w: &Writer,
+    metrics: &mut MetricTable,
+    bls: &Arc<BlsRegions>,
+) {
+    let api = match server_api() {
+        Ok(api) => api,
+        Err(e) => return reply(w, call, Err(e)),
+    };
+    match op {
+        ServerOp::Infer {
+            stream,
+            request: req,
+        } => {
+            let w = w.clone();
+            let bls = bls.clone();
+            std::thread::spawn(move || {
+                let fail = |e: Error| {
+                    let _ = write_to(
+                        &w,
+                        &ToWorker::BlsResponse {
+                            call: stream,
+                            response: bls_response_to_wire(
+                                BlsResponse {
+                                    error: Some(e),
+                                    is_final: true,
+                                    ..Default::default()
+                                },
+                                &bls,
+                            ),
+                        },
+                    );
+                };
+                // Large inputs are in the worker's BLS input region: copied
+                // out here, before the Reply (which frees their range).
+                let inputs = match &req.shared {
+                    Some(shared) => bls
+                        .input
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .read(shared),
+                    None => req
+                        .inputs
+                        .into_iter()
+                        .map(tensor_from_wire)
+                        .collect::<Result<Vec<_>>>(),
+                };
+                let inputs = match inputs {
+                    Ok(i) => i,
+                    Err(e) => return reply(&w, call, Err(e)),
+                };
+                let request = BlsRequest {
+                    model_name: req.model_name,
+                    model_version: req.model_version,
+                    request_id: req.request_id,
+                    correlation_id: req.correlation_id.into(),
+                    flags: req.flags,
+                    timeout_us: req.timeout_us,
+                    inputs,
+                    requested_outputs: req.requested_outputs,
+                    parameters: req
+                        .parameters
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into()))
+                        .collect(),
+                };
+                let (tx, rx) = crossbeam::channel::unbounded();
+                if let Err(e) = api.infer(request, tx) {
+                    return reply(&w, call, Err(e));
+                }
+                reply(&w, call, Ok(WireValue::Unit));
+                for response in rx {
+                    let is_final = response.is_final;
+                    let frame = ToWorker::BlsResponse {
+                        call: stream,
+                        response: bls_response_to_wire(response, &bls),
+                    };
+                    if write_to(&w, &frame).is_err() || is_final {
+                        return;
+                    }
+                }
+                fail(Error::internal(
+                    "the BLS request ended without a final response",
+                ));
+            });
+        }
+        ServerOp::LoadModel {
+            name,
+            config_json,
+            files,
+        } => {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let r = api.load_model(&name, &config_json, &files);
+                reply(&w, call, r.map(|()| WireValue::Unit));
+            });
+        }
+        ServerOp::UnloadModel {
+            name,
+            unload_dependents,
+        } => {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let r = api.unload_model(&name, unload_dependents);
+                reply(&w, call, r.map(|()| WireValue::Unit));
+            });
+        }
+        ServerOp::IsModelReady { name, version } => reply(
+            w,
+            call,
+            api.is_model_ready(&name, version).map(WireValue::Bool),
+        ),
+        ServerOp::IsModelDecoupled { name, version } => reply(
+            w,
+            call,
+            api.is_model_decoupled(&name, version).map(WireValue::Bool),
+        ),
+        ServerOp::MetricFamily {
+            name,
+            description,
+            kind,
+        } => {
+            let kind = MetricKind::from_code(kind).unwrap_or(MetricKind::Histogram);
+            let r = api.metric_family(&name, &description, kind).map(|f| {
+                metrics.next += 1;
+                metrics.families.insert(metrics.next, f);
+                WireValue::Id(metrics.next)
+            });
+            reply(w, call, r)
+        }
+        ServerOp::Metric {
+            family,
+            labels,
+            buckets,
+        } => {
+            let r = match metrics.families.get(&family) {
+                Some(f) => f.metric(&labels, buckets.as_deref()).map(|m| {
+                    metrics.next += 1;
+                    metrics.metrics.insert(metrics.next, m);
+                    WireValue::Id(metrics.next)
+                }),
+                None => Err(Error::internal("unknown metric family")),
+            };
+            reply(w, call, r)
+        }
+        ServerOp::MetricOp { metric, op, value } => {
+            let r = match metrics.metrics.get(&metric) {
+                Some(m) => match op {
+                    0 => m.increment(value).map(|()| WireValue::Unit),
+                    1 => m.set(value).map(|()| WireValue::Unit),
+                    2 => m.observe(value).map(|()| WireValue::Unit),
+                    _ => m.value().map(WireValue::F64),
+                },
+                None => Err(Error::internal("unknown metric")),
+            };
+            reply(w, call, r)
+        }
+    }
+}
+
+// ---- The worker's end: send the call, wait for the answer. ----
+
+/// A call waiting for the backend's answer.
+pub(super) enum Pending {
+    Reply(mpsc::Sender<std::result::Result<WireValue, (u32, String)>>),
+    Stream(crossbeam::channel::Sender<BlsResponse>),
+}
+
+/// Server calls from user code, routed through the backend.
+pub(super) struct Rpc {
+    pub(super) channel: Shared,
+    pub(super) next: AtomicU64,
+    pub(super) pending: Mutex<HashMap<u64, Pending>>,
+    /// BLS tensors through shared memory (isolation/bls.rs).
+    pub(super) bls: Option<WorkerBls>,
+}
+
+/// The worker's side of its BLS regions: it writes request inputs into
+/// `input` (a range is freed when the call's Reply came: the backend copied
+/// them out before answering) and reads response outputs from `output` in
+/// the reader thread, then releases their range through `release`.
+pub(super) struct WorkerBls {
+    input: Mutex<BlsRegion>,
+    output: Mutex<BlsRegion>,
+    release: Mutex<mpsc::Sender<usize>>,
+}
+
+impl WorkerBls {
+    pub(super) fn open(fds: (i32, i32), channel: &Shared) -> Result<WorkerBls> {
+        let region = |fd| {
+            inherited_fd(fd)
+                .and_then(BlsRegion::new)
+                .map_err(io_err("BLS memory"))
+        };
+        let (input, output) = (region(fds.0)?, region(fds.1)?);
+        // Releases go out from their own thread: the reader thread that
+        // copies the outputs never waits for the control socket.
+        let (tx, rx) = mpsc::channel::<usize>();
+        let channel = channel.clone();
+        std::thread::Builder::new()
+            .name("rustpy-bls-release".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut starts = vec![first];
+                    starts.extend(rx.try_iter());
+                    send(&channel, &FromWorker::BlsRelease { starts });
+                }
+            })
+            .map_err(io_err("BLS release thread"))?;
+        Ok(WorkerBls {
+            input: Mutex::new(input),
+            output: Mutex::new(output),
+            release: Mutex::new(tx),
+        })
+    }
+}
+
+fn closed() -> Error {
+    Error::new(
+        ErrorCode::Unavailable,
+        "the server connection of this worker closed",
+    )
+}
+
+impl Rpc {
+    fn register(&self, p: Pending) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, p);
+        need_frames();
+        id
+    }
+
+    fn call(&self, op: ServerOp) -> Result<WireValue> {
+        let (tx, rx) = mpsc::channel();
+        let call = self.register(Pending::Reply(tx));
+        send(&self.channel, &FromWorker::Call { call, op });
+        match rx.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err((code, message))) => Err(error_from_wire(code, message)),
+            Err(_) => Err(closed()),
+        }
+    }
+
+    /// Delivers a Reply / BlsResponse frame to its caller.
+    pub(super) fn dispatch(&self, msg: ToWorker) {
+        match msg {
+            ToWorker::Reply { call, result } => {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(Pending::Reply(tx)) = pending.remove(&call) {
+                    let _ = tx.send(result);
+                }
+            }
+            ToWorker::BlsResponse { call, response } => {
+                let is_final = response.is_final;
+                // Large outputs: copied out of the BLS output region, whose
+                // range the backend may then reuse.
+                let shared = match (&response.shared, &self.bls) {
+                    (Some(shared), Some(bls)) => {
+                        let read = bls
+                            .output
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .read(shared);
+                        let _ = bls
+                            .release
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .send(shared.start);
+                        Some(read)
+                    }
+                    (Some(_), None) => Some(Err(Error::internal(
+                        "rustpy-worker: a BLS response in shared memory, but no BLS memory",
+                    ))),
+                    _ => None,
+                };
+                let mut converted = bls_response_from_wire(response);
+                match shared {
+                    Some(Ok(outputs)) => converted.outputs = outputs,
+                    Some(Err(e)) => converted.error = Some(e),
+                    None => {}
+                }
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(Pending::Stream(tx)) = pending.get(&call) {
+                    let _ = tx.send(converted);
+                }
+                if is_final {
+                    pending.remove(&call);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The backend is gone: every waiting caller gets an error.
+    pub(super) fn fail_all(&self) {
+        let drained: Vec<Pending> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in drained {
+            if let Pending::Stream(tx) = p {
+                let _ = tx.send(BlsResponse {
+                    error: Some(closed()),
+                    is_final: true,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+}
+
+fn bls_response_from_wire(r: WireBlsResponse) -> BlsResponse {
+    let mut error = r.error.map(|(c, m)| error_from_wire(c, m));
+    let mut outputs = Vec::with_capacity(r.outputs.len());
+    for t in r.outputs {
+        match tensor_from_wire(t) {
+            Ok(t) => outputs.push(t),
+            Err(e) => error = Some(e),
+        }
+    }
+    BlsResponse {
+        outputs,
+        error,
+        parameters: r
+            .parameters
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect(),
+        is_final: r.is_final,
+    }
+}
+
+fn unexpected() -> Error {
+    Error::internal("unexpected reply from the backend")
+}
+
+/// The server API of a worker: every call goes to the backend, which makes
+/// it on Triton's server API (BLS, model control, custom metrics).
+pub(super) struct RemoteServer(pub(super) Arc<Rpc>);
+
+impl ServerApi for RemoteServer {
+    fn infer(
+        &self,
+        request: BlsRequest,
+        responses: crossbeam::channel::Sender<BlsResponse>,
+    ) -> Result<()> {
+        // Large inputs go through the BLS input region, in a range of their
+        // own (other threads' calls use other ranges).
+        let mut shared = None;
+        if let Some(bls) = &self.0.bls {
+            if wants_shared(request.inputs.iter().map(|t| t.data.as_slice())) {
+                let tensors: Vec<_> = request.inputs.iter().collect();
+                let placed = bls
+                    .input
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put(&tensors)
+                    .map_err(|e| {
+                        Error::internal(format!(
+                            "rustpy-worker: cannot place the BLS request's inputs in shared memory: {e}"
+                        ))
+                    })?;
+                shared = Some(placed);
+            }
+        }
+        let wire = WireBlsRequest {
+            model_name: request.model_name,
+            model_version: request.model_version,
+            request_id: request.request_id,
+            correlation_id: (&request.correlation_id).into(),
+            flags: request.flags,
+            timeout_us: request.timeout_us,
+            inputs: if shared.is_some() {
+                Vec::new()
+            } else {
+                request.inputs.iter().map(tensor_to_wire).collect()
+            },
+            shared: shared.clone(),
+            requested_outputs: request.requested_outputs,
+            parameters: request
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+        };
+        let stream = self.0.register(Pending::Stream(responses));
+        let accepted = self.0.call(ServerOp::Infer {
+            stream,
+            request: wire,
+        });
+        // Answered (or the backend is gone): the inputs were copied out.
+        if let (Some(shared), Some(bls)) = (&shared, &self.0.bls) {
+            bls.input
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .free(shared.start);
+        }
+        if accepted.is_err() {
+            self.0
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&stream);
+        }
+        accepted.map(|_| ())
+    }
+    fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
+        self.0
+            .call(ServerOp::LoadModel {
+                name: name.into(),
+                config_json: config_json.into(),
+                files: files.to_vec(),
+            })
+            .map(|_| ())
+    }
+    fn unload_model(&self, name: &str, unload_dependents: bool) -> Result<()> {
+        self.0
+            .call(ServerOp::UnloadModel {
+                name: name.into(),
+                unload_dependents,
+            })
+            .map(|_| ())
+    }
+    fn is_model_ready(&self, name: &str, version: i64) -> Result<bool> {
+        match self.0.call(ServerOp::IsModelReady {
+            name: name.into(),
+            version,
+        })? {
+            WireValue::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+    fn is_model_decoupled(&self, name: &str, version: i64) -> Result<bool> {
+        match self.0.call(ServerOp::IsModelDecoupled {
+            name: name.into(),
+            version,
+        })? {
+            WireValue::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+    fn metric_family(
+        &self,
+        name: &str,
+        description: &str,
+        kind: MetricKind,
+    ) -> Result<Arc<dyn MetricFamily>> {
+        match self.0.call(ServerOp::MetricFamily {
+            name: name.into(),
+            description: description.into(),
+            kind: kind as u32,
+        })? {
+            WireValue::Id(id) => Ok(Arc::new(RemoteFamily(id, self.0.clone()))),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+struct RemoteFamily(u64, Arc<Rpc>);
+
+impl MetricFamily for RemoteFamily {
+    fn metric(
+        &self,
+        labels: &[(String, String)],
+        buckets: Option<&[f64]>,
+    ) -> Result<Box<dyn Metric>> {
+        match self.1.call(ServerOp::Metric {
+            family: self.0,
+            labels: labels.to_vec(),
+            buckets: buckets.map(<[f64]>::to_vec),
+        })? {
+            WireValue::Id(id) => Ok(Box::new(RemoteMetric(id, self.1.clone()))),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+struct RemoteMetric(u64, Arc<Rpc>);
+
+impl RemoteMetric {
+    fn op(&self, op: u8, value: f64) -> Result<WireValue> {
+        self.1.call(ServerOp::MetricOp {
+            metric: self.0,
+            op,
+            value,
+        })
+    }
+}
+
+impl Metric for RemoteMetric {
+    fn increment(&self, value: f64) -> Result<()> {
+        self.op(0, value).map(|_| ())
+    }
+    fn set(&self, value: f64) -> Result<()> {
+        self.op(1, value).map(|_| ())
+    }
+    fn observe(&self, value: f64) -> Result<()> {
+        self.op(2, value).map(|_| ())
+    }
+    fn value(&self) -> Result<f64> {
+        match self.op(3, 0.0)? {
+            WireValue::F64(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+}
