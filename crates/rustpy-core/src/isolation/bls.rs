@@ -11,7 +11,7 @@
 //! - `bls-in`: the backend copies the inputs out before it answers the
 //!   call, so the worker frees the range when the call's Reply arrives;
 //! - `bls-out`: the worker copies the outputs out as the response frame
-//!   arrives and then tells the backend ([`super::proto::FromWorker::BlsRelease`]).
+//!   arrives and then tells the backend ([`super::wire::FromWorker::BlsRelease`]).
 //!
 //! Concurrent calls (Python threads, `async_exec`, a decoupled stream's
 //! many responses) each get their own range, so none overwrites another.
@@ -30,7 +30,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 
-use super::proto::{WireShared, WireTensor};
+use super::wire::{WireShared, WireTensor};
 use crate::error::{Error, Result};
 use crate::server::OwnedTensor;
 use crate::DataType;

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::lifecycle::{backoff, describe_exit, label, Worker, WorkerConfig};
-use super::proto::{request_id, FromWorker, ToWorker, WireRequest, WireTensor, REQUEST_BITS};
 use super::response::OpenRequest;
+use super::wire::{request_id, FromWorker, ToWorker, WireRequest, WireTensor, REQUEST_BITS};
 use crate::constants::LogLevel;
 use crate::engine::{ExecReport, Outcome, Responder};
 use crate::error::{Error, ErrorCode, Result};

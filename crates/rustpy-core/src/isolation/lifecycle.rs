@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::bls::BlsRegion;
-use super::proto::{error_from_wire, read_frame, FromWorker, ToWorker, WireInstance};
 use super::response::{handle_response, watch_cancellations, Open, OpenRequest};
 use super::rpc::{serve_call, BlsRegions, MetricTable};
 use super::sys::{self, growing_memfd, memfd, Shm};
 use super::transport::{write_to, Writer};
+use super::wire::{error_from_wire, read_frame, FromWorker, ToWorker, WireInstance};
 use crate::constants::LogLevel;
 use crate::error::{Error, ErrorCode, Result};
 use crate::python::{emit_log, InstanceInfo};

@@ -5,7 +5,7 @@
 //! - [`client`]: the backend side (start, execute, restart, stop a worker).
 //! - [`worker`]: the worker side (what `rustpy-worker` runs).
 //! - [`env`]: a model's own Python environment (virtualenv, EXECUTION_ENV_PATH).
-//! - [`proto`]: the control channel (length-prefixed JSON over a socketpair).
+//! - [`wire`]: the control channel (length-prefixed JSON over a socketpair).
 //! - [`bls`]: BLS tensors through two more memfd regions (large ones only).
 //! - [`sys`]: the only unsafe code here: memfd shared memory, parent-death signal.
 //!
@@ -18,11 +18,11 @@ mod bls;
 pub mod env;
 mod instance;
 mod lifecycle;
-mod proto;
 mod response;
 mod rpc;
 mod sys;
 mod transport;
+pub mod wire;
 mod worker;
 
 pub use instance::WorkerInstance;

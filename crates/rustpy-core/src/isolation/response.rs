@@ -10,12 +10,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::proto::{
+use super::sys::Shm;
+use super::transport::{write_to, Writer};
+use super::wire::{
     error_from_wire, error_to_wire, request_id, write_frame, FromWorker, ToWorker, WireOwnedTensor,
     WireTensor,
 };
-use super::sys::Shm;
-use super::transport::{write_to, Writer};
 use super::worker::{need_frames, read_arrived};
 use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::{Error, Result};

@@ -9,13 +9,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::bls::{wants_shared, BlsRegion};
-use super::proto::{
-    error_from_wire, error_to_wire, tensor_from_wire, tensor_to_wire, FromWorker, ServerOp,
-    ToWorker, WireBlsRequest, WireBlsResponse, WireValue,
-};
 use super::response::{send, Shared};
 use super::sys::inherited_fd;
 use super::transport::{write_to, Writer};
+use super::wire::{
+    error_from_wire, error_to_wire, tensor_from_wire, tensor_to_wire, FromWorker, ServerOp,
+    ToWorker, WireBlsRequest, WireBlsResponse, WireValue,
+};
 use super::worker::{io_err, need_frames};
 use crate::error::{Error, ErrorCode, Result};
 use crate::server::{

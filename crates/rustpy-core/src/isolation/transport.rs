@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
-use super::proto::{write_frame, ToWorker};
+use super::wire::{write_frame, ToWorker};
 
 /// The backend's sending half of a worker's control socket (the execute
 /// thread and the threads answering server calls share it).

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use super::proto::{error_to_wire, read_frame, FromWorker, ToWorker};
 use super::response::{
     send, send_done, worker_responder, Cancelled, Channel, Shared, Taken, WorkerResponder,
     ALIAS_WAIT_MIN,
@@ -20,6 +19,7 @@ use super::rpc::{RemoteServer, Rpc, WorkerBls};
 use super::sys::{
     inherited_fd, inherited_stream, readable_now, wait_readable, Event, Mapping, Shm,
 };
+use super::wire::{error_to_wire, read_frame, FromWorker, ToWorker};
 use crate::engine::{Outcome, Responder};
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
