@@ -33,7 +33,6 @@ use std::os::unix::fs::FileExt;
 use super::wire::{WireShared, WireTensor};
 use crate::error::{Error, Result};
 use crate::server::OwnedTensor;
-use crate::DataType;
 
 /// A BLS request's inputs (a response's outputs) of at most this many bytes
 /// in all travel inline in the control frame.
@@ -125,15 +124,20 @@ impl BlsRegion {
         self.used.len()
     }
 
-    /// Reader side: copies the tensors out of the region.
+    /// Reader side: copies the tensors out of the region. The other side
+    /// wrote `shared` (the worker may be hostile): every range is checked
+    /// against the file before anything is allocated for it.
     pub fn read(&mut self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
         let bad = |why: String| Error::internal(format!("rustpy: BLS shared memory: {why}"));
+        let size = self.len().map_err(|e| bad(e.to_string()))?;
+        shared
+            .check(size, "BLS region")
+            .map_err(|e| bad(e.to_string()))?;
         shared
             .tensors
             .iter()
             .map(|t| {
-                let dtype = DataType::from_name(&t.dtype)
-                    .ok_or_else(|| bad(format!("unknown data type '{}'", t.dtype)))?;
+                let dtype = t.data_type().map_err(|e| bad(e.to_string()))?;
                 let mut data = vec![0u8; t.len];
                 self.file
                     .read_exact_at(&mut data, t.offset as u64)
@@ -152,6 +156,7 @@ impl BlsRegion {
 #[cfg(test)]
 mod tests {
     use super::super::sys::memfd;
+    use crate::DataType;
     use super::*;
 
     fn tensor(name: &str, fill: u8, len: usize) -> OwnedTensor {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::lifecycle::{backoff, describe_exit, label, Worker, WorkerConfig};
 use super::response::OpenRequest;
-use super::wire::{request_id, FromWorker, ToWorker, WireRequest, WireTensor, REQUEST_BITS};
+use super::wire::{request_id, request_index, Execute, FromWorker, InputLayout, ToWorker};
 use crate::constants::LogLevel;
 use crate::engine::{ExecReport, Outcome, Responder};
 use crate::error::{Error, ErrorCode, Result};
@@ -17,9 +17,6 @@ use crate::python::emit_log;
 use crate::request::InferRequest;
 use rustpy_config::model::INPUT_SHM_LIMIT_KEY;
 use std::sync::atomic::Ordering as AtomicOrdering;
-
-/// Inputs are placed at multiples of this in the input region.
-const ALIGN: usize = 64;
 
 /// "1.5 MiB"
 fn mib(bytes: usize) -> String {
@@ -312,7 +309,7 @@ impl WorkerInstance {
                 worker.running.store(0, AtomicOrdering::Release);
                 for (id, mut o) in failed {
                     o.responder.send_error(&err);
-                    if let Some(o) = report.outcomes.get_mut(id & ((1 << REQUEST_BITS) - 1)) {
+                    if let Some(o) = report.outcomes.get_mut(request_index(id)) {
                         *o = Outcome::Failed;
                     }
                 }
@@ -356,31 +353,10 @@ fn run_batch<R: Responder + 'static>(
             );
         }
     }
-    // Lay the batch out in the input region, input by input: every
-    // request's tensor of one input back to back, in batch order, so the
-    // worker's gather of a batch is a view of one range (no copy). Each
-    // input's run starts aligned. The batch goes where no pinned range is,
-    // growing the region first if needed.
-    let mut names: Vec<&str> = Vec::new();
-    for r in requests {
-        for t in &r.inputs {
-            if !names.contains(&t.name.as_str()) {
-                names.push(&t.name);
-            }
-        }
-    }
-    let mut needed = 0usize;
-    for name in &names {
-        needed = needed.next_multiple_of(ALIGN);
-        for r in requests {
-            needed += r
-                .inputs
-                .iter()
-                .filter(|t| t.name == *name)
-                .map(|t| t.byte_size())
-                .sum::<usize>();
-        }
-    }
+    // The batch goes where no pinned range is, growing the region first if
+    // needed.
+    let layout = InputLayout::of(requests);
+    let needed = layout.size;
     let base = worker.place(needed);
     let grown = match worker.input_limit {
         Some(limit) if base + needed > limit => Err(Error::invalid_arg(format!(
@@ -425,56 +401,14 @@ fn run_batch<R: Responder + 'static>(
         );
         return Ok(None);
     }
-    let mut placed: Vec<Vec<Option<WireTensor>>> = requests
-        .iter()
-        .map(|r| vec![None; r.inputs.len()])
-        .collect();
-    let mut offset = base;
-    for name in &names {
-        offset = offset.next_multiple_of(ALIGN);
-        for (r, slots) in requests.iter().zip(placed.iter_mut()) {
-            for (t, slot) in r.inputs.iter().zip(slots.iter_mut()) {
-                if t.name != *name || slot.is_some() {
-                    continue;
-                }
-                let start = offset;
-                for chunk in &t.chunks {
-                    worker.input.write(offset, chunk);
-                    offset += chunk.len();
-                }
-                *slot = Some(WireTensor {
-                    name: t.name.clone(),
-                    dtype: t.dtype.name().to_string(),
-                    shape: t.shape.clone(),
-                    offset: start,
-                    len: offset - start,
-                });
-            }
-        }
-    }
-    let mut wire = Vec::with_capacity(requests.len());
-    for (r, slots) in requests.iter().zip(placed) {
-        let inputs: Vec<WireTensor> = slots.into_iter().flatten().collect();
-        wire.push(WireRequest {
-            id: r.id.clone(),
-            correlation_id: (&r.correlation_id).into(),
-            flags: r.flags,
-            timeout_us: r.timeout_us,
-            inputs,
-            requested_outputs: r.requested_outputs.clone(),
-            parameters: r
-                .parameters
-                .iter()
-                .map(|(k, v)| (k.clone(), v.into()))
-                .collect(),
-        });
-    }
+    let input = &mut worker.input;
+    let wire = layout.write(requests, base, |offset, bytes| input.write(offset, bytes));
     worker.running.store(batch, AtomicOrdering::Release);
-    let msg = ToWorker::Execute {
+    let msg = ToWorker::Execute(Execute {
         input_len: worker.input.len(),
         requests: wire,
         batch,
-    };
+    });
     if worker.send(&msg).is_err() {
         return Err(Lost::Died(String::new()));
     }
@@ -501,40 +435,17 @@ fn run_batch<R: Responder + 'static>(
                 Err(_) => return Err(Lost::Died(String::new())),
             },
         };
-        if let FromWorker::Done {
-            ok,
-            rows,
-            calls,
-            compute_ns,
-            pinned,
-            released,
-            rescheduled,
-        } = frame
-        {
+        if let FromWorker::Done(done) = frame {
             worker.running.store(0, AtomicOrdering::Release);
-            worker.pinned.retain(|(b, _, _)| !released.contains(b));
-            if pinned && needed > 0 {
+            worker.pinned.retain(|(b, _, _)| !done.released.contains(b));
+            if done.pinned && needed > 0 {
                 worker.pinned.push((batch, base, base + needed));
             }
-            if ok.len() == n {
-                report.outcomes = ok
-                    .into_iter()
-                    .map(|ok| {
-                        if ok {
-                            Outcome::Answered
-                        } else {
-                            Outcome::Failed
-                        }
-                    })
-                    .collect();
-            }
-            if rows.len() == n {
-                report.rows = rows;
-            }
+            done.fill(report);
             // Rescheduled requests go back to Triton unanswered (released
             // with RESCHEDULE by the backend, as in-process): their
             // responders close without a response.
-            for i in rescheduled.into_iter().filter(|&i| i < n) {
+            for i in done.rescheduled_in(n) {
                 let taken = worker
                     .open
                     .lock()
@@ -545,8 +456,7 @@ fn run_batch<R: Responder + 'static>(
                     report.outcomes[i] = Outcome::Rescheduled;
                 }
             }
-            report.calls = calls;
-            return Ok(compute_ns);
+            return Ok(done.compute_ns);
         }
     }
 }

@@ -18,7 +18,7 @@ use super::response::{handle_response, watch_cancellations, Open, OpenRequest};
 use super::rpc::{serve_call, BlsRegions, MetricTable};
 use super::sys::{self, growing_memfd, memfd, Shm};
 use super::transport::{write_to, Writer};
-use super::wire::{error_from_wire, read_frame, FromWorker, ToWorker, WireInstance};
+use super::wire::{error_from_wire, read_frame, AutoComplete, FromWorker, Init, ToWorker};
 use crate::constants::LogLevel;
 use crate::error::{Error, ErrorCode, Result};
 use crate::python::{emit_log, InstanceInfo};
@@ -142,17 +142,15 @@ pub(super) fn describe_exit(status: ExitStatus) -> String {
 /// Runs the model's `auto_complete_config` in a short-lived worker (the
 /// model is never imported in the server). `Ok(None)`: nothing to change.
 pub fn auto_complete(cfg: &WorkerConfig) -> Result<Option<String>> {
-    let msg = ToWorker::AutoComplete {
+    let msg = ToWorker::AutoComplete(AutoComplete {
         config_json: cfg.config_json.clone(),
         model_dir: cfg.model_dir.clone(),
         version: cfg.version,
-    };
+    });
     let (mut worker, first) = Worker::launch(cfg, &msg, "running auto_complete_config")?;
     worker.shutdown();
     match first {
-        FromWorker::AutoCompleted { result } => {
-            result.map_err(|(code, message)| error_from_wire(code, message))
-        }
+        FromWorker::AutoCompleted { result } => result.map_err(error_from_wire),
         _ => Err(Error::internal(format!(
             "{}: the worker process sent an unexpected message during auto-complete",
             label(cfg)
@@ -205,22 +203,18 @@ impl Worker {
 
     /// Starts a worker and runs the model's initialisation in it.
     pub(super) fn start(cfg: &WorkerConfig) -> Result<Worker> {
-        let init = ToWorker::Init {
+        let init = ToWorker::Init(Init {
             config_json: cfg.config_json.clone(),
             model_dir: cfg.model_dir.clone(),
             version: cfg.version,
-            instance: WireInstance {
-                name: cfg.instance.name.clone(),
-                kind: cfg.instance.kind.clone(),
-                device_id: cfg.instance.device_id,
-            },
-        };
+            instance: (&cfg.instance).into(),
+        });
         let (mut worker, first) = Self::launch(cfg, &init, "running initialize")?;
         match first {
             FromWorker::Ready => Ok(worker),
             FromWorker::InitFailed { code, message } => {
                 worker.shutdown();
-                Err(error_from_wire(code, message))
+                Err(error_from_wire((code, message)))
             }
             _ => {
                 worker.kill();

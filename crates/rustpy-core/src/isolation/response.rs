@@ -13,13 +13,12 @@ use std::time::Duration;
 use super::sys::Shm;
 use super::transport::{write_to, Writer};
 use super::wire::{
-    error_from_wire, error_to_wire, request_id, write_frame, FromWorker, ToWorker, WireOwnedTensor,
-    WireTensor,
+    error_from_wire, error_to_wire, request_id, write_frame, FromWorker, InlineResponse,
+    OutputPlacement, Response, ToWorker,
 };
 use super::worker::{need_frames, read_arrived};
 use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::{Error, Result};
-use crate::DataType;
 
 // ---- The backend's half: decode and deliver. ----
 
@@ -73,80 +72,46 @@ pub(super) fn handle_response(
     replies: &Writer,
 ) -> bool {
     match frame {
-        FromWorker::Response {
-            request,
-            outputs,
-            output_len,
-            is_final,
-            from_input,
-            taken,
-        } => {
-            let mut slices = Vec::with_capacity(outputs.len());
-            let mut bad = output
-                .ensure(*output_len)
-                .err()
-                .map(|e| format!("output shared memory: {e}"));
+        FromWorker::Response(response) => {
             // Outputs that are views of the batch's inputs are copied from
             // the input region (this mapping of it is the reader thread's
             // own; the execute thread writes the next batch only after this
             // batch's Done, which comes after this frame).
-            let input_end = from_input
-                .iter()
-                .filter_map(|&k| outputs.get(k))
-                .map(|o| o.offset.saturating_add(o.len))
-                .max()
-                .unwrap_or(0);
-            if let Err(e) = input.ensure(input_end) {
-                bad = Some(format!("input shared memory: {e}"));
+            let mapped = output
+                .ensure(response.output_len)
+                .map_err(|e| format!("output shared memory: {e}"))
+                .and(
+                    input
+                        .ensure(response.input_end())
+                        .map_err(|e| format!("input shared memory: {e}")),
+                );
+            let resolved = mapped.and_then(|()| {
+                response
+                    .resolve(output.whole(), input.whole())
+                    .map_err(|e| e.to_string())
+            });
+            match resolved {
+                Ok(slices) => deliver(open, response.request, &slices, response.is_final),
+                Err(why) => fail_open(
+                    open,
+                    response.request,
+                    &Error::internal(format!("rustpy: {why}")),
+                ),
             }
-            for (k, o) in outputs.iter().enumerate() {
-                let region = if from_input.contains(&k) {
-                    &*input
-                } else {
-                    &*output
-                };
-                match (DataType::from_name(&o.dtype), region.slice(o.offset, o.len)) {
-                    (Some(dtype), Ok(data)) => slices.push(OutputSlice {
-                        name: &o.name,
-                        dtype,
-                        shape: o.shape.clone(),
-                        data,
-                    }),
-                    _ => bad = Some("a response lies outside the shared memory".into()),
-                }
-            }
-            match bad {
-                Some(why) => fail_open(open, *request, &Error::internal(format!("rustpy: {why}"))),
-                None => deliver(open, *request, &slices, *is_final),
-            }
-            if let Some(token) = taken {
-                let _ = write_to(replies, &ToWorker::Taken { token: *token });
+            if let Some(token) = response.taken {
+                let _ = write_to(replies, &ToWorker::Taken { token });
             }
             true
         }
-        FromWorker::InlineResponse {
-            request,
-            outputs,
-            is_final,
-        } => {
-            let mut slices = Vec::with_capacity(outputs.len());
-            for o in outputs {
-                let Some(dtype) = DataType::from_name(&o.dtype) else {
-                    fail_open(
-                        open,
-                        *request,
-                        &Error::internal("rustpy: unknown output type"),
-                    );
-                    return true;
-                };
-                slices.push(OutputSlice {
-                    name: &o.name,
-                    dtype,
-                    shape: o.shape.clone(),
-                    data: &o.data,
-                });
+        FromWorker::InlineResponse(inline) => {
+            match inline.resolve() {
+                Ok(slices) => deliver(open, inline.request, &slices, inline.is_final),
+                Err(e) => fail_open(
+                    open,
+                    inline.request,
+                    &Error::internal(format!("rustpy: {e}")),
+                ),
             }
-            deliver(open, *request, &slices, *is_final);
             true
         }
         FromWorker::Error {
@@ -155,7 +120,7 @@ pub(super) fn handle_response(
             message,
             is_final,
         } => {
-            let err = error_from_wire(*code, message.clone());
+            let err = error_from_wire((*code, message.clone()));
             let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(o) = open.get_mut(request) {
                 if *is_final || !o.responder.send_error_nonfinal(&err) {
@@ -212,9 +177,6 @@ pub(super) fn watch_cancellations(
 }
 
 // ---- The worker's half: encode and send. ----
-
-/// Output tensors are placed at multiples of this in the output region.
-const ALIGN: usize = 64;
 
 /// The sending half: the control socket and the output region, shared by the
 /// main thread and any user thread that answers a decoupled request.
@@ -355,80 +317,35 @@ impl ResponseSink for WorkerSink {
         let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
         if ch.running != Some(self.batch) {
             // Its batch is over: the output region belongs to the next one.
-            let msg = FromWorker::InlineResponse {
-                request: self.index,
-                outputs: outputs
-                    .iter()
-                    .map(|o| WireOwnedTensor {
-                        name: o.name.to_string(),
-                        dtype: o.dtype.name().to_string(),
-                        shape: o.shape.clone(),
-                        data: o.data.to_vec(),
-                    })
-                    .collect(),
-                is_final,
-            };
+            let msg =
+                FromWorker::InlineResponse(InlineResponse::new(self.index, outputs, is_final));
             if ch.send(&msg).is_err() {
                 std::process::exit(0);
             }
             return Ok(());
         }
-        let mut offset = ch.used;
-        let mut wire = Vec::with_capacity(outputs.len());
-        let mut from_input = Vec::new();
-        let (view_at, view_len) = ch.input_view.unwrap_or((0, 0));
-        for (k, o) in outputs.iter().enumerate() {
-            // A view of this batch's inputs (identity, a slice, a reshape):
-            // the backend copies it from the input region, which stays
-            // untouched until it has (it reads this before the Done).
-            let at = o.data.as_ptr() as usize;
-            if o.data.len() >= ch.alias_min.max(1)
-                && at >= view_at
-                && at + o.data.len() <= view_at + view_len
-            {
-                from_input.push(k);
-                wire.push(WireTensor {
-                    name: o.name.to_string(),
-                    dtype: o.dtype.name().to_string(),
-                    shape: o.shape.clone(),
-                    offset: at - view_at,
-                    len: o.data.len(),
-                });
-                continue;
-            }
-            offset = offset.next_multiple_of(ALIGN);
-            wire.push(WireTensor {
-                name: o.name.to_string(),
-                dtype: o.dtype.name().to_string(),
-                shape: o.shape.clone(),
-                offset,
-                len: o.data.len(),
-            });
-            offset += o.data.len();
-        }
+        let placed = OutputPlacement::plan(outputs, ch.used, ch.input_view, ch.alias_min);
         ch.output
-            .grow(offset)
+            .grow(placed.end)
             .map_err(|e| Error::internal(format!("cannot grow the output shared memory: {e}")))?;
-        for (k, (o, w)) in outputs.iter().zip(&wire).enumerate() {
-            if !from_input.contains(&k) {
-                ch.output.write(w.offset, o.data);
-            }
+        for (offset, bytes) in placed.copies(outputs) {
+            ch.output.write(offset, bytes);
         }
-        ch.used = offset;
-        let taken = if ch.alias_wait && !from_input.is_empty() {
+        ch.used = placed.end;
+        let taken = if ch.alias_wait && !placed.from_input.is_empty() {
             ch.token += 1;
             Some(ch.token)
         } else {
             None
         };
-        let msg = FromWorker::Response {
+        let msg = FromWorker::Response(Response {
             request: self.index,
-            outputs: wire,
+            outputs: placed.tensors,
             output_len: ch.output.len(),
             is_final,
-            from_input,
+            from_input: placed.from_input,
             taken,
-        };
+        });
         // A response whose sender waits for the backend's Taken goes out at
         // once (held for the Done, it would wait for ever), and somebody
         // must read the socket meanwhile.

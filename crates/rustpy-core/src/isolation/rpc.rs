@@ -13,8 +13,8 @@ use super::response::{send, Shared};
 use super::sys::inherited_fd;
 use super::transport::{write_to, Writer};
 use super::wire::{
-    error_from_wire, error_to_wire, tensor_from_wire, tensor_to_wire, FromWorker, ServerOp,
-    ToWorker, WireBlsRequest, WireBlsResponse, WireValue,
+    error_from_wire, error_to_wire, metric_op, CallResult, FromWorker, ServerOp, ToWorker,
+    WireBlsRequest, WireBlsResponse, WireValue,
 };
 use super::worker::{io_err, need_frames};
 use crate::error::{Error, ErrorCode, Result};
@@ -47,33 +47,16 @@ pub(super) struct BlsRegions {
 /// A BLS response for the worker: large outputs go into the BLS output
 /// region (the worker releases their range once it copied them out).
 fn bls_response_to_wire(r: BlsResponse, bls: &BlsRegions) -> WireBlsResponse {
-    let mut error = r.error.as_ref().map(error_to_wire);
-    let (mut outputs, mut shared) = (Vec::new(), None);
-    if wants_shared(r.outputs.iter().map(|t| t.data.as_slice())) {
+    let placed = wants_shared(r.outputs.iter().map(|t| t.data.as_slice())).then(|| {
         let tensors: Vec<_> = r.outputs.iter().collect();
         let mut out = bls.output.lock().unwrap_or_else(|p| p.into_inner());
-        match out.put(&tensors) {
-            Ok(s) => shared = Some(s),
-            Err(e) => {
-                error = error.or(Some(error_to_wire(&Error::internal(format!(
-                    "rustpy: cannot place the BLS response's outputs in shared memory: {e}"
-                )))))
-            }
-        }
-    } else {
-        outputs = r.outputs.iter().map(tensor_to_wire).collect();
-    }
-    WireBlsResponse {
-        outputs,
-        error,
-        parameters: r
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.clone(), v.into()))
-            .collect(),
-        is_final: r.is_final,
-        shared,
-    }
+        out.put(&tensors).map_err(|e| {
+            Error::internal(format!(
+                "rustpy: cannot place the BLS response's outputs in shared memory: {e}"
+            ))
+        })
+    });
+    WireBlsResponse::new(&r, placed)
 }
 
 /// Makes a worker's server call on the server API (Triton's, in the
@@ -116,37 +99,20 @@ pub(super) fn serve_call(
                 };
                 // Large inputs are in the worker's BLS input region: copied
                 // out here, before the Reply (which frees their range).
+                let mut req = req;
                 let inputs = match &req.shared {
                     Some(shared) => bls
                         .input
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .read(shared),
-                    None => req
-                        .inputs
-                        .into_iter()
-                        .map(tensor_from_wire)
-                        .collect::<Result<Vec<_>>>(),
+                    None => req.take_inline_inputs().map_err(Error::from),
                 };
                 let inputs = match inputs {
                     Ok(i) => i,
                     Err(e) => return reply(&w, call, Err(e)),
                 };
-                let request = BlsRequest {
-                    model_name: req.model_name,
-                    model_version: req.model_version,
-                    request_id: req.request_id,
-                    correlation_id: req.correlation_id.into(),
-                    flags: req.flags,
-                    timeout_us: req.timeout_us,
-                    inputs,
-                    requested_outputs: req.requested_outputs,
-                    parameters: req
-                        .parameters
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into()))
-                        .collect(),
-                };
+                let request = req.into_request(inputs);
                 let (tx, rx) = crossbeam::channel::unbounded();
                 if let Err(e) = api.infer(request, tx) {
                     return reply(&w, call, Err(e));
@@ -229,9 +195,9 @@ pub(super) fn serve_call(
         ServerOp::MetricOp { metric, op, value } => {
             let r = match metrics.metrics.get(&metric) {
                 Some(m) => match op {
-                    0 => m.increment(value).map(|()| WireValue::Unit),
-                    1 => m.set(value).map(|()| WireValue::Unit),
-                    2 => m.observe(value).map(|()| WireValue::Unit),
+                    metric_op::INCREMENT => m.increment(value).map(|()| WireValue::Unit),
+                    metric_op::SET => m.set(value).map(|()| WireValue::Unit),
+                    metric_op::OBSERVE => m.observe(value).map(|()| WireValue::Unit),
                     _ => m.value().map(WireValue::F64),
                 },
                 None => Err(Error::internal("unknown metric")),
@@ -245,7 +211,7 @@ pub(super) fn serve_call(
 
 /// A call waiting for the backend's answer.
 pub(super) enum Pending {
-    Reply(mpsc::Sender<std::result::Result<WireValue, (u32, String)>>),
+    Reply(mpsc::Sender<CallResult>),
     Stream(crossbeam::channel::Sender<BlsResponse>),
 }
 
@@ -322,7 +288,7 @@ impl Rpc {
         send(&self.channel, &FromWorker::Call { call, op });
         match rx.recv() {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err((code, message))) => Err(error_from_wire(code, message)),
+            Ok(Err(e)) => Err(error_from_wire(e)),
             Err(_) => Err(closed()),
         }
     }
@@ -359,7 +325,7 @@ impl Rpc {
                     ))),
                     _ => None,
                 };
-                let mut converted = bls_response_from_wire(response);
+                let mut converted = response.into_response();
                 match shared {
                     Some(Ok(outputs)) => converted.outputs = outputs,
                     Some(Err(e)) => converted.error = Some(e),
@@ -398,27 +364,6 @@ impl Rpc {
     }
 }
 
-fn bls_response_from_wire(r: WireBlsResponse) -> BlsResponse {
-    let mut error = r.error.map(|(c, m)| error_from_wire(c, m));
-    let mut outputs = Vec::with_capacity(r.outputs.len());
-    for t in r.outputs {
-        match tensor_from_wire(t) {
-            Ok(t) => outputs.push(t),
-            Err(e) => error = Some(e),
-        }
-    }
-    BlsResponse {
-        outputs,
-        error,
-        parameters: r
-            .parameters
-            .into_iter()
-            .map(|(k, v)| (k, v.into()))
-            .collect(),
-        is_final: r.is_final,
-    }
-}
-
 fn unexpected() -> Error {
     Error::internal("unexpected reply from the backend")
 }
@@ -452,26 +397,7 @@ impl ServerApi for RemoteServer {
                 shared = Some(placed);
             }
         }
-        let wire = WireBlsRequest {
-            model_name: request.model_name,
-            model_version: request.model_version,
-            request_id: request.request_id,
-            correlation_id: (&request.correlation_id).into(),
-            flags: request.flags,
-            timeout_us: request.timeout_us,
-            inputs: if shared.is_some() {
-                Vec::new()
-            } else {
-                request.inputs.iter().map(tensor_to_wire).collect()
-            },
-            shared: shared.clone(),
-            requested_outputs: request.requested_outputs,
-            parameters: request
-                .parameters
-                .iter()
-                .map(|(k, v)| (k.clone(), v.into()))
-                .collect(),
-        };
+        let wire = WireBlsRequest::new(request, shared.clone());
         let stream = self.0.register(Pending::Stream(responses));
         let accepted = self.0.call(ServerOp::Infer {
             stream,
@@ -578,16 +504,16 @@ impl RemoteMetric {
 
 impl Metric for RemoteMetric {
     fn increment(&self, value: f64) -> Result<()> {
-        self.op(0, value).map(|_| ())
+        self.op(metric_op::INCREMENT, value).map(|_| ())
     }
     fn set(&self, value: f64) -> Result<()> {
-        self.op(1, value).map(|_| ())
+        self.op(metric_op::SET, value).map(|_| ())
     }
     fn observe(&self, value: f64) -> Result<()> {
-        self.op(2, value).map(|_| ())
+        self.op(metric_op::OBSERVE, value).map(|_| ())
     }
     fn value(&self) -> Result<f64> {
-        match self.op(3, 0.0)? {
+        match self.op(metric_op::VALUE, 0.0)? {
             WireValue::F64(v) => Ok(v),
             _ => Err(unexpected()),
         }

@@ -142,6 +142,11 @@ impl Shm {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) };
     }
 
+    /// The whole mapping.
+    pub fn whole(&self) -> &[u8] {
+        self.slice(0, self.len).unwrap_or(&[])
+    }
+
     /// The bytes at `offset..offset+len`; errors when outside the mapping.
     pub fn slice(&self, offset: usize, len: usize) -> io::Result<&[u8]> {
         let in_bounds = matches!(offset.checked_add(len), Some(end) if end <= self.len);
@@ -225,6 +230,11 @@ impl Mapping {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The whole mapping.
+    pub fn whole(&self) -> &[u8] {
+        self.slice(0, self.len).unwrap_or(&[])
     }
 
     /// Start address and length (for the view registration of numpy_io).

@@ -19,13 +19,14 @@ use super::rpc::{RemoteServer, Rpc, WorkerBls};
 use super::sys::{
     inherited_fd, inherited_stream, readable_now, wait_readable, Event, Mapping, Shm,
 };
-use super::wire::{error_to_wire, read_frame, FromWorker, ToWorker};
-use crate::engine::{Outcome, Responder};
+use super::wire::{
+    error_to_wire, read_frame, AutoComplete, Done, Execute, FromWorker, Init, ToWorker,
+};
+use crate::engine::Responder;
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
-use crate::request::{InferRequest, InputTensor};
+use crate::request::InferRequest;
 use crate::server::set_server_api;
-use crate::DataType;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -431,17 +432,17 @@ fn serve(fds: WorkerFds) -> Result<()> {
     // Server calls from the model's import and `initialize` get their replies.
     intake.begin(true);
     let (config_json, model_dir, version, instance) = match first {
-        Some(ToWorker::Init {
+        Some(ToWorker::Init(Init {
             config_json,
             model_dir,
             version,
             instance,
-        }) => (config_json, model_dir, version, instance),
-        Some(ToWorker::AutoComplete {
+        })) => (config_json, model_dir, version, instance),
+        Some(ToWorker::AutoComplete(AutoComplete {
             config_json,
             model_dir,
             version,
-        }) => {
+        })) => {
             let result = python::initialize().and_then(|()| {
                 let config = rustpy_config::parse_json(&config_json).map_err(|e| {
                     Error::invalid_arg(format!("cannot read the model configuration: {e}"))
@@ -464,11 +465,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             .as_ref()
             .is_some_and(|p| p.decoupled);
         let model = LoadedModel::load(&config, Path::new(&model_dir), version)?;
-        let info = InstanceInfo {
-            name: instance.name,
-            kind: instance.kind,
-            device_id: instance.device_id,
-        };
+        let info = InstanceInfo::from(instance);
         ModelInstance::new(Arc::new(model), &info)
     });
     intake.end();
@@ -493,11 +490,11 @@ fn serve(fds: WorkerFds) -> Result<()> {
     // Until the backend says Shutdown or closes the channel (unload, or it died).
     while let Some(msg) = intake.next() {
         match msg {
-            ToWorker::Execute {
+            ToWorker::Execute(Execute {
                 input_len,
                 requests,
                 batch,
-            } => {
+            }) => {
                 let start = Instant::now();
                 {
                     let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
@@ -511,19 +508,12 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         for i in 0..requests.len() {
                             worker_responder(batch, i, &channel, &cancelled).send_error(&e);
                         }
+                        let released = std::mem::take(
+                            &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
+                        );
                         send_done(
                             &channel,
-                            FromWorker::Done {
-                                ok: vec![false; requests.len()],
-                                rows: vec![0; requests.len()],
-                                calls: 0,
-                                compute_ns: None,
-                                pinned: false,
-                                released: std::mem::take(
-                                    &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
-                                ),
-                                rescheduled: Vec::new(),
-                            },
+                            FromWorker::Done(Done::failed(requests.len(), released)),
                         );
                         continue;
                     }
@@ -531,44 +521,14 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 let input = &region.get().map;
                 channel.lock().unwrap_or_else(|p| p.into_inner()).input_view =
                     Some((input.as_ptr() as usize, input.len()));
-                let mut core = Vec::with_capacity(requests.len());
-                for r in requests {
-                    let mut inputs = Vec::with_capacity(r.inputs.len());
-                    let mut readable = true;
-                    for t in r.inputs {
-                        let (Some(dtype), Ok(data)) =
-                            (DataType::from_name(&t.dtype), input.slice(t.offset, t.len))
-                        else {
-                            readable = false;
-                            break;
-                        };
-                        inputs.push(InputTensor {
-                            name: t.name,
-                            dtype,
-                            shape: t.shape,
-                            chunks: vec![data],
-                        });
-                    }
-                    if !readable {
-                        core.push(Err(Error::internal(
-                            "rustpy-worker: an input lies outside the shared memory",
-                        )));
-                        continue;
-                    }
-                    core.push(Ok(InferRequest {
-                        id: r.id,
-                        correlation_id: r.correlation_id.into(),
-                        flags: r.flags,
-                        timeout_us: r.timeout_us,
-                        inputs,
-                        requested_outputs: r.requested_outputs,
-                        parameters: r
-                            .parameters
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into()))
-                            .collect(),
-                    }));
-                }
+                let region_bytes = input.whole();
+                let core: Vec<Result<InferRequest>> = requests
+                    .into_iter()
+                    .map(|r| {
+                        r.to_request(region_bytes)
+                            .map_err(|e| Error::internal(format!("rustpy-worker: {e}")))
+                    })
+                    .collect();
                 let responders: Vec<WorkerResponder> = (0..core.len())
                     .map(|index| worker_responder(batch, index, &channel, &cancelled))
                     .collect();
@@ -602,34 +562,16 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         false
                     }
                 });
-                let ns = |t: Option<Instant>| {
-                    t.map(|t| t.saturating_duration_since(start).as_nanos() as u64)
-                };
-                let compute_ns = ns(report.compute_start).zip(ns(report.compute_end));
+                let released =
+                    std::mem::take(&mut *released.lock().unwrap_or_else(|p| p.into_inner()));
                 send_done(
                     &channel,
-                    FromWorker::Done {
-                        ok: report.outcomes.iter().map(|o| o.succeeded()).collect(),
-                        rows: report.rows,
-                        calls: report.calls,
-                        compute_ns,
-                        pinned,
-                        released: std::mem::take(
-                            &mut *released.lock().unwrap_or_else(|p| p.into_inner()),
-                        ),
-                        rescheduled: report
-                            .outcomes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, o)| **o == Outcome::Rescheduled)
-                            .map(|(i, _)| i)
-                            .collect(),
-                    },
+                    FromWorker::Done(Done::after(report, start, pinned, released)),
                 );
                 intake.end();
             }
             ToWorker::Shutdown => break,
-            ToWorker::Init { .. } | ToWorker::AutoComplete { .. } => {
+            ToWorker::Init(_) | ToWorker::AutoComplete(_) => {
                 return Err(Error::internal("rustpy-worker: Init received twice"));
             }
             ToWorker::Reply { .. }
