@@ -156,8 +156,8 @@ impl BlsRegion {
 #[cfg(test)]
 mod tests {
     use super::super::sys::memfd;
-    use crate::DataType;
     use super::*;
+    use crate::DataType;
 
     fn tensor(name: &str, fill: u8, len: usize) -> OwnedTensor {
         OwnedTensor {

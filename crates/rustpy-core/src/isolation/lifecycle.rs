@@ -1,9 +1,8 @@
-//! Worker lifecycle on the backend side: what a worker needs to start
-//! ([`WorkerConfig`]), spawning it from one long-lived thread, the
-//! handshake, reaping, killing, stopping, and the restart backoff.
+//! A worker's life on the backend side: what it needs to start
+//! ([`WorkerConfig`]), spawning it from one long-lived thread, the first
+//! exchange, reaping, killing and stopping it, and restarting it with
+//! backoff ([`Supervised`]).
 
-use std::collections::HashMap;
-use std::io::BufReader;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -13,20 +12,16 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::bls::BlsRegion;
-use super::response::{handle_response, watch_cancellations, Open, OpenRequest};
-use super::rpc::{serve_call, BlsRegions, MetricTable};
-use super::sys::{self, growing_memfd, memfd, Shm};
-use super::transport::{write_to, Writer};
-use super::wire::{error_from_wire, read_frame, AutoComplete, FromWorker, Init, ToWorker};
+use super::reader::Reader;
+use super::response::OpenRequests;
+use super::sys;
+use super::transport::{write_to, InputRegion, Regions, Writer};
+use super::wire::{error_from_wire, AutoComplete, FromWorker, Init, ToWorker};
 use crate::constants::LogLevel;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::python::{emit_log, InstanceInfo};
 use rustpy_config::model::MEMORY_LIMIT_KEY;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-/// Initial size of each shared-memory region; grown on demand.
-const INITIAL_SHM: usize = 1 << 20;
 /// How long an unloading worker may take to run `finalize` and exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a worker whose control channel broke may take to exit before it
@@ -85,16 +80,24 @@ impl WorkerConfig {
             None => String::new(),
         }
     }
+
+    /// "model 'M' instance 'I'", for messages.
+    pub(super) fn label(&self) -> String {
+        format!(
+            "model '{}' instance '{}'",
+            self.model_name, self.instance.name
+        )
+    }
+
+    /// `rustpy.input_shm_limit_mb` in bytes.
+    fn input_limit(&self) -> Option<usize> {
+        self.input_shm_limit_mb
+            .map(|mb| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+    }
 }
 
-/// A MemoryError from a memory-limited worker says which limit it hit
-/// (`note` is empty without a limit).
-pub(super) fn annotate_memory_error(msg: &mut FromWorker, note: &str) {
-    if let FromWorker::Error { message, .. } = msg {
-        if !note.is_empty() && message.contains("MemoryError") {
-            message.push_str(note);
-        }
-    }
+pub(super) fn log(level: LogLevel, message: &str) {
+    emit_log(level, "rustpy", 0, message);
 }
 
 /// Spawns children from one thread that lives as long as the process: the
@@ -153,7 +156,7 @@ pub fn auto_complete(cfg: &WorkerConfig) -> Result<Option<String>> {
         FromWorker::AutoCompleted { result } => result.map_err(error_from_wire),
         _ => Err(Error::internal(format!(
             "{}: the worker process sent an unexpected message during auto-complete",
-            label(cfg)
+            cfg.label()
         ))),
     }
 }
@@ -163,44 +166,19 @@ pub(super) struct Worker {
     pub(super) child: Child,
     pub(super) pid: u32,
     socket: Writer,
-    /// Frames from the worker (Log frames are handled by the reader thread).
+    /// Frames for the execute thread (the reader thread handles the rest).
     pub(super) frames: Receiver<FromWorker>,
-    pub(super) input: Shm,
-    /// Requests whose final response has not gone out, by wire id; the
-    /// reader thread answers them (the output region is its alone).
-    pub(super) open: Open,
-    /// The batch executing now (0: none); used when the worker dies.
-    pub(super) running: Arc<AtomicU64>,
-    /// Batches whose input range Python still views: (batch, start, end).
-    /// No later batch is written there until the worker releases them.
-    pub(super) pinned: Vec<(u64, usize, usize)>,
+    pub(super) input: InputRegion,
+    /// Requests whose final response has not gone out, shared with the
+    /// reader thread, which answers them.
+    pub(super) open: Arc<OpenRequests>,
     /// The number of the last batch sent.
     pub(super) batch: u64,
     /// "model 'M' instance 'I'", for errors raised while placing a batch.
     pub(super) label: String,
-    /// The largest the input region may grow to (`rustpy.input_shm_limit_mb`).
-    pub(super) input_limit: Option<usize>,
 }
 
-/// Pinned ranges start on page boundaries (a batch placed after one).
-const PAGE: usize = 4096;
-
 impl Worker {
-    /// Where a batch of `needed` bytes goes: the lowest offset that overlaps
-    /// no pinned range (0 when nothing is pinned).
-    pub(super) fn place(&self, needed: usize) -> usize {
-        let mut ranges: Vec<(usize, usize)> = self.pinned.iter().map(|&(_, a, b)| (a, b)).collect();
-        ranges.sort_unstable();
-        let mut at = 0usize;
-        for (start, end) in ranges {
-            if at + needed <= start {
-                break;
-            }
-            at = at.max(end.next_multiple_of(PAGE));
-        }
-        at
-    }
-
     /// Starts a worker and runs the model's initialisation in it.
     pub(super) fn start(cfg: &WorkerConfig) -> Result<Worker> {
         let init = ToWorker::Init(Init {
@@ -220,176 +198,79 @@ impl Worker {
                 worker.kill();
                 Err(Error::internal(format!(
                     "{}: the worker process sent an unexpected message while starting",
-                    label(cfg)
+                    cfg.label()
                 )))
             }
         }
     }
 
-    /// Starts a worker process, sends it `first` and returns its first answer.
+    /// Starts a worker process, sends it `first` and returns its first
+    /// answer (`doing` names that step in errors).
     fn launch(cfg: &WorkerConfig, first: &ToWorker, doing: &str) -> Result<(Worker, FromWorker)> {
         let what = |e: std::io::Error| {
             Error::internal(format!(
                 "{}: cannot start the worker process {}: {e}",
-                label(cfg),
+                cfg.label(),
                 cfg.executable.display()
             ))
         };
-        let input_fd = growing_memfd("rustpy-input", INITIAL_SHM).map_err(what)?;
-        // The reader thread's own mapping of the input region, for outputs
-        // that are views of the inputs.
-        let mut input_view = Shm::map(input_fd.try_clone().map_err(what)?).map_err(what)?;
-        let input = Shm::map(input_fd).map_err(what)?;
-        let output = growing_memfd("rustpy-output", INITIAL_SHM)
-            .and_then(Shm::map)
-            .map_err(what)?;
-        // BLS tensors (isolation/bls.rs): empty until a large BLS call.
-        let bls_in = memfd("rustpy-bls-in", 0).map_err(what)?;
-        let bls_out = memfd("rustpy-bls-out", 0).map_err(what)?;
-        let bls_fds = [bls_in.as_raw_fd(), bls_out.as_raw_fd()];
-        let bls = Arc::new(BlsRegions {
-            input: Mutex::new(BlsRegion::new(bls_in).map_err(what)?),
-            output: Mutex::new(BlsRegion::new(bls_out).map_err(what)?),
-        });
+        let regions = Regions::create(cfg.input_limit()).map_err(what)?;
         let (ours, theirs) = UnixStream::pair().map_err(what)?;
-        let mut command = Command::new(&cfg.executable);
-        command
-            .arg("--socket-fd")
-            .arg(theirs.as_raw_fd().to_string())
-            .arg("--input-fd")
-            .arg(input.raw_fd().to_string())
-            .arg("--output-fd")
-            .arg(output.raw_fd().to_string())
-            .arg("--bls-in-fd")
-            .arg(bls_fds[0].to_string())
-            .arg("--bls-out-fd")
-            .arg(bls_fds[1].to_string())
-            .arg("--model")
-            .arg(&cfg.model_name)
-            .stdin(Stdio::null());
-        cfg.env_args(&mut command);
-        sys::prepare_child(
-            &mut command,
-            vec![
-                theirs.as_raw_fd(),
-                input.raw_fd(),
-                output.raw_fd(),
-                bls_fds[0],
-                bls_fds[1],
-            ],
-        );
-        let child = spawn(command).map_err(what)?;
+        let child = spawn(worker_command(cfg, &theirs, &regions)).map_err(what)?;
         drop(theirs);
         let pid = child.id();
-
-        let (tx, frames) = mpsc::channel();
         let read_half = ours.try_clone().map_err(what)?;
         let socket: Writer = Arc::new(Mutex::new(ours));
-        let replies = socket.clone();
-        let open: Open = Arc::new(Mutex::new(HashMap::new()));
-        let running = Arc::new(AtomicU64::new(0));
-        let (reader_open, reader_running) = (open.clone(), running.clone());
-        let who = label(cfg);
-        let memory_note = match cfg.memory_note() {
-            note if note.is_empty() => note,
-            note => format!(
-                " ({who}: the worker process (pid {pid}) ran out of its memory limit, {note})"
-            ),
-        };
-        let mut output = output;
-        std::thread::Builder::new()
-            .name(format!("rustpy-worker-{pid}"))
-            .spawn(move || {
-                let mut r = BufReader::new(read_half);
-                let mut metrics = MetricTable::default();
-                while let Ok(Some(mut msg)) = read_frame::<FromWorker, _>(&mut r) {
-                    annotate_memory_error(&mut msg, &memory_note);
-                    if handle_response(&msg, &reader_open, &mut output, &mut input_view, &replies)
-                    {
-                        continue;
-                    }
-                    match msg {
-                        FromWorker::Call { call, op } => {
-                            serve_call(call, op, &replies, &mut metrics, &bls)
-                        }
-                        FromWorker::BlsRelease { starts } => {
-                            let mut out = bls.output.lock().unwrap_or_else(|p| p.into_inner());
-                            for start in starts {
-                                out.free(start);
-                            }
-                        }
-                        FromWorker::Log {
-                            level,
-                            file,
-                            line,
-                            message,
-                        } => emit_log(LogLevel::from_code(level), &file, line, &message),
-                        other => {
-                            if tx.send(other).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                // The worker is gone. Requests of earlier batches still open
-                // (decoupled, answered by user threads) fail here; the
-                // running batch's fail in execute, with the exit status.
-                let running = reader_running.load(AtomicOrdering::Acquire);
-                let orphans: Vec<OpenRequest> = {
-                    let mut open = reader_open.lock().unwrap_or_else(|p| p.into_inner());
-                    let ids: Vec<usize> = open
-                        .iter()
-                        .filter(|(_, o)| o.batch != running)
-                        .map(|(&id, _)| id)
-                        .collect();
-                    ids.into_iter().filter_map(|id| open.remove(&id)).collect()
-                };
-                let err = Error::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "{who}: the worker process (pid {pid}) ended before this request's final response"
-                    ),
-                );
-                for mut o in orphans {
-                    o.responder.send_error(&err);
-                }
-            })
-            .map_err(what)?;
-        let (weak_open, weak_socket) = (Arc::downgrade(&open), Arc::downgrade(&socket));
-        std::thread::Builder::new()
-            .name(format!("rustpy-cancel-{pid}"))
-            .spawn(move || watch_cancellations(weak_open, weak_socket))
-            .map_err(what)?;
-
-        let mut worker = Worker {
+        let open = Arc::new(OpenRequests::default());
+        let Regions {
+            input,
+            input_view,
+            output,
+            bls_in,
+            bls_out,
+            ..
+        } = regions;
+        let frames = Reader {
+            pid,
+            label: cfg.label(),
+            memory_note: cfg.memory_note(),
+            replies: socket.clone(),
+            open: open.clone(),
+            output,
+            input_view,
+        }
+        .start(read_half, bls_in, bls_out)
+        .map_err(what)?;
+        let worker = Worker {
             child,
             pid,
             socket,
             frames,
             input,
             open,
-            running,
-            pinned: Vec::new(),
             batch: 0,
-            label: label(cfg),
-            input_limit: cfg
-                .input_shm_limit_mb
-                .map(|mb| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)),
+            label: cfg.label(),
         };
-        if worker.send(first).is_err() {
-            let cause = worker.reap();
+        worker.first_answer(first, doing)
+    }
+
+    /// Sends the first frame and waits for the worker's answer; a worker
+    /// that dies meanwhile is reaped and its end described.
+    fn first_answer(mut self, first: &ToWorker, doing: &str) -> Result<(Worker, FromWorker)> {
+        if self.send(first).is_err() {
+            let cause = self.reap();
             return Err(Error::internal(format!(
                 "{}: the worker process {cause} while starting",
-                label(cfg)
+                self.label
             )));
         }
-        match worker.frames.recv() {
-            Ok(frame) => Ok((worker, frame)),
+        match self.frames.recv() {
+            Ok(frame) => Ok((self, frame)),
             Err(_) => {
-                let cause = worker.reap();
+                let cause = self.reap();
                 Err(Error::internal(format!(
-                    "{}: the worker process (pid {pid}) {cause} while starting ({doing})",
-                    label(cfg)
+                    "{}: the worker process (pid {}) {cause} while starting ({doing})",
+                    self.label, self.pid
                 )))
             }
         }
@@ -445,17 +326,169 @@ impl Worker {
     }
 }
 
-pub(super) fn label(cfg: &WorkerConfig) -> String {
-    format!(
-        "model '{}' instance '{}'",
-        cfg.model_name, cfg.instance.name
-    )
+/// The `rustpy-worker` command line: the fds it inherits (socket, regions),
+/// the model name (for `ps`), its environment and memory limit.
+fn worker_command(cfg: &WorkerConfig, socket: &UnixStream, regions: &Regions) -> Command {
+    let [input, output, bls_in, bls_out] = regions.child_fds;
+    let mut command = Command::new(&cfg.executable);
+    command
+        .arg("--socket-fd")
+        .arg(socket.as_raw_fd().to_string())
+        .arg("--input-fd")
+        .arg(input.to_string())
+        .arg("--output-fd")
+        .arg(output.to_string())
+        .arg("--bls-in-fd")
+        .arg(bls_in.to_string())
+        .arg("--bls-out-fd")
+        .arg(bls_out.to_string())
+        .arg("--model")
+        .arg(&cfg.model_name)
+        .stdin(Stdio::null());
+    cfg.env_args(&mut command);
+    sys::prepare_child(
+        &mut command,
+        vec![socket.as_raw_fd(), input, output, bls_in, bls_out],
+    );
+    command
 }
 
-pub(super) fn backoff(failures: u32) -> Duration {
+fn backoff(failures: u32) -> Duration {
     if failures <= 1 {
         return Duration::ZERO;
     }
     let ms = 250u64.saturating_mul(1 << (failures - 2).min(16));
     Duration::from_millis(ms).min(MAX_BACKOFF)
+}
+
+/// An instance's worker, restarted as it fails: at once after a crash or
+/// hang, then with backoff (250 ms, 500 ms, 1 s, … up to 30 s) while new
+/// workers fail to start.
+pub(super) struct Supervised {
+    pub(super) worker: Option<Worker>,
+    /// Consecutive failures (a crash or hang, then failed starts) since the
+    /// last successful start or batch; drives the restart backoff.
+    failures: u32,
+    last_cause: String,
+    next_start: Instant,
+}
+
+impl Supervised {
+    pub(super) fn new(worker: Worker) -> Supervised {
+        Supervised {
+            worker: Some(worker),
+            failures: 0,
+            last_cause: String::new(),
+            next_start: Instant::now(),
+        }
+    }
+
+    /// The worker to send a batch to. One that died while idle (a user
+    /// thread called os._exit, an OOM kill) is reaped and replaced first;
+    /// none is started before the backoff allows, and then the error says
+    /// why and when the next attempt is.
+    pub(super) fn ready(&mut self, cfg: &WorkerConfig) -> std::result::Result<&mut Worker, String> {
+        if let Some(w) = self.worker.as_mut() {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                let what = format!("{} while idle", describe_exit(status));
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "rustpy: {}: the worker process (pid {}) {what}",
+                        cfg.label(),
+                        w.pid
+                    ),
+                );
+                self.worker = None;
+                self.on_failure(cfg, format!("worker {what}"));
+            }
+        }
+        if self.worker.is_none() && Instant::now() >= self.next_start {
+            self.try_start(cfg);
+        }
+        let wait = self.next_start.saturating_duration_since(Instant::now());
+        let (cause, wait_ms) = (self.last_cause.clone(), wait.as_millis());
+        self.worker.as_mut().ok_or_else(|| {
+            format!(
+                "{}: the worker process is not running ({cause}); next start attempt in {wait_ms} ms",
+                cfg.label()
+            )
+        })
+    }
+
+    /// A batch went through: backoff starts afresh.
+    pub(super) fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Records a lost worker and restarts it now when the backoff allows.
+    pub(super) fn on_failure(&mut self, cfg: &WorkerConfig, cause: String) {
+        self.failures += 1;
+        self.last_cause = cause;
+        let delay = backoff(self.failures);
+        self.next_start = Instant::now() + delay;
+        if delay.is_zero() {
+            self.try_start(cfg);
+        } else {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "rustpy: {}: {} failures in a row; next worker start in {} ms",
+                    cfg.label(),
+                    self.failures,
+                    delay.as_millis()
+                ),
+            );
+        }
+    }
+
+    fn try_start(&mut self, cfg: &WorkerConfig) {
+        match Worker::start(cfg) {
+            Ok(w) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "rustpy: {}: restarted its worker process (pid {}) after: {}",
+                        cfg.label(),
+                        w.pid,
+                        self.last_cause
+                    ),
+                );
+                self.worker = Some(w);
+                // Backoff is for workers that cannot start; a worker that
+                // started and later crashed is restarted at once.
+                self.failures = 0;
+            }
+            Err(e) => {
+                self.failures += 1;
+                self.last_cause = format!("restart failed: {}", e.message);
+                let delay = backoff(self.failures).max(Duration::from_millis(250));
+                self.next_start = Instant::now() + delay;
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "rustpy: {}: cannot restart its worker process ({} failures in a row, next attempt in {} ms): {}",
+                        cfg.label(),
+                        self.failures,
+                        delay.as_millis(),
+                        e.message
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_from_the_second_failure_and_stop_growing() {
+        assert_eq!(backoff(1), Duration::ZERO);
+        assert_eq!(backoff(2), Duration::from_millis(250));
+        assert_eq!(backoff(3), Duration::from_millis(500));
+        assert_eq!(backoff(4), Duration::from_secs(1));
+        assert_eq!(backoff(60), MAX_BACKOFF);
+    }
 }

@@ -2,12 +2,23 @@
 //! each instance of such a model runs its Python in its own `rustpy-worker`
 //! process, with the same interpreter and executors as in-process.
 //!
-//! - [`client`]: the backend side (start, execute, restart, stop a worker).
-//! - [`worker`]: the worker side (what `rustpy-worker` runs).
+//! Organised by job, each exchange's two ends in one place:
+//!
+//! - [`wire`]: every message of the control channel, encoded and decoded
+//!   side by side (length-prefixed JSON frames over a socketpair).
+//! - `transport`: the socket's halves and the memfd regions (inputs,
+//!   outputs) on both sides.
+//! - `response`: the response path, the worker's encoding and the
+//!   backend's delivery.
+//! - `rpc`: server calls from user code (BLS, model control, metrics), the
+//!   worker's caller and the backend's server.
+//! - `bls`: BLS tensors through two more memfd regions (large ones only).
+//! - `lifecycle`: spawning, reaping, stopping and restarting a worker.
+//! - `reader`: the backend's reader thread, which routes each frame.
+//! - `instance`: [`WorkerInstance`], a batch from the backend's side.
+//! - `worker`: the worker's main loop (what `rustpy-worker` runs).
 //! - [`env`]: a model's own Python environment (virtualenv, EXECUTION_ENV_PATH).
-//! - [`wire`]: the control channel (length-prefixed JSON over a socketpair).
-//! - [`bls`]: BLS tensors through two more memfd regions (large ones only).
-//! - [`sys`]: the only unsafe code here: memfd shared memory, parent-death signal.
+//! - `sys`: the only unsafe code here: memfd shared memory, parent-death signal.
 //!
 //! Per instance the backend creates two memfd regions (inputs, outputs),
 //! never files under /dev/shm, and grows them as batches need: the backend
@@ -18,6 +29,7 @@ mod bls;
 pub mod env;
 mod instance;
 mod lifecycle;
+mod reader;
 mod response;
 mod rpc;
 mod sys;

@@ -5,162 +5,252 @@
 //! client gave up on.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufWriter, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::sys::Shm;
-use super::transport::{write_to, Writer};
+use super::transport::{write_to, WorkerLink, Writer};
 use super::wire::{
-    error_from_wire, error_to_wire, request_id, write_frame, FromWorker, InlineResponse,
+    error_from_wire, error_to_wire, request_id, request_index, Done, FromWorker, InlineResponse,
     OutputPlacement, Response, ToWorker,
 };
-use super::worker::{need_frames, read_arrived};
 use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::{Error, Result};
 
 // ---- The backend's half: decode and deliver. ----
 
+/// How often open requests are checked for cancellation by the client.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
 /// A request whose final response has not gone out yet. The worker's
 /// reader thread delivers its responses as they come, during its batch and,
 /// for a decoupled model, after `execute` returned (the instance has taken
 /// other batches meanwhile).
-pub(super) struct OpenRequest {
-    pub(super) responder: Box<dyn Responder>,
-    pub(super) batch: u64,
+struct OpenRequest {
+    responder: Box<dyn Responder>,
+    batch: u64,
     /// The worker was told the client cancelled it.
-    pub(super) cancel_sent: bool,
+    cancel_sent: bool,
 }
 
-pub(super) type Open = Arc<Mutex<HashMap<usize, OpenRequest>>>;
+/// The requests of one worker whose final response has not gone out, by
+/// wire id, shared by the execute thread (which opens them) and the
+/// reader thread (which answers them).
+#[derive(Default)]
+pub(super) struct OpenRequests {
+    map: Mutex<HashMap<usize, OpenRequest>>,
+    /// The batch executing now (0: none). When the worker dies, its
+    /// requests fail in the execute thread (with the exit status), those of
+    /// earlier batches in the reader thread.
+    running: AtomicU64,
+}
 
-/// How often open requests are checked for cancellation by the client.
-const CANCEL_POLL: Duration = Duration::from_millis(20);
-
-/// Delivers one response frame to its open request; a final one closes it.
-fn deliver(open: &Open, request: usize, outputs: &[OutputSlice<'_>], is_final: bool) {
-    let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(o) = open.get_mut(&request) else {
-        return; // already answered (e.g. failed as cancelled)
-    };
-    let close = match o.responder.send(outputs, is_final) {
-        Ok(()) => is_final,
-        Err(e) => {
-            o.responder.send_error(&e);
-            true
-        }
-    };
-    if close {
-        open.remove(&request);
+impl OpenRequests {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, OpenRequest>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-fn fail_open(open: &Open, request: usize, err: &Error) {
-    let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(mut o) = open.remove(&request) {
-        o.responder.send_error(err);
+    /// Batch `batch`'s requests, answered by the reader thread from now on.
+    pub(super) fn open_batch<R: Responder + 'static>(&self, batch: u64, responders: Vec<R>) {
+        let mut open = self.lock();
+        for (i, r) in responders.into_iter().enumerate() {
+            let request = OpenRequest {
+                responder: Box::new(r),
+                batch,
+                cancel_sent: false,
+            };
+            open.insert(request_id(batch, i), request);
+        }
     }
-}
 
-/// The reader thread's handling of a response frame; false for any other.
-pub(super) fn handle_response(
-    frame: &FromWorker,
-    open: &Open,
-    output: &mut Shm,
-    input: &mut Shm,
-    replies: &Writer,
-) -> bool {
-    match frame {
-        FromWorker::Response(response) => {
-            // Outputs that are views of the batch's inputs are copied from
-            // the input region (this mapping of it is the reader thread's
-            // own; the execute thread writes the next batch only after this
-            // batch's Done, which comes after this frame).
-            let mapped = output
-                .ensure(response.output_len)
-                .map_err(|e| format!("output shared memory: {e}"))
-                .and(
-                    input
-                        .ensure(response.input_end())
-                        .map_err(|e| format!("input shared memory: {e}")),
-                );
-            let resolved = mapped.and_then(|()| {
-                response
-                    .resolve(output.whole(), input.whole())
-                    .map_err(|e| e.to_string())
-            });
-            match resolved {
-                Ok(slices) => deliver(open, response.request, &slices, response.is_final),
-                Err(why) => fail_open(
-                    open,
-                    response.request,
-                    &Error::internal(format!("rustpy: {why}")),
-                ),
+    /// Fails every open request of `batch`; returns their indices in it.
+    pub(super) fn fail_batch(&self, batch: u64, err: &Error) -> Vec<usize> {
+        self.fail_where(err, |o| o.batch == batch)
+    }
+
+    /// Fails every open request of a batch other than the running one.
+    fn fail_earlier(&self, err: &Error) -> Vec<usize> {
+        let running = self.running.load(Ordering::Acquire);
+        self.fail_where(err, |o| o.batch != running)
+    }
+
+    fn fail_where(&self, err: &Error, pick: impl Fn(&OpenRequest) -> bool) -> Vec<usize> {
+        let failed: Vec<(usize, OpenRequest)> = {
+            let mut open = self.lock();
+            let ids: Vec<usize> = open
+                .iter()
+                .filter(|(_, o)| pick(o))
+                .map(|(&id, _)| id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| open.remove(&id).map(|o| (id, o)))
+                .collect()
+        };
+        // Responders are called outside the lock.
+        failed
+            .into_iter()
+            .map(|(id, mut o)| {
+                o.responder.send_error(err);
+                request_index(id)
+            })
+            .collect()
+    }
+
+    /// Request `index` of `batch` goes back to Triton unanswered
+    /// (rescheduled): its responder closes without a response. Returns
+    /// whether it was still open.
+    pub(super) fn detach(&self, batch: u64, index: usize) -> bool {
+        let taken = self.lock().remove(&request_id(batch, index));
+        taken.map(|mut o| o.responder.detach()).is_some()
+    }
+
+    pub(super) fn set_running(&self, batch: u64) {
+        self.running.store(batch, Ordering::Release);
+    }
+
+    /// Delivers one response frame to its open request; a final one closes it.
+    fn deliver(&self, request: usize, outputs: &[OutputSlice<'_>], is_final: bool) {
+        let mut open = self.lock();
+        let Some(o) = open.get_mut(&request) else {
+            return; // already answered (e.g. failed as cancelled)
+        };
+        let close = match o.responder.send(outputs, is_final) {
+            Ok(()) => is_final,
+            Err(e) => {
+                o.responder.send_error(&e);
+                true
             }
-            if let Some(token) = response.taken {
-                let _ = write_to(replies, &ToWorker::Taken { token });
-            }
-            true
+        };
+        if close {
+            open.remove(&request);
         }
-        FromWorker::InlineResponse(inline) => {
-            match inline.resolve() {
-                Ok(slices) => deliver(open, inline.request, &slices, inline.is_final),
-                Err(e) => fail_open(
-                    open,
-                    inline.request,
-                    &Error::internal(format!("rustpy: {e}")),
-                ),
-            }
-            true
+    }
+
+    fn fail(&self, request: usize, err: &Error) {
+        if let Some(mut o) = self.lock().remove(&request) {
+            o.responder.send_error(err);
         }
-        FromWorker::Error {
-            request,
-            code,
-            message,
-            is_final,
-        } => {
-            let err = error_from_wire((*code, message.clone()));
-            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(o) = open.get_mut(request) {
-                if *is_final || !o.responder.send_error_nonfinal(&err) {
-                    if *is_final {
-                        o.responder.send_error(&err);
-                    }
-                    open.remove(request);
+    }
+
+    fn send_error(&self, request: usize, err: &Error, is_final: bool) {
+        let mut open = self.lock();
+        if let Some(o) = open.get_mut(&request) {
+            if is_final || !o.responder.send_error_nonfinal(err) {
+                if is_final {
+                    o.responder.send_error(err);
                 }
+                open.remove(&request);
             }
-            true
         }
-        FromWorker::Finish { request } => {
-            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(mut o) = open.remove(request) {
-                o.responder.finish();
+    }
+
+    fn finish(&self, request: usize) {
+        if let Some(mut o) = self.lock().remove(&request) {
+            o.responder.finish();
+        }
+    }
+
+    /// The requests the client cancelled since the last call (each once).
+    fn newly_cancelled(&self) -> Vec<usize> {
+        self.lock()
+            .iter_mut()
+            .filter(|(_, o)| !o.cancel_sent && o.responder.is_cancelled())
+            .map(|(&id, o)| {
+                o.cancel_sent = true;
+                id
+            })
+            .collect()
+    }
+}
+
+/// The backend's reading side of the response path: what a response frame
+/// needs to be delivered.
+pub(super) struct ResponseReader {
+    pub(super) open: Arc<OpenRequests>,
+    /// The output region (the worker writes, only this thread reads).
+    pub(super) output: Shm,
+    /// This thread's own mapping of the input region, for outputs that are
+    /// views of the inputs.
+    pub(super) input: Shm,
+    /// Where Taken acknowledgements go.
+    pub(super) replies: Writer,
+}
+
+impl ResponseReader {
+    /// Handles a response frame; false for any other frame.
+    pub(super) fn handle(&mut self, frame: &FromWorker) -> bool {
+        match frame {
+            FromWorker::Response(response) => self.placed(response),
+            FromWorker::InlineResponse(inline) => match inline.resolve() {
+                Ok(slices) => self.open.deliver(inline.request, &slices, inline.is_final),
+                Err(e) => self
+                    .open
+                    .fail(inline.request, &Error::internal(format!("rustpy: {e}"))),
+            },
+            FromWorker::Error {
+                request,
+                code,
+                message,
+                is_final,
+            } => {
+                let err = error_from_wire((*code, message.clone()));
+                self.open.send_error(*request, &err, *is_final);
             }
-            true
+            FromWorker::Finish { request } => self.open.finish(*request),
+            _ => return false,
         }
-        _ => false,
+        true
+    }
+
+    /// A response whose outputs lie in the shared regions.
+    fn placed(&mut self, response: &Response) {
+        // Outputs that are views of the batch's inputs are copied from the
+        // input region (this mapping of it is the reader thread's own; the
+        // execute thread writes the next batch only after this batch's
+        // Done, which comes after this frame).
+        let mapped = self
+            .output
+            .ensure(response.output_len)
+            .map_err(|e| format!("output shared memory: {e}"))
+            .and(
+                self.input
+                    .ensure(response.input_end())
+                    .map_err(|e| format!("input shared memory: {e}")),
+            );
+        let resolved = mapped.and_then(|()| {
+            response
+                .resolve(self.output.whole(), self.input.whole())
+                .map_err(|e| e.to_string())
+        });
+        match resolved {
+            Ok(slices) => self
+                .open
+                .deliver(response.request, &slices, response.is_final),
+            Err(why) => self
+                .open
+                .fail(response.request, &Error::internal(format!("rustpy: {why}"))),
+        }
+        if let Some(token) = response.taken {
+            let _ = write_to(&self.replies, &ToWorker::Taken { token });
+        }
+    }
+
+    /// The worker is gone. Requests of earlier batches still open
+    /// (decoupled, answered by user threads) fail here; the running
+    /// batch's fail in execute, with the exit status.
+    pub(super) fn worker_gone(&self, err: &Error) {
+        self.open.fail_earlier(err);
     }
 }
 
 /// Tells the worker about requests the client cancelled, while any are open.
-pub(super) fn watch_cancellations(
-    open: std::sync::Weak<Mutex<HashMap<usize, OpenRequest>>>,
-    socket: std::sync::Weak<Mutex<UnixStream>>,
-) {
+pub(super) fn watch_cancellations(open: Weak<OpenRequests>, socket: Weak<Mutex<UnixStream>>) {
     loop {
         std::thread::sleep(CANCEL_POLL);
         let Some(open) = open.upgrade() else { return };
-        let cancelled: Vec<usize> = {
-            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
-            open.iter_mut()
-                .filter(|(_, o)| !o.cancel_sent && o.responder.is_cancelled())
-                .map(|(&id, o)| {
-                    o.cancel_sent = true;
-                    id
-                })
-                .collect()
-        };
+        let cancelled = open.newly_cancelled();
         drop(open);
         if cancelled.is_empty() {
             continue;
@@ -178,45 +268,56 @@ pub(super) fn watch_cancellations(
 
 // ---- The worker's half: encode and send. ----
 
-/// The sending half: the control socket and the output region, shared by the
-/// main thread and any user thread that answers a decoupled request.
-pub(super) struct Channel {
-    pub(super) socket: BufWriter<UnixStream>,
-    pub(super) output: Shm,
+/// Outputs of a pb_utils model viewing its inputs are sent in place from
+/// this size on (smaller ones are copied: cheaper than the wait).
+const ALIAS_WAIT_MIN: usize = 64 * 1024;
+
+/// The worker's half of the response path: the output region and the
+/// running batch's use of it, the backend's acknowledgements and the
+/// requests it says were cancelled. Shared by the main thread and every
+/// user thread that answers a request.
+pub struct WorkerResponses {
+    link: Arc<WorkerLink>,
+    /// Locked before the link's socket: a response that uses the output
+    /// region and the batch's Done are both sent under it, so none follows
+    /// the Done.
+    window: Mutex<OutputWindow>,
+    taken: Taken,
+    /// Requests the backend says the client cancelled (ToWorker::Cancel).
+    cancelled: Mutex<HashSet<usize>>,
+}
+
+struct OutputWindow {
+    output: Shm,
     /// Bytes of the output region used by the current batch.
-    pub(super) used: usize,
+    used: usize,
     /// The batch running now (its responses may use the output region),
     /// none between its Done and the next Execute.
-    pub(super) running: Option<u64>,
+    running: Option<u64>,
     /// Address and length of the running batch's input mapping: an output
     /// lying inside it is a view of the inputs and is sent by its offset
-    /// there, not copied (FromWorker::Response's `from_input`).
-    pub(super) input_view: Option<(usize, usize)>,
+    /// there, not copied (wire::Response's `from_input`).
+    input_view: Option<(usize, usize)>,
     /// Outputs in the input region at least this large are not copied.
-    pub(super) alias_min: usize,
+    alias_min: usize,
     /// Whether a response with such outputs waits until the backend has
     /// copied them (pb_utils inputs are writable; batched ones are not).
-    pub(super) alias_wait: bool,
+    alias_wait: bool,
     /// The last `taken` token sent.
-    pub(super) token: u64,
-    pub(super) taken: Arc<Taken>,
-    /// While a batch of a non-decoupled model runs: the thread running it,
-    /// whose responses leave with the batch's Done (one write, one wake-up
-    /// of the backend) or with the next frame that is flushed.
-    pub(super) hold_for: Option<std::thread::ThreadId>,
+    token: u64,
 }
 
 /// The backend's acknowledgements (ToWorker::Taken) of responses whose
 /// outputs it copied out of the input region.
 #[derive(Default)]
-pub(super) struct Taken {
+struct Taken {
     /// Tokens acknowledged and not yet claimed; true once the backend is gone.
     state: Mutex<(HashSet<u64>, bool)>,
     cv: std::sync::Condvar,
 }
 
 impl Taken {
-    pub(super) fn mark(&self, token: u64) {
+    fn mark(&self, token: u64) {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -225,7 +326,7 @@ impl Taken {
         self.cv.notify_all();
     }
 
-    pub(super) fn close(&self) {
+    fn close(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
         self.cv.notify_all();
     }
@@ -238,161 +339,185 @@ impl Taken {
     }
 }
 
-/// Outputs of a pb_utils model viewing its inputs are sent in place from
-/// this size on (smaller ones are copied: cheaper than the wait).
-pub(super) const ALIAS_WAIT_MIN: usize = 64 * 1024;
-
-impl Channel {
-    fn send(&mut self, msg: &FromWorker) -> std::io::Result<()> {
-        write_frame(&mut self.socket, msg)?;
-        self.socket.flush()
+impl WorkerResponses {
+    pub fn new(link: Arc<WorkerLink>, output: Shm) -> Arc<WorkerResponses> {
+        Arc::new(WorkerResponses {
+            link,
+            window: Mutex::new(OutputWindow {
+                output,
+                used: 0,
+                running: None,
+                input_view: None,
+                alias_min: 1,
+                alias_wait: false,
+                token: 0,
+            }),
+            taken: Taken::default(),
+            cancelled: Mutex::new(HashSet::new()),
+        })
     }
 
-    /// A response frame: held back if the thread running a non-decoupled
-    /// batch sends it (its Done follows as soon as execute returns).
-    fn send_response(&mut self, msg: &FromWorker) -> std::io::Result<()> {
-        write_frame(&mut self.socket, msg)?;
-        match self.hold_for {
-            Some(id) if id == std::thread::current().id() => Ok(()),
-            _ => self.socket.flush(),
-        }
+    fn window(&self) -> std::sync::MutexGuard<'_, OutputWindow> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-pub(super) type Shared = Arc<Mutex<Channel>>;
-
-pub(super) fn send(channel: &Shared, msg: &FromWorker) {
-    let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
-    if ch.send(msg).is_err() {
-        // The backend is gone: nobody is left to answer.
-        std::process::exit(0);
+    /// A pb_utils model's inputs are writable: an output viewing them goes
+    /// in place only when large, and its sender waits until the backend
+    /// has copied it.
+    pub fn inputs_are_writable(&self) {
+        let mut w = self.window();
+        w.alias_min = ALIAS_WAIT_MIN;
+        w.alias_wait = true;
     }
-}
 
-/// Sends a batch's Done; responses sent after it (from user threads) travel
-/// inline, so the output region is free for the next batch.
-pub(super) fn send_done(channel: &Shared, done: FromWorker) {
-    let mut ch = channel.lock().unwrap_or_else(|p| p.into_inner());
-    ch.running = None;
-    ch.input_view = None;
-    ch.hold_for = None;
-    if ch.send(&done).is_err() {
-        std::process::exit(0);
+    /// Batch `batch` starts: its responses use the output region from the
+    /// start. `hold`: the responses the calling thread sends leave with the
+    /// Done (a non-decoupled model).
+    pub fn begin_batch(&self, batch: u64, hold: bool) {
+        let mut w = self.window();
+        w.used = 0;
+        w.running = Some(batch);
+        self.link
+            .hold_for(hold.then(|| std::thread::current().id()));
     }
-}
 
-/// Requests the backend says the client cancelled (ToWorker::Cancel).
-pub(super) type Cancelled = Arc<Mutex<HashSet<usize>>>;
+    /// The running batch's input mapping (address, length).
+    pub fn set_input_view(&self, view: (usize, usize)) {
+        self.window().input_view = Some(view);
+    }
 
-/// Answers request `index` of a batch through the backend, during or after
-/// that batch's execution. Whether the request is still open is the
-/// `ResponseStream`'s business (engine.rs), as in-process.
-pub(super) type WorkerResponder = ResponseStream<WorkerSink>;
+    /// Sends a batch's Done; responses sent after it (from user threads)
+    /// travel inline, so the output region is free for the next batch.
+    pub fn send_done(&self, done: Done) -> Result<()> {
+        let mut w = self.window();
+        w.running = None;
+        w.input_view = None;
+        self.link.hold_for(None);
+        self.link.send(&FromWorker::Done(done))
+    }
 
-pub(super) fn worker_responder(
-    batch: u64,
-    index: usize,
-    channel: &Shared,
-    cancelled: &Cancelled,
-) -> WorkerResponder {
-    ResponseStream::new(WorkerSink {
-        index: request_id(batch, index),
-        batch,
-        channel: channel.clone(),
-        cancelled: cancelled.clone(),
-    })
-}
+    /// The responder of request `index` of batch `batch`.
+    pub fn responder(self: &Arc<Self>, batch: u64, index: usize) -> WorkerResponder {
+        ResponseStream::new(WorkerSink {
+            index: request_id(batch, index),
+            batch,
+            responses: self.clone(),
+        })
+    }
 
-/// Delivers one request's responses to the backend: through the output
-/// region while its batch runs, inline in the control frame after that.
-pub(super) struct WorkerSink {
-    index: usize,
-    batch: u64,
-    channel: Shared,
-    cancelled: Cancelled,
-}
+    /// ToWorker::Taken arrived.
+    pub fn mark_taken(&self, token: u64) {
+        self.taken.mark(token);
+    }
 
-impl ResponseSink for WorkerSink {
-    fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
-        if ch.running != Some(self.batch) {
-            // Its batch is over: the output region belongs to the next one.
-            let msg =
-                FromWorker::InlineResponse(InlineResponse::new(self.index, outputs, is_final));
-            if ch.send(&msg).is_err() {
-                std::process::exit(0);
-            }
-            return Ok(());
-        }
-        let placed = OutputPlacement::plan(outputs, ch.used, ch.input_view, ch.alias_min);
-        ch.output
+    /// ToWorker::Cancel arrived.
+    pub fn cancel(&self, request: usize) {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request);
+    }
+
+    /// The backend is gone: nobody waits for an acknowledgement any more.
+    pub fn close(&self) {
+        self.taken.close();
+    }
+
+    /// A response while its batch runs: outputs in the output region (or
+    /// in place in the input region). Returns the token to wait for, if
+    /// the sender must wait until the backend has copied them.
+    fn send_placed(
+        &self,
+        index: usize,
+        outputs: &[OutputSlice<'_>],
+        is_final: bool,
+    ) -> Result<Option<u64>> {
+        let mut w = self.window();
+        let placed = OutputPlacement::plan(outputs, w.used, w.input_view, w.alias_min);
+        w.output
             .grow(placed.end)
             .map_err(|e| Error::internal(format!("cannot grow the output shared memory: {e}")))?;
         for (offset, bytes) in placed.copies(outputs) {
-            ch.output.write(offset, bytes);
+            w.output.write(offset, bytes);
         }
-        ch.used = placed.end;
-        let taken = if ch.alias_wait && !placed.from_input.is_empty() {
-            ch.token += 1;
-            Some(ch.token)
+        w.used = placed.end;
+        let taken = if w.alias_wait && !placed.from_input.is_empty() {
+            w.token += 1;
+            Some(w.token)
         } else {
             None
         };
         let msg = FromWorker::Response(Response {
-            request: self.index,
+            request: index,
             outputs: placed.tensors,
-            output_len: ch.output.len(),
+            output_len: w.output.len(),
             is_final,
             from_input: placed.from_input,
             taken,
         });
         // A response whose sender waits for the backend's Taken goes out at
-        // once (held for the Done, it would wait for ever), and somebody
-        // must read the socket meanwhile.
-        let sent = if taken.is_some() {
-            ch.send(&msg)
-        } else {
-            ch.send_response(&msg)
-        };
-        if sent.is_err() {
-            std::process::exit(0);
+        // once (held for the Done, it would wait for ever).
+        match taken {
+            Some(_) => self.link.send(&msg)?,
+            None => self.link.send_response(&msg)?,
         }
-        if let Some(token) = taken {
+        Ok(taken)
+    }
+}
+
+/// Answers request `index` of a batch through the backend, during or after
+/// that batch's execution. Whether the request is still open is the
+/// `ResponseStream`'s business (engine.rs), as in-process.
+pub type WorkerResponder = ResponseStream<WorkerSink>;
+
+/// Delivers one request's responses to the backend: through the output
+/// region while its batch runs, inline in the control frame after that.
+pub struct WorkerSink {
+    index: usize,
+    batch: u64,
+    responses: Arc<WorkerResponses>,
+}
+
+impl ResponseSink for WorkerSink {
+    fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
+        let r = &self.responses;
+        if r.window().running != Some(self.batch) {
+            // Its batch is over (batch numbers are not reused): the output
+            // region belongs to the next one.
+            let msg =
+                FromWorker::InlineResponse(InlineResponse::new(self.index, outputs, is_final));
+            return r.link.send(&msg);
+        }
+        if let Some(token) = r.send_placed(self.index, outputs, is_final)? {
             // As upstream's send: when it returns, the bytes are taken and
-            // user code may change its (writable) inputs.
-            let acks = ch.taken.clone();
-            drop(ch);
-            need_frames();
-            acks.wait(token);
+            // user code may change its (writable) inputs. Somebody must read
+            // the socket meanwhile.
+            r.link.need_frames();
+            r.taken.wait(token);
         }
         Ok(())
     }
 
     fn send_error(&mut self, error: &Error, is_final: bool) {
         let (code, message) = error_to_wire(error);
-        send(
-            &self.channel,
-            &FromWorker::Error {
-                request: self.index,
-                code,
-                message,
-                is_final,
-            },
-        );
+        let _ = self.responses.link.send(&FromWorker::Error {
+            request: self.index,
+            code,
+            message,
+            is_final,
+        });
     }
 
     fn send_final(&mut self) {
-        send(
-            &self.channel,
-            &FromWorker::Finish {
-                request: self.index,
-            },
-        );
+        let _ = self.responses.link.send(&FromWorker::Finish {
+            request: self.index,
+        });
     }
 
     fn is_cancelled(&self) -> bool {
-        read_arrived();
-        self.cancelled
+        self.responses.link.read_arrived();
+        self.responses
+            .cancelled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&self.index)
@@ -402,7 +527,8 @@ impl ResponseSink for WorkerSink {
 impl Drop for WorkerSink {
     fn drop(&mut self) {
         // After the stream's own drop (which fails a request left open).
-        self.cancelled
+        self.responses
+            .cancelled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.index);

@@ -4,19 +4,17 @@
 //! the backend's [`serve_call`] makes the call on the server API.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::bls::{wants_shared, BlsRegion};
-use super::response::{send, Shared};
-use super::sys::inherited_fd;
-use super::transport::{write_to, Writer};
+use super::transport::{write_to, WorkerLink, Writer};
 use super::wire::{
     error_from_wire, error_to_wire, metric_op, CallResult, FromWorker, ServerOp, ToWorker,
     WireBlsRequest, WireBlsResponse, WireValue,
 };
-use super::worker::{io_err, need_frames};
 use crate::error::{Error, ErrorCode, Result};
 use crate::server::{
     server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
@@ -24,9 +22,25 @@ use crate::server::{
 
 // ---- The backend's end: make the call, send the answer. ----
 
+/// The backend's end of one worker's server calls (its reader thread owns
+/// it). Metric calls are answered inline (they are quick); BLS and model
+/// control on their own threads, as they wait on other models.
+pub(super) struct CallServer {
+    replies: Writer,
+    metrics: MetricTable,
+    bls: Arc<BackendBls>,
+}
+
+/// The backend's side of a worker's BLS regions (isolation/bls.rs): it reads
+/// request inputs from `input` and writes response outputs into `output`.
+struct BackendBls {
+    input: Mutex<BlsRegion>,
+    output: Mutex<BlsRegion>,
+}
+
 /// Metric families and metrics a worker created, by the ids it knows them by.
 #[derive(Default)]
-pub(super) struct MetricTable {
+struct MetricTable {
     next: u64,
     families: HashMap<u64, Arc<dyn MetricFamily>>,
     metrics: HashMap<u64, Box<dyn Metric>>,
@@ -37,16 +51,128 @@ fn reply(w: &Writer, call: u64, result: Result<WireValue>) {
     let _ = write_to(w, &ToWorker::Reply { call, result });
 }
 
-/// The backend's side of a worker's BLS regions (isolation/bls.rs): it reads
-/// request inputs from `input` and writes response outputs into `output`.
-pub(super) struct BlsRegions {
-    pub(super) input: Mutex<BlsRegion>,
-    pub(super) output: Mutex<BlsRegion>,
+impl CallServer {
+    pub(super) fn new(replies: Writer, bls_in: BlsRegion, bls_out: BlsRegion) -> CallServer {
+        CallServer {
+            replies,
+            metrics: MetricTable::default(),
+            bls: Arc::new(BackendBls {
+                input: Mutex::new(bls_in),
+                output: Mutex::new(bls_out),
+            }),
+        }
+    }
+
+    /// Makes a worker's server call on the server API (Triton's, in the
+    /// backend) and answers it.
+    pub(super) fn serve(&mut self, call: u64, op: ServerOp) {
+        let api = match server_api() {
+            Ok(api) => api,
+            Err(e) => return reply(&self.replies, call, Err(e)),
+        };
+        let unit = |r: Result<()>| r.map(|()| WireValue::Unit);
+        let result = match op {
+            ServerOp::Infer { stream, request } => {
+                let (w, bls) = (self.replies.clone(), self.bls.clone());
+                std::thread::spawn(move || run_bls(api.as_ref(), &w, &bls, call, stream, request));
+                return;
+            }
+            ServerOp::LoadModel {
+                name,
+                config_json,
+                files,
+            } => {
+                let w = self.replies.clone();
+                std::thread::spawn(move || {
+                    reply(&w, call, unit(api.load_model(&name, &config_json, &files)))
+                });
+                return;
+            }
+            ServerOp::UnloadModel {
+                name,
+                unload_dependents,
+            } => {
+                let w = self.replies.clone();
+                std::thread::spawn(move || {
+                    reply(&w, call, unit(api.unload_model(&name, unload_dependents)))
+                });
+                return;
+            }
+            ServerOp::IsModelReady { name, version } => {
+                api.is_model_ready(&name, version).map(WireValue::Bool)
+            }
+            ServerOp::IsModelDecoupled { name, version } => {
+                api.is_model_decoupled(&name, version).map(WireValue::Bool)
+            }
+            metric => self.metrics.serve(api.as_ref(), metric),
+        };
+        reply(&self.replies, call, result)
+    }
+
+    /// The worker copied these BLS responses' outputs out: their ranges
+    /// are free again.
+    pub(super) fn release(&self, starts: &[usize]) {
+        let mut out = self.bls.output.lock().unwrap_or_else(|p| p.into_inner());
+        for &start in starts {
+            out.free(start);
+        }
+    }
+}
+
+impl MetricTable {
+    fn add(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// A metric call (MetricFamily, Metric, MetricOp).
+    fn serve(&mut self, api: &dyn ServerApi, op: ServerOp) -> Result<WireValue> {
+        match op {
+            ServerOp::MetricFamily {
+                name,
+                description,
+                kind,
+            } => {
+                let kind = MetricKind::from_code(kind).unwrap_or(MetricKind::Histogram);
+                let family = api.metric_family(&name, &description, kind)?;
+                let id = self.add();
+                self.families.insert(id, family);
+                Ok(WireValue::Id(id))
+            }
+            ServerOp::Metric {
+                family,
+                labels,
+                buckets,
+            } => {
+                let family = self
+                    .families
+                    .get(&family)
+                    .ok_or_else(|| Error::internal("unknown metric family"))?;
+                let metric = family.metric(&labels, buckets.as_deref())?;
+                let id = self.add();
+                self.metrics.insert(id, metric);
+                Ok(WireValue::Id(id))
+            }
+            ServerOp::MetricOp { metric, op, value } => {
+                let m = self
+                    .metrics
+                    .get(&metric)
+                    .ok_or_else(|| Error::internal("unknown metric"))?;
+                match op {
+                    metric_op::INCREMENT => m.increment(value).map(|()| WireValue::Unit),
+                    metric_op::SET => m.set(value).map(|()| WireValue::Unit),
+                    metric_op::OBSERVE => m.observe(value).map(|()| WireValue::Unit),
+                    _ => m.value().map(WireValue::F64),
+                }
+            }
+            _ => Err(Error::internal("not a metric call")),
+        }
+    }
 }
 
 /// A BLS response for the worker: large outputs go into the BLS output
 /// region (the worker releases their range once it copied them out).
-fn bls_response_to_wire(r: BlsResponse, bls: &BlsRegions) -> WireBlsResponse {
+fn bls_response_to_wire(r: BlsResponse, bls: &BackendBls) -> WireBlsResponse {
     let placed = wants_shared(r.outputs.iter().map(|t| t.data.as_slice())).then(|| {
         let tensors: Vec<_> = r.outputs.iter().collect();
         let mut out = bls.output.lock().unwrap_or_else(|p| p.into_inner());
@@ -59,200 +185,110 @@ fn bls_response_to_wire(r: BlsResponse, bls: &BlsRegions) -> WireBlsResponse {
     WireBlsResponse::new(&r, placed)
 }
 
-/// Makes a worker's server call on the server API (Triton's, in the
-/// backend). Metric calls are answered inline (they are quick); BLS and model
-/// control on their own threads, as they wait on other models.
-pub(super) fn serve_call(
-    call: u64,
-    op: ServerOp,
+/// A worker's BLS request, on its own thread: reply once it is queued (or
+/// refused), then relay each response as a BlsResponse frame of `stream`.
+fn run_bls(
+    api: &dyn ServerApi,
     w: &Writer,
-    metrics: &mut MetricTable,
-    bls: &Arc<BlsRegions>,
+    bls: &BackendBls,
+    call: u64,
+    stream: u64,
+    mut req: WireBlsRequest,
 ) {
-    let api = match server_api() {
-        Ok(api) => api,
+    // Large inputs are in the worker's BLS input region: copied out here,
+    // before the Reply (which frees their range).
+    let inputs = match &req.shared {
+        Some(shared) => bls
+            .input
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(shared),
+        None => req.take_inline_inputs().map_err(Error::from),
+    };
+    let inputs = match inputs {
+        Ok(i) => i,
         Err(e) => return reply(w, call, Err(e)),
     };
-    match op {
-        ServerOp::Infer {
-            stream,
-            request: req,
-        } => {
-            let w = w.clone();
-            let bls = bls.clone();
-            std::thread::spawn(move || {
-                let fail = |e: Error| {
-                    let _ = write_to(
-                        &w,
-                        &ToWorker::BlsResponse {
-                            call: stream,
-                            response: bls_response_to_wire(
-                                BlsResponse {
-                                    error: Some(e),
-                                    is_final: true,
-                                    ..Default::default()
-                                },
-                                &bls,
-                            ),
-                        },
-                    );
-                };
-                // Large inputs are in the worker's BLS input region: copied
-                // out here, before the Reply (which frees their range).
-                let mut req = req;
-                let inputs = match &req.shared {
-                    Some(shared) => bls
-                        .input
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .read(shared),
-                    None => req.take_inline_inputs().map_err(Error::from),
-                };
-                let inputs = match inputs {
-                    Ok(i) => i,
-                    Err(e) => return reply(&w, call, Err(e)),
-                };
-                let request = req.into_request(inputs);
-                let (tx, rx) = crossbeam::channel::unbounded();
-                if let Err(e) = api.infer(request, tx) {
-                    return reply(&w, call, Err(e));
-                }
-                reply(&w, call, Ok(WireValue::Unit));
-                for response in rx {
-                    let is_final = response.is_final;
-                    let frame = ToWorker::BlsResponse {
-                        call: stream,
-                        response: bls_response_to_wire(response, &bls),
-                    };
-                    if write_to(&w, &frame).is_err() || is_final {
-                        return;
-                    }
-                }
-                fail(Error::internal(
-                    "the BLS request ended without a final response",
-                ));
-            });
-        }
-        ServerOp::LoadModel {
-            name,
-            config_json,
-            files,
-        } => {
-            let w = w.clone();
-            std::thread::spawn(move || {
-                let r = api.load_model(&name, &config_json, &files);
-                reply(&w, call, r.map(|()| WireValue::Unit));
-            });
-        }
-        ServerOp::UnloadModel {
-            name,
-            unload_dependents,
-        } => {
-            let w = w.clone();
-            std::thread::spawn(move || {
-                let r = api.unload_model(&name, unload_dependents);
-                reply(&w, call, r.map(|()| WireValue::Unit));
-            });
-        }
-        ServerOp::IsModelReady { name, version } => reply(
-            w,
-            call,
-            api.is_model_ready(&name, version).map(WireValue::Bool),
-        ),
-        ServerOp::IsModelDecoupled { name, version } => reply(
-            w,
-            call,
-            api.is_model_decoupled(&name, version).map(WireValue::Bool),
-        ),
-        ServerOp::MetricFamily {
-            name,
-            description,
-            kind,
-        } => {
-            let kind = MetricKind::from_code(kind).unwrap_or(MetricKind::Histogram);
-            let r = api.metric_family(&name, &description, kind).map(|f| {
-                metrics.next += 1;
-                metrics.families.insert(metrics.next, f);
-                WireValue::Id(metrics.next)
-            });
-            reply(w, call, r)
-        }
-        ServerOp::Metric {
-            family,
-            labels,
-            buckets,
-        } => {
-            let r = match metrics.families.get(&family) {
-                Some(f) => f.metric(&labels, buckets.as_deref()).map(|m| {
-                    metrics.next += 1;
-                    metrics.metrics.insert(metrics.next, m);
-                    WireValue::Id(metrics.next)
-                }),
-                None => Err(Error::internal("unknown metric family")),
-            };
-            reply(w, call, r)
-        }
-        ServerOp::MetricOp { metric, op, value } => {
-            let r = match metrics.metrics.get(&metric) {
-                Some(m) => match op {
-                    metric_op::INCREMENT => m.increment(value).map(|()| WireValue::Unit),
-                    metric_op::SET => m.set(value).map(|()| WireValue::Unit),
-                    metric_op::OBSERVE => m.observe(value).map(|()| WireValue::Unit),
-                    _ => m.value().map(WireValue::F64),
-                },
-                None => Err(Error::internal("unknown metric")),
-            };
-            reply(w, call, r)
+    let (tx, rx) = crossbeam::channel::unbounded();
+    if let Err(e) = api.infer(req.into_request(inputs), tx) {
+        return reply(w, call, Err(e));
+    }
+    reply(w, call, Ok(WireValue::Unit));
+    for response in rx {
+        let is_final = response.is_final;
+        let frame = ToWorker::BlsResponse {
+            call: stream,
+            response: bls_response_to_wire(response, bls),
+        };
+        if write_to(w, &frame).is_err() || is_final {
+            return;
         }
     }
+    let ended = BlsResponse {
+        error: Some(Error::internal(
+            "the BLS request ended without a final response",
+        )),
+        is_final: true,
+        ..Default::default()
+    };
+    let _ = write_to(
+        w,
+        &ToWorker::BlsResponse {
+            call: stream,
+            response: bls_response_to_wire(ended, bls),
+        },
+    );
 }
 
 // ---- The worker's end: send the call, wait for the answer. ----
 
 /// A call waiting for the backend's answer.
-pub(super) enum Pending {
+enum Pending {
     Reply(mpsc::Sender<CallResult>),
     Stream(crossbeam::channel::Sender<BlsResponse>),
 }
 
-/// Server calls from user code, routed through the backend.
-pub(super) struct Rpc {
-    pub(super) channel: Shared,
-    pub(super) next: AtomicU64,
-    pub(super) pending: Mutex<HashMap<u64, Pending>>,
+/// Server calls from user code, routed through the backend. The worker's
+/// intake hands it the Reply and BlsResponse frames ([`Rpc::dispatch`]).
+pub struct Rpc {
+    link: Arc<WorkerLink>,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
     /// BLS tensors through shared memory (isolation/bls.rs).
-    pub(super) bls: Option<WorkerBls>,
+    bls: Option<WorkerBls>,
 }
 
 /// The worker's side of its BLS regions: it writes request inputs into
 /// `input` (a range is freed when the call's Reply came: the backend copied
 /// them out before answering) and reads response outputs from `output` in
 /// the reader thread, then releases their range through `release`.
-pub(super) struct WorkerBls {
+struct WorkerBls {
     input: Mutex<BlsRegion>,
     output: Mutex<BlsRegion>,
     release: Mutex<mpsc::Sender<usize>>,
 }
 
 impl WorkerBls {
-    pub(super) fn open(fds: (i32, i32), channel: &Shared) -> Result<WorkerBls> {
-        let region = |fd| {
-            inherited_fd(fd)
-                .and_then(BlsRegion::new)
-                .map_err(io_err("BLS memory"))
+    fn open((input, output): (OwnedFd, OwnedFd), link: &Arc<WorkerLink>) -> Result<WorkerBls> {
+        let io_err = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| Error::internal(format!("rustpy-worker: {what}: {e}"))
         };
-        let (input, output) = (region(fds.0)?, region(fds.1)?);
-        // Releases go out from their own thread: the reader thread that
-        // copies the outputs never waits for the control socket.
+        let input = BlsRegion::new(input).map_err(io_err("BLS memory"))?;
+        let output = BlsRegion::new(output).map_err(io_err("BLS memory"))?;
+        // Releases go out from their own thread: the thread that copies the
+        // outputs (the intake) never waits for the control socket.
         let (tx, rx) = mpsc::channel::<usize>();
-        let channel = channel.clone();
+        let link = link.clone();
         std::thread::Builder::new()
             .name("rustpy-bls-release".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut starts = vec![first];
                     starts.extend(rx.try_iter());
-                    send(&channel, &FromWorker::BlsRelease { starts });
+                    if link.send(&FromWorker::BlsRelease { starts }).is_err() {
+                        return;
+                    }
                 }
             })
             .map_err(io_err("BLS release thread"))?;
@@ -272,20 +308,42 @@ fn closed() -> Error {
 }
 
 impl Rpc {
+    /// `bls`: the BLS input and output regions the backend passed (without
+    /// them BLS tensors travel inline).
+    pub fn new(link: Arc<WorkerLink>, bls: Option<(OwnedFd, OwnedFd)>) -> Result<Arc<Rpc>> {
+        let bls = bls.map(|fds| WorkerBls::open(fds, &link)).transpose()?;
+        Ok(Arc::new(Rpc {
+            link,
+            next: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            bls,
+        }))
+    }
+
+    /// Whether a caller waits for an answer (a user thread's BLS stream
+    /// outlives batches).
+    pub fn has_pending(&self) -> bool {
+        !self.lock_pending().is_empty()
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn register(&self, p: Pending) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, p);
-        need_frames();
+        self.lock_pending().insert(id, p);
+        self.link.need_frames();
         id
     }
 
     fn call(&self, op: ServerOp) -> Result<WireValue> {
         let (tx, rx) = mpsc::channel();
         let call = self.register(Pending::Reply(tx));
-        send(&self.channel, &FromWorker::Call { call, op });
+        if let Err(e) = self.link.send(&FromWorker::Call { call, op }) {
+            self.lock_pending().remove(&call);
+            return Err(e);
+        }
         match rx.recv() {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(error_from_wire(e)),
@@ -294,7 +352,7 @@ impl Rpc {
     }
 
     /// Delivers a Reply / BlsResponse frame to its caller.
-    pub(super) fn dispatch(&self, msg: ToWorker) {
+    pub fn dispatch(&self, msg: ToWorker) {
         match msg {
             ToWorker::Reply { call, result } => {
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -344,7 +402,7 @@ impl Rpc {
     }
 
     /// The backend is gone: every waiting caller gets an error.
-    pub(super) fn fail_all(&self) {
+    pub fn fail_all(&self) {
         let drained: Vec<Pending> = self
             .pending
             .lock()
@@ -370,7 +428,13 @@ fn unexpected() -> Error {
 
 /// The server API of a worker: every call goes to the backend, which makes
 /// it on Triton's server API (BLS, model control, custom metrics).
-pub(super) struct RemoteServer(pub(super) Arc<Rpc>);
+pub struct RemoteServer(Arc<Rpc>);
+
+impl RemoteServer {
+    pub fn new(rpc: Arc<Rpc>) -> RemoteServer {
+        RemoteServer(rpc)
+    }
+}
 
 impl ServerApi for RemoteServer {
     fn infer(
