@@ -16,9 +16,11 @@
 //! - `lifecycle`: spawning, reaping, stopping and restarting a worker.
 //! - `reader`: the backend's reader thread, which routes each frame.
 //! - `instance`: [`WorkerInstance`], a batch from the backend's side.
-//! - `worker`: the worker's main loop (what `rustpy-worker` runs).
+//!
+//! The worker's main loop (serve, intake, one batch) is the `rustpy-worker`
+//! crate's, built from the worker-side pieces exported here.
 //! - [`env`]: a model's own Python environment (virtualenv, EXECUTION_ENV_PATH).
-//! - `sys`: the only unsafe code here: memfd shared memory, parent-death signal.
+//! - [`sys`]: the only unsafe code here: memfd shared memory, parent-death signal.
 //!
 //! Per instance the backend creates two memfd regions (inputs, outputs),
 //! never files under /dev/shm, and grows them as batches need: the backend
@@ -32,12 +34,15 @@ mod lifecycle;
 mod reader;
 mod response;
 mod rpc;
-mod sys;
+pub mod sys;
 mod transport;
 pub mod wire;
-mod worker;
 
+// The backend's side.
 pub use instance::WorkerInstance;
 pub use lifecycle::{auto_complete, WorkerConfig};
+// The worker's side (rustpy-worker).
+pub use response::{WorkerResponder, WorkerResponses, WorkerSink};
+pub use rpc::{RemoteServer, Rpc};
 pub use sys::limit_data;
-pub use worker::{run as run_worker, WorkerFds};
+pub use transport::{FrameReader, WorkerLink};

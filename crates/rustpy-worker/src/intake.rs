@@ -11,13 +11,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::super::response::WorkerResponses;
-use super::super::rpc::Rpc;
-use super::super::sys::{readable_now, wait_readable, Event};
-use super::super::transport::FrameReader;
-use super::super::wire::{read_frame, ToWorker};
-use super::io_err;
-use crate::error::Result;
+use crate::serve::io_err;
+use rustpy_core::error::Result;
+use rustpy_core::isolation::sys::{readable_now, wait_readable, Event};
+use rustpy_core::isolation::wire::{read_frame, ToWorker};
+use rustpy_core::isolation::FrameReader;
+use rustpy_core::isolation::Rpc;
+use rustpy_core::isolation::WorkerResponses;
 
 /// Who reads the control socket now.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 
-use super::super::response::WorkerResponses;
-use super::super::sys::Mapping;
-use super::super::wire::{Done, Execute};
-use super::intake::Intake;
-use crate::engine::Responder;
-use crate::error::{Error, Result};
-use crate::python::{self, ModelInstance};
-use crate::request::InferRequest;
+use crate::intake::Intake;
+use rustpy_core::error::{Error, Result};
+use rustpy_core::isolation::sys::Mapping;
+use rustpy_core::isolation::wire::{Done, Execute};
+use rustpy_core::isolation::WorkerResponses;
+use rustpy_core::python::{self, ModelInstance};
+use rustpy_core::InferRequest;
+use rustpy_core::Responder;
 
 /// A mapping of the input region, owned by Python: the base of every numpy
 /// view of a batch's inputs (numpy_io's view region). Python frees it when

@@ -1,27 +1,26 @@
-//! The worker side: what `rustpy-worker` runs. It embeds the same interpreter
-//! and the same executors as the in-process backend ([`LoadedModel`],
-//! [`ModelInstance`]); only the requests come from shared memory and the
-//! responses go back over the control channel.
-
-mod batch;
-mod intake;
+//! The worker's main loop. It embeds the same interpreter and the same
+//! executors as the in-process backend ([`LoadedModel`], [`ModelInstance`]);
+//! only the requests come from shared memory and the responses go back over
+//! the control channel (rustpy_core::isolation).
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 
-use super::response::WorkerResponses;
-use super::rpc::{RemoteServer, Rpc};
-use super::sys::{defer_termination_to_parent, inherited_fd, inherited_stream, Shm};
-use super::transport::{FrameReader, WorkerLink};
-use super::wire::{error_to_wire, AutoComplete, FromWorker, Init, ToWorker};
-use crate::error::{Error, Result};
-use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
-use crate::server::set_server_api;
-use batch::{run_batch, BatchContext, InputViews};
-use intake::Intake;
+use crate::batch::{run_batch, BatchContext, InputViews};
+use crate::intake::Intake;
+use rustpy_core::error::{Error, Result};
+use rustpy_core::isolation::sys::{
+    defer_termination_to_parent, inherited_fd, inherited_stream, Shm,
+};
+use rustpy_core::isolation::wire::{error_to_wire, AutoComplete, FromWorker, Init, ToWorker};
+use rustpy_core::isolation::WorkerResponses;
+use rustpy_core::isolation::{FrameReader, WorkerLink};
+use rustpy_core::isolation::{RemoteServer, Rpc};
+use rustpy_core::python::{self, InstanceInfo, LoadedModel, ModelInstance};
+use rustpy_core::server::set_server_api;
 
-/// The fds the backend passes (see lifecycle.rs).
+/// The fds the backend passes (rustpy_core's isolation/lifecycle.rs).
 pub struct WorkerFds {
     pub socket: i32,
     pub input: i32,
@@ -43,7 +42,7 @@ pub fn run(fds: WorkerFds) -> i32 {
     }
 }
 
-fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::internal(format!("rustpy-worker: {what}: {e}"))
 }
 
@@ -150,7 +149,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
     conn.intake.begin(true);
     if let Err(e) = instance.finalize() {
         python::emit_log(
-            crate::constants::LogLevel::Error,
+            rustpy_core::constants::LogLevel::Error,
             "rustpy-worker",
             0,
             &e.message,
