@@ -1,7 +1,7 @@
 //! Server calls from user code in a worker (BLS, model control, custom
 //! metrics), both ends of the exchange: the worker's [`Rpc`] and
 //! [`RemoteServer`] send a Call and wait for its Reply (or BLS responses);
-//! the backend's [`serve_call`] makes the call on the server API.
+//! the backend's `CallServer` makes the call on the server API and answers.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use super::bls::{wants_shared, BlsRegion};
+use super::bls::{BackendBls, BlsRegion, WorkerBls};
 use super::transport::{write_to, WorkerLink, Writer};
 use super::wire::{
     error_from_wire, error_to_wire, metric_op, CallResult, FromWorker, ServerOp, ToWorker,
-    WireBlsRequest, WireBlsResponse, WireValue,
+    WireBlsRequest, WireValue,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::server::{
@@ -29,13 +29,6 @@ pub(super) struct CallServer {
     replies: Writer,
     metrics: MetricTable,
     bls: Arc<BackendBls>,
-}
-
-/// The backend's side of a worker's BLS regions (isolation/bls.rs): it reads
-/// request inputs from `input` and writes response outputs into `output`.
-struct BackendBls {
-    input: Mutex<BlsRegion>,
-    output: Mutex<BlsRegion>,
 }
 
 /// Metric families and metrics a worker created, by the ids it knows them by.
@@ -56,10 +49,7 @@ impl CallServer {
         CallServer {
             replies,
             metrics: MetricTable::default(),
-            bls: Arc::new(BackendBls {
-                input: Mutex::new(bls_in),
-                output: Mutex::new(bls_out),
-            }),
+            bls: Arc::new(BackendBls::new(bls_in, bls_out)),
         }
     }
 
@@ -112,10 +102,7 @@ impl CallServer {
     /// The worker copied these BLS responses' outputs out: their ranges
     /// are free again.
     pub(super) fn release(&self, starts: &[usize]) {
-        let mut out = self.bls.output.lock().unwrap_or_else(|p| p.into_inner());
-        for &start in starts {
-            out.free(start);
-        }
+        self.bls.release(starts);
     }
 }
 
@@ -170,21 +157,6 @@ impl MetricTable {
     }
 }
 
-/// A BLS response for the worker: large outputs go into the BLS output
-/// region (the worker releases their range once it copied them out).
-fn bls_response_to_wire(r: BlsResponse, bls: &BackendBls) -> WireBlsResponse {
-    let placed = wants_shared(r.outputs.iter().map(|t| t.data.as_slice())).then(|| {
-        let tensors: Vec<_> = r.outputs.iter().collect();
-        let mut out = bls.output.lock().unwrap_or_else(|p| p.into_inner());
-        out.put(&tensors).map_err(|e| {
-            Error::internal(format!(
-                "rustpy: cannot place the BLS response's outputs in shared memory: {e}"
-            ))
-        })
-    });
-    WireBlsResponse::new(&r, placed)
-}
-
 /// A worker's BLS request, on its own thread: reply once it is queued (or
 /// refused), then relay each response as a BlsResponse frame of `stream`.
 fn run_bls(
@@ -198,11 +170,7 @@ fn run_bls(
     // Large inputs are in the worker's BLS input region: copied out here,
     // before the Reply (which frees their range).
     let inputs = match &req.shared {
-        Some(shared) => bls
-            .input
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .read(shared),
+        Some(shared) => bls.read_request_inputs(shared),
         None => req.take_inline_inputs().map_err(Error::from),
     };
     let inputs = match inputs {
@@ -218,7 +186,7 @@ fn run_bls(
         let is_final = response.is_final;
         let frame = ToWorker::BlsResponse {
             call: stream,
-            response: bls_response_to_wire(response, bls),
+            response: bls.response_to_wire(response),
         };
         if write_to(w, &frame).is_err() || is_final {
             return;
@@ -235,7 +203,7 @@ fn run_bls(
         w,
         &ToWorker::BlsResponse {
             call: stream,
-            response: bls_response_to_wire(ended, bls),
+            response: bls.response_to_wire(ended),
         },
     );
 }
@@ -256,48 +224,6 @@ pub struct Rpc {
     pending: Mutex<HashMap<u64, Pending>>,
     /// BLS tensors through shared memory (isolation/bls.rs).
     bls: Option<WorkerBls>,
-}
-
-/// The worker's side of its BLS regions: it writes request inputs into
-/// `input` (a range is freed when the call's Reply came: the backend copied
-/// them out before answering) and reads response outputs from `output` in
-/// the reader thread, then releases their range through `release`.
-struct WorkerBls {
-    input: Mutex<BlsRegion>,
-    output: Mutex<BlsRegion>,
-    release: Mutex<mpsc::Sender<usize>>,
-}
-
-impl WorkerBls {
-    fn open((input, output): (OwnedFd, OwnedFd), link: &Arc<WorkerLink>) -> Result<WorkerBls> {
-        let io_err = |what: &str| {
-            let what = what.to_string();
-            move |e: std::io::Error| Error::internal(format!("rustpy-worker: {what}: {e}"))
-        };
-        let input = BlsRegion::new(input).map_err(io_err("BLS memory"))?;
-        let output = BlsRegion::new(output).map_err(io_err("BLS memory"))?;
-        // Releases go out from their own thread: the thread that copies the
-        // outputs (the intake) never waits for the control socket.
-        let (tx, rx) = mpsc::channel::<usize>();
-        let link = link.clone();
-        std::thread::Builder::new()
-            .name("rustpy-bls-release".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut starts = vec![first];
-                    starts.extend(rx.try_iter());
-                    if link.send(&FromWorker::BlsRelease { starts }).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(io_err("BLS release thread"))?;
-        Ok(WorkerBls {
-            input: Mutex::new(input),
-            output: Mutex::new(output),
-            release: Mutex::new(tx),
-        })
-    }
 }
 
 fn closed() -> Error {
@@ -355,7 +281,7 @@ impl Rpc {
     pub fn dispatch(&self, msg: ToWorker) {
         match msg {
             ToWorker::Reply { call, result } => {
-                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let mut pending = self.lock_pending();
                 if let Some(Pending::Reply(tx)) = pending.remove(&call) {
                     let _ = tx.send(result);
                 }
@@ -365,19 +291,7 @@ impl Rpc {
                 // Large outputs: copied out of the BLS output region, whose
                 // range the backend may then reuse.
                 let shared = match (&response.shared, &self.bls) {
-                    (Some(shared), Some(bls)) => {
-                        let read = bls
-                            .output
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .read(shared);
-                        let _ = bls
-                            .release
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .send(shared.start);
-                        Some(read)
-                    }
+                    (Some(shared), Some(bls)) => Some(bls.read_response_outputs(shared)),
                     (Some(_), None) => Some(Err(Error::internal(
                         "rustpy-worker: a BLS response in shared memory, but no BLS memory",
                     ))),
@@ -389,7 +303,7 @@ impl Rpc {
                     Some(Err(e)) => converted.error = Some(e),
                     None => {}
                 }
-                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let mut pending = self.lock_pending();
                 if let Some(Pending::Stream(tx)) = pending.get(&call) {
                     let _ = tx.send(converted);
                 }
@@ -403,13 +317,7 @@ impl Rpc {
 
     /// The backend is gone: every waiting caller gets an error.
     pub fn fail_all(&self) {
-        let drained: Vec<Pending> = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, p)| p)
-            .collect();
+        let drained: Vec<Pending> = self.lock_pending().drain().map(|(_, p)| p).collect();
         for p in drained {
             if let Pending::Stream(tx) = p {
                 let _ = tx.send(BlsResponse {
@@ -444,23 +352,10 @@ impl ServerApi for RemoteServer {
     ) -> Result<()> {
         // Large inputs go through the BLS input region, in a range of their
         // own (other threads' calls use other ranges).
-        let mut shared = None;
-        if let Some(bls) = &self.0.bls {
-            if wants_shared(request.inputs.iter().map(|t| t.data.as_slice())) {
-                let tensors: Vec<_> = request.inputs.iter().collect();
-                let placed = bls
-                    .input
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .put(&tensors)
-                    .map_err(|e| {
-                        Error::internal(format!(
-                            "rustpy-worker: cannot place the BLS request's inputs in shared memory: {e}"
-                        ))
-                    })?;
-                shared = Some(placed);
-            }
-        }
+        let shared = match &self.0.bls {
+            Some(bls) => bls.put_request_inputs(&request.inputs)?,
+            None => None,
+        };
         let wire = WireBlsRequest::new(request, shared.clone());
         let stream = self.0.register(Pending::Stream(responses));
         let accepted = self.0.call(ServerOp::Infer {
@@ -469,17 +364,10 @@ impl ServerApi for RemoteServer {
         });
         // Answered (or the backend is gone): the inputs were copied out.
         if let (Some(shared), Some(bls)) = (&shared, &self.0.bls) {
-            bls.input
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .free(shared.start);
+            bls.request_answered(shared);
         }
         if accepted.is_err() {
-            self.0
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&stream);
+            self.0.lock_pending().remove(&stream);
         }
         accepted.map(|_| ())
     }
