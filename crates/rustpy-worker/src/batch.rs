@@ -15,8 +15,7 @@ use rustpy_core::isolation::sys::Mapping;
 use rustpy_core::isolation::wire::{Done, Execute};
 use rustpy_core::isolation::WorkerResponses;
 use rustpy_core::python::{self, ModelInstance};
-use rustpy_core::InferRequest;
-use rustpy_core::Responder;
+use rustpy_core::{InferRequest, Responder};
 
 /// A mapping of the input region, owned by Python: the base of every numpy
 /// view of a batch's inputs (numpy_io's view region). Python frees it when

@@ -15,9 +15,7 @@ use crate::serve::io_err;
 use rustpy_core::error::Result;
 use rustpy_core::isolation::sys::{readable_now, wait_readable, Event};
 use rustpy_core::isolation::wire::{read_frame, ToWorker};
-use rustpy_core::isolation::FrameReader;
-use rustpy_core::isolation::Rpc;
-use rustpy_core::isolation::WorkerResponses;
+use rustpy_core::isolation::{FrameReader, Rpc, WorkerResponses};
 
 /// Who reads the control socket now.
 #[derive(Clone, Copy, PartialEq, Eq)]

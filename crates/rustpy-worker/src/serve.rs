@@ -14,9 +14,7 @@ use rustpy_core::isolation::sys::{
     defer_termination_to_parent, inherited_fd, inherited_stream, Shm,
 };
 use rustpy_core::isolation::wire::{error_to_wire, AutoComplete, FromWorker, Init, ToWorker};
-use rustpy_core::isolation::WorkerResponses;
-use rustpy_core::isolation::{FrameReader, WorkerLink};
-use rustpy_core::isolation::{RemoteServer, Rpc};
+use rustpy_core::isolation::{RemoteServer, Rpc, WorkerLink, WorkerResponses};
 use rustpy_core::python::{self, InstanceInfo, LoadedModel, ModelInstance};
 use rustpy_core::server::set_server_api;
 
@@ -80,7 +78,7 @@ impl Connection {
         let rpc = Rpc::new(link.clone(), bls)?;
         set_server_api(Arc::new(RemoteServer::new(rpc.clone())));
         let intake = Intake::start(read_half, rpc, responses.clone())?;
-        let reader: Weak<dyn FrameReader> = Arc::downgrade(&intake) as Weak<Intake>;
+        let reader: Weak<Intake> = Arc::downgrade(&intake);
         link.set_reader(reader);
         Ok(Connection {
             link,

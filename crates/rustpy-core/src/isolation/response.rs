@@ -534,3 +534,154 @@ impl Drop for WorkerSink {
             .remove(&self.index);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufReader;
+
+    use super::super::sys::{growing_memfd, Shm};
+    use super::super::wire::read_frame;
+    use super::*;
+    use crate::DataType;
+
+    /// One response as it reached its request: (name, bytes) per output,
+    /// and whether it was final.
+    type Delivered = (Vec<(String, Vec<u8>)>, bool);
+
+    /// What reached one request, and the error if it failed.
+    #[derive(Default)]
+    struct Seen {
+        responses: Vec<Delivered>,
+        error: Option<String>,
+    }
+
+    struct Recorder(Arc<Mutex<Seen>>, bool);
+
+    impl Responder for Recorder {
+        fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
+            let outputs = outputs
+                .iter()
+                .map(|o| (o.name.to_string(), o.data.to_vec()))
+                .collect();
+            self.0.lock().unwrap().responses.push((outputs, is_final));
+            self.1 = !is_final;
+            Ok(())
+        }
+        fn send_error(&mut self, error: &Error) {
+            self.0.lock().unwrap().error = Some(error.message.clone());
+            self.1 = false;
+        }
+        fn finish(&mut self) {
+            self.1 = false;
+        }
+        fn is_open(&self) -> bool {
+            self.1
+        }
+    }
+
+    /// Both halves over a socketpair and one output memfd.
+    struct Path {
+        worker: Arc<WorkerResponses>,
+        backend: ResponseReader,
+        frames: BufReader<UnixStream>,
+    }
+
+    fn path() -> Path {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let output = growing_memfd("t-out", 4096).unwrap();
+        let worker_output = Shm::map(output.try_clone().unwrap()).unwrap();
+        let link = WorkerLink::new(ours, || {});
+        Path {
+            worker: WorkerResponses::new(link, worker_output),
+            backend: ResponseReader {
+                open: Arc::new(OpenRequests::default()),
+                output: Shm::map(output).unwrap(),
+                input: Shm::map(growing_memfd("t-in", 0).unwrap()).unwrap(),
+                replies: Arc::new(Mutex::new(theirs.try_clone().unwrap())),
+            },
+            frames: BufReader::new(theirs),
+        }
+    }
+
+    impl Path {
+        /// Reads the next frame and lets the backend's half handle it;
+        /// returns the frame it did not handle.
+        fn pump(&mut self) -> Option<FromWorker> {
+            let frame = read_frame::<FromWorker, _>(&mut self.frames)
+                .unwrap()
+                .unwrap();
+            (!self.backend.handle(&frame)).then_some(frame)
+        }
+
+        fn open(&self, batch: u64) -> Arc<Mutex<Seen>> {
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            self.backend
+                .open
+                .open_batch(batch, vec![Recorder(seen.clone(), true)]);
+            seen
+        }
+    }
+
+    fn output(data: &[u8]) -> OutputSlice<'_> {
+        OutputSlice {
+            name: "OUT",
+            dtype: DataType::Uint8,
+            shape: vec![data.len() as i64],
+            data,
+        }
+    }
+
+    #[test]
+    fn responses_reach_their_request_through_the_region_then_inline_after_done() {
+        let mut p = path();
+        let seen = p.open(1);
+        p.worker.begin_batch(1, false);
+        let mut responder = p.worker.responder(1, 0);
+        // 8 KiB: the output region grows past its 4 KiB on the way.
+        let big = vec![5u8; 8192];
+        responder.send(&[output(&big)], false).unwrap();
+        assert!(p.pump().is_none(), "a Response is the response path's");
+        p.worker.send_done(Done::failed(1, vec![])).unwrap();
+        assert!(matches!(p.pump(), Some(FromWorker::Done(_))));
+        // After Done (a decoupled request a thread answers later): inline.
+        responder.send(&[output(b"late")], true).unwrap();
+        let frame = read_frame::<FromWorker, _>(&mut p.frames).unwrap().unwrap();
+        assert!(matches!(frame, FromWorker::InlineResponse(_)), "{frame:?}");
+        assert!(p.backend.handle(&frame));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.responses.len(), 2);
+        assert_eq!(seen.responses[0], (vec![("OUT".into(), big)], false));
+        assert_eq!(
+            seen.responses[1],
+            (vec![("OUT".into(), b"late".to_vec())], true)
+        );
+    }
+
+    #[test]
+    fn a_response_outside_the_output_region_fails_its_request_only() {
+        let mut p = path();
+        let (bad, good) = (p.open(1), p.open(2));
+        p.backend.handle(&FromWorker::Response(Response {
+            request: request_id(1, 0),
+            outputs: vec![super::super::wire::WireTensor {
+                name: "OUT".into(),
+                dtype: "UINT8".into(),
+                shape: vec![1],
+                offset: 1 << 40,
+                len: 1,
+            }],
+            output_len: 0,
+            is_final: true,
+            from_input: vec![],
+            taken: None,
+        }));
+        let error = bad.lock().unwrap().error.clone().unwrap();
+        assert!(error.contains("outside the output region"), "{error}");
+        // Errors and the end of a stream travel too.
+        p.worker
+            .responder(2, 0)
+            .send_error(&Error::invalid_arg("no"));
+        assert!(p.pump().is_none());
+        assert_eq!(good.lock().unwrap().error.as_deref(), Some("no"));
+    }
+}

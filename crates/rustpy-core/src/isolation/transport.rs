@@ -220,3 +220,74 @@ impl WorkerLink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::super::sys::readable_now;
+    use super::super::wire::read_frame;
+    use super::*;
+
+    fn link_pair() -> (Arc<WorkerLink>, UnixStream, Arc<AtomicUsize>) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let seen = closed.clone();
+        let link = WorkerLink::new(ours, move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        });
+        (link, theirs, closed)
+    }
+
+    #[test]
+    fn a_send_to_a_gone_backend_is_an_error_and_tells_the_link_s_owner() {
+        let (link, theirs, closed) = link_pair();
+        drop(theirs);
+        let err = link.send(&FromWorker::Ready).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unavailable);
+        assert!(err.message.contains("closed"), "{}", err.message);
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_holding_thread_s_responses_leave_with_the_next_flushed_frame() {
+        let (link, mut theirs, _) = link_pair();
+        link.hold_for(Some(std::thread::current().id()));
+        link.send_response(&FromWorker::Finish { request: 1 })
+            .unwrap();
+        assert!(
+            !readable_now(theirs.as_raw_fd()),
+            "a held response was flushed"
+        );
+        // Another thread's response is not held, and takes the held one along.
+        let other = link.clone();
+        std::thread::spawn(move || other.send_response(&FromWorker::Finish { request: 2 }))
+            .join()
+            .unwrap()
+            .unwrap();
+        for want in [1, 2] {
+            match read_frame::<FromWorker, _>(&mut theirs).unwrap() {
+                Some(FromWorker::Finish { request }) => assert_eq!(request, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        link.hold_for(None);
+        link.send_response(&FromWorker::Finish { request: 3 })
+            .unwrap();
+        assert!(readable_now(theirs.as_raw_fd()));
+    }
+
+    #[test]
+    fn a_batch_goes_around_the_ranges_python_still_views() {
+        let mut region = Regions::create(None).unwrap().input;
+        assert_eq!(region.place(100), 0);
+        region.update_pins(&[], Some((1, 0, 100)));
+        assert_eq!(region.place(100), PAGE);
+        region.update_pins(&[], Some((2, PAGE, PAGE + 10)));
+        assert_eq!(region.place(100), 2 * PAGE);
+        // Batch 1 released: its range is free again; batch 2's is not.
+        region.update_pins(&[1], None);
+        assert_eq!(region.place(100), 0);
+        assert_eq!(region.place(PAGE + 1), 2 * PAGE);
+    }
+}
