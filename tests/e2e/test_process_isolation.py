@@ -283,9 +283,11 @@ def test_kill_9_of_the_server_kills_its_workers(tmp_path):
 def test_cpu_bound_python_uses_both_cores_in_process_mode(tmp_path, record_property):
     """The GIL measurement of test_isolation.py (pure-Python work, ~30 ms per
     request, 4 clients), with the models process-isolated: the two instances
-    run in two interpreters. Figures are printed and appended to
-    $RUSTPY_RELIABILITY_REPORT (docs/isolation.md quotes them); only what a
-    loaded machine cannot change is asserted."""
+    run in two interpreters, i.e. two worker processes, so two predicts of
+    pure Python can hold a core each. What is asserted is that identity: which
+    processes ran the predicts (each one reports its pid), not how much they
+    overlapped (in-process threads overlap too). Figures are printed and
+    appended to $RUSTPY_RELIABILITY_REPORT (docs/isolation.md quotes them)."""
     import json
     import shutil
 
@@ -304,6 +306,7 @@ def test_cpu_bound_python_uses_both_cores_in_process_mode(tmp_path, record_prope
     try:
         one = run_workload(s, "gilp_cpu_1")
         two = run_workload(s, "gilp_cpu_2")
+        server_pid, workers = s.proc.pid, set(workers_of(s.proc.pid))
     finally:
         s.stop()
     figures = {"count1": one, "count2": two, "speedup": round(two["rps"] / one["rps"], 2),
@@ -314,14 +317,19 @@ def test_cpu_bound_python_uses_both_cores_in_process_mode(tmp_path, record_prope
     if out:
         with open(out, "a") as f:
             f.write(json.dumps({"gil_process": figures}) + "\n")
-    assert one["in_flight"] < 1.1, figures
-    # Two workers overlap their predicts: at some moment both run. How much
-    # of the time, and how many cores they keep busy, depends on what else
-    # the machine runs (a load-average guard read after the run missed a
-    # concurrent job once): those are figures, printed above and measured by
-    # ci/bench's pycpu rows, not pass/fail.
-    assert two["max_in_flight"] >= 2, figures
-    assert two["longest_overlap_ms"] > 0, figures
+    # Three workers (one instance + two), children of the server, ran every
+    # predict; none ran in the server's own process.
+    assert len(workers) == 3 and server_pid not in workers, (server_pid, workers)
+    assert len(one["pids"]) == 1 and set(one["pids"]) <= workers, (workers, figures)
+    assert len(two["pids"]) == 2 and set(two["pids"]) <= workers, (workers, figures)
+    assert not set(one["pids"]) & set(two["pids"]), figures
+    # Predicts that ran at the same time ran in two different processes (two
+    # interpreters, two GILs): never two in one worker.
+    assert one["overlapping_pids"] == [], figures
+    assert two["overlapping_pids"] == [tuple(two["pids"])], figures
+    # How much of the time both ran, and how many cores they kept busy,
+    # depends on what else the machine runs: those are figures, printed
+    # above and measured by ci/bench's pycpu rows, not pass/fail.
 
 
 def test_bls_model_control_and_metrics_from_a_worker(proc_server):
