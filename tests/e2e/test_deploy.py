@@ -5,7 +5,8 @@ or a cluster:
   strict: unknown fields are errors), the KServe resources against KServe's CRD schemas
   kept in tests/e2e/deploy/kserve/, and the Helm overlay against Triton's own chart
   (tests/e2e/deploy/triton-k8s-onprem/): its keys exist, and the chart's Deployment
-  rendered with it validates; each validator is shown to reject a broken copy;
+  rendered with it by Helm itself (helm-python-sdk: Helm's Go SDK) validates; each
+  validator is shown to reject a broken copy;
 - both Dockerfiles pass hadolint and never hard-code the Python version;
 - the container entrypoint runs against the real tritonserver: it fetches a `rustpy zip`
   archive over HTTP, verifies and extracts it, and execs tritonserver; on SIGTERM
@@ -142,6 +143,7 @@ def test_kserve_runtime_speaks_v2_over_rest_and_grpc():
 def test_helm_overlay_renders_a_valid_deployment_of_the_chart():
     report = validate("helm", DEPLOY / "helm/values-rustpy.yaml")
     assert report["errors"] == []
+    assert report["renderer"] == "helm v4.2.3 (helm-python-sdk 0.2.2)", report["renderer"]
     pod = report["rendered"]["spec"]["template"]["spec"]
     (server,) = pod["containers"]
     assert server["image"].endswith("rustpy-triton:24.10")
@@ -159,6 +161,31 @@ def test_helm_overlay_check_rejects_a_value_the_chart_does_not_have(tmp_path):
                       "serverArgs:", "serverArguments:")
     errors = validate("helm", bad)["errors"]
     assert any("serverArguments" in e for e in errors), errors
+
+
+def test_helm_overlay_check_rejects_what_helm_cannot_render(tmp_path):
+    """serverArgs as one string instead of a list: the chart's `range` fails
+    in Helm (a stand-in that iterated over the string's characters would
+    render a Deployment with one argument per character, and pass)."""
+    bad = broken_copy(DEPLOY / "helm/values-rustpy.yaml", tmp_path / "v.yaml",
+                      "serverArgs:\n  - --model-repository=/models/repo",
+                      "serverArgs: --model-repository=/models/repo\nunused:")
+    report = validate("helm", bad)
+    assert report["rendered"] is None
+    assert any("helm could not render the chart" in e
+               and "range can't iterate over --model-repository=/models/repo" in e
+               for e in report["errors"]), report["errors"]
+
+
+def test_helm_rendered_deployment_is_validated(tmp_path):
+    """A value Helm renders but Kubernetes refuses (replicas must be an integer)."""
+    text = (DEPLOY / "helm/values-rustpy.yaml").read_text() + "autoscaling:\n  minReplicas: three\n"
+    bad = tmp_path / "v.yaml"
+    bad.write_text(text)
+    report = validate("helm", bad)
+    assert report["rendered"]["spec"]["replicas"] == "three"
+    assert any("(rendered deployment.yaml): Deployment: spec.replicas" in e
+               for e in report["errors"]), report["errors"]
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
