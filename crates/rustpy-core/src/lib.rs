@@ -2,7 +2,9 @@
 //! batching rules and plans (`batch`), one executor per model instance
 //! (`exec`: the batched API and the official pb_utils API in `python`, the
 //! native echo), the Python bridge (`python`), the response-stream contract
-//! (`engine`), and process isolation (`isolation`). It knows nothing of
+//! (`engine`), process isolation (`isolation`), and rustpy's own metrics
+//! (`metrics`: the families, and the recorder interface the backend
+//! implements on Triton's registry). It knows nothing of
 //! Triton's C API, so the backend and the `rustpy` CLI share it and tests
 //! reach it without a server. File by file: docs/architecture.md.
 //!
@@ -22,6 +24,7 @@ pub mod error;
 pub(crate) mod exec;
 pub mod isolation;
 pub mod local;
+pub mod metrics;
 pub mod params;
 pub mod python;
 mod ragged;
