@@ -62,6 +62,10 @@ if [[ ! -x "$VENV/bin/pytest" ]] || ! "$VENV/bin/python" -c 'import tritonclient
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q "tritonclient[http,grpc]==2.51.0" pytest numpy requests
 fi
+# prometheus-client's parser reads /metrics in the metrics tests (tests/e2e/test_metrics.py).
+if ! "$VENV/bin/python" -c 'import prometheus_client.parser' 2>/dev/null; then
+  "$VENV/bin/pip" install -q "prometheus-client==0.26.0"
+fi
 
 # --- deployment-kit validators (tests/e2e/test_deploy.py) --------------------
 # Kubernetes schemas (kubernetes-validate ships them), KServe CRD schema checks,

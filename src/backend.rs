@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use rustpy_core::constants::LogLevel as CoreLogLevel;
 use rustpy_core::isolation::{WorkerConfig, WorkerInstance};
+use rustpy_core::metrics::{InstanceLabels, InstanceMetrics, Metrics, WorkerMetrics};
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
 use rustpy_core::{
     Error, InferRequest, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream,
 };
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
-use crate::ffi::server::TritonServerApi;
+use crate::ffi::server::{TritonRecorder, TritonServerApi};
 use crate::ffi::sys::{monotonic_ns, own_library_path, promote_libpython_to_global};
 use crate::ffi::{log, log_at, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
 
@@ -40,11 +41,18 @@ pub fn initialize(backend: Backend) -> Result<()> {
         log_at(level, file, line, msg);
     }));
     python::initialize().map_err(|e| e.context("rustpy"))?;
-    // --backend-config=rustpy,site-packages=DIR (what `rustpy env` installs).
     let config = backend.config_json()?;
-    let site = serde_json::from_str::<serde_json::Value>(&config)
+    let cmdline = serde_json::from_str::<serde_json::Value>(&config)
         .ok()
-        .and_then(|v| v["cmdline"]["site-packages"].as_str().map(str::to_owned));
+        .map(|v| v["cmdline"].clone())
+        .unwrap_or_default();
+    // --backend-config=rustpy,metrics=false turns rustpy's own metrics off.
+    let metrics = match metrics_enabled(cmdline["metrics"].as_str())? {
+        true => Metrics::new(Arc::new(TritonRecorder::default())),
+        false => Metrics::off(),
+    };
+    // --backend-config=rustpy,site-packages=DIR (what `rustpy env` installs).
+    let site = cmdline["site-packages"].as_str().map(str::to_owned);
     if let Some(dir) = site {
         python::add_site_packages(std::path::Path::new(&dir)).map_err(|e| e.context("rustpy"))?;
         // Process-isolated models' workers get it too.
@@ -56,25 +64,53 @@ pub fn initialize(backend: Backend) -> Result<()> {
     }
     log(
         LogLevel::Info,
-        &format!("rustpy: backend '{name}' ready (backend API {major}.{minor}, {libpython})"),
+        &format!(
+            "rustpy: backend '{name}' ready (backend API {major}.{minor}, {libpython}, metrics {})",
+            if metrics.is_on() { "on" } else { "off" }
+        ),
     );
-    Ok(())
+    backend.state_slot().put(BackendState { metrics })
 }
 
-pub fn finalize(_backend: Backend) -> Result<()> {
+/// The `metrics` backend setting: on unless false/0/off/no.
+fn metrics_enabled(value: Option<&str>) -> Result<bool> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("true" | "1" | "on" | "yes") => Ok(true),
+        Some("false" | "0" | "off" | "no") => Ok(false),
+        Some(_) => Err(Error::invalid_arg(format!(
+            "rustpy: --backend-config=rustpy,metrics={}: expected true or false",
+            value.unwrap_or_default()
+        ))),
+    }
+}
+
+pub fn finalize(backend: Backend) -> Result<()> {
     // The interpreter is deliberately left running: it cannot be finalised and
     // re-initialised in one process, and the library is never unloaded. So
     // nothing else would flush what models printed without a newline.
     python::flush_stdio();
+    // Every model (and its series) is gone: the families go with the recorder.
+    drop(backend.state_slot().take::<BackendState>()?);
     Ok(())
+}
+
+/// What the backend keeps from TRITONBACKEND_Initialize to Finalize: where
+/// rustpy's own metrics go (Triton's registry, or nowhere).
+struct BackendState {
+    metrics: Metrics,
 }
 
 /// --backend-config=rustpy,site-packages=DIR, for the workers.
 static SITE_PACKAGES: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Per-model state: the imported Python module, or (process isolation)
-/// what each instance's worker needs.
-enum ModelState {
+/// what each instance's worker needs; and the backend's metrics.
+struct ModelState {
+    place: Place,
+    metrics: Metrics,
+}
+
+enum Place {
     InProcess(Arc<LoadedModel>),
     Process(Box<WorkerConfig>),
 }
@@ -115,6 +151,12 @@ pub fn model_initialize(model: Model) -> Result<()> {
     if rustpy_core::server::server_api().is_err() {
         rustpy_core::server::set_server_api(TritonServerApi::new(model)?);
     }
+    let metrics = model
+        .backend()?
+        .state_slot()
+        .get::<BackendState>()?
+        .metrics
+        .clone();
     let name = model.name()?;
     let version = model.version()?;
     let dir = model.directory()?;
@@ -145,6 +187,8 @@ pub fn model_initialize(model: Model) -> Result<()> {
             }
             None => None,
         };
+        // Fetched (and counted) once here; each worker finds it in the cache.
+        rustpy_core::checkpoint::prefetch(&config, &name, version, Path::new(&dir), &metrics)?;
         log(
             LogLevel::Info,
             &format!(
@@ -185,11 +229,12 @@ pub fn model_initialize(model: Model) -> Result<()> {
                 })?;
             }
         }
-        return model
-            .state_slot()
-            .put(ModelState::Process(Box::new(template)));
+        return model.state_slot().put(ModelState {
+            place: Place::Process(Box::new(template)),
+            metrics,
+        });
     }
-    let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
+    let mut loaded = LoadedModel::load(&config, Path::new(&dir), version, &metrics)?;
     // TritonPythonModel.auto_complete_config, applied through Triton's own
     // auto-complete (skipped when the server runs with it disabled).
     if model.auto_complete_enabled()? {
@@ -211,9 +256,10 @@ pub fn model_initialize(model: Model) -> Result<()> {
             loaded.model_file.display()
         ),
     );
-    model
-        .state_slot()
-        .put(ModelState::InProcess(Arc::new(loaded)))
+    model.state_slot().put(ModelState {
+        place: Place::InProcess(Arc::new(loaded)),
+        metrics,
+    })
 }
 
 pub fn model_finalize(model: Model) -> Result<()> {
@@ -227,9 +273,11 @@ pub fn model_finalize(model: Model) -> Result<()> {
     Ok(())
 }
 
-/// Per-instance state: the user's Python object, here or in a worker.
+/// Per-instance state: the user's Python object, here or in a worker, and
+/// its execution metrics.
 struct InstanceState {
     instance: Executor,
+    metrics: InstanceMetrics,
 }
 
 enum Executor {
@@ -266,20 +314,23 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         kind: instance.kind()?.to_string(),
         device_id: instance.device_id()?,
     };
-    let created = match state {
-        ModelState::InProcess(model) => {
+    let labels = InstanceLabels::new(&model.name()?, model.version()?, &info.name);
+    let created = match &state.place {
+        Place::InProcess(model) => {
             Executor::InProcess(python::ModelInstance::new(model.clone(), &info)?)
         }
-        ModelState::Process(template) => {
-            Executor::Process(Box::new(WorkerInstance::new(WorkerConfig {
+        Place::Process(template) => Executor::Process(Box::new(WorkerInstance::new(
+            WorkerConfig {
                 instance: info,
                 ..(**template).clone()
-            })?))
-        }
+            },
+            WorkerMetrics::new(&state.metrics, &labels),
+        )?)),
     };
-    instance
-        .state_slot()
-        .put(InstanceState { instance: created })
+    instance.state_slot().put(InstanceState {
+        instance: created,
+        metrics: InstanceMetrics::new(&state.metrics, &labels),
+    })
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
@@ -412,6 +463,7 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
         .collect();
     let report = state.instance.execute(&core_requests, responders);
     drop(core_requests);
+    state.metrics.record(&report.stats);
 
     let exec_end = monotonic_ns();
     let to_ns = |t: Option<std::time::Instant>, fallback: u64| {

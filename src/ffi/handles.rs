@@ -48,6 +48,15 @@ impl Backend {
         let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
         Ok(String::from_utf8_lossy(bytes).into_owned())
     }
+
+    /// The slot where the backend's state (a boxed `T`) lives.
+    pub fn state_slot(&self) -> StateSlot<raw::TRITONBACKEND_Backend> {
+        StateSlot {
+            handle: self.0,
+            get: raw::TRITONBACKEND_BackendState,
+            set: raw::TRITONBACKEND_BackendSetState,
+        }
+    }
 }
 
 /// The backend API version the server speaks.
@@ -149,6 +158,14 @@ impl Model {
         res
     }
 
+    /// The backend that loaded this model (which outlives it).
+    pub fn backend(&self) -> Result<Backend> {
+        let mut b = ptr::null_mut();
+        // SAFETY: live model handle; writes the backend handle into `b`.
+        check(unsafe { raw::TRITONBACKEND_ModelBackend(self.0, &mut b) })?;
+        Ok(Backend(b))
+    }
+
     /// The slot where this model's state (a boxed `T`) lives.
     pub fn state_slot(&self) -> StateSlot<raw::TRITONBACKEND_Model> {
         StateSlot {
@@ -194,8 +211,9 @@ impl<H> StateSlot<H> {
     }
 
     /// Borrows the stored state, which must be a `T`. The borrow lasts while
-    /// the handle is live: Triton never finalizes a model or an instance
-    /// (where the state is taken) while another of its entry points runs.
+    /// the handle is live: Triton never finalizes a backend, a model or an
+    /// instance (where the state is taken) while another of its entry points
+    /// (or one of its models' or instances') runs.
     pub fn get<'a, T: Any>(&self) -> Result<&'a T> {
         let p = self.raw_state()?;
         // SAFETY: the slot is null or holds a pointer from `put` (only put

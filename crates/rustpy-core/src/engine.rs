@@ -163,6 +163,8 @@ pub struct ExecReport {
     pub calls: usize,
     pub compute_start: Option<Instant>,
     pub compute_end: Option<Instant>,
+    /// What the executor counted for rustpy's metrics (`crate::metrics`).
+    pub stats: crate::metrics::ExecStats,
 }
 
 impl ExecReport {

@@ -62,7 +62,12 @@ impl LocalModel {
             None => latest_version(model_dir)?,
         };
         python::initialize()?;
-        let model = Arc::new(LoadedModel::load(&config, model_dir, version)?);
+        let model = Arc::new(LoadedModel::load(
+            &config,
+            model_dir,
+            version,
+            &crate::metrics::Metrics::off(),
+        )?);
         let info = InstanceInfo {
             name: format!("{}_0", config.name),
             kind: "CPU".into(),

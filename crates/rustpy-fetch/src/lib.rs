@@ -123,6 +123,9 @@ pub struct Fetched {
     pub archive_sha256: Option<String>,
     /// True when the cache already had it.
     pub cache_hit: bool,
+    /// Bytes of the checkpoint files this fetch put in the cache (0 for a
+    /// cache hit or a local path).
+    pub bytes: u64,
 }
 
 /// The cache key of a checkpoint (hex sha256 of its canonical description).
@@ -181,6 +184,7 @@ pub fn fetch(ck: &Checkpoint, model_dir: &Path, opts: &Options) -> Result<Fetche
             digest,
             archive_sha256: None,
             cache_hit: true,
+            bytes: 0,
         });
     }
 
@@ -222,6 +226,7 @@ pub fn fetch(ck: &Checkpoint, model_dir: &Path, opts: &Options) -> Result<Fetche
             "digest": digest,
             "archive_sha256": archive_sha256,
         });
+        let bytes = tree_size(&stage);
         fs::write(stage.join(META_FILE), meta.to_string()).map_err(|e| e.to_string())?;
         fs::rename(&stage, &final_dir)
             .map_err(|e| format!("moving into the cache {}: {e}", final_dir.display()))?;
@@ -230,6 +235,7 @@ pub fn fetch(ck: &Checkpoint, model_dir: &Path, opts: &Options) -> Result<Fetche
             digest,
             archive_sha256,
             cache_hit: false,
+            bytes,
         })
     })();
     let _ = fs::remove_dir_all(&work);
@@ -315,7 +321,19 @@ fn cached(dir: &Path) -> Option<Fetched> {
         digest: meta["digest"].as_str()?.to_string(),
         archive_sha256: meta["archive_sha256"].as_str().map(str::to_string),
         cache_hit: true,
+        bytes: 0,
     })
+}
+
+/// Total size of the regular files under `dir`.
+fn tree_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// sha256 over the lines `"<sha256 of file>  <relative path>\n"` of every

@@ -15,6 +15,9 @@ use rustpy_core::isolation::sys::{
 };
 use rustpy_core::isolation::wire::{error_to_wire, AutoComplete, FromWorker, Init, ToWorker};
 use rustpy_core::isolation::{RemoteServer, Rpc, WorkerLink, WorkerResponses};
+// The backend counts checkpoint fetches (checkpoint::prefetch, before any
+// worker starts); here the checkpoint is a cache hit, not counted again.
+use rustpy_core::metrics::Metrics;
 use rustpy_core::python::{self, InstanceInfo, LoadedModel, ModelInstance};
 use rustpy_core::server::set_server_api;
 
@@ -166,7 +169,8 @@ fn auto_complete(conn: &Connection, request: AutoComplete) {
     let result = python::initialize().and_then(|()| {
         let config = rustpy_config::parse_json(&config_json)
             .map_err(|e| Error::invalid_arg(format!("cannot read the model configuration: {e}")))?;
-        LoadedModel::load(&config, Path::new(&model_dir), version)?.auto_complete(&config_json)
+        LoadedModel::load(&config, Path::new(&model_dir), version, &Metrics::off())?
+            .auto_complete(&config_json)
     });
     let result = result.map_err(|e| error_to_wire(&e));
     let _ = conn.link.send(&FromWorker::AutoCompleted { result });
@@ -184,7 +188,12 @@ fn create_instance(conn: &Connection, init: Init) -> Option<(ModelInstance, bool
             .model_transaction_policy
             .as_ref()
             .is_some_and(|p| p.decoupled);
-        let model = LoadedModel::load(&config, Path::new(&init.model_dir), init.version)?;
+        let model = LoadedModel::load(
+            &config,
+            Path::new(&init.model_dir),
+            init.version,
+            &Metrics::off(),
+        )?;
         ModelInstance::new(Arc::new(model), &InstanceInfo::from(init.instance))
     });
     conn.intake.end();

@@ -1,12 +1,15 @@
-//! Custom metrics on behalf of model code (`pb_utils.MetricFamily`): metric
-//! families and their labelled metrics (counter, gauge, histogram), shown on
-//! the server's `/metrics` endpoint.
+//! Metrics on Triton's registry, shown on the server's `/metrics` endpoint:
+//! custom metrics on behalf of model code (`pb_utils.MetricFamily`: metric
+//! families and their labelled metrics, counter, gauge or histogram), and
+//! rustpy's own families ([`TritonRecorder`], the core's `Recorder`).
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::raw::c_void;
 use std::ptr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use rustpy_core::metrics::{Family, Recorder, SeriesSink};
 use rustpy_core::server::{Metric, MetricFamily, MetricKind};
 
 use super::Result;
@@ -18,6 +21,14 @@ pub(super) fn family(
     description: &str,
     kind: MetricKind,
 ) -> Result<Arc<dyn MetricFamily>> {
+    Ok(Arc::new(TritonMetricFamily(new_family(
+        name,
+        description,
+        kind,
+    )?)))
+}
+
+fn new_family(name: &str, description: &str, kind: MetricKind) -> Result<Arc<FamilyHandle>> {
     let (cname, cdesc) = (cstring(name), cstring(description));
     let mut family = ptr::null_mut();
     // SAFETY: strings outlive the call, which copies them.
@@ -29,7 +40,62 @@ pub(super) fn family(
             cdesc.as_ptr(),
         )
     })?;
-    Ok(Arc::new(TritonMetricFamily(Arc::new(FamilyHandle(family)))))
+    Ok(Arc::new(FamilyHandle(family)))
+}
+
+/// rustpy's own metric families on Triton's registry: each family is
+/// created the first time one of its series is, and deleted after the last
+/// series of it (each holds the family) and this recorder are gone.
+#[derive(Default)]
+pub(crate) struct TritonRecorder {
+    families: Mutex<HashMap<&'static str, Arc<FamilyHandle>>>,
+}
+
+impl Recorder for TritonRecorder {
+    fn series(&self, family: &'static Family, labels: &[&str]) -> Result<Arc<dyn SeriesSink>> {
+        let handle = {
+            let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+            match families.get(family.name) {
+                Some(h) => h.clone(),
+                None => {
+                    let h = new_family(family.name, family.help, family.kind)?;
+                    families.insert(family.name, h.clone());
+                    h
+                }
+            }
+        };
+        let labels: Vec<(String, String)> = family
+            .labels
+            .iter()
+            .zip(labels)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let family_handle = TritonMetricFamily(handle);
+        let labels = LabelParameters::new(&labels);
+        let metric = match family.kind {
+            MetricKind::Histogram => family_handle.new_histogram(&labels, family.buckets),
+            _ => family_handle.new_metric(&labels),
+        }?;
+        Ok(Arc::new(TritonMetric {
+            metric,
+            _family: family_handle.0,
+        }))
+    }
+}
+
+/// Errors are dropped: a metric that cannot be updated (only an invalidated
+/// one, or a kind mismatch, which the families rule out) must not fail the
+/// work it counts.
+impl SeriesSink for TritonMetric {
+    fn add(&self, value: f64) {
+        let _ = self.increment(value);
+    }
+    fn set(&self, value: f64) {
+        let _ = Metric::set(self, value);
+    }
+    fn observe(&self, value: f64) {
+        let _ = Metric::observe(self, value);
+    }
 }
 
 struct FamilyHandle(*mut raw::TRITONSERVER_MetricFamily);

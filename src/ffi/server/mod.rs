@@ -1,12 +1,15 @@
 //! The core's `ServerApi` on Triton's in-process server API, used when model
 //! code calls back into the server: BLS inference ([`bls`]), model control
-//! ([`model_control`]) and custom metrics ([`metrics`]), one file each. This
+//! ([`model_control`]) and custom metrics ([`metrics`], which also holds
+//! [`TritonRecorder`], rustpy's own metrics on Triton's registry), one file each. This
 //! file holds the server handle they share and routes each trait method to
 //! its file.
 
 mod bls;
 mod metrics;
 mod model_control;
+
+pub(crate) use metrics::TritonRecorder;
 
 use std::sync::Arc;
 

@@ -13,6 +13,7 @@ use super::wire::{Done, Execute, FromWorker, InputLayout, ToWorker};
 use crate::constants::LogLevel;
 use crate::engine::{ExecReport, Outcome, Responder};
 use crate::error::{Error, ErrorCode, Result};
+use crate::metrics::WorkerMetrics;
 use crate::request::InferRequest;
 use rustpy_config::model::INPUT_SHM_LIMIT_KEY;
 
@@ -35,8 +36,9 @@ pub struct WorkerInstance {
 
 impl WorkerInstance {
     /// Starts the worker; an error here (initialize raised, the worker
-    /// crashed) fails the instance's load with that cause.
-    pub fn new(cfg: WorkerConfig) -> Result<WorkerInstance> {
+    /// crashed) fails the instance's load with that cause. Its restarts,
+    /// state and memory go to `metrics`.
+    pub fn new(cfg: WorkerConfig, metrics: WorkerMetrics) -> Result<WorkerInstance> {
         let worker = Worker::start(&cfg)?;
         log(
             LogLevel::Info,
@@ -48,7 +50,7 @@ impl WorkerInstance {
         );
         Ok(WorkerInstance {
             cfg,
-            state: Mutex::new(Supervised::new(worker)),
+            state: Mutex::new(Supervised::new(worker, metrics)),
         })
     }
 
@@ -99,6 +101,7 @@ impl WorkerInstance {
             calls: inner.calls,
             compute_start: inner.compute_start,
             compute_end: inner.compute_end,
+            stats: inner.stats,
             ..ExecReport::new(n)
         };
         for (k, &i) in positions.iter().enumerate() {
@@ -140,6 +143,7 @@ impl WorkerInstance {
         ) {
             Ok(compute) => {
                 state.succeeded();
+                state.sample_memory();
                 if let Some((a, b)) = compute {
                     report.compute_start = Some(sent_at + Duration::from_nanos(a));
                     report.compute_end = Some(sent_at + Duration::from_nanos(b));
@@ -155,20 +159,21 @@ impl WorkerInstance {
     /// earlier batches), and have it restarted.
     fn worker_lost(&self, state: &mut Supervised, lost: Lost, report: &mut ExecReport) {
         let mut worker = state.worker.take().expect("worker present");
-        let (message, cause) = match lost {
+        let (message, why, cause) = match lost {
             Lost::Died => {
-                let cause = worker.reap();
+                let exit = worker.reap();
                 let limit = match self.cfg.memory_note() {
                     n if n.is_empty() => n,
                     n => format!(" (its memory limit: {n})"),
                 };
                 (
                     format!(
-                        "{}: the worker process (pid {}) {cause} while executing this request; it is being restarted{limit}",
+                        "{}: the worker process (pid {}) {exit} while executing this request; it is being restarted{limit}",
                         self.cfg.label(),
                         worker.pid,
                     ),
-                    format!("worker {cause}"),
+                    format!("worker {exit}"),
+                    exit.cause,
                 )
             }
             Lost::TimedOut(limit) => {
@@ -181,6 +186,7 @@ impl WorkerInstance {
                         worker.pid
                     ),
                     format!("execute timed out after {} ms", limit.as_millis()),
+                    "timeout".to_string(),
                 )
             }
         };
@@ -193,7 +199,7 @@ impl WorkerInstance {
             }
         }
         log(LogLevel::Error, &format!("rustpy: {message}"));
-        state.on_failure(&self.cfg, cause);
+        state.on_failure(&self.cfg, why, &cause);
     }
 }
 

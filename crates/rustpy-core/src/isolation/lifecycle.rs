@@ -19,6 +19,7 @@ use super::transport::{write_to, InputRegion, Regions, Writer};
 use super::wire::{error_from_wire, AutoComplete, FromWorker, Init, ToWorker};
 use crate::constants::LogLevel;
 use crate::error::{Error, Result};
+use crate::metrics::WorkerMetrics;
 use crate::python::{emit_log, InstanceInfo};
 use rustpy_config::model::MEMORY_LIMIT_KEY;
 
@@ -29,6 +30,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const REAP_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait between two start attempts of a worker that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a busy worker's memory gauges are updated.
+const MEMORY_SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+
+/// A process's resident memory (VmRSS in /proc/PID/status), if readable.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 
 /// What a process-isolated instance needs to (re)start its worker.
 #[derive(Debug, Clone)]
@@ -128,17 +139,39 @@ fn spawn(command: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
-/// "exited on SIGSEGV" / "exited with status 3".
-pub(super) fn describe_exit(status: ExitStatus) -> String {
+/// How a worker process ended: what messages say ("exited on SIGSEGV"),
+/// and the cause `rustpy_worker_restarts_total` counts it under ("SIGSEGV").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Exit {
+    pub(super) text: String,
+    pub(super) cause: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// "exited on SIGSEGV" (cause: the signal) / "exited with status 3"
+/// (cause: exit).
+pub(super) fn describe_exit(status: ExitStatus) -> Exit {
     if let Some(sig) = status.signal() {
         let core = if status.core_dumped() {
             ", core dumped"
         } else {
             ""
         };
-        format!("exited on {}{core}", sys::signal_name(sig))
+        let name = sys::signal_name(sig);
+        Exit {
+            text: format!("exited on {name}{core}"),
+            cause: name,
+        }
     } else {
-        format!("exited with status {}", status.code().unwrap_or(-1))
+        Exit {
+            text: format!("exited with status {}", status.code().unwrap_or(-1)),
+            cause: "exit".into(),
+        }
     }
 }
 
@@ -176,6 +209,8 @@ pub(super) struct Worker {
     pub(super) batch: u64,
     /// "model 'M' instance 'I'", for errors raised while placing a batch.
     pub(super) label: String,
+    /// The output region's memfd (the worker grows it), for its size.
+    pub(super) output_size: std::fs::File,
 }
 
 impl Worker {
@@ -226,6 +261,7 @@ impl Worker {
             input,
             input_view,
             output,
+            output_size,
             bls_in,
             bls_out,
             ..
@@ -250,6 +286,7 @@ impl Worker {
             open,
             batch: 0,
             label: cfg.label(),
+            output_size,
         };
         worker.first_answer(first, doing)
     }
@@ -283,28 +320,37 @@ impl Worker {
     /// Waits for the (dead or dying) process and describes how it ended.
     /// One that is still running after a grace period (the channel broke
     /// but the process did not die) is killed: waiting for it would hang.
-    pub(super) fn reap(&mut self) -> String {
+    pub(super) fn reap(&mut self) -> Exit {
         let deadline = Instant::now() + REAP_GRACE;
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return describe_exit(status),
                 Ok(None) if Instant::now() >= deadline => {
                     sys::kill(self.pid);
-                    return match self.child.wait() {
+                    let text = match self.child.wait() {
                         Ok(status) => format!(
                             "stopped answering (its control channel broke) and was killed ({})",
                             describe_exit(status)
                         ),
                         Err(e) => format!("ended (cannot read its status: {e})"),
                     };
+                    return Exit {
+                        text,
+                        cause: "unresponsive".into(),
+                    };
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return format!("ended (cannot read its status: {e})"),
+                Err(e) => {
+                    return Exit {
+                        text: format!("ended (cannot read its status: {e})"),
+                        cause: "unknown".into(),
+                    }
+                }
             }
         }
     }
 
-    pub(super) fn kill(&mut self) -> String {
+    pub(super) fn kill(&mut self) -> Exit {
         sys::kill(self.pid);
         self.reap()
     }
@@ -363,23 +409,30 @@ fn backoff(failures: u32) -> Duration {
 
 /// An instance's worker, restarted as it fails: at once after a crash or
 /// hang, then with backoff (250 ms, 500 ms, 1 s, … up to 30 s) while new
-/// workers fail to start.
+/// workers fail to start. Each loss, failed start and the worker's state
+/// go to its metrics.
 pub(super) struct Supervised {
     pub(super) worker: Option<Worker>,
+    pub(super) metrics: WorkerMetrics,
     /// Consecutive failures (a crash or hang, then failed starts) since the
     /// last successful start or batch; drives the restart backoff.
     failures: u32,
     last_cause: String,
     next_start: Instant,
+    /// When the memory gauges were last updated.
+    sampled: Option<Instant>,
 }
 
 impl Supervised {
-    pub(super) fn new(worker: Worker) -> Supervised {
+    pub(super) fn new(worker: Worker, metrics: WorkerMetrics) -> Supervised {
+        metrics.set_up(true);
         Supervised {
             worker: Some(worker),
+            metrics,
             failures: 0,
             last_cause: String::new(),
             next_start: Instant::now(),
+            sampled: None,
         }
     }
 
@@ -390,7 +443,8 @@ impl Supervised {
     pub(super) fn ready(&mut self, cfg: &WorkerConfig) -> std::result::Result<&mut Worker, String> {
         if let Some(w) = self.worker.as_mut() {
             if let Ok(Some(status)) = w.child.try_wait() {
-                let what = format!("{} while idle", describe_exit(status));
+                let exit = describe_exit(status);
+                let what = format!("{exit} while idle");
                 log(
                     LogLevel::Error,
                     &format!(
@@ -400,7 +454,7 @@ impl Supervised {
                     ),
                 );
                 self.worker = None;
-                self.on_failure(cfg, format!("worker {what}"));
+                self.on_failure(cfg, format!("worker {what}"), &exit.cause);
             }
         }
         if self.worker.is_none() && Instant::now() >= self.next_start {
@@ -421,10 +475,31 @@ impl Supervised {
         self.failures = 0;
     }
 
-    /// Records a lost worker and restarts it now when the backoff allows.
-    pub(super) fn on_failure(&mut self, cfg: &WorkerConfig, cause: String) {
+    /// Updates the worker's memory gauges, at most once a second (reading
+    /// /proc costs more than a small batch).
+    pub(super) fn sample_memory(&mut self) {
+        let (Some(w), true) = (&self.worker, self.metrics.is_on()) else {
+            return;
+        };
+        if self
+            .sampled
+            .is_some_and(|at| at.elapsed() < MEMORY_SAMPLE_PERIOD)
+        {
+            return;
+        }
+        self.sampled = Some(Instant::now());
+        let output = w.output_size.metadata().map_or(0, |m| m.len() as usize);
+        self.metrics
+            .set_memory(resident_bytes(w.pid), w.input.shm.len(), output);
+    }
+
+    /// Records a lost worker (`cause`: its restarts_total label) and
+    /// restarts it now when the backoff allows.
+    pub(super) fn on_failure(&mut self, cfg: &WorkerConfig, why: String, cause: &str) {
+        self.metrics.restarted(cause);
+        self.metrics.set_up(false);
         self.failures += 1;
-        self.last_cause = cause;
+        self.last_cause = why;
         let delay = backoff(self.failures);
         self.next_start = Instant::now() + delay;
         if delay.is_zero() {
@@ -455,11 +530,14 @@ impl Supervised {
                     ),
                 );
                 self.worker = Some(w);
+                self.metrics.set_up(true);
+                self.sampled = None;
                 // Backoff is for workers that cannot start; a worker that
                 // started and later crashed is restarted at once.
                 self.failures = 0;
             }
             Err(e) => {
+                self.metrics.start_failed();
                 self.failures += 1;
                 self.last_cause = format!("restart failed: {}", e.message);
                 let delay = backoff(self.failures).max(Duration::from_millis(250));

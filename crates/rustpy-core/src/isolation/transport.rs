@@ -41,6 +41,8 @@ pub(super) struct Regions {
     pub(super) input_view: Shm,
     /// Outputs: the worker writes, the backend's reader thread reads.
     pub(super) output: Shm,
+    /// The output memfd again, for its size (metrics).
+    pub(super) output_size: std::fs::File,
     /// BLS tensors (isolation/bls.rs): empty until a large BLS call.
     pub(super) bls_in: BlsRegion,
     pub(super) bls_out: BlsRegion,
@@ -55,7 +57,9 @@ impl Regions {
         let input_fd = growing_memfd("rustpy-input", INITIAL_SHM)?;
         let input_view = Shm::map(input_fd.try_clone()?)?;
         let input = Shm::map(input_fd)?;
-        let output = growing_memfd("rustpy-output", INITIAL_SHM).and_then(Shm::map)?;
+        let output_fd = growing_memfd("rustpy-output", INITIAL_SHM)?;
+        let output_size = std::fs::File::from(output_fd.try_clone()?);
+        let output = Shm::map(output_fd)?;
         let bls_in = memfd("rustpy-bls-in", 0)?;
         let bls_out = memfd("rustpy-bls-out", 0)?;
         let child_fds = [
@@ -72,6 +76,7 @@ impl Regions {
             },
             input_view,
             output,
+            output_size,
             bls_in: BlsRegion::new(bls_in)?,
             bls_out: BlsRegion::new(bls_out)?,
             child_fds,

@@ -53,8 +53,14 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Imports `<model_dir>/<version>/<default_model_filename or model.py>`.
-    pub fn load(cfg: &proto::ModelConfig, model_dir: &Path, version: u64) -> Result<Self> {
+    /// Imports `<model_dir>/<version>/<default_model_filename or model.py>`,
+    /// after fetching its checkpoint (counted in `metrics`).
+    pub fn load(
+        cfg: &proto::ModelConfig,
+        model_dir: &Path,
+        version: u64,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Self> {
         let spec = ModelSpec::from_config(cfg, version)?;
         let file_name = rustpy_config::model::model_filename(cfg);
         let config_json = rustpy_config::to_json(cfg).to_string();
@@ -65,7 +71,8 @@ impl LoadedModel {
             .collect();
         parameters.sort();
         crate::checkpoint::refuse_execution_env(cfg, &spec.name)?;
-        let checkpoint_dir = crate::checkpoint::resolve(cfg, &spec.name, model_dir)?;
+        let checkpoint_dir =
+            crate::checkpoint::resolve(cfg, &spec.name, version, model_dir, metrics)?;
         let request_params = crate::params::load_declaration(&spec.name, model_dir)?;
 
         if let Some(native) = rustpy_config::parameter(cfg, NATIVE_PARAMETER) {

@@ -1,0 +1,24 @@
+"""Y = X * scale. A request with parameter hold=true keeps its call (and so
+the only instance) busy until <model dir>/release exists, so the requests
+sent meanwhile queue up and reach the next execution as one batch. Calls
+split by parameters (tag, scale)."""
+import os
+import time
+
+import numpy as np
+
+
+class Model:
+    split_by_parameters = True
+
+    def initialize(self, ctx):
+        self.release = os.path.join(ctx.model_dir, "release")
+
+    def predict(self, inputs, requests):
+        if any(r.parameters["hold"] for r in requests):
+            deadline = time.monotonic() + 120
+            while not os.path.exists(self.release) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.remove(self.release)
+        scale = requests[0].parameters["scale"]
+        return {"Y": inputs["X"] * scale}
