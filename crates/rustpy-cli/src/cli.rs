@@ -49,6 +49,35 @@ pub enum Command {
     /// Manage rustpy's cache (RUSTPY_CACHE): prune unused unpacked environments.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Watch a running tritonserver: per model requests/s, p50/p99, rows per call, workers.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The server's HTTP endpoint (what `rustpy serve` prints).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+
+    /// The server's metrics endpoint [default: port 8002 of --url's host, /metrics].
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+
+    /// Seconds between refreshes; with --json, between the two polls the rates come from.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub interval: f64,
+
+    /// Print one snapshot as JSON on stdout and exit.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop after N refreshes [default: run until Ctrl-C].
+    #[arg(long, value_name = "N", conflicts_with = "json")]
+    pub count: Option<u64>,
+
+    /// Show only this model (repeatable).
+    #[arg(long = "model", value_name = "NAME")]
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

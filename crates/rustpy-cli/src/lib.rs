@@ -48,5 +48,6 @@ pub fn run(cli: Cli) -> Result {
         Command::Run(args) => commands::run::run(&global, args),
         Command::Test(args) => commands::test::run(&global, args),
         Command::Cache(cli::CacheCommand::Prune(args)) => commands::cache::prune(&global, args),
+        Command::Top(args) => commands::top::run(&global, args),
     }
 }

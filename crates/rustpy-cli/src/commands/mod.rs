@@ -8,5 +8,6 @@ pub mod init;
 pub mod run;
 pub mod serve;
 pub mod test;
+pub mod top;
 pub mod unzip;
 pub mod zip;

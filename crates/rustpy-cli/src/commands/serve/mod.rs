@@ -141,6 +141,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         ))
         .args(args.load_models.iter().map(|m| format!("--load-model={m}")))
         .arg(format!("--log-verbose={}", args.log_verbose))
+        // Latency quantiles (p50/p99) for `rustpy top` and dashboards; a
+        // --metrics-config of the user's (after --) comes later and wins.
+        .arg("--metrics-config=summary_latencies=true")
         .args(&args.extra)
         .stdin(Stdio::null());
     // The raw log (CUDA/NVML warnings, option tables) goes to a file unless
@@ -217,7 +220,14 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         global.status(format!("warning: cannot list models: {e:#}"));
         Vec::new()
     });
-    report(&endpoints, &models, child.id(), args.json)?;
+    let probe = match probe_address(bind) {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let watch = format!(
+        "rustpy top --url http://{probe}:{http_port} --metrics-url http://{probe}:{metrics_port}/metrics"
+    );
+    report(&endpoints, &watch, &models, child.id(), args.json)?;
     global.status("Press Ctrl-C to stop.");
 
     loop {
@@ -245,7 +255,13 @@ fn not_found(e: locate::NotFound) -> Error {
     }
 }
 
-fn report(endpoints: &Endpoints, models: &[ModelState], pid: u32, json: bool) -> Result<()> {
+fn report(
+    endpoints: &Endpoints,
+    watch: &str,
+    models: &[ModelState],
+    pid: u32,
+    json: bool,
+) -> Result<()> {
     if json {
         #[derive(Serialize)]
         struct Out<'a> {
@@ -267,6 +283,7 @@ fn report(endpoints: &Endpoints, models: &[ModelState], pid: u32, json: bool) ->
     println!("  HTTP     {}", endpoints.http);
     println!("  GRPC     {}", endpoints.grpc);
     println!("  metrics  {}", endpoints.metrics);
+    println!("  watch    {watch}");
     if models.is_empty() {
         println!("no models in the repository");
     }
