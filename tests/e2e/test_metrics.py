@@ -85,8 +85,8 @@ def server(tmp_path_factory):
     s.stop()
 
 
-GATE = dict(model="gate", version="1", instance="gate_0_0")
-CRASHY = dict(model="crashy", version="1", instance="crashy_0_0")
+GATE = dict(model="gate", version="1", model_instance="gate_0_0")
+CRASHY = dict(model="crashy", version="1", model_instance="crashy_0_0")
 
 
 def test_each_execution_is_counted_per_instance(server):

@@ -17,8 +17,10 @@ pub struct Family {
     pub buckets: &'static [f64],
 }
 
-/// Labels of a model instance's series.
-const INSTANCE: &[&str] = &["model", "version", "instance"];
+/// Labels of a model instance's series. Not `instance`: Prometheus gives
+/// every scraped series that label (the target's address) and would rename
+/// ours to `exported_instance`.
+const INSTANCE: &[&str] = &["model", "version", "model_instance"];
 
 /// Powers of two up to 4096 rows.
 const ROW_BUCKETS: &[f64] = &[
@@ -90,12 +92,12 @@ pub static CALL_ROWS: Family = histogram(
 );
 pub static BATCH_SPLITS: Family = counter(
     "rustpy_batch_splits_total",
-    &["model", "version", "instance", "reason"],
+    &["model", "version", "model_instance", "reason"],
     "Extra calls made because requests of one batch could not share a call, by reason: shape, inputs or parameters.",
 );
 pub static PHASE_SECONDS: Family = histogram(
     "rustpy_phase_duration_seconds",
-    &["model", "version", "instance", "phase"],
+    &["model", "version", "model_instance", "phase"],
     "Time of one call's phases: gather (inputs to arrays), python (user code), scatter (outputs checked and cut per request), send (responses handed to Triton).",
     SECONDS_BUCKETS,
 );
@@ -107,7 +109,7 @@ pub static GIL_WAIT: Family = histogram(
 );
 pub static PARAMETER_REFUSALS: Family = counter(
     "rustpy_parameter_refusals_total",
-    &["model", "version", "instance", "reason"],
+    &["model", "version", "model_instance", "reason"],
     "Requests refused for a request parameter that breaks the model's request_parameters.json, by reason: unknown, missing or invalid.",
 );
 
@@ -115,7 +117,7 @@ pub static PARAMETER_REFUSALS: Family = counter(
 
 pub static WORKER_RESTARTS: Family = counter(
     "rustpy_worker_restarts_total",
-    &["model", "version", "instance", "cause"],
+    &["model", "version", "model_instance", "cause"],
     "Worker processes lost and restarted, by cause: the signal that ended it (SIGSEGV, SIGKILL, ...), exit (it exited), timeout (rustpy.execute_timeout_ms), unresponsive (its channel broke and it was killed).",
 );
 pub static WORKER_START_FAILURES: Family = counter(
@@ -135,7 +137,7 @@ pub static WORKER_RSS: Family = gauge(
 );
 pub static WORKER_SHM: Family = gauge(
     "rustpy_worker_shared_memory_bytes",
-    &["model", "version", "instance", "region"],
+    &["model", "version", "model_instance", "region"],
     "Size of the worker's shared-memory regions, by region: input, output.",
 );
 
@@ -213,7 +215,10 @@ mod tests {
                 f.name
             );
             assert!(f.buckets.windows(2).all(|w| w[0] < w[1]), "{}", f.name);
-            assert!(!f.labels.contains(&"le"), "{}", f.name);
+            // Labels Prometheus owns (histogram buckets, scrape targets).
+            for owned in ["le", "quantile", "instance", "job"] {
+                assert!(!f.labels.contains(&owned), "{}: {owned}", f.name);
+            }
         }
     }
 }

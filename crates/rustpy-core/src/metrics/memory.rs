@@ -215,7 +215,9 @@ mod tests {
         rows.observe(10_000.0);
         let text = m.render();
         assert!(
-            text.contains("rustpy_calls_total{model=\"a\\\"b\",version=\"1\",instance=\"i\"} 2\n"),
+            text.contains(
+                "rustpy_calls_total{model=\"a\\\"b\",version=\"1\",model_instance=\"i\"} 2\n"
+            ),
             "{text}"
         );
         assert!(
@@ -224,24 +226,26 @@ mod tests {
         );
         assert!(
             text.contains(
-                "rustpy_call_rows_bucket{model=\"m\",version=\"1\",instance=\"i\",le=\"1\"} 1\n"
+                "rustpy_call_rows_bucket{model=\"m\",version=\"1\",model_instance=\"i\",le=\"1\"} 1\n"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "rustpy_call_rows_bucket{model=\"m\",version=\"1\",instance=\"i\",le=\"4\"} 2\n"
+                "rustpy_call_rows_bucket{model=\"m\",version=\"1\",model_instance=\"i\",le=\"4\"} 2\n"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "rustpy_call_rows_bucket{model=\"m\",version=\"1\",instance=\"i\",le=\"+Inf\"} 3\n"
+                "rustpy_call_rows_bucket{model=\"m\",version=\"1\",model_instance=\"i\",le=\"+Inf\"} 3\n"
             ),
             "{text}"
         );
         assert!(
-            text.contains("rustpy_call_rows_count{model=\"m\",version=\"1\",instance=\"i\"} 3\n"),
+            text.contains(
+                "rustpy_call_rows_count{model=\"m\",version=\"1\",model_instance=\"i\"} 3\n"
+            ),
             "{text}"
         );
     }

@@ -294,7 +294,7 @@ mod tests {
         }
     }
 
-    const L: &str = "{model=\"m\",version=\"1\",instance=\"m_0\"}";
+    const L: &str = "{model=\"m\",version=\"1\",model_instance=\"m_0\"}";
 
     #[test]
     fn rates_and_ratios_over_the_interval() {
@@ -309,8 +309,8 @@ mod tests {
              nv_inference_request_summary_us{{model=\"m\",version=\"1\",quantile=\"0.5\"}} 1500\n\
              nv_inference_request_summary_us{{model=\"m\",version=\"1\",quantile=\"0.99\"}} NaN\n\
              rustpy_worker_up{L} 1\n\
-             rustpy_worker_restarts_total{{model=\"m\",version=\"1\",instance=\"m_0\",cause=\"SIGSEGV\"}} 2\n\
-             rustpy_worker_restarts_total{{model=\"m\",version=\"1\",instance=\"m_0\",cause=\"exit\"}} 0\n"
+             rustpy_worker_restarts_total{{model=\"m\",version=\"1\",model_instance=\"m_0\",cause=\"SIGSEGV\"}} 2\n\
+             rustpy_worker_restarts_total{{model=\"m\",version=\"1\",model_instance=\"m_0\",cause=\"exit\"}} 0\n"
         );
         let a = poll(t0, 100, 1000, &m0);
         let b = poll(t0 + Span::from_secs(2), 140, 1200, &m1);

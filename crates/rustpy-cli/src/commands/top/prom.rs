@@ -145,7 +145,7 @@ mod tests {
         let s = Samples::parse(&memory.render()).unwrap();
         assert_eq!(s.sum("rustpy_call_rows_sum", &[("model", "m")]), Some(5.0));
         assert_eq!(
-            s.sum("rustpy_calls_total", &[("instance", "m_0")]),
+            s.sum("rustpy_calls_total", &[("model_instance", "m_0")]),
             Some(1.0)
         );
     }
