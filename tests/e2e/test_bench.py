@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from tritonharness import (PROJECT_ROOT, clean_env, python_backend_dir, rustpy_backend_lib,
-                    tritonserver_root)
+from tritonharness import (PROJECT_ROOT, clean_env, make_triton_install, rustpy_backend_lib,
+                           tritonserver_root)
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
 import bench  # noqa: E402
@@ -55,10 +55,7 @@ class Inproc:
         lib = bench.tritonserver_library()
         assert lib is not None, "libtritonserver not found next to the installed tritonserver"
         self.tmp = Path(tempfile.mkdtemp(prefix="rustpy-test-inproc-"))
-        bdir = self.tmp / "backends"
-        (bdir / "rustpy").mkdir(parents=True)
-        os.symlink(rustpy_backend_lib().resolve(), bdir / "rustpy" / "libtriton_rustpy.so")
-        os.symlink(python_backend_dir().resolve(), bdir / "python", target_is_directory=True)
+        bdir = make_triton_install(self.tmp / "triton") / "backends"
         self.log = self.tmp / "server.log"
         self.shm = f"rustpy_test_inproc_{os.getpid()}_"
         self.proc = subprocess.Popen(
