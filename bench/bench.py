@@ -458,7 +458,8 @@ class PerfAnalyzerDriver:
                   "in_bytes_per_s": rep["throughput_rps"] * rep["request_bytes"],
                   "latency_us": {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"]},
                   "server_us": rep["server_us"], "completed": rep["client_requests"] or 0,
-                  "errors": 0, "validation_errors": 0, "first_error": None, "checked": False}
+                  "errors": 0, "validation_errors": 0, "first_error": None, "checked": False,
+                  "unstable": rep["unstable"]}
         return result, stats
 
     def stop(self):
@@ -620,6 +621,8 @@ def summarize(runs: list[dict]) -> dict:
         "batch_hist": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
         # The 1-minute load average when the point's runs ended (the worst).
         "loadavg_max": max((r["loadavg"][0] for r in runs if r.get("loadavg")), default=None),
+        # perf_analyzer found no three windows within its stability bound.
+        "unstable_runs": sum(1 for r in runs if r["loadgen"].get("unstable")),
         # perf_analyzer's server-side breakdown per request (µs, median over repeats).
         "server_us": {k: statistics.median(r["loadgen"]["server_us"][k] for r in ok)
                       for k in (ok[0]["loadgen"].get("server_us") or {})} if ok else {},
@@ -852,7 +855,8 @@ def render(results: dict) -> str:
                             su = s.get("server_us") or {}
                             row.append("·".join(fmt_num(su.get(k)) for k in
                                                 ("queue", "compute_input", "compute_infer", "compute_output")))
-                        row.append(fmt_load(s.get("loadavg_max")))
+                        row.append(fmt_load(s.get("loadavg_max"))
+                                   + (f", {s['unstable_runs']} unstable" if s.get("unstable_runs") else ""))
                         out.append("| " + " | ".join(row) + " |")
             out.append("")
             lines = target_lines(results, driver, w, cell)
@@ -876,7 +880,9 @@ def render(results: dict) -> str:
                    f"(median {statistics.median(loads):.1f}) on {results['machine']['cpus']} CPUs, "
                    "server and load generator included. The load column is the highest at the end "
                    f"of a point's runs; above {NOISY_LOAD:g} the point is marked **noise**: repeat it "
-                   "on a quieter machine before quoting it.")
+                   "on a quieter machine before quoting it. \"unstable\" (perf_analyzer): no three "
+                   f"windows within {perf_analyzer.STABILITY_PERCENT}% of each other, the figure is "
+                   "its first three windows.")
         out.append("")
     return "\n".join(out)
 
