@@ -51,23 +51,11 @@ if [[ ! -x "$TRITON_DIR/tritonserver/bin/tritonserver" ]]; then
   rm -rf "$tmp"
 fi
 TS="$TRITON_DIR/tritonserver"
-# The official Python backend needs the 3.11 stub next to libtriton_python.so.
-if [[ ! -x "$TS/backends/python/triton_python_backend_stub" ]]; then
-  cp "$TS/python_backend_stubs/3.11/triton_python_backend_stub" "$TS/backends/python/"
-  chmod +x "$TS/backends/python/triton_python_backend_stub"
-fi
-find "$TS" -name '*.so*' -exec chmod +x {} + 2>/dev/null || true
-# A Triton install's layout, <triton>/lib/libtritonserver.so: the wheel keeps
-# the library as nvidia_pytriton.libs/libtritonserver-<hash>.so (auditwheel's
-# name and soname). Backends name libtritonserver.so as a needed library and
-# hosts such as perf_analyzer's C API mode open <triton>/lib/libtritonserver.so;
-# the tritonserver binary's RPATH (${ORIGIN}/../lib) finds it there too, and
-# the loader sees it is the library already loaded (same file).
-if [[ ! -e "$TS/lib/libtritonserver.so" ]]; then
-  real="$(cd "$TS/../../nvidia_pytriton.libs" && ls libtritonserver-*.so | head -n1)"
-  mkdir -p "$TS/lib"
-  ln -sfn "../../../nvidia_pytriton.libs/$real" "$TS/lib/libtritonserver.so"
-fi
+# The official Python backend's 3.11 stub beside libtriton_python.so, and
+# <tritonserver>/lib/libtritonserver.so as in a Triton install (backends name it
+# as a needed library; perf_analyzer's C API mode opens it): the same script
+# lays out deploy/docker/Dockerfile.cpu's tree.
+bash "$ROOT/deploy/docker/scripts/pytriton-layout.sh" "$TS" 3.11
 
 # --- test client venv --------------------------------------------------------
 VENV="$DEPS/venv"

@@ -17,8 +17,11 @@ step() { echo; echo "=== [test] $* ===" >&2; }
 step "install"
 bash ci/install.sh
 
-step "cargo build --release --workspace"
-cargo build --release --workspace
+# The images' build step (deploy/docker/scripts/build.sh: cargo build --release
+# --locked --workspace), for the interpreter .cargo/config.toml names.
+step "deploy/docker/scripts/build.sh (cargo build --release --locked --workspace)"
+PYO3_PYTHON="${PYO3_PYTHON:-$(sed -n 's/^PYO3_PYTHON *= *"\(.*\)"/\1/p' .cargo/config.toml)}" \
+  bash deploy/docker/scripts/build.sh "${CARGO_TARGET_DIR:-$ROOT/target}/image"
 
 step "cargo test --workspace --release"
 cargo test --workspace --release

@@ -214,6 +214,8 @@ class TritonServer:
                         SIGTERM (it still counts the failed model as live; the
                         official python backend behaves the same).
     env:                extra environment variables on top of the clean one.
+    backend_directory:  serve the backends of this directory (an installed
+                        layout) instead of a temp one built from backend_lib.
     """
 
     def __init__(self,
@@ -231,6 +233,7 @@ class TritonServer:
                  log_verbose: int = 0,
                  startup_timeout: float = 120.0,
                  exit_timeout: int = 10,
+                 backend_directory: Optional[os.PathLike] = None,
                  name: str = "triton"):
         if isinstance(model_repositories, (str, os.PathLike)):
             model_repositories = [model_repositories]
@@ -249,6 +252,7 @@ class TritonServer:
         self.startup_timeout = startup_timeout
         self.exit_timeout = exit_timeout
         self.name = name
+        self.backend_directory = Path(backend_directory) if backend_directory else None
 
         self.tmpdir: Optional[Path] = None
         self.proc: Optional[subprocess.Popen] = None
@@ -264,6 +268,8 @@ class TritonServer:
 
     @property
     def backend_dir(self) -> Path:
+        if self.backend_directory is not None:
+            return self.backend_directory
         assert self.tmpdir is not None
         return self.tmpdir / "backends"
 
@@ -285,7 +291,8 @@ class TritonServer:
 
     # ------------------------------------------------------------- lifecycle
     def _make_backend_dir(self) -> None:
-        populate_backends(self.backend_dir, self.backend_lib, self.require_rustpy)
+        if self.backend_directory is None:
+            populate_backends(self.backend_dir, self.backend_lib, self.require_rustpy)
 
     def _served_repositories(self) -> list:
         if not self.reference:
