@@ -7,6 +7,7 @@
 //! and `  = hint: ...`), then a summary line; any error makes the exit code 1.
 
 mod python;
+pub mod pyversion;
 pub mod requirements;
 
 use std::{
@@ -106,8 +107,9 @@ pub fn check_path_with(path: &Path, site_packages: &[PathBuf]) -> anyhow::Result
     let py_models: Vec<python::PyModel> = model_dirs.iter().flat_map(|d| rustpy_files(d)).collect();
     diagnostics.extend(python::check(&py_models)?);
     let reqs = rustpy_requirements(&model_dirs);
-    diagnostics
-        .extend(requirements::check(&python::interpreter(), &reqs, site_packages)?.diagnostics);
+    let interpreter = python::interpreter();
+    diagnostics.extend(pyversion::check(&interpreter, site_packages));
+    diagnostics.extend(requirements::check(&interpreter, &reqs, site_packages)?.diagnostics);
 
     // Sorted by place, so output is stable and reads top to bottom.
     diagnostics.sort_by(|a, b| {
