@@ -6,6 +6,7 @@
 //! Diagnostics print like a compiler's (`path:line:col: error[code]: ...`
 //! and `  = hint: ...`), then a summary line; any error makes the exit code 1.
 
+mod numpy_abi;
 mod python;
 pub mod pyversion;
 pub mod requirements;
@@ -109,6 +110,7 @@ pub fn check_path_with(path: &Path, site_packages: &[PathBuf]) -> anyhow::Result
     let reqs = rustpy_requirements(&model_dirs);
     let interpreter = python::interpreter();
     diagnostics.extend(pyversion::check(&interpreter, site_packages));
+    diagnostics.extend(numpy_abi::check(&interpreter, site_packages)?);
     diagnostics.extend(requirements::check(&interpreter, &reqs, site_packages)?.diagnostics);
 
     // Sorted by place, so output is stable and reads top to bottom.
