@@ -151,7 +151,7 @@ def test_helm_overlay_renders_a_valid_deployment_of_the_chart():
     assert report["errors"] == []
     pod = report["rendered"]["spec"]["template"]["spec"]
     (server,) = pod["containers"]
-    assert server["image"].endswith("rustpy-triton:24.10")
+    assert server["image"].endswith("rustpy-triton:26.10")
     assert server["args"][0] == "tritonserver"
     # The chart leaves Kubernetes' default 30 s grace period.
     assert "terminationGracePeriodSeconds" not in pod
