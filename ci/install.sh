@@ -24,7 +24,8 @@ log() { echo "[install] $*" >&2; }
 need_apt=()
 # libb64-0d: perf_analyzer links libb64.so.0d. patchelf: tests/e2e/test_hosts.py lays out
 # a Triton install whose libtritonserver.so has that soname, as in NGC images.
-for pkg in python3.11 libpython3.11-dev python3-numpy libopenblas0-pthread libclang-dev clang python3-venv git git-lfs libb64-0d patchelf; do
+# python3-pip: `rustpy env` and the wheelhouse below run Debian's python3.11 -m pip.
+for pkg in python3.11 libpython3.11-dev python3-numpy libopenblas0-pthread libclang-dev clang python3-venv git git-lfs libb64-0d patchelf python3-pip; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
