@@ -17,8 +17,23 @@ step() { echo; echo "=== [test] $* ===" >&2; }
 step "install"
 bash ci/install.sh
 
-step "cargo build --release --workspace"
-cargo build --release --workspace
+# The images' build step (deploy/docker/scripts/build.sh: cargo build --release
+# --locked --workspace), for the interpreter .cargo/config.toml names.
+step "deploy/docker/scripts/build.sh (cargo build --release --locked --workspace)"
+PYO3_PYTHON="${PYO3_PYTHON:-$(sed -n 's/^PYO3_PYTHON *= *"\(.*\)"/\1/p' .cargo/config.toml)}" \
+  bash deploy/docker/scripts/build.sh "${CARGO_TARGET_DIR:-$ROOT/target}/image"
+
+# The backend again for a second CPython (3.12, the NGC images' Python), when
+# this machine has one with a shared libpython (ci/install.sh): served by
+# tests/e2e/test_python312.py, skipped there otherwise.
+PY312="${RUSTPY_PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}"
+if [[ -x "$PY312" ]]; then
+  step "cargo build --release --locked -p triton-rustpy for $PY312"
+  PYO3_PYTHON="$PY312" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/py312" \
+    cargo build --release --locked -p triton-rustpy
+  export RUSTPY_BACKEND_LIB_PY312="${CARGO_TARGET_DIR:-$ROOT/target}/py312/release/libtriton_rustpy.so"
+  export RUSTPY_PY312="$PY312"
+fi
 
 step "cargo test --workspace --release"
 # The Rust tests that run the real tritonserver (crates/rustpy-cli/tests/serve.rs,
