@@ -331,12 +331,17 @@ class InprocDriver:
     point; run specs go to its stdin, one JSON result per line comes back."""
     name = "inproc"
 
-    def __init__(self, args, out_dir):
+    def __init__(self, args, out_dir, backend_config=(), tag=""):
         self.args = args
         self.out_dir = out_dir
         self.proc = None
         self.tmp = None
         self.shm_prefix = f"rustpy_bench_inproc_{os.getpid()}_"
+        # More --backend-config BACKEND,KEY=VALUE (e.g. rustpy,metrics=false).
+        self.backend_config = list(backend_config)
+        # Distinguishes the logs of several servers of one run.
+        self.tag = tag
+        self.log_file = out_dir / f"inproc-server{tag}.log"
 
     def start(self, models) -> dict:
         lib = self.args.tritonserver_lib or tritonserver_library()
@@ -348,10 +353,12 @@ class InprocDriver:
         # so backends find it through their own needed libtritonserver.so.
         bdir = make_triton_install(self.tmp / "triton") / "backends"
         cmd = [str(self.args.inproc), "--lib", str(lib), "--repo", str(MODELS), "--backend-dir", str(bdir),
-               "--load", ",".join(models), "--log-file", str(self.out_dir / "inproc-server.log"),
+               "--load", ",".join(models), "--log-file", str(self.log_file),
                "--backend-config", f"python,shm-region-prefix-name={self.shm_prefix}"]
+        for bc in self.backend_config:
+            cmd += ["--backend-config", bc]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=open(self.out_dir / "inproc-driver.stderr", "wb"),
+                                     stderr=open(self.out_dir / f"inproc-driver{self.tag}.stderr", "wb"),
                                      text=True, env=clean_env(blas_env()), cwd=self.tmp,
                                      start_new_session=True)
         ready = self._read(600)
@@ -364,7 +371,7 @@ class InprocDriver:
         r, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if r else ""
         if not line:
-            err = (self.out_dir / "inproc-driver.stderr").read_text(errors="replace")[-2000:]
+            err = (self.out_dir / f"inproc-driver{self.tag}.stderr").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"rustpy-inproc gave no answer (exit {self.proc.poll()}): {err}")
         return json.loads(line)
 
@@ -1014,7 +1021,13 @@ def main(argv=None) -> int:
                         "(default 200; 0 skips; --quick skips unless given)")
     p.add_argument("--against", type=Path, default=None,
                    help="with --compare: compare this results.json instead of running")
+    p.add_argument("--metrics-overhead", action="store_true",
+                   help="only measure rustpy's metrics on vs off (bench/metrics_overhead.py): "
+                        "in-process driver, add_sub at c=32, one server per setting and repeat")
     a = p.parse_args(argv)
+    if a.metrics_overhead:
+        import metrics_overhead
+        return metrics_overhead.main(a)
 
     def load_results(path: Path) -> dict:
         path = path / "results.json" if path.is_dir() else path
