@@ -74,40 +74,40 @@ const fn histogram(
 
 // ---- executions (every model instance) ----------------------------------
 
-pub static EXECUTIONS: Family = counter(
+pub const EXECUTIONS: Family = counter(
     "rustpy_executions_total",
     INSTANCE,
     "Batches Triton handed to the instance (TRITONBACKEND_ModelInstanceExecute calls).",
 );
-pub static CALLS: Family = counter(
+pub const CALLS: Family = counter(
     "rustpy_calls_total",
     INSTANCE,
     "Calls of the model's predict (batched API) or execute (pb_utils API).",
 );
-pub static CALL_ROWS: Family = histogram(
+pub const CALL_ROWS: Family = histogram(
     "rustpy_call_rows",
     INSTANCE,
     "Rows (batch dimension) one predict/execute call received.",
     ROW_BUCKETS,
 );
-pub static BATCH_SPLITS: Family = counter(
+pub const BATCH_SPLITS: Family = counter(
     "rustpy_batch_splits_total",
     &["model", "version", "model_instance", "reason"],
     "Extra calls made because requests of one batch could not share a call, by reason: shape, inputs or parameters.",
 );
-pub static PHASE_SECONDS: Family = histogram(
+pub const PHASE_SECONDS: Family = histogram(
     "rustpy_phase_duration_seconds",
     &["model", "version", "model_instance", "phase"],
     "Time of one call's phases: gather (inputs to arrays), python (user code), scatter (outputs checked and cut per request), send (responses handed to Triton).",
     SECONDS_BUCKETS,
 );
-pub static GIL_WAIT: Family = histogram(
+pub const GIL_WAIT: Family = histogram(
     "rustpy_gil_wait_seconds",
     INSTANCE,
     "Time a call waited to acquire the GIL before user code ran.",
     SECONDS_BUCKETS,
 );
-pub static PARAMETER_REFUSALS: Family = counter(
+pub const PARAMETER_REFUSALS: Family = counter(
     "rustpy_parameter_refusals_total",
     &["model", "version", "model_instance", "reason"],
     "Requests refused for a request parameter that breaks the model's request_parameters.json, by reason: unknown, missing or invalid.",
@@ -115,27 +115,27 @@ pub static PARAMETER_REFUSALS: Family = counter(
 
 // ---- worker processes (process-isolated instances) ----------------------
 
-pub static WORKER_RESTARTS: Family = counter(
+pub const WORKER_RESTARTS: Family = counter(
     "rustpy_worker_restarts_total",
     &["model", "version", "model_instance", "cause"],
     "Worker processes lost and restarted, by cause: the signal that ended it (SIGSEGV, SIGKILL, ...), exit (it exited), timeout (rustpy.execute_timeout_ms), unresponsive (its channel broke and it was killed).",
 );
-pub static WORKER_START_FAILURES: Family = counter(
+pub const WORKER_START_FAILURES: Family = counter(
     "rustpy_worker_start_failures_total",
     INSTANCE,
     "Attempts to start a replacement worker that failed (retried with backoff).",
 );
-pub static WORKER_UP: Family = gauge(
+pub const WORKER_UP: Family = gauge(
     "rustpy_worker_up",
     INSTANCE,
     "1 while the instance's worker process runs, 0 while it is being restarted.",
 );
-pub static WORKER_RSS: Family = gauge(
+pub const WORKER_RSS: Family = gauge(
     "rustpy_worker_resident_memory_bytes",
     INSTANCE,
     "Resident memory of the instance's worker process (after its last batch, at most once a second).",
 );
-pub static WORKER_SHM: Family = gauge(
+pub const WORKER_SHM: Family = gauge(
     "rustpy_worker_shared_memory_bytes",
     &["model", "version", "model_instance", "region"],
     "Size of the worker's shared-memory regions, by region: input, output.",
@@ -143,24 +143,24 @@ pub static WORKER_SHM: Family = gauge(
 
 // ---- checkpoints (model loads) ------------------------------------------
 
-pub static CHECKPOINT_FETCHES: Family = counter(
+pub const CHECKPOINT_FETCHES: Family = counter(
     "rustpy_checkpoint_fetches_total",
     &["model", "version", "source", "result"],
     "Checkpoint resolutions at model load, by source kind (hf, git, s3, https) and result: downloaded, cache_hit or failed.",
 );
-pub static CHECKPOINT_BYTES: Family = counter(
+pub const CHECKPOINT_BYTES: Family = counter(
     "rustpy_checkpoint_fetch_bytes_total",
     &["model", "version", "source"],
     "Bytes of checkpoint files downloaded (cache hits add none).",
 );
-pub static CHECKPOINT_SECONDS: Family = counter(
+pub const CHECKPOINT_SECONDS: Family = counter(
     "rustpy_checkpoint_fetch_seconds_total",
     &["model", "version", "source"],
     "Time spent resolving checkpoints at model load (downloads and cache look-ups).",
 );
 
 /// Every family, in the order docs/metrics.md lists them.
-pub static FAMILIES: &[&Family] = &[
+pub const FAMILIES: &[&Family] = &[
     &EXECUTIONS,
     &CALLS,
     &CALL_ROWS,
