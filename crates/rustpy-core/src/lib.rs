@@ -12,25 +12,22 @@
 
 #![deny(unsafe_code)]
 
-pub mod batch;
-pub mod bytes;
 pub mod checkpoint;
 pub mod constants;
-mod dtype;
 mod engine;
 pub mod error;
 pub(crate) mod exec;
 pub mod isolation;
 pub mod local;
-pub mod params;
 pub mod python;
-mod ragged;
-pub mod request;
+pub mod rules;
 pub mod server;
-mod spec;
 
-pub use dtype::DataType;
+// The rules' modules the CLI and the tests name, at their stable paths.
+pub use rules::{batch, bytes, params, request};
+
 pub use engine::{ExecReport, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
 pub use error::{Error, ErrorCode, Result};
-pub use request::{CorrelationId, InferRequest, InputTensor, ParamValue};
-pub use spec::{ModelSpec, TensorSpec};
+pub use rules::dtype::DataType;
+pub use rules::request::{CorrelationId, InferRequest, InputTensor, ParamValue};
+pub use rules::spec::{ModelSpec, TensorSpec};

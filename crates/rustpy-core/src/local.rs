@@ -11,9 +11,9 @@ use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use crate::engine::{ExecReport, OutputSlice, ResponseSink, ResponseStream};
 use crate::error::{Error, ErrorCode, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
-use crate::request::{InferRequest, InputTensor, ParamValue};
+use crate::rules::request::{InferRequest, InputTensor, ParamValue};
+use crate::rules::spec::ModelSpec;
 use crate::server::OwnedTensor;
-use crate::spec::ModelSpec;
 
 /// A request with its own data.
 #[derive(Debug, Clone, Default)]
@@ -91,12 +91,7 @@ impl LocalModel {
                     inputs: r
                         .inputs
                         .iter()
-                        .map(|t| InputTensor {
-                            name: t.name.clone(),
-                            dtype: t.dtype,
-                            shape: t.shape.clone(),
-                            chunks: vec![&t.data],
-                        })
+                        .map(|t| InputTensor::borrowed(&t.name, t.dtype, &t.shape, &t.data))
                         .collect(),
                     requested_outputs: if r.requested_outputs.is_empty() {
                         self.spec.outputs.iter().map(|o| o.name.clone()).collect()
@@ -156,13 +151,15 @@ impl ResponseSink for Collector {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
         let owned = outputs
             .iter()
-            .map(|o| OwnedTensor {
-                name: o.name.to_string(),
-                dtype: o.dtype,
-                shape: o.shape.clone(),
-                data: o.data.to_vec(),
+            .map(|o| {
+                Ok(OwnedTensor {
+                    name: o.name.to_string(),
+                    dtype: o.dtype,
+                    shape: o.shape.clone(),
+                    data: o.data.host()?.to_vec(),
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let _ = self
             .tx
             .send(Event::Response(LocalResponse::Outputs(owned), is_final));
@@ -277,7 +274,7 @@ pub fn example_tensor(name: &str, dtype: crate::DataType, shape: &[i64]) -> Resu
         let what = format!("generating input '{name}'");
         let err = |e: PyErr| python::py_error(py, &e, &what);
         let np = py.import("numpy").map_err(err)?;
-        let n = crate::request::element_count(shape);
+        let n = crate::rules::request::element_count(shape);
         let array = if dtype == crate::DataType::Bytes {
             let items: Vec<&[u8]> = vec![b"rustpy"; n];
             np.call_method1("array", (items, "object")).map_err(err)?

@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use crate::batch;
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
-use crate::request::InferRequest;
-use crate::spec::ModelSpec;
+use crate::rules::batch;
+use crate::rules::request::InferRequest;
+use crate::rules::spec::ModelSpec;
 
 /// The config parameter that selects a native (Python-free) model.
 pub const NATIVE_PARAMETER: &str = "rustpy.native";
@@ -71,7 +71,13 @@ fn execute_echo<R: Responder>(
             }
         }
         let data: Vec<std::borrow::Cow<'_, [u8]>> =
-            req.inputs.iter().map(|t| t.contiguous()).collect();
+            match req.inputs.iter().map(|t| t.contiguous()).collect() {
+                Ok(data) => data,
+                Err(e) => {
+                    responders[i].send_error(&e);
+                    continue;
+                }
+            };
         let slices: Vec<OutputSlice<'_>> = spec
             .inputs
             .iter()
@@ -79,12 +85,12 @@ fn execute_echo<R: Responder>(
             .filter(|(_, o)| req.requested_outputs.is_empty() || req.wants_output(&o.name))
             .filter_map(|(inp, out)| {
                 let k = req.inputs.iter().position(|t| t.name == inp.name)?;
-                Some(OutputSlice {
-                    name: &out.name,
-                    dtype: out.dtype,
-                    shape: req.inputs[k].shape.clone(),
-                    data: &data[k],
-                })
+                Some(OutputSlice::host(
+                    &out.name,
+                    out.dtype,
+                    req.inputs[k].shape.clone(),
+                    &data[k],
+                ))
             })
             .collect();
         match responders[i].send(&slices, true) {

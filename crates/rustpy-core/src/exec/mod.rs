@@ -11,12 +11,12 @@
 
 pub(crate) mod echo;
 
-use crate::batch;
 use crate::engine::{ExecReport, Responder};
 use crate::error::{Error, ErrorCode, Result};
 use crate::python::{Batched, PbUtils};
-use crate::request::InferRequest;
-use crate::spec::ModelSpec;
+use crate::rules::batch;
+use crate::rules::request::InferRequest;
+use crate::rules::spec::ModelSpec;
 
 /// How one model instance executes its batches.
 pub(crate) enum Executor {

@@ -15,17 +15,17 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use super::convert::{correlation_to_py, params_dict};
 use super::interp::py_error;
 use super::numpy_io::{
-    array_from_chunks, array_from_plan, extract_output, extract_tensor, set_readonly,
+    array_from_bytes, array_from_plan, extract_output, extract_tensor, set_readonly,
     ExtractedOutput,
 };
 use super::runtime::runtime;
-use crate::batch::{self, BatchOutput};
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
 use crate::exec::{admit, cancelled};
-use crate::ragged;
-use crate::request::{element_count, InferRequest};
-use crate::spec::ModelSpec;
+use crate::rules::batch::{self, BatchOutput};
+use crate::rules::ragged;
+use crate::rules::request::{element_count, InferRequest};
+use crate::rules::spec::ModelSpec;
 
 /// One instance's batched executor: what it needs of the model, and the
 /// user's `predict`.
@@ -104,7 +104,7 @@ impl Batched {
         let Some(decl) = &self.request_params else {
             return Some(Cow::Borrowed(req));
         };
-        match crate::params::apply(&self.spec.name, decl, &req.parameters) {
+        match crate::rules::params::apply(&self.spec.name, decl, &req.parameters) {
             Ok(params) => {
                 let mut req = req.clone();
                 req.parameters = params;
@@ -317,7 +317,7 @@ impl Batched {
                 .collect();
             let t = ragged::batch_input(bi.kind, &shapes);
             let data = t.to_bytes(bi.dtype);
-            let array = array_from_chunks(py, bi.dtype, &t.shape, &[&data]).map_err(err)?;
+            let array = array_from_bytes(py, bi.dtype, &t.shape, &data)?;
             set_readonly(&array);
             inputs.set_item(&bi.target, array).map_err(err)?;
         }
@@ -471,11 +471,11 @@ impl Batched {
                              input '{}') has {got} elements (shape {}) but the requests' shapes of '{}' \
                              call for {want} ({})",
                             bo.source,
-                            crate::spec::fmt_shape(&o.shape),
+                            crate::rules::spec::fmt_shape(&o.shape),
                             bo.source,
                             shapes
                                 .iter()
-                                .map(|s| crate::spec::fmt_shape(s))
+                                .map(|s| crate::rules::spec::fmt_shape(s))
                                 .collect::<Vec<_>>()
                                 .join(" + ")
                         )));
@@ -645,12 +645,12 @@ fn deliver<R: Responder>(
                         .filter(|(v, _)| wanted(req, &v.name))
                         .map(|(v, cut)| {
                             let (shape, elems) = &cut[k];
-                            OutputSlice {
-                                name: &v.name,
-                                dtype: v.dtype,
-                                shape: shape.clone(),
-                                data: v.slice_elements(elems.clone()),
-                            }
+                            OutputSlice::host(
+                                &v.name,
+                                v.dtype,
+                                shape.clone(),
+                                v.slice_elements(elems.clone()),
+                            )
                         })
                         .collect();
                     send(&mut responders[i], &slices, last[k])

@@ -25,5 +25,5 @@ pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 /// Writes through the log hook (the server's log in the backend).
 pub use native::log as emit_log;
 pub use native::{set_log_hook, LogHook};
-pub use numpy_io::{ref_count, set_view_region, ViewMemory};
+pub use numpy_io::ref_count;
 pub(crate) use pb_utils::PbUtils;

@@ -19,8 +19,8 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::exec::echo::Echo;
 pub use crate::exec::echo::NATIVE_PARAMETER;
 use crate::exec::Executor;
-use crate::request::InferRequest;
-use crate::spec::ModelSpec;
+use crate::rules::request::InferRequest;
+use crate::rules::spec::ModelSpec;
 
 /// Which Python API the model file implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl LoadedModel {
         parameters.sort();
         crate::checkpoint::refuse_execution_env(cfg, &spec.name)?;
         let checkpoint_dir = crate::checkpoint::resolve(cfg, &spec.name, model_dir)?;
-        let request_params = crate::params::load_declaration(&spec.name, model_dir)?;
+        let request_params = crate::rules::params::load_declaration(&spec.name, model_dir)?;
 
         if let Some(native) = rustpy_config::parameter(cfg, NATIVE_PARAMETER) {
             if native != "echo" {

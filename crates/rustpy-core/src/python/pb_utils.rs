@@ -12,16 +12,17 @@ use pyo3::types::PyList;
 use super::convert::{correlation_to_py, params_dict};
 use super::interp::py_error;
 use super::native::NativeSender;
-use super::numpy_io::{array_from_chunks, bytes_array};
+use super::numpy_io::{array_from_buffers, bytes_array};
 use super::runtime::runtime;
-use crate::batch;
 use crate::constants::ReleaseFlag;
-use crate::dtype::DataType;
 use crate::engine::{ExecReport, Outcome, Responder};
 use crate::error::{Error, Result};
 use crate::exec::admit;
-use crate::request::InferRequest;
-use crate::spec::ModelSpec;
+use crate::rules::batch;
+use crate::rules::dtype::DataType;
+use crate::rules::request::InferRequest;
+use crate::rules::spec::ModelSpec;
+use crate::rules::tensor::TensorBuffer;
 
 /// One instance's pb_utils executor.
 pub(crate) struct PbUtils {
@@ -189,7 +190,10 @@ impl PbUtils {
                     })?;
                     bytes_array(py, &input.shape, &elems).map_err(err)?
                 } else {
-                    array_from_chunks(py, input.dtype, &input.shape, &input.chunks).map_err(err)?
+                    let buffers: Vec<&TensorBuffer<'_>> = input.buffers.iter().collect();
+                    array_from_buffers(py, input.dtype, &input.shape, &buffers).map_err(|e| {
+                        e.context(format!("model '{model}': input '{}'", input.name))
+                    })?
                 };
                 inputs
                     .append((&input.name, array, input.dtype as u32))

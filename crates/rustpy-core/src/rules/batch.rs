@@ -13,12 +13,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::bytes;
-use crate::dtype::DataType;
 use crate::error::{Error, Result};
-use crate::ragged::{PadPlan, RaggedLayout};
-use crate::request::{element_count, InferRequest, InputTensor};
-use crate::spec::{dims_match, fmt_shape, ModelSpec};
+use crate::rules::bytes;
+use crate::rules::dtype::DataType;
+use crate::rules::ragged::{PadPlan, RaggedLayout};
+use crate::rules::request::{element_count, InferRequest, InputTensor};
+use crate::rules::spec::{dims_match, fmt_shape, ModelSpec};
 
 /// Checks a request against the model configuration and returns the number of
 /// batch rows it contributes (1 for models without batching).
@@ -26,6 +26,13 @@ pub fn validate_request(spec: &ModelSpec, req: &InferRequest<'_>) -> Result<usiz
     let model = &spec.name;
     let mut rows: Option<(usize, &str)> = None;
     for input in &req.inputs {
+        // Device memory is refused before anything reads it.
+        for buffer in &input.buffers {
+            buffer
+                .kind()
+                .require_host()
+                .map_err(|e| e.context(format!("model '{model}': input '{}'", input.name)))?;
+        }
         let Some(ts) = spec.input(&input.name) else {
             let known: Vec<&str> = spec.inputs.iter().map(|t| t.name.as_str()).collect();
             return Err(Error::invalid_arg(format!(
@@ -111,7 +118,7 @@ pub fn validate_request(spec: &ModelSpec, req: &InferRequest<'_>) -> Result<usiz
                 )));
             }
         } else {
-            bytes::decode(&input.contiguous(), count)
+            bytes::decode(&input.contiguous()?, count)
                 .map_err(|e| e.context(format!("model '{model}': input '{}'", input.name)))?;
         }
     }
@@ -208,12 +215,12 @@ fn group_key(spec: &ModelSpec, req: &InferRequest<'_>, split_by_parameters: bool
 }
 
 /// The BYTES elements of several requests' tensors, in batch order. Elements
-/// borrow the request's buffer unless it arrived in several chunks.
-pub fn gather_bytes<'a>(tensors: &[&'a InputTensor<'_>]) -> Result<Vec<Cow<'a, [u8]>>> {
+/// borrow the request's buffer unless it arrived in several buffers.
+pub fn gather_bytes<'a>(tensors: &[&InputTensor<'a>]) -> Result<Vec<Cow<'a, [u8]>>> {
     let mut out = Vec::new();
     for t in tensors {
         let n = t.element_count();
-        match t.chunks.as_slice() {
+        match t.host_chunks()?.as_slice() {
             [one] => out.extend(bytes::decode(one, n)?.into_iter().map(Cow::Borrowed)),
             many => {
                 let joined = many.concat();
@@ -456,8 +463,9 @@ impl BatchOutput<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::ParamValue;
-    use crate::spec::TensorSpec;
+    use crate::rules::request::ParamValue;
+    use crate::rules::spec::TensorSpec;
+    use crate::rules::tensor::TensorBuffer;
 
     fn spec(mbs: usize) -> ModelSpec {
         ModelSpec {
@@ -494,7 +502,7 @@ mod tests {
             name: name.into(),
             dtype: DataType::Uint8,
             shape,
-            chunks: vec![data],
+            buffers: vec![TensorBuffer::borrowed(data)],
         }
     }
 
@@ -562,7 +570,7 @@ mod tests {
                 name: "A".into(),
                 dtype: DataType::Fp32,
                 shape,
-                chunks: vec![data],
+                buffers: vec![TensorBuffer::borrowed(data)],
             }],
             requested_outputs: vec!["Y".into()],
             ..Default::default()
@@ -630,7 +638,7 @@ mod tests {
             name: "B".into(),
             dtype: DataType::Bytes,
             shape: vec![1, 1],
-            chunks: vec![b"\x05\x00"],
+            buffers: vec![TensorBuffer::borrowed(b"\x05\x00")],
         });
         let e = validate_request(&spec(8), &r).unwrap_err();
         assert!(
@@ -642,11 +650,24 @@ mod tests {
             name: "B".into(),
             dtype: DataType::Bytes,
             shape: vec![2, 1],
-            chunks: vec![b"\x05\x00"],
+            buffers: vec![TensorBuffer::borrowed(b"\x05\x00")],
         });
         let e = validate_request(&spec(8), &r).unwrap_err();
         assert!(
             e.message.contains("input 'B'") && e.message.contains("truncated"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_input_in_device_memory_fails_its_request_before_anything_reads_it() {
+        let mut r = req(vec![2, 1], &[]);
+        r.inputs[0].buffers = vec![TensorBuffer::device(0, 8)];
+        let e = validate_request(&spec(8), &r).unwrap_err();
+        assert_eq!(e.code, crate::error::ErrorCode::Unsupported);
+        assert!(
+            e.message
+                .starts_with("model 'm': input 'A': the tensor is in GPU memory (device 0)"),
             "{e}"
         );
     }
@@ -680,13 +701,13 @@ mod tests {
             name: "A".into(),
             dtype: DataType::Uint8,
             shape: vec![1, 3],
-            chunks: vec![b"ab", b"c"],
+            buffers: vec![TensorBuffer::borrowed(b"ab"), TensorBuffer::borrowed(b"c")],
         };
         let b = InputTensor {
             name: "A".into(),
             dtype: DataType::Uint8,
             shape: vec![2, 3],
-            chunks: vec![b"defghi"],
+            buffers: vec![TensorBuffer::borrowed(b"defghi")],
         };
         assert_eq!(concat_shape(&[&a.shape, &b.shape]), vec![3, 3]);
         assert_eq!(row_ranges(&[1, 2, 3]), vec![0..1, 1..3, 3..6]);
@@ -703,13 +724,16 @@ mod tests {
             name: "B".into(),
             dtype: DataType::Bytes,
             shape: vec![2, 1],
-            chunks: vec![&one[..3], &one[3..]],
+            buffers: vec![
+                TensorBuffer::borrowed(&one[..3]),
+                TensorBuffer::borrowed(&one[3..]),
+            ],
         };
         let b = InputTensor {
             name: "B".into(),
             dtype: DataType::Bytes,
             shape: vec![1, 1],
-            chunks: vec![&two],
+            buffers: vec![TensorBuffer::borrowed(&two)],
         };
         let got = gather_bytes(&[&a, &b]).unwrap();
         let got: Vec<&[u8]> = got.iter().map(|c| c.as_ref()).collect();

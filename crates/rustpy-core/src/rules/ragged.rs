@@ -10,9 +10,9 @@
 
 use rustpy_config::proto;
 
-use crate::dtype::DataType;
 use crate::error::{Error, Result};
-use crate::request::element_count;
+use crate::rules::dtype::DataType;
+use crate::rules::request::element_count;
 
 /// The config parameter choosing how ragged inputs reach `predict`.
 pub const RAGGED_PARAMETER: &str = "rustpy.ragged";
