@@ -274,12 +274,9 @@ fn handle_response(
                     &*output
                 };
                 match (DataType::from_name(&o.dtype), region.slice(o.offset, o.len)) {
-                    (Some(dtype), Ok(data)) => slices.push(OutputSlice {
-                        name: &o.name,
-                        dtype,
-                        shape: o.shape.clone(),
-                        data,
-                    }),
+                    (Some(dtype), Ok(data)) => {
+                        slices.push(OutputSlice::host(&o.name, dtype, o.shape.clone(), data))
+                    }
                     _ => bad = Some("a response lies outside the shared memory".into()),
                 }
             }
@@ -307,12 +304,7 @@ fn handle_response(
                     );
                     return true;
                 };
-                slices.push(OutputSlice {
-                    name: &o.name,
-                    dtype,
-                    shape: o.shape.clone(),
-                    data: &o.data,
-                });
+                slices.push(OutputSlice::host(&o.name, dtype, o.shape.clone(), &o.data));
             }
             deliver(open, *request, &slices, *is_final);
             true
@@ -1249,7 +1241,13 @@ fn run_batch<R: Responder + 'static>(
         }
     }
     let base = worker.place(needed);
-    let grown = match worker.input_limit {
+    // Inputs are host memory (admission refused device memory), checked
+    // here with the batch's other reasons not to send it.
+    let readable = requests
+        .iter()
+        .flat_map(|r| &r.inputs)
+        .try_for_each(|t| t.host_chunks().map(drop));
+    let grown = readable.and_then(|()| match worker.input_limit {
         Some(limit) if base + needed > limit => Err(Error::invalid_arg(format!(
             "{}: this batch's inputs need {} of shared memory{}, more than {INPUT_SHM_LIMIT_KEY} = {} MiB allows; send smaller requests or batches, or raise the limit",
             worker.label,
@@ -1271,7 +1269,7 @@ fn run_batch<R: Responder + 'static>(
                 ),
             )
         }),
-    };
+    });
     if let Err(err) = grown {
         // Nothing was sent: the worker, alive and waiting for its next
         // frame, keeps serving. Only this batch's requests fail.
@@ -1305,7 +1303,7 @@ fn run_batch<R: Responder + 'static>(
                     continue;
                 }
                 let start = offset;
-                for chunk in &t.chunks {
+                for chunk in t.host_chunks().unwrap_or_default() {
                     worker.input.write(offset, chunk);
                     offset += chunk.len();
                 }

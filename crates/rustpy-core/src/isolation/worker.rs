@@ -25,6 +25,8 @@ use crate::error::ErrorCode;
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
 use crate::request::{InferRequest, InputTensor};
+use crate::rules::shared::SharedRegion;
+use crate::rules::tensor::TensorBuffer;
 use crate::server::{
     set_server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
 };
@@ -184,6 +186,11 @@ struct WorkerSink {
 
 impl ResponseSink for WorkerSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
+        // The outputs' bytes (host memory: device memory is refused here).
+        let data: Vec<&[u8]> = outputs
+            .iter()
+            .map(|o| o.data.host())
+            .collect::<Result<_>>()?;
         let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
         if ch.running != Some(self.batch) {
             // Its batch is over: the output region belongs to the next one.
@@ -191,11 +198,12 @@ impl ResponseSink for WorkerSink {
                 request: self.index,
                 outputs: outputs
                     .iter()
-                    .map(|o| WireOwnedTensor {
+                    .zip(&data)
+                    .map(|(o, data)| WireOwnedTensor {
                         name: o.name.to_string(),
                         dtype: o.dtype.name().to_string(),
                         shape: o.shape.clone(),
-                        data: o.data.to_vec(),
+                        data: data.to_vec(),
                     })
                     .collect(),
                 is_final,
@@ -209,14 +217,14 @@ impl ResponseSink for WorkerSink {
         let mut wire = Vec::with_capacity(outputs.len());
         let mut from_input = Vec::new();
         let (view_at, view_len) = ch.input_view.unwrap_or((0, 0));
-        for (k, o) in outputs.iter().enumerate() {
+        for (k, (o, data)) in outputs.iter().zip(&data).enumerate() {
             // A view of this batch's inputs (identity, a slice, a reshape):
             // the backend copies it from the input region, which stays
             // untouched until it has (it reads this before the Done).
-            let at = o.data.as_ptr() as usize;
-            if o.data.len() >= ch.alias_min.max(1)
+            let at = data.as_ptr() as usize;
+            if data.len() >= ch.alias_min.max(1)
                 && at >= view_at
-                && at + o.data.len() <= view_at + view_len
+                && at + data.len() <= view_at + view_len
             {
                 from_input.push(k);
                 wire.push(WireTensor {
@@ -224,7 +232,7 @@ impl ResponseSink for WorkerSink {
                     dtype: o.dtype.name().to_string(),
                     shape: o.shape.clone(),
                     offset: at - view_at,
-                    len: o.data.len(),
+                    len: data.len(),
                 });
                 continue;
             }
@@ -234,16 +242,16 @@ impl ResponseSink for WorkerSink {
                 dtype: o.dtype.name().to_string(),
                 shape: o.shape.clone(),
                 offset,
-                len: o.data.len(),
+                len: data.len(),
             });
-            offset += o.data.len();
+            offset += data.len();
         }
         ch.output
             .grow(offset)
             .map_err(|e| Error::internal(format!("cannot grow the output shared memory: {e}")))?;
-        for (k, (o, w)) in outputs.iter().zip(&wire).enumerate() {
+        for (k, (data, w)) in data.iter().zip(&wire).enumerate() {
             if !from_input.contains(&k) {
-                ch.output.write(w.offset, o.data);
+                ch.output.write(w.offset, data);
             }
         }
         ch.used = offset;
@@ -325,7 +333,7 @@ impl Drop for WorkerSink {
 }
 
 /// A mapping of the input region, owned by Python: the base of every numpy
-/// view of a batch's inputs (numpy_io's view region). Python frees it when
+/// view of a batch's inputs (through its SharedRegion). Python frees it when
 /// the last view goes; the mapping goes with it.
 #[pyclass(module = "_rustpy_worker", frozen)]
 struct SharedInput {
@@ -1165,6 +1173,11 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 let input = &region.get().map;
                 channel.lock().unwrap_or_else(|p| p.into_inner()).input_view =
                     Some((input.as_ptr() as usize, input.len()));
+                // Inputs are buffers of the shared region: Python gets views
+                // of them, whose base keeps this mapping (and `region`) alive.
+                let shared = Python::attach(|py| {
+                    SharedRegion::new(input.clone(), Arc::new(region.clone_ref(py)))
+                });
                 let mut core = Vec::with_capacity(requests.len());
                 for r in requests {
                     let mut inputs = Vec::with_capacity(r.inputs.len());
@@ -1180,7 +1193,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
                             name: t.name,
                             dtype,
                             shape: t.shape,
-                            chunks: vec![data],
+                            buffers: vec![TensorBuffer::shared(data, shared.clone())],
                         });
                     }
                     if !readable {
@@ -1206,17 +1219,6 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 let responders: Vec<WorkerResponder> = (0..core.len())
                     .map(|index| worker_responder(batch, index, &channel, &cancelled))
                     .collect();
-                // Inputs reach Python as views of this mapping (numpy_io's
-                // view region) while execute runs.
-                Python::attach(|py| {
-                    let memory: Arc<dyn python::ViewMemory> = region.get().map.clone();
-                    if python::set_view_region(py, Some((memory, region.clone_ref(py).into_any())))
-                        .is_err()
-                    {
-                        // No views then: inputs are copied.
-                        let _ = python::set_view_region(py, None);
-                    }
-                });
                 intake.begin(false);
                 let report = instance.execute(&core, responders);
                 drop(core);
@@ -1226,7 +1228,9 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 // Refcounts only change under the GIL, so the check and the
                 // mark cannot race with the last view going away.
                 let pinned = Python::attach(|py| {
-                    let _ = python::set_view_region(py, None);
+                    // Our handle goes first (with the GIL: it may hold the
+                    // last reference to `region`'s owner); views keep theirs.
+                    drop(shared);
                     if python::ref_count(region.bind(py).as_any()) > 1 {
                         region.get().pinned.store(batch.max(1), Ordering::Release);
                         drop(region);
