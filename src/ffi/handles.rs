@@ -51,6 +51,17 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The slot where the backend's state (a boxed `T`) lives.
+    pub fn state_slot(&self) -> StateSlot<raw::TRITONBACKEND_Backend> {
+        StateSlot {
+            handle: self.0,
+            get: raw::TRITONBACKEND_BackendState,
+            set: raw::TRITONBACKEND_BackendSetState,
+        }
+    }
+}
+
 /// The backend API version the server speaks.
 pub fn api_version() -> Result<(u32, u32)> {
     let (mut major, mut minor) = (0, 0);
@@ -148,6 +159,14 @@ impl Model {
         // SAFETY: `msg` is ours (created above) and deleted exactly once.
         let _ = check(unsafe { raw::TRITONSERVER_MessageDelete(msg) });
         res
+    }
+
+    /// The backend the model belongs to (it outlives the model).
+    pub fn backend(&self) -> Result<Backend> {
+        let mut b = ptr::null_mut();
+        // SAFETY: live handle; writes the backend's handle, valid while the model lives.
+        check(unsafe { raw::TRITONBACKEND_ModelBackend(self.0, &mut b) })?;
+        Ok(Backend(b))
     }
 
     /// The slot where this model's state (a boxed `T`) lives.

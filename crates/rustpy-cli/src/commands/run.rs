@@ -1,10 +1,12 @@
-//! `rustpy run`: loads a model with the backend's own core (same batching,
-//! dtype mapping and errors as inside Triton) and runs one batch of requests.
+//! `rustpy run`: loads a model with the backend's own core (same host
+//! choice, batching, dtype mapping and errors as inside Triton) and runs one
+//! batch of requests.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use rustpy_core::host::HostSettings;
 use rustpy_core::local::{self, LocalModel, LocalResponse, OwnedRequest};
 use rustpy_core::server::OwnedTensor;
 use rustpy_core::{DataType, ModelSpec, ParamValue};
@@ -25,7 +27,10 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
             .map_err(|e| Error::Usage(e.message))?;
     }
     let started = Instant::now();
-    let model = LocalModel::load(&args.model_dir, args.version)
+    // Hosted as the server would: in this process, or (process isolation,
+    // a model's own environment) in a rustpy-worker process.
+    let settings = HostSettings::for_executable(args.site_packages.clone());
+    let model = LocalModel::load_with(&args.model_dir, args.version, &settings)
         .map_err(|e| Error::Invalid(anyhow!(e.message)))?;
     let load_time = started.elapsed();
     global.status(format!(

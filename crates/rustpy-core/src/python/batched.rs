@@ -1,4 +1,4 @@
-//! The batched API's executor (`class Model` with `predict(inputs,
+//! The batched API's strategy (`class Model` with `predict(inputs,
 //! requests)`): requests that can share a call are concatenated into one
 //! array per input (the groups and validation are `batch`'s), predict runs
 //! once per group, and what it returns (a dict for the whole batch, a list of
@@ -19,15 +19,15 @@ use super::numpy_io::{
     ExtractedOutput,
 };
 use super::runtime::runtime;
+use crate::admission::{admit, cancelled};
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
-use crate::exec::{admit, cancelled};
 use crate::rules::batch::{self, BatchOutput};
 use crate::rules::ragged;
 use crate::rules::request::{element_count, InferRequest};
 use crate::rules::spec::ModelSpec;
 
-/// One instance's batched executor: what it needs of the model, and the
+/// One instance's batched strategy: what it needs of the model, and the
 /// user's `predict`.
 pub(crate) struct Batched {
     pub(crate) spec: ModelSpec,

@@ -1,10 +1,11 @@
 //! The Rust↔Python boundary: one interpreter per process, model loading,
-//! the two Python executors and numpy conversion. Nothing here knows the
+//! the two Python strategies and numpy conversion. Nothing here knows the
 //! Triton C API.
 //!
 //! - `interp`: starting the interpreter, runtime.py, Python errors.
 //! - `model`: a loaded model (its module) and its instances.
-//! - `batched` / `pb_utils`: the executors of the two Python APIs.
+//! - `strategy`: how an instance runs a batch; `batched` / `pb_utils`: the
+//!   strategies of the two Python APIs.
 //! - `native`: the `_rustpy_native` module (response senders, logging, BLS,
 //!   metrics, the shared constants).
 //! - `convert` / `numpy_io`: core values to Python objects and back.
@@ -17,8 +18,8 @@ mod native;
 mod numpy_io;
 mod pb_utils;
 mod runtime;
+mod strategy;
 
-pub(crate) use batched::Batched;
 pub use convert::{tensor_from_py, tensor_to_py};
 pub use interp::{add_site_packages, flush_stdio, initialize, py_error};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
@@ -26,4 +27,3 @@ pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 pub use native::log as emit_log;
 pub use native::{set_log_hook, LogHook};
 pub use numpy_io::ref_count;
-pub(crate) use pb_utils::PbUtils;

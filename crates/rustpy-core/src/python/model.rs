@@ -1,5 +1,5 @@
 //! A loaded model (its Python module) and its instances (one Python object
-//! each, and the executor that runs their batches: `batched`, `pb_utils` or
+//! each, and the strategy that runs their batches: `batched`, `pb_utils` or
 //! the native echo in `crate::exec`).
 
 use std::path::{Path, PathBuf};
@@ -13,12 +13,12 @@ use super::batched::Batched;
 use super::interp::py_error;
 use super::pb_utils::PbUtils;
 use super::runtime::runtime;
+use super::strategy::Strategy;
 use crate::constants::ApiKind;
+use crate::echo::Echo;
+pub use crate::echo::NATIVE_PARAMETER;
 use crate::engine::{ExecReport, Responder};
 use crate::error::{Error, ErrorCode, Result};
-use crate::exec::echo::Echo;
-pub use crate::exec::echo::NATIVE_PARAMETER;
-use crate::exec::Executor;
 use crate::rules::request::InferRequest;
 use crate::rules::spec::ModelSpec;
 
@@ -64,7 +64,6 @@ impl LoadedModel {
             .map(|(k, v)| (k.clone(), v.string_value.clone()))
             .collect();
         parameters.sort();
-        crate::checkpoint::refuse_execution_env(cfg, &spec.name)?;
         let checkpoint_dir = crate::checkpoint::resolve(cfg, &spec.name, model_dir)?;
         let request_params = crate::rules::params::load_declaration(&spec.name, model_dir)?;
 
@@ -75,7 +74,7 @@ impl LoadedModel {
                     spec.name
                 )));
             }
-            crate::exec::echo::check_spec(&spec)?;
+            crate::echo::check_spec(&spec)?;
             return Ok(LoadedModel {
                 spec,
                 model_dir: model_dir.to_path_buf(),
@@ -187,14 +186,14 @@ pub struct InstanceInfo {
 }
 
 /// One instance of a model: its own Python object (none for the native
-/// echo) and the executor that runs its batches.
+/// echo) and the strategy that runs its batches.
 pub struct ModelInstance {
     model: Arc<LoadedModel>,
     /// Identifies the instance (its asyncio loop, logs).
     key: String,
     /// The user's object (for `finalize`); None for native models.
     object: Option<Py<PyAny>>,
-    executor: Box<Executor>,
+    strategy: Box<Strategy>,
 }
 
 impl ModelInstance {
@@ -212,7 +211,7 @@ impl ModelInstance {
         );
         let Some(class) = model.class.as_ref() else {
             return Ok(ModelInstance {
-                executor: Box::new(Executor::Echo(Echo {
+                strategy: Box::new(Strategy::Echo(Echo {
                     spec: model.spec.clone(),
                 })),
                 model,
@@ -237,14 +236,14 @@ impl ModelInstance {
             let created = rt
                 .create_instance(py, class.bind(py), ctx, entry)
                 .map_err(err)?;
-            let executor = match model.api {
-                Api::PbUtils => Executor::PbUtils(PbUtils {
+            let strategy = match model.api {
+                Api::PbUtils => Strategy::PbUtils(PbUtils {
                     spec: model.spec.clone(),
                     instance: info.name.clone(),
                     key: key.clone(),
                     execute: created.entry.unbind(),
                 }),
-                _ => Executor::Batched(Batched {
+                _ => Strategy::Batched(Batched {
                     spec: model.spec.clone(),
                     request_params: model.request_params.clone(),
                     predict: created.entry.unbind(),
@@ -256,7 +255,7 @@ impl ModelInstance {
                 model: model.clone(),
                 key,
                 object: Some(created.object.unbind()),
-                executor: Box::new(executor),
+                strategy: Box::new(strategy),
             })
         })
     }
@@ -336,7 +335,7 @@ impl ModelInstance {
         requests: &[Result<InferRequest<'_>>],
         responders: Vec<R>,
     ) -> ExecReport {
-        self.executor.execute(requests, responders)
+        self.strategy.execute(requests, responders)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The official API's executor (`class TritonPythonModel` with
+//! The official API's strategy (`class TritonPythonModel` with
 //! `execute(requests)`): one call with every valid request, each as a
 //! pb_utils.InferenceRequest carrying its own inputs and a response sender
 //! that owns the request's responder (senders may outlive the call when the
@@ -14,17 +14,17 @@ use super::interp::py_error;
 use super::native::NativeSender;
 use super::numpy_io::{array_from_buffers, bytes_array};
 use super::runtime::runtime;
+use crate::admission::admit;
 use crate::constants::ReleaseFlag;
 use crate::engine::{ExecReport, Outcome, Responder};
 use crate::error::{Error, Result};
-use crate::exec::admit;
 use crate::rules::batch;
 use crate::rules::dtype::DataType;
 use crate::rules::request::InferRequest;
 use crate::rules::spec::ModelSpec;
 use crate::rules::tensor::TensorBuffer;
 
-/// One instance's pb_utils executor.
+/// One instance's pb_utils strategy.
 pub(crate) struct PbUtils {
     pub(crate) spec: ModelSpec,
     /// Triton's name for the instance (`<model>_<group>_<n>`): upstream's

@@ -12,7 +12,7 @@ use crate::rules::spec::ModelSpec;
 /// The config parameter that selects a native (Python-free) model.
 pub const NATIVE_PARAMETER: &str = "rustpy.native";
 
-/// One instance's echo executor.
+/// One instance's echo strategy.
 pub(crate) struct Echo {
     pub(crate) spec: ModelSpec,
 }
