@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
-use crate::rules::batch;
 use crate::rules::request::InferRequest;
 use crate::rules::spec::ModelSpec;
 
@@ -18,13 +17,13 @@ pub(crate) struct Echo {
 }
 
 impl Echo {
-    /// Validates like any model, then returns input i as output i.
+    /// Returns input i of each admitted request as its output i.
     pub(crate) fn execute<R: Responder>(
         &self,
-        requests: &[Result<InferRequest<'_>>],
-        responders: &mut [R],
+        requests: &[&InferRequest<'_>],
+        mut responders: Vec<R>,
     ) -> ExecReport {
-        execute_echo(&self.spec, requests, responders)
+        execute_echo(&self.spec, requests, &mut responders)
     }
 }
 
@@ -46,30 +45,16 @@ pub(crate) fn check_spec(spec: &ModelSpec) -> Result<()> {
     }
 }
 
-/// The native echo: validates like any model, then returns input i as output
-/// i without touching Python (the ceiling rustpy's overhead is measured against).
+/// The native echo: returns input i as output i without touching Python
+/// (the ceiling rustpy's overhead is measured against).
 fn execute_echo<R: Responder>(
     spec: &ModelSpec,
-    requests: &[Result<InferRequest<'_>>],
+    requests: &[&InferRequest<'_>],
     responders: &mut [R],
 ) -> ExecReport {
     let mut report = ExecReport::new(requests.len());
     report.compute_start = Some(Instant::now());
     for (i, req) in requests.iter().enumerate() {
-        let req = match req {
-            Ok(req) => req,
-            Err(e) => {
-                responders[i].send_error(e);
-                continue;
-            }
-        };
-        match batch::validate_request(spec, req) {
-            Ok(rows) => report.rows[i] = rows,
-            Err(e) => {
-                responders[i].send_error(&e);
-                continue;
-            }
-        }
         let data: Vec<std::borrow::Cow<'_, [u8]>> =
             match req.inputs.iter().map(|t| t.contiguous()).collect() {
                 Ok(data) => data,

@@ -19,6 +19,7 @@ use std::time::Duration;
 use rustpy_config::model::{isolation_settings, Isolation, IsolationSettings};
 use rustpy_config::proto::ModelConfig;
 
+use crate::admission;
 use crate::constants::LogLevel;
 use crate::engine::{ExecReport, Responder};
 use crate::error::{Error, Result};
@@ -155,16 +156,16 @@ impl ModelHost {
     /// Creates one instance (runs the user's `initialize`, here or in its
     /// worker); an error fails the instance's load with that cause.
     pub fn instance(&self, info: &InstanceInfo) -> Result<InstanceHost> {
-        Ok(match &self.place {
-            Place::InProcess(model) => {
-                InstanceHost::InProcess(ModelInstance::new(model.clone(), info)?)
-            }
-            Place::Worker(template) => {
-                InstanceHost::Worker(Box::new(WorkerInstance::new(WorkerConfig {
-                    instance: info.clone(),
-                    ..(**template).clone()
-                })?))
-            }
+        let runs = match &self.place {
+            Place::InProcess(model) => Runs::InProcess(ModelInstance::new(model.clone(), info)?),
+            Place::Worker(template) => Runs::Worker(Box::new(WorkerInstance::new(WorkerConfig {
+                instance: info.clone(),
+                ..(**template).clone()
+            })?)),
+        };
+        Ok(InstanceHost {
+            spec: self.spec.clone(),
+            runs,
         })
     }
 }
@@ -323,38 +324,48 @@ pub fn find_worker(anchor: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// One model instance, where it runs.
-pub enum InstanceHost {
+pub struct InstanceHost {
+    spec: ModelSpec,
+    runs: Runs,
+}
+
+enum Runs {
     InProcess(ModelInstance),
     Worker(Box<WorkerInstance>),
 }
 
 impl InstanceHost {
     pub fn model_name(&self) -> &str {
-        match self {
-            InstanceHost::InProcess(i) => i.model().name(),
-            InstanceHost::Worker(w) => w.model_name(),
-        }
+        &self.spec.name
     }
 
     /// Executes `requests`, answering each through its responder (same
-    /// index); an unreadable request (`Err`) is answered with its error.
+    /// index). Admission comes first, once, here (crate::admission: an
+    /// unreadable request, `Err`, a cancelled one, one that does not fit
+    /// the configuration are answered with why); the instance (or its
+    /// worker) runs the others.
     pub fn execute<R: Responder + 'static>(
         &self,
         requests: &[Result<InferRequest<'_>>],
         responders: Vec<R>,
     ) -> ExecReport {
-        match self {
-            InstanceHost::InProcess(i) => i.execute(requests, responders),
-            InstanceHost::Worker(w) => w.execute(requests, responders),
+        let (admitted, responders) = admission::admit(&self.spec, requests, responders);
+        if admitted.is_empty() {
+            return admitted.report(ExecReport::new(0));
         }
+        let report = match &self.runs {
+            Runs::InProcess(i) => i.run(&admitted.requests, responders),
+            Runs::Worker(w) => w.execute(&admitted.requests, responders),
+        };
+        admitted.report(report)
     }
 
     /// Runs the user's `finalize` (here, or in the worker, which is then
     /// stopped and reaped).
     pub fn finalize(self) -> Result<()> {
-        match self {
-            InstanceHost::InProcess(i) => i.finalize(),
-            InstanceHost::Worker(w) => {
+        match self.runs {
+            Runs::InProcess(i) => i.finalize(),
+            Runs::Worker(w) => {
                 w.finalize();
                 Ok(())
             }

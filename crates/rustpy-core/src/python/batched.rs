@@ -19,7 +19,7 @@ use super::numpy_io::{
     ExtractedOutput,
 };
 use super::runtime::runtime;
-use crate::admission::{admit, cancelled};
+use crate::admission::cancelled;
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
 use crate::rules::batch::{self, BatchOutput};
@@ -42,37 +42,25 @@ pub(crate) struct Batched {
 }
 
 impl Batched {
+    /// Runs the admitted `requests` (one responder each): requests whose
+    /// parameters the declaration refuses are answered here; the others are
+    /// grouped and each group goes to one predict call. The report is over
+    /// `requests`.
     pub(crate) fn execute<R: Responder>(
         &self,
-        requests: &[Result<InferRequest<'_>>],
-        responders: &mut [R],
+        requests: &[&InferRequest<'_>],
+        mut responders: Vec<R>,
     ) -> ExecReport {
         let spec = &self.spec;
         let mut report = ExecReport::new(requests.len());
         // Per request: the request as predict sees it (typed parameters
-        // applied), or None once it has been answered here (unreadable,
-        // refused parameters, not fitting the config, cancelled).
-        let mut admitted: Vec<Option<Cow<'_, InferRequest<'_>>>> =
-            Vec::with_capacity(requests.len());
-        for (i, req) in requests.iter().enumerate() {
-            let responder = &mut responders[i];
-            let req = match req {
-                Ok(req) => self.with_typed_parameters(req, responder),
-                Err(e) => {
-                    responder.send_error(e);
-                    None
-                }
-            };
-            let req = req.filter(|req| match admit(spec, req, responder) {
-                Some(rows) => {
-                    report.rows[i] = rows;
-                    true
-                }
-                None => false,
-            });
-            admitted.push(req);
-        }
-        let valid: Vec<(usize, &InferRequest<'_>)> = admitted
+        // applied), or None once it has been answered here.
+        let typed: Vec<Option<Cow<'_, InferRequest<'_>>>> = requests
+            .iter()
+            .zip(responders.iter_mut())
+            .map(|(req, responder)| self.with_typed_parameters(req, responder))
+            .collect();
+        let valid: Vec<(usize, &InferRequest<'_>)> = typed
             .iter()
             .enumerate()
             .filter_map(|(i, r)| Some((i, r.as_deref()?)))
@@ -85,17 +73,17 @@ impl Batched {
             for group in &groups {
                 let members: Vec<(usize, &InferRequest<'_>)> = group
                     .iter()
-                    .filter_map(|&i| Some((i, admitted[i].as_deref()?)))
+                    .filter_map(|&i| Some((i, typed[i].as_deref()?)))
                     .collect();
-                self.run_group(py, &members, responders, &mut report);
+                self.run_group(py, &members, &mut responders, &mut report);
             }
         });
         report
     }
 
     /// `req` with its parameters typed by `request_parameters.json`, if the
-    /// model has one; None when they are refused (answered here; a
-    /// cancelled request is left to `admit`).
+    /// model has one; None when they are refused (answered here, with the
+    /// reason, or as cancelled if the client gave up meanwhile).
     fn with_typed_parameters<'r, 'a, R: Responder>(
         &self,
         req: &'r InferRequest<'a>,
@@ -110,7 +98,10 @@ impl Batched {
                 req.parameters = params;
                 Some(Cow::Owned(req))
             }
-            Err(_) if responder.is_cancelled() => Some(Cow::Borrowed(req)),
+            Err(_) if responder.is_cancelled() => {
+                responder.send_error(&cancelled(&self.spec));
+                None
+            }
             Err(e) => {
                 responder.send_error(&e);
                 None
@@ -131,7 +122,7 @@ impl Batched {
         let group: Vec<usize> = members.iter().map(|&(i, _)| i).collect();
         let group = group.as_slice();
         let requests: Vec<&InferRequest<'_>> = members.iter().map(|&(_, r)| r).collect();
-        let rows: Vec<usize> = group.iter().map(|&i| report.rows[i]).collect();
+        let rows: Vec<usize> = requests.iter().map(|r| batch::rows(spec, r)).collect();
 
         let fail_all = |responders: &mut [R], err: &Error| {
             for &i in group {

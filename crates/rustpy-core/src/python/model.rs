@@ -327,12 +327,14 @@ impl ModelInstance {
         })
     }
 
-    /// Executes `requests`, answering each through its responder (same index).
-    /// Every request gets a final response or error (an unreadable one, `Err`,
-    /// its error); nothing here panics on bad input or on failing user code.
-    pub fn execute<R: Responder + 'static>(
+    /// Runs admitted `requests` (crate::admission; the host admits them,
+    /// in the server or the CLI, before a worker ever sees them), answering
+    /// each through its responder (same index). Every request gets a final
+    /// response or error; nothing here panics on failing user code. The
+    /// report is over `requests`.
+    pub fn run<R: Responder + 'static>(
         &self,
-        requests: &[Result<InferRequest<'_>>],
+        requests: &[&InferRequest<'_>],
         responders: Vec<R>,
     ) -> ExecReport {
         self.strategy.execute(requests, responders)

@@ -14,7 +14,6 @@ use super::interp::py_error;
 use super::native::NativeSender;
 use super::numpy_io::{array_from_buffers, bytes_array};
 use super::runtime::runtime;
-use crate::admission::admit;
 use crate::constants::ReleaseFlag;
 use crate::engine::{ExecReport, Outcome, Responder};
 use crate::error::{Error, Result};
@@ -37,35 +36,27 @@ pub(crate) struct PbUtils {
 }
 
 impl PbUtils {
-    /// The official API: one `execute(requests)` call with every valid
+    /// The official API: one `execute(requests)` call with every admitted
     /// request, each carrying its own inputs and a response sender that owns
     /// the request's responder (senders may outlive the call when decoupled).
+    /// The report is over `requests`.
     pub(crate) fn execute<R: Responder + 'static>(
         &self,
-        requests: &[Result<InferRequest<'_>>],
+        requests: &[&InferRequest<'_>],
         responders: Vec<R>,
     ) -> ExecReport {
         let spec = &self.spec;
         let model = spec.name.as_str();
         let instance = self.instance.as_str();
         let mut report = ExecReport::new(requests.len());
-        let mut valid: Vec<(usize, &InferRequest<'_>, R)> = Vec::with_capacity(requests.len());
-        for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
-            let req = match req {
-                Ok(req) => req,
-                Err(e) => {
-                    responder.send_error(e);
-                    continue;
-                }
-            };
-            if let Some(rows) = admit(spec, req, &mut responder) {
-                report.rows[i] = rows;
-                valid.push((i, req, responder));
-            }
-        }
-        if valid.is_empty() {
+        if requests.is_empty() {
             return report;
         }
+        let valid = requests
+            .iter()
+            .zip(responders)
+            .enumerate()
+            .map(|(i, (req, responder))| (i, *req, responder));
         let entry = &self.execute;
         Python::attach(|py| {
             let fail = |e: PyErr| {
@@ -76,7 +67,7 @@ impl PbUtils {
                 )
             };
             let mut senders: Vec<(usize, &InferRequest<'_>, Py<NativeSender>)> =
-                Vec::with_capacity(valid.len());
+                Vec::with_capacity(requests.len());
             let mut setup_error = None;
             for (i, req, responder) in valid {
                 let sender = NativeSender::new(

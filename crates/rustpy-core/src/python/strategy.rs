@@ -1,7 +1,7 @@
 //! Execution strategies: how one model instance runs a batch. A model
-//! instance holds one [`Strategy`]; each takes a batch of requests (an
-//! unreadable one as its error) and one responder per request, answers
-//! every request, and reports what happened.
+//! instance holds one [`Strategy`]; each takes the admitted requests of an
+//! execution (crate::admission decided, once, which may run) and one
+//! responder per request, answers every request, and reports what happened.
 //!
 //! - `python::batched`: rustpy's batched API (`Model.predict`).
 //! - `python::pb_utils`: the official API (`TritonPythonModel.execute`).
@@ -14,7 +14,6 @@ use super::batched::Batched;
 use super::pb_utils::PbUtils;
 use crate::echo::Echo;
 use crate::engine::{ExecReport, Responder};
-use crate::error::Result;
 use crate::rules::request::InferRequest;
 
 /// How one model instance executes its batches.
@@ -25,11 +24,12 @@ pub(crate) enum Strategy {
 }
 
 impl Strategy {
-    /// Executes `requests`, answering each through its responder (same index).
+    /// Runs admitted `requests` (crate::admission), answering each through
+    /// its responder (same index); the report is over `requests`.
     pub(crate) fn execute<R: Responder + 'static>(
         &self,
-        requests: &[Result<InferRequest<'_>>],
-        mut responders: Vec<R>,
+        requests: &[&InferRequest<'_>],
+        responders: Vec<R>,
     ) -> ExecReport {
         assert_eq!(
             requests.len(),
@@ -37,9 +37,9 @@ impl Strategy {
             "one responder per request"
         );
         match self {
-            Strategy::Batched(b) => b.execute(requests, &mut responders),
+            Strategy::Batched(b) => b.execute(requests, responders),
             Strategy::PbUtils(p) => p.execute(requests, responders),
-            Strategy::Echo(e) => e.execute(requests, &mut responders),
+            Strategy::Echo(e) => e.execute(requests, responders),
         }
     }
 }

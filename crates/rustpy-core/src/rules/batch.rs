@@ -140,6 +140,19 @@ pub fn validate_request(spec: &ModelSpec, req: &InferRequest<'_>) -> Result<usiz
     Ok(rows.map_or(1, |(r, _)| r))
 }
 
+/// The batch rows an admitted request contributes: dim 0 of its inputs when
+/// the model batches (admission checked that they agree), else 1.
+pub fn rows(spec: &ModelSpec, req: &InferRequest<'_>) -> usize {
+    if !spec.batching() {
+        return 1;
+    }
+    req.inputs
+        .first()
+        .and_then(|t| t.shape.first())
+        .and_then(|&d| usize::try_from(d).ok())
+        .unwrap_or(1)
+}
+
 /// The number of elements of a shape without negative dims, or None if it
 /// does not fit in a usize (any zero dim makes it 0).
 fn checked_element_count(shape: &[i64]) -> Option<usize> {
