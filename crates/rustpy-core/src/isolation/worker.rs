@@ -20,7 +20,7 @@ use super::proto::{
 use super::sys::{
     inherited_fd, inherited_stream, readable_now, wait_readable, Event, Mapping, Shm,
 };
-use crate::engine::{Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
+use crate::engine::{ExecReport, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::ErrorCode;
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
@@ -1220,7 +1220,23 @@ fn serve(fds: WorkerFds) -> Result<()> {
                     .map(|index| worker_responder(batch, index, &channel, &cancelled))
                     .collect();
                 intake.begin(false);
-                let report = instance.execute(&core, responders);
+                // The backend admitted these requests (crate::admission); an
+                // input it placed outside the shared memory is a protocol
+                // error that fails the batch whole.
+                let report = match core
+                    .iter()
+                    .map(Result::as_ref)
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(admitted) => instance.run(&admitted, responders),
+                    Err(e) => {
+                        let e = e.clone();
+                        for mut r in responders {
+                            r.send_error(&e);
+                        }
+                        ExecReport::new(core.len())
+                    }
+                };
                 drop(core);
                 // A view Python kept (a stored array, a request a thread still
                 // answers) pins this batch's range: the next batch goes
