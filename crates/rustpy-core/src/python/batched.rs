@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::convert::{correlation_to_py, params_dict};
-use super::interp::py_error;
+use super::error::py_error;
 use super::numpy_io::{
     array_from_bytes, array_from_plan, extract_output, extract_tensor, set_readonly,
     ExtractedOutput,

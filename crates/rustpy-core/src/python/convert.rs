@@ -4,7 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 
-use super::interp::py_error;
+use super::error::py_error;
 use super::numpy_io;
 use crate::error::{Error, Result};
 use crate::rules::request::{CorrelationId, ParamValue};

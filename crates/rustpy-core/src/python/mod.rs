@@ -2,7 +2,8 @@
 //! the two Python strategies and numpy conversion. Nothing here knows the
 //! Triton C API.
 //!
-//! - `interp`: starting the interpreter, runtime.py, Python errors.
+//! - `interp`: starting the interpreter, `_rustpy_native`, runtime.py,
+//!   pb_utils.py; `error`: Python exceptions as core errors.
 //! - `model`: a loaded model (its module) and its instances.
 //! - `strategy`: how an instance runs a batch; `batched` / `pb_utils`: the
 //!   strategies of the two Python APIs.
@@ -12,6 +13,7 @@
 
 mod batched;
 mod convert;
+mod error;
 mod interp;
 mod model;
 mod native;
@@ -21,7 +23,8 @@ mod runtime;
 mod strategy;
 
 pub use convert::{tensor_from_py, tensor_to_py};
-pub use interp::{add_site_packages, flush_stdio, initialize, py_error};
+pub use error::py_error;
+pub use interp::{add_site_packages, flush_stdio, initialize};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 /// Writes through the log hook (the server's log in the backend).
 pub use native::log as emit_log;

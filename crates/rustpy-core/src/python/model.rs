@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 use rustpy_config::proto;
 
 use super::batched::Batched;
-use super::interp::py_error;
+use super::error::py_error;
 use super::pb_utils::PbUtils;
 use super::runtime::runtime;
 use super::strategy::Strategy;

@@ -17,7 +17,7 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use super::interp::py_error;
+use super::error::py_error;
 use crate::error::{Error, Result};
 use crate::rules::batch::{self, InputPlan, Layout, Source};
 use crate::rules::bytes;
@@ -475,8 +475,7 @@ impl<'py> ArrayView<'py> {
     }
 
     fn new(py: Python<'py>, model: &str, name: &str, value: &Bound<'py, PyAny>) -> Result<Self> {
-        let pyerr =
-            |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+        let pyerr = |e: PyErr| py_error(py, &e, &format!("model '{model}': output '{name}'"));
         let array: Bound<'py, PyAny> = match value.cast::<PyUntypedArray>() {
             Ok(a) => a.clone().into_any(),
             Err(_) => py
@@ -506,8 +505,7 @@ impl<'py> ArrayView<'py> {
         name: &str,
         dtype: DataType,
     ) -> Result<ExtractedOutput> {
-        let pyerr =
-            |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+        let pyerr = |e: PyErr| py_error(py, &e, &format!("model '{model}': output '{name}'"));
         let ArrayView {
             mut array,
             itemsize,

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use super::convert::{correlation_to_py, params_dict};
-use super::interp::py_error;
+use super::error::py_error;
 use super::native::NativeSender;
 use super::numpy_io::{array_from_buffers, bytes_array};
 use super::runtime::runtime;

@@ -1,0 +1,150 @@
+//! The layers of `rustpy-core` as docs/architecture.md draws them, checked on
+//! the sources: the Python-free modules use neither pyo3 nor anything above
+//! them, and the modules of `python/` import each other without a cycle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// A file's code: comments and the `#[cfg(test)]` module left out.
+fn code(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("#[cfg(test)]") {
+            break;
+        }
+        out.push_str(line.split("//").next().unwrap_or(""));
+        out.push('\n');
+    }
+    out
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_python_free_layer_uses_no_python_and_nothing_above_it() {
+    let src = src();
+    let mut files = rust_files(&src.join("rules"));
+    for base in [
+        "error.rs",
+        "constants.rs",
+        "engine.rs",
+        "admission.rs",
+        "echo.rs",
+    ] {
+        files.push(src.join(base));
+    }
+    assert!(files.len() >= 12, "{files:?}");
+    let mut found = Vec::new();
+    for file in &files {
+        let in_rules = file.parent() == Some(&src.join("rules"));
+        let mut forbidden = vec![
+            "pyo3",
+            "numpy::",
+            "crate::python",
+            "crate::isolation",
+            "crate::host",
+            "crate::local",
+        ];
+        if in_rules {
+            // The rules sit below the response contract and execution.
+            forbidden.extend([
+                "crate::engine",
+                "crate::admission",
+                "crate::echo",
+                "crate::server",
+            ]);
+        }
+        let code = code(file);
+        for word in forbidden {
+            if code.contains(word) {
+                found.push(format!("{} uses {word}", file.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// `super::NAME` and `crate::python::NAME` references of each python/ module.
+fn python_imports() -> BTreeMap<String, BTreeSet<String>> {
+    let dir = src().join("python");
+    let files = rust_files(&dir);
+    let modules: BTreeSet<String> = files
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|m| m != "mod")
+        .collect();
+    let mut graph = BTreeMap::new();
+    for file in &files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        if name == "mod" {
+            continue;
+        }
+        let code = code(file);
+        let mut uses = BTreeSet::new();
+        for prefix in ["super::", "crate::python::"] {
+            for (at, _) in code.match_indices(prefix) {
+                let rest = &code[at + prefix.len()..];
+                let word: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if modules.contains(&word) && word != name {
+                    uses.insert(word);
+                }
+            }
+        }
+        graph.insert(name, uses);
+    }
+    graph
+}
+
+#[test]
+fn python_modules_import_each_other_without_a_cycle() {
+    let graph = python_imports();
+    assert!(graph.len() >= 10, "{graph:?}");
+    // Depth-first search for a back edge.
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(cycle) = visit(node, &graph, &mut Vec::new(), &mut done) {
+            panic!("python/ import cycle: {}", cycle.join(" -> "));
+        }
+    }
+}
