@@ -120,7 +120,11 @@ impl ModelHost {
             }
             Isolation::InProcess => {
                 python::initialize()?;
-                Loading::InProcess(LoadedModel::load(&config, &source.dir, source.version)?)
+                Loading::InProcess(Box::new(LoadedModel::load(
+                    &config,
+                    &source.dir,
+                    source.version,
+                )?))
             }
         };
         let config = place
@@ -137,7 +141,7 @@ impl ModelHost {
                         model.model_file.display()
                     ),
                 );
-                Place::InProcess(Arc::new(model))
+                Place::InProcess(Arc::new(*model))
             }
             Loading::Worker(cfg) => Place::Worker(cfg),
         };
@@ -172,7 +176,7 @@ impl ModelHost {
 
 /// A model being loaded, before its configuration is final.
 enum Loading {
-    InProcess(LoadedModel),
+    InProcess(Box<LoadedModel>),
     Worker(Box<WorkerConfig>),
 }
 

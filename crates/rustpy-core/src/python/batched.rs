@@ -109,7 +109,7 @@ impl Batched {
         }
     }
 
-    /// One predict call for `members` (index in the execution, request).
+    /// One predict call for `members` (index in the batch, request).
     fn run_group<R: Responder>(
         &self,
         py: Python<'_>,
@@ -120,19 +120,12 @@ impl Batched {
         let spec = &self.spec;
         let model = spec.name.as_str();
         let group: Vec<usize> = members.iter().map(|&(i, _)| i).collect();
-        let group = group.as_slice();
         let requests: Vec<&InferRequest<'_>> = members.iter().map(|&(_, r)| r).collect();
         let rows: Vec<usize> = requests.iter().map(|r| batch::rows(spec, r)).collect();
 
-        let fail_all = |responders: &mut [R], err: &Error| {
-            for &i in group {
-                responders[i].send_error(err);
-            }
-        };
-
         let (args, infos) = match self.build_args(py, &requests, &rows) {
             Ok(args) => args,
-            Err(e) => return fail_all(responders, &e),
+            Err(e) => return fail_group(&group, responders, &e),
         };
         report.calls += 1;
         report.compute_start.get_or_insert_with(Instant::now);
@@ -141,15 +134,13 @@ impl Batched {
         let result = match result {
             Ok(r) => r,
             Err(e) => {
-                return fail_all(
-                    responders,
-                    &py_error(py, &e, &format!("model '{model}': predict raised")),
-                )
+                let e = py_error(py, &e, &format!("model '{model}': predict raised"));
+                return fail_group(&group, responders, &e);
             }
         };
         let out = GroupOut {
             requests: &requests,
-            group,
+            group: &group,
             rows: &rows,
         };
 
@@ -160,48 +151,81 @@ impl Batched {
                 .and_then(|rt| rt.is_iterator(py, &result))
                 .unwrap_or(false);
         if !streaming {
-            let delivery = match self.collect_outputs(py, &result, &out, false) {
-                Ok(d) => d,
-                Err(e) => return fail_all(responders, &e),
-            };
-            let sent = py.detach(|| {
-                // A request the client cancelled meanwhile gets no outputs.
-                let active: Vec<bool> = group
-                    .iter()
-                    .map(|&i| {
-                        if responders[i].is_cancelled() {
-                            responders[i].send_error(&cancelled(spec));
-                            false
-                        } else {
-                            true
-                        }
-                    })
-                    .collect();
-                deliver(
-                    spec,
-                    &delivery,
-                    &out,
-                    responders,
-                    &active,
-                    &vec![true; group.len()],
-                )
-            });
-            for (&i, sent) in group.iter().zip(sent) {
-                if sent == Sent::Final {
-                    report.outcomes[i] = Outcome::Answered;
-                }
-            }
-            return;
+            return self.answer_once(py, &result, &out, responders, report);
         }
-
         if !spec.decoupled {
             let e = Error::invalid_arg(format!(
                 "model '{model}': predict returned a generator but the model is not decoupled; \
                  set `model_transaction_policy {{ decoupled: true }}` in config.pbtxt or return a dict"
             ));
             let _ = result.call_method0("close");
-            return fail_all(responders, &e);
+            return fail_group(&group, responders, &e);
         }
+        self.stream(py, &result, &out, infos.as_ref(), responders, report);
+    }
+
+    /// What a non-streaming predict returned, checked and sent to the
+    /// group's requests (one final response each).
+    fn answer_once<R: Responder>(
+        &self,
+        py: Python<'_>,
+        result: &Bound<'_, PyAny>,
+        out: &GroupOut<'_, '_>,
+        responders: &mut [R],
+        report: &mut ExecReport,
+    ) {
+        let spec = &self.spec;
+        let delivery = match self.collect_outputs(py, result, out, false) {
+            Ok(d) => d,
+            Err(e) => return fail_group(out.group, responders, &e),
+        };
+        let sent = py.detach(|| {
+            // A request the client cancelled meanwhile gets no outputs.
+            let active: Vec<bool> = out
+                .group
+                .iter()
+                .map(|&i| {
+                    if responders[i].is_cancelled() {
+                        responders[i].send_error(&cancelled(spec));
+                        false
+                    } else {
+                        true
+                    }
+                })
+                .collect();
+            let last = vec![true; out.group.len()];
+            deliver(spec, &delivery, out, responders, &active, &last)
+        });
+        for (&i, sent) in out.group.iter().zip(sent) {
+            if sent == Sent::Final {
+                report.outcomes[i] = Outcome::Answered;
+            }
+        }
+    }
+
+    /// Drives a streaming (decoupled) predict: each yielded item goes out
+    /// to the requests still streaming; a request ends when predict
+    /// finishes it, fails, is cancelled, or the generator ends.
+    fn stream<R: Responder>(
+        &self,
+        py: Python<'_>,
+        result: &Bound<'_, PyAny>,
+        out: &GroupOut<'_, '_>,
+        infos: Option<&Bound<'_, PyList>>,
+        responders: &mut [R],
+        report: &mut ExecReport,
+    ) {
+        let spec = &self.spec;
+        let model = spec.name.as_str();
+        let group = out.group;
+        let info = |k: usize| infos.and_then(|l| l.get_item(k).ok());
+        let fail_alive = |responders: &mut [R], alive: &[bool], err: &Error| {
+            for (k, &i) in group.iter().enumerate() {
+                if alive[k] {
+                    responders[i].send_error(err);
+                }
+            }
+        };
         // Per request: still streaming (not finished, failed or cancelled).
         let mut alive: Vec<bool> = vec![true; group.len()];
         loop {
@@ -210,7 +234,7 @@ impl Batched {
                 if alive[k] && responders[i].is_cancelled() {
                     alive[k] = false;
                     responders[i].send_error(&cancelled(spec));
-                    if let Some(info) = infos.as_ref().and_then(|l| l.get_item(k).ok()) {
+                    if let Some(info) = info(k) {
                         let _ = info.setattr("cancelled", true);
                     }
                 }
@@ -224,12 +248,7 @@ impl Batched {
                 Err(e) if e.is_instance_of::<PyStopIteration>(py) => break,
                 Err(e) => {
                     let err = py_error(py, &e, &format!("model '{model}': predict raised"));
-                    for (k, &i) in group.iter().enumerate() {
-                        if alive[k] {
-                            responders[i].send_error(&err);
-                        }
-                    }
-                    return;
+                    return fail_alive(responders, &alive, &err);
                 }
             };
             report.compute_end = Some(Instant::now());
@@ -237,27 +256,20 @@ impl Batched {
             // response is their last.
             let finishing: Vec<bool> = (0..group.len())
                 .map(|k| {
-                    infos
-                        .as_ref()
-                        .and_then(|l| l.get_item(k).ok())
+                    info(k)
                         .and_then(|info| info.getattr("_finished").ok())
                         .and_then(|f| f.extract::<bool>().ok())
                         .unwrap_or(false)
                 })
                 .collect();
-            let delivery = match self.collect_outputs(py, &item, &out, true) {
+            let delivery = match self.collect_outputs(py, &item, out, true) {
                 Ok(o) => o,
                 Err(e) => {
                     let _ = result.call_method0("close");
-                    for (k, &i) in group.iter().enumerate() {
-                        if alive[k] {
-                            responders[i].send_error(&e);
-                        }
-                    }
-                    return;
+                    return fail_alive(responders, &alive, &e);
                 }
             };
-            let sent = py.detach(|| deliver(spec, &delivery, &out, responders, &alive, &finishing));
+            let sent = py.detach(|| deliver(spec, &delivery, out, responders, &alive, &finishing));
             for (k, s) in sent.into_iter().enumerate() {
                 match s {
                     Sent::Failed => alive[k] = false,
@@ -545,6 +557,30 @@ fn check_requested(
     Ok(())
 }
 
+/// Fails every request of a group with `err`.
+fn fail_group<R: Responder>(group: &[usize], responders: &mut [R], err: &Error) {
+    for &i in group {
+        responders[i].send_error(err);
+    }
+}
+
+/// Sends `slices` as one response; a failed send fails the request.
+fn send_one<R: Responder>(responder: &mut R, slices: &[OutputSlice<'_>], is_final: bool) -> Sent {
+    match responder.send(slices, is_final) {
+        Ok(()) if is_final => Sent::Final,
+        Ok(()) => Sent::Open,
+        Err(e) => {
+            responder.send_error(&e);
+            Sent::Failed
+        }
+    }
+}
+
+/// Whether `req` gets output `name` (a request that names none gets all).
+fn wanted(req: &InferRequest<'_>, name: &str) -> bool {
+    req.requested_outputs.is_empty() || req.wants_output(name)
+}
+
 /// Sends what one call (or yield) produced to the group's `active`
 /// requests; `last[k]` makes request k's response its final one (or, with
 /// nothing to send, ends its stream).
@@ -556,19 +592,6 @@ fn deliver<R: Responder>(
     active: &[bool],
     last: &[bool],
 ) -> Vec<Sent> {
-    let send = |responder: &mut R, slices: &[OutputSlice<'_>], is_final: bool| match responder
-        .send(slices, is_final)
-    {
-        Ok(()) if is_final => Sent::Final,
-        Ok(()) => Sent::Open,
-        Err(e) => {
-            responder.send_error(&e);
-            Sent::Failed
-        }
-    };
-    let wanted = |req: &InferRequest<'_>, name: &str| {
-        req.requested_outputs.is_empty() || req.wants_output(name)
-    };
     match delivery {
         Delivery::PerRequest(items) => out
             .group
@@ -579,7 +602,6 @@ fn deliver<R: Responder>(
                 if !active[k] {
                     return Sent::Skipped;
                 }
-                let req = out.requests[k];
                 match item {
                     Err(e) => {
                         responders[i].send_error(e);
@@ -593,60 +615,70 @@ fn deliver<R: Responder>(
                     Ok(Some(outputs)) => {
                         let slices: Vec<OutputSlice<'_>> = outputs
                             .iter()
-                            .filter(|o| wanted(req, &o.name))
+                            .filter(|o| wanted(out.requests[k], &o.name))
                             .map(|o| o.slice())
                             .collect();
-                        send(&mut responders[i], &slices, last[k])
+                        send_one(&mut responders[i], &slices, last[k])
                     }
                 }
             })
             .collect(),
-        Delivery::Batched(outputs) => {
-            let views: Vec<BatchOutput<'_>> = outputs
-                .iter()
-                .map(|o| BatchOutput {
-                    name: o.name.clone(),
-                    dtype: o.dtype,
-                    shape: o.shape.clone(),
-                    data: o.view_data(),
-                })
-                .collect();
-            // Per output, per request: its shape and range of elements.
-            let cuts: Vec<Vec<(Vec<i64>, std::ops::Range<usize>)>> = views
-                .iter()
-                .map(|v| {
-                    let scattered = spec.ragged.batch_output(&v.name).and_then(|bo| {
-                        let dims = &spec.output(&v.name)?.dims;
-                        Some(out.scatter_shapes(dims, &bo.source))
-                    });
-                    batch::plan_scatter(&v.shape, out.rows, spec.batching(), scattered)
-                })
-                .collect();
-            out.group
-                .iter()
-                .enumerate()
-                .map(|(k, &i)| {
-                    if !active[k] {
-                        return Sent::Skipped;
-                    }
-                    let req = out.requests[k];
-                    let slices: Vec<OutputSlice<'_>> = views
-                        .iter()
-                        .zip(&cuts)
-                        .filter(|(v, _)| wanted(req, &v.name))
-                        .map(|(v, cut)| {
-                            let (shape, elems) = &cut[k];
-                            OutputSlice::host(
-                                &v.name,
-                                v.dtype,
-                                shape.clone(),
-                                v.slice_elements(elems.clone()),
-                            )
-                        })
-                        .collect();
-                    send(&mut responders[i], &slices, last[k])
-                })
-                .collect()
-        }
+        Delivery::Batched(outputs) => deliver_cut(spec, outputs, out, responders, active, last),
     }
+}
+
+/// Sends a whole-batch dict, cut back to each active request by rows (or,
+/// for batch_output targets, by the source input's shapes).
+fn deliver_cut<R: Responder>(
+    spec: &ModelSpec,
+    outputs: &[ExtractedOutput],
+    out: &GroupOut<'_, '_>,
+    responders: &mut [R],
+    active: &[bool],
+    last: &[bool],
+) -> Vec<Sent> {
+    let views: Vec<BatchOutput<'_>> = outputs
+        .iter()
+        .map(|o| BatchOutput {
+            name: o.name.clone(),
+            dtype: o.dtype,
+            shape: o.shape.clone(),
+            data: o.view_data(),
+        })
+        .collect();
+    // Per output, per request: its shape and range of elements.
+    let cuts: Vec<Vec<(Vec<i64>, std::ops::Range<usize>)>> = views
+        .iter()
+        .map(|v| {
+            let scattered = spec.ragged.batch_output(&v.name).and_then(|bo| {
+                let dims = &spec.output(&v.name)?.dims;
+                Some(out.scatter_shapes(dims, &bo.source))
+            });
+            batch::plan_scatter(&v.shape, out.rows, spec.batching(), scattered)
+        })
+        .collect();
+    out.group
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            if !active[k] {
+                return Sent::Skipped;
+            }
+            let slices: Vec<OutputSlice<'_>> = views
+                .iter()
+                .zip(&cuts)
+                .filter(|(v, _)| wanted(out.requests[k], &v.name))
+                .map(|(v, cut)| {
+                    let (shape, elems) = &cut[k];
+                    OutputSlice::host(
+                        &v.name,
+                        v.dtype,
+                        shape.clone(),
+                        v.slice_elements(elems.clone()),
+                    )
+                })
+                .collect();
+            send_one(&mut responders[i], &slices, last[k])
+        })
+        .collect()
 }
