@@ -74,33 +74,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
             serde_json::to_string_pretty(&doc).map_err(|e| Error::Runtime(e.into()))?
         );
     } else {
-        for (i, rs) in responses.iter().enumerate() {
-            if rs.is_empty() {
-                println!("request {i}: the stream finished without a response");
-            }
-            for (k, r) in rs.iter().enumerate() {
-                let tag = if rs.len() > 1 {
-                    format!("request {i} response {k}")
-                } else {
-                    format!("request {i}")
-                };
-                match r {
-                    LocalResponse::Outputs(outputs) => {
-                        println!("{tag}:");
-                        for t in outputs {
-                            println!(
-                                "  {} {} {:?} = {}",
-                                t.name,
-                                t.dtype,
-                                t.shape,
-                                local::format_tensor(t).replace('\n', "\n    ")
-                            );
-                        }
-                    }
-                    LocalResponse::Error(e) => println!("{tag}: error: {}", e.message),
-                }
-            }
-        }
+        print_human(&responses);
         println!(
             "{} request(s) in {} Python call(s), {} batch row(s): load {:.1} ms, execute {:.1} ms",
             requests.len(),
@@ -118,6 +92,37 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
     } else {
         Status::Success
     })
+}
+
+/// Each request's responses, tensor by tensor.
+fn print_human(responses: &[Vec<LocalResponse>]) {
+    for (i, rs) in responses.iter().enumerate() {
+        if rs.is_empty() {
+            println!("request {i}: the stream finished without a response");
+        }
+        for (k, r) in rs.iter().enumerate() {
+            let tag = if rs.len() > 1 {
+                format!("request {i} response {k}")
+            } else {
+                format!("request {i}")
+            };
+            match r {
+                LocalResponse::Outputs(outputs) => {
+                    println!("{tag}:");
+                    for t in outputs {
+                        println!(
+                            "  {} {} {:?} = {}",
+                            t.name,
+                            t.dtype,
+                            t.shape,
+                            local::format_tensor(t).replace('\n', "\n    ")
+                        );
+                    }
+                }
+                LocalResponse::Error(e) => println!("{tag}: error: {}", e.message),
+            }
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {

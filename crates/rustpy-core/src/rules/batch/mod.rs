@@ -26,6 +26,7 @@ use crate::rules::spec::ModelSpec;
 pub use scatter::{plan_scatter, BatchOutput, OutputData};
 pub use validate::{rows, validate_request};
 
+/// Splits requests (indices into `reqs`) into groups that can be concatenated.
 /// Groups keep the order in which their first request arrived, and requests
 /// keep their order within a group.
 pub fn plan_groups(

@@ -166,8 +166,6 @@ fn checked_element_count(shape: &[i64]) -> Option<usize> {
         .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
 }
 
-/// Splits requests (indices into `reqs`) into groups that can be concatenated.
-
 #[cfg(test)]
 mod tests {
     use super::super::tests::{req, spec};
