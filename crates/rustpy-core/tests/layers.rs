@@ -152,3 +152,51 @@ fn python_modules_import_each_other_without_a_cycle() {
         }
     }
 }
+
+/// Every process-wide `static` in the workspace's sources is one that
+/// docs/architecture.md ("Process-wide state") names, with why it stays.
+#[test]
+fn every_static_is_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let section = doc
+        .split("## Process-wide state")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/architecture.md has a Process-wide state section");
+    let mut dirs = vec![root.join("src")];
+    for krate in fs::read_dir(root.join("crates")).unwrap() {
+        dirs.push(krate.unwrap().path().join("src"));
+    }
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for file in dirs
+        .iter()
+        .filter(|d| d.is_dir())
+        .flat_map(|d| rust_files(d, true))
+    {
+        for line in code(&file).lines() {
+            let line = line.trim_start();
+            let Some(rest) = line
+                .strip_prefix("static ")
+                .or_else(|| line.strip_prefix("pub static "))
+            else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            seen += 1;
+            if !section.contains(&format!("`{name}`")) && !section.contains(&format!("`{name}`s")) {
+                missing.push(format!("{}: {name}", file.display()));
+            }
+        }
+    }
+    assert!(seen >= 8, "found only {seen} statics");
+    assert!(
+        missing.is_empty(),
+        "undocumented statics:\n{}",
+        missing.join("\n")
+    );
+}
