@@ -324,27 +324,33 @@ pub fn prune_envs(
     }
     // Staging directories of unpacks that died (their key's lock is free).
     if !dry_run {
-        if let Ok(stages) = fs::read_dir(&tmp_root) {
-            for st in stages.flatten() {
-                let name = st.file_name().to_string_lossy().into_owned();
-                let Some(key) = name.split('.').next().filter(|k| is_key(k)) else {
-                    continue;
-                };
-                let Ok(lock) = fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(root.join(format!("{key}.lock")))
-                else {
-                    continue;
-                };
-                if lock.try_lock().is_ok() {
-                    let _ = fs::remove_dir_all(st.path());
-                }
+        clear_dead_staging(&root, &tmp_root);
+    }
+    Ok(out)
+}
+
+/// Removes the staging directories under `tmp_root` of unpacks that died
+/// (nobody holds their key's lock in `root`).
+fn clear_dead_staging(root: &Path, tmp_root: &Path) {
+    if let Ok(stages) = fs::read_dir(tmp_root) {
+        for st in stages.flatten() {
+            let name = st.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.split('.').next().filter(|k| is_key(k)) else {
+                continue;
+            };
+            let Ok(lock) = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(root.join(format!("{key}.lock")))
+            else {
+                continue;
+            };
+            if lock.try_lock().is_ok() {
+                let _ = fs::remove_dir_all(st.path());
             }
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]

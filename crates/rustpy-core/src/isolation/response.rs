@@ -433,7 +433,7 @@ impl WorkerResponses {
         is_final: bool,
     ) -> Result<Option<u64>> {
         let mut w = self.window();
-        let placed = OutputPlacement::plan(outputs, w.used, w.input_view, w.alias_min);
+        let placed = OutputPlacement::plan(outputs, w.used, w.input_view, w.alias_min)?;
         w.output
             .grow(placed.end)
             .map_err(|e| Error::internal(format!("cannot grow the output shared memory: {e}")))?;
@@ -485,7 +485,7 @@ impl ResponseSink for WorkerSink {
             // Its batch is over (batch numbers are not reused): the output
             // region belongs to the next one.
             let msg =
-                FromWorker::InlineResponse(InlineResponse::new(self.index, outputs, is_final));
+                FromWorker::InlineResponse(InlineResponse::new(self.index, outputs, is_final)?);
             return r.link.send(&msg);
         }
         if let Some(token) = r.send_placed(self.index, outputs, is_final)? {
@@ -561,7 +561,7 @@ mod tests {
         fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
             let outputs = outputs
                 .iter()
-                .map(|o| (o.name.to_string(), o.data.to_vec()))
+                .map(|o| (o.name.to_string(), o.data.host().unwrap().to_vec()))
                 .collect();
             self.0.lock().unwrap().responses.push((outputs, is_final));
             self.1 = !is_final;
@@ -623,12 +623,7 @@ mod tests {
     }
 
     fn output(data: &[u8]) -> OutputSlice<'_> {
-        OutputSlice {
-            name: "OUT",
-            dtype: DataType::Uint8,
-            shape: vec![data.len() as i64],
-            data,
-        }
+        OutputSlice::host("OUT", DataType::Uint8, vec![data.len() as i64], data)
     }
 
     #[test]

@@ -57,23 +57,25 @@ impl OutputPlacement {
         used: usize,
         input_view: Option<(usize, usize)>,
         alias_min: usize,
-    ) -> OutputPlacement {
+    ) -> crate::error::Result<OutputPlacement> {
         let (view_at, view_len) = input_view.unwrap_or((0, 0));
         let mut offset = used;
         let mut tensors = Vec::with_capacity(outputs.len());
         let mut from_input = Vec::new();
         for (k, o) in outputs.iter().enumerate() {
-            let at = o.data.as_ptr() as usize;
-            let aliased = o.data.len() >= alias_min.max(1)
+            // Python's outputs are host memory; anything else is refused.
+            let data = o.data.host()?;
+            let at = data.as_ptr() as usize;
+            let aliased = data.len() >= alias_min.max(1)
                 && at >= view_at
-                && at + o.data.len() <= view_at + view_len;
+                && at + data.len() <= view_at + view_len;
             let place = if aliased {
                 from_input.push(k);
                 at - view_at
             } else {
                 offset = offset.next_multiple_of(ALIGN);
                 let place = offset;
-                offset += o.data.len();
+                offset += data.len();
                 place
             };
             tensors.push(WireTensor {
@@ -81,14 +83,14 @@ impl OutputPlacement {
                 dtype: o.dtype.name().to_string(),
                 shape: o.shape.clone(),
                 offset: place,
-                len: o.data.len(),
+                len: data.len(),
             });
         }
-        OutputPlacement {
+        Ok(OutputPlacement {
             tensors,
             from_input,
             end: offset,
-        }
+        })
     }
 
     /// The outputs to copy into the output region: (offset, bytes).
@@ -101,7 +103,8 @@ impl OutputPlacement {
             .zip(&self.tensors)
             .enumerate()
             .filter(|(k, _)| !self.from_input.contains(k))
-            .map(|(_, (o, t))| (t.offset, o.data))
+            // `plan` refused outputs that are not host memory.
+            .filter_map(|(_, (o, t))| o.data.host().ok().map(|d| (t.offset, d)))
     }
 }
 
@@ -132,12 +135,12 @@ impl Response {
                 } else {
                     t.bytes_in(output, "output region")?
                 };
-                Ok(OutputSlice {
-                    name: &t.name,
-                    dtype: t.data_type()?,
-                    shape: t.shape.clone(),
+                Ok(OutputSlice::host(
+                    &t.name,
+                    t.data_type()?,
+                    t.shape.clone(),
                     data,
-                })
+                ))
             })
             .collect()
     }
@@ -154,12 +157,19 @@ pub struct InlineResponse {
 }
 
 impl InlineResponse {
-    pub fn new(request: usize, outputs: &[OutputSlice<'_>], is_final: bool) -> InlineResponse {
-        InlineResponse {
+    pub fn new(
+        request: usize,
+        outputs: &[OutputSlice<'_>],
+        is_final: bool,
+    ) -> crate::error::Result<InlineResponse> {
+        Ok(InlineResponse {
             request,
-            outputs: outputs.iter().map(WireOwnedTensor::from).collect(),
+            outputs: outputs
+                .iter()
+                .map(WireOwnedTensor::try_from)
+                .collect::<crate::error::Result<_>>()?,
             is_final,
-        }
+        })
     }
 
     /// Backend: the outputs, borrowed from the frame.
@@ -178,12 +188,7 @@ mod tests {
     use crate::DataType;
 
     fn out<'a>(name: &'a str, data: &'a [u8]) -> OutputSlice<'a> {
-        OutputSlice {
-            name,
-            dtype: DataType::Uint8,
-            shape: vec![data.len() as i64],
-            data,
-        }
+        OutputSlice::host(name, DataType::Uint8, vec![data.len() as i64], data)
     }
 
     fn sent(frame: FromWorker) -> FromWorker {
@@ -201,7 +206,7 @@ mod tests {
             out("OUT2", &other),
         ];
         let view = Some((input.as_ptr() as usize, input.len()));
-        let plan = OutputPlacement::plan(&outputs, 10, view, 1);
+        let plan = OutputPlacement::plan(&outputs, 10, view, 1).unwrap();
         assert_eq!(plan.from_input, [1]);
         assert_eq!(plan.tensors[1].offset, 128);
         assert_eq!(
@@ -227,8 +232,8 @@ mod tests {
         let got = response.resolve(&region, &input).unwrap();
         for (g, o) in got.iter().zip(&outputs) {
             assert_eq!(
-                (g.name, g.dtype, &g.shape, g.data),
-                (o.name, o.dtype, &o.shape, o.data)
+                (g.name, g.dtype, &g.shape, g.data.host().unwrap()),
+                (o.name, o.dtype, &o.shape, o.data.host().unwrap())
             );
         }
     }
@@ -238,13 +243,10 @@ mod tests {
         let input = vec![9u8; 256];
         let outputs = [out("OUT", &input[..16])];
         let view = Some((input.as_ptr() as usize, input.len()));
-        assert!(OutputPlacement::plan(&outputs, 0, view, 64)
-            .from_input
-            .is_empty());
-        assert_eq!(OutputPlacement::plan(&outputs, 0, view, 16).from_input, [0]);
-        assert!(OutputPlacement::plan(&outputs, 0, None, 1)
-            .from_input
-            .is_empty());
+        let plan = |view, min| OutputPlacement::plan(&outputs, 0, view, min).unwrap();
+        assert!(plan(view, 64).from_input.is_empty());
+        assert_eq!(plan(view, 16).from_input, [0]);
+        assert!(plan(None, 1).from_input.is_empty());
     }
 
     #[test]
@@ -294,13 +296,16 @@ mod tests {
         let bytes = [4u8; 12];
         let outputs = [out("A", &bytes)];
         let FromWorker::InlineResponse(inline) = sent(FromWorker::InlineResponse(
-            InlineResponse::new(3, &outputs, false),
+            InlineResponse::new(3, &outputs, false).unwrap(),
         )) else {
             panic!("not an InlineResponse");
         };
         assert_eq!((inline.request, inline.is_final), (3, false));
         let got = inline.resolve().unwrap();
-        assert_eq!((got[0].name, got[0].data), ("A", &bytes[..]));
+        assert_eq!(
+            (got[0].name, got[0].data.host().unwrap()),
+            ("A", &bytes[..])
+        );
         let mut bad = inline;
         bad.outputs[0].dtype = "NOPE".into();
         assert!(bad.resolve().is_err());

@@ -76,14 +76,17 @@ impl From<&OwnedTensor> for WireOwnedTensor {
     }
 }
 
-impl From<&OutputSlice<'_>> for WireOwnedTensor {
-    fn from(o: &OutputSlice<'_>) -> Self {
-        WireOwnedTensor {
+/// An output's bytes, copied into the frame; only host memory can be.
+impl TryFrom<&OutputSlice<'_>> for WireOwnedTensor {
+    type Error = crate::error::Error;
+
+    fn try_from(o: &OutputSlice<'_>) -> crate::error::Result<Self> {
+        Ok(WireOwnedTensor {
             name: o.name.to_string(),
             dtype: o.dtype.name().to_string(),
             shape: o.shape.clone(),
-            data: o.data.to_vec(),
-        }
+            data: o.data.host()?.to_vec(),
+        })
     }
 }
 
@@ -99,12 +102,12 @@ impl WireOwnedTensor {
 
     /// Borrowed as an output of a response.
     pub fn as_output(&self) -> Result<OutputSlice<'_>, WireError> {
-        Ok(OutputSlice {
-            name: &self.name,
-            dtype: data_type(&self.dtype)?,
-            shape: self.shape.clone(),
-            data: &self.data,
-        })
+        Ok(OutputSlice::host(
+            &self.name,
+            data_type(&self.dtype)?,
+            self.shape.clone(),
+            &self.data,
+        ))
     }
 }
 
