@@ -100,10 +100,84 @@ def test_each_execution_is_counted_per_instance(server):
     assert after.has("nv_inference_count_total", model="gate")
 
 
+def _gate_figures(m: Scrape) -> dict:
+    """The gate instance's execution figures in one scrape."""
+    return {
+        "executions": m.get("rustpy_executions_total", **GATE),
+        "calls": m.get("rustpy_calls_total", **GATE),
+        "rows_count": m.get("rustpy_call_rows_count", **GATE),
+        "rows_sum": m.get("rustpy_call_rows_sum", **GATE),
+        **{f"split_{r}": m.get("rustpy_batch_splits_total", reason=r, **GATE)
+           for r in ("shape", "inputs", "parameters")},
+        **{f"refused_{r}": m.get("rustpy_parameter_refusals_total", reason=r, **GATE)
+           for r in ("unknown", "missing", "invalid")},
+        **{f"phase_{p}": m.get("rustpy_phase_duration_seconds_count", phase=p, **GATE)
+           for p in ("gather", "python", "scatter", "send")},
+        "gil_wait": m.get("rustpy_gil_wait_seconds_count", **GATE),
+    }
+
+
+def test_a_batch_counts_its_calls_rows_parameter_splits_and_refusals(server):
+    """One execution of six requests (made exact by the gate): three with
+    tag a (1 + 2 + 1 rows), two with tag b (1 row each; the model splits
+    calls by parameters), one with scale=99, which request_parameters.json
+    refuses. Triton's batcher keeps shapes and input sets apart before
+    rustpy sees them (crates/rustpy-core/tests/metrics_exec.rs counts those
+    splits); parameters it cannot."""
+    gate_dir = server.repo / "gate"
+    before = _gate_figures(scrape(server))
+    results, errors = {}, {}
+
+    def send(key, rows, params):
+        x = np.arange(rows, dtype=np.int32).reshape(rows, 1) + 1
+        try:
+            results[key] = (x, infer(server, "http", "gate", {"X": x}, parameters=params))
+        except Exception as e:  # noqa: BLE001 - the refusal is checked below
+            errors[key] = str(e)
+
+    holder = threading.Thread(target=send, args=("hold", 1, {"hold": True}))
+    holder.start()
+    # The holding call runs: the next requests queue behind it.
+    assert wait_for(lambda: (gate_dir / "holding").exists()), errors
+    batch = [("a1", 1, {"tag": "a"}), ("a2", 2, {"tag": "a"}), ("a3", 1, {"tag": "a"}),
+             ("b1", 1, {"tag": "b"}), ("b2", 1, {"tag": "b"}), ("bad", 1, {"scale": 99})]
+    threads = [threading.Thread(target=send, args=b) for b in batch]
+    for t in threads:
+        t.start()
+    queued = wait_for(lambda: scrape(server).get("nv_inference_pending_request_count",
+                                                 model="gate") == len(batch))
+    assert queued, scrape(server).text
+    (gate_dir / "release").touch()
+    for t in [holder, *threads]:
+        t.join(120)
+    assert sorted(errors) == ["bad"], errors
+    assert "scale" in errors["bad"] and "gate" in errors["bad"], errors["bad"]
+    for key, (x, r) in results.items():
+        assert (r.as_numpy("Y") == x * 2).all(), key
+    after = _gate_figures(settled(server, "rustpy_executions_total", before["executions"] + 2, **GATE))
+    delta = {k: after[k] - before[k] for k in before}
+    assert delta == {
+        "executions": 2,
+        # the holding call; then one call per tag
+        "calls": 3,
+        "rows_count": 3,
+        "rows_sum": 1 + (1 + 2 + 1) + (1 + 1),
+        "split_shape": 0, "split_inputs": 0, "split_parameters": 1,
+        "refused_unknown": 0, "refused_missing": 0, "refused_invalid": 1,
+        "phase_gather": 3, "phase_python": 3, "phase_scatter": 3, "phase_send": 3,
+        "gil_wait": 3,
+    }, delta
+    # The holding call's time is user code's.
+    m = scrape(server)
+    python = m.get("rustpy_phase_duration_seconds_sum", phase="python", **GATE)
+    gather = m.get("rustpy_phase_duration_seconds_sum", phase="gather", **GATE)
+    assert python > gather, (python, gather)
+
+
 def test_worker_killed_by_sigsegv_counts_one_restart_with_its_cause(server):
     x = lambda v: {"X": np.array([v], np.int32)}  # noqa: E731
     assert infer(server, "http", "crashy", x(4)).as_numpy("Y")[0] == 8
-    before = scrape(server)
+    before = settled(server, "rustpy_calls_total", 1, **CRASHY)
     assert before.get("rustpy_worker_up", **CRASHY) == 1
     assert before.get("rustpy_worker_restarts_total", cause="SIGSEGV", **CRASHY) == 0
     msg = infer_error(server, "http", "crashy", x(-11))
@@ -120,6 +194,10 @@ def test_worker_killed_by_sigsegv_counts_one_restart_with_its_cause(server):
     assert after.get("rustpy_worker_resident_memory_bytes", **CRASHY) > 1 << 20
     assert after.get("rustpy_worker_shared_memory_bytes", region="input", **CRASHY) >= 1 << 20
     assert after.get("rustpy_worker_shared_memory_bytes", region="output", **CRASHY) >= 1 << 20
+    # The worker counts its calls and sends them back with each batch; the
+    # call that crashed died with its worker.
+    assert after.get("rustpy_calls_total", **CRASHY) - before.get("rustpy_calls_total", **CRASHY) == 1
+    assert after.get("rustpy_call_rows_sum", **CRASHY) - before.get("rustpy_call_rows_sum", **CRASHY) == 1
     # In-process instances have no worker series.
     assert not after.has("rustpy_worker_up", model="gate")
 

@@ -38,6 +38,7 @@ impl Admitted<'_, '_> {
             calls: inner.calls,
             compute_start: inner.compute_start,
             compute_end: inner.compute_end,
+            stats: inner.stats,
             ..ExecReport::new(self.rows.len())
         };
         report.rows.clone_from(&self.rows);

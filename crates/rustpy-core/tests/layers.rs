@@ -42,6 +42,7 @@ fn rust_files(dir: &Path, deep: bool) -> Vec<PathBuf> {
 fn the_python_free_layer_uses_no_python_and_nothing_above_it() {
     let src = src();
     let mut files = rust_files(&src.join("rules"), true);
+    files.extend(rust_files(&src.join("metrics"), true));
     for base in [
         "error.rs",
         "constants.rs",

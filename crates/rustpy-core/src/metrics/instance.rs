@@ -4,7 +4,7 @@
 //! fetches ([`Metrics::checkpoint_fetched`]).
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,36 @@ pub struct CallStats {
     pub phase_ns: [u64; 4],
     /// Nanoseconds waited for the GIL before the call (None: not measured).
     pub gil_wait_ns: Option<u64>,
+}
+
+impl CallStats {
+    /// A call of `rows` rows, nothing timed yet (GIL wait measured: 0).
+    pub fn new(rows: usize) -> CallStats {
+        CallStats {
+            rows: rows as u64,
+            phase_ns: [0; 4],
+            gil_wait_ns: Some(0),
+        }
+    }
+
+    /// Adds the time since `since` to `phase`.
+    pub fn time(&mut self, phase: Phase, since: Instant) {
+        self.add(phase, since.elapsed());
+    }
+
+    /// Adds `took` to `phase`.
+    pub fn add(&mut self, phase: Phase, took: Duration) {
+        self.phase_ns[phase as usize] += nanos(took);
+    }
+
+    /// Adds `waited` to the GIL wait.
+    pub fn waited_for_gil(&mut self, waited: Duration) {
+        *self.gil_wait_ns.get_or_insert(0) += nanos(waited);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What an execution did, as counted by the executor that ran it. Plain

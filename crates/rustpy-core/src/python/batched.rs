@@ -22,6 +22,7 @@ use super::runtime::runtime;
 use crate::admission::cancelled;
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
+use crate::metrics::{CallStats, ExecStats, Phase};
 use crate::rules::batch::{self, BatchOutput};
 use crate::rules::ragged;
 use crate::rules::request::{element_count, InferRequest};
@@ -58,7 +59,7 @@ impl Batched {
         let typed: Vec<Option<Cow<'_, InferRequest<'_>>>> = requests
             .iter()
             .zip(responders.iter_mut())
-            .map(|(req, responder)| self.with_typed_parameters(req, responder))
+            .map(|(req, responder)| self.with_typed_parameters(req, responder, &mut report.stats))
             .collect();
         let valid: Vec<(usize, &InferRequest<'_>)> = typed
             .iter()
@@ -69,13 +70,26 @@ impl Batched {
             return report;
         }
         let groups = batch::plan_groups(spec, &valid, self.split_by_parameters);
+        for reason in batch::split_reasons(spec, &valid, &groups) {
+            report.stats.split(reason);
+        }
+        let asked = Instant::now();
         Python::attach(|py| {
+            // The first call carries the wait for the GIL.
+            let mut gil_wait = Some(asked.elapsed());
             for group in &groups {
                 let members: Vec<(usize, &InferRequest<'_>)> = group
                     .iter()
                     .filter_map(|&i| Some((i, typed[i].as_deref()?)))
                     .collect();
-                self.run_group(py, &members, &mut responders, &mut report);
+                let rows = members.iter().map(|&(_, r)| batch::rows(spec, r)).sum();
+                let mut call = CallStats::new(rows);
+                call.waited_for_gil(gil_wait.take().unwrap_or_default());
+                let calls = report.calls;
+                self.run_group(py, &members, &mut responders, &mut report, &mut call);
+                if report.calls > calls {
+                    report.stats.calls.push(call);
+                }
             }
         });
         report
@@ -88,11 +102,12 @@ impl Batched {
         &self,
         req: &'r InferRequest<'a>,
         responder: &mut R,
+        stats: &mut ExecStats,
     ) -> Option<Cow<'r, InferRequest<'a>>> {
         let Some(decl) = &self.request_params else {
             return Some(Cow::Borrowed(req));
         };
-        match crate::rules::params::apply(&self.spec.name, decl, &req.parameters) {
+        match crate::rules::params::apply_or_refuse(&self.spec.name, decl, &req.parameters) {
             Ok(params) => {
                 let mut req = req.clone();
                 req.parameters = params;
@@ -102,20 +117,23 @@ impl Batched {
                 responder.send_error(&cancelled(&self.spec));
                 None
             }
-            Err(e) => {
+            Err((refusal, e)) => {
+                stats.refused(refusal);
                 responder.send_error(&e);
                 None
             }
         }
     }
 
-    /// One predict call for `members` (index in the batch, request).
+    /// One predict call for `members` (index in the batch, request); its
+    /// phases are timed into `call`.
     fn run_group<R: Responder>(
         &self,
         py: Python<'_>,
         members: &[(usize, &InferRequest<'_>)],
         responders: &mut [R],
         report: &mut ExecReport,
+        call: &mut CallStats,
     ) {
         let spec = &self.spec;
         let model = spec.name.as_str();
@@ -123,14 +141,18 @@ impl Batched {
         let requests: Vec<&InferRequest<'_>> = members.iter().map(|&(_, r)| r).collect();
         let rows: Vec<usize> = requests.iter().map(|r| batch::rows(spec, r)).collect();
 
+        let gather = Instant::now();
         let (args, infos) = match self.build_args(py, &requests, &rows) {
             Ok(args) => args,
             Err(e) => return fail_group(&group, responders, &e),
         };
+        call.time(Phase::Gather, gather);
         report.calls += 1;
-        report.compute_start.get_or_insert_with(Instant::now);
+        let python = Instant::now();
+        report.compute_start.get_or_insert(python);
         let result = self.predict.bind(py).call1(args);
         report.compute_end = Some(Instant::now());
+        call.time(Phase::Python, python);
         let result = match result {
             Ok(r) => r,
             Err(e) => {
@@ -151,7 +173,7 @@ impl Batched {
                 .and_then(|rt| rt.is_iterator(py, &result))
                 .unwrap_or(false);
         if !streaming {
-            return self.answer_once(py, &result, &out, responders, report);
+            return self.answer_once(py, &result, &out, responders, report, call);
         }
         if !spec.decoupled {
             let e = Error::invalid_arg(format!(
@@ -161,7 +183,7 @@ impl Batched {
             let _ = result.call_method0("close");
             return fail_group(&group, responders, &e);
         }
-        self.stream(py, &result, &out, infos.as_ref(), responders, report);
+        self.stream(py, &result, &out, infos.as_ref(), responders, report, call);
     }
 
     /// What a non-streaming predict returned, checked and sent to the
@@ -173,13 +195,16 @@ impl Batched {
         out: &GroupOut<'_, '_>,
         responders: &mut [R],
         report: &mut ExecReport,
+        call: &mut CallStats,
     ) {
         let spec = &self.spec;
+        let scatter = Instant::now();
         let delivery = match self.collect_outputs(py, result, out, false) {
             Ok(d) => d,
             Err(e) => return fail_group(out.group, responders, &e),
         };
-        let sent = py.detach(|| {
+        call.time(Phase::Scatter, scatter);
+        let sent = send_without_gil(py, call, || {
             // A request the client cancelled meanwhile gets no outputs.
             let active: Vec<bool> = out
                 .group
@@ -214,6 +239,7 @@ impl Batched {
         infos: Option<&Bound<'_, PyList>>,
         responders: &mut [R],
         report: &mut ExecReport,
+        call: &mut CallStats,
     ) {
         let spec = &self.spec;
         let model = spec.name.as_str();
@@ -243,7 +269,10 @@ impl Batched {
                 let _ = result.call_method0("close");
                 return;
             }
-            let item = match result.call_method0("__next__") {
+            let python = Instant::now();
+            let next = result.call_method0("__next__");
+            call.time(Phase::Python, python);
+            let item = match next {
                 Ok(item) => item,
                 Err(e) if e.is_instance_of::<PyStopIteration>(py) => break,
                 Err(e) => {
@@ -252,6 +281,7 @@ impl Batched {
                 }
             };
             report.compute_end = Some(Instant::now());
+            let scatter = Instant::now();
             // Requests predict finished with `requests[k].finish()`: this
             // response is their last.
             let finishing: Vec<bool> = (0..group.len())
@@ -269,7 +299,10 @@ impl Batched {
                     return fail_alive(responders, &alive, &e);
                 }
             };
-            let sent = py.detach(|| deliver(spec, &delivery, out, responders, &alive, &finishing));
+            call.time(Phase::Scatter, scatter);
+            let sent = send_without_gil(py, call, || {
+                deliver(spec, &delivery, out, responders, &alive, &finishing)
+            });
             for (k, s) in sent.into_iter().enumerate() {
                 match s {
                     Sent::Failed => alive[k] = false,
@@ -281,7 +314,7 @@ impl Batched {
                 }
             }
         }
-        py.detach(|| {
+        send_without_gil(py, call, || {
             for (k, &i) in group.iter().enumerate() {
                 if alive[k] {
                     responders[i].finish();
@@ -555,6 +588,23 @@ fn check_requested(
         }
     }
     Ok(())
+}
+
+/// Runs `send` (responses handed to the server) with the GIL released,
+/// timed as the call's send phase; taking the GIL back counts as GIL wait.
+fn send_without_gil<T: Send>(
+    py: Python<'_>,
+    call: &mut CallStats,
+    send: impl FnOnce() -> T + Send,
+) -> T {
+    let start = Instant::now();
+    let (value, sent) = py.detach(|| {
+        let value = send();
+        (value, Instant::now())
+    });
+    call.add(Phase::Send, sent - start);
+    call.waited_for_gil(sent.elapsed());
+    value
 }
 
 /// Fails every request of a group with `err`.

@@ -17,6 +17,7 @@ use super::runtime::runtime;
 use crate::constants::ReleaseFlag;
 use crate::engine::{ExecReport, Outcome, Responder};
 use crate::error::{Error, Result};
+use crate::metrics::{CallStats, Phase};
 use crate::rules::batch;
 use crate::rules::dtype::DataType;
 use crate::rules::request::InferRequest;
@@ -49,7 +50,12 @@ impl PbUtils {
         if requests.is_empty() {
             return report;
         }
+        let rows = requests.iter().map(|r| batch::rows(&self.spec, r)).sum();
+        let mut call = CallStats::new(rows);
+        let asked = Instant::now();
         Python::attach(|py| {
+            call.waited_for_gil(asked.elapsed());
+            let gather = Instant::now();
             let fail_all = |senders: &[Py<NativeSender>], err: &Error| {
                 for s in senders {
                     s.get().send_error_final(err);
@@ -73,9 +79,10 @@ impl PbUtils {
                 Ok(list) => list,
                 Err(e) => return fail_all(&senders, &e),
             };
+            call.time(Phase::Gather, gather);
             report.calls = 1;
             report.compute_start = Some(Instant::now());
-            let outcome = self.call(py, &py_requests);
+            let outcome = self.call(py, &py_requests, &mut call);
             report.compute_end = Some(Instant::now());
             if let Err(e) = outcome {
                 fail_all(&senders, &self.failure(py, e));
@@ -84,6 +91,9 @@ impl PbUtils {
                 report.outcomes[k] = self.settle(py, &py_requests, k, sender.get());
             }
         });
+        if report.calls > 0 {
+            report.stats.calls.push(call);
+        }
         report
     }
 
@@ -98,8 +108,43 @@ impl PbUtils {
     }
 
     /// Calls the user's `execute` (awaiting a coroutine unless the model is
-    /// decoupled) and sends the responses it returned.
-    fn call(&self, py: Python<'_>, py_requests: &Bound<'_, PyList>) -> PyResult<()> {
+    /// decoupled) and sends the responses it returned; the phases are timed
+    /// into `stats` (python: execute; scatter: the returned responses
+    /// checked; send: converted and handed to the server).
+    fn call(
+        &self,
+        py: Python<'_>,
+        py_requests: &Bound<'_, PyList>,
+        stats: &mut CallStats,
+    ) -> PyResult<()> {
+        let spec = &self.spec;
+        let rt = runtime(py)?;
+        let python = Instant::now();
+        let returned = self.run_execute(py, py_requests);
+        stats.time(Phase::Python, python);
+        let Some(returned) = returned? else {
+            return Ok(());
+        };
+        let scatter = Instant::now();
+        let responses =
+            rt.process_returned(py, &self.instance, spec.decoupled, py_requests, returned)?;
+        stats.time(Phase::Scatter, scatter);
+        if !responses.is_none() {
+            let send = Instant::now();
+            rt.send_returned(py, py_requests, responses)?;
+            stats.time(Phase::Send, send);
+        }
+        Ok(())
+    }
+
+    /// The user's `execute`, a coroutine awaited unless the model is
+    /// decoupled; what it returned (None: a decoupled coroutine, left
+    /// running).
+    fn run_execute<'py>(
+        &self,
+        py: Python<'py>,
+        py_requests: &Bound<'py, PyList>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let spec = &self.spec;
         let rt = runtime(py)?;
         let mut returned = self.execute.bind(py).call1((py_requests,))?;
@@ -115,15 +160,10 @@ impl PbUtils {
                 &spec.name,
             )?;
             if spec.decoupled {
-                return Ok(());
+                return Ok(None);
             }
         }
-        let responses =
-            rt.process_returned(py, &self.instance, spec.decoupled, py_requests, returned)?;
-        if !responses.is_none() {
-            rt.send_returned(py, py_requests, responses)?;
-        }
-        Ok(())
+        Ok(Some(returned))
     }
 
     /// How the `k`th request ended once `execute` returned: rescheduled,

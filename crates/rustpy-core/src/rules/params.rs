@@ -7,6 +7,7 @@ use std::path::Path;
 use rustpy_config::params::{parse_declaration, Declaration, Value, REQUEST_PARAMETERS_FILE};
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::metrics::Refusal;
 use crate::rules::request::ParamValue;
 
 /// Reads `<model_dir>/request_parameters.json`; `None` when there is none.
@@ -64,37 +65,52 @@ pub fn apply(
     decl: &Declaration,
     params: &[(String, ParamValue)],
 ) -> Result<Vec<(String, ParamValue)>> {
+    apply_or_refuse(model, decl, params).map_err(|(_, e)| e)
+}
+
+/// [`apply`], with the kind of refusal (`rustpy_parameter_refusals_total`'s
+/// reason) beside the error.
+pub fn apply_or_refuse(
+    model: &str,
+    decl: &Declaration,
+    params: &[(String, ParamValue)],
+) -> std::result::Result<Vec<(String, ParamValue)>, (Refusal, Error)> {
     let invalid =
         |msg: String| Error::new(ErrorCode::InvalidArg, format!("model '{model}': {msg}"));
     let mut out = Vec::with_capacity(decl.params.len() + params.len());
     for (name, _) in params {
         if decl.get(name).is_none() && !decl.allow_unknown {
-            return Err(invalid(format!(
-                "unknown request parameter '{name}' (the model accepts: {})",
-                decl.names().join(", ")
-            )));
+            return Err((
+                Refusal::Unknown,
+                invalid(format!(
+                    "unknown request parameter '{name}' (the model accepts: {})",
+                    decl.names().join(", ")
+                )),
+            ));
         }
     }
     for p in &decl.params {
         match params.iter().find(|(name, _)| *name == p.name) {
             Some((_, value)) => {
                 let typed = p.accept(&to_value(value)).map_err(|why| {
-                    invalid(format!(
+                    let e = invalid(format!(
                         "request parameter '{}' {why} (declared: {})",
                         p.name,
                         p.rule()
-                    ))
+                    ));
+                    (Refusal::Invalid, e)
                 })?;
                 out.push((p.name.clone(), from_value(typed)));
             }
             None => match &p.default {
                 Some(d) => out.push((p.name.clone(), from_value(d.clone()))),
                 None if p.required => {
-                    return Err(invalid(format!(
+                    let e = invalid(format!(
                         "missing required request parameter '{}' (declared: {})",
                         p.name,
                         p.rule()
-                    )))
+                    ));
+                    return Err((Refusal::Missing, e));
                 }
                 None => {}
             },
@@ -147,6 +163,24 @@ mod tests {
                 p("key", ParamValue::String("k".into())),
                 p("extra", ParamValue::Bool(true)),
             ]
+        );
+    }
+
+    #[test]
+    fn refusals_say_which_rule_was_broken() {
+        let kind = |d: &Declaration, ps: &[(String, ParamValue)]| {
+            apply_or_refuse("m", d, ps).err().map(|(k, _)| k)
+        };
+        let key = p("key", ParamValue::String("k".into()));
+        assert_eq!(kind(&decl(true), &[key.clone()]), None);
+        assert_eq!(
+            kind(&decl(false), &[key.clone(), p("nope", ParamValue::Int(1))]),
+            Some(Refusal::Unknown)
+        );
+        assert_eq!(kind(&decl(true), &[]), Some(Refusal::Missing));
+        assert_eq!(
+            kind(&decl(true), &[key, p("temperature", ParamValue::Int(5))]),
+            Some(Refusal::Invalid)
         );
     }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::values::{params_from_wire, params_to_wire, WireCorrelation, WireParam, WireTensor};
 use super::WireError;
 use crate::engine::{ExecReport, Outcome};
+use crate::metrics::ExecStats;
 use crate::request::{InferRequest, InputTensor};
 use crate::rules::tensor::TensorBuffer;
 
@@ -192,6 +193,10 @@ pub struct Done {
     /// Triton's RESCHEDULE flag.
     #[serde(default)]
     pub rescheduled: Vec<usize>,
+    /// What the worker's strategy counted for rustpy's metrics (the
+    /// backend records it with the execution).
+    #[serde(default)]
+    pub stats: ExecStats,
 }
 
 impl Done {
@@ -213,6 +218,7 @@ impl Done {
             calls: report.calls,
             pinned,
             released,
+            stats: report.stats,
         }
     }
 
@@ -227,11 +233,13 @@ impl Done {
             pinned: false,
             released,
             rescheduled: Vec::new(),
+            stats: ExecStats::default(),
         }
     }
 
-    /// Backend: the outcomes, rows and calls into `report` (of the batch's
-    /// size); a list of another length is ignored, leaving the report's.
+    /// Backend: the outcomes, rows, calls and stats into `report` (of the
+    /// batch's size); a list of another length is ignored, leaving the
+    /// report's.
     pub fn fill(&self, report: &mut ExecReport) {
         let n = report.outcomes.len();
         if self.ok.len() == n {
@@ -251,6 +259,7 @@ impl Done {
             report.rows.clone_from(&self.rows);
         }
         report.calls = self.calls;
+        report.stats.clone_from(&self.stats);
     }
 
     /// Backend: the rescheduled requests that exist in a batch of `n`.
@@ -366,10 +375,14 @@ mod tests {
 
     #[test]
     fn done_round_trips_and_only_fits_a_batch_of_its_size() {
+        use crate::metrics::{CallStats, SplitReason};
         let mut report = ExecReport::new(3);
         report.outcomes = vec![Outcome::Answered, Outcome::Failed, Outcome::Rescheduled];
         report.rows = vec![2, 0, 1];
         report.calls = 1;
+        report.stats.calls.push(CallStats::new(3));
+        report.stats.split(SplitReason::Shape);
+        let stats = report.stats.clone();
         let done = Done::after(report, Instant::now(), true, vec![5]);
         let frame = encode_frame(&super::super::FromWorker::Done(done)).unwrap();
         let super::super::FromWorker::Done(done) =
@@ -386,6 +399,7 @@ mod tests {
             [Outcome::Answered, Outcome::Failed, Outcome::Answered]
         );
         assert_eq!((back.rows, back.calls), (vec![2, 0, 1], 1));
+        assert_eq!(back.stats, stats);
         assert_eq!(done.rescheduled_in(3).collect::<Vec<_>>(), [2]);
         // A worker claiming other sizes or indices changes nothing it should not.
         let mut short = ExecReport::new(2);

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::error::Result;
+use crate::metrics::SplitReason;
 use crate::rules::bytes;
 use crate::rules::dtype::DataType;
 use crate::rules::ragged::{PadPlan, RaggedLayout};
@@ -56,37 +57,87 @@ pub fn plan_groups(
 }
 
 fn group_key(spec: &ModelSpec, req: &InferRequest<'_>, split_by_parameters: bool) -> String {
-    let mut parts: Vec<String> = req
+    let mut parts: Vec<String> = input_keys(spec, req)
+        .into_iter()
+        .map(|(input, shape)| format!("{input}:{shape}"))
+        .collect();
+    if split_by_parameters {
+        parts.push(format!("params[{}]", params_key(req)));
+    }
+    parts.join("|")
+}
+
+/// Per input that decides grouping, sorted: "name:dtype", and what of its
+/// shape must match (the non-batch dims; a ragged input's rank only).
+fn input_keys(spec: &ModelSpec, req: &InferRequest<'_>) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = req
         .inputs
         .iter()
         // An optional input with a default is filled for the requests that
         // omit it (its dims are fixed), so its presence does not split.
         .filter(|i| spec.ragged.default_for(&i.name).is_none())
         .map(|i| {
-            if spec.ragged.is_ragged(&i.name) {
+            let shape = if spec.ragged.is_ragged(&i.name) {
                 // Ragged inputs batch whatever their shapes (same rank).
-                format!("{}:{}:rank{}", i.name, i.dtype, i.shape.len())
+                format!("rank{}", i.shape.len())
             } else {
-                format!(
-                    "{}:{}:{:?}",
-                    i.name,
-                    i.dtype,
-                    &i.shape[1.min(i.shape.len())..]
-                )
-            }
+                format!("{:?}", &i.shape[1.min(i.shape.len())..])
+            };
+            (format!("{}:{}", i.name, i.dtype), shape)
         })
         .collect();
-    parts.sort();
-    if split_by_parameters {
-        let mut params: Vec<String> = req
-            .parameters
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.key()))
-            .collect();
-        params.sort();
-        parts.push(format!("params[{}]", params.join(",")));
+    keys.sort();
+    keys
+}
+
+fn params_key(req: &InferRequest<'_>) -> String {
+    let mut params: Vec<String> = req
+        .parameters
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.key()))
+        .collect();
+    params.sort();
+    params.join(",")
+}
+
+/// Why each group of [`plan_groups`] after the first is a call of its own
+/// (one reason per extra group, in order), for
+/// `rustpy_batch_splits_total`: how its first request differs from the first
+/// group's, `Inputs` (the set of inputs or a data type) before `Shape` (a
+/// non-batch dim) before `Parameters`. A model without batching makes one
+/// call per request by nature: no split.
+pub fn split_reasons(
+    spec: &ModelSpec,
+    reqs: &[(usize, &InferRequest<'_>)],
+    groups: &[Vec<usize>],
+) -> Vec<SplitReason> {
+    if !spec.batching() || groups.len() < 2 {
+        return Vec::new();
     }
-    parts.join("|")
+    let request = |group: &Vec<usize>| {
+        let first = group.first()?;
+        reqs.iter().find(|(i, _)| i == first).map(|&(_, r)| r)
+    };
+    let Some(base) = request(&groups[0]) else {
+        return Vec::new();
+    };
+    let base_keys = input_keys(spec, base);
+    groups[1..]
+        .iter()
+        .filter_map(request)
+        .map(|req| {
+            let keys = input_keys(spec, req);
+            let same_inputs = keys.len() == base_keys.len()
+                && keys.iter().zip(&base_keys).all(|(a, b)| a.0 == b.0);
+            if !same_inputs {
+                SplitReason::Inputs
+            } else if keys != base_keys {
+                SplitReason::Shape
+            } else {
+                SplitReason::Parameters
+            }
+        })
+        .collect()
 }
 
 /// The BYTES elements of several requests' tensors, in batch order. Elements
@@ -346,6 +397,42 @@ mod tests {
         let plans = plan_inputs(&s, &[&r], &[1]);
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0].shape, vec![3, 2]);
+    }
+
+    #[test]
+    fn each_extra_group_has_the_reason_it_was_split() {
+        let d = [0u8; 64];
+        let r0 = req(vec![1, 2], &d[..8]);
+        let r1 = req(vec![1, 3], &d[..12]);
+        let mut r2 = req(vec![2, 2], &d[..16]);
+        r2.parameters = vec![("t".into(), ParamValue::Double(0.5))];
+        let mut r3 = req(vec![1, 2], &d[..8]);
+        r3.inputs.push(tensor("B", vec![1, 1], b"x"));
+        let all = [(0, &r0), (1, &r1), (2, &r2), (3, &r3)];
+        let s = spec(8);
+        let groups = plan_groups(&s, &all, true);
+        assert_eq!(groups, vec![vec![0], vec![1], vec![2], vec![3]]);
+        assert_eq!(
+            split_reasons(&s, &all, &groups),
+            vec![
+                SplitReason::Shape,
+                SplitReason::Parameters,
+                SplitReason::Inputs
+            ]
+        );
+        // One group: no split; no batching: one call per request, no split.
+        let same = [(0, &r0), (2, &r2)];
+        let groups = plan_groups(&s, &same, false);
+        assert_eq!(split_reasons(&s, &same, &groups), vec![]);
+        let groups = plan_groups(&spec(0), &all, false);
+        assert_eq!(groups.len(), 4);
+        assert_eq!(split_reasons(&spec(0), &all, &groups), vec![]);
+        // A ragged input batches whatever its length.
+        let mut ragged = spec(8);
+        ragged.ragged.ragged_inputs.push("A".to_string());
+        let two = [(0, &r0), (1, &r1)];
+        let groups = plan_groups(&ragged, &two, false);
+        assert_eq!(split_reasons(&ragged, &two, &groups), vec![]);
     }
 
     #[test]
