@@ -230,7 +230,10 @@ impl Batched {
 
     /// Drives a streaming (decoupled) predict: each yielded item goes out
     /// to the requests still streaming; a request ends when predict
-    /// finishes it, fails, is cancelled, or the generator ends.
+    /// finishes it, fails, is cancelled, or the generator ends. (The
+    /// generator, its requests' infos, and where the outcomes and the
+    /// call's times go: each is a different borrow.)
+    #[allow(clippy::too_many_arguments)]
     fn stream<R: Responder>(
         &self,
         py: Python<'_>,

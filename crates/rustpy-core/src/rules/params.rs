@@ -172,7 +172,7 @@ mod tests {
             apply_or_refuse("m", d, ps).err().map(|(k, _)| k)
         };
         let key = p("key", ParamValue::String("k".into()));
-        assert_eq!(kind(&decl(true), &[key.clone()]), None);
+        assert_eq!(kind(&decl(true), std::slice::from_ref(&key)), None);
         assert_eq!(
             kind(&decl(false), &[key.clone(), p("nope", ParamValue::Int(1))]),
             Some(Refusal::Unknown)
