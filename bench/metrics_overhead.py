@@ -25,6 +25,14 @@ import time
 
 import bench
 
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads) so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
 WORKLOAD = "add_sub"
 CONCURRENCY = 32
 VARIANTS = ["rustpy", "rustpy_compat"]
@@ -52,13 +60,22 @@ def measure(a, out_dir, setting: str, repeat: int, runs: list) -> None:
         for v in order:
             m = f"{WORKLOAD}_{v}"
             key = f"inproc/{WORKLOAD}/c{CONCURRENCY}/{v}/metrics-{setting}"
+            cpu0 = cpu_seconds(driver.proc.pid)
             lg, stats = driver.run(m, WORKLOAD, None, CONCURRENCY, bench.expect_for(v),
                                    a.duration, a.warmup, key)
+            cpu = cpu_seconds(driver.proc.pid) - cpu0
+            # CPU time of the whole process (server, backend, Python, driver)
+            # over warm-up and measurement, per request completed in the
+            # measurement: less at the mercy of other work on the machine
+            # than req/s.
+            cpu_us = cpu / lg["completed"] * 1e6 if lg["completed"] else None
             run = {"repeat": repeat, "setting": setting, "variant": v, "loadgen": lg,
-                   "stats": stats, "loadavg": os.getloadavg()}
+                   "stats": stats, "cpu_s": cpu, "cpu_us_per_request": cpu_us,
+                   "loadavg": os.getloadavg()}
             runs.append(run)
             bench.log(f"rep {repeat + 1} {key}: {lg['throughput_rps']:,.0f} req/s, "
                       f"p50 {lg['latency_us']['p50'] / 1e3:.3f} ms, batch {stats['avg_batch']}, "
+                      f"cpu {cpu_us or 0:.1f} µs/request, "
                       f"load {run['loadavg'][0]:.1f}, errors {lg['errors'] + lg['validation_errors']}")
     finally:
         driver.stop()
@@ -79,13 +96,26 @@ def summary(runs: list) -> dict:
                                        max(r["loadgen"]["throughput_rps"] for r in mine)],
                 "p50_us": statistics.median(r["loadgen"]["latency_us"]["p50"] for r in mine),
                 "p99_us": statistics.median(r["loadgen"]["latency_us"]["p99"] for r in mine),
-                "avg_batch": statistics.median(r["stats"]["avg_batch"] or 0 for r in mine),
+                "avg_batch": round(statistics.median(r["stats"]["avg_batch"] or 0 for r in mine), 2),
+                "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] or 0 for r in mine),
+                "cpu_us_min_max": [min(r["cpu_us_per_request"] or 0 for r in mine),
+                                   max(r["cpu_us_per_request"] or 0 for r in mine)],
                 "errors": sum(r["loadgen"]["errors"] + r["loadgen"]["validation_errors"] for r in mine),
             }
         if "on" in row and "off" in row and row["off"]["throughput_rps"]:
             row["ratio_on_off"] = row["on"]["throughput_rps"] / row["off"]["throughput_rps"]
+        if "on" in row and "off" in row and row["off"]["cpu_us_per_request"]:
+            row["cpu_ratio_on_off"] = (row["on"]["cpu_us_per_request"]
+                                       / row["off"]["cpu_us_per_request"])
         out[v] = row
     return out
+
+
+def cpu_cell(s: dict) -> str:
+    if not s:
+        return "n/a"
+    lo, hi = s["cpu_us_min_max"]
+    return f"{s['cpu_us_per_request']:.1f} ({lo:.1f}–{hi:.1f})"
 
 
 def render(result: dict) -> str:
@@ -95,8 +125,9 @@ def render(result: dict) -> str:
         f"{result['settings']['repeat']} repeats of {result['settings']['duration_s']} s, "
         f"load average {min(loads):.1f}–{max(loads):.1f} (1 min; above {bench.NOISY_LOAD} is noise)",
         "",
-        "| variant | on req/s | off req/s | on/off | on p50 ms | off p50 ms | batch | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | on req/s | off req/s | on/off | on CPU µs/req (min–max) | off CPU µs/req (min–max) "
+        "| CPU on/off | on p50 ms | off p50 ms | batch | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v, row in result["summary"].items():
         on, off = row.get("on", {}), row.get("off", {})
@@ -107,6 +138,8 @@ def render(result: dict) -> str:
             f"{on['throughput_rps']:,.0f}" if on else "n/a",
             f"{off['throughput_rps']:,.0f}" if off else "n/a",
             f"{ratio:.3f}" if ratio is not None else "n/a",
+            cpu_cell(on), cpu_cell(off),
+            f"{row['cpu_ratio_on_off']:.3f}" if "cpu_ratio_on_off" in row else "n/a",
             f"{on['p50_us'] / 1e3:.3f}" if on else "n/a",
             f"{off['p50_us'] / 1e3:.3f}" if off else "n/a",
             str(on.get("avg_batch", "n/a")),
