@@ -36,6 +36,7 @@ pub mod params;
 mod pbtxt;
 pub mod pyenv;
 pub mod repo;
+pub mod threads;
 mod scan;
 
 /// Types generated from `proto/model_config.proto` (protobuf package `inference`).
