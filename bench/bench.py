@@ -287,6 +287,17 @@ def blas_info() -> dict:
     return info
 
 
+def textcls_profile() -> dict:
+    """bench/textcls_profile.py with the serving interpreter: the textcls
+    classifier's per-request work alone (tokenize, arrays, session.run)."""
+    try:
+        p = subprocess.run(["/usr/bin/python3.11", str(ROOT / "bench" / "textcls_profile.py")],
+                           capture_output=True, text=True, timeout=300, env=clean_env(server_env()))
+        return json.loads(p.stdout) if p.returncode == 0 else {"error": p.stderr[-500:]}
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        return {"error": str(e)}
+
+
 def expect_for(variant: str) -> str:
     return "echo" if variant == "native" else "compute"
 
@@ -807,6 +818,22 @@ def target_lines(results, driver, w, cell) -> list[str]:
                 if v == "rustpy":
                     t = f" (target ≥ 1.3× at c={cmax}, set for gRPC: {verdict(ratio(tp(v, cmax), tp('python', cmax)), 1.3)})"
                 lines.append(f"- {VARIANT_LABEL[v]} / python throughput: {parts}{t}")
+        prof = results["machine"].get("textcls_profile") or {}
+        b1, b16 = prof.get("batch1_us"), prof.get("batch16_us_per_row")
+        if b1 and b16:
+            def us_per_req(v):
+                t = tp(v, cmax)
+                return 1e6 / t if t else None
+            lines.append(
+                f"- the classifier alone (bench/textcls_profile.py, load {prof.get('loadavg', 0):.1f}): per request "
+                f"at batch 1 tokenize {b1['tokenize']:g} + arrays {b1['arrays']:g} + session.run {b1['session_run']:g} "
+                f"= **{b1['total']:g} µs**; per row at batch 16 tokenize {b16['tokenize']:g} + arrays {b16['arrays']:g} "
+                f"+ session.run {b16['session_run']:g} = **{b16['total']:g} µs** (tokenizing "
+                f"{100 * b16['tokenize'] / b16['total']:.0f}%). Measured per request at c={cmax} (1 / throughput): "
+                + ", ".join(f"{v} {fmt_num(us_per_req(v), 0)} µs" for v in ("python", "rustpy_compat", "rustpy", "rustpy_process")
+                            if v in have)
+                + f". Framework-bound ceiling of the batched API / official per-request loop: "
+                  f"{fmt_num(ratio(us_per_req('python'), b16['total']), 2)}× (official measured / batch-16 work alone)")
         if "rustpy" in have and "rustpy_process" in have:
             r = ratio(tp("rustpy_process", cmax), tp("rustpy", cmax))
             lines.append(f"- process mode / in-process (batched API) throughput at c={cmax}: **{fmt_num(r, 2)}×** "
@@ -1093,6 +1120,11 @@ def main(argv=None) -> int:
     log(f"BLAS: {machine['blas'].get('blas_libraries')} "
         f"({machine['blas'].get('matmul_512x1024_us_per_row_batch1')} µs/row alone, "
         f"{machine['blas'].get('matmul_512x1024_us_per_row_batch64')} µs/row at 64); env {machine['blas']['env']}")
+    if "textcls" in workloads:
+        log("profiling the textcls classifier alone ...")
+        machine["textcls_profile"] = textcls_profile()
+        machine["textcls_profile"]["loadavg"] = os.getloadavg()[0]
+        log(f"textcls alone: {machine['textcls_profile']}")
     settings = {"duration_s": a.duration, "warmup_s": a.warmup, "repeat": a.repeat, "quick": a.quick,
                 "drivers": drivers, "workloads": workloads, "variants": variants,
                 "backend_lib": str(rustpy_backend_lib()),

@@ -8,6 +8,9 @@
   and hand-batched, rustpy compat, rustpy batched) computes the function the
   driver checks against (a reference computed in Rust).
 - rustpy-loadgen runs the new workloads over HTTP too.
+- The textcls workload (issue 24: Hugging Face tokenizers + onnxruntime, from
+  ci/install.sh's serving-site): every variant (official backend per request,
+  rustpy compat, batched, process mode) answers a probability distribution.
 - The ragged workload (issue 12: INT32 token ids of lengths 8..128): all
   three variants (official backend, rustpy ragged, rustpy split per shape)
   compute the reference in-process and over HTTP/gRPC, and the repository
@@ -44,6 +47,7 @@ MLP = ["mlp_python", "mlp_python_batched", "mlp_rustpy_compat", "mlp_rustpy"]
 EMBED = ["embed_python", "embed_rustpy_compat", "embed_rustpy"]
 ADD_SUB = ["add_sub_python", "add_sub_rustpy", "add_sub_native"]
 RAGGED = ["ragged_python", "ragged_rustpy", "ragged_rustpy_split"]
+TEXTCLS = ["textcls_python", "textcls_rustpy_compat", "textcls_rustpy", "textcls_rustpy_process"]
 
 
 class Inproc:
@@ -64,7 +68,7 @@ class Inproc:
              "--load", ",".join(models), "--log-file", str(self.log),
              "--backend-config", f"python,shm-region-prefix-name={self.shm}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=clean_env(), cwd=self.tmp, start_new_session=True)
+            env=clean_env(bench.server_env()), cwd=self.tmp, start_new_session=True)
         self.ready = self.read(300)["ready"]
 
     def read(self, timeout):
@@ -100,7 +104,7 @@ class Inproc:
 
 @pytest.fixture(scope="module")
 def inproc():
-    d = Inproc(ADD_SUB + MLP + EMBED + RAGGED)
+    d = Inproc(ADD_SUB + MLP + EMBED + RAGGED + TEXTCLS)
     yield d
     assert d.close() == 0
 
@@ -122,7 +126,7 @@ def batches(r):
 
 
 def test_inproc_loads_the_models_in_process(inproc):
-    assert inproc.ready == {m: True for m in ADD_SUB + MLP + EMBED + RAGGED}
+    assert inproc.ready == {m: True for m in ADD_SUB + MLP + EMBED + RAGGED + TEXTCLS}
 
 
 @pytest.mark.parametrize("model", ["add_sub_python", "add_sub_rustpy"])
@@ -154,7 +158,7 @@ def test_inproc_reports_errors_from_the_server(inproc):
     assert "error" in r or r.get("errors", 0) > 0, r
 
 
-@pytest.mark.parametrize("model", MLP + EMBED + RAGGED)
+@pytest.mark.parametrize("model", MLP + EMBED + RAGGED + TEXTCLS)
 def test_every_variant_computes_the_reference(inproc, model):
     workload = model.split("_", 1)[0]
     r = until_answered(lambda d: inproc.run(model=model, workload=workload, concurrency=4, duration=d))

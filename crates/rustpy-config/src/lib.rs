@@ -36,8 +36,8 @@ pub mod params;
 mod pbtxt;
 pub mod pyenv;
 pub mod repo;
-pub mod threads;
 mod scan;
+pub mod threads;
 
 /// Types generated from `proto/model_config.proto` (protobuf package `inference`).
 #[allow(clippy::all, missing_docs)]

@@ -96,11 +96,20 @@ mod tests {
     #[test]
     fn values_parse_or_name_the_parameter() {
         assert_eq!(threads_setting(&config(None, &[])), Ok(Threads::Auto));
-        assert_eq!(threads_setting(&config(Some(" auto "), &[])), Ok(Threads::Auto));
-        assert_eq!(threads_setting(&config(Some("3"), &[])), Ok(Threads::Fixed(3)));
+        assert_eq!(
+            threads_setting(&config(Some(" auto "), &[])),
+            Ok(Threads::Auto)
+        );
+        assert_eq!(
+            threads_setting(&config(Some("3"), &[])),
+            Ok(Threads::Fixed(3))
+        );
         for bad in ["0", "-1", "1.5", "all", "2 threads"] {
             let e = threads_setting(&config(Some(bad), &[])).unwrap_err();
-            assert!(e.contains("rustpy.threads") && e.contains("\"auto\""), "{bad}: {e}");
+            assert!(
+                e.contains("rustpy.threads") && e.contains("\"auto\""),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -115,7 +124,10 @@ mod tests {
         for instances in 2..10 {
             for cores in 1..17 {
                 let n = Threads::Auto.limit(instances, cores).unwrap();
-                assert!(n >= 1 && (n == 1 || n * instances <= cores), "{instances} on {cores}: {n}");
+                assert!(
+                    n >= 1 && (n == 1 || n * instances <= cores),
+                    "{instances} on {cores}: {n}"
+                );
             }
         }
         // Asked for: applied as asked, even beyond the cores.

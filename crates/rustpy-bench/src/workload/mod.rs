@@ -544,7 +544,9 @@ fn check_distribution(name: &str, n: usize, got: &[u8]) -> Result<(), String> {
     let sum: f32 = p.iter().sum();
     // Written so that a NaN answer fails too.
     if !(p.iter().all(|v| (0.0..=1.0).contains(v)) && (sum - 1.0).abs() <= 1e-3) {
-        return Err(format!("output {name:?} = {p:?} is not a probability distribution"));
+        return Err(format!(
+            "output {name:?} = {p:?} is not a probability distribution"
+        ));
     }
     Ok(())
 }

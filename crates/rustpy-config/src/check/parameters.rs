@@ -60,7 +60,9 @@ impl Rules<'_, '_> {
     /// oversubscribes this machine's cores (threads × instances) is worth a
     /// warning, since it is applied as asked (docs/performance.md).
     pub(super) fn threads(&mut self) {
-        use crate::threads::{available_cores, instance_count, threads_setting, Threads, THREADS_KEY};
+        use crate::threads::{
+            available_cores, instance_count, threads_setting, Threads, THREADS_KEY,
+        };
         let at = || self.parameter_at(THREADS_KEY);
         match threads_setting(self.cfg) {
             Err(message) => {

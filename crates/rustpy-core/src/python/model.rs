@@ -175,7 +175,12 @@ impl LoadedModel {
     /// `rustpy.threads` applied to this process's BLAS/OpenMP pools, if it
     /// (or its default for several instances) sets a limit; `report` logs
     /// the pools as they are after.
-    fn limit_threads(&self, py: Python<'_>, rt: &super::runtime::Runtime, report: bool) -> PyResult<()> {
+    fn limit_threads(
+        &self,
+        py: Python<'_>,
+        rt: &super::runtime::Runtime,
+        report: bool,
+    ) -> PyResult<()> {
         let cores = available_cores();
         let Some(limit) = self.threads.limit(self.instances, cores) else {
             return Ok(());
