@@ -120,7 +120,7 @@ def workload_variants(w, variants):
     return [v for v in variants if v in WORKLOADS[w][2]]
 
 # Lines of a config that may differ between the variants of one workload.
-_VARIANT_LINE = re.compile(r'^\s*(#.*|name\s*:.*|backend\s*:.*|parameters\s*\{\s*key:\s*"rustpy\.(native|isolation)".*)$')
+_VARIANT_LINE = re.compile(r'^\s*(#.*|name\s*:.*|backend\s*:.*|parameters\s*\{\s*key:\s*"rustpy\.(native|isolation|threads)".*)$')
 # ... and, for rustpy_split, what makes a batch ragged.
 _RAGGED_LINE = re.compile(r'^\s*batch_input\s*\[.*$')
 _RAGGED_FLAG = re.compile(r'\s*allow_ragged_batch\s*:\s*true')
@@ -165,7 +165,7 @@ def check_repository(workloads, variants) -> list[str]:
         for v, lines in configs.items():
             if base is not None and lines != base:
                 problems.append(f"bench/models/{w}_{v}/config.pbtxt differs from {w}_python's "
-                                "beyond name/backend/rustpy.native/rustpy.isolation"
+                                "beyond name/backend/rustpy.native/rustpy.isolation/rustpy.threads"
                                 + (" and allow_ragged_batch/batch_input" if "rustpy_split" in WORKLOADS[w][2] else ""))
     return problems
 
@@ -257,10 +257,12 @@ def blas_env() -> dict:
     return {k: v for k, v in os.environ.items() if k.startswith(_BLAS_ENV_PREFIXES)}
 
 
-# Packages of the serving interpreter (ci/install.sh): threadpoolctl and the
-# textcls frameworks, without numpy (Debian's stays). The official backend's
-# stub ignores PYTHONPATH, so the servers get the directory as RUSTPY_BENCH_SITE
-# and the textcls models append it to sys.path (textcls_build.py).
+# Packages of the serving interpreter (ci/install.sh): threadpoolctl (the mlp
+# rustpy variants set rustpy.threads) and the textcls frameworks, without numpy
+# (Debian's stays). rustpy reads PYTHONPATH (in-process and in its workers);
+# the official backend's stub ignores it, so the servers also get the directory
+# as RUSTPY_BENCH_SITE and the textcls models append it to sys.path
+# (textcls_build.py).
 SERVING_SITE = Path(os.environ.get("RUSTPY_DEPS") or ROOT / ".rustpy-deps") / "serving-site"
 
 
@@ -268,7 +270,7 @@ def server_env() -> dict:
     """The servers' extra environment: blas_env() and SERVING_SITE."""
     env = blas_env()
     if SERVING_SITE.is_dir():
-        env["RUSTPY_BENCH_SITE"] = str(SERVING_SITE)
+        env["PYTHONPATH"] = env["RUSTPY_BENCH_SITE"] = str(SERVING_SITE)
     return env
 
 
@@ -1109,7 +1111,7 @@ def main(argv=None) -> int:
             log("repository check: " + pr)
         return 1
     log("repository check: TritonPythonModel files identical between python and rustpy_compat; "
-        "configs identical modulo name/backend/rustpy.native")
+        "configs identical modulo name/backend/rustpy.native/isolation/threads")
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     out_dir = (a.out or ROOT / "bench-results" / stamp).resolve()

@@ -127,6 +127,11 @@ def batches(r):
 
 def test_inproc_loads_the_models_in_process(inproc):
     assert inproc.ready == {m: True for m in ADD_SUB + MLP + EMBED + RAGGED + TEXTCLS}
+    # The rustpy mlp variants run with one BLAS thread (rustpy.threads, threadpoolctl
+    # from ci/install.sh's serving-site).
+    log = inproc.log.read_text(errors="replace")
+    for m in ("mlp_rustpy", "mlp_rustpy_compat"):
+        assert f"model '{m}': rustpy.threads 1: thread pools openblas 1" in log, log[-3000:]
 
 
 @pytest.mark.parametrize("model", ["add_sub_python", "add_sub_rustpy"])
@@ -172,7 +177,7 @@ def net_server():
     from tritonharness import TritonServer
     models = ["mlp_rustpy", "embed_python", "add_sub_rustpy", "ragged_rustpy"]
     s = _start(TritonServer([MODELS], wait_models=models, name="bench-net", load_models=models,
-                            model_control_mode="explicit"))
+                            model_control_mode="explicit", env=bench.server_env()))
     yield s
     s.stop()
 
