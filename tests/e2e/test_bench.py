@@ -269,6 +269,28 @@ def test_load_unload_cycles_step_counts_workers_and_rss(tmp_path):
     assert (tmp_path / "tritonserver-cycles.log").is_file()
 
 
+def test_textcls_rows_give_the_targets_and_the_framework_bound():
+    """textcls: batched / official with the 1.3× target, process / in-process
+    with the 0.9 target, and the classifier-alone profile turned into the
+    ceiling the per-string work leaves (official µs per request / batch-16 work)."""
+    pts = {}
+    for c, tps in ((1, (1000, 1000, 1100, 900)), (16, (4000, 4400, 6000, 5000))):
+        for v, tp in zip(("python", "rustpy_compat", "rustpy", "rustpy_process"), tps):
+            pts[f"grpc:textcls/-/c{c}/{v}"] = {"throughput_rps": {"median": tp, "min": tp, "max": tp}}
+    prof = {"batch1_us": {"tokenize": 50, "arrays": 3, "session_run": 27, "total": 80},
+            "batch16_us_per_row": {"tokenize": 40, "arrays": 5, "session_run": 5, "total": 50},
+            "loadavg": 1.0}
+    results = {"settings": {"variants": bench.VARIANTS, "workloads": ["textcls"]}, "points": pts,
+               "machine": {"textcls_profile": prof}}
+    lines = bench.target_lines(results, "grpc", "textcls",
+                               lambda w, size, c, v: pts.get(bench.key_of("grpc", w, size, c, v)))
+    text = "\n".join(lines)
+    assert "rustpy batched API / python throughput: c=1: 1.10×, c=16: 1.50× (target ≥ 1.3× at c=16" in text, text
+    assert "in-process (batched API) throughput at c=16: **0.83×** (target ≥ 0.9: misses)" in text, text
+    # 1 / 4000 req/s = 250 µs per official request; 250 / 50 µs of batch-16 work alone.
+    assert "python 250 µs" in text and "tokenizing 80%" in text and ": 5.00×" in text, text
+
+
 def test_pycpu_rows_compare_count_2_with_count_1():
     """The count 2 / count 1 line is computed from the two pycpu workloads of
     the same run, per variant, with the ≥ 1.7× target on process mode."""
