@@ -504,6 +504,9 @@ def create_instance(cls, ctx, entry):
     )
 
 
+_threads_warned = set()
+
+
 def limit_threads(model_name, limit, asked):
     """rustpy.threads: caps this process's BLAS and OpenMP thread pools at
     `limit` threads with threadpoolctl; called before and after the instance's
@@ -519,13 +522,15 @@ def limit_threads(model_name, limit, asked):
                 "model '%s': parameter 'rustpy.threads' is %d, but threadpoolctl is not installed "
                 "for the serving interpreter (pip install threadpoolctl)" % (model_name, limit)
             ) from None
-        _native.log(
-            _native.LOG_WARN,
-            "model '%s': several instances share the cores; install threadpoolctl to size the "
-            "BLAS/OpenMP pools to %d thread(s) each (rustpy.threads)" % (model_name, limit),
-            "rustpy",
-            0,
-        )
+        if model_name not in _threads_warned:  # once per model, not per call
+            _threads_warned.add(model_name)
+            _native.log(
+                _native.LOG_WARN,
+                "model '%s': several instances share the cores; install threadpoolctl to size the "
+                "BLAS/OpenMP pools to %d thread(s) each (rustpy.threads)" % (model_name, limit),
+                "rustpy",
+                0,
+            )
         return []
     threadpoolctl.threadpool_limits(limits=limit)
     return [(p.get("internal_api"), p.get("num_threads")) for p in threadpoolctl.threadpool_info()]
