@@ -105,6 +105,12 @@ WORKLOADS = {
                      [(None, [4])], ["python", "rustpy_compat", "rustpy_compat_process"]),
     "ragged": ("variable-length token ids: INT32[n], n uniform 8..128 → mean embedding FP32[16]",
                [(None, [8, 32])], ["python", "rustpy_split", "rustpy"]),
+    # Issue 24: real frameworks. A Hugging Face tokenizer + an onnxruntime session
+    # (bench/models/textcls_python/1/textcls_build.py builds both in code), from
+    # ci/install.sh's serving-site (SERVING_SITE below).
+    "textcls": ("text classifier: BYTES → HF tokenizers (WordLevel) → onnxruntime (embedding, mean "
+                "pool, linear, softmax) → FP32[4]", [(None, [1, 16])],
+                ["python", "rustpy_compat", "rustpy", "rustpy_process"]),
 }
 # Workloads whose requests and checks are another workload's (rustpy-loadgen --workload).
 LOADGEN_WORKLOAD = {"pycpu_count1": "embed", "pycpu_count2": "embed"}
@@ -114,7 +120,7 @@ def workload_variants(w, variants):
     return [v for v in variants if v in WORKLOADS[w][2]]
 
 # Lines of a config that may differ between the variants of one workload.
-_VARIANT_LINE = re.compile(r'^\s*(#.*|name\s*:.*|backend\s*:.*|parameters\s*\{\s*key:\s*"rustpy\.(native|isolation)".*)$')
+_VARIANT_LINE = re.compile(r'^\s*(#.*|name\s*:.*|backend\s*:.*|parameters\s*\{\s*key:\s*"rustpy\.(native|isolation|threads)".*)$')
 # ... and, for rustpy_split, what makes a batch ragged.
 _RAGGED_LINE = re.compile(r'^\s*batch_input\s*\[.*$')
 _RAGGED_FLAG = re.compile(r'\s*allow_ragged_batch\s*:\s*true')
@@ -159,7 +165,7 @@ def check_repository(workloads, variants) -> list[str]:
         for v, lines in configs.items():
             if base is not None and lines != base:
                 problems.append(f"bench/models/{w}_{v}/config.pbtxt differs from {w}_python's "
-                                "beyond name/backend/rustpy.native/rustpy.isolation"
+                                "beyond name/backend/rustpy.native/rustpy.isolation/rustpy.threads"
                                 + (" and allow_ragged_batch/batch_input" if "rustpy_split" in WORKLOADS[w][2] else ""))
     return problems
 
@@ -251,6 +257,23 @@ def blas_env() -> dict:
     return {k: v for k, v in os.environ.items() if k.startswith(_BLAS_ENV_PREFIXES)}
 
 
+# Packages of the serving interpreter (ci/install.sh): threadpoolctl (the mlp
+# rustpy variants set rustpy.threads) and the textcls frameworks, without numpy
+# (Debian's stays). rustpy reads PYTHONPATH (in-process and in its workers);
+# the official backend's stub ignores it, so the servers also get the directory
+# as RUSTPY_BENCH_SITE and the textcls models append it to sys.path
+# (textcls_build.py).
+SERVING_SITE = Path(os.environ.get("RUSTPY_DEPS") or ROOT / ".rustpy-deps") / "serving-site"
+
+
+def server_env() -> dict:
+    """The servers' extra environment: blas_env() and SERVING_SITE."""
+    env = blas_env()
+    if SERVING_SITE.is_dir():
+        env["PYTHONPATH"] = env["RUSTPY_BENCH_SITE"] = str(SERVING_SITE)
+    return env
+
+
 def blas_info() -> dict:
     """Which BLAS the server's numpy runs (libraries mapped after a matmul,
     threadpoolctl when installed) and a 512×1024 matmul's cost per row."""
@@ -266,6 +289,17 @@ def blas_info() -> dict:
     return info
 
 
+def textcls_profile() -> dict:
+    """bench/textcls_profile.py with the serving interpreter: the textcls
+    classifier's per-request work alone (tokenize, arrays, session.run)."""
+    try:
+        p = subprocess.run(["/usr/bin/python3.11", str(ROOT / "bench" / "textcls_profile.py")],
+                           capture_output=True, text=True, timeout=300, env=clean_env(server_env()))
+        return json.loads(p.stdout) if p.returncode == 0 else {"error": p.stderr[-500:]}
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        return {"error": str(e)}
+
+
 def expect_for(variant: str) -> str:
     return "echo" if variant == "native" else "compute"
 
@@ -279,7 +313,7 @@ class NetworkDriver:
         self.out_dir = out_dir
         self.name = self.protocol = protocol
         self.server = TritonServer([MODELS], exit_on_error=False, wait_models=[], name="bench",
-                                   env=blas_env())
+                                   env=server_env())
 
     def start(self, models) -> dict:
         """Starts the server; returns {model: None if ready, else why not}."""
@@ -359,7 +393,7 @@ class InprocDriver:
             cmd += ["--backend-config", bc]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=open(self.out_dir / f"inproc-driver{self.tag}.stderr", "wb"),
-                                     text=True, env=clean_env(blas_env()), cwd=self.tmp,
+                                     text=True, env=clean_env(server_env()), cwd=self.tmp,
                                      start_new_session=True)
         ready = self._read(600)
         if "ready" not in ready:
@@ -423,9 +457,9 @@ class PerfAnalyzerDriver:
         self.name = name
         self.out_dir = out_dir
         self.tmp = Path(tempfile.mkdtemp(prefix=f"rustpy-bench-{name}-"))
-        self.pa = perf_analyzer.PerfAnalyzer(perf_analyzer.MODES[name], self.tmp, MODELS, env=blas_env())
+        self.pa = perf_analyzer.PerfAnalyzer(perf_analyzer.MODES[name], self.tmp, MODELS, env=server_env())
         self.server = None if name == "pa_capi" else \
-            TritonServer([MODELS], exit_on_error=False, wait_models=[], name=f"bench-{name}", env=blas_env())
+            TritonServer([MODELS], exit_on_error=False, wait_models=[], name=f"bench-{name}", env=server_env())
 
     def start(self, models) -> dict:
         if not self.pa.exe.exists():
@@ -783,6 +817,36 @@ def target_lines(results, driver, w, cell) -> list[str]:
             r = ratio(tp("rustpy", cmax), tp("python", cmax))
             lines.append(f"- rustpy ragged / python throughput: {parts} "
                          f"(target > 1, ahead of it: {verdict(r, 1.0 + 1e-9)})")
+    elif w == "textcls" and "python" in have:
+        # Issue 24: batched API ≥ 1.3× the official backend at c=16 (set for
+        # gRPC), process mode within 10% of in-process.
+        for v in ("rustpy", "rustpy_compat", "rustpy_process"):
+            if v in have:
+                parts = ", ".join(f"c={c}: {fmt_num(ratio(tp(v, c), tp('python', c)), 2)}×" for c in concs)
+                t = ""
+                if v == "rustpy":
+                    t = f" (target ≥ 1.3× at c={cmax}, set for gRPC: {verdict(ratio(tp(v, cmax), tp('python', cmax)), 1.3)})"
+                lines.append(f"- {VARIANT_LABEL[v]} / python throughput: {parts}{t}")
+        prof = results["machine"].get("textcls_profile") or {}
+        b1, b16 = prof.get("batch1_us"), prof.get("batch16_us_per_row")
+        if b1 and b16:
+            def us_per_req(v):
+                t = tp(v, cmax)
+                return 1e6 / t if t else None
+            lines.append(
+                f"- the classifier alone (bench/textcls_profile.py, load {prof.get('loadavg', 0):.1f}): per request "
+                f"at batch 1 tokenize {b1['tokenize']:g} + arrays {b1['arrays']:g} + session.run {b1['session_run']:g} "
+                f"= **{b1['total']:g} µs**; per row at batch 16 tokenize {b16['tokenize']:g} + arrays {b16['arrays']:g} "
+                f"+ session.run {b16['session_run']:g} = **{b16['total']:g} µs** (tokenizing "
+                f"{100 * b16['tokenize'] / b16['total']:.0f}%). Measured per request at c={cmax} (1 / throughput): "
+                + ", ".join(f"{v} {fmt_num(us_per_req(v), 0)} µs" for v in ("python", "rustpy_compat", "rustpy", "rustpy_process")
+                            if v in have)
+                + f". Framework-bound ceiling of the batched API / official per-request loop: "
+                  f"{fmt_num(ratio(us_per_req('python'), b16['total']), 2)}× (official measured / batch-16 work alone)")
+        if "rustpy" in have and "rustpy_process" in have:
+            r = ratio(tp("rustpy_process", cmax), tp("rustpy", cmax))
+            lines.append(f"- process mode / in-process (batched API) throughput at c={cmax}: **{fmt_num(r, 2)}×** "
+                         f"(target ≥ 0.9: {verdict(r, 0.9)})")
     elif w in ("upper", "embed") and "python" in have:
         for v in ("rustpy", "rustpy_compat"):
             if v in have:
@@ -1060,7 +1124,7 @@ def main(argv=None) -> int:
             log("repository check: " + pr)
         return 1
     log("repository check: TritonPythonModel files identical between python and rustpy_compat; "
-        "configs identical modulo name/backend/rustpy.native")
+        "configs identical modulo name/backend/rustpy.native/isolation/threads")
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     out_dir = (a.out or ROOT / "bench-results" / stamp).resolve()
@@ -1071,6 +1135,11 @@ def main(argv=None) -> int:
     log(f"BLAS: {machine['blas'].get('blas_libraries')} "
         f"({machine['blas'].get('matmul_512x1024_us_per_row_batch1')} µs/row alone, "
         f"{machine['blas'].get('matmul_512x1024_us_per_row_batch64')} µs/row at 64); env {machine['blas']['env']}")
+    if "textcls" in workloads:
+        log("profiling the textcls classifier alone ...")
+        machine["textcls_profile"] = textcls_profile()
+        machine["textcls_profile"]["loadavg"] = os.getloadavg()[0]
+        log(f"textcls alone: {machine['textcls_profile']}")
     settings = {"duration_s": a.duration, "warmup_s": a.warmup, "repeat": a.repeat, "quick": a.quick,
                 "drivers": drivers, "workloads": workloads, "variants": variants,
                 "backend_lib": str(rustpy_backend_lib()),

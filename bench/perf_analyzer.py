@@ -136,6 +136,7 @@ INPUTS = {
     "identity": identity_inputs,
     "upper": text_inputs,
     "embed": text_inputs,
+    "textcls": text_inputs,
     "pycpu_count1": text_inputs,
     "pycpu_count2": text_inputs,
     "mlp": mlp_inputs,

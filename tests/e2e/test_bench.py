@@ -8,6 +8,9 @@
   and hand-batched, rustpy compat, rustpy batched) computes the function the
   driver checks against (a reference computed in Rust).
 - rustpy-loadgen runs the new workloads over HTTP too.
+- The textcls workload (issue 24: Hugging Face tokenizers + onnxruntime, from
+  ci/install.sh's serving-site): every variant (official backend per request,
+  rustpy compat, batched, process mode) answers a probability distribution.
 - The ragged workload (issue 12: INT32 token ids of lengths 8..128): all
   three variants (official backend, rustpy ragged, rustpy split per shape)
   compute the reference in-process and over HTTP/gRPC, and the repository
@@ -44,6 +47,7 @@ MLP = ["mlp_python", "mlp_python_batched", "mlp_rustpy_compat", "mlp_rustpy"]
 EMBED = ["embed_python", "embed_rustpy_compat", "embed_rustpy"]
 ADD_SUB = ["add_sub_python", "add_sub_rustpy", "add_sub_native"]
 RAGGED = ["ragged_python", "ragged_rustpy", "ragged_rustpy_split"]
+TEXTCLS = ["textcls_python", "textcls_rustpy_compat", "textcls_rustpy", "textcls_rustpy_process"]
 
 
 class Inproc:
@@ -64,7 +68,7 @@ class Inproc:
              "--load", ",".join(models), "--log-file", str(self.log),
              "--backend-config", f"python,shm-region-prefix-name={self.shm}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=clean_env(), cwd=self.tmp, start_new_session=True)
+            env=clean_env(bench.server_env()), cwd=self.tmp, start_new_session=True)
         self.ready = self.read(300)["ready"]
 
     def read(self, timeout):
@@ -100,7 +104,7 @@ class Inproc:
 
 @pytest.fixture(scope="module")
 def inproc():
-    d = Inproc(ADD_SUB + MLP + EMBED + RAGGED)
+    d = Inproc(ADD_SUB + MLP + EMBED + RAGGED + TEXTCLS)
     yield d
     assert d.close() == 0
 
@@ -122,7 +126,12 @@ def batches(r):
 
 
 def test_inproc_loads_the_models_in_process(inproc):
-    assert inproc.ready == {m: True for m in ADD_SUB + MLP + EMBED + RAGGED}
+    assert inproc.ready == {m: True for m in ADD_SUB + MLP + EMBED + RAGGED + TEXTCLS}
+    # The rustpy mlp variants run with one BLAS thread (rustpy.threads, threadpoolctl
+    # from ci/install.sh's serving-site).
+    log = inproc.log.read_text(errors="replace")
+    for m in ("mlp_rustpy", "mlp_rustpy_compat"):
+        assert f"model '{m}': rustpy.threads 1: thread pools openblas 1" in log, log[-3000:]
 
 
 @pytest.mark.parametrize("model", ["add_sub_python", "add_sub_rustpy"])
@@ -154,7 +163,7 @@ def test_inproc_reports_errors_from_the_server(inproc):
     assert "error" in r or r.get("errors", 0) > 0, r
 
 
-@pytest.mark.parametrize("model", MLP + EMBED + RAGGED)
+@pytest.mark.parametrize("model", MLP + EMBED + RAGGED + TEXTCLS)
 def test_every_variant_computes_the_reference(inproc, model):
     workload = model.split("_", 1)[0]
     r = until_answered(lambda d: inproc.run(model=model, workload=workload, concurrency=4, duration=d))
@@ -168,7 +177,7 @@ def net_server():
     from tritonharness import TritonServer
     models = ["mlp_rustpy", "embed_python", "add_sub_rustpy", "ragged_rustpy"]
     s = _start(TritonServer([MODELS], wait_models=models, name="bench-net", load_models=models,
-                            model_control_mode="explicit"))
+                            model_control_mode="explicit", env=bench.server_env()))
     yield s
     s.stop()
 
@@ -258,6 +267,28 @@ def test_load_unload_cycles_step_counts_workers_and_rss(tmp_path):
     text = bench.render_cycles(r)
     assert "worker processes left after an unload: **0** (target 0: meets)" in text, text
     assert (tmp_path / "tritonserver-cycles.log").is_file()
+
+
+def test_textcls_rows_give_the_targets_and_the_framework_bound():
+    """textcls: batched / official with the 1.3× target, process / in-process
+    with the 0.9 target, and the classifier-alone profile turned into the
+    ceiling the per-string work leaves (official µs per request / batch-16 work)."""
+    pts = {}
+    for c, tps in ((1, (1000, 1000, 1100, 900)), (16, (4000, 4400, 6000, 5000))):
+        for v, tp in zip(("python", "rustpy_compat", "rustpy", "rustpy_process"), tps):
+            pts[f"grpc:textcls/-/c{c}/{v}"] = {"throughput_rps": {"median": tp, "min": tp, "max": tp}}
+    prof = {"batch1_us": {"tokenize": 50, "arrays": 3, "session_run": 27, "total": 80},
+            "batch16_us_per_row": {"tokenize": 40, "arrays": 5, "session_run": 5, "total": 50},
+            "loadavg": 1.0}
+    results = {"settings": {"variants": bench.VARIANTS, "workloads": ["textcls"]}, "points": pts,
+               "machine": {"textcls_profile": prof}}
+    lines = bench.target_lines(results, "grpc", "textcls",
+                               lambda w, size, c, v: pts.get(bench.key_of("grpc", w, size, c, v)))
+    text = "\n".join(lines)
+    assert "rustpy batched API / python throughput: c=1: 1.10×, c=16: 1.50× (target ≥ 1.3× at c=16" in text, text
+    assert "in-process (batched API) throughput at c=16: **0.83×** (target ≥ 0.9: misses)" in text, text
+    # 1 / 4000 req/s = 250 µs per official request; 250 / 50 µs of batch-16 work alone.
+    assert "python 250 µs" in text and "tokenizing 80%" in text and ": 5.00×" in text, text
 
 
 def test_pycpu_rows_compare_count_2_with_count_1():

@@ -25,7 +25,7 @@ const USAGE: &str = "\
 rustpy-loadgen: KServe v2 HTTP (binary tensors) load generator for rustpy's benchmark
 
 USAGE:
-    rustpy-loadgen --model NAME --workload add_sub|identity|upper|mlp|embed|ragged [OPTIONS]
+    rustpy-loadgen --model NAME --workload add_sub|identity|upper|mlp|embed|ragged|textcls [OPTIONS]
 
 OPTIONS:
     --url HOST:PORT       Triton's HTTP (or gRPC) endpoint, loopback only [default: 127.0.0.1:8000]
@@ -40,6 +40,7 @@ OPTIONS:
                           embed: BYTES[1] TEXT -> FP32[64] EMBEDDING (tokenize, mean, L2)
                           ragged: INT32[n] TOKENS, n uniform in 8..128 (seeded) -> FP32[16]
                           EMB (mean of embedding rows)
+                          textcls: BYTES[1] TEXT -> FP32[4] PROBS (HF tokenizer + onnxruntime)
     --bytes SIZE          identity payload per request, e.g. 1048576, 1MiB, 16MiB [default: 1MiB]
     --expect MODE         compute: the workload's function; echo: output i = input i
                           (native echo ceiling); none: status only [default: compute]

@@ -37,6 +37,7 @@ mod pbtxt;
 pub mod pyenv;
 pub mod repo;
 mod scan;
+pub mod threads;
 
 /// Types generated from `proto/model_config.proto` (protobuf package `inference`).
 #[allow(clippy::all, missing_docs)]

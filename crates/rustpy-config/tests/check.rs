@@ -772,3 +772,49 @@ fn memory_limit_and_environment_parameters_are_validated() {
     ));
     assert!(with_code(&check_path(theirs.path()), "parameters.python-env").is_empty());
 }
+
+#[test]
+fn threads_parameter_is_validated() {
+    let param = |v: &str| {
+        format!("parameters {{ key: \"rustpy.threads\" value {{ string_value: \"{v}\" }} }}\n")
+    };
+    // "auto" and a number within the cores are clean.
+    for ok in ["auto", "1"] {
+        let dir = model(&format!("{GOOD}{}", param(ok)));
+        let report = check_path(dir.path());
+        assert!(
+            report
+                .diagnostics
+                .iter()
+                .all(|d| !d.code.starts_with("parameters.threads")),
+            "{ok}: {:#?}",
+            report.diagnostics
+        );
+    }
+    // Anything else is an error on its key, naming the accepted values.
+    for bad in ["0", "-2", "two", "1.5"] {
+        let d = only(
+            &format!("{GOOD}{}", param(bad)),
+            "parameters.threads",
+            Some(8),
+        );
+        assert_eq!(d.severity, Severity::Error);
+        assert!(
+            d.message.contains("rustpy.threads") && d.message.contains("\"auto\""),
+            "{d}"
+        );
+    }
+    // More threads than this machine's cores, over two instances: a warning.
+    let many = rustpy_config::threads::available_cores();
+    let d = only(
+        &format!(
+            "{}{}",
+            GOOD.replace("count: 1", "count: 2"),
+            param(&many.to_string())
+        ),
+        "parameters.threads-oversubscribed",
+        Some(8),
+    );
+    assert_eq!(d.severity, Severity::Warning);
+    assert!(d.message.contains("2 instance(s)"), "{d}");
+}

@@ -46,7 +46,7 @@ and writes one JSON line per run (throughput_rps, latency_us, completed, errors,
 validation_errors, first_error, stats_before/stats_after: the model's statistics
 around the run, for the batch sizes). The first line written is
 {\"ready\": {model: bool}} once the server has loaded the models.
-Workloads: add_sub, identity, upper, mlp, embed, ragged (as rustpy-loadgen).
+Workloads: add_sub, identity, upper, mlp, embed, ragged, textcls (as rustpy-loadgen).
 ";
 
 // ------------------------------------------------------------- callbacks

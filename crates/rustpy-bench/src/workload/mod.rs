@@ -25,6 +25,10 @@ pub enum Kind {
     /// INT32[n] TOKENS, n uniform in 8..=128 -> FP32[16] EMB: mean of
     /// embedding rows (see `ragged`).
     Ragged,
+    /// BYTES[1] TEXT (the embed texts) -> FP32[4] PROBS: a Hugging Face
+    /// tokenizer and an onnxruntime classifier built by the model (bench/models/
+    /// textcls_*), checked as a probability distribution.
+    TextCls,
 }
 
 impl Kind {
@@ -36,6 +40,7 @@ impl Kind {
             "mlp" => Some(Kind::Mlp),
             "embed" => Some(Kind::Embed),
             "ragged" => Some(Kind::Ragged),
+            "textcls" => Some(Kind::TextCls),
             _ => None,
         }
     }
@@ -48,6 +53,7 @@ impl Kind {
             Kind::Mlp => "mlp",
             Kind::Embed => "embed",
             Kind::Ragged => "ragged",
+            Kind::TextCls => "textcls",
         }
     }
 }
@@ -90,6 +96,8 @@ pub enum Expected {
     /// FP32 values computed here in f64: compared with a tolerance (BLAS
     /// summation order differs between libraries and batch sizes).
     Approx(Arc<Vec<f32>>),
+    /// `n` FP32 probabilities: each in [0, 1], summing to 1.
+    Distribution(usize),
 }
 
 /// One input tensor of a request, as the in-process driver passes it to
@@ -195,11 +203,15 @@ impl Workload {
                 });
                 w.fixed_header = Some(serde_json::to_vec(&h).expect("serialisable"));
             }
-            Kind::Embed => {
+            Kind::Embed | Kind::TextCls => {
                 w.pool = (0..POOL)
                     .map(|s| {
                         let text = embed::text(s);
-                        let y = embed::embed(text.as_bytes());
+                        let y = if kind == Kind::Embed {
+                            embed::embed(text.as_bytes())
+                        } else {
+                            Vec::new()
+                        };
                         let mut bytes = Vec::new();
                         push_bytes_element(&mut bytes, text.as_bytes());
                         (bytes, Arc::new(y))
@@ -249,7 +261,9 @@ impl Workload {
                 let d = req.shared.as_ref().map_or(&[][..], |s| &s[..]);
                 vec![one("INPUT0", "UINT8", d.len(), d)]
             }
-            Kind::Upper | Kind::Embed => vec![one("TEXT", "BYTES", 1, &req.data[..])],
+            Kind::Upper | Kind::Embed | Kind::TextCls => {
+                vec![one("TEXT", "BYTES", 1, &req.data[..])]
+            }
             Kind::Mlp => vec![one("INPUT", "FP32", mlp::IN, &req.data[..])],
             Kind::Ragged => vec![one("TOKENS", "INT32", req.data.len() / 4, &req.data[..])],
         }
@@ -264,6 +278,7 @@ impl Workload {
             Kind::Mlp => &["OUTPUT"],
             Kind::Embed => &["EMBEDDING"],
             Kind::Ragged => &["EMB"],
+            Kind::TextCls => &["PROBS"],
         }
     }
 
@@ -284,7 +299,7 @@ impl Workload {
             Kind::AddSub => self.build_add_sub(worker, seq, req),
             Kind::Identity => self.build_identity(req),
             Kind::Upper => self.build_upper(worker, seq, req),
-            Kind::Mlp | Kind::Embed => self.build_pooled(worker, seq, req),
+            Kind::Mlp | Kind::Embed | Kind::TextCls => self.build_pooled(worker, seq, req),
             Kind::Ragged => self.build_ragged(worker, seq, req),
         }
         req.tensor_bytes = req.data.len() + req.shared.as_ref().map_or(0, |s| s.len());
@@ -370,17 +385,17 @@ impl Workload {
             let h = serde_json::json!({
                 "inputs": [{ "name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
                              "parameters": { "binary_data_size": req.data.len() } }],
-                "outputs": [binary_output("EMBEDDING")],
+                "outputs": [binary_output(self.output_names()[0])],
             });
             serde_json::to_writer(&mut req.header, &h).expect("serialisable");
         }
         if self.expect == Expect::Compute {
-            let out = if self.kind == Kind::Mlp {
-                "OUTPUT"
-            } else {
-                "EMBEDDING"
+            let out = self.output_names()[0];
+            let e = match self.kind {
+                Kind::TextCls => Expected::Distribution(TEXTCLS_CLASSES),
+                _ => Expected::Approx(expected.clone()),
             };
-            req.expected.push((out, Expected::Approx(expected.clone())));
+            req.expected.push((out, e));
         }
     }
 
@@ -462,6 +477,9 @@ impl Workload {
 /// computed once, so checking a response costs a comparison).
 const POOL: usize = 64;
 
+/// Classes of the textcls model (bench/models/textcls_*/1/textcls_build.py).
+pub const TEXTCLS_CLASSES: usize = 4;
+
 fn pool_index(worker: usize, seq: u64) -> usize {
     ((worker as u64 * 7 + seq) % POOL as u64) as usize
 }
@@ -471,6 +489,7 @@ fn check(name: &str, expected: &Expected, got: &[u8], full: bool) -> Result<(), 
         Expected::Exact(v) => v,
         Expected::Shared(v) => v,
         Expected::Approx(v) => return check_approx(name, v, got),
+        Expected::Distribution(n) => return check_distribution(name, *n, got),
     };
     if want.len() != got.len() {
         return Err(format!(
@@ -509,6 +528,27 @@ fn check(name: &str, expected: &Expected, got: &[u8], full: bool) -> Result<(), 
     } else {
         Ok(())
     }
+}
+
+fn check_distribution(name: &str, n: usize, got: &[u8]) -> Result<(), String> {
+    if got.len() != n * 4 {
+        return Err(format!(
+            "output {name:?}: {} bytes, expected {n} FP32 probabilities",
+            got.len()
+        ));
+    }
+    let p: Vec<f32> = got
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    let sum: f32 = p.iter().sum();
+    // Written so that a NaN answer fails too.
+    if !(p.iter().all(|v| (0.0..=1.0).contains(v)) && (sum - 1.0).abs() <= 1e-3) {
+        return Err(format!(
+            "output {name:?} = {p:?} is not a probability distribution"
+        ));
+    }
+    Ok(())
 }
 
 fn check_approx(name: &str, want: &[f32], got: &[u8]) -> Result<(), String> {
@@ -576,6 +616,21 @@ mod tests {
         assert!(check_approx("Y", &want, &ok).is_ok());
         assert!(check_approx("Y", &want, &bad).is_err());
         assert!(check_approx("Y", &want, &ok[..4]).is_err());
+    }
+
+    #[test]
+    fn distribution_check_rejects_what_is_not_one() {
+        let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        assert!(check_distribution("P", 4, &le(&[0.1, 0.2, 0.3, 0.4])).is_ok());
+        assert!(check_distribution("P", 4, &le(&[0.1, 0.2, 0.3, 0.3])).is_err());
+        assert!(check_distribution("P", 4, &le(&[1.5, -0.5, 0.0, 0.0])).is_err());
+        assert!(check_distribution("P", 4, &le(&[f32::NAN, 0.2, 0.3, 0.5])).is_err());
+        assert!(check_distribution("P", 4, &le(&[0.5, 0.5])).is_err());
+        let w = Workload::new(Kind::TextCls, Expect::Compute, 0, false);
+        let mut r = Request::default();
+        w.build(0, 9, &mut r);
+        assert_eq!(&w.inputs(&r)[0].data[4..], embed::text(9).as_bytes());
+        assert_eq!(w.output_names(), &["PROBS"]);
     }
 
     #[test]

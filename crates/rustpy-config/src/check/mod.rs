@@ -12,7 +12,7 @@
 //! - the rules over a parsed config, by group: `model` (name, backend, model
 //!   files, version policy), `io` (inputs, outputs, labels), `ragged`
 //!   (ragged batching, batch_input/batch_output, input defaults),
-//!   `scheduling` (batching, instance groups) and `parameters` (isolation,
+//!   `scheduling` (batching, instance groups) and `parameters` (isolation, threads,
 //!   per-model environment, checkpoint, request_parameters.json).
 //!
 //! Findings are [`Diagnostic`]s ([`crate::diagnostic`]).
@@ -184,6 +184,7 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.scheduling();
     rules.instance_groups();
     rules.isolation();
+    rules.threads();
     rules.version_policy(&versions);
     rules.checkpoint();
     rules.python_env();

@@ -56,6 +56,42 @@ impl Rules<'_, '_> {
         );
     }
 
+    /// `rustpy.threads`: `"auto"` or a positive integer; a number that
+    /// oversubscribes this machine's cores (threads × instances) is worth a
+    /// warning, since it is applied as asked (docs/performance.md).
+    pub(super) fn threads(&mut self) {
+        use crate::threads::{
+            available_cores, instance_count, threads_setting, Threads, THREADS_KEY,
+        };
+        let at = || self.parameter_at(THREADS_KEY);
+        match threads_setting(self.cfg) {
+            Err(message) => {
+                let at = at();
+                self.push(
+                    Severity::Error,
+                    at,
+                    "parameters.threads",
+                    message,
+                    format!("set {THREADS_KEY} to \"auto\" (the default: instances × threads fit the cores) or a positive number of threads per instance for the BLAS and OpenMP pools"),
+                );
+            }
+            Ok(Threads::Fixed(n)) => {
+                let (instances, cores) = (instance_count(self.cfg), available_cores());
+                if n.saturating_mul(instances) > cores {
+                    let at = at();
+                    self.push(
+                        Severity::Warning,
+                        at,
+                        "parameters.threads-oversubscribed",
+                        format!("{THREADS_KEY} is {n}: {instances} instance(s) × {n} thread(s) exceed the {cores} core(s) of this machine"),
+                        format!("threads that outnumber the cores wait on each other; \"auto\" gives each instance cores / instances ({})", (cores / instances).max(1)),
+                    );
+                }
+            }
+            Ok(Threads::Auto) => {}
+        }
+    }
+
     /// A per-model environment (`rustpy.python_env`, a virtualenv directory;
     /// `EXECUTION_ENV_PATH`, a conda-pack archive) must exist and be of the
     /// Python version rustpy embeds (when this process embeds one: the CLI does).

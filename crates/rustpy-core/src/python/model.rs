@@ -8,13 +8,14 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rustpy_config::proto;
+use rustpy_config::threads::{available_cores, instance_count, threads_setting, Threads};
 
 use super::batched::Batched;
 use super::error::py_error;
 use super::pb_utils::PbUtils;
 use super::runtime::runtime;
 use super::strategy::Strategy;
-use crate::constants::ApiKind;
+use crate::constants::{ApiKind, LogLevel};
 use crate::echo::Echo;
 pub use crate::echo::NATIVE_PARAMETER;
 use crate::engine::{ExecReport, Responder};
@@ -46,6 +47,9 @@ pub struct LoadedModel {
     parameters: Vec<(String, String)>,
     /// `request_parameters.json`: checked on every request of the batched API.
     request_params: Option<rustpy_config::params::Declaration>,
+    /// `rustpy.threads` and the instance count it is sized by.
+    threads: Threads,
+    instances: usize,
     unique_name: String,
     class: Option<Py<PyAny>>,
     module: Option<Py<PyAny>>,
@@ -73,6 +77,9 @@ impl LoadedModel {
         let checkpoint_dir =
             crate::checkpoint::resolve(cfg, &spec.name, version, model_dir, metrics)?;
         let request_params = crate::rules::params::load_declaration(&spec.name, model_dir)?;
+        let threads = threads_setting(cfg)
+            .map_err(|e| Error::invalid_arg(format!("model '{}': {e}", spec.name)))?;
+        let instances = instance_count(cfg);
 
         if let Some(native) = rustpy_config::parameter(cfg, NATIVE_PARAMETER) {
             if native != "echo" {
@@ -91,6 +98,8 @@ impl LoadedModel {
                 config_json,
                 parameters,
                 request_params,
+                threads,
+                instances,
                 unique_name: String::new(),
                 class: None,
                 module: None,
@@ -132,6 +141,8 @@ impl LoadedModel {
                 config_json,
                 parameters,
                 request_params,
+                threads,
+                instances,
                 unique_name: imported.unique_name,
                 class: Some(class.unbind()),
                 module: Some(imported.module.unbind()),
@@ -158,11 +169,59 @@ impl LoadedModel {
     pub fn reconfigure(&mut self, cfg: &proto::ModelConfig) -> Result<()> {
         self.spec = ModelSpec::from_config(cfg, self.spec.version)?;
         self.config_json = rustpy_config::to_json(cfg).to_string();
+        self.instances = instance_count(cfg);
         Ok(())
     }
 
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+}
+
+impl LoadedModel {
+    /// `rustpy.threads` applied to this process's BLAS/OpenMP pools, if it
+    /// (or its default for several instances) sets a limit; `report` logs
+    /// the pools as they are after.
+    fn limit_threads(
+        &self,
+        py: Python<'_>,
+        rt: &super::runtime::Runtime,
+        report: bool,
+    ) -> PyResult<()> {
+        let cores = available_cores();
+        let Some(limit) = self.threads.limit(self.instances, cores) else {
+            return Ok(());
+        };
+        let asked = matches!(self.threads, Threads::Fixed(_));
+        let pools = rt.limit_threads(py, self.name(), limit, asked)?;
+        if report && !pools.is_empty() {
+            let pools: Vec<String> = pools
+                .iter()
+                .map(|(api, n)| {
+                    format!(
+                        "{} {}",
+                        api.as_deref().unwrap_or("?"),
+                        n.map_or("?".into(), |n| n.to_string())
+                    )
+                })
+                .collect();
+            let why = if asked {
+                String::new()
+            } else {
+                format!(" ({} instances on {cores} cores)", self.instances)
+            };
+            super::native::log(
+                LogLevel::Info,
+                "rustpy",
+                0,
+                &format!(
+                    "model '{}': rustpy.threads {limit}{why}: thread pools {}",
+                    self.name(),
+                    pools.join(", ")
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -240,9 +299,13 @@ impl ModelInstance {
                     "predict",
                 ),
             };
+            // Before initialize (its own work runs in the pools) and after it
+            // (for libraries it loaded).
+            model.limit_threads(py, rt, false).map_err(err)?;
             let created = rt
                 .create_instance(py, class.bind(py), ctx, entry)
                 .map_err(err)?;
+            model.limit_threads(py, rt, true).map_err(err)?;
             let strategy = match model.api {
                 Api::PbUtils => Strategy::PbUtils(PbUtils {
                     spec: model.spec.clone(),

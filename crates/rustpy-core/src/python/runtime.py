@@ -504,6 +504,38 @@ def create_instance(cls, ctx, entry):
     )
 
 
+_threads_warned = set()
+
+
+def limit_threads(model_name, limit, asked):
+    """rustpy.threads: caps this process's BLAS and OpenMP thread pools at
+    `limit` threads with threadpoolctl; called before and after the instance's
+    initialize (the second time for libraries initialize loaded). BLAS pools
+    are process-wide: in-process, the last instance created sets them for
+    every model of the server (docs/performance.md). Without threadpoolctl, a
+    limit the config asked for fails the load; the default's is skipped."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        if asked:
+            raise ImportError(
+                "model '%s': parameter 'rustpy.threads' is %d, but threadpoolctl is not installed "
+                "for the serving interpreter (pip install threadpoolctl)" % (model_name, limit)
+            ) from None
+        if model_name not in _threads_warned:  # once per model, not per call
+            _threads_warned.add(model_name)
+            _native.log(
+                _native.LOG_WARN,
+                "model '%s': several instances share the cores; install threadpoolctl to size the "
+                "BLAS/OpenMP pools to %d thread(s) each (rustpy.threads)" % (model_name, limit),
+                "rustpy",
+                0,
+            )
+        return []
+    threadpoolctl.threadpool_limits(limits=limit)
+    return [(p.get("internal_api"), p.get("num_threads")) for p in threadpoolctl.threadpool_info()]
+
+
 class _phase:
     """Marks this thread as running a model's initialize/finalize, where
     pb_utils refuses BLS as upstream does."""

@@ -20,6 +20,7 @@ pub(crate) struct Runtime {
     unload_module: Py<PyAny>,
     auto_complete: Py<PyAny>,
     create_instance: Py<PyAny>,
+    limit_threads: Py<PyAny>,
     finalize_instance: Py<PyAny>,
     close_loop: Py<PyAny>,
     model_context: Py<PyAny>,
@@ -68,6 +69,7 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         unload_module: get("unload_module")?,
         auto_complete: get("auto_complete")?,
         create_instance: get("create_instance")?,
+        limit_threads: get("limit_threads")?,
         finalize_instance: get("finalize_instance")?,
         close_loop: get("close_loop")?,
         model_context: get("ModelContext")?,
@@ -177,6 +179,22 @@ impl Runtime {
             pass_requests,
             split_by_parameters,
         })
+    }
+
+    /// Caps the process's BLAS/OpenMP pools at `limit` threads (threadpoolctl);
+    /// `asked`: the config set it (then a missing threadpoolctl is an error).
+    /// Returns the pools as threadpoolctl sees them after: (API, threads).
+    pub fn limit_threads(
+        &self,
+        py: Python<'_>,
+        model: &str,
+        limit: usize,
+        asked: bool,
+    ) -> PyResult<Vec<(Option<String>, Option<usize>)>> {
+        self.limit_threads
+            .bind(py)
+            .call1((model, limit, asked))?
+            .extract()
     }
 
     pub fn finalize_instance(&self, py: Python<'_>, object: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -1,0 +1,1 @@
+../../textcls_rustpy/1/model.py

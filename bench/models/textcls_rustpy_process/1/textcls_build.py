@@ -1,0 +1,1 @@
+../../textcls_python/1/textcls_build.py
