@@ -118,11 +118,16 @@ impl WireBlsRequest {
         }
     }
 
-    /// Backend: the inline inputs (for a request without `shared`).
+    /// Backend: the inline inputs (for a request without `shared`), each
+    /// checked against its shape ([`super::check_tensor`]).
     pub fn take_inline_inputs(&mut self) -> Result<Vec<OwnedTensor>, WireError> {
         std::mem::take(&mut self.inputs)
             .into_iter()
-            .map(WireOwnedTensor::into_tensor)
+            .map(|t| {
+                let t = t.into_tensor()?;
+                super::check_tensor(&t.name, t.dtype, &t.shape, &t.data)?;
+                Ok(t)
+            })
             .collect()
     }
 
