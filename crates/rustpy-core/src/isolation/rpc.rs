@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -17,18 +17,39 @@ use super::wire::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::server::{
-    server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
+    server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor, ServerApi,
 };
+use rustpy_config::model::PENDING_CALLS_KEY;
 
 // ---- The backend's end: make the call, send the answer. ----
 
 /// The backend's end of one worker's server calls (its reader thread owns
 /// it). Metric calls are answered inline (they are quick); BLS and model
-/// control on their own threads, as they wait on other models.
+/// control on their own threads, as they wait on other models: at most
+/// `rustpy.pending_calls_limit` at once per worker, so a worker cannot make
+/// the server start threads (and hold their requests) without bound.
 pub(super) struct CallServer {
     replies: Writer,
     metrics: MetricTable,
     bls: Arc<BackendBls>,
+    /// Calls on their own threads now, and the most allowed.
+    in_flight: Arc<AtomicUsize>,
+    limit: usize,
+    /// "model 'M' instance 'I'", for errors.
+    label: String,
+}
+
+/// Metric families and metrics one worker may create: each is an object in
+/// the server, held until the worker goes.
+const MAX_METRICS: usize = 10_000;
+
+/// A call on its own thread, counted until the thread is done.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Metric families and metrics a worker created, by the ids it knows them by.
@@ -45,11 +66,62 @@ fn reply(w: &Writer, call: u64, result: Result<WireValue>) {
 }
 
 impl CallServer {
-    pub(super) fn new(replies: Writer, bls_in: BlsRegion, bls_out: BlsRegion) -> CallServer {
+    pub(super) fn new(
+        replies: Writer,
+        bls_in: BlsRegion,
+        bls_out: BlsRegion,
+        limit: usize,
+        label: String,
+    ) -> CallServer {
         CallServer {
             replies,
             metrics: MetricTable::default(),
             bls: Arc::new(BackendBls::new(bls_in, bls_out)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            limit,
+            label,
+        }
+    }
+
+    /// A slot for a call on its own thread, or the error that refuses it.
+    fn slot(&self) -> Result<InFlight> {
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(InFlight(self.in_flight.clone())),
+            Err(_) => Err(Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{}: {} server calls (BLS requests, model loads and unloads) of this worker are in flight already, the most {PENDING_CALLS_KEY} allows; wait for some to finish, or raise the limit",
+                    self.label, self.limit
+                ),
+            )),
+        }
+    }
+
+    /// Starts `work` on its own thread, holding a slot until it is done.
+    fn spawn(&self, call: u64, work: impl FnOnce() + Send + 'static) {
+        let slot = match self.slot() {
+            Ok(slot) => slot,
+            Err(e) => return reply(&self.replies, call, Err(e)),
+        };
+        let started = std::thread::Builder::new()
+            .name("rustpy-call".into())
+            .spawn(move || {
+                let _slot = slot;
+                work();
+            });
+        if let Err(e) = started {
+            reply(
+                &self.replies,
+                call,
+                Err(Error::internal(format!(
+                    "rustpy: cannot start a thread for this call: {e}"
+                ))),
+            );
         }
     }
 
@@ -64,8 +136,9 @@ impl CallServer {
         let result = match op {
             ServerOp::Infer { stream, request } => {
                 let (w, bls) = (self.replies.clone(), self.bls.clone());
-                std::thread::spawn(move || run_bls(api.as_ref(), &w, &bls, call, stream, request));
-                return;
+                return self.spawn(call, move || {
+                    run_bls(api.as_ref(), &w, &bls, call, stream, request)
+                });
             }
             ServerOp::LoadModel {
                 name,
@@ -73,20 +146,18 @@ impl CallServer {
                 files,
             } => {
                 let w = self.replies.clone();
-                std::thread::spawn(move || {
+                return self.spawn(call, move || {
                     reply(&w, call, unit(api.load_model(&name, &config_json, &files)))
                 });
-                return;
             }
             ServerOp::UnloadModel {
                 name,
                 unload_dependents,
             } => {
                 let w = self.replies.clone();
-                std::thread::spawn(move || {
+                return self.spawn(call, move || {
                     reply(&w, call, unit(api.unload_model(&name, unload_dependents)))
                 });
-                return;
             }
             ServerOp::IsModelReady { name, version } => {
                 api.is_model_ready(&name, version).map(WireValue::Bool)
@@ -107,9 +178,17 @@ impl CallServer {
 }
 
 impl MetricTable {
-    fn add(&mut self) -> u64 {
+    fn add(&mut self) -> Result<u64> {
+        if self.families.len() + self.metrics.len() >= MAX_METRICS {
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "rustpy: a worker may create at most {MAX_METRICS} metric families and metrics"
+                ),
+            ));
+        }
         self.next += 1;
-        self.next
+        Ok(self.next)
     }
 
     /// A metric call (MetricFamily, Metric, MetricOp).
@@ -121,8 +200,8 @@ impl MetricTable {
                 kind,
             } => {
                 let kind = MetricKind::from_code(kind).unwrap_or(MetricKind::Histogram);
+                let id = self.add()?;
                 let family = api.metric_family(&name, &description, kind)?;
-                let id = self.add();
                 self.families.insert(id, family);
                 Ok(WireValue::Id(id))
             }
@@ -131,12 +210,12 @@ impl MetricTable {
                 labels,
                 buckets,
             } => {
+                let id = self.add()?;
                 let family = self
                     .families
                     .get(&family)
                     .ok_or_else(|| Error::internal("unknown metric family"))?;
                 let metric = family.metric(&labels, buckets.as_deref())?;
-                let id = self.add();
                 self.metrics.insert(id, metric);
                 Ok(WireValue::Id(id))
             }
@@ -157,6 +236,21 @@ impl MetricTable {
     }
 }
 
+/// A BLS request's inputs: inline in the frame, or (large) in the worker's
+/// BLS input region, copied out here, before the Reply (which frees their
+/// range). Each checked against its shape and the region; `Err`: what is
+/// wrong with them, which no worker following the protocol sends (its
+/// guard trips).
+pub(super) fn bls_inputs(
+    bls: &BackendBls,
+    req: &mut WireBlsRequest,
+) -> std::result::Result<Vec<OwnedTensor>, String> {
+    match &req.shared {
+        Some(shared) => bls.read_request_inputs(shared).map_err(|e| e.message),
+        None => req.take_inline_inputs().map_err(|e| e.to_string()),
+    }
+}
+
 /// A worker's BLS request, on its own thread: reply once it is queued (or
 /// refused), then relay each response as a BlsResponse frame of `stream`.
 fn run_bls(
@@ -167,15 +261,14 @@ fn run_bls(
     stream: u64,
     mut req: WireBlsRequest,
 ) {
-    // Large inputs are in the worker's BLS input region: copied out here,
-    // before the Reply (which frees their range).
-    let inputs = match &req.shared {
-        Some(shared) => bls.read_request_inputs(shared),
-        None => req.take_inline_inputs().map_err(Error::from),
-    };
-    let inputs = match inputs {
+    let inputs = match bls_inputs(bls, &mut req) {
         Ok(i) => i,
-        Err(e) => return reply(w, call, Err(e)),
+        Err(why) => {
+            w.guard().broke(format!(
+                "it sent a BLS request whose inputs are wrong ({why})"
+            ));
+            return reply(w, call, Err(Error::internal(why)));
+        }
     };
     let (tx, rx) = crossbeam::channel::unbounded();
     if let Err(e) = api.infer(req.into_request(inputs), tx) {
