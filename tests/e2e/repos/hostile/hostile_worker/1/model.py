@@ -13,9 +13,10 @@ fork          a child that keeps every fd and sleeps (REPORT: its pid)
 fork_escape   the same, in a session of its own (out of the process group)
 sigterm       SIGTERM, SIGINT and SIGHUP ignored, then SIGTERM sent to itself
 finalize_sleep  finalize will sleep for an hour
-grow          every shared region grown, written past its end, and filled,
-              in a loop (REPORT: what each attempt did, the sizes)
-bls_claim     a BLS call claiming 50 GiB of inputs in the (sparse) BLS region
+grow          every shared region grown, shrunk, written past its end, 20
+              times, then filled (REPORT: what each attempt did, the sizes)
+bls_claim     the BLS input region grown to 256 TiB (sparse), then a BLS call
+              claiming that much input there
 half          half a frame, then silence for 40 s
 flood_logs    20000 log frames (verbose: not printed)
 flood_calls   40 BLS calls at once to `slow` (REPORT: how many were refused
@@ -136,11 +137,11 @@ class TritonPythonModel:
 
     def mode_grow(self, report):
         regions = fds_to("/memfd:rustpy-")
-        for _ in range(20):
-            for fd, target in regions:
-                name = target[len("/memfd:"):].split()[0]
-                size = os.fstat(fd).st_size
-                seen = report.setdefault(name, {"size": size})
+        for fd, target in regions:
+            name = target[len("/memfd:"):].split()[0]
+            size = os.fstat(fd).st_size
+            seen = report.setdefault(name, {"size": size})
+            for _ in range(20):
                 for what, attempt in (
                         ("grow", lambda: os.ftruncate(fd, size * 4)),
                         ("shrink", lambda: os.ftruncate(fd, 0)),
@@ -151,10 +152,12 @@ class TritonPythonModel:
                         seen[what] = "done"
                     except OSError as e:
                         seen[what] = type(e).__name__
-        # Filling what is there is allowed: that is the most it can hold.
+        # Filling what is there (at most 64 MiB of it, so that a region that
+        # could grow does not fill the machine) is allowed: with a fixed
+        # size, that is the most the region can ever hold.
         for fd, target in regions:
             name = target[len("/memfd:"):].split()[0]
-            size = os.fstat(fd).st_size
+            size = min(os.fstat(fd).st_size, 64 << 20)
             chunk = b"\x01" * (1 << 20)
             for at in range(0, size, len(chunk)):
                 os.pwrite(fd, chunk[:size - at], at)
@@ -162,7 +165,15 @@ class TritonPythonModel:
             report[name]["size_after"] = os.fstat(fd).st_size
 
     def mode_bls_claim(self, report):
-        size = 50 << 30
+        # 256 TiB: more than any process can allocate (so a backend that
+        # believed it would fail its allocation at once, touching nothing).
+        size = 1 << 48
+        for fd, target in fds_to("/memfd:rustpy-bls-in"):
+            try:
+                os.ftruncate(fd, size)  # sparse: costs nothing
+                report["grown"] = True
+            except OSError as e:
+                report["grown"] = type(e).__name__
         request = {"model_name": "slow", "model_version": -1, "request_id": "",
                    "correlation_id": "None", "flags": 0, "timeout_us": 0, "inputs": [],
                    "requested_outputs": [], "parameters": [],
