@@ -160,6 +160,16 @@ def expect_garbage(s, pid):
     broke(s, ask(s, "garbage"), "malformed control message", pid)
 
 
+def expect_oversize(s, pid):
+    # Refused on its length field: the body is never waited for.
+    broke(s, ask(s, "oversize"),
+          f"a control frame of {(256 << 20) + 1} bytes (at most {256 << 20} are allowed)", pid)
+
+
+def expect_ready_again(s, pid):
+    broke(s, ask(s, "ready_again"), "a second first answer", pid)
+
+
 def expect_dup2_stdout(s, pid):
     broke(s, ask(s, "dup2_stdout"), "control frame of", pid)
 
@@ -223,6 +233,8 @@ ATTACKS = {
     "unknown": expect_unknown,
     "twice": expect_twice,
     "garbage": expect_garbage,
+    "oversize": expect_oversize,
+    "ready_again": expect_ready_again,
     "dup2_devnull": expect_dup2_devnull,
     "dup2_stdout": expect_dup2_stdout,
     "fork": expect_fork,

@@ -7,6 +7,8 @@ ok            nothing
 unknown       a Finish for a request of a batch not sent yet
 twice         a Finish for the request of the previous batch (already answered)
 garbage       bytes that are no frame
+oversize      a length field of 256 MiB + 1 (one byte over the frame cap)
+ready_again   a second first answer (Ready) while a batch runs
 dup2_devnull  /dev/null dup2'ed over every fd of the control socket
 dup2_stdout   the control socket dup2'ed over stdout, then a print
 fork          a child that keeps every fd and sleeps (REPORT: its pid)
@@ -98,6 +100,14 @@ class TritonPythonModel:
 
     def mode_garbage(self, report):
         send_raw(b"\x05\x00\x00\x00hello")
+        time.sleep(2)
+
+    def mode_oversize(self, report):
+        send_raw(struct.pack("<I", (256 << 20) + 1) + b'{"Log":')
+        time.sleep(2)
+
+    def mode_ready_again(self, report):
+        send_raw(frame("Ready"))
         time.sleep(2)
 
     def mode_dup2_devnull(self, report):
