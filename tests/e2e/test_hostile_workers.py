@@ -216,6 +216,24 @@ def expect_grow(s, pid):
         assert seen["size_after"] == 16 << 20 and seen["held"] <= 16 << 20, (name, seen)
 
 
+def expect_big_output(s, pid):
+    # The cap on the output region: that request fails saying so, the
+    # worker (which broke nothing) keeps serving.
+    got = ask(s, "big_output")
+    assert isinstance(got, str), "a 20 MiB output went through a 16 MiB region"
+    assert "outputs need 20.0 MiB of shared memory, more than the 16 MiB of rustpy.shm_limit_mb allow" \
+        in got, got
+    assert ask(s, "ok")[0] == pid
+
+
+def expect_big_bls(s, pid):
+    got_pid, report = ask(s, "big_bls")
+    assert got_pid == pid
+    assert "they need 20.0 MiB, more than the BLS shared memory of 16 MiB holds (rustpy.shm_limit_mb)" \
+        in report["error"], report
+    assert ask(s, "ok")[0] == pid
+
+
 def expect_flood_logs(s, pid):
     assert ask(s, "flood_logs") == (pid, {"sent": 20000})
 
@@ -242,6 +260,8 @@ ATTACKS = {
     "sigterm": expect_sigterm,
     "grow": expect_grow,
     "bls_claim": expect_bls_claim,
+    "big_output": expect_big_output,
+    "big_bls": expect_big_bls,
     "flood_logs": expect_flood_logs,
     "flood_calls": expect_flood_calls,
 }

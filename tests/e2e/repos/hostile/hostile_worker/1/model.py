@@ -19,6 +19,9 @@ grow          every shared region grown, shrunk, written past its end, 20
               times, then filled (REPORT: what each attempt did, the sizes)
 bls_claim     the BLS input region grown to 256 TiB (sparse), then a BLS call
               claiming that much input there
+big_output    a 20 MiB output (REPORT), more than the 16 MiB output region
+big_bls       a BLS call with a 20 MiB input, more than the 16 MiB BLS region
+              (REPORT: the error it got)
 half          half a frame, then silence for 40 s
 flood_logs    20000 log frames (verbose: not printed)
 flood_calls   40 BLS calls at once to `slow` (REPORT: how many were refused
@@ -192,6 +195,19 @@ class TritonPythonModel:
         send_raw(frame({"Call": {"call": 1 << 40, "op": {"Infer": {"stream": (1 << 40) + 1,
                                                                      "request": request}}}}))
         time.sleep(2)
+
+    def mode_big_output(self, report):
+        report["pad"] = "x" * (20 << 20)
+
+    def mode_big_bls(self, report):
+        r = pb_utils.InferenceRequest(
+            model_name="slow", requested_output_names=["Y"],
+            inputs=[pb_utils.Tensor("X", np.zeros(5 << 20, np.int32))])
+        try:
+            got = r.exec()
+            report["error"] = got.error().message() if got.has_error() else None
+        except Exception as e:  # noqa: BLE001 - what the call raised is the report
+            report["error"] = f"{type(e).__name__}: {e}"
 
     def mode_half(self, report):
         send_raw(struct.pack("<I", 1000) + b'{"Log":{"level":0')
