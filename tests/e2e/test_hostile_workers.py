@@ -313,6 +313,19 @@ def test_half_a_frame_is_not_waited_for(server):
     unload(server)
 
 
+def test_a_worker_that_reads_nothing_is_not_waited_for(server):
+    """Server calls whose replies the worker never reads: once the socket's
+    buffer is full, the backend's write gives up after its 10 s stall
+    timeout and the worker is killed (the reader thread answering inline
+    calls would otherwise block for good, and with it every response of
+    that worker)."""
+    pid = load(server)
+    got = ask(server, "deaf")
+    broke(server, got, "it read nothing of its control channel for 10 s", pid)
+    assert serving(server)
+    unload(server)
+
+
 def test_fifty_hostile_cycles_leave_nothing_behind_in_the_server(server):
     """Load, attack, unload, round robin over the attacks: the server's fds
     and threads come back to where they were, its RSS grows by less than a

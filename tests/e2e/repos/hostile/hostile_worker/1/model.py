@@ -22,6 +22,9 @@ bls_claim     the BLS input region grown to 256 TiB (sparse), then a BLS call
 big_output    a 20 MiB output (REPORT), more than the 16 MiB output region
 big_bls       a BLS call with a 20 MiB input, more than the 16 MiB BLS region
               (REPORT: the error it got)
+deaf          20000 server calls written straight to the socket (answered
+              inline: is_model_ready), none of the replies read, then 40 s
+              of sleep
 half          half a frame, then silence for 40 s
 flood_logs    20000 log frames (verbose: not printed)
 flood_calls   40 BLS calls at once to `slow` (REPORT: how many were refused
@@ -208,6 +211,20 @@ class TritonPythonModel:
             report["error"] = got.error().message() if got.has_error() else None
         except Exception as e:  # noqa: BLE001 - what the call raised is the report
             report["error"] = f"{type(e).__name__}: {e}"
+
+    def mode_deaf(self, report):
+        # Nobody reads the socket while user code runs without a server
+        # call of its own: the replies pile up until the backend's writes
+        # block.
+        calls = b"".join(
+            frame({"Call": {"call": (1 << 41) + k,
+                            "op": {"IsModelReady": {"name": "slow", "version": -1}}}})
+            for k in range(20000))
+        try:
+            send_raw(calls)
+        except OSError:
+            pass  # killed meanwhile: the socket is shut down
+        time.sleep(40)
 
     def mode_half(self, report):
         send_raw(struct.pack("<I", 1000) + b'{"Log":{"level":0')
