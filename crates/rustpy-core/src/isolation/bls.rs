@@ -211,6 +211,11 @@ impl BackendBls {
         }
     }
 
+    /// The size of the worker's BLS input region.
+    pub(super) fn input_size(&self) -> usize {
+        lock(&self.input).size
+    }
+
     /// Copies a request's inputs out of the worker's region (before the
     /// call's Reply, which frees their range).
     pub(super) fn read_request_inputs(&self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {

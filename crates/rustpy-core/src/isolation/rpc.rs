@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::server::{
     server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor, ServerApi,
 };
-use rustpy_config::model::PENDING_CALLS_KEY;
+use rustpy_config::model::{PENDING_CALLS_KEY, SHM_LIMIT_KEY};
 
 // ---- The backend's end: make the call, send the answer. ----
 
@@ -35,6 +35,11 @@ pub(super) struct CallServer {
     /// Calls on their own threads now, and the most allowed.
     in_flight: Arc<AtomicUsize>,
     limit: usize,
+    /// Bytes of BLS inputs the server holds for this worker's calls in
+    /// flight (read out of its region or its frames, held until the call's
+    /// final response): at most the size of its BLS input region, so that
+    /// `pending_calls_limit` calls cannot each hold a region's worth.
+    inputs_held: Arc<AtomicUsize>,
     /// "model 'M' instance 'I'", for errors.
     label: String,
 }
@@ -49,6 +54,15 @@ struct InFlight(Arc<AtomicUsize>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bytes of a BLS call's inputs, counted in `inputs_held` until dropped.
+struct HeldInputs(Arc<AtomicUsize>, usize);
+
+impl Drop for HeldInputs {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 
@@ -79,6 +93,7 @@ impl CallServer {
             bls: Arc::new(BackendBls::new(bls_in, bls_out)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             limit,
+            inputs_held: Arc::new(AtomicUsize::new(0)),
             label,
         }
     }
@@ -99,6 +114,34 @@ impl CallServer {
                     self.label, self.limit
                 ),
             )),
+        }
+    }
+
+    /// Counts `bytes` of a BLS call's inputs as held, or the error that
+    /// refuses the call: the inputs of the calls in flight would hold more
+    /// than the BLS input region.
+    fn hold_inputs(&self, bytes: usize) -> Result<HeldInputs> {
+        let most = self.bls.input_size();
+        let taken = self
+            .inputs_held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= most)
+            });
+        match taken {
+            Ok(_) => Ok(HeldInputs(self.inputs_held.clone(), bytes)),
+            Err(held) => {
+                let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
+                Err(Error::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "{}: this BLS call's inputs ({:.1} MiB) and those of the worker's calls in flight ({:.1} MiB) would hold more than the {} MiB of {SHM_LIMIT_KEY} in the server; wait for some to finish, or raise the limit",
+                        self.label,
+                        mib(bytes),
+                        mib(held),
+                        most >> 20
+                    ),
+                ))
+            }
         }
     }
 
@@ -135,8 +178,20 @@ impl CallServer {
         let unit = |r: Result<()>| r.map(|()| WireValue::Unit);
         let result = match op {
             ServerOp::Infer { stream, request } => {
+                // Claims outside the region break the protocol (run_bls);
+                // within it, the inputs of all calls in flight are bounded.
+                let held = match &request.shared {
+                    Some(shared) if shared.check(self.bls.input_size(), "BLS region").is_err() => {
+                        None
+                    }
+                    _ => match self.hold_inputs(request.input_bytes()) {
+                        Ok(held) => Some(held),
+                        Err(e) => return reply(&self.replies, call, Err(e)),
+                    },
+                };
                 let (w, bls) = (self.replies.clone(), self.bls.clone());
                 return self.spawn(call, move || {
+                    let _held = held;
                     run_bls(api.as_ref(), &w, &bls, call, stream, request)
                 });
             }
@@ -562,5 +617,52 @@ impl Metric for RemoteMetric {
             WireValue::F64(v) => Ok(v),
             _ => Err(unexpected()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolation::guard::WorkerGuard;
+    use crate::isolation::sys::fixed_memfd;
+    use crate::isolation::transport::Channel;
+    use std::os::unix::net::UnixStream;
+
+    fn call_server(region: usize) -> (CallServer, UnixStream) {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let guard = WorkerGuard::detached("test".into(), &ours).unwrap();
+        let writer = Channel::new(ours, guard).unwrap();
+        let region = |name| BlsRegion::new(fixed_memfd(name, region).unwrap()).unwrap();
+        let server = CallServer::new(
+            writer,
+            region("bls-in"),
+            region("bls-out"),
+            256,
+            "model 'm' instance 'm_0'".into(),
+        );
+        (server, peer)
+    }
+
+    #[test]
+    fn bls_inputs_held_for_calls_in_flight_are_bounded_by_the_region() {
+        let (server, _peer) = call_server(1 << 20);
+        let first = server.hold_inputs(600 << 10).unwrap();
+        // Within the count of calls allowed, but the bytes would not fit.
+        let e = server.hold_inputs(600 << 10).err().unwrap();
+        assert!(matches!(e.code, ErrorCode::Unavailable));
+        let msg = e.message;
+        assert!(
+            msg.contains("model 'm' instance 'm_0'")
+                && msg.contains("(0.6 MiB) and those of the worker's calls in flight (0.6 MiB)")
+                && msg.contains("the 1 MiB of rustpy.shm_limit_mb"),
+            "{msg}"
+        );
+        assert!(server.hold_inputs(usize::MAX).is_err(), "no overflow");
+        // The first call's final response came: its bytes are free again.
+        drop(first);
+        let again = server.hold_inputs(1 << 20).unwrap();
+        assert!(server.hold_inputs(1).is_err());
+        drop(again);
+        assert_eq!(server.inputs_held.load(Ordering::Acquire), 0);
     }
 }

@@ -131,6 +131,17 @@ impl WireBlsRequest {
             .collect()
     }
 
+    /// Backend: the bytes its inputs take once read (inline, or claimed in
+    /// the BLS input region), before anything is read.
+    pub fn input_bytes(&self) -> usize {
+        let inline = self.inputs.iter().map(|t| t.data.len());
+        let shared = self
+            .shared
+            .iter()
+            .flat_map(|s| s.tensors.iter().map(|t| t.len));
+        inline.chain(shared).fold(0, usize::saturating_add)
+    }
+
     /// Backend: the request, with `inputs` read inline or from the region.
     pub fn into_request(self, inputs: Vec<OwnedTensor>) -> BlsRequest {
         BlsRequest {
