@@ -213,7 +213,7 @@ impl Backend {
         let mut report = Report::default();
         let mut frames = FrameStream::new(chunked(schedule, stream));
         loop {
-            match frames.next::<FromWorker>() {
+            match frames.next_frame::<FromWorker>() {
                 Ok(Some(msg)) => {
                     if !self.route(msg, &mut report) {
                         break;

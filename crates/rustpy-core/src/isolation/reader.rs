@@ -53,24 +53,16 @@ impl Protocol {
     /// Checks a frame for the execute thread; `Err`: what the worker did
     /// wrong.
     pub(super) fn check(&mut self, msg: &FromWorker, open: &OpenRequests) -> Result<(), String> {
-        match msg {
+        let breach = match msg {
             FromWorker::Ready
             | FromWorker::InitFailed { .. }
-            | FromWorker::AutoCompleted { .. } => {
-                if std::mem::replace(&mut self.answered, true) {
-                    return Err(
-                        "it sent a second first answer (Ready, InitFailed or AutoCompleted)".into(),
-                    );
-                }
-            }
-            FromWorker::Done(_) => {
-                if !self.answered || !open.end_running() {
-                    return Err("it sent a Done while no batch was running".into());
-                }
-            }
-            _ => {}
-        }
-        Ok(())
+            | FromWorker::AutoCompleted { .. } => std::mem::replace(&mut self.answered, true)
+                .then_some("it sent a second first answer (Ready, InitFailed or AutoCompleted)"),
+            FromWorker::Done(_) => (!self.answered || !open.end_running())
+                .then_some("it sent a Done while no batch was running"),
+            _ => None,
+        };
+        breach.map_or(Ok(()), |why| Err(why.into()))
     }
 }
 
@@ -117,7 +109,7 @@ impl Reader {
             .spawn(move || {
                 let mut frames = FrameStream::new(socket);
                 loop {
-                    let routed = match frames.next::<FromWorker>() {
+                    let routed = match frames.next_frame::<FromWorker>() {
                         Ok(Some(msg)) => routes.route(msg),
                         Ok(None) => break,
                         Err(e) => Err(format!("it sent {e}")),

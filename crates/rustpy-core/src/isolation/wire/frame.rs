@@ -164,7 +164,7 @@ impl<R: Read> FrameStream<R> {
     }
 
     /// The next frame; `Ok(None)` when the stream ends between frames.
-    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
+    pub fn next_frame<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
         if !self.fill(HEADER, false)? {
             return match self.buffered() {
                 0 => Ok(None),
