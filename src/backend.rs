@@ -2,12 +2,12 @@
 //! (validation, batching, Python) is `rustpy_core`'s; this module adapts
 //! Triton's handles to it and reports statistics.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustpy_core::constants::LogLevel as CoreLogLevel;
-use rustpy_core::isolation::{WorkerConfig, WorkerInstance};
-use rustpy_core::python::{self, InstanceInfo, LoadedModel};
+use rustpy_core::host::{ConfigOwner, HostSettings, InstanceHost, ModelHost, ModelSource};
+use rustpy_core::python::{self, InstanceInfo};
 use rustpy_core::{
     Error, InferRequest, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream,
 };
@@ -31,29 +31,29 @@ pub fn initialize(backend: Backend) -> Result<()> {
     let libpython =
         promote_libpython_to_global().map_err(|e| Error::internal(format!("rustpy: {e}")))?;
     python::set_log_hook(Box::new(|level, file, line, msg| {
-        let level = match level {
-            CoreLogLevel::Info => LogLevel::Info,
-            CoreLogLevel::Warn => LogLevel::Warn,
-            CoreLogLevel::Error => LogLevel::Error,
-            CoreLogLevel::Verbose => LogLevel::Verbose,
-        };
-        log_at(level, file, line, msg);
+        log_at(triton_level(level), file, line, msg)
     }));
     python::initialize().map_err(|e| e.context("rustpy"))?;
     // --backend-config=rustpy,site-packages=DIR (what `rustpy env` installs).
     let config = backend.config_json()?;
     let site = serde_json::from_str::<serde_json::Value>(&config)
         .ok()
-        .and_then(|v| v["cmdline"]["site-packages"].as_str().map(str::to_owned));
-    if let Some(dir) = site {
-        python::add_site_packages(std::path::Path::new(&dir)).map_err(|e| e.context("rustpy"))?;
-        // Process-isolated models' workers get it too.
-        let _ = SITE_PACKAGES.set(dir.clone().into());
+        .and_then(|v| v["cmdline"]["site-packages"].as_str().map(PathBuf::from));
+    if let Some(dir) = &site {
+        python::add_site_packages(dir).map_err(|e| e.context("rustpy"))?;
         log(
             LogLevel::Info,
-            &format!("rustpy: site-packages {dir} added to sys.path"),
+            &format!("rustpy: site-packages {} added to sys.path", dir.display()),
         );
     }
+    backend.state_slot().put(BackendState {
+        host: HostSettings {
+            // Process-isolated models' workers get it too.
+            site_packages: site.into_iter().collect(),
+            worker_anchor: own_library_path(),
+            log: Arc::new(|level, msg| log(triton_level(level), msg)),
+        },
+    })?;
     log(
         LogLevel::Info,
         &format!("rustpy: backend '{name}' ready (backend API {major}.{minor}, {libpython})"),
@@ -61,7 +61,8 @@ pub fn initialize(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-pub fn finalize(_backend: Backend) -> Result<()> {
+pub fn finalize(backend: Backend) -> Result<()> {
+    drop(backend.state_slot().take::<BackendState>()?);
     // The interpreter is deliberately left running: it cannot be finalised and
     // re-initialised in one process, and the library is never unloaded. So
     // nothing else would flush what models printed without a newline.
@@ -69,157 +70,57 @@ pub fn finalize(_backend: Backend) -> Result<()> {
     Ok(())
 }
 
-/// --backend-config=rustpy,site-packages=DIR, for the workers.
-static SITE_PACKAGES: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-
-/// Per-model state: the imported Python module, or (process isolation)
-/// what each instance's worker needs.
-enum ModelState {
-    InProcess(Arc<LoadedModel>),
-    Process(Box<WorkerConfig>),
+/// The backend's state: what every model load needs from it.
+struct BackendState {
+    host: HostSettings,
 }
 
-/// `rustpy-worker`, installed next to libtriton_rustpy.so ($RUSTPY_WORKER
-/// overrides; a symlinked library is also followed to its real directory).
-fn worker_executable() -> Result<std::path::PathBuf> {
-    if let Some(p) = std::env::var_os("RUSTPY_WORKER") {
-        return Ok(p.into());
+fn triton_level(level: CoreLogLevel) -> LogLevel {
+    match level {
+        CoreLogLevel::Info => LogLevel::Info,
+        CoreLogLevel::Warn => LogLevel::Warn,
+        CoreLogLevel::Error => LogLevel::Error,
+        CoreLogLevel::Verbose => LogLevel::Verbose,
     }
-    let lib = own_library_path()
-        .ok_or_else(|| Error::internal("rustpy: cannot locate libtriton_rustpy.so"))?;
-    let mut tried = Vec::new();
-    for dir in [
-        lib.parent().map(Path::to_path_buf),
-        lib.canonicalize()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf)),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let exe = dir.join("rustpy-worker");
-        if exe.is_file() {
-            return Ok(exe);
-        }
-        tried.push(exe.display().to_string());
-    }
-    Err(Error::unsupported(format!(
-        "rustpy: process isolation needs the rustpy-worker executable next to libtriton_rustpy.so; not found at {}",
-        tried.join(" or ")
-    )))
 }
 
+/// Triton owns the model's configuration: it says whether the model may
+/// complete it, stores the completed one and hands it back normalised.
+struct TritonConfig(Model);
+
+impl ConfigOwner for TritonConfig {
+    fn auto_complete_enabled(&self) -> Result<bool> {
+        self.0.auto_complete_enabled()
+    }
+
+    fn replace_config(&self, completed: &str) -> Result<String> {
+        self.0.set_config_json(completed)?;
+        self.0.config_json()
+    }
+}
+
+/// Loads the model where it runs (crate::host decides: in-process, or in
+/// worker processes) and keeps it as the model's state.
 pub fn model_initialize(model: Model) -> Result<()> {
     // BLS, model control and metrics from Python go through the server that
     // loads our models (one per process).
     if rustpy_core::server::server_api().is_err() {
         rustpy_core::server::set_server_api(TritonServerApi::new(model)?);
     }
-    let name = model.name()?;
-    let version = model.version()?;
-    let dir = model.directory()?;
-    let json = model.config_json()?;
-    let config = rustpy_config::parse_json(&json).map_err(|e| {
-        Error::invalid_arg(format!(
-            "model '{name}': cannot read its configuration: {e}"
-        ))
-    })?;
-    let isolation = rustpy_config::model::isolation_settings(&config)
-        .map_err(|e| Error::invalid_arg(format!("model '{name}': {e}")))?;
-    if isolation.mode == rustpy_config::model::Isolation::Process {
-        // model.py is imported only in the workers, never in the server.
-        let executable = worker_executable().map_err(|e| e.context(format!("model '{name}'")))?;
-        // Its own Python environment, unpacked (once) and checked here.
-        let env = match &isolation.env {
-            Some(env) => {
-                let prepared = rustpy_core::isolation::env::prepare(&name, Path::new(&dir), env)?;
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "rustpy: model '{name}': {} {}",
-                        env.key(),
-                        prepared.description
-                    ),
-                );
-                Some(prepared)
-            }
-            None => None,
-        };
-        log(
-            LogLevel::Info,
-            &format!(
-                "rustpy: model '{name}' version {version} runs process-isolated ({})",
-                executable.display()
-            ),
-        );
-        let mut template = WorkerConfig {
-            executable,
-            model_name: name.clone(),
-            version,
-            model_dir: dir,
-            config_json: json,
-            instance: InstanceInfo {
-                name: String::new(),
-                kind: String::new(),
-                device_id: 0,
-            },
-            execute_timeout: isolation
-                .execute_timeout_ms
-                .map(std::time::Duration::from_millis),
-            site_packages: SITE_PACKAGES.get().cloned(),
-            env_site_packages: env.as_ref().map(|e| e.site_packages.clone()),
-            memory_limit_mb: isolation.memory_limit_mb,
-            input_shm_limit_mb: isolation.input_shm_limit_mb,
-            shm_limit_mb: isolation.shm_limit_mb,
-            pending_calls_limit: isolation.pending_calls_limit,
-            env_archive_root: env.as_ref().and_then(|e| e.archive_root.clone()),
-            env_lease: env.and_then(|e| e.lease),
-        };
-        // auto_complete_config runs in a short-lived worker.
-        if model.auto_complete_enabled()? {
-            if let Some(completed) = rustpy_core::isolation::auto_complete(&template)? {
-                model.set_config_json(&completed)?;
-                template.config_json = model.config_json()?;
-                rustpy_config::parse_json(&template.config_json).map_err(|e| {
-                    Error::invalid_arg(format!(
-                        "model '{name}': cannot read its auto-completed configuration: {e}"
-                    ))
-                })?;
-            }
-        }
-        return model
-            .state_slot()
-            .put(ModelState::Process(Box::new(template)));
-    }
-    let mut loaded = LoadedModel::load(&config, Path::new(&dir), version)?;
-    // TritonPythonModel.auto_complete_config, applied through Triton's own
-    // auto-complete (skipped when the server runs with it disabled).
-    if model.auto_complete_enabled()? {
-        if let Some(completed) = loaded.auto_complete(&json)? {
-            model.set_config_json(&completed)?;
-            let json = model.config_json()?;
-            let config = rustpy_config::parse_json(&json).map_err(|e| {
-                Error::invalid_arg(format!(
-                    "model '{name}': cannot read its auto-completed configuration: {e}"
-                ))
-            })?;
-            loaded.reconfigure(&config)?;
-        }
-    }
-    log(
-        LogLevel::Info,
-        &format!(
-            "rustpy: loaded model '{name}' version {version} from {}",
-            loaded.model_file.display()
-        ),
-    );
-    model
-        .state_slot()
-        .put(ModelState::InProcess(Arc::new(loaded)))
+    // Set in initialize, which Triton runs before any model loads.
+    let settings = &model.backend()?.state_slot().get::<BackendState>()?.host;
+    let source = ModelSource {
+        name: model.name()?,
+        version: model.version()?,
+        dir: model.directory()?.into(),
+        config_json: model.config_json()?,
+    };
+    let host = ModelHost::load(source, settings, &TritonConfig(model))?;
+    model.state_slot().put(host)
 }
 
 pub fn model_finalize(model: Model) -> Result<()> {
-    let state = model.state_slot().take::<ModelState>()?;
+    let state = model.state_slot().take::<ModelHost>()?;
     // The line upstream's backend logs here (operators grep it).
     log(
         LogLevel::Verbose,
@@ -229,59 +130,16 @@ pub fn model_finalize(model: Model) -> Result<()> {
     Ok(())
 }
 
-/// Per-instance state: the user's Python object, here or in a worker.
-struct InstanceState {
-    instance: Executor,
-}
-
-enum Executor {
-    InProcess(python::ModelInstance),
-    Process(Box<WorkerInstance>),
-}
-
-impl Executor {
-    fn model_name(&self) -> &str {
-        match self {
-            Executor::InProcess(i) => i.model().name(),
-            Executor::Process(w) => w.model_name(),
-        }
-    }
-
-    fn execute(
-        &self,
-        requests: &[Result<InferRequest<'_>>],
-        responders: Vec<TritonResponder>,
-    ) -> rustpy_core::ExecReport {
-        match self {
-            Executor::InProcess(i) => i.execute(requests, responders),
-            Executor::Process(w) => w.execute(requests, responders),
-        }
-    }
-}
-
 pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     let model = instance.model()?;
     // Set in model_initialize, which Triton runs before any instance is created.
-    let state = model.state_slot().get::<ModelState>()?;
+    let host = model.state_slot().get::<ModelHost>()?;
     let info = InstanceInfo {
         name: instance.name()?,
         kind: instance.kind()?.to_string(),
         device_id: instance.device_id()?,
     };
-    let created = match state {
-        ModelState::InProcess(model) => {
-            Executor::InProcess(python::ModelInstance::new(model.clone(), &info)?)
-        }
-        ModelState::Process(template) => {
-            Executor::Process(Box::new(WorkerInstance::new(WorkerConfig {
-                instance: info,
-                ..(**template).clone()
-            })?))
-        }
-    };
-    instance
-        .state_slot()
-        .put(InstanceState { instance: created })
+    instance.state_slot().put(host.instance(&info)?)
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
@@ -290,15 +148,10 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
         LogLevel::Verbose,
         "TRITONBACKEND_ModelInstanceFinalize: delete instance state",
     );
-    if let Some(state) = instance.state_slot().take::<InstanceState>()? {
-        match state.instance {
-            Executor::InProcess(i) => {
-                if let Err(e) = i.finalize() {
-                    log(LogLevel::Error, &e.message);
-                }
-            }
-            // Runs finalize in the worker, then reaps it.
-            Executor::Process(w) => w.finalize(),
+    if let Some(host) = instance.state_slot().take::<InstanceHost>()? {
+        // Runs finalize here, or in the worker (which is then reaped).
+        if let Err(e) = host.finalize() {
+            log(LogLevel::Error, &e.message);
         }
     }
     Ok(())
@@ -377,9 +230,9 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let exec_start = monotonic_ns();
     // Set in instance_initialize (Triton never executes an instance whose
     // initialisation failed).
-    let state = instance.state_slot().get::<InstanceState>();
+    let state = instance.state_slot().get::<InstanceHost>();
     let model_name = match &state {
-        Ok(s) => s.instance.model_name().to_string(),
+        Ok(host) => host.model_name().to_string(),
         Err(_) => String::from("?"),
     };
     // Every request gets a responder first; one that is dropped unanswered
@@ -412,7 +265,7 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
             read_request(&requests[i]).map_err(|e| e.context(format!("model '{model_name}'")))
         })
         .collect();
-    let report = state.instance.execute(&core_requests, responders);
+    let report = state.execute(&core_requests, responders);
     drop(core_requests);
 
     let exec_end = monotonic_ns();

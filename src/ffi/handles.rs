@@ -10,6 +10,7 @@ use std::os::raw::c_void;
 use std::ptr;
 
 use rustpy_core::request::{CorrelationId, InputTensor, ParamValue};
+use rustpy_core::rules::tensor::{MemoryKind, TensorBuffer};
 use rustpy_core::{DataType, Error, OutputSlice};
 
 use super::params::RawParameter;
@@ -47,6 +48,17 @@ impl Backend {
         // stay valid while the backend lives; they are copied at once.
         let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, size) };
         Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+impl Backend {
+    /// The slot where the backend's state (a boxed `T`) lives.
+    pub fn state_slot(&self) -> StateSlot<raw::TRITONBACKEND_Backend> {
+        StateSlot {
+            handle: self.0,
+            get: raw::TRITONBACKEND_BackendState,
+            set: raw::TRITONBACKEND_BackendSetState,
+        }
     }
 }
 
@@ -147,6 +159,14 @@ impl Model {
         // SAFETY: `msg` is ours (created above) and deleted exactly once.
         let _ = check(unsafe { raw::TRITONSERVER_MessageDelete(msg) });
         res
+    }
+
+    /// The backend the model belongs to (it outlives the model).
+    pub fn backend(&self) -> Result<Backend> {
+        let mut b = ptr::null_mut();
+        // SAFETY: live handle; writes the backend's handle, valid while the model lives.
+        check(unsafe { raw::TRITONBACKEND_ModelBackend(self.0, &mut b) })?;
+        Ok(Backend(b))
     }
 
     /// The slot where this model's state (a boxed `T`) lives.
@@ -439,8 +459,9 @@ impl Request {
                     "input '{name}' has an invalid data type (code {dtype})"
                 ))
             })?;
-            let mut chunks = Vec::with_capacity(buffers as usize);
-            for b in 0..buffers {
+            let count = buffers;
+            let mut buffers = Vec::with_capacity(count as usize);
+            for b in 0..count {
                 let (mut base, mut size) = (ptr::null(), 0u64);
                 let (mut mem, mut mem_id) = (raw::TRITONSERVER_MEMORY_CPU, 0i64);
                 // SAFETY: live input; the buffer is valid until the request is
@@ -455,24 +476,26 @@ impl Request {
                         &mut mem_id,
                     )
                 })?;
-                if mem == raw::TRITONSERVER_MEMORY_GPU {
-                    return Err(Error::unsupported(format!(
-                        "input '{name}' is in GPU memory; rustpy reads CPU tensors"
-                    )));
-                }
-                let chunk: &[u8] = if size == 0 || base.is_null() {
-                    &[]
+                // Each buffer carries its memory kind; the core refuses
+                // device memory (MemoryKind::require_host) before reading.
+                let memory = MemoryKind::from_triton(mem, mem_id);
+                let buffer = if !memory.is_host() {
+                    TensorBuffer::device(mem_id, size as usize)
+                } else if size == 0 || base.is_null() {
+                    TensorBuffer::borrowed(&[])
                 } else {
-                    // SAFETY: the server gave `size` readable bytes at `base`, valid until the request is released, which the returned borrow of `self` outlives.
-                    unsafe { std::slice::from_raw_parts(base as *const u8, size as usize) }
+                    // SAFETY: the server gave `size` readable bytes of host memory at `base`, valid until the request is released, which the returned borrow of `self` outlives.
+                    TensorBuffer::borrowed(unsafe {
+                        std::slice::from_raw_parts(base as *const u8, size as usize)
+                    })
                 };
-                chunks.push(chunk);
+                buffers.push(buffer);
             }
             inputs.push(InputTensor {
                 name,
                 dtype,
                 shape,
-                chunks,
+                buffers,
             });
         }
         Ok(inputs)
@@ -582,19 +605,21 @@ impl ResponseFactory {
                         &mut mem_id,
                     )
                 })?;
-                if out.data.is_empty() {
+                let data = out.data.host().map_err(|e| output_context(out, e))?;
+                if data.is_empty() {
                     continue;
                 }
-                if mem == raw::TRITONSERVER_MEMORY_GPU || buf.is_null() {
-                    return Err(Error::unsupported(format!(
-                        "output '{}' was given GPU memory",
+                MemoryKind::from_triton(mem, mem_id)
+                    .require_host()
+                    .map_err(|e| output_context(out, e))?;
+                if buf.is_null() {
+                    return Err(Error::internal(format!(
+                        "output '{}': the server gave no buffer",
                         out.name
                     )));
                 }
-                // SAFETY: the server allocated data.len() writable CPU bytes.
-                unsafe {
-                    ptr::copy_nonoverlapping(out.data.as_ptr(), buf as *mut u8, out.data.len())
-                };
+                // SAFETY: the server allocated data.len() writable bytes of host memory at `buf`.
+                unsafe { ptr::copy_nonoverlapping(data.as_ptr(), buf as *mut u8, data.len()) };
             }
             Ok(())
         };
@@ -646,6 +671,11 @@ impl ResponseFactory {
             )
         })
     }
+}
+
+/// `e` about output `out` of a response.
+fn output_context(out: &OutputSlice<'_>, e: Error) -> Error {
+    e.context(format!("output '{}'", out.name))
 }
 
 impl Drop for ResponseFactory {

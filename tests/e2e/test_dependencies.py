@@ -166,7 +166,8 @@ def test_without_site_packages_the_model_does_not_import(tmp_path, triton_factor
 def test_execution_env_path_needs_its_archive_and_process_isolation(tmp_path, triton_factory):
     """EXECUTION_ENV_PATH means process isolation (docs/isolation.md; it works in
     tests/e2e/test_isolation_env.py): a missing archive fails that model's load,
-    `in_process` with it is refused, and `rustpy run` (in-process) refuses it."""
+    `in_process` with it is refused, and `rustpy run` (which hosts the model in a
+    worker with that environment, as the server does) fails on a broken archive."""
     repo = tmp_path / "repo"
     write_model(repo, "with_env", params={"EXECUTION_ENV_PATH": "$$TRITON_MODEL_DIRECTORY/e.tgz"})
     write_model(repo, "in_proc_env", params={"EXECUTION_ENV_PATH": "e.tgz",
@@ -190,5 +191,6 @@ def test_execution_env_path_needs_its_archive_and_process_isolation(tmp_path, tr
 
     (repo / "with_env" / "e.tgz").write_bytes(b"")
     r = run_cli(["run", str(repo / "with_env"), "--json", "-q"])
-    assert r.returncode != 0 and "EXECUTION_ENV_PATH" in r.stderr \
-        and "needs process isolation" in r.stderr, (r.stdout, r.stderr)
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert "model 'with_env': EXECUTION_ENV_PATH ('$$TRITON_MODEL_DIRECTORY/e.tgz'): " \
+        f"environment {repo / 'with_env' / 'e.tgz'}: unpacking" in r.stderr, r.stderr

@@ -100,6 +100,30 @@ fn parse_secs(s: &str) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// `url`'s HOST:PORT and its loopback address (the benchmark only runs on
+/// loopback).
+fn loopback(url: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let addr = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {hostport:?}: {e}"))?
+        .find(|a| a.ip().is_loopback())
+        .ok_or_else(|| {
+            format!("{hostport:?} is not a loopback address (the benchmark only runs on loopback)")
+        })?;
+    Ok((hostport, addr))
+}
+
+/// A positive number of seconds, or why not.
+fn positive_secs(v: &str, what: &str) -> Result<Duration, String> {
+    parse_secs(v)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("bad {what} {v:?}"))
+}
+
 fn parse_args() -> Result<Args, String> {
     let mut url = "127.0.0.1:8000".to_string();
     let mut protocol = Protocol::Http;
@@ -163,39 +187,19 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|&c| c > 0)
                     .ok_or_else(|| format!("bad concurrency {v:?}"))?;
             }
-            "-d" | "--duration" => {
-                let v = value("seconds")?;
-                duration = parse_secs(&v)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| format!("bad duration {v:?}"))?;
-            }
+            "-d" | "--duration" => duration = positive_secs(&value("seconds")?, "duration")?,
             "-w" | "--warmup" => {
                 let v = value("seconds")?;
                 warmup = parse_secs(&v).ok_or_else(|| format!("bad warm-up {v:?}"))?;
             }
-            "--timeout" => {
-                let v = value("seconds")?;
-                timeout = parse_secs(&v)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| format!("bad timeout {v:?}"))?;
-            }
+            "--timeout" => timeout = positive_secs(&value("seconds")?, "timeout")?,
             "--label" => label = Some(value("text")?),
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     let model = model.ok_or("--model is required")?;
     let kind = kind.ok_or("--workload is required")?;
-    let hostport = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let addr = hostport
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {hostport:?}: {e}"))?
-        .find(|a| a.ip().is_loopback())
-        .ok_or_else(|| {
-            format!("{hostport:?} is not a loopback address (the benchmark only runs on loopback)")
-        })?;
+    let (hostport, addr) = loopback(&url)?;
     Ok(Args {
         protocol,
         addr,
@@ -224,6 +228,28 @@ struct WorkerResult {
     in_bytes: u64,
     out_bytes: u64,
     first_error: Option<String>,
+}
+
+impl WorkerResult {
+    /// The workers' results added up, and all their latencies.
+    fn sum(results: Vec<WorkerResult>) -> (WorkerResult, Vec<u64>) {
+        let mut lat = Vec::with_capacity(results.iter().map(|r| r.latencies_ns.len()).sum());
+        let mut total = WorkerResult::default();
+        for r in results {
+            lat.extend_from_slice(&r.latencies_ns);
+            total.completed += r.completed;
+            total.errors += r.errors;
+            total.validation_errors += r.validation_errors;
+            total.warmup_completed += r.warmup_completed;
+            total.warmup_errors += r.warmup_errors;
+            total.in_bytes += r.in_bytes;
+            total.out_bytes += r.out_bytes;
+            if total.first_error.is_none() {
+                total.first_error = r.first_error;
+            }
+        }
+        (total, lat)
+    }
 }
 
 struct Clock {
@@ -375,21 +401,7 @@ fn main() -> ExitCode {
         })
     };
 
-    let mut lat: Vec<u64> = Vec::with_capacity(results.iter().map(|r| r.latencies_ns.len()).sum());
-    let mut total = WorkerResult::default();
-    for r in results {
-        lat.extend_from_slice(&r.latencies_ns);
-        total.completed += r.completed;
-        total.errors += r.errors;
-        total.validation_errors += r.validation_errors;
-        total.warmup_completed += r.warmup_completed;
-        total.warmup_errors += r.warmup_errors;
-        total.in_bytes += r.in_bytes;
-        total.out_bytes += r.out_bytes;
-        if total.first_error.is_none() {
-            total.first_error = r.first_error;
-        }
-    }
+    let (total, mut lat) = WorkerResult::sum(results);
     let secs = args.duration.as_secs_f64();
     let tensor_bytes = {
         let mut r = Request::default();

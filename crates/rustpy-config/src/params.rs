@@ -281,21 +281,7 @@ const FORMAT_HINT: &str = "write {\"allow_unknown\": bool, \"parameters\": [{\"n
 
 /// Parses and checks a declaration, reporting every problem found.
 pub fn parse_declaration(text: &str) -> Result<Declaration, Vec<DeclError>> {
-    let raw: RawDeclaration = serde_json::from_str(text).map_err(|e| {
-        vec![DeclError {
-            line: Some(e.line()).filter(|&l| l > 0),
-            column: Some(e.column()).filter(|&c| c > 0),
-            // serde_json appends " at line L column C"; the position has its own fields.
-            message: {
-                let text = e.to_string();
-                match text.rsplit_once(" at line ") {
-                    Some((message, _)) => message.to_string(),
-                    None => text,
-                }
-            },
-            hint: FORMAT_HINT.into(),
-        }]
-    })?;
+    let raw: RawDeclaration = serde_json::from_str(text).map_err(|e| vec![json_error(&e)])?;
     let mut errors = Vec::new();
     let mut params: Vec<ParamDecl> = Vec::new();
     for (i, p) in raw.parameters.into_iter().enumerate() {
@@ -308,81 +294,9 @@ pub fn parse_declaration(text: &str) -> Result<Declaration, Vec<DeclError>> {
                 hint: hint.into(),
             })
         };
-        let name = p.name.clone();
-        if name.is_empty() {
-            err(
-                format!("parameter {} has an empty name", i + 1),
-                "give every parameter a name",
-            );
-            continue;
+        if let Some(decl) = param_decl(p, i, &params, &mut err) {
+            params.push(decl);
         }
-        if params.iter().any(|q| q.name == name) {
-            err(
-                format!("parameter '{name}' is declared more than once"),
-                "remove or rename the duplicate",
-            );
-            continue;
-        }
-        let numeric = matches!(p.ty, ParamType::Int | ParamType::Float);
-        if !numeric && (p.min.is_some() || p.max.is_some()) {
-            err(
-                format!("parameter '{name}' of type {} has min/max", p.ty),
-                "min and max apply to int and float parameters only",
-            );
-        }
-        if let (Some(a), Some(b)) = (p.min, p.max) {
-            if a > b {
-                err(
-                    format!("parameter '{name}' has min {a} greater than max {b}"),
-                    "swap min and max",
-                );
-            }
-        }
-        let mut decl = ParamDecl {
-            name: name.clone(),
-            ty: p.ty,
-            default: None,
-            required: p.required,
-            min: p.min,
-            max: p.max,
-            choices: Vec::new(),
-            description: p.description,
-        };
-        // Choices must themselves be valid values of the type (ignoring the
-        // choices rule itself).
-        let mut choices = Vec::new();
-        for c in &p.choices {
-            match Value::from_json(c)
-                .ok_or_else(|| format!("must be of type {}, got {c}", p.ty))
-                .and_then(|v| decl.accept(&v))
-            {
-                Ok(v) => choices.push(v),
-                Err(why) => err(
-                    format!("parameter '{name}': choice {c} {why}"),
-                    "list values of the parameter's type, within min/max",
-                ),
-            }
-        }
-        decl.choices = choices;
-        if let Some(d) = &p.default {
-            match Value::from_json(d)
-                .ok_or_else(|| format!("must be of type {}, got {d}", p.ty))
-                .and_then(|v| decl.accept(&v))
-            {
-                Ok(v) => decl.default = Some(v),
-                Err(why) => err(
-                    format!("parameter '{name}': default {why}"),
-                    "make the default a value the parameter accepts",
-                ),
-            }
-            if p.required {
-                err(
-                    format!("parameter '{name}' is required but has a default"),
-                    "drop \"required\" (the default is used when missing) or the default",
-                );
-            }
-        }
-        params.push(decl);
     }
     if errors.is_empty() {
         Ok(Declaration {
@@ -392,6 +306,109 @@ pub fn parse_declaration(text: &str) -> Result<Declaration, Vec<DeclError>> {
     } else {
         Err(errors)
     }
+}
+
+/// A declaration that is not JSON of the expected form, at serde's position.
+fn json_error(e: &serde_json::Error) -> DeclError {
+    DeclError {
+        line: Some(e.line()).filter(|&l| l > 0),
+        column: Some(e.column()).filter(|&c| c > 0),
+        // serde_json appends " at line L column C"; the position has its own fields.
+        message: {
+            let text = e.to_string();
+            match text.rsplit_once(" at line ") {
+                Some((message, _)) => message.to_string(),
+                None => text,
+            }
+        },
+        hint: FORMAT_HINT.into(),
+    }
+}
+
+/// The `index`-th declared parameter, checked against itself and the ones
+/// before it (`seen`); every problem goes to `err`. None when it cannot be
+/// declared at all (no name, a duplicate).
+fn param_decl(
+    p: RawParam,
+    index: usize,
+    seen: &[ParamDecl],
+    err: &mut impl FnMut(String, &str),
+) -> Option<ParamDecl> {
+    let name = p.name.clone();
+    if name.is_empty() {
+        err(
+            format!("parameter {} has an empty name", index + 1),
+            "give every parameter a name",
+        );
+        return None;
+    }
+    if seen.iter().any(|q| q.name == name) {
+        err(
+            format!("parameter '{name}' is declared more than once"),
+            "remove or rename the duplicate",
+        );
+        return None;
+    }
+    let numeric = matches!(p.ty, ParamType::Int | ParamType::Float);
+    if !numeric && (p.min.is_some() || p.max.is_some()) {
+        err(
+            format!("parameter '{name}' of type {} has min/max", p.ty),
+            "min and max apply to int and float parameters only",
+        );
+    }
+    if let (Some(a), Some(b)) = (p.min, p.max) {
+        if a > b {
+            err(
+                format!("parameter '{name}' has min {a} greater than max {b}"),
+                "swap min and max",
+            );
+        }
+    }
+    let mut decl = ParamDecl {
+        name: name.clone(),
+        ty: p.ty,
+        default: None,
+        required: p.required,
+        min: p.min,
+        max: p.max,
+        choices: Vec::new(),
+        description: p.description,
+    };
+    // Choices must themselves be valid values of the type (ignoring the
+    // choices rule itself).
+    let mut choices = Vec::new();
+    for c in &p.choices {
+        match Value::from_json(c)
+            .ok_or_else(|| format!("must be of type {}, got {c}", p.ty))
+            .and_then(|v| decl.accept(&v))
+        {
+            Ok(v) => choices.push(v),
+            Err(why) => err(
+                format!("parameter '{name}': choice {c} {why}"),
+                "list values of the parameter's type, within min/max",
+            ),
+        }
+    }
+    decl.choices = choices;
+    if let Some(d) = &p.default {
+        match Value::from_json(d)
+            .ok_or_else(|| format!("must be of type {}, got {d}", p.ty))
+            .and_then(|v| decl.accept(&v))
+        {
+            Ok(v) => decl.default = Some(v),
+            Err(why) => err(
+                format!("parameter '{name}': default {why}"),
+                "make the default a value the parameter accepts",
+            ),
+        }
+        if p.required {
+            err(
+                format!("parameter '{name}' is required but has a default"),
+                "drop \"required\" (the default is used when missing) or the default",
+            );
+        }
+    }
+    Some(decl)
 }
 
 /// The line of the `index`-th parameter's `"name": "<name>"`, best effort.

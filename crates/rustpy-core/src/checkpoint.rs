@@ -52,29 +52,3 @@ pub fn resolve(cfg: &ModelConfig, model_name: &str, model_dir: &Path) -> Result<
         )),
     }
 }
-
-/// A per-model environment (`EXECUTION_ENV_PATH`, the official backend's
-/// conda-pack archive, or `rustpy.python_env`) applies only in the model's
-/// worker processes (docs/isolation.md): anywhere else (`rustpy run`, which
-/// runs models in-process) fail the load instead of ignoring it.
-pub fn refuse_execution_env(cfg: &ModelConfig, model_name: &str) -> Result<()> {
-    use rustpy_config::model::{EXECUTION_ENV_PARAMETER, PYTHON_ENV_KEY};
-    if crate::isolation::env::applied() {
-        return Ok(());
-    }
-    for key in [EXECUTION_ENV_PARAMETER, PYTHON_ENV_KEY] {
-        match rustpy_config::parameter(cfg, key) {
-            Some(env) if !env.trim().is_empty() => {
-                return Err(Error::unsupported(format!(
-                    "model '{model_name}': {key} (\"{env}\") needs process isolation: served by \
-                     tritonserver, the model runs in worker processes that use that environment \
-                     (docs/isolation.md); in-process, all models share one Python interpreter \
-                     (install the requirements for every model with `rustpy env REPO --target DIR` \
-                     and --backend-config=rustpy,site-packages=DIR)"
-                )))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}

@@ -6,16 +6,31 @@
 
 use std::time::Instant;
 
-use crate::dtype::DataType;
 use crate::error::Error;
+use crate::rules::dtype::DataType;
+use crate::rules::tensor::TensorBuffer;
 
-/// One output tensor of one response, borrowed for the duration of a send.
+/// One output tensor of one response, borrowed for the duration of a send;
+/// its data carries the memory it lives in (host memory today: what user
+/// code returned, or a slice of a worker's region).
 #[derive(Debug)]
 pub struct OutputSlice<'a> {
     pub name: &'a str,
     pub dtype: DataType,
     pub shape: Vec<i64>,
-    pub data: &'a [u8],
+    pub data: TensorBuffer<'a>,
+}
+
+impl<'a> OutputSlice<'a> {
+    /// An output whose bytes are host memory lent for the send.
+    pub fn host(name: &'a str, dtype: DataType, shape: Vec<i64>, data: &'a [u8]) -> Self {
+        OutputSlice {
+            name,
+            dtype,
+            shape,
+            data: TensorBuffer::borrowed(data),
+        }
+    }
 }
 
 /// Delivers the responses of one request. Called without the GIL.

@@ -1,36 +1,43 @@
-//! rustpy's execution core: the model configuration it needs, data types,
-//! batching rules and plans (`batch`), one executor per model instance
-//! (`exec`: the batched API and the official pb_utils API in `python`, the
-//! native echo), the Python bridge (`python`), the response-stream contract
-//! (`engine`), and process isolation (`isolation`). It knows nothing of
-//! Triton's C API, so the backend and the `rustpy` CLI share it and tests
-//! reach it without a server. File by file: docs/architecture.md.
+//! rustpy's execution core. It knows nothing of Triton's C API, so the
+//! backend and the `rustpy` CLI share it and tests reach it without a
+//! server. Its layers, bottom up (file by file: docs/architecture.md):
+//!
+//! - `rules`: the Python-free part: requests and their tensor memory, data
+//!   types, the BYTES codec, the model spec, batching and ragged plans,
+//!   typed parameters. Plus `error`, `constants` and `engine` (the
+//!   response-stream contract).
+//! - `admission`: whether a request may run, decided once per execution.
+//! - `python`: the Rust↔Python boundary: the interpreter, model loading, the
+//!   execution strategies of the two Python APIs; `echo`: the native one.
+//! - `isolation`: process isolation (the worker processes).
+//! - `host`: where a model runs (in-process or in workers), for the backend
+//!   and the CLI alike; `local`: running a model without Triton.
 //!
 //! `unsafe` is denied crate-wide and allowed only in `python::numpy_io`
-//! (numpy's C API) and `isolation::sys` (memfd, mmap, process spawning),
+//! (numpy's C API), `rules::shared` (the declaration of the unsafe trait
+//! `SharedMemory`) and `isolation::sys` (memfd, mmap, process spawning),
 //! where every unsafe block carries a `// SAFETY:` comment.
 
 #![deny(unsafe_code)]
 
-pub mod batch;
-pub mod bytes;
+pub(crate) mod admission;
 pub mod checkpoint;
 pub mod constants;
-mod dtype;
+pub mod echo;
 mod engine;
 pub mod error;
-pub(crate) mod exec;
+pub mod host;
 pub mod isolation;
 pub mod local;
-pub mod params;
 pub mod python;
-mod ragged;
-pub mod request;
+pub mod rules;
 pub mod server;
-mod spec;
 
-pub use dtype::DataType;
+// The rules' modules the CLI and the tests name, at their stable paths.
+pub use rules::{batch, bytes, params, request};
+
 pub use engine::{ExecReport, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
 pub use error::{Error, ErrorCode, Result};
-pub use request::{CorrelationId, InferRequest, InputTensor, ParamValue};
-pub use spec::{ModelSpec, TensorSpec};
+pub use rules::dtype::DataType;
+pub use rules::request::{CorrelationId, InferRequest, InputTensor, ParamValue};
+pub use rules::spec::{ModelSpec, TensorSpec};

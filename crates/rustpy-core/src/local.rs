@@ -1,19 +1,20 @@
-//! Running a model without Triton: the same loading, validation, batching and
-//! Python calls as the backend, with responses collected in memory. Used by
-//! `rustpy run` and by the core's own tests.
+//! Running a model without Triton: the same host choice (in-process or a
+//! worker process), loading, validation, batching and Python calls as the
+//! backend, with responses collected in memory. Used by `rustpy run`,
+//! `rustpy test` and the core's own tests.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::engine::{ExecReport, OutputSlice, ResponseSink, ResponseStream};
 use crate::error::{Error, ErrorCode, Result};
-use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
-use crate::request::{InferRequest, InputTensor, ParamValue};
+use crate::host::{FixedConfig, HostSettings, InstanceHost, ModelHost, ModelSource};
+use crate::python::{self, InstanceInfo};
+use crate::rules::request::{InferRequest, InputTensor, ParamValue};
+use crate::rules::spec::ModelSpec;
 use crate::server::OwnedTensor;
-use crate::spec::ModelSpec;
 
 /// A request with its own data.
 #[derive(Debug, Clone, Default)]
@@ -32,16 +33,32 @@ pub enum LocalResponse {
     Error(Error),
 }
 
-/// A model loaded from a directory, with one instance.
+/// A model loaded from a directory, with one instance, hosted where its
+/// configuration says (in this process, or in a worker process).
 pub struct LocalModel {
-    instance: ModelInstance,
+    instance: InstanceHost,
     pub spec: ModelSpec,
     pub model_dir: PathBuf,
 }
 
 impl LocalModel {
-    /// Loads `<model_dir>/config.pbtxt` and the given (or highest) version.
+    /// Loads `<model_dir>/config.pbtxt` and the given (or highest) version,
+    /// with `rustpy-worker` looked for next to this executable.
     pub fn load(model_dir: &Path, version: Option<u64>) -> Result<Self> {
+        Self::load_with(
+            model_dir,
+            version,
+            &HostSettings::for_executable(Vec::new()),
+        )
+    }
+
+    /// [`LocalModel::load`] with the host's settings (extra site-packages,
+    /// where `rustpy-worker` is).
+    pub fn load_with(
+        model_dir: &Path,
+        version: Option<u64>,
+        settings: &HostSettings,
+    ) -> Result<Self> {
         let config_path = model_dir.join("config.pbtxt");
         let text = std::fs::read_to_string(&config_path).map_err(|e| {
             Error::new(
@@ -61,17 +78,23 @@ impl LocalModel {
             Some(v) => v,
             None => latest_version(model_dir)?,
         };
-        python::initialize()?;
-        let model = Arc::new(LoadedModel::load(&config, model_dir, version)?);
+        let source = ModelSource {
+            name: config.name.clone(),
+            version,
+            // Absolute, as Triton gives it (`$$TRITON_MODEL_DIRECTORY`).
+            dir: std::path::absolute(model_dir).unwrap_or_else(|_| model_dir.to_path_buf()),
+            config_json: rustpy_config::to_json(&config).to_string(),
+        };
+        let host = ModelHost::load(source, settings, &FixedConfig)?;
         let info = InstanceInfo {
             name: format!("{}_0", config.name),
             kind: "CPU".into(),
             device_id: 0,
         };
-        let instance = ModelInstance::new(model.clone(), &info)?;
+        let instance = host.instance(&info)?;
         Ok(LocalModel {
             instance,
-            spec: model.spec.clone(),
+            spec: host.spec().clone(),
             model_dir: model_dir.to_path_buf(),
         })
     }
@@ -91,12 +114,7 @@ impl LocalModel {
                     inputs: r
                         .inputs
                         .iter()
-                        .map(|t| InputTensor {
-                            name: t.name.clone(),
-                            dtype: t.dtype,
-                            shape: t.shape.clone(),
-                            chunks: vec![&t.data],
-                        })
+                        .map(|t| InputTensor::borrowed(&t.name, t.dtype, &t.shape, &t.data))
                         .collect(),
                     requested_outputs: if r.requested_outputs.is_empty() {
                         self.spec.outputs.iter().map(|o| o.name.clone()).collect()
@@ -156,13 +174,15 @@ impl ResponseSink for Collector {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
         let owned = outputs
             .iter()
-            .map(|o| OwnedTensor {
-                name: o.name.to_string(),
-                dtype: o.dtype,
-                shape: o.shape.clone(),
-                data: o.data.to_vec(),
+            .map(|o| {
+                Ok(OwnedTensor {
+                    name: o.name.to_string(),
+                    dtype: o.dtype,
+                    shape: o.shape.clone(),
+                    data: o.data.host()?.to_vec(),
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let _ = self
             .tx
             .send(Event::Response(LocalResponse::Outputs(owned), is_final));
@@ -277,7 +297,7 @@ pub fn example_tensor(name: &str, dtype: crate::DataType, shape: &[i64]) -> Resu
         let what = format!("generating input '{name}'");
         let err = |e: PyErr| python::py_error(py, &e, &what);
         let np = py.import("numpy").map_err(err)?;
-        let n = crate::request::element_count(shape);
+        let n = crate::rules::request::element_count(shape);
         let array = if dtype == crate::DataType::Bytes {
             let items: Vec<&[u8]> = vec![b"rustpy"; n];
             np.call_method1("array", (items, "object")).map_err(err)?

@@ -7,9 +7,10 @@ use std::sync::{Arc, OnceLock};
 
 use crossbeam::channel::Sender;
 
-use crate::dtype::DataType;
 use crate::error::{Error, ErrorCode, Result};
-use crate::request::{CorrelationId, ParamValue};
+use crate::rules::dtype::DataType;
+use crate::rules::request::{CorrelationId, ParamValue};
+use crate::rules::tensor::TensorBuffer;
 
 /// A tensor with its own storage.
 #[derive(Debug, Clone)]
@@ -18,6 +19,13 @@ pub struct OwnedTensor {
     pub dtype: DataType,
     pub shape: Vec<i64>,
     pub data: Vec<u8>,
+}
+
+impl OwnedTensor {
+    /// The data as a buffer of host memory the tensor owns.
+    pub fn buffer(&self) -> TensorBuffer<'_> {
+        TensorBuffer::owned(&self.data)
+    }
 }
 
 /// An inference request user code sends to another model.

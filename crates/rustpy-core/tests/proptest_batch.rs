@@ -7,6 +7,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use rustpy_core::batch::{self, BatchOutput, OutputData};
 use rustpy_core::bytes;
+use rustpy_core::rules::tensor::TensorBuffer;
 use rustpy_core::{DataType, InferRequest, InputTensor, ModelSpec, TensorSpec};
 
 const DTYPES: [DataType; 5] = [
@@ -54,6 +55,10 @@ fn dim() -> impl Strategy<Value = i64> {
 }
 
 fn checked_count(shape: &[i64]) -> Option<usize> {
+    // Any zero dim makes the count 0, however large the others.
+    if shape.contains(&0) {
+        return Some(0);
+    }
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
@@ -77,7 +82,7 @@ proptest! {
         let at = split.index(data.len() + 1);
         let chunks: Vec<&[u8]> = if at == 0 { vec![&data[..]] } else { vec![&data[..at], &data[at..]] };
         let req = InferRequest {
-            inputs: vec![InputTensor { name: "X".into(), dtype, shape: shape.clone(), chunks }],
+            inputs: vec![InputTensor { name: "X".into(), dtype, shape: shape.clone(), buffers: chunks.into_iter().map(TensorBuffer::borrowed).collect() }],
             ..Default::default()
         };
         match batch::validate_request(&spec, &req) {
@@ -149,7 +154,7 @@ proptest! {
         let data = [0u8; 64];
         let reqs: Vec<InferRequest<'_>> = widths.iter().map(|&w| InferRequest {
             inputs: vec![InputTensor { name: "X".into(), dtype: DataType::Fp32, shape: vec![1, w],
-                chunks: vec![&data[..4 * w as usize]] }],
+                buffers: vec![TensorBuffer::borrowed(&data[..4 * w as usize])] }],
             ..Default::default()
         }).collect();
         let indexed: Vec<(usize, &InferRequest<'_>)> = reqs.iter().enumerate().collect();
@@ -185,7 +190,7 @@ fn overflowing_shape_is_rejected_by_name() {
                 name: "X".into(),
                 dtype: DataType::Fp32,
                 shape: shape.clone(),
-                chunks: vec![&data],
+                buffers: vec![TensorBuffer::borrowed(&data)],
             }],
             ..Default::default()
         };
@@ -202,7 +207,7 @@ fn overflowing_shape_is_rejected_by_name() {
             name: "X".into(),
             dtype: DataType::Bytes,
             shape: vec![1 << 32, 1 << 32],
-            chunks: vec![],
+            buffers: vec![],
         }],
         ..Default::default()
     };

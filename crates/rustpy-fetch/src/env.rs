@@ -321,42 +321,53 @@ pub fn prune_envs(
         out.push(entry);
     }
     if !dry_run {
-        // Staging directories of unpacks that died (their key's lock is
-        // free), and lock files whose entry is gone.
-        if let Ok(stages) = fs::read_dir(&tmp_root) {
-            for st in stages.flatten() {
-                let name = st.file_name().to_string_lossy().into_owned();
-                let Some(key) = name.split('.').next().filter(|k| is_key(k)) else {
-                    continue;
-                };
-                if let Ok(Some(_lock)) = lock_key(&root, key, false) {
-                    let _ = fs::remove_dir_all(st.path());
-                }
-            }
-        }
-        let locks: Vec<String> = fs::read_dir(&root)?
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".lock")
-                    .filter(|k| is_key(k))
-                    .map(String::from)
-            })
-            .collect();
-        for key in locks {
-            if root.join(&key).exists() {
+        clear_dead_staging(&root, &tmp_root);
+        clear_orphan_locks(&root)?;
+    }
+    Ok(out)
+}
+
+/// Removes the staging directories under `tmp_root` of unpacks that died
+/// (nobody holds their key's lock in `root`).
+fn clear_dead_staging(root: &Path, tmp_root: &Path) {
+    if let Ok(stages) = fs::read_dir(tmp_root) {
+        for st in stages.flatten() {
+            let name = st.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.split('.').next().filter(|k| is_key(k)) else {
                 continue;
-            }
-            if let Ok(Some(lock)) = lock_key(&root, &key, false) {
-                // Nobody unpacks it (that needs the lock) and no entry is
-                // left: the lock file only takes room.
-                if !root.join(&key).exists() {
-                    remove_lock_file(&root, &key, lock);
-                }
+            };
+            if let Ok(Some(_lock)) = lock_key(root, key, false) {
+                let _ = fs::remove_dir_all(st.path());
             }
         }
     }
-    Ok(out)
+}
+
+/// Removes the lock files in `root` whose entry is gone (and that nobody
+/// holds).
+fn clear_orphan_locks(root: &Path) -> io::Result<()> {
+    let locks: Vec<String> = fs::read_dir(root)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".lock")
+                .filter(|k| is_key(k))
+                .map(String::from)
+        })
+        .collect();
+    for key in locks {
+        if root.join(&key).exists() {
+            continue;
+        }
+        if let Ok(Some(lock)) = lock_key(root, &key, false) {
+            // Nobody unpacks it (that needs the lock) and no entry is
+            // left: the lock file only takes room.
+            if !root.join(&key).exists() {
+                remove_lock_file(root, &key, lock);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes `<root>/<key>.lock` while `lock` (its lock) is held.

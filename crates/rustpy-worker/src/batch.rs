@@ -15,11 +15,13 @@ use rustpy_core::isolation::sys::Mapping;
 use rustpy_core::isolation::wire::{Done, Execute};
 use rustpy_core::isolation::WorkerResponses;
 use rustpy_core::python::{self, ModelInstance};
-use rustpy_core::{InferRequest, Responder};
+use rustpy_core::rules::shared::SharedRegion;
+use rustpy_core::rules::tensor::TensorBuffer;
+use rustpy_core::{ExecReport, InferRequest, Responder};
 
 /// A mapping of the input region, owned by Python: the base of every numpy
-/// view of a batch's inputs (numpy_io's view region). Python frees it when
-/// the last view goes; the mapping goes with it.
+/// view of a batch's inputs (through the inputs' SharedRegion). Python frees
+/// it when the last view goes; the mapping goes with it.
 #[pyclass(module = "_rustpy_worker", frozen)]
 struct SharedInput {
     map: Arc<Mapping>,
@@ -97,9 +99,11 @@ impl InputViews {
     /// elsewhere and this mapping lives until Python frees it. Refcounts
     /// only change under the GIL, so the check and the mark cannot race
     /// with the last view going away. Returns whether it is pinned.
-    fn keep_or_pin(&mut self, region: Py<SharedInput>, batch: u64) -> bool {
+    fn keep_or_pin(&mut self, region: Py<SharedInput>, shared: SharedRegion, batch: u64) -> bool {
         Python::attach(|py| {
-            let _ = python::set_view_region(py, None);
+            // Our handle goes first (with the GIL: it may hold the last
+            // reference to `region`'s owner); views keep theirs.
+            drop(shared);
             if python::ref_count(region.bind(py).as_any()) > 1 {
                 region.get().pinned.store(batch.max(1), Ordering::Release);
                 drop(region);
@@ -119,18 +123,6 @@ impl InputViews {
     pub fn close(&mut self) {
         Python::attach(|_| drop(self.current.take()));
     }
-}
-
-/// Inputs reach Python as views of `region` (numpy_io's view region) while
-/// execute runs.
-fn expose_views(region: &Py<SharedInput>) {
-    Python::attach(|py| {
-        let memory: Arc<dyn python::ViewMemory> = region.get().map.clone();
-        if python::set_view_region(py, Some((memory, region.clone_ref(py).into_any()))).is_err() {
-            // No views then: inputs are copied.
-            let _ = python::set_view_region(py, None);
-        }
-    });
 }
 
 /// What a batch runs with.
@@ -167,21 +159,47 @@ pub fn run_batch(exec: Execute, cx: &BatchContext<'_>, views: &mut InputViews) {
     cx.responses
         .set_input_view((input.as_ptr() as usize, input.len()));
     let region_bytes = input.whole();
+    // Inputs are buffers of the shared region: Python gets views of them,
+    // whose base keeps this mapping (and `region`) alive.
+    let shared =
+        Python::attach(|py| SharedRegion::new(input.clone(), Arc::new(region.clone_ref(py))));
     let requests: Vec<Result<InferRequest>> = requests
         .into_iter()
         .map(|r| {
-            r.to_request(region_bytes)
-                .map_err(|e| Error::internal(format!("rustpy-worker: {e}")))
+            let mut r = r
+                .to_request(region_bytes)
+                .map_err(|e| Error::internal(format!("rustpy-worker: {e}")))?;
+            for t in &mut r.inputs {
+                for b in &mut t.buffers {
+                    *b = TensorBuffer::shared(b.host()?, shared.clone());
+                }
+            }
+            Ok(r)
         })
         .collect();
-    let responders = (0..requests.len())
+    let mut responders: Vec<_> = (0..requests.len())
         .map(|index| cx.responses.responder(batch, index))
         .collect();
-    expose_views(&region);
     cx.intake.begin(false);
-    let report = cx.instance.execute(&requests, responders);
+    // The backend admitted these requests (rustpy_core::admission); an input
+    // it placed outside the shared memory is a protocol error that fails
+    // the batch whole.
+    let report = match requests
+        .iter()
+        .map(Result::as_ref)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(admitted) => cx.instance.run(&admitted, responders),
+        Err(e) => {
+            let e = e.clone();
+            for r in &mut responders {
+                r.send_error(&e);
+            }
+            ExecReport::new(requests.len())
+        }
+    };
     drop(requests);
-    let pinned = views.keep_or_pin(region, batch);
+    let pinned = views.keep_or_pin(region, shared, batch);
     let done = Done::after(report, start, pinned, views.take_released());
     let _ = cx.responses.send_done(done);
     cx.intake.end();

@@ -12,6 +12,7 @@ use std::ptr;
 
 use crossbeam::channel::Sender;
 use rustpy_core::request::{CorrelationId, ParamValue};
+use rustpy_core::rules::tensor::MemoryKind;
 use rustpy_core::server::{BlsRequest, BlsResponse, OwnedTensor};
 use rustpy_core::{DataType, Error};
 
@@ -244,6 +245,9 @@ impl PendingRequest {
         let req = self.0;
         for t in inputs {
             let name = cstring(&t.name);
+            let buffer = t.buffer();
+            let (memory_type, memory_id) = buffer.kind().to_triton();
+            let data = buffer.host()?;
             // SAFETY: `req` is live and ours; name and shape outlive the call, which copies them.
             check(unsafe {
                 raw::TRITONSERVER_InferenceRequestAddInput(
@@ -259,10 +263,10 @@ impl PendingRequest {
                 raw::TRITONSERVER_InferenceRequestAppendInputData(
                     req,
                     name.as_ptr(),
-                    t.data.as_ptr() as *const c_void,
-                    t.data.len(),
-                    raw::TRITONSERVER_MEMORY_CPU,
-                    0,
+                    data.as_ptr() as *const c_void,
+                    data.len(),
+                    memory_type as raw::TRITONSERVER_MemoryType,
+                    memory_id,
                 )
             })?;
         }
@@ -439,15 +443,21 @@ impl ServerResponse {
             // SAFETY: the response owns `dims` dims at `shape`, valid until it is deleted; copied here.
             unsafe { std::slice::from_raw_parts(shape, dims as usize) }.to_vec()
         };
+        // SAFETY: the output's name is owned by the response, valid until it is deleted; copied here.
+        let name = unsafe { borrow_str(name) }.to_owned();
+        // Our allocator hands out host memory only; whatever the response
+        // says it is, device memory is refused, never read.
+        MemoryKind::from_triton(mem, mem_id)
+            .require_host()
+            .map_err(|e| e.context(format!("BLS response output '{name}'")))?;
         let data = if size == 0 || base.is_null() {
             Vec::new()
         } else {
-            // SAFETY: the response owns `size` bytes of CPU data at `base` (our allocator hands out CPU memory only), valid until it is deleted; copied here.
+            // SAFETY: the response owns `size` bytes of host memory at `base` (checked just above), valid until it is deleted; copied here.
             unsafe { std::slice::from_raw_parts(base as *const u8, size) }.to_vec()
         };
         Ok(Some(OwnedTensor {
-            // SAFETY: the output's name is owned by the response, valid until it is deleted; copied here.
-            name: unsafe { borrow_str(name) }.to_owned(),
+            name,
             dtype,
             shape,
             data,

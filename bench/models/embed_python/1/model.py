@@ -8,7 +8,7 @@ Per text: a pure-Python tokenizer (lower-case, split into ASCII letter/digit
 runs, FNV-1a 32-bit hash of each token modulo 4096), then the mean of the
 tokens' rows of a [4096, 64] embedding table, L2-normalised. The table comes
 from an integer formula that rustpy-bench repeats to check every response
-(crates/rustpy-bench/src/workload.rs, mod embed).
+(crates/rustpy-bench/src/workload/embed.rs).
 """
 import numpy as np
 

@@ -7,7 +7,7 @@ and `backend: "rustpy"` (mlp_rustpy_compat, a byte-identical copy).
     OUTPUT = relu(INPUT @ W1 + b1) @ W2 + b2     FP32[512] -> [1024] -> FP32[128]
 
 Weights come from integer formulas (exact in FP32) that rustpy-bench repeats
-to check every response (crates/rustpy-bench/src/workload.rs, mod mlp).
+to check every response (crates/rustpy-bench/src/workload/mlp.rs).
 """
 import numpy as np
 

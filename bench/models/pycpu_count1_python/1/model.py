@@ -7,8 +7,8 @@ with `instance_group { count: 1 }` and `{ count: 2 }`: what a second instance
 buys for Python that holds the GIL (issue 11's first target).
 
 Per text it computes the `embed` workload's answer (rustpy-bench checks it
-against its own implementation, crates/rustpy-bench/src/workload.rs, mod
-embed), but runs the pure-Python tokenizer ROUNDS times first: about 10 ms of
+against its own implementation, crates/rustpy-bench/src/workload/embed.rs),
+but runs the pure-Python tokenizer ROUNDS times first: about 10 ms of
 interpreter work per request, with the GIL held throughout.
 """
 import numpy as np

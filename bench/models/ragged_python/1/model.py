@@ -3,7 +3,7 @@ one table lookup and mean per request.
 
 INT32 TOKENS [1, n] -> FP32 EMB [1, 16]: the mean of the tokens' rows of a
 1024x16 table built from an integer formula (exact in FP32), the same as
-crates/rustpy-bench/src/workload.rs (mod ragged) computes for checking.
+crates/rustpy-bench/src/workload/ragged.rs computes for checking.
 """
 import numpy as np
 import triton_python_backend_utils as pb_utils

@@ -171,9 +171,29 @@ struct Scaffold {
     test_case: serde_json::Value,
 }
 
+/// The IMAGE input of the image tasks (UINT8, height x width x RGB).
+fn image_input((h, w): (u32, u32)) -> Tensor {
+    Tensor::new("IMAGE", "TYPE_UINT8", &[h.into(), w.into(), 3])
+}
+
+/// The golden case of the image tasks: two images in one batch, the second
+/// with request parameters.
+fn image_case(
+    (h, w): (u32, u32),
+    fills: [serde_json::Value; 2],
+    params: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "description": "two images in one batch, the second with request parameters",
+        "requests": [
+            {"inputs": {"IMAGE": {"shape": [h, w, 3], "fill": fills[0]}}},
+            {"inputs": {"IMAGE": {"shape": [h, w, 3], "fill": fills[1]}}, "parameters": params}
+        ]
+    })
+}
+
 impl Scaffold {
     fn new(name: &str, task: Task, max_batch_size: u32, (h, w): (u32, u32)) -> Self {
-        let image = || Tensor::new("IMAGE", "TYPE_UINT8", &[h.into(), w.into(), 3]);
         let mut scaffold = Scaffold {
             name: name.to_owned(),
             max_batch_size,
@@ -186,124 +206,124 @@ impl Scaffold {
             request_parameters: String::new(),
             test_case: serde_json::Value::Null,
         };
-        let image_case = |fills: [serde_json::Value; 2], params: serde_json::Value| {
-            serde_json::json!({
-                "description": "two images in one batch, the second with request parameters",
-                "requests": [
-                    {"inputs": {"IMAGE": {"shape": [h, w, 3], "fill": fills[0]}}},
-                    {"inputs": {"IMAGE": {"shape": [h, w, 3], "fill": fills[1]}}, "parameters": params}
-                ]
-            })
-        };
         let template = match task {
-            Task::ImageClassification => {
-                let mut probs =
-                    Tensor::new("PROBS", "TYPE_FP32", &[CLASSIFICATION_LABELS.len() as i64]);
-                probs.label_filename = Some("labels.txt");
-                scaffold.inputs.push(image());
-                scaffold.outputs.push(probs);
-                scaffold.labels = Some(CLASSIFICATION_LABELS);
-                scaffold.request_parameters = declaration(&[
-                    format!(
-                        r#"{{"name": "top_k", "type": "int", "default": 0, "min": 0, "max": {}, "description": "keep only the k highest probabilities (0: all)"}}"#,
-                        CLASSIFICATION_LABELS.len()
-                    ),
-                    r#"{"name": "threshold", "type": "float", "default": 0.0, "min": 0, "max": 1, "description": "zero the probabilities below this"}"#.into(),
-                ]);
-                scaffold.test_case =
-                    image_case([0.into(), "ramp".into()], serde_json::json!({"top_k": 3}));
-                include_str!("../../templates/image_classification.py")
-            }
-            Task::TextEmbedding => {
-                scaffold
-                    .inputs
-                    .push(Tensor::new("TEXT", "TYPE_STRING", &[1]));
-                scaffold.outputs.push(Tensor::new(
-                    "EMBEDDING",
-                    "TYPE_FP32",
-                    &[EMBEDDING_DIM.into()],
-                ));
-                scaffold.request_parameters = declaration(&[
-                    r#"{"name": "normalize", "type": "bool", "default": true, "description": "L2-normalise the embedding"}"#.into(),
-                ]);
-                scaffold.test_case = serde_json::json!({
-                    "description": "two texts in one batch, the second not normalised",
-                    "requests": [
-                        {"inputs": {"TEXT": ["hello world"]}},
-                        {"inputs": {"TEXT": ["rust and python"]}, "parameters": {"normalize": false}}
-                    ]
-                });
-                include_str!("../../templates/text_embedding.py")
-            }
-            Task::TextGeneration => {
-                scaffold
-                    .inputs
-                    .push(Tensor::new("PROMPT", "TYPE_STRING", &[1]));
-                scaffold
-                    .outputs
-                    .push(Tensor::new("TOKEN", "TYPE_STRING", &[1]));
-                scaffold.decoupled = true;
-                scaffold.request_parameters = declaration(&[
-                    format!(
-                        r#"{{"name": "max_tokens", "type": "int", "default": {MAX_TOKENS}, "min": 1, "max": 256, "description": "number of tokens to stream"}}"#
-                    ),
-                    r#"{"name": "temperature", "type": "float", "default": 1.0, "min": 0, "max": 2, "description": "0: repeat the prompt's words; otherwise sample"}"#.into(),
-                ]);
-                scaffold.test_case = serde_json::json!({
-                    "description": "a short greedy stream",
-                    "inputs": {"PROMPT": ["once upon a time"]},
-                    "parameters": {"max_tokens": 3, "temperature": 0}
-                });
-                include_str!("../../templates/text_generation.py")
-            }
-            Task::ObjectDetection => {
-                // Dim 0 of a batched output must be the batch size, so every
-                // image reports exactly MAX_DETECTIONS rows (padded).
-                let n = i64::from(MAX_DETECTIONS);
-                scaffold.inputs.push(image());
-                scaffold.outputs.extend([
-                    Tensor::new("BOXES", "TYPE_FP32", &[n, 4]),
-                    Tensor::new("SCORES", "TYPE_FP32", &[n]),
-                    Tensor::new("CLASSES", "TYPE_INT32", &[n]),
-                    Tensor::new("LABELS", "TYPE_STRING", &[n]),
-                ]);
-                scaffold.labels = Some(DETECTION_LABELS);
-                scaffold.request_parameters = declaration(&[
-                    r#"{"name": "score_threshold", "type": "float", "default": 0.05, "min": 0, "max": 1, "description": "drop weaker detections"}"#.into(),
-                ]);
-                scaffold.test_case = image_case(
-                    ["ramp".into(), "ramp".into()],
-                    serde_json::json!({"score_threshold": 0.15}),
-                );
-                include_str!("../../templates/object_detection.py")
-            }
-            Task::Passthrough => {
-                scaffold
-                    .inputs
-                    .push(Tensor::new("INPUT0", "TYPE_FP32", &[-1]));
-                scaffold
-                    .outputs
-                    .push(Tensor::new("OUTPUT0", "TYPE_FP32", &[-1]));
-                scaffold.request_parameters = declaration(&[
-                    r#"{"name": "scale", "type": "float", "default": 1.0, "min": -1000, "max": 1000, "description": "multiply the input by this"}"#.into(),
-                ]);
-                scaffold.test_case = serde_json::json!({
-                    "description": "two requests in one batch; a scale out of range fails only its request",
-                    "requests": [
-                        {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "outputs": {"OUTPUT0": [[1.0, 2.0, 3.0]]}},
-                        {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "parameters": {"scale": 2.0}},
-                        {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "parameters": {"scale": 5000},
-                         "error": "request parameter 'scale' is 5000.0, above the maximum 1000"}
-                    ]
-                });
-                include_str!("../../templates/passthrough.py")
-            }
+            Task::ImageClassification => scaffold.image_classification((h, w)),
+            Task::TextEmbedding => scaffold.text_embedding(),
+            Task::TextGeneration => scaffold.text_generation(),
+            Task::ObjectDetection => scaffold.object_detection((h, w)),
+            Task::Passthrough => scaffold.passthrough(),
         };
         scaffold.model_py = template
             .replace("{{name}}", name)
             .replace("{{dim}}", &EMBEDDING_DIM.to_string())
             .replace("{{max_detections}}", &MAX_DETECTIONS.to_string());
         scaffold
+    }
+
+    /// image-classification: an image in, class probabilities out.
+    fn image_classification(&mut self, (h, w): (u32, u32)) -> &'static str {
+        let mut probs = Tensor::new("PROBS", "TYPE_FP32", &[CLASSIFICATION_LABELS.len() as i64]);
+        probs.label_filename = Some("labels.txt");
+        self.inputs.push(image_input((h, w)));
+        self.outputs.push(probs);
+        self.labels = Some(CLASSIFICATION_LABELS);
+        self.request_parameters = declaration(&[
+            format!(
+                r#"{{"name": "top_k", "type": "int", "default": 0, "min": 0, "max": {}, "description": "keep only the k highest probabilities (0: all)"}}"#,
+                CLASSIFICATION_LABELS.len()
+            ),
+            r#"{"name": "threshold", "type": "float", "default": 0.0, "min": 0, "max": 1, "description": "zero the probabilities below this"}"#.into(),
+        ]);
+        self.test_case = image_case(
+            (h, w),
+            [0.into(), "ramp".into()],
+            serde_json::json!({"top_k": 3}),
+        );
+        include_str!("../../templates/image_classification.py")
+    }
+
+    /// text-embedding: a text in, its embedding out.
+    fn text_embedding(&mut self) -> &'static str {
+        self.inputs.push(Tensor::new("TEXT", "TYPE_STRING", &[1]));
+        self.outputs.push(Tensor::new(
+            "EMBEDDING",
+            "TYPE_FP32",
+            &[EMBEDDING_DIM.into()],
+        ));
+        self.request_parameters = declaration(&[
+            r#"{"name": "normalize", "type": "bool", "default": true, "description": "L2-normalise the embedding"}"#.into(),
+        ]);
+        self.test_case = serde_json::json!({
+            "description": "two texts in one batch, the second not normalised",
+            "requests": [
+                {"inputs": {"TEXT": ["hello world"]}},
+                {"inputs": {"TEXT": ["rust and python"]}, "parameters": {"normalize": false}}
+            ]
+        });
+        include_str!("../../templates/text_embedding.py")
+    }
+
+    /// text-generation: a prompt in, tokens streamed out (decoupled).
+    fn text_generation(&mut self) -> &'static str {
+        self.inputs.push(Tensor::new("PROMPT", "TYPE_STRING", &[1]));
+        self.outputs.push(Tensor::new("TOKEN", "TYPE_STRING", &[1]));
+        self.decoupled = true;
+        self.request_parameters = declaration(&[
+            format!(
+                r#"{{"name": "max_tokens", "type": "int", "default": {MAX_TOKENS}, "min": 1, "max": 256, "description": "number of tokens to stream"}}"#
+            ),
+            r#"{"name": "temperature", "type": "float", "default": 1.0, "min": 0, "max": 2, "description": "0: repeat the prompt's words; otherwise sample"}"#.into(),
+        ]);
+        self.test_case = serde_json::json!({
+            "description": "a short greedy stream",
+            "inputs": {"PROMPT": ["once upon a time"]},
+            "parameters": {"max_tokens": 3, "temperature": 0}
+        });
+        include_str!("../../templates/text_generation.py")
+    }
+
+    /// object-detection: an image in, padded boxes, scores, classes, labels out.
+    fn object_detection(&mut self, (h, w): (u32, u32)) -> &'static str {
+        // Dim 0 of a batched output must be the batch size, so every
+        // image reports exactly MAX_DETECTIONS rows (padded).
+        let n = i64::from(MAX_DETECTIONS);
+        self.inputs.push(image_input((h, w)));
+        self.outputs.extend([
+            Tensor::new("BOXES", "TYPE_FP32", &[n, 4]),
+            Tensor::new("SCORES", "TYPE_FP32", &[n]),
+            Tensor::new("CLASSES", "TYPE_INT32", &[n]),
+            Tensor::new("LABELS", "TYPE_STRING", &[n]),
+        ]);
+        self.labels = Some(DETECTION_LABELS);
+        self.request_parameters = declaration(&[
+            r#"{"name": "score_threshold", "type": "float", "default": 0.05, "min": 0, "max": 1, "description": "drop weaker detections"}"#.into(),
+        ]);
+        self.test_case = image_case(
+            (h, w),
+            ["ramp".into(), "ramp".into()],
+            serde_json::json!({"score_threshold": 0.15}),
+        );
+        include_str!("../../templates/object_detection.py")
+    }
+
+    /// passthrough: an FP32 vector in, scaled out.
+    fn passthrough(&mut self) -> &'static str {
+        self.inputs.push(Tensor::new("INPUT0", "TYPE_FP32", &[-1]));
+        self.outputs
+            .push(Tensor::new("OUTPUT0", "TYPE_FP32", &[-1]));
+        self.request_parameters = declaration(&[
+            r#"{"name": "scale", "type": "float", "default": 1.0, "min": -1000, "max": 1000, "description": "multiply the input by this"}"#.into(),
+        ]);
+        self.test_case = serde_json::json!({
+            "description": "two requests in one batch; a scale out of range fails only its request",
+            "requests": [
+                {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "outputs": {"OUTPUT0": [[1.0, 2.0, 3.0]]}},
+                {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "parameters": {"scale": 2.0}},
+                {"inputs": {"INPUT0": [1.0, 2.0, 3.0]}, "parameters": {"scale": 5000},
+                 "error": "request parameter 'scale' is 5000.0, above the maximum 1000"}
+            ]
+        });
+        include_str!("../../templates/passthrough.py")
     }
 
     /// Writes the files and returns their paths.

@@ -1,10 +1,12 @@
-//! `rustpy run`: loads a model with the backend's own core (same batching,
-//! dtype mapping and errors as inside Triton) and runs one batch of requests.
+//! `rustpy run`: loads a model with the backend's own core (same host
+//! choice, batching, dtype mapping and errors as inside Triton) and runs one
+//! batch of requests.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use rustpy_core::host::HostSettings;
 use rustpy_core::local::{self, LocalModel, LocalResponse, OwnedRequest};
 use rustpy_core::server::OwnedTensor;
 use rustpy_core::{DataType, ModelSpec, ParamValue};
@@ -25,7 +27,10 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
             .map_err(|e| Error::Usage(e.message))?;
     }
     let started = Instant::now();
-    let model = LocalModel::load(&args.model_dir, args.version)
+    // Hosted as the server would: in this process, or (process isolation,
+    // a model's own environment) in a rustpy-worker process.
+    let settings = HostSettings::for_executable(args.site_packages.clone());
+    let model = LocalModel::load_with(&args.model_dir, args.version, &settings)
         .map_err(|e| Error::Invalid(anyhow!(e.message)))?;
     let load_time = started.elapsed();
     global.status(format!(
@@ -69,33 +74,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
             serde_json::to_string_pretty(&doc).map_err(|e| Error::Runtime(e.into()))?
         );
     } else {
-        for (i, rs) in responses.iter().enumerate() {
-            if rs.is_empty() {
-                println!("request {i}: the stream finished without a response");
-            }
-            for (k, r) in rs.iter().enumerate() {
-                let tag = if rs.len() > 1 {
-                    format!("request {i} response {k}")
-                } else {
-                    format!("request {i}")
-                };
-                match r {
-                    LocalResponse::Outputs(outputs) => {
-                        println!("{tag}:");
-                        for t in outputs {
-                            println!(
-                                "  {} {} {:?} = {}",
-                                t.name,
-                                t.dtype,
-                                t.shape,
-                                local::format_tensor(t).replace('\n', "\n    ")
-                            );
-                        }
-                    }
-                    LocalResponse::Error(e) => println!("{tag}: error: {}", e.message),
-                }
-            }
-        }
+        print_human(&responses);
         println!(
             "{} request(s) in {} Python call(s), {} batch row(s): load {:.1} ms, execute {:.1} ms",
             requests.len(),
@@ -113,6 +92,37 @@ pub fn run(global: &Global, args: RunArgs) -> Result {
     } else {
         Status::Success
     })
+}
+
+/// Each request's responses, tensor by tensor.
+fn print_human(responses: &[Vec<LocalResponse>]) {
+    for (i, rs) in responses.iter().enumerate() {
+        if rs.is_empty() {
+            println!("request {i}: the stream finished without a response");
+        }
+        for (k, r) in rs.iter().enumerate() {
+            let tag = if rs.len() > 1 {
+                format!("request {i} response {k}")
+            } else {
+                format!("request {i}")
+            };
+            match r {
+                LocalResponse::Outputs(outputs) => {
+                    println!("{tag}:");
+                    for t in outputs {
+                        println!(
+                            "  {} {} {:?} = {}",
+                            t.name,
+                            t.dtype,
+                            t.shape,
+                            local::format_tensor(t).replace('\n', "\n    ")
+                        );
+                    }
+                }
+                LocalResponse::Error(e) => println!("{tag}: error: {}", e.message),
+            }
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {

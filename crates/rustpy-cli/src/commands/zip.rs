@@ -49,35 +49,8 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
     let models = selected_models(repo, &args.models)?;
 
     // Refuse to ship a repository that would fail to load.
-    let rules = archive::ignore_rules(repo).map_err(Error::invalid)?;
-    match check::check_for_packaging(repo, &models) {
-        Ok(mut report) => {
-            // Problems in paths that won't be packed (.rustpyignore, junk)
-            // don't count.
-            report
-                .diagnostics
-                .retain(|d| !archive::is_excluded(&rules, repo, &d.file));
-            if report.errors() > 0 {
-                check::print_human(&report, std::io::stderr().lock());
-                if !args.force {
-                    eprintln!(
-                        "error: refusing to package a repository that fails `rustpy check` \
-                         (use --force to override)"
-                    );
-                    return Ok(Status::Failed);
-                }
-                global.status("warning: packaging anyway (--force)");
-            }
-        }
-        // The check could not run at all (e.g. no Python): --force still packs.
-        Err(e) if args.force => global.status(format!(
-            "warning: could not check the repository ({e:#}); packaging anyway (--force)"
-        )),
-        Err(e) => {
-            return Err(e
-                .context("cannot check the repository before packaging (--force skips this)")
-                .into())
-        }
+    if let Some(status) = refuse_failing(global, repo, &models, args.force)? {
+        return Ok(status);
     }
 
     let mut collected = archive::collect(repo, &models, Some(output))?;
@@ -106,26 +79,7 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
         ));
     }
 
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    // Written next to the destination and renamed into place, so a failed run
-    // never leaves a truncated archive behind.
-    let tmp = tempfile::Builder::new()
-        .prefix(".rustpy-zip-")
-        .suffix(".tmp")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
-
-    let bar = progress::bytes(global, collected.total_bytes(), "zip");
-    let manifest =
-        archive::write_zip(&collected, checkpoints, BufWriter::new(tmp.as_file()), &bar)?;
-    bar.finish_and_clear();
-    tmp.as_file().sync_all().context("cannot flush archive")?;
-    tmp.persist(output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
+    let manifest = write_archive(global, &collected, checkpoints, output)?;
 
     let summary = Summary {
         output: output.to_path_buf(),
@@ -152,6 +106,77 @@ pub fn run(global: &Global, args: ZipArgs) -> Result {
         );
     }
     Ok(Status::Success)
+}
+
+/// `rustpy check` on what will be packed: a repository that fails it is
+/// refused (`Some(Failed)`) unless `force`.
+fn refuse_failing(
+    global: &Global,
+    repo: &Path,
+    models: &[String],
+    force: bool,
+) -> Result<Option<Status>> {
+    let rules = archive::ignore_rules(repo).map_err(Error::invalid)?;
+    match check::check_for_packaging(repo, models) {
+        Ok(mut report) => {
+            // Problems in paths that won't be packed (.rustpyignore, junk)
+            // don't count.
+            report
+                .diagnostics
+                .retain(|d| !archive::is_excluded(&rules, repo, &d.file));
+            if report.errors() > 0 {
+                check::print_human(&report, std::io::stderr().lock());
+                if !force {
+                    eprintln!(
+                        "error: refusing to package a repository that fails `rustpy check` \
+                         (use --force to override)"
+                    );
+                    return Ok(Some(Status::Failed));
+                }
+                global.status("warning: packaging anyway (--force)");
+            }
+        }
+        // The check could not run at all (e.g. no Python): --force still packs.
+        Err(e) if force => global.status(format!(
+            "warning: could not check the repository ({e:#}); packaging anyway (--force)"
+        )),
+        Err(e) => {
+            return Err(e
+                .context("cannot check the repository before packaging (--force skips this)")
+                .into())
+        }
+    }
+    Ok(None)
+}
+
+/// Writes the archive next to `output` and renames it into place, so a
+/// failed run never leaves a truncated archive behind.
+fn write_archive(
+    global: &Global,
+    collected: &archive::Collected,
+    checkpoints: Vec<archive::CheckpointEntry>,
+    output: &Path,
+) -> Result<archive::Manifest> {
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    // Written next to the destination and renamed into place, so a failed run
+    // never leaves a truncated archive behind.
+    let tmp = tempfile::Builder::new()
+        .prefix(".rustpy-zip-")
+        .suffix(".tmp")
+        .tempfile_in(parent)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+
+    let bar = progress::bytes(global, collected.total_bytes(), "zip");
+    let manifest = archive::write_zip(collected, checkpoints, BufWriter::new(tmp.as_file()), &bar)?;
+    bar.finish_and_clear();
+    tmp.as_file().sync_all().context("cannot flush archive")?;
+    tmp.persist(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(manifest)
 }
 
 /// Records each model's checkpoint; with `--with-checkpoints` fetches it

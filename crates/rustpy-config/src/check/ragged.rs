@@ -12,11 +12,6 @@ impl Rules<'_, '_> {
         let cfg = self.cfg;
         let root = self.root();
         let input_blocks = self.loc.elements(&root, "input");
-        let ragged = |name: &str| {
-            cfg.input
-                .iter()
-                .any(|i| i.name == name && i.allow_ragged_batch)
-        };
         for (i, input) in cfg.input.iter().enumerate() {
             if input.allow_ragged_batch && cfg.max_batch_size == 0 {
                 let at = input_blocks
@@ -31,6 +26,16 @@ impl Rules<'_, '_> {
                 );
             }
         }
+        self.batch_inputs();
+        self.batch_outputs();
+        self.ragged_parameters();
+    }
+
+    /// Each `batch_input`: one target not named like an input, one source
+    /// input, a data type Triton allows.
+    fn batch_inputs(&mut self) {
+        let cfg = self.cfg;
+        let root = self.root();
         let blocks = self.loc.elements(&root, "batch_input");
         for (i, bi) in cfg.batch_input.iter().enumerate() {
             let block = blocks.get(i);
@@ -84,6 +89,18 @@ impl Rules<'_, '_> {
                 );
             }
         }
+    }
+
+    /// Each `batch_output`: its targets are outputs, its one source input is
+    /// ragged.
+    fn batch_outputs(&mut self) {
+        let cfg = self.cfg;
+        let root = self.root();
+        let ragged = |name: &str| {
+            cfg.input
+                .iter()
+                .any(|i| i.name == name && i.allow_ragged_batch)
+        };
         let blocks = self.loc.elements(&root, "batch_output");
         for (i, bo) in cfg.batch_output.iter().enumerate() {
             let block = blocks.get(i);
@@ -113,6 +130,12 @@ impl Rules<'_, '_> {
                     "give exactly one source_input".into()),
             }
         }
+    }
+
+    /// `rustpy.ragged` and `rustpy.default.<INPUT>`.
+    fn ragged_parameters(&mut self) {
+        let cfg = self.cfg;
+        let root = self.root();
         let param_blocks = self.loc.elements(&root, "parameters");
         let param_at = |key: &str| {
             param_blocks.iter().find_map(|b| {

@@ -9,7 +9,6 @@
 //! here, and by `rustpy check` (rule `parameters.python-env`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rustpy_config::model::PythonEnv;
@@ -106,14 +105,6 @@ pub fn prepare(model_name: &str, model_dir: &Path, env: &PythonEnv) -> Result<Pr
     })
 }
 
-static APPLIED: AtomicBool = AtomicBool::new(false);
-
-/// Whether this process (a worker) runs in a model's own environment; then
-/// the model's environment parameters are honoured, not refused.
-pub fn applied() -> bool {
-    APPLIED.load(Ordering::Relaxed)
-}
-
 /// Worker side, before the model is imported: starts the interpreter and
 /// puts the backend's site-packages, then the model's environment, first on
 /// `sys.path` (so the environment's packages win over everything else).
@@ -127,7 +118,6 @@ pub fn apply_in_worker(site_packages: Option<&Path>, env: Option<&Path>) -> Resu
     }
     if let Some(dir) = env {
         crate::python::add_site_packages(dir)?;
-        APPLIED.store(true, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -290,12 +290,12 @@ pub fn sample_frames() -> Vec<(&'static str, Vec<u8>)> {
         offset,
         len,
     };
-    let out = OutputSlice {
-        name: "OUT",
-        dtype: crate::DataType::Fp32,
-        shape: vec![2],
-        data: &[0, 0, 128, 63, 0, 0, 0, 64],
-    };
+    let out = OutputSlice::host(
+        "OUT",
+        crate::DataType::Fp32,
+        vec![2],
+        &[0, 0, 128, 63, 0, 0, 0, 64],
+    );
     let frames = [
         ("ready", FromWorker::Ready),
         (
@@ -314,7 +314,9 @@ pub fn sample_frames() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "inline",
-            FromWorker::InlineResponse(InlineResponse::new(request_id(2, 0), &[out], false)),
+            FromWorker::InlineResponse(
+                InlineResponse::new(request_id(2, 0), &[out], false).expect("host outputs"),
+            ),
         ),
         (
             "error",

@@ -71,43 +71,10 @@ impl WorkerInstance {
         }
     }
 
-    /// Executes one batch in the worker; every request gets a final answer
-    /// (an unreadable one, `Err`, its error, here: only the others go to the
-    /// worker).
+    /// Executes one batch of admitted requests (crate::admission, in the
+    /// host) in the worker; every request gets a final answer. The report
+    /// is over `requests`.
     pub fn execute<R: Responder + 'static>(
-        &self,
-        requests: &[crate::error::Result<InferRequest<'_>>],
-        responders: Vec<R>,
-    ) -> ExecReport {
-        let n = requests.len();
-        let mut readable = Vec::with_capacity(n);
-        let mut positions = Vec::with_capacity(n);
-        let mut kept = Vec::with_capacity(n);
-        for (i, (req, mut responder)) in requests.iter().zip(responders).enumerate() {
-            match req {
-                Ok(req) => {
-                    readable.push(req);
-                    positions.push(i);
-                    kept.push(responder);
-                }
-                Err(e) => responder.send_error(e),
-            }
-        }
-        let inner = self.execute_readable(&readable, kept);
-        let mut report = ExecReport {
-            calls: inner.calls,
-            compute_start: inner.compute_start,
-            compute_end: inner.compute_end,
-            ..ExecReport::new(n)
-        };
-        for (k, &i) in positions.iter().enumerate() {
-            report.outcomes[i] = inner.outcomes[k];
-            report.rows[i] = inner.rows[k];
-        }
-        report
-    }
-
-    fn execute_readable<R: Responder + 'static>(
         &self,
         requests: &[&InferRequest<'_>],
         mut responders: Vec<R>,
@@ -217,7 +184,13 @@ fn run_batch<R: Responder + 'static>(
     // The reader thread answers from now on, during the batch and after it.
     worker.open.open_batch(batch, responders);
     let layout = InputLayout::of(requests);
-    let base = match make_room(worker, layout.size) {
+    // Inputs are host memory (admission refused device memory), checked
+    // here with the batch's other reasons not to send it.
+    let readable = requests
+        .iter()
+        .flat_map(|r| &r.inputs)
+        .try_for_each(|t| t.host_chunks().map(drop));
+    let base = match readable.and_then(|()| make_room(worker, layout.size)) {
         Ok(base) => base,
         Err(err) => {
             // Nothing was sent: the worker, alive and waiting for its next

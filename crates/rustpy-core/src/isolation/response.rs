@@ -539,7 +539,7 @@ impl WorkerResponses {
         is_final: bool,
     ) -> Result<Option<u64>> {
         let mut w = self.window();
-        let placed = OutputPlacement::plan(outputs, w.used, w.input_view, w.alias_min);
+        let placed = OutputPlacement::plan(outputs, w.used, w.input_view, w.alias_min)?;
         if placed.end > w.output.len() {
             let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
             return Err(Error::invalid_arg(format!(
@@ -596,7 +596,7 @@ impl ResponseSink for WorkerSink {
             // Its batch is over (batch numbers are not reused): the output
             // region belongs to the next one.
             let msg =
-                FromWorker::InlineResponse(InlineResponse::new(self.index, outputs, is_final));
+                FromWorker::InlineResponse(InlineResponse::new(self.index, outputs, is_final)?);
             return r.link.send(&msg);
         }
         if let Some(token) = r.send_placed(self.index, outputs, is_final)? {
@@ -674,7 +674,7 @@ mod tests {
         fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
             let outputs = outputs
                 .iter()
-                .map(|o| (o.name.to_string(), o.data.to_vec()))
+                .map(|o| (o.name.to_string(), o.data.host().unwrap().to_vec()))
                 .collect();
             self.0.lock().unwrap().responses.push((outputs, is_final));
             self.1 = !is_final;
@@ -756,12 +756,7 @@ mod tests {
     }
 
     fn output(data: &[u8]) -> OutputSlice<'_> {
-        OutputSlice {
-            name: "OUT",
-            dtype: DataType::Uint8,
-            shape: vec![data.len() as i64],
-            data,
-        }
+        OutputSlice::host("OUT", DataType::Uint8, vec![data.len() as i64], data)
     }
 
     fn finish(request: usize) -> FromWorker {
@@ -880,7 +875,7 @@ mod tests {
             .open_batch(1, vec![Refusing(seen.clone(), true)]);
         let id = request_id(1, 0);
         let inline = |is_final| {
-            FromWorker::InlineResponse(InlineResponse::new(id, &[output(b"x")], is_final))
+            FromWorker::InlineResponse(InlineResponse::new(id, &[output(b"x")], is_final).unwrap())
         };
         // Triton refuses the response: the request fails, the worker does
         // not know yet and keeps answering.

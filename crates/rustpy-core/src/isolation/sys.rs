@@ -277,7 +277,7 @@ impl Mapping {
 // SAFETY: a Mapping's bytes are one shared read-write mmap made in `new`,
 // at a fixed address, unmapped only in drop: the same slice, mapped, for
 // the value's whole life (moving a Mapping moves only its pointer).
-unsafe impl crate::python::ViewMemory for Mapping {
+unsafe impl crate::rules::shared::SharedMemory for Mapping {
     fn view_bytes(&self) -> &[u8] {
         self.slice(0, self.len).unwrap_or(&[])
     }

@@ -157,9 +157,21 @@ impl InputRegion {
     /// After a batch's Done: `released` batches are free again; `batch`
     /// (its range `start..end`) stays untouched while Python views it.
     pub(super) fn update_pins(&mut self, released: &[u64], pin: Option<(u64, usize, usize)>) {
-        self.pinned.retain(|(b, _, _)| !released.contains(b));
-        self.pinned.extend(pin);
+        update_pinned(&mut self.pinned, released, pin);
     }
+}
+
+/// Pins first, releases after: Python may free a batch's last view between
+/// the worker's pin check and its Done, so one Done can pin a batch and
+/// release it; that batch is free (pinned after the release, it would stay
+/// pinned for the worker's life).
+fn update_pinned(
+    pinned: &mut Vec<(u64, usize, usize)>,
+    released: &[u64],
+    pin: Option<(u64, usize, usize)>,
+) {
+    pinned.extend(pin);
+    pinned.retain(|(b, _, _)| !released.contains(b));
 }
 
 // ---- The worker's end. ----
@@ -300,6 +312,17 @@ mod tests {
             seen.fetch_add(1, Ordering::SeqCst);
         });
         (link, theirs, closed)
+    }
+
+    #[test]
+    fn a_batch_pinned_and_released_in_one_done_is_free() {
+        let mut pinned = vec![(3, 0, 64)];
+        update_pinned(&mut pinned, &[4], Some((4, 64, 128)));
+        assert_eq!(pinned, [(3, 0, 64)]);
+        update_pinned(&mut pinned, &[3], Some((5, 128, 192)));
+        assert_eq!(pinned, [(5, 128, 192)]);
+        update_pinned(&mut pinned, &[], None);
+        assert_eq!(pinned, [(5, 128, 192)]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The batched API's executor (`class Model` with `predict(inputs,
+//! The batched API's strategy (`class Model` with `predict(inputs,
 //! requests)`): requests that can share a call are concatenated into one
 //! array per input (the groups and validation are `batch`'s), predict runs
 //! once per group, and what it returns (a dict for the whole batch, a list of
@@ -13,21 +13,21 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::convert::{correlation_to_py, params_dict};
-use super::interp::py_error;
+use super::error::py_error;
 use super::numpy_io::{
-    array_from_chunks, array_from_plan, extract_output, extract_tensor, set_readonly,
+    array_from_bytes, array_from_plan, extract_output, extract_tensor, set_readonly,
     ExtractedOutput,
 };
 use super::runtime::runtime;
-use crate::batch::{self, BatchOutput};
+use crate::admission::cancelled;
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
-use crate::exec::{admit, cancelled};
-use crate::ragged;
-use crate::request::{element_count, InferRequest};
-use crate::spec::ModelSpec;
+use crate::rules::batch::{self, BatchOutput};
+use crate::rules::ragged;
+use crate::rules::request::{element_count, InferRequest};
+use crate::rules::spec::ModelSpec;
 
-/// One instance's batched executor: what it needs of the model, and the
+/// One instance's batched strategy: what it needs of the model, and the
 /// user's `predict`.
 pub(crate) struct Batched {
     pub(crate) spec: ModelSpec,
@@ -42,37 +42,25 @@ pub(crate) struct Batched {
 }
 
 impl Batched {
+    /// Runs the admitted `requests` (one responder each): requests whose
+    /// parameters the declaration refuses are answered here; the others are
+    /// grouped and each group goes to one predict call. The report is over
+    /// `requests`.
     pub(crate) fn execute<R: Responder>(
         &self,
-        requests: &[Result<InferRequest<'_>>],
-        responders: &mut [R],
+        requests: &[&InferRequest<'_>],
+        mut responders: Vec<R>,
     ) -> ExecReport {
         let spec = &self.spec;
         let mut report = ExecReport::new(requests.len());
         // Per request: the request as predict sees it (typed parameters
-        // applied), or None once it has been answered here (unreadable,
-        // refused parameters, not fitting the config, cancelled).
-        let mut admitted: Vec<Option<Cow<'_, InferRequest<'_>>>> =
-            Vec::with_capacity(requests.len());
-        for (i, req) in requests.iter().enumerate() {
-            let responder = &mut responders[i];
-            let req = match req {
-                Ok(req) => self.with_typed_parameters(req, responder),
-                Err(e) => {
-                    responder.send_error(e);
-                    None
-                }
-            };
-            let req = req.filter(|req| match admit(spec, req, responder) {
-                Some(rows) => {
-                    report.rows[i] = rows;
-                    true
-                }
-                None => false,
-            });
-            admitted.push(req);
-        }
-        let valid: Vec<(usize, &InferRequest<'_>)> = admitted
+        // applied), or None once it has been answered here.
+        let typed: Vec<Option<Cow<'_, InferRequest<'_>>>> = requests
+            .iter()
+            .zip(responders.iter_mut())
+            .map(|(req, responder)| self.with_typed_parameters(req, responder))
+            .collect();
+        let valid: Vec<(usize, &InferRequest<'_>)> = typed
             .iter()
             .enumerate()
             .filter_map(|(i, r)| Some((i, r.as_deref()?)))
@@ -85,17 +73,17 @@ impl Batched {
             for group in &groups {
                 let members: Vec<(usize, &InferRequest<'_>)> = group
                     .iter()
-                    .filter_map(|&i| Some((i, admitted[i].as_deref()?)))
+                    .filter_map(|&i| Some((i, typed[i].as_deref()?)))
                     .collect();
-                self.run_group(py, &members, responders, &mut report);
+                self.run_group(py, &members, &mut responders, &mut report);
             }
         });
         report
     }
 
     /// `req` with its parameters typed by `request_parameters.json`, if the
-    /// model has one; None when they are refused (answered here; a
-    /// cancelled request is left to `admit`).
+    /// model has one; None when they are refused (answered here, with the
+    /// reason, or as cancelled if the client gave up meanwhile).
     fn with_typed_parameters<'r, 'a, R: Responder>(
         &self,
         req: &'r InferRequest<'a>,
@@ -104,13 +92,16 @@ impl Batched {
         let Some(decl) = &self.request_params else {
             return Some(Cow::Borrowed(req));
         };
-        match crate::params::apply(&self.spec.name, decl, &req.parameters) {
+        match crate::rules::params::apply(&self.spec.name, decl, &req.parameters) {
             Ok(params) => {
                 let mut req = req.clone();
                 req.parameters = params;
                 Some(Cow::Owned(req))
             }
-            Err(_) if responder.is_cancelled() => Some(Cow::Borrowed(req)),
+            Err(_) if responder.is_cancelled() => {
+                responder.send_error(&cancelled(&self.spec));
+                None
+            }
             Err(e) => {
                 responder.send_error(&e);
                 None
@@ -118,7 +109,7 @@ impl Batched {
         }
     }
 
-    /// One predict call for `members` (index in the execution, request).
+    /// One predict call for `members` (index in the batch, request).
     fn run_group<R: Responder>(
         &self,
         py: Python<'_>,
@@ -129,19 +120,12 @@ impl Batched {
         let spec = &self.spec;
         let model = spec.name.as_str();
         let group: Vec<usize> = members.iter().map(|&(i, _)| i).collect();
-        let group = group.as_slice();
         let requests: Vec<&InferRequest<'_>> = members.iter().map(|&(_, r)| r).collect();
-        let rows: Vec<usize> = group.iter().map(|&i| report.rows[i]).collect();
-
-        let fail_all = |responders: &mut [R], err: &Error| {
-            for &i in group {
-                responders[i].send_error(err);
-            }
-        };
+        let rows: Vec<usize> = requests.iter().map(|r| batch::rows(spec, r)).collect();
 
         let (args, infos) = match self.build_args(py, &requests, &rows) {
             Ok(args) => args,
-            Err(e) => return fail_all(responders, &e),
+            Err(e) => return fail_group(&group, responders, &e),
         };
         report.calls += 1;
         report.compute_start.get_or_insert_with(Instant::now);
@@ -150,15 +134,13 @@ impl Batched {
         let result = match result {
             Ok(r) => r,
             Err(e) => {
-                return fail_all(
-                    responders,
-                    &py_error(py, &e, &format!("model '{model}': predict raised")),
-                )
+                let e = py_error(py, &e, &format!("model '{model}': predict raised"));
+                return fail_group(&group, responders, &e);
             }
         };
         let out = GroupOut {
             requests: &requests,
-            group,
+            group: &group,
             rows: &rows,
         };
 
@@ -169,48 +151,81 @@ impl Batched {
                 .and_then(|rt| rt.is_iterator(py, &result))
                 .unwrap_or(false);
         if !streaming {
-            let delivery = match self.collect_outputs(py, &result, &out, false) {
-                Ok(d) => d,
-                Err(e) => return fail_all(responders, &e),
-            };
-            let sent = py.detach(|| {
-                // A request the client cancelled meanwhile gets no outputs.
-                let active: Vec<bool> = group
-                    .iter()
-                    .map(|&i| {
-                        if responders[i].is_cancelled() {
-                            responders[i].send_error(&cancelled(spec));
-                            false
-                        } else {
-                            true
-                        }
-                    })
-                    .collect();
-                deliver(
-                    spec,
-                    &delivery,
-                    &out,
-                    responders,
-                    &active,
-                    &vec![true; group.len()],
-                )
-            });
-            for (&i, sent) in group.iter().zip(sent) {
-                if sent == Sent::Final {
-                    report.outcomes[i] = Outcome::Answered;
-                }
-            }
-            return;
+            return self.answer_once(py, &result, &out, responders, report);
         }
-
         if !spec.decoupled {
             let e = Error::invalid_arg(format!(
                 "model '{model}': predict returned a generator but the model is not decoupled; \
                  set `model_transaction_policy {{ decoupled: true }}` in config.pbtxt or return a dict"
             ));
             let _ = result.call_method0("close");
-            return fail_all(responders, &e);
+            return fail_group(&group, responders, &e);
         }
+        self.stream(py, &result, &out, infos.as_ref(), responders, report);
+    }
+
+    /// What a non-streaming predict returned, checked and sent to the
+    /// group's requests (one final response each).
+    fn answer_once<R: Responder>(
+        &self,
+        py: Python<'_>,
+        result: &Bound<'_, PyAny>,
+        out: &GroupOut<'_, '_>,
+        responders: &mut [R],
+        report: &mut ExecReport,
+    ) {
+        let spec = &self.spec;
+        let delivery = match self.collect_outputs(py, result, out, false) {
+            Ok(d) => d,
+            Err(e) => return fail_group(out.group, responders, &e),
+        };
+        let sent = py.detach(|| {
+            // A request the client cancelled meanwhile gets no outputs.
+            let active: Vec<bool> = out
+                .group
+                .iter()
+                .map(|&i| {
+                    if responders[i].is_cancelled() {
+                        responders[i].send_error(&cancelled(spec));
+                        false
+                    } else {
+                        true
+                    }
+                })
+                .collect();
+            let last = vec![true; out.group.len()];
+            deliver(spec, &delivery, out, responders, &active, &last)
+        });
+        for (&i, sent) in out.group.iter().zip(sent) {
+            if sent == Sent::Final {
+                report.outcomes[i] = Outcome::Answered;
+            }
+        }
+    }
+
+    /// Drives a streaming (decoupled) predict: each yielded item goes out
+    /// to the requests still streaming; a request ends when predict
+    /// finishes it, fails, is cancelled, or the generator ends.
+    fn stream<R: Responder>(
+        &self,
+        py: Python<'_>,
+        result: &Bound<'_, PyAny>,
+        out: &GroupOut<'_, '_>,
+        infos: Option<&Bound<'_, PyList>>,
+        responders: &mut [R],
+        report: &mut ExecReport,
+    ) {
+        let spec = &self.spec;
+        let model = spec.name.as_str();
+        let group = out.group;
+        let info = |k: usize| infos.and_then(|l| l.get_item(k).ok());
+        let fail_alive = |responders: &mut [R], alive: &[bool], err: &Error| {
+            for (k, &i) in group.iter().enumerate() {
+                if alive[k] {
+                    responders[i].send_error(err);
+                }
+            }
+        };
         // Per request: still streaming (not finished, failed or cancelled).
         let mut alive: Vec<bool> = vec![true; group.len()];
         loop {
@@ -219,7 +234,7 @@ impl Batched {
                 if alive[k] && responders[i].is_cancelled() {
                     alive[k] = false;
                     responders[i].send_error(&cancelled(spec));
-                    if let Some(info) = infos.as_ref().and_then(|l| l.get_item(k).ok()) {
+                    if let Some(info) = info(k) {
                         let _ = info.setattr("cancelled", true);
                     }
                 }
@@ -233,12 +248,7 @@ impl Batched {
                 Err(e) if e.is_instance_of::<PyStopIteration>(py) => break,
                 Err(e) => {
                     let err = py_error(py, &e, &format!("model '{model}': predict raised"));
-                    for (k, &i) in group.iter().enumerate() {
-                        if alive[k] {
-                            responders[i].send_error(&err);
-                        }
-                    }
-                    return;
+                    return fail_alive(responders, &alive, &err);
                 }
             };
             report.compute_end = Some(Instant::now());
@@ -246,27 +256,20 @@ impl Batched {
             // response is their last.
             let finishing: Vec<bool> = (0..group.len())
                 .map(|k| {
-                    infos
-                        .as_ref()
-                        .and_then(|l| l.get_item(k).ok())
+                    info(k)
                         .and_then(|info| info.getattr("_finished").ok())
                         .and_then(|f| f.extract::<bool>().ok())
                         .unwrap_or(false)
                 })
                 .collect();
-            let delivery = match self.collect_outputs(py, &item, &out, true) {
+            let delivery = match self.collect_outputs(py, &item, out, true) {
                 Ok(o) => o,
                 Err(e) => {
                     let _ = result.call_method0("close");
-                    for (k, &i) in group.iter().enumerate() {
-                        if alive[k] {
-                            responders[i].send_error(&e);
-                        }
-                    }
-                    return;
+                    return fail_alive(responders, &alive, &e);
                 }
             };
-            let sent = py.detach(|| deliver(spec, &delivery, &out, responders, &alive, &finishing));
+            let sent = py.detach(|| deliver(spec, &delivery, out, responders, &alive, &finishing));
             for (k, s) in sent.into_iter().enumerate() {
                 match s {
                     Sent::Failed => alive[k] = false,
@@ -317,7 +320,7 @@ impl Batched {
                 .collect();
             let t = ragged::batch_input(bi.kind, &shapes);
             let data = t.to_bytes(bi.dtype);
-            let array = array_from_chunks(py, bi.dtype, &t.shape, &[&data]).map_err(err)?;
+            let array = array_from_bytes(py, bi.dtype, &t.shape, &data)?;
             set_readonly(&array);
             inputs.set_item(&bi.target, array).map_err(err)?;
         }
@@ -471,11 +474,11 @@ impl Batched {
                              input '{}') has {got} elements (shape {}) but the requests' shapes of '{}' \
                              call for {want} ({})",
                             bo.source,
-                            crate::spec::fmt_shape(&o.shape),
+                            crate::rules::spec::fmt_shape(&o.shape),
                             bo.source,
                             shapes
                                 .iter()
-                                .map(|s| crate::spec::fmt_shape(s))
+                                .map(|s| crate::rules::spec::fmt_shape(s))
                                 .collect::<Vec<_>>()
                                 .join(" + ")
                         )));
@@ -554,6 +557,30 @@ fn check_requested(
     Ok(())
 }
 
+/// Fails every request of a group with `err`.
+fn fail_group<R: Responder>(group: &[usize], responders: &mut [R], err: &Error) {
+    for &i in group {
+        responders[i].send_error(err);
+    }
+}
+
+/// Sends `slices` as one response; a failed send fails the request.
+fn send_one<R: Responder>(responder: &mut R, slices: &[OutputSlice<'_>], is_final: bool) -> Sent {
+    match responder.send(slices, is_final) {
+        Ok(()) if is_final => Sent::Final,
+        Ok(()) => Sent::Open,
+        Err(e) => {
+            responder.send_error(&e);
+            Sent::Failed
+        }
+    }
+}
+
+/// Whether `req` gets output `name` (a request that names none gets all).
+fn wanted(req: &InferRequest<'_>, name: &str) -> bool {
+    req.requested_outputs.is_empty() || req.wants_output(name)
+}
+
 /// Sends what one call (or yield) produced to the group's `active`
 /// requests; `last[k]` makes request k's response its final one (or, with
 /// nothing to send, ends its stream).
@@ -565,19 +592,6 @@ fn deliver<R: Responder>(
     active: &[bool],
     last: &[bool],
 ) -> Vec<Sent> {
-    let send = |responder: &mut R, slices: &[OutputSlice<'_>], is_final: bool| match responder
-        .send(slices, is_final)
-    {
-        Ok(()) if is_final => Sent::Final,
-        Ok(()) => Sent::Open,
-        Err(e) => {
-            responder.send_error(&e);
-            Sent::Failed
-        }
-    };
-    let wanted = |req: &InferRequest<'_>, name: &str| {
-        req.requested_outputs.is_empty() || req.wants_output(name)
-    };
     match delivery {
         Delivery::PerRequest(items) => out
             .group
@@ -588,7 +602,6 @@ fn deliver<R: Responder>(
                 if !active[k] {
                     return Sent::Skipped;
                 }
-                let req = out.requests[k];
                 match item {
                     Err(e) => {
                         responders[i].send_error(e);
@@ -602,60 +615,70 @@ fn deliver<R: Responder>(
                     Ok(Some(outputs)) => {
                         let slices: Vec<OutputSlice<'_>> = outputs
                             .iter()
-                            .filter(|o| wanted(req, &o.name))
+                            .filter(|o| wanted(out.requests[k], &o.name))
                             .map(|o| o.slice())
                             .collect();
-                        send(&mut responders[i], &slices, last[k])
+                        send_one(&mut responders[i], &slices, last[k])
                     }
                 }
             })
             .collect(),
-        Delivery::Batched(outputs) => {
-            let views: Vec<BatchOutput<'_>> = outputs
-                .iter()
-                .map(|o| BatchOutput {
-                    name: o.name.clone(),
-                    dtype: o.dtype,
-                    shape: o.shape.clone(),
-                    data: o.view_data(),
-                })
-                .collect();
-            // Per output, per request: its shape and range of elements.
-            let cuts: Vec<Vec<(Vec<i64>, std::ops::Range<usize>)>> = views
-                .iter()
-                .map(|v| {
-                    let scattered = spec.ragged.batch_output(&v.name).and_then(|bo| {
-                        let dims = &spec.output(&v.name)?.dims;
-                        Some(out.scatter_shapes(dims, &bo.source))
-                    });
-                    batch::plan_scatter(&v.shape, out.rows, spec.batching(), scattered)
-                })
-                .collect();
-            out.group
-                .iter()
-                .enumerate()
-                .map(|(k, &i)| {
-                    if !active[k] {
-                        return Sent::Skipped;
-                    }
-                    let req = out.requests[k];
-                    let slices: Vec<OutputSlice<'_>> = views
-                        .iter()
-                        .zip(&cuts)
-                        .filter(|(v, _)| wanted(req, &v.name))
-                        .map(|(v, cut)| {
-                            let (shape, elems) = &cut[k];
-                            OutputSlice {
-                                name: &v.name,
-                                dtype: v.dtype,
-                                shape: shape.clone(),
-                                data: v.slice_elements(elems.clone()),
-                            }
-                        })
-                        .collect();
-                    send(&mut responders[i], &slices, last[k])
-                })
-                .collect()
-        }
+        Delivery::Batched(outputs) => deliver_cut(spec, outputs, out, responders, active, last),
     }
+}
+
+/// Sends a whole-batch dict, cut back to each active request by rows (or,
+/// for batch_output targets, by the source input's shapes).
+fn deliver_cut<R: Responder>(
+    spec: &ModelSpec,
+    outputs: &[ExtractedOutput],
+    out: &GroupOut<'_, '_>,
+    responders: &mut [R],
+    active: &[bool],
+    last: &[bool],
+) -> Vec<Sent> {
+    let views: Vec<BatchOutput<'_>> = outputs
+        .iter()
+        .map(|o| BatchOutput {
+            name: o.name.clone(),
+            dtype: o.dtype,
+            shape: o.shape.clone(),
+            data: o.view_data(),
+        })
+        .collect();
+    // Per output, per request: its shape and range of elements.
+    let cuts: Vec<Vec<(Vec<i64>, std::ops::Range<usize>)>> = views
+        .iter()
+        .map(|v| {
+            let scattered = spec.ragged.batch_output(&v.name).and_then(|bo| {
+                let dims = &spec.output(&v.name)?.dims;
+                Some(out.scatter_shapes(dims, &bo.source))
+            });
+            batch::plan_scatter(&v.shape, out.rows, spec.batching(), scattered)
+        })
+        .collect();
+    out.group
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            if !active[k] {
+                return Sent::Skipped;
+            }
+            let slices: Vec<OutputSlice<'_>> = views
+                .iter()
+                .zip(&cuts)
+                .filter(|(v, _)| wanted(out.requests[k], &v.name))
+                .map(|(v, cut)| {
+                    let (shape, elems) = &cut[k];
+                    OutputSlice::host(
+                        &v.name,
+                        v.dtype,
+                        shape.clone(),
+                        v.slice_elements(elems.clone()),
+                    )
+                })
+                .collect();
+            send_one(&mut responders[i], &slices, last[k])
+        })
+        .collect()
 }

@@ -4,10 +4,10 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 
-use super::interp::py_error;
+use super::error::py_error;
 use super::numpy_io;
 use crate::error::{Error, Result};
-use crate::request::{CorrelationId, ParamValue};
+use crate::rules::request::{CorrelationId, ParamValue};
 use crate::server::OwnedTensor;
 use crate::DataType;
 
@@ -65,8 +65,8 @@ pub(crate) fn correlation_to_py(py: Python<'_>, id: &CorrelationId) -> Py<PyAny>
 pub fn tensor_to_py<'py>(py: Python<'py>, tensor: &OwnedTensor) -> Result<Bound<'py, PyAny>> {
     let err = |e: PyErr| py_error(py, &e, &format!("tensor '{}'", tensor.name));
     if tensor.dtype == DataType::Bytes {
-        let n = crate::request::element_count(&tensor.shape);
-        let elems = crate::bytes::decode(&tensor.data, n)?;
+        let n = crate::rules::request::element_count(&tensor.shape);
+        let elems = crate::rules::bytes::decode(&tensor.data, n)?;
         let elems: Vec<std::borrow::Cow<'_, [u8]>> =
             elems.into_iter().map(std::borrow::Cow::Borrowed).collect();
         numpy_io::bytes_array(py, &tensor.shape, &elems).map_err(err)
@@ -79,7 +79,7 @@ pub fn tensor_to_py<'py>(py: Python<'py>, tensor: &OwnedTensor) -> Result<Bound<
                 "tensor '{}' has {} bytes of data but its shape {} of {} needs {}",
                 tensor.name,
                 tensor.data.len(),
-                crate::spec::fmt_shape(&tensor.shape),
+                crate::rules::spec::fmt_shape(&tensor.shape),
                 tensor.dtype,
                 expected.map_or_else(
                     || "a non-negative shape".to_string(),
@@ -87,6 +87,6 @@ pub fn tensor_to_py<'py>(py: Python<'py>, tensor: &OwnedTensor) -> Result<Bound<
                 ),
             )));
         }
-        numpy_io::array_from_chunks(py, tensor.dtype, &tensor.shape, &[&tensor.data]).map_err(err)
+        numpy_io::array_from_bytes(py, tensor.dtype, &tensor.shape, &tensor.data)
     }
 }

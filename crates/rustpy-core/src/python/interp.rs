@@ -1,12 +1,12 @@
-//! Process-wide interpreter setup (the interpreter, `_rustpy_native`,
-//! runtime.py, pb_utils.py, extra site-packages) and Python exceptions as
-//! core errors.
+//! Process-wide interpreter setup: the interpreter, `_rustpy_native`,
+//! runtime.py, pb_utils.py, extra site-packages.
 
 use std::ffi::CStr;
 
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
 
+use super::error::py_error;
 use super::runtime::runtime;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -49,9 +49,13 @@ pub fn initialize() -> Result<()> {
                 }
             }
         }
+        // runtime.py imports `_rustpy_native`: registered first.
+        let modules = sys.getattr("modules")?;
+        if !modules.contains("_rustpy_native")? {
+            modules.set_item("_rustpy_native", super::native::module(py)?)?;
+        }
         runtime(py)?;
         // Models written for the official Python backend import these names.
-        let modules = sys.getattr("modules")?;
         let pb_utils = PyModule::from_code(
             py,
             PB_UTILS_SOURCE,
@@ -108,15 +112,6 @@ pub fn flush_stdio() {
 /// Whether `initialize` has started the interpreter (and its glue) in this process.
 fn is_initialized() -> bool {
     super::runtime::is_created()
-}
-
-/// A Python exception as a core error: "`what`: Type: message" plus the last
-/// traceback lines (SyntaxErrors as file:line:col).
-pub fn py_error(py: Python<'_>, err: &PyErr, what: &str) -> Error {
-    let text = runtime(py)
-        .and_then(|rt| rt.format_exception(py, err))
-        .unwrap_or_else(|_| err.to_string());
-    Error::new(ErrorCode::Internal, format!("{what}: {text}"))
 }
 
 /// Puts a directory of installed packages (`rustpy env --target DIR`) at the

@@ -1,5 +1,5 @@
 //! A loaded model (its Python module) and its instances (one Python object
-//! each, and the executor that runs their batches: `batched`, `pb_utils` or
+//! each, and the strategy that runs their batches: `batched`, `pb_utils` or
 //! the native echo in `crate::exec`).
 
 use std::path::{Path, PathBuf};
@@ -10,17 +10,17 @@ use pyo3::types::PyDict;
 use rustpy_config::proto;
 
 use super::batched::Batched;
-use super::interp::py_error;
+use super::error::py_error;
 use super::pb_utils::PbUtils;
 use super::runtime::runtime;
+use super::strategy::Strategy;
 use crate::constants::ApiKind;
+use crate::echo::Echo;
+pub use crate::echo::NATIVE_PARAMETER;
 use crate::engine::{ExecReport, Responder};
 use crate::error::{Error, ErrorCode, Result};
-use crate::exec::echo::Echo;
-pub use crate::exec::echo::NATIVE_PARAMETER;
-use crate::exec::Executor;
-use crate::request::InferRequest;
-use crate::spec::ModelSpec;
+use crate::rules::request::InferRequest;
+use crate::rules::spec::ModelSpec;
 
 /// Which Python API the model file implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +64,8 @@ impl LoadedModel {
             .map(|(k, v)| (k.clone(), v.string_value.clone()))
             .collect();
         parameters.sort();
-        crate::checkpoint::refuse_execution_env(cfg, &spec.name)?;
         let checkpoint_dir = crate::checkpoint::resolve(cfg, &spec.name, model_dir)?;
-        let request_params = crate::params::load_declaration(&spec.name, model_dir)?;
+        let request_params = crate::rules::params::load_declaration(&spec.name, model_dir)?;
 
         if let Some(native) = rustpy_config::parameter(cfg, NATIVE_PARAMETER) {
             if native != "echo" {
@@ -75,7 +74,7 @@ impl LoadedModel {
                     spec.name
                 )));
             }
-            crate::exec::echo::check_spec(&spec)?;
+            crate::echo::check_spec(&spec)?;
             return Ok(LoadedModel {
                 spec,
                 model_dir: model_dir.to_path_buf(),
@@ -187,14 +186,14 @@ pub struct InstanceInfo {
 }
 
 /// One instance of a model: its own Python object (none for the native
-/// echo) and the executor that runs its batches.
+/// echo) and the strategy that runs its batches.
 pub struct ModelInstance {
     model: Arc<LoadedModel>,
     /// Identifies the instance (its asyncio loop, logs).
     key: String,
     /// The user's object (for `finalize`); None for native models.
     object: Option<Py<PyAny>>,
-    executor: Box<Executor>,
+    strategy: Box<Strategy>,
 }
 
 impl ModelInstance {
@@ -212,7 +211,7 @@ impl ModelInstance {
         );
         let Some(class) = model.class.as_ref() else {
             return Ok(ModelInstance {
-                executor: Box::new(Executor::Echo(Echo {
+                strategy: Box::new(Strategy::Echo(Echo {
                     spec: model.spec.clone(),
                 })),
                 model,
@@ -237,14 +236,14 @@ impl ModelInstance {
             let created = rt
                 .create_instance(py, class.bind(py), ctx, entry)
                 .map_err(err)?;
-            let executor = match model.api {
-                Api::PbUtils => Executor::PbUtils(PbUtils {
+            let strategy = match model.api {
+                Api::PbUtils => Strategy::PbUtils(PbUtils {
                     spec: model.spec.clone(),
                     instance: info.name.clone(),
                     key: key.clone(),
                     execute: created.entry.unbind(),
                 }),
-                _ => Executor::Batched(Batched {
+                _ => Strategy::Batched(Batched {
                     spec: model.spec.clone(),
                     request_params: model.request_params.clone(),
                     predict: created.entry.unbind(),
@@ -256,7 +255,7 @@ impl ModelInstance {
                 model: model.clone(),
                 key,
                 object: Some(created.object.unbind()),
-                executor: Box::new(executor),
+                strategy: Box::new(strategy),
             })
         })
     }
@@ -328,15 +327,17 @@ impl ModelInstance {
         })
     }
 
-    /// Executes `requests`, answering each through its responder (same index).
-    /// Every request gets a final response or error (an unreadable one, `Err`,
-    /// its error); nothing here panics on bad input or on failing user code.
-    pub fn execute<R: Responder + 'static>(
+    /// Runs admitted `requests` (crate::admission; the host admits them,
+    /// in the server or the CLI, before a worker ever sees them), answering
+    /// each through its responder (same index). Every request gets a final
+    /// response or error; nothing here panics on failing user code. The
+    /// report is over `requests`.
+    pub fn run<R: Responder + 'static>(
         &self,
-        requests: &[Result<InferRequest<'_>>],
+        requests: &[&InferRequest<'_>],
         responders: Vec<R>,
     ) -> ExecReport {
-        self.executor.execute(requests, responders)
+        self.strategy.execute(requests, responders)
     }
 }
 

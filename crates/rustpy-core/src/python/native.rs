@@ -11,10 +11,10 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 use super::convert::{params_dict, tensor_from_py, tensor_to_py};
 use super::numpy_io::{extract_tensor, ExtractedOutput};
 use crate::constants::{LogLevel, PYTHON_NAMES, RESPONSE_COMPLETE_FINAL};
-use crate::dtype::DataType;
 use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, ErrorCode};
-use crate::request::{CorrelationId, ParamValue};
+use crate::rules::dtype::DataType;
+use crate::rules::request::{CorrelationId, ParamValue};
 use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
 
 /// Arguments: level, source file, source line, message.

@@ -17,13 +17,15 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use super::interp::py_error;
-use crate::batch::{self, InputPlan, Layout, Source};
-use crate::bytes;
-use crate::dtype::DataType;
+use super::error::py_error;
 use crate::error::{Error, Result};
-use crate::request::InputTensor;
-use crate::spec::{dims_match, fmt_shape, TensorSpec};
+use crate::rules::batch::{self, InputPlan, Layout, Source};
+use crate::rules::bytes;
+use crate::rules::dtype::DataType;
+use crate::rules::request::InputTensor;
+use crate::rules::shared::SharedRegion;
+use crate::rules::spec::{dims_match, fmt_shape, TensorSpec};
+use crate::rules::tensor::{plan_gather, Gather, TensorBuffer};
 
 fn npy_type(dtype: DataType) -> NPY_TYPES {
     match dtype {
@@ -92,25 +94,28 @@ fn new_array<'py>(
     unsafe { new_from_descr(py, dtype, shape, ptr::null_mut(), 0) }
 }
 
-/// One numpy array (owning its memory) holding a copy of the concatenation of
-/// fixed-size `chunks`. Fails unless `shape` describes exactly their total size.
+/// One numpy array of `dtype` and `shape` assembled from `buffers` (in
+/// order), as `tensor::plan_gather` plans it: a view when the buffers lie
+/// back to back in a worker's shared input region (the view's base object
+/// keeps the region mapped), else one copy into memory numpy owns. Fails
+/// unless `shape` describes exactly the buffers' total size.
 ///
-/// Inputs always reach Python through this copy, never as a view of the
-/// server's buffers: those belong to Triton's frontends (gRPC reuses its
-/// message buffers, HTTP frees the body, a client's shared-memory region is
-/// unmapped when it unregisters it), so no lifetime the array could rely on
-/// exists (docs/python-api.md, "Inputs are copies"). The one exception is a
-/// process-isolated worker's shared input region ([`set_view_region`]).
-pub fn array_from_chunks<'py>(
+/// Memory lent for the call (Triton's request buffers above all) always
+/// reaches Python as a copy: those buffers belong to Triton's frontends
+/// (gRPC reuses its message buffers, HTTP frees the body, a client's
+/// shared-memory region is unmapped when it unregisters it), so no lifetime
+/// a view could rely on exists (docs/python-api.md, "Inputs are copies").
+pub fn array_from_buffers<'py>(
     py: Python<'py>,
     dtype: DataType,
     shape: &[i64],
-    chunks: &[&[u8]],
-) -> PyResult<Bound<'py, PyAny>> {
-    let total: usize = chunks.iter().map(|c| c.len()).sum();
+    buffers: &[&TensorBuffer<'_>],
+) -> Result<Bound<'py, PyAny>> {
+    let pyerr = |e: PyErr| py_error(py, &e, "assembling an array");
+    let total: usize = buffers.iter().map(|b| b.len()).sum();
     let expected = expected_byte_size(dtype, shape);
     if expected != Some(total) {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+        return Err(Error::internal(format!(
             "{total} bytes of data do not match shape {} of {dtype} ({})",
             fmt_shape(shape),
             match expected {
@@ -119,20 +124,21 @@ pub fn array_from_chunks<'py>(
             }
         )));
     }
-    if let Some(view) = region_view(py, dtype, shape, chunks, total) {
-        return view;
-    }
-    let (array, data) = new_array(py, dtype, shape)?;
+    let runs = match plan_gather(buffers, dtype.element_size().unwrap_or(1))? {
+        Gather::InPlace { region, bytes } => return view_of(py, dtype, shape, region, bytes),
+        Gather::Copy(runs) => runs,
+    };
+    let (array, data) = new_array(py, dtype, shape).map_err(pyerr)?;
     let copy = |dst: usize| {
         let mut offset = 0usize;
-        for chunk in chunks {
+        for run in &runs {
             // SAFETY: the array was allocated for exactly the elements of
             // `shape`, whose byte size was checked above to equal the sum of
-            // the chunk sizes; nothing else knows the array yet.
+            // the runs' sizes; nothing else knows the array yet.
             unsafe {
-                ptr::copy_nonoverlapping(chunk.as_ptr(), (dst as *mut u8).add(offset), chunk.len())
+                ptr::copy_nonoverlapping(run.as_ptr(), (dst as *mut u8).add(offset), run.len())
             };
-            offset += chunk.len();
+            offset += run.len();
         }
     };
     let dst = data as usize;
@@ -146,10 +152,20 @@ pub fn array_from_chunks<'py>(
     Ok(array)
 }
 
+/// One array from one buffer of host memory (lent or owned): a copy.
+pub fn array_from_bytes<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+    bytes: &[u8],
+) -> Result<Bound<'py, PyAny>> {
+    array_from_buffers(py, dtype, shape, &[&TensorBuffer::owned(bytes)])
+}
+
 /// One input of a predict call as an array, allocated and filled as `plan`
 /// (from `batch::plan_inputs`) says; `default` is the input's configured
 /// default element, for the rows of requests that omit it. The one copy of
-/// the request's data (see [`array_from_chunks`]).
+/// the requests' data (or, in a worker, a view: see [`array_from_buffers`]).
 pub fn array_from_plan<'py>(
     py: Python<'py>,
     model: &str,
@@ -193,7 +209,7 @@ pub fn array_from_plan<'py>(
             elems = padded;
         }
         // bytes_array fills one slot per element of the shape.
-        if elems.len() != crate::request::element_count(&plan.shape) {
+        if elems.len() != crate::rules::request::element_count(&plan.shape) {
             return Err(context(Error::internal(format!(
                 "{} elements do not fill shape {}",
                 elems.len(),
@@ -202,97 +218,45 @@ pub fn array_from_plan<'py>(
         }
         return bytes_array(py, &plan.shape, &elems).map_err(err);
     }
-    let fills: Vec<Vec<u8>> = if has_defaults {
-        plan.sources
-            .iter()
-            .map(|s| match s {
-                Source::Default { elements } => default.repeat(*elements),
-                Source::Tensor(_) => Vec::new(),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut chunks: Vec<&[u8]> = Vec::with_capacity(plan.sources.len());
+    let fills: Vec<Vec<u8>> = plan
+        .sources
+        .iter()
+        .map(|s| match s {
+            Source::Default { elements } => default.repeat(*elements),
+            Source::Tensor(_) => Vec::new(),
+        })
+        .collect();
+    let filled: Vec<TensorBuffer<'_>> = fills.iter().map(|f| TensorBuffer::owned(f)).collect();
+    let mut buffers: Vec<&TensorBuffer<'_>> = Vec::with_capacity(plan.sources.len());
     for (k, source) in plan.sources.iter().enumerate() {
         match source {
-            Source::Tensor(t) => chunks.extend(t.chunks.iter().copied()),
-            Source::Default { .. } => chunks.push(&fills[k]),
+            Source::Tensor(t) => buffers.extend(t.buffers.iter()),
+            Source::Default { .. } => buffers.push(&filled[k]),
         }
     }
     match &plan.layout {
-        Layout::Concat => array_from_chunks(py, plan.dtype, &plan.shape, &chunks).map_err(err),
+        Layout::Concat => {
+            array_from_buffers(py, plan.dtype, &plan.shape, &buffers).map_err(context)
+        }
         Layout::Padded(pad) => {
-            // One pass straight from the requests' chunks (PadPlan::gather).
+            // One pass straight from the requests' buffers (PadPlan::gather).
+            let chunks: Vec<&[u8]> = buffers
+                .iter()
+                .map(|b| b.host())
+                .collect::<Result<_>>()
+                .map_err(context)?;
             let padded = pad.gather(&chunks, plan.dtype.element_size().unwrap_or(1));
-            array_from_chunks(py, plan.dtype, &pad.shape, &[&padded]).map_err(err)
+            array_from_bytes(py, plan.dtype, &pad.shape, &padded).map_err(context)
         }
     }
 }
 
-/// Memory Python may view in place instead of copying: a process-isolated
-/// worker's mapping of its shared input region (isolation/sys.rs).
-///
-/// # Safety
-/// `view_bytes` returns the same slice on every call, and those bytes stay
-/// mapped, readable and writable, at that address for as long as the value
-/// lives (moving the value does not move them). numpy views of them may be
-/// written (pb_utils inputs are writable).
-pub unsafe trait ViewMemory: Send + Sync {
-    fn view_bytes(&self) -> &[u8];
-}
-
-/// The base object of every view of a registered region: it holds the
-/// memory (so a view never outlives its bytes) and the registrant's owner
-/// object (whose reference count tells the worker whether views were kept).
+/// The base object of every view of a shared region: it holds the region
+/// (its memory, so a view never outlives its bytes, and its owner, whose
+/// reference count tells the worker whether views were kept).
 #[pyclass(module = "_rustpy_worker", frozen)]
 struct ViewBase {
-    _memory: std::sync::Arc<dyn ViewMemory>,
-    _owner: Py<PyAny>,
-}
-
-/// Process isolation only (a worker's batch): the shared input region whose
-/// bytes may reach Python as views instead of copies, and the base object
-/// of those views. The worker registers it around each execution and,
-/// afterwards, gives the backend a fresh region for the next batch if
-/// anything still holds the owner (isolation/worker.rs). The in-process
-/// backend never registers one: its inputs are always copies.
-struct ViewRegion {
-    start: usize,
-    len: usize,
-    base: Py<ViewBase>,
-}
-
-static VIEW_REGION: std::sync::Mutex<Option<ViewRegion>> = std::sync::Mutex::new(None);
-
-/// Registers (`Some((memory, owner))`) or clears the view region. Views of
-/// `memory` made while it is registered keep it alive (and `owner` with it)
-/// through their base object, so this is safe whatever the caller does next.
-pub fn set_view_region(
-    py: Python<'_>,
-    region: Option<(std::sync::Arc<dyn ViewMemory>, Py<PyAny>)>,
-) -> PyResult<()> {
-    let new = match region {
-        Some((memory, owner)) => {
-            let bytes = memory.view_bytes();
-            let (start, len) = (bytes.as_ptr() as usize, bytes.len());
-            let base = Py::new(
-                py,
-                ViewBase {
-                    _memory: memory,
-                    _owner: owner,
-                },
-            )?;
-            Some(ViewRegion { start, len, base })
-        }
-        None => None,
-    };
-    let old = std::mem::replace(
-        &mut *VIEW_REGION.lock().unwrap_or_else(|p| p.into_inner()),
-        new,
-    );
-    drop(old);
-    Ok(())
+    _region: SharedRegion,
 }
 
 /// How many references `obj` has (pyo3 0.30 deprecated `Py::get_refcnt` for
@@ -303,49 +267,42 @@ pub fn ref_count(obj: &Bound<'_, PyAny>) -> isize {
     unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) }
 }
 
-/// A view of the registered region when `chunks` lie back to back inside it,
-/// suitably aligned; None otherwise (the caller copies).
-fn region_view<'py>(
+/// A numpy view of `bytes`, which lie inside `region`; the view's base
+/// object holds the region, so the bytes stay mapped while the view lives.
+fn view_of<'py>(
     py: Python<'py>,
     dtype: DataType,
     shape: &[i64],
-    chunks: &[&[u8]],
-    total: usize,
-) -> Option<PyResult<Bound<'py, PyAny>>> {
-    let guard = VIEW_REGION.lock().unwrap_or_else(|p| p.into_inner());
-    let region = guard.as_ref()?;
-    let start = chunks.first()?.as_ptr() as usize;
-    let mut at = start;
-    for c in chunks {
-        if c.as_ptr() as usize != at {
-            return None;
-        }
-        at += c.len();
-    }
-    let inside = total > 0 && start >= region.start && at <= region.start + region.len;
-    if !inside || !start.is_multiple_of(dtype.element_size()?.max(1)) {
-        return None;
-    }
-    // The bytes stay mapped while the base object (holding the memory, per
-    // ViewMemory's contract) lives, and it becomes the array's base.
-    // SAFETY: we hold the GIL; the bytes lie inside the registered region;
-    // SetBaseObject (stealing the new reference) runs before Python sees it.
-    Some(unsafe {
-        new_from_descr(
+    region: &SharedRegion,
+    bytes: &[u8],
+) -> Result<Bound<'py, PyAny>> {
+    let pyerr = |e: PyErr| py_error(py, &e, "viewing shared memory");
+    let base = Py::new(
+        py,
+        ViewBase {
+            _region: region.clone(),
+        },
+    )
+    .map_err(pyerr)?;
+    // SAFETY: we hold the GIL; `bytes` lie inside the region, which (by
+    // SharedMemory's contract) keeps them mapped at this address while the
+    // base object holding it lives, and the base becomes the array's base
+    // (SetBaseObject steals the new reference) before Python sees the array.
+    unsafe {
+        let (array, _) = new_from_descr(
             py,
             dtype,
             shape,
-            start as *mut u8,
+            bytes.as_ptr() as *mut u8,
             numpy::npyffi::NPY_ARRAY_CARRAY,
         )
-        .and_then(|(array, _)| {
-            let owner = region.base.clone_ref(py).into_any().into_ptr();
-            if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
-                return Err(PyErr::fetch(py));
-            }
-            Ok(array)
-        })
-    })
+        .map_err(pyerr)?;
+        let owner = base.into_any().into_ptr();
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
+            return Err(pyerr(PyErr::fetch(py)));
+        }
+        Ok(array)
+    }
 }
 
 /// The byte size of a C-contiguous `dtype` array of `shape` (None for BYTES,
@@ -432,21 +389,23 @@ impl ExtractedOutput {
 
     /// The whole output as one response's tensor.
     pub fn slice(&self) -> crate::engine::OutputSlice<'_> {
-        crate::engine::OutputSlice {
-            name: &self.name,
-            dtype: self.dtype,
-            shape: self.shape.clone(),
-            data: self.wire_bytes(),
-        }
+        crate::engine::OutputSlice::host(
+            &self.name,
+            self.dtype,
+            self.shape.clone(),
+            self.wire_bytes(),
+        )
     }
 
     /// The data as a batch view that can be cut into rows.
-    pub fn view_data(&self) -> crate::batch::OutputData<'_> {
+    pub fn view_data(&self) -> crate::rules::batch::OutputData<'_> {
         match &self.data {
             ExtractedData::Bytes { buf, elem_offsets } => {
-                crate::batch::OutputData::Bytes { buf, elem_offsets }
+                crate::rules::batch::OutputData::Bytes { buf, elem_offsets }
             }
-            ExtractedData::Fixed { .. } => crate::batch::OutputData::Fixed(self.wire_bytes()),
+            ExtractedData::Fixed { .. } => {
+                crate::rules::batch::OutputData::Fixed(self.wire_bytes())
+            }
         }
     }
 }
@@ -516,8 +475,7 @@ impl<'py> ArrayView<'py> {
     }
 
     fn new(py: Python<'py>, model: &str, name: &str, value: &Bound<'py, PyAny>) -> Result<Self> {
-        let pyerr =
-            |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+        let pyerr = |e: PyErr| py_error(py, &e, &format!("model '{model}': output '{name}'"));
         let array: Bound<'py, PyAny> = match value.cast::<PyUntypedArray>() {
             Ok(a) => a.clone().into_any(),
             Err(_) => py
@@ -547,8 +505,7 @@ impl<'py> ArrayView<'py> {
         name: &str,
         dtype: DataType,
     ) -> Result<ExtractedOutput> {
-        let pyerr =
-            |e: PyErr| super::py_error(py, &e, &format!("model '{model}': output '{name}'"));
+        let pyerr = |e: PyErr| py_error(py, &e, &format!("model '{model}': output '{name}'"));
         let ArrayView {
             mut array,
             itemsize,
@@ -650,4 +607,58 @@ fn check_output_shape(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::shared::tests::region_of;
+    use std::sync::Arc;
+
+    fn data_ptr(array: &Bound<'_, PyAny>) -> usize {
+        let a = array.cast::<PyUntypedArray>().unwrap();
+        // SAFETY: a live array borrowed under the GIL; only its field is read.
+        unsafe { (*a.as_array_ptr()).fields.data as usize }
+    }
+
+    #[test]
+    fn lent_memory_is_copied_and_a_shared_region_is_viewed_in_place() {
+        crate::python::initialize().unwrap();
+        Python::attach(|py| {
+            let lent = [1u8, 2, 3, 4, 5, 6, 7, 8];
+            let copy =
+                array_from_buffers(py, DataType::Uint8, &[8], &[&TensorBuffer::borrowed(&lent)])
+                    .unwrap();
+            assert_ne!(data_ptr(&copy), lent.as_ptr() as usize);
+            assert_eq!(
+                copy.call_method0("tolist").unwrap().to_string(),
+                "[1, 2, 3, 4, 5, 6, 7, 8]"
+            );
+
+            let region = region_of((0u8..64).collect());
+            let bytes = region.bytes();
+            let a = TensorBuffer::shared(&bytes[8..12], region.clone());
+            let b = TensorBuffer::shared(&bytes[12..16], region.clone());
+            let owners = Arc::strong_count(region.owner());
+            let view = array_from_buffers(py, DataType::Uint8, &[2, 4], &[&a, &b]).unwrap();
+            assert_eq!(data_ptr(&view), bytes[8..].as_ptr() as usize);
+            assert_eq!(
+                view.call_method0("tolist").unwrap().to_string(),
+                "[[8, 9, 10, 11], [12, 13, 14, 15]]"
+            );
+            // The view's base holds the region (and so its owner) while it lives.
+            assert_eq!(Arc::strong_count(region.owner()), owners + 1);
+            drop(view);
+            assert_eq!(Arc::strong_count(region.owner()), owners);
+            // Not back to back: copied.
+            let c = TensorBuffer::shared(&bytes[32..36], region.clone());
+            let owners = Arc::strong_count(region.owner());
+            let copied = array_from_buffers(py, DataType::Uint8, &[8], &[&a, &c]).unwrap();
+            assert_ne!(data_ptr(&copied), bytes[8..].as_ptr() as usize);
+            // A copy holds nothing of the region.
+            assert_eq!(Arc::strong_count(region.owner()), owners);
+            // A size that does not match the shape is refused.
+            assert!(array_from_buffers(py, DataType::Uint8, &[3], &[&a]).is_err());
+        });
+    }
 }

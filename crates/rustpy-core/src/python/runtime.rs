@@ -54,15 +54,11 @@ pub(crate) struct CreatedInstance<'py> {
     pub split_by_parameters: bool,
 }
 
-/// The runtime, created on first use, after the `_rustpy_native` module
-/// runtime.py imports.
+/// The runtime, created on first use. runtime.py imports `_rustpy_native`,
+/// which `interp::initialize` registers first.
 pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
-    }
-    let modules = py.import("sys")?.getattr("modules")?;
-    if !modules.contains("_rustpy_native")? {
-        modules.set_item("_rustpy_native", super::native::module(py)?)?;
     }
     let m = PyModule::from_code(py, RUNTIME_SOURCE, c"rustpy_runtime.py", c"_rustpy_runtime")?;
     let get = |name: &str| m.getattr(name).map(Bound::unbind);

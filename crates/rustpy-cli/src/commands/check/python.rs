@@ -151,100 +151,39 @@ fn run_script(paths: &[&str]) -> anyhow::Result<Vec<FileInfo>> {
     })
 }
 
-fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
-    let file = &info.path;
-    let mut out = Vec::new();
-    let diag = |severity, line, column, code, message: String, hint: &str| Diagnostic {
-        severity,
-        file: file.clone(),
-        line,
-        column,
-        code,
-        message,
-        hint: hint.to_owned(),
-    };
+/// A diagnostic about `file` (severity, line, column, code, message, hint).
+struct At<'a>(&'a PathBuf);
 
-    if let Some(err) = &info.error {
-        let syntax = matches!(
-            err.kind.as_str(),
-            "SyntaxError" | "IndentationError" | "TabError"
-        );
-        out.push(if syntax {
-            diag(
-                Severity::Error,
-                err.line,
-                err.col,
-                "python.syntax",
-                format!("{}: {}", err.kind, err.message),
-                "the backend cannot import a file with a syntax error",
-            )
-        } else {
-            diag(
-                Severity::Error,
-                err.line,
-                err.col,
-                "python.unreadable",
-                format!("cannot parse: {}: {}", err.kind, err.message),
-                "save the file as UTF-8 Python source",
-            )
-        });
-        return out;
-    }
-
-    let is_bound = |name: &str| info.other_bindings.iter().any(|b| b == name);
-    if let Some(cls) = info.classes.get("Model") {
-        match cls.methods.get("predict") {
-            Some(predict) => {
-                if predict.positional < 2 && !predict.varargs {
-                    out.push(diag(
-                        Severity::Error,
-                        Some(predict.line),
-                        Some(predict.col),
-                        "python.predict-signature",
-                        "`Model.predict` must take the inputs: `def predict(self, inputs, requests)`"
-                            .to_owned(),
-                        "the `requests` parameter is optional; `inputs` is not",
-                    ));
-                }
-                match (model.decoupled, predict.generator) {
-                    (true, false) => out.push(diag(
-                        Severity::Warning,
-                        Some(predict.line),
-                        Some(predict.col),
-                        "python.decoupled-not-generator",
-                        "the model is decoupled but `predict` never yields".to_owned(),
-                        "a decoupled model streams: `yield` one dict of outputs per response",
-                    )),
-                    (false, true) => out.push(diag(
-                        Severity::Error,
-                        Some(predict.line),
-                        Some(predict.col),
-                        "python.generator-not-decoupled",
-                        "`predict` is a generator but the model is not decoupled".to_owned(),
-                        "add `model_transaction_policy { decoupled: true }` to config.pbtxt, or `return` the outputs",
-                    )),
-                    _ => {}
-                }
-            }
-            // A base class may provide predict; that can't be seen statically.
-            None if cls.bases > 0 => out.push(diag(
-                Severity::Warning,
-                Some(cls.line),
-                Some(cls.col),
-                "python.missing-predict",
-                "`class Model` defines no `predict` method (unless a base class provides it)"
-                    .to_owned(),
-                "define `def predict(self, inputs, requests)` returning a dict of numpy arrays",
-            )),
-            None => out.push(diag(
-                Severity::Error,
-                Some(cls.line),
-                Some(cls.col),
-                "python.missing-predict",
-                "`class Model` has no `predict` method".to_owned(),
-                "define `def predict(self, inputs, requests)` returning a dict of numpy arrays",
-            )),
+impl At<'_> {
+    fn diag(
+        &self,
+        severity: Severity,
+        (line, column): (Option<usize>, Option<usize>),
+        code: &'static str,
+        message: String,
+        hint: &str,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: self.0.clone(),
+            line,
+            column,
+            code,
+            message,
+            hint: hint.to_owned(),
         }
+    }
+}
+
+fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
+    let at = At(&info.path);
+    if let Some(err) = &info.error {
+        return vec![parse_error(&at, err)];
+    }
+    let is_bound = |name: &str| info.other_bindings.iter().any(|b| b == name);
+    let mut out = Vec::new();
+    if let Some(cls) = info.classes.get("Model") {
+        out.extend(batched_class(&at, model, cls));
     } else if let Some(cls) = info.classes.get("TritonPythonModel") {
         if !cls.methods.contains_key("execute") {
             let severity = if cls.bases > 0 {
@@ -252,25 +191,108 @@ fn diagnose(model: &PyModel, info: &FileInfo) -> Vec<Diagnostic> {
             } else {
                 Severity::Error
             };
-            out.push(diag(
+            out.push(at.diag(
                 severity,
-                Some(cls.line),
-                Some(cls.col),
+                (Some(cls.line), Some(cls.col)),
                 "python.missing-execute",
                 "`class TritonPythonModel` has no `execute` method".to_owned(),
                 "define `def execute(self, requests)` returning one response per request",
             ));
         }
     } else if !is_bound("Model") && !is_bound("TritonPythonModel") {
-        out.push(diag(
+        out.push(at.diag(
             Severity::Error,
-            None,
-            None,
+            (None, None),
             "python.missing-model-class",
             "defines neither `class Model` (rustpy's batched API) nor `class TritonPythonModel`"
                 .to_owned(),
             "add `class Model` with `def predict(self, inputs, requests)`; see docs/python-api.md",
         ));
+    }
+    out
+}
+
+/// A file Python cannot parse.
+fn parse_error(at: &At<'_>, err: &ParseError) -> Diagnostic {
+    let syntax = matches!(
+        err.kind.as_str(),
+        "SyntaxError" | "IndentationError" | "TabError"
+    );
+    if syntax {
+        at.diag(
+            Severity::Error,
+            (err.line, err.col),
+            "python.syntax",
+            format!("{}: {}", err.kind, err.message),
+            "the backend cannot import a file with a syntax error",
+        )
+    } else {
+        at.diag(
+            Severity::Error,
+            (err.line, err.col),
+            "python.unreadable",
+            format!("cannot parse: {}: {}", err.kind, err.message),
+            "save the file as UTF-8 Python source",
+        )
+    }
+}
+
+/// The batched API's `class Model`: its `predict`, and whether it streams
+/// as the configuration says.
+fn batched_class(at: &At<'_>, model: &PyModel, cls: &ClassInfo) -> Vec<Diagnostic> {
+    let Some(predict) = cls.methods.get("predict") else {
+        let place = (Some(cls.line), Some(cls.col));
+        let hint = "define `def predict(self, inputs, requests)` returning a dict of numpy arrays";
+        // A base class may provide predict; that can't be seen statically.
+        return vec![if cls.bases > 0 {
+            at.diag(
+                Severity::Warning,
+                place,
+                "python.missing-predict",
+                "`class Model` defines no `predict` method (unless a base class provides it)"
+                    .to_owned(),
+                hint,
+            )
+        } else {
+            at.diag(
+                Severity::Error,
+                place,
+                "python.missing-predict",
+                "`class Model` has no `predict` method".to_owned(),
+                hint,
+            )
+        }];
+    };
+    let place = (Some(predict.line), Some(predict.col));
+    let mut out = Vec::new();
+    if predict.positional < 2 && !predict.varargs {
+        out.push(
+            at.diag(
+                Severity::Error,
+                place,
+                "python.predict-signature",
+                "`Model.predict` must take the inputs: `def predict(self, inputs, requests)`"
+                    .to_owned(),
+                "the `requests` parameter is optional; `inputs` is not",
+            ),
+        );
+    }
+    match (model.decoupled, predict.generator) {
+        (true, false) => out.push(at.diag(
+            Severity::Warning,
+            place,
+            "python.decoupled-not-generator",
+            "the model is decoupled but `predict` never yields".to_owned(),
+            "a decoupled model streams: `yield` one dict of outputs per response",
+        )),
+        (false, true) => out.push(at.diag(
+            Severity::Error,
+            place,
+            "python.generator-not-decoupled",
+            "`predict` is a generator but the model is not decoupled".to_owned(),
+            "add `model_transaction_policy { decoupled: true }` to config.pbtxt, or `return` the outputs",
+        )),
+        _ => {}
     }
     out
 }

@@ -93,37 +93,10 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         Err(e) => global.status(format!("warning: could not check the repository: {e:#}")),
     }
 
-    // Kept alive until the server has exited: it owns the backend symlinks.
-    let mut _assembled = None;
-    let backend_dir = match &args.backend_dir {
-        Some(dir) if dir.is_dir() => {
-            let lib = dir.join("rustpy").join("libtriton_rustpy.so");
-            if lib.is_file() {
-                refuse_python_mismatch(&lib, &args.extra)?;
-            }
-            dir.clone()
-        }
-        Some(dir) => {
-            return Err(Error::usage(format!(
-                "--backend-dir {}: not a directory",
-                dir.display()
-            )))
-        }
-        None => {
-            let lib = locate::backend_lib(args.backend_lib.as_deref()).map_err(not_found)?;
-            if let Some(lib) = &lib {
-                refuse_python_mismatch(lib, &args.extra)?;
-            }
-            let dir = assemble_backend_dir(global, &tritonserver, lib.as_deref())?;
-            let path = dir.path().to_path_buf();
-            _assembled = Some(dir);
-            path
-        }
-    };
-
+    // `_assembled` is kept until the server has exited: it owns the backend symlinks.
+    let (backend_dir, _assembled) = backend_dir(global, &args, &tritonserver)?;
     let bind = args.address;
     let ports = pick_ports(bind, [args.http_port, args.grpc_port, args.metrics_port])?;
-    let [http_port, grpc_port, metrics_port] = ports;
 
     // Count Ctrl-C presses (and SIGTERM/SIGHUP): the first stops the server
     // gracefully, a second one kills it.
@@ -136,7 +109,82 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         .context("cannot install the Ctrl-C handler")?;
     }
 
-    let mut cmd = Command::new(&tritonserver);
+    let mut cmd = server_command(&tritonserver, &repo, &backend_dir, &args, ports);
+    let log_path = send_log(global, &mut cmd, &args)?;
+    let log = ServerLog(log_path.as_deref());
+    clean_environment(&mut cmd);
+    isolate(&mut cmd);
+
+    global.status(format!(
+        "starting {} on {}",
+        tritonserver.display(),
+        args.repo.display()
+    ));
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", tritonserver.display()))?;
+    let mut server = Running {
+        global,
+        child,
+        log,
+        interrupts,
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+    };
+    let http_addr = SocketAddr::from((probe_address(bind), ports[0]));
+    if let Some(status) = server.wait_ready(http_addr, args.ready_timeout)? {
+        return Ok(status);
+    }
+    let endpoints = Endpoints::new(bind, ports);
+    let models = model_states(http_addr).unwrap_or_else(|e| {
+        global.status(format!("warning: cannot list models: {e:#}"));
+        Vec::new()
+    });
+    report(&endpoints, &models, server.child.id(), args.json)?;
+    global.status("Press Ctrl-C to stop.");
+    server.serve()
+}
+
+/// The backend directory to serve with: `--backend-dir`, or one assembled
+/// in a temp dir (returned too: it must live as long as the server).
+fn backend_dir(
+    global: &Global,
+    args: &ServeArgs,
+    tritonserver: &Path,
+) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match &args.backend_dir {
+        Some(dir) if dir.is_dir() => {
+            let lib = dir.join("rustpy").join("libtriton_rustpy.so");
+            if lib.is_file() {
+                refuse_python_mismatch(&lib, &args.extra)?;
+            }
+            Ok((dir.clone(), None))
+        }
+        Some(dir) => Err(Error::usage(format!(
+            "--backend-dir {}: not a directory",
+            dir.display()
+        ))),
+        None => {
+            let lib = locate::backend_lib(args.backend_lib.as_deref()).map_err(not_found)?;
+            if let Some(lib) = &lib {
+                refuse_python_mismatch(lib, &args.extra)?;
+            }
+            let dir = assemble_backend_dir(global, tritonserver, lib.as_deref())?;
+            Ok((dir.path().to_path_buf(), Some(dir)))
+        }
+    }
+}
+
+/// tritonserver's command line: repository, backends, the three endpoints
+/// on `ports` (HTTP, gRPC, metrics), model control, the user's extras.
+fn server_command(
+    tritonserver: &Path,
+    repo: &Path,
+    backend_dir: &Path,
+    args: &ServeArgs,
+    [http_port, grpc_port, metrics_port]: [u16; 3],
+) -> Command {
+    let bind = args.address;
+    let mut cmd = Command::new(tritonserver);
     cmd.arg(format!("--model-repository={}", repo.display()))
         .arg(format!("--backend-directory={}", backend_dir.display()))
         .arg(format!("--http-address={bind}"))
@@ -153,96 +201,118 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         .arg(format!("--log-verbose={}", args.log_verbose))
         .args(&args.extra)
         .stdin(Stdio::null());
-    // The raw log (CUDA/NVML warnings, option tables) goes to a file unless
-    // asked for; with --log it goes to stderr so stdout carries only our report.
-    let log_path = if args.log {
+    cmd
+}
+
+/// Where the server's raw log goes (CUDA/NVML warnings, option tables): a
+/// file unless asked for; with --log, stderr, so stdout carries only our
+/// report. Returns the file.
+fn send_log(global: &Global, cmd: &mut Command, args: &ServeArgs) -> Result<Option<PathBuf>> {
+    if args.log {
         cmd.stdout(Stdio::from(std::io::stderr()))
             .stderr(Stdio::inherit());
-        None
-    } else {
-        let path = args.log_file.clone().unwrap_or_else(|| {
-            env::temp_dir().join(format!("rustpy-serve-{}.log", std::process::id()))
-        });
-        let file = File::create(&path)
-            .with_context(|| format!("cannot create the server log {}", path.display()))?;
-        cmd.stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file));
-        global.status(format!("server log: {}", path.display()));
-        Some(path)
-    };
-    let log = ServerLog(log_path.as_deref());
-    clean_environment(&mut cmd);
-    isolate(&mut cmd);
+        return Ok(None);
+    }
+    let path = args.log_file.clone().unwrap_or_else(|| {
+        env::temp_dir().join(format!("rustpy-serve-{}.log", std::process::id()))
+    });
+    let file = File::create(&path)
+        .with_context(|| format!("cannot create the server log {}", path.display()))?;
+    cmd.stdout(Stdio::from(file.try_clone()?))
+        .stderr(Stdio::from(file));
+    global.status(format!("server log: {}", path.display()));
+    Ok(Some(path))
+}
 
-    global.status(format!(
-        "starting {} on {}",
-        tritonserver.display(),
-        args.repo.display()
-    ));
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {}", tritonserver.display()))?;
+impl Endpoints {
+    fn new(bind: IpAddr, [http_port, grpc_port, metrics_port]: [u16; 3]) -> Self {
+        let host = match bind {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        Endpoints {
+            http: format!("http://{host}:{http_port}"),
+            grpc: format!("{host}:{grpc_port}"),
+            metrics: format!("http://{host}:{metrics_port}/metrics"),
+        }
+    }
+}
 
-    let http_addr = SocketAddr::from((probe_address(bind), http_port));
-    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
-    let stop_timeout = Duration::from_secs(args.stop_timeout);
-    loop {
-        if let Some(status) = child.try_wait().context("cannot wait for tritonserver")? {
-            global.status(format!(
-                "tritonserver exited before becoming ready ({status})"
-            ));
-            log.explain(global);
-            return Ok(Status::Code(exit_code(status)));
+/// A started tritonserver and how to stop it.
+struct Running<'a> {
+    global: &'a Global,
+    child: Child,
+    log: ServerLog<'a>,
+    interrupts: Arc<AtomicUsize>,
+    stop_timeout: Duration,
+}
+
+impl Running<'_> {
+    /// Waits until the server answers ready (`None`), exits, is
+    /// interrupted (its status), or does not get ready in time (an error).
+    fn wait_ready(&mut self, http_addr: SocketAddr, timeout_s: u64) -> Result<Option<Status>> {
+        let deadline = Instant::now() + Duration::from_secs(timeout_s);
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .context("cannot wait for tritonserver")?
+            {
+                self.global.status(format!(
+                    "tritonserver exited before becoming ready ({status})"
+                ));
+                self.log.explain(self.global);
+                return Ok(Some(Status::Code(exit_code(status))));
+            }
+            if self.interrupts.load(Ordering::SeqCst) > 0 {
+                return Ok(Some(self.stop()?));
+            }
+            if is_ready(http_addr) {
+                return Ok(None);
+            }
+            if Instant::now() >= deadline {
+                self.stop()?;
+                self.log.explain(self.global);
+                return Err(anyhow!(
+                    "tritonserver did not become ready within {timeout_s}s ({})",
+                    self.log.location()
+                )
+                .into());
+            }
+            thread::sleep(POLL);
         }
-        if interrupts.load(Ordering::SeqCst) > 0 {
-            let status = stop(global, &mut child, stop_timeout, &interrupts)?;
-            return Ok(Status::Code(exit_code(status)));
-        }
-        if is_ready(http_addr) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            stop(global, &mut child, stop_timeout, &interrupts)?;
-            log.explain(global);
-            return Err(anyhow!(
-                "tritonserver did not become ready within {}s ({})",
-                args.ready_timeout,
-                log.location()
-            )
-            .into());
-        }
-        thread::sleep(POLL);
     }
 
-    let host = match bind {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        IpAddr::V4(v4) => v4.to_string(),
-    };
-    let endpoints = Endpoints {
-        http: format!("http://{host}:{http_port}"),
-        grpc: format!("{host}:{grpc_port}"),
-        metrics: format!("http://{host}:{metrics_port}/metrics"),
-    };
-    let models = model_states(http_addr).unwrap_or_else(|e| {
-        global.status(format!("warning: cannot list models: {e:#}"));
-        Vec::new()
-    });
-    report(&endpoints, &models, child.id(), args.json)?;
-    global.status("Press Ctrl-C to stop.");
-
-    loop {
-        if let Some(status) = child.try_wait().context("cannot wait for tritonserver")? {
-            global.status(format!("tritonserver exited ({status})"));
-            if !status.success() {
-                log.explain(global);
+    /// Serves until the server exits (its exit code is ours) or is interrupted.
+    fn serve(&mut self) -> Result {
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .context("cannot wait for tritonserver")?
+            {
+                self.global
+                    .status(format!("tritonserver exited ({status})"));
+                if !status.success() {
+                    self.log.explain(self.global);
+                }
+                return Ok(Status::Code(exit_code(status)));
             }
-            return Ok(Status::Code(exit_code(status)));
+            if self.interrupts.load(Ordering::SeqCst) > 0 {
+                return self.stop();
+            }
+            thread::sleep(POLL);
         }
-        if interrupts.load(Ordering::SeqCst) > 0 {
-            let status = stop(global, &mut child, stop_timeout, &interrupts)?;
-            return Ok(Status::Code(exit_code(status)));
-        }
-        thread::sleep(POLL);
+    }
+
+    fn stop(&mut self) -> Result {
+        let status = stop(
+            self.global,
+            &mut self.child,
+            self.stop_timeout,
+            &self.interrupts,
+        )?;
+        Ok(Status::Code(exit_code(status)))
     }
 }
 

@@ -11,6 +11,7 @@ use super::values::{params_from_wire, params_to_wire, WireCorrelation, WireParam
 use super::WireError;
 use crate::engine::{ExecReport, Outcome};
 use crate::request::{InferRequest, InputTensor};
+use crate::rules::tensor::TensorBuffer;
 
 /// A request's id on the wire: its batch number above these bits, its index
 /// in the batch below, so a response that comes after its batch's Done
@@ -111,7 +112,8 @@ impl<'r> InputLayout<'r> {
                         continue;
                     }
                     let start = offset;
-                    for chunk in &t.chunks {
+                    // Host memory: the backend checked (`readable`) before.
+                    for chunk in t.host_chunks().unwrap_or_default() {
                         write(offset, chunk);
                         offset += chunk.len();
                     }
@@ -152,7 +154,7 @@ impl WireRequest {
             .map(|t| {
                 Ok(InputTensor {
                     dtype: t.data_type()?,
-                    chunks: vec![t.bytes_in(region, "input region")?],
+                    buffers: vec![TensorBuffer::borrowed(t.bytes_in(region, "input region")?)],
                     name: t.name,
                     shape: t.shape,
                 })
@@ -270,7 +272,7 @@ mod tests {
             name: name.into(),
             dtype: DataType::Uint8,
             shape: vec![1, len as i64],
-            chunks,
+            buffers: chunks.into_iter().map(TensorBuffer::borrowed).collect(),
         }
     }
 

@@ -62,7 +62,7 @@ impl OutputPlacement {
         used: usize,
         input_view: Option<(usize, usize)>,
         alias_min: usize,
-    ) -> OutputPlacement {
+    ) -> crate::error::Result<OutputPlacement> {
         let (view_at, view_len) = input_view.unwrap_or((0, 0));
         let mut offset = used;
         let mut tensors = Vec::with_capacity(outputs.len());
@@ -73,14 +73,15 @@ impl OutputPlacement {
         // backend can hold every response to that bound.
         let mut aliased_bytes = 0usize;
         for (k, o) in outputs.iter().enumerate() {
-            let at = o.data.as_ptr() as usize;
-            let end = at + o.data.len();
-            let aliased = o.data.len() >= alias_min.max(1)
+            // Python's outputs are host memory; anything else is refused.
+            let data = o.data.host()?;
+            let at = data.as_ptr() as usize;
+            let aliased = data.len() >= alias_min.max(1)
                 && at >= view_at
-                && end <= view_at + view_len
-                && aliased_bytes + o.data.len() <= ALIASED_PER_INPUT * view_len;
+                && at + data.len() <= view_at + view_len
+                && aliased_bytes + data.len() <= ALIASED_PER_INPUT * view_len;
             if aliased {
-                aliased_bytes += o.data.len();
+                aliased_bytes += data.len();
             }
             let place = if aliased {
                 from_input.push(k);
@@ -88,7 +89,7 @@ impl OutputPlacement {
             } else {
                 offset = offset.next_multiple_of(ALIGN);
                 let place = offset;
-                offset += o.data.len();
+                offset += data.len();
                 place
             };
             tensors.push(WireTensor {
@@ -96,14 +97,14 @@ impl OutputPlacement {
                 dtype: o.dtype.name().to_string(),
                 shape: o.shape.clone(),
                 offset: place,
-                len: o.data.len(),
+                len: data.len(),
             });
         }
-        OutputPlacement {
+        Ok(OutputPlacement {
             tensors,
             from_input,
             end: offset,
-        }
+        })
     }
 
     /// The outputs to copy into the output region: (offset, bytes).
@@ -116,7 +117,8 @@ impl OutputPlacement {
             .zip(&self.tensors)
             .enumerate()
             .filter(|(k, _)| !self.from_input.contains(k))
-            .map(|(_, (o, t))| (t.offset, o.data))
+            // `plan` refused outputs that are not host memory.
+            .filter_map(|(_, (o, t))| o.data.host().ok().map(|d| (t.offset, d)))
     }
 }
 
@@ -182,12 +184,7 @@ impl Response {
                 }
                 let dtype = t.data_type()?;
                 super::check_tensor(&t.name, dtype, &t.shape, data)?;
-                Ok(OutputSlice {
-                    name: &t.name,
-                    dtype,
-                    shape: t.shape.clone(),
-                    data,
-                })
+                Ok(OutputSlice::host(&t.name, dtype, t.shape.clone(), data))
             })
             .collect()
     }
@@ -204,12 +201,19 @@ pub struct InlineResponse {
 }
 
 impl InlineResponse {
-    pub fn new(request: usize, outputs: &[OutputSlice<'_>], is_final: bool) -> InlineResponse {
-        InlineResponse {
+    pub fn new(
+        request: usize,
+        outputs: &[OutputSlice<'_>],
+        is_final: bool,
+    ) -> crate::error::Result<InlineResponse> {
+        Ok(InlineResponse {
             request,
-            outputs: outputs.iter().map(WireOwnedTensor::from).collect(),
+            outputs: outputs
+                .iter()
+                .map(WireOwnedTensor::try_from)
+                .collect::<crate::error::Result<_>>()?,
             is_final,
-        }
+        })
     }
 
     /// Backend: the outputs, borrowed from the frame.
@@ -228,12 +232,7 @@ mod tests {
     use crate::DataType;
 
     fn out<'a>(name: &'a str, data: &'a [u8]) -> OutputSlice<'a> {
-        OutputSlice {
-            name,
-            dtype: DataType::Uint8,
-            shape: vec![data.len() as i64],
-            data,
-        }
+        OutputSlice::host(name, DataType::Uint8, vec![data.len() as i64], data)
     }
 
     fn sent(frame: FromWorker) -> FromWorker {
@@ -251,7 +250,7 @@ mod tests {
             out("OUT2", &other),
         ];
         let view = Some((input.as_ptr() as usize, input.len()));
-        let plan = OutputPlacement::plan(&outputs, 10, view, 1);
+        let plan = OutputPlacement::plan(&outputs, 10, view, 1).unwrap();
         assert_eq!(plan.from_input, [1]);
         assert_eq!(plan.tensors[1].offset, 128);
         assert_eq!(
@@ -277,8 +276,8 @@ mod tests {
         let got = response.resolve(&region, &input).unwrap();
         for (g, o) in got.iter().zip(&outputs) {
             assert_eq!(
-                (g.name, g.dtype, &g.shape, g.data),
-                (o.name, o.dtype, &o.shape, o.data)
+                (g.name, g.dtype, &g.shape, g.data.host().unwrap()),
+                (o.name, o.dtype, &o.shape, o.data.host().unwrap())
             );
         }
     }
@@ -288,13 +287,10 @@ mod tests {
         let input = vec![9u8; 256];
         let outputs = [out("OUT", &input[..16])];
         let view = Some((input.as_ptr() as usize, input.len()));
-        assert!(OutputPlacement::plan(&outputs, 0, view, 64)
-            .from_input
-            .is_empty());
-        assert_eq!(OutputPlacement::plan(&outputs, 0, view, 16).from_input, [0]);
-        assert!(OutputPlacement::plan(&outputs, 0, None, 1)
-            .from_input
-            .is_empty());
+        let plan = |view, min| OutputPlacement::plan(&outputs, 0, view, min).unwrap();
+        assert!(plan(view, 64).from_input.is_empty());
+        assert_eq!(plan(view, 16).from_input, [0]);
+        assert!(plan(None, 1).from_input.is_empty());
     }
 
     #[test]
@@ -427,7 +423,7 @@ mod tests {
             out("F", &input[128..]),
         ];
         let view = Some((input.as_ptr() as usize, input.len()));
-        let plan = OutputPlacement::plan(&outputs, 0, view, 1);
+        let plan = OutputPlacement::plan(&outputs, 0, view, 1).unwrap();
         // 256 + 256 + 128 + 256 = 896; E (256 more) would pass 4 x 256,
         // F (128) still fits.
         assert_eq!(plan.from_input, [0, 1, 2, 3, 5]);
@@ -445,7 +441,10 @@ mod tests {
         };
         let got = response.resolve(&region, &input).unwrap();
         for (g, o) in got.iter().zip(&outputs) {
-            assert_eq!((g.name, g.data), (o.name, o.data));
+            assert_eq!(
+                (g.name, g.data.host().unwrap()),
+                (o.name, o.data.host().unwrap())
+            );
         }
     }
 
@@ -454,13 +453,16 @@ mod tests {
         let bytes = [4u8; 12];
         let outputs = [out("A", &bytes)];
         let FromWorker::InlineResponse(inline) = sent(FromWorker::InlineResponse(
-            InlineResponse::new(3, &outputs, false),
+            InlineResponse::new(3, &outputs, false).unwrap(),
         )) else {
             panic!("not an InlineResponse");
         };
         assert_eq!((inline.request, inline.is_final), (3, false));
         let got = inline.resolve().unwrap();
-        assert_eq!((got[0].name, got[0].data), ("A", &bytes[..]));
+        assert_eq!(
+            (got[0].name, got[0].data.host().unwrap()),
+            ("A", &bytes[..])
+        );
         let mut bad = inline;
         bad.outputs[0].dtype = "NOPE".into();
         assert!(bad.resolve().is_err());

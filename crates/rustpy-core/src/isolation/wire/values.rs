@@ -142,14 +142,17 @@ impl From<&OwnedTensor> for WireOwnedTensor {
     }
 }
 
-impl From<&OutputSlice<'_>> for WireOwnedTensor {
-    fn from(o: &OutputSlice<'_>) -> Self {
-        WireOwnedTensor {
+/// An output's bytes, copied into the frame; only host memory can be.
+impl TryFrom<&OutputSlice<'_>> for WireOwnedTensor {
+    type Error = crate::error::Error;
+
+    fn try_from(o: &OutputSlice<'_>) -> crate::error::Result<Self> {
+        Ok(WireOwnedTensor {
             name: o.name.to_string(),
             dtype: o.dtype.name().to_string(),
             shape: o.shape.clone(),
-            data: o.data.to_vec(),
-        }
+            data: o.data.host()?.to_vec(),
+        })
     }
 }
 
@@ -167,12 +170,12 @@ impl WireOwnedTensor {
     pub fn as_output(&self) -> Result<OutputSlice<'_>, WireError> {
         let dtype = data_type(&self.dtype)?;
         check_tensor(&self.name, dtype, &self.shape, &self.data)?;
-        Ok(OutputSlice {
-            name: &self.name,
+        Ok(OutputSlice::host(
+            &self.name,
             dtype,
-            shape: self.shape.clone(),
-            data: &self.data,
-        })
+            self.shape.clone(),
+            &self.data,
+        ))
     }
 }
 

@@ -1,6 +1,10 @@
 //! The benchmark's workloads: how each request is built (KServe v2 JSON header
 //! plus binary tensor data) and how its response is checked.
 
+pub mod embed;
+pub mod mlp;
+pub mod ragged;
+
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -277,106 +281,120 @@ impl Workload {
         req.expected.clear();
         req.shared = None;
         match self.kind {
-            Kind::AddSub => {
-                let base = ((worker as u64 * 1_000_003 + seq) % (1 << 20)) as f32;
-                let a: [f32; 4] = std::array::from_fn(|i| base + i as f32);
-                let b: [f32; 4] =
-                    std::array::from_fn(|i| ((seq * 7 + i as u64) % 1000) as f32 - 500.0);
-                for v in a.iter().chain(b.iter()) {
-                    req.data.extend_from_slice(&v.to_le_bytes());
-                }
-                req.header.clear();
-                req.header
-                    .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
-                let le = |v: [f32; 4]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-                match self.expect {
-                    Expect::Compute => {
-                        req.expected.push((
-                            "OUTPUT0",
-                            Expected::Exact(le(std::array::from_fn(|i| a[i] + b[i]))),
-                        ));
-                        req.expected.push((
-                            "OUTPUT1",
-                            Expected::Exact(le(std::array::from_fn(|i| a[i] - b[i]))),
-                        ));
-                    }
-                    Expect::Echo => {
-                        req.expected.push(("OUTPUT0", Expected::Exact(le(a))));
-                        req.expected.push(("OUTPUT1", Expected::Exact(le(b))));
-                    }
-                    Expect::Nothing => {}
-                }
-            }
-            Kind::Identity => {
-                let payload = self.payload.as_ref().expect("built in new");
-                req.header.clear();
-                req.header
-                    .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
-                req.shared = Some(payload.clone());
-                if self.expect != Expect::Nothing {
-                    req.expected
-                        .push(("OUTPUT0", Expected::Shared(payload.clone())));
-                }
-            }
-            Kind::Upper => {
-                // Non-ASCII bytes must come back unchanged (bytes.upper() is ASCII-only).
-                let text = format!("rustpy bench w{worker} request #{seq}: crème brûlée");
-                push_bytes_element(&mut req.data, text.as_bytes());
-                let h = serde_json::json!({
-                    "inputs": [{ "name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
-                                 "parameters": { "binary_data_size": req.data.len() } }],
-                    "outputs": [binary_output("UPPER")],
-                });
-                req.header.clear();
-                serde_json::to_writer(&mut req.header, &h).expect("serialisable");
-                let out = match self.expect {
-                    Expect::Compute => Some(text.as_bytes().to_ascii_uppercase()),
-                    Expect::Echo => Some(text.into_bytes()),
-                    Expect::Nothing => None,
-                };
-                if let Some(out) = out {
-                    let mut e = Vec::with_capacity(out.len() + 4);
-                    push_bytes_element(&mut e, &out);
-                    req.expected.push(("UPPER", Expected::Exact(e)));
-                }
-            }
-            Kind::Mlp | Kind::Embed => {
-                let (bytes, expected) = &self.pool[pool_index(worker, seq)];
-                req.data.extend_from_slice(bytes);
-                req.header.clear();
-                if self.kind == Kind::Mlp {
-                    req.header
-                        .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
-                } else {
-                    let h = serde_json::json!({
-                        "inputs": [{ "name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
-                                     "parameters": { "binary_data_size": req.data.len() } }],
-                        "outputs": [binary_output("EMBEDDING")],
-                    });
-                    serde_json::to_writer(&mut req.header, &h).expect("serialisable");
-                }
-                if self.expect == Expect::Compute {
-                    let out = if self.kind == Kind::Mlp {
-                        "OUTPUT"
-                    } else {
-                        "EMBEDDING"
-                    };
-                    req.expected.push((out, Expected::Approx(expected.clone())));
-                }
-            }
-            Kind::Ragged => {
-                let k = ragged::pool_index(worker, seq);
-                let (bytes, expected) = &self.pool[k];
-                req.data.extend_from_slice(bytes);
-                req.header.clear();
-                req.header.extend_from_slice(&self.pool_headers[k]);
-                if self.expect == Expect::Compute {
-                    req.expected
-                        .push(("EMB", Expected::Approx(expected.clone())));
-                }
-            }
+            Kind::AddSub => self.build_add_sub(worker, seq, req),
+            Kind::Identity => self.build_identity(req),
+            Kind::Upper => self.build_upper(worker, seq, req),
+            Kind::Mlp | Kind::Embed => self.build_pooled(worker, seq, req),
+            Kind::Ragged => self.build_ragged(worker, seq, req),
         }
         req.tensor_bytes = req.data.len() + req.shared.as_ref().map_or(0, |s| s.len());
+    }
+
+    /// add_sub: two FP32[4] inputs from the worker and sequence numbers.
+    fn build_add_sub(&self, worker: usize, seq: u64, req: &mut Request) {
+        let base = ((worker as u64 * 1_000_003 + seq) % (1 << 20)) as f32;
+        let a: [f32; 4] = std::array::from_fn(|i| base + i as f32);
+        let b: [f32; 4] = std::array::from_fn(|i| ((seq * 7 + i as u64) % 1000) as f32 - 500.0);
+        for v in a.iter().chain(b.iter()) {
+            req.data.extend_from_slice(&v.to_le_bytes());
+        }
+        req.header.clear();
+        req.header
+            .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
+        let le = |v: [f32; 4]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        match self.expect {
+            Expect::Compute => {
+                req.expected.push((
+                    "OUTPUT0",
+                    Expected::Exact(le(std::array::from_fn(|i| a[i] + b[i]))),
+                ));
+                req.expected.push((
+                    "OUTPUT1",
+                    Expected::Exact(le(std::array::from_fn(|i| a[i] - b[i]))),
+                ));
+            }
+            Expect::Echo => {
+                req.expected.push(("OUTPUT0", Expected::Exact(le(a))));
+                req.expected.push(("OUTPUT1", Expected::Exact(le(b))));
+            }
+            Expect::Nothing => {}
+        }
+    }
+
+    /// identity: the shared payload, sent as is.
+    fn build_identity(&self, req: &mut Request) {
+        let payload = self.payload.as_ref().expect("built in new");
+        req.header.clear();
+        req.header
+            .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
+        req.shared = Some(payload.clone());
+        if self.expect != Expect::Nothing {
+            req.expected
+                .push(("OUTPUT0", Expected::Shared(payload.clone())));
+        }
+    }
+
+    /// upper: one BYTES element of text (with non-ASCII bytes).
+    fn build_upper(&self, worker: usize, seq: u64, req: &mut Request) {
+        // Non-ASCII bytes must come back unchanged (bytes.upper() is ASCII-only).
+        let text = format!("rustpy bench w{worker} request #{seq}: crème brûlée");
+        push_bytes_element(&mut req.data, text.as_bytes());
+        let h = serde_json::json!({
+            "inputs": [{ "name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
+                         "parameters": { "binary_data_size": req.data.len() } }],
+            "outputs": [binary_output("UPPER")],
+        });
+        req.header.clear();
+        serde_json::to_writer(&mut req.header, &h).expect("serialisable");
+        let out = match self.expect {
+            Expect::Compute => Some(text.as_bytes().to_ascii_uppercase()),
+            Expect::Echo => Some(text.into_bytes()),
+            Expect::Nothing => None,
+        };
+        if let Some(out) = out {
+            let mut e = Vec::with_capacity(out.len() + 4);
+            push_bytes_element(&mut e, &out);
+            req.expected.push(("UPPER", Expected::Exact(e)));
+        }
+    }
+
+    /// mlp / embed: one request of the precomputed pool.
+    fn build_pooled(&self, worker: usize, seq: u64, req: &mut Request) {
+        let (bytes, expected) = &self.pool[pool_index(worker, seq)];
+        req.data.extend_from_slice(bytes);
+        req.header.clear();
+        if self.kind == Kind::Mlp {
+            req.header
+                .extend_from_slice(self.fixed_header.as_ref().expect("built in new"));
+        } else {
+            let h = serde_json::json!({
+                "inputs": [{ "name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
+                             "parameters": { "binary_data_size": req.data.len() } }],
+                "outputs": [binary_output("EMBEDDING")],
+            });
+            serde_json::to_writer(&mut req.header, &h).expect("serialisable");
+        }
+        if self.expect == Expect::Compute {
+            let out = if self.kind == Kind::Mlp {
+                "OUTPUT"
+            } else {
+                "EMBEDDING"
+            };
+            req.expected.push((out, Expected::Approx(expected.clone())));
+        }
+    }
+
+    /// ragged: one request of the pool, each with its own length.
+    fn build_ragged(&self, worker: usize, seq: u64, req: &mut Request) {
+        let k = ragged::pool_index(worker, seq);
+        let (bytes, expected) = &self.pool[k];
+        req.data.extend_from_slice(bytes);
+        req.header.clear();
+        req.header.extend_from_slice(&self.pool_headers[k]);
+        if self.expect == Expect::Compute {
+            req.expected
+                .push(("EMB", Expected::Approx(expected.clone())));
+        }
     }
 
     /// Checks a 200 response body against `req.expected`; returns the number
@@ -512,229 +530,6 @@ fn check_approx(name: &str, want: &[f32], got: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The mlp workload: y = relu(x·W1 + b1)·W2 + b2 with FP32[512] in, a 1024
-/// hidden layer and FP32[128] out. Weights and inputs come from integer
-/// formulas (exact in FP32) that bench/models/mlp_*/1/model.py repeat with
-/// numpy, so the reference needs no weight file.
-pub mod mlp {
-    pub const IN: usize = 512;
-    pub const HIDDEN: usize = 1024;
-    pub const OUT: usize = 128;
-
-    pub fn w1(i: usize, j: usize) -> f32 {
-        (((i * 37 + j * 11) % 61) as f32 - 30.0) / 1024.0
-    }
-    pub fn b1(j: usize) -> f32 {
-        ((j % 7) as f32 - 3.0) / 64.0
-    }
-    pub fn w2(j: usize, k: usize) -> f32 {
-        (((j * 13 + k * 29) % 53) as f32 - 26.0) / 1024.0
-    }
-    pub fn b2(k: usize) -> f32 {
-        ((k % 5) as f32 - 2.0) / 32.0
-    }
-
-    /// Input number `s` of the pool.
-    pub fn input(s: usize) -> Vec<f32> {
-        (0..IN)
-            .map(|i| (((i * (2 * s + 1) + 7 * s) % 101) as f32 - 50.0) / 64.0)
-            .collect()
-    }
-
-    pub struct Mlp {
-        w1: Vec<f64>,
-        w2: Vec<f64>,
-    }
-
-    impl Mlp {
-        pub fn new() -> Mlp {
-            let mut w1 = vec![0.0; IN * HIDDEN];
-            for i in 0..IN {
-                for j in 0..HIDDEN {
-                    w1[i * HIDDEN + j] = self::w1(i, j) as f64;
-                }
-            }
-            let mut w2 = vec![0.0; HIDDEN * OUT];
-            for j in 0..HIDDEN {
-                for k in 0..OUT {
-                    w2[j * OUT + k] = self::w2(j, k) as f64;
-                }
-            }
-            Mlp { w1, w2 }
-        }
-
-        pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-            let mut h: Vec<f64> = (0..HIDDEN).map(|j| b1(j) as f64).collect();
-            for (i, &xi) in x.iter().enumerate() {
-                let row = &self.w1[i * HIDDEN..(i + 1) * HIDDEN];
-                for (hj, w) in h.iter_mut().zip(row) {
-                    *hj += xi as f64 * w;
-                }
-            }
-            let mut y: Vec<f64> = (0..OUT).map(|k| b2(k) as f64).collect();
-            for (j, &hj) in h.iter().enumerate() {
-                let hj = hj.max(0.0);
-                let row = &self.w2[j * OUT..(j + 1) * OUT];
-                for (yk, w) in y.iter_mut().zip(row) {
-                    *yk += hj * w;
-                }
-            }
-            y.into_iter().map(|v| v as f32).collect()
-        }
-    }
-
-    impl Default for Mlp {
-        fn default() -> Self {
-            Mlp::new()
-        }
-    }
-}
-
-/// The embed workload: a pure-Python tokenizer step (lower-case, split into
-/// ASCII letter/digit runs, FNV-1a 32-bit hash of each token modulo the
-/// vocabulary), then the mean of the tokens' rows of an embedding table,
-/// L2-normalised. bench/models/embed_*/1/model.py implement the same.
-pub mod embed {
-    pub const VOCAB: u32 = 4096;
-    pub const DIM: usize = 64;
-
-    pub fn table(v: u32, d: usize) -> f32 {
-        (((v as usize * 131 + d * 71) % 251) as f32 - 125.0) / 256.0
-    }
-
-    pub fn tokenize(text: &[u8]) -> Vec<u32> {
-        let mut ids = Vec::new();
-        let mut h: u32 = 0x811c_9dc5;
-        let mut in_word = false;
-        for &b in text {
-            let b = b.to_ascii_lowercase();
-            if b.is_ascii_digit() || b.is_ascii_lowercase() {
-                h = (h ^ b as u32).wrapping_mul(16_777_619);
-                in_word = true;
-            } else if in_word {
-                ids.push(h % VOCAB);
-                h = 0x811c_9dc5;
-                in_word = false;
-            }
-        }
-        if in_word {
-            ids.push(h % VOCAB);
-        }
-        ids
-    }
-
-    pub fn embed(text: &[u8]) -> Vec<f32> {
-        let ids = tokenize(text);
-        let mut v = vec![0.0f64; DIM];
-        for &id in &ids {
-            for (d, x) in v.iter_mut().enumerate() {
-                *x += table(id, d) as f64;
-            }
-        }
-        let n = ids.len().max(1) as f64;
-        v.iter_mut().for_each(|x| *x /= n);
-        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-6);
-        v.into_iter().map(|x| (x / norm) as f32).collect()
-    }
-
-    const WORDS: [&str; 24] = [
-        "Triton",
-        "serves",
-        "models",
-        "from",
-        "Python",
-        "and",
-        "Rust",
-        "in",
-        "one",
-        "process",
-        "batching",
-        "requests",
-        "numpy",
-        "arrays",
-        "tokens",
-        "are",
-        "hashed",
-        "into",
-        "a",
-        "vocabulary",
-        "of",
-        "4096",
-        "entries",
-        "quickly",
-    ];
-
-    /// Text number `s` of the pool: 8 to 39 words, punctuation included.
-    pub fn text(s: usize) -> String {
-        let n = 8 + (s * 13) % 32;
-        let mut out = String::new();
-        for k in 0..n {
-            if k > 0 {
-                out.push_str(if k % 7 == 0 { ", " } else { " " });
-            }
-            out.push_str(WORDS[(s * 5 + k * 11 + k * k) % WORDS.len()]);
-        }
-        out.push('.');
-        out
-    }
-}
-
-/// The ragged workload (issue 12): variable-length token ids, lengths
-/// uniform in 8..=128 from a seeded generator, and the mean of each
-/// request's rows of an integer-formula embedding table (exact in FP32).
-/// bench/models/ragged_*/1/model.py build the same table with numpy.
-pub mod ragged {
-    pub const VOCAB: u32 = 1024;
-    pub const DIM: usize = 16;
-    pub const MIN_LEN: usize = 8;
-    pub const MAX_LEN: usize = 128;
-    /// Distinct requests (each with its own length and tokens).
-    pub const POOL: usize = 512;
-    /// The generator's seed: every run sends the same sequence of requests.
-    pub const SEED: u64 = 0x005e_ed12;
-
-    pub fn table(v: u32, d: usize) -> f32 {
-        (((v as usize * 131 + d * 71) % 251) as f32 - 125.0) / 256.0
-    }
-
-    /// splitmix64: a small seeded generator, enough for uniform lengths.
-    fn splitmix(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Request number `s` of the pool: its token ids (length uniform in
-    /// MIN_LEN..=MAX_LEN, ids uniform in 0..VOCAB).
-    pub fn tokens(s: usize) -> Vec<i32> {
-        let mut st = SEED ^ (s as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
-        let span = (MAX_LEN - MIN_LEN + 1) as u64;
-        let n = MIN_LEN + (splitmix(&mut st) % span) as usize;
-        (0..n)
-            .map(|_| (splitmix(&mut st) % VOCAB as u64) as i32)
-            .collect()
-    }
-
-    pub fn embed(tokens: &[i32]) -> Vec<f32> {
-        let mut v = vec![0.0f64; DIM];
-        for &t in tokens {
-            for (d, x) in v.iter_mut().enumerate() {
-                *x += table(t as u32 % VOCAB, d) as f64;
-            }
-        }
-        let n = tokens.len().max(1) as f64;
-        v.into_iter().map(|x| (x / n) as f32).collect()
-    }
-
-    /// Which pool entry worker `worker` sends as its request `seq`: the
-    /// workers walk the pool from different starts.
-    pub fn pool_index(worker: usize, seq: u64) -> usize {
-        ((worker as u64 * 97 + seq) % POOL as u64) as usize
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,8 +552,8 @@ mod tests {
         let mut acc = mlp::b2(5) as f64;
         for j in 0..mlp::HIDDEN {
             let mut h = mlp::b1(j) as f64;
-            for i in 0..mlp::IN {
-                h += x[i] as f64 * mlp::w1(i, j) as f64;
+            for (i, xi) in x.iter().enumerate().take(mlp::IN) {
+                h += *xi as f64 * mlp::w1(i, j) as f64;
             }
             acc += h.max(0.0) * mlp::w2(j, 5) as f64;
         }

@@ -7,7 +7,7 @@ use std::path::Path;
 use rustpy_config::params::{parse_declaration, Declaration, Value, REQUEST_PARAMETERS_FILE};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::request::ParamValue;
+use crate::rules::request::ParamValue;
 
 /// Reads `<model_dir>/request_parameters.json`; `None` when there is none.
 /// A declaration that does not parse or check fails the load, naming the

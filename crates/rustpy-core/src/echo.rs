@@ -3,28 +3,27 @@
 
 use std::time::Instant;
 
-use crate::batch;
 use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, Result};
-use crate::request::InferRequest;
-use crate::spec::ModelSpec;
+use crate::rules::request::InferRequest;
+use crate::rules::spec::ModelSpec;
 
 /// The config parameter that selects a native (Python-free) model.
 pub const NATIVE_PARAMETER: &str = "rustpy.native";
 
-/// One instance's echo executor.
+/// One instance's echo strategy.
 pub(crate) struct Echo {
     pub(crate) spec: ModelSpec,
 }
 
 impl Echo {
-    /// Validates like any model, then returns input i as output i.
+    /// Returns input i of each admitted request as its output i.
     pub(crate) fn execute<R: Responder>(
         &self,
-        requests: &[Result<InferRequest<'_>>],
-        responders: &mut [R],
+        requests: &[&InferRequest<'_>],
+        mut responders: Vec<R>,
     ) -> ExecReport {
-        execute_echo(&self.spec, requests, responders)
+        execute_echo(&self.spec, requests, &mut responders)
     }
 }
 
@@ -46,32 +45,24 @@ pub(crate) fn check_spec(spec: &ModelSpec) -> Result<()> {
     }
 }
 
-/// The native echo: validates like any model, then returns input i as output
-/// i without touching Python (the ceiling rustpy's overhead is measured against).
+/// The native echo: returns input i as output i without touching Python
+/// (the ceiling rustpy's overhead is measured against).
 fn execute_echo<R: Responder>(
     spec: &ModelSpec,
-    requests: &[Result<InferRequest<'_>>],
+    requests: &[&InferRequest<'_>],
     responders: &mut [R],
 ) -> ExecReport {
     let mut report = ExecReport::new(requests.len());
     report.compute_start = Some(Instant::now());
     for (i, req) in requests.iter().enumerate() {
-        let req = match req {
-            Ok(req) => req,
-            Err(e) => {
-                responders[i].send_error(e);
-                continue;
-            }
-        };
-        match batch::validate_request(spec, req) {
-            Ok(rows) => report.rows[i] = rows,
-            Err(e) => {
-                responders[i].send_error(&e);
-                continue;
-            }
-        }
         let data: Vec<std::borrow::Cow<'_, [u8]>> =
-            req.inputs.iter().map(|t| t.contiguous()).collect();
+            match req.inputs.iter().map(|t| t.contiguous()).collect() {
+                Ok(data) => data,
+                Err(e) => {
+                    responders[i].send_error(&e);
+                    continue;
+                }
+            };
         let slices: Vec<OutputSlice<'_>> = spec
             .inputs
             .iter()
@@ -79,12 +70,12 @@ fn execute_echo<R: Responder>(
             .filter(|(_, o)| req.requested_outputs.is_empty() || req.wants_output(&o.name))
             .filter_map(|(inp, out)| {
                 let k = req.inputs.iter().position(|t| t.name == inp.name)?;
-                Some(OutputSlice {
-                    name: &out.name,
-                    dtype: out.dtype,
-                    shape: req.inputs[k].shape.clone(),
-                    data: &data[k],
-                })
+                Some(OutputSlice::host(
+                    &out.name,
+                    out.dtype,
+                    req.inputs[k].shape.clone(),
+                    &data[k],
+                ))
             })
             .collect();
         match responders[i].send(&slices, true) {

@@ -1,7 +1,13 @@
 //! What the core knows of an inference request: plain data borrowed from
-//! whoever owns the request (Triton's buffers in the backend, files in the CLI).
+//! whoever owns the request (Triton's buffers in the backend, files in the
+//! CLI, the shared input region in a worker), each input buffer with the
+//! memory it lives in ([`TensorBuffer`]).
 
-use crate::dtype::DataType;
+use std::borrow::Cow;
+
+use crate::error::Result;
+use crate::rules::dtype::DataType;
+use crate::rules::tensor::TensorBuffer;
 
 /// A request parameter value (the KServe v2 `parameters` map).
 #[derive(Debug, Clone, PartialEq)]
@@ -32,19 +38,30 @@ pub enum CorrelationId {
     String(String),
 }
 
-/// One input tensor. Its data may arrive in several chunks (Triton hands an
-/// input over in as many buffers as the client sent).
+/// One input tensor. Its data may arrive in several buffers (Triton hands
+/// an input over in as many buffers as the client sent), each carrying the
+/// memory it lives in.
 #[derive(Debug, Clone)]
 pub struct InputTensor<'a> {
     pub name: String,
     pub dtype: DataType,
     pub shape: Vec<i64>,
-    pub chunks: Vec<&'a [u8]>,
+    pub buffers: Vec<TensorBuffer<'a>>,
 }
 
-impl InputTensor<'_> {
+impl<'a> InputTensor<'a> {
+    /// An input whose data is one buffer of host memory lent for the call.
+    pub fn borrowed(name: &str, dtype: DataType, shape: &[i64], data: &'a [u8]) -> Self {
+        InputTensor {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            buffers: vec![TensorBuffer::borrowed(data)],
+        }
+    }
+
     pub fn byte_size(&self) -> usize {
-        self.chunks.iter().map(|c| c.len()).sum()
+        self.buffers.iter().map(TensorBuffer::len).sum()
     }
 
     /// Number of elements the shape declares (0 for a negative dim).
@@ -52,13 +69,19 @@ impl InputTensor<'_> {
         element_count(&self.shape)
     }
 
-    /// The data as one slice, borrowing when it arrived in a single chunk.
-    pub fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
-        match self.chunks.as_slice() {
-            [] => std::borrow::Cow::Borrowed(&[]),
-            [one] => std::borrow::Cow::Borrowed(one),
-            many => std::borrow::Cow::Owned(many.concat()),
-        }
+    /// The buffers' bytes, for reading on the host (device memory is
+    /// refused, see `MemoryKind::require_host`).
+    pub fn host_chunks(&self) -> Result<Vec<&'a [u8]>> {
+        self.buffers.iter().map(TensorBuffer::host).collect()
+    }
+
+    /// The data as one slice, borrowing when it arrived in a single buffer.
+    pub fn contiguous(&self) -> Result<Cow<'a, [u8]>> {
+        Ok(match self.host_chunks()?.as_slice() {
+            [] => Cow::Borrowed(&[]),
+            [one] => Cow::Borrowed(one),
+            many => Cow::Owned(many.concat()),
+        })
     }
 }
 

@@ -10,9 +10,9 @@
 
 use rustpy_config::proto;
 
-use crate::dtype::DataType;
 use crate::error::{Error, Result};
-use crate::request::element_count;
+use crate::rules::dtype::DataType;
+use crate::rules::request::element_count;
 
 /// The config parameter choosing how ragged inputs reach `predict`.
 pub const RAGGED_PARAMETER: &str = "rustpy.ragged";
@@ -81,8 +81,7 @@ impl RaggedSpec {
     /// (the rules `rustpy check` reports with file:line are enforced here
     /// too, so a bad config fails the load with a clear message).
     pub fn from_config(cfg: &proto::ModelConfig) -> Result<Self> {
-        let model = &cfg.name;
-        let bad = |msg: String| Error::invalid_arg(format!("model '{model}': {msg}"));
+        let bad = |msg: String| bad(cfg, msg);
         let mut spec = RaggedSpec {
             ragged_inputs: cfg
                 .input
@@ -110,116 +109,145 @@ impl RaggedSpec {
             };
         }
         for bi in &cfg.batch_input {
-            let kind = match proto::batch_input::Kind::try_from(bi.kind) {
-                Ok(proto::batch_input::Kind::BatchElementCount) => BatchInputKind::ElementCount,
-                Ok(proto::batch_input::Kind::BatchAccumulatedElementCount) => {
-                    BatchInputKind::AccumulatedElementCount
-                }
-                Ok(proto::batch_input::Kind::BatchAccumulatedElementCountWithZero) => {
-                    BatchInputKind::AccumulatedElementCountWithZero
-                }
-                Ok(proto::batch_input::Kind::BatchMaxElementCountAsShape) => {
-                    BatchInputKind::MaxElementCountAsShape
-                }
-                Ok(proto::batch_input::Kind::BatchItemShape) => BatchInputKind::ItemShape,
-                Ok(proto::batch_input::Kind::BatchItemShapeFlatten) => {
-                    BatchInputKind::ItemShapeFlatten
-                }
-                Err(_) => return Err(bad(format!("batch_input has unknown kind {}", bi.kind))),
-            };
-            let [target] = bi.target_name.as_slice() else {
-                return Err(bad("a batch_input needs exactly one target_name".into()));
-            };
-            let [source] = bi.source_input.as_slice() else {
-                return Err(bad(format!(
-                    "batch_input '{target}' needs exactly one source_input"
-                )));
-            };
-            if !cfg.input.iter().any(|i| &i.name == source) {
-                return Err(bad(format!(
-                    "batch_input '{target}' names source_input '{source}', which is not an input"
-                )));
-            }
-            if cfg.input.iter().any(|i| &i.name == target) {
-                return Err(bad(format!(
-                    "batch_input target '{target}' has the name of an input"
-                )));
-            }
-            let dtype = match proto::DataType::try_from(bi.data_type) {
-                Ok(proto::DataType::TypeInt32) => DataType::Int32,
-                Ok(proto::DataType::TypeFp32) => DataType::Fp32,
-                _ => {
-                    return Err(bad(format!(
-                        "batch_input '{target}' must have data_type TYPE_INT32 or TYPE_FP32"
-                    )))
-                }
-            };
-            spec.batch_inputs.push(BatchInputSpec {
-                kind,
-                target: target.clone(),
-                dtype,
-                source: source.clone(),
-            });
+            spec.batch_inputs.push(batch_input_spec(cfg, bi)?);
         }
         for bo in &cfg.batch_output {
-            let [source] = bo.source_input.as_slice() else {
-                return Err(bad("a batch_output needs exactly one source_input".into()));
-            };
-            if !spec.is_ragged(source) {
-                return Err(bad(format!(
-                    "batch_output source_input '{source}' is not an input with allow_ragged_batch: true"
-                )));
-            }
-            for target in &bo.target_name {
-                let Some(out) = cfg.output.iter().find(|o| &o.name == target) else {
-                    return Err(bad(format!(
-                        "batch_output target '{target}' is not an output"
-                    )));
-                };
-                let src = cfg.input.iter().find(|i| &i.name == source);
-                let src_rank = src.map_or(0, |i| i.dims.len());
-                if out.dims.len() > src_rank {
-                    return Err(bad(format!(
-                        "batch_output '{target}' has {} dims but its source input '{source}' has {src_rank}",
-                        out.dims.len()
-                    )));
-                }
-                spec.batch_outputs.push(BatchOutputSpec {
-                    target: target.clone(),
-                    source: source.clone(),
-                });
-            }
+            let outputs = batch_output_specs(cfg, bo, &spec)?;
+            spec.batch_outputs.extend(outputs);
         }
-        let mut keys: Vec<&String> = cfg.parameters.keys().collect();
-        keys.sort();
-        for key in keys {
-            let Some(input) = key.strip_prefix(DEFAULT_PARAMETER_PREFIX) else {
-                continue;
-            };
-            let value = &cfg.parameters[key].string_value;
-            let Some(inp) = cfg.input.iter().find(|i| i.name == input) else {
-                return Err(bad(format!("parameter {key}: there is no input '{input}'")));
-            };
-            if !inp.optional {
-                return Err(bad(format!(
-                    "parameter {key}: input '{input}' is not optional (set optional: true)"
-                )));
-            }
-            if inp.dims.iter().any(|&d| d < 0) || inp.allow_ragged_batch {
-                return Err(bad(format!(
-                    "parameter {key}: input '{input}' needs fixed dims to be filled with a default"
-                )));
-            }
-            let dtype = proto::DataType::try_from(inp.data_type)
-                .ok()
-                .and_then(|d| DataType::from_name(d.as_str_name()))
-                .ok_or_else(|| bad(format!("input '{input}' has no valid data_type")))?;
-            let bytes = parse_default(dtype, value)
-                .map_err(|why| bad(format!("parameter {key}: {why}")))?;
-            spec.defaults.push((input.to_string(), bytes));
-        }
+        spec.defaults = defaults(cfg)?;
         Ok(spec)
     }
+}
+
+/// A configuration error of model `cfg`.
+fn bad(cfg: &proto::ModelConfig, msg: String) -> Error {
+    Error::invalid_arg(format!("model '{}': {msg}", cfg.name))
+}
+
+/// One `batch_input` of the configuration, checked.
+fn batch_input_spec(cfg: &proto::ModelConfig, bi: &proto::BatchInput) -> Result<BatchInputSpec> {
+    use proto::batch_input::Kind;
+    let bad = |msg: String| bad(cfg, msg);
+    let kind = match Kind::try_from(bi.kind) {
+        Ok(Kind::BatchElementCount) => BatchInputKind::ElementCount,
+        Ok(Kind::BatchAccumulatedElementCount) => BatchInputKind::AccumulatedElementCount,
+        Ok(Kind::BatchAccumulatedElementCountWithZero) => {
+            BatchInputKind::AccumulatedElementCountWithZero
+        }
+        Ok(Kind::BatchMaxElementCountAsShape) => BatchInputKind::MaxElementCountAsShape,
+        Ok(Kind::BatchItemShape) => BatchInputKind::ItemShape,
+        Ok(Kind::BatchItemShapeFlatten) => BatchInputKind::ItemShapeFlatten,
+        Err(_) => return Err(bad(format!("batch_input has unknown kind {}", bi.kind))),
+    };
+    let [target] = bi.target_name.as_slice() else {
+        return Err(bad("a batch_input needs exactly one target_name".into()));
+    };
+    let [source] = bi.source_input.as_slice() else {
+        return Err(bad(format!(
+            "batch_input '{target}' needs exactly one source_input"
+        )));
+    };
+    if !cfg.input.iter().any(|i| &i.name == source) {
+        return Err(bad(format!(
+            "batch_input '{target}' names source_input '{source}', which is not an input"
+        )));
+    }
+    if cfg.input.iter().any(|i| &i.name == target) {
+        return Err(bad(format!(
+            "batch_input target '{target}' has the name of an input"
+        )));
+    }
+    let dtype = match proto::DataType::try_from(bi.data_type) {
+        Ok(proto::DataType::TypeInt32) => DataType::Int32,
+        Ok(proto::DataType::TypeFp32) => DataType::Fp32,
+        _ => {
+            return Err(bad(format!(
+                "batch_input '{target}' must have data_type TYPE_INT32 or TYPE_FP32"
+            )))
+        }
+    };
+    Ok(BatchInputSpec {
+        kind,
+        target: target.clone(),
+        dtype,
+        source: source.clone(),
+    })
+}
+
+/// The targets of one `batch_output`, checked against the ragged inputs
+/// of `spec`.
+fn batch_output_specs(
+    cfg: &proto::ModelConfig,
+    bo: &proto::BatchOutput,
+    spec: &RaggedSpec,
+) -> Result<Vec<BatchOutputSpec>> {
+    let bad = |msg: String| bad(cfg, msg);
+    let [source] = bo.source_input.as_slice() else {
+        return Err(bad("a batch_output needs exactly one source_input".into()));
+    };
+    if !spec.is_ragged(source) {
+        return Err(bad(format!(
+            "batch_output source_input '{source}' is not an input with allow_ragged_batch: true"
+        )));
+    }
+    let mut outputs = Vec::with_capacity(bo.target_name.len());
+    for target in &bo.target_name {
+        let Some(out) = cfg.output.iter().find(|o| &o.name == target) else {
+            return Err(bad(format!(
+                "batch_output target '{target}' is not an output"
+            )));
+        };
+        let src = cfg.input.iter().find(|i| &i.name == source);
+        let src_rank = src.map_or(0, |i| i.dims.len());
+        if out.dims.len() > src_rank {
+            return Err(bad(format!(
+                "batch_output '{target}' has {} dims but its source input '{source}' has {src_rank}",
+                out.dims.len()
+            )));
+        }
+        outputs.push(BatchOutputSpec {
+            target: target.clone(),
+            source: source.clone(),
+        });
+    }
+    Ok(outputs)
+}
+
+/// The fill values of optional inputs (`rustpy.default.<input>`), in the
+/// order of their parameter names.
+fn defaults(cfg: &proto::ModelConfig) -> Result<Vec<(String, Vec<u8>)>> {
+    let bad = |msg: String| bad(cfg, msg);
+    let mut keys: Vec<&String> = cfg.parameters.keys().collect();
+    keys.sort();
+    let mut defaults = Vec::new();
+    for key in keys {
+        let Some(input) = key.strip_prefix(DEFAULT_PARAMETER_PREFIX) else {
+            continue;
+        };
+        let value = &cfg.parameters[key].string_value;
+        let Some(inp) = cfg.input.iter().find(|i| i.name == input) else {
+            return Err(bad(format!("parameter {key}: there is no input '{input}'")));
+        };
+        if !inp.optional {
+            return Err(bad(format!(
+                "parameter {key}: input '{input}' is not optional (set optional: true)"
+            )));
+        }
+        if inp.dims.iter().any(|&d| d < 0) || inp.allow_ragged_batch {
+            return Err(bad(format!(
+                "parameter {key}: input '{input}' needs fixed dims to be filled with a default"
+            )));
+        }
+        let dtype = proto::DataType::try_from(inp.data_type)
+            .ok()
+            .and_then(|d| DataType::from_name(d.as_str_name()))
+            .ok_or_else(|| bad(format!("input '{input}' has no valid data_type")))?;
+        let bytes =
+            parse_default(dtype, value).map_err(|why| bad(format!("parameter {key}: {why}")))?;
+        defaults.push((input.to_string(), bytes));
+    }
+    Ok(defaults)
 }
 
 /// One element of `dtype` parsed from text, as wire bytes (little endian).

@@ -3,8 +3,8 @@
 
 use rustpy_config::proto;
 
-use crate::dtype::DataType;
 use crate::error::{Error, Result};
+use crate::rules::dtype::DataType;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorSpec {
@@ -24,7 +24,7 @@ pub struct ModelSpec {
     pub outputs: Vec<TensorSpec>,
     pub decoupled: bool,
     /// Ragged inputs, batch_input/batch_output and optional-input defaults.
-    pub ragged: crate::ragged::RaggedSpec,
+    pub ragged: crate::rules::ragged::RaggedSpec,
 }
 
 impl ModelSpec {
@@ -63,7 +63,7 @@ impl ModelSpec {
             inputs,
             outputs,
             decoupled: rustpy_config::is_decoupled(cfg),
-            ragged: crate::ragged::RaggedSpec::from_config(cfg)?,
+            ragged: crate::rules::ragged::RaggedSpec::from_config(cfg)?,
         })
     }
 
