@@ -208,6 +208,20 @@ def machine_info() -> dict:
 
 
 # ------------------------------------------------------------------ running
+STATS_TIMEOUT_S = 60.0
+
+
+def model_stats(server, model: str) -> dict:
+    """The model's statistics, or RuntimeError when the server does not give
+    them within STATS_TIMEOUT_S (a loaded machine, a stuck server): the point
+    is then recorded as failed, and the run goes on."""
+    status, body = server.get(f"/v2/models/{model}/stats", timeout=STATS_TIMEOUT_S)
+    if status != 200 or not isinstance(body, dict) or len(body.get("model_stats") or []) != 1:
+        why = f"no answer within {STATS_TIMEOUT_S:g} s" if status == 0 else f"HTTP {status}: {str(body)[:200]}"
+        raise RuntimeError(f"statistics of {model}: {why}")
+    return body["model_stats"][0]
+
+
 def batch_delta(before: dict, after: dict) -> dict:
     def hist(stats):
         return {int(b["batch_size"]): int(b.get("compute_infer", {}).get("count", 0))
@@ -328,7 +342,7 @@ class NetworkDriver:
         return meta.get("version") if isinstance(meta, dict) else None
 
     def run(self, model, workload, size, conc, expect, duration, warmup, label):
-        before = self.server.model_stats(model)
+        before = model_stats(self.server, model)
         url = self.server.grpc_url if self.protocol == "grpc" else self.server.http_url
         cmd = [str(self.args.loadgen), "--protocol", self.protocol, "--url", url, "--model", model,
                "--workload", LOADGEN_WORKLOAD.get(workload, workload), "--concurrency", str(conc),
@@ -340,7 +354,7 @@ class NetworkDriver:
         line = next((ln for ln in p.stdout.splitlines() if ln.startswith("{")), None)
         if line is None:
             raise RuntimeError(f"rustpy-loadgen failed (exit {p.returncode}): {p.stderr.strip()}")
-        after = self.server.model_stats(model)
+        after = model_stats(self.server, model)
         if not self.server.running:
             raise RuntimeError("tritonserver died\n" + self.server.log_tail())
         return json.loads(line), batch_delta(before, after)
@@ -479,7 +493,7 @@ class PerfAnalyzerDriver:
         url = None
         if self.server is not None:
             url = self.server.grpc_url if self.name == "pa_grpc" else self.server.http_url
-            before = self.server.model_stats(model)
+            before = model_stats(self.server, model)
         rc, log, rep = self.pa.run(model, workload, size, conc, duration, url=url, label=label)
         if rep is None:
             stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
@@ -487,7 +501,7 @@ class PerfAnalyzerDriver:
             raise RuntimeError(f"perf_analyzer ({self.name}, {model}) failed, exit {rc}: "
                                + perf_analyzer.failure_summary(log))
         if self.server is not None:
-            stats = batch_delta(before, self.server.model_stats(model))
+            stats = batch_delta(before, model_stats(self.server, model))
             if not self.server.running:
                 raise RuntimeError("tritonserver died\n" + self.server.log_tail())
         else:
@@ -640,6 +654,8 @@ def summarize(runs: list[dict]) -> dict:
             "max": max(values),
             "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
         }
+    failed = [r for r in runs if "failed" in r]
+    runs = [r for r in runs if "failed" not in r]
     ok = [r for r in runs if r["loadgen"]["completed"] > 0]
     inferences = sum(r["stats"]["inferences"] for r in runs)
     executions = sum(r["stats"]["executions"] for r in runs)
@@ -648,7 +664,11 @@ def summarize(runs: list[dict]) -> dict:
         for k, v in r["stats"]["batch_hist"].items():
             hist[k] = hist.get(k, 0) + v
     return {
-        "repeats": len(runs),
+        "repeats": len(runs) + len(failed),
+        # Runs that ended without a figure (bench.main: a driver error, a
+        # statistics read that timed out); the figures are over the others.
+        "failed_runs": len(failed),
+        "first_failure": failed[0]["failed"] if failed else None,
         "throughput_rps": stat([r["loadgen"]["throughput_rps"] for r in ok]),
         "in_bytes_per_s": stat([r["loadgen"]["in_bytes_per_s"] for r in ok]),
         "p50_us": stat([r["loadgen"]["latency_us"]["p50"] for r in ok]),
@@ -661,7 +681,7 @@ def summarize(runs: list[dict]) -> dict:
         "max_batch": max((int(k) for k in hist), default=None),
         "batch_hist": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
         # The 1-minute load average when the point's runs ended (the worst).
-        "loadavg_max": max((r["loadavg"][0] for r in runs if r.get("loadavg")), default=None),
+        "loadavg_max": max((r["loadavg"][0] for r in runs + failed if r.get("loadavg")), default=None),
         # perf_analyzer found no three windows within its stability bound.
         "unstable_runs": sum(1 for r in runs if r["loadgen"].get("unstable")),
         # perf_analyzer's server-side breakdown per request (µs, median over repeats).
@@ -879,6 +899,7 @@ def render(results: dict) -> str:
     out.append("")
     avail = results["availability"]
     points = results["points"]
+    failures = []
     for driver in settings["drivers"]:
         out.append(f"## {driver}: {DRIVER_LABEL[driver]}")
         out.append("")
@@ -913,6 +934,14 @@ def render(results: dict) -> str:
                             row += [a.get("status", "n/a")] + ["n/a"] * (len(head) - len(row) - 1)
                             out.append("| " + " | ".join(row) + " |")
                             continue
+                        if s.get("failed_runs") and s["throughput_rps"] is None:
+                            row += ["**failed**"] + ["n/a"] * (len(head) - len(row) - 2)
+                            row.append(fmt_load(s.get("loadavg_max")))
+                            out.append("| " + " | ".join(row) + " |")
+                            failures.append((key_of(driver, w, size, c, v), s))
+                            continue
+                        if s.get("failed_runs"):
+                            failures.append((key_of(driver, w, size, c, v), s))
                         row.append(fmt_range(s["throughput_rps"], 1.0, 1 if large else 0))
                         if large:
                             row.append(fmt_range(s["in_bytes_per_s"], 1 / MiB, 0))
@@ -934,6 +963,12 @@ def render(results: dict) -> str:
             if lines:
                 out.extend(lines)
                 out.append("")
+    if failures:
+        out.append("Failed runs (the point's figures, if any, are over its other runs):")
+        for key, s in failures:
+            out.append(f"- `{key}`: {s['failed_runs']} of {s['repeats']} failed — first: "
+                       + s["first_failure"].splitlines()[0][:300])
+        out.append("")
     missing = {m: a for m, a in avail.items() if a["status"] != "ok"}
     if missing:
         out.append("Models not measured:")
@@ -1179,9 +1214,21 @@ def main(argv=None) -> int:
                 for i, (r, w, size, c, v) in enumerate(todo, 1):
                     m = f"{w}_{v}"
                     key = key_of(dname, w, size, c, v)
-                    lg, stats = driver.run(m, w, size, c, expect_for(v), a.duration, a.warmup, key)
                     run = {"driver": dname, "repeat": r, "workload": w, "size": size, "concurrency": c,
-                           "variant": v, "model": m, "loadgen": lg, "stats": stats, "loadavg": os.getloadavg()}
+                           "variant": v, "model": m}
+                    try:
+                        lg, stats = driver.run(m, w, size, c, expect_for(v), a.duration, a.warmup, key)
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        # One point that fails (a statistics read or a load
+                        # generator that timed out, a driver error) is
+                        # recorded as failed; the other points still run.
+                        run.update(failed=str(e)[:2000], loadavg=os.getloadavg())
+                        runs.append(run)
+                        jl.write(json.dumps(run) + "\n")
+                        jl.flush()
+                        log(f"[{i}/{len(todo)}] rep {r + 1} {key}: FAILED: {str(e)[:300]}")
+                        continue
+                    run.update(loadgen=lg, stats=stats, loadavg=os.getloadavg())
                     runs.append(run)
                     jl.write(json.dumps(run) + "\n")
                     jl.flush()
@@ -1229,6 +1276,10 @@ def main(argv=None) -> int:
     bad_runs = sum(s["errors"] + s["validation_errors"] for s in results["points"].values())
     if bad_runs:
         log(f"{bad_runs} failed or wrong responses during measurement")
+        rc = 1
+    failed_runs = sum(s["failed_runs"] for s in results["points"].values())
+    if failed_runs:
+        log(f"{failed_runs} run(s) failed and were recorded as failed points (table.md lists them)")
         rc = 1
     if cycles_result is not None and ("error" in cycles_result or cycles_result["max_leftover_workers"]):
         log("load/unload cycles failed or left worker processes behind")

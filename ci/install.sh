@@ -12,7 +12,8 @@
 #   - threadpoolctl and the text-classifier bench's frameworks (tokenizers,
 #     onnxruntime) for the serving interpreter, in $RUSTPY_HOME/serving-site;
 #   - the deployment-kit validators (kubernetes-validate, jsonschema, hadolint,
-#     shellcheck, helm-python-sdk, promql-parser, grafana-foundation-sdk) in another.
+#     shellcheck, helm-python-sdk, promql-parser, grafana-foundation-sdk) in another;
+#   - cargo-fuzz, for the bounded fuzz run of ci/test.sh (fuzz/run.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -177,5 +178,16 @@ if [[ ! -x "$S3VENV/bin/moto_server" ]]; then
   log "creating the S3 test server venv (moto[server])"
   python3 -m venv "$S3VENV"
   "$S3VENV/bin/pip" install -q "moto[server]==5.*"
+fi
+# --- cargo-fuzz (the bounded fuzz run in ci/test.sh: fuzz/run.sh) -------------
+# The machine's own when it has one, else crates.io's into $DEPS/cargo-fuzz. It
+# builds the targets with the stable toolchain (fuzz/run.sh sets
+# RUSTC_BOOTSTRAP=1 for its -Z flags). Not fatal: fuzz/run.sh then says it
+# skipped, and why.
+CARGO_FUZZ_VERSION="0.13.2"
+if ! cargo fuzz --version >/dev/null 2>&1 && [[ ! -x "$DEPS/cargo-fuzz/bin/cargo-fuzz" ]]; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION into $DEPS/cargo-fuzz"
+  cargo install -q --locked --root "$DEPS/cargo-fuzz" --version "$CARGO_FUZZ_VERSION" cargo-fuzz \
+    || log "cargo-fuzz could not be installed: fuzz/run.sh will skip the fuzz run"
 fi
 log "ready: tritonserver at $TS/bin/tritonserver"

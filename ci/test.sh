@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test:
 #   install deps -> release build of the workspace -> Rust unit/integration tests
+#   -> a bounded fuzz run of the fuzz/ targets (fuzz/run.sh)
 #   -> end-to-end pytest suite against a real tritonserver (tests/e2e).
 # Extra arguments go to pytest, e.g.  bash ci/test.sh -k streaming -x
 # Env: RUSTPY_E2E_REFERENCE=1 additionally runs the e2e suite with the pure-Python
@@ -40,6 +41,11 @@ step "cargo test --workspace --release"
 # golden.rs) fail instead of skipping when it or the backend library is missing.
 export RUSTPY_REQUIRE_SERVER=1
 cargo test --workspace --release
+
+step "fuzz: a bounded run of each target (fuzz/run.sh, ${RUSTPY_FUZZ_SECONDS:-20} s each)"
+# The backend's decoding of what a worker sends (issue 25), from the corpus in
+# fuzz/corpus; skipped, saying so, only when cargo-fuzz cannot be installed.
+bash fuzz/run.sh
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export RUSTPY_BACKEND_LIB="${RUSTPY_BACKEND_LIB:-$TARGET_DIR/release/libtriton_rustpy.so}"

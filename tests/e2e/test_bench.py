@@ -381,3 +381,62 @@ def test_bench_prints_perf_analyzer_figures_for_both_backends(tmp_path):
     assert "## pa_capi: perf_analyzer C API mode" in table
     assert "| 32 | python (official backend) |" in table and "| 32 | rustpy batched API |" in table
     assert "rustpy batched API / python throughput at c=32" in table
+
+
+class _StatsTimeoutServer:
+    """A server whose statistics endpoint does not answer (request() reports
+    a timeout as status 0)."""
+
+    def get(self, path, timeout=60.0):
+        assert path == "/v2/models/add_sub_rustpy/stats"
+        return 0, None
+
+
+class _FakeDriver:
+    """Every point answers at once, but add_sub_rustpy at c=8, whose
+    statistics read times out (issue 25: bench.py stopped at that timeout
+    and lost the whole run)."""
+    name = "http"
+
+    def __init__(self, args, out_dir, protocol):
+        pass
+
+    def start(self, models):
+        return {m: None for m in models}
+
+    def version(self):
+        return None
+
+    def run(self, model, workload, size, conc, expect, duration, warmup, label):
+        if model == "add_sub_rustpy" and conc == 8:
+            bench.model_stats(_StatsTimeoutServer(), model)
+        lg = {"throughput_rps": 100.0, "in_bytes_per_s": 0.0, "completed": 10, "errors": 0,
+              "validation_errors": 0, "first_error": None,
+              "latency_us": {"p50": 1000.0, "p90": 1500.0, "p99": 2000.0}}
+        return lg, {"inferences": 10, "executions": 5, "avg_batch": 2.0, "max_batch": 2,
+                    "batch_hist": {"2": 5}}
+
+    def stop(self):
+        pass
+
+
+def test_a_statistics_timeout_is_a_failed_point_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "NetworkDriver", _FakeDriver)
+    monkeypatch.setattr(bench, "blas_info", lambda: {"env": {}})
+    rc = bench.main(["--drivers", "http", "--workloads", "add_sub", "--variants", "python,rustpy",
+                     "--duration", "0.1", "--warmup", "0", "--repeat", "2", "--cycles", "0",
+                     "--out", str(tmp_path)])
+    assert rc == 1  # a failed point fails the run, after the table is written
+    results = json.loads((tmp_path / "results.json").read_text())
+    failed = results["points"][bench.key_of("http", "add_sub", None, 8, "rustpy")]
+    assert failed["failed_runs"] == 2 and failed["repeats"] == 2 and failed["throughput_rps"] is None
+    assert "statistics of add_sub_rustpy: no answer within 60 s" in failed["first_failure"]
+    # Every other point, before and after it, was measured.
+    for c in (1, 8, 32):
+        for v in ("python", "rustpy"):
+            if (c, v) != (8, "rustpy"):
+                p = results["points"][bench.key_of("http", "add_sub", None, c, v)]
+                assert p["failed_runs"] == 0 and p["throughput_rps"]["median"] == 100.0, (c, v, p)
+    table = (tmp_path / "table.md").read_text()
+    assert "| 8 | rustpy batched API | **failed** |" in table
+    assert "- `http:add_sub/-/c8/rustpy`: 2 of 2 failed — first: statistics of add_sub_rustpy" in table

@@ -5,8 +5,9 @@ socket. Models: tests/e2e/repos/process_bls (the caller, `bls_caller`, runs
 in a worker; its targets run in-process).
 
 Where the tensors went is seen from outside: the worker's BLS regions are
-memfds (`/proc/PID/fd/N` -> `/memfd:rustpy-bls-in`, `...-bls-out`) whose
-size is the region's; inline in the frames (before), they did not exist.
+memfds (`/proc/PID/fd/N` -> `/memfd:rustpy-bls-in`, `...-bls-out`), sparse
+files of a fixed size (`rustpy.shm_limit_mb`) whose allocated bytes are the
+memory they hold; inline in the frames, nothing would be written there.
 """
 import os
 import time
@@ -39,14 +40,15 @@ def run(s, x, mode):
 
 
 def bls_regions(pid: int) -> dict:
-    """{"in": bytes, "out": bytes}: the sizes of the worker's BLS memfds."""
+    """{"in": bytes, "out": bytes}: the memory the worker's BLS memfds hold
+    (their allocated bytes; the files are sparse)."""
     sizes = {}
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
             if target.startswith("/memfd:rustpy-bls-"):
                 kind = target[len("/memfd:rustpy-bls-"):].split()[0]
-                sizes[kind] = os.stat(f"/proc/{pid}/fd/{fd}").st_size
+                sizes[kind] = os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512
         except OSError:
             continue
     return sizes
@@ -79,7 +81,7 @@ def test_large_bls_tensor_both_ways_through_shared_memory(bls_server):
     assert out.shape == x.shape
     assert np.array_equal(out, x ^ KEY), "the 32 MiB BLS round trip changed bytes"
     print(f"32 MiB BLS round trip through a worker, whole HTTP request: {took * 1000:.0f} ms")
-    # Both ways through the worker's BLS regions, which grew to hold it.
+    # Both ways through the worker's BLS regions, which now hold it.
     sizes = bls_regions(pid)
     assert sizes.get("in", 0) >= 32 << 20 and sizes.get("out", 0) >= 32 << 20, sizes
     # A second one reuses the regions and still gets its own bytes.

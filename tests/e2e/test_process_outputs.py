@@ -9,10 +9,10 @@ once, as before.
 What must hold: the bytes are right when outputs alias inputs, at an
 offset, from an older batch the model kept, in concurrent batches, and for
 pb_utils, whose inputs are writable, a send takes the bytes before it
-returns. That nothing was copied shows in the worker's mapping of the
-output region (`OUTMAP`): it grows to hold whatever is copied into it, so
-with 8 MiB outputs copied it would be >= 8 MiB; views leave it at its
-initial 1 MiB.
+returns. That nothing was copied shows in the memory the worker's output
+region holds (`OUTMAP`, its file's allocated bytes: the region is sparse, a
+page holds memory once written): with 8 MiB outputs copied it would be
+>= 8 MiB; views leave it under 1 MiB.
 
 Models: tests/e2e/repos/process/proc_alias (batched API) and proc_alias_pb
 (pb_utils, decoupled).
@@ -29,8 +29,8 @@ from tritonharness import E2E_DIR
 
 PROCESS = E2E_DIR / "repos" / "process"
 MiB = 1 << 20
-# The output region starts at 1 MiB and doubles when a batch needs more.
-INITIAL_OUTPUT_REGION = 1 * MiB
+# Outputs copied so far: small ones only (the 8 MiB ones are views).
+SMALL_OUTPUTS = 1 * MiB
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_identity_output_is_sent_from_the_input_region(server, protocol):
     # OUTMAP is read in predict: this request shows the region after the
     # 8 MiB ones were sent.
     out = alias(server, data(1, 1024), protocol)
-    assert int(out["OUTMAP"][0, 0]) == INITIAL_OUTPUT_REGION, (
+    assert 0 <= int(out["OUTMAP"][0, 0]) < SMALL_OUTPUTS, (
         f"the worker's output region grew to {int(out['OUTMAP'][0, 0])} bytes: "
         "outputs that are views of the inputs were copied into it")
 
@@ -142,7 +142,7 @@ def test_pb_utils_send_takes_the_bytes_before_returning(server):
             np.testing.assert_array_equal(got[0][0], x, err_msg="the first response "
                                           "shows bytes written after it was sent")
             assert (got[1][0] == 7).all()
-        assert got[1][1] == INITIAL_OUTPUT_REGION, (
+        assert 0 <= got[1][1] < SMALL_OUTPUTS, (
             f"the worker's output region grew to {got[1][1]} bytes")
     finally:
         c.stop_stream()

@@ -32,6 +32,18 @@ pub const MEMORY_LIMIT_KEY: &str = "rustpy.memory_limit_mb";
 /// `parameters` key: the largest (MiB) each instance's input shared memory
 /// may grow to; a batch whose inputs need more fails (docs/isolation.md).
 pub const INPUT_SHM_LIMIT_KEY: &str = "rustpy.input_shm_limit_mb";
+/// `parameters` key: the size (MiB) of each shared-memory region of each of
+/// the model's workers (outputs, BLS tensors both ways, and inputs unless
+/// `rustpy.input_shm_limit_mb` says otherwise): the most shared memory a
+/// worker can make the server hold (docs/reliability.md).
+pub const SHM_LIMIT_KEY: &str = "rustpy.shm_limit_mb";
+/// `rustpy.shm_limit_mb` when unset.
+pub const DEFAULT_SHM_LIMIT_MB: u64 = 1024;
+/// `parameters` key: how many server calls (BLS requests, model loads and
+/// unloads) each of the model's workers may have in flight at once.
+pub const PENDING_CALLS_KEY: &str = "rustpy.pending_calls_limit";
+/// `rustpy.pending_calls_limit` when unset.
+pub const DEFAULT_PENDING_CALLS: u64 = 256;
 /// What `$$TRITON_MODEL_DIRECTORY` in an environment path stands for (as upstream).
 pub const MODEL_DIRECTORY_VAR: &str = "$$TRITON_MODEL_DIRECTORY";
 
@@ -89,6 +101,11 @@ pub struct IsolationSettings {
     pub memory_limit_mb: Option<u64>,
     /// Largest size of each instance's input shared-memory region, MiB.
     pub input_shm_limit_mb: Option<u64>,
+    /// Size of each of a worker's other shared regions (and of the input
+    /// region without `input_shm_limit_mb`), MiB.
+    pub shm_limit_mb: Option<u64>,
+    /// Server calls each worker may have in flight.
+    pub pending_calls_limit: Option<u64>,
     /// The model's own Python environment (implies process isolation).
     pub env: Option<PythonEnv>,
 }
@@ -125,6 +142,8 @@ pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String
     let execute_timeout_ms = positive(EXECUTE_TIMEOUT_KEY, "milliseconds")?;
     let memory_limit_mb = positive(MEMORY_LIMIT_KEY, "MiB")?;
     let input_shm_limit_mb = positive(INPUT_SHM_LIMIT_KEY, "MiB")?;
+    let shm_limit_mb = positive(SHM_LIMIT_KEY, "MiB")?;
+    let pending_calls_limit = positive(PENDING_CALLS_KEY, "calls")?;
     let venv = parameter(cfg, PYTHON_ENV_KEY).filter(|p| !p.trim().is_empty());
     let archive = parameter(cfg, EXECUTION_ENV_PARAMETER).filter(|p| !p.trim().is_empty());
     let env = match (venv, archive) {
@@ -159,9 +178,19 @@ pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String
                 "parameter '{MEMORY_LIMIT_KEY}' needs '{ISOLATION_KEY}: \"process\"' (the limit applies to a worker process)"
             ));
         }
-        if input_shm_limit_mb.is_some() {
+        for (key, set) in [
+            (INPUT_SHM_LIMIT_KEY, input_shm_limit_mb.is_some()),
+            (SHM_LIMIT_KEY, shm_limit_mb.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "parameter '{key}' needs '{ISOLATION_KEY}: \"process\"' (in-process models use no shared memory)"
+                ));
+            }
+        }
+        if pending_calls_limit.is_some() {
             return Err(format!(
-                "parameter '{INPUT_SHM_LIMIT_KEY}' needs '{ISOLATION_KEY}: \"process\"' (in-process models use no shared memory)"
+                "parameter '{PENDING_CALLS_KEY}' needs '{ISOLATION_KEY}: \"process\"' (it bounds what a worker process may ask of the server)"
             ));
         }
     }
@@ -170,6 +199,8 @@ pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String
         execute_timeout_ms,
         memory_limit_mb,
         input_shm_limit_mb,
+        shm_limit_mb,
+        pending_calls_limit,
         env,
     })
 }
@@ -283,6 +314,36 @@ mod tests {
             vec![(ISOLATION_KEY, "process"), (INPUT_SHM_LIMIT_KEY, "big")],
         ] {
             assert!(isolation_settings(&with_params(&bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_limits_of_what_a_worker_may_make_the_server_hold() {
+        let s = isolation_settings(&with_params(&[
+            (ISOLATION_KEY, "process"),
+            (SHM_LIMIT_KEY, "64"),
+            (PENDING_CALLS_KEY, "8"),
+        ]))
+        .unwrap();
+        assert_eq!((s.shm_limit_mb, s.pending_calls_limit), (Some(64), Some(8)));
+        let unset = isolation_settings(&with_params(&[(ISOLATION_KEY, "process")])).unwrap();
+        assert_eq!(
+            (unset.shm_limit_mb, unset.pending_calls_limit),
+            (None, None)
+        );
+        for (key, value, needle) in [
+            (SHM_LIMIT_KEY, "0", "positive number of MiB"),
+            (SHM_LIMIT_KEY, "1g", "positive number of MiB"),
+            (PENDING_CALLS_KEY, "-1", "positive number of calls"),
+            (PENDING_CALLS_KEY, "many", "positive number of calls"),
+        ] {
+            let e = isolation_settings(&with_params(&[(ISOLATION_KEY, "process"), (key, value)]))
+                .unwrap_err();
+            assert!(e.contains(key) && e.contains(needle), "{e}");
+        }
+        for key in [SHM_LIMIT_KEY, PENDING_CALLS_KEY] {
+            let e = isolation_settings(&with_params(&[(key, "4")])).unwrap_err();
+            assert!(e.contains(key) && e.contains("needs"), "{e}");
         }
     }
 

@@ -646,6 +646,8 @@ fn memory_limit_and_environment_parameters_are_validated() {
     for (extra, line, word) in [
         (param("rustpy.memory_limit_mb", "512"), 8, "needs"),
         (param("rustpy.input_shm_limit_mb", "64"), 8, "needs"),
+        (param("rustpy.shm_limit_mb", "64"), 8, "needs"),
+        (param("rustpy.pending_calls_limit", "16"), 8, "needs"),
         (
             format!(
                 "{}{}",
@@ -654,6 +656,25 @@ fn memory_limit_and_environment_parameters_are_validated() {
             ),
             9,
             "positive number of MiB",
+        ),
+        (
+            format!(
+                "{}{}{}",
+                param("rustpy.isolation", "process"),
+                param("rustpy.execute_timeout_ms", "100"),
+                param("rustpy.shm_limit_mb", "1GiB")
+            ),
+            10,
+            "positive number of MiB",
+        ),
+        (
+            format!(
+                "{}{}",
+                param("rustpy.isolation", "process"),
+                param("rustpy.pending_calls_limit", "0")
+            ),
+            9,
+            "positive number of calls",
         ),
         (
             format!(

@@ -298,6 +298,8 @@ fn worker_config(
         env_site_packages: env.as_ref().map(|e| e.site_packages.clone()),
         memory_limit_mb: isolation.memory_limit_mb,
         input_shm_limit_mb: isolation.input_shm_limit_mb,
+        shm_limit_mb: isolation.shm_limit_mb,
+        pending_calls_limit: isolation.pending_calls_limit,
         env_archive_root: env.as_ref().and_then(|e| e.archive_root.clone()),
         env_lease: env.and_then(|e| e.lease),
     })

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::{file_sha256, EntryLock, FetchError, Options};
+use crate::{file_sha256, lock_key, EntryLock, FetchError, Options};
 
 /// Written last into an unpacked environment (marks it complete).
 pub const ENV_META_FILE: &str = ".rustpy-env.json";
@@ -278,16 +278,11 @@ pub fn prune_envs(
             action: PruneAction::Removed,
         };
         // No unpack of this key may run meanwhile.
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join(format!("{sha256}.lock")))?;
-        if lock.try_lock().is_err() {
+        let Some(lock) = lock_key(&root, &sha256, false)? else {
             entry.action = PruneAction::Busy;
             out.push(entry);
             continue;
-        }
+        };
         // Held by a user (a shared lock on the metadata file)?
         let meta = fs::OpenOptions::new().read(true).open(&meta_path);
         let _meta_lock = match meta {
@@ -319,12 +314,15 @@ pub fn prune_envs(
             ));
             fs::rename(&dir, &doomed)?;
             fs::remove_dir_all(&doomed)?;
+            // Its lock file goes too, while locked: whoever waits on it
+            // finds it is no longer the key's lock and takes a new one.
+            remove_lock_file(&root, &sha256, lock);
         }
         out.push(entry);
     }
-    // Staging directories of unpacks that died (their key's lock is free).
     if !dry_run {
         clear_dead_staging(&root, &tmp_root);
+        clear_orphan_locks(&root)?;
     }
     Ok(out)
 }
@@ -338,19 +336,44 @@ fn clear_dead_staging(root: &Path, tmp_root: &Path) {
             let Some(key) = name.split('.').next().filter(|k| is_key(k)) else {
                 continue;
             };
-            let Ok(lock) = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(root.join(format!("{key}.lock")))
-            else {
-                continue;
-            };
-            if lock.try_lock().is_ok() {
+            if let Ok(Some(_lock)) = lock_key(root, key, false) {
                 let _ = fs::remove_dir_all(st.path());
             }
         }
     }
+}
+
+/// Removes the lock files in `root` whose entry is gone (and that nobody
+/// holds).
+fn clear_orphan_locks(root: &Path) -> io::Result<()> {
+    let locks: Vec<String> = fs::read_dir(root)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".lock")
+                .filter(|k| is_key(k))
+                .map(String::from)
+        })
+        .collect();
+    for key in locks {
+        if root.join(&key).exists() {
+            continue;
+        }
+        if let Ok(Some(lock)) = lock_key(root, &key, false) {
+            // Nobody unpacks it (that needs the lock) and no entry is
+            // left: the lock file only takes room.
+            if !root.join(&key).exists() {
+                remove_lock_file(root, &key, lock);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `<root>/<key>.lock` while `lock` (its lock) is held.
+fn remove_lock_file(root: &Path, key: &str, lock: fs::File) {
+    let _ = fs::remove_file(root.join(format!("{key}.lock")));
+    drop(lock);
 }
 
 #[cfg(test)]
@@ -462,14 +485,65 @@ mod tests {
         assert_eq!(r[0].action, PruneAction::Removed);
         let dir = opts.cache_dir.join("envs").join(&r[0].sha256);
         assert!(dir.is_dir());
+        let lock_file = opts
+            .cache_dir
+            .join("envs")
+            .join(format!("{}.lock", r[0].sha256));
+        assert!(lock_file.is_file());
         let r = prune_envs(&opts.cache_dir, None, false).unwrap();
         assert_eq!(r[0].action, PruneAction::Removed);
         assert!(!dir.exists());
+        assert!(!lock_file.exists(), "a pruned entry left its lock file");
         assert!(prune_envs(&opts.cache_dir, None, false).unwrap().is_empty());
         // The next use unpacks it again.
         let again = unpack_env(&a, &opts).unwrap();
         assert!(!again.cache_hit);
         assert!(again.dir.join(ENV_META_FILE).is_file());
+    }
+
+    #[test]
+    fn a_lock_taken_on_a_lock_file_a_pruner_deleted_is_taken_again() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("envs");
+        fs::create_dir_all(&root).unwrap();
+        let key = "a".repeat(64);
+        let path = root.join(format!("{key}.lock"));
+        // Somebody opened the lock file before a pruner deleted it.
+        let stale = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        fs::remove_file(&path).unwrap();
+        let held = lock_key(&root, &key, false).unwrap().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            held.metadata().unwrap().ino(),
+            fs::metadata(&path).unwrap().ino()
+        );
+        // The stale file's lock excludes nobody; the new file's does.
+        assert!(stale.try_lock().is_ok());
+        assert!(lock_key(&root, &key, false).unwrap().is_none());
+        drop(held);
+        assert!(lock_key(&root, &key, false).unwrap().is_some());
+    }
+
+    #[test]
+    fn prune_removes_lock_files_left_without_an_entry_but_not_held_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cache").join("envs");
+        fs::create_dir_all(&root).unwrap();
+        let (orphan, held_key) = ("b".repeat(64), "c".repeat(64));
+        fs::write(root.join(format!("{orphan}.lock")), b"").unwrap();
+        let held = lock_key(&root, &held_key, false).unwrap().unwrap();
+        assert!(prune_envs(&d.path().join("cache"), None, false)
+            .unwrap()
+            .is_empty());
+        assert!(!root.join(format!("{orphan}.lock")).exists());
+        // One being held (an unpack about to start) stays.
+        assert!(root.join(format!("{held_key}.lock")).exists());
+        drop(held);
     }
 
     #[test]

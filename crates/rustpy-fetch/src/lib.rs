@@ -256,21 +256,49 @@ pub(crate) struct EntryLock {
     key: String,
 }
 
+/// Locks `<root>/<key>.lock` exclusively (`wait`: blocking, else `None`
+/// when another process holds it). A pruner deletes the lock file of an
+/// entry it removed while holding it, so a lock taken on a file that is no
+/// longer the one at that path excludes nobody: then the file is opened
+/// and locked again, until the lock held is on the file the path names.
+pub(crate) fn lock_key(root: &Path, key: &str, wait: bool) -> io::Result<Option<fs::File>> {
+    use std::os::unix::fs::MetadataExt;
+    let path = root.join(format!("{key}.lock"));
+    loop {
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        if wait {
+            lock.lock()?;
+        } else if lock.try_lock().is_err() {
+            return Ok(None);
+        }
+        let held = lock.metadata()?;
+        match fs::metadata(&path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(Some(lock)),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl EntryLock {
     /// Waits for the key's lock (creating the staging area first).
     pub(crate) fn acquire(root: &Path, key: &str) -> Result<EntryLock, String> {
         let tmp_root = root.join(".tmp");
         fs::create_dir_all(&tmp_root)
             .map_err(|e| format!("creating the cache {}: {e}", root.display()))?;
-        let lock_path = root.join(format!("{key}.lock"));
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+        let lock = lock_key(root, key, true)
+            .and_then(|l| l.ok_or_else(|| io::Error::other("not locked")))
+            .map_err(|e| {
+                format!(
+                    "locking {}: {e}",
+                    root.join(format!("{key}.lock")).display()
+                )
+            })?;
         Ok(EntryLock {
             _lock: lock,
             tmp_root,

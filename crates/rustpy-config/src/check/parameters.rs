@@ -10,7 +10,7 @@ use crate::{
     model::{
         isolation_settings, IsolationSettings, PythonEnv, EXECUTE_TIMEOUT_KEY,
         EXECUTION_ENV_PARAMETER, INPUT_SHM_LIMIT_KEY, ISOLATION_KEY, MEMORY_LIMIT_KEY,
-        MODEL_DIRECTORY_VAR, PYTHON_ENV_KEY,
+        MODEL_DIRECTORY_VAR, PENDING_CALLS_KEY, PYTHON_ENV_KEY, SHM_LIMIT_KEY,
     },
     pyenv,
 };
@@ -32,8 +32,10 @@ impl Rules<'_, '_> {
             .or_else(|| self.loc.field(&root, "parameters"))
     }
 
-    /// `rustpy.isolation`, `rustpy.execute_timeout_ms`, `rustpy.memory_limit_mb`
-    /// and how they combine with an environment (docs/isolation.md).
+    /// `rustpy.isolation`, `rustpy.execute_timeout_ms`, `rustpy.memory_limit_mb`,
+    /// the limits of process mode (`rustpy.input_shm_limit_mb`,
+    /// `rustpy.shm_limit_mb`, `rustpy.pending_calls_limit`) and how they
+    /// combine with an environment (docs/isolation.md, docs/reliability.md).
     pub(super) fn isolation(&mut self) {
         let Err(message) = isolation_settings(self.cfg) else {
             return;
@@ -51,7 +53,7 @@ impl Rules<'_, '_> {
             "parameters.isolation",
             message,
             format!(
-                "set {ISOLATION_KEY} to \"process\" (a worker process per instance) or \"in_process\" (the default); {EXECUTE_TIMEOUT_KEY}, {MEMORY_LIMIT_KEY} and {INPUT_SHM_LIMIT_KEY} are positive integers and need process isolation; a model names at most one environment ({PYTHON_ENV_KEY} or {EXECUTION_ENV_PARAMETER}), which implies process isolation"
+                "set {ISOLATION_KEY} to \"process\" (a worker process per instance) or \"in_process\" (the default); {EXECUTE_TIMEOUT_KEY}, {MEMORY_LIMIT_KEY}, {INPUT_SHM_LIMIT_KEY}, {SHM_LIMIT_KEY} and {PENDING_CALLS_KEY} are positive integers and need process isolation; a model names at most one environment ({PYTHON_ENV_KEY} or {EXECUTION_ENV_PARAMETER}), which implies process isolation"
             ),
         );
     }

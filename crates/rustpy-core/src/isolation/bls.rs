@@ -1,12 +1,13 @@
 //! BLS tensors of a process-isolated model through shared memory.
 //!
-//! Per worker the backend creates two more memfd regions (empty until the
-//! first large BLS call): `bls-in`, where the worker writes a BLS request's
-//! inputs and the backend reads them, and `bls-out`, where the backend
-//! writes a BLS response's outputs and the worker reads them. The writing
-//! side owns the region's layout: it places each request's (response's)
-//! tensors in one free range (the file grows as bytes are written past its
-//! end), and frees the range when the reader is done with it:
+//! Per worker the backend creates two more memfd regions: `bls-in`, where
+//! the worker writes a BLS request's inputs and the backend reads them, and
+//! `bls-out`, where the backend writes a BLS response's outputs and the
+//! worker reads them. Like every shared region they have a fixed size
+//! (`rustpy.shm_limit_mb`; sparse: memory only for the bytes written) that
+//! nobody can change (sys::fixed_memfd). The writing side owns the region's
+//! layout: it places each request's (response's) tensors in one free range,
+//! and frees the range when the reader is done with it:
 //!
 //! - `bls-in`: the backend copies the inputs out before it answers the
 //!   call, so the worker frees the range when the call's Reply arrives;
@@ -15,15 +16,16 @@
 //!
 //! Concurrent calls (Python threads, `async_exec`, a decoupled stream's
 //! many responses) each get their own range, so none overwrites another.
-//! A region left empty above [`SHRINK_ABOVE`] is truncated back to nothing.
+//! Tensors that do not fit in the region fail their call with an error
+//! naming the limit. Once no range is in use, a region that held more than
+//! [`SHRINK_ABOVE`] gives its memory back (a hole punched over it).
 //!
 //! Both sides copy with `pwrite`/`pread` on the memfd, never through a
-//! mapping: the file can shrink (the writer's shrink, or user code in the
-//! worker truncating it), and touching a mapping past the end of its file
-//! raises SIGBUS, which in the backend would take the whole server down.
-//! A read of a range the file no longer holds is an error for that call.
-//! Small tensors (at most [`INLINE_MAX`] bytes in all) stay inline in the
-//! frames, where they cost less than a range and a release.
+//! mapping, and the reader checks every range the other side claims
+//! against the region before it allocates anything for it
+//! ([`WireShared::check`]). Small tensors (at most [`INLINE_MAX`] bytes in
+//! all) stay inline in the frames, where they cost less than a range and a
+//! release.
 //!
 //! [`BackendBls`] and [`WorkerBls`] are the two sides' views of the pair.
 
@@ -33,17 +35,20 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::{mpsc, Arc, Mutex};
 
+use super::sys;
 use super::transport::WorkerLink;
-use super::wire::{FromWorker, WireBlsResponse, WireShared, WireTensor};
+use super::wire::{check_tensor, FromWorker, WireBlsResponse, WireShared, WireTensor};
 use crate::error::{Error, Result};
 use crate::server::{BlsResponse, OwnedTensor};
+use rustpy_config::model::SHM_LIMIT_KEY;
 
 /// A BLS request's inputs (a response's outputs) of at most this many bytes
 /// in all travel inline in the control frame.
 pub const INLINE_MAX: usize = 4096;
 /// Tensors start at multiples of this in a BLS region.
 const ALIGN: usize = 64;
-/// An empty region larger than this is truncated to zero bytes.
+/// A region left with no range in use, which held more than this, gives
+/// its memory back.
 const SHRINK_ABOVE: usize = 64 << 20;
 
 /// Whether tensors of these sizes go through shared memory.
@@ -55,20 +60,39 @@ pub fn wants_shared<'a>(sizes: impl IntoIterator<Item = &'a [u8]>) -> bool {
 /// the reader only copies out).
 pub struct BlsRegion {
     file: File,
+    /// The region's size (fixed: sys::fixed_memfd).
+    size: usize,
     /// Ranges in use, (start, end), sorted by start (writer side).
     used: Vec<(usize, usize)>,
+    /// The furthest end written since the memory was last given back.
+    high: usize,
 }
 
 impl BlsRegion {
     pub fn new(fd: OwnedFd) -> io::Result<BlsRegion> {
+        let file = File::from(fd);
+        let size = file.metadata()?.len() as usize;
         Ok(BlsRegion {
-            file: File::from(fd),
+            file,
+            size,
             used: Vec::new(),
+            high: 0,
         })
     }
 
-    fn len(&self) -> io::Result<usize> {
-        Ok(self.file.metadata()?.len() as usize)
+    /// Another handle on the same region (no ranges in use).
+    pub fn try_clone(&self) -> io::Result<BlsRegion> {
+        Ok(BlsRegion {
+            file: self.file.try_clone()?,
+            size: self.size,
+            used: Vec::new(),
+            high: 0,
+        })
+    }
+
+    /// Writes `bytes` at `offset` (fuzzing: what a worker may have put there).
+    pub(super) fn write_at(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset as u64)
     }
 
     /// The lowest offset where `len` bytes overlap no range in use.
@@ -83,14 +107,28 @@ impl BlsRegion {
         at
     }
 
-    /// Writer side: places `tensors` in one free range (the file grows as
-    /// the bytes are written past its end) and copies their bytes there.
+    /// Writer side: places `tensors` in one free range and copies their
+    /// bytes there; an error when they do not fit in the region.
     pub fn put(&mut self, tensors: &[&OwnedTensor]) -> io::Result<WireShared> {
         let mut len = 0usize;
         for t in tensors {
             len = len.next_multiple_of(ALIGN) + t.data.len();
         }
         let start = self.place(len.max(1));
+        if start + len > self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "they need {:.1} MiB{}, more than the BLS shared memory of {} MiB holds ({SHM_LIMIT_KEY}); raise the limit or send smaller tensors",
+                    len as f64 / f64::from(1u32 << 20),
+                    match start {
+                        0 => String::new(),
+                        _ => format!(" next to {:.1} MiB of other calls", start as f64 / f64::from(1u32 << 20)),
+                    },
+                    self.size >> 20
+                ),
+            ));
+        }
         let mut wire = Vec::with_capacity(tensors.len());
         let mut offset = start;
         for t in tensors {
@@ -107,6 +145,7 @@ impl BlsRegion {
         }
         let at = self.used.partition_point(|&(s, _)| s < start);
         self.used.insert(at, (start, start + len.max(1)));
+        self.high = self.high.max(start + len);
         Ok(WireShared {
             start,
             tensors: wire,
@@ -117,8 +156,9 @@ impl BlsRegion {
     /// region that grew large gives its memory back.
     pub fn free(&mut self, start: usize) {
         self.used.retain(|&(s, _)| s != start);
-        if self.used.is_empty() && self.len().is_ok_and(|len| len > SHRINK_ABOVE) {
-            let _ = self.file.set_len(0);
+        if self.used.is_empty() && self.high > SHRINK_ABOVE {
+            let _ = sys::punch_hole(&self.file, 0, self.size);
+            self.high = 0;
         }
     }
 
@@ -133,9 +173,8 @@ impl BlsRegion {
     /// against the file before anything is allocated for it.
     pub fn read(&mut self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
         let bad = |why: String| Error::internal(format!("rustpy: BLS shared memory: {why}"));
-        let size = self.len().map_err(|e| bad(e.to_string()))?;
         shared
-            .check(size, "BLS region")
+            .check(self.size, "BLS region")
             .map_err(|e| bad(e.to_string()))?;
         shared
             .tensors
@@ -172,10 +211,20 @@ impl BackendBls {
         }
     }
 
+    /// The size of the worker's BLS input region.
+    pub(super) fn input_size(&self) -> usize {
+        lock(&self.input).size
+    }
+
     /// Copies a request's inputs out of the worker's region (before the
     /// call's Reply, which frees their range).
     pub(super) fn read_request_inputs(&self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
-        lock(&self.input).read(shared)
+        let tensors = lock(&self.input).read(shared)?;
+        for t in &tensors {
+            check_tensor(&t.name, t.dtype, &t.shape, &t.data)
+                .map_err(|e| Error::internal(format!("rustpy: BLS shared memory: {e}")))?;
+        }
+        Ok(tensors)
     }
 
     /// A BLS response for the worker: large outputs go into the output
@@ -279,7 +328,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sys::memfd;
+    use super::super::sys::fixed_memfd;
     use super::*;
     use crate::DataType;
 
@@ -292,22 +341,31 @@ mod tests {
         }
     }
 
-    fn pair() -> (BlsRegion, BlsRegion) {
-        let fd = memfd("bls-test", 0).unwrap();
+    /// Writer and reader of one region of `size` bytes.
+    fn pair_of(size: usize) -> (BlsRegion, BlsRegion) {
+        let fd = fixed_memfd("bls-test", size).unwrap();
         let reader = BlsRegion::new(fd.try_clone().unwrap()).unwrap();
         (BlsRegion::new(fd).unwrap(), reader)
     }
 
+    fn pair() -> (BlsRegion, BlsRegion) {
+        pair_of(128 << 20)
+    }
+
+    /// Bytes of memory the region's file holds.
+    fn allocated(r: &BlsRegion) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        r.file.metadata().unwrap().blocks() * 512
+    }
+
     #[test]
-    fn ranges_in_use_are_never_overwritten_and_growth_is_seen_by_the_reader() {
+    fn ranges_in_use_are_never_overwritten() {
         let (mut w, mut r) = pair();
         let a = w
             .put(&[&tensor("A", 1, 10_000), &tensor("B", 2, 3)])
             .unwrap();
         let b = w.put(&[&tensor("C", 3, 5 << 20)]).unwrap();
         assert!(b.start >= a.tensors[1].offset + 3, "b overlaps a");
-        assert!(w.len().unwrap() >= b.start + (5 << 20));
-        // The reader reads the grown file at b's offsets.
         let got_a = r.read(&a).unwrap();
         assert_eq!(got_a[0].data, vec![1; 10_000]);
         assert_eq!(got_a[1].data, vec![2; 3]);
@@ -323,35 +381,54 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_large_region_shrinks_and_grows_again() {
+    fn an_idle_region_that_held_much_gives_its_memory_back() {
         let (mut w, mut r) = pair();
         let a = w.put(&[&tensor("A", 7, 70 << 20)]).unwrap();
+        assert!(allocated(&w) >= 70 << 20);
         assert!(r.read(&a).unwrap()[0].data.iter().all(|&x| x == 7));
         w.free(a.start);
-        assert_eq!(w.len().unwrap(), 0);
+        assert_eq!(allocated(&w), 0);
         let b = w.put(&[&tensor("B", 9, 8 << 10)]).unwrap();
         assert_eq!(r.read(&b).unwrap()[0].data, vec![9; 8 << 10]);
     }
 
     #[test]
-    fn a_range_outside_the_region_is_an_error() {
-        let (mut w, mut r) = pair();
-        let mut a = w.put(&[&tensor("A", 1, 8192)]).unwrap();
-        a.tensors[0].offset = 1 << 40;
-        assert!(r.read(&a).is_err());
+    fn tensors_that_do_not_fit_the_region_are_an_error_naming_the_limit() {
+        let (mut w, _) = pair_of(1 << 20);
+        let a = w.put(&[&tensor("A", 1, 700 << 10)]).unwrap();
+        let err = w.put(&[&tensor("B", 2, 700 << 10)]).unwrap_err();
+        assert!(err.to_string().contains(SHM_LIMIT_KEY), "{err}");
+        assert!(err.to_string().contains("next to"), "{err}");
+        w.free(a.start);
+        assert!(w.put(&[&tensor("B", 2, 700 << 10)]).is_ok());
+        let err = w.put(&[&tensor("C", 3, 2 << 20)]).unwrap_err();
+        assert!(err.to_string().contains("1 MiB"), "{err}");
     }
 
     #[test]
-    fn a_region_truncated_under_the_reader_fails_the_read_without_a_signal() {
-        // User code in the worker may truncate the memfd; a mapping read
-        // past the file's end would raise SIGBUS in the backend.
-        let (mut w, mut r) = pair();
-        let a = w.put(&[&tensor("A", 5, 1 << 20)]).unwrap();
-        w.file.set_len(0).unwrap();
-        let err = r.read(&a).unwrap_err();
-        assert!(err.message.contains("BLS shared memory"), "{}", err.message);
-        // The writer's next put extends the file again.
-        let b = w.put(&[&tensor("B", 6, 8192)]).unwrap();
-        assert_eq!(r.read(&b).unwrap()[0].data, vec![6; 8192]);
+    fn a_range_outside_the_region_or_claimed_twice_is_an_error() {
+        let (mut w, mut r) = pair_of(1 << 20);
+        let mut a = w.put(&[&tensor("A", 1, 8192)]).unwrap();
+        a.tensors[0].offset = 1 << 40;
+        assert!(r.read(&a).is_err());
+        // The same (legal) range claimed by many tensors: refused before
+        // anything is allocated, so no claim makes the reader copy more
+        // than the region holds.
+        let b = w.put(&[&tensor("B", 2, 600 << 10)]).unwrap();
+        let mut twice = b.clone();
+        twice.tensors.push(twice.tensors[0].clone());
+        let err = r.read(&twice).unwrap_err();
+        assert!(err.message.contains("overlap"), "{}", err.message);
+        assert_eq!(r.read(&b).unwrap()[0].data, vec![2; 600 << 10]);
+    }
+
+    #[test]
+    fn nobody_can_resize_a_region() {
+        // User code in the worker holds the fd: a truncated region would
+        // fail reads, a grown one would hold memory beyond the limit.
+        let (w, _) = pair_of(1 << 20);
+        assert!(w.file.set_len(0).is_err());
+        assert!(w.file.set_len(2 << 20).is_err());
+        assert!(w.file.write_all_at(b"x", 1 << 20).is_err());
     }
 }

@@ -15,7 +15,6 @@ use crate::engine::{ExecReport, Outcome, Responder};
 use crate::error::{Error, ErrorCode, Result};
 use crate::metrics::WorkerMetrics;
 use crate::request::InferRequest;
-use rustpy_config::model::INPUT_SHM_LIMIT_KEY;
 
 /// "1.5 MiB"
 fn mib(bytes: usize) -> String {
@@ -233,32 +232,25 @@ fn run_batch<R: Responder + 'static>(
 }
 
 /// Where a batch of `needed` bytes goes in the input region (around the
-/// ranges Python still views), growing the region if needed and allowed.
+/// ranges Python still views); an error when it does not fit in the region
+/// (its size is the limit: `rustpy.input_shm_limit_mb`, else
+/// `rustpy.shm_limit_mb`).
 fn make_room(worker: &mut Worker, needed: usize) -> Result<usize> {
     let base = worker.input.place(needed);
-    match worker.input.limit {
-        Some(limit) if base + needed > limit => Err(Error::invalid_arg(format!(
-            "{}: this batch's inputs need {} of shared memory{}, more than {INPUT_SHM_LIMIT_KEY} = {} MiB allows; send smaller requests or batches, or raise the limit",
-            worker.label,
-            mib(needed),
-            if base > 0 {
-                format!(" after {} still viewed by Python", mib(base))
-            } else {
-                String::new()
-            },
-            limit >> 20
-        ))),
-        _ => worker.input.shm.grow(base + needed).map(|()| base).map_err(|e| {
-            Error::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "{}: cannot grow the input shared memory to {}: {e}",
-                    worker.label,
-                    mib(base + needed)
-                ),
-            )
-        }),
+    if base.saturating_add(needed) <= worker.input.shm.len() {
+        return Ok(base);
     }
+    Err(Error::invalid_arg(format!(
+        "{}: this batch's inputs need {} of shared memory{}, more than {} allows; send smaller requests or batches, or raise the limit",
+        worker.label,
+        mib(needed),
+        if base > 0 {
+            format!(" after {} still viewed by Python", mib(base))
+        } else {
+            String::new()
+        },
+        worker.input_limit
+    )))
 }
 
 /// Waits for the batch's Done: every response before it was delivered by

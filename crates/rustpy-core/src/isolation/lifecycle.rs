@@ -12,16 +12,20 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::guard::WorkerGuard;
 use super::reader::Reader;
 use super::response::OpenRequests;
 use super::sys;
-use super::transport::{write_to, InputRegion, Regions, Writer};
+use super::transport::{write_to, Channel, InputRegion, RegionSizes, Regions, Writer};
 use super::wire::{error_from_wire, AutoComplete, FromWorker, Init, ToWorker};
 use crate::constants::LogLevel;
 use crate::error::{Error, Result};
 use crate::metrics::WorkerMetrics;
 use crate::python::{emit_log, InstanceInfo};
-use rustpy_config::model::MEMORY_LIMIT_KEY;
+use rustpy_config::model::{
+    DEFAULT_PENDING_CALLS, DEFAULT_SHM_LIMIT_MB, INPUT_SHM_LIMIT_KEY, MEMORY_LIMIT_KEY,
+    SHM_LIMIT_KEY,
+};
 
 /// How long an unloading worker may take to run `finalize` and exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -58,8 +62,15 @@ pub struct WorkerConfig {
     pub env_site_packages: Option<PathBuf>,
     /// `rustpy.memory_limit_mb`: RLIMIT_DATA of the worker, MiB.
     pub memory_limit_mb: Option<u64>,
-    /// `rustpy.input_shm_limit_mb`: the largest the input region may grow to, MiB.
+    /// `rustpy.input_shm_limit_mb`: the size of the input region, MiB
+    /// (default: `shm_limit_mb`).
     pub input_shm_limit_mb: Option<u64>,
+    /// `rustpy.shm_limit_mb`: the size of each other shared region, MiB
+    /// (default [`DEFAULT_SHM_LIMIT_MB`]).
+    pub shm_limit_mb: Option<u64>,
+    /// `rustpy.pending_calls_limit`: server calls in flight per worker
+    /// (default [`DEFAULT_PENDING_CALLS`]).
+    pub pending_calls_limit: Option<u64>,
     /// An unpacked `EXECUTION_ENV_PATH` archive: its `lib/` and `bin/` go
     /// first on the worker's `LD_LIBRARY_PATH` and `PATH`.
     pub env_archive_root: Option<PathBuf>,
@@ -100,10 +111,31 @@ impl WorkerConfig {
         )
     }
 
-    /// `rustpy.input_shm_limit_mb` in bytes.
-    fn input_limit(&self) -> Option<usize> {
-        self.input_shm_limit_mb
-            .map(|mb| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+    /// The size of each shared region, from the limits.
+    fn region_sizes(&self) -> RegionSizes {
+        let bytes = |mb: u64| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let shared = self.shm_limit_mb.unwrap_or(DEFAULT_SHM_LIMIT_MB);
+        RegionSizes {
+            input: bytes(self.input_shm_limit_mb.unwrap_or(shared)),
+            shared: bytes(shared),
+        }
+    }
+
+    /// "rustpy.input_shm_limit_mb = N MiB" or "rustpy.shm_limit_mb = N
+    /// MiB": what sets the size of the input region.
+    pub(super) fn input_limit_note(&self) -> String {
+        match self.input_shm_limit_mb {
+            Some(mb) => format!("{INPUT_SHM_LIMIT_KEY} = {mb} MiB"),
+            None => format!(
+                "{SHM_LIMIT_KEY} = {} MiB",
+                self.shm_limit_mb.unwrap_or(DEFAULT_SHM_LIMIT_MB)
+            ),
+        }
+    }
+
+    fn pending_calls(&self) -> usize {
+        usize::try_from(self.pending_calls_limit.unwrap_or(DEFAULT_PENDING_CALLS))
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -153,6 +185,12 @@ impl std::fmt::Display for Exit {
     }
 }
 
+/// The memory a (sparse) memfd holds: its allocated blocks.
+fn held_bytes(file: &std::fs::File) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().map_or(0, |m| m.blocks() as usize * 512)
+}
+
 /// "exited on SIGSEGV" (cause: the signal) / "exited with status 3"
 /// (cause: exit).
 pub(super) fn describe_exit(status: ExitStatus) -> Exit {
@@ -194,7 +232,8 @@ pub fn auto_complete(cfg: &WorkerConfig) -> Result<Option<String>> {
     }
 }
 
-/// One running worker process.
+/// One running worker process. Dropped without [`Worker::shutdown`] (an
+/// error while starting it), it is killed and reaped: never a zombie.
 pub(super) struct Worker {
     pub(super) child: Child,
     pub(super) pid: u32,
@@ -209,8 +248,14 @@ pub(super) struct Worker {
     pub(super) batch: u64,
     /// "model 'M' instance 'I'", for errors raised while placing a batch.
     pub(super) label: String,
-    /// The output region's memfd (the worker grows it), for its size.
-    pub(super) output_size: std::fs::File,
+    /// The input and output regions' memfds again, for the memory they
+    /// hold (metrics).
+    pub(super) region_files: [std::fs::File; 2],
+    /// What sets the input region's size, for errors ("rustpy.shm_limit_mb = N MiB").
+    pub(super) input_limit: String,
+    /// Trips when the worker breaks the protocol (isolation/guard.rs).
+    pub(super) guard: Arc<WorkerGuard>,
+    reaped: bool,
 }
 
 impl Worker {
@@ -249,24 +294,36 @@ impl Worker {
                 cfg.executable.display()
             ))
         };
-        let regions = Regions::create(cfg.input_limit()).map_err(what)?;
+        let regions = Regions::create(cfg.region_sizes()).map_err(what)?;
         let (ours, theirs) = UnixStream::pair().map_err(what)?;
-        let child = spawn(worker_command(cfg, &theirs, &regions)).map_err(what)?;
+        let mut child = spawn(worker_command(cfg, &theirs, &regions)).map_err(what)?;
         drop(theirs);
         let pid = child.id();
-        let read_half = ours.try_clone().map_err(what)?;
-        let socket: Writer = Arc::new(Mutex::new(ours));
+        let parts = (|| {
+            let guard = WorkerGuard::new(pid, cfg.label(), &ours)?;
+            let read_half = ours.try_clone()?;
+            Ok((guard.clone(), read_half, Channel::new(ours, guard)?))
+        })();
+        let (guard, read_half, socket) = match parts {
+            Ok(parts) => parts,
+            Err(e) => {
+                sys::kill(pid);
+                sys::kill_group(pid);
+                let _ = child.wait();
+                return Err(what(e));
+            }
+        };
         let open = Arc::new(OpenRequests::default());
         let Regions {
             input,
             input_view,
             output,
-            output_size,
+            region_files,
             bls_in,
             bls_out,
             ..
         } = regions;
-        let frames = Reader {
+        let reader = Reader {
             pid,
             label: cfg.label(),
             memory_note: cfg.memory_note(),
@@ -274,9 +331,19 @@ impl Worker {
             open: open.clone(),
             output,
             input_view,
-        }
-        .start(read_half, bls_in, bls_out)
-        .map_err(what)?;
+            pending_calls: cfg.pending_calls(),
+        };
+        let frames = match reader.start(read_half, bls_in, bls_out) {
+            Ok(frames) => frames,
+            Err(e) => {
+                sys::kill(pid);
+                sys::kill_group(pid);
+                guard.reaping();
+                let _ = child.wait();
+                guard.close();
+                return Err(what(e));
+            }
+        };
         let worker = Worker {
             child,
             pid,
@@ -286,7 +353,10 @@ impl Worker {
             open,
             batch: 0,
             label: cfg.label(),
-            output_size,
+            region_files,
+            input_limit: cfg.input_limit_note(),
+            guard,
+            reaped: false,
         };
         worker.first_answer(first, doing)
     }
@@ -320,26 +390,19 @@ impl Worker {
     /// Waits for the (dead or dying) process and describes how it ended.
     /// One that is still running after a grace period (the channel broke
     /// but the process did not die) is killed: waiting for it would hang.
+    /// What it forked goes with it (its process group).
     pub(super) fn reap(&mut self) -> Exit {
         let deadline = Instant::now() + REAP_GRACE;
+        let mut killed = false;
         loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return describe_exit(status),
-                Ok(None) if Instant::now() >= deadline => {
+            match sys::has_exited(self.pid) {
+                Ok(true) => break,
+                Ok(false) if Instant::now() >= deadline => {
                     sys::kill(self.pid);
-                    let text = match self.child.wait() {
-                        Ok(status) => format!(
-                            "stopped answering (its control channel broke) and was killed ({})",
-                            describe_exit(status)
-                        ),
-                        Err(e) => format!("ended (cannot read its status: {e})"),
-                    };
-                    return Exit {
-                        text,
-                        cause: "unresponsive".into(),
-                    };
+                    killed = true;
+                    break;
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(false) => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => {
                     return Exit {
                         text: format!("ended (cannot read its status: {e})"),
@@ -348,26 +411,96 @@ impl Worker {
                 }
             }
         }
+        let ended = self.finish();
+        if let Some(why) = self.guard.broken() {
+            return Exit {
+                text: format!("broke the control protocol ({why}) and was killed"),
+                cause: "protocol".into(),
+            };
+        }
+        match killed {
+            true => Exit {
+                text: format!(
+                    "stopped answering (its control channel broke) and was killed ({ended})"
+                ),
+                cause: "unresponsive".into(),
+            },
+            false => ended,
+        }
+    }
+
+    /// The process has exited (or is about to, killed): kills what it
+    /// forked, reaps it, closes the control channel (the reader thread
+    /// ends, whoever still holds the other end). Describes its end.
+    fn finish(&mut self) -> Exit {
+        if self.reaped {
+            return Exit {
+                text: "ended".into(),
+                cause: "exit".into(),
+            };
+        }
+        // While the worker is unreaped its group id cannot be reused.
+        sys::kill_group(self.pid);
+        self.guard.reaping();
+        let status = self.child.wait();
+        self.reaped = true;
+        self.guard.close();
+        match status {
+            Ok(status) => describe_exit(status),
+            Err(e) => Exit {
+                text: format!("ended (cannot read its status: {e})"),
+                cause: "unknown".into(),
+            },
+        }
     }
 
     pub(super) fn kill(&mut self) -> Exit {
-        sys::kill(self.pid);
+        if !self.reaped {
+            sys::kill(self.pid);
+        }
         self.reap()
     }
 
     /// Asks the worker to run `finalize` and exit; kills it after a grace period.
     pub(super) fn shutdown(&mut self) {
+        if self.reaped {
+            return;
+        }
         let _ = self.send(&ToWorker::Shutdown);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) if Instant::now() >= deadline => {
-                    self.kill();
-                    return;
+            match sys::has_exited(self.pid) {
+                Ok(true) | Err(_) => break,
+                Ok(false) if Instant::now() >= deadline => {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "rustpy: {}: the worker process (pid {}) did not exit within {} s of being asked to (finalize still running?); killed",
+                            self.label,
+                            self.pid,
+                            SHUTDOWN_GRACE.as_secs()
+                        ),
+                    );
+                    sys::kill(self.pid);
+                    break;
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(false) => std::thread::sleep(Duration::from_millis(5)),
             }
+        }
+        self.finish();
+    }
+
+    /// Whether the worker died on its own while idle (not reaped yet).
+    pub(super) fn exited(&self) -> bool {
+        !self.reaped && sys::has_exited(self.pid).unwrap_or(true)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if !self.reaped {
+            sys::kill(self.pid);
+            self.finish();
         }
     }
 }
@@ -442,8 +575,8 @@ impl Supervised {
     /// why and when the next attempt is.
     pub(super) fn ready(&mut self, cfg: &WorkerConfig) -> std::result::Result<&mut Worker, String> {
         if let Some(w) = self.worker.as_mut() {
-            if let Ok(Some(status)) = w.child.try_wait() {
-                let exit = describe_exit(status);
+            if w.exited() {
+                let exit = w.reap();
                 let what = format!("{exit} while idle");
                 log(
                     LogLevel::Error,
@@ -488,9 +621,11 @@ impl Supervised {
             return;
         }
         self.sampled = Some(Instant::now());
-        let output = w.output_size.metadata().map_or(0, |m| m.len() as usize);
+        // The regions are sparse, of a fixed size: what they hold is the
+        // pages written so far.
+        let [input, output] = w.region_files.each_ref().map(held_bytes);
         self.metrics
-            .set_memory(resident_bytes(w.pid), w.input.shm.len(), output);
+            .set_memory(resident_bytes(w.pid), input, output);
     }
 
     /// Records a lost worker (`cause`: its restarts_total label) and

@@ -14,6 +14,8 @@
 //!   worker's caller and the backend's server.
 //! - `bls`: BLS tensors through two more memfd regions (large ones only).
 //! - `lifecycle`: spawning, reaping, stopping and restarting a worker.
+//! - `guard`: a worker that breaks the protocol is killed (with what it
+//!   forked) and its control channel closed.
 //! - `reader`: the backend's reader thread, which routes each frame.
 //! - `instance`: [`WorkerInstance`], a batch from the backend's side.
 //!
@@ -29,6 +31,9 @@
 
 mod bls;
 pub mod env;
+#[doc(hidden)]
+pub mod fuzzing;
+mod guard;
 mod instance;
 mod lifecycle;
 mod reader;

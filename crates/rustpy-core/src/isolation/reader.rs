@@ -1,12 +1,15 @@
 //! The backend's reader thread of one worker. It reads every frame the
-//! worker sends and routes it: responses to the response path, server calls
-//! to the RPC, log lines to the server's log, the rest (the first answer,
-//! Done) to the execute thread. A second thread tells the worker about
-//! cancelled requests.
+//! worker sends, checks that the worker may send it now, and routes it:
+//! responses to the response path, server calls to the RPC, log lines to
+//! the server's log, the rest (the first answer, Done) to the execute
+//! thread. A frame that cannot be decoded, or that no worker following the
+//! protocol sends (a second Done, a response for a request it was never
+//! given or has answered), trips the worker's guard: logged with the
+//! reason, the worker killed and later restarted (isolation/guard.rs). A
+//! second thread tells the worker about cancelled requests.
 
-use std::io::BufReader;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use super::bls::BlsRegion;
@@ -14,7 +17,7 @@ use super::response::{watch_cancellations, OpenRequests, ResponseReader};
 use super::rpc::CallServer;
 use super::sys::Shm;
 use super::transport::Writer;
-use super::wire::{read_frame, FromWorker};
+use super::wire::{FrameStream, FromWorker};
 use crate::constants::LogLevel;
 use crate::error::{Error, ErrorCode};
 use crate::python::emit_log;
@@ -31,7 +34,42 @@ pub(super) struct Reader {
     pub(super) open: Arc<OpenRequests>,
     pub(super) output: Shm,
     pub(super) input_view: Shm,
+    /// `rustpy.pending_calls_limit`.
+    pub(super) pending_calls: usize,
 }
+
+/// Where the worker is in its life, as far as the frames for the execute
+/// thread go: one first answer (Ready, InitFailed or AutoCompleted), then
+/// one Done per batch sent.
+pub(super) struct Protocol {
+    answered: bool,
+}
+
+impl Protocol {
+    pub(super) fn new() -> Protocol {
+        Protocol { answered: false }
+    }
+
+    /// Checks a frame for the execute thread; `Err`: what the worker did
+    /// wrong.
+    pub(super) fn check(&mut self, msg: &FromWorker, open: &OpenRequests) -> Result<(), String> {
+        let breach = match msg {
+            FromWorker::Ready
+            | FromWorker::InitFailed { .. }
+            | FromWorker::AutoCompleted { .. } => std::mem::replace(&mut self.answered, true)
+                .then_some("it sent a second first answer (Ready, InitFailed or AutoCompleted)"),
+            FromWorker::Done(_) => (!self.answered || !open.end_running())
+                .then_some("it sent a Done while no batch was running"),
+            _ => None,
+        };
+        breach.map_or(Ok(()), |why| Err(why.into()))
+    }
+}
+
+/// Frames the execute thread waits for: at most one at a time follows the
+/// protocol (the first answer, then one Done per batch), so the queue is
+/// short and a worker cannot make it grow.
+pub(super) const EXECUTE_FRAMES: usize = 2;
 
 impl Reader {
     /// Starts the reader thread on `socket` and the cancellation watch;
@@ -42,8 +80,9 @@ impl Reader {
         bls_in: BlsRegion,
         bls_out: BlsRegion,
     ) -> std::io::Result<Receiver<FromWorker>> {
-        let (tx, frames) = mpsc::channel();
+        let (tx, frames) = mpsc::sync_channel(EXECUTE_FRAMES);
         let pid = self.pid;
+        let guard = self.replies.guard().clone();
         let (weak_open, weak_socket) = (Arc::downgrade(&self.open), Arc::downgrade(&self.replies));
         let memory_note = match self.memory_note.as_str() {
             "" => String::new(),
@@ -52,51 +91,110 @@ impl Reader {
                 self.label
             ),
         };
-        let gone = Error::new(
-            ErrorCode::Unavailable,
-            format!(
-                "{}: the worker process (pid {pid}) ended before this request's final response",
-                self.label
-            ),
+        let calls = CallServer::new(
+            self.replies.clone(),
+            bls_in,
+            bls_out,
+            self.pending_calls,
+            self.label.clone(),
         );
-        let mut calls = CallServer::new(self.replies.clone(), bls_in, bls_out);
-        let mut responses = ResponseReader {
-            open: self.open,
-            output: self.output,
-            input: self.input_view,
-            replies: self.replies,
-        };
+        let responses = ResponseReader::new(self.open, self.output, self.input_view, self.replies);
+        let gone = format!(
+            "{}: the worker process (pid {pid}) ended before this request's final response",
+            self.label
+        );
+        let mut routes = Routes::new(responses, calls, tx, memory_note);
         std::thread::Builder::new()
             .name(format!("rustpy-worker-{pid}"))
             .spawn(move || {
-                let mut r = BufReader::new(socket);
-                while let Ok(Some(mut msg)) = read_frame::<FromWorker, _>(&mut r) {
-                    annotate_memory_error(&mut msg, &memory_note);
-                    if responses.handle(&msg) {
-                        continue;
-                    }
-                    match msg {
-                        FromWorker::Call { call, op } => calls.serve(call, op),
-                        FromWorker::BlsRelease { starts } => calls.release(&starts),
-                        FromWorker::Log {
-                            level,
-                            file,
-                            line,
-                            message,
-                        } => emit_log(LogLevel::from_code(level), &file, line, &message),
-                        other => {
-                            if tx.send(other).is_err() {
-                                break;
-                            }
+                let mut frames = FrameStream::new(socket);
+                loop {
+                    let routed = match frames.next_frame::<FromWorker>() {
+                        Ok(Some(msg)) => routes.route(msg),
+                        Ok(None) => break,
+                        Err(e) => Err(format!("it sent {e}")),
+                    };
+                    match routed {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(why) => {
+                            guard.broke(why);
+                            break;
                         }
                     }
                 }
-                responses.worker_gone(&gone);
+                let gone = match guard.broken() {
+                    Some(why) => {
+                        format!("{gone}: it broke the control protocol ({why}) and was killed")
+                    }
+                    None => gone,
+                };
+                routes
+                    .responses
+                    .worker_gone(&Error::new(ErrorCode::Unavailable, gone));
             })?;
         std::thread::Builder::new()
             .name(format!("rustpy-cancel-{pid}"))
             .spawn(move || watch_cancellations(weak_open, weak_socket))?;
         Ok(frames)
+    }
+}
+
+/// Where each frame goes (the reader thread's state).
+pub(super) struct Routes {
+    pub(super) responses: ResponseReader,
+    calls: CallServer,
+    protocol: Protocol,
+    execute: SyncSender<FromWorker>,
+    /// Appended to a MemoryError of a memory-limited worker ("" without a
+    /// limit).
+    memory_note: String,
+}
+
+impl Routes {
+    pub(super) fn new(
+        responses: ResponseReader,
+        calls: CallServer,
+        execute: SyncSender<FromWorker>,
+        memory_note: String,
+    ) -> Routes {
+        Routes {
+            responses,
+            calls,
+            protocol: Protocol::new(),
+            execute,
+            memory_note,
+        }
+    }
+
+    /// Handles one frame. `Ok(false)`: nobody waits for frames any more
+    /// (the worker was dropped); `Err`: what the worker did wrong.
+    pub(super) fn route(&mut self, mut msg: FromWorker) -> Result<bool, String> {
+        annotate_memory_error(&mut msg, &self.memory_note);
+        if self.responses.handle(&msg)? {
+            return Ok(true);
+        }
+        match msg {
+            FromWorker::Call { call, op } => self.calls.serve(call, op),
+            FromWorker::BlsRelease { starts } => self.calls.release(&starts),
+            FromWorker::Log {
+                level,
+                file,
+                line,
+                message,
+            } => emit_log(LogLevel::from_code(level), &file, line, &message),
+            other => {
+                self.protocol.check(&other, &self.responses.open)?;
+                return match self.execute.try_send(other) {
+                    Ok(()) => Ok(true),
+                    Err(TrySendError::Disconnected(_)) => Ok(false),
+                    Err(TrySendError::Full(_)) => {
+                        Err("it sent frames for the execute thread nobody waits for".into())
+                    }
+                };
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -107,5 +205,32 @@ fn annotate_memory_error(msg: &mut FromWorker, note: &str) {
         if !note.is_empty() && message.contains("MemoryError") {
             message.push_str(note);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolation::wire::Done;
+
+    #[test]
+    fn one_first_answer_then_one_done_per_running_batch() {
+        let open = OpenRequests::default();
+        let mut p = Protocol::new();
+        let done = || FromWorker::Done(Done::failed(0, vec![]));
+        open.set_running(1);
+        assert!(
+            p.check(&done(), &open).is_err(),
+            "a Done before the first answer"
+        );
+        assert!(p.check(&FromWorker::Ready, &open).is_ok());
+        assert!(p.check(&FromWorker::Ready, &open).is_err());
+        assert!(p.check(&done(), &open).is_ok());
+        let again = p.check(&done(), &open).unwrap_err();
+        assert!(again.contains("no batch was running"), "{again}");
+        open.set_running(2);
+        assert!(p.check(&done(), &open).is_ok());
+        // Frames for the other threads are not the protocol's business.
+        assert!(p.check(&FromWorker::Finish { request: 1 }, &open).is_ok());
     }
 }

@@ -4,20 +4,20 @@
 //! backend's cancellation watch, which tells the worker about requests the
 //! client gave up on.
 
-use std::collections::{HashMap, HashSet};
-use std::os::unix::net::UnixStream;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::sys::Shm;
-use super::transport::{write_to, WorkerLink, Writer};
+use super::transport::{write_to, Channel, WorkerLink, Writer};
 use super::wire::{
     error_from_wire, error_to_wire, request_id, request_index, Done, FromWorker, InlineResponse,
-    OutputPlacement, Response, ToWorker,
+    OutputPlacement, Response, ToWorker, REQUEST_BITS,
 };
 use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
 use crate::error::{Error, Result};
+use rustpy_config::model::SHM_LIMIT_KEY;
 
 // ---- The backend's half: decode and deliver. ----
 
@@ -110,40 +110,58 @@ impl OpenRequests {
         self.running.store(batch, Ordering::Release);
     }
 
-    /// Delivers one response frame to its open request; a final one closes it.
-    fn deliver(&self, request: usize, outputs: &[OutputSlice<'_>], is_final: bool) {
+    /// The running batch's Done arrived: no batch runs any more. False if
+    /// none was running (a Done nobody asked for).
+    pub(super) fn end_running(&self) -> bool {
+        self.running.swap(0, Ordering::AcqRel) != 0
+    }
+
+    fn running(&self) -> u64 {
+        self.running.load(Ordering::Acquire)
+    }
+
+    fn is_open(&self, request: usize) -> bool {
+        self.lock().contains_key(&request)
+    }
+
+    /// Delivers one response frame to its open request; a final one closes
+    /// it. Returns whether the backend closed the request although the
+    /// worker did not end it (Triton refused the response).
+    fn deliver(&self, request: usize, outputs: &[OutputSlice<'_>], is_final: bool) -> bool {
         let mut open = self.lock();
         let Some(o) = open.get_mut(&request) else {
-            return; // already answered (e.g. failed as cancelled)
+            return false;
         };
-        let close = match o.responder.send(outputs, is_final) {
-            Ok(()) => is_final,
+        let (close, early) = match o.responder.send(outputs, is_final) {
+            Ok(()) => (is_final, false),
             Err(e) => {
                 o.responder.send_error(&e);
-                true
+                (true, !is_final)
             }
         };
         if close {
             open.remove(&request);
         }
+        early
     }
 
-    fn fail(&self, request: usize, err: &Error) {
-        if let Some(mut o) = self.lock().remove(&request) {
-            o.responder.send_error(err);
-        }
-    }
-
-    fn send_error(&self, request: usize, err: &Error, is_final: bool) {
+    /// An error response; returns whether it closed a request the worker
+    /// keeps open (a non-final error the responder cannot send as such).
+    fn send_error(&self, request: usize, err: &Error, is_final: bool) -> bool {
         let mut open = self.lock();
-        if let Some(o) = open.get_mut(&request) {
-            if is_final || !o.responder.send_error_nonfinal(err) {
-                if is_final {
-                    o.responder.send_error(err);
-                }
-                open.remove(&request);
-            }
+        let Some(o) = open.get_mut(&request) else {
+            return false;
+        };
+        if is_final {
+            o.responder.send_error(err);
+            open.remove(&request);
+            return false;
         }
+        if !o.responder.send_error_nonfinal(err) {
+            open.remove(&request);
+            return true;
+        }
+        false
     }
 
     fn finish(&self, request: usize) {
@@ -165,76 +183,155 @@ impl OpenRequests {
     }
 }
 
+/// Requests the backend closed while the worker may still answer them
+/// (Triton refused a response): their further frames are dropped, not
+/// taken for a protocol breach. Bounded: these are rare, and past this many
+/// the oldest are forgotten.
+const CLOSED_EARLY_MAX: usize = 4096;
+
 /// The backend's reading side of the response path: what a response frame
-/// needs to be delivered.
+/// needs to be delivered, and the check that the worker may send it.
 pub(super) struct ResponseReader {
     pub(super) open: Arc<OpenRequests>,
     /// The output region (the worker writes, only this thread reads).
-    pub(super) output: Shm,
+    output: Shm,
     /// This thread's own mapping of the input region, for outputs that are
     /// views of the inputs.
-    pub(super) input: Shm,
+    input: Shm,
     /// Where Taken acknowledgements go.
-    pub(super) replies: Writer,
+    replies: Writer,
+    /// See [`CLOSED_EARLY_MAX`]: ids, oldest first.
+    closed_early: VecDeque<usize>,
+}
+
+/// Whether a frame's request may be answered.
+#[derive(PartialEq)]
+enum Claim {
+    Open,
+    /// Closed by the backend before the worker ended it: dropped.
+    ClosedEarly,
 }
 
 impl ResponseReader {
-    /// Handles a response frame; false for any other frame.
-    pub(super) fn handle(&mut self, frame: &FromWorker) -> bool {
+    pub(super) fn new(
+        open: Arc<OpenRequests>,
+        output: Shm,
+        input: Shm,
+        replies: Writer,
+    ) -> ResponseReader {
+        ResponseReader {
+            open,
+            output,
+            input,
+            replies,
+            closed_early: VecDeque::new(),
+        }
+    }
+
+    /// Handles a response frame: `Ok(false)` for any other frame, `Err`
+    /// (what the worker did wrong) for one no worker following the
+    /// protocol sends: for a request it was never given or has ended, or
+    /// whose outputs lie outside the regions or do not fit their shapes.
+    pub(super) fn handle(&mut self, frame: &FromWorker) -> Result<bool, String> {
         match frame {
-            FromWorker::Response(response) => self.placed(response),
-            FromWorker::InlineResponse(inline) => match inline.resolve() {
-                Ok(slices) => self.open.deliver(inline.request, &slices, inline.is_final),
-                Err(e) => self
-                    .open
-                    .fail(inline.request, &Error::internal(format!("rustpy: {e}"))),
-            },
+            FromWorker::Response(response) => {
+                let request = response.request;
+                if request >> REQUEST_BITS != self.open.running() as usize {
+                    return Err(format!(
+                        "it sent a response in shared memory for {}, whose batch is not running",
+                        describe(request)
+                    ));
+                }
+                if self.claim(request, response.is_final)? == Claim::Open {
+                    self.placed(response)?;
+                }
+            }
+            FromWorker::InlineResponse(inline) => {
+                if self.claim(inline.request, inline.is_final)? == Claim::Open {
+                    let slices = inline
+                        .resolve()
+                        .map_err(|e| format!("it sent a response that {e}"))?;
+                    if self.open.deliver(inline.request, &slices, inline.is_final) {
+                        self.closed_early(inline.request);
+                    }
+                }
+            }
             FromWorker::Error {
                 request,
                 code,
                 message,
                 is_final,
             } => {
-                let err = error_from_wire((*code, message.clone()));
-                self.open.send_error(*request, &err, *is_final);
+                if self.claim(*request, *is_final)? == Claim::Open {
+                    let err = error_from_wire((*code, message.clone()));
+                    if self.open.send_error(*request, &err, *is_final) {
+                        self.closed_early(*request);
+                    }
+                }
             }
-            FromWorker::Finish { request } => self.open.finish(*request),
-            _ => return false,
+            FromWorker::Finish { request } => {
+                if self.claim(*request, true)? == Claim::Open {
+                    self.open.finish(*request);
+                }
+            }
+            _ => return Ok(false),
         }
-        true
+        Ok(true)
     }
 
-    /// A response whose outputs lie in the shared regions.
-    fn placed(&mut self, response: &Response) {
+    /// Whether `request` may get a frame: open, or closed early by the
+    /// backend (forgotten once the worker ends it too); any other id is
+    /// one the worker was never given, or has ended already.
+    fn claim(&mut self, request: usize, is_final: bool) -> Result<Claim, String> {
+        if self.open.is_open(request) {
+            return Ok(Claim::Open);
+        }
+        if let Some(at) = self.closed_early.iter().position(|&r| r == request) {
+            if is_final {
+                self.closed_early.remove(at);
+            }
+            return Ok(Claim::ClosedEarly);
+        }
+        Err(format!(
+            "it answered {}, which it was never given or had already answered",
+            describe(request)
+        ))
+    }
+
+    fn closed_early(&mut self, request: usize) {
+        if self.closed_early.len() == CLOSED_EARLY_MAX {
+            self.closed_early.pop_front();
+        }
+        self.closed_early.push_back(request);
+    }
+
+    /// A response whose outputs lie in the shared regions. The regions
+    /// never change size (sys::fixed_memfd), so the mappings cover them.
+    fn placed(&mut self, response: &Response) -> Result<(), String> {
         // Outputs that are views of the batch's inputs are copied from the
         // input region (this mapping of it is the reader thread's own; the
         // execute thread writes the next batch only after this batch's
         // Done, which comes after this frame).
-        let mapped = self
-            .output
-            .ensure(response.output_len)
-            .map_err(|e| format!("output shared memory: {e}"))
-            .and(
-                self.input
-                    .ensure(response.input_end())
-                    .map_err(|e| format!("input shared memory: {e}")),
-            );
-        let resolved = mapped.and_then(|()| {
-            response
-                .resolve(self.output.whole(), self.input.whole())
-                .map_err(|e| e.to_string())
-        });
-        match resolved {
-            Ok(slices) => self
-                .open
-                .deliver(response.request, &slices, response.is_final),
-            Err(why) => self
-                .open
-                .fail(response.request, &Error::internal(format!("rustpy: {why}"))),
+        if response.output_len > self.output.len() {
+            return Err(format!(
+                "it sent a response claiming an output region of {} bytes; it has {}",
+                response.output_len,
+                self.output.len()
+            ));
+        }
+        let slices = response
+            .resolve(self.output.whole(), self.input.whole())
+            .map_err(|e| format!("it sent a response that {e}"))?;
+        if self
+            .open
+            .deliver(response.request, &slices, response.is_final)
+        {
+            self.closed_early(response.request);
         }
         if let Some(token) = response.taken {
             let _ = write_to(&self.replies, &ToWorker::Taken { token });
         }
+        Ok(())
     }
 
     /// The worker is gone. Requests of earlier batches still open
@@ -245,8 +342,17 @@ impl ResponseReader {
     }
 }
 
+/// "request 3 of batch 12", for messages.
+fn describe(request: usize) -> String {
+    format!(
+        "request {} of batch {}",
+        request_index(request),
+        request >> REQUEST_BITS
+    )
+}
+
 /// Tells the worker about requests the client cancelled, while any are open.
-pub(super) fn watch_cancellations(open: Weak<OpenRequests>, socket: Weak<Mutex<UnixStream>>) {
+pub(super) fn watch_cancellations(open: Weak<OpenRequests>, socket: Weak<Channel>) {
     loop {
         std::thread::sleep(CANCEL_POLL);
         let Some(open) = open.upgrade() else { return };
@@ -434,9 +540,14 @@ impl WorkerResponses {
     ) -> Result<Option<u64>> {
         let mut w = self.window();
         let placed = OutputPlacement::plan(outputs, w.used, w.input_view, w.alias_min)?;
-        w.output
-            .grow(placed.end)
-            .map_err(|e| Error::internal(format!("cannot grow the output shared memory: {e}")))?;
+        if placed.end > w.output.len() {
+            let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
+            return Err(Error::invalid_arg(format!(
+                "rustpy: this batch's outputs need {:.1} MiB of shared memory, more than the {} MiB of {SHM_LIMIT_KEY} allow; raise the limit or answer in smaller batches",
+                mib(placed.end),
+                w.output.len() >> 20
+            )));
+        }
         for (offset, bytes) in placed.copies(outputs) {
             w.output.write(offset, bytes);
         }
@@ -538,8 +649,10 @@ impl Drop for WorkerSink {
 #[cfg(test)]
 mod tests {
     use std::io::BufReader;
+    use std::os::unix::net::UnixStream;
 
-    use super::super::sys::{growing_memfd, Shm};
+    use super::super::guard::WorkerGuard;
+    use super::super::sys::{fixed_memfd, Shm};
     use super::super::wire::read_frame;
     use super::*;
     use crate::DataType;
@@ -579,6 +692,25 @@ mod tests {
         }
     }
 
+    /// A responder whose sends Triton refuses (the request closes early).
+    struct Refusing(Arc<Mutex<Seen>>, bool);
+
+    impl Responder for Refusing {
+        fn send(&mut self, _: &[OutputSlice<'_>], _: bool) -> Result<()> {
+            Err(Error::invalid_arg("refused"))
+        }
+        fn send_error(&mut self, error: &Error) {
+            self.0.lock().unwrap().error = Some(error.message.clone());
+            self.1 = false;
+        }
+        fn finish(&mut self) {
+            self.1 = false;
+        }
+        fn is_open(&self) -> bool {
+            self.1
+        }
+    }
+
     /// Both halves over a socketpair and one output memfd.
     struct Path {
         worker: Arc<WorkerResponses>,
@@ -588,17 +720,18 @@ mod tests {
 
     fn path() -> Path {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let output = growing_memfd("t-out", 4096).unwrap();
+        let output = fixed_memfd("t-out", 64 << 10).unwrap();
         let worker_output = Shm::map(output.try_clone().unwrap()).unwrap();
         let link = WorkerLink::new(ours, || {});
+        let guard = WorkerGuard::detached("test".into(), &theirs).unwrap();
         Path {
             worker: WorkerResponses::new(link, worker_output),
-            backend: ResponseReader {
-                open: Arc::new(OpenRequests::default()),
-                output: Shm::map(output).unwrap(),
-                input: Shm::map(growing_memfd("t-in", 0).unwrap()).unwrap(),
-                replies: Arc::new(Mutex::new(theirs.try_clone().unwrap())),
-            },
+            backend: ResponseReader::new(
+                Arc::new(OpenRequests::default()),
+                Shm::map(output).unwrap(),
+                Shm::map(fixed_memfd("t-in", 4096).unwrap()).unwrap(),
+                Channel::new(theirs.try_clone().unwrap(), guard).unwrap(),
+            ),
             frames: BufReader::new(theirs),
         }
     }
@@ -610,7 +743,7 @@ mod tests {
             let frame = read_frame::<FromWorker, _>(&mut self.frames)
                 .unwrap()
                 .unwrap();
-            (!self.backend.handle(&frame)).then_some(frame)
+            (!self.backend.handle(&frame).unwrap()).then_some(frame)
         }
 
         fn open(&self, batch: u64) -> Arc<Mutex<Seen>> {
@@ -626,23 +759,28 @@ mod tests {
         OutputSlice::host("OUT", DataType::Uint8, vec![data.len() as i64], data)
     }
 
+    fn finish(request: usize) -> FromWorker {
+        FromWorker::Finish { request }
+    }
+
     #[test]
     fn responses_reach_their_request_through_the_region_then_inline_after_done() {
         let mut p = path();
         let seen = p.open(1);
+        p.backend.open.set_running(1);
         p.worker.begin_batch(1, false);
         let mut responder = p.worker.responder(1, 0);
-        // 8 KiB: the output region grows past its 4 KiB on the way.
         let big = vec![5u8; 8192];
         responder.send(&[output(&big)], false).unwrap();
         assert!(p.pump().is_none(), "a Response is the response path's");
         p.worker.send_done(Done::failed(1, vec![])).unwrap();
         assert!(matches!(p.pump(), Some(FromWorker::Done(_))));
+        assert!(p.backend.open.end_running());
         // After Done (a decoupled request a thread answers later): inline.
         responder.send(&[output(b"late")], true).unwrap();
         let frame = read_frame::<FromWorker, _>(&mut p.frames).unwrap().unwrap();
         assert!(matches!(frame, FromWorker::InlineResponse(_)), "{frame:?}");
-        assert!(p.backend.handle(&frame));
+        assert!(p.backend.handle(&frame).unwrap());
         let seen = seen.lock().unwrap();
         assert_eq!(seen.responses.len(), 2);
         assert_eq!(seen.responses[0], (vec![("OUT".into(), big)], false));
@@ -653,30 +791,99 @@ mod tests {
     }
 
     #[test]
-    fn a_response_outside_the_output_region_fails_its_request_only() {
+    fn outputs_larger_than_the_output_region_fail_in_the_worker_naming_the_limit() {
+        let p = path();
+        p.worker.begin_batch(1, false);
+        let mut responder = p.worker.responder(1, 0);
+        let err = responder
+            .send(&[output(&vec![1u8; 65 << 10])], true)
+            .unwrap_err();
+        assert!(err.message.contains(SHM_LIMIT_KEY), "{}", err.message);
+    }
+
+    #[test]
+    fn a_response_outside_the_output_region_is_a_breach_that_touches_no_request() {
         let mut p = path();
         let (bad, good) = (p.open(1), p.open(2));
-        p.backend.handle(&FromWorker::Response(Response {
-            request: request_id(1, 0),
-            outputs: vec![super::super::wire::WireTensor {
-                name: "OUT".into(),
-                dtype: "UINT8".into(),
-                shape: vec![1],
-                offset: 1 << 40,
-                len: 1,
-            }],
-            output_len: 0,
-            is_final: true,
-            from_input: vec![],
-            taken: None,
-        }));
-        let error = bad.lock().unwrap().error.clone().unwrap();
-        assert!(error.contains("outside the output region"), "{error}");
+        p.backend.open.set_running(1);
+        let outside = |offset, len| {
+            FromWorker::Response(Response {
+                request: request_id(1, 0),
+                outputs: vec![super::super::wire::WireTensor {
+                    name: "OUT".into(),
+                    dtype: "UINT8".into(),
+                    shape: vec![len as i64],
+                    offset,
+                    len,
+                }],
+                output_len: 0,
+                is_final: true,
+                from_input: vec![],
+                taken: None,
+            })
+        };
+        for (offset, len) in [(1 << 40, 1), (0, (64 << 10) + 1), (usize::MAX, 2)] {
+            let why = p.backend.handle(&outside(offset, len)).unwrap_err();
+            assert!(why.contains("output region"), "{why}");
+        }
+        assert!(bad.lock().unwrap().responses.is_empty());
+        assert!(p.backend.open.is_open(request_id(1, 0)));
         // Errors and the end of a stream travel too.
         p.worker
             .responder(2, 0)
             .send_error(&Error::invalid_arg("no"));
         assert!(p.pump().is_none());
         assert_eq!(good.lock().unwrap().error.as_deref(), Some("no"));
+    }
+
+    #[test]
+    fn a_frame_for_a_request_never_given_or_already_ended_is_a_breach() {
+        let mut p = path();
+        let seen = p.open(3);
+        // Never given: another index, another batch, a batch not sent yet.
+        for id in [request_id(3, 1), request_id(2, 0), request_id(4, 0), 0] {
+            let why = p.backend.handle(&finish(id)).unwrap_err();
+            assert!(why.contains("never given or had already answered"), "{why}");
+        }
+        // Given: ended once, then a second time.
+        assert!(p.backend.handle(&finish(request_id(3, 0))).unwrap());
+        assert!(seen.lock().unwrap().error.is_none());
+        let twice = p.backend.handle(&finish(request_id(3, 0))).unwrap_err();
+        assert!(twice.contains("request 0 of batch 3"), "{twice}");
+        // A response in shared memory only while its batch runs.
+        p.open(5);
+        let placed = FromWorker::Response(Response {
+            request: request_id(5, 0),
+            outputs: vec![],
+            output_len: 0,
+            is_final: true,
+            from_input: vec![],
+            taken: None,
+        });
+        let why = p.backend.handle(&placed).unwrap_err();
+        assert!(why.contains("not running"), "{why}");
+        p.backend.open.set_running(5);
+        assert!(p.backend.handle(&placed).unwrap());
+    }
+
+    #[test]
+    fn frames_for_a_request_the_backend_closed_early_are_dropped_until_its_end() {
+        let mut p = path();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        p.backend
+            .open
+            .open_batch(1, vec![Refusing(seen.clone(), true)]);
+        let id = request_id(1, 0);
+        let inline = |is_final| {
+            FromWorker::InlineResponse(InlineResponse::new(id, &[output(b"x")], is_final).unwrap())
+        };
+        // Triton refuses the response: the request fails, the worker does
+        // not know yet and keeps answering.
+        assert!(p.backend.handle(&inline(false)).unwrap());
+        assert_eq!(seen.lock().unwrap().error.as_deref(), Some("refused"));
+        assert!(p.backend.handle(&inline(false)).unwrap());
+        assert!(p.backend.handle(&inline(true)).unwrap());
+        // Its end was the last frame it could send.
+        assert!(p.backend.handle(&inline(true)).is_err());
     }
 }

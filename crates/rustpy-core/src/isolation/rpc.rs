@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -17,18 +17,53 @@ use super::wire::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::server::{
-    server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
+    server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor, ServerApi,
 };
+use rustpy_config::model::{PENDING_CALLS_KEY, SHM_LIMIT_KEY};
 
 // ---- The backend's end: make the call, send the answer. ----
 
 /// The backend's end of one worker's server calls (its reader thread owns
 /// it). Metric calls are answered inline (they are quick); BLS and model
-/// control on their own threads, as they wait on other models.
+/// control on their own threads, as they wait on other models: at most
+/// `rustpy.pending_calls_limit` at once per worker, so a worker cannot make
+/// the server start threads (and hold their requests) without bound.
 pub(super) struct CallServer {
     replies: Writer,
     metrics: MetricTable,
     bls: Arc<BackendBls>,
+    /// Calls on their own threads now, and the most allowed.
+    in_flight: Arc<AtomicUsize>,
+    limit: usize,
+    /// Bytes of BLS inputs the server holds for this worker's calls in
+    /// flight (read out of its region or its frames, held until the call's
+    /// final response): at most the size of its BLS input region, so that
+    /// `pending_calls_limit` calls cannot each hold a region's worth.
+    inputs_held: Arc<AtomicUsize>,
+    /// "model 'M' instance 'I'", for errors.
+    label: String,
+}
+
+/// Metric families and metrics one worker may create: each is an object in
+/// the server, held until the worker goes.
+const MAX_METRICS: usize = 10_000;
+
+/// A call on its own thread, counted until the thread is done.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bytes of a BLS call's inputs, counted in `inputs_held` until dropped.
+struct HeldInputs(Arc<AtomicUsize>, usize);
+
+impl Drop for HeldInputs {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
 }
 
 /// Metric families and metrics a worker created, by the ids it knows them by.
@@ -45,11 +80,91 @@ fn reply(w: &Writer, call: u64, result: Result<WireValue>) {
 }
 
 impl CallServer {
-    pub(super) fn new(replies: Writer, bls_in: BlsRegion, bls_out: BlsRegion) -> CallServer {
+    pub(super) fn new(
+        replies: Writer,
+        bls_in: BlsRegion,
+        bls_out: BlsRegion,
+        limit: usize,
+        label: String,
+    ) -> CallServer {
         CallServer {
             replies,
             metrics: MetricTable::default(),
             bls: Arc::new(BackendBls::new(bls_in, bls_out)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            limit,
+            inputs_held: Arc::new(AtomicUsize::new(0)),
+            label,
+        }
+    }
+
+    /// A slot for a call on its own thread, or the error that refuses it.
+    fn slot(&self) -> Result<InFlight> {
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(InFlight(self.in_flight.clone())),
+            Err(_) => Err(Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{}: {} server calls (BLS requests, model loads and unloads) of this worker are in flight already, the most {PENDING_CALLS_KEY} allows; wait for some to finish, or raise the limit",
+                    self.label, self.limit
+                ),
+            )),
+        }
+    }
+
+    /// Counts `bytes` of a BLS call's inputs as held, or the error that
+    /// refuses the call: the inputs of the calls in flight would hold more
+    /// than the BLS input region.
+    fn hold_inputs(&self, bytes: usize) -> Result<HeldInputs> {
+        let most = self.bls.input_size();
+        let taken = self
+            .inputs_held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= most)
+            });
+        match taken {
+            Ok(_) => Ok(HeldInputs(self.inputs_held.clone(), bytes)),
+            Err(held) => {
+                let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
+                Err(Error::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "{}: this BLS call's inputs ({:.1} MiB) and those of the worker's calls in flight ({:.1} MiB) would hold more than the {} MiB of {SHM_LIMIT_KEY} in the server; wait for some to finish, or raise the limit",
+                        self.label,
+                        mib(bytes),
+                        mib(held),
+                        most >> 20
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Starts `work` on its own thread, holding a slot until it is done.
+    fn spawn(&self, call: u64, work: impl FnOnce() + Send + 'static) {
+        let slot = match self.slot() {
+            Ok(slot) => slot,
+            Err(e) => return reply(&self.replies, call, Err(e)),
+        };
+        let started = std::thread::Builder::new()
+            .name("rustpy-call".into())
+            .spawn(move || {
+                let _slot = slot;
+                work();
+            });
+        if let Err(e) = started {
+            reply(
+                &self.replies,
+                call,
+                Err(Error::internal(format!(
+                    "rustpy: cannot start a thread for this call: {e}"
+                ))),
+            );
         }
     }
 
@@ -63,9 +178,22 @@ impl CallServer {
         let unit = |r: Result<()>| r.map(|()| WireValue::Unit);
         let result = match op {
             ServerOp::Infer { stream, request } => {
+                // Claims outside the region break the protocol (run_bls);
+                // within it, the inputs of all calls in flight are bounded.
+                let held = match &request.shared {
+                    Some(shared) if shared.check(self.bls.input_size(), "BLS region").is_err() => {
+                        None
+                    }
+                    _ => match self.hold_inputs(request.input_bytes()) {
+                        Ok(held) => Some(held),
+                        Err(e) => return reply(&self.replies, call, Err(e)),
+                    },
+                };
                 let (w, bls) = (self.replies.clone(), self.bls.clone());
-                std::thread::spawn(move || run_bls(api.as_ref(), &w, &bls, call, stream, request));
-                return;
+                return self.spawn(call, move || {
+                    let _held = held;
+                    run_bls(api.as_ref(), &w, &bls, call, stream, request)
+                });
             }
             ServerOp::LoadModel {
                 name,
@@ -73,20 +201,18 @@ impl CallServer {
                 files,
             } => {
                 let w = self.replies.clone();
-                std::thread::spawn(move || {
+                return self.spawn(call, move || {
                     reply(&w, call, unit(api.load_model(&name, &config_json, &files)))
                 });
-                return;
             }
             ServerOp::UnloadModel {
                 name,
                 unload_dependents,
             } => {
                 let w = self.replies.clone();
-                std::thread::spawn(move || {
+                return self.spawn(call, move || {
                     reply(&w, call, unit(api.unload_model(&name, unload_dependents)))
                 });
-                return;
             }
             ServerOp::IsModelReady { name, version } => {
                 api.is_model_ready(&name, version).map(WireValue::Bool)
@@ -107,9 +233,17 @@ impl CallServer {
 }
 
 impl MetricTable {
-    fn add(&mut self) -> u64 {
+    fn add(&mut self) -> Result<u64> {
+        if self.families.len() + self.metrics.len() >= MAX_METRICS {
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "rustpy: a worker may create at most {MAX_METRICS} metric families and metrics"
+                ),
+            ));
+        }
         self.next += 1;
-        self.next
+        Ok(self.next)
     }
 
     /// A metric call (MetricFamily, Metric, MetricOp).
@@ -121,8 +255,8 @@ impl MetricTable {
                 kind,
             } => {
                 let kind = MetricKind::from_code(kind).unwrap_or(MetricKind::Histogram);
+                let id = self.add()?;
                 let family = api.metric_family(&name, &description, kind)?;
-                let id = self.add();
                 self.families.insert(id, family);
                 Ok(WireValue::Id(id))
             }
@@ -131,12 +265,12 @@ impl MetricTable {
                 labels,
                 buckets,
             } => {
+                let id = self.add()?;
                 let family = self
                     .families
                     .get(&family)
                     .ok_or_else(|| Error::internal("unknown metric family"))?;
                 let metric = family.metric(&labels, buckets.as_deref())?;
-                let id = self.add();
                 self.metrics.insert(id, metric);
                 Ok(WireValue::Id(id))
             }
@@ -157,6 +291,21 @@ impl MetricTable {
     }
 }
 
+/// A BLS request's inputs: inline in the frame, or (large) in the worker's
+/// BLS input region, copied out here, before the Reply (which frees their
+/// range). Each checked against its shape and the region; `Err`: what is
+/// wrong with them, which no worker following the protocol sends (its
+/// guard trips).
+pub(super) fn bls_inputs(
+    bls: &BackendBls,
+    req: &mut WireBlsRequest,
+) -> std::result::Result<Vec<OwnedTensor>, String> {
+    match &req.shared {
+        Some(shared) => bls.read_request_inputs(shared).map_err(|e| e.message),
+        None => req.take_inline_inputs().map_err(|e| e.to_string()),
+    }
+}
+
 /// A worker's BLS request, on its own thread: reply once it is queued (or
 /// refused), then relay each response as a BlsResponse frame of `stream`.
 fn run_bls(
@@ -167,15 +316,14 @@ fn run_bls(
     stream: u64,
     mut req: WireBlsRequest,
 ) {
-    // Large inputs are in the worker's BLS input region: copied out here,
-    // before the Reply (which frees their range).
-    let inputs = match &req.shared {
-        Some(shared) => bls.read_request_inputs(shared),
-        None => req.take_inline_inputs().map_err(Error::from),
-    };
-    let inputs = match inputs {
+    let inputs = match bls_inputs(bls, &mut req) {
         Ok(i) => i,
-        Err(e) => return reply(w, call, Err(e)),
+        Err(why) => {
+            w.guard().broke(format!(
+                "it sent a BLS request whose inputs are wrong ({why})"
+            ));
+            return reply(w, call, Err(Error::internal(why)));
+        }
     };
     let (tx, rx) = crossbeam::channel::unbounded();
     if let Err(e) = api.infer(req.into_request(inputs), tx) {
@@ -469,5 +617,52 @@ impl Metric for RemoteMetric {
             WireValue::F64(v) => Ok(v),
             _ => Err(unexpected()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolation::guard::WorkerGuard;
+    use crate::isolation::sys::fixed_memfd;
+    use crate::isolation::transport::Channel;
+    use std::os::unix::net::UnixStream;
+
+    fn call_server(region: usize) -> (CallServer, UnixStream) {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let guard = WorkerGuard::detached("test".into(), &ours).unwrap();
+        let writer = Channel::new(ours, guard).unwrap();
+        let region = |name| BlsRegion::new(fixed_memfd(name, region).unwrap()).unwrap();
+        let server = CallServer::new(
+            writer,
+            region("bls-in"),
+            region("bls-out"),
+            256,
+            "model 'm' instance 'm_0'".into(),
+        );
+        (server, peer)
+    }
+
+    #[test]
+    fn bls_inputs_held_for_calls_in_flight_are_bounded_by_the_region() {
+        let (server, _peer) = call_server(1 << 20);
+        let first = server.hold_inputs(600 << 10).unwrap();
+        // Within the count of calls allowed, but the bytes would not fit.
+        let e = server.hold_inputs(600 << 10).err().unwrap();
+        assert!(matches!(e.code, ErrorCode::Unavailable));
+        let msg = e.message;
+        assert!(
+            msg.contains("model 'm' instance 'm_0'")
+                && msg.contains("(0.6 MiB) and those of the worker's calls in flight (0.6 MiB)")
+                && msg.contains("the 1 MiB of rustpy.shm_limit_mb"),
+            "{msg}"
+        );
+        assert!(server.hold_inputs(usize::MAX).is_err(), "no overflow");
+        // The first call's final response came: its bytes are free again.
+        drop(first);
+        let again = server.hold_inputs(1 << 20).unwrap();
+        assert!(server.hold_inputs(1).is_err());
+        drop(again);
+        assert_eq!(server.inputs_held.load(Ordering::Acquire), 0);
     }
 }

@@ -14,30 +14,54 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// Creates an anonymous memory file (never under /dev/shm) of `len` bytes.
-/// Without seals it can be resized by either side: only for regions both
-/// sides reach through `pread`/`pwrite`, never through a mapping.
+/// Without seals it can be resized by either side: only for tests and
+/// files nobody maps.
 pub fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
     memfd_with(name, len, 0)
 }
 
-/// A memory file that can grow but never shrink, and whose seals nobody can
-/// change: the backend maps it, and a mapping touched past the end of its
-/// file raises SIGBUS, so user code in the worker (which holds the fd) must
-/// not be able to truncate it under the server.
-pub fn growing_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+/// A memory file of exactly `len` bytes that nobody can resize, and whose
+/// seals nobody can change (`F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`).
+/// Every shared region between the backend and a worker is one: user code
+/// in the worker holds the fd (`/proc/self/fd`), so
+/// - it cannot shrink it under a mapping (touched past the end of its file,
+///   a mapping raises SIGBUS in whoever touches it: the server), and
+/// - it cannot grow it: `len` is the most memory the file can ever hold
+///   (shared memory counts in no rlimit of the worker). The file is sparse:
+///   pages cost memory only once written, so `len` is a cap, not a cost.
+pub fn fixed_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
     let fd = memfd_with(name, len, libc::MFD_ALLOW_SEALING)?;
     // SAFETY: F_ADD_SEALS on a descriptor we own; returns 0 or -1.
     let rc = unsafe {
         libc::fcntl(
             fd.as_raw_fd(),
             libc::F_ADD_SEALS,
-            libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
+            libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
         )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// Gives the memory of `len` bytes from `offset` back (a hole reads as
+/// zeros); the file keeps its size. Sealed files allow it: only
+/// `F_SEAL_WRITE` forbids it.
+pub fn punch_hole(fd: &impl AsRawFd, offset: usize, len: usize) -> io::Result<()> {
+    // SAFETY: fallocate takes no pointers; a negative result is an error.
+    let rc = unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn memfd_with(name: &str, len: usize, flags: libc::c_uint) -> io::Result<OwnedFd> {
@@ -53,8 +77,10 @@ fn memfd_with(name: &str, len: usize, flags: libc::c_uint) -> io::Result<OwnedFd
     Ok(fd)
 }
 
-/// A shared mapping of a whole memfd. Writes go through raw pointers; the
-/// two processes take turns (the protocol decides who writes where and when).
+/// A shared mapping of a whole memfd (a [`fixed_memfd`]: its size never
+/// changes, so the mapping always covers the file). Writes go through raw
+/// pointers; the two processes take turns (the protocol decides who writes
+/// where and when).
 pub struct Shm {
     fd: OwnedFd,
     ptr: *mut u8,
@@ -89,8 +115,7 @@ impl Shm {
         self.fd.as_raw_fd()
     }
 
-    /// Maps the file again at its current size (after either side grew it).
-    pub fn remap(&mut self) -> io::Result<()> {
+    fn remap(&mut self) -> io::Result<()> {
         let len = File::from(self.fd.try_clone()?).metadata()?.len() as usize;
         self.unmap();
         if len == 0 {
@@ -113,30 +138,6 @@ impl Shm {
         }
         self.ptr = ptr.cast();
         self.len = len;
-        Ok(())
-    }
-
-    /// Grows the file to at least `min_len` (doubling) and remaps it.
-    pub fn grow(&mut self, min_len: usize) -> io::Result<()> {
-        if min_len <= self.len {
-            return Ok(());
-        }
-        let new_len = min_len.next_power_of_two().max(self.len * 2);
-        File::from(self.fd.try_clone()?).set_len(new_len as u64)?;
-        self.remap()
-    }
-
-    /// Ensures the mapping covers at least `len` bytes (the other side grew it).
-    pub fn ensure(&mut self, len: usize) -> io::Result<()> {
-        if len > self.len {
-            self.remap()?;
-        }
-        if len > self.len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("shared memory holds {} bytes, {len} announced", self.len),
-            ));
-        }
         Ok(())
     }
 
@@ -310,18 +311,23 @@ pub fn inherited_stream(fd: RawFd) -> io::Result<UnixStream> {
 }
 
 /// Makes `command`'s child keep `fds` across exec, get SIGKILL when the
-/// thread that spawns it exits (PR_SET_PDEATHSIG). The fds stay
-/// close-on-exec in this process.
+/// thread that spawns it exits (PR_SET_PDEATHSIG), and lead a process
+/// group of its own, so the processes user code forks can be killed with it
+/// ([`kill_group`]) and a signal to the server's group does not reach it.
+/// The fds stay close-on-exec in this process.
 pub fn prepare_child(command: &mut Command, fds: Vec<RawFd>) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe calls (fcntl, prctl, getppid, _exit).
+    // async-signal-safe calls (fcntl, setpgid, prctl, getppid, _exit).
     unsafe {
         command.pre_exec(move || {
             for &fd in &fds {
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            if libc::setpgid(0, 0) < 0 {
+                return Err(io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
                 return Err(io::Error::last_os_error());
@@ -378,6 +384,35 @@ pub fn kill(pid: u32) {
     // SAFETY: kill only sends a signal; the pid is our unreaped child, so it
     // cannot have been reused.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// Sends SIGKILL to every process of the process group `pid` leads (a
+/// worker and whatever it forked and did not move elsewhere). Only while
+/// the leader is unreaped (alive or a zombie): the group id cannot have
+/// been reused then.
+pub fn kill_group(pid: u32) {
+    // SAFETY: kill only sends a signal; a negative pid names a group.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+}
+
+/// Whether our child `pid` has exited, without reaping it (a zombie keeps
+/// its pid, and its process group id, from being reused until `wait`).
+pub fn has_exited(pid: u32) -> io::Result<bool> {
+    // SAFETY: siginfo_t is plain data, zeroed then filled by waitid; WNOWAIT
+    // leaves the child waitable; WNOHANG never blocks.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(info.si_pid() != 0)
+    }
 }
 
 /// The name of a signal ("SIGSEGV"), or its number.

@@ -8,28 +8,79 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::ThreadId;
+use std::time::Duration;
 
 use super::bls::BlsRegion;
-use super::sys::{growing_memfd, memfd, Shm};
-use super::wire::{write_frame, FromWorker, ToWorker};
+use super::guard::WorkerGuard;
+use super::sys::{fixed_memfd, Shm};
+use super::wire::{encode_frame, FromWorker, ToWorker, WireError};
 use crate::error::{Error, ErrorCode, Result};
 
-/// Initial size of the input and output regions; grown on demand.
-const INITIAL_SHM: usize = 1 << 20;
 /// Pinned ranges start on page boundaries (a batch placed after one).
 const PAGE: usize = 4096;
+/// How long the backend waits for a worker to take (or finish sending) a
+/// frame: a worker that reads nothing of what the backend sends for this
+/// long while the socket buffer is full, or stops in the middle of a frame
+/// it sends, has stopped following the protocol and is killed.
+pub(super) const STALL: Duration = Duration::from_secs(10);
 
 // ---- The backend's end. ----
 
 /// The backend's sending half of a worker's control socket (the execute
 /// thread, the reader thread and the threads answering server calls share
-/// it).
-pub(super) type Writer = Arc<Mutex<UnixStream>>;
+/// it). A write that cannot go out within [`STALL`] trips the worker's
+/// guard: the frame may be half written, the stream is lost.
+pub(super) struct Channel {
+    stream: Mutex<UnixStream>,
+    guard: Arc<WorkerGuard>,
+}
+
+pub(super) type Writer = Arc<Channel>;
+
+impl Channel {
+    /// `stream` gets [`STALL`] as its send timeout (and its receive
+    /// timeout: the socket is shared with the reader thread, which waits
+    /// out idle periods, see wire::FrameStream).
+    pub(super) fn new(stream: UnixStream, guard: Arc<WorkerGuard>) -> std::io::Result<Writer> {
+        stream.set_write_timeout(Some(STALL))?;
+        stream.set_read_timeout(Some(STALL))?;
+        Ok(Arc::new(Channel {
+            stream: Mutex::new(stream),
+            guard,
+        }))
+    }
+
+    pub(super) fn guard(&self) -> &Arc<WorkerGuard> {
+        &self.guard
+    }
+}
 
 pub(super) fn write_to(w: &Writer, msg: &ToWorker) -> std::io::Result<()> {
-    let mut s = w.lock().unwrap_or_else(|p| p.into_inner());
-    write_frame(&mut *s, msg)?;
-    s.flush()
+    let frame = encode_frame(msg).map_err(std::io::Error::other)?;
+    let mut s = w.stream.lock().unwrap_or_else(|p| p.into_inner());
+    let sent = s.write_all(&frame);
+    drop(s);
+    if let Err(e) = &sent {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            w.guard.broke(format!(
+                "it read nothing of its control channel for {} s",
+                STALL.as_secs()
+            ));
+        }
+    }
+    sent
+}
+
+/// How large each of a worker's shared regions is (bytes); every one is a
+/// [`fixed_memfd`], so these are also the most memory each can hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RegionSizes {
+    pub(super) input: usize,
+    /// The output region and each BLS region.
+    pub(super) shared: usize,
 }
 
 /// The regions the backend creates for one worker, before it starts.
@@ -41,9 +92,10 @@ pub(super) struct Regions {
     pub(super) input_view: Shm,
     /// Outputs: the worker writes, the backend's reader thread reads.
     pub(super) output: Shm,
-    /// The output memfd again, for its size (metrics).
-    pub(super) output_size: std::fs::File,
-    /// BLS tensors (isolation/bls.rs): empty until a large BLS call.
+    /// The input and output memfds again, for the memory they hold
+    /// (metrics).
+    pub(super) region_files: [std::fs::File; 2],
+    /// BLS tensors (isolation/bls.rs).
     pub(super) bls_in: BlsRegion,
     pub(super) bls_out: BlsRegion,
     /// The fds the worker inherits, in the order of its arguments:
@@ -52,16 +104,20 @@ pub(super) struct Regions {
 }
 
 impl Regions {
-    /// `input_limit`: the most the input region may grow to, in bytes.
-    pub(super) fn create(input_limit: Option<usize>) -> std::io::Result<Regions> {
-        let input_fd = growing_memfd("rustpy-input", INITIAL_SHM)?;
+    /// Regions of `sizes` (sparse: pages cost memory once written).
+    pub(super) fn create(sizes: RegionSizes) -> std::io::Result<Regions> {
+        let input_fd = fixed_memfd("rustpy-input", sizes.input)?;
         let input_view = Shm::map(input_fd.try_clone()?)?;
+        let input_fd_copy = input_fd.try_clone()?;
         let input = Shm::map(input_fd)?;
-        let output_fd = growing_memfd("rustpy-output", INITIAL_SHM)?;
-        let output_size = std::fs::File::from(output_fd.try_clone()?);
+        let output_fd = fixed_memfd("rustpy-output", sizes.shared)?;
+        let region_files = [
+            std::fs::File::from(input_fd_copy),
+            std::fs::File::from(output_fd.try_clone()?),
+        ];
         let output = Shm::map(output_fd)?;
-        let bls_in = memfd("rustpy-bls-in", 0)?;
-        let bls_out = memfd("rustpy-bls-out", 0)?;
+        let bls_in = fixed_memfd("rustpy-bls-in", sizes.shared)?;
+        let bls_out = fixed_memfd("rustpy-bls-out", sizes.shared)?;
         let child_fds = [
             input.raw_fd(),
             output.raw_fd(),
@@ -72,11 +128,10 @@ impl Regions {
             input: InputRegion {
                 shm: input,
                 pinned: Vec::new(),
-                limit: input_limit,
             },
             input_view,
             output,
-            output_size,
+            region_files,
             bls_in: BlsRegion::new(bls_in)?,
             bls_out: BlsRegion::new(bls_out)?,
             child_fds,
@@ -91,8 +146,6 @@ pub(super) struct InputRegion {
     /// Batches whose input range Python still views: (batch, start, end).
     /// No later batch is written there until the worker releases them.
     pinned: Vec<(u64, usize, usize)>,
-    /// The largest the region may grow to (`rustpy.input_shm_limit_mb`).
-    pub(super) limit: Option<usize>,
 }
 
 impl InputRegion {
@@ -164,6 +217,19 @@ struct HeldWriter {
     hold_for: Option<ThreadId>,
 }
 
+/// `msg` as a frame; one too large to send is this message's error (the
+/// connection is fine: the backend would take it for a hostile worker).
+fn encoded(msg: &FromWorker) -> Result<Vec<u8>> {
+    encode_frame(msg).map_err(|e| match e {
+        WireError::TooLarge(bytes) => Error::invalid_arg(format!(
+            "rustpy: this message to the server needs a control frame of {:.1} MiB, more than the {} MiB a frame may hold (outputs sent after execute returned, and small BLS tensors, travel inside the frame: send large outputs before execute returns)",
+            bytes as f64 / f64::from(1u32 << 20),
+            super::wire::MAX_FRAME >> 20
+        )),
+        other => Error::internal(format!("rustpy: {other}")),
+    })
+}
+
 impl WorkerLink {
     pub fn new(
         socket: UnixStream,
@@ -190,8 +256,9 @@ impl WorkerLink {
 
     /// Sends `msg` now (with any response held before it).
     pub fn send(&self, msg: &FromWorker) -> Result<()> {
+        let frame = encoded(msg)?;
         let mut s = self.lock();
-        let sent = write_frame(&mut s.writer, msg).and_then(|()| s.writer.flush());
+        let sent = s.writer.write_all(&frame).and_then(|()| s.writer.flush());
         drop(s);
         self.sent(sent)
     }
@@ -199,9 +266,10 @@ impl WorkerLink {
     /// Sends a response: held back if the thread running a non-decoupled
     /// batch sends it (its Done follows as soon as execute returns).
     pub(super) fn send_response(&self, msg: &FromWorker) -> Result<()> {
+        let frame = encoded(msg)?;
         let mut s = self.lock();
         let held = s.hold_for == Some(std::thread::current().id());
-        let sent = write_frame(&mut s.writer, msg).and_then(|()| match held {
+        let sent = s.writer.write_all(&frame).and_then(|()| match held {
             true => Ok(()),
             false => s.writer.flush(),
         });
@@ -307,7 +375,11 @@ mod tests {
 
     #[test]
     fn a_batch_goes_around_the_ranges_python_still_views() {
-        let mut region = Regions::create(None).unwrap().input;
+        let sizes = RegionSizes {
+            input: 1 << 20,
+            shared: 1 << 20,
+        };
+        let mut region = Regions::create(sizes).unwrap().input;
         assert_eq!(region.place(100), 0);
         region.update_pins(&[], Some((1, 0, 100)));
         assert_eq!(region.place(100), PAGE);

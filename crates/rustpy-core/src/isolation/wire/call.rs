@@ -118,12 +118,28 @@ impl WireBlsRequest {
         }
     }
 
-    /// Backend: the inline inputs (for a request without `shared`).
+    /// Backend: the inline inputs (for a request without `shared`), each
+    /// checked against its shape ([`super::check_tensor`]).
     pub fn take_inline_inputs(&mut self) -> Result<Vec<OwnedTensor>, WireError> {
         std::mem::take(&mut self.inputs)
             .into_iter()
-            .map(WireOwnedTensor::into_tensor)
+            .map(|t| {
+                let t = t.into_tensor()?;
+                super::check_tensor(&t.name, t.dtype, &t.shape, &t.data)?;
+                Ok(t)
+            })
             .collect()
+    }
+
+    /// Backend: the bytes its inputs take once read (inline, or claimed in
+    /// the BLS input region), before anything is read.
+    pub fn input_bytes(&self) -> usize {
+        let inline = self.inputs.iter().map(|t| t.data.len());
+        let shared = self
+            .shared
+            .iter()
+            .flat_map(|s| s.tensors.iter().map(|t| t.len));
+        inline.chain(shared).fold(0, usize::saturating_add)
     }
 
     /// Backend: the request, with `inputs` read inline or from the region.

@@ -36,8 +36,20 @@ pub enum WireError {
         len: usize,
         size: usize,
     },
+    #[error(
+        "tensors of {total} bytes in all claimed in the {region} of {size} bytes (they overlap)"
+    )]
+    Overlap {
+        region: &'static str,
+        total: usize,
+        size: usize,
+    },
     #[error("unknown data type '{0}'")]
     UnknownDtype(String),
+    #[error("tensor '{name}': {why}")]
+    BadTensor { name: String, why: String },
+    #[error("a control frame stopped after {got} of {expected} bytes (nothing more came for a whole timeout)")]
+    Stalled { expected: usize, got: usize },
 }
 
 /// A whole frame: length field and body.
@@ -79,6 +91,114 @@ pub fn read_frame<T: for<'de> Deserialize<'de>, R: Read>(
         });
     }
     decode_body(&body).map(Some)
+}
+
+/// Bytes asked of the stream per read.
+const READ_CHUNK: usize = 64 << 10;
+/// A buffer that grew past this for a large frame is freed once empty.
+const KEEP_BUFFER: usize = 1 << 20;
+
+/// Reads frames from a stream whose reads time out (the backend sets
+/// `SO_RCVTIMEO` on a worker's socket): a timeout between two frames is an
+/// idle worker, and the read is simply retried; a timeout in the middle of
+/// one means the worker sent part of a frame and then nothing for a whole
+/// timeout, which no worker following the protocol does (it writes each
+/// frame whole, under a lock): [`WireError::Stalled`]. So a half frame
+/// never holds the reader for longer than one timeout. The buffer holds
+/// only bytes that arrived (plus one read's room), never what a length
+/// field claims.
+pub struct FrameStream<R> {
+    inner: R,
+    /// Bytes read and not yet handed out, from `pos`.
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: Read> FrameStream<R> {
+    pub fn new(inner: R) -> FrameStream<R> {
+        FrameStream {
+            inner,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Reads until `want` bytes are buffered. `Ok(false)`: the stream ended
+    /// first. A timeout counts as a stall only once part of the frame is
+    /// here (`started`, or bytes buffered).
+    fn fill(&mut self, want: usize, started: bool) -> Result<bool, WireError> {
+        while self.buffered() < want {
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            let have = self.buf.len();
+            self.buf.resize(have + READ_CHUNK, 0);
+            let read = self.inner.read(&mut self.buf[have..]);
+            self.buf.truncate(have + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if started || self.buffered() > 0 {
+                        return Err(WireError::Stalled {
+                            expected: want,
+                            got: self.buffered(),
+                        });
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next frame; `Ok(None)` when the stream ends between frames.
+    pub fn next_frame<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
+        if !self.fill(HEADER, false)? {
+            return match self.buffered() {
+                0 => Ok(None),
+                got => Err(WireError::BadLength {
+                    expected: HEADER,
+                    got,
+                }),
+            };
+        }
+        let header: [u8; HEADER] = self.buf[self.pos..self.pos + HEADER]
+            .try_into()
+            .unwrap_or_default();
+        let expected = body_len(header)?;
+        if !self.fill(HEADER + expected, true)? {
+            return Err(WireError::BadLength {
+                expected,
+                got: self.buffered() - HEADER,
+            });
+        }
+        let body = &self.buf[self.pos + HEADER..self.pos + HEADER + expected];
+        let msg = decode_body(body);
+        self.pos += HEADER + expected;
+        if self.pos == self.buf.len() && self.buf.capacity() > KEEP_BUFFER {
+            // A large frame passed: its buffer goes with it.
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+        msg.map(Some)
+    }
+
+    /// Bytes the buffer holds (for tests of the allocation bound).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
 }
 
 /// Decodes one whole frame the worker sent (length field and body, nothing

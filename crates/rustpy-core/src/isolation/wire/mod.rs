@@ -34,12 +34,12 @@ pub use execute::{
 };
 pub use frame::{
     decode_body, decode_from_worker, decode_to_worker, encode_frame, read_frame, write_frame,
-    WireError, MAX_FRAME,
+    FrameStream, WireError, MAX_FRAME,
 };
-pub use response::{InlineResponse, OutputPlacement, Response};
+pub use response::{InlineResponse, OutputPlacement, Response, ALIASED_PER_INPUT};
 pub use values::{
-    data_type, error_from_wire, error_to_wire, WireCorrelation, WireErrorValue, WireOwnedTensor,
-    WireParam, WireShared, WireTensor,
+    check_tensor, data_type, error_from_wire, error_to_wire, WireCorrelation, WireErrorValue,
+    WireOwnedTensor, WireParam, WireShared, WireTensor,
 };
 
 /// Backend → worker.

@@ -13,6 +13,11 @@ use crate::engine::OutputSlice;
 
 /// Output tensors are placed at multiples of this in the output region.
 const ALIGN: usize = 64;
+/// The outputs of one response that are views of the inputs hold at most
+/// this many times the input region's bytes in all (they may overlap: an
+/// input returned as two outputs). The backend copies each into Triton's
+/// response, so this bounds what one response makes the server allocate.
+pub const ALIASED_PER_INPUT: usize = 4;
 
 /// One response of request `request` (a wire request id); outputs are in
 /// the output region, which is at least `output_len` bytes long now. Only
@@ -62,13 +67,22 @@ impl OutputPlacement {
         let mut offset = used;
         let mut tensors = Vec::with_capacity(outputs.len());
         let mut from_input = Vec::new();
+        // Bytes sent in place so far: views of the inputs may overlap (an
+        // input returned twice, and a slice of it), but past
+        // ALIASED_PER_INPUT times the mapping they are copied, so the
+        // backend can hold every response to that bound.
+        let mut aliased_bytes = 0usize;
         for (k, o) in outputs.iter().enumerate() {
             // Python's outputs are host memory; anything else is refused.
             let data = o.data.host()?;
             let at = data.as_ptr() as usize;
             let aliased = data.len() >= alias_min.max(1)
                 && at >= view_at
-                && at + data.len() <= view_at + view_len;
+                && at + data.len() <= view_at + view_len
+                && aliased_bytes + data.len() <= ALIASED_PER_INPUT * view_len;
+            if aliased {
+                aliased_bytes += data.len();
+            }
             let place = if aliased {
                 from_input.push(k);
                 at - view_at
@@ -119,28 +133,58 @@ impl Response {
             .unwrap_or(0)
     }
 
-    /// Backend: the outputs as slices of the regions as mapped. Pure: an
-    /// output outside its region, or of an unknown type, is an error.
+    /// Backend: the outputs as slices of the regions as mapped. Pure, and
+    /// linear in the frame's size. Errors: an output outside its region, of
+    /// an unknown type or whose bytes do not fit its shape
+    /// ([`super::check_tensor`]); a `from_input` index that names no output
+    /// or one twice; outputs claiming more bytes in all than the output
+    /// region holds (the worker places them side by side) or than
+    /// [`ALIASED_PER_INPUT`] times the input region (views): each output
+    /// is copied into Triton's response, so claims of one range over and
+    /// over would multiply what the server allocates.
     pub fn resolve<'a>(
         &'a self,
         output: &'a [u8],
         input: &'a [u8],
     ) -> Result<Vec<OutputSlice<'a>>, WireError> {
+        let mut in_input = vec![false; self.outputs.len()];
+        for &k in &self.from_input {
+            match in_input.get_mut(k) {
+                Some(seen @ false) => *seen = true,
+                _ => {
+                    return Err(WireError::Malformed(format!(
+                        "from_input names output {k} of {} (or twice)",
+                        self.outputs.len()
+                    )))
+                }
+            }
+        }
+        let (mut from_output, mut from_input) = (0usize, 0usize);
         self.outputs
             .iter()
-            .enumerate()
-            .map(|(k, t)| {
-                let data = if self.from_input.contains(&k) {
-                    t.bytes_in(input, "input region")?
-                } else {
-                    t.bytes_in(output, "output region")?
+            .zip(in_input)
+            .map(|(t, aliased)| {
+                let (region, what, total, most) = match aliased {
+                    true => (
+                        input,
+                        "input region",
+                        &mut from_input,
+                        ALIASED_PER_INPUT.saturating_mul(input.len()),
+                    ),
+                    false => (output, "output region", &mut from_output, output.len()),
                 };
-                Ok(OutputSlice::host(
-                    &t.name,
-                    t.data_type()?,
-                    t.shape.clone(),
-                    data,
-                ))
+                let data = t.bytes_in(region, what)?;
+                *total += data.len();
+                if *total > most {
+                    return Err(WireError::Overlap {
+                        region: what,
+                        total: *total,
+                        size: most,
+                    });
+                }
+                let dtype = t.data_type()?;
+                super::check_tensor(&t.name, dtype, &t.shape, data)?;
+                Ok(OutputSlice::host(&t.name, dtype, t.shape.clone(), data))
             })
             .collect()
     }
@@ -251,12 +295,12 @@ mod tests {
 
     #[test]
     fn a_response_claiming_bytes_outside_its_regions_is_an_error() {
-        let response = |offset, len, from_input: Vec<usize>, dtype: &str| Response {
+        let response = |offset, len: usize, from_input: Vec<usize>, dtype: &str| Response {
             request: 0,
             outputs: vec![WireTensor {
                 name: "OUT".into(),
                 dtype: dtype.into(),
-                shape: vec![],
+                shape: vec![len as i64],
                 offset,
                 len,
             }],
@@ -289,6 +333,119 @@ mod tests {
             response(usize::MAX, 9, vec![0, 7], "UINT8").input_end(),
             usize::MAX
         );
+        // ... and resolving it is an error, as is an output named twice.
+        for from_input in [vec![7], vec![0, 0]] {
+            assert!(matches!(
+                response(0, 8, from_input, "UINT8").resolve(&output, &input),
+                Err(WireError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn outputs_must_fit_their_shapes_and_claim_no_more_than_their_regions_hold() {
+        let tensor = |shape: Vec<i64>, dtype: &str, offset, len| WireTensor {
+            name: "O".into(),
+            dtype: dtype.into(),
+            shape,
+            offset,
+            len,
+        };
+        let response = |outputs, from_input| Response {
+            request: 0,
+            outputs,
+            output_len: 0,
+            is_final: true,
+            from_input,
+            taken: None,
+        };
+        let (output, mut input) = ([0u8; 64], [0u8; 32]);
+        // Shapes: the bytes must be exactly what the shape says.
+        for (shape, dtype, len, ok) in [
+            (vec![2, 2], "FP32", 16, true),
+            (vec![3], "FP32", 16, false),
+            (vec![-1], "UINT8", 1, false),
+            (vec![i64::MAX, i64::MAX], "UINT8", 1, false),
+            (vec![], "INT64", 8, true),
+            (vec![0, 5], "FP64", 0, true),
+        ] {
+            let r = response(vec![tensor(shape.clone(), dtype, 0, len)], vec![]);
+            assert_eq!(
+                r.resolve(&output, &input).is_ok(),
+                ok,
+                "{shape:?} {dtype} {len}"
+            );
+        }
+        // BYTES: the element lengths must walk the bytes exactly.
+        input[..4].copy_from_slice(&3u32.to_le_bytes());
+        input[4..7].copy_from_slice(b"abc");
+        input[7..11].copy_from_slice(&0u32.to_le_bytes());
+        for (shape, len, ok) in [
+            (vec![2], 11, true),
+            (vec![1], 11, false),
+            (vec![3], 11, false),
+            (vec![2], 12, false),
+            (vec![1], 6, false),
+        ] {
+            let r = response(vec![tensor(shape.clone(), "BYTES", 0, len)], vec![0]);
+            assert_eq!(r.resolve(&output, &input).is_ok(), ok, "{shape:?} {len}");
+        }
+        // The same output range claimed twice: more than the region holds.
+        let twice = response(
+            vec![
+                tensor(vec![40], "UINT8", 0, 40),
+                tensor(vec![40], "UINT8", 0, 40),
+            ],
+            vec![],
+        );
+        assert!(matches!(
+            twice.resolve(&output, &input),
+            Err(WireError::Overlap { .. })
+        ));
+        // Views of the inputs may overlap, up to 4 times the region.
+        let views = |n| response(vec![tensor(vec![32], "UINT8", 0, 32); n], (0..n).collect());
+        assert!(views(4).resolve(&output, &input).is_ok());
+        assert!(matches!(
+            views(5).resolve(&output, &input),
+            Err(WireError::Overlap { .. })
+        ));
+    }
+
+    #[test]
+    fn views_of_the_inputs_go_in_place_up_to_their_bound_and_are_copied_past_it() {
+        let input = vec![9u8; 256];
+        let outputs = [
+            out("A", &input[..]),
+            out("B", &input[..]),
+            out("C", &input[64..192]),
+            out("D", &input[..]),
+            out("E", &input[..]),
+            out("F", &input[128..]),
+        ];
+        let view = Some((input.as_ptr() as usize, input.len()));
+        let plan = OutputPlacement::plan(&outputs, 0, view, 1).unwrap();
+        // 256 + 256 + 128 + 256 = 896; E (256 more) would pass 4 x 256,
+        // F (128) still fits.
+        assert_eq!(plan.from_input, [0, 1, 2, 3, 5]);
+        let mut region = vec![0u8; plan.end];
+        for (at, bytes) in plan.copies(&outputs) {
+            region[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        let response = Response {
+            request: 0,
+            outputs: plan.tensors,
+            output_len: region.len(),
+            is_final: true,
+            from_input: plan.from_input,
+            taken: None,
+        };
+        let got = response.resolve(&region, &input).unwrap();
+        for (g, o) in got.iter().zip(&outputs) {
+            assert_eq!(
+                (g.name, g.data.host().unwrap()),
+                (o.name, o.data.host().unwrap())
+            );
+        }
     }
 
     #[test]

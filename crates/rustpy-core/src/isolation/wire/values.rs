@@ -55,6 +55,72 @@ pub fn data_type(name: &str) -> Result<DataType, WireError> {
     DataType::from_name(name).ok_or_else(|| WireError::UnknownDtype(name.to_string()))
 }
 
+/// Checks that `data` holds exactly the elements `shape` says, as numpy
+/// made them: a tensor a worker sends goes to Triton, whose frontends read
+/// its bytes by its shape (a BYTES tensor by the lengths before its
+/// elements). Pure; walks `data` once for BYTES, does nothing else that
+/// grows with the numbers claimed.
+pub fn check_tensor(
+    name: &str,
+    dtype: DataType,
+    shape: &[i64],
+    data: &[u8],
+) -> Result<(), WireError> {
+    let bad = |why: String| WireError::BadTensor {
+        name: name.to_string(),
+        why,
+    };
+    let mut count: usize = 1;
+    for &d in shape {
+        let d =
+            usize::try_from(d).map_err(|_| bad(format!("a negative dimension in {shape:?}")))?;
+        count = count
+            .checked_mul(d)
+            .ok_or_else(|| bad(format!("the shape {shape:?} overflows")))?;
+    }
+    match dtype.element_size() {
+        Some(size) => {
+            if count.checked_mul(size) != Some(data.len()) {
+                return Err(bad(format!(
+                    "shape {shape:?} of {} needs {} bytes, {} were sent",
+                    dtype.name(),
+                    count.saturating_mul(size),
+                    data.len()
+                )));
+            }
+        }
+        None => {
+            // Each element: a little-endian u32 length, then that many bytes.
+            let mut at = 0usize;
+            for k in 0..count {
+                let len = data
+                    .get(at..at + 4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "shape {shape:?} of BYTES has {count} elements, {k} were sent"
+                        ))
+                    })?;
+                at = at
+                    .checked_add(4 + len)
+                    .filter(|&end| end <= data.len())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "element {k} claims {len} bytes past the end of the tensor"
+                        ))
+                    })?;
+            }
+            if at != data.len() {
+                return Err(bad(format!(
+                    "{} bytes after the {count} elements of shape {shape:?}",
+                    data.len() - at
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A tensor with its bytes inline (small BLS tensors, responses sent after
 /// their batch ended).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,11 +166,13 @@ impl WireOwnedTensor {
         })
     }
 
-    /// Borrowed as an output of a response.
+    /// Borrowed as an output of a response (checked: [`check_tensor`]).
     pub fn as_output(&self) -> Result<OutputSlice<'_>, WireError> {
+        let dtype = data_type(&self.dtype)?;
+        check_tensor(&self.name, dtype, &self.shape, &self.data)?;
         Ok(OutputSlice::host(
             &self.name,
-            data_type(&self.dtype)?,
+            dtype,
             self.shape.clone(),
             &self.data,
         ))
@@ -122,8 +190,12 @@ pub struct WireShared {
 
 impl WireShared {
     /// Checks every tensor against a region of `size` bytes before anything
-    /// is read or allocated for it.
+    /// is read or allocated for it, and their total: the writer places the
+    /// tensors of one request side by side, so together they fit in the
+    /// region too (reading them copies them: tensors claiming the same
+    /// range over and over would make the reader allocate many regions).
     pub fn check(&self, size: usize, what: &'static str) -> Result<(), WireError> {
+        let mut total = 0usize;
         for t in &self.tensors {
             t.data_type()?;
             if t.offset.checked_add(t.len).is_none_or(|end| end > size) {
@@ -131,6 +203,14 @@ impl WireShared {
                     region: what,
                     offset: t.offset,
                     len: t.len,
+                    size,
+                });
+            }
+            total = total.saturating_add(t.len);
+            if total > size {
+                return Err(WireError::Overlap {
+                    region: what,
+                    total,
                     size,
                 });
             }

@@ -4,19 +4,23 @@ Per row: Y = X (the batch's input array itself); TAIL = the second half of
 X's columns (a view at an offset when the call has one row, else a copy);
 OLD = the X kept by the last call that had parameter `keep` (a view of an
 older, pinned mapping), or X when none is kept or its shape differs;
-OUTMAP = the size in bytes of this worker's mapping of the shared output
-region now (it grows only when outputs are copied into it)."""
+OUTMAP = the bytes of memory this worker's shared output region holds now
+(a sparse file: it grows only when outputs are copied into it)."""
+import os
+
 import numpy as np
 
 
 def output_map_size():
-    size = 0
-    with open("/proc/self/maps") as f:
-        for line in f:
-            if "rustpy-output" in line:
-                a, b = line.split()[0].split("-")
-                size = max(size, int(b, 16) - int(a, 16))
-    return size
+    """Bytes of memory the shared output region holds (its file is sparse:
+    only pages written hold memory)."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:rustpy-output"):
+                return os.stat(f"/proc/self/fd/{fd}").st_blocks * 512
+        except OSError:
+            continue
+    return -1
 
 
 class Model:
