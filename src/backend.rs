@@ -9,7 +9,8 @@ use rustpy_core::constants::LogLevel as CoreLogLevel;
 use rustpy_core::isolation::{WorkerConfig, WorkerInstance};
 use rustpy_core::python::{self, InstanceInfo, LoadedModel};
 use rustpy_core::{
-    Error, InferRequest, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream,
+    Error, InferRequest, Outcome, OutputSlice, Responder, ResponseParameters, ResponseSink,
+    ResponseStream,
 };
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
@@ -337,7 +338,16 @@ fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder>
 
 impl ResponseSink for TritonSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        self.factory.send(outputs, is_final)
+        self.factory.send(outputs, &[], is_final)
+    }
+
+    fn send_with_parameters(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
+        is_final: bool,
+    ) -> Result<()> {
+        self.factory.send(outputs, parameters, is_final)
     }
 
     fn send_error(&mut self, error: &Error, is_final: bool) {

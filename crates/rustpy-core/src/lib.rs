@@ -30,7 +30,9 @@ pub mod server;
 mod spec;
 
 pub use dtype::DataType;
-pub use engine::{ExecReport, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
+pub use engine::{
+    ExecReport, Outcome, OutputSlice, Responder, ResponseParameters, ResponseSink, ResponseStream,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use request::{CorrelationId, InferRequest, InputTensor, ParamValue};
 pub use spec::{ModelSpec, TensorSpec};

@@ -780,9 +780,10 @@ fn serve_call(
                         .collect(),
                 };
                 let (tx, rx) = crossbeam::channel::unbounded();
-                if let Err(e) = api.infer(request, tx) {
-                    return reply(&w, call, Err(e));
-                }
+                let _cancel = match api.infer(request, tx) {
+                    Ok(cancel) => cancel,
+                    Err(e) => return reply(&w, call, Err(e)),
+                };
                 reply(&w, call, Ok(WireValue::Unit));
                 for response in rx {
                     let is_final = response.is_final;

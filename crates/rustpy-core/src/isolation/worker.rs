@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
 use crate::request::{InferRequest, InputTensor};
 use crate::server::{
-    set_server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
+    set_server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
 };
 use crate::DataType;
 use std::collections::{HashMap, HashSet};
@@ -574,7 +574,7 @@ impl ServerApi for RemoteServer {
         &self,
         request: BlsRequest,
         responses: crossbeam::channel::Sender<BlsResponse>,
-    ) -> Result<()> {
+    ) -> Result<BlsCancel> {
         // Large inputs go through the BLS input region, in a range of their
         // own (other threads' calls use other ranges).
         let mut shared = None;
@@ -633,7 +633,7 @@ impl ServerApi for RemoteServer {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&stream);
         }
-        accepted.map(|_| ())
+        accepted.map(|_| crate::server::nothing_to_cancel())
     }
     fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
         self.0
