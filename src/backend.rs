@@ -17,6 +17,8 @@ use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::TritonServerApi;
 use crate::ffi::sys::{monotonic_ns, own_library_path, promote_libpython_to_global};
 use crate::ffi::{log, log_at, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
+use crate::readiness::InstanceReadiness;
+use crate::settings::Settings;
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -41,20 +43,23 @@ pub fn initialize(backend: Backend) -> Result<()> {
         log_at(level, file, line, msg);
     }));
     python::initialize().map_err(|e| e.context("rustpy"))?;
-    // --backend-config=rustpy,site-packages=DIR (what `rustpy env` installs).
-    let config = backend.config_json()?;
-    let site = serde_json::from_str::<serde_json::Value>(&config)
-        .ok()
-        .and_then(|v| v["cmdline"]["site-packages"].as_str().map(str::to_owned));
-    if let Some(dir) = site {
-        python::add_site_packages(std::path::Path::new(&dir)).map_err(|e| e.context("rustpy"))?;
-        // Process-isolated models' workers get it too.
-        let _ = SITE_PACKAGES.set(dir.clone().into());
+    let settings = Settings::from_backend_config(&backend.config_json()?)?;
+    // --backend-config=rustpy,site-packages=DIR (what `rustpy env` installs);
+    // process-isolated models' workers get it too.
+    if let Some(dir) = &settings.site_packages {
+        python::add_site_packages(dir).map_err(|e| e.context("rustpy"))?;
         log(
             LogLevel::Info,
-            &format!("rustpy: site-packages {dir} added to sys.path"),
+            &format!("rustpy: site-packages {} added to sys.path", dir.display()),
         );
     }
+    if settings.default_isolation == rustpy_config::model::Isolation::Process {
+        log(
+            LogLevel::Info,
+            &format!("rustpy: backend '{name}': models run process-isolated unless their config says otherwise (default-isolation=process)"),
+        );
+    }
+    let _ = SETTINGS.set(settings);
     log(
         LogLevel::Info,
         &format!("rustpy: backend '{name}' ready (backend API {major}.{minor}, {libpython})"),
@@ -70,8 +75,12 @@ pub fn finalize(_backend: Backend) -> Result<()> {
     Ok(())
 }
 
-/// --backend-config=rustpy,site-packages=DIR, for the workers.
-static SITE_PACKAGES: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+/// The backend's --backend-config settings (read in `initialize`).
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+fn settings() -> &'static Settings {
+    SETTINGS.get_or_init(Settings::default)
+}
 
 /// Per-model state: the imported Python module, or (process isolation)
 /// what each instance's worker needs.
@@ -117,6 +126,7 @@ pub fn model_initialize(model: Model) -> Result<()> {
         rustpy_core::server::set_server_api(TritonServerApi::new(model)?);
     }
     let name = model.name()?;
+    refuse_invalid_name("model", &name)?;
     let version = model.version()?;
     let dir = model.directory()?;
     let json = model.config_json()?;
@@ -125,8 +135,9 @@ pub fn model_initialize(model: Model) -> Result<()> {
             "model '{name}': cannot read its configuration: {e}"
         ))
     })?;
-    let isolation = rustpy_config::model::isolation_settings(&config)
-        .map_err(|e| Error::invalid_arg(format!("model '{name}': {e}")))?;
+    let isolation =
+        rustpy_config::model::isolation_settings_or(&config, settings().default_isolation)
+            .map_err(|e| Error::invalid_arg(format!("model '{name}': {e}")))?;
     if isolation.mode == rustpy_config::model::Isolation::Process {
         // model.py is imported only in the workers, never in the server.
         let executable = worker_executable().map_err(|e| e.context(format!("model '{name}'")))?;
@@ -167,7 +178,7 @@ pub fn model_initialize(model: Model) -> Result<()> {
             execute_timeout: isolation
                 .execute_timeout_ms
                 .map(std::time::Duration::from_millis),
-            site_packages: SITE_PACKAGES.get().cloned(),
+            site_packages: settings().site_packages.clone(),
             env_site_packages: env.as_ref().map(|e| e.site_packages.clone()),
             memory_limit_mb: isolation.memory_limit_mb,
             input_shm_limit_mb: isolation.input_shm_limit_mb,
@@ -217,6 +228,19 @@ pub fn model_initialize(model: Model) -> Result<()> {
         .put(ModelState::InProcess(Arc::new(loaded)))
 }
 
+/// Model and instance names the official backend refuses (r25.08), with
+/// its message, so a repository loads on both or on neither.
+fn refuse_invalid_name(what: &str, name: &str) -> Result<()> {
+    match rustpy_config::model::invalid_name_char(name) {
+        None => Ok(()),
+        Some(c) => Err(Error::invalid_arg(format!(
+            "Invalid stub name: contains invalid characters: {what} name '{name}' has {c:?}; \
+             names may not contain any of {}",
+            rustpy_config::model::INVALID_NAME_CHARS
+        ))),
+    }
+}
+
 pub fn model_finalize(model: Model) -> Result<()> {
     let state = model.state_slot().take::<ModelState>()?;
     // The line upstream's backend logs here (operators grep it).
@@ -228,9 +252,11 @@ pub fn model_finalize(model: Model) -> Result<()> {
     Ok(())
 }
 
-/// Per-instance state: the user's Python object, here or in a worker.
+/// Per-instance state: the user's Python object, here or in a worker, and
+/// its readiness.
 struct InstanceState {
     instance: Executor,
+    readiness: Arc<InstanceReadiness>,
 }
 
 enum Executor {
@@ -262,25 +288,41 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     let model = instance.model()?;
     // Set in model_initialize, which Triton runs before any instance is created.
     let state = model.state_slot().get::<ModelState>()?;
+    let instance_name = instance.name()?;
+    refuse_invalid_name("instance", &instance_name)?;
     let info = InstanceInfo {
-        name: instance.name()?,
+        name: instance_name,
         kind: instance.kind()?.to_string(),
         device_id: instance.device_id()?,
     };
-    let created = match state {
+    let (created, health, ready_call) = match state {
         ModelState::InProcess(model) => {
-            Executor::InProcess(python::ModelInstance::new(model.clone(), &info)?)
+            let i = python::ModelInstance::new(model.clone(), &info)?;
+            let call = i.ready_call();
+            (Executor::InProcess(i), None, call)
         }
         ModelState::Process(template) => {
-            Executor::Process(Box::new(WorkerInstance::new(WorkerConfig {
-                instance: info,
+            let w = WorkerInstance::new(WorkerConfig {
+                instance: info.clone(),
                 ..(**template).clone()
-            })?))
+            })?;
+            (Executor::Process(Box::new(w)), None, None)
         }
     };
-    instance
-        .state_slot()
-        .put(InstanceState { instance: created })
+    let model = instance.model()?;
+    let readiness = InstanceReadiness::new(
+        &model.name()?,
+        model.version()?,
+        &info.name,
+        health,
+        ready_call,
+        settings().readiness_timeout,
+        settings().readiness_probe_interval,
+    );
+    instance.state_slot().put(InstanceState {
+        instance: created,
+        readiness,
+    })
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
@@ -290,6 +332,7 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
         "TRITONBACKEND_ModelInstanceFinalize: delete instance state",
     );
     if let Some(state) = instance.state_slot().take::<InstanceState>()? {
+        state.readiness.close();
         match state.instance {
             Executor::InProcess(i) => {
                 if let Err(e) = i.finalize() {
@@ -301,6 +344,15 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// TRITONBACKEND_ModelInstanceReady: Ok when the instance is ready.
+pub fn instance_ready(instance: ModelInstance) -> Result<()> {
+    instance
+        .state_slot()
+        .get::<InstanceState>()?
+        .readiness
+        .ready()
 }
 
 /// Delivers one request's responses through Triton's response factory.

@@ -25,6 +25,7 @@ pub mod local;
 pub mod params;
 pub mod python;
 mod ragged;
+pub mod readiness;
 pub mod request;
 pub mod server;
 mod spec;

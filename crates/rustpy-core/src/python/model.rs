@@ -313,6 +313,33 @@ impl ModelInstance {
         &self.model
     }
 
+    /// The call of the model's `is_ready()` (python_backend r26.03), if it
+    /// defines one: usable from any thread, for as long as the caller likes
+    /// (it keeps the object alive, not the instance).
+    pub fn ready_call(&self) -> Option<crate::readiness::ReadyCall> {
+        let object = self.object.as_ref()?;
+        let (object, key, name) = Python::attach(|py| {
+            let has = runtime(py)
+                .and_then(|rt| rt.has_is_ready(py, object.bind(py)))
+                .unwrap_or(false);
+            has.then(|| {
+                (
+                    object.clone_ref(py),
+                    self.key.clone(),
+                    self.model.name().to_string(),
+                )
+            })
+        })?;
+        Some(std::sync::Arc::new(move || {
+            Python::attach(|py| {
+                let what = format!("model '{name}': is_ready() raised");
+                let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
+                rt.call_is_ready(py, object.bind(py), &key)
+                    .map_err(|e| py_error(py, &e, &what))
+            })
+        }))
+    }
+
     /// Runs the user's `finalize()`, if any.
     pub fn finalize(self) -> Result<()> {
         let Some(object) = self.object.as_ref() else {

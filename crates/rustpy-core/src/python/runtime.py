@@ -521,6 +521,23 @@ class _phase:
         self.pb_utils._set_phase(None)
 
 
+def has_is_ready(obj):
+    """Whether the model defines is_ready() (python_backend r26.03), as the
+    stub decides it once, after initialize."""
+    return hasattr(obj, "is_ready")
+
+
+def call_is_ready(obj, key):
+    """The model's is_ready(): a bool, awaited on the instance's event loop
+    when it is a coroutine; anything but a bool is an error, as upstream."""
+    result = obj.is_ready()
+    if asyncio.iscoroutine(result):
+        result = run_coroutine(key, result, True)
+    if not isinstance(result, bool):
+        raise _pb._BackendError("is_ready() must return a boolean value")
+    return result
+
+
 def finalize_instance(obj):
     try:
         fin = getattr(obj, "finalize", None)

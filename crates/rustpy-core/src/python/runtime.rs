@@ -21,6 +21,8 @@ pub(crate) struct Runtime {
     auto_complete: Py<PyAny>,
     create_instance: Py<PyAny>,
     finalize_instance: Py<PyAny>,
+    has_is_ready: Py<PyAny>,
+    call_is_ready: Py<PyAny>,
     close_loop: Py<PyAny>,
     model_context: Py<PyAny>,
     request_info: Py<PyAny>,
@@ -73,6 +75,8 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         auto_complete: get("auto_complete")?,
         create_instance: get("create_instance")?,
         finalize_instance: get("finalize_instance")?,
+        has_is_ready: get("has_is_ready")?,
+        call_is_ready: get("call_is_ready")?,
         close_loop: get("close_loop")?,
         model_context: get("ModelContext")?,
         request_info: get("RequestInfo")?,
@@ -185,6 +189,22 @@ impl Runtime {
 
     pub fn finalize_instance(&self, py: Python<'_>, object: &Bound<'_, PyAny>) -> PyResult<()> {
         self.finalize_instance.bind(py).call1((object,)).map(drop)
+    }
+
+    /// Whether the user's object defines `is_ready()`.
+    pub fn has_is_ready(&self, py: Python<'_>, object: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.has_is_ready.bind(py).call1((object,))?.extract()
+    }
+
+    /// Calls the user's `is_ready()` (a coroutine runs on the instance's
+    /// loop `key`); its bool answer.
+    pub fn call_is_ready(
+        &self,
+        py: Python<'_>,
+        object: &Bound<'_, PyAny>,
+        key: &str,
+    ) -> PyResult<bool> {
+        self.call_is_ready.bind(py).call1((object, key))?.extract()
     }
 
     /// Stops an instance's asyncio loop (once its coroutines finished).
