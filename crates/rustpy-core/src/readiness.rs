@@ -33,6 +33,8 @@ struct State {
     last: Option<Result<bool>>,
     /// No new calls (the instance is being finalized).
     closed: bool,
+    /// Checks waiting for an answer now.
+    waiting: usize,
 }
 
 struct Shared {
@@ -84,9 +86,21 @@ impl Readiness {
             self.spawn_call()?;
         }
         let seen = state.completed;
+        state.waiting += 1;
+        self.wait_answer(state, seen, deadline, joined)
+    }
+
+    fn wait_answer(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        seen: u64,
+        deadline: Instant,
+        joined: bool,
+    ) -> Result<bool> {
         while state.completed == seen {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                state.waiting -= 1;
                 return Err(Error::new(
                     ErrorCode::Unavailable,
                     if joined {
@@ -103,10 +117,16 @@ impl Readiness {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        state.waiting -= 1;
         state
             .last
             .clone()
             .unwrap_or_else(|| Err(Error::internal("readiness check without an answer")))
+    }
+
+    /// Checks waiting for an answer now.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
     }
 
     /// Starts the call on its own thread; its answer is stored and every
@@ -267,7 +287,7 @@ mod tests {
             ..r.clone()
         };
         let waiter = thread::spawn(move || r2.check());
-        while gate.running.load(Ordering::SeqCst) == 0 {
+        while r.waiting() == 0 {
             thread::yield_now();
         }
         open(&gate);
@@ -298,17 +318,15 @@ mod tests {
                 thread::spawn(move || r.check())
             })
             .collect();
-        while gate.running.load(Ordering::SeqCst) == 0 {
+        // Every check waits on the one call before it ends.
+        while r.waiting() < 8 {
             thread::yield_now();
         }
-        // Let every waiter reach the wait before the call ends.
-        thread::sleep(Duration::from_millis(50));
         open(&gate);
         for w in waiters {
             assert_eq!(w.join().unwrap().unwrap(), false);
         }
-        assert_eq!(gate.most.load(Ordering::SeqCst), 1);
-        assert!(gate.calls.load(Ordering::SeqCst) <= 8);
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

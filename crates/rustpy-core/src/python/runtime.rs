@@ -37,8 +37,9 @@ pub(crate) struct Runtime {
     format_exception: Py<PyAny>,
 }
 
-/// A model module runtime.py imported: its unique name in `sys.modules`,
-/// the module, and the private sibling modules it imported.
+/// A model module runtime.py imported: its unique name, the module, and
+/// its import context (`_ModelImports`: the model's private modules and
+/// their names in `sys.modules`), closed by `unload_module`.
 pub(crate) struct ImportedModule<'py> {
     pub unique_name: String,
     pub module: Bound<'py, PyAny>,
@@ -288,8 +289,17 @@ impl Runtime {
     }
 
     /// Binds the pb_utils module (created after the runtime).
-    pub fn attach_pb_utils(&self, py: Python<'_>, pb_utils: &Bound<'_, PyModule>) -> PyResult<()> {
-        self.attach_pb_utils.bind(py).call1((pb_utils,)).map(drop)
+    /// `source` is pb_utils.py's text (written for processes a model spawns).
+    pub fn attach_pb_utils(
+        &self,
+        py: Python<'_>,
+        pb_utils: &Bound<'_, PyModule>,
+        source: &str,
+    ) -> PyResult<()> {
+        self.attach_pb_utils
+            .bind(py)
+            .call1((pb_utils, source))
+            .map(drop)
     }
 
     /// `Type: message` plus the last traceback lines.
