@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::bls::{wants_shared, BlsRegion};
 use super::proto::{
-    error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
-    write_frame, FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance, WireRequest,
-    WireTensor, WireValue, REQUEST_BITS,
+    error_from_wire, error_to_wire, params_from_wire, read_frame, request_id, tensor_from_wire,
+    tensor_to_wire, write_frame, FromWorker, ServerOp, ToWorker, WireBlsResponse, WireInstance,
+    WireParam, WireRequest, WireTensor, WireValue, REQUEST_BITS,
 };
 use super::sys::{self, growing_memfd, memfd, Shm};
 use crate::constants::LogLevel;
@@ -208,12 +208,22 @@ type Open = Arc<Mutex<HashMap<usize, OpenRequest>>>;
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 /// Delivers one response frame to its open request; a final one closes it.
-fn deliver(open: &Open, request: usize, outputs: &[OutputSlice<'_>], is_final: bool) {
+fn deliver(
+    open: &Open,
+    request: usize,
+    outputs: &[OutputSlice<'_>],
+    parameters: &[(String, WireParam)],
+    is_final: bool,
+) {
     let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
     let Some(o) = open.get_mut(&request) else {
         return; // already answered (e.g. failed as cancelled)
     };
-    let close = match o.responder.send(outputs, is_final) {
+    let parameters = params_from_wire(parameters);
+    let close = match o
+        .responder
+        .send_with_parameters(outputs, &parameters, is_final)
+    {
         Ok(()) => is_final,
         Err(e) => {
             o.responder.send_error(&e);
@@ -248,6 +258,7 @@ fn handle_response(
             is_final,
             from_input,
             taken,
+            parameters,
         } => {
             let mut slices = Vec::with_capacity(outputs.len());
             let mut bad = output
@@ -285,7 +296,7 @@ fn handle_response(
             }
             match bad {
                 Some(why) => fail_open(open, *request, &Error::internal(format!("rustpy: {why}"))),
-                None => deliver(open, *request, &slices, *is_final),
+                None => deliver(open, *request, &slices, parameters, *is_final),
             }
             if let Some(token) = taken {
                 let _ = write_to(replies, &ToWorker::Taken { token: *token });
@@ -296,6 +307,7 @@ fn handle_response(
             request,
             outputs,
             is_final,
+            parameters,
         } => {
             let mut slices = Vec::with_capacity(outputs.len());
             for o in outputs {
@@ -314,7 +326,7 @@ fn handle_response(
                     data: &o.data,
                 });
             }
-            deliver(open, *request, &slices, *is_final);
+            deliver(open, *request, &slices, parameters, *is_final);
             true
         }
         FromWorker::Error {

@@ -303,6 +303,9 @@ pub enum FromWorker {
         /// writable).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         taken: Option<u64>,
+        /// The response's parameters (`InferenceResponse(parameters=...)`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        parameters: Vec<(String, WireParam)>,
     },
     /// A response sent after its batch's Done (a decoupled request a user
     /// thread answers later): the outputs travel inline, since the output
@@ -311,6 +314,8 @@ pub enum FromWorker {
         request: usize,
         outputs: Vec<WireOwnedTensor>,
         is_final: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        parameters: Vec<(String, WireParam)>,
     },
     Error {
         request: usize,
@@ -358,6 +363,20 @@ pub enum FromWorker {
     BlsRelease {
         starts: Vec<usize>,
     },
+}
+
+pub fn params_to_wire(parameters: &[(String, ParamValue)]) -> Vec<(String, WireParam)> {
+    parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), v.into()))
+        .collect()
+}
+
+pub fn params_from_wire(parameters: &[(String, WireParam)]) -> Vec<(String, ParamValue)> {
+    parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect()
 }
 
 pub fn error_to_wire(e: &Error) -> (u32, String) {

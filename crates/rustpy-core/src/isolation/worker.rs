@@ -13,14 +13,17 @@ use std::time::Instant;
 
 use super::bls::{wants_shared, BlsRegion};
 use super::proto::{
-    error_from_wire, error_to_wire, read_frame, request_id, tensor_from_wire, tensor_to_wire,
+    error_from_wire, error_to_wire, params_to_wire, read_frame, request_id, tensor_from_wire,
+    tensor_to_wire,
     write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireOwnedTensor,
     WireTensor, WireValue,
 };
 use super::sys::{
     inherited_fd, inherited_stream, readable_now, wait_readable, Event, Mapping, Shm,
 };
-use crate::engine::{Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
+use crate::engine::{
+    Outcome, OutputSlice, Responder, ResponseParameters, ResponseSink, ResponseStream,
+};
 use crate::error::ErrorCode;
 use crate::error::{Error, Result};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
@@ -184,6 +187,16 @@ struct WorkerSink {
 
 impl ResponseSink for WorkerSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
+        self.send_with_parameters(outputs, &[], is_final)
+    }
+
+    fn send_with_parameters(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
+        is_final: bool,
+    ) -> Result<()> {
+        let parameters = params_to_wire(parameters);
         let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
         if ch.running != Some(self.batch) {
             // Its batch is over: the output region belongs to the next one.
@@ -199,6 +212,7 @@ impl ResponseSink for WorkerSink {
                     })
                     .collect(),
                 is_final,
+                parameters,
             };
             if ch.send(&msg).is_err() {
                 std::process::exit(0);
@@ -260,6 +274,7 @@ impl ResponseSink for WorkerSink {
             is_final,
             from_input,
             taken,
+            parameters,
         };
         // A response whose sender waits for the backend's Taken goes out at
         // once (held for the Done, it would wait for ever), and somebody
