@@ -25,7 +25,9 @@ use crate::engine::{ExecReport, Outcome, OutputSlice, Responder};
 use crate::error::{Error, ErrorCode, Result};
 use crate::python::{emit_log, InstanceInfo};
 use crate::request::InferRequest;
-use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
+use crate::server::{
+    server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind,
+};
 use crate::DataType;
 use rustpy_config::model::{INPUT_SHM_LIMIT_KEY, MEMORY_LIMIT_KEY};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -515,6 +517,7 @@ impl Worker {
             .spawn(move || {
                 let mut r = BufReader::new(read_half);
                 let mut metrics = MetricTable::default();
+                let cancels = BlsCancels::default();
                 while let Ok(Some(mut msg)) = read_frame::<FromWorker, _>(&mut r) {
                     annotate_memory_error(&mut msg, &memory_note);
                     if handle_response(&msg, &reader_open, &mut output, &mut input_view, &replies)
@@ -523,7 +526,7 @@ impl Worker {
                     }
                     match msg {
                         FromWorker::Call { call, op } => {
-                            serve_call(call, op, &replies, &mut metrics, &bls)
+                            serve_call(call, op, &replies, &mut metrics, &bls, &cancels)
                         }
                         FromWorker::BlsRelease { starts } => {
                             let mut out = bls.output.lock().unwrap_or_else(|p| p.into_inner());
@@ -720,6 +723,9 @@ fn bls_response_to_wire(r: BlsResponse, bls: &BlsRegions) -> WireBlsResponse {
     }
 }
 
+/// The cancel handles of a worker's BLS requests in flight, by stream.
+type BlsCancels = Arc<Mutex<HashMap<u64, BlsCancel>>>;
+
 /// Makes a worker's server call on the server API (Triton's, in the
 /// backend). Metric calls are answered inline (they are quick); BLS and model
 /// control on their own threads, as they wait on other models.
@@ -729,18 +735,31 @@ fn serve_call(
     w: &Writer,
     metrics: &mut MetricTable,
     bls: &Arc<BlsRegions>,
+    cancels: &BlsCancels,
 ) {
     let api = match server_api() {
         Ok(api) => api,
         Err(e) => return reply(w, call, Err(e)),
     };
     match op {
+        ServerOp::CancelInfer { stream } => {
+            let cancelled = match cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&stream)
+            {
+                Some(cancel) => cancel(),
+                None => Ok(()), // completed: nothing to cancel
+            };
+            reply(w, call, cancelled.map(|()| WireValue::Unit))
+        }
         ServerOp::Infer {
             stream,
             request: req,
         } => {
             let w = w.clone();
             let bls = bls.clone();
+            let cancels = cancels.clone();
             std::thread::spawn(move || {
                 let fail = |e: Error| {
                     let _ = write_to(
@@ -792,9 +811,21 @@ fn serve_call(
                         .collect(),
                 };
                 let (tx, rx) = crossbeam::channel::unbounded();
-                let _cancel = match api.infer(request, tx) {
-                    Ok(cancel) => cancel,
+                match api.infer(request, tx) {
+                    Ok(cancel) => {
+                        // Before the Reply: the worker may cancel once it has it.
+                        cancels
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(stream, cancel);
+                    }
                     Err(e) => return reply(&w, call, Err(e)),
+                };
+                let forget = || {
+                    cancels
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&stream);
                 };
                 reply(&w, call, Ok(WireValue::Unit));
                 for response in rx {
@@ -804,9 +835,11 @@ fn serve_call(
                         response: bls_response_to_wire(response, &bls),
                     };
                     if write_to(&w, &frame).is_err() || is_final {
+                        forget();
                         return;
                     }
                 }
+                forget();
                 fail(Error::internal(
                     "the BLS request ended without a final response",
                 ));

@@ -207,6 +207,11 @@ pub enum ServerOp {
         stream: u64,
         request: WireBlsRequest,
     },
+    /// `ResponseIterator.cancel()`: cancel the BLS request of `stream`
+    /// (a no-op once it completed).
+    CancelInfer {
+        stream: u64,
+    },
     LoadModel {
         name: String,
         config_json: String,

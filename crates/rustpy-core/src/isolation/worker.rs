@@ -14,9 +14,8 @@ use std::time::Instant;
 use super::bls::{wants_shared, BlsRegion};
 use super::proto::{
     error_from_wire, error_to_wire, params_to_wire, read_frame, request_id, tensor_from_wire,
-    tensor_to_wire,
-    write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse, WireOwnedTensor,
-    WireTensor, WireValue,
+    tensor_to_wire, write_frame, FromWorker, ServerOp, ToWorker, WireBlsRequest, WireBlsResponse,
+    WireOwnedTensor, WireTensor, WireValue,
 };
 use super::sys::{
     inherited_fd, inherited_stream, readable_now, wait_readable, Event, Mapping, Shm,
@@ -648,7 +647,10 @@ impl ServerApi for RemoteServer {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&stream);
         }
-        accepted.map(|_| crate::server::nothing_to_cancel())
+        let rpc = self.0.clone();
+        accepted.map(|_| -> BlsCancel {
+            Box::new(move || rpc.call(ServerOp::CancelInfer { stream }).map(|_| ()))
+        })
     }
     fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
         self.0
