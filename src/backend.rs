@@ -306,7 +306,8 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
                 instance: info.clone(),
                 ..(**template).clone()
             })?;
-            (Executor::Process(Box::new(w)), None, None)
+            let (health, call) = (w.health(), w.ready_call());
+            (Executor::Process(Box::new(w)), Some(health), call)
         }
     };
     let model = instance.model()?;

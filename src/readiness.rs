@@ -32,6 +32,8 @@ pub struct InstanceReadiness {
     user: Option<Readiness>,
     gauge: Option<Box<dyn Metric>>,
     probe: Mutex<Option<Probe>>,
+    /// The last answer's (ready, reason), to log changes once.
+    last: Mutex<Option<(bool, String)>>,
 }
 
 impl InstanceReadiness {
@@ -72,6 +74,7 @@ impl InstanceReadiness {
             user: ready_call.map(|call| Readiness::new(call, timeout)),
             gauge,
             probe: Mutex::new(None),
+            last: Mutex::new(None),
         });
         if let (true, Some(interval)) = (watched, probe_interval) {
             let weak: Weak<InstanceReadiness> = Arc::downgrade(&me);
@@ -94,7 +97,36 @@ impl InstanceReadiness {
         if let Some(g) = &self.gauge {
             let _ = g.set(if answer.is_ok() { 1.0 } else { 0.0 });
         }
+        self.log_change(&answer);
         answer
+    }
+
+    /// The server log says when the instance stops being ready (and why)
+    /// and when it is ready again; not every check.
+    fn log_change(&self, answer: &Result<()>) {
+        let now = match answer {
+            Ok(()) => (true, String::new()),
+            Err(e) => (false, e.message.clone()),
+        };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = match last.as_ref() {
+            None => !now.0,
+            Some(prev) => prev.0 != now.0 || (!now.0 && prev.1 != now.1),
+        };
+        if changed {
+            if now.0 {
+                log(
+                    LogLevel::Info,
+                    &format!("rustpy: instance '{}' is ready again", self.instance),
+                );
+            } else {
+                log(
+                    LogLevel::Warn,
+                    &format!("rustpy: instance '{}' is not ready: {}", self.instance, now.1),
+                );
+            }
+        }
+        *last = Some(now);
     }
 
     fn ask(&self) -> Result<()> {

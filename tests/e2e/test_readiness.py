@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -108,7 +109,12 @@ def wait_gauges(server, want, timeout=60.0):
     deadline = time.time() + timeout
     seen = {}
     while time.time() < deadline:
-        seen = gauges(server)
+        try:
+            seen = gauges(server)
+        except urllib.error.URLError:
+            # The metrics endpoint starts just after the server reports ready.
+            time.sleep(0.1)
+            continue
         if all(seen.get(m) == v for m, v in want.items()):
             return seen
         time.sleep(0.1)
@@ -182,10 +188,14 @@ def test_a_dead_worker_is_not_ready(tmp_path, triton_factory):
     s = triton_factory(repo, extra_args=[
         "--backend-config=rustpy,readiness-probe-interval-ms=100"])
     wait_gauges(s, {"victim": 1})
-    pid = int(re.search(r"model 'victim' instance 'victim_0_0' runs in worker process (\d+)",
-                        s.log_text()).group(1))
+    found = re.search(r"model 'victim' instance '(victim[\w]*)' runs in worker process (\d+)",
+                      s.log_text())
+    instance, pid = found.group(1), int(found.group(2))
     os.kill(pid, signal.SIGKILL)
     wait_gauges(s, {"victim": 0})
+    # Upstream's words, in the server log once (the gauge says it on every scrape).
+    assert s.wait_for_log(
+        f"instance '{instance}' is not ready: Stub process '{instance}' is not healthy.")
     # The next request restarts the worker; the gauge follows.
     info(s, "victim")
     wait_gauges(s, {"victim": 1})

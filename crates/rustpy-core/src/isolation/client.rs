@@ -30,7 +30,7 @@ use crate::server::{
 };
 use crate::DataType;
 use rustpy_config::model::{INPUT_SHM_LIMIT_KEY, MEMORY_LIMIT_KEY};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 
 /// Initial size of each shared-memory region; grown on demand.
 const INITIAL_SHM: usize = 1 << 20;
@@ -191,6 +191,70 @@ struct Worker {
     label: String,
     /// The largest the input region may grow to (`rustpy.input_shm_limit_mb`).
     input_limit: Option<usize>,
+    /// What readiness checks use, outside the instance's lock.
+    ready: Arc<ReadyLink>,
+}
+
+/// What a readiness check needs of one worker, usable while a batch holds
+/// the instance's lock: its socket, whether it is alive, and the answers of
+/// the model's `is_ready()` (FromWorker::ReadyAnswer, read by the reader
+/// thread).
+struct ReadyLink {
+    socket: Writer,
+    /// False once its control channel closed (the process is gone).
+    alive: AtomicBool,
+    /// The model defines `is_ready()` (said in its Ready frame).
+    has_is_ready: AtomicBool,
+    next: AtomicU64,
+    answers: Mutex<HashMap<u64, Sender<Result<bool>>>>,
+}
+
+impl ReadyLink {
+    fn answer(&self, call: u64, result: std::result::Result<bool, (u32, String)>) {
+        let waiter = self
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&call);
+        if let Some(tx) = waiter {
+            let _ = tx.send(result.map_err(|(code, message)| error_from_wire(code, message)));
+        }
+    }
+
+    /// The process is gone: waiting checks get their answer now.
+    fn closed(&self) {
+        self.alive.store(false, AtomicOrdering::Release);
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Asks the worker's `is_ready()` and waits for the answer (the caller,
+    /// rustpy_core::readiness, bounds the wait for its own caller).
+    fn ask(&self, instance: &str) -> Result<bool> {
+        let unhealthy = || {
+            Error::internal(format!(
+                "Stub process '{instance}' is not healthy while waiting for is_ready()"
+            ))
+        };
+        let call = self.next.fetch_add(1, AtomicOrdering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(call, tx);
+        if !self.alive.load(AtomicOrdering::Acquire)
+            || write_to(&self.socket, &ToWorker::IsReady { call }).is_err()
+        {
+            self.answers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&call);
+            return Err(unhealthy());
+        }
+        rx.recv().unwrap_or_else(|_| Err(unhealthy()))
+    }
 }
 
 /// A request whose final response has not gone out yet. The worker's
@@ -426,7 +490,13 @@ impl Worker {
         };
         let (mut worker, first) = Self::launch(cfg, &init, "running initialize")?;
         match first {
-            FromWorker::Ready => Ok(worker),
+            FromWorker::Ready { is_ready } => {
+                worker
+                    .ready
+                    .has_is_ready
+                    .store(is_ready, AtomicOrdering::Release);
+                Ok(worker)
+            }
             FromWorker::InitFailed { code, message } => {
                 worker.shutdown();
                 Err(error_from_wire(code, message))
@@ -501,6 +571,14 @@ impl Worker {
         let read_half = ours.try_clone().map_err(what)?;
         let socket: Writer = Arc::new(Mutex::new(ours));
         let replies = socket.clone();
+        let ready = Arc::new(ReadyLink {
+            socket: socket.clone(),
+            alive: AtomicBool::new(true),
+            has_is_ready: AtomicBool::new(false),
+            next: AtomicU64::new(1),
+            answers: Mutex::new(HashMap::new()),
+        });
+        let reader_ready = ready.clone();
         let open: Open = Arc::new(Mutex::new(HashMap::new()));
         let running = Arc::new(AtomicU64::new(0));
         let (reader_open, reader_running) = (open.clone(), running.clone());
@@ -540,6 +618,9 @@ impl Worker {
                             line,
                             message,
                         } => emit_log(LogLevel::from_code(level), &file, line, &message),
+                        FromWorker::ReadyAnswer { call, result } => {
+                            reader_ready.answer(call, result)
+                        }
                         other => {
                             if tx.send(other).is_err() {
                                 break;
@@ -547,6 +628,7 @@ impl Worker {
                         }
                     }
                 }
+                reader_ready.closed();
                 // The worker is gone. Requests of earlier batches still open
                 // (decoupled, answered by user threads) fail here; the
                 // running batch's fail in execute, with the exit status.
@@ -591,6 +673,7 @@ impl Worker {
             input_limit: cfg
                 .input_shm_limit_mb
                 .map(|mb| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)),
+            ready,
         };
         if worker.send(first).is_err() {
             let cause = worker.reap();
@@ -950,6 +1033,8 @@ struct State {
 pub struct WorkerInstance {
     cfg: WorkerConfig,
     state: Mutex<State>,
+    /// The current worker's [`ReadyLink`] (replaced when it restarts).
+    ready: Arc<Mutex<Arc<ReadyLink>>>,
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -975,8 +1060,10 @@ impl WorkerInstance {
                 worker.pid
             ),
         );
+        let ready = Arc::new(Mutex::new(worker.ready.clone()));
         Ok(WorkerInstance {
             cfg,
+            ready,
             state: Mutex::new(State {
                 worker: Some(worker),
                 failures: 0,
@@ -988,6 +1075,41 @@ impl WorkerInstance {
 
     pub fn model_name(&self) -> &str {
         &self.cfg.model_name
+    }
+
+    /// Whether the instance's worker process is alive (a dead one is
+    /// replaced by the next batch). Never waits for a running batch.
+    pub fn health(&self) -> Box<dyn Fn() -> bool + Send + Sync> {
+        let ready = self.ready.clone();
+        Box::new(move || {
+            ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .alive
+                .load(AtomicOrdering::Acquire)
+        })
+    }
+
+    /// The call of the model's `is_ready()` in the worker, if the model
+    /// defines one (it runs there on a thread of its own; while a batch
+    /// keeps the worker from reading its socket, it waits for that batch).
+    pub fn ready_call(&self) -> Option<crate::readiness::ReadyCall> {
+        let ready = self.ready.clone();
+        let has = ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_is_ready
+            .load(AtomicOrdering::Acquire);
+        let instance = self.cfg.instance.name.clone();
+        has.then(|| -> crate::readiness::ReadyCall {
+            Arc::new(move || {
+                let link = ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if !link.has_is_ready.load(AtomicOrdering::Acquire) {
+                    return Ok(true);
+                }
+                link.ask(&instance)
+            })
+        })
     }
 
     /// The worker's pid, if one is running.
@@ -1043,6 +1165,7 @@ impl WorkerInstance {
                         state.last_cause
                     ),
                 );
+                *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = w.ready.clone();
                 state.worker = Some(w);
                 // Backoff is for workers that cannot start; a worker that
                 // started and later crashed is restarted at once.

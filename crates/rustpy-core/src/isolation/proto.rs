@@ -141,6 +141,9 @@ pub enum ToWorker {
     /// The client cancelled request `request` (a request id as in
     /// [`FromWorker::Response`]): `is_cancelled()` is true from now on.
     Cancel { request: usize },
+    /// Call the model's `is_ready()`; answered by [`FromWorker::ReadyAnswer`]
+    /// with the same `call`.
+    IsReady { call: u64 },
     /// The answer to a [`FromWorker::Call`] (not `Infer`).
     Reply {
         call: u64,
@@ -280,7 +283,16 @@ pub fn tensor_from_wire(t: WireOwnedTensor) -> crate::error::Result<crate::serve
 /// Worker → backend.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
-    Ready,
+    /// The instance is up; `is_ready`: the model defines `is_ready()`.
+    Ready {
+        #[serde(default)]
+        is_ready: bool,
+    },
+    /// The answer of the model's `is_ready()` to [`ToWorker::IsReady`].
+    ReadyAnswer {
+        call: u64,
+        result: std::result::Result<bool, (u32, String)>,
+    },
     InitFailed {
         code: u32,
         message: String,

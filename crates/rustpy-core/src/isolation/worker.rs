@@ -793,6 +793,10 @@ struct Intake {
 /// need frames read while a batch runs.
 static INTAKE: std::sync::OnceLock<Arc<Intake>> = std::sync::OnceLock::new();
 
+/// The model's `is_ready()` (None: it has none), set once the instance is up.
+static READY_CALL: std::sync::OnceLock<Option<crate::readiness::ReadyCall>> =
+    std::sync::OnceLock::new();
+
 /// Somebody waits for a frame from the backend: while a batch runs, the
 /// intake thread starts reading.
 fn need_frames() {
@@ -838,9 +842,32 @@ impl Intake {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(request);
             }
+            ToWorker::IsReady { call } => self.answer_is_ready(call),
             other => return Some(other),
         }
         None
+    }
+
+    /// Runs the model's `is_ready()` on a thread of its own (the backend
+    /// allows one call at a time and times it out) and sends its answer.
+    fn answer_is_ready(&self, call: u64) {
+        let channel = self.rpc.channel.clone();
+        let ready_call = READY_CALL.get().cloned().flatten();
+        let spawned = std::thread::Builder::new()
+            .name("rustpy-is-ready".into())
+            .spawn(move || {
+                let result = match ready_call {
+                    Some(f) => f().map_err(|e| error_to_wire(&e)),
+                    None => Ok(true),
+                };
+                send(&channel, &FromWorker::ReadyAnswer { call, result });
+            });
+        if let Err(e) = spawned {
+            let result = Err(error_to_wire(&Error::internal(format!(
+                "rustpy-worker: cannot run is_ready(): {e}"
+            ))));
+            send(&self.rpc.channel, &FromWorker::ReadyAnswer { call, result });
+        }
     }
 
     /// A frame read while the main loop does not read: handled here, or
@@ -1131,7 +1158,10 @@ fn serve(fds: WorkerFds) -> Result<()> {
                 ch.alias_wait = true;
             }
             drop(ch);
-            send(&channel, &FromWorker::Ready);
+            let ready_call = i.ready_call();
+            let is_ready = ready_call.is_some();
+            let _ = READY_CALL.set(ready_call);
+            send(&channel, &FromWorker::Ready { is_ready });
             i
         }
         Err(e) => {
@@ -1286,6 +1316,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Reply { .. }
             | ToWorker::BlsResponse { .. }
             | ToWorker::Cancel { .. }
+            | ToWorker::IsReady { .. }
             | ToWorker::Taken { .. } => {}
         }
     }
