@@ -122,7 +122,10 @@ impl InstanceReadiness {
             } else {
                 log(
                     LogLevel::Warn,
-                    &format!("rustpy: instance '{}' is not ready: {}", self.instance, now.1),
+                    &format!(
+                        "rustpy: instance '{}' is not ready: {}",
+                        self.instance, now.1
+                    ),
                 );
             }
         }

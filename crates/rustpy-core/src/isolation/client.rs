@@ -678,7 +678,8 @@ impl Worker {
         if worker.send(first).is_err() {
             let cause = worker.reap();
             return Err(Error::internal(format!(
-                "{}: the worker process {cause} while starting",
+                "{} ({}: the worker process {cause} while starting)",
+                unhealthy(cfg),
                 label(cfg)
             )));
         }
@@ -687,7 +688,8 @@ impl Worker {
             Err(_) => {
                 let cause = worker.reap();
                 Err(Error::internal(format!(
-                    "{}: the worker process (pid {pid}) {cause} while starting ({doing})",
+                    "{} ({}: the worker process (pid {pid}) {cause} while starting ({doing}))",
+                    unhealthy(cfg),
                     label(cfg)
                 )))
             }
@@ -1005,6 +1007,12 @@ fn serve_call(
 /// "1.5 MiB"
 fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+/// Upstream's words for an instance whose process died (operators and
+/// upstream's QA grep them): "Stub process '<instance>' is not healthy."
+fn unhealthy(cfg: &WorkerConfig) -> String {
+    format!("Stub process '{}' is not healthy.", cfg.instance.name)
 }
 
 fn label(cfg: &WorkerConfig) -> String {
