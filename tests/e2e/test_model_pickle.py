@@ -115,8 +115,8 @@ class TritonPythonModel:
                        "thing": inspect.getsource(utils.Thing).splitlines()[1].strip(),
                        "file": inspect.getsourcefile(Point),
                        "module_file": inspect.getmodule(utils.Thing).__file__}}
-            elif mode == "spawn":
-                ctx = multiprocessing.get_context("spawn")
+            elif mode in ("spawn", "forkserver"):
+                ctx = multiprocessing.get_context(mode)
                 with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
                     got = pool.submit(square, 7).result(timeout=240)
                 point = got.pop("point")
@@ -204,10 +204,11 @@ def test_inspect_getsource_of_model_classes(two_models):
         assert out["module_file"] == str(repo / model / "1" / "utils.py")
 
 
-def test_a_spawned_process_imports_the_model_by_name(two_models):
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_spawned_process_imports_the_model_by_name(two_models, start_method):
     s, _ = two_models
     for model in ("pk_a", "pk_b"):
-        out, _ = call(s, model, "spawn")
+        out, _ = call(s, model, start_method)
         assert out["square"] == 49
         assert out["pid"] != out["parent_pid"]
         # A Python interpreter, not the server (or worker) binary.
