@@ -74,19 +74,22 @@ impl Settings {
                 },
             }
         };
-        let mut s = Settings::default();
-        s.site_packages = get(SITE_PACKAGES).map(PathBuf::from);
-        s.default_isolation = match get(DEFAULT_ISOLATION) {
+        let default_isolation = match get(DEFAULT_ISOLATION) {
             None | Some("in_process") => Isolation::InProcess,
             Some("process") => Isolation::Process,
             Some(other) => return Err(bad(DEFAULT_ISOLATION, other, "in_process or process")),
         };
-        if let Some(t) = millis(READINESS_TIMEOUT, false)? {
-            s.readiness_timeout = t;
-        }
-        if let Some(i) = millis(READINESS_PROBE_INTERVAL, true)? {
-            s.readiness_probe_interval = (!i.is_zero()).then_some(i);
-        }
+        let defaults = Settings::default();
+        let s = Settings {
+            site_packages: get(SITE_PACKAGES).map(PathBuf::from),
+            default_isolation,
+            readiness_timeout: millis(READINESS_TIMEOUT, false)?
+                .unwrap_or(defaults.readiness_timeout),
+            readiness_probe_interval: match millis(READINESS_PROBE_INTERVAL, true)? {
+                None => defaults.readiness_probe_interval,
+                Some(i) => (!i.is_zero()).then_some(i),
+            },
+        };
         Ok(s)
     }
 }

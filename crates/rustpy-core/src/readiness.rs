@@ -291,7 +291,7 @@ mod tests {
             thread::yield_now();
         }
         open(&gate);
-        assert_eq!(waiter.join().unwrap().unwrap(), true);
+        assert!(waiter.join().unwrap().unwrap());
         assert_eq!(gate.most.load(Ordering::SeqCst), 1);
         assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
         // The next check is a new call.
@@ -324,7 +324,7 @@ mod tests {
         }
         open(&gate);
         for w in waiters {
-            assert_eq!(w.join().unwrap().unwrap(), false);
+            assert!(!w.join().unwrap().unwrap());
         }
         assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
     }

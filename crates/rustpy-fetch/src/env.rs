@@ -472,7 +472,8 @@ mod tests {
         let outside = d.path().join("outside");
         fs::create_dir(&outside).unwrap();
         let out = outside.display().to_string();
-        let cases: Vec<(Vec<(String, tar::EntryType, String)>, &str)> = vec![
+        type Entries = Vec<(String, tar::EntryType, String)>;
+        let cases: Vec<(Entries, &str)> = vec![
             (vec![("../escaped.py".into(), Regular, "x".into())], "'..'"),
             (
                 vec![("lib/../../escaped.py".into(), Regular, "x".into())],

@@ -490,7 +490,7 @@ impl BlsStream {
     /// the responses still arrive (the last typically a CANCELLED error).
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
         let cancel = &self.cancel;
-        py.detach(|| cancel()).map_err(core_err)
+        py.detach(cancel).map_err(core_err)
     }
 
     /// The next response as (outputs, error, parameters, is_final), or None
