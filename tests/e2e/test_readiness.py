@@ -209,3 +209,42 @@ def test_the_library_exports_the_instance_readiness_entry_point():
     exported = {line.split()[-1] for line in out.splitlines() if " T " in line}
     for name in ("TRITONBACKEND_ModelInstanceExecute", "TRITONBACKEND_ModelInstanceReady"):
         assert name in exported, name
+
+
+SLOW_EXECUTE = """
+import time
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(5)
+        return [pb_utils.InferenceResponse(
+            [pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())])
+            for r in requests]
+
+    def is_ready(self):
+        return True
+"""
+
+
+def test_is_ready_is_answered_while_a_long_batch_runs_in_the_worker(tmp_path, triton_factory):
+    """Process mode: the worker of a model with is_ready() keeps reading its
+    control socket while execute runs, so readiness does not wait for (and
+    time out behind) a long batch."""
+    repo = tmp_path / "repo"
+    d = repo / "slow"
+    (d / "1").mkdir(parents=True)
+    (d / "config.pbtxt").write_text(CONFIG.format(name="slow", extra=ISOLATION["process"])
+                                    .replace('output [ { name: "INFO" data_type: TYPE_STRING dims: [ 1 ] } ]', ""))
+    (d / "1" / "model.py").write_text(SLOW_EXECUTE)
+    s = triton_factory(repo, extra_args=[
+        "--backend-config=rustpy,readiness-probe-interval-ms=100",
+        "--backend-config=rustpy,readiness-timeout-ms=2000"])
+    wait_gauges(s, {"slow": 1})
+    out = infer(s, "http", "slow", {"IN": np.array([1.0], dtype=np.float32)})
+    assert out.as_numpy("OUT").tolist() == [1.0]
+    # Probed ~50 times during the 5 s batch: never timed out.
+    assert "is not ready" not in s.log_text(), s.log_tail()
+    assert gauges(s)["slow"] == 1
+

@@ -1171,6 +1171,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
         }
     };
 
+    let has_is_ready = READY_CALL.get().is_some_and(Option::is_some);
     // Until the backend says Shutdown or closes the channel (unload, or it died).
     while let Some(msg) = intake.next() {
         match msg {
@@ -1264,7 +1265,9 @@ fn serve(fds: WorkerFds) -> Result<()> {
                         let _ = python::set_view_region(py, None);
                     }
                 });
-                intake.begin(false);
+                // A model with is_ready() keeps its socket read while a batch
+                // runs, so a readiness check is answered during long batches.
+                intake.begin(has_is_ready);
                 let report = instance.execute(&core, responders);
                 drop(core);
                 // A view Python kept (a stored array, a request a thread still
