@@ -94,12 +94,14 @@ impl LoadedModel {
 
         let model_file = model_dir.join(version.to_string()).join(file_name);
         if !model_file.is_file() {
+            // Upstream's words first (operators and its QA grep them).
             return Err(Error::new(
                 ErrorCode::NotFound,
                 format!(
-                    "model '{}': model file {} does not exist",
+                    "Failed to preinitialize Python stub: Python model file not found in '{}' \
+                     (model '{}': the model file does not exist)",
+                    model_file.display(),
                     spec.name,
-                    model_file.display()
                 ),
             ));
         }
