@@ -53,8 +53,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "bench" / "models"
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from tritonharness import (TritonServer, TritonStartError, clean_env, python_backend_dir,  # noqa: E402
-                    rustpy_backend_lib, tritonserver_root)
+from tritonharness import (TritonServer, TritonStartError, clean_env, make_triton_install,  # noqa: E402
+                           rustpy_backend_lib, tritonserver_private_libs)
+import perf_analyzer  # noqa: E402  (bench/perf_analyzer.py)
 
 MiB = 1 << 20
 
@@ -71,10 +72,13 @@ VARIANT_LABEL = {
     "rustpy_split": "rustpy batched API, split per shape (no ragged batching)",
 }
 DRIVERS = ["inproc", "grpc", "http"]
+# Triton's own perf_analyzer (bench/perf_analyzer.py): opt in with --drivers.
+PA_DRIVERS = list(perf_analyzer.MODES)
 DRIVER_LABEL = {
     "inproc": "in-process C API (rustpy-inproc, no network)",
     "grpc": "gRPC over loopback (rustpy-loadgen --protocol grpc, tonic)",
     "http": "HTTP/1.1 over loopback (rustpy-loadgen)",
+    **perf_analyzer.LABELS,
 }
 
 # workload -> (description, [(payload bytes or None, [concurrency, ...])], variants it has)
@@ -317,7 +321,7 @@ class NetworkDriver:
 
 def tritonserver_library() -> Path | None:
     """libtritonserver from the installed wheel (auditwheel renames it)."""
-    libs = tritonserver_root().resolve().parent.parent / "nvidia_pytriton.libs"
+    libs = tritonserver_private_libs()
     found = sorted(libs.glob("libtritonserver*.so"))
     return found[0] if found else None
 
@@ -340,10 +344,9 @@ class InprocDriver:
             raise RuntimeError("libtritonserver*.so not found next to the installed tritonserver "
                                "(ci/install.sh); pass --tritonserver-lib")
         self.tmp = Path(tempfile.mkdtemp(prefix="rustpy-bench-inproc-"))
-        bdir = self.tmp / "backends"
-        (bdir / "rustpy").mkdir(parents=True)
-        os.symlink(rustpy_backend_lib().resolve(), bdir / "rustpy" / "libtriton_rustpy.so")
-        os.symlink(python_backend_dir().resolve(), bdir / "python", target_is_directory=True)
+        # A Triton install's layout: the driver opens libtritonserver RTLD_LOCAL,
+        # so backends find it through their own needed libtritonserver.so.
+        bdir = make_triton_install(self.tmp / "triton") / "backends"
         cmd = [str(self.args.inproc), "--lib", str(lib), "--repo", str(MODELS), "--backend-dir", str(bdir),
                "--load", ",".join(models), "--log-file", str(self.out_dir / "inproc-server.log"),
                "--backend-config", f"python,shm-region-prefix-name={self.shm_prefix}"]
@@ -399,6 +402,74 @@ class InprocDriver:
                 pass
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class PerfAnalyzerDriver:
+    """Triton's perf_analyzer (bench/perf_analyzer.py) in one of its modes:
+    pa_capi runs the server inside perf_analyzer (one server per run, on a
+    repository of the one model measured); pa_grpc / pa_http load one
+    tritonserver process, like the gRPC/HTTP drivers. perf_analyzer does not
+    check answers (see perf_analyzer.py); our own drivers do, on the same
+    models."""
+
+    def __init__(self, args, out_dir, name):
+        self.name = name
+        self.out_dir = out_dir
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"rustpy-bench-{name}-"))
+        self.pa = perf_analyzer.PerfAnalyzer(perf_analyzer.MODES[name], self.tmp, MODELS, env=blas_env())
+        self.server = None if name == "pa_capi" else \
+            TritonServer([MODELS], exit_on_error=False, wait_models=[], name=f"bench-{name}", env=blas_env())
+
+    def start(self, models) -> dict:
+        if not self.pa.exe.exists():
+            raise RuntimeError(f"perf_analyzer not found at {self.pa.exe} (ci/install.sh installs it)")
+        if self.server is None:
+            return {m: None for m in models}   # each run loads its model: the probe tells
+        self.server.start()
+        index = wait_loaded(self.server)
+        return {m: None if index.get(m, {}).get("state") == "READY"
+                else "not loaded: " + index.get(m, {}).get("reason", "not in the repository index")
+                for m in models}
+
+    def version(self):
+        return self.pa.version()
+
+    def run(self, model, workload, size, conc, expect, duration, warmup, label):
+        url = None
+        if self.server is not None:
+            url = self.server.grpc_url if self.name == "pa_grpc" else self.server.http_url
+            before = self.server.model_stats(model)
+        rc, log, rep = self.pa.run(model, workload, size, conc, duration, url=url, label=label)
+        if rep is None:
+            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+            (self.out_dir / f"{self.name}-{stem}.log").write_text(log)
+            raise RuntimeError(f"perf_analyzer ({self.name}, {model}) failed, exit {rc}: "
+                               + perf_analyzer.failure_summary(log))
+        if self.server is not None:
+            stats = batch_delta(before, self.server.model_stats(model))
+            if not self.server.running:
+                raise RuntimeError("tritonserver died\n" + self.server.log_tail())
+        else:
+            inf, ex = rep["inferences"] or 0, rep["executions"] or 0
+            stats = {"inferences": inf, "executions": ex, "avg_batch": round(inf / ex, 2) if ex else None,
+                     "max_batch": None, "batch_hist": {}}
+        lat = rep["latency_us"]
+        result = {"throughput_rps": rep["throughput_rps"],
+                  "in_bytes_per_s": rep["throughput_rps"] * rep["request_bytes"],
+                  "latency_us": {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"]},
+                  "server_us": rep["server_us"], "completed": rep["client_requests"] or 0,
+                  "errors": 0, "validation_errors": 0, "first_error": None, "checked": False,
+                  "unstable": rep["unstable"]}
+        return result, stats
+
+    def stop(self):
+        if self.server is not None:
+            self.server.stop()
+            try:
+                (self.out_dir / f"tritonserver-{self.name}.log").write_text(self.server.log_text())
+            except OSError:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------- load/unload cycles
@@ -548,7 +619,24 @@ def summarize(runs: list[dict]) -> dict:
         "avg_batch": round(inferences / executions, 2) if executions else None,
         "max_batch": max((int(k) for k in hist), default=None),
         "batch_hist": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
+        # The 1-minute load average when the point's runs ended (the worst).
+        "loadavg_max": max((r["loadavg"][0] for r in runs if r.get("loadavg")), default=None),
+        # perf_analyzer found no three windows within its stability bound.
+        "unstable_runs": sum(1 for r in runs if r["loadgen"].get("unstable")),
+        # perf_analyzer's server-side breakdown per request (µs, median over repeats).
+        "server_us": {k: statistics.median(r["loadgen"]["server_us"][k] for r in ok)
+                      for k in (ok[0]["loadgen"].get("server_us") or {})} if ok else {},
     }
+
+
+# A 1-minute load average above this on the machine's 2 cores: the figure is noise.
+NOISY_LOAD = 4.0
+
+
+def fmt_load(load):
+    if load is None:
+        return "n/a"
+    return f"{load:.1f} **noise**" if load > NOISY_LOAD else f"{load:.1f}"
 
 
 def fmt_num(v, digits=0):
@@ -737,6 +825,9 @@ def render(results: dict) -> str:
             head += ["c", "variant", "req/s"]
             head += ["MiB/s (per direction)"] if large else []
             head += ["p50 ms", "p90 ms", "p99 ms", "batch avg (max)", "errors"]
+            server_split = driver in PA_DRIVERS
+            head += ["server µs/req queue·in·infer·out"] if server_split else []
+            head += ["load"]
             out.append("| " + " | ".join(head) + " |")
             out.append("|" + "---|" * len(head))
             for size, concs in sizes:
@@ -760,6 +851,12 @@ def render(results: dict) -> str:
                             row.append(fmt_range(st, 1e-3, d + (1 if st and st["median"] < 1000 else 0)))
                         row.append(f"{fmt_num(s['avg_batch'], 2)} ({s['max_batch'] or 'n/a'})")
                         row.append(str(s["errors"] + s["validation_errors"]))
+                        if server_split:
+                            su = s.get("server_us") or {}
+                            row.append("·".join(fmt_num(su.get(k)) for k in
+                                                ("queue", "compute_input", "compute_infer", "compute_output")))
+                        row.append(fmt_load(s.get("loadavg_max"))
+                                   + (f", {s['unstable_runs']} unstable" if s.get("unstable_runs") else ""))
                         out.append("| " + " | ".join(row) + " |")
             out.append("")
             lines = target_lines(results, driver, w, cell)
@@ -781,7 +878,11 @@ def render(results: dict) -> str:
     if loads:
         out.append(f"1-minute load average during the runs: {min(loads):.1f}–{max(loads):.1f} "
                    f"(median {statistics.median(loads):.1f}) on {results['machine']['cpus']} CPUs, "
-                   "server and load generator included.")
+                   "server and load generator included. The load column is the highest at the end "
+                   f"of a point's runs; above {NOISY_LOAD:g} the point is marked **noise**: repeat it "
+                   "on a quieter machine before quoting it. \"unstable\" (perf_analyzer): no three "
+                   f"windows within {perf_analyzer.STABILITY_PERCENT}% of each other, the figure is "
+                   "its first three windows.")
         out.append("")
     return "\n".join(out)
 
@@ -895,7 +996,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per point (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 s per point, 0.5 s warm-up")
     p.add_argument("--repeat", type=int, default=3, help="repeats per point (default 3)")
-    p.add_argument("--drivers", default=",".join(DRIVERS), help="comma-separated subset of %(default)s")
+    p.add_argument("--drivers", default=",".join(DRIVERS + PA_DRIVERS),
+                   help="comma-separated subset of %(default)s (pa_*: Triton's perf_analyzer)")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of %(default)s")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s")
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
@@ -931,7 +1033,7 @@ def main(argv=None) -> int:
     drivers = [d for d in a.drivers.split(",") if d]
     workloads = [w for w in a.workloads.split(",") if w]
     variants = [v for v in a.variants.split(",") if v]
-    bad = [d for d in drivers if d not in DRIVERS] + [w for w in workloads if w not in WORKLOADS] + \
+    bad = [d for d in drivers if d not in DRIVERS + PA_DRIVERS] + [w for w in workloads if w not in WORKLOADS] + \
         [v for v in variants if v not in VARIANTS]
     if bad or a.repeat < 1 or a.duration <= 0:
         p.error(f"bad driver/workload/variant {bad} or repeat/duration")
@@ -968,11 +1070,14 @@ def main(argv=None) -> int:
     t_start = time.monotonic()
     with open(out_dir / "runs.jsonl", "w") as jl:
         for dname in drivers:
-            driver = InprocDriver(a, out_dir) if dname == "inproc" else NetworkDriver(a, out_dir, dname)
+            driver = InprocDriver(a, out_dir) if dname == "inproc" else \
+                PerfAnalyzerDriver(a, out_dir, dname) if dname in PA_DRIVERS else NetworkDriver(a, out_dir, dname)
             log(f"{dname}: starting the server on {MODELS.relative_to(ROOT)} ...")
             try:
                 loaded = driver.start(models)
-                machine.setdefault("tritonserver", driver.version())
+                version = driver.version()
+                if version and not machine.get(tool := "perf_analyzer" if dname in PA_DRIVERS else "tritonserver"):
+                    machine[tool] = version
                 for w, v in pairs:
                     m = f"{w}_{v}"
                     if loaded[m] is not None:

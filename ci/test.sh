@@ -17,10 +17,28 @@ step() { echo; echo "=== [test] $* ===" >&2; }
 step "install"
 bash ci/install.sh
 
-step "cargo build --release --workspace"
-cargo build --release --workspace
+# The images' build step (deploy/docker/scripts/build.sh: cargo build --release
+# --locked --workspace), for the interpreter .cargo/config.toml names.
+step "deploy/docker/scripts/build.sh (cargo build --release --locked --workspace)"
+PYO3_PYTHON="${PYO3_PYTHON:-$(sed -n 's/^PYO3_PYTHON *= *"\(.*\)"/\1/p' .cargo/config.toml)}" \
+  bash deploy/docker/scripts/build.sh "${CARGO_TARGET_DIR:-$ROOT/target}/image"
+
+# The backend again for a second CPython (3.12, the NGC images' Python), when
+# this machine has one with a shared libpython (ci/install.sh): served by
+# tests/e2e/test_python312.py, skipped there otherwise.
+PY312="${RUSTPY_PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}"
+if [[ -x "$PY312" ]]; then
+  step "cargo build --release --locked -p triton-rustpy for $PY312"
+  PYO3_PYTHON="$PY312" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/py312" \
+    cargo build --release --locked -p triton-rustpy
+  export RUSTPY_BACKEND_LIB_PY312="${CARGO_TARGET_DIR:-$ROOT/target}/py312/release/libtriton_rustpy.so"
+  export RUSTPY_PY312="$PY312"
+fi
 
 step "cargo test --workspace --release"
+# The Rust tests that run the real tritonserver (crates/rustpy-cli/tests/serve.rs,
+# golden.rs) fail instead of skipping when it or the backend library is missing.
+export RUSTPY_REQUIRE_SERVER=1
 cargo test --workspace --release
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -33,12 +51,18 @@ fi
 
 step "e2e: pytest tests/e2e (backend $RUSTPY_BACKEND_LIB)"
 # The reference mode is opt-in for the extra run below, never for the main one.
-RUSTPY_E2E_REFERENCE= "$DEPS/venv/bin/pytest" tests/e2e -q -rfE --durations=15 -p no:cacheprovider "$@"
+# -rfEs: failures, errors and every skip with its reason. The whole suite (no
+# extra arguments) also fails when it skips a test tests/e2e/allowed_skips.txt
+# does not allow (tests/e2e/conftest.py; docs/reliability.md, "How we test").
+CHECK_SKIPS=1
+[[ $# -eq 0 ]] || CHECK_SKIPS=0
+RUSTPY_E2E_REFERENCE= RUSTPY_CHECK_SKIPS=$CHECK_SKIPS "$DEPS/venv/bin/pytest" tests/e2e -q -rfEs \
+  --durations=15 -p no:cacheprovider "$@"
 
 if [[ -n "${RUSTPY_E2E_REFERENCE:-}" && "${RUSTPY_E2E_REFERENCE}" != 0 ]]; then
   step "e2e (reference implementation on the official python backend)"
   RUSTPY_E2E_REFERENCE=1 "$DEPS/venv/bin/pytest" tests/e2e/test_examples.py \
-    tests/e2e/test_streaming.py tests/e2e/test_errors.py -q -rfE -p no:cacheprovider "$@"
+    tests/e2e/test_streaming.py tests/e2e/test_errors.py -q -rfEs -p no:cacheprovider "$@"
 fi
 
 echo "[test] all tests passed" >&2

@@ -4,7 +4,8 @@
                    GET /api/models/ORG/NAME/revision/REV  -> {"sha", "siblings": [{"rfilename"}]}
                    GET /ORG/NAME/resolve/REV/PATH (Range) -> 206 + Content-Range, ETag, X-Repo-Commit
                    A repo may require a bearer token (401 otherwise).
-    StaticFiles    plain HTTP file server (archives), optional delay per response.
+    StaticFiles    plain HTTP file server (archives); with `gate` (a threading.Event)
+                   set to an unset event, each response waits until the test sets it.
     MotoS3         moto's S3 server (`moto_server` from $RUSTPY_DEPS/s3-venv), filled
                    with plain PUTs (moto checks no signature).
     make_lfs_repo  a bare git repository whose *.bin files are git-lfs objects, over file://.
@@ -127,15 +128,16 @@ class _StaticHandler(_Quiet):
         path = owner.root / self.path.lstrip("/")
         if not path.is_file():
             return self.send(404, b"not found")
-        if owner.delay:
-            time.sleep(owner.delay)
+        gate = owner.gate
+        if gate is not None and not gate.wait(timeout=120):
+            return self.send(503, b"the test never opened the gate")
         self.send(200, path.read_bytes(), [("Content-Type", "application/octet-stream")])
 
 
 class StaticFiles(_Server):
-    def __init__(self, root: Path, delay: float = 0.0):
+    def __init__(self, root: Path):
         self.root = Path(root)
-        self.delay = delay
+        self.gate = None
         super().__init__(_StaticHandler)
 
 

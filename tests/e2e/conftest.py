@@ -8,6 +8,10 @@
 When a test fails, the tail of the log of every server it used is attached to
 the failure report. Every test (with its fixtures) gets RUSTPY_E2E_TEST_TIMEOUT
 seconds (default 180) before it is failed, so a hung server cannot hang CI.
+
+With RUSTPY_CHECK_SKIPS=1 (ci/test.sh sets it for the whole suite) the run
+fails when it skipped a test that allowed_skips.txt does not list, or more
+tests than it lists (docs/reliability.md, "How we test"). xfail is no skip.
 """
 import os
 import signal
@@ -18,8 +22,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tritonharness import (ERRORS_REPOSITORY, MODEL_REPOSITORY, TritonServer,  # noqa: E402
-                    TritonStartError)
+from tritonharness import (E2E_DIR, ERRORS_REPOSITORY, MODEL_REPOSITORY,  # noqa: E402
+                           TritonServer, TritonStartError)
 
 EXAMPLE_MODELS = ["add_sub", "string_upper", "no_batch", "stream_counter",
                   "params_echo", "dtypes"]
@@ -117,3 +121,47 @@ def pytest_runtest_protocol(item, nextitem):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+# ------------------------------------------------------------------ skips
+ALLOWED_SKIPS = E2E_DIR / "allowed_skips.txt"
+_skipped = []  # (nodeid, reason) of every test skipped in this session
+
+
+def allowed_skips() -> dict:
+    """{test id: why} from allowed_skips.txt (`<test id>  <why>` per line, # comments)."""
+    out = {}
+    for line in ALLOWED_SKIPS.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            nodeid, _, why = line.partition(" ")
+            out[nodeid] = why.strip()
+    return out
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        _skipped.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("RUSTPY_CHECK_SKIPS", "") in ("", "0"):
+        return
+    allowed = allowed_skips()
+    root = E2E_DIR.parent.parent
+
+    def from_root(nodeid):  # the same id whatever directory pytest ran in
+        path, sep, rest = nodeid.partition("::")
+        return str((session.config.rootpath / path).resolve().relative_to(root)) + sep + rest
+    unexpected = [(from_root(n), r) for n, r in _skipped if from_root(n) not in allowed]
+    if not unexpected and len(_skipped) <= len(allowed):
+        return
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    tr.write_sep("=", "skip check failed", red=True)
+    tr.write_line(f"{len(_skipped)} test(s) skipped; {len(allowed)} allowed by "
+                  f"{ALLOWED_SKIPS.relative_to(root)}:")
+    for nodeid, reason in unexpected:
+        tr.write_line(f"  not allowed: {nodeid}: {reason}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

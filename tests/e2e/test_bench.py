@@ -29,11 +29,12 @@ from pathlib import Path
 
 import pytest
 
-from tritonharness import (PROJECT_ROOT, clean_env, python_backend_dir, rustpy_backend_lib,
-                    tritonserver_root)
+from tritonharness import (PROJECT_ROOT, clean_env, make_triton_install, rustpy_backend_lib,
+                           tritonserver_root)
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
 import bench  # noqa: E402
+import perf_analyzer  # noqa: E402
 
 BIN = rustpy_backend_lib().parent
 INPROC = BIN / "rustpy-inproc"
@@ -55,10 +56,7 @@ class Inproc:
         lib = bench.tritonserver_library()
         assert lib is not None, "libtritonserver not found next to the installed tritonserver"
         self.tmp = Path(tempfile.mkdtemp(prefix="rustpy-test-inproc-"))
-        bdir = self.tmp / "backends"
-        (bdir / "rustpy").mkdir(parents=True)
-        os.symlink(rustpy_backend_lib().resolve(), bdir / "rustpy" / "libtriton_rustpy.so")
-        os.symlink(python_backend_dir().resolve(), bdir / "python", target_is_directory=True)
+        bdir = make_triton_install(self.tmp / "triton") / "backends"
         self.log = self.tmp / "server.log"
         self.shm = f"rustpy_test_inproc_{os.getpid()}_"
         self.proc = subprocess.Popen(
@@ -291,3 +289,64 @@ def test_repository_check_lets_only_the_ragged_lines_differ(tmp_path, monkeypatc
                                            "dynamic_batching { max_queue_delay_microseconds: 100 }"))
     problems = bench.check_repository(["ragged"], bench.VARIANTS)
     assert len(problems) == 1 and "ragged_rustpy_split" in problems[0], problems
+
+
+# ------------------------------------------------------------- perf_analyzer
+PA_STDOUT = """*** Measurement Settings ***
+Request concurrency: 4
+  Client: 
+    Request count: 64569
+    Throughput: 8921.93 infer/sec
+  Server: 
+    Inference count: 64571
+    Execution count: 20473
+    Successful request count: 64571
+    Avg request latency: 398 usec (overhead 3 usec + queue 291 usec + compute input 21 usec)
+"""
+PA_CSV = ("Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
+          "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,"
+          "p50 latency,p90 latency,p95 latency,p99 latency\n"
+          "4,8921.93,4,1015,291,21,15,67,1,179,271,2555,7693\n")
+
+
+def test_perf_analyzer_report_is_parsed_from_its_csv_and_its_counts():
+    r = perf_analyzer.parse_report(PA_STDOUT, PA_CSV)
+    assert r["throughput_rps"] == pytest.approx(8921.93)
+    assert r["latency_us"] == {"p50": 179, "p90": 271, "p95": 2555, "p99": 7693}
+    assert r["server_us"] == {"queue": 291, "compute_input": 21, "compute_infer": 15, "compute_output": 67}
+    assert (r["client_requests"], r["inferences"], r["executions"], r["successes"]) == (64569, 64571, 20473, 64571)
+    with pytest.raises(ValueError):
+        perf_analyzer.parse_report(PA_STDOUT, PA_CSV.splitlines()[0])
+
+
+def test_perf_analyzer_inputs_cover_every_workload():
+    for w in bench.WORKLOADS:
+        data = perf_analyzer.INPUTS[w](1 << 20 if w == "identity" else None)["data"]
+        assert data and all(isinstance(entry, dict) and entry for entry in data)
+    # The ragged pool is rustpy-bench's: lengths 8..128, ids below the vocabulary.
+    lengths = [len(perf_analyzer.ragged_tokens(s)) for s in range(512)]
+    assert min(lengths) >= 8 and max(lengths) <= 128 and len(set(lengths)) > 50
+    assert all(0 <= t < 1024 for s in range(64) for t in perf_analyzer.ragged_tokens(s))
+
+
+def test_bench_prints_perf_analyzer_figures_for_both_backends(tmp_path):
+    """ci/bench's perf_analyzer driver (C API mode): rustpy and the official
+    backend side by side in bench's table, batch sizes from the server's
+    counts, the load recorded with every point."""
+    rc = bench.main(["--drivers", "pa_capi", "--workloads", "add_sub", "--variants", "python,rustpy",
+                     "--duration", "0.6", "--warmup", "0", "--repeat", "1", "--cycles", "0",
+                     "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert rc == 0, results["availability"]
+    assert {k: v["status"] for k, v in results["availability"].items()} == \
+        {"pa_capi:add_sub_python": "ok", "pa_capi:add_sub_rustpy": "ok"}
+    for c in (1, 8, 32):
+        for v in ("python", "rustpy"):
+            p = results["points"][bench.key_of("pa_capi", "add_sub", None, c, v)]
+            assert p["throughput_rps"]["median"] > 0 and p["errors"] == 0
+            assert p["avg_batch"] and p["avg_batch"] >= 1 and p["loadavg_max"] is not None
+            assert set(p["server_us"]) == {"queue", "compute_input", "compute_infer", "compute_output"}
+    table = (tmp_path / "table.md").read_text()
+    assert "## pa_capi: perf_analyzer C API mode" in table
+    assert "| 32 | python (official backend) |" in table and "| 32 | rustpy batched API |" in table
+    assert "rustpy batched API / python throughput at c=32" in table

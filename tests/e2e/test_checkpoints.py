@@ -12,6 +12,7 @@ import os
 import subprocess
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -252,28 +253,63 @@ def test_fetch_draws_a_progress_bar_on_a_terminal_only(world, tmp_path):
     assert "w.tar.gz [" not in r.stderr  # not a terminal: no bar
 
 
+def blocked_on_a_lock(pid: int) -> bool:
+    """Whether process `pid` waits for a file lock (a `->` line of /proc/locks)."""
+    with open("/proc/locks") as f:
+        return any("->" in line and line.split("->", 1)[1].split()[3] == str(pid) for line in f)
+
+
 def test_two_fetches_racing_download_once(world, tmp_path):
+    """Two `rustpy fetch` of one source at once: the first downloads, the
+    second waits on the cache entry's lock and then finds it cached. The race
+    is made, not hoped for: the server holds the download until the second
+    fetch is seen blocked on the lock (a second download arriving instead
+    fails the test)."""
     cache = tmp_path / "cache"
     repo = tmp_path / "repo"
     write_model(repo, "slow", {"rustpy.checkpoint": f"{world.static.url}/w.tar.gz",
                                "rustpy.checkpoint.sha256": world.sha})
-    world.static.delay = 1.5
-    try:
-        before = world.static.count("/w.tar.gz")
-        results = [None, None]
+    env = clean_env(world.env(cache))
+    env["PATH"] = os.environ.get("PATH", env["PATH"])
 
-        def one(i):
-            results[i] = fetch_json(world, repo, world.env(cache))[0]["slow"]
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+    def start():
+        return subprocess.Popen([cli(), "fetch", str(repo), "--json", "-q"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(cond, what):
+        deadline = time.monotonic() + 90
+        while not cond():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+
+    before = world.static.count("/w.tar.gz")
+    world.static.gate = threading.Event()
+    procs = []
+    try:
+        procs.append(start())
+        wait_for(lambda: world.static.count("/w.tar.gz") == before + 1,
+                 "the first fetch never asked for the archive")
+        procs.append(start())
+        wait_for(lambda: blocked_on_a_lock(procs[1].pid)
+                 or world.static.count("/w.tar.gz") > before + 1 or procs[1].poll() is not None,
+                 "the second fetch neither waited on the lock nor downloaded")
+        assert blocked_on_a_lock(procs[1].pid), \
+            ("the second fetch did not wait for the first",
+             world.static.count("/w.tar.gz") - before, procs[1].poll())
+        world.static.gate.set()
+        outs = [p.communicate(timeout=120) for p in procs]
     finally:
-        world.static.delay = 0.0
-    assert all(r is not None and "error" not in r for r in results), results
+        world.static.gate.set()
+        world.static.gate = None
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    results = [{o["model"]: o for o in json.loads(out)}["slow"] for out, _ in outs]
+    assert all("error" not in r for r in results), results
     assert results[0]["dir"] == results[1]["dir"]
-    assert sorted(r["cache_hit"] for r in results) == [False, True]
+    assert [r["cache_hit"] for r in results] == [False, True], results
     assert world.static.count("/w.tar.gz") - before == 1
     assert not list((cache / "checkpoints" / ".tmp").iterdir())
 

@@ -5,8 +5,13 @@ or a cluster:
   strict: unknown fields are errors), the KServe resources against KServe's CRD schemas
   kept in tests/e2e/deploy/kserve/, and the Helm overlay against Triton's own chart
   (tests/e2e/deploy/triton-k8s-onprem/): its keys exist, and the chart's Deployment
-  rendered with it validates; each validator is shown to reject a broken copy;
-- both Dockerfiles pass hadolint and never hard-code the Python version;
+  rendered with it by Helm itself (helm-python-sdk: Helm's Go SDK) validates; each
+  validator is shown to reject a broken copy;
+- both Dockerfiles pass hadolint and never hard-code the Python version; their build
+  steps are scripts (deploy/docker/scripts/) that CI runs here too: the toolchain step,
+  `cargo build --locked` for the image's Python, and the install layout, which then
+  serves models (rustpy, and rustpy as the `python` backend) from a tritonserver; the
+  Rust pin is at least what the workspace and every locked crate need;
 - the container entrypoint runs against the real tritonserver: it fetches a `rustpy zip`
   archive over HTTP, verifies and extracts it, and execs tritonserver; on SIGTERM
   in-flight requests complete, every instance's finalize runs and the server exits 0;
@@ -30,11 +35,14 @@ from pathlib import Path
 
 import pytest
 
-from tritonharness import PROJECT_ROOT, TritonServer, deps_dir, rustpy_backend_lib
+from tritonharness import (PROJECT_ROOT, TritonServer, deps_dir, python_backend_dir, rustpy_backend_lib,
+                           tritonserver_lib_dir)
 
 DEPLOY = PROJECT_ROOT / "deploy"
 VALIDATE = Path(__file__).resolve().parent / "deploy" / "validate.py"
 ENTRYPOINT = DEPLOY / "docker" / "entrypoint.sh"
+SCRIPTS = DEPLOY / "docker" / "scripts"
+DOCKERFILES = [DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile.cpu"]
 VENV = deps_dir() / "deploy-venv" / "bin"
 
 
@@ -142,9 +150,10 @@ def test_kserve_runtime_speaks_v2_over_rest_and_grpc():
 def test_helm_overlay_renders_a_valid_deployment_of_the_chart():
     report = validate("helm", DEPLOY / "helm/values-rustpy.yaml")
     assert report["errors"] == []
+    assert report["renderer"] == "helm v4.2.3 (helm-python-sdk 0.2.2)", report["renderer"]
     pod = report["rendered"]["spec"]["template"]["spec"]
     (server,) = pod["containers"]
-    assert server["image"].endswith("rustpy-triton:24.10")
+    assert server["image"].endswith("rustpy-triton:26.10")
     assert server["args"][0] == "tritonserver"
     # The chart leaves Kubernetes' default 30 s grace period.
     assert "terminationGracePeriodSeconds" not in pod
@@ -161,6 +170,31 @@ def test_helm_overlay_check_rejects_a_value_the_chart_does_not_have(tmp_path):
     assert any("serverArguments" in e for e in errors), errors
 
 
+def test_helm_overlay_check_rejects_what_helm_cannot_render(tmp_path):
+    """serverArgs as one string instead of a list: the chart's `range` fails
+    in Helm (a stand-in that iterated over the string's characters would
+    render a Deployment with one argument per character, and pass)."""
+    bad = broken_copy(DEPLOY / "helm/values-rustpy.yaml", tmp_path / "v.yaml",
+                      "serverArgs:\n  - --model-repository=/models/repo",
+                      "serverArgs: --model-repository=/models/repo\nunused:")
+    report = validate("helm", bad)
+    assert report["rendered"] is None
+    assert any("helm could not render the chart" in e
+               and "range can't iterate over --model-repository=/models/repo" in e
+               for e in report["errors"]), report["errors"]
+
+
+def test_helm_rendered_deployment_is_validated(tmp_path):
+    """A value Helm renders but Kubernetes refuses (replicas must be an integer)."""
+    text = (DEPLOY / "helm/values-rustpy.yaml").read_text() + "autoscaling:\n  minReplicas: three\n"
+    bad = tmp_path / "v.yaml"
+    bad.write_text(text)
+    report = validate("helm", bad)
+    assert report["rendered"]["spec"]["replicas"] == "three"
+    assert any("(rendered deployment.yaml): Deployment: spec.replicas" in e
+               for e in report["errors"]), report["errors"]
+
+
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
 def test_dockerfile_passes_hadolint_and_reads_python_from_the_image(name):
     path = DEPLOY / "docker" / name
@@ -170,7 +204,11 @@ def test_dockerfile_passes_hadolint_and_reads_python_from_the_image(name):
     text = path.read_text()
     assert not re.search(r"python3\.\d+|PYVER=\d|python=\d", text), \
         "the Python version must be read from the image at build time"
-    assert 'PYO3_PYTHON="$(command -v python3)"' in text
+    # The build script links the image's python3 unless PYO3_PYTHON says otherwise.
+    assert "deploy/docker/scripts/build.sh /out" in text
+    build = (SCRIPTS / "build.sh").read_text()
+    assert 'PYO3_PYTHON="${PYO3_PYTHON:-$(command -v python3)}"' in build
+    assert not re.search(r"python3\.\d+", build)
     assert 'ENTRYPOINT ["/usr/local/bin/rustpy-entrypoint"]' in text
 
 
@@ -216,6 +254,130 @@ def test_entrypoint_passes_shellcheck():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_image_build_scripts_pass_shellcheck():
+    scripts = sorted(SCRIPTS.glob("*.sh"))
+    assert {p.name for p in scripts} >= {"install-rust.sh", "build.sh", "install.sh", "pytriton-layout.sh"}
+    out = subprocess.run([str(venv_tool("shellcheck")), "--shell=sh", "-x", *map(str, scripts)],
+                         capture_output=True, text=True, timeout=120, cwd=SCRIPTS)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ------------------------------------------------------------- image builds
+
+def _version(v: str) -> tuple:
+    return tuple(int(x) for x in v.split("."))
+
+
+def rust_pin_problems(dockerfile_text: str, required: str) -> list:
+    """Why a Dockerfile's RUST_VERSION cannot build the workspace (empty: it can)."""
+    pins = re.findall(r"^ARG RUST_VERSION=(\S+)$", dockerfile_text, re.M)
+    if not pins:
+        return ["no ARG RUST_VERSION=..."]
+    return [f"RUST_VERSION {pin} < {required}" for pin in pins
+            if not re.fullmatch(r"\d+\.\d+(\.\d+)?", pin) or _version(pin) < _version(required)]
+
+
+def required_rust_version() -> str:
+    """The workspace's rust-version, or the highest rust-version of any crate in
+    Cargo.lock if that is higher (`cargo build --locked` needs both)."""
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--locked", "--offline"],
+                          capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert meta.returncode == 0, meta.stderr[-2000:]
+    versions = [p["rust_version"] for p in json.loads(meta.stdout)["packages"] if p.get("rust_version")]
+    workspace = re.search(r'^rust-version = "([\d.]+)"', (PROJECT_ROOT / "Cargo.toml").read_text(), re.M)
+    assert workspace and workspace.group(1) in versions
+    return max(versions, key=_version)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_rust_pin_builds_the_workspace(dockerfile):
+    assert rust_pin_problems(dockerfile.read_text(), required_rust_version()) == []
+
+
+def test_a_rust_pin_below_the_workspace_rust_version_is_caught(tmp_path):
+    required = required_rust_version()
+    old = broken_copy(DOCKERFILES[0], tmp_path / "Dockerfile",
+                      re.search(r"ARG RUST_VERSION=\S+", DOCKERFILES[0].read_text()).group(0),
+                      "ARG RUST_VERSION=1.83.0")
+    assert rust_pin_problems(old.read_text(), required) == [f"RUST_VERSION 1.83.0 < {required}"]
+    # The toolchain script refuses it too, before any download.
+    out = subprocess.run(["sh", str(SCRIPTS / "install-rust.sh"), "1.83.0"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0 and "older than the workspace's rust-version" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfiles_build_with_the_scripts_ci_runs(dockerfile):
+    """Nothing of the build is written out in a Dockerfile, so nothing can drift
+    from what the scripts (run below) do."""
+    text = dockerfile.read_text()
+    for step in ('deploy/docker/scripts/install-rust.sh "${RUST_VERSION}"',
+                 "deploy/docker/scripts/build.sh /out",
+                 "/tmp/rustpy-scripts/install.sh /tmp/rustpy-out /opt/tritonserver /usr/local/bin"):
+        assert step in text, step
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "cargo build" not in code and "sh.rustup.rs" not in code and "ldd" not in code
+    if dockerfile.name == "Dockerfile.cpu":
+        assert '/tmp/rustpy-scripts/pytriton-layout.sh "${TS}" "${PYVER}"' in text
+        assert "deploy/docker/scripts/pytriton-layout.sh" in (PROJECT_ROOT / "ci" / "install.sh").read_text()
+
+
+def _image_like_triton(root: Path) -> Path:
+    """opt/tritonserver as in an image: lib/ and an official python backend
+    directory of its own (links to this machine's files), which install.sh may
+    rewire with RUSTPY_AS_PYTHON=true."""
+    triton = root / "opt" / "tritonserver"
+    (triton / "backends" / "python").mkdir(parents=True)
+    os.symlink(tritonserver_lib_dir(), triton / "lib", target_is_directory=True)
+    for f in python_backend_dir().resolve().iterdir():
+        os.symlink(f, triton / "backends" / "python" / f.name)
+    return triton
+
+
+def test_the_image_build_scripts_produce_an_install_that_serves(tmp_path):
+    """What the Dockerfiles RUN, run here: the toolchain step, `cargo build
+    --locked` for the serving Python, the install layout with rustpy also as the
+    `python` backend; then a tritonserver on that layout serves a rustpy model
+    and an unchanged `backend: "python"` model."""
+    pin = re.search(r"^ARG RUST_VERSION=(\S+)$", DOCKERFILES[0].read_text(), re.M).group(1)
+    python = re.search(r'^PYO3_PYTHON = "(.*)"', (PROJECT_ROOT / ".cargo" / "config.toml").read_text(), re.M).group(1)
+    env = {**os.environ, "PYO3_PYTHON": python}
+    step = subprocess.run(["sh", str(SCRIPTS / "install-rust.sh"), pin], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert step.returncode == 0, step.stderr
+    out = tmp_path / "out"
+    step = subprocess.run(["sh", str(SCRIPTS / "build.sh"), str(out)], capture_output=True, text=True,
+                          timeout=3000, env=env, cwd=tmp_path)
+    assert step.returncode == 0, step.stderr[-3000:]
+    info = dict(line.split("=", 1) for line in (out / "BUILD_INFO").read_text().split())
+    assert info["python_executable"] == python and info["rustc"]
+    triton = _image_like_triton(tmp_path)
+    step = subprocess.run(["sh", str(SCRIPTS / "install.sh"), str(out), str(triton), str(tmp_path / "bin")],
+                          capture_output=True, text=True, timeout=300, env={**env, "RUSTPY_AS_PYTHON": "true"})
+    assert step.returncode == 0, step.stderr
+    rustpy_dir = triton / "backends" / "rustpy"
+    assert sorted(p.name for p in rustpy_dir.iterdir()) == ["BUILD_INFO", "libtriton_rustpy.so", "rustpy-worker"]
+    assert (triton / "backends" / "python" / "libtriton_python.so").resolve() == \
+        (rustpy_dir / "libtriton_rustpy.so").resolve()
+    assert (triton / "backends" / "python" / "libtriton_python.so.official").exists()
+    version = subprocess.run([str(tmp_path / "bin" / "rustpy"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "rustpy" in version.stdout
+
+    models = ["add_sub_rustpy", "add_sub_python", "add_sub_rustpy_process"]
+    with TritonServer([PROJECT_ROOT / "bench" / "models"], backend_directory=triton / "backends",
+                      model_control_mode="explicit", load_models=models, wait_models=models,
+                      name="image-layout") as server:
+        body = {"inputs": [{"name": n, "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+                           for n in ("INPUT0", "INPUT1")]}
+        for m in models:
+            status, resp = server.request("POST", f"/v2/models/{m}/infer", body)
+            assert status == 200, resp
+            assert {o["name"]: o["data"] for o in resp["outputs"]}["OUTPUT0"] == [2, 4, 6, 8]
+        log = server.log_text()
+    # The python backend of this layout is rustpy.
+    assert "rustpy: backend 'python' ready" in log, log[-3000:]
+
+
 def test_every_file_the_guide_names_exists_and_every_deploy_file_is_checked():
     guide = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
     # Our paths (Triton's chart is also called deploy/k8s-onprem, in its own repository).
@@ -227,7 +389,8 @@ def test_every_file_the_guide_names_exists_and_every_deploy_file_is_checked():
     assert missing == [], missing
     # Each file of deploy/ is validated by a test above.
     checked = {*K8S_MANIFESTS, *KSERVE_RESOURCES, DEPLOY / "helm/values-rustpy.yaml",
-               DEPLOY / "docker/Dockerfile", DEPLOY / "docker/Dockerfile.cpu", ENTRYPOINT}
+               DEPLOY / "docker/Dockerfile", DEPLOY / "docker/Dockerfile.cpu", ENTRYPOINT,
+               *SCRIPTS.glob("*.sh")}
     present = {p for p in DEPLOY.rglob("*") if p.is_file()}
     assert present == checked, sorted(map(str, present ^ checked))
     assert "docs/deploy.md" in (PROJECT_ROOT / "README.md").read_text()

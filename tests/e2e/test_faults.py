@@ -79,8 +79,8 @@ def test_load_failure_is_reported_and_others_load(srv, model):
 # --------------------------------------------------------- predict raising
 @pytest.mark.parametrize("mode,needles", [
     ("raise", ["ValueError", "deliberate failure in predict", "model.py"]),
-    ("sys_exit", ["SystemExit", "3"]),
-    ("sys_exit_none", ["SystemExit"]),
+    ("sys_exit", ["model 'faulty': predict raised: SystemExit: 3\nTraceback"]),
+    ("sys_exit_none", ["model 'faulty': predict raised: SystemExit: \nTraceback"]),
     ("keyboard_interrupt", ["KeyboardInterrupt", "pretend Ctrl-C"]),
     ("generator_exit", ["GeneratorExit"]),
     ("recursion", ["RecursionError"]),
@@ -97,8 +97,12 @@ def test_predict_exception_fails_only_the_request(srv, protocol, mode, needles):
 
 
 def test_sys_exit_does_not_stop_the_server(srv):
+    """sys.exit(3) in predict is the request's SystemExit, twenty times over:
+    each fails its own request with it, the server and the model stay up."""
     for _ in range(20):
-        fault(srv, "http", "sys_exit")
+        msg = fault(srv, "http", "sys_exit")
+        assert msg.startswith("model 'faulty': predict raised: SystemExit: 3\nTraceback"), msg
+        assert msg.endswith("sys.exit(3)"), msg
     assert srv.running and srv.is_live()
     assert all(srv.model_ready(m) for m in LOADABLE)
 
@@ -139,17 +143,22 @@ def test_wrong_return_values_are_clear_errors(srv, protocol, mode, needles):
         assert n in msg, (n, msg)
 
 
-@pytest.mark.parametrize("mode", ["non_contiguous", "fortran_order", "readonly", "value_is_list"])
+@pytest.mark.parametrize("mode", ["non_contiguous", "fortran_order", "readonly"])
 def test_unusual_but_valid_returns_are_answered(srv, protocol, mode):
     x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
-    try:
-        r = infer(srv, protocol, "faulty", {"X": x}, parameters={"mode": mode})
-    except InferenceServerException as e:
-        # Plain lists are not arrays; refusing them is fine if the error says why.
-        assert mode == "value_is_list" and "'Y'" in e.message(), e.message()
-        return
+    r = infer(srv, protocol, "faulty", {"X": x}, parameters={"mode": mode})
     np.testing.assert_array_equal(r.as_numpy("Y"), x)
     assert r.as_numpy("Z").tolist() == [[2], [2]]
+
+
+def test_plain_lists_are_refused_with_the_dtype_they_became(srv, protocol):
+    """Outputs are numpy arrays (docs/python-api.md). A plain list of Python
+    floats is converted the way numpy converts it, to float64, and refused
+    for the FP32 output with that reason."""
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    msg = fault(srv, protocol, "value_is_list", inputs={"X": x})
+    assert msg == ("model 'faulty': output 'Y' is a numpy float64 array but the model config "
+                   "declares FP32 (expected numpy float32)"), msg
 
 
 # ------------------------------------------------------------ finalize faults
@@ -183,51 +192,86 @@ MS = lambda ms: {"MS": np.array([ms], np.int32)}  # noqa: E731
 
 
 def calls(s):
+    """The number of predict calls sleepy has run, this one included."""
     return int(infer(s, "grpc", "sleepy", MS(0)).as_numpy("CALLS")[0])
 
 
-def test_client_timeout_http(srv):
+def sleepy_log(markers) -> list:
+    p = markers / "sleepy.log"
+    return p.read_text().splitlines() if p.exists() else []
+
+
+def wait_for_line(markers, line, timeout=90.0) -> bool:
+    """Waits for sleepy's marker `line` (an event; the bound is only there so
+    a broken server cannot hang the test)."""
+    deadline = time.monotonic() + timeout
+    while line not in sleepy_log(markers):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_client_timeout_http(srv, markers):
+    base = calls(srv)
     c = srv.http_client(network_timeout=0.5, connection_timeout=5)
-    with pytest.raises(Exception) as e:  # the server would answer, successfully, after 2 s
-        c.infer("sleepy", make_inputs("http", MS(2000)))
-    assert "timed out" in str(e.value).lower() or "timeout" in str(e.value).lower(), e.value
-    # The server finishes the abandoned request and keeps serving.
-    before = calls(srv)          # waits behind the sleeping predict (count: 1)
-    assert calls(srv) == before + 1
+    # The request is held in predict until released: the client's 0.5 s
+    # run out first whatever the load.
+    with pytest.raises(TimeoutError) as e:
+        c.infer("sleepy", make_inputs("http", MS(-1)))
+    assert str(e.value) == "timed out", repr(e.value)
+    # The abandoned request is in predict; released, it runs to its end...
+    assert wait_for_line(markers, f"start {base + 1} -1"), sleepy_log(markers)
+    (markers / "release").write_text("")
+    assert wait_for_line(markers, f"end {base + 1}"), sleepy_log(markers)
+    # ...and the instance serves the next request (the one after it).
+    assert calls(srv) == base + 2
     assert serving(srv)
 
 
-def test_client_timeout_grpc_deadline(srv):
+def test_client_timeout_grpc_deadline(srv, markers):
+    """A gRPC deadline that expires while predict runs: the client gets
+    DEADLINE_EXCEEDED, predict runs to its end, the instance serves on. The
+    deadline is long enough for the request to reach predict on a loaded
+    machine (checked: the marker must be there when the deadline fired)."""
+    base = calls(srv)
     c = srv.grpc_client()
     with pytest.raises(InferenceServerException) as e:
-        c.infer("sleepy", make_inputs("grpc", MS(1500)), client_timeout=0.3)
-    assert "Deadline" in str(e.value) or "DEADLINE" in str(e.value), e.value
-    assert calls(srv) >= 1
+        c.infer("sleepy", make_inputs("grpc", MS(-1)), client_timeout=10)
+    assert (e.value.status(), e.value.message()) == ("StatusCode.DEADLINE_EXCEEDED",
+                                                     "Deadline Exceeded"), e.value
+    assert f"start {base + 1} -1" in sleepy_log(markers), \
+        ("the request had not reached predict within its 10 s deadline", sleepy_log(markers))
+    (markers / "release").write_text("")
+    assert wait_for_line(markers, f"end {base + 1}"), sleepy_log(markers)
+    assert calls(srv) == base + 2
     assert serving(srv)
 
 
-def test_grpc_cancel_in_flight_and_queued(srv, markers):
+def test_grpc_cancel_in_flight_and_queued(triton_factory, tmp_path):
     """Cancel one request while predict runs and one while it waits in the
-    queue behind it: the queued one never reaches predict."""
-    c = srv.grpc_client()
-    base = calls(srv)
+    server's queue behind it: the queued one never reaches predict. A server
+    of its own, logging verbosely, so the test sees the moment Triton took
+    each cancellation (its gRPC frontend logs "Issuing cancellation for"):
+    the client's cancel is local, and the server learns of it a moment later."""
+    markers = tmp_path
+    s = triton_factory(FAULTS, name="cancel", model_control_mode="explicit",
+                       load_models=["sleepy"], wait_models=["sleepy"],
+                       env={"RUSTPY_TEST_MARKERS": markers}, log_verbose=1)
+    c = s.grpc_client()
     done = queue.Queue()
-    # 8 s of predict: the cancels below must come while it runs, also on a
-    # loaded machine.
-    running = c.async_infer("sleepy", make_inputs("grpc", MS(8000)),
+    # Held in predict until released: the cancels below come while it runs.
+    running = c.async_infer("sleepy", make_inputs("grpc", MS(-1)),
                             callback=lambda result, error: done.put(("running", result, error)))
     # Wait until it is really in predict (not on a clock: a loaded machine may be slow).
-    log = markers / "sleepy.log"
-    deadline = time.monotonic() + 90
-    while f"start {base + 1} 8000" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline, "the first request never reached predict"
-        time.sleep(0.05)
-    queued = c.async_infer("sleepy", make_inputs("grpc", MS(3000)),
+    assert wait_for_line(markers, "start 1 -1"), "the first request never reached predict"
+    queued = c.async_infer("sleepy", make_inputs("grpc", MS(1)),
                            callback=lambda result, error: done.put(("queued", result, error)))
-    # Until Triton has it queued (a fixed short sleep may cancel it in the
-    # client before it got there on a loaded machine), at most 4 s.
-    deadline = time.monotonic() + 4
-    while _pending(srv, "sleepy") < 1 and time.monotonic() < deadline:
+    # Until Triton has it queued: a cancel before it got there would only be
+    # the client's, and the server would never see it.
+    deadline = time.monotonic() + 90
+    while _pending(s, "sleepy") < 1:
+        assert time.monotonic() < deadline, "the second request never reached the server's queue"
         time.sleep(0.05)
     queued.cancel()
     running.cancel()
@@ -235,11 +279,20 @@ def test_grpc_cancel_in_flight_and_queued(srv, markers):
     for _ in range(2):
         name, r, e = done.get(timeout=90)
         got[name] = e
-    assert all(e is not None and "CANCELLED" in str(e).upper() for e in got.values()), got
-    # calls() queues behind the running predict (count: 1). Only the first
-    # request ran (the +1 is the probe of calls() itself).
-    assert calls(srv) == base + 2, "the cancelled queued request reached predict"
-    assert serving(srv)
+    assert {name: (e.status(), e.message()) for name, e in got.items()} == {
+        name: ("StatusCode.CANCELLED", "Locally cancelled by application!")
+        for name in ("running", "queued")}, got
+    deadline = time.monotonic() + 90
+    while s.log_text().count('"Issuing cancellation for ') < 2:
+        assert time.monotonic() < deadline, "the server never took both cancellations"
+        time.sleep(0.05)
+    (markers / "release").write_text("")
+    assert wait_for_line(markers, "end 1"), sleepy_log(markers)
+    # The next call is the one after the running request: the cancelled
+    # queued request (MS 1) never reached predict.
+    assert calls(s) == 2
+    assert sleepy_log(markers) == ["start 1 -1", "end 1", "start 2 0", "end 2"]
+    assert s.running and s.is_live()
 
 
 def _pending(s, model):

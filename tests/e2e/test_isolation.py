@@ -122,6 +122,9 @@ def run_workload(server, model):
                  wall times / span): what count: 2 can overlap at all
     cores        average number of cores the predicts kept busy (sum of
                  their thread CPU times / span): what the GIL lets run
+    pids         the processes the predicts ran in (sorted)
+    overlapping_pids  for every two predicts that ran at the same time, the
+                 processes they ran in (sorted pairs, each pair once)
     """
     clients = [server.grpc_client() for _ in range(GIL_CLIENTS)]
     inputs = make_inputs("grpc", X)
@@ -142,6 +145,8 @@ def run_workload(server, model):
         "ms_per_request": round(sum(y[1] - y[0] for y in ys) / len(ys) / 1e6, 1),
         "max_in_flight": max_in_flight(ys),
         "longest_overlap_ms": round(longest_overlap(ys) / 1e6, 1),
+        "pids": sorted({y[3] for y in ys}),
+        "overlapping_pids": sorted({tuple(sorted((a[3], b[3]))) for a, b in overlapping(ys)}),
     }
 
 
@@ -155,16 +160,19 @@ def max_in_flight(intervals):
     return most
 
 
-def longest_overlap(intervals):
-    """Longest time two predicts ran at once, in ns."""
+def overlapping(intervals):
+    """Every pair (a, b) of predicts that ran at the same time, a started first."""
     ys = sorted(intervals)
-    best = 0
     for i, a in enumerate(ys):
         for b in ys[i + 1:]:
             if b[0] >= a[1]:
                 break
-            best = max(best, min(a[1], b[1]) - b[0])
-    return best
+            yield a, b
+
+
+def longest_overlap(intervals):
+    """Longest time two predicts ran at once, in ns."""
+    return max((min(a[1], b[1]) - b[0] for a, b in overlapping(intervals)), default=0)
 
 
 def test_gil_what_instance_count_buys(gil_server, record_property):
@@ -189,6 +197,9 @@ def test_gil_what_instance_count_buys(gil_server, record_property):
         # count: 1 never runs two predicts at once; count: 2 does, whatever the work.
         assert figures[work]["count1"]["max_in_flight"] == 1, figures
         assert figures[work]["count2"]["max_in_flight"] == 2, figures
+        # In-process: every predict ran in the server's own process.
+        for count in ("count1", "count2"):
+            assert figures[work][count]["pids"] == [gil_server.proc.pid], figures
     # Pure Python holds the GIL: two predicts in flight still use at most one
     # core between them (the overlap is GIL switching, not parallelism). A
     # busy machine can only lower this figure.

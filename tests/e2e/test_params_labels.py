@@ -8,7 +8,10 @@ real tritonserver, over HTTP and gRPC.
 - Triton's classification extension works for rustpy models: asking for an
   output with class_count k gives "score:index:label" strings read from the
   output's label_filename.
+- `ctx.labels` / `ctx.output_labels` (docs/python-api.md, "Labels"): the
+  model `labelled` answers what it was given, so the client sees it.
 """
+import json
 import threading
 from pathlib import Path
 
@@ -117,3 +120,25 @@ def test_classification_extension_returns_labels(params_server, protocol):
                 parameters={"mode": "reverse"})
     got = [v.decode() if isinstance(v, bytes) else v for v in r.as_numpy("PROBS").reshape(-1)]
     assert got == ["0.400000:2:bird", "0.300000:0:cat"], got
+
+
+@pytest.mark.parametrize("model, labels, output_labels", [
+    # label_filename wins over the labels.txt beside it (which says "not these").
+    ("labelled", ["ant", "bee", "wasp"], {"SCORES": ["ant", "bee", "wasp"]}),
+    # No label_filename: labels.txt beside config.pbtxt.
+    ("labels_fallback", ["red", "green", "blue"], {}),
+])
+def test_ctx_labels_reach_the_model(params_server, protocol, model, labels, output_labels):
+    x = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]], dtype=np.float32)
+    r = ec.infer(params_server, protocol, model, {"X": x})
+    for row in range(2):
+        assert json.loads(r.as_numpy("LABELS")[row, 0]) == labels
+        assert json.loads(r.as_numpy("OUTPUT_LABELS")[row, 0]) == output_labels
+    if output_labels:
+        # The same file names the classes of Triton's classification extension.
+        mod = ec.module(protocol)
+        c = ec.client(params_server, protocol)
+        r = c.infer(model, ec.make_inputs(protocol, {"X": x[:1]}),
+                    outputs=[mod.InferRequestedOutput("SCORES", class_count=1)])
+        got = [v.decode() if isinstance(v, bytes) else v for v in r.as_numpy("SCORES").reshape(-1)]
+        assert got == ["0.700000:1:bee"], got

@@ -83,17 +83,21 @@ def test_response_for_a_rescheduled_request_fails_it_once(triton_factory, protoc
     assert json.loads(r.as_numpy("OUT")[0, 0])["value"] == 7
 
 
-def test_response_for_a_rescheduled_request_through_bls(triton_factory):
+def test_response_for_a_rescheduled_request_through_bls(triton_factory, tmp_path):
     """The same through BLS, where the crash showed (a second answer reached
     the BLS caller's completion state after its FINAL): every call gets the
-    error once, and the server stays up."""
-    s = triton_factory(E2E_DIR / "repos" / "pb_responses", name="pb_responses")
-    x = np.arange(4, dtype=np.float32)
-    for _ in range(5):
-        r = infer(s, "grpc", "reschedule_caller", {"IN": x})
+    error once, is executed once, and the server stays up. The model logs
+    each execution (IN[0] of the request): a request rescheduled after all
+    would be executed again, before the next call's request that came later
+    (one instance)."""
+    s = triton_factory(E2E_DIR / "repos" / "pb_responses", name="pb_responses",
+                       env={"RUSTPY_TEST_MARKERS": str(tmp_path)})
+    for k in range(1, 7):
+        r = infer(s, "grpc", "reschedule_caller", {"IN": np.full(4, k, np.float32)})
         message = r.as_numpy("ERROR")[0].decode()
         assert "Expected a None object in the execute function return list for reschduled request" \
             in message, message
-    time.sleep(3)  # a wrongly rescheduled request would run again by now (slow when loaded)
+    executed = (tmp_path / "reschedule_answered.log").read_text().split()
+    assert executed == ["1", "2", "3", "4", "5", "6"], executed
     r = infer(s, "http", "one_bad", {"IN": np.array([[7]], dtype=np.int32)})
     assert json.loads(r.as_numpy("OUT")[0, 0])["value"] == 7

@@ -103,8 +103,10 @@ def test_eight_concurrent_bls_calls_from_threads_keep_their_own_data(bls_server)
 
 def test_eight_concurrent_async_exec_calls_keep_their_own_data(bls_server):
     x = pattern((1 << 20) + 13, seed=4)  # not a multiple of the alignment
-    out, n, _ = run(bls_server, x, 2)
-    assert n == 8
+    out, awaited_at_once, _ = run(bls_server, x, 2)
+    # All eight were pending together on the event loop (an async_exec that
+    # ran its call before returning would give 1).
+    assert awaited_at_once == 8
     for k in range(8):
         part = out[k * x.size:(k + 1) * x.size]
         assert np.array_equal(part, x ^ np.uint8(8 + k + 1) ^ KEY), f"call {k} got other bytes"

@@ -87,6 +87,55 @@ def python_backend_dir() -> Path:
     return tritonserver_root() / "backends" / "python"
 
 
+def tritonserver_lib_dir() -> Path:
+    """<tritonserver>/lib, holding libtritonserver.so as in a Triton install
+    (ci/install.sh links it to the wheel's libtritonserver-<hash>.so)."""
+    return tritonserver_root() / "lib"
+
+
+def tritonserver_private_libs() -> Path:
+    """The wheel's own libraries (auditwheel's nvidia_pytriton.libs). They carry
+    no search path of their own: the tritonserver binary finds them through its
+    RPATH, any other host needs them on LD_LIBRARY_PATH."""
+    return tritonserver_root().resolve().parent.parent / "nvidia_pytriton.libs"
+
+
+def populate_backends(bdir: Path, backend_lib: Optional[Path] = None, require_rustpy: bool = True) -> None:
+    """bdir/rustpy/libtriton_rustpy.so (+ rustpy-worker beside it) and
+    bdir/python -> the official backend (a directory symlink: libtriton_python.so
+    finds its libs via an $ORIGIN rpath, which a copy would break)."""
+    lib = Path(backend_lib) if backend_lib else rustpy_backend_lib()
+    (bdir / "rustpy").mkdir(parents=True, exist_ok=True)
+    if lib.is_file():
+        os.symlink(lib.resolve(), bdir / "rustpy" / "libtriton_rustpy.so")
+        # The worker of process-isolated models is installed next to the library.
+        worker = lib.resolve().parent / "rustpy-worker"
+        if worker.is_file():
+            os.symlink(worker, bdir / "rustpy" / "rustpy-worker")
+    elif require_rustpy:
+        raise TritonStartError(
+            f"rustpy backend library not found at {lib} "
+            "(build it with `cargo build --release` or set RUSTPY_BACKEND_LIB)")
+    pyb = python_backend_dir()
+    if pyb.is_dir():
+        os.symlink(pyb.resolve(), bdir / "python", target_is_directory=True)
+
+
+def make_triton_install(root: Path, backend_lib: Optional[Path] = None) -> Path:
+    """A Triton install's layout under `root`, for hosts that load Triton's
+    library themselves (perf_analyzer --triton-server-directory, rustpy-inproc):
+
+        root/lib -> <tritonserver>/lib            (libtritonserver.so)
+        root/backends/rustpy/libtriton_rustpy.so  (+ rustpy-worker)
+        root/backends/python -> <tritonserver>/backends/python
+
+    Returns `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.symlink(tritonserver_lib_dir(), root / "lib", target_is_directory=True)
+    populate_backends(root / "backends", backend_lib)
+    return root
+
+
 def rustpy_backend_lib() -> Path:
     lib = os.environ.get("RUSTPY_BACKEND_LIB")
     return Path(lib) if lib else PROJECT_ROOT / "target" / "release" / "libtriton_rustpy.so"
@@ -165,6 +214,8 @@ class TritonServer:
                         SIGTERM (it still counts the failed model as live; the
                         official python backend behaves the same).
     env:                extra environment variables on top of the clean one.
+    backend_directory:  serve the backends of this directory (an installed
+                        layout) instead of a temp one built from backend_lib.
     """
 
     def __init__(self,
@@ -182,6 +233,7 @@ class TritonServer:
                  log_verbose: int = 0,
                  startup_timeout: float = 120.0,
                  exit_timeout: int = 10,
+                 backend_directory: Optional[os.PathLike] = None,
                  name: str = "triton"):
         if isinstance(model_repositories, (str, os.PathLike)):
             model_repositories = [model_repositories]
@@ -200,6 +252,7 @@ class TritonServer:
         self.startup_timeout = startup_timeout
         self.exit_timeout = exit_timeout
         self.name = name
+        self.backend_directory = Path(backend_directory) if backend_directory else None
 
         self.tmpdir: Optional[Path] = None
         self.proc: Optional[subprocess.Popen] = None
@@ -215,6 +268,8 @@ class TritonServer:
 
     @property
     def backend_dir(self) -> Path:
+        if self.backend_directory is not None:
+            return self.backend_directory
         assert self.tmpdir is not None
         return self.tmpdir / "backends"
 
@@ -236,22 +291,8 @@ class TritonServer:
 
     # ------------------------------------------------------------- lifecycle
     def _make_backend_dir(self) -> None:
-        bdir = self.backend_dir
-        (bdir / "rustpy").mkdir(parents=True, exist_ok=True)
-        lib = self.backend_lib
-        if lib.is_file():
-            os.symlink(lib.resolve(), bdir / "rustpy" / "libtriton_rustpy.so")
-            # The worker of process-isolated models is installed next to the library.
-            worker = lib.resolve().parent / "rustpy-worker"
-            if worker.is_file():
-                os.symlink(worker, bdir / "rustpy" / "rustpy-worker")
-        elif self.require_rustpy:
-            raise TritonStartError(
-                f"rustpy backend library not found at {lib} "
-                "(build it with `cargo build --release` or set RUSTPY_BACKEND_LIB)")
-        pyb = python_backend_dir()
-        if pyb.is_dir():
-            os.symlink(pyb.resolve(), bdir / "python", target_is_directory=True)
+        if self.backend_directory is None:
+            populate_backends(self.backend_dir, self.backend_lib, self.require_rustpy)
 
     def _served_repositories(self) -> list:
         if not self.reference:

@@ -11,7 +11,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
 use std::ptr;
 
-use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
 #[repr(C)]
 pub struct TError {
@@ -96,15 +96,17 @@ macro_rules! api {
             $(pub $field: unsafe extern "C" fn($($arg),*) $(-> $ret)?,)*
         }
         impl Api {
-            /// Opens the library (RTLD_GLOBAL: backends that Triton dlopens
-            /// resolve their TRITONSERVER_* symbols from it) and resolves
-            /// every function, failing with the first missing name.
+            /// Opens the library RTLD_LOCAL, as perf_analyzer's C API mode
+            /// does: its symbols are not global, so a backend resolves the
+            /// server API only through its own needed libtritonserver.so
+            /// (which the in-process driver thereby tests). Resolves every
+            /// function, failing with the first missing name.
             #[allow(non_snake_case)]
             pub fn load(path: &Path) -> Result<Api, String> {
                 // SAFETY: loading libtritonserver runs its initialisers, which
                 // only set up the library's own globals; the process has no
                 // other copy of it.
-                let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) }
+                let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
                     .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
                 $(
                     // SAFETY: the symbol is a function with exactly this

@@ -222,16 +222,12 @@ impl Drop for Serve {
 
 #[test]
 fn the_same_cases_pass_against_rustpy_serve() {
-    let Some(ts) = project_tritonserver() else {
-        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+    let Some(ts) = tritonserver_or_skip() else {
         return;
     };
-    let lib =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/libtriton_rustpy.so");
-    if !lib.is_file() {
-        eprintln!("skipping: {} not built", lib.display());
+    let Some(lib) = backend_lib_or_skip() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     for task in TASKS {
         let image = matches!(*task, "image-classification" | "object-detection");

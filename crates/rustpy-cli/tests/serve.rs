@@ -1,6 +1,8 @@
 //! `rustpy serve` against the real tritonserver from `ci/install.sh`, with a
 //! model for the official Python backend only (the rustpy backend library
-//! may not be built). Skipped when .rustpy-deps/ is absent.
+//! may not be built). Without ci/install.sh's tritonserver (or the library,
+//! for the tests that need it) a test prints why and returns, unless
+//! `RUSTPY_REQUIRE_SERVER` is set (ci/test.sh sets it): then it fails.
 
 mod common;
 
@@ -136,8 +138,7 @@ impl Drop for Serve {
 
 #[test]
 fn serves_a_python_backend_model_and_stops_on_ctrl_c() {
-    let Some(ts) = project_tritonserver() else {
-        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+    let Some(ts) = tritonserver_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -165,19 +166,15 @@ fn serves_a_python_backend_model_and_stops_on_ctrl_c() {
 }
 
 /// Every `rustpy init` scaffold loads and answers under the real rustpy
-/// backend. Skipped unless `cargo build --release` has built the library.
+/// backend (built by `cargo build --release --workspace`).
 #[test]
 fn scaffolds_load_in_the_rustpy_backend() {
-    let Some(ts) = project_tritonserver() else {
-        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+    let Some(ts) = tritonserver_or_skip() else {
         return;
     };
-    let lib =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/libtriton_rustpy.so");
-    if !lib.is_file() {
-        eprintln!("skipping: {} not built", lib.display());
+    let Some(lib) = backend_lib_or_skip() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     for task in TASKS {
         let is_image = matches!(*task, "image-classification" | "object-detection");
@@ -216,8 +213,7 @@ fn scaffolds_load_in_the_rustpy_backend() {
 
 #[test]
 fn propagates_the_exit_code_of_a_server_that_fails_to_start() {
-    let Some(ts) = project_tritonserver() else {
-        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+    let Some(ts) = tritonserver_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -269,8 +265,7 @@ fn propagates_the_exit_code_of_a_server_that_fails_to_start() {
 /// (what Kubernetes sends) stops the server and rustpy exits with its code.
 #[test]
 fn container_options_reach_tritonserver() {
-    let Some(ts) = project_tritonserver() else {
-        eprintln!("skipping: no .rustpy-deps/ tritonserver (run ci/install.sh)");
+    let Some(ts) = tritonserver_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

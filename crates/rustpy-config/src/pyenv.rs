@@ -172,6 +172,185 @@ pub fn require_same(env: PyVersion, embedded: PyVersion) -> Result<(), String> {
     }
 }
 
+/// The CPython versions other than `embedded` that the packages in `dir`
+/// were built for, each with up to three examples (a path under `dir`):
+/// extension modules named `*.cpython-3XY-*.so` and wheels tagged `cp3XY`
+/// (in `*.dist-info/WHEEL`). Pure-Python and `abi3` packages fit any version.
+pub fn foreign_builds(dir: &Path, embedded: PyVersion) -> Vec<(PyVersion, Vec<String>)> {
+    let mut found: std::collections::BTreeMap<PyVersion, Vec<String>> = Default::default();
+    let mut note = |v: PyVersion, what: String| {
+        if v != embedded {
+            let list = found.entry(v).or_default();
+            if list.len() < 3 && !list.contains(&what) {
+                list.push(what);
+            }
+        }
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(kind) = e.file_type() else { continue };
+            let shown = || {
+                path.strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string()
+            };
+            if kind.is_dir() {
+                if name.ends_with(".dist-info") {
+                    if let Ok(wheel) = fs::read_to_string(path.join("WHEEL")) {
+                        for tag in wheel.lines().filter_map(|l| l.strip_prefix("Tag:")) {
+                            // cp312-cp312-manylinux...: the interpreter and ABI tags.
+                            let mut parts = tag.trim().split('-');
+                            let (py, abi) =
+                                (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                            if abi != "abi3" && abi != "none" {
+                                if let Some(v) = cp_tag_version(py) {
+                                    note(v, shown());
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    stack.push(path);
+                }
+            } else if let Some(v) = extension_version(&name) {
+                note(v, shown());
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// "cp312" -> 3.12.
+fn cp_tag_version(tag: &str) -> Option<PyVersion> {
+    let digits = tag.strip_prefix("cp")?;
+    if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (major, minor) = digits.split_at(1);
+    Some(PyVersion {
+        major: major.parse().ok()?,
+        minor: minor.parse().ok()?,
+    })
+}
+
+/// "_multiarray_umath.cpython-312-x86_64-linux-gnu.so" -> 3.12.
+fn extension_version(file: &str) -> Option<PyVersion> {
+    if !file.ends_with(".so") {
+        return None;
+    }
+    let at = file.find(".cpython-")? + ".cpython-".len();
+    let digits: String = file[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    cp_tag_version(&format!("cp{digits}"))
+}
+
+/// A site-packages directory (`--site-packages`, `rustpy,site-packages=`)
+/// must hold no package built for another Python than the embedded one.
+pub fn require_site_packages_for(dir: &Path, embedded: PyVersion) -> Result<(), String> {
+    let foreign = foreign_builds(dir, embedded);
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let what = foreign
+        .iter()
+        .map(|(v, examples)| format!("Python {v} ({})", examples.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(format!(
+        "{} holds packages built for {what}, but rustpy embeds Python {embedded}: install them with the serving interpreter (`rustpy env` does), or build rustpy for that Python (PYO3_PYTHON)",
+        dir.display()
+    ))
+}
+
+/// What the process environment asks of the embedded interpreter that
+/// another Python version would provide: PYTHONHOME without this version's
+/// standard library (Python would abort the whole process while starting),
+/// PYTHONPATH entries holding another version's packages.
+pub fn environment_problems(
+    home: Option<&str>,
+    path: Option<&str>,
+    embedded: PyVersion,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(home) = home.filter(|h| !h.is_empty()) {
+        // PYTHONHOME is prefix[:exec_prefix]; the standard library is under prefix.
+        let prefix = home.split(':').next().unwrap_or(home);
+        let stdlib = Path::new(prefix)
+            .join("lib")
+            .join(format!("python{embedded}"));
+        if !stdlib.join("os.py").is_file() {
+            let other = lib_versions(Path::new(prefix));
+            let has = if other.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (it has Python {})",
+                    other
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            problems.push(format!(
+                "PYTHONHOME={home} has no Python {embedded} standard library at {}{has}, and rustpy embeds Python {embedded}: unset PYTHONHOME or point it at a Python {embedded} installation",
+                stdlib.display()
+            ));
+        }
+    }
+    for entry in path.unwrap_or("").split(':').filter(|e| !e.is_empty()) {
+        let dir = Path::new(entry);
+        let named = dir
+            .components()
+            .filter_map(|c| PyVersion::from_lib_name(&c.as_os_str().to_string_lossy()))
+            .find(|v| *v != embedded);
+        if let Some(v) = named {
+            problems.push(format!(
+                "PYTHONPATH entry {entry} belongs to Python {v}, but rustpy embeds Python {embedded}"
+            ));
+        } else if dir.is_dir() {
+            if let Err(e) = require_site_packages_for(dir, embedded) {
+                problems.push(format!("PYTHONPATH entry {e}"));
+            }
+        }
+    }
+    problems
+}
+
+/// The Python version a library or executable links (its `libpython3.X.so`
+/// needed entry, read from the file), e.g. which Python a libtriton_rustpy.so
+/// was built for.
+pub fn linked_python_version(file: &Path) -> Option<PyVersion> {
+    let bytes = fs::read(file).ok()?;
+    let needle = b"libpython";
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
+        let start = at + i;
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(bytes.len(), |n| start + n);
+        if let Ok(name) = std::str::from_utf8(&bytes[start..end]) {
+            if name.contains(".so") {
+                if let Some(v) = PyVersion::from_libpython(name) {
+                    return Some(v);
+                }
+            }
+        }
+        at = start + needle.len();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +395,97 @@ mod tests {
         assert!(require_same(v, v).is_ok());
         let e = require_same(PyVersion::parse("3.9").unwrap(), v).unwrap_err();
         assert!(e.contains("Python 3.9") && e.contains("Python 3.11"), "{e}");
+    }
+
+    fn v(s: &str) -> PyVersion {
+        PyVersion::parse(s).unwrap()
+    }
+
+    #[test]
+    fn site_packages_of_another_python_are_named_with_their_evidence() {
+        let d = tempfile::tempdir().unwrap();
+        let sp = d.path();
+        // Pure Python, abi3 and this version's builds fit.
+        fs::create_dir_all(sp.join("purelib")).unwrap();
+        fs::write(sp.join("purelib/__init__.py"), "").unwrap();
+        fs::write(sp.join("purelib/_speed.abi3.so"), "").unwrap();
+        fs::write(sp.join("purelib/_ok.cpython-311-x86_64-linux-gnu.so"), "").unwrap();
+        fs::create_dir_all(sp.join("ok-1.0.dist-info")).unwrap();
+        fs::write(
+            sp.join("ok-1.0.dist-info/WHEEL"),
+            "Wheel-Version: 1.0\nTag: cp311-abi3-manylinux_2_17_x86_64\nTag: py3-none-any\n",
+        )
+        .unwrap();
+        assert!(require_site_packages_for(sp, v("3.11")).is_ok());
+        // A package built for 3.12: its extension module and its wheel tag.
+        fs::create_dir_all(sp.join("numpy/core")).unwrap();
+        fs::write(
+            sp.join("numpy/core/_multiarray_umath.cpython-312-x86_64-linux-gnu.so"),
+            "",
+        )
+        .unwrap();
+        fs::create_dir_all(sp.join("numpy-2.0.0.dist-info")).unwrap();
+        fs::write(
+            sp.join("numpy-2.0.0.dist-info/WHEEL"),
+            "Tag: cp312-cp312-manylinux_2_17_x86_64\n",
+        )
+        .unwrap();
+        let foreign = foreign_builds(sp, v("3.11"));
+        assert_eq!(foreign.len(), 1);
+        assert_eq!(foreign[0].0, v("3.12"));
+        let e = require_site_packages_for(sp, v("3.11")).unwrap_err();
+        assert!(
+            e.contains("built for Python 3.12") && e.contains("rustpy embeds Python 3.11"),
+            "{e}"
+        );
+        assert!(
+            e.contains("_multiarray_umath.cpython-312") && e.contains("numpy-2.0.0.dist-info"),
+            "{e}"
+        );
+        // From 3.12's point of view the 3.11 build is the foreign one.
+        assert_eq!(foreign_builds(sp, v("3.12"))[0].0, v("3.11"));
+        assert_eq!(extension_version("x.cpython-39-darwin.so"), Some(v("3.9")));
+        assert_eq!(extension_version("x.abi3.so"), None);
+    }
+
+    #[test]
+    fn pythonhome_and_pythonpath_of_another_python_are_problems() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("py312");
+        fs::create_dir_all(home.join("lib/python3.12")).unwrap();
+        fs::write(home.join("lib/python3.12/os.py"), "").unwrap();
+        let h = home.to_string_lossy().into_owned();
+        let p = environment_problems(Some(&h), None, v("3.11"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("PYTHONHOME") && p[0].contains("it has Python 3.12"),
+            "{p:?}"
+        );
+        assert!(environment_problems(Some(&h), None, v("3.12")).is_empty());
+        assert!(environment_problems(None, None, v("3.11")).is_empty());
+        let sp = home.join("lib/python3.12/site-packages");
+        fs::create_dir_all(&sp).unwrap();
+        let path = format!("{}:/nonexistent", sp.display());
+        let p = environment_problems(None, Some(&path), v("3.11"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("PYTHONPATH entry") && p[0].contains("Python 3.12"),
+            "{p:?}"
+        );
+        assert!(environment_problems(None, Some(&path), v("3.12")).is_empty());
+    }
+
+    #[test]
+    fn the_linked_libpython_is_read_from_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("libx.so");
+        fs::write(
+            &f,
+            b"\x7fELF...cannot locate libpython (dladdr failed)\0libpython3.12.so.1.0\0libc.so.6\0",
+        )
+        .unwrap();
+        assert_eq!(linked_python_version(&f), Some(v("3.12")));
+        fs::write(&f, b"no python here").unwrap();
+        assert_eq!(linked_python_version(&f), None);
     }
 }

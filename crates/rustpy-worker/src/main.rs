@@ -8,9 +8,14 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
+mod intake;
+mod serve;
+
 use std::path::Path;
 
-use rustpy_core::isolation::{env, limit_data, run_worker, WorkerFds};
+use rustpy_core::isolation::{env, limit_data};
+use serve::WorkerFds;
 
 fn main() {
     // Before anything else: the backend preloaded libpython for us only.
@@ -44,7 +49,7 @@ fn main() {
         eprintln!("rustpy-worker: {}", e.message);
         std::process::exit(3);
     }
-    std::process::exit(run_worker(WorkerFds {
+    std::process::exit(serve::run(WorkerFds {
         socket,
         input,
         output,

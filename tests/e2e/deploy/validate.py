@@ -1,17 +1,22 @@
 """Validators for deploy/, run with the deploy venv's Python (ci/install.sh creates it
-with kubernetes-validate, jsonschema, PyYAML and hadolint; see docs/deploy.md).
+with kubernetes-validate, jsonschema, PyYAML, hadolint and helm-python-sdk; see
+docs/deploy.md).
 
     validate.py k8s FILE...          every document against the Kubernetes schemas (strict)
     validate.py kserve FILE...       KServe resources against kserve/*.schema.json (strict)
     validate.py helm OVERLAY         overlay keys against Triton's chart values, then the
-                                     chart's Deployment rendered with them, validated strictly
+                                     chart's Deployment rendered with them by Helm itself
+                                     (Helm's Go SDK through helm-python-sdk's libhelm_c,
+                                     as `helm template` renders it), validated strictly
 
-Prints a JSON object on stdout: {"errors": [...], "rendered": <helm only>}; exits 1 when
-there are errors.
+The chart (triton-k8s-onprem/) keeps Triton's Chart.yaml, values.yaml and
+templates/deployment.yaml; its names come from templates/_names.tpl, ours, in
+place of the chart's _helpers.tpl.
+
+Prints a JSON object on stdout: {"errors": [...], "rendered": <helm only>, "renderer":
+<helm only>}; exits 1 when there are errors.
 """
-import copy
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -85,45 +90,12 @@ def unknown_keys(overlay, defaults, prefix=""):
     return out
 
 
-def merge(base, over):
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def render(template, values, release="rustpy", namespace="default"):
-    """The chart's deployment.yaml with Helm's semantics for the constructs it uses."""
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    name = (values.get("nameOverride") or chart["name"])[:63].rstrip("-")
-    full = values.get("fullnameOverride") or (
-        release if name in release else f"{release}-{name}")
-    names = {"triton-inference-server.name": name,
-             "triton-inference-server.fullname": full[:63].rstrip("-"),
-             "triton-inference-server.chart": f"{chart['name']}-{chart['version']}"}
-
-    def lookup(dotted):
-        node = {"Values": values, "Release": {"Name": release, "Namespace": namespace,
-                                              "Service": "Helm"},
-                "Chart": {"Name": chart["name"], "Version": chart["version"]}}
-        for part in dotted.strip(".").split("."):
-            node = node[part]
-        return node
-
-    text = "\n".join(line for line in template.splitlines() if not line.startswith("#"))
-    # {{- trims the whitespace before it, -}} the whitespace after it.
-    text = re.sub(r"\s*\{\{-", "{{", text)
-    text = re.sub(r"-\}\}\s*", "}}", text)
-
-    def ranges(m):
-        return "".join(m.group(2).replace("{{ . }}", str(item)) for item in lookup(m.group(1)))
-    text = re.sub(r"\{\{ range (\S+) \}\}(.*?)\{\{ end \}\}", ranges, text, flags=re.S)
-    text = re.sub(r'\{\{ template "([^"]+)" \. \}\}', lambda m: names[m.group(1)], text)
-    text = re.sub(r"\{\{ (\.[A-Za-z.]+) \}\}", lambda m: str(lookup(m.group(1))), text)
-    if "{{" in text:
-        raise ValueError("unsupported template construct: "
-                         + text[text.index("{{"):text.index("{{") + 60])
-    return yaml.safe_load(text)
+def render(overlay):
+    """The chart's manifests rendered by Helm with `overlay` as the user's values
+    (release "rustpy" in namespace "default"): {template path: text}."""
+    import helm_python  # the deploy venv has it (ci/install.sh)
+    chart = helm_python.Chart.load(str(CHART))
+    return chart.render(values=overlay, name="rustpy", namespace="default", is_install=True)
 
 
 def check_helm(overlay_path):
@@ -131,10 +103,19 @@ def check_helm(overlay_path):
     overlay = yaml.safe_load(Path(overlay_path).read_text())
     errors = [f"{overlay_path}: `{k}` is not a value of the chart"
               for k in unknown_keys(overlay, defaults)]
-    values = merge(defaults, overlay)
-    rendered = render((CHART / "templates" / "deployment.yaml").read_text(), values)
+    import helm_python
+    try:
+        manifests = render(overlay)
+    except helm_python.HelmError as e:
+        return errors + [f"{overlay_path}: helm could not render the chart: {e}"], None
+    rendered = yaml.safe_load(manifests["triton-inference-server/templates/deployment.yaml"])
     errors += check_k8s_doc(rendered, f"{overlay_path} (rendered deployment.yaml)")
     return errors, rendered
+
+
+def helm_version():
+    import helm_python
+    return f"helm {helm_python.helm_sdk_version()} (helm-python-sdk {helm_python.__version__})"
 
 
 def main(argv):
@@ -148,6 +129,7 @@ def main(argv):
         out["errors"] = check_kserve(paths)
     elif mode == "helm":
         out["errors"], out["rendered"] = check_helm(paths[0])
+        out["renderer"] = helm_version()
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(out))

@@ -360,9 +360,30 @@ def run_stream(server, case: Case, model: str, norm: Normaliser, timeout: float 
             if final:
                 break
     finally:
-        client.stop_stream()
+        # A stream that never ended must be cancelled: stop_stream() alone
+        # waits for it for ever.
+        client.stop_stream(cancel_requests=bool(items and items[-1].get("timeout")))
         client.close()
     return {"stream": items}
+
+
+def no_answer(result: dict) -> Optional[str]:
+    """Why `result` (of run_case) is not the server's answer but the harness
+    giving up waiting, or None when it is an answer. Two sides that both
+    time out compare equal, so a differential test must rule this out.
+    DEADLINE_EXCEEDED is only ever the client's own deadline: Triton maps no
+    server-side error to it."""
+    if "outputs" in result:
+        return None
+    if "error" in result:
+        if result["error"]["status"] == "StatusCode.DEADLINE_EXCEEDED":
+            return "no response before the client's deadline"
+        return None
+    if "stream" in result:
+        if any(item.get("timeout") for item in result["stream"]):
+            return "the stream did not end (no final response) before the timeout"
+        return None
+    return f"not a result of run_case: {result!r:.200}"
 
 
 def run_case(server, case: Case, model: str, norm: Normaliser) -> dict:

@@ -11,7 +11,7 @@
 //! - `bls-in`: the backend copies the inputs out before it answers the
 //!   call, so the worker frees the range when the call's Reply arrives;
 //! - `bls-out`: the worker copies the outputs out as the response frame
-//!   arrives and then tells the backend ([`super::proto::FromWorker::BlsRelease`]).
+//!   arrives and then tells the backend ([`super::wire::FromWorker::BlsRelease`]).
 //!
 //! Concurrent calls (Python threads, `async_exec`, a decoupled stream's
 //! many responses) each get their own range, so none overwrites another.
@@ -24,16 +24,19 @@
 //! A read of a range the file no longer holds is an error for that call.
 //! Small tensors (at most [`INLINE_MAX`] bytes in all) stay inline in the
 //! frames, where they cost less than a range and a release.
+//!
+//! [`BackendBls`] and [`WorkerBls`] are the two sides' views of the pair.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
+use std::sync::{mpsc, Arc, Mutex};
 
-use super::proto::{WireShared, WireTensor};
+use super::transport::WorkerLink;
+use super::wire::{FromWorker, WireBlsResponse, WireShared, WireTensor};
 use crate::error::{Error, Result};
-use crate::server::OwnedTensor;
-use crate::DataType;
+use crate::server::{BlsResponse, OwnedTensor};
 
 /// A BLS request's inputs (a response's outputs) of at most this many bytes
 /// in all travel inline in the control frame.
@@ -125,15 +128,20 @@ impl BlsRegion {
         self.used.len()
     }
 
-    /// Reader side: copies the tensors out of the region.
+    /// Reader side: copies the tensors out of the region. The other side
+    /// wrote `shared` (the worker may be hostile): every range is checked
+    /// against the file before anything is allocated for it.
     pub fn read(&mut self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
         let bad = |why: String| Error::internal(format!("rustpy: BLS shared memory: {why}"));
+        let size = self.len().map_err(|e| bad(e.to_string()))?;
+        shared
+            .check(size, "BLS region")
+            .map_err(|e| bad(e.to_string()))?;
         shared
             .tensors
             .iter()
             .map(|t| {
-                let dtype = DataType::from_name(&t.dtype)
-                    .ok_or_else(|| bad(format!("unknown data type '{}'", t.dtype)))?;
+                let dtype = t.data_type().map_err(|e| bad(e.to_string()))?;
                 let mut data = vec![0u8; t.len];
                 self.file
                     .read_exact_at(&mut data, t.offset as u64)
@@ -149,10 +157,131 @@ impl BlsRegion {
     }
 }
 
+/// The backend's side of a worker's BLS regions: it reads request inputs
+/// from `input` and writes response outputs into `output`.
+pub(super) struct BackendBls {
+    input: Mutex<BlsRegion>,
+    output: Mutex<BlsRegion>,
+}
+
+impl BackendBls {
+    pub(super) fn new(input: BlsRegion, output: BlsRegion) -> BackendBls {
+        BackendBls {
+            input: Mutex::new(input),
+            output: Mutex::new(output),
+        }
+    }
+
+    /// Copies a request's inputs out of the worker's region (before the
+    /// call's Reply, which frees their range).
+    pub(super) fn read_request_inputs(&self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
+        lock(&self.input).read(shared)
+    }
+
+    /// A BLS response for the worker: large outputs go into the output
+    /// region (the worker releases their range once it copied them out).
+    pub(super) fn response_to_wire(&self, r: BlsResponse) -> WireBlsResponse {
+        let placed = wants_shared(r.outputs.iter().map(|t| t.data.as_slice())).then(|| {
+            let tensors: Vec<_> = r.outputs.iter().collect();
+            lock(&self.output).put(&tensors).map_err(|e| {
+                Error::internal(format!(
+                    "rustpy: cannot place the BLS response's outputs in shared memory: {e}"
+                ))
+            })
+        });
+        WireBlsResponse::new(&r, placed)
+    }
+
+    /// The worker copied these responses' outputs out.
+    pub(super) fn release(&self, starts: &[usize]) {
+        let mut out = lock(&self.output);
+        for &start in starts {
+            out.free(start);
+        }
+    }
+}
+
+/// The worker's side of its BLS regions: it writes request inputs into
+/// `input` (a range is freed when the call's Reply came: the backend copied
+/// them out before answering) and reads response outputs from `output` as
+/// they arrive, then releases their range through `release`.
+pub(super) struct WorkerBls {
+    input: Mutex<BlsRegion>,
+    output: Mutex<BlsRegion>,
+    release: Mutex<mpsc::Sender<usize>>,
+}
+
+impl WorkerBls {
+    pub(super) fn open(
+        (input, output): (OwnedFd, OwnedFd),
+        link: &Arc<WorkerLink>,
+    ) -> Result<WorkerBls> {
+        let io_err = |what: &'static str| {
+            move |e: io::Error| Error::internal(format!("rustpy-worker: {what}: {e}"))
+        };
+        let input = BlsRegion::new(input).map_err(io_err("BLS memory"))?;
+        let output = BlsRegion::new(output).map_err(io_err("BLS memory"))?;
+        // Releases go out from their own thread: the thread that copies the
+        // outputs (the intake) never waits for the control socket.
+        let (tx, rx) = mpsc::channel::<usize>();
+        let link = link.clone();
+        std::thread::Builder::new()
+            .name("rustpy-bls-release".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut starts = vec![first];
+                    starts.extend(rx.try_iter());
+                    if link.send(&FromWorker::BlsRelease { starts }).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(io_err("BLS release thread"))?;
+        Ok(WorkerBls {
+            input: Mutex::new(input),
+            output: Mutex::new(output),
+            release: Mutex::new(tx),
+        })
+    }
+
+    /// Large inputs go into the input region, in a range of their own
+    /// (other threads' calls use other ranges); `None`: they go inline.
+    pub(super) fn put_request_inputs(&self, inputs: &[OwnedTensor]) -> Result<Option<WireShared>> {
+        if !wants_shared(inputs.iter().map(|t| t.data.as_slice())) {
+            return Ok(None);
+        }
+        let tensors: Vec<_> = inputs.iter().collect();
+        lock(&self.input).put(&tensors).map(Some).map_err(|e| {
+            Error::internal(format!(
+                "rustpy-worker: cannot place the BLS request's inputs in shared memory: {e}"
+            ))
+        })
+    }
+
+    /// The call was answered (or the backend is gone): the inputs were
+    /// copied out.
+    pub(super) fn request_answered(&self, shared: &WireShared) {
+        lock(&self.input).free(shared.start);
+    }
+
+    /// Copies a response's outputs out of the output region, whose range the
+    /// backend may then reuse.
+    pub(super) fn read_response_outputs(&self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
+        let read = lock(&self.output).read(shared);
+        let _ = lock(&self.release).send(shared.start);
+        read
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::sys::memfd;
     use super::*;
+    use crate::DataType;
 
     fn tensor(name: &str, fill: u8, len: usize) -> OwnedTensor {
         OwnedTensor {

@@ -1,5 +1,6 @@
 //! The only unsafe code of process isolation: anonymous shared memory
 //! (memfd + mmap), the parent-death signal, and fds handed to a child.
+//! Public for rustpy-worker, whose own code has no `unsafe`.
 //! (With main's unsafe boundary, this module is listed among those allowed
 //! `unsafe`; every unsafe block carries a `// SAFETY:` comment.)
 #![allow(unsafe_code)]
@@ -80,6 +81,10 @@ impl Shm {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -142,6 +147,11 @@ impl Shm {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) };
     }
 
+    /// The whole mapping.
+    pub fn whole(&self) -> &[u8] {
+        self.slice(0, self.len).unwrap_or(&[])
+    }
+
     /// The bytes at `offset..offset+len`; errors when outside the mapping.
     pub fn slice(&self, offset: usize, len: usize) -> io::Result<&[u8]> {
         let in_bounds = matches!(offset.checked_add(len), Some(end) if end <= self.len);
@@ -180,14 +190,16 @@ impl Drop for Shm {
 /// A read-write shared mapping of a whole memfd at its size now, holding no
 /// fd: it stays valid after the file grows (the new bytes are simply not in
 /// it) and is unmapped when dropped. The worker gives Python views of batch
-/// inputs through one of these, owned by a Python object (worker.rs).
+/// inputs through one of these, owned by a Python object (rustpy-worker's
+/// batch.rs).
 pub struct Mapping {
     ptr: *mut u8,
     len: usize,
 }
 
 // SAFETY: plain shared memory; `&Mapping` only reads, and the backend writes
-// no range a live view reads (the protocol pins it, worker.rs / client.rs).
+// no range a live view reads (the protocol pins it: rustpy-worker's
+// batch.rs, transport.rs's InputRegion).
 unsafe impl Send for Mapping {}
 // SAFETY: as above; there is no interior mutability through `&Mapping`.
 unsafe impl Sync for Mapping {}
@@ -225,6 +237,15 @@ impl Mapping {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole mapping.
+    pub fn whole(&self) -> &[u8] {
+        self.slice(0, self.len).unwrap_or(&[])
     }
 
     /// Start address and length (for the view registration of numpy_io).

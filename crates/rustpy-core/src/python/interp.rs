@@ -18,6 +18,9 @@ const PB_UTILS_SOURCE: &CStr = pyo3::ffi::c_str!(include_str!("pb_utils.py"));
 /// SIGINT/SIGTERM, and it is never finalised: C extensions cannot survive a
 /// re-initialisation, and user threads may outlive any model.
 pub fn initialize() -> Result<()> {
+    if !is_initialized() {
+        refuse_another_python()?;
+    }
     Python::initialize();
     Python::attach(|py| -> PyResult<()> {
         let sys = py.import("sys")?;
@@ -63,6 +66,27 @@ pub fn initialize() -> Result<()> {
     .map_err(|e| Python::attach(|py| py_error(py, &e, "starting the Python interpreter")))
 }
 
+/// The environment must not hand the embedded interpreter another Python
+/// version's files: a PYTHONHOME without this version's standard library makes
+/// Python abort the whole process while starting, and another version's
+/// packages on PYTHONPATH fail (or crash) at import.
+fn refuse_another_python() -> Result<()> {
+    let Some(embedded) = rustpy_config::pyenv::embedded_python_version() else {
+        return Ok(());
+    };
+    let var = |name| std::env::var(name).ok();
+    let problems = rustpy_config::pyenv::environment_problems(
+        var("PYTHONHOME").as_deref(),
+        var("PYTHONPATH").as_deref(),
+        embedded,
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorCode::Unsupported, problems.join("; ")))
+    }
+}
+
 /// Flushes Python's sys.stdout and sys.stderr (what a model printed without
 /// a newline); a no-op before the interpreter starts.
 pub fn flush_stdio() {
@@ -105,6 +129,10 @@ pub fn add_site_packages(dir: &std::path::Path) -> Result<()> {
             "site-packages directory {} does not exist (create it with `rustpy env REPO --target DIR`)",
             dir.display()
         )));
+    }
+    if let Some(embedded) = rustpy_config::pyenv::embedded_python_version() {
+        rustpy_config::pyenv::require_site_packages_for(dir, embedded)
+            .map_err(crate::error::Error::invalid_arg)?;
     }
     Python::attach(|py| -> PyResult<()> {
         let sys = py.import("sys")?;

@@ -6,7 +6,9 @@
 //! Diagnostics print like a compiler's (`path:line:col: error[code]: ...`
 //! and `  = hint: ...`), then a summary line; any error makes the exit code 1.
 
+mod numpy_abi;
 mod python;
+pub mod pyversion;
 pub mod requirements;
 
 use std::{
@@ -106,8 +108,10 @@ pub fn check_path_with(path: &Path, site_packages: &[PathBuf]) -> anyhow::Result
     let py_models: Vec<python::PyModel> = model_dirs.iter().flat_map(|d| rustpy_files(d)).collect();
     diagnostics.extend(python::check(&py_models)?);
     let reqs = rustpy_requirements(&model_dirs);
-    diagnostics
-        .extend(requirements::check(&python::interpreter(), &reqs, site_packages)?.diagnostics);
+    let interpreter = python::interpreter();
+    diagnostics.extend(pyversion::check(&interpreter, site_packages));
+    diagnostics.extend(numpy_abi::check(&interpreter, site_packages)?);
+    diagnostics.extend(requirements::check(&interpreter, &reqs, site_packages)?.diagnostics);
 
     // Sorted by place, so output is stable and reads top to bottom.
     diagnostics.sort_by(|a, b| {

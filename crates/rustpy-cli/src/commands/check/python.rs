@@ -65,10 +65,15 @@ pub struct PyModel {
     pub decoupled: bool,
 }
 
-/// The interpreter used for the checks: `$RUSTPY_PYTHON`, Debian's
+/// The interpreter used for the checks: `$RUSTPY_PYTHON`, the one rustpy was
+/// built for (PYO3_PYTHON at build time), Debian's
 /// python3.11, or `python3` on PATH.
 pub fn interpreter() -> PathBuf {
     if let Some(p) = env::var_os("RUSTPY_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    // The interpreter rustpy was built for (the backend embeds its libpython).
+    if let Some(p) = option_env!("PYO3_PYTHON").filter(|p| Path::new(p).is_file()) {
         return PathBuf::from(p);
     }
     if Path::new(DEFAULT_PYTHON).is_file() {

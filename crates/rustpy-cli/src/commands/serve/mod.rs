@@ -30,6 +30,7 @@ use std::{
 };
 
 use anyhow::{anyhow, Context as _};
+use rustpy_config::pyenv;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -95,7 +96,13 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
     // Kept alive until the server has exited: it owns the backend symlinks.
     let mut _assembled = None;
     let backend_dir = match &args.backend_dir {
-        Some(dir) if dir.is_dir() => dir.clone(),
+        Some(dir) if dir.is_dir() => {
+            let lib = dir.join("rustpy").join("libtriton_rustpy.so");
+            if lib.is_file() {
+                refuse_python_mismatch(&lib, &args.extra)?;
+            }
+            dir.clone()
+        }
         Some(dir) => {
             return Err(Error::usage(format!(
                 "--backend-dir {}: not a directory",
@@ -104,6 +111,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         }
         None => {
             let lib = locate::backend_lib(args.backend_lib.as_deref()).map_err(not_found)?;
+            if let Some(lib) = &lib {
+                refuse_python_mismatch(lib, &args.extra)?;
+            }
             let dir = assemble_backend_dir(global, &tritonserver, lib.as_deref())?;
             let path = dir.path().to_path_buf();
             _assembled = Some(dir);
@@ -234,6 +244,30 @@ pub fn run(global: &Global, args: ServeArgs) -> Result {
         }
         thread::sleep(POLL);
     }
+}
+
+/// The backend serves with the Python its library links. Refuses to start it
+/// when that is not the Python this `rustpy` embeds (the one `rustpy check`
+/// judged the repository with), or when a site-packages directory handed to
+/// it (`--backend-config=rustpy,site-packages=DIR`) holds packages built for
+/// another Python version.
+fn refuse_python_mismatch(lib: &Path, extra: &[String]) -> Result<()> {
+    let Some(served) = pyenv::linked_python_version(lib) else {
+        return Ok(());
+    };
+    if let Some(embedded) = pyenv::embedded_python_version().filter(|e| *e != served) {
+        return Err(Error::invalid(anyhow!(
+            "{} was built for Python {served}, but this rustpy embeds Python {embedded}: use the rustpy built with that library, or rebuild both for one Python (PYO3_PYTHON)",
+            lib.display()
+        )));
+    }
+    for arg in extra {
+        if let Some(dir) = arg.strip_prefix("--backend-config=rustpy,site-packages=") {
+            pyenv::require_site_packages_for(Path::new(dir), served)
+                .map_err(|e| Error::invalid(anyhow!("{e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// A path the user named is a usage error; a missing installation is not.

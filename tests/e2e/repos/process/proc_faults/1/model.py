@@ -27,10 +27,20 @@ class Model:
             elif m == 5:
                 raise ValueError("mode 5 asked for an exception")
             elif m == 6:
-                limit = 512 << 20
-                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+                # Allocates past a 512 MiB address-space limit: Python's
+                # MemoryError. The hog goes before the error leaves (its
+                # traceback keeps this frame alive) and the limit after, so
+                # the worker goes on as before.
+                soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+                resource.setrlimit(resource.RLIMIT_AS, (512 << 20, hard))
                 hog = []
-                while True:
-                    hog.append(bytearray(64 << 20))
+                try:
+                    while True:
+                        hog.append(bytearray(64 << 20))
+                except MemoryError:
+                    hog.clear()
+                    raise
+                finally:
+                    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
         pid = np.full((x.shape[0], 1), self.pid, dtype=np.int64)
         return {"Y": x * 2, "PID": pid}

@@ -5,7 +5,9 @@ MODE 0: one BLS call to `bls_target` with IN; OUT = its OUT, N = how long
 MODE 1: 8 threads at once, thread k sends IN ^ k (k = 1..8); OUT = their
         answers concatenated in k order, N = how many calls overlapped.
 MODE 2: the same with 8 `async_exec` calls gathered on an event loop
-        (k = 9..16).
+        (k = 9..16); N = how many of them were awaited at once (8 when
+        async_exec returns a pending awaitable, 1 if it ran the call before
+        returning).
 MODE 3: a decoupled BLS stream from `bls_stream_target` (N = 40 responses);
         OUT = the responses' OUT concatenated in order, N = responses seen.
 MODE 4: the answer of a BLS call made by a thread that `initialize`
@@ -69,8 +71,7 @@ class TritonPythonModel:
             elif mode == 1:
                 out, n = self.threads(x)
             elif mode == 2:
-                out = asyncio.run(self.gathered(x))
-                n = THREADS
+                out, n = asyncio.run(self.gathered(x))
             elif mode == 3:
                 out, n = self.stream(x)
             elif mode == 4:
@@ -123,9 +124,19 @@ class TritonPythonModel:
         return np.concatenate(results), state["max"]
 
     async def gathered(self, x):
-        calls = [call(np.bitwise_xor(x, np.uint8(THREADS + k + 1))).async_exec()
-                 for k in range(THREADS)]
-        return np.concatenate([answer(r) for r in await asyncio.gather(*calls)])
+        state = {"awaiting": 0, "max": 0}
+
+        async def one(k):
+            pending = call(np.bitwise_xor(x, np.uint8(THREADS + k + 1))).async_exec()
+            state["awaiting"] += 1
+            state["max"] = max(state["max"], state["awaiting"])
+            try:
+                return await pending
+            finally:
+                state["awaiting"] -= 1
+
+        answers = await asyncio.gather(*(one(k) for k in range(THREADS)))
+        return np.concatenate([answer(r) for r in answers]), state["max"]
 
     def stream(self, x):
         req = pb_utils.InferenceRequest(

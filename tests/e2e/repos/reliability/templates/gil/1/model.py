@@ -4,11 +4,13 @@ cpu    pure-Python arithmetic: holds the GIL throughout
 sleep  time.sleep: releases the GIL (like waiting on I/O or a remote call)
 numpy  np.sort of 400k float64: numpy releases the GIL while sorting
 
-Y = [start, end, cpu]: perf_counter_ns() at entry and exit and the CPU time
-this thread spent in between (thread_time_ns), so the test can measure, on
-the server's own clock, how many predicts were in flight at once and how many
-cores they kept busy.
+Y = [start, end, cpu, pid]: perf_counter_ns() at entry and exit, the CPU time
+this thread spent in between (thread_time_ns) and the process that ran it, so
+the test can measure, on the server's own clock, how many predicts were in
+flight at once, how many cores they kept busy, and in which processes they
+ran (the server's own in-process; a worker per instance in process mode).
 """
+import os
 import time
 
 import numpy as np
@@ -32,4 +34,4 @@ class Model:
         else:
             np.sort(self.data)
         c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
-        return {"Y": np.array([t0, t1, c1 - c0], dtype=np.int64)}
+        return {"Y": np.array([t0, t1, c1 - c0, os.getpid()], dtype=np.int64)}

@@ -1,0 +1,501 @@
+//! Server calls from user code in a worker (BLS, model control, custom
+//! metrics), both ends of the exchange: the worker's [`Rpc`] and
+//! [`RemoteServer`] send a Call and wait for its Reply (or BLS responses);
+//! the backend's `CallServer` makes the call on the server API and answers.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use super::bls::{BackendBls, BlsRegion, WorkerBls};
+use super::transport::{write_to, WorkerLink, Writer};
+use super::wire::{
+    error_from_wire, error_to_wire, metric_op, CallResult, FromWorker, ServerOp, ToWorker,
+    WireBlsRequest, WireValue,
+};
+use crate::error::{Error, ErrorCode, Result};
+use crate::server::{
+    server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, ServerApi,
+};
+
+// ---- The backend's end: make the call, send the answer. ----
+
+/// The backend's end of one worker's server calls (its reader thread owns
+/// it). Metric calls are answered inline (they are quick); BLS and model
+/// control on their own threads, as they wait on other models.
+pub(super) struct CallServer {
+    replies: Writer,
+    metrics: MetricTable,
+    bls: Arc<BackendBls>,
+    cancels: BlsCancels,
+}
+
+/// The cancel handles of a worker's BLS requests in flight, by stream
+/// (kept until the request's final response).
+type BlsCancels = Arc<Mutex<HashMap<u64, BlsCancel>>>;
+
+/// Metric families and metrics a worker created, by the ids it knows them by.
+#[derive(Default)]
+struct MetricTable {
+    next: u64,
+    families: HashMap<u64, Arc<dyn MetricFamily>>,
+    metrics: HashMap<u64, Box<dyn Metric>>,
+}
+
+fn reply(w: &Writer, call: u64, result: Result<WireValue>) {
+    let result = result.map_err(|e| error_to_wire(&e));
+    let _ = write_to(w, &ToWorker::Reply { call, result });
+}
+
+impl CallServer {
+    pub(super) fn new(replies: Writer, bls_in: BlsRegion, bls_out: BlsRegion) -> CallServer {
+        CallServer {
+            replies,
+            metrics: MetricTable::default(),
+            bls: Arc::new(BackendBls::new(bls_in, bls_out)),
+            cancels: BlsCancels::default(),
+        }
+    }
+
+    /// Makes a worker's server call on the server API (Triton's, in the
+    /// backend) and answers it.
+    pub(super) fn serve(&mut self, call: u64, op: ServerOp) {
+        let api = match server_api() {
+            Ok(api) => api,
+            Err(e) => return reply(&self.replies, call, Err(e)),
+        };
+        let unit = |r: Result<()>| r.map(|()| WireValue::Unit);
+        let result = match op {
+            ServerOp::Infer { stream, request } => {
+                let (w, bls) = (self.replies.clone(), self.bls.clone());
+                let cancels = self.cancels.clone();
+                std::thread::spawn(move || {
+                    run_bls(api.as_ref(), &w, &bls, &cancels, call, stream, request)
+                });
+                return;
+            }
+            ServerOp::CancelInfer { stream } => {
+                let cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+                match cancels.get(&stream) {
+                    Some(cancel) => unit(cancel()),
+                    None => Ok(WireValue::Unit), // completed: nothing to cancel
+                }
+            }
+            ServerOp::LoadModel {
+                name,
+                config_json,
+                files,
+            } => {
+                let w = self.replies.clone();
+                std::thread::spawn(move || {
+                    reply(&w, call, unit(api.load_model(&name, &config_json, &files)))
+                });
+                return;
+            }
+            ServerOp::UnloadModel {
+                name,
+                unload_dependents,
+            } => {
+                let w = self.replies.clone();
+                std::thread::spawn(move || {
+                    reply(&w, call, unit(api.unload_model(&name, unload_dependents)))
+                });
+                return;
+            }
+            ServerOp::IsModelReady { name, version } => {
+                api.is_model_ready(&name, version).map(WireValue::Bool)
+            }
+            ServerOp::IsModelDecoupled { name, version } => {
+                api.is_model_decoupled(&name, version).map(WireValue::Bool)
+            }
+            metric => self.metrics.serve(api.as_ref(), metric),
+        };
+        reply(&self.replies, call, result)
+    }
+
+    /// The worker copied these BLS responses' outputs out: their ranges
+    /// are free again.
+    pub(super) fn release(&self, starts: &[usize]) {
+        self.bls.release(starts);
+    }
+}
+
+impl MetricTable {
+    fn add(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// A metric call (MetricFamily, Metric, MetricOp).
+    fn serve(&mut self, api: &dyn ServerApi, op: ServerOp) -> Result<WireValue> {
+        match op {
+            ServerOp::MetricFamily {
+                name,
+                description,
+                kind,
+            } => {
+                let kind = MetricKind::from_code(kind).unwrap_or(MetricKind::Histogram);
+                let family = api.metric_family(&name, &description, kind)?;
+                let id = self.add();
+                self.families.insert(id, family);
+                Ok(WireValue::Id(id))
+            }
+            ServerOp::Metric {
+                family,
+                labels,
+                buckets,
+            } => {
+                let family = self
+                    .families
+                    .get(&family)
+                    .ok_or_else(|| Error::internal("unknown metric family"))?;
+                let metric = family.metric(&labels, buckets.as_deref())?;
+                let id = self.add();
+                self.metrics.insert(id, metric);
+                Ok(WireValue::Id(id))
+            }
+            ServerOp::MetricOp { metric, op, value } => {
+                let m = self
+                    .metrics
+                    .get(&metric)
+                    .ok_or_else(|| Error::internal("unknown metric"))?;
+                match op {
+                    metric_op::INCREMENT => m.increment(value).map(|()| WireValue::Unit),
+                    metric_op::SET => m.set(value).map(|()| WireValue::Unit),
+                    metric_op::OBSERVE => m.observe(value).map(|()| WireValue::Unit),
+                    _ => m.value().map(WireValue::F64),
+                }
+            }
+            _ => Err(Error::internal("not a metric call")),
+        }
+    }
+}
+
+/// A worker's BLS request, on its own thread: reply once it is queued (or
+/// refused), then relay each response as a BlsResponse frame of `stream`.
+fn run_bls(
+    api: &dyn ServerApi,
+    w: &Writer,
+    bls: &BackendBls,
+    cancels: &BlsCancels,
+    call: u64,
+    stream: u64,
+    mut req: WireBlsRequest,
+) {
+    // Large inputs are in the worker's BLS input region: copied out here,
+    // before the Reply (which frees their range).
+    let inputs = match &req.shared {
+        Some(shared) => bls.read_request_inputs(shared),
+        None => req.take_inline_inputs().map_err(Error::from),
+    };
+    let inputs = match inputs {
+        Ok(i) => i,
+        Err(e) => return reply(w, call, Err(e)),
+    };
+    let (tx, rx) = crossbeam::channel::unbounded();
+    match api.infer(req.into_request(inputs), tx) {
+        // Kept before the Reply: the worker may cancel once it has it.
+        Ok(cancel) => lock_cancels(cancels).insert(stream, cancel),
+        Err(e) => return reply(w, call, Err(e)),
+    };
+    reply(w, call, Ok(WireValue::Unit));
+    for response in rx {
+        let is_final = response.is_final;
+        let frame = ToWorker::BlsResponse {
+            call: stream,
+            response: bls.response_to_wire(response),
+        };
+        if write_to(w, &frame).is_err() || is_final {
+            lock_cancels(cancels).remove(&stream);
+            return;
+        }
+    }
+    lock_cancels(cancels).remove(&stream);
+    let ended = BlsResponse {
+        error: Some(Error::internal(
+            "the BLS request ended without a final response",
+        )),
+        is_final: true,
+        ..Default::default()
+    };
+    let _ = write_to(
+        w,
+        &ToWorker::BlsResponse {
+            call: stream,
+            response: bls.response_to_wire(ended),
+        },
+    );
+}
+
+fn lock_cancels(cancels: &BlsCancels) -> std::sync::MutexGuard<'_, HashMap<u64, BlsCancel>> {
+    cancels.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---- The worker's end: send the call, wait for the answer. ----
+
+/// A call waiting for the backend's answer.
+enum Pending {
+    Reply(mpsc::Sender<CallResult>),
+    Stream(crossbeam::channel::Sender<BlsResponse>),
+}
+
+/// Server calls from user code, routed through the backend. The worker's
+/// intake hands it the Reply and BlsResponse frames ([`Rpc::dispatch`]).
+pub struct Rpc {
+    link: Arc<WorkerLink>,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// BLS tensors through shared memory (isolation/bls.rs).
+    bls: Option<WorkerBls>,
+}
+
+fn closed() -> Error {
+    Error::new(
+        ErrorCode::Unavailable,
+        "the server connection of this worker closed",
+    )
+}
+
+impl Rpc {
+    /// `bls`: the BLS input and output regions the backend passed (without
+    /// them BLS tensors travel inline).
+    pub fn new(link: Arc<WorkerLink>, bls: Option<(OwnedFd, OwnedFd)>) -> Result<Arc<Rpc>> {
+        let bls = bls.map(|fds| WorkerBls::open(fds, &link)).transpose()?;
+        Ok(Arc::new(Rpc {
+            link,
+            next: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            bls,
+        }))
+    }
+
+    /// Whether a caller waits for an answer (a user thread's BLS stream
+    /// outlives batches).
+    pub fn has_pending(&self) -> bool {
+        !self.lock_pending().is_empty()
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, p: Pending) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock_pending().insert(id, p);
+        self.link.need_frames();
+        id
+    }
+
+    fn call(&self, op: ServerOp) -> Result<WireValue> {
+        let (tx, rx) = mpsc::channel();
+        let call = self.register(Pending::Reply(tx));
+        if let Err(e) = self.link.send(&FromWorker::Call { call, op }) {
+            self.lock_pending().remove(&call);
+            return Err(e);
+        }
+        match rx.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(error_from_wire(e)),
+            Err(_) => Err(closed()),
+        }
+    }
+
+    /// Delivers a Reply / BlsResponse frame to its caller.
+    pub fn dispatch(&self, msg: ToWorker) {
+        match msg {
+            ToWorker::Reply { call, result } => {
+                let mut pending = self.lock_pending();
+                if let Some(Pending::Reply(tx)) = pending.remove(&call) {
+                    let _ = tx.send(result);
+                }
+            }
+            ToWorker::BlsResponse { call, response } => {
+                let is_final = response.is_final;
+                // Large outputs: copied out of the BLS output region, whose
+                // range the backend may then reuse.
+                let shared = match (&response.shared, &self.bls) {
+                    (Some(shared), Some(bls)) => Some(bls.read_response_outputs(shared)),
+                    (Some(_), None) => Some(Err(Error::internal(
+                        "rustpy-worker: a BLS response in shared memory, but no BLS memory",
+                    ))),
+                    _ => None,
+                };
+                let mut converted = response.into_response();
+                match shared {
+                    Some(Ok(outputs)) => converted.outputs = outputs,
+                    Some(Err(e)) => converted.error = Some(e),
+                    None => {}
+                }
+                let mut pending = self.lock_pending();
+                if let Some(Pending::Stream(tx)) = pending.get(&call) {
+                    let _ = tx.send(converted);
+                }
+                if is_final {
+                    pending.remove(&call);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The backend is gone: every waiting caller gets an error.
+    pub fn fail_all(&self) {
+        let drained: Vec<Pending> = self.lock_pending().drain().map(|(_, p)| p).collect();
+        for p in drained {
+            if let Pending::Stream(tx) = p {
+                let _ = tx.send(BlsResponse {
+                    error: Some(closed()),
+                    is_final: true,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+}
+
+fn unexpected() -> Error {
+    Error::internal("unexpected reply from the backend")
+}
+
+/// The server API of a worker: every call goes to the backend, which makes
+/// it on Triton's server API (BLS, model control, custom metrics).
+pub struct RemoteServer(Arc<Rpc>);
+
+impl RemoteServer {
+    pub fn new(rpc: Arc<Rpc>) -> RemoteServer {
+        RemoteServer(rpc)
+    }
+}
+
+impl ServerApi for RemoteServer {
+    fn infer(
+        &self,
+        request: BlsRequest,
+        responses: crossbeam::channel::Sender<BlsResponse>,
+    ) -> Result<BlsCancel> {
+        // Large inputs go through the BLS input region, in a range of their
+        // own (other threads' calls use other ranges).
+        let shared = match &self.0.bls {
+            Some(bls) => bls.put_request_inputs(&request.inputs)?,
+            None => None,
+        };
+        let wire = WireBlsRequest::new(request, shared.clone());
+        let stream = self.0.register(Pending::Stream(responses));
+        let accepted = self.0.call(ServerOp::Infer {
+            stream,
+            request: wire,
+        });
+        // Answered (or the backend is gone): the inputs were copied out.
+        if let (Some(shared), Some(bls)) = (&shared, &self.0.bls) {
+            bls.request_answered(shared);
+        }
+        if accepted.is_err() {
+            self.0.lock_pending().remove(&stream);
+        }
+        let rpc = self.0.clone();
+        accepted.map(|_| -> BlsCancel {
+            Box::new(move || rpc.call(ServerOp::CancelInfer { stream }).map(|_| ()))
+        })
+    }
+    fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
+        self.0
+            .call(ServerOp::LoadModel {
+                name: name.into(),
+                config_json: config_json.into(),
+                files: files.to_vec(),
+            })
+            .map(|_| ())
+    }
+    fn unload_model(&self, name: &str, unload_dependents: bool) -> Result<()> {
+        self.0
+            .call(ServerOp::UnloadModel {
+                name: name.into(),
+                unload_dependents,
+            })
+            .map(|_| ())
+    }
+    fn is_model_ready(&self, name: &str, version: i64) -> Result<bool> {
+        match self.0.call(ServerOp::IsModelReady {
+            name: name.into(),
+            version,
+        })? {
+            WireValue::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+    fn is_model_decoupled(&self, name: &str, version: i64) -> Result<bool> {
+        match self.0.call(ServerOp::IsModelDecoupled {
+            name: name.into(),
+            version,
+        })? {
+            WireValue::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+    fn metric_family(
+        &self,
+        name: &str,
+        description: &str,
+        kind: MetricKind,
+    ) -> Result<Arc<dyn MetricFamily>> {
+        match self.0.call(ServerOp::MetricFamily {
+            name: name.into(),
+            description: description.into(),
+            kind: kind as u32,
+        })? {
+            WireValue::Id(id) => Ok(Arc::new(RemoteFamily(id, self.0.clone()))),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+struct RemoteFamily(u64, Arc<Rpc>);
+
+impl MetricFamily for RemoteFamily {
+    fn metric(
+        &self,
+        labels: &[(String, String)],
+        buckets: Option<&[f64]>,
+    ) -> Result<Box<dyn Metric>> {
+        match self.1.call(ServerOp::Metric {
+            family: self.0,
+            labels: labels.to_vec(),
+            buckets: buckets.map(<[f64]>::to_vec),
+        })? {
+            WireValue::Id(id) => Ok(Box::new(RemoteMetric(id, self.1.clone()))),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+struct RemoteMetric(u64, Arc<Rpc>);
+
+impl RemoteMetric {
+    fn op(&self, op: u8, value: f64) -> Result<WireValue> {
+        self.1.call(ServerOp::MetricOp {
+            metric: self.0,
+            op,
+            value,
+        })
+    }
+}
+
+impl Metric for RemoteMetric {
+    fn increment(&self, value: f64) -> Result<()> {
+        self.op(metric_op::INCREMENT, value).map(|_| ())
+    }
+    fn set(&self, value: f64) -> Result<()> {
+        self.op(metric_op::SET, value).map(|_| ())
+    }
+    fn observe(&self, value: f64) -> Result<()> {
+        self.op(metric_op::OBSERVE, value).map(|_| ())
+    }
+    fn value(&self) -> Result<f64> {
+        match self.op(metric_op::VALUE, 0.0)? {
+            WireValue::F64(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! A request's responses, worker → backend. While the request's batch runs
+//! a [`Response`] carries its outputs' places in the output region (or, for
+//! a view of the batch's inputs, in the input region); after its batch's
+//! Done an [`InlineResponse`] carries the bytes. Errors and the end of a
+//! stream are `FromWorker::Error` / `FromWorker::Finish`; the backend's
+//! `ToWorker::Taken` acknowledges a response whose sender waits.
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{params_from_wire, params_to_wire, WireOwnedTensor, WireParam, WireTensor};
+use super::WireError;
+use crate::engine::OutputSlice;
+use crate::request::ParamValue;
+
+/// Output tensors are placed at multiples of this in the output region.
+const ALIGN: usize = 64;
+
+/// One response of request `request` (a wire request id); outputs are in
+/// the output region, which is at least `output_len` bytes long now. Only
+/// while the request's batch runs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub request: usize,
+    pub outputs: Vec<WireTensor>,
+    pub output_len: usize,
+    pub is_final: bool,
+    /// Outputs (indices into `outputs`) that are views of this batch's
+    /// inputs: their offset is in the input region, nothing was copied.
+    /// The backend copies them from there before it reads this batch's
+    /// Done, so the range stays untouched until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_input: Vec<usize>,
+    /// Set: the sender waits for `ToWorker::Taken` with this token before
+    /// user code may change those bytes (pb_utils inputs are writable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken: Option<u64>,
+    /// The response's parameters (`InferenceResponse(parameters=...)`,
+    /// python_backend r25.02).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<(String, WireParam)>,
+}
+
+/// Where a response's outputs go (worker side), before any byte is copied.
+#[derive(Debug)]
+pub struct OutputPlacement {
+    /// Every output's place: in the output region, or (listed in
+    /// `from_input`) in the input region.
+    pub tensors: Vec<WireTensor>,
+    pub from_input: Vec<usize>,
+    /// One past the last byte used in the output region.
+    pub end: usize,
+}
+
+impl OutputPlacement {
+    /// Places `outputs` in the output region from `used` on. An output of at
+    /// least `alias_min` bytes lying inside `input_view` (the address and
+    /// length of the running batch's input mapping) is a view of the inputs
+    /// (identity, a slice, a reshape): it is sent by its offset there, not
+    /// copied.
+    pub fn plan(
+        outputs: &[OutputSlice<'_>],
+        used: usize,
+        input_view: Option<(usize, usize)>,
+        alias_min: usize,
+    ) -> OutputPlacement {
+        let (view_at, view_len) = input_view.unwrap_or((0, 0));
+        let mut offset = used;
+        let mut tensors = Vec::with_capacity(outputs.len());
+        let mut from_input = Vec::new();
+        for (k, o) in outputs.iter().enumerate() {
+            let at = o.data.as_ptr() as usize;
+            let aliased = o.data.len() >= alias_min.max(1)
+                && at >= view_at
+                && at + o.data.len() <= view_at + view_len;
+            let place = if aliased {
+                from_input.push(k);
+                at - view_at
+            } else {
+                offset = offset.next_multiple_of(ALIGN);
+                let place = offset;
+                offset += o.data.len();
+                place
+            };
+            tensors.push(WireTensor {
+                name: o.name.to_string(),
+                dtype: o.dtype.name().to_string(),
+                shape: o.shape.clone(),
+                offset: place,
+                len: o.data.len(),
+            });
+        }
+        OutputPlacement {
+            tensors,
+            from_input,
+            end: offset,
+        }
+    }
+
+    /// The outputs to copy into the output region: (offset, bytes).
+    pub fn copies<'o>(
+        &'o self,
+        outputs: &'o [OutputSlice<'o>],
+    ) -> impl Iterator<Item = (usize, &'o [u8])> + 'o {
+        outputs
+            .iter()
+            .zip(&self.tensors)
+            .enumerate()
+            .filter(|(k, _)| !self.from_input.contains(k))
+            .map(|(_, (o, t))| (t.offset, o.data))
+    }
+}
+
+impl Response {
+    /// Backend: the response's parameters.
+    pub fn parameters(&self) -> Vec<(String, ParamValue)> {
+        params_from_wire(self.parameters.clone())
+    }
+
+    /// One past the last input-region byte its outputs read.
+    pub fn input_end(&self) -> usize {
+        self.from_input
+            .iter()
+            .filter_map(|&k| self.outputs.get(k))
+            .map(WireTensor::end)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Backend: the outputs as slices of the regions as mapped. Pure: an
+    /// output outside its region, or of an unknown type, is an error.
+    pub fn resolve<'a>(
+        &'a self,
+        output: &'a [u8],
+        input: &'a [u8],
+    ) -> Result<Vec<OutputSlice<'a>>, WireError> {
+        self.outputs
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                let data = if self.from_input.contains(&k) {
+                    t.bytes_in(input, "input region")?
+                } else {
+                    t.bytes_in(output, "output region")?
+                };
+                Ok(OutputSlice {
+                    name: &t.name,
+                    dtype: t.data_type()?,
+                    shape: t.shape.clone(),
+                    data,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A response sent after its batch's Done (a decoupled request a user
+/// thread answers later): the outputs travel inline, since the output
+/// region belongs to the batch running now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InlineResponse {
+    pub request: usize,
+    pub outputs: Vec<WireOwnedTensor>,
+    pub is_final: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<(String, WireParam)>,
+}
+
+impl InlineResponse {
+    pub fn new(
+        request: usize,
+        outputs: &[OutputSlice<'_>],
+        parameters: &[(String, ParamValue)],
+        is_final: bool,
+    ) -> InlineResponse {
+        InlineResponse {
+            request,
+            outputs: outputs.iter().map(WireOwnedTensor::from).collect(),
+            is_final,
+            parameters: params_to_wire(parameters),
+        }
+    }
+
+    /// Backend: the response's parameters.
+    pub fn parameters(&self) -> Vec<(String, ParamValue)> {
+        params_from_wire(self.parameters.clone())
+    }
+
+    /// Backend: the outputs, borrowed from the frame.
+    pub fn resolve(&self) -> Result<Vec<OutputSlice<'_>>, WireError> {
+        self.outputs
+            .iter()
+            .map(WireOwnedTensor::as_output)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{decode_from_worker, encode_frame, FromWorker};
+    use super::*;
+    use crate::DataType;
+
+    fn out<'a>(name: &'a str, data: &'a [u8]) -> OutputSlice<'a> {
+        OutputSlice {
+            name,
+            dtype: DataType::Uint8,
+            shape: vec![data.len() as i64],
+            data,
+        }
+    }
+
+    /// Response parameters of every type (python_backend r25.02).
+    fn params() -> Vec<(String, ParamValue)> {
+        vec![
+            ("s".into(), ParamValue::String("text".into())),
+            ("i".into(), ParamValue::Int(-7)),
+            ("b".into(), ParamValue::Bool(true)),
+            ("d".into(), ParamValue::Double(0.5)),
+        ]
+    }
+
+    fn sent(frame: FromWorker) -> FromWorker {
+        decode_from_worker(&encode_frame(&frame).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_response_placed_and_sent_resolves_to_the_same_outputs() {
+        let input = vec![9u8; 256];
+        let (fresh, other) = ([1u8; 100], [2u8; 7]);
+        // OUT1 is a view of bytes 128..192 of the batch's inputs.
+        let outputs = [
+            out("OUT0", &fresh),
+            out("OUT1", &input[128..192]),
+            out("OUT2", &other),
+        ];
+        let view = Some((input.as_ptr() as usize, input.len()));
+        let plan = OutputPlacement::plan(&outputs, 10, view, 1);
+        assert_eq!(plan.from_input, [1]);
+        assert_eq!(plan.tensors[1].offset, 128);
+        assert_eq!(
+            plan.tensors[0].offset, 64,
+            "aligned after the 10 bytes used"
+        );
+        let mut region = vec![0u8; plan.end];
+        for (at, bytes) in plan.copies(&outputs) {
+            region[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        let FromWorker::Response(response) = sent(FromWorker::Response(Response {
+            request: 5,
+            outputs: plan.tensors,
+            output_len: region.len(),
+            is_final: true,
+            from_input: plan.from_input,
+            taken: Some(2),
+            parameters: params_to_wire(&params()),
+        })) else {
+            panic!("not a Response");
+        };
+        assert_eq!((response.request, response.taken), (5, Some(2)));
+        assert_eq!(response.parameters(), params());
+        assert_eq!(response.input_end(), 192);
+        let got = response.resolve(&region, &input).unwrap();
+        for (g, o) in got.iter().zip(&outputs) {
+            assert_eq!(
+                (g.name, g.dtype, &g.shape, g.data),
+                (o.name, o.dtype, &o.shape, o.data)
+            );
+        }
+    }
+
+    #[test]
+    fn small_views_of_the_inputs_are_copied_below_the_alias_minimum() {
+        let input = vec![9u8; 256];
+        let outputs = [out("OUT", &input[..16])];
+        let view = Some((input.as_ptr() as usize, input.len()));
+        assert!(OutputPlacement::plan(&outputs, 0, view, 64)
+            .from_input
+            .is_empty());
+        assert_eq!(OutputPlacement::plan(&outputs, 0, view, 16).from_input, [0]);
+        assert!(OutputPlacement::plan(&outputs, 0, None, 1)
+            .from_input
+            .is_empty());
+    }
+
+    #[test]
+    fn a_response_claiming_bytes_outside_its_regions_is_an_error() {
+        let response = |offset, len, from_input: Vec<usize>, dtype: &str| Response {
+            request: 0,
+            outputs: vec![WireTensor {
+                name: "OUT".into(),
+                dtype: dtype.into(),
+                shape: vec![],
+                offset,
+                len,
+            }],
+            output_len: 0,
+            is_final: true,
+            from_input,
+            taken: None,
+            parameters: Vec::new(),
+        };
+        let (output, input) = ([0u8; 64], [0u8; 32]);
+        assert!(response(0, 64, vec![], "UINT8")
+            .resolve(&output, &input)
+            .is_ok());
+        for r in [
+            response(0, 65, vec![], "UINT8"),
+            response(0, 64, vec![0], "UINT8"),
+            response(usize::MAX, 1, vec![], "UINT8"),
+            response(1, usize::MAX, vec![0], "UINT8"),
+        ] {
+            assert!(matches!(
+                r.resolve(&output, &input),
+                Err(WireError::OutOfRange { .. })
+            ));
+        }
+        assert!(matches!(
+            response(0, 1, vec![], "NOPE").resolve(&output, &input),
+            Err(WireError::UnknownDtype(_))
+        ));
+        // An index past the outputs names nothing; the end saturates.
+        assert_eq!(
+            response(usize::MAX, 9, vec![0, 7], "UINT8").input_end(),
+            usize::MAX
+        );
+    }
+
+    #[test]
+    fn an_inline_response_round_trips() {
+        let bytes = [4u8; 12];
+        let outputs = [out("A", &bytes)];
+        let FromWorker::InlineResponse(inline) = sent(FromWorker::InlineResponse(
+            InlineResponse::new(3, &outputs, &params(), false),
+        )) else {
+            panic!("not an InlineResponse");
+        };
+        assert_eq!((inline.request, inline.is_final), (3, false));
+        assert_eq!(inline.parameters(), params());
+        let FromWorker::InlineResponse(bare) = sent(FromWorker::InlineResponse(
+            InlineResponse::new(3, &outputs, &[], true),
+        )) else {
+            panic!("not an InlineResponse");
+        };
+        assert!(bare.parameters().is_empty());
+        let got = inline.resolve().unwrap();
+        assert_eq!((got[0].name, got[0].data), ("A", &bytes[..]));
+        let mut bad = inline;
+        bad.outputs[0].dtype = "NOPE".into();
+        assert!(bad.resolve().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+../../labelled/1/model.py
