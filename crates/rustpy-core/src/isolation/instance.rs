@@ -75,15 +75,17 @@ impl WorkerInstance {
     pub fn ready_call(&self) -> Option<crate::readiness::ReadyCall> {
         let link = self.link.clone();
         let instance = self.cfg.instance.name.clone();
-        current(&link).has_is_ready().then(|| -> crate::readiness::ReadyCall {
-            std::sync::Arc::new(move || {
-                let now = current(&link);
-                if !now.has_is_ready() {
-                    return Ok(true);
-                }
-                now.ask(&instance)
+        current(&link)
+            .has_is_ready()
+            .then(|| -> crate::readiness::ReadyCall {
+                std::sync::Arc::new(move || {
+                    let now = current(&link);
+                    if !now.has_is_ready() {
+                        return Ok(true);
+                    }
+                    now.ask(&instance)
+                })
             })
-        })
     }
 
     /// The worker's pid, if one is running.

@@ -117,7 +117,7 @@ mod tests {
         };
         link.answer(call + 100, ready_to_wire(Ok(true))); // nobody asked this
         link.answer(call, ready_to_wire(Ok(false)));
-        assert_eq!(asking.join().unwrap().unwrap(), false);
+        assert!(!asking.join().unwrap().unwrap());
 
         // The process goes away while a check waits: it gets its answer.
         let asking = {
@@ -127,7 +127,10 @@ mod tests {
         let _ = read_frame::<ToWorker, _>(&mut r).unwrap();
         link.closed();
         let err = asking.join().unwrap().unwrap_err();
-        assert!(err.message.contains("Stub process 'm_0' is not healthy"), "{err:?}");
+        assert!(
+            err.message.contains("Stub process 'm_0' is not healthy"),
+            "{err:?}"
+        );
         assert!(!link.is_alive());
         assert!(link.ask("m_0").is_err(), "a dead worker is not asked");
     }

@@ -718,7 +718,10 @@ mod tests {
         responder
             .send_with_parameters(&[output(b"y")], &last, true)
             .unwrap();
-        assert!(p.pump().is_none(), "an InlineResponse is the response path's");
+        assert!(
+            p.pump().is_none(),
+            "an InlineResponse is the response path's"
+        );
         let seen = seen.lock().unwrap();
         assert_eq!(seen.parameters, vec![first, last]);
         assert_eq!(seen.responses.len(), 2);

@@ -144,7 +144,11 @@ mod tests {
             decode_to_worker(&ask).unwrap(),
             ToWorker::IsReady { call: 9 }
         ));
-        for result in [Ok(true), Ok(false), Err(Error::new(crate::error::ErrorCode::Unavailable, "not yet"))] {
+        for result in [
+            Ok(true),
+            Ok(false),
+            Err(Error::new(crate::error::ErrorCode::Unavailable, "not yet")),
+        ] {
             let want = format!("{result:?}");
             let frame = encode_frame(&FromWorker::ReadyAnswer {
                 call: 1,

@@ -39,8 +39,8 @@ pub use frame::{
 };
 pub use response::{InlineResponse, OutputPlacement, Response};
 pub use values::{
-    data_type, error_from_wire, error_to_wire, params_from_wire, params_to_wire, WireCorrelation, WireErrorValue, WireOwnedTensor,
-    WireParam, WireShared, WireTensor,
+    data_type, error_from_wire, error_to_wire, params_from_wire, params_to_wire, WireCorrelation,
+    WireErrorValue, WireOwnedTensor, WireParam, WireShared, WireTensor,
 };
 
 /// Backend → worker.
