@@ -2,21 +2,24 @@
 //! (validation, batching, Python) is `rustpy_core`'s; this module adapts
 //! Triton's handles to it and reports statistics.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustpy_config::model::Isolation;
 use rustpy_core::constants::LogLevel as CoreLogLevel;
 use rustpy_core::host::{ConfigOwner, HostSettings, InstanceHost, ModelHost, ModelSource};
 use rustpy_core::metrics::Metrics;
 use rustpy_core::python::{self, InstanceInfo};
 use rustpy_core::{
-    Error, InferRequest, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream,
+    Error, InferRequest, Outcome, OutputSlice, Responder, ResponseParameters, ResponseSink,
+    ResponseStream,
 };
 
 use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::{TritonRecorder, TritonServerApi};
 use crate::ffi::sys::{monotonic_ns, own_library_path, promote_libpython_to_global};
 use crate::ffi::{log, log_at, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
+use crate::readiness::InstanceReadiness;
+use crate::settings::Settings;
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -36,6 +39,7 @@ pub fn initialize(backend: Backend) -> Result<()> {
     }));
     python::initialize().map_err(|e| e.context("rustpy"))?;
     let config = backend.config_json()?;
+    let settings = Settings::from_backend_config(&config)?;
     let cmdline = serde_json::from_str::<serde_json::Value>(&config)
         .ok()
         .map(|v| v["cmdline"].clone())
@@ -46,22 +50,29 @@ pub fn initialize(backend: Backend) -> Result<()> {
         false => Metrics::off(),
     };
     // --backend-config=rustpy,site-packages=DIR (what `rustpy env` installs).
-    let site = cmdline["site-packages"].as_str().map(PathBuf::from);
-    if let Some(dir) = &site {
+    if let Some(dir) = &settings.site_packages {
         python::add_site_packages(dir).map_err(|e| e.context("rustpy"))?;
         log(
             LogLevel::Info,
             &format!("rustpy: site-packages {} added to sys.path", dir.display()),
         );
     }
+    if settings.default_isolation == Isolation::Process {
+        log(
+            LogLevel::Info,
+            &format!("rustpy: backend '{name}': models run process-isolated unless their config says otherwise (default-isolation=process)"),
+        );
+    }
     backend.state_slot().put(BackendState {
         host: HostSettings {
             // Process-isolated models' workers get it too.
-            site_packages: site.into_iter().collect(),
+            site_packages: settings.site_packages.iter().cloned().collect(),
+            default_isolation: settings.default_isolation,
             worker_anchor: own_library_path(),
             log: Arc::new(|level, msg| log(triton_level(level), msg)),
             metrics: metrics.clone(),
         },
+        settings,
     })?;
     log(
         LogLevel::Info,
@@ -97,6 +108,8 @@ pub fn finalize(backend: Backend) -> Result<()> {
 /// The backend's state: what every model load needs from it.
 struct BackendState {
     host: HostSettings,
+    /// The --backend-config settings (readiness checks read theirs).
+    settings: Settings,
 }
 
 fn triton_level(level: CoreLogLevel) -> LogLevel {
@@ -139,8 +152,22 @@ pub fn model_initialize(model: Model) -> Result<()> {
         dir: model.directory()?.into(),
         config_json: model.config_json()?,
     };
+    refuse_invalid_name("model", &source.name)?;
     let host = ModelHost::load(source, settings, &TritonConfig(model))?;
     model.state_slot().put(host)
+}
+
+/// Model and instance names the official backend refuses (r25.08), with
+/// its message, so a repository loads on both or on neither.
+fn refuse_invalid_name(what: &str, name: &str) -> Result<()> {
+    match rustpy_config::model::invalid_name_char(name) {
+        None => Ok(()),
+        Some(c) => Err(Error::invalid_arg(format!(
+            "Invalid stub name: contains invalid characters: {what} name '{name}' has {c:?}; \
+             names may not contain any of {}",
+            rustpy_config::model::INVALID_NAME_CHARS
+        ))),
+    }
 }
 
 pub fn model_finalize(model: Model) -> Result<()> {
@@ -154,16 +181,42 @@ pub fn model_finalize(model: Model) -> Result<()> {
     Ok(())
 }
 
+/// Per-instance state: where the user's object runs, and its readiness.
+struct InstanceState {
+    host: InstanceHost,
+    readiness: Arc<InstanceReadiness>,
+}
+
 pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
     let model = instance.model()?;
     // Set in model_initialize, which Triton runs before any instance is created.
     let host = model.state_slot().get::<ModelHost>()?;
+    let instance_name = instance.name()?;
+    refuse_invalid_name("instance", &instance_name)?;
     let info = InstanceInfo {
-        name: instance.name()?,
+        name: instance_name,
         kind: instance.kind()?.to_string(),
         device_id: instance.device_id()?,
     };
-    instance.state_slot().put(host.instance(&info)?)
+    let created = host.instance(&info)?;
+    let settings = &model
+        .backend()?
+        .state_slot()
+        .get::<BackendState>()?
+        .settings;
+    let readiness = InstanceReadiness::new(
+        &model.name()?,
+        model.version()?,
+        &info.name,
+        created.health(),
+        created.ready_call(),
+        settings.readiness_timeout,
+        settings.readiness_probe_interval,
+    );
+    instance.state_slot().put(InstanceState {
+        host: created,
+        readiness,
+    })
 }
 
 pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
@@ -172,13 +225,23 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
         LogLevel::Verbose,
         "TRITONBACKEND_ModelInstanceFinalize: delete instance state",
     );
-    if let Some(host) = instance.state_slot().take::<InstanceHost>()? {
+    if let Some(state) = instance.state_slot().take::<InstanceState>()? {
+        state.readiness.close();
         // Runs finalize here, or in the worker (which is then reaped).
-        if let Err(e) = host.finalize() {
+        if let Err(e) = state.host.finalize() {
             log(LogLevel::Error, &e.message);
         }
     }
     Ok(())
+}
+
+/// TRITONBACKEND_ModelInstanceReady: Ok when the instance is ready.
+pub fn instance_ready(instance: ModelInstance) -> Result<()> {
+    instance
+        .state_slot()
+        .get::<InstanceState>()?
+        .readiness
+        .ready()
 }
 
 /// Delivers one request's responses through Triton's response factory.
@@ -216,7 +279,16 @@ fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder>
 
 impl ResponseSink for TritonSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        self.factory.send(outputs, is_final)
+        self.factory.send(outputs, &[], is_final)
+    }
+
+    fn send_with_parameters(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
+        is_final: bool,
+    ) -> Result<()> {
+        self.factory.send(outputs, parameters, is_final)
     }
 
     fn send_error(&mut self, error: &Error, is_final: bool) {
@@ -254,7 +326,10 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let exec_start = monotonic_ns();
     // Set in instance_initialize (Triton never executes an instance whose
     // initialisation failed).
-    let state = instance.state_slot().get::<InstanceHost>();
+    let state = instance
+        .state_slot()
+        .get::<InstanceState>()
+        .map(|s| &s.host);
     let model_name = match &state {
         Ok(host) => host.model_name().to_string(),
         Err(_) => String::from("?"),

@@ -6,6 +6,9 @@
 //!   model code calls back into.
 //! - [`backend`]: what each entry point does, in safe Rust, on top of the
 //!   shared execution core (`rustpy-core`).
+//! - [`settings`]: the backend's `--backend-config` keys.
+//! - [`readiness`]: an instance's readiness (its worker, its `is_ready()`)
+//!   for `TRITONBACKEND_ModelInstanceReady` and the readiness gauge.
 //!
 //! `unsafe` is denied crate-wide and allowed only in `ffi` (which documents
 //! every unsafe block: `clippy::undocumented_unsafe_blocks`).
@@ -15,3 +18,5 @@
 
 mod backend;
 mod ffi;
+mod readiness;
+mod settings;

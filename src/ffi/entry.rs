@@ -79,6 +79,18 @@ pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
     })
 }
 
+/// Optional in the backend API (servers from 2.64 call it; 2.51 does not):
+/// whether the instance is ready. Success is ready; an error is "not
+/// ready", with the reason the server logs.
+#[no_mangle]
+pub extern "C" fn TRITONBACKEND_ModelInstanceReady(
+    instance: *mut raw::TRITONBACKEND_ModelInstance,
+) -> Status {
+    guard("TRITONBACKEND_ModelInstanceReady", || {
+        backend::instance_ready(ModelInstance(instance))
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn TRITONBACKEND_ModelInstanceExecute(
     instance: *mut raw::TRITONBACKEND_ModelInstance,

@@ -569,12 +569,45 @@ impl ResponseFactory {
         c
     }
 
-    /// Builds and sends one response carrying `outputs`.
-    pub fn send(&mut self, outputs: &[OutputSlice<'_>], final_: bool) -> Result<()> {
+    /// Builds and sends one response carrying `outputs` and `parameters`
+    /// (TRITONBACKEND_ResponseSet*Parameter; the frontends hand them to the
+    /// client).
+    pub fn send(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        parameters: &[(String, ParamValue)],
+        final_: bool,
+    ) -> Result<()> {
         let mut response = ptr::null_mut();
         // SAFETY: live factory; we own the response until it is sent.
         check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut response, self.raw) })?;
         let fill = || -> Result<()> {
+            for (key, value) in parameters {
+                let k = cstring(key);
+                // SAFETY: live response (ours until sent); key and value
+                // outlive the call, which copies them.
+                check(unsafe {
+                    match value {
+                        ParamValue::String(v) => {
+                            let v = cstring(v);
+                            raw::TRITONBACKEND_ResponseSetStringParameter(
+                                response,
+                                k.as_ptr(),
+                                v.as_ptr(),
+                            )
+                        }
+                        ParamValue::Int(i) => {
+                            raw::TRITONBACKEND_ResponseSetIntParameter(response, k.as_ptr(), *i)
+                        }
+                        ParamValue::Bool(b) => {
+                            raw::TRITONBACKEND_ResponseSetBoolParameter(response, k.as_ptr(), *b)
+                        }
+                        ParamValue::Double(d) => {
+                            raw::TRITONBACKEND_ResponseSetDoubleParameter(response, k.as_ptr(), *d)
+                        }
+                    }
+                })?;
+            }
             for out in outputs {
                 let name = cstring(out.name);
                 let mut output = ptr::null_mut();

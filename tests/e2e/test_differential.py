@@ -128,6 +128,20 @@ def describe_difference(a, b, path="") -> str:
     return "\n".join(line for line in lines if line)
 
 
+def newer_upstream(case: Case, rustpy: dict) -> dict:
+    """rustpy's answer as the official *2.51* backend would give it where
+    rustpy follows a newer python_backend on purpose; each difference is
+    asserted here, so it is pinned, not hidden:
+    - a BLS response's error keeps the callee's code (r25.04; 2.51 reports
+      every BLS error as INTERNAL, 1): `bls-error_target` calls a model that
+      answers NOT_FOUND (2)."""
+    if case.id == "bls-error_target":
+        info = rustpy["outputs"]["INFO"]["data"][0]
+        assert info["response"]["code"] == 2, info
+        info["response"]["code"] = 1
+    return rustpy
+
+
 # ------------------------------------------------------------- all cases
 @pytest.mark.parametrize("case", _case_params(CASES))
 def test_same_answer(deployment, case):
@@ -137,7 +151,7 @@ def test_same_answer(deployment, case):
     # Both sides timing out would compare equal: each must have answered.
     assert no_answer(python) is None, ("python", no_answer(python), python)
     assert no_answer(rustpy) is None, ("rustpy", no_answer(rustpy), rustpy)
-    assert_same(python, rustpy, case)
+    assert_same(python, newer_upstream(case, rustpy), case)
 
 
 def test_models_loaded(deployment):

@@ -118,6 +118,15 @@ pub struct IsolationSettings {
 /// process of that environment); with `rustpy.isolation: "in_process"` it is
 /// an error. The error names the parameter and the accepted values.
 pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String> {
+    isolation_settings_or(cfg, Isolation::InProcess)
+}
+
+/// [`isolation_settings`] where a model that names neither a mode nor an
+/// environment gets `default` (the backend's `default-isolation`).
+pub fn isolation_settings_or(
+    cfg: &ModelConfig,
+    default: Isolation,
+) -> Result<IsolationSettings, String> {
     let explicit = match parameter(cfg, ISOLATION_KEY).map(str::trim) {
         None | Some("") => None,
         Some("in_process") => Some(Isolation::InProcess),
@@ -165,7 +174,7 @@ pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String
         }
         (Some(mode), _) => mode,
         (None, Some(_)) => Isolation::Process,
-        (None, None) => Isolation::InProcess,
+        (None, None) => default,
     };
     if mode != Isolation::Process {
         if execute_timeout_ms.is_some() {
@@ -203,6 +212,21 @@ pub fn isolation_settings(cfg: &ModelConfig) -> Result<IsolationSettings, String
         pending_calls_limit,
         env,
     })
+}
+
+/// Characters the official Python backend refuses in model and instance
+/// names since r25.08 ("Invalid stub name: contains invalid characters";
+/// its stub names reached a shell). rustpy refuses the same names, so a
+/// repository loads on both or on neither.
+pub const INVALID_NAME_CHARS: &str = ";|&$`<>()[]{}\\\"'*?~#!";
+
+/// The first character of `name` the official backend refuses, if any (an
+/// empty name is refused too: `Some('\0')`).
+pub fn invalid_name_char(name: &str) -> Option<char> {
+    if name.is_empty() {
+        return Some('\0');
+    }
+    name.chars().find(|c| INVALID_NAME_CHARS.contains(*c))
 }
 
 /// The file each version directory must hold: `default_model_filename`, or `model.py`.
@@ -246,6 +270,57 @@ mod tests {
             );
         }
         cfg
+    }
+
+    #[test]
+    fn a_backend_default_isolation_applies_only_where_the_config_is_silent() {
+        let silent = ModelConfig::default();
+        assert_eq!(
+            isolation_settings_or(&silent, Isolation::Process)
+                .unwrap()
+                .mode,
+            Isolation::Process
+        );
+        let chosen = with_params(&[(ISOLATION_KEY, "in_process")]);
+        assert_eq!(
+            isolation_settings_or(&chosen, Isolation::Process)
+                .unwrap()
+                .mode,
+            Isolation::InProcess
+        );
+        // Process-only settings are fine under a process default.
+        let timed = with_params(&[(EXECUTE_TIMEOUT_KEY, "100")]);
+        assert!(isolation_settings(&timed).is_err());
+        assert!(isolation_settings_or(&timed, Isolation::Process).is_ok());
+    }
+
+    #[test]
+    fn names_the_official_backend_refuses() {
+        for bad in [
+            "model;test",
+            "model|x",
+            "m$x",
+            "m`x`",
+            "m(x)",
+            "m{x}",
+            "m\\x",
+            "m\"x",
+            "m'x",
+            "m*x",
+            "m~x",
+            "m!x",
+            "",
+        ] {
+            assert!(invalid_name_char(bad).is_some(), "{bad:?}");
+        }
+        for good in [
+            "TestModel123",
+            "model-with-hyphens",
+            "model_with_underscores",
+            "a.b_0_0",
+        ] {
+            assert_eq!(invalid_name_char(good), None, "{good}");
+        }
     }
 
     #[test]

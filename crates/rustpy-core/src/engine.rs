@@ -8,7 +8,17 @@ use std::time::Instant;
 
 use crate::error::Error;
 use crate::rules::dtype::DataType;
+use crate::rules::request::ParamValue;
 use crate::rules::tensor::TensorBuffer;
+
+/// Response parameters (`pb_utils.InferenceResponse(parameters=...)`), in
+/// the order the model gave them.
+pub type ResponseParameters = [(String, ParamValue)];
+
+/// The error of a destination that cannot carry response parameters.
+fn parameters_unsupported() -> Error {
+    Error::unsupported("response parameters cannot be delivered by this responder")
+}
 
 /// One output tensor of one response, borrowed for the duration of a send;
 /// its data carries the memory it lives in (host memory today: what user
@@ -38,6 +48,18 @@ pub trait Responder: Send {
     /// Sends one response carrying `outputs`; `is_final` marks the request's
     /// last response.
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error>;
+    /// Like [`Responder::send`], with response parameters on the response.
+    fn send_with_parameters(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
+        is_final: bool,
+    ) -> Result<(), Error> {
+        if parameters.is_empty() {
+            return self.send(outputs, is_final);
+        }
+        Err(parameters_unsupported())
+    }
     /// Fails the request (always the final response).
     fn send_error(&mut self, error: &Error);
     /// Sends an error response that does not end the request (a decoupled
@@ -68,6 +90,19 @@ pub trait Responder: Send {
 pub trait ResponseSink: Send {
     /// One response carrying `outputs`; `is_final` also ends the request.
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error>;
+    /// One response with response parameters. A sink that cannot carry
+    /// them refuses (rather than dropping them silently).
+    fn send_with_parameters(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
+        is_final: bool,
+    ) -> Result<(), Error> {
+        if parameters.is_empty() {
+            return self.send(outputs, is_final);
+        }
+        Err(parameters_unsupported())
+    }
     /// An error response; `is_final` also ends the request.
     fn send_error(&mut self, error: &Error, is_final: bool);
     /// The FINAL flag alone (a stream that ends without a last response).
@@ -99,6 +134,21 @@ impl<S: ResponseSink> Responder for ResponseStream<S> {
             return Err(Error::internal("response sent after the final one"));
         }
         self.sink.send(outputs, is_final)?;
+        self.open = !is_final;
+        Ok(())
+    }
+
+    fn send_with_parameters(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
+        is_final: bool,
+    ) -> Result<(), Error> {
+        if !self.open {
+            return Err(Error::internal("response sent after the final one"));
+        }
+        self.sink
+            .send_with_parameters(outputs, parameters, is_final)?;
         self.open = !is_final;
         Ok(())
     }

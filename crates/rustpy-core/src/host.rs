@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustpy_config::model::{isolation_settings, Isolation, IsolationSettings};
+use rustpy_config::model::{isolation_settings_or, Isolation, IsolationSettings};
 use rustpy_config::proto::ModelConfig;
 
 use crate::admission;
@@ -40,6 +40,9 @@ pub struct HostSettings {
     /// (`--backend-config=rustpy,site-packages=DIR`, `rustpy run
     /// --site-packages`): a process-isolated model's workers get them too.
     pub site_packages: Vec<PathBuf>,
+    /// Where a model that chooses neither `rustpy.isolation` nor an
+    /// environment runs (`--backend-config=rustpy,default-isolation=process`).
+    pub default_isolation: Isolation,
     /// The library or executable `rustpy-worker` is installed next to
     /// (libtriton_rustpy.so in the backend, `rustpy` in the CLI).
     pub worker_anchor: Option<PathBuf>,
@@ -55,6 +58,7 @@ impl HostSettings {
     pub fn for_executable(site_packages: Vec<PathBuf>) -> Self {
         HostSettings {
             site_packages,
+            default_isolation: Isolation::InProcess,
             worker_anchor: std::env::current_exe().ok(),
             log: Arc::new(|level, msg| {
                 if matches!(level, LogLevel::Warn | LogLevel::Error) {
@@ -119,7 +123,7 @@ impl ModelHost {
     ) -> Result<ModelHost> {
         let name = source.name.clone();
         let config = parse_config(&name, &source.config_json, "configuration")?;
-        let isolation = isolation_settings(&config)
+        let isolation = isolation_settings_or(&config, settings.default_isolation)
             .map_err(|e| Error::invalid_arg(format!("model '{name}': {e}")))?;
         let mut place = match isolation.mode {
             Isolation::Process => {
@@ -392,6 +396,24 @@ impl InstanceHost {
         };
         self.metrics.record(&report.stats);
         report
+    }
+
+    /// Whether the instance's process is alive (a worker's; None in-process,
+    /// where the server's own liveness says it).
+    pub fn health(&self) -> Option<Box<dyn Fn() -> bool + Send + Sync>> {
+        match &self.runs {
+            Runs::InProcess(_) => None,
+            Runs::Worker(w) => Some(w.health()),
+        }
+    }
+
+    /// The user's `is_ready()`, if the model has one (called where the
+    /// model runs).
+    pub fn ready_call(&self) -> Option<crate::readiness::ReadyCall> {
+        match &self.runs {
+            Runs::InProcess(i) => i.ready_call(),
+            Runs::Worker(w) => w.ready_call(),
+        }
     }
 
     /// Runs the user's `finalize` (here, or in the worker, which is then

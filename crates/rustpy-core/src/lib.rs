@@ -33,13 +33,16 @@ pub mod isolation;
 pub mod local;
 pub mod metrics;
 pub mod python;
+pub mod readiness;
 pub mod rules;
 pub mod server;
 
 // The rules' modules the CLI and the tests name, at their stable paths.
 pub use rules::{batch, bytes, params, request};
 
-pub use engine::{ExecReport, Outcome, OutputSlice, Responder, ResponseSink, ResponseStream};
+pub use engine::{
+    ExecReport, Outcome, OutputSlice, Responder, ResponseParameters, ResponseSink, ResponseStream,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use rules::dtype::DataType;
 pub use rules::request::{CorrelationId, InferRequest, InputTensor, ParamValue};

@@ -188,6 +188,17 @@ impl ResponseSink for Collector {
             .send(Event::Response(LocalResponse::Outputs(owned), is_final));
         Ok(())
     }
+    /// `rustpy run` and `rustpy test` compare and print outputs; response
+    /// parameters are accepted (a model that sets them runs as under Triton)
+    /// but not part of what they show.
+    fn send_with_parameters(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        _parameters: &crate::engine::ResponseParameters,
+        is_final: bool,
+    ) -> Result<()> {
+        self.send(outputs, is_final)
+    }
     fn send_error(&mut self, error: &Error, is_final: bool) {
         let _ = self.tx.send(Event::Response(
             LocalResponse::Error(error.clone()),

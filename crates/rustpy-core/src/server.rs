@@ -70,10 +70,23 @@ pub trait MetricFamily: Send + Sync {
     ) -> Result<Box<dyn Metric>>;
 }
 
+/// Cancels one BLS request in flight (`ResponseIterator.cancel()`): the
+/// server's request cancellation, after which the callee sees
+/// `is_cancelled()` and the request ends (typically with CANCELLED). A no-op
+/// once the request has completed.
+pub type BlsCancel = Box<dyn Fn() -> Result<()> + Send + Sync>;
+
+/// A [`BlsCancel`] for requests that complete before they are returned
+/// (nothing left to cancel).
+pub fn nothing_to_cancel() -> BlsCancel {
+    Box::new(|| Ok(()))
+}
+
 pub trait ServerApi: Send + Sync {
     /// Starts `request`; every response goes to `responses`, the last with
-    /// `is_final`. Returns once the request is queued.
-    fn infer(&self, request: BlsRequest, responses: Sender<BlsResponse>) -> Result<()>;
+    /// `is_final`. Returns once the request is queued, with the handle that
+    /// cancels it.
+    fn infer(&self, request: BlsRequest, responses: Sender<BlsResponse>) -> Result<BlsCancel>;
     /// Loads (or reloads) a model, optionally with a config JSON override and
     /// files (`file:<relative path>` → content) for an override model dir.
     fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()>;

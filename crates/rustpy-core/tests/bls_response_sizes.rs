@@ -13,7 +13,8 @@ use std::time::Duration;
 use crossbeam::channel::Sender;
 use rustpy_core::local::{LocalModel, LocalResponse, OwnedRequest};
 use rustpy_core::server::{
-    set_server_api, BlsRequest, BlsResponse, MetricFamily, MetricKind, OwnedTensor, ServerApi,
+    nothing_to_cancel, set_server_api, BlsCancel, BlsRequest, BlsResponse, MetricFamily,
+    MetricKind, OwnedTensor, ServerApi,
 };
 use rustpy_core::{DataType, Error, Result};
 
@@ -22,7 +23,7 @@ use rustpy_core::{DataType, Error, Result};
 struct LyingPeer;
 
 impl ServerApi for LyingPeer {
-    fn infer(&self, request: BlsRequest, responses: Sender<BlsResponse>) -> Result<()> {
+    fn infer(&self, request: BlsRequest, responses: Sender<BlsResponse>) -> Result<BlsCancel> {
         let n = i64::from_le_bytes(request.inputs[0].data[..8].try_into().unwrap()) as usize;
         let out = OwnedTensor {
             name: "OUT".into(),
@@ -35,7 +36,7 @@ impl ServerApi for LyingPeer {
             is_final: true,
             ..Default::default()
         });
-        Ok(())
+        Ok(nothing_to_cancel())
     }
     fn load_model(&self, _: &str, _: &str, _: &[(String, Vec<u8>)]) -> Result<()> {
         Err(Error::internal("unused"))

@@ -119,9 +119,7 @@ pub fn unpack_env(archive: &Path, opts: &Options) -> Result<UnpackedEnv, FetchEr
         let mut a = tar::Archive::new(reader);
         // rwx bits are kept (bin/ stays executable); setuid/setgid/sticky are dropped.
         a.set_preserve_permissions(false);
-        // `unpack` skips entries that would land outside `stage` (`..`, absolute).
-        a.unpack(&stage)
-            .map_err(|e| format!("unpacking into {}: {e}", stage.display()))?;
+        unpack_contained(&mut a, &stage)?;
         fs::rename(&stage, &final_dir)
             .map_err(|e| format!("moving into the cache {}: {e}", final_dir.display()))?;
         // In place: conda-unpack rewrites prefixes to where it sits.
@@ -140,6 +138,60 @@ pub fn unpack_env(archive: &Path, opts: &Options) -> Result<UnpackedEnv, FetchEr
         .and_then(|l| l.ok_or_else(|| fail("the unpacked entry vanished".into())));
     drop(entry);
     Ok(hit(false, taken?))
+}
+
+/// Unpacks every entry of `a` into `dest`, refusing the whole archive (as
+/// the official backend does since r26.06) at the first entry that would
+/// write outside `dest`: an absolute path, a `..` component, a path through
+/// a symlink an earlier entry made, or a hard link to such a path. Symlinks
+/// themselves may point anywhere (conda environments have some); nothing is
+/// ever written through one.
+fn unpack_contained<R: io::Read>(a: &mut tar::Archive<R>, dest: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let escapes = |p: &Path| {
+        p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    };
+    let refuse = |p: &Path, why: &str| {
+        Err(format!(
+            "archive entry '{}' {why}; the archive is refused (path traversal)",
+            p.display()
+        ))
+    };
+    for entry in a
+        .entries()
+        .map_err(|e| format!("reading the archive: {e}"))?
+    {
+        let mut entry = entry.map_err(|e| format!("reading the archive: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|e| format!("reading the archive: {e}"))?
+            .into_owned();
+        if escapes(&path) {
+            return refuse(&path, "is absolute or climbs out with '..'");
+        }
+        let mut at = dest.to_path_buf();
+        for part in path.parent().into_iter().flat_map(Path::components) {
+            at.push(part);
+            if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return refuse(&path, "would be written through a symlink");
+            }
+        }
+        if entry.header().entry_type().is_hard_link() {
+            if let Some(target) = entry
+                .link_name()
+                .map_err(|e| format!("reading the archive: {e}"))?
+            {
+                if escapes(&target) {
+                    return refuse(&path, "is a hard link out of the archive");
+                }
+            }
+        }
+        entry
+            .unpack_in(dest)
+            .map_err(|e| format!("unpacking {} into {}: {e}", path.display(), dest.display()))?;
+    }
+    Ok(())
 }
 
 /// Runs `<dir>/bin/conda-unpack` if the archive has one (conda-pack's
@@ -410,6 +462,103 @@ mod tests {
         b.append_data(&mut h, "bin/tool", &b"#!\n"[..]).unwrap();
         b.into_inner().unwrap().finish().unwrap();
         path
+    }
+
+    /// A .tar.gz whose entries are written as given: (raw path, kind, data
+    /// or link target). tar's Builder refuses `..`, so the names go into
+    /// the header bytes directly.
+    fn raw_archive(dir: &Path, entries: &[(&str, tar::EntryType, &str)]) -> PathBuf {
+        let path = dir.join("evil.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut b = tar::Builder::new(gz);
+        for (name, kind, data) in entries {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            if kind.is_file() {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).unwrap();
+            } else {
+                h.as_old_mut().linkname[..data.len()].copy_from_slice(data.as_bytes());
+                h.set_size(0);
+                h.set_cksum();
+                b.append(&h, &b""[..]).unwrap();
+            }
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn archives_that_write_outside_their_directory_are_refused() {
+        use tar::EntryType::{Link, Regular, Symlink};
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let out = outside.display().to_string();
+        type Entries = Vec<(String, tar::EntryType, String)>;
+        let cases: Vec<(Entries, &str)> = vec![
+            (vec![("../escaped.py".into(), Regular, "x".into())], "'..'"),
+            (
+                vec![("lib/../../escaped.py".into(), Regular, "x".into())],
+                "'..'",
+            ),
+            (
+                vec![(format!("{out}/escaped.py"), Regular, "x".into())],
+                "absolute",
+            ),
+            (
+                vec![
+                    ("lib".into(), Symlink, out.clone()),
+                    ("lib/escaped.py".into(), Regular, "x".into()),
+                ],
+                "through a symlink",
+            ),
+            (
+                vec![("lib/link".into(), Link, "../../etc/passwd".into())],
+                "hard link",
+            ),
+        ];
+        for (k, (entries, why)) in cases.iter().enumerate() {
+            let case = d.path().join(format!("case{k}"));
+            fs::create_dir(&case).unwrap();
+            let refs: Vec<(&str, tar::EntryType, &str)> = entries
+                .iter()
+                .map(|(p, t, v)| (p.as_str(), *t, v.as_str()))
+                .collect();
+            let a = raw_archive(&case, &refs);
+            let err = unpack_env(&a, &cache_in(&case)).unwrap_err().0;
+            assert!(err.contains("path traversal") && err.contains(why), "{err}");
+            // Nothing landed outside, nothing was cached.
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "case {k}");
+            assert!(!case.join("escaped.py").exists());
+            let envs = case.join("cache").join("envs");
+            let complete = fs::read_dir(&envs)
+                .map(|r| r.flatten().any(|e| e.path().join(ENV_META_FILE).exists()))
+                .unwrap_or(false);
+            assert!(!complete, "case {k}");
+        }
+        // A symlink out of the archive is kept (writing through it is what is refused).
+        let ok = d.path().join("ok");
+        fs::create_dir(&ok).unwrap();
+        let a = raw_archive(
+            &ok,
+            &[
+                ("bin/python3", Symlink, "/usr/bin/python3"),
+                ("lib/m.py", Regular, "V = 1\n"),
+            ],
+        );
+        let env = unpack_env(&a, &cache_in(&ok)).unwrap();
+        assert!(env.dir.join("lib/m.py").is_file());
+        assert!(fs::symlink_metadata(env.dir.join("bin/python3"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct BatchContext<'a> {
     /// A decoupled model's responses leave at once; others' leave with the
     /// batch's Done when the thread running the batch sends them.
     pub decoupled: bool,
+    /// Lend the control socket to the intake thread for the whole batch
+    /// (a model with `is_ready()`: readiness is answered during batches).
+    pub read_during_batches: bool,
 }
 
 /// Runs one Execute frame and answers its Done.
@@ -180,7 +183,7 @@ pub fn run_batch(exec: Execute, cx: &BatchContext<'_>, views: &mut InputViews) {
     let mut responders: Vec<_> = (0..requests.len())
         .map(|index| cx.responses.responder(batch, index))
         .collect();
-    cx.intake.begin(false);
+    cx.intake.begin(cx.read_during_batches);
     // The backend admitted these requests (rustpy_core::admission); an input
     // it placed outside the shared memory is a protocol error that fails
     // the batch whole.

@@ -9,13 +9,14 @@ use std::collections::VecDeque;
 use std::io::BufReader;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::serve::io_err;
-use rustpy_core::error::Result;
+use rustpy_core::error::{Error, Result};
 use rustpy_core::isolation::sys::{readable_now, wait_readable, Event};
-use rustpy_core::isolation::wire::{read_frame, ToWorker};
-use rustpy_core::isolation::{FrameReader, Rpc, WorkerResponses};
+use rustpy_core::isolation::wire::{read_frame, ready_to_wire, FromWorker, ToWorker};
+use rustpy_core::isolation::{FrameReader, Rpc, WorkerLink, WorkerResponses};
+use rustpy_core::readiness::ReadyCall;
 
 /// Who reads the control socket now.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,12 @@ pub struct Intake {
     rpc: Arc<Rpc>,
     /// Where Taken and Cancel frames go.
     responses: Arc<WorkerResponses>,
+    /// Where `is_ready()` answers go.
+    link: Arc<WorkerLink>,
+    /// The model's `is_ready()` (None: it has none), set once the instance
+    /// is up; an IsReady before that is answered "ready" (it cannot come:
+    /// the backend asks only after Ready).
+    ready_call: OnceLock<Option<ReadyCall>>,
 }
 
 /// Library code waiting for the backend (a server call, a response waiting
@@ -71,6 +78,7 @@ impl Intake {
         socket: UnixStream,
         rpc: Arc<Rpc>,
         responses: Arc<WorkerResponses>,
+        link: Arc<WorkerLink>,
     ) -> Result<Arc<Intake>> {
         let intake = Arc::new(Intake {
             fd: socket.as_raw_fd(),
@@ -81,6 +89,8 @@ impl Intake {
             forwarded: Mutex::new(VecDeque::new()),
             rpc,
             responses,
+            link,
+            ready_call: OnceLock::new(),
         });
         let lent = intake.clone();
         std::thread::Builder::new()
@@ -113,9 +123,35 @@ impl Intake {
             ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => self.rpc.dispatch(msg),
             ToWorker::Taken { token } => self.responses.mark_taken(token),
             ToWorker::Cancel { request } => self.responses.cancel(request),
+            ToWorker::IsReady { call } => self.answer_is_ready(call),
             other => return Some(other),
         }
         None
+    }
+
+    /// The instance is up: its model's `is_ready()`, if any.
+    pub fn set_ready_call(&self, call: Option<ReadyCall>) {
+        let _ = self.ready_call.set(call);
+    }
+
+    /// Runs the model's `is_ready()` on a thread of its own (the backend
+    /// allows one call at a time and times it out; whoever reads the socket
+    /// must not wait for user code) and sends its answer.
+    fn answer_is_ready(&self, call: u64) {
+        let link = self.link.clone();
+        let ready_call = self.ready_call.get().cloned().flatten();
+        let spawned = std::thread::Builder::new()
+            .name("rustpy-is-ready".into())
+            .spawn(move || {
+                let result = ready_to_wire(ready_call.map_or(Ok(true), |f| f()));
+                let _ = link.send(&FromWorker::ReadyAnswer { call, result });
+            });
+        if let Err(e) = spawned {
+            let result = ready_to_wire(Err(Error::internal(format!(
+                "rustpy-worker: cannot run is_ready(): {e}"
+            ))));
+            let _ = self.link.send(&FromWorker::ReadyAnswer { call, result });
+        }
     }
 
     /// A frame read while the main loop does not read: handled here, or

@@ -80,7 +80,7 @@ impl Connection {
         let responses = WorkerResponses::new(link.clone(), output);
         let rpc = Rpc::new(link.clone(), bls)?;
         set_server_api(Arc::new(RemoteServer::new(rpc.clone())));
-        let intake = Intake::start(read_half, rpc, responses.clone())?;
+        let intake = Intake::start(read_half, rpc, responses.clone(), link.clone())?;
         let reader: Weak<Intake> = Arc::downgrade(&intake);
         link.set_reader(reader);
         Ok(Connection {
@@ -123,11 +123,15 @@ fn serve(fds: WorkerFds) -> Result<()> {
         }
         _ => return Err(Error::internal("rustpy-worker: expected Init first")),
     };
+    // A model with is_ready() keeps its socket read while a batch runs, so
+    // a readiness check is answered during long batches.
+    let has_is_ready = instance.ready_call().is_some();
     let cx = BatchContext {
         instance: &instance,
         responses: &conn.responses,
         intake: &conn.intake,
         decoupled,
+        read_during_batches: has_is_ready,
     };
     let mut views = InputViews::new(conn.input);
     // Until the backend says Shutdown or closes the channel (unload, or it died).
@@ -142,6 +146,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             ToWorker::Reply { .. }
             | ToWorker::BlsResponse { .. }
             | ToWorker::Cancel { .. }
+            | ToWorker::IsReady { .. }
             | ToWorker::Taken { .. } => {}
         }
     }
@@ -202,7 +207,10 @@ fn create_instance(conn: &Connection, init: Init) -> Option<(ModelInstance, bool
             if instance.model().api == python::Api::PbUtils {
                 conn.responses.inputs_are_writable();
             }
-            let _ = conn.link.send(&FromWorker::Ready);
+            let ready_call = instance.ready_call();
+            let is_ready = ready_call.is_some();
+            conn.intake.set_ready_call(ready_call);
+            let _ = conn.link.send(&FromWorker::Ready { is_ready });
             Some((instance, decoupled))
         }
         Err(e) => {

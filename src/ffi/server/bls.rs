@@ -9,11 +9,12 @@
 use std::os::raw::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::{Arc, Mutex};
 
 use crossbeam::channel::Sender;
 use rustpy_core::request::{CorrelationId, ParamValue};
 use rustpy_core::rules::tensor::MemoryKind;
-use rustpy_core::server::{BlsRequest, BlsResponse, OwnedTensor};
+use rustpy_core::server::{BlsCancel, BlsRequest, BlsResponse, OwnedTensor};
 use rustpy_core::{DataType, Error};
 
 use super::{Result, TritonServerApi};
@@ -21,12 +22,12 @@ use crate::ffi::params::RawParameter;
 use crate::ffi::{borrow_str, check, cstring, raw};
 
 /// Sends `request` to the server; its responses go to `responses`, the last
-/// one with `is_final` set.
+/// one with `is_final` set. Returns what cancels it.
 pub(super) fn infer(
     api: &TritonServerApi,
     request: BlsRequest,
     responses: Sender<BlsResponse>,
-) -> Result<()> {
+) -> Result<BlsCancel> {
     let pending = PendingRequest::new(api, &request.model_name, request.model_version)?;
     pending.set_properties(&request)?;
     pending.set_parameters(&request.parameters)?;
@@ -98,6 +99,33 @@ unsafe extern "C" fn release_cpu(
 /// Keeps a BLS request's input data and strings alive until Triton releases it.
 struct RequestContext {
     _inputs: Vec<OwnedTensor>,
+    live: Arc<LiveRequest>,
+}
+
+/// A submitted request, for its cancel handle: the pointer while Triton
+/// still holds the request, null from its release on. The release callback
+/// clears it under the lock before deleting the request, and a cancel uses
+/// it only under the lock, so a cancel never reaches a deleted request
+/// (TRITONSERVER_InferenceRequestCancel only flags the request; it never
+/// releases it on the calling thread).
+struct LiveRequest(Mutex<*mut raw::TRITONSERVER_InferenceRequest>);
+
+// SAFETY: the pointer is only used under the mutex, by cancel (a thread-safe
+// server call) and by the release callback that ends its life.
+unsafe impl Send for LiveRequest {}
+// SAFETY: as above.
+unsafe impl Sync for LiveRequest {}
+
+impl LiveRequest {
+    fn cancel(&self) -> Result<()> {
+        let request = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if request.is_null() {
+            return Ok(()); // completed: nothing to cancel, as upstream
+        }
+        // SAFETY: non-null under the lock: Triton has not released the
+        // request yet (request_released nulls it first, under this lock).
+        check(unsafe { raw::TRITONSERVER_InferenceRequestCancel(*request) })
+    }
 }
 
 unsafe extern "C" fn request_released(
@@ -109,11 +137,15 @@ unsafe extern "C" fn request_released(
         return;
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: Triton is done with the request; we delete it once and take
-        // back the context box we leaked for it.
+        // SAFETY: Triton is done with the request; we take back the context
+        // box we leaked for it, and delete the request once, after its
+        // cancel handle can no longer reach it.
         unsafe {
+            let context = Box::from_raw(userp as *mut RequestContext);
+            let mut live = context.live.0.lock().unwrap_or_else(|p| p.into_inner());
+            *live = ptr::null_mut();
             let _ = check(raw::TRITONSERVER_InferenceRequestDelete(request));
-            drop(Box::from_raw(userp as *mut RequestContext));
+            drop(live);
         }
     }));
 }
@@ -292,9 +324,13 @@ impl PendingRequest {
         api: &TritonServerApi,
         inputs: Vec<OwnedTensor>,
         responses: Sender<BlsResponse>,
-    ) -> Result<()> {
+    ) -> Result<BlsCancel> {
         let req = self.0;
-        let context = Box::into_raw(Box::new(RequestContext { _inputs: inputs }));
+        let live = Arc::new(LiveRequest(Mutex::new(req)));
+        let context = Box::into_raw(Box::new(RequestContext {
+            _inputs: inputs,
+            live: live.clone(),
+        }));
         let tx = Box::into_raw(Box::new(responses));
         // SAFETY: `req` is live and ours; `context` is a leaked box that request_released reclaims once.
         let setup = check(unsafe {
@@ -324,7 +360,7 @@ impl PendingRequest {
             Ok(()) => {
                 // Triton owns the request now; it calls request_released.
                 self.0 = ptr::null_mut();
-                Ok(())
+                Ok(Box::new(move || live.cancel()))
             }
             Err(e) => {
                 // SAFETY: Triton took nothing: reclaim both boxes; dropping

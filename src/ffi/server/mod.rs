@@ -14,7 +14,9 @@ pub(crate) use metrics::TritonRecorder;
 use std::sync::Arc;
 
 use crossbeam::channel::Sender;
-use rustpy_core::server::{BlsRequest, BlsResponse, MetricFamily, MetricKind, ServerApi};
+use rustpy_core::server::{
+    BlsCancel, BlsRequest, BlsResponse, MetricFamily, MetricKind, ServerApi,
+};
 use rustpy_core::Error;
 
 use super::handles::Model;
@@ -45,7 +47,7 @@ impl TritonServerApi {
 }
 
 impl ServerApi for TritonServerApi {
-    fn infer(&self, request: BlsRequest, responses: Sender<BlsResponse>) -> Result<()> {
+    fn infer(&self, request: BlsRequest, responses: Sender<BlsResponse>) -> Result<BlsCancel> {
         bls::infer(self, request, responses)
     }
 

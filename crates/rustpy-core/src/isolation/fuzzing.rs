@@ -18,6 +18,7 @@ use std::sync::Arc;
 use super::bls::{BackendBls, BlsRegion};
 use super::guard::WorkerGuard;
 use super::reader::{Routes, EXECUTE_FRAMES};
+use super::ready::ReadyLink;
 use super::response::{OpenRequests, ResponseReader};
 use super::rpc::{bls_inputs, CallServer};
 use super::transport::{Channel, RegionSizes, Regions};
@@ -151,10 +152,11 @@ impl Backend {
         let bls = BackendBls::new(bls_in.try_clone()?, bls_out.try_clone()?);
         let bls_writer = bls_in.try_clone()?;
         let responses = ResponseReader::new(open.clone(), output, input_view, writer.clone());
+        let ready = ReadyLink::new(writer.clone());
         let calls = CallServer::new(writer, bls_in, bls_out, 4, "fuzzing".into());
         let (tx, execute) = mpsc::sync_channel(EXECUTE_FRAMES);
         let mut backend = Backend {
-            routes: Routes::new(responses, calls, tx, String::new()),
+            routes: Routes::new(responses, calls, ready, tx, String::new()),
             execute,
             open,
             peer,
@@ -297,7 +299,7 @@ pub fn sample_frames() -> Vec<(&'static str, Vec<u8>)> {
         &[0, 0, 128, 63, 0, 0, 0, 64],
     );
     let frames = [
-        ("ready", FromWorker::Ready),
+        ("ready", FromWorker::Ready { is_ready: true }),
         (
             "response",
             FromWorker::Response(Response {
@@ -310,12 +312,13 @@ pub fn sample_frames() -> Vec<(&'static str, Vec<u8>)> {
                 is_final: true,
                 from_input: vec![1],
                 taken: Some(1),
+                parameters: vec![],
             }),
         ),
         (
             "inline",
             FromWorker::InlineResponse(
-                InlineResponse::new(request_id(2, 0), &[out], false).expect("host outputs"),
+                InlineResponse::new(request_id(2, 0), &[out], &[], false).expect("host outputs"),
             ),
         ),
         (

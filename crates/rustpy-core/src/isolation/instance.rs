@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::lifecycle::{log, Supervised, Worker, WorkerConfig};
+use super::ready::{current, CurrentLink};
 use super::wire::{Done, Execute, FromWorker, InputLayout, ToWorker};
 use crate::constants::LogLevel;
 use crate::engine::{ExecReport, Outcome, Responder};
@@ -31,6 +32,9 @@ enum Lost {
 pub struct WorkerInstance {
     cfg: WorkerConfig,
     state: Mutex<Supervised>,
+    /// The current worker's readiness link (replaced when it restarts),
+    /// read without `state`'s lock, which a running batch holds.
+    link: CurrentLink,
 }
 
 impl WorkerInstance {
@@ -47,14 +51,42 @@ impl WorkerInstance {
                 worker.pid
             ),
         );
+        let state = Supervised::new(worker, metrics);
         Ok(WorkerInstance {
             cfg,
-            state: Mutex::new(Supervised::new(worker, metrics)),
+            link: state.link.clone(),
+            state: Mutex::new(state),
         })
     }
 
     pub fn model_name(&self) -> &str {
         &self.cfg.model_name
+    }
+
+    /// Whether the instance's worker process is alive (a dead one is
+    /// replaced by the next batch). Never waits for a running batch.
+    pub fn health(&self) -> Box<dyn Fn() -> bool + Send + Sync> {
+        let link = self.link.clone();
+        Box::new(move || current(&link).is_alive())
+    }
+
+    /// The call of the model's `is_ready()` in the worker, if the model
+    /// defines one. It runs there on a thread of its own, also while a
+    /// batch runs.
+    pub fn ready_call(&self) -> Option<crate::readiness::ReadyCall> {
+        let link = self.link.clone();
+        let instance = self.cfg.instance.name.clone();
+        current(&link)
+            .has_is_ready()
+            .then(|| -> crate::readiness::ReadyCall {
+                std::sync::Arc::new(move || {
+                    let now = current(&link);
+                    if !now.has_is_ready() {
+                        return Ok(true);
+                    }
+                    now.ask(&instance)
+                })
+            })
     }
 
     /// The worker's pid, if one is running.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::guard::WorkerGuard;
 use super::reader::Reader;
+use super::ready::{CurrentLink, ReadyLink};
 use super::response::OpenRequests;
 use super::sys;
 use super::transport::{write_to, Channel, InputRegion, RegionSizes, Regions, Writer};
@@ -101,6 +102,12 @@ impl WorkerConfig {
             Some(mb) => format!("{MEMORY_LIMIT_KEY} = {mb} MiB"),
             None => String::new(),
         }
+    }
+
+    /// Upstream's words for an instance whose process died (operators and
+    /// upstream's QA grep them): "Stub process '<instance>' is not healthy."
+    pub(super) fn unhealthy(&self) -> String {
+        format!("Stub process '{}' is not healthy.", self.instance.name)
     }
 
     /// "model 'M' instance 'I'", for messages.
@@ -256,6 +263,10 @@ pub(super) struct Worker {
     /// Trips when the worker breaks the protocol (isolation/guard.rs).
     pub(super) guard: Arc<WorkerGuard>,
     reaped: bool,
+    /// "Stub process 'I' is not healthy.", for a worker that dies starting.
+    unhealthy: String,
+    /// Its liveness and `is_ready()`, for readiness checks.
+    pub(super) ready: Arc<ReadyLink>,
 }
 
 impl Worker {
@@ -269,7 +280,10 @@ impl Worker {
         });
         let (mut worker, first) = Self::launch(cfg, &init, "running initialize")?;
         match first {
-            FromWorker::Ready => Ok(worker),
+            FromWorker::Ready { is_ready } => {
+                worker.ready.set_has_is_ready(is_ready);
+                Ok(worker)
+            }
             FromWorker::InitFailed { code, message } => {
                 worker.shutdown();
                 Err(error_from_wire((code, message)))
@@ -314,6 +328,7 @@ impl Worker {
             }
         };
         let open = Arc::new(OpenRequests::default());
+        let ready = ReadyLink::new(socket.clone());
         let Regions {
             input,
             input_view,
@@ -329,6 +344,7 @@ impl Worker {
             memory_note: cfg.memory_note(),
             replies: socket.clone(),
             open: open.clone(),
+            ready: ready.clone(),
             output,
             input_view,
             pending_calls: cfg.pending_calls(),
@@ -357,6 +373,8 @@ impl Worker {
             input_limit: cfg.input_limit_note(),
             guard,
             reaped: false,
+            unhealthy: cfg.unhealthy(),
+            ready,
         };
         worker.first_answer(first, doing)
     }
@@ -367,8 +385,8 @@ impl Worker {
         if self.send(first).is_err() {
             let cause = self.reap();
             return Err(Error::internal(format!(
-                "{}: the worker process {cause} while starting",
-                self.label
+                "{} ({}: the worker process {cause} while starting)",
+                self.unhealthy, self.label
             )));
         }
         match self.frames.recv() {
@@ -376,8 +394,8 @@ impl Worker {
             Err(_) => {
                 let cause = self.reap();
                 Err(Error::internal(format!(
-                    "{}: the worker process (pid {}) {cause} while starting ({doing})",
-                    self.label, self.pid
+                    "{} ({}: the worker process (pid {}) {cause} while starting ({doing}))",
+                    self.unhealthy, self.label, self.pid
                 )))
             }
         }
@@ -554,12 +572,16 @@ pub(super) struct Supervised {
     next_start: Instant,
     /// When the memory gauges were last updated.
     sampled: Option<Instant>,
+    /// The current worker's readiness link, shared with the instance's
+    /// readiness checks (which never take the instance's lock).
+    pub(super) link: CurrentLink,
 }
 
 impl Supervised {
     pub(super) fn new(worker: Worker, metrics: WorkerMetrics) -> Supervised {
         metrics.set_up(true);
         Supervised {
+            link: Arc::new(Mutex::new(worker.ready.clone())),
             worker: Some(worker),
             metrics,
             failures: 0,
@@ -664,6 +686,7 @@ impl Supervised {
                         self.last_cause
                     ),
                 );
+                *self.link.lock().unwrap_or_else(|p| p.into_inner()) = w.ready.clone();
                 self.worker = Some(w);
                 self.metrics.set_up(true);
                 self.sampled = None;

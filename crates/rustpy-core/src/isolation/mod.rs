@@ -17,6 +17,8 @@
 //! - `guard`: a worker that breaks the protocol is killed (with what it
 //!   forked) and its control channel closed.
 //! - `reader`: the backend's reader thread, which routes each frame.
+//! - `ready`: readiness (worker alive, the model's `is_ready()`), the
+//!   backend's end.
 //! - `instance`: [`WorkerInstance`], a batch from the backend's side.
 //!
 //! The worker's main loop (serve, intake, one batch) is the `rustpy-worker`
@@ -37,6 +39,7 @@ mod guard;
 mod instance;
 mod lifecycle;
 mod reader;
+mod ready;
 mod response;
 mod rpc;
 pub mod sys;

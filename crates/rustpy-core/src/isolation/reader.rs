@@ -1,18 +1,20 @@
 //! The backend's reader thread of one worker. It reads every frame the
 //! worker sends, checks that the worker may send it now, and routes it:
 //! responses to the response path, server calls to the RPC, log lines to
-//! the server's log, the rest (the first answer, Done) to the execute
-//! thread. A frame that cannot be decoded, or that no worker following the
-//! protocol sends (a second Done, a response for a request it was never
-//! given or has answered), trips the worker's guard: logged with the
-//! reason, the worker killed and later restarted (isolation/guard.rs). A
-//! second thread tells the worker about cancelled requests.
+//! the server's log, `is_ready()` answers to the instance's readiness link,
+//! the rest (the first answer, Done) to the execute thread. A frame that
+//! cannot be decoded, or that no worker following the protocol sends (a
+//! second Done, a response for a request it was never given or has
+//! answered), trips the worker's guard: logged with the reason, the worker
+//! killed and later restarted (isolation/guard.rs). A second thread tells
+//! the worker about cancelled requests.
 
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use super::bls::BlsRegion;
+use super::ready::ReadyLink;
 use super::response::{watch_cancellations, OpenRequests, ResponseReader};
 use super::rpc::CallServer;
 use super::sys::Shm;
@@ -32,6 +34,8 @@ pub(super) struct Reader {
     pub(super) replies: Writer,
     /// The open requests, shared with the execute thread.
     pub(super) open: Arc<OpenRequests>,
+    /// Where `is_ready()` answers go.
+    pub(super) ready: Arc<ReadyLink>,
     pub(super) output: Shm,
     pub(super) input_view: Shm,
     /// `rustpy.pending_calls_limit`.
@@ -54,7 +58,7 @@ impl Protocol {
     /// wrong.
     pub(super) fn check(&mut self, msg: &FromWorker, open: &OpenRequests) -> Result<(), String> {
         let breach = match msg {
-            FromWorker::Ready
+            FromWorker::Ready { .. }
             | FromWorker::InitFailed { .. }
             | FromWorker::AutoCompleted { .. } => std::mem::replace(&mut self.answered, true)
                 .then_some("it sent a second first answer (Ready, InitFailed or AutoCompleted)"),
@@ -103,7 +107,8 @@ impl Reader {
             "{}: the worker process (pid {pid}) ended before this request's final response",
             self.label
         );
-        let mut routes = Routes::new(responses, calls, tx, memory_note);
+        let ready = self.ready;
+        let mut routes = Routes::new(responses, calls, ready.clone(), tx, memory_note);
         std::thread::Builder::new()
             .name(format!("rustpy-worker-{pid}"))
             .spawn(move || {
@@ -123,6 +128,7 @@ impl Reader {
                         }
                     }
                 }
+                ready.closed();
                 let gone = match guard.broken() {
                     Some(why) => {
                         format!("{gone}: it broke the control protocol ({why}) and was killed")
@@ -144,6 +150,8 @@ impl Reader {
 pub(super) struct Routes {
     pub(super) responses: ResponseReader,
     calls: CallServer,
+    /// The instance's readiness link, for `is_ready()` answers.
+    ready: Arc<ReadyLink>,
     protocol: Protocol,
     execute: SyncSender<FromWorker>,
     /// Appended to a MemoryError of a memory-limited worker ("" without a
@@ -155,12 +163,14 @@ impl Routes {
     pub(super) fn new(
         responses: ResponseReader,
         calls: CallServer,
+        ready: Arc<ReadyLink>,
         execute: SyncSender<FromWorker>,
         memory_note: String,
     ) -> Routes {
         Routes {
             responses,
             calls,
+            ready,
             protocol: Protocol::new(),
             execute,
             memory_note,
@@ -183,6 +193,8 @@ impl Routes {
                 line,
                 message,
             } => emit_log(LogLevel::from_code(level), &file, line, &message),
+            // One nobody asked for is dropped there.
+            FromWorker::ReadyAnswer { call, result } => self.ready.answer(call, result),
             other => {
                 self.protocol.check(&other, &self.responses.open)?;
                 return match self.execute.try_send(other) {
@@ -223,8 +235,9 @@ mod tests {
             p.check(&done(), &open).is_err(),
             "a Done before the first answer"
         );
-        assert!(p.check(&FromWorker::Ready, &open).is_ok());
-        assert!(p.check(&FromWorker::Ready, &open).is_err());
+        let ready = || FromWorker::Ready { is_ready: false };
+        assert!(p.check(&ready(), &open).is_ok());
+        assert!(p.check(&ready(), &open).is_err());
         assert!(p.check(&done(), &open).is_ok());
         let again = p.check(&done(), &open).unwrap_err();
         assert!(again.contains("no batch was running"), "{again}");

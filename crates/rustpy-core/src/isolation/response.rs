@@ -12,10 +12,10 @@ use std::time::Duration;
 use super::sys::Shm;
 use super::transport::{write_to, Channel, WorkerLink, Writer};
 use super::wire::{
-    error_from_wire, error_to_wire, request_id, request_index, Done, FromWorker, InlineResponse,
-    OutputPlacement, Response, ToWorker, REQUEST_BITS,
+    error_from_wire, error_to_wire, params_to_wire, request_id, request_index, Done, FromWorker,
+    InlineResponse, OutputPlacement, Response, ToWorker, REQUEST_BITS,
 };
-use crate::engine::{OutputSlice, Responder, ResponseSink, ResponseStream};
+use crate::engine::{OutputSlice, Responder, ResponseParameters, ResponseSink, ResponseStream};
 use crate::error::{Error, Result};
 use rustpy_config::model::SHM_LIMIT_KEY;
 
@@ -127,12 +127,21 @@ impl OpenRequests {
     /// Delivers one response frame to its open request; a final one closes
     /// it. Returns whether the backend closed the request although the
     /// worker did not end it (Triton refused the response).
-    fn deliver(&self, request: usize, outputs: &[OutputSlice<'_>], is_final: bool) -> bool {
+    fn deliver(
+        &self,
+        request: usize,
+        outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
+        is_final: bool,
+    ) -> bool {
         let mut open = self.lock();
         let Some(o) = open.get_mut(&request) else {
             return false;
         };
-        let (close, early) = match o.responder.send(outputs, is_final) {
+        let (close, early) = match o
+            .responder
+            .send_with_parameters(outputs, parameters, is_final)
+        {
             Ok(()) => (is_final, false),
             Err(e) => {
                 o.responder.send_error(&e);
@@ -251,7 +260,11 @@ impl ResponseReader {
                     let slices = inline
                         .resolve()
                         .map_err(|e| format!("it sent a response that {e}"))?;
-                    if self.open.deliver(inline.request, &slices, inline.is_final) {
+                    let parameters = inline.parameters();
+                    if self
+                        .open
+                        .deliver(inline.request, &slices, &parameters, inline.is_final)
+                    {
                         self.closed_early(inline.request);
                     }
                 }
@@ -322,10 +335,12 @@ impl ResponseReader {
         let slices = response
             .resolve(self.output.whole(), self.input.whole())
             .map_err(|e| format!("it sent a response that {e}"))?;
-        if self
-            .open
-            .deliver(response.request, &slices, response.is_final)
-        {
+        if self.open.deliver(
+            response.request,
+            &slices,
+            &response.parameters(),
+            response.is_final,
+        ) {
             self.closed_early(response.request);
         }
         if let Some(token) = response.taken {
@@ -536,6 +551,7 @@ impl WorkerResponses {
         &self,
         index: usize,
         outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
         is_final: bool,
     ) -> Result<Option<u64>> {
         let mut w = self.window();
@@ -565,6 +581,7 @@ impl WorkerResponses {
             is_final,
             from_input: placed.from_input,
             taken,
+            parameters: params_to_wire(parameters),
         });
         // A response whose sender waits for the backend's Taken goes out at
         // once (held for the Done, it would wait for ever).
@@ -591,15 +608,25 @@ pub struct WorkerSink {
 
 impl ResponseSink for WorkerSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
+        self.send_with_parameters(outputs, &[], is_final)
+    }
+
+    fn send_with_parameters(
+        &mut self,
+        outputs: &[OutputSlice<'_>],
+        parameters: &ResponseParameters,
+        is_final: bool,
+    ) -> Result<()> {
         let r = &self.responses;
         if r.window().running != Some(self.batch) {
             // Its batch is over (batch numbers are not reused): the output
             // region belongs to the next one.
-            let msg =
-                FromWorker::InlineResponse(InlineResponse::new(self.index, outputs, is_final)?);
+            let msg = FromWorker::InlineResponse(InlineResponse::new(
+                self.index, outputs, parameters, is_final,
+            )?);
             return r.link.send(&msg);
         }
-        if let Some(token) = r.send_placed(self.index, outputs, is_final)? {
+        if let Some(token) = r.send_placed(self.index, outputs, parameters, is_final)? {
             // As upstream's send: when it returns, the bytes are taken and
             // user code may change its (writable) inputs. Somebody must read
             // the socket meanwhile.
@@ -666,6 +693,8 @@ mod tests {
     struct Seen {
         responses: Vec<Delivered>,
         error: Option<String>,
+        /// Each response's parameters.
+        parameters: Vec<Vec<(String, crate::request::ParamValue)>>,
     }
 
     struct Recorder(Arc<Mutex<Seen>>, bool);
@@ -679,6 +708,15 @@ mod tests {
             self.0.lock().unwrap().responses.push((outputs, is_final));
             self.1 = !is_final;
             Ok(())
+        }
+        fn send_with_parameters(
+            &mut self,
+            outputs: &[OutputSlice<'_>],
+            parameters: &ResponseParameters,
+            is_final: bool,
+        ) -> Result<()> {
+            self.0.lock().unwrap().parameters.push(parameters.to_vec());
+            self.send(outputs, is_final)
         }
         fn send_error(&mut self, error: &Error) {
             self.0.lock().unwrap().error = Some(error.message.clone());
@@ -791,6 +829,36 @@ mod tests {
     }
 
     #[test]
+    fn response_parameters_reach_the_request_in_the_region_and_inline() {
+        use crate::request::ParamValue;
+        let mut p = path();
+        let seen = p.open(1);
+        p.worker.begin_batch(1, false);
+        let mut responder = p.worker.responder(1, 0);
+        let first = vec![
+            ("s".to_string(), ParamValue::String("a".into())),
+            ("i".to_string(), ParamValue::Int(3)),
+        ];
+        responder
+            .send_with_parameters(&[output(b"x")], &first, false)
+            .unwrap();
+        assert!(p.pump().is_none());
+        p.worker.send_done(Done::failed(1, vec![])).unwrap();
+        assert!(matches!(p.pump(), Some(FromWorker::Done(_))));
+        let last = vec![("b".to_string(), ParamValue::Bool(false))];
+        responder
+            .send_with_parameters(&[output(b"y")], &last, true)
+            .unwrap();
+        assert!(
+            p.pump().is_none(),
+            "an InlineResponse is the response path's"
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.parameters, vec![first, last]);
+        assert_eq!(seen.responses.len(), 2);
+    }
+
+    #[test]
     fn outputs_larger_than_the_output_region_fail_in_the_worker_naming_the_limit() {
         let p = path();
         p.worker.begin_batch(1, false);
@@ -820,6 +888,7 @@ mod tests {
                 is_final: true,
                 from_input: vec![],
                 taken: None,
+                parameters: vec![],
             })
         };
         for (offset, len) in [(1 << 40, 1), (0, (64 << 10) + 1), (usize::MAX, 2)] {
@@ -859,6 +928,7 @@ mod tests {
             is_final: true,
             from_input: vec![],
             taken: None,
+            parameters: vec![],
         });
         let why = p.backend.handle(&placed).unwrap_err();
         assert!(why.contains("not running"), "{why}");
@@ -875,7 +945,9 @@ mod tests {
             .open_batch(1, vec![Refusing(seen.clone(), true)]);
         let id = request_id(1, 0);
         let inline = |is_final| {
-            FromWorker::InlineResponse(InlineResponse::new(id, &[output(b"x")], is_final).unwrap())
+            FromWorker::InlineResponse(
+                InlineResponse::new(id, &[output(b"x")], &[], is_final).unwrap(),
+            )
         };
         // Triton refuses the response: the request fails, the worker does
         // not know yet and keeps answering.

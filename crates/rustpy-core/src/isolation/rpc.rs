@@ -17,7 +17,8 @@ use super::wire::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::server::{
-    server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor, ServerApi,
+    server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor,
+    ServerApi,
 };
 use rustpy_config::model::{PENDING_CALLS_KEY, SHM_LIMIT_KEY};
 
@@ -42,6 +43,8 @@ pub(super) struct CallServer {
     inputs_held: Arc<AtomicUsize>,
     /// "model 'M' instance 'I'", for errors.
     label: String,
+    /// The cancel handle of each BLS stream in flight.
+    cancels: BlsCancels,
 }
 
 /// Metric families and metrics one worker may create: each is an object in
@@ -65,6 +68,10 @@ impl Drop for HeldInputs {
         self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
+
+/// The cancel handles of a worker's BLS requests in flight, by stream
+/// (kept until the request's final response).
+type BlsCancels = Arc<Mutex<HashMap<u64, BlsCancel>>>;
 
 /// Metric families and metrics a worker created, by the ids it knows them by.
 #[derive(Default)]
@@ -95,6 +102,7 @@ impl CallServer {
             limit,
             inputs_held: Arc::new(AtomicUsize::new(0)),
             label,
+            cancels: BlsCancels::default(),
         }
     }
 
@@ -190,10 +198,18 @@ impl CallServer {
                     },
                 };
                 let (w, bls) = (self.replies.clone(), self.bls.clone());
+                let cancels = self.cancels.clone();
                 return self.spawn(call, move || {
                     let _held = held;
-                    run_bls(api.as_ref(), &w, &bls, call, stream, request)
+                    run_bls(api.as_ref(), &w, &bls, &cancels, call, stream, request)
                 });
+            }
+            ServerOp::CancelInfer { stream } => {
+                let cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+                match cancels.get(&stream) {
+                    Some(cancel) => unit(cancel()),
+                    None => Ok(WireValue::Unit), // completed: nothing to cancel
+                }
             }
             ServerOp::LoadModel {
                 name,
@@ -312,6 +328,7 @@ fn run_bls(
     api: &dyn ServerApi,
     w: &Writer,
     bls: &BackendBls,
+    cancels: &BlsCancels,
     call: u64,
     stream: u64,
     mut req: WireBlsRequest,
@@ -326,9 +343,11 @@ fn run_bls(
         }
     };
     let (tx, rx) = crossbeam::channel::unbounded();
-    if let Err(e) = api.infer(req.into_request(inputs), tx) {
-        return reply(w, call, Err(e));
-    }
+    match api.infer(req.into_request(inputs), tx) {
+        // Kept before the Reply: the worker may cancel once it has it.
+        Ok(cancel) => lock_cancels(cancels).insert(stream, cancel),
+        Err(e) => return reply(w, call, Err(e)),
+    };
     reply(w, call, Ok(WireValue::Unit));
     for response in rx {
         let is_final = response.is_final;
@@ -337,9 +356,11 @@ fn run_bls(
             response: bls.response_to_wire(response),
         };
         if write_to(w, &frame).is_err() || is_final {
+            lock_cancels(cancels).remove(&stream);
             return;
         }
     }
+    lock_cancels(cancels).remove(&stream);
     let ended = BlsResponse {
         error: Some(Error::internal(
             "the BLS request ended without a final response",
@@ -354,6 +375,10 @@ fn run_bls(
             response: bls.response_to_wire(ended),
         },
     );
+}
+
+fn lock_cancels(cancels: &BlsCancels) -> std::sync::MutexGuard<'_, HashMap<u64, BlsCancel>> {
+    cancels.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 // ---- The worker's end: send the call, wait for the answer. ----
@@ -497,7 +522,7 @@ impl ServerApi for RemoteServer {
         &self,
         request: BlsRequest,
         responses: crossbeam::channel::Sender<BlsResponse>,
-    ) -> Result<()> {
+    ) -> Result<BlsCancel> {
         // Large inputs go through the BLS input region, in a range of their
         // own (other threads' calls use other ranges).
         let shared = match &self.0.bls {
@@ -517,7 +542,10 @@ impl ServerApi for RemoteServer {
         if accepted.is_err() {
             self.0.lock_pending().remove(&stream);
         }
-        accepted.map(|_| ())
+        let rpc = self.0.clone();
+        accepted.map(|_| -> BlsCancel {
+            Box::new(move || rpc.call(ServerOp::CancelInfer { stream }).map(|_| ()))
+        })
     }
     fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
         self.0

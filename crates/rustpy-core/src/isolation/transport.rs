@@ -339,7 +339,9 @@ mod tests {
     fn a_send_to_a_gone_backend_is_an_error_and_tells_the_link_s_owner() {
         let (link, theirs, closed) = link_pair();
         drop(theirs);
-        let err = link.send(&FromWorker::Ready).unwrap_err();
+        let err = link
+            .send(&FromWorker::Ready { is_ready: false })
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::Unavailable);
         assert!(err.message.contains("closed"), "{}", err.message);
         assert_eq!(closed.load(Ordering::SeqCst), 1);

@@ -63,7 +63,8 @@ pub fn initialize() -> Result<()> {
             c"triton_python_backend_utils",
         )?;
         modules.set_item("triton_python_backend_utils", &pb_utils)?;
-        runtime(py)?.attach_pb_utils(py, &pb_utils)?;
+        let source = PB_UTILS_SOURCE.to_str().unwrap_or_default();
+        runtime(py)?.attach_pb_utils(py, &pb_utils, source)?;
         Ok(())
     })
     .map_err(|e| Python::attach(|py| py_error(py, &e, "starting the Python interpreter")))

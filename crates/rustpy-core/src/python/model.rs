@@ -109,12 +109,14 @@ impl LoadedModel {
 
         let model_file = model_dir.join(version.to_string()).join(file_name);
         if !model_file.is_file() {
+            // Upstream's words first (operators and its QA grep them).
             return Err(Error::new(
                 ErrorCode::NotFound,
                 format!(
-                    "model '{}': model file {} does not exist",
+                    "Failed to preinitialize Python stub: Python model file not found in '{}' \
+                     (model '{}': the model file does not exist)",
+                    model_file.display(),
                     spec.name,
-                    model_file.display()
                 ),
             ));
         }
@@ -380,6 +382,33 @@ impl ModelInstance {
 
     pub fn model(&self) -> &Arc<LoadedModel> {
         &self.model
+    }
+
+    /// The call of the model's `is_ready()` (python_backend r26.03), if it
+    /// defines one: usable from any thread, for as long as the caller likes
+    /// (it keeps the object alive, not the instance).
+    pub fn ready_call(&self) -> Option<crate::readiness::ReadyCall> {
+        let object = self.object.as_ref()?;
+        let (object, key, name) = Python::attach(|py| {
+            let has = runtime(py)
+                .and_then(|rt| rt.has_is_ready(py, object.bind(py)))
+                .unwrap_or(false);
+            has.then(|| {
+                (
+                    object.clone_ref(py),
+                    self.key.clone(),
+                    self.model.name().to_string(),
+                )
+            })
+        })?;
+        Some(std::sync::Arc::new(move || {
+            Python::attach(|py| {
+                let what = format!("model '{name}': is_ready() raised");
+                let rt = runtime(py).map_err(|e| py_error(py, &e, &what))?;
+                rt.call_is_ready(py, object.bind(py), &key)
+                    .map_err(|e| py_error(py, &e, &what))
+            })
+        }))
     }
 
     /// Runs the user's `finalize()`, if any.

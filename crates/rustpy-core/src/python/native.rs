@@ -15,7 +15,9 @@ use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, ErrorCode};
 use crate::rules::dtype::DataType;
 use crate::rules::request::{CorrelationId, ParamValue};
-use crate::server::{server_api, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind};
+use crate::server::{
+    server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind,
+};
 
 /// Arguments: level, source file, source line, message.
 pub type LogHook = Box<dyn Fn(LogLevel, &str, u32, &str) + Send + Sync>;
@@ -176,20 +178,23 @@ impl NativeSender {
 #[pymethods]
 impl NativeSender {
     /// send(outputs: list[(name, ndarray, triton_dtype)] | None,
-    ///      error: (code, message) | None, flags: int): the user's send,
-    /// under the official sender's rules.
-    #[pyo3(signature = (outputs, error, flags))]
+    ///      error: (code, message) | None, flags: int,
+    ///      parameters: list[(name, bool | int | str)] | None): the user's
+    /// send, under the official sender's rules.
+    #[pyo3(signature = (outputs, error, flags, parameters=None))]
     fn send(
         &self,
         py: Python<'_>,
         outputs: Option<Vec<(String, Bound<'_, PyAny>, u32)>>,
         error: Option<(u32, String)>,
         flags: u32,
+        parameters: Option<Vec<(String, Bound<'_, PyAny>)>>,
     ) -> PyResult<()> {
         let is_final = flags & RESPONSE_COMPLETE_FINAL != 0;
         let is_response = outputs.is_some() || error.is_some();
         let decoupled = self.decoupled;
-        self.send_with(py, outputs, error, is_final, move |s| {
+        let parameters = response_parameters(parameters)?;
+        self.send_with(py, outputs, error, parameters, is_final, move |s| {
             s.admit(decoupled, is_response, is_final)
         })
     }
@@ -208,14 +213,16 @@ impl NativeSender {
 
     /// Sends the response `execute` returned (claimed by claim_returned)
     /// with the FINAL flag: outputs, or an error (code, message).
-    #[pyo3(signature = (outputs, error))]
+    #[pyo3(signature = (outputs, error, parameters=None))]
     fn send_returned(
         &self,
         py: Python<'_>,
         outputs: Option<Vec<(String, Bound<'_, PyAny>, u32)>>,
         error: Option<(u32, String)>,
+        parameters: Option<Vec<(String, Bound<'_, PyAny>)>>,
     ) -> PyResult<()> {
-        self.send_with(py, outputs, error, true, |s| match s.open() {
+        let parameters = response_parameters(parameters)?;
+        self.send_with(py, outputs, error, parameters, true, |s| match s.open() {
             Some(_) => Ok(()),
             None => Err(SENDER_CLOSED.into()),
         })
@@ -294,6 +301,7 @@ impl NativeSender {
         py: Python<'_>,
         outputs: Option<Vec<(String, Bound<'_, PyAny>, u32)>>,
         error: Option<(u32, String)>,
+        parameters: Vec<(String, ParamValue)>,
         is_final: bool,
         admit: impl FnOnce(&mut SenderState) -> Result<(), String> + Send,
     ) -> PyResult<()> {
@@ -312,7 +320,7 @@ impl NativeSender {
         }
         self.with_state(py, move |s| {
             admit(s)?;
-            send_locked(s, error, has_response, is_final, &extracted)
+            send_locked(s, error, has_response, is_final, &extracted, &parameters)
         })
     }
 }
@@ -324,6 +332,7 @@ fn send_locked(
     has_response: bool,
     is_final: bool,
     extracted: &[ExtractedOutput],
+    parameters: &[(String, ParamValue)],
 ) -> Result<(), String> {
     let Some(responder) = s.open() else {
         return Err(SENDER_CLOSED.to_string());
@@ -344,7 +353,7 @@ fn send_locked(
         return Ok(());
     }
     let slices: Vec<OutputSlice<'_>> = extracted.iter().map(ExtractedOutput::slice).collect();
-    if let Err(e) = responder.send(&slices, is_final) {
+    if let Err(e) = responder.send_with_parameters(&slices, parameters, is_final) {
         responder.send_error(&e);
         s.failed = true;
         return Err(e.message);
@@ -366,6 +375,23 @@ impl Drop for NativeSender {
             }
         }
     }
+}
+
+/// Response parameters from pb_utils (already checked there to be bool,
+/// int or str, as upstream's InferenceResponse takes them).
+fn response_parameters(
+    parameters: Option<Vec<(String, Bound<'_, PyAny>)>>,
+) -> PyResult<Vec<(String, ParamValue)>> {
+    parameters
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| match py_to_param(&value) {
+            Some(ParamValue::Double(_)) | None => Err(PyRuntimeError::new_err(format!(
+                "response parameter '{key}' must be bool, int (64-bit) or str"
+            ))),
+            Some(v) => Ok((key, v)),
+        })
+        .collect()
 }
 
 fn core_err(e: Error) -> PyErr {
@@ -440,10 +466,11 @@ fn bls_infer(
     };
     let (tx, rx) = unbounded();
     let model = request.model_name.clone();
-    py.detach(|| server.infer(request, tx)).map_err(core_err)?;
+    let cancel = py.detach(|| server.infer(request, tx)).map_err(core_err)?;
     Ok(BlsStream {
         responses: rx,
         model,
+        cancel,
     })
 }
 
@@ -453,10 +480,19 @@ struct BlsStream {
     responses: Receiver<BlsResponse>,
     /// The model called, for error messages.
     model: String,
+    /// Cancels the request in the server (a no-op once it completed).
+    cancel: BlsCancel,
 }
 
 #[pymethods]
 impl BlsStream {
+    /// `ResponseIterator.cancel()`: asks the server to cancel the request;
+    /// the responses still arrive (the last typically a CANCELLED error).
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        let cancel = &self.cancel;
+        py.detach(cancel).map_err(core_err)
+    }
+
     /// The next response as (outputs, error, parameters, is_final), or None
     /// once the final response was taken. Waits without holding the GIL.
     #[allow(clippy::type_complexity)]

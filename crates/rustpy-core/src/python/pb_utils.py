@@ -313,6 +313,32 @@ def _list_argument(owner, name, value, element_type, element_error=TypeError):
     return list(value)
 
 
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _parameters_json(parameters):
+    """Request or response parameters as upstream takes them (r25.02): None
+    or a dict of str keys to bool/int/str values; the JSON text that
+    `parameters()` returns. Anything else is a TritonModelException with
+    upstream's message."""
+    if parameters is None:
+        return "{}"
+    if not isinstance(parameters, dict):
+        raise TritonModelException("Expect dict, got %s" % type(parameters))
+    for key, value in parameters.items():
+        if not isinstance(key, str):
+            raise TritonModelException(
+                "Expect parameters keys to have type str, found type %s" % type(key))
+        if not isinstance(value, (bool, int, str)):
+            raise TritonModelException(
+                "Expect parameters values to have type bool/int/str, found type %s" % type(value))
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+            # Triton's parameters are 64-bit; upstream would fail later, when sending.
+            raise TritonModelException(
+                "Expect parameters int values to fit in 64 bits, got %d for '%s'" % (value, key))
+    return json.dumps(parameters)
+
+
 # --- responses -------------------------------------------------------------------
 class InferenceResponse:
     def __init__(self, output_tensors=_OMITTED, error=None, parameters=None):
@@ -320,11 +346,12 @@ class InferenceResponse:
                                         element_error=TritonModelException)
         if error is not None and not isinstance(error, TritonError):
             raise TypeError("InferenceResponse error must be a TritonError")
-        if isinstance(parameters, dict):
-            parameters = json.dumps(parameters)
+        self._parameters = _parameters_json(parameters)
+        # The typed pairs that go to Triton with the response (the JSON text
+        # is what parameters() returns).
+        self._parameter_items = list(parameters.items()) if parameters else []
         self._outputs = output_tensors
         self._error = error
-        self._parameters = parameters if parameters is not None else "{}"
 
     def output_tensors(self):
         return self._outputs
@@ -381,7 +408,8 @@ class InferenceResponseSender:
 
 def _send(send, response, *flags):
     """Calls a native send (`send` or `send_returned`) with the response's
-    outputs as (name, array, Triton type) or its error as (code, message)."""
+    outputs as (name, array, Triton type) and its parameters, or its error
+    as (code, message)."""
     if response is None:
         send(None, None, *flags)
     elif response.has_error():
@@ -389,7 +417,11 @@ def _send(send, response, *flags):
         send(None, (int(err.code()), err.message()), *flags)
     else:
         outputs = [(t.name(), t.as_numpy(), t.triton_dtype()) for t in response.output_tensors()]
-        send(outputs, None, *flags)
+        items = getattr(response, "_parameter_items", None)
+        if items:
+            send(outputs, None, *flags, parameters=items)
+        else:
+            send(outputs, None, *flags)
 
 
 # --- requests ------------------------------------------------------------------------
@@ -516,7 +548,7 @@ class InferenceRequest:
             # error response ("Model <name> - Error when running inference: ...").
             response = InferenceResponse(error=TritonError(
                 "Model %s - Error when running inference: %s" % (self._model_name, self._bls_error(e))))
-            return iter([response]) if decoupled else response
+            return _FailedStart(response) if decoupled else response
         if decoupled:
             return ResponseIterator(stream)
         result = None
@@ -563,11 +595,18 @@ class InferenceRequest:
 
 
 def _response_from_native(item):
+    """A BLS response: the callee's outputs, error and response parameters
+    (as the JSON text `parameters()` returns, r25.02)."""
     outputs, error, params, _final = item
     tensors = [Tensor(name, array, code) for name, array, code in outputs]
-    # Upstream keeps only the message of a BLS error: the code is INTERNAL.
-    err = TritonError(error[1]) if error is not None else None
-    return InferenceResponse(tensors, err, json.dumps(params) if params else None)
+    # The callee's error code is kept, as upstream does since r25.04 (2.51
+    # reported every BLS error as INTERNAL); e.g. CANCELLED after cancel().
+    err = TritonError(error[1], error[0]) if error is not None else None
+    response = InferenceResponse(tensors, err)
+    if params:
+        response._parameters = json.dumps(params)
+        response._parameter_items = list(params.items())
+    return response
 
 
 class ResponseIterator:
@@ -600,6 +639,31 @@ class ResponseIterator:
         if item[3]:
             self._done = True
         return _response_from_native(item)
+
+    def cancel(self):
+        """Cancels the BLS request (r25.04): the callee sees is_cancelled()
+        and the stream ends, usually with a CANCELLED error response. Once
+        the request completed this does nothing."""
+        if self._stream is None:
+            return
+        try:
+            self._stream.cancel()
+        except RuntimeError as e:
+            raise TritonModelException(str(e)) from None
+
+
+class _FailedStart(ResponseIterator):
+    """The one error response of a decoupled BLS request that could not start."""
+
+    def __init__(self, response):
+        super().__init__(None)
+        self._response = response
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        self._done = True
+        return self._response
 
 
 # --- logging -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ share, so it keeps each model's modules apart (see load_module).
 import asyncio
 import builtins
 import gc
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -15,8 +16,10 @@ import itertools
 import os
 import re
 import sys
+import tempfile
 import threading
 import traceback
+import types
 
 import _rustpy_native as _native
 
@@ -126,9 +129,18 @@ class RequestInfo:
 # Every model gets the import context the official backend gives it (model.py
 # imported as `<version>.model`, so `from . import x` works; its version and
 # model directories searched for `import x`; `import model` finding itself),
-# but privately: its modules live in its own `_ModelImports.modules`, never in
-# the shared sys.modules, and sys.path is never edited. Two models may both
-# ship `utils.py`, and a reload reads the files again.
+# but privately: its modules live in its own `_ModelImports.modules`, and
+# sys.path is never edited. Two models may both ship `utils.py`, and a reload
+# reads the files again.
+#
+# Yet they are findable by name, as pickle, copy, inspect and multiprocessing
+# need (they look `module.__name__` up in sys.modules): sys.modules holds, for
+# each name some model's module has, a `_ModelModule` that stands for the
+# module of that name of the model whose code is running (found from the call
+# stack, or the model whose code started the current thread). Two models that
+# both have `1.model` and `utils` each find their own. A process spawned from
+# model code gets the model's directories and a pb_utils on its sys.path, as
+# upstream's stub has them, so it imports `1.model` again by name.
 #
 # No lock is held while user code runs: the only lock guards a few dict
 # operations; a thread that needs a module another thread is still executing
@@ -161,6 +173,9 @@ class _ModelImports:
         self.model_file = model_file
         self.modules = {}
         self.model_module = None
+        # Names this load registered in sys.modules (see _ModelModule).
+        self.registered = set()
+        self.closed = False
         self._lock = threading.Lock()
         self._loading = {}
         self._waiting = {}
@@ -176,7 +191,7 @@ class _ModelImports:
         model itself, or a not-yet-imported file in its directories)."""
         if top in self.modules or top == self.stem or top == self.package:
             return True
-        if top in sys.modules:
+        if top in sys.modules and type(sys.modules[top]) is not _ModelModule:
             return False
         try:
             spec = importlib.machinery.PathFinder.find_spec(top, self.dirs)
@@ -298,11 +313,15 @@ class _ModelImports:
         module = importlib.util.module_from_spec(spec)
         module.__dict__["__builtins__"] = self.builtins
         self.modules[fullname] = module
+        # Findable by name from now on (a class body that looks its own
+        # module up, e.g. dataclasses, runs during exec_module).
+        _register(self, fullname)
         try:
             if spec.loader is not None:
                 spec.loader.exec_module(module)
         except BaseException:
             self.modules.pop(fullname, None)
+            _unregister(self, [fullname])
             raise
         if parent_module is not None:
             setattr(parent_module, short, module)
@@ -314,6 +333,116 @@ class _ModelImports:
         module = self.get(fullname)
         self.model_module = module
         return module
+
+    def close(self):
+        """The model unloads: its names leave sys.modules (unless another
+        load of a model still has them) and its modules are dropped."""
+        self.closed = True
+        _unregister(self, list(self.registered))
+        self.modules.clear()
+        self.model_module = None
+
+
+# registered name -> the loads (_ModelImports) that have a module of that
+# name, oldest first. Changed under _names_lock; read without it.
+_by_name = {}
+_names_lock = threading.Lock()
+_module_getattribute = types.ModuleType.__getattribute__
+
+
+class _ModelModule(types.ModuleType):
+    """sys.modules' entry for a name that models' modules have: every
+    attribute is that of the calling model's module of that name, so
+    `pickle`, `copy`, `inspect` and `importlib` find each model its own
+    module (a class, a function, `__file__`, `__dict__`, `__spec__`). Without
+    a model to ask for (no model code on the stack and none started the
+    thread) it stands for the one model that has the name, if only one does;
+    otherwise its attributes are missing (AttributeError)."""
+
+    __slots__ = ()
+
+    def _target(self):
+        name = _module_getattribute(self, "__name__")
+        owners = _by_name.get(name) or ()
+        found = _imports_of(sys._getframe(2))
+        if found is not None and found in owners:
+            module = found.modules.get(name)
+            if module is not None:
+                return module
+        if len(owners) == 1:
+            try:
+                return owners[0].modules.get(name)
+            except IndexError:  # unregistered meanwhile
+                return None
+        return None
+
+    def __getattribute__(self, attr):
+        target = _ModelModule._target(self)
+        if target is None:
+            name = _module_getattribute(self, "__name__")
+            if attr == "__name__":
+                return name
+            if attr in ("__class__", "_target"):
+                return _module_getattribute(self, attr)
+            raise AttributeError(
+                "module %r: several models have a module of this name and none of them is running "
+                "on this thread, so rustpy cannot tell whose %r is meant" % (name, attr))
+        return getattr(target, attr)
+
+    def __setattr__(self, attr, value):
+        target = _ModelModule._target(self)
+        if target is None:
+            raise AttributeError("module %r: no model to set %r on"
+                                 % (_module_getattribute(self, "__name__"), attr))
+        setattr(target, attr, value)
+
+    def __delattr__(self, attr):
+        target = _ModelModule._target(self)
+        if target is None:
+            raise AttributeError(attr)
+        delattr(target, attr)
+
+    def __dir__(self):
+        target = _ModelModule._target(self)
+        return dir(target) if target is not None else []
+
+    def __repr__(self):
+        target = _ModelModule._target(self)
+        if target is not None:
+            return repr(target)
+        return "<module %r of several models (rustpy)>" % _module_getattribute(self, "__name__")
+
+
+def _register(imports, fullname):
+    """Makes `imports`' module `fullname` findable by name (not over a real
+    module of that name: that one stays what everybody imports)."""
+    with _names_lock:
+        current = sys.modules.get(fullname)
+        if current is None:
+            sys.modules[fullname] = _ModelModule(fullname)
+        elif type(current) is not _ModelModule:
+            return
+        owners = _by_name.setdefault(fullname, [])
+        if imports not in owners:
+            owners.append(imports)
+        imports.registered.add(fullname)
+
+
+def _unregister(imports, names):
+    with _names_lock:
+        for name in names:
+            imports.registered.discard(name)
+            owners = _by_name.get(name)
+            if not owners:
+                continue
+            if imports in owners:
+                # A new list: readers iterate the old one without the lock.
+                owners = [o for o in owners if o is not imports]
+                _by_name[name] = owners
+            if not owners:
+                del _by_name[name]
+                if type(sys.modules.get(name)) is _ModelModule:
+                    del sys.modules[name]
 
 
 def _package_of(globals):
@@ -340,13 +469,35 @@ def _resolve_name(name, package, level):
 
 
 def _imports_of(frame):
-    """The model whose code runs in `frame` or in one of its callers."""
+    """The model whose code runs in `frame` or in one of its callers; else
+    the model whose code started this thread (a pool's worker, a queue's
+    feeder)."""
     while frame is not None:
         found = frame.f_builtins.get(_MARK)
         if found is not None:
             return found
         frame = frame.f_back
+    found = getattr(threading.current_thread(), "_rustpy_imports", None)
+    if found is not None and not found.closed:
+        return found
     return None
+
+
+_original_thread_start = getattr(threading.Thread.start, "_rustpy_default", threading.Thread.start)
+
+
+def _thread_start(self):
+    """threading.Thread.start: a thread started by a model's code (or by a
+    thread that one started) belongs to that model for module lookups."""
+    try:
+        self._rustpy_imports = _imports_of(sys._getframe(1))
+    except Exception:  # noqa: BLE001 - a Thread subclass that takes no attributes
+        pass
+    return _original_thread_start(self)
+
+
+_thread_start._rustpy_default = _original_thread_start
+threading.Thread.start = _thread_start
 
 
 # id(instance object) -> its Triton instance name ('<model>_0_0'), so messages
@@ -384,9 +535,16 @@ def current_model():
 
 def _global_import(name, globals=None, locals=None, fromlist=(), level=0):
     """builtins.__import__ for code outside models (libraries, unittest,
-    pickle): Python's own import; a top-level name it cannot find is looked
-    up among the modules of the model whose code is running (upstream has
-    the model's directories at the end of sys.path)."""
+    pickle): Python's own import; a name some model's module has is that of
+    the model whose code is running, and a top-level name Python cannot find
+    is looked up among that model's files (upstream has the model's
+    directories at the end of sys.path)."""
+    if level == 0 and name:
+        entry = sys.modules.get(name.partition(".")[0])
+        if type(entry) is _ModelModule:
+            found = _imports_of(sys._getframe(1))
+            if found is not None and not found.closed and found.owns(name.partition(".")[0]):
+                return found.import_(name, None, None, fromlist, 0)
     try:
         return _default_import(name, globals, locals, fromlist, level)
     except ModuleNotFoundError:
@@ -445,9 +603,9 @@ def load_module(model_name, version, model_dir, model_file):
     try:
         module = imports.load_model_module()
     except BaseException:
-        imports.modules.clear()
+        imports.close()
         raise
-    return unique, module, imports.modules
+    return unique, module, imports
 
 
 def find_model_class(module, model_file):
@@ -553,6 +711,23 @@ class _phase:
         self.pb_utils._set_phase(None)
 
 
+def has_is_ready(obj):
+    """Whether the model defines is_ready() (python_backend r26.03), as the
+    stub decides it once, after initialize."""
+    return hasattr(obj, "is_ready")
+
+
+def call_is_ready(obj, key):
+    """The model's is_ready(): a bool, awaited on the instance's event loop
+    when it is a coroutine; anything but a bool is an error, as upstream."""
+    result = obj.is_ready()
+    if asyncio.iscoroutine(result):
+        result = run_coroutine(key, result, True)
+    if not isinstance(result, bool):
+        raise _pb._BackendError("is_ready() must return a boolean value")
+    return result
+
+
 def finalize_instance(obj):
     try:
         fin = getattr(obj, "finalize", None)
@@ -569,9 +744,9 @@ def finalize_instance(obj):
                 pass
 
 
-def unload_module(unique, private):
+def unload_module(unique, imports):
     sys.modules.pop(unique, None)
-    private.clear()
+    imports.close()
     gc.collect()
 
 
@@ -640,11 +815,127 @@ _new_tensor = None
 _new_request = None
 
 
-def attach_pb_utils(module):
-    global _pb, _new_tensor, _new_request
+def attach_pb_utils(module, source):
+    global _pb, _new_tensor, _new_request, _pb_source
     _pb = module
+    _pb_source = source
     _new_tensor = module.Tensor.__new__
     _new_request = module.InferenceRequest.__new__
+
+
+# --- processes a model spawns ------------------------------------------------------
+# multiprocessing's spawn and forkserver start a fresh interpreter that
+# re-imports what it unpickles by module name: it must be a Python (not the
+# server binary), and find the model's modules and pb_utils on its sys.path.
+_pb_source = None
+_child_dir = None
+_child_dir_lock = threading.Lock()
+
+
+def _python_executable():
+    """The interpreter of the libpython rustpy embeds, for child processes
+    (sys.executable of an embedded interpreter is the host's binary, or a
+    guess from PATH)."""
+    version = "%d.%d" % sys.version_info[:2]
+    for prefix in (sys.base_exec_prefix, sys.exec_prefix):
+        for name in ("python" + version, "python3", "python"):
+            candidate = os.path.join(prefix, "bin", name)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+    return None
+
+
+def _child_stub_source():
+    """`_rustpy_native` for a child process: the constants pb_utils reads,
+    and calls that say they need the server."""
+    lines = ['"""rustpy: what pb_utils needs of the native module in a process a model started."""',
+             "import sys as _sys", ""]
+    for key in sorted(vars(_native)):
+        value = getattr(_native, key)
+        if not key.startswith("_") and type(value) in (int, float, str, bool):
+            lines.append("%s = %r" % (key, value))
+    lines += [
+        "",
+        "",
+        "def log(level, message, file='rustpy', line=0):",
+        "    print('%s:%s: %s' % (file, line, message), file=_sys.stderr)",
+        "",
+        "",
+        "def __getattr__(name):",
+        "    def unavailable(*args, **kwargs):",
+        "        raise RuntimeError('triton_python_backend_utils: %s needs the Triton server; it is not '",
+        "                           'available in a process the model started' % name)",
+        "    return unavailable",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def child_support_dir():
+    """A directory with `triton_python_backend_utils.py` and a stand-in
+    `_rustpy_native.py`, for children's sys.path (upstream's stub has the
+    backend directory, where its pb_utils file lives, on its sys.path).
+    Content-addressed under a private per-user directory of the temp dir."""
+    global _child_dir
+    if _child_dir is not None:
+        return _child_dir
+    with _child_dir_lock:
+        if _child_dir is not None:
+            return _child_dir
+        files = {"triton_python_backend_utils.py": _pb_source or "", "_rustpy_native.py": _child_stub_source()}
+        digest = hashlib.sha256("\0".join(files[k] for k in sorted(files)).encode()).hexdigest()[:16]
+        base = os.path.join(tempfile.gettempdir(), "rustpy-%d" % os.getuid())
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        st = os.lstat(base)
+        if not os.path.isdir(base) or os.path.islink(base) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise RuntimeError("rustpy: %s is not a private directory of this user; "
+                               "cannot write pb_utils for child processes there" % base)
+        target = os.path.join(base, "spawn-" + digest)
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        for name, text in files.items():
+            path = os.path.join(target, name)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    if f.read() == text:
+                        continue
+            except OSError:
+                pass
+            tmp = "%s.%d.%d" % (path, os.getpid(), threading.get_ident())
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        _child_dir = target
+        return target
+
+
+def _install_spawn_support():
+    import multiprocessing
+    import multiprocessing.spawn as spawn
+
+    exe = _python_executable()
+    if exe is not None and not os.path.basename(sys.executable or "").startswith("python"):
+        # The server's (or the worker's) binary would be started instead.
+        sys.executable = exe
+        sys._base_executable = exe
+        multiprocessing.set_executable(exe)
+    original = getattr(spawn.get_preparation_data, "_rustpy_default", spawn.get_preparation_data)
+
+    def get_preparation_data(name):
+        data = original(name)
+        found = _imports_of(sys._getframe(1))
+        if found is not None and not found.closed:
+            path = list(data.get("sys_path", sys.path))
+            for extra in (found.version_dir, found.model_dir, child_support_dir()):
+                if extra not in path:
+                    path.append(extra)
+            data["sys_path"] = path
+        return data
+
+    get_preparation_data._rustpy_default = original
+    spawn.get_preparation_data = get_preparation_data
+
+
+_install_spawn_support()
 
 
 def make_request(native, request_id, correlation_id, flags, timeout, parameters, requested, inputs):

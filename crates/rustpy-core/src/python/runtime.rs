@@ -22,6 +22,8 @@ pub(crate) struct Runtime {
     create_instance: Py<PyAny>,
     limit_threads: Py<PyAny>,
     finalize_instance: Py<PyAny>,
+    has_is_ready: Py<PyAny>,
+    call_is_ready: Py<PyAny>,
     close_loop: Py<PyAny>,
     model_context: Py<PyAny>,
     request_info: Py<PyAny>,
@@ -36,8 +38,9 @@ pub(crate) struct Runtime {
     format_exception: Py<PyAny>,
 }
 
-/// A model module runtime.py imported: its unique name in `sys.modules`,
-/// the module, and the private sibling modules it imported.
+/// A model module runtime.py imported: its unique name, the module, and
+/// its import context (`_ModelImports`: the model's private modules and
+/// their names in `sys.modules`), closed by `unload_module`.
 pub(crate) struct ImportedModule<'py> {
     pub unique_name: String,
     pub module: Bound<'py, PyAny>,
@@ -71,6 +74,8 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         create_instance: get("create_instance")?,
         limit_threads: get("limit_threads")?,
         finalize_instance: get("finalize_instance")?,
+        has_is_ready: get("has_is_ready")?,
+        call_is_ready: get("call_is_ready")?,
         close_loop: get("close_loop")?,
         model_context: get("ModelContext")?,
         request_info: get("RequestInfo")?,
@@ -201,6 +206,22 @@ impl Runtime {
         self.finalize_instance.bind(py).call1((object,)).map(drop)
     }
 
+    /// Whether the user's object defines `is_ready()`.
+    pub fn has_is_ready(&self, py: Python<'_>, object: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.has_is_ready.bind(py).call1((object,))?.extract()
+    }
+
+    /// Calls the user's `is_ready()` (a coroutine runs on the instance's
+    /// loop `key`); its bool answer.
+    pub fn call_is_ready(
+        &self,
+        py: Python<'_>,
+        object: &Bound<'_, PyAny>,
+        key: &str,
+    ) -> PyResult<bool> {
+        self.call_is_ready.bind(py).call1((object, key))?.extract()
+    }
+
     /// Stops an instance's asyncio loop (once its coroutines finished).
     pub fn close_loop(&self, py: Python<'_>, key: &str) -> PyResult<()> {
         self.close_loop.bind(py).call1((key,)).map(drop)
@@ -282,8 +303,17 @@ impl Runtime {
     }
 
     /// Binds the pb_utils module (created after the runtime).
-    pub fn attach_pb_utils(&self, py: Python<'_>, pb_utils: &Bound<'_, PyModule>) -> PyResult<()> {
-        self.attach_pb_utils.bind(py).call1((pb_utils,)).map(drop)
+    /// `source` is pb_utils.py's text (written for processes a model spawns).
+    pub fn attach_pb_utils(
+        &self,
+        py: Python<'_>,
+        pb_utils: &Bound<'_, PyModule>,
+        source: &str,
+    ) -> PyResult<()> {
+        self.attach_pb_utils
+            .bind(py)
+            .call1((pb_utils, source))
+            .map(drop)
     }
 
     /// `Type: message` plus the last traceback lines.

@@ -24,6 +24,11 @@ pub enum ServerOp {
         stream: u64,
         request: WireBlsRequest,
     },
+    /// `ResponseIterator.cancel()` (python_backend r25.04): cancel the BLS
+    /// request of `stream`; a no-op once it completed.
+    CancelInfer {
+        stream: u64,
+    },
     LoadModel {
         name: String,
         config_json: String,
@@ -317,6 +322,7 @@ mod tests {
     #[test]
     fn every_server_op_and_reply_round_trips() {
         let ops = [
+            ServerOp::CancelInfer { stream: 8 },
             ServerOp::LoadModel {
                 name: "m".into(),
                 config_json: "{}".into(),

@@ -2,10 +2,27 @@
 //! [`AutoComplete`] for a short-lived worker) and the worker's answer
 //! (`FromWorker::Ready` / `InitFailed` / `AutoCompleted`), the log lines
 //! user code writes meanwhile (`FromWorker::Log`), and `ToWorker::Shutdown`.
+//! Readiness too: `ToWorker::IsReady` asks the model's `is_ready()`,
+//! `FromWorker::ReadyAnswer` carries its [`ReadyResult`].
 
 use serde::{Deserialize, Serialize};
 
+use super::values::{error_from_wire, error_to_wire, WireErrorValue};
+use crate::error::Error;
 use crate::python::InstanceInfo;
+
+/// What `is_ready()` returned (or the error it raised).
+pub type ReadyResult = Result<bool, WireErrorValue>;
+
+/// Worker: `is_ready()`'s result as sent.
+pub fn ready_to_wire(result: crate::error::Result<bool>) -> ReadyResult {
+    result.map_err(|e| error_to_wire(&e))
+}
+
+/// Backend: the answer as the readiness check sees it.
+pub fn ready_from_wire(result: ReadyResult) -> crate::error::Result<bool> {
+    result.map_err(|e: WireErrorValue| -> Error { error_from_wire(e) })
+}
 
 /// Load the model and create the instance (runs the user's `initialize`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,7 +104,16 @@ mod tests {
             ToWorker::AutoComplete(AutoComplete { version: 1, .. })
         ));
         for answer in [
-            FromWorker::Ready,
+            FromWorker::Ready { is_ready: false },
+            FromWorker::Ready { is_ready: true },
+            FromWorker::ReadyAnswer {
+                call: 5,
+                result: ready_to_wire(Ok(false)),
+            },
+            FromWorker::ReadyAnswer {
+                call: 6,
+                result: ready_to_wire(Err(Error::internal("is_ready raised"))),
+            },
             FromWorker::InitFailed {
                 code: 3,
                 message: "initialize raised".into(),
@@ -109,5 +135,38 @@ mod tests {
             let back = decode_from_worker(&encode_frame(&answer).unwrap()).unwrap();
             assert_eq!(format!("{back:?}"), before);
         }
+    }
+
+    #[test]
+    fn readiness_round_trips_and_an_old_ready_frame_means_no_is_ready() {
+        let ask = encode_frame(&ToWorker::IsReady { call: 9 }).unwrap();
+        assert!(matches!(
+            decode_to_worker(&ask).unwrap(),
+            ToWorker::IsReady { call: 9 }
+        ));
+        for result in [
+            Ok(true),
+            Ok(false),
+            Err(Error::new(crate::error::ErrorCode::Unavailable, "not yet")),
+        ] {
+            let want = format!("{result:?}");
+            let frame = encode_frame(&FromWorker::ReadyAnswer {
+                call: 1,
+                result: ready_to_wire(result),
+            })
+            .unwrap();
+            let FromWorker::ReadyAnswer { call: 1, result } = decode_from_worker(&frame).unwrap()
+            else {
+                panic!("not a ReadyAnswer");
+            };
+            assert_eq!(format!("{:?}", ready_from_wire(result)), want);
+        }
+        // A Ready without the field (a worker of an older build): no is_ready().
+        let mut frame = br#"{"Ready":{}}"#.to_vec();
+        frame.splice(0..0, (frame.len() as u32).to_le_bytes());
+        assert!(matches!(
+            decode_from_worker(&frame).unwrap(),
+            FromWorker::Ready { is_ready: false }
+        ));
     }
 }

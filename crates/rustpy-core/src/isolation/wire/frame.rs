@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_truncated_frame_is_an_error_not_a_message() {
-        let full = encode_frame(&FromWorker::Ready).unwrap();
+        let full = encode_frame(&FromWorker::Ready { is_ready: false }).unwrap();
         for cut in 0..full.len() {
             assert!(
                 decode_from_worker(&full[..cut]).is_err(),
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn bytes_after_the_body_and_bodies_that_are_not_messages_are_refused() {
-        let mut long = encode_frame(&FromWorker::Ready).unwrap();
+        let mut long = encode_frame(&FromWorker::Ready { is_ready: false }).unwrap();
         long.push(b' ');
         assert!(matches!(
             decode_from_worker(&long),

@@ -7,6 +7,7 @@
 //! | exchange | messages | module |
 //! |---|---|---|
 //! | a worker's life | Init, AutoComplete, Shutdown / Ready, InitFailed, AutoCompleted, Log | [`control`] |
+//! | readiness | IsReady / ReadyAnswer | [`control`] |
 //! | a batch | Execute, Cancel / Done | [`execute`] |
 //! | a request's responses | Taken / Response, InlineResponse, Error, Finish | [`response`] |
 //! | server calls | Reply, BlsResponse / Call, BlsRelease | [`call`] |
@@ -28,7 +29,7 @@ mod values;
 use serde::{Deserialize, Serialize};
 
 pub use call::{metric_op, CallResult, ServerOp, WireBlsRequest, WireBlsResponse, WireValue};
-pub use control::{AutoComplete, Init, WireInstance};
+pub use control::{ready_from_wire, ready_to_wire, AutoComplete, Init, ReadyResult, WireInstance};
 pub use execute::{
     request_id, request_index, Done, Execute, InputLayout, WireRequest, REQUEST_BITS,
 };
@@ -38,8 +39,8 @@ pub use frame::{
 };
 pub use response::{InlineResponse, OutputPlacement, Response, ALIASED_PER_INPUT};
 pub use values::{
-    check_tensor, data_type, error_from_wire, error_to_wire, WireCorrelation, WireErrorValue,
-    WireOwnedTensor, WireParam, WireShared, WireTensor,
+    check_tensor, data_type, error_from_wire, error_to_wire, params_from_wire, params_to_wire,
+    WireCorrelation, WireErrorValue, WireOwnedTensor, WireParam, WireShared, WireTensor,
 };
 
 /// Backend → worker.
@@ -72,12 +73,26 @@ pub enum ToWorker {
         call: u64,
         response: WireBlsResponse,
     },
+    /// Call the model's `is_ready()` (python_backend r26.03); answered by
+    /// [`FromWorker::ReadyAnswer`] with the same `call`.
+    IsReady {
+        call: u64,
+    },
 }
 
 /// Worker → backend.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
-    Ready,
+    /// The instance is up; `is_ready`: the model defines `is_ready()`.
+    Ready {
+        #[serde(default)]
+        is_ready: bool,
+    },
+    /// What the model's `is_ready()` answered to [`ToWorker::IsReady`].
+    ReadyAnswer {
+        call: u64,
+        result: ReadyResult,
+    },
     InitFailed {
         code: u32,
         message: String,

@@ -7,9 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{WireOwnedTensor, WireTensor};
+use super::values::{params_from_wire, params_to_wire, WireOwnedTensor, WireParam, WireTensor};
 use super::WireError;
 use crate::engine::OutputSlice;
+use crate::request::ParamValue;
 
 /// Output tensors are placed at multiples of this in the output region.
 const ALIGN: usize = 64;
@@ -38,6 +39,10 @@ pub struct Response {
     /// user code may change those bytes (pb_utils inputs are writable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken: Option<u64>,
+    /// The response's parameters (`InferenceResponse(parameters=...)`,
+    /// python_backend r25.02).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<(String, WireParam)>,
 }
 
 /// Where a response's outputs go (worker side), before any byte is copied.
@@ -123,6 +128,11 @@ impl OutputPlacement {
 }
 
 impl Response {
+    /// Backend: the response's parameters.
+    pub fn parameters(&self) -> Vec<(String, ParamValue)> {
+        params_from_wire(self.parameters.clone())
+    }
+
     /// One past the last input-region byte its outputs read.
     pub fn input_end(&self) -> usize {
         self.from_input
@@ -198,12 +208,15 @@ pub struct InlineResponse {
     pub request: usize,
     pub outputs: Vec<WireOwnedTensor>,
     pub is_final: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<(String, WireParam)>,
 }
 
 impl InlineResponse {
     pub fn new(
         request: usize,
         outputs: &[OutputSlice<'_>],
+        parameters: &[(String, ParamValue)],
         is_final: bool,
     ) -> crate::error::Result<InlineResponse> {
         Ok(InlineResponse {
@@ -213,7 +226,13 @@ impl InlineResponse {
                 .map(WireOwnedTensor::try_from)
                 .collect::<crate::error::Result<_>>()?,
             is_final,
+            parameters: params_to_wire(parameters),
         })
+    }
+
+    /// Backend: the response's parameters.
+    pub fn parameters(&self) -> Vec<(String, ParamValue)> {
+        params_from_wire(self.parameters.clone())
     }
 
     /// Backend: the outputs, borrowed from the frame.
@@ -233,6 +252,16 @@ mod tests {
 
     fn out<'a>(name: &'a str, data: &'a [u8]) -> OutputSlice<'a> {
         OutputSlice::host(name, DataType::Uint8, vec![data.len() as i64], data)
+    }
+
+    /// Response parameters of every type (python_backend r25.02).
+    fn params() -> Vec<(String, ParamValue)> {
+        vec![
+            ("s".into(), ParamValue::String("text".into())),
+            ("i".into(), ParamValue::Int(-7)),
+            ("b".into(), ParamValue::Bool(true)),
+            ("d".into(), ParamValue::Double(0.5)),
+        ]
     }
 
     fn sent(frame: FromWorker) -> FromWorker {
@@ -268,10 +297,12 @@ mod tests {
             is_final: true,
             from_input: plan.from_input,
             taken: Some(2),
+            parameters: params_to_wire(&params()),
         })) else {
             panic!("not a Response");
         };
         assert_eq!((response.request, response.taken), (5, Some(2)));
+        assert_eq!(response.parameters(), params());
         assert_eq!(response.input_end(), 192);
         let got = response.resolve(&region, &input).unwrap();
         for (g, o) in got.iter().zip(&outputs) {
@@ -308,6 +339,7 @@ mod tests {
             is_final: true,
             from_input,
             taken: None,
+            parameters: Vec::new(),
         };
         let (output, input) = ([0u8; 64], [0u8; 32]);
         assert!(response(0, 64, vec![], "UINT8")
@@ -358,6 +390,7 @@ mod tests {
             is_final: true,
             from_input,
             taken: None,
+            parameters: vec![],
         };
         let (output, mut input) = ([0u8; 64], [0u8; 32]);
         // Shapes: the bytes must be exactly what the shape says.
@@ -438,6 +471,7 @@ mod tests {
             is_final: true,
             from_input: plan.from_input,
             taken: None,
+            parameters: vec![],
         };
         let got = response.resolve(&region, &input).unwrap();
         for (g, o) in got.iter().zip(&outputs) {
@@ -453,11 +487,18 @@ mod tests {
         let bytes = [4u8; 12];
         let outputs = [out("A", &bytes)];
         let FromWorker::InlineResponse(inline) = sent(FromWorker::InlineResponse(
-            InlineResponse::new(3, &outputs, false).unwrap(),
+            InlineResponse::new(3, &outputs, &params(), false).unwrap(),
         )) else {
             panic!("not an InlineResponse");
         };
         assert_eq!((inline.request, inline.is_final), (3, false));
+        assert_eq!(inline.parameters(), params());
+        let FromWorker::InlineResponse(bare) = sent(FromWorker::InlineResponse(
+            InlineResponse::new(3, &outputs, &[], true).unwrap(),
+        )) else {
+            panic!("not an InlineResponse");
+        };
+        assert!(bare.parameters().is_empty());
         let got = inline.resolve().unwrap();
         assert_eq!(
             (got[0].name, got[0].data.host().unwrap()),
