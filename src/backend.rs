@@ -199,11 +199,9 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         device_id: instance.device_id()?,
     };
     let created = host.instance(&info)?;
-    let settings = &model
-        .backend()?
-        .state_slot()
-        .get::<BackendState>()?
-        .settings;
+    let backend = model.backend()?;
+    let state = backend.state_slot().get::<BackendState>()?;
+    let settings = &state.settings;
     let readiness = InstanceReadiness::new(
         &model.name()?,
         model.version()?,
@@ -212,6 +210,7 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         created.ready_call(),
         settings.readiness_timeout,
         settings.readiness_probe_interval,
+        state.host.metrics.is_on(),
     );
     instance.state_slot().put(InstanceState {
         host: created,

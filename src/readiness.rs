@@ -49,9 +49,11 @@ impl InstanceReadiness {
         ready_call: Option<ReadyCall>,
         timeout: Duration,
         probe_interval: Option<Duration>,
+        publish: bool,
     ) -> Arc<Self> {
         let watched = health.is_some() || ready_call.is_some();
-        let gauge = if watched {
+        // `publish`: rustpy's metrics are on (--backend-config=rustpy,metrics).
+        let gauge = if watched && publish {
             match gauge(model, version, instance) {
                 Ok(g) => Some(g),
                 Err(e) => {
@@ -189,7 +191,8 @@ fn gauge(model: &str, version: u64, instance: &str) -> Result<Box<dyn Metric>> {
     let labels = [
         ("model".to_string(), model.to_string()),
         ("version".to_string(), version.to_string()),
-        ("instance".to_string(), instance.to_string()),
+        // Not `instance`: Prometheus sets that on every series it scrapes.
+        ("model_instance".to_string(), instance.to_string()),
     ];
     family.metric(&labels, None)
 }

@@ -113,7 +113,7 @@ class TritonPythonModel:
         time.sleep(2)
 
     def mode_ready_again(self, report):
-        send_raw(frame("Ready"))
+        send_raw(frame({"Ready": {"is_ready": False}}))
         time.sleep(2)
 
     def mode_dup2_devnull(self, report):
