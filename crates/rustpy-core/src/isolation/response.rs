@@ -833,6 +833,7 @@ mod tests {
         use crate::request::ParamValue;
         let mut p = path();
         let seen = p.open(1);
+        p.backend.open.set_running(1);
         p.worker.begin_batch(1, false);
         let mut responder = p.worker.responder(1, 0);
         let first = vec![
