@@ -15,7 +15,7 @@ fuzz_target!(|body: &[u8]| {
     let mut frame = len.to_le_bytes().to_vec();
     frame.extend_from_slice(body);
     let mut backend = Backend::new().expect("the harness's regions and socket");
-    let ready = backend.feed_frame(b"\x07\x00\x00\x00\"Ready\"");
+    let ready = backend.feed_frame(b"\x0c\x00\x00\x00{\"Ready\":{}}");
     assert!(ready.breach.is_none(), "{:?}", ready.breach);
     let _ = backend.feed_frame(&frame);
 });
