@@ -193,4 +193,4 @@ def test_execution_env_path_needs_its_archive_and_process_isolation(tmp_path, tr
     r = run_cli(["run", str(repo / "with_env"), "--json", "-q"])
     assert r.returncode != 0, (r.stdout, r.stderr)
     assert "model 'with_env': EXECUTION_ENV_PATH ('$$TRITON_MODEL_DIRECTORY/e.tgz'): " \
-        f"environment {repo / 'with_env' / 'e.tgz'}: unpacking" in r.stderr, r.stderr
+        f"environment {repo / 'with_env' / 'e.tgz'}: reading the archive" in r.stderr, r.stderr
