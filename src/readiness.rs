@@ -41,6 +41,8 @@ impl InstanceReadiness {
     /// worker's health (process isolation) and its `is_ready()` (if the
     /// model defines one). With either, a gauge is published and, with
     /// `probe_interval`, kept current by a probe thread.
+    // The instance's names, its two probes and three backend settings.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &str,
         version: u64,
