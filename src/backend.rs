@@ -38,14 +38,9 @@ pub fn initialize(backend: Backend) -> Result<()> {
         log_at(triton_level(level), file, line, msg)
     }));
     python::initialize().map_err(|e| e.context("rustpy"))?;
-    let config = backend.config_json()?;
-    let settings = Settings::from_backend_config(&config)?;
-    let cmdline = serde_json::from_str::<serde_json::Value>(&config)
-        .ok()
-        .map(|v| v["cmdline"].clone())
-        .unwrap_or_default();
+    let settings = Settings::from_backend_config(&backend.config_json()?)?;
     // --backend-config=rustpy,metrics=false turns rustpy's own metrics off.
-    let metrics = match metrics_enabled(cmdline["metrics"].as_str())? {
+    let metrics = match settings.metrics {
         true => Metrics::new(Arc::new(TritonRecorder::default())),
         false => Metrics::off(),
     };
@@ -82,18 +77,6 @@ pub fn initialize(backend: Backend) -> Result<()> {
         ),
     );
     Ok(())
-}
-
-/// The `metrics` backend setting: on unless false/0/off/no.
-fn metrics_enabled(value: Option<&str>) -> Result<bool> {
-    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("true" | "1" | "on" | "yes") => Ok(true),
-        Some("false" | "0" | "off" | "no") => Ok(false),
-        Some(_) => Err(Error::invalid_arg(format!(
-            "rustpy: --backend-config=rustpy,metrics={}: expected true or false",
-            value.unwrap_or_default()
-        ))),
-    }
 }
 
 pub fn finalize(backend: Backend) -> Result<()> {
@@ -210,7 +193,7 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         created.ready_call(),
         settings.readiness_timeout,
         settings.readiness_probe_interval,
-        state.host.metrics.is_on(),
+        settings.metrics,
     );
     instance.state_slot().put(InstanceState {
         host: created,

@@ -23,6 +23,10 @@ pub const READINESS_TIMEOUT: &str = "readiness-timeout-ms";
 /// 0 turns the probe off).
 pub const READINESS_PROBE_INTERVAL: &str = "readiness-probe-interval-ms";
 
+/// `metrics`: rustpy's own metric families on Triton's metrics endpoint
+/// (`true`, the default, or `false`; also 1/0, on/off, yes/no).
+pub const METRICS: &str = "metrics";
+
 const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,7 @@ pub struct Settings {
     pub readiness_timeout: Duration,
     /// None: no probe.
     pub readiness_probe_interval: Option<Duration>,
+    pub metrics: bool,
 }
 
 impl Default for Settings {
@@ -41,6 +46,7 @@ impl Default for Settings {
             default_isolation: Isolation::InProcess,
             readiness_timeout: readiness::DEFAULT_TIMEOUT,
             readiness_probe_interval: Some(DEFAULT_PROBE_INTERVAL),
+            metrics: true,
         }
     }
 }
@@ -79,6 +85,17 @@ impl Settings {
             Some("process") => Isolation::Process,
             Some(other) => return Err(bad(DEFAULT_ISOLATION, other, "in_process or process")),
         };
+        let metrics = match get(METRICS).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true" | "1" | "on" | "yes") => true,
+            Some("false" | "0" | "off" | "no") => false,
+            Some(_) => {
+                return Err(bad(
+                    METRICS,
+                    get(METRICS).unwrap_or_default(),
+                    "true or false",
+                ))
+            }
+        };
         let defaults = Settings::default();
         let s = Settings {
             site_packages: get(SITE_PACKAGES).map(PathBuf::from),
@@ -89,6 +106,7 @@ impl Settings {
                 None => defaults.readiness_probe_interval,
                 Some(i) => (!i.is_zero()).then_some(i),
             },
+            metrics,
         };
         Ok(s)
     }
@@ -127,6 +145,8 @@ mod tests {
         assert_eq!(s.site_packages, Some(PathBuf::from("/x")));
         assert_eq!(s.readiness_timeout, Duration::from_millis(250));
         assert_eq!(s.readiness_probe_interval, None);
+        assert!(s.metrics);
+        assert!(!read(r#"{"metrics": " OFF "}"#).unwrap().metrics);
         let s = read(r#"{"readiness-probe-interval-ms": "1500"}"#).unwrap();
         assert_eq!(
             s.readiness_probe_interval,
@@ -138,6 +158,7 @@ mod tests {
     fn bad_values_name_the_key() {
         for (cmdline, key) in [
             (r#"{"default-isolation": "stub"}"#, DEFAULT_ISOLATION),
+            (r#"{"metrics": "maybe"}"#, METRICS),
             (r#"{"readiness-timeout-ms": "0"}"#, READINESS_TIMEOUT),
             (r#"{"readiness-timeout-ms": "soon"}"#, READINESS_TIMEOUT),
             (
