@@ -590,3 +590,50 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
         vec![120.]
     );
 }
+
+const CLASS_PROBE_CONFIG: &str = r#"
+max_batch_size: 4
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "SAME" data_type: TYPE_INT64 dims: [ 1 ] } ]
+"#;
+
+/// The first model keeps pb_utils' classes; every later load must see the
+/// same class objects (a load re-running pb_utils' source would redefine
+/// them, and a model loading on another thread would then fail its
+/// `isinstance` checks, as auto_complete_config did under Triton).
+const CLASS_PROBE_PY: &str = r#"
+import builtins
+import numpy as np
+import triton_python_backend_utils as pb_utils
+class Model:
+    def initialize(self, ctx):
+        if not hasattr(builtins, "_rustpy_class_probe"):
+            builtins._rustpy_class_probe = (pb_utils.ModelConfig, pb_utils.Tensor, pb_utils.InferenceRequest)
+    def predict(self, inputs):
+        import triton_python_backend_utils as now
+        kept = builtins._rustpy_class_probe
+        same = kept == (now.ModelConfig, now.Tensor, now.InferenceRequest)
+        return {"SAME": np.full((inputs["X"].shape[0], 1), int(same), dtype=np.int64)}
+"#;
+
+#[test]
+fn later_loads_keep_the_pb_utils_classes_of_earlier_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = write_model(tmp.path(), "probe_a", CLASS_PROBE_CONFIG, CLASS_PROBE_PY);
+    let second = write_model(tmp.path(), "probe_b", CLASS_PROBE_CONFIG, CLASS_PROBE_PY);
+    let a = LocalModel::load(&first, None).unwrap();
+    let b = LocalModel::load(&second, None).unwrap();
+    let request = OwnedRequest {
+        inputs: vec![f32_tensor("X", &[1, 1], &[1.0])],
+        ..Default::default()
+    };
+    for model in [&a, &b] {
+        let (responses, _) = model.infer(std::slice::from_ref(&request), Duration::from_secs(60));
+        let same = &outputs(&responses[0])[0];
+        assert_eq!(
+            same.data,
+            1i64.to_le_bytes().to_vec(),
+            "pb_utils classes were redefined by a later load"
+        );
+    }
+}
