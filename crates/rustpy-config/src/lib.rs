@@ -31,6 +31,7 @@ use prost_reflect::{
 pub mod check;
 pub mod checkpoint;
 pub mod diagnostic;
+pub mod failures;
 pub mod model;
 pub mod params;
 mod pbtxt;

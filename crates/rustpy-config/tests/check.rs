@@ -839,3 +839,41 @@ fn threads_parameter_is_validated() {
     assert_eq!(d.severity, Severity::Warning);
     assert!(d.message.contains("2 instance(s)"), "{d}");
 }
+
+#[test]
+fn isolate_failures_parameter_is_validated() {
+    let param = |v: &str| {
+        format!(
+            "parameters {{ key: \"rustpy.isolate_failures\" value {{ string_value: \"{v}\" }} }}\n"
+        )
+    };
+    for ok in ["true", "false"] {
+        let dir = model(&format!("{GOOD}{}", param(ok)));
+        let report = check_path(dir.path());
+        assert!(
+            report
+                .diagnostics
+                .iter()
+                .all(|d| d.code != "parameters.isolate-failures"),
+            "{ok}: {:#?}",
+            report.diagnostics
+        );
+    }
+    let d = only(
+        &format!("{GOOD}{}", param("yes")),
+        "parameters.isolate-failures",
+        Some(8),
+    );
+    assert_eq!(d.severity, Severity::Error);
+    assert!(d.message.contains("\"yes\""), "{d}");
+    // A decoupled model would answer twice on a re-run: refused.
+    let d = only(
+        &format!(
+            "{GOOD}model_transaction_policy {{ decoupled: true }}\n{}",
+            param("true")
+        ),
+        "parameters.isolate-failures",
+        Some(9),
+    );
+    assert!(d.message.contains("decoupled"), "{d}");
+}

@@ -26,10 +26,6 @@ pub struct Admitted<'r, 'a> {
 }
 
 impl Admitted<'_, '_> {
-    pub fn is_empty(&self) -> bool {
-        self.requests.is_empty()
-    }
-
     /// The execution's report, from a strategy's report over the admitted
     /// requests (same order): outcomes go back to their positions, refused
     /// requests count as failed, rows are admission's.

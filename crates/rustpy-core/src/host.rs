@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustpy_config::failures::isolate_failures_setting;
 use rustpy_config::model::{isolation_settings_or, Isolation, IsolationSettings};
 use rustpy_config::proto::ModelConfig;
 
@@ -24,6 +25,7 @@ use crate::checkpoint;
 use crate::constants::LogLevel;
 use crate::engine::{ExecReport, Responder};
 use crate::error::{Error, Result};
+use crate::failure_split;
 use crate::isolation::{self, WorkerConfig, WorkerInstance};
 use crate::metrics::{InstanceLabels, InstanceMetrics, Metrics, WorkerMetrics};
 use crate::python::{self, InstanceInfo, LoadedModel, ModelInstance};
@@ -105,6 +107,8 @@ pub struct ModelHost {
     spec: ModelSpec,
     place: Place,
     metrics: Metrics,
+    /// `rustpy.isolate_failures` (crate::failure_split).
+    isolate_failures: bool,
 }
 
 enum Place {
@@ -147,6 +151,8 @@ impl ModelHost {
             .auto_complete(&name, &source.config_json, owner)?
             .unwrap_or(config);
         let spec = ModelSpec::from_config(&config, source.version)?;
+        let isolate_failures = isolate_failures_setting(&config)
+            .map_err(|e| Error::invalid_arg(format!("model '{name}': {e}")))?;
         let place = match place {
             Loading::InProcess(model) => {
                 (settings.log)(
@@ -165,6 +171,7 @@ impl ModelHost {
             spec,
             place,
             metrics: settings.metrics.clone(),
+            isolate_failures,
         })
     }
 
@@ -197,6 +204,7 @@ impl ModelHost {
             spec: self.spec.clone(),
             runs,
             metrics: InstanceMetrics::new(&self.metrics, &labels),
+            isolate_failures: self.isolate_failures,
         })
     }
 }
@@ -361,6 +369,7 @@ pub struct InstanceHost {
     spec: ModelSpec,
     runs: Runs,
     metrics: InstanceMetrics,
+    isolate_failures: bool,
 }
 
 enum Runs {
@@ -377,25 +386,40 @@ impl InstanceHost {
     /// index). Admission comes first, once, here (crate::admission: an
     /// unreadable request, `Err`, a cancelled one, one that does not fit
     /// the configuration are answered with why); the instance (or its
-    /// worker) runs the others. What the strategy counted (calls, rows,
-    /// splits, phases, GIL wait, refused parameters) goes to the instance's
-    /// metrics once the responses are out.
+    /// worker) runs the others; with `rustpy.isolate_failures`, failed
+    /// requests of a shared call are run again in halves until the cause
+    /// is found (crate::failure_split). What the strategy counted (calls,
+    /// rows, splits, phases, GIL wait, refused parameters) goes to the
+    /// instance's metrics once the responses are out.
     pub fn execute<R: Responder + 'static>(
         &self,
         requests: &[Result<InferRequest<'_>>],
         responders: Vec<R>,
     ) -> ExecReport {
         let (admitted, responders) = admission::admit(&self.spec, requests, responders);
-        let report = if admitted.is_empty() {
-            admitted.report(ExecReport::new(0))
-        } else {
-            admitted.report(match &self.runs {
-                Runs::InProcess(i) => i.run(&admitted.requests, responders),
-                Runs::Worker(w) => w.execute(&admitted.requests, responders),
-            })
-        };
+        let report = admitted.report(match admitted.requests.len() {
+            0 => ExecReport::new(0),
+            n if n > 1 && self.isolate_failures => failure_split::run_isolating_failures(
+                &admitted.requests,
+                responders,
+                |requests, held| self.run(requests, held),
+            ),
+            _ => self.run(&admitted.requests, responders),
+        });
         self.metrics.record(&report.stats);
         report
+    }
+
+    /// One call of the instance, here or in its worker.
+    fn run<R: Responder + 'static>(
+        &self,
+        requests: &[&InferRequest<'_>],
+        responders: Vec<R>,
+    ) -> ExecReport {
+        match &self.runs {
+            Runs::InProcess(i) => i.run(requests, responders),
+            Runs::Worker(w) => w.execute(requests, responders),
+        }
     }
 
     /// Whether the instance's process is alive (a worker's; None in-process,

@@ -28,6 +28,7 @@ pub mod constants;
 pub mod echo;
 mod engine;
 pub mod error;
+mod failure_split;
 pub mod host;
 pub mod isolation;
 pub mod local;

@@ -185,6 +185,7 @@ fn check_model(dir: &Path, out: &mut Vec<Diagnostic>) {
     rules.instance_groups();
     rules.isolation();
     rules.threads();
+    rules.isolate_failures();
     rules.version_policy(&versions);
     rules.checkpoint();
     rules.python_env();

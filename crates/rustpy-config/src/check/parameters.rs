@@ -94,6 +94,22 @@ impl Rules<'_, '_> {
         }
     }
 
+    /// `rustpy.isolate_failures`: `"true"` or `"false"`, and not on a
+    /// decoupled model (docs/reliability.md).
+    pub(super) fn isolate_failures(&mut self) {
+        use crate::failures::{isolate_failures_setting, ISOLATE_FAILURES_KEY};
+        if let Err(message) = isolate_failures_setting(self.cfg) {
+            let at = self.parameter_at(ISOLATE_FAILURES_KEY);
+            self.push(
+                Severity::Error,
+                at,
+                "parameters.isolate-failures",
+                message,
+                format!("set {ISOLATE_FAILURES_KEY} to \"true\" to re-run a failed batch in halves until the failing request is found (non-decoupled models only), or leave it unset"),
+            );
+        }
+    }
+
     /// A per-model environment (`rustpy.python_env`, a virtualenv directory;
     /// `EXECUTION_ENV_PATH`, a conda-pack archive) must exist and be of the
     /// Python version rustpy embeds (when this process embeds one: the CLI does).
