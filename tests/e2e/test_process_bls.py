@@ -10,13 +10,14 @@ files of a fixed size (`rustpy.shm_limit_mb`) whose allocated bytes are the
 memory they hold; inline in the frames, nothing would be written there.
 """
 import os
+import shutil
 import time
 
 import numpy as np
 import pytest
 
 from e2e_client import infer
-from reliability import start_server
+from reliability import copy_models, start_server
 from tritonharness import E2E_DIR
 
 REPO = E2E_DIR / "repos" / "process_bls"
@@ -24,18 +25,26 @@ KEY = np.uint8(0x5A)  # bls_target answers IN ^ 0x5A
 
 
 @pytest.fixture(scope="module")
-def bls_server():
-    s = start_server(REPO, name="process_bls", model_control_mode="explicit", wait_models=[])
+def bls_server(tmp_path_factory):
+    # The repository plus `bls_caller_inproc`: the same caller in-process.
+    repo = copy_models(tmp_path_factory.mktemp("process_bls") / "repo",
+                       *sorted(p for p in REPO.iterdir() if p.is_dir()))
+    inproc = repo / "bls_caller_inproc"
+    shutil.copytree(repo / "bls_caller", inproc)
+    config = (inproc / "config.pbtxt").read_text().replace('"bls_caller"', '"bls_caller_inproc"')
+    (inproc / "config.pbtxt").write_text(
+        "".join(l for l in config.splitlines(True) if "rustpy.isolation" not in l))
+    s = start_server(repo, name="process_bls", model_control_mode="explicit", wait_models=[])
     # The targets first: bls_caller's initialize starts a thread calling one.
-    for m in ("bls_target", "bls_stream_target", "bls_caller"):
+    for m in ("bls_target", "bls_stream_target", "bls_caller", "bls_caller_inproc"):
         status, body = s.load_model(m)
         assert status == 200, (m, body)
     yield s
     s.stop()
 
 
-def run(s, x, mode):
-    r = infer(s, "http", "bls_caller", {"IN": x, "MODE": np.array([mode], np.int32)})
+def run(s, x, mode, caller="bls_caller"):
+    r = infer(s, "http", caller, {"IN": x, "MODE": np.array([mode], np.int32)})
     return r.as_numpy("OUT"), int(r.as_numpy("N")[0]), int(r.as_numpy("PID")[0])
 
 
@@ -157,3 +166,16 @@ def test_a_failed_large_bls_call_frees_its_range(bls_server):
     y = pattern(8 << 20, seed=21)
     out, _, _ = run(bls_server, y, 0)
     assert np.array_equal(out, y ^ KEY)
+
+
+@pytest.mark.parametrize("caller", ["bls_caller", "bls_caller_inproc"])
+def test_bls_answers_are_the_callers_own_while_buffers_are_reused(bls_server, caller):
+    # Large answers become the caller's arrays without a copy, and a buffer
+    # goes back for reuse only when its array dies (rustpy_core::buffers):
+    # a kept answer never changes under later calls, a reused buffer holds
+    # its new answer.
+    x = pattern(4 << 20, seed=6)
+    for _ in range(3):
+        out, ok, _ = run(bls_server, x, 6, caller)
+        assert ok == 1, "a kept BLS answer changed, was read-only or shared memory"
+        assert np.array_equal(out, x ^ np.uint8(0x0F) ^ KEY)

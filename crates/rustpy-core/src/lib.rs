@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub(crate) mod admission;
+pub mod buffers;
 pub mod checkpoint;
 pub mod constants;
 pub mod echo;

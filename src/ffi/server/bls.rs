@@ -3,8 +3,10 @@
 //! request from the core's [`BlsRequest`] one step at a time and submits it;
 //! Triton then calls back with each response, which is copied into a
 //! [`BlsResponse`] (error, outputs, parameters) and sent to the waiting model
-//! code over a channel. Output buffers come from our allocator (plain CPU
-//! memory); a request's input data stays alive until Triton releases it.
+//! code over a channel. Output buffers come from our allocator as `Vec`s
+//! the response hands over (no copy: the bytes the called model wrote
+//! become the caller's numpy array); a request's input data stays alive
+//! until Triton releases it.
 
 use std::os::raw::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -52,7 +54,15 @@ pub(super) fn new_allocator() -> Result<*mut raw::TRITONSERVER_ResponseAllocator
     Ok(allocator)
 }
 
-/// Output buffers of BLS responses: plain CPU memory.
+/// An output buffer of a BLS response, as the allocator's `buffer_userp`:
+/// the `Vec` whose bytes Triton writes, until [`ServerResponse::output`]
+/// takes it (then `release_cpu` frees only this empty slot).
+type OutputBuffer = Option<Vec<u8>>;
+
+/// Output buffers of BLS responses: zeroed CPU memory, a buffer kept for
+/// reuse (`rustpy_core::buffers`) or else from the global allocator
+/// (calloc: large buffers are fresh pages, not written here), owned by an
+/// [`OutputBuffer`] slot.
 unsafe extern "C" fn alloc_cpu(
     _allocator: *mut raw::TRITONSERVER_ResponseAllocator,
     _tensor_name: *const c_char,
@@ -70,36 +80,73 @@ unsafe extern "C" fn alloc_cpu(
         *actual_memory_type = raw::TRITONSERVER_MEMORY_CPU;
         *actual_memory_type_id = 0;
         *buffer_userp = ptr::null_mut();
-        *buffer = if byte_size == 0 {
-            ptr::null_mut()
-        } else {
-            libc::malloc(byte_size)
+        *buffer = ptr::null_mut();
+    }
+    if byte_size == 0 {
+        return ptr::null_mut();
+    }
+    let reused = rustpy_core::buffers::take_zeroed(byte_size);
+    let Some(mut data) = reused.or_else(|| zeroed_vec(byte_size)) else {
+        let msg = c"rustpy: out of memory for a BLS output";
+        // SAFETY: a static message, copied by Triton.
+        return unsafe {
+            raw::TRITONSERVER_ErrorNew(raw::TRITONSERVER_ERROR_INTERNAL, msg.as_ptr())
         };
-        if byte_size > 0 && (*buffer).is_null() {
-            let msg = c"rustpy: out of memory for a BLS output";
-            return raw::TRITONSERVER_ErrorNew(raw::TRITONSERVER_ERROR_INTERNAL, msg.as_ptr());
-        }
+    };
+    let bytes = data.as_mut_ptr();
+    let slot: Box<OutputBuffer> = Box::new(Some(data));
+    // SAFETY: as above; the slot is a leaked box that release_cpu reclaims
+    // once, and the bytes stay where they are when the Vec moves.
+    unsafe {
+        *buffer = bytes as *mut c_void;
+        *buffer_userp = Box::into_raw(slot) as *mut c_void;
     }
     ptr::null_mut()
 }
 
+/// `len` zero bytes, or None when the allocator has no memory for them
+/// (an error for Triton, where `vec![0; len]` would abort the server).
+fn zeroed_vec(len: usize) -> Option<Vec<u8>> {
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size (callers pass len > 0).
+    let data = unsafe { std::alloc::alloc_zeroed(layout) };
+    if data.is_null() {
+        return None;
+    }
+    // SAFETY: allocated just above by the global allocator with the layout
+    // of `len` u8s, all initialised (zeroed); the Vec owns it from here.
+    Some(unsafe { Vec::from_raw_parts(data, len, len) })
+}
+
 unsafe extern "C" fn release_cpu(
     _allocator: *mut raw::TRITONSERVER_ResponseAllocator,
-    buffer: *mut c_void,
-    _buffer_userp: *mut c_void,
+    _buffer: *mut c_void,
+    buffer_userp: *mut c_void,
     _byte_size: usize,
     _memory_type: raw::TRITONSERVER_MemoryType,
     _memory_type_id: i64,
 ) -> *mut raw::TRITONSERVER_Error {
-    // SAFETY: `buffer` came from alloc_cpu's malloc (or is null).
-    unsafe { libc::free(buffer) };
+    if !buffer_userp.is_null() {
+        // SAFETY: the slot alloc_cpu leaked for this buffer, released once;
+        // it frees the bytes unless an output took them.
+        drop(unsafe { Box::from_raw(buffer_userp as *mut OutputBuffer) });
+    }
     ptr::null_mut()
 }
 
-/// Keeps a BLS request's input data and strings alive until Triton releases it.
+/// Keeps a BLS request's input data and strings alive until Triton
+/// releases it; then the data's buffers go back for reuse.
 struct RequestContext {
-    _inputs: Vec<OwnedTensor>,
+    inputs: Vec<OwnedTensor>,
     live: Arc<LiveRequest>,
+}
+
+impl Drop for RequestContext {
+    fn drop(&mut self) {
+        for input in self.inputs.drain(..) {
+            rustpy_core::buffers::give(input.data);
+        }
+    }
 }
 
 /// A submitted request, for its cancel handle: the pointer while Triton
@@ -328,7 +375,7 @@ impl PendingRequest {
         let req = self.0;
         let live = Arc::new(LiveRequest(Mutex::new(req)));
         let context = Box::into_raw(Box::new(RequestContext {
-            _inputs: inputs,
+            inputs,
             live: live.clone(),
         }));
         let tx = Box::into_raw(Box::new(responses));
@@ -449,7 +496,9 @@ impl ServerResponse {
         (outputs, None)
     }
 
-    /// Output `i` (< the output count), copied; None for an unknown data type.
+    /// Output `i` (< the output count); None for an unknown data type. Its
+    /// bytes are taken from our allocator's slot (not copied) when they are
+    /// that slot's, else copied.
     fn output(&self, i: u32) -> Result<Option<OwnedTensor>> {
         let (mut name, mut dtype, mut shape, mut dims) = (ptr::null(), 0, ptr::null(), 0u64);
         let (mut base, mut size, mut mem, mut mem_id, mut userp) =
@@ -489,8 +538,21 @@ impl ServerResponse {
         let data = if size == 0 || base.is_null() {
             Vec::new()
         } else {
-            // SAFETY: the response owns `size` bytes of host memory at `base` (checked just above), valid until it is deleted; copied here.
-            unsafe { std::slice::from_raw_parts(base as *const u8, size) }.to_vec()
+            // SAFETY: `userp` is the OutputBuffer slot alloc_cpu made for
+            // this buffer (our allocator is the request's only one), alive
+            // until the response is deleted, and only this response's
+            // callback thread touches it.
+            let slot = unsafe { (userp as *mut OutputBuffer).as_mut() };
+            match slot
+                .and_then(|s| s.take_if(|v| v.as_ptr() == base as *const u8 && v.len() >= size))
+            {
+                Some(mut v) => {
+                    v.truncate(size);
+                    v
+                }
+                // SAFETY: the response owns `size` bytes of host memory at `base` (checked just above), valid until it is deleted; copied here.
+                None => unsafe { std::slice::from_raw_parts(base as *const u8, size) }.to_vec(),
+            }
         };
         Ok(Some(OwnedTensor {
             name,

@@ -181,7 +181,7 @@ impl BlsRegion {
             .iter()
             .map(|t| {
                 let dtype = t.data_type().map_err(|e| bad(e.to_string()))?;
-                let mut data = vec![0u8; t.len];
+                let mut data = crate::buffers::for_overwrite(t.len);
                 self.file
                     .read_exact_at(&mut data, t.offset as u64)
                     .map_err(|e| bad(format!("range {}+{} of the region: {e}", t.offset, t.len)))?;
@@ -238,7 +238,11 @@ impl BackendBls {
                 ))
             })
         });
-        WireBlsResponse::new(&r, placed)
+        let wire = WireBlsResponse::new(&r, placed);
+        for output in r.outputs {
+            crate::buffers::give(output.data);
+        }
+        wire
     }
 
     /// The worker copied these responses' outputs out.

@@ -26,7 +26,7 @@ pub fn tensor_from_py(
         name: name.to_string(),
         dtype: t.dtype,
         shape: t.shape.clone(),
-        data: t.wire_bytes().to_vec(),
+        data: crate::buffers::copy_of(t.wire_bytes()),
     })
 }
 
@@ -61,9 +61,11 @@ pub(crate) fn correlation_to_py(py: Python<'_>, id: &CorrelationId) -> Py<PyAny>
     }
 }
 
-/// An owned tensor as a numpy array (BYTES as an object array of bytes).
+/// An owned tensor as a numpy array (BYTES as an object array of bytes),
+/// copied from the tensor.
 pub fn tensor_to_py<'py>(py: Python<'py>, tensor: &OwnedTensor) -> Result<Bound<'py, PyAny>> {
     let err = |e: PyErr| py_error(py, &e, &format!("tensor '{}'", tensor.name));
+    check_size(tensor)?;
     if tensor.dtype == DataType::Bytes {
         let n = crate::rules::request::element_count(&tensor.shape);
         let elems = crate::rules::bytes::decode(&tensor.data, n)?;
@@ -71,22 +73,39 @@ pub fn tensor_to_py<'py>(py: Python<'py>, tensor: &OwnedTensor) -> Result<Bound<
             elems.into_iter().map(std::borrow::Cow::Borrowed).collect();
         numpy_io::bytes_array(py, &tensor.shape, &elems).map_err(err)
     } else {
-        // A peer's response may carry any byte count: check it against the
-        // shape before copying (more bytes would overflow the array).
-        let expected = numpy_io::expected_byte_size(tensor.dtype, &tensor.shape);
-        if expected != Some(tensor.data.len()) {
-            return Err(Error::internal(format!(
-                "tensor '{}' has {} bytes of data but its shape {} of {} needs {}",
-                tensor.name,
-                tensor.data.len(),
-                crate::rules::spec::fmt_shape(&tensor.shape),
-                tensor.dtype,
-                expected.map_or_else(
-                    || "a non-negative shape".to_string(),
-                    |n| format!("{n} bytes")
-                ),
-            )));
-        }
         numpy_io::array_from_bytes(py, tensor.dtype, &tensor.shape, &tensor.data)
     }
+}
+
+/// An owned tensor as a numpy array that takes over its bytes (no copy;
+/// BYTES are decoded into an object array as by [`tensor_to_py`]).
+pub fn tensor_into_py(py: Python<'_>, tensor: OwnedTensor) -> Result<Bound<'_, PyAny>> {
+    if tensor.dtype == DataType::Bytes {
+        return tensor_to_py(py, &tensor);
+    }
+    check_size(&tensor)?;
+    numpy_io::array_owning(py, tensor.dtype, &tensor.shape, tensor.data)
+}
+
+/// A peer's response may carry any byte count: checked against the shape
+/// before an array is made of it (more bytes would overflow the array).
+fn check_size(tensor: &OwnedTensor) -> Result<()> {
+    if tensor.dtype == DataType::Bytes {
+        return Ok(());
+    }
+    let expected = numpy_io::expected_byte_size(tensor.dtype, &tensor.shape);
+    if expected == Some(tensor.data.len()) {
+        return Ok(());
+    }
+    Err(Error::internal(format!(
+        "tensor '{}' has {} bytes of data but its shape {} of {} needs {}",
+        tensor.name,
+        tensor.data.len(),
+        crate::rules::spec::fmt_shape(&tensor.shape),
+        tensor.dtype,
+        expected.map_or_else(
+            || "a non-negative shape".to_string(),
+            |n| format!("{n} bytes")
+        ),
+    )))
 }

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
-use super::convert::{params_dict, tensor_from_py, tensor_to_py};
+use super::convert::{params_dict, tensor_from_py, tensor_into_py};
 use super::numpy_io::{extract_tensor, ExtractedOutput};
 use crate::constants::{LogLevel, PYTHON_NAMES, RESPONSE_COMPLETE_FINAL};
 use crate::engine::{OutputSlice, Responder};
@@ -516,9 +516,11 @@ impl BlsStream {
             .error
             .as_ref()
             .map(|e| (e.code as u32, e.message.clone()));
-        for t in &resp.outputs {
-            match tensor_to_py(py, t) {
-                Ok(array) => outputs.push((t.name.clone(), array.unbind(), t.dtype as u32)),
+        // The arrays take the responses' buffers over: no copy.
+        for t in resp.outputs {
+            let (name, dtype) = (t.name.clone(), t.dtype as u32);
+            match tensor_into_py(py, t) {
+                Ok(array) => outputs.push((name, array.unbind(), dtype)),
                 // A tensor that does not match its own shape (a peer backend's
                 // bug) fails this response, not the process.
                 Err(e) => {

@@ -259,6 +259,66 @@ struct ViewBase {
     _region: SharedRegion,
 }
 
+/// The base object of an array over bytes it took from Rust (a BLS
+/// response's output buffer): the bytes live as long as the array, then
+/// go back to `crate::buffers` for reuse.
+#[pyclass(module = "_rustpy_native", frozen)]
+struct OwnedBase {
+    bytes: Vec<u8>,
+}
+
+impl Drop for OwnedBase {
+    fn drop(&mut self) {
+        crate::buffers::give(std::mem::take(&mut self.bytes));
+    }
+}
+
+/// A writable C-contiguous array of `dtype` and `shape` over `bytes`,
+/// without copying them (the array owns them through its base object).
+/// `bytes` must be exactly the shape's size; bytes that are not aligned for
+/// `dtype` are copied instead, as numpy computes faster on aligned data.
+pub fn array_owning<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+    bytes: Vec<u8>,
+) -> Result<Bound<'py, PyAny>> {
+    let pyerr = |e: PyErr| py_error(py, &e, "wrapping an array");
+    if expected_byte_size(dtype, shape) != Some(bytes.len()) {
+        return Err(Error::internal(format!(
+            "{} bytes of data do not match shape {} of {dtype}",
+            bytes.len(),
+            fmt_shape(shape)
+        )));
+    }
+    let align = dtype.element_size().unwrap_or(1).max(1);
+    if bytes.is_empty() || (bytes.as_ptr() as usize) % align != 0 {
+        return array_from_bytes(py, dtype, shape, &bytes);
+    }
+    let data = bytes.as_ptr() as *mut u8;
+    let base = Py::new(py, OwnedBase { bytes }).map_err(pyerr)?;
+    // SAFETY: we hold the GIL; `data` points at the Vec's heap bytes, which
+    // do not move when the Vec moves into the base object; the base keeps
+    // them alive and becomes the array's base (SetBaseObject steals the new
+    // reference) before Python sees the array. Nothing else reads or writes
+    // those bytes: the Vec was given to us.
+    unsafe {
+        let (array, _) = new_from_descr(
+            py,
+            dtype,
+            shape,
+            data,
+            numpy::npyffi::NPY_ARRAY_CARRAY | NPY_ARRAY_WRITEABLE,
+        )
+        .map_err(pyerr)?;
+        let owner = base.into_any().into_ptr();
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
+            return Err(pyerr(PyErr::fetch(py)));
+        }
+        Ok(array)
+    }
+}
+
 /// How many references `obj` has (pyo3 0.30 deprecated `Py::get_refcnt` for
 /// the raw call): the worker's test of whether Python kept a batch's views.
 pub fn ref_count(obj: &Bound<'_, PyAny>) -> isize {

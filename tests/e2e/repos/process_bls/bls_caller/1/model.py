@@ -15,6 +15,10 @@ MODE 4: the answer of a BLS call made by a thread that `initialize`
         `initialize` itself raised the phase error (as upstream).
 MODE 5: a BLS call with IN to a model that is not loaded; OUT = the error
         message (UTF-8), N = 1 if the response carried an error.
+MODE 6: three calls in a row: the first answer is kept, the second
+        dropped, the third made (reusing the second's buffer); OUT = the
+        third's answer (to IN ^ 0x0F), N = 1 if the kept answer did not
+        change, was writable and shares no memory with the third.
 """
 import asyncio
 import os
@@ -85,6 +89,15 @@ class TritonPythonModel:
                 resp = req.exec()
                 n = int(resp.has_error())
                 out = np.frombuffer(resp.error().message().encode() if n else b"", np.uint8)
+            elif mode == 6:
+                first = answer(call(x).exec())
+                kept = first.copy()
+                second = answer(call(np.bitwise_xor(x, np.uint8(0xFF))).exec())
+                del second
+                out = answer(call(np.bitwise_xor(x, np.uint8(0x0F))).exec())
+                n = int(first.flags.writeable and np.array_equal(first, kept)
+                        and not np.shares_memory(first, out))
+                first[:] = 0  # the caller's own memory
             else:
                 raise pb_utils.TritonModelException(f"unknown MODE {mode}")
             responses.append(pb_utils.InferenceResponse(output_tensors=[
