@@ -292,7 +292,7 @@ pub fn array_owning<'py>(
         )));
     }
     let align = dtype.element_size().unwrap_or(1).max(1);
-    if bytes.is_empty() || (bytes.as_ptr() as usize) % align != 0 {
+    if bytes.is_empty() || !(bytes.as_ptr() as usize).is_multiple_of(align) {
         return array_from_bytes(py, dtype, shape, &bytes);
     }
     let data = bytes.as_ptr() as *mut u8;
