@@ -393,3 +393,41 @@ fn bad_server_path_or_repository_are_usage_errors() {
     );
     assert_code(&out, 2);
 }
+
+/// `$RUSTPY_DEPS` (where `ci/install.sh` was told to install) is searched
+/// for tritonserver before `.rustpy-deps/` next to the project: a stand-in
+/// there is the one started.
+#[cfg(unix)]
+#[test]
+fn tritonserver_is_found_in_rustpy_deps() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // A model that fails to load: were a real tritonserver started instead
+    // of the stand-in, it would exit, not serve.
+    python_repo(tmp.path(), "raise RuntimeError('broken on purpose')\n");
+    let fake = tmp
+        .path()
+        .join("deps/pytriton/tritonserver/bin/tritonserver");
+    let marker = tmp.path().join("started");
+    write(
+        &fake,
+        &format!("#!/bin/sh\necho \"$@\" > '{}'\nexit 3\n", marker.display()),
+    );
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = rustpy()
+        .current_dir(tmp.path())
+        .env("RUSTPY_DEPS", tmp.path().join("deps"))
+        .env_remove("TRITONSERVER")
+        .env("PATH", "/usr/bin:/bin")
+        .args(["serve", "repo", "--json"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    let args = std::fs::read_to_string(&marker).unwrap_or_else(|e| {
+        panic!(
+            "the stand-in in RUSTPY_DEPS was not started ({e}): {}",
+            stderr(&out)
+        )
+    });
+    assert!(args.contains("--model-repository"), "{args}");
+}

@@ -8,6 +8,8 @@ use std::{
 
 /// Where `ci/install.sh` unpacks tritonserver, relative to the project root.
 const DEPS_TRITONSERVER: &str = ".rustpy-deps/pytriton/tritonserver/bin/tritonserver";
+/// The same inside the directory `ci/install.sh` was told to use (`$RUSTPY_DEPS`).
+const TRITONSERVER_IN_DEPS: &str = "pytriton/tritonserver/bin/tritonserver";
 const BACKEND_LIB: &str = "libtriton_rustpy.so";
 
 /// Why a file was not found. `explicit` when the user named the path (flag
@@ -26,9 +28,9 @@ fn named(message: String) -> NotFound {
     }
 }
 
-/// tritonserver: `--tritonserver`, `$TRITONSERVER`, PATH, then
-/// `.rustpy-deps/` searched upward from the current directory and from
-/// this executable's directory.
+/// tritonserver: `--tritonserver`, `$TRITONSERVER`, PATH, `$RUSTPY_DEPS`
+/// (where `ci/install.sh` put it when told), then `.rustpy-deps/` searched
+/// upward from the current directory and from this executable's directory.
 pub fn tritonserver(flag: Option<&Path>) -> Result<PathBuf, NotFound> {
     if let Some(path) = flag {
         return executable(path).then(|| path.to_path_buf()).ok_or_else(|| {
@@ -50,6 +52,12 @@ pub fn tritonserver(flag: Option<&Path>) -> Result<PathBuf, NotFound> {
     if let Some(path) = in_path("tritonserver") {
         return Ok(path);
     }
+    let deps = env::var_os("RUSTPY_DEPS")
+        .filter(|p| !p.is_empty())
+        .map(|d| PathBuf::from(d).join(TRITONSERVER_IN_DEPS));
+    if let Some(path) = deps.filter(|p| executable(p)) {
+        return Ok(path);
+    }
     search_roots()
         .iter()
         .flat_map(|root| root.ancestors())
@@ -57,7 +65,7 @@ pub fn tritonserver(flag: Option<&Path>) -> Result<PathBuf, NotFound> {
         .find(|p| executable(p))
         .ok_or_else(|| NotFound {
             message: "tritonserver not found: pass --tritonserver PATH, set TRITONSERVER, put it \
-                      on PATH, or run ci/install.sh to get .rustpy-deps/"
+                      on PATH, or run ci/install.sh to get .rustpy-deps/ (or $RUSTPY_DEPS)"
                 .to_owned(),
             explicit: false,
         })
