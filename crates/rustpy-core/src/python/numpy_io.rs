@@ -297,11 +297,10 @@ pub fn array_owning<'py>(
     }
     let data = bytes.as_ptr() as *mut u8;
     let base = Py::new(py, OwnedBase { bytes }).map_err(pyerr)?;
-    // SAFETY: we hold the GIL; `data` points at the Vec's heap bytes, which
-    // do not move when the Vec moves into the base object; the base keeps
-    // them alive and becomes the array's base (SetBaseObject steals the new
-    // reference) before Python sees the array. Nothing else reads or writes
-    // those bytes: the Vec was given to us.
+    // The Vec was given to us: nothing else reads or writes those bytes.
+    // SAFETY: GIL held; `data` is the Vec's heap bytes (unmoved by moving the
+    // Vec into the base), kept alive by the base, which becomes the array's
+    // base (SetBaseObject steals the reference) before Python sees it.
     unsafe {
         let (array, _) = new_from_descr(
             py,
