@@ -15,9 +15,18 @@ use crate::rules::tensor::TensorBuffer;
 /// the order the model gave them.
 pub type ResponseParameters = [(String, ParamValue)];
 
-/// The error of a destination that cannot carry response parameters.
-fn parameters_unsupported() -> Error {
-    Error::unsupported("response parameters cannot be delivered by this responder")
+/// A send with `parameters` to a destination that cannot carry them: a
+/// plain `send` when there are none, else refused (never dropped silently).
+fn without_parameters(
+    parameters: &ResponseParameters,
+    send: impl FnOnce() -> Result<(), Error>,
+) -> Result<(), Error> {
+    if parameters.is_empty() {
+        return send();
+    }
+    Err(Error::unsupported(
+        "response parameters cannot be delivered by this responder",
+    ))
 }
 
 /// One output tensor of one response, borrowed for the duration of a send;
@@ -55,10 +64,7 @@ pub trait Responder: Send {
         parameters: &ResponseParameters,
         is_final: bool,
     ) -> Result<(), Error> {
-        if parameters.is_empty() {
-            return self.send(outputs, is_final);
-        }
-        Err(parameters_unsupported())
+        without_parameters(parameters, || self.send(outputs, is_final))
     }
     /// Fails the request (always the final response).
     fn send_error(&mut self, error: &Error);
@@ -98,10 +104,7 @@ pub trait ResponseSink: Send {
         parameters: &ResponseParameters,
         is_final: bool,
     ) -> Result<(), Error> {
-        if parameters.is_empty() {
-            return self.send(outputs, is_final);
-        }
-        Err(parameters_unsupported())
+        without_parameters(parameters, || self.send(outputs, is_final))
     }
     /// An error response; `is_final` also ends the request.
     fn send_error(&mut self, error: &Error, is_final: bool);
@@ -130,12 +133,8 @@ impl<S: ResponseSink> ResponseStream<S> {
 
 impl<S: ResponseSink> Responder for ResponseStream<S> {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error> {
-        if !self.open {
-            return Err(Error::internal("response sent after the final one"));
-        }
-        self.sink.send(outputs, is_final)?;
-        self.open = !is_final;
-        Ok(())
+        // Every sink sends a response without parameters as its plain send.
+        self.send_with_parameters(outputs, &[], is_final)
     }
 
     fn send_with_parameters(
@@ -247,14 +246,15 @@ impl ExecReport {
     }
 }
 
+/// A sink that records what reached it, one line per delivery, for the
+/// tests of what sits on a [`ResponseStream`].
 #[cfg(test)]
-mod tests {
+pub(crate) mod recording {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// A sink that records what reached it.
     #[derive(Clone, Default)]
-    struct Log(Arc<Mutex<Vec<String>>>);
+    pub(crate) struct Log(Arc<Mutex<Vec<String>>>);
 
     impl ResponseSink for Log {
         fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error> {
@@ -271,9 +271,16 @@ mod tests {
         }
     }
 
-    fn lines(log: &Log) -> Vec<String> {
+    /// What reached the sink so far.
+    pub(crate) fn lines(log: &Log) -> Vec<String> {
         log.0.lock().unwrap().clone()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recording::{lines, Log};
+    use super::*;
 
     #[test]
     fn nothing_goes_out_after_the_final_response() {

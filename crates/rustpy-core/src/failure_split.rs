@@ -203,9 +203,6 @@ where
         for (&i, outcome) in group.iter().zip(inner.outcomes) {
             report.outcomes[i] = outcome;
         }
-        for (&i, rows) in group.iter().zip(inner.rows) {
-            report.rows[i] = rows;
-        }
         report.calls += inner.calls;
         report.compute_start = report.compute_start.or(inner.compute_start);
         report.compute_end = inner.compute_end.or(report.compute_end);
@@ -223,26 +220,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Outcome, ResponseSink, ResponseStream};
+    use crate::engine::recording::{lines, Log};
+    use crate::engine::{Outcome, ResponseStream};
     use std::cell::Cell;
-
-    /// What reached one request's client.
-    #[derive(Clone, Default)]
-    struct Client(Arc<Mutex<Vec<String>>>);
-
-    impl ResponseSink for Client {
-        fn send(&mut self, _: &[OutputSlice<'_>], is_final: bool) -> Result<(), Error> {
-            self.0.lock().unwrap().push(format!("ok final={is_final}"));
-            Ok(())
-        }
-        fn send_error(&mut self, error: &Error, is_final: bool) {
-            let line = format!("error {} final={is_final}", error.message);
-            self.0.lock().unwrap().push(line);
-        }
-        fn send_final(&mut self) {
-            self.0.lock().unwrap().push("final".into());
-        }
-    }
 
     /// Requests told apart by their id ("r0", "r1", ...).
     fn requests(n: usize) -> Vec<InferRequest<'static>> {
@@ -260,7 +240,7 @@ mod tests {
     fn serve(n: usize, poison: impl Fn(usize) -> bool) -> (Vec<Vec<String>>, usize, ExecReport) {
         let reqs = requests(n);
         let refs: Vec<&InferRequest<'_>> = reqs.iter().collect();
-        let clients: Vec<Client> = (0..n).map(|_| Client::default()).collect();
+        let clients: Vec<Log> = (0..n).map(|_| Log::default()).collect();
         let responders: Vec<_> = clients.iter().cloned().map(ResponseStream::new).collect();
         let calls = Cell::new(0);
         let report = run_isolating_failures(&refs, responders, |group, mut held| {
@@ -282,10 +262,7 @@ mod tests {
             }
             report
         });
-        let logs = clients
-            .iter()
-            .map(|c| c.0.lock().unwrap().clone())
-            .collect();
+        let logs = clients.iter().map(lines).collect();
         (logs, calls.get(), report)
     }
 
@@ -296,7 +273,7 @@ mod tests {
             let expected = if i == 13 {
                 "error ValueError: poison r13 final=true"
             } else {
-                "ok final=true"
+                "send 0 final=true"
             };
             assert_eq!(log, &[expected], "request {i}");
         }
