@@ -32,9 +32,7 @@ pub fn initialize() -> Result<()> {
     if let Some(done) = GLUE.get() {
         return done.clone();
     }
-    if !is_initialized() {
-        refuse_another_python()?;
-    }
+    refuse_another_python()?;
     Python::initialize();
     // Waits with the GIL released, so a thread inside the glue (whose Python
     // code may release the GIL) can finish.
