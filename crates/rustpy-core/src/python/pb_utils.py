@@ -316,6 +316,23 @@ def _list_argument(owner, name, value, element_type, element_error=TypeError):
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
+def _check_parameter_items(parameters, int64=False):
+    """Upstream's rule on a parameters dict: str keys, bool/int/str values;
+    with `int64`, ints that fit Triton's 64-bit parameters (upstream would
+    fail later, when sending)."""
+    for key, value in parameters.items():
+        if not isinstance(key, str):
+            raise TritonModelException(
+                "Expect parameters keys to have type str, found type %s" % type(key))
+        if not isinstance(value, (bool, int, str)):
+            raise TritonModelException(
+                "Expect parameters values to have type bool/int/str, found type %s" % type(value))
+        if int64 and isinstance(value, int) and not isinstance(value, bool) \
+                and not _INT64[0] <= value <= _INT64[1]:
+            raise TritonModelException(
+                "Expect parameters int values to fit in 64 bits, got %d for '%s'" % (value, key))
+
+
 def _parameters_json(parameters):
     """Request or response parameters as upstream takes them (r25.02): None
     or a dict of str keys to bool/int/str values; the JSON text that
@@ -325,17 +342,7 @@ def _parameters_json(parameters):
         return "{}"
     if not isinstance(parameters, dict):
         raise TritonModelException("Expect dict, got %s" % type(parameters))
-    for key, value in parameters.items():
-        if not isinstance(key, str):
-            raise TritonModelException(
-                "Expect parameters keys to have type str, found type %s" % type(key))
-        if not isinstance(value, (bool, int, str)):
-            raise TritonModelException(
-                "Expect parameters values to have type bool/int/str, found type %s" % type(value))
-        if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
-            # Triton's parameters are 64-bit; upstream would fail later, when sending.
-            raise TritonModelException(
-                "Expect parameters int values to fit in 64 bits, got %d for '%s'" % (value, key))
+    _check_parameter_items(parameters, int64=True)
     return json.dumps(parameters)
 
 
@@ -458,13 +465,7 @@ class InferenceRequest:
         if not isinstance(correlation_id, (int, str)):
             raise TritonModelException("Correlation ID must be integer or string")
         if isinstance(parameters, dict):
-            for key, value in parameters.items():
-                if not isinstance(key, str):
-                    raise TritonModelException(
-                        "Expect parameters keys to have type str, found type %s" % type(key))
-                if not isinstance(value, (bool, int, str)):
-                    raise TritonModelException(
-                        "Expect parameters values to have type bool/int/str, found type %s" % type(value))
+            _check_parameter_items(parameters)
             parameters = json.dumps(parameters)
         self._request_id = request_id
         self._correlation_id = correlation_id
