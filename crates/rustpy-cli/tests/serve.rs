@@ -411,7 +411,7 @@ fn tritonserver_is_found_in_rustpy_deps() {
     let marker = tmp.path().join("started");
     write(
         &fake,
-        &format!("#!/bin/sh\necho \"$@\" > '{}'\nexit 3\n", marker.display()),
+        format!("#!/bin/sh\necho \"$@\" > '{}'\nexit 3\n", marker.display()),
     );
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = rustpy()

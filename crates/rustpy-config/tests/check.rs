@@ -71,6 +71,11 @@ fn config_of(root: &Path) -> PathBuf {
 
 /// Checks a one-model repository with `config` and returns its one
 /// diagnostic `code`, at `line` of the config.
+/// One `parameters { key: ... value { string_value: ... } }` line.
+fn param(key: &str, value: &str) -> String {
+    format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
+}
+
 fn only(config: &str, code: &str, line: Option<usize>) -> Diagnostic {
     let dir = model(config);
     let report = check_path(dir.path());
@@ -639,9 +644,6 @@ fn isolation_parameters_are_validated() {
 
 #[test]
 fn memory_limit_and_environment_parameters_are_validated() {
-    let param = |k: &str, v: &str| {
-        format!("parameters {{ key: \"{k}\" value {{ string_value: \"{v}\" }} }}\n")
-    };
     // A memory limit must be a positive integer, and needs process isolation.
     for (extra, line, word) in [
         (param("rustpy.memory_limit_mb", "512"), 8, "needs"),
@@ -796,9 +798,7 @@ fn memory_limit_and_environment_parameters_are_validated() {
 
 #[test]
 fn threads_parameter_is_validated() {
-    let param = |v: &str| {
-        format!("parameters {{ key: \"rustpy.threads\" value {{ string_value: \"{v}\" }} }}\n")
-    };
+    let param = |v: &str| param("rustpy.threads", v);
     // "auto" and a number within the cores are clean.
     for ok in ["auto", "1"] {
         let dir = model(&format!("{GOOD}{}", param(ok)));
@@ -842,11 +842,7 @@ fn threads_parameter_is_validated() {
 
 #[test]
 fn isolate_failures_parameter_is_validated() {
-    let param = |v: &str| {
-        format!(
-            "parameters {{ key: \"rustpy.isolate_failures\" value {{ string_value: \"{v}\" }} }}\n"
-        )
-    };
+    let param = |v: &str| param("rustpy.isolate_failures", v);
     for ok in ["true", "false"] {
         let dir = model(&format!("{GOOD}{}", param(ok)));
         let report = check_path(dir.path());
