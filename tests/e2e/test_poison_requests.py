@@ -3,22 +3,22 @@
 
 Models: tests/e2e/repos/poison. Each waits (up to 10 s) until 32 requests
 can share one call; a request whose X is negative makes the whole call
-raise. With `rustpy.isolate_failures` the failed requests are run again in
+raise. A model directory without a model.py runs poison_batched's (copied
+in by the fixture). With `rustpy.isolate_failures` the failed requests are run again in
 halves until the poison fails alone: 31 answers and one error naming the
 exception, over HTTP and gRPC, for the batched API, the pb_utils API and a
 process-isolated model. The same model without the option fails the whole
 batch (which shows the requests did share calls); a model failing
 everything answers each request once, with a bounded number of calls.
 """
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from e2e_client import PROTOCOLS
+from e2e_client import PROTOCOLS, infer
 from reliability import copy_models, start_server
 from test_metrics import scrape, settled
 from tritonharness import E2E_DIR
@@ -34,29 +34,23 @@ MOST_CALLS_PER_EXECUTION = 7
 def server(tmp_path_factory):
     repo = copy_models(tmp_path_factory.mktemp("poison") / "repo",
                        *sorted(p for p in REPO.iterdir() if p.is_dir()))
+    for model in repo.iterdir():
+        if not (model / "1" / "model.py").exists():
+            (model / "1").mkdir(exist_ok=True)
+            shutil.copy(REPO / "poison_batched" / "1" / "model.py", model / "1" / "model.py")
     s = start_server(repo, name="poison")
     yield s
     s.stop()
 
 
 def one_request(server, protocol: str, model: str, value: float):
-    """("ok", Y) or ("error", message) for one request of X = [[value]]."""
-    mod = httpclient if protocol == "http" else grpcclient
-    url = server.http_url if protocol == "http" else server.grpc_url
-    client = mod.InferenceServerClient(url, network_timeout=120.0) if protocol == "http" \
-        else mod.InferenceServerClient(url)
+    """("ok", Y) or ("error", message) for one request of X = [[value]]
+    (its own client: the 32 requests are sent from 32 threads)."""
     try:
-        x = np.array([[value]], dtype=np.float32)
-        inp = mod.InferInput("X", [1, 1], "FP32")
-        inp.set_data_from_numpy(x)
-        try:
-            result = client.infer(model, [inp], client_timeout=120.0) if protocol == "grpc" \
-                else client.infer(model, [inp])
-        except InferenceServerException as e:
-            return "error", e.message()
-        return "ok", float(result.as_numpy("Y")[0, 0])
-    finally:
-        client.close()
+        result = infer(server, protocol, model, {"X": np.array([[value]], dtype=np.float32)})
+    except InferenceServerException as e:
+        return "error", e.message()
+    return "ok", float(result.as_numpy("Y")[0, 0])
 
 
 def batch_of_32(server, protocol: str, model: str, poison=(POISON,)):
