@@ -116,6 +116,13 @@ WORKLOADS = {
 LOADGEN_WORKLOAD = {"pycpu_count1": "embed", "pycpu_count2": "embed"}
 
 
+def set_concurrency(levels) -> None:
+    """Measures every workload at `levels` (--concurrency) instead of its own."""
+    levels = list(levels)
+    for w, (desc, sizes, variants) in list(WORKLOADS.items()):
+        WORKLOADS[w] = (desc, [(size, list(levels)) for size, _ in sizes], variants)
+
+
 def workload_variants(w, variants):
     return [v for v in variants if v in WORKLOADS[w][2]]
 
@@ -772,7 +779,10 @@ def target_lines(results, driver, w, cell) -> list[str]:
         lines.append(f"- {text}: **{fmt_num(value, 2)}{unit}**{t}")
 
     if w == "add_sub" and "python" in have:
-        targets = {"inproc": {"rustpy": (5, 0.25), "rustpy_compat": (2, 0.5)}}.get(driver, {})
+        # Issue 16 set the in-process targets; issue 24 raised the same file's
+        # to ≥ 3× in perf_analyzer's C API mode (at c=16) and p50 ≤ 0.4 at c=1.
+        targets = {"inproc": {"rustpy": (5, 0.25), "rustpy_compat": (2, 0.4)},
+                   "pa_capi": {"rustpy_compat": (3, None)}}.get(driver, {})
         for v in ("rustpy", "rustpy_compat"):
             if v in have:
                 tt, tl = targets.get(v, (None, None))
@@ -819,8 +829,12 @@ def target_lines(results, driver, w, cell) -> list[str]:
                 parts = ", ".join(f"c={c}: {fmt_num(ratio(tp(v, c), tp('python', c)), 2)}×" for c in concs)
                 t = ""
                 if v == "rustpy":
+                    # Issue 24: ≥ 3.5× the official per-request loop in
+                    # perf_analyzer's C API mode and ≥ 2× over its gRPC (c=16).
+                    goal = {"pa_capi": 3.5, "pa_grpc": 2.0}.get(driver)
                     r = ratio(tp(v, cmax), tp("python", cmax))
-                    t = f" (target ≥ 3× at c={cmax}, set for gRPC: {verdict(r, 3.0)})"
+                    if goal:
+                        t = f" (target ≥ {goal:g}× at c={cmax}: {verdict(r, goal)})"
                 lines.append(f"- {VARIANT_LABEL[v]} / python throughput: {parts}{t}")
         if "rustpy" in have and "python_batched" in have:
             r = ratio(tp("rustpy", cmax), tp("python_batched", cmax))
@@ -887,6 +901,8 @@ def target_lines(results, driver, w, cell) -> list[str]:
 def render(results: dict) -> str:
     out = []
     settings = results["settings"]
+    if settings.get("concurrency"):  # an earlier run's own levels
+        set_concurrency(int(c) for c in settings["concurrency"].split(","))
     out.append(f"Settings: {settings['repeat']} repeat(s) × {settings['duration_s']:g} s per point "
                f"(+{settings['warmup_s']:g} s warm-up), variants interleaved; figures are the median "
                "over repeats with (min–max) across repeats.")
@@ -1123,7 +1139,12 @@ def main(argv=None) -> int:
     p.add_argument("--metrics-overhead", action="store_true",
                    help="only measure rustpy's metrics on vs off (bench/metrics_overhead.py): "
                         "in-process driver, add_sub at c=32, one server per setting and repeat")
+    p.add_argument("--concurrency", default=None,
+                   help="comma-separated concurrency levels for every workload instead of each "
+                        "workload's own (e.g. 1,16, where issue 24 sets its targets)")
     a = p.parse_args(argv)
+    if a.concurrency:
+        set_concurrency(int(c) for c in a.concurrency.split(","))
     if a.metrics_overhead:
         import metrics_overhead
         return metrics_overhead.main(a)
@@ -1177,6 +1198,7 @@ def main(argv=None) -> int:
         log(f"textcls alone: {machine['textcls_profile']}")
     settings = {"duration_s": a.duration, "warmup_s": a.warmup, "repeat": a.repeat, "quick": a.quick,
                 "drivers": drivers, "workloads": workloads, "variants": variants,
+                "concurrency": a.concurrency,
                 "backend_lib": str(rustpy_backend_lib()),
                 "loadgen": str(a.loadgen), "inproc": str(a.inproc)}
     runs: list[dict] = []

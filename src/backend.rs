@@ -18,6 +18,7 @@ use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::{TritonRecorder, TritonServerApi};
 use crate::ffi::sys::{monotonic_ns, own_library_path, promote_libpython_to_global};
 use crate::ffi::{log, log_at, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
+use crate::send_thread::{Job, ResponseThread, Task};
 use crate::readiness::InstanceReadiness;
 use crate::settings::Settings;
 
@@ -168,6 +169,7 @@ pub fn model_finalize(model: Model) -> Result<()> {
 struct InstanceState {
     host: InstanceHost,
     readiness: Arc<InstanceReadiness>,
+    responses: Arc<ResponseThread>,
 }
 
 pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
@@ -195,9 +197,16 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         settings.readiness_probe_interval,
         settings.metrics,
     );
+    let responses = ResponseThread::start(&info.name).map_err(|e| {
+        Error::internal(format!(
+            "instance '{}': cannot start its response thread: {e}",
+            info.name
+        ))
+    })?;
     instance.state_slot().put(InstanceState {
         host: created,
         readiness,
+        responses,
     })
 }
 
@@ -213,6 +222,8 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
         if let Err(e) = state.host.finalize() {
             log(LogLevel::Error, &e.message);
         }
+        // Sends what the instance queued before Triton deletes the model.
+        state.responses.close();
     }
     Ok(())
 }
@@ -227,12 +238,16 @@ pub fn instance_ready(instance: ModelInstance) -> Result<()> {
 }
 
 /// Delivers one request's responses through Triton's response factory.
-/// Whether the final one went out is tracked by the [`ResponseStream`]
-/// around it, which also answers with an error if it is dropped before (a
-/// bug or a panic). A request without a factory never gets a responder (see
-/// [`responder_for`]), so no send can silently go nowhere.
+/// Responses are built (buffers filled) on the calling thread and sent by the
+/// instance's [`ResponseThread`] (inline when there is none). Whether the
+/// final one went out is tracked by the [`ResponseStream`] around it, which
+/// also answers with an error if it is dropped before (a bug or a panic). A
+/// request without a factory never gets a responder (see [`responder_for`]),
+/// so no send can silently go nowhere.
 struct TritonSink {
-    factory: ResponseFactory,
+    /// None after the FINAL flag went to the queue with it.
+    factory: Option<ResponseFactory>,
+    responses: Option<Arc<ResponseThread>>,
 }
 
 type TritonResponder = ResponseStream<TritonSink>;
@@ -240,9 +255,16 @@ type TritonResponder = ResponseStream<TritonSink>;
 /// The responder of `request`, or None when the server cannot create its
 /// response factory; that request is then answered with an error through a
 /// response made from the request itself.
-fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder> {
+fn responder_for(
+    request: &Request,
+    model_name: &str,
+    responses: Option<&Arc<ResponseThread>>,
+) -> Option<TritonResponder> {
     match ResponseFactory::new(request) {
-        Ok(factory) => Some(ResponseStream::new(TritonSink { factory })),
+        Ok(factory) => Some(ResponseStream::new(TritonSink {
+            factory: Some(factory),
+            responses: responses.cloned(),
+        })),
         Err(e) => {
             let e = e.context(format!(
                 "model '{model_name}': cannot create a response factory"
@@ -259,9 +281,24 @@ fn responder_for(request: &Request, model_name: &str) -> Option<TritonResponder>
     }
 }
 
+impl TritonSink {
+    fn dispatch(&self, job: Job) {
+        match &self.responses {
+            Some(thread) => thread.submit(job),
+            None => job.run(),
+        }
+    }
+
+    fn factory(&mut self) -> Result<&mut ResponseFactory> {
+        self.factory
+            .as_mut()
+            .ok_or_else(|| Error::internal("rustpy: a response after the final flag"))
+    }
+}
+
 impl ResponseSink for TritonSink {
     fn send(&mut self, outputs: &[OutputSlice<'_>], is_final: bool) -> Result<()> {
-        self.factory.send(outputs, &[], is_final)
+        self.send_with_parameters(outputs, &[], is_final)
     }
 
     fn send_with_parameters(
@@ -270,34 +307,38 @@ impl ResponseSink for TritonSink {
         parameters: &ResponseParameters,
         is_final: bool,
     ) -> Result<()> {
-        self.factory.send(outputs, parameters, is_final)
+        let response = self.factory()?.build(outputs, parameters, is_final)?;
+        self.dispatch(Job::Send(response));
+        Ok(())
     }
 
     fn send_error(&mut self, error: &Error, is_final: bool) {
-        let sent = if is_final {
-            self.factory.send_error(error)
-        } else {
-            self.factory.send_error_flags(error, false)
-        };
-        if let Err(e) = sent {
-            log(
+        match self.factory().and_then(|f| f.build_error(error, is_final)) {
+            Ok(response) => self.dispatch(Job::Send(response)),
+            Err(e) => log(
                 LogLevel::Error,
                 &format!("rustpy: cannot send an error response: {e}"),
-            );
+            ),
         }
     }
 
     fn send_final(&mut self) {
-        if let Err(e) = self.factory.send_final_flag() {
-            log(
-                LogLevel::Error,
-                &format!("rustpy: cannot complete a response: {e}"),
-            );
+        if let Some(factory) = self.factory.take() {
+            self.dispatch(Job::Finish(factory));
         }
     }
 
     fn is_cancelled(&self) -> bool {
-        self.factory.is_cancelled()
+        self.factory.as_ref().is_some_and(|f| f.is_cancelled())
+    }
+}
+
+impl Drop for TritonSink {
+    fn drop(&mut self) {
+        // Released after the responses it made, which are still queued.
+        if let Some(factory) = self.factory.take() {
+            self.dispatch(Job::Release(factory));
+        }
     }
 }
 
@@ -308,10 +349,9 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let exec_start = monotonic_ns();
     // Set in instance_initialize (Triton never executes an instance whose
     // initialisation failed).
-    let state = instance
-        .state_slot()
-        .get::<InstanceState>()
-        .map(|s| &s.host);
+    let state = instance.state_slot().get::<InstanceState>();
+    let responses = state.as_ref().ok().map(|s| &s.responses);
+    let state = state.map(|s| &s.host);
     let model_name = match &state {
         Ok(host) => host.model_name().to_string(),
         Err(_) => String::from("?"),
@@ -323,7 +363,7 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     let mut responders: Vec<TritonResponder> = Vec::with_capacity(requests.len());
     let mut reached: Vec<usize> = Vec::with_capacity(requests.len());
     for (i, req) in requests.iter().enumerate() {
-        if let Some(r) = responder_for(req, &model_name) {
+        if let Some(r) = responder_for(req, &model_name, responses) {
             responders.push(r);
             reached.push(i);
         }

@@ -9,6 +9,8 @@
 //! - [`settings`]: the backend's `--backend-config` keys.
 //! - [`readiness`]: an instance's readiness (its worker, its `is_ready()`)
 //!   for `TRITONBACKEND_ModelInstanceReady` and the readiness gauge.
+//! - [`send_thread`]: each instance's response thread, which sends the
+//!   responses the instance built.
 //!
 //! `unsafe` is denied crate-wide and allowed only in `ffi` (which documents
 //! every unsafe block: `clippy::undocumented_unsafe_blocks`).
@@ -19,4 +21,5 @@
 mod backend;
 mod ffi;
 mod readiness;
+mod send_thread;
 mod settings;

@@ -2,8 +2,8 @@
 //! (backend, model, instance) are Copy newtypes valid for the entry point that
 //! received them; owned ones (request, response factory, response) free
 //! themselves in Drop. A [`Request`] reads its id, flags, parameters (decoded
-//! by `super::params`) and input buffers; a [`ResponseFactory`] builds and
-//! sends its responses.
+//! by `super::params`) and input buffers; a [`ResponseFactory`] builds its
+//! responses, and a [`BuiltResponse`] is sent from whichever thread holds it.
 
 use std::any::Any;
 use std::os::raw::c_void;
@@ -569,18 +569,17 @@ impl ResponseFactory {
         c
     }
 
-    /// Builds and sends one response carrying `outputs` and `parameters`
+    /// Builds one response carrying `outputs` and `parameters`
     /// (TRITONBACKEND_ResponseSet*Parameter; the frontends hand them to the
-    /// client).
-    pub fn send(
+    /// client), its output buffers filled; [`BuiltResponse::send`] sends it.
+    pub fn build(
         &mut self,
         outputs: &[OutputSlice<'_>],
         parameters: &[(String, ParamValue)],
         final_: bool,
-    ) -> Result<()> {
-        let mut response = ptr::null_mut();
-        // SAFETY: live factory; we own the response until it is sent.
-        check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut response, self.raw) })?;
+    ) -> Result<BuiltResponse> {
+        let response = BuiltResponse::new(self, final_, None)?;
+        let raw_response = response.raw;
         let fill = || -> Result<()> {
             for (key, value) in parameters {
                 let k = cstring(key);
@@ -591,20 +590,26 @@ impl ResponseFactory {
                         ParamValue::String(v) => {
                             let v = cstring(v);
                             raw::TRITONBACKEND_ResponseSetStringParameter(
-                                response,
+                                raw_response,
                                 k.as_ptr(),
                                 v.as_ptr(),
                             )
                         }
-                        ParamValue::Int(i) => {
-                            raw::TRITONBACKEND_ResponseSetIntParameter(response, k.as_ptr(), *i)
-                        }
-                        ParamValue::Bool(b) => {
-                            raw::TRITONBACKEND_ResponseSetBoolParameter(response, k.as_ptr(), *b)
-                        }
-                        ParamValue::Double(d) => {
-                            raw::TRITONBACKEND_ResponseSetDoubleParameter(response, k.as_ptr(), *d)
-                        }
+                        ParamValue::Int(i) => raw::TRITONBACKEND_ResponseSetIntParameter(
+                            raw_response,
+                            k.as_ptr(),
+                            *i,
+                        ),
+                        ParamValue::Bool(b) => raw::TRITONBACKEND_ResponseSetBoolParameter(
+                            raw_response,
+                            k.as_ptr(),
+                            *b,
+                        ),
+                        ParamValue::Double(d) => raw::TRITONBACKEND_ResponseSetDoubleParameter(
+                            raw_response,
+                            k.as_ptr(),
+                            *d,
+                        ),
                     }
                 })?;
             }
@@ -614,7 +619,7 @@ impl ResponseFactory {
                 // SAFETY: live response; name and shape outlive the call.
                 check(unsafe {
                     raw::TRITONBACKEND_ResponseOutput(
-                        response,
+                        raw_response,
                         &mut output,
                         name.as_ptr(),
                         out.dtype as raw::TRITONSERVER_DataType,
@@ -656,42 +661,14 @@ impl ResponseFactory {
             }
             Ok(())
         };
-        if let Err(e) = fill() {
-            // SAFETY: never sent, so still ours to delete.
-            let _ = check(unsafe { raw::TRITONBACKEND_ResponseDelete(response) });
-            return Err(e);
-        }
-        let flags = if final_ {
-            raw::RUSTPY_RESPONSE_COMPLETE_FINAL
-        } else {
-            0
-        };
-        // SAFETY: ResponseSend takes the response whatever it returns.
-        check(unsafe { raw::TRITONBACKEND_ResponseSend(response, flags, ptr::null_mut()) })
+        // On an error `response` is dropped unsent, which deletes it.
+        fill()?;
+        Ok(response)
     }
 
-    /// Sends a final response carrying `error`.
-    pub fn send_error(&mut self, error: &Error) -> Result<()> {
-        self.send_error_flags(error, true)
-    }
-
-    /// Sends an error response, final or not (decoupled models).
-    pub fn send_error_flags(&mut self, error: &Error, final_: bool) -> Result<()> {
-        let mut response = ptr::null_mut();
-        // SAFETY: live factory.
-        check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut response, self.raw) })?;
-        let err = new_error(error);
-        let flags = if final_ {
-            raw::RUSTPY_RESPONSE_COMPLETE_FINAL
-        } else {
-            0
-        };
-        // SAFETY: ResponseSend takes the response but not the error, which we
-        // delete right after.
-        let res = check(unsafe { raw::TRITONBACKEND_ResponseSend(response, flags, err) });
-        // SAFETY: `err` is ours (from new_error) and ResponseSend did not take it; deleted exactly once.
-        unsafe { raw::TRITONSERVER_ErrorDelete(err) };
-        res
+    /// An error response, final or not (decoupled models), ready to send.
+    pub fn build_error(&mut self, error: &Error, final_: bool) -> Result<BuiltResponse> {
+        BuiltResponse::new(self, final_, Some(error))
     }
 
     /// Marks the request complete without another response.
@@ -709,6 +686,59 @@ impl ResponseFactory {
 /// `e` about output `out` of a response.
 fn output_context(out: &OutputSlice<'_>, e: Error) -> Error {
     e.context(format!("output '{}'", out.name))
+}
+
+/// A response made from a factory, filled and not yet sent: ours until
+/// [`BuiltResponse::send`] hands it to the server (dropped unsent, it is
+/// deleted). It may be sent from another thread than the one that built it.
+pub struct BuiltResponse {
+    raw: *mut raw::TRITONBACKEND_Response,
+    flags: u32,
+    /// The error it carries (an error response), created with it and
+    /// deleted after the send, which does not take it.
+    error: *mut raw::TRITONSERVER_Error,
+}
+
+// SAFETY: a response is not tied to the thread that created it (the backend
+// API allows sending from any thread); a BuiltResponse is used by one
+// thread at a time (its methods take self by value or &mut).
+unsafe impl Send for BuiltResponse {}
+
+impl BuiltResponse {
+    fn new(factory: &mut ResponseFactory, final_: bool, error: Option<&Error>) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: live factory; we own the response until it is sent.
+        check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut raw, factory.raw) })?;
+        let flags = if final_ {
+            raw::RUSTPY_RESPONSE_COMPLETE_FINAL
+        } else {
+            0
+        };
+        let error = error.map_or(ptr::null_mut(), new_error);
+        Ok(BuiltResponse { raw, flags, error })
+    }
+
+    /// Hands the response to the server (whose frontend completes it on
+    /// this thread).
+    pub fn send(mut self) -> Result<()> {
+        let response = std::mem::replace(&mut self.raw, ptr::null_mut());
+        // SAFETY: ResponseSend takes the response whatever it returns, but
+        // not the error, which stays ours (deleted when `self` drops).
+        check(unsafe { raw::TRITONBACKEND_ResponseSend(response, self.flags, self.error) })
+    }
+}
+
+impl Drop for BuiltResponse {
+    fn drop(&mut self) {
+        if !self.raw.is_null() {
+            // SAFETY: never sent, so still ours to delete.
+            let _ = check(unsafe { raw::TRITONBACKEND_ResponseDelete(self.raw) });
+        }
+        if !self.error.is_null() {
+            // SAFETY: ours (from new_error); the send did not take it; deleted once.
+            unsafe { raw::TRITONSERVER_ErrorDelete(self.error) };
+        }
+    }
 }
 
 impl Drop for ResponseFactory {

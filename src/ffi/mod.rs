@@ -38,7 +38,7 @@ use std::ffi::{CStr, CString};
 
 use rustpy_core::{Error, ErrorCode};
 
-pub use handles::{Backend, Model, ModelInstance, Request, ResponseFactory};
+pub use handles::{Backend, BuiltResponse, Model, ModelInstance, Request, ResponseFactory};
 
 /// Turns a status returned by the server into a Result, deleting the error.
 pub(crate) fn check(err: *mut raw::TRITONSERVER_Error) -> Result<(), Error> {
