@@ -689,6 +689,9 @@ def summarize(runs: list[dict]) -> dict:
         "batch_hist": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
         # The 1-minute load average when the point's runs ended (the worst).
         "loadavg_max": max((r["loadavg"][0] for r in runs + failed if r.get("loadavg")), default=None),
+        # CPUs' worth of other processes' work during the point's runs (the worst).
+        "foreign_cpus_max": max((r["foreign_cpus"] for r in runs if r.get("foreign_cpus") is not None),
+                                default=None),
         # perf_analyzer found no three windows within its stability bound.
         "unstable_runs": sum(1 for r in runs if r["loadgen"].get("unstable")),
         # perf_analyzer's server-side breakdown per request (µs, median over repeats).
@@ -699,12 +702,60 @@ def summarize(runs: list[dict]) -> dict:
 
 # A 1-minute load average above this on the machine's 2 cores: the figure is noise.
 NOISY_LOAD = 4.0
+# CPUs' worth of work by processes outside the bench during a point above
+# this: somebody else was using the machine.
+NOISY_FOREIGN = 0.25
 
 
-def fmt_load(load):
+class ForeignCpu:
+    """CPU time used by processes that are not the bench's (its own process,
+    its servers, perf_analyzer, workers: all descendants), over a run, in
+    CPUs' worth. The load average counts the bench's own threads too (at
+    c=16 perf_analyzer alone keeps it above 4 on 2 CPUs); this does not."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        stats, children = {}, {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            rest = st[st.rindex(")") + 2:].split()
+            ppid = int(rest[1])
+            stats[int(d)] = sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
+            children.setdefault(ppid, []).append(int(d))
+        ours, todo = 0, [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            ours += stats.get(pid, 0)
+            todo += children.get(pid, [])
+        return time.monotonic(), busy, ours
+
+    def cpus(self) -> float:
+        (t0, busy0, ours0), (t1, busy1, ours1) = self.start, self._sample()
+        hz = os.sysconf("SC_CLK_TCK")
+        return max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / hz / max(t1 - t0, 1e-3))
+
+
+def fmt_load(load, foreign=None):
+    """The load average; with the other processes' CPU when it was measured,
+    which alone decides noise then (the load counts the bench's own threads)."""
     if load is None:
         return "n/a"
-    return f"{load:.1f} **noise**" if load > NOISY_LOAD else f"{load:.1f}"
+    if foreign is None:
+        return f"{load:.1f} **noise**" if load > NOISY_LOAD else f"{load:.1f}"
+    text = f"{load:.1f}, other {foreign:.2f} CPU"
+    return f"{text} **noise**" if foreign > NOISY_FOREIGN else text
 
 
 def fmt_num(v, digits=0):
@@ -898,6 +949,44 @@ def target_lines(results, driver, w, cell) -> list[str]:
     return lines
 
 
+def headline(results: dict) -> list[str]:
+    """One table per workload: each variant's throughput at the highest
+    concurrency (× the official backend's, same driver, same run) and p50 at
+    the lowest, for every driver of the run side by side; the highest load
+    average any of a row's points saw. docs/benchmarks.md quotes it."""
+    settings, points = results["settings"], results["points"]
+    out = ["## Headline", ""]
+    for w in settings["workloads"]:
+        desc, sizes, _ = WORKLOADS[w]
+        size = sizes[-1][0]
+        concs = sizes[-1][1]
+        cmax, cmin = max(concs), min(concs)
+        drivers = settings["drivers"]
+        shown = f"{size // MiB} MiB, " if size else ""
+        out.append(f"### {w} — {desc} ({shown}req/s at c={cmax} (× official), p50 ms at c={cmin})")
+        out.append("")
+        out.append("| variant | " + " | ".join(f"{d} c={cmax} | {d} p50" for d in drivers) + " | load (max) |")
+        out.append("|---|" + "---|---|" * len(drivers) + "---|")
+        for v in workload_variants(w, settings["variants"]):
+            row, loads, foreign = [VARIANT_LABEL[v]], [], []
+            for d in drivers:
+                hi = points.get(key_of(d, w, size, cmax, v)) or {}
+                lo = points.get(key_of(d, w, size, cmin, v)) or {}
+                base = points.get(key_of(d, w, size, cmax, "python")) or {}
+                tp = median_of(hi, "throughput_rps")
+                r = ratio(tp, median_of(base, "throughput_rps"))
+                row.append("n/a" if tp is None else
+                           f"{fmt_num(tp)}" + ("" if v == "python" or r is None else f" ({r:.2f}×)"))
+                p50 = median_of(lo, "p50_us")
+                row.append(fmt_num(None if p50 is None else p50 / 1000, 3))
+                loads += [x.get("loadavg_max") for x in (hi, lo) if x.get("loadavg_max") is not None]
+                foreign += [x.get("foreign_cpus_max") for x in (hi, lo) if x.get("foreign_cpus_max") is not None]
+            row.append(fmt_load(max(loads), max(foreign) if foreign else None) if loads else "n/a")
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return out
+
+
 def render(results: dict) -> str:
     out = []
     settings = results["settings"]
@@ -913,6 +1002,7 @@ def render(results: dict) -> str:
                    f"{blas.get('matmul_512x1024_us_per_row_batch64', 'n/a')} µs/row in a batch of 64; "
                    f"BLAS environment: {blas.get('env') or 'none set'}.")
     out.append("")
+    out += headline(results)
     avail = results["availability"]
     points = results["points"]
     failures = []
@@ -952,7 +1042,7 @@ def render(results: dict) -> str:
                             continue
                         if s.get("failed_runs") and s["throughput_rps"] is None:
                             row += ["**failed**"] + ["n/a"] * (len(head) - len(row) - 2)
-                            row.append(fmt_load(s.get("loadavg_max")))
+                            row.append(fmt_load(s.get("loadavg_max"), s.get("foreign_cpus_max")))
                             out.append("| " + " | ".join(row) + " |")
                             failures.append((key_of(driver, w, size, c, v), s))
                             continue
@@ -971,7 +1061,7 @@ def render(results: dict) -> str:
                             su = s.get("server_us") or {}
                             row.append("·".join(fmt_num(su.get(k)) for k in
                                                 ("queue", "compute_input", "compute_infer", "compute_output")))
-                        row.append(fmt_load(s.get("loadavg_max"))
+                        row.append(fmt_load(s.get("loadavg_max"), s.get("foreign_cpus_max"))
                                    + (f", {s['unstable_runs']} unstable" if s.get("unstable_runs") else ""))
                         out.append("| " + " | ".join(row) + " |")
             out.append("")
@@ -1238,6 +1328,7 @@ def main(argv=None) -> int:
                     key = key_of(dname, w, size, c, v)
                     run = {"driver": dname, "repeat": r, "workload": w, "size": size, "concurrency": c,
                            "variant": v, "model": m}
+                    foreign = ForeignCpu()
                     try:
                         lg, stats = driver.run(m, w, size, c, expect_for(v), a.duration, a.warmup, key)
                     except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -1250,7 +1341,8 @@ def main(argv=None) -> int:
                         jl.flush()
                         log(f"[{i}/{len(todo)}] rep {r + 1} {key}: FAILED: {str(e)[:300]}")
                         continue
-                    run.update(loadgen=lg, stats=stats, loadavg=os.getloadavg())
+                    run.update(loadgen=lg, stats=stats, loadavg=os.getloadavg(),
+                               foreign_cpus=round(foreign.cpus(), 3))
                     runs.append(run)
                     jl.write(json.dumps(run) + "\n")
                     jl.flush()
