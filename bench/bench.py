@@ -741,10 +741,16 @@ class ForeignCpu:
             todo += children.get(pid, [])
         return time.monotonic(), busy, ours
 
-    def cpus(self) -> float:
+    def seconds(self) -> tuple:
+        """(CPU seconds of other processes, of the bench's, wall seconds) so far."""
         (t0, busy0, ours0), (t1, busy1, ours1) = self.start, self._sample()
         hz = os.sysconf("SC_CLK_TCK")
-        return max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / hz / max(t1 - t0, 1e-3))
+        ours = (ours1 - ours0) / hz
+        return max(0.0, (busy1 - busy0) / hz - ours), ours, t1 - t0
+
+    def cpus(self) -> float:
+        foreign, _, wall = self.seconds()
+        return foreign / max(wall, 1e-3)
 
 
 def fmt_load(load, foreign=None):

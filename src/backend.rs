@@ -169,7 +169,8 @@ pub fn model_finalize(model: Model) -> Result<()> {
 struct InstanceState {
     host: InstanceHost,
     readiness: Arc<InstanceReadiness>,
-    responses: Arc<ResponseThread>,
+    /// None: `--backend-config=rustpy,response-thread=false`, sent inline.
+    responses: Option<Arc<ResponseThread>>,
 }
 
 pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
@@ -197,12 +198,16 @@ pub fn instance_initialize(instance: ModelInstance) -> Result<()> {
         settings.readiness_probe_interval,
         settings.metrics,
     );
-    let responses = ResponseThread::start(&info.name).map_err(|e| {
-        Error::internal(format!(
-            "instance '{}': cannot start its response thread: {e}",
-            info.name
-        ))
-    })?;
+    let responses = if settings.response_thread {
+        Some(ResponseThread::start(&info.name).map_err(|e| {
+            Error::internal(format!(
+                "instance '{}': cannot start its response thread: {e}",
+                info.name
+            ))
+        })?)
+    } else {
+        None
+    };
     instance.state_slot().put(InstanceState {
         host: created,
         readiness,
@@ -223,7 +228,9 @@ pub fn instance_finalize(instance: ModelInstance) -> Result<()> {
             log(LogLevel::Error, &e.message);
         }
         // Sends what the instance queued before Triton deletes the model.
-        state.responses.close();
+        if let Some(responses) = &state.responses {
+            responses.close();
+        }
     }
     Ok(())
 }
@@ -350,7 +357,7 @@ pub fn execute(instance: ModelInstance, requests: Vec<Request>) {
     // Set in instance_initialize (Triton never executes an instance whose
     // initialisation failed).
     let state = instance.state_slot().get::<InstanceState>();
-    let responses = state.as_ref().ok().map(|s| &s.responses);
+    let responses = state.as_ref().ok().and_then(|s| s.responses.as_ref());
     let state = state.map(|s| &s.host);
     let model_name = match &state {
         Ok(host) => host.model_name().to_string(),

@@ -10,8 +10,10 @@
 //!
 //! One thread per instance, first in first out, so a request's responses
 //! (and its FINAL flag, and its factory's release) keep their order. After
-//! [`ResponseThread::close`] (instance finalize), anything still holding a
+//! [`TaskThread::close`] (instance finalize), anything still holding a
 //! sink (a decoupled model's own thread) sends inline, as before.
+//! `--backend-config=rustpy,response-thread=false` (src/settings.rs) starts
+//! none: every send is inline.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -81,7 +83,7 @@ impl<T: Task> TaskThread<T> {
     pub fn start(name: &str) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = channel();
         // Linux thread names are at most 15 bytes.
-        let mut short: String = format!("rpy-send-{name}");
+        let mut short: String = format!("rsend-{name}");
         while short.len() > 15 {
             short.pop();
         }

@@ -27,6 +27,11 @@ pub const READINESS_PROBE_INTERVAL: &str = "readiness-probe-interval-ms";
 /// (`true`, the default, or `false`; also 1/0, on/off, yes/no).
 pub const METRICS: &str = "metrics";
 
+/// `response-thread`: each instance sends its responses from a thread of its
+/// own (`true`, the default) or inline on the instance's thread (`false`);
+/// src/send_thread.rs, docs/performance.md.
+pub const RESPONSE_THREAD: &str = "response-thread";
+
 const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +42,7 @@ pub struct Settings {
     /// None: no probe.
     pub readiness_probe_interval: Option<Duration>,
     pub metrics: bool,
+    pub response_thread: bool,
 }
 
 impl Default for Settings {
@@ -47,6 +53,7 @@ impl Default for Settings {
             readiness_timeout: readiness::DEFAULT_TIMEOUT,
             readiness_probe_interval: Some(DEFAULT_PROBE_INTERVAL),
             metrics: true,
+            response_thread: true,
         }
     }
 }
@@ -85,17 +92,13 @@ impl Settings {
             Some("process") => Isolation::Process,
             Some(other) => return Err(bad(DEFAULT_ISOLATION, other, "in_process or process")),
         };
-        let metrics = match get(METRICS).map(str::to_ascii_lowercase).as_deref() {
-            None | Some("true" | "1" | "on" | "yes") => true,
-            Some("false" | "0" | "off" | "no") => false,
-            Some(_) => {
-                return Err(bad(
-                    METRICS,
-                    get(METRICS).unwrap_or_default(),
-                    "true or false",
-                ))
-            }
+        let flag = |key: &str| match get(key).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true" | "1" | "on" | "yes") => Ok(true),
+            Some("false" | "0" | "off" | "no") => Ok(false),
+            Some(_) => Err(bad(key, get(key).unwrap_or_default(), "true or false")),
         };
+        let metrics = flag(METRICS)?;
+        let response_thread = flag(RESPONSE_THREAD)?;
         let defaults = Settings::default();
         let s = Settings {
             site_packages: get(SITE_PACKAGES).map(PathBuf::from),
@@ -107,6 +110,7 @@ impl Settings {
                 Some(i) => (!i.is_zero()).then_some(i),
             },
             metrics,
+            response_thread,
         };
         Ok(s)
     }
@@ -147,6 +151,8 @@ mod tests {
         assert_eq!(s.readiness_probe_interval, None);
         assert!(s.metrics);
         assert!(!read(r#"{"metrics": " OFF "}"#).unwrap().metrics);
+        assert!(s.response_thread);
+        assert!(!read(r#"{"response-thread": "false"}"#).unwrap().response_thread);
         let s = read(r#"{"readiness-probe-interval-ms": "1500"}"#).unwrap();
         assert_eq!(
             s.readiness_probe_interval,
@@ -159,6 +165,7 @@ mod tests {
         for (cmdline, key) in [
             (r#"{"default-isolation": "stub"}"#, DEFAULT_ISOLATION),
             (r#"{"metrics": "maybe"}"#, METRICS),
+            (r#"{"response-thread": "sometimes"}"#, RESPONSE_THREAD),
             (r#"{"readiness-timeout-ms": "0"}"#, READINESS_TIMEOUT),
             (r#"{"readiness-timeout-ms": "soon"}"#, READINESS_TIMEOUT),
             (

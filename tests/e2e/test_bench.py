@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -440,3 +441,63 @@ def test_a_statistics_timeout_is_a_failed_point_and_the_run_goes_on(tmp_path, mo
     table = (tmp_path / "table.md").read_text()
     assert "| 8 | rustpy batched API | **failed** |" in table
     assert "- `http:add_sub/-/c8/rustpy`: 2 of 2 failed — first: statistics of add_sub_rustpy" in table
+
+
+_BURN = "import time\nwhile time.process_time() < 0.5: pass\n"
+
+
+def test_foreign_cpu_counts_other_processes_and_not_the_benchs_own(tmp_path):
+    """ForeignCpu (the noise measure beside the load average): CPU burnt by a
+    process outside the bench's tree counts, CPU burnt by the bench's own
+    children does not. CPU seconds, not wall time, so a loaded machine only
+    makes the run longer."""
+    f = bench.ForeignCpu()
+    # Ours: a child, waited for.
+    subprocess.run([sys.executable, "-c", _BURN], check=True)
+    # Another's: a grandchild whose parent exits at once, so it is adopted
+    # outside the bench's tree; it leaves a file when done.
+    done = tmp_path / "done"
+    detached = _BURN + f"open({str(done)!r}, 'w').close()\n"
+    subprocess.run([sys.executable, "-c",
+                    "import subprocess, sys\n"
+                    f"subprocess.Popen([sys.executable, '-c', {detached!r}], start_new_session=True)\n"],
+                   check=True)
+    for _ in range(600):
+        if done.exists():
+            break
+        time.sleep(0.1)
+    assert done.exists()
+    time.sleep(0.3)  # reaped by its new parent
+    foreign, ours, wall = f.seconds()
+    assert ours >= 0.45, (foreign, ours, wall)
+    assert foreign >= 0.45, (foreign, ours, wall)
+
+
+def test_headline_puts_every_driver_of_a_workload_side_by_side():
+    def point(tp, p50, load, foreign):
+        return {"throughput_rps": {"median": tp, "min": tp, "max": tp},
+                "p50_us": {"median": p50, "min": p50, "max": p50},
+                "loadavg_max": load, "foreign_cpus_max": foreign}
+
+    points = {}
+    for d, scale in (("pa_capi", 1.0), ("pa_grpc", 0.5)):
+        points[bench.key_of(d, "add_sub", None, 16, "python")] = point(1000 * scale, 900, 5.5, 0.02)
+        points[bench.key_of(d, "add_sub", None, 16, "rustpy")] = point(3000 * scale, 300, 5.9, 0.40)
+        points[bench.key_of(d, "add_sub", None, 1, "python")] = point(500 * scale, 200, 1.0, 0.01)
+        points[bench.key_of(d, "add_sub", None, 1, "rustpy")] = point(900 * scale, 80, 1.0, 0.01)
+    saved = bench.WORKLOADS["add_sub"]
+    try:
+        bench.set_concurrency([1, 16])
+        lines = bench.headline({"settings": {"workloads": ["add_sub"], "drivers": ["pa_capi", "pa_grpc"],
+                                             "variants": ["python", "rustpy"]},
+                                "points": points})
+    finally:
+        bench.WORKLOADS["add_sub"] = saved
+    table = "\n".join(lines)
+    assert "| variant | pa_capi c=16 | pa_capi p50 | pa_grpc c=16 | pa_grpc p50 | load (max) |" in table
+    # Throughput × the official backend's in the same driver; p50 at c=1 in ms;
+    # the load is not noise by itself when other processes were idle ...
+    assert "| python (official backend) | 1,000 | 0.200 | 500 | 0.200 | 5.5, other 0.02 CPU |" in table
+    # ... and is when they were busy.
+    assert "| rustpy batched API | 3,000 (3.00×) | 0.080 | 1,500 (3.00×) | 0.080 | 5.9, other 0.40 CPU **noise** |" \
+        in table
