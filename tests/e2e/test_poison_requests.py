@@ -103,3 +103,21 @@ def test_a_model_failing_everything_fails_each_request_once_at_a_bounded_cost(se
     assert 0 < more_calls <= MOST_CALLS_PER_EXECUTION * more_executions, (more_calls, more_executions)
     # Not one call per request: the failure was the model's, found in a few calls.
     assert more_calls < BATCH, more_calls
+
+
+def test_a_poison_that_kills_the_worker_is_pinned_like_an_exception(server):
+    """The poison ends the worker process (os._exit) instead of raising. A
+    worker that started and then crashed is restarted at once (backoff is
+    only for workers that cannot start), so each re-run half runs in a fresh
+    worker: 31 answers and the poison's error, which names the exit; the
+    model serves whole batches afterwards. Over both protocols, twice, so
+    the second round runs in a worker restarted by the first."""
+    for protocol in PROTOCOLS:
+        results = batch_of_32(server, protocol, "poison_crash")
+        assert [r for i, r in enumerate(results) if i != POISON] == \
+            [("ok", 2.0 * i) for i in range(BATCH) if i != POISON]
+        kind, message = results[POISON]
+        assert kind == "error" and "poison_crash" in message and "exited with status 3" in message, \
+            results[POISON]
+    assert batch_of_32(server, "http", "poison_crash", poison=()) == \
+        [("ok", 2.0 * i) for i in range(BATCH)]
