@@ -81,3 +81,43 @@ def test_clean_environment(monkeypatch):
     assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     assert "PYTHONPATH" not in env and "PYENV_VERSION" not in env and "VIRTUAL_ENV" not in env
     assert env["RUSTPY_SOMETHING"] == "kept" and env["EXTRA"] == "1"
+
+
+def test_ready_waits_for_every_endpoint_not_only_http(tmp_path):
+    """Triton starts its metrics service after HTTP answers "ready"; start() must
+    not return in between (a scrape right after start() was refused in CI)."""
+    import http.server
+    import socket
+    import threading
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    http_srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=http_srv.serve_forever, daemon=True).start()
+    listeners = []
+    try:
+        s = TritonServer(tmp_path, require_rustpy=False)
+        s.http_port = http_srv.server_address[1]
+        # Two bound but not yet listening sockets: ports nobody else takes meanwhile.
+        for _ in range(2):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            listeners.append(sock)
+        s.grpc_port, s.metrics_port = (x.getsockname()[1] for x in listeners)
+        assert s.is_ready()  # HTTP alone says ready ...
+        assert not s._is_up()  # ... but gRPC and metrics refuse connections
+        listeners[0].listen()
+        assert not s._is_up()  # metrics still refuses
+        listeners[1].listen()
+        assert s._is_up()
+    finally:
+        http_srv.shutdown()
+        for sock in listeners:
+            sock.close()

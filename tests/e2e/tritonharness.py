@@ -174,6 +174,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _accepts(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -373,6 +382,11 @@ class TritonServer:
             time.sleep(0.2)
 
     def _is_up(self) -> bool:
+        # Triton starts gRPC, then HTTP, then metrics: HTTP answering "ready"
+        # does not mean the metrics port listens yet (a first scrape right after
+        # start() was refused in CI), so every endpoint must accept a connection.
+        if not all(_accepts(p) for p in (self.grpc_port, self.metrics_port)):
+            return False
         if self.wait_models is None:
             return self.get("/v2/health/ready")[0] == 200
         if self.get("/v2/health/live")[0] != 200:
