@@ -507,17 +507,9 @@ impl Request {
     /// itself (for a request whose response factory could not be created).
     pub fn send_error(&self, error: &Error) -> Result<()> {
         let mut response = ptr::null_mut();
-        // SAFETY: live request; we own the response until ResponseSend.
+        // SAFETY: live request; we own the response until it is sent.
         check(unsafe { raw::TRITONBACKEND_ResponseNew(&mut response, self.raw) })?;
-        let err = new_error(error);
-        // SAFETY: ResponseSend takes the response whatever it returns, but not
-        // the error, which stays ours and is deleted right after.
-        let res = check(unsafe {
-            raw::TRITONBACKEND_ResponseSend(response, raw::RUSTPY_RESPONSE_COMPLETE_FINAL, err)
-        });
-        // SAFETY: our error, deleted exactly once.
-        unsafe { raw::TRITONSERVER_ErrorDelete(err) };
-        res
+        BuiltResponse::own(response, true, Some(error)).send()
     }
 
     /// Hands the request back to Triton's scheduler (iterative sequences)
@@ -709,13 +701,19 @@ impl BuiltResponse {
         let mut raw = ptr::null_mut();
         // SAFETY: live factory; we own the response until it is sent.
         check(unsafe { raw::TRITONBACKEND_ResponseNewFromFactory(&mut raw, factory.raw) })?;
+        Ok(Self::own(raw, final_, error))
+    }
+
+    /// Takes `raw`, a response just created (from a factory or a request)
+    /// and not sent, with its flags and the error it is to carry.
+    fn own(raw: *mut raw::TRITONBACKEND_Response, final_: bool, error: Option<&Error>) -> Self {
         let flags = if final_ {
             raw::RUSTPY_RESPONSE_COMPLETE_FINAL
         } else {
             0
         };
         let error = error.map_or(ptr::null_mut(), new_error);
-        Ok(BuiltResponse { raw, flags, error })
+        BuiltResponse { raw, flags, error }
     }
 
     /// Hands the response to the server (whose frontend completes it on
