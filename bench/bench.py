@@ -538,20 +538,27 @@ class PerfAnalyzerDriver:
 CYCLE_MODELS = ["add_sub_rustpy_process", "add_sub_rustpy_compat_process"]
 
 
-def _worker_children(server_pid: int) -> list[int]:
-    """Pids of the rustpy-worker processes (zombies included) whose parent is the server."""
-    found = []
+def processes() -> dict:
+    """{pid: (comm, ppid, CPU ticks)} of every process now: /proc/<pid>/stat's
+    name, parent and utime + stime + cutime + cstime (USER_HZ ticks)."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        if comm == "rustpy-worker" and int(stat[stat.rindex(")") + 2:].split()[1]) == server_pid:
-            found.append(int(entry))
-    return found
+            continue  # it ended meanwhile
+        rest = stat[stat.rindex(")") + 2:].split()
+        table[int(entry)] = (stat[stat.index("(") + 1:stat.rindex(")")], int(rest[1]),
+                             sum(int(x) for x in rest[11:15]))
+    return table
+
+
+def _worker_children(server_pid: int) -> list[int]:
+    """Pids of the rustpy-worker processes (zombies included) whose parent is the server."""
+    return [pid for pid, (comm, ppid, _) in processes().items()
+            if comm == "rustpy-worker" and ppid == server_pid]
 
 
 def _rss_mib(pid: int) -> float:
@@ -721,23 +728,14 @@ class ForeignCpu:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
         busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-        stats, children = {}, {}
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    st = f.read()
-            except OSError:
-                continue
-            rest = st[st.rindex(")") + 2:].split()
-            ppid = int(rest[1])
-            stats[int(d)] = sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
-            children.setdefault(ppid, []).append(int(d))
+        table = processes()
+        children = {}
+        for pid, (_, ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
         ours, todo = 0, [os.getpid()]
         while todo:
             pid = todo.pop()
-            ours += stats.get(pid, 0)
+            ours += table[pid][2] if pid in table else 0
             todo += children.get(pid, [])
         return time.monotonic(), busy, ours
 
