@@ -34,6 +34,19 @@ def start_server(*repos, **kw) -> TritonServer:
         pytest.fail(f"could not start tritonserver: {e}", pytrace=False)
 
 
+def assert_setting_refused(repo: Path, model: str, setting: str, why: str) -> None:
+    """A server given `--backend-config=rustpy,<setting>` fails `model`'s load
+    with `why` in the answer or the log."""
+    s = start_server(repo, name="bad-setting", model_control_mode="explicit", wait_models=[],
+                     extra_args=[f"--backend-config=rustpy,{setting}"])
+    try:
+        status, body = s.load_model(model)
+        assert status != 200
+        assert why in str(body) + s.log_text()
+    finally:
+        s.stop()
+
+
 def copy_models(dst: Path, *model_dirs: Path) -> Path:
     """Copies model directories into repository `dst` (created)."""
     dst.mkdir(parents=True, exist_ok=True)

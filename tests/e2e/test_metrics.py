@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from checkpoint_services import StaticFiles
 from e2e_client import infer, infer_error
-from reliability import copy_models, start_server
+from reliability import assert_setting_refused, copy_models, start_server
 from tritonharness import E2E_DIR
 
 METRICS_REPO = E2E_DIR / "repos" / "metrics"
@@ -312,11 +312,5 @@ def test_metrics_false_publishes_no_rustpy_family(tmp_path):
 
 
 def test_a_bad_metrics_setting_fails_the_backend_with_the_reason(tmp_path):
-    s = start_server(METRICS_REPO, name="metrics-bad", model_control_mode="explicit",
-                     wait_models=[], extra_args=["--backend-config=rustpy,metrics=maybe"])
-    try:
-        status, body = s.load_model("gate")
-        assert status != 200
-        assert "metrics=maybe: expected true or false" in str(body) + s.log_text()
-    finally:
-        s.stop()
+    assert_setting_refused(METRICS_REPO, "gate", "metrics=maybe",
+                           "metrics=maybe: expected true or false")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from e2e_client import infer, stream
-from reliability import start_server
+from reliability import assert_setting_refused, start_server
 from tritonharness import MODEL_REPOSITORY
 
 
@@ -73,11 +73,5 @@ def test_streams_keep_their_order_and_end_once(either):
 
 
 def test_a_bad_response_thread_setting_fails_the_load_with_the_reason():
-    s = start_server(MODEL_REPOSITORY, name="response-thread-bad", model_control_mode="explicit",
-                     wait_models=[], extra_args=["--backend-config=rustpy,response-thread=sometimes"])
-    try:
-        status, body = s.load_model("add_sub")
-        assert status != 200
-        assert "response-thread=sometimes: expected true or false" in str(body) + s.log_text()
-    finally:
-        s.stop()
+    assert_setting_refused(MODEL_REPOSITORY, "add_sub", "response-thread=sometimes",
+                           "response-thread=sometimes: expected true or false")
