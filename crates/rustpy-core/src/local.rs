@@ -179,7 +179,7 @@ impl ResponseSink for Collector {
                     name: o.name.to_string(),
                     dtype: o.dtype,
                     shape: o.shape.clone(),
-                    data: o.data.host()?.to_vec(),
+                    data: o.data.host()?.to_vec().into(),
                 })
             })
             .collect::<Result<_>>()?;

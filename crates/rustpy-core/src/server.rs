@@ -10,6 +10,7 @@ use crossbeam::channel::Sender;
 use crate::error::{Error, ErrorCode, Result};
 use crate::rules::dtype::DataType;
 use crate::rules::request::{CorrelationId, ParamValue};
+use crate::rules::shared::SharedMemory;
 use crate::rules::tensor::TensorBuffer;
 
 /// A tensor with its own storage.
@@ -18,13 +19,153 @@ pub struct OwnedTensor {
     pub name: String,
     pub dtype: DataType,
     pub shape: Vec<i64>,
-    pub data: Vec<u8>,
+    pub data: TensorData,
 }
 
 impl OwnedTensor {
     /// The data as a buffer of host memory the tensor owns.
     pub fn buffer(&self) -> TensorBuffer<'_> {
         TensorBuffer::owned(&self.data)
+    }
+}
+
+/// The bytes of an [`OwnedTensor`]: a buffer of its own, or a range of a
+/// shared region that another party reads in place (a process-isolated
+/// caller's BLS region: the called model writes its outputs there, and
+/// no copy follows).
+pub enum TensorData {
+    Owned(Vec<u8>),
+    Placed(PlacedBytes),
+}
+
+impl TensorData {
+    /// The bytes as a buffer of their own (a placed range is copied out).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            TensorData::Owned(v) => v,
+            TensorData::Placed(p) => crate::buffers::copy_of(p.bytes()),
+        }
+    }
+
+    /// Done with the bytes: a buffer of their own goes back for reuse
+    /// (`crate::buffers`), a placed range is let go.
+    pub fn recycle(self) {
+        if let TensorData::Owned(v) = self {
+            crate::buffers::give(v);
+        }
+    }
+
+    /// The range of a shared region these bytes are, if they are one.
+    pub fn placed(&self) -> Option<&PlacedBytes> {
+        match self {
+            TensorData::Owned(_) => None,
+            TensorData::Placed(p) => Some(p),
+        }
+    }
+}
+
+impl std::ops::Deref for TensorData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            TensorData::Owned(v) => v,
+            TensorData::Placed(p) => p.bytes(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for TensorData {
+    fn from(v: Vec<u8>) -> TensorData {
+        TensorData::Owned(v)
+    }
+}
+
+impl FromIterator<u8> for TensorData {
+    fn from_iter<I: IntoIterator<Item = u8>>(bytes: I) -> TensorData {
+        TensorData::Owned(bytes.into_iter().collect())
+    }
+}
+
+/// Equal when the bytes are.
+impl PartialEq for TensorData {
+    fn eq(&self, other: &TensorData) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<Vec<u8>> for TensorData {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == other[..]
+    }
+}
+
+impl Default for TensorData {
+    fn default() -> TensorData {
+        TensorData::Owned(Vec::new())
+    }
+}
+
+impl Clone for TensorData {
+    /// A clone has bytes of its own.
+    fn clone(&self) -> TensorData {
+        TensorData::Owned(self.to_vec())
+    }
+}
+
+impl std::fmt::Debug for TensorData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TensorData::Owned(v) => write!(f, "Owned({} bytes)", v.len()),
+            TensorData::Placed(p) => write!(f, "Placed({}+{})", p.offset, p.len),
+        }
+    }
+}
+
+/// `len` bytes at `offset` of a shared region, held (not reused by whoever
+/// places ranges there) until `hold` is dropped.
+pub struct PlacedBytes {
+    region: Arc<dyn SharedMemory>,
+    offset: usize,
+    len: usize,
+    hold: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl PlacedBytes {
+    /// `None` when the range does not lie inside the region.
+    pub fn new(
+        region: Arc<dyn SharedMemory>,
+        offset: usize,
+        len: usize,
+        hold: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Option<PlacedBytes> {
+        let inside = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= region.view_bytes().len());
+        inside.then_some(PlacedBytes {
+            region,
+            offset,
+            len,
+            hold,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.region.view_bytes()[self.offset..self.offset + self.len]
+    }
+
+    /// Where the bytes lie in their region.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The region these bytes lie in.
+    pub fn region(&self) -> &Arc<dyn SharedMemory> {
+        &self.region
+    }
+
+    /// What holds the range (its placer's guard).
+    pub fn hold(&self) -> &(dyn std::any::Any + Send + Sync) {
+        &*self.hold
     }
 }
 

@@ -29,7 +29,7 @@ impl ServerApi for LyingPeer {
             name: "OUT".into(),
             dtype: DataType::Fp32,
             shape: vec![4],
-            data: vec![0xAB; n],
+            data: vec![0xAB; n].into(),
         };
         let _ = responses.send(BlsResponse {
             outputs: vec![out],
@@ -89,7 +89,7 @@ fn call(model: &LocalModel, n: i64) -> String {
             name: "N".into(),
             dtype: DataType::Int64,
             shape: vec![1],
-            data: n.to_le_bytes().to_vec(),
+            data: n.to_le_bytes().to_vec().into(),
         }],
         ..Default::default()
     };

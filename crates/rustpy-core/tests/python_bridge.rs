@@ -259,7 +259,7 @@ class Model:
             name: "TEXT".into(),
             dtype: DataType::Bytes,
             shape: vec![3],
-            data,
+            data: data.into(),
         }],
         ..Default::default()
     };
@@ -444,7 +444,7 @@ class TritonPythonModel:
             name: "N".into(),
             dtype: DataType::Int32,
             shape: vec![1],
-            data: 3i32.to_le_bytes().to_vec(),
+            data: 3i32.to_le_bytes().to_vec().into(),
         }],
         ..Default::default()
     };
@@ -487,7 +487,7 @@ class Model:
             name: "X".into(),
             dtype: DataType::Bf16,
             shape: vec![1, 2],
-            data,
+            data: data.into(),
         }],
         ..Default::default()
     };

@@ -27,7 +27,7 @@ fn tensor(name: &str, dtype: DataType, shape: &[i64], data: Vec<u8>) -> OwnedTen
         name: name.into(),
         dtype,
         shape: shape.to_vec(),
-        data,
+        data: data.into(),
     }
 }
 
@@ -327,7 +327,7 @@ fn default_fills_an_unbatched_model_too() {
     let (responses, _) = model.infer(&reqs, Duration::from_secs(60));
     let y = out(&responses[0], "Y");
     assert_eq!(
-        (y.shape.clone(), y.data.clone()),
+        (y.shape.clone(), y.data.to_vec()),
         (vec![2], f32s(&[-1., -2.]))
     );
 }

@@ -45,7 +45,7 @@ fn request(params: Vec<(&str, ParamValue)>) -> OwnedRequest {
             name: "X".into(),
             dtype: DataType::Fp32,
             shape: vec![1, 1],
-            data: 1f32.to_le_bytes().to_vec(),
+            data: 1f32.to_le_bytes().to_vec().into(),
         }],
         parameters: params
             .into_iter()

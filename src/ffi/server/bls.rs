@@ -144,7 +144,7 @@ struct RequestContext {
 impl Drop for RequestContext {
     fn drop(&mut self) {
         for input in self.inputs.drain(..) {
-            rustpy_core::buffers::give(input.data);
+            input.data.recycle();
         }
     }
 }
@@ -558,7 +558,7 @@ impl ServerResponse {
             name,
             dtype,
             shape,
-            data,
+            data: data.into(),
         }))
     }
 

@@ -520,7 +520,7 @@ impl RemoteServer {
 impl ServerApi for RemoteServer {
     fn infer(
         &self,
-        request: BlsRequest,
+        mut request: BlsRequest,
         responses: crossbeam::channel::Sender<BlsResponse>,
     ) -> Result<BlsCancel> {
         // Large inputs go through the BLS input region, in a range of their
@@ -529,6 +529,13 @@ impl ServerApi for RemoteServer {
             Some(bls) => bls.put_request_inputs(&request.inputs)?,
             None => None,
         };
+        if shared.is_some() {
+            // Their bytes are in the region now: the buffers go back for
+            // reuse (the response's outputs are copied out into one).
+            for input in std::mem::take(&mut request.inputs) {
+                input.data.recycle();
+            }
+        }
         let wire = WireBlsRequest::new(request, shared.clone());
         let stream = self.0.register(Pending::Stream(responses));
         let accepted = self.0.call(ServerOp::Infer {

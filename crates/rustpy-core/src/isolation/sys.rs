@@ -115,6 +115,11 @@ impl Shm {
         self.fd.as_raw_fd()
     }
 
+    /// The mapped file.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     fn remap(&mut self) -> io::Result<()> {
         let len = File::from(self.fd.try_clone()?).metadata()?.len() as usize;
         self.unmap();
@@ -247,6 +252,21 @@ impl Mapping {
     /// The whole mapping.
     pub fn whole(&self) -> &[u8] {
         self.slice(0, self.len).unwrap_or(&[])
+    }
+
+    /// Copies `bytes` into the mapping at `offset`; errors when outside it.
+    /// Only for a writer that owns the range by protocol (a BLS region's
+    /// writer side, isolation/bls.rs): nobody reads it meanwhile.
+    pub fn write(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        self.slice(offset, bytes.len())?; // in bounds
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: offset..offset+len lies inside the live read-write mapping
+        // (checked just above), shared memory rather than Rust-owned data;
+        // ptr::copy allows `bytes` to be (part of) the same memory.
+        unsafe { std::ptr::copy(bytes.as_ptr(), self.ptr.add(offset), bytes.len()) };
+        Ok(())
     }
 
     /// Start address and length (for the view registration of numpy_io).

@@ -26,7 +26,7 @@ pub fn tensor_from_py(
         name: name.to_string(),
         dtype: t.dtype,
         shape: t.shape.clone(),
-        data: crate::buffers::copy_of(t.wire_bytes()),
+        data: crate::buffers::copy_of(t.wire_bytes()).into(),
     })
 }
 
@@ -84,7 +84,7 @@ pub fn tensor_into_py(py: Python<'_>, tensor: OwnedTensor) -> Result<Bound<'_, P
         return tensor_to_py(py, &tensor);
     }
     check_size(&tensor)?;
-    numpy_io::array_owning(py, tensor.dtype, &tensor.shape, tensor.data)
+    numpy_io::array_owning(py, tensor.dtype, &tensor.shape, tensor.data.into_vec())
 }
 
 /// A peer's response may carry any byte count: checked against the shape

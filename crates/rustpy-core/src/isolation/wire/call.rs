@@ -228,7 +228,7 @@ mod tests {
             name: name.into(),
             dtype: DataType::Uint8,
             shape: vec![data.len() as i64],
-            data,
+            data: data.into(),
         }
     }
 

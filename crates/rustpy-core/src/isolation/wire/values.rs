@@ -137,7 +137,7 @@ impl From<&OwnedTensor> for WireOwnedTensor {
             name: t.name.clone(),
             dtype: t.dtype.name().to_string(),
             shape: t.shape.clone(),
-            data: t.data.clone(),
+            data: t.data.to_vec(),
         }
     }
 }
@@ -162,7 +162,7 @@ impl WireOwnedTensor {
             dtype: data_type(&self.dtype)?,
             name: self.name,
             shape: self.shape,
-            data: self.data,
+            data: self.data.into(),
         })
     }
 
@@ -363,7 +363,7 @@ mod tests {
             name: "T".into(),
             dtype: DataType::Fp32,
             shape: vec![1],
-            data: vec![0, 0, 128, 63],
+            data: vec![0, 0, 128, 63].into(),
         };
         let back = WireOwnedTensor::from(&t).into_tensor().unwrap();
         assert_eq!(
@@ -376,7 +376,7 @@ mod tests {
                 name: "T".into(),
                 dtype: DataType::Uint8,
                 shape: vec![0],
-                data: vec![],
+                data: vec![].into(),
             })
         };
         assert!(bad.as_output().is_err());
