@@ -18,8 +18,8 @@ use crate::ffi::handles::{api_version, OUR_API_VERSION};
 use crate::ffi::server::{TritonRecorder, TritonServerApi};
 use crate::ffi::sys::{monotonic_ns, own_library_path, promote_libpython_to_global};
 use crate::ffi::{log, log_at, Backend, LogLevel, Model, ModelInstance, Request, ResponseFactory};
-use crate::send_thread::{Job, ResponseThread, Task};
 use crate::readiness::InstanceReadiness;
+use crate::send_thread::{Job, ResponseThread, Task};
 use crate::settings::Settings;
 
 type Result<T> = std::result::Result<T, Error>;

@@ -169,7 +169,10 @@ mod tests {
         }
         thread.close();
         let ran: Vec<(u32, ThreadId)> = rx.try_iter().collect();
-        assert_eq!(ran.iter().map(|r| r.0).collect::<Vec<_>>(), (0..1000).collect::<Vec<_>>());
+        assert_eq!(
+            ran.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (0..1000).collect::<Vec<_>>()
+        );
         let here = std::thread::current().id();
         assert!(ran.iter().all(|r| r.1 == ran[0].1 && r.1 != here));
     }

@@ -152,7 +152,11 @@ mod tests {
         assert!(s.metrics);
         assert!(!read(r#"{"metrics": " OFF "}"#).unwrap().metrics);
         assert!(s.response_thread);
-        assert!(!read(r#"{"response-thread": "false"}"#).unwrap().response_thread);
+        assert!(
+            !read(r#"{"response-thread": "false"}"#)
+                .unwrap()
+                .response_thread
+        );
         let s = read(r#"{"readiness-probe-interval-ms": "1500"}"#).unwrap();
         assert_eq!(
             s.readiness_probe_interval,

@@ -587,11 +587,9 @@ impl ResponseFactory {
                                 v.as_ptr(),
                             )
                         }
-                        ParamValue::Int(i) => raw::TRITONBACKEND_ResponseSetIntParameter(
-                            raw_response,
-                            k.as_ptr(),
-                            *i,
-                        ),
+                        ParamValue::Int(i) => {
+                            raw::TRITONBACKEND_ResponseSetIntParameter(raw_response, k.as_ptr(), *i)
+                        }
                         ParamValue::Bool(b) => raw::TRITONBACKEND_ResponseSetBoolParameter(
                             raw_response,
                             k.as_ptr(),

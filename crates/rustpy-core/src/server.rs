@@ -153,6 +153,18 @@ impl PlacedBytes {
         &self.region.view_bytes()[self.offset..self.offset + self.len]
     }
 
+    /// Copies `bytes` (at most the range's length) to the range's start;
+    /// false when the region takes no writes.
+    pub fn write(&self, bytes: &[u8]) -> bool {
+        let n = bytes.len().min(self.len);
+        self.region.write(self.offset, &bytes[..n])
+    }
+
+    /// Keeps only the first `len` bytes (the range stays held whole).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Where the bytes lie in their region.
     pub fn offset(&self) -> usize {
         self.offset
@@ -182,6 +194,19 @@ pub struct BlsRequest {
     pub inputs: Vec<OwnedTensor>,
     pub requested_outputs: Vec<String>,
     pub parameters: Vec<(String, ParamValue)>,
+    /// Where the called model may write large outputs directly (a
+    /// process-isolated caller's BLS output region); `None`: buffers of
+    /// their own.
+    pub outputs_to: Option<Arc<dyn OutputArena>>,
+}
+
+/// Memory a BLS response's outputs may be written into directly, so that
+/// the caller reads them where the called model wrote them.
+pub trait OutputArena: Send + Sync + std::fmt::Debug {
+    /// A range of `len` bytes (its previous contents: the caller's own
+    /// earlier answers), or `None`: the output gets a buffer of its own
+    /// (too small to be worth a range, or the arena is full).
+    fn place(&self, len: usize) -> Option<PlacedBytes>;
 }
 
 /// One response to a [`BlsRequest`]; the last one has `is_final` set (and
@@ -228,6 +253,11 @@ pub trait ServerApi: Send + Sync {
     /// `is_final`. Returns once the request is queued, with the handle that
     /// cancels it.
     fn infer(&self, request: BlsRequest, responses: Sender<BlsResponse>) -> Result<BlsCancel>;
+    /// Where a BLS request's large inputs may be written as they are made
+    /// (a worker's BLS input region), so that `infer` copies them no more.
+    fn input_arena(&self) -> Option<Arc<dyn OutputArena>> {
+        None
+    }
     /// Loads (or reloads) a model, optionally with a config JSON override and
     /// files (`file:<relative path>` → content) for an override model dir.
     fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()>;

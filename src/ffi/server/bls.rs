@@ -5,8 +5,10 @@
 //! [`BlsResponse`] (error, outputs, parameters) and sent to the waiting model
 //! code over a channel. Output buffers come from our allocator as `Vec`s
 //! the response hands over (no copy: the bytes the called model wrote
-//! become the caller's numpy array); a request's input data stays alive
-//! until Triton releases it.
+//! become the caller's numpy array), or, for a process-isolated caller,
+//! as ranges of its BLS output region (the request's `outputs_to`), where
+//! the worker reads them; a request's input data stays alive until Triton
+//! releases it.
 
 use std::os::raw::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use crossbeam::channel::Sender;
 use rustpy_core::request::{CorrelationId, ParamValue};
 use rustpy_core::rules::tensor::MemoryKind;
-use rustpy_core::server::{BlsCancel, BlsRequest, BlsResponse, OwnedTensor};
+use rustpy_core::server::{
+    BlsCancel, BlsRequest, BlsResponse, OutputArena, OwnedTensor, PlacedBytes, TensorData,
+};
 use rustpy_core::{DataType, Error};
 
 use super::{Result, TritonServerApi};
@@ -35,7 +39,19 @@ pub(super) fn infer(
     pending.set_parameters(&request.parameters)?;
     pending.add_inputs(&request.inputs)?;
     pending.add_requested_outputs(&request.requested_outputs)?;
+    let responses = ResponseContext {
+        tx: responses,
+        outputs_to: request.outputs_to,
+    };
     pending.submit(api, request.inputs, responses)
+}
+
+/// What the response callback and the allocator of one request share (the
+/// allocator's and the response callback's `userp`): where its responses
+/// go, and where their outputs may be written.
+struct ResponseContext {
+    tx: Sender<BlsResponse>,
+    outputs_to: Option<Arc<dyn OutputArena>>,
 }
 
 /// The response allocator of BLS outputs (lives as long as the process).
@@ -55,21 +71,23 @@ pub(super) fn new_allocator() -> Result<*mut raw::TRITONSERVER_ResponseAllocator
 }
 
 /// An output buffer of a BLS response, as the allocator's `buffer_userp`:
-/// the `Vec` whose bytes Triton writes, until [`ServerResponse::output`]
-/// takes it (then `release_cpu` frees only this empty slot).
-type OutputBuffer = Option<Vec<u8>>;
+/// the memory Triton writes, until [`ServerResponse::output`] takes it
+/// (then `release_cpu` frees only this empty slot).
+type OutputBuffer = Option<TensorData>;
 
-/// Output buffers of BLS responses: zeroed CPU memory, a buffer kept for
-/// reuse (`rustpy_core::buffers`) or else from the global allocator
-/// (calloc: large buffers are fresh pages, not written here), owned by an
-/// [`OutputBuffer`] slot.
+/// Output buffers of BLS responses: a range of the request's output arena
+/// when it has one (a process-isolated caller's region; its old contents
+/// are that caller's own earlier answers), else zeroed CPU memory, a buffer
+/// kept for reuse (`rustpy_core::buffers`) or else from the global
+/// allocator (calloc: large buffers are fresh pages, not written here),
+/// owned by an [`OutputBuffer`] slot.
 unsafe extern "C" fn alloc_cpu(
     _allocator: *mut raw::TRITONSERVER_ResponseAllocator,
     _tensor_name: *const c_char,
     byte_size: usize,
     _memory_type: raw::TRITONSERVER_MemoryType,
     _memory_type_id: i64,
-    _userp: *mut c_void,
+    userp: *mut c_void,
     buffer: *mut *mut c_void,
     buffer_userp: *mut *mut c_void,
     actual_memory_type: *mut raw::TRITONSERVER_MemoryType,
@@ -85,15 +103,27 @@ unsafe extern "C" fn alloc_cpu(
     if byte_size == 0 {
         return ptr::null_mut();
     }
-    let reused = rustpy_core::buffers::take_zeroed(byte_size);
-    let Some(mut data) = reused.or_else(|| zeroed_vec(byte_size)) else {
+    // SAFETY: userp is the request's ResponseContext (set with the
+    // allocator in `submit`), alive until its final response, after every
+    // allocation for it.
+    let context = unsafe { (userp as *const ResponseContext).as_ref() };
+    let placed = context
+        .and_then(|c| c.outputs_to.as_ref())
+        .and_then(|arena| arena.place(byte_size));
+    let data = match placed {
+        Some(p) => Some(TensorData::Placed(p)),
+        None => rustpy_core::buffers::take_zeroed(byte_size)
+            .or_else(|| zeroed_vec(byte_size))
+            .map(TensorData::Owned),
+    };
+    let Some(data) = data else {
         let msg = c"rustpy: out of memory for a BLS output";
         // SAFETY: a static message, copied by Triton.
         return unsafe {
             raw::TRITONSERVER_ErrorNew(raw::TRITONSERVER_ERROR_INTERNAL, msg.as_ptr())
         };
     };
-    let bytes = data.as_mut_ptr();
+    let bytes = writable(&data);
     let slot: Box<OutputBuffer> = Box::new(Some(data));
     // SAFETY: as above; the slot is a leaked box that release_cpu reclaims
     // once, and the bytes stay where they are when the Vec moves.
@@ -102,6 +132,20 @@ unsafe extern "C" fn alloc_cpu(
         *buffer_userp = Box::into_raw(slot) as *mut c_void;
     }
     ptr::null_mut()
+}
+
+/// Where Triton writes an output buffer's bytes: a Vec's heap memory, or a
+/// range of a shared mapping (writable memory shared with the worker, which
+/// reads it only once the response reached it).
+fn writable(data: &TensorData) -> *mut u8 {
+    match data {
+        TensorData::Owned(v) => v.as_ptr().cast_mut(),
+        TensorData::Placed(p) => placed_start(p),
+    }
+}
+
+fn placed_start(p: &PlacedBytes) -> *mut u8 {
+    p.bytes().as_ptr().cast_mut()
 }
 
 /// `len` zero bytes, or None when the allocator has no memory for them
@@ -204,9 +248,9 @@ unsafe extern "C" fn response_complete(
 ) {
     let is_final = flags & raw::RUSTPY_RESPONSE_COMPLETE_FINAL != 0;
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: userp is the Sender box leaked in `submit`; it is freed
-        // only after the final response, the last call Triton makes with it.
-        let tx = unsafe { &*(userp as *const Sender<BlsResponse>) };
+        // SAFETY: userp is the ResponseContext box leaked in `submit`; it is
+        // freed only after the final response, the last call Triton makes with it.
+        let tx = unsafe { &(*(userp as *const ResponseContext)).tx };
         let mut out = if response.is_null() {
             BlsResponse::default()
         } else {
@@ -218,7 +262,7 @@ unsafe extern "C" fn response_complete(
     }));
     if is_final {
         // SAFETY: see above; this is the last use.
-        drop(unsafe { Box::from_raw(userp as *mut Sender<BlsResponse>) });
+        drop(unsafe { Box::from_raw(userp as *mut ResponseContext) });
     }
 }
 
@@ -370,7 +414,7 @@ impl PendingRequest {
         mut self,
         api: &TritonServerApi,
         inputs: Vec<OwnedTensor>,
-        responses: Sender<BlsResponse>,
+        responses: ResponseContext,
     ) -> Result<BlsCancel> {
         let req = self.0;
         let live = Arc::new(LiveRequest(Mutex::new(req)));
@@ -388,12 +432,14 @@ impl PendingRequest {
             )
         })
         .and_then(|()| {
-            // SAFETY: `req` is live and ours; `tx` is a leaked box that response_complete reclaims at the final response.
+            // SAFETY: `req` is live and ours; `tx` is a leaked box that
+            // response_complete reclaims at the final response, after every
+            // allocation (alloc_cpu reads it too).
             check(unsafe {
                 raw::TRITONSERVER_InferenceRequestSetResponseCallback(
                     req,
                     api.allocator,
-                    ptr::null_mut(),
+                    tx as *mut c_void,
                     Some(response_complete),
                     tx as *mut c_void,
                 )
@@ -536,7 +582,7 @@ impl ServerResponse {
             .require_host()
             .map_err(|e| e.context(format!("BLS response output '{name}'")))?;
         let data = if size == 0 || base.is_null() {
-            Vec::new()
+            TensorData::default()
         } else {
             // SAFETY: `userp` is the OutputBuffer slot alloc_cpu made for
             // this buffer (our allocator is the request's only one), alive
@@ -544,21 +590,27 @@ impl ServerResponse {
             // callback thread touches it.
             let slot = unsafe { (userp as *mut OutputBuffer).as_mut() };
             match slot
-                .and_then(|s| s.take_if(|v| v.as_ptr() == base as *const u8 && v.len() >= size))
+                .and_then(|s| s.take_if(|d| writable(d) == base as *mut u8 && d.len() >= size))
             {
-                Some(mut v) => {
+                Some(TensorData::Owned(mut v)) => {
                     v.truncate(size);
-                    v
+                    v.into()
+                }
+                Some(TensorData::Placed(mut p)) => {
+                    p.truncate(size);
+                    TensorData::Placed(p)
                 }
                 // SAFETY: the response owns `size` bytes of host memory at `base` (checked just above), valid until it is deleted; copied here.
-                None => unsafe { std::slice::from_raw_parts(base as *const u8, size) }.to_vec(),
+                None => unsafe { std::slice::from_raw_parts(base as *const u8, size) }
+                    .to_vec()
+                    .into(),
             }
         };
         Ok(Some(OwnedTensor {
             name,
             dtype,
             shape,
-            data: data.into(),
+            data,
         }))
     }
 

@@ -34,13 +34,14 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use super::sys;
 use super::transport::WorkerLink;
 use super::wire::{check_tensor, FromWorker, WireBlsResponse, WireShared, WireTensor};
 use crate::error::{Error, Result};
-use crate::server::{BlsResponse, OwnedTensor};
+use crate::server::{BlsResponse, OutputArena, OwnedTensor, PlacedBytes};
 use rustpy_config::model::SHM_LIMIT_KEY;
 
 /// A BLS request's inputs (a response's outputs) of at most this many bytes
@@ -214,24 +215,167 @@ impl BlsRegion {
     }
 }
 
+/// A BLS region on its writer's side, also an [`OutputArena`]: a tensor
+/// can be written into a range of it where it is made (a called model's
+/// output by our BLS allocator in the backend, src/ffi/server/bls.rs; a
+/// request's input by `bls_infer` in the worker), so that nothing copies it
+/// into the region afterwards.
+pub(super) struct RegionArena {
+    region: Arc<Mutex<BlsRegion>>,
+    memory: Arc<sys::Mapping>,
+}
+
+impl RegionArena {
+    fn new(region: BlsRegion) -> Arc<RegionArena> {
+        Arc::new(RegionArena {
+            memory: region.map.clone(),
+            region: Arc::new(Mutex::new(region)),
+        })
+    }
+
+    /// The guard of the range `t`'s bytes hold in this region, if they lie in one.
+    fn guard_of<'t>(&self, t: &'t OwnedTensor) -> Option<&'t RangeGuard> {
+        let placed = t.data.placed()?;
+        let guard = placed.hold().downcast_ref::<RangeGuard>()?;
+        Arc::ptr_eq(&guard.region, &self.region).then_some(guard)
+    }
+
+    /// Where the reader finds `tensors`, or `None`: they travel inline
+    /// (small, none in the region). Tensors already in the region stay
+    /// where they are, the others are copied into one range. Once the
+    /// answer is on its way, call [`RegionArena::hand_over`]: from then on
+    /// only [`RegionArena::free_read`] frees those ranges.
+    fn to_wire(&self, tensors: &[OwnedTensor]) -> io::Result<Option<WireShared>> {
+        let guards: Vec<Option<&RangeGuard>> = tensors.iter().map(|t| self.guard_of(t)).collect();
+        let any_placed = guards.iter().any(Option::is_some);
+        if !any_placed && !wants_shared(tensors.iter().map(|t| &t.data[..])) {
+            return Ok(None);
+        }
+        let rest: Vec<&OwnedTensor> = tensors
+            .iter()
+            .zip(&guards)
+            .filter(|(_, g)| g.is_none())
+            .map(|(t, _)| t)
+            .collect();
+        let copied = match rest.is_empty() {
+            true => None,
+            false => Some(lock(&self.region).put(&rest)?),
+        };
+        let start = copied.as_ref().map(|c| c.start);
+        let mut copied = copied.map(|c| c.tensors).unwrap_or_default().into_iter();
+        let wire: Vec<WireTensor> = tensors
+            .iter()
+            .zip(&guards)
+            .filter_map(|(t, guard)| match guard {
+                Some(g) => Some(WireTensor {
+                    name: t.name.clone(),
+                    dtype: t.dtype.name().to_string(),
+                    shape: t.shape.clone(),
+                    offset: g.start,
+                    len: t.data.len(),
+                }),
+                None => copied.next(),
+            })
+            .collect();
+        let start = start
+            .or_else(|| wire.first().map(|t| t.offset))
+            .unwrap_or(0);
+        Ok(Some(WireShared {
+            start,
+            tensors: wire,
+        }))
+    }
+
+    /// The tensors' placed ranges now end with the reader ([`RegionArena::free_read`]).
+    fn hand_over(&self, tensors: &[OwnedTensor]) {
+        for t in tensors {
+            if let Some(g) = self.guard_of(t) {
+                g.handed_over.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Frees the ranges starting at these offsets (unknown ones are ignored).
+    fn free(&self, starts: &[usize]) {
+        let mut region = lock(&self.region);
+        for &start in starts {
+            region.free(start);
+        }
+    }
+}
+
+/// The ranges a [`WireShared`] uses, by their starts: the copied tensors
+/// share one from `shared.start`, each tensor written in place has its own.
+fn starts_of(shared: &WireShared) -> Vec<usize> {
+    let mut starts: Vec<usize> = shared.tensors.iter().map(|t| t.offset).collect();
+    starts.push(shared.start);
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
+impl std::fmt::Debug for RegionArena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegionArena({} bytes)", self.memory.len())
+    }
+}
+
+impl OutputArena for RegionArena {
+    fn place(&self, len: usize) -> Option<PlacedBytes> {
+        if len <= INLINE_MAX {
+            return None;
+        }
+        let start = lock(&self.region).reserve(len).ok()?;
+        let guard = RangeGuard {
+            region: self.region.clone(),
+            start,
+            handed_over: AtomicBool::new(false),
+        };
+        // Inside the region (reserve checked it); else the guard frees it.
+        PlacedBytes::new(self.memory.clone(), start, len, Box::new(guard))
+    }
+}
+
+/// A range placed for one tensor: freed when dropped (the tensor never
+/// reached the reader), unless handed over to the reader's release.
+struct RangeGuard {
+    region: Arc<Mutex<BlsRegion>>,
+    start: usize,
+    handed_over: AtomicBool,
+}
+
+impl Drop for RangeGuard {
+    fn drop(&mut self) {
+        if !self.handed_over.load(Ordering::Acquire) {
+            lock(&self.region).free(self.start);
+        }
+    }
+}
+
 /// The backend's side of a worker's BLS regions: it reads request inputs
-/// from `input` and writes response outputs into `output`.
+/// from `input`; response outputs go into `output`, written there by the
+/// called model itself (our allocator places them) or else copied.
 pub(super) struct BackendBls {
     input: Mutex<BlsRegion>,
-    output: Mutex<BlsRegion>,
+    output: Arc<RegionArena>,
 }
 
 impl BackendBls {
     pub(super) fn new(input: BlsRegion, output: BlsRegion) -> BackendBls {
         BackendBls {
             input: Mutex::new(input),
-            output: Mutex::new(output),
+            output: RegionArena::new(output),
         }
     }
 
     /// The size of the worker's BLS input region.
     pub(super) fn input_size(&self) -> usize {
         lock(&self.input).size
+    }
+
+    /// Where the called model writes a BLS response's large outputs.
+    pub(super) fn output_arena(&self) -> Arc<dyn OutputArena> {
+        self.output.clone()
     }
 
     /// Copies a request's inputs out of the worker's region (before the
@@ -245,41 +389,38 @@ impl BackendBls {
         Ok(tensors)
     }
 
-    /// A BLS response for the worker: large outputs go into the output
-    /// region (the worker releases their range once it copied them out).
+    /// A BLS response for the worker: its outputs in the output region
+    /// (the worker releases their ranges once it has read them) or inline.
     pub(super) fn response_to_wire(&self, r: BlsResponse) -> WireBlsResponse {
-        let placed = wants_shared(r.outputs.iter().map(|t| &t.data[..])).then(|| {
-            let tensors: Vec<_> = r.outputs.iter().collect();
-            lock(&self.output).put(&tensors).map_err(|e| {
-                Error::internal(format!(
-                    "rustpy: cannot place the BLS response's outputs in shared memory: {e}"
-                ))
-            })
+        let placed = self.output.to_wire(&r.outputs).map_err(|e| {
+            Error::internal(format!(
+                "rustpy: cannot place the BLS response's outputs in shared memory: {e}"
+            ))
         });
-        let wire = WireBlsResponse::new(&r, placed);
+        let wire = WireBlsResponse::new(&r, placed.transpose());
+        if wire.shared.is_some() {
+            self.output.hand_over(&r.outputs);
+        }
         for output in r.outputs {
             output.data.recycle();
         }
         wire
     }
 
-    /// The worker copied these responses' outputs out.
+    /// The worker read these responses' outputs (BlsRelease).
     pub(super) fn release(&self, starts: &[usize]) {
-        let mut out = lock(&self.output);
-        for &start in starts {
-            out.free(start);
-        }
+        self.output.free(starts);
     }
 }
 
 /// The worker's side of its BLS regions: it writes request inputs into
-/// `input` (a range is freed when the call's Reply came: the backend copied
-/// them out before answering) and reads response outputs from `output` as
-/// they arrive, then releases their range through `release`.
+/// `input` (their ranges are freed when the call's Reply came: the backend
+/// copied them out before answering) and reads response outputs from
+/// `output` as they arrive, then releases their ranges through `release`.
 pub(super) struct WorkerBls {
-    input: Mutex<BlsRegion>,
+    input: Arc<RegionArena>,
     output: Mutex<BlsRegion>,
-    release: Mutex<mpsc::Sender<usize>>,
+    release: Mutex<mpsc::Sender<Vec<usize>>>,
 }
 
 impl WorkerBls {
@@ -294,14 +435,13 @@ impl WorkerBls {
         let output = BlsRegion::new(output).map_err(io_err("BLS memory"))?;
         // Releases go out from their own thread: the thread that copies the
         // outputs (the intake) never waits for the control socket.
-        let (tx, rx) = mpsc::channel::<usize>();
+        let (tx, rx) = mpsc::channel::<Vec<usize>>();
         let link = link.clone();
         std::thread::Builder::new()
             .name("rustpy-bls-release".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut starts = vec![first];
-                    starts.extend(rx.try_iter());
+                while let Ok(mut starts) = rx.recv() {
+                    starts.extend(rx.try_iter().flatten());
                     if link.send(&FromWorker::BlsRelease { starts }).is_err() {
                         return;
                     }
@@ -309,37 +449,45 @@ impl WorkerBls {
             })
             .map_err(io_err("BLS release thread"))?;
         Ok(WorkerBls {
-            input: Mutex::new(input),
+            input: RegionArena::new(input),
             output: Mutex::new(output),
             release: Mutex::new(tx),
         })
     }
 
-    /// Large inputs go into the input region, in a range of their own
-    /// (other threads' calls use other ranges); `None`: they go inline.
+    /// Where `bls_infer` writes a request's large inputs as it converts them.
+    pub(super) fn input_arena(&self) -> Arc<dyn OutputArena> {
+        self.input.clone()
+    }
+
+    /// The request's inputs in the input region (in ranges of their own:
+    /// other threads' calls use others), or `None`: they go inline. Call
+    /// [`WorkerBls::request_sent`] before dropping the inputs.
     pub(super) fn put_request_inputs(&self, inputs: &[OwnedTensor]) -> Result<Option<WireShared>> {
-        if !wants_shared(inputs.iter().map(|t| &t.data[..])) {
-            return Ok(None);
-        }
-        let tensors: Vec<_> = inputs.iter().collect();
-        lock(&self.input).put(&tensors).map(Some).map_err(|e| {
+        self.input.to_wire(inputs).map_err(|e| {
             Error::internal(format!(
                 "rustpy-worker: cannot place the BLS request's inputs in shared memory: {e}"
             ))
         })
     }
 
+    /// The request went out with its inputs in the region: their ranges
+    /// are freed by [`WorkerBls::request_answered`], no longer by the inputs.
+    pub(super) fn request_sent(&self, inputs: &[OwnedTensor]) {
+        self.input.hand_over(inputs);
+    }
+
     /// The call was answered (or the backend is gone): the inputs were
     /// copied out.
     pub(super) fn request_answered(&self, shared: &WireShared) {
-        lock(&self.input).free(shared.start);
+        self.input.free(&starts_of(shared));
     }
 
-    /// Copies a response's outputs out of the output region, whose range the
-    /// backend may then reuse.
+    /// Copies a response's outputs out of the output region, whose ranges
+    /// the backend may then reuse.
     pub(super) fn read_response_outputs(&self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
         let read = lock(&self.output).read(shared);
-        let _ = lock(&self.release).send(shared.start);
+        let _ = lock(&self.release).send(starts_of(shared));
         read
     }
 }
@@ -352,6 +500,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::super::sys::fixed_memfd;
     use super::*;
+    use crate::server::TensorData;
     use crate::DataType;
 
     fn tensor(name: &str, fill: u8, len: usize) -> OwnedTensor {
@@ -452,5 +601,73 @@ mod tests {
         assert!(w.file().set_len(0).is_err());
         assert!(w.file().set_len(2 << 20).is_err());
         assert!(std::os::unix::fs::FileExt::write_all_at(&w.file(), b"x", 1 << 20).is_err());
+    }
+
+    /// A tensor written straight into a range of `arena` (as our BLS
+    /// allocator or `bls_infer` do).
+    fn placed(arena: &RegionArena, name: &str, fill: u8, len: usize) -> OwnedTensor {
+        let p = arena.place(len).expect("a range");
+        assert!(p.write(&vec![fill; len]));
+        OwnedTensor {
+            name: name.into(),
+            dtype: DataType::Uint8,
+            shape: vec![len as i64],
+            data: TensorData::Placed(p),
+        }
+    }
+
+    fn ranges(arena: &RegionArena) -> usize {
+        lock(&arena.region).in_use()
+    }
+
+    #[test]
+    fn tensors_written_in_place_are_sent_where_they_are_and_the_rest_copied() {
+        let (w, mut r) = pair();
+        let arena = RegionArena::new(w);
+        let a = placed(&arena, "A", 1, 100_000);
+        let a_at = a.data.placed().unwrap().offset();
+        let tensors = vec![a, tensor("B", 2, 10), placed(&arena, "C", 3, 5 << 20)];
+        let shared = arena.to_wire(&tensors).unwrap().expect("in the region");
+        // In output order; A and C not moved, B copied into a range of its own.
+        let names: Vec<_> = shared.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["A", "B", "C"]);
+        assert_eq!(shared.tensors[0].offset, a_at);
+        assert_eq!(ranges(&arena), 3);
+        let got = r.read(&shared).unwrap();
+        assert_eq!(got[0].data, vec![1; 100_000]);
+        assert_eq!(got[1].data, vec![2; 10]);
+        assert!(got[2].data.iter().all(|&x| x == 3));
+        // Handed over, dropping the tensors frees nothing: the reader does.
+        arena.hand_over(&tensors);
+        drop(tensors);
+        assert_eq!(ranges(&arena), 3);
+        arena.free(&starts_of(&shared));
+        assert_eq!(ranges(&arena), 0);
+    }
+
+    #[test]
+    fn a_range_whose_tensor_never_left_is_freed_with_it() {
+        let (w, _) = pair_of(1 << 20);
+        let arena = RegionArena::new(w);
+        let t = placed(&arena, "A", 1, 600 << 10);
+        // The region is taken: a second one does not fit (the allocator
+        // then gives the output a buffer of its own) ...
+        assert!(arena.place(600 << 10).is_none());
+        assert!(
+            arena.place(INLINE_MAX).is_none(),
+            "small tensors stay inline"
+        );
+        drop(t);
+        // ... until the first tensor is dropped without being sent.
+        assert_eq!(ranges(&arena), 0);
+        assert!(arena.place(600 << 10).is_some());
+    }
+
+    #[test]
+    fn small_tensors_of_their_own_travel_inline() {
+        let (w, _) = pair();
+        let arena = RegionArena::new(w);
+        assert!(arena.to_wire(&[tensor("A", 1, 100)]).unwrap().is_none());
+        assert_eq!(ranges(&arena), 0);
     }
 }

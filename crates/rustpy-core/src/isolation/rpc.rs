@@ -17,8 +17,8 @@ use super::wire::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::server::{
-    server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OwnedTensor,
-    ServerApi,
+    server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OutputArena,
+    OwnedTensor, ServerApi,
 };
 use rustpy_config::model::{PENDING_CALLS_KEY, SHM_LIMIT_KEY};
 
@@ -343,7 +343,7 @@ fn run_bls(
         }
     };
     let (tx, rx) = crossbeam::channel::unbounded();
-    match api.infer(req.into_request(inputs), tx) {
+    match api.infer(req.into_request(inputs, Some(bls.output_arena())), tx) {
         // Kept before the Reply: the worker may cancel once it has it.
         Ok(cancel) => lock_cancels(cancels).insert(stream, cancel),
         Err(e) => return reply(w, call, Err(e)),
@@ -529,9 +529,11 @@ impl ServerApi for RemoteServer {
             Some(bls) => bls.put_request_inputs(&request.inputs)?,
             None => None,
         };
-        if shared.is_some() {
-            // Their bytes are in the region now: the buffers go back for
-            // reuse (the response's outputs are copied out into one).
+        if let (Some(_), Some(bls)) = (&shared, &self.0.bls) {
+            // Their bytes are in the region now, their ranges freed once the
+            // call is answered; buffers of their own go back for reuse (the
+            // response's outputs are copied out into one).
+            bls.request_sent(&request.inputs);
             for input in std::mem::take(&mut request.inputs) {
                 input.data.recycle();
             }
@@ -553,6 +555,9 @@ impl ServerApi for RemoteServer {
         accepted.map(|_| -> BlsCancel {
             Box::new(move || rpc.call(ServerOp::CancelInfer { stream }).map(|_| ()))
         })
+    }
+    fn input_arena(&self) -> Option<Arc<dyn OutputArena>> {
+        self.0.bls.as_ref().map(WorkerBls::input_arena)
     }
     fn load_model(&self, name: &str, config_json: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
         self.0

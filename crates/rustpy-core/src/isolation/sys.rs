@@ -301,6 +301,10 @@ unsafe impl crate::rules::shared::SharedMemory for Mapping {
     fn view_bytes(&self) -> &[u8] {
         self.slice(0, self.len).unwrap_or(&[])
     }
+
+    fn write(&self, offset: usize, bytes: &[u8]) -> bool {
+        Mapping::write(self, offset, bytes).is_ok()
+    }
 }
 
 impl Drop for Mapping {

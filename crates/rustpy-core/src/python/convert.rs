@@ -8,7 +8,7 @@ use super::error::py_error;
 use super::numpy_io;
 use crate::error::{Error, Result};
 use crate::rules::request::{CorrelationId, ParamValue};
-use crate::server::OwnedTensor;
+use crate::server::{OutputArena, OwnedTensor, TensorData};
 use crate::DataType;
 
 /// A Python value (a numpy array or anything `numpy.asarray` accepts) as an
@@ -21,12 +21,32 @@ pub fn tensor_from_py(
     value: &Bound<'_, PyAny>,
     dtype: Option<DataType>,
 ) -> Result<OwnedTensor> {
+    tensor_from_py_into(py, model, name, value, dtype, None)
+}
+
+/// [`tensor_from_py`], its bytes copied into a range of `arena` when it
+/// gives one (a BLS input in a worker: straight into the BLS input region).
+pub fn tensor_from_py_into(
+    py: Python<'_>,
+    model: &str,
+    name: &str,
+    value: &Bound<'_, PyAny>,
+    dtype: Option<DataType>,
+    arena: Option<&dyn OutputArena>,
+) -> Result<OwnedTensor> {
     let t = numpy_io::extract_tensor(py, model, name, value, dtype)?;
+    let bytes = t.wire_bytes();
+    let placed = arena
+        .and_then(|a| a.place(bytes.len()))
+        .filter(|p| p.write(bytes));
     Ok(OwnedTensor {
         name: name.to_string(),
         dtype: t.dtype,
         shape: t.shape.clone(),
-        data: crate::buffers::copy_of(t.wire_bytes()).into(),
+        data: match placed {
+            Some(p) => TensorData::Placed(p),
+            None => crate::buffers::copy_of(bytes).into(),
+        },
     })
 }
 

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
-use super::convert::{params_dict, tensor_from_py, tensor_into_py};
+use super::convert::{params_dict, tensor_from_py_into, tensor_into_py};
 use super::numpy_io::{extract_tensor, ExtractedOutput};
 use crate::constants::{LogLevel, PYTHON_NAMES, RESPONSE_COMPLETE_FINAL};
 use crate::engine::{OutputSlice, Responder};
@@ -430,10 +430,12 @@ fn bls_infer(
     requested_outputs: Vec<String>,
 ) -> PyResult<BlsStream> {
     let server = server_api().map_err(core_err)?.clone();
+    let arena = server.input_arena();
     let tensors = inputs
         .into_iter()
         .map(|(name, array, code)| {
-            tensor_from_py(py, &model_name, &name, &array, DataType::from_code(code))
+            let dtype = DataType::from_code(code);
+            tensor_from_py_into(py, &model_name, &name, &array, dtype, arena.as_deref())
         })
         .collect::<crate::error::Result<Vec<_>>>()
         .map_err(core_err)?;
@@ -463,6 +465,7 @@ fn bls_infer(
         inputs: tensors,
         requested_outputs,
         parameters: params,
+        outputs_to: None,
     };
     let (tx, rx) = unbounded();
     let model = request.model_name.clone();

@@ -22,6 +22,12 @@ use std::sync::Arc;
 /// written (pb_utils inputs are writable).
 pub unsafe trait SharedMemory: Send + Sync {
     fn view_bytes(&self) -> &[u8];
+
+    /// Copies `bytes` in at `offset`, for whoever holds that range by
+    /// protocol; false when out of bounds or the memory takes no writes.
+    fn write(&self, _offset: usize, _bytes: &[u8]) -> bool {
+        false
+    }
 }
 
 /// A shared region as the buffers in it carry it: its memory, and its

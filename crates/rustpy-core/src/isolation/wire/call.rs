@@ -13,7 +13,7 @@ use super::values::{
 };
 use super::WireError;
 use crate::error::Error;
-use crate::server::{BlsRequest, BlsResponse, OwnedTensor};
+use crate::server::{BlsRequest, BlsResponse, OutputArena, OwnedTensor};
 
 /// What user code in a worker asks of the server (rustpy_core::server::ServerApi).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,8 +147,13 @@ impl WireBlsRequest {
         inline.chain(shared).fold(0, usize::saturating_add)
     }
 
-    /// Backend: the request, with `inputs` read inline or from the region.
-    pub fn into_request(self, inputs: Vec<OwnedTensor>) -> BlsRequest {
+    /// Backend: the request, with `inputs` read inline or from the region,
+    /// its large outputs written into `outputs_to` (the worker's BLS output region).
+    pub fn into_request(
+        self,
+        inputs: Vec<OwnedTensor>,
+        outputs_to: Option<std::sync::Arc<dyn OutputArena>>,
+    ) -> BlsRequest {
         BlsRequest {
             model_name: self.model_name,
             model_version: self.model_version,
@@ -159,6 +164,7 @@ impl WireBlsRequest {
             inputs,
             requested_outputs: self.requested_outputs,
             parameters: params_from_wire(self.parameters),
+            outputs_to,
         }
     }
 }
@@ -252,6 +258,7 @@ mod tests {
             inputs: vec![tensor("IN", vec![1, 2, 3])],
             requested_outputs: vec!["OUT".into()],
             parameters: vec![("k".into(), ParamValue::Int(1))],
+            outputs_to: None,
         };
         let ServerOp::Infer {
             stream: 8,
@@ -265,7 +272,7 @@ mod tests {
         };
         assert!(wire.shared.is_none());
         let inputs = wire.take_inline_inputs().unwrap();
-        let back = wire.into_request(inputs);
+        let back = wire.into_request(inputs, None);
         assert_eq!(back.model_name, request.model_name);
         assert_eq!(back.correlation_id, request.correlation_id);
         assert_eq!(back.parameters, request.parameters);

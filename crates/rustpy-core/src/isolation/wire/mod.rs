@@ -126,7 +126,9 @@ pub enum FromWorker {
         op: ServerOp,
     },
     /// The worker copied these BLS responses' outputs out of the BLS output
-    /// region: their ranges (by `WireShared::start`) are free again.
+    /// region: the ranges starting at these offsets (a response's
+    /// `WireShared::start` and each tensor's offset: an output the called
+    /// model wrote in place has a range of its own) are free again.
     BlsRelease {
         starts: Vec<usize>,
     },
