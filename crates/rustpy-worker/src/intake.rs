@@ -120,7 +120,9 @@ impl Intake {
     /// Handles a frame either thread may read; returns the main loop's ones.
     fn dispatch(&self, msg: ToWorker) -> Option<ToWorker> {
         match msg {
-            ToWorker::Reply { .. } | ToWorker::BlsResponse { .. } => self.rpc.dispatch(msg),
+            ToWorker::Reply { .. }
+            | ToWorker::BlsResponse { .. }
+            | ToWorker::BlsInputsRead { .. } => self.rpc.dispatch(msg),
             ToWorker::Taken { token } => self.responses.mark_taken(token),
             ToWorker::Cancel { request } => self.responses.cancel(request),
             ToWorker::IsReady { call } => self.answer_is_ready(call),

@@ -145,6 +145,7 @@ fn serve(fds: WorkerFds) -> Result<()> {
             // The intake handles these.
             ToWorker::Reply { .. }
             | ToWorker::BlsResponse { .. }
+            | ToWorker::BlsInputsRead { .. }
             | ToWorker::Cancel { .. }
             | ToWorker::IsReady { .. }
             | ToWorker::Taken { .. } => {}

@@ -41,7 +41,8 @@ use super::sys;
 use super::transport::WorkerLink;
 use super::wire::{check_tensor, FromWorker, WireBlsResponse, WireShared, WireTensor};
 use crate::error::{Error, Result};
-use crate::server::{BlsResponse, OutputArena, OwnedTensor, PlacedBytes};
+use crate::server::{BlsResponse, OutputArena, OwnedTensor, PlacedBytes, TensorData};
+use crate::DataType;
 use rustpy_config::model::SHM_LIMIT_KEY;
 
 /// A BLS request's inputs (a response's outputs) of at most this many bytes
@@ -306,7 +307,7 @@ impl RegionArena {
 
 /// The ranges a [`WireShared`] uses, by their starts: the copied tensors
 /// share one from `shared.start`, each tensor written in place has its own.
-fn starts_of(shared: &WireShared) -> Vec<usize> {
+pub(super) fn starts_of(shared: &WireShared) -> Vec<usize> {
     let mut starts: Vec<usize> = shared.tensors.iter().map(|t| t.offset).collect();
     starts.push(shared.start);
     starts.sort_unstable();
@@ -352,17 +353,21 @@ impl Drop for RangeGuard {
     }
 }
 
-/// The backend's side of a worker's BLS regions: it reads request inputs
-/// from `input`; response outputs go into `output`, written there by the
-/// called model itself (our allocator places them) or else copied.
+/// The backend's side of a worker's BLS regions: the server reads request
+/// inputs in `input` in place (BYTES are copied out: the worker could
+/// change their lengths while they are parsed); response outputs go into
+/// `output`, written there by the called model itself (our allocator places
+/// them) or else copied.
 pub(super) struct BackendBls {
     input: Mutex<BlsRegion>,
+    input_memory: Arc<sys::Mapping>,
     output: Arc<RegionArena>,
 }
 
 impl BackendBls {
     pub(super) fn new(input: BlsRegion, output: BlsRegion) -> BackendBls {
         BackendBls {
+            input_memory: input.map.clone(),
             input: Mutex::new(input),
             output: RegionArena::new(output),
         }
@@ -378,13 +383,47 @@ impl BackendBls {
         self.output.clone()
     }
 
-    /// Copies a request's inputs out of the worker's region (before the
-    /// call's Reply, which frees their range).
-    pub(super) fn read_request_inputs(&self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
-        let tensors = lock(&self.input).read(shared)?;
-        for t in &tensors {
-            check_tensor(&t.name, t.dtype, &t.shape, &t.data)
-                .map_err(|e| Error::internal(format!("rustpy: BLS shared memory: {e}")))?;
+    /// A request's inputs in the worker's region: fixed-size tensors in
+    /// place, each holding a clone of `held` (so the caller learns, from
+    /// its receiver's disconnection, when the server dropped the last of
+    /// them), BYTES copied out. Each is checked against its shape.
+    pub(super) fn read_request_inputs(
+        &self,
+        shared: &WireShared,
+        held: &crossbeam::channel::Sender<()>,
+    ) -> Result<Vec<OwnedTensor>> {
+        let bad = |why: String| Error::internal(format!("rustpy: BLS shared memory: {why}"));
+        let copies = {
+            let mut bytes_only = shared.clone();
+            bytes_only
+                .tensors
+                .retain(|t| t.dtype == DataType::Bytes.name());
+            lock(&self.input).read(&bytes_only)?
+        };
+        shared
+            .check(self.input_memory.len(), "BLS region")
+            .map_err(|e| bad(e.to_string()))?;
+        let mut copies = copies.into_iter();
+        let mut tensors = Vec::with_capacity(shared.tensors.len());
+        for t in &shared.tensors {
+            let dtype = t.data_type().map_err(|e| bad(e.to_string()))?;
+            let tensor = match dtype {
+                DataType::Bytes => copies.next().ok_or_else(|| bad("a BYTES tensor".into()))?,
+                _ => {
+                    let hold = Box::new(held.clone());
+                    let placed = PlacedBytes::new(self.input_memory.clone(), t.offset, t.len, hold)
+                        .ok_or_else(|| bad(format!("range {}+{}", t.offset, t.len)))?;
+                    OwnedTensor {
+                        name: t.name.clone(),
+                        dtype,
+                        shape: t.shape.clone(),
+                        data: TensorData::Placed(placed),
+                    }
+                }
+            };
+            check_tensor(&tensor.name, tensor.dtype, &tensor.shape, &tensor.data)
+                .map_err(|e| bad(e.to_string()))?;
+            tensors.push(tensor);
         }
         Ok(tensors)
     }
@@ -477,10 +516,15 @@ impl WorkerBls {
         self.input.hand_over(inputs);
     }
 
-    /// The call was answered (or the backend is gone): the inputs were
-    /// copied out.
+    /// The backend refused the call (or is gone), or told us the server
+    /// released the request (`BlsInputsRead`): the inputs' ranges are free.
     pub(super) fn request_answered(&self, shared: &WireShared) {
         self.input.free(&starts_of(shared));
+    }
+
+    /// `BlsInputsRead`: the ranges at `starts` are free.
+    pub(super) fn inputs_read(&self, starts: &[usize]) {
+        self.input.free(starts);
     }
 
     /// Copies a response's outputs out of the output region, whose ranges
@@ -500,8 +544,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::super::sys::fixed_memfd;
     use super::*;
-    use crate::server::TensorData;
-    use crate::DataType;
 
     fn tensor(name: &str, fill: u8, len: usize) -> OwnedTensor {
         OwnedTensor {
@@ -669,5 +711,54 @@ mod tests {
         let arena = RegionArena::new(w);
         assert!(arena.to_wire(&[tensor("A", 1, 100)]).unwrap().is_none());
         assert_eq!(ranges(&arena), 0);
+    }
+
+    #[test]
+    fn the_backend_reads_fixed_size_inputs_in_place_until_the_server_drops_them() {
+        let (mut worker, _) = pair();
+        let (out, _) = pair();
+        let backend = BackendBls::new(worker.try_clone().unwrap(), out);
+        let mut text = 5u32.to_le_bytes().to_vec();
+        text.extend_from_slice(b"hello");
+        let strings = OwnedTensor {
+            name: "S".into(),
+            dtype: DataType::Bytes,
+            shape: vec![1],
+            data: text.clone().into(),
+        };
+        let shared = worker.put(&[&tensor("A", 5, 10_000), &strings]).unwrap();
+        let (held, read) = crossbeam::channel::bounded::<()>(0);
+        let inputs = backend.read_request_inputs(&shared, &held).unwrap();
+        drop(held);
+        // Fixed-size: the worker's bytes where they are; BYTES: a copy (the
+        // worker could change the lengths while they are parsed).
+        assert_eq!(
+            inputs[0].data.placed().unwrap().offset(),
+            shared.tensors[0].offset
+        );
+        assert_eq!(inputs[0].data, vec![5; 10_000]);
+        assert!(inputs[1].data.placed().is_none());
+        assert_eq!(inputs[1].data, text);
+        // Held while the server holds an input read in place ...
+        assert_eq!(
+            read.try_recv(),
+            Err(crossbeam::channel::TryRecvError::Empty)
+        );
+        drop(inputs);
+        // ... and let go with the last one.
+        assert_eq!(
+            read.try_recv(),
+            Err(crossbeam::channel::TryRecvError::Disconnected)
+        );
+        // A range outside the region is refused before anything is held.
+        let mut wrong = shared.clone();
+        wrong.tensors[0].offset = 1 << 40;
+        let (held, read) = crossbeam::channel::bounded::<()>(0);
+        assert!(backend.read_request_inputs(&wrong, &held).is_err());
+        drop(held);
+        assert_eq!(
+            read.try_recv(),
+            Err(crossbeam::channel::TryRecvError::Disconnected)
+        );
     }
 }

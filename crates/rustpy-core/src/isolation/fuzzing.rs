@@ -266,7 +266,8 @@ impl Backend {
     /// the bytes read, or the error the call is answered with.
     pub fn bls_request(&self, body: &[u8]) -> std::result::Result<usize, String> {
         let mut req: WireBlsRequest = decode_body(body).map_err(|e| e.to_string())?;
-        let inputs = bls_inputs(&self.bls, &mut req)?;
+        let (held, _read) = crossbeam::channel::bounded::<()>(0);
+        let inputs = bls_inputs(&self.bls, &mut req, &held)?;
         let bytes: usize = inputs.iter().map(|t| t.data.len()).sum();
         if req.shared.is_some() {
             assert!(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use super::bls::{BackendBls, BlsRegion, WorkerBls};
+use super::bls::{self, BackendBls, BlsRegion, WorkerBls};
 use super::transport::{write_to, WorkerLink, Writer};
 use super::wire::{
     error_from_wire, error_to_wire, metric_op, CallResult, FromWorker, ServerOp, ToWorker,
@@ -308,17 +308,36 @@ impl MetricTable {
 }
 
 /// A BLS request's inputs: inline in the frame, or (large) in the worker's
-/// BLS input region, copied out here, before the Reply (which frees their
-/// range). Each checked against its shape and the region; `Err`: what is
-/// wrong with them, which no worker following the protocol sends (its
-/// guard trips).
+/// BLS input region, read there in place (each holding a clone of `held`)
+/// until the server releases the request. Each checked against its shape
+/// and the region; `Err`: what is wrong with them, which no worker
+/// following the protocol sends (its guard trips).
 pub(super) fn bls_inputs(
     bls: &BackendBls,
     req: &mut WireBlsRequest,
+    held: &crossbeam::channel::Sender<()>,
 ) -> std::result::Result<Vec<OwnedTensor>, String> {
     match &req.shared {
-        Some(shared) => bls.read_request_inputs(shared).map_err(|e| e.message),
+        Some(shared) => bls.read_request_inputs(shared, held).map_err(|e| e.message),
         None => req.take_inline_inputs().map_err(|e| e.to_string()),
+    }
+}
+
+/// Tells the worker, once the server dropped the last input it read in
+/// place (`held` disconnects), that its input ranges are free again. For
+/// an accepted request only: a refused one's Reply frees them.
+struct InputsRead {
+    w: Writer,
+    starts: Vec<usize>,
+    held: crossbeam::channel::Receiver<()>,
+}
+
+impl Drop for InputsRead {
+    fn drop(&mut self) {
+        // Err(Disconnected) once every clone of the sender is gone.
+        let _ = self.held.recv();
+        let starts = std::mem::take(&mut self.starts);
+        let _ = write_to(&self.w, &ToWorker::BlsInputsRead { starts });
     }
 }
 
@@ -333,7 +352,11 @@ fn run_bls(
     stream: u64,
     mut req: WireBlsRequest,
 ) {
-    let inputs = match bls_inputs(bls, &mut req) {
+    let (held, read) = crossbeam::channel::bounded::<()>(0);
+    let inputs = bls_inputs(bls, &mut req, &held);
+    drop(held); // from here on, only the inputs read in place hold it
+    let starts = req.shared.as_ref().map(bls::starts_of);
+    let inputs = match inputs {
         Ok(i) => i,
         Err(why) => {
             w.guard().broke(format!(
@@ -349,6 +372,13 @@ fn run_bls(
         Err(e) => return reply(w, call, Err(e)),
     };
     reply(w, call, Ok(WireValue::Unit));
+    // Accepted: the worker's input ranges are freed by this, not the Reply;
+    // the thread (and its slot) waits for the server's release.
+    let _inputs_read = starts.map(|starts| InputsRead {
+        w: w.clone(),
+        starts,
+        held: read,
+    });
     for response in rx {
         let is_final = response.is_final;
         let frame = ToWorker::BlsResponse {
@@ -450,7 +480,8 @@ impl Rpc {
         }
     }
 
-    /// Delivers a Reply / BlsResponse frame to its caller.
+    /// Delivers a Reply / BlsResponse frame to its caller, and frees the
+    /// input ranges a BlsInputsRead names.
     pub fn dispatch(&self, msg: ToWorker) {
         match msg {
             ToWorker::Reply { call, result } => {
@@ -482,6 +513,11 @@ impl Rpc {
                 }
                 if is_final {
                     pending.remove(&call);
+                }
+            }
+            ToWorker::BlsInputsRead { starts } => {
+                if let Some(bls) = &self.bls {
+                    bls.inputs_read(&starts);
                 }
             }
             _ => {}
@@ -544,8 +580,10 @@ impl ServerApi for RemoteServer {
             stream,
             request: wire,
         });
-        // Answered (or the backend is gone): the inputs were copied out.
-        if let (Some(shared), Some(bls)) = (&shared, &self.0.bls) {
+        // Refused (or the backend is gone): the inputs' ranges are free. An
+        // accepted request's are freed by BlsInputsRead, once the server
+        // released it (it reads them in place until then).
+        if let (Some(shared), Some(bls), Err(_)) = (&shared, &self.0.bls, &accepted) {
             bls.request_answered(shared);
         }
         if accepted.is_err() {

@@ -78,6 +78,12 @@ pub enum ToWorker {
     IsReady {
         call: u64,
     },
+    /// The server released a BLS request the backend accepted (an `Ok`
+    /// Reply): it read its inputs in the BLS input region in place until
+    /// now, and the ranges starting at `starts` are the worker's again.
+    BlsInputsRead {
+        starts: Vec<usize>,
+    },
 }
 
 /// Worker → backend.
