@@ -3,7 +3,9 @@
 //! `ToWorker::Reply` and, for a BLS request, one `ToWorker::BlsResponse` per
 //! response. A BLS request's inputs (a response's outputs) ride inline or,
 //! when large, in a BLS region ([`WireShared`]); `FromWorker::BlsRelease`
-//! frees the backend's ranges the worker has read.
+//! frees the backend's ranges the worker has read, and
+//! `ToWorker::BlsInputsRead` the worker's input ranges once the server
+//! released an accepted request (it reads them in place until then).
 
 use serde::{Deserialize, Serialize};
 

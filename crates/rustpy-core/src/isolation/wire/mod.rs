@@ -10,7 +10,7 @@
 //! | readiness | IsReady / ReadyAnswer | [`control`] |
 //! | a batch | Execute, Cancel / Done | [`execute`] |
 //! | a request's responses | Taken / Response, InlineResponse, Error, Finish | [`response`] |
-//! | server calls | Reply, BlsResponse / Call, BlsRelease | [`call`] |
+//! | server calls | Reply, BlsResponse, BlsInputsRead / Call, BlsRelease | [`call`] |
 //!
 //! The worker runs user code, so everything it sends is untrusted (design
 //! hazard 15). [`decode_from_worker`] and the functions that turn a
