@@ -4,9 +4,11 @@ one must not take the server down: a mapping touched past the end of its
 file raises SIGBUS in whoever touches it, and the backend reads and writes
 the regions from the server process (docs/isolation.md, "Transport").
 
-The tensor regions are sealed against shrinking (the truncate fails in the
-worker with EPERM); the BLS regions are never mapped by either side
-(pread/pwrite), so a truncated one fails at most the call using it.
+Every region is sealed against shrinking (the truncate fails in the worker
+with EPERM), the BLS regions too: both sides map them, and the server reads
+a worker's BLS inputs there in place (docs/isolation.md, "BLS tensors").
+Scribbling over them while a call is in flight changes at most that call's
+answer.
 """
 import json
 import textwrap
@@ -33,9 +35,11 @@ HOSTILE_MODEL = textwrap.dedent('''
     """MODE 0: OUT = IN ^ 0x33 (computed here); MODE 1: truncate every
     rustpy memfd of this process but the output region to 0 bytes, REPORT =
     what each truncate did; MODE 2: OUT = a BLS call to `target` with IN;
-    MODE 3: truncate the output region."""
+    MODE 3: truncate the output region; MODE 4: the BLS call of MODE 2 while
+    a thread scribbles over both BLS regions, REPORT = how many writes."""
     import json
     import os
+    import threading
 
     import numpy as np
     import triton_python_backend_utils as pb_utils
@@ -68,6 +72,36 @@ HOSTILE_MODEL = textwrap.dedent('''
                             report[name] = "truncated"
                         except OSError as e:
                             report[name] = type(e).__name__
+                elif mode == 4:
+                    stop, scribbling = threading.Event(), threading.Event()
+                    writes = [0]
+
+                    def scribble():
+                        junk = os.urandom(1 << 16)
+                        fds = [fd for fd, name in memfds() if name.startswith("rustpy-bls-")]
+                        while True:
+                            for fd in fds:
+                                for at in range(0, 8 << 20, 1 << 20):
+                                    os.pwrite(fd, junk, at)
+                                    writes[0] += 1
+                            scribbling.set()
+                            if stop.is_set():
+                                return
+
+                    t = threading.Thread(target=scribble)
+                    t.start()
+                    scribbling.wait()
+                    try:
+                        resp = pb_utils.InferenceRequest(
+                            model_name="target", requested_output_names=["OUT"],
+                            inputs=[pb_utils.Tensor("IN", x)]).exec()
+                    finally:
+                        stop.set()
+                        t.join()
+                    report["writes"] = writes[0]
+                    report["error"] = resp.error().message() if resp.has_error() else None
+                    if not resp.has_error():
+                        y = pb_utils.get_output_tensor_by_name(resp, "OUT").as_numpy()
                 elif mode == 2:
                     resp = pb_utils.InferenceRequest(
                         model_name="target", requested_output_names=["OUT"],
@@ -126,20 +160,41 @@ def test_truncating_the_shared_memory_does_not_take_the_server_down(server):
         out, _ = ask(server, big, mode)
         np.testing.assert_array_equal(out, big ^ 0x33)
 
-    # Every region the backend maps refuses to shrink; the BLS regions,
-    # which nobody maps, may be truncated. (Before the seals, the server
-    # died of SIGBUS writing the next request's input into its mapping.)
+    # Every region refuses to shrink, the BLS regions too (both sides map
+    # them). (Before the seals, the server died of SIGBUS writing the next
+    # request's input into its mapping.)
     _, report = ask(server, big, 1)
     out, _ = ask(server, big, 0)
     np.testing.assert_array_equal(out, big ^ 0x33)
-    assert report.get("rustpy-input") == "PermissionError", report
-    assert set(report) >= {"rustpy-input", "rustpy-bls-in", "rustpy-bls-out"}, report
+    for region in ("rustpy-input", "rustpy-bls-in", "rustpy-bls-out"):
+        assert report.get(region) == "PermissionError", report
     _, report = ask(server, big, 3)
     assert report == {"rustpy-output": "PermissionError"}, report
 
     # The server, this model (same worker) and BLS through the truncated
     # regions all keep working, large tensors included.
     for mode in (0, 2, 0, 2):
+        out, _ = ask(server, big, mode)
+        np.testing.assert_array_equal(out, big ^ 0x33)
+    x = np.arange(16, dtype=np.uint8)
+    r = infer(server, "grpc", "target", {"IN": x})
+    np.testing.assert_array_equal(r.as_numpy("OUT"), x ^ 0x33)
+    assert server.is_live()
+
+
+def test_scribbling_over_the_bls_regions_during_a_call_harms_only_that_call(server):
+    """The server reads a worker's fixed-size BLS inputs in place and the
+    called model writes its outputs into the worker's region: a thread of the
+    worker writing junk over both while the call runs may change that call's
+    answer, nothing else (no crash, no other model's data, later calls exact)."""
+    big = (np.arange(8 << 20) % 253).astype(np.uint8)
+    for _ in range(3):
+        out, report = ask(server, big, 4)
+        assert report["writes"] > 0, report
+        if report["error"] is None:
+            # The bytes may be anyone's: the model's own doing.
+            assert out.shape == big.shape, report
+    for mode in (2, 0, 2):
         out, _ = ask(server, big, mode)
         np.testing.assert_array_equal(out, big ^ 0x33)
     x = np.arange(16, dtype=np.uint8)
