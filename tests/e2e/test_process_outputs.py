@@ -16,8 +16,14 @@ page holds memory once written): with 8 MiB outputs copied it would be
 
 Models: tests/e2e/repos/process/proc_alias (batched API) and proc_alias_pb
 (pb_utils, decoupled).
+
+New arrays the model fills itself go out without the worker's copy when it
+makes them with `ctx.empty` (proc_empty): they lie in the output region
+from the start. The same memory measure shows it: a copied 8 MiB output
+would make the region hold it twice.
 """
 import queue
+import shutil
 import threading
 
 import numpy as np
@@ -37,7 +43,15 @@ SMALL_OUTPUTS = 1 * MiB
 def server(tmp_path_factory):
     repo = copy_models(tmp_path_factory.mktemp("outputs") / "repo",
                        PROCESS / "proc_alias", PROCESS / "proc_alias_pb",
-                       PROCESS / "proc_alias_pb_default")
+                       PROCESS / "proc_alias_pb_default", PROCESS / "proc_empty",
+                       PROCESS / "proc_empty_stream")
+    # The same ctx.empty model in-process: ordinary arrays, the same answers.
+    inproc = repo / "proc_empty_inproc"
+    shutil.copytree(repo / "proc_empty", inproc)
+    config = (inproc / "config.pbtxt").read_text().replace('name: "proc_empty"',
+                                                           'name: "proc_empty_inproc"')
+    (inproc / "config.pbtxt").write_text(
+        "\n".join(line for line in config.splitlines() if "rustpy.isolation" not in line) + "\n")
     s = start_server(repo, name="outputs")
     yield s
     s.stop()
@@ -159,3 +173,97 @@ def test_default_model_sending_a_view_through_its_sender_gets_its_bytes_out(serv
         x = data(40 + i, 2 * MiB)[0]
         r = infer(server, protocol, "proc_alias_pb_default", {"X": x})
         np.testing.assert_array_equal(r.as_numpy("Y"), x)
+
+
+def empty_model(server, x, model="proc_empty", protocol="http", **params):
+    r = infer(server, protocol, model, {"X": x}, parameters=params or None)
+    return {k: r.as_numpy(k) for k in ("Y", "KEPT", "PLACED", "OUTMAP")}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_arrays_from_ctx_empty_are_sent_from_the_output_region(server, protocol):
+    """8 MiB outputs computed into ctx.empty arrays: right bytes, the arrays
+    lie in the output region, and the region holds them once (a copy of
+    each into the region would make it hold >= 16 MiB)."""
+    n = 8 * MiB if protocol == "http" else 3 * MiB
+    before = int(empty_model(server, data(2, 1024), protocol=protocol)["OUTMAP"][0, 0])
+    for i in range(3):
+        x = data(500 + i, n)
+        out = empty_model(server, x, protocol=protocol)
+        np.testing.assert_array_equal(out["Y"], x ^ 0x5A)
+        assert int(out["PLACED"][0, 0]) == 1
+    out = empty_model(server, data(1, 1024), protocol=protocol)  # shows the region after them
+    # The three calls' arrays take the same range (none is kept): the region
+    # holds at most what it held before or one of them, not a second copy.
+    assert 0 <= int(out["OUTMAP"][0, 0]) < max(before, n) + n // 2, (
+        f"the worker's output region holds {int(out['OUTMAP'][0, 0])} bytes: "
+        "arrays from ctx.empty were copied into it")
+    # Small ones are ordinary arrays (a copy costs less than a held range).
+    assert int(out["PLACED"][0, 0]) == 0
+
+
+def test_a_kept_ctx_empty_array_keeps_its_bytes_while_later_batches_run(server):
+    """The model keeps one answer array from ctx.empty and returns it from later
+    calls: later batches' arrays go elsewhere in the region while it lives."""
+    n = 2 * MiB
+    kept = data(600, n)
+    empty_model(server, kept, keep="1")
+    for i in range(6):
+        x = data(610 + i, n)
+        out = empty_model(server, x)
+        np.testing.assert_array_equal(out["Y"], x ^ 0x5A)
+        np.testing.assert_array_equal(out["KEPT"], kept ^ 0x5A)
+        assert int(out["PLACED"][0, 0]) == 1
+    # Replaced: the old one's range is free again, the new one is kept.
+    kept2 = data(620, n)
+    empty_model(server, kept2, keep="1")
+    out = empty_model(server, data(621, n))
+    np.testing.assert_array_equal(out["KEPT"], kept2 ^ 0x5A)
+
+
+def test_ctx_empty_in_concurrent_batches_and_in_process(server):
+    """Batched clients each get their own rows of a ctx.empty array; the same
+    model in-process gets ordinary arrays and the same answers."""
+    n, clients, rounds = 256 * 1024, 8, 3
+    errors, lock = [], threading.Lock()
+
+    def client(k):
+        try:
+            for r in range(rounds):
+                x = data(2000 + 100 * k + r, n)
+                for model in ("proc_empty", "proc_empty_inproc"):
+                    out = empty_model(server, x, model=model)
+                    np.testing.assert_array_equal(out["Y"], x ^ 0x5A)
+                    assert int(out["PLACED"][0, 0]) == (model == "proc_empty")
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                errors.append(f"client {k}: {e}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "clients still waiting after 120 s"
+    assert not errors, errors
+
+
+def test_a_streaming_model_refilling_one_ctx_empty_array_sends_each_fill(server):
+    """A generator yields the same ctx.empty array 8 times, refilled each
+    time: a response whose outputs the model may write again waits until the
+    backend took them, so each carries its own fill."""
+    c = server.grpc_client()
+    q = queue.Queue()
+    c.start_stream(callback=lambda result, error: q.put((result, error)))
+    try:
+        for k in range(3):
+            x = data(700 + k, 4 * MiB)[0]
+            c.async_stream_infer("proc_empty_stream", make_inputs("grpc", {"X": x}),
+                                 request_id=f"s{k}")
+            for i in range(8):
+                r, e = q.get(timeout=60)
+                assert e is None, e
+                np.testing.assert_array_equal(r.as_numpy("Y"), x ^ np.uint8(i),
+                                              err_msg=f"response {i} of stream {k}")
+    finally:
+        c.stop_stream()

@@ -77,7 +77,10 @@ impl Connection {
         // The backend is gone: nobody is left to answer, whatever user
         // threads still run.
         let link = WorkerLink::new(socket, || std::process::exit(0));
-        let responses = WorkerResponses::new(link.clone(), output);
+        let responses =
+            WorkerResponses::new(link.clone(), output).map_err(io_err("output memory"))?;
+        // ctx.empty hands out arrays in the output region.
+        python::set_output_arena(responses.clone());
         let rpc = Rpc::new(link.clone(), bls)?;
         set_server_api(Arc::new(RemoteServer::new(rpc.clone())));
         let intake = Intake::start(read_half, rpc, responses.clone(), link.clone())?;

@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::sys::Shm;
+use super::sys::{Mapping, Shm};
 use super::transport::{write_to, Channel, WorkerLink, Writer};
 use super::wire::{
     error_from_wire, error_to_wire, params_to_wire, request_id, request_index, Done, FromWorker,
-    InlineResponse, OutputPlacement, Response, ToWorker, REQUEST_BITS,
+    InlineResponse, OutputPlacement, Response, ToWorker, WrittenOutputs, REQUEST_BITS,
 };
 use crate::engine::{OutputSlice, Responder, ResponseParameters, ResponseSink, ResponseStream};
 use crate::error::{Error, Result};
+use crate::server::{OutputArena, PlacedBytes};
 use rustpy_config::model::SHM_LIMIT_KEY;
 
 // ---- The backend's half: decode and deliver. ----
@@ -399,6 +400,9 @@ const ALIAS_WAIT_MIN: usize = 64 * 1024;
 /// user thread that answers a request.
 pub struct WorkerResponses {
     link: Arc<WorkerLink>,
+    /// A second mapping of the output region, for the arrays `ctx.empty`
+    /// hands out in it (their base objects hold it).
+    arena: Arc<Mapping>,
     /// Locked before the link's socket: a response that uses the output
     /// region and the batch's Done are both sent under it, so none follows
     /// the Done.
@@ -426,7 +430,23 @@ struct OutputWindow {
     alias_wait: bool,
     /// The last `taken` token sent.
     token: u64,
+    /// Whether the running batch's responses leave with its Done (a
+    /// non-decoupled model), after the model returned.
+    held: bool,
+    /// Ranges `ctx.empty` handed out, by their end: while Python holds an
+    /// array over one, later batches start after it.
+    pins: Vec<(usize, Weak<OutputPin>)>,
 }
+
+/// What an array from `ctx.empty` holds: its range of the output region
+/// stays out of later batches' way while it lives.
+struct OutputPin;
+
+/// `ctx.empty` arrays smaller than this are ordinary numpy arrays (their
+/// copy costs less than a pinned range).
+const PLACE_MIN: usize = 64 << 10;
+/// Where `ctx.empty` arrays start in the output region.
+const PLACE_ALIGN: usize = 64;
 
 /// The backend's acknowledgements (ToWorker::Taken) of responses whose
 /// outputs it copied out of the input region.
@@ -461,9 +481,11 @@ impl Taken {
 }
 
 impl WorkerResponses {
-    pub fn new(link: Arc<WorkerLink>, output: Shm) -> Arc<WorkerResponses> {
-        Arc::new(WorkerResponses {
+    pub fn new(link: Arc<WorkerLink>, output: Shm) -> std::io::Result<Arc<WorkerResponses>> {
+        let arena = Arc::new(Mapping::new(output.fd())?);
+        Ok(Arc::new(WorkerResponses {
             link,
+            arena,
             window: Mutex::new(OutputWindow {
                 output,
                 used: 0,
@@ -472,10 +494,12 @@ impl WorkerResponses {
                 alias_min: 1,
                 alias_wait: false,
                 token: 0,
+                held: false,
+                pins: Vec::new(),
             }),
             taken: Taken::default(),
             cancelled: Mutex::new(HashSet::new()),
-        })
+        }))
     }
 
     fn window(&self) -> std::sync::MutexGuard<'_, OutputWindow> {
@@ -496,8 +520,11 @@ impl WorkerResponses {
     /// Done (a non-decoupled model).
     pub fn begin_batch(&self, batch: u64, hold: bool) {
         let mut w = self.window();
-        w.used = 0;
+        // After every range an array Python still holds (ctx.empty).
+        w.pins.retain(|(_, pin)| pin.strong_count() > 0);
+        w.used = w.pins.iter().map(|&(end, _)| end).max().unwrap_or(0);
         w.running = Some(batch);
+        w.held = hold;
         self.link
             .hold_for(hold.then(|| std::thread::current().id()));
     }
@@ -555,7 +582,12 @@ impl WorkerResponses {
         is_final: bool,
     ) -> Result<Option<u64>> {
         let mut w = self.window();
-        let placed = OutputPlacement::plan(outputs, w.used, w.input_view, w.alias_min)?;
+        let written = WrittenOutputs {
+            at: self.arena.as_ptr() as usize,
+            used: w.used,
+        };
+        let placed =
+            OutputPlacement::plan(outputs, w.used, w.input_view, w.alias_min, Some(written))?;
         if placed.end > w.output.len() {
             let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
             return Err(Error::invalid_arg(format!(
@@ -568,7 +600,13 @@ impl WorkerResponses {
             w.output.write(offset, bytes);
         }
         w.used = placed.end;
-        let taken = if w.alias_wait && !placed.from_input.is_empty() {
+        // The backend reads in-place outputs when it handles the response:
+        // one whose model may still write into them (a view of writable
+        // inputs; a ctx.empty array of a streaming model, which may fill it
+        // again for its next response) waits until the backend took them.
+        let in_use = (w.alias_wait && !placed.from_input.is_empty())
+            || (!w.held && !placed.written.is_empty());
+        let taken = if in_use {
             w.token += 1;
             Some(w.token)
         } else {
@@ -590,6 +628,34 @@ impl WorkerResponses {
             None => self.link.send_response(&msg)?,
         }
         Ok(taken)
+    }
+}
+
+/// `ctx.empty` in a worker: a range of the output region for an array the
+/// model fills and returns, which then goes out where it is (no copy into
+/// the region). Only while a batch runs (its responses use the region);
+/// the range stays out of later batches' way while the array lives.
+impl OutputArena for WorkerResponses {
+    fn place(&self, len: usize) -> Option<PlacedBytes> {
+        if len < PLACE_MIN {
+            return None;
+        }
+        let mut w = self.window();
+        w.running?;
+        let start = w.used.next_multiple_of(PLACE_ALIGN);
+        if start.checked_add(len)? > w.output.len() {
+            return None;
+        }
+        w.used = start + len;
+        let pin = Arc::new(OutputPin);
+        w.pins.push((start + len, Arc::downgrade(&pin)));
+        PlacedBytes::new(self.arena.clone(), start, len, Box::new(pin))
+    }
+}
+
+impl std::fmt::Debug for WorkerResponses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkerResponses({} bytes)", self.arena.len())
     }
 }
 
@@ -763,7 +829,7 @@ mod tests {
         let link = WorkerLink::new(ours, || {});
         let guard = WorkerGuard::detached("test".into(), &theirs).unwrap();
         Path {
-            worker: WorkerResponses::new(link, worker_output),
+            worker: WorkerResponses::new(link, worker_output).unwrap(),
             backend: ResponseReader::new(
                 Arc::new(OpenRequests::default()),
                 Shm::map(output).unwrap(),

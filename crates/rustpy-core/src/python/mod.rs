@@ -28,5 +28,5 @@ pub use interp::{add_site_packages, flush_stdio, initialize};
 pub use model::{Api, InstanceInfo, LoadedModel, ModelInstance};
 /// Writes through the log hook (the server's log in the backend).
 pub use native::log as emit_log;
-pub use native::{set_log_hook, LogHook};
+pub use native::{set_log_hook, set_output_arena, LogHook};
 pub use numpy_io::ref_count;

@@ -9,19 +9,49 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyModule};
 
 use super::convert::{params_dict, tensor_from_py_into, tensor_into_py};
-use super::numpy_io::{extract_tensor, ExtractedOutput};
+use super::numpy_io::{self, extract_tensor, ExtractedOutput};
 use crate::constants::{LogLevel, PYTHON_NAMES, RESPONSE_COMPLETE_FINAL};
 use crate::engine::{OutputSlice, Responder};
 use crate::error::{Error, ErrorCode};
 use crate::rules::dtype::DataType;
 use crate::rules::request::{CorrelationId, ParamValue};
 use crate::server::{
-    server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind,
+    server_api, BlsCancel, BlsRequest, BlsResponse, Metric, MetricFamily, MetricKind, OutputArena,
 };
 
 /// Arguments: level, source file, source line, message.
 pub type LogHook = Box<dyn Fn(LogLevel, &str, u32, &str) + Send + Sync>;
 static LOG_HOOK: OnceLock<LogHook> = OnceLock::new();
+
+/// Where `ctx.empty` places arrays (a worker's output region); unset: they
+/// are ordinary numpy arrays.
+static OUTPUT_ARENA: OnceLock<Arc<dyn OutputArena>> = OnceLock::new();
+
+/// Set once by a worker, before its model loads.
+pub fn set_output_arena(arena: Arc<dyn OutputArena>) {
+    let _ = OUTPUT_ARENA.set(arena);
+}
+
+/// output_empty(shape, dtype code): a writable array of that shape in the
+/// output region, for a model to fill and return (`ctx.empty`), or None
+/// (no region here, no batch running, too small, or no room left).
+#[pyfunction]
+fn output_empty(py: Python<'_>, shape: Vec<i64>, code: u32) -> PyResult<Option<Py<PyAny>>> {
+    let Some(arena) = OUTPUT_ARENA.get() else {
+        return Ok(None);
+    };
+    let Some(dtype) = DataType::from_code(code) else {
+        return Ok(None);
+    };
+    let Some(len) = numpy_io::expected_byte_size(dtype, &shape) else {
+        return Ok(None);
+    };
+    let Some(placed) = arena.place(len) else {
+        return Ok(None);
+    };
+    let array = numpy_io::array_over_placed(py, dtype, &shape, placed).map_err(core_err)?;
+    Ok(Some(array.unbind()))
+}
 
 /// Where Python's `pb_utils.Logger` writes: Triton's log in the backend,
 /// stderr elsewhere. Set once, before models load.
@@ -640,6 +670,7 @@ impl NativeMetric {
 pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let m = PyModule::new(py, "_rustpy_native")?;
     m.add_function(wrap_pyfunction!(py_log, &m)?)?;
+    m.add_function(wrap_pyfunction!(output_empty, &m)?)?;
     m.add_function(wrap_pyfunction!(bls_infer, &m)?)?;
     m.add_function(wrap_pyfunction!(load_model, &m)?)?;
     m.add_function(wrap_pyfunction!(unload_model, &m)?)?;

@@ -26,6 +26,7 @@ use crate::rules::request::InputTensor;
 use crate::rules::shared::SharedRegion;
 use crate::rules::spec::{dims_match, fmt_shape, TensorSpec};
 use crate::rules::tensor::{plan_gather, Gather, TensorBuffer};
+use crate::server::PlacedBytes;
 
 fn npy_type(dtype: DataType) -> NPY_TYPES {
     match dtype {
@@ -301,6 +302,54 @@ pub fn array_owning<'py>(
     // SAFETY: GIL held; `data` is the Vec's heap bytes (unmoved by moving the
     // Vec into the base), kept alive by the base, which becomes the array's
     // base (SetBaseObject steals the reference) before Python sees it.
+    unsafe {
+        let (array, _) = new_from_descr(
+            py,
+            dtype,
+            shape,
+            data,
+            numpy::npyffi::NPY_ARRAY_CARRAY | NPY_ARRAY_WRITEABLE,
+        )
+        .map_err(pyerr)?;
+        let owner = base.into_any().into_ptr();
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
+            return Err(pyerr(PyErr::fetch(py)));
+        }
+        Ok(array)
+    }
+}
+
+/// The base object of an array over a placed range of shared memory
+/// (`ctx.empty` in a worker: the output region): the range stays held, and
+/// mapped, while the array lives.
+#[pyclass(module = "_rustpy_native", frozen)]
+struct PlacedBase {
+    placed: PlacedBytes,
+}
+
+/// A writable C-contiguous array of `dtype` and `shape` over `placed`
+/// (exactly the shape's size), without copying; the array's base holds it.
+pub fn array_over_placed<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+    placed: PlacedBytes,
+) -> Result<Bound<'py, PyAny>> {
+    let pyerr = |e: PyErr| py_error(py, &e, "an array in shared memory");
+    if expected_byte_size(dtype, shape) != Some(placed.bytes().len()) || placed.bytes().is_empty() {
+        return Err(Error::internal(format!(
+            "{} bytes of shared memory do not match shape {} of {dtype}",
+            placed.bytes().len(),
+            fmt_shape(shape)
+        )));
+    }
+    let base = Py::new(py, PlacedBase { placed }).map_err(pyerr)?;
+    let data = base.get().placed.bytes().as_ptr() as *mut u8;
+    // The range is this array's alone until the base dies (its placer hands
+    // it out once).
+    // SAFETY: GIL held; `data` stays mapped and writable while the base's
+    // PlacedBytes lives (SharedMemory's contract); the base becomes the
+    // array's base (SetBaseObject steals it) before Python sees the array.
     unsafe {
         let (array, _) = new_from_descr(
             py,

@@ -52,6 +52,25 @@ class ModelContext:
             self.instance_name,
         )
 
+    def empty(self, shape, dtype="float32"):
+        """An uninitialised array for the model to fill and return as an
+        output (e.g. `np.multiply(x, 2, out=ctx.empty(x.shape, x.dtype))`).
+        With `rustpy.isolation: "process"`, during `predict`, a large one lies
+        in the worker's output region, so returning it (or row slices of it)
+        costs no copy; a kept one stays valid (its range is held while it
+        lives). Anywhere else it is `numpy.empty`."""
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        dtype = np.dtype(dtype)
+        shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        code = pb_utils._dtype_code_of(dtype)
+        if code is not None and code != 13 and all(d >= 0 for d in shape):
+            array = _native.output_empty(list(shape), code)
+            if array is not None:
+                return array
+        return np.empty(shape, dtype)
+
     @property
     def output_labels(self):
         """{output name: [label, ...]} for every output with a label_filename

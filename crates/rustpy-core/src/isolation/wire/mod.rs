@@ -37,7 +37,7 @@ pub use frame::{
     decode_body, decode_from_worker, decode_to_worker, encode_frame, read_frame, write_frame,
     FrameStream, WireError, MAX_FRAME,
 };
-pub use response::{InlineResponse, OutputPlacement, Response, ALIASED_PER_INPUT};
+pub use response::{InlineResponse, OutputPlacement, Response, WrittenOutputs, ALIASED_PER_INPUT};
 pub use values::{
     check_tensor, data_type, error_from_wire, error_to_wire, params_from_wire, params_to_wire,
     WireCorrelation, WireErrorValue, WireOwnedTensor, WireParam, WireShared, WireTensor,

@@ -52,8 +52,20 @@ pub struct OutputPlacement {
     /// `from_input`) in the input region.
     pub tensors: Vec<WireTensor>,
     pub from_input: Vec<usize>,
+    /// Outputs already in the output region, where the model wrote them
+    /// (arrays from `ctx.empty`): sent by their offset, not copied.
+    pub written: Vec<usize>,
     /// One past the last byte used in the output region.
     pub end: usize,
+}
+
+/// Where the model may already have written outputs in the output region:
+/// the address of a mapping of it, and how many bytes from its start the
+/// running batch has handed out (`ctx.empty`) or pinned.
+#[derive(Debug, Clone, Copy)]
+pub struct WrittenOutputs {
+    pub at: usize,
+    pub used: usize,
 }
 
 impl OutputPlacement {
@@ -61,17 +73,21 @@ impl OutputPlacement {
     /// least `alias_min` bytes lying inside `input_view` (the address and
     /// length of the running batch's input mapping) is a view of the inputs
     /// (identity, a slice, a reshape): it is sent by its offset there, not
-    /// copied.
+    /// copied. An output lying inside `written` is already in the output
+    /// region: sent by its offset there.
     pub fn plan(
         outputs: &[OutputSlice<'_>],
         used: usize,
         input_view: Option<(usize, usize)>,
         alias_min: usize,
+        written: Option<WrittenOutputs>,
     ) -> crate::error::Result<OutputPlacement> {
         let (view_at, view_len) = input_view.unwrap_or((0, 0));
+        let written = written.unwrap_or(WrittenOutputs { at: 0, used: 0 });
         let mut offset = used;
         let mut tensors = Vec::with_capacity(outputs.len());
         let mut from_input = Vec::new();
+        let mut in_output = Vec::new();
         // Bytes sent in place so far: views of the inputs may overlap (an
         // input returned twice, and a slice of it), but past
         // ALIASED_PER_INPUT times the mapping they are copied, so the
@@ -88,7 +104,13 @@ impl OutputPlacement {
             if aliased {
                 aliased_bytes += data.len();
             }
-            let place = if aliased {
+            let in_place = !data.is_empty()
+                && at >= written.at
+                && at + data.len() <= written.at + written.used;
+            let place = if in_place {
+                in_output.push(k);
+                at - written.at
+            } else if aliased {
                 from_input.push(k);
                 at - view_at
             } else {
@@ -108,6 +130,7 @@ impl OutputPlacement {
         Ok(OutputPlacement {
             tensors,
             from_input,
+            written: in_output,
             end: offset,
         })
     }
@@ -121,7 +144,7 @@ impl OutputPlacement {
             .iter()
             .zip(&self.tensors)
             .enumerate()
-            .filter(|(k, _)| !self.from_input.contains(k))
+            .filter(|(k, _)| !self.from_input.contains(k) && !self.written.contains(k))
             // `plan` refused outputs that are not host memory.
             .filter_map(|(_, (o, t))| o.data.host().ok().map(|d| (t.offset, d)))
     }
@@ -279,7 +302,7 @@ mod tests {
             out("OUT2", &other),
         ];
         let view = Some((input.as_ptr() as usize, input.len()));
-        let plan = OutputPlacement::plan(&outputs, 10, view, 1).unwrap();
+        let plan = OutputPlacement::plan(&outputs, 10, view, 1, None).unwrap();
         assert_eq!(plan.from_input, [1]);
         assert_eq!(plan.tensors[1].offset, 128);
         assert_eq!(
@@ -314,11 +337,36 @@ mod tests {
     }
 
     #[test]
+    fn outputs_already_in_the_output_region_are_sent_where_they_are() {
+        // A stand-in for the output region: the model wrote OUT0 into the
+        // 100 bytes handed out at its start (ctx.empty); OUT1 is elsewhere.
+        let mut region = vec![0u8; 4096];
+        region[..100].fill(7);
+        let other = vec![3u8; 50];
+        let written = WrittenOutputs {
+            at: region.as_ptr() as usize,
+            used: 100,
+        };
+        let (first, _) = region.split_at(100);
+        let outputs = [out("OUT0", &first[20..100]), out("OUT1", &other)];
+        let plan = OutputPlacement::plan(&outputs, 100, None, 1, Some(written)).unwrap();
+        assert_eq!(plan.written, [0]);
+        assert_eq!(plan.tensors[0].offset, 20, "where it lies, not copied");
+        assert_eq!(plan.tensors[1].offset, 128, "copied after what is in use");
+        let copies: Vec<_> = plan.copies(&outputs).map(|(at, b)| (at, b.len())).collect();
+        assert_eq!(copies, [(128, 50)]);
+        // Beyond what the batch handed out: copied like any array.
+        let beyond = [out("OUT", &region[90..200])];
+        let plan = OutputPlacement::plan(&beyond, 100, None, 1, Some(written)).unwrap();
+        assert!(plan.written.is_empty());
+    }
+
+    #[test]
     fn small_views_of_the_inputs_are_copied_below_the_alias_minimum() {
         let input = vec![9u8; 256];
         let outputs = [out("OUT", &input[..16])];
         let view = Some((input.as_ptr() as usize, input.len()));
-        let plan = |view, min| OutputPlacement::plan(&outputs, 0, view, min).unwrap();
+        let plan = |view, min| OutputPlacement::plan(&outputs, 0, view, min, None).unwrap();
         assert!(plan(view, 64).from_input.is_empty());
         assert_eq!(plan(view, 16).from_input, [0]);
         assert!(plan(None, 1).from_input.is_empty());
@@ -456,7 +504,7 @@ mod tests {
             out("F", &input[128..]),
         ];
         let view = Some((input.as_ptr() as usize, input.len()));
-        let plan = OutputPlacement::plan(&outputs, 0, view, 1).unwrap();
+        let plan = OutputPlacement::plan(&outputs, 0, view, 1, None).unwrap();
         // 256 + 256 + 128 + 256 = 896; E (256 more) would pass 4 x 256,
         // F (128) still fits.
         assert_eq!(plan.from_input, [0, 1, 2, 3, 5]);
