@@ -307,8 +307,15 @@ impl RegionArena {
 
 /// The ranges a [`WireShared`] uses, by their starts: the copied tensors
 /// share one from `shared.start`, each tensor written in place has its own.
+/// An empty tensor names no range (its offset may be where the next range
+/// starts, right after its own).
 pub(super) fn starts_of(shared: &WireShared) -> Vec<usize> {
-    let mut starts: Vec<usize> = shared.tensors.iter().map(|t| t.offset).collect();
+    let mut starts: Vec<usize> = shared
+        .tensors
+        .iter()
+        .filter(|t| t.len > 0)
+        .map(|t| t.offset)
+        .collect();
     starts.push(shared.start);
     starts.sort_unstable();
     starts.dedup();
@@ -760,5 +767,23 @@ mod tests {
             read.try_recv(),
             Err(crossbeam::channel::TryRecvError::Disconnected)
         );
+    }
+
+    #[test]
+    fn an_empty_tensor_never_frees_the_range_after_its_own() {
+        let (w, _) = pair();
+        let arena = RegionArena::new(w);
+        // An empty tensor last in a copied range sits at that range's end,
+        // where the next range starts.
+        let first = arena
+            .to_wire(&[tensor("A", 1, 8192), tensor("E", 0, 0)])
+            .unwrap()
+            .unwrap();
+        let next = arena.to_wire(&[tensor("B", 2, 8192)]).unwrap().unwrap();
+        assert_eq!(first.tensors[1].offset, next.start);
+        arena.free(&starts_of(&first));
+        assert_eq!(ranges(&arena), 1, "the next range is still in use");
+        arena.free(&starts_of(&next));
+        assert_eq!(ranges(&arena), 0);
     }
 }
