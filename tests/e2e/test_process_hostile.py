@@ -154,6 +154,14 @@ def ask(s, x, mode):
     return r.as_numpy("OUT"), json.loads(r.as_numpy("REPORT")[0])
 
 
+def assert_still_serving(server):
+    """The other model answers over gRPC and the server is live."""
+    x = np.arange(16, dtype=np.uint8)
+    r = infer(server, "grpc", "target", {"IN": x})
+    np.testing.assert_array_equal(r.as_numpy("OUT"), x ^ 0x33)
+    assert server.is_live()
+
+
 def test_truncating_the_shared_memory_does_not_take_the_server_down(server):
     big = (np.arange(3 << 20) % 251).astype(np.uint8)  # grows every region past its first size
     for mode in (0, 2):  # tensor regions and BLS regions in use
@@ -176,10 +184,7 @@ def test_truncating_the_shared_memory_does_not_take_the_server_down(server):
     for mode in (0, 2, 0, 2):
         out, _ = ask(server, big, mode)
         np.testing.assert_array_equal(out, big ^ 0x33)
-    x = np.arange(16, dtype=np.uint8)
-    r = infer(server, "grpc", "target", {"IN": x})
-    np.testing.assert_array_equal(r.as_numpy("OUT"), x ^ 0x33)
-    assert server.is_live()
+    assert_still_serving(server)
 
 
 def test_scribbling_over_the_bls_regions_during_a_call_harms_only_that_call(server):
@@ -197,7 +202,4 @@ def test_scribbling_over_the_bls_regions_during_a_call_harms_only_that_call(serv
     for mode in (2, 0, 2):
         out, _ = ask(server, big, mode)
         np.testing.assert_array_equal(out, big ^ 0x33)
-    x = np.arange(16, dtype=np.uint8)
-    r = infer(server, "grpc", "target", {"IN": x})
-    np.testing.assert_array_equal(r.as_numpy("OUT"), x ^ 0x33)
-    assert server.is_live()
+    assert_still_serving(server)

@@ -105,31 +105,41 @@ def test_outputs_kept_across_batches_keep_their_bytes(server):
     np.testing.assert_array_equal(out["OLD"], kept2)
 
 
-def test_concurrent_batches_get_their_own_rows(server):
-    """Concurrent clients are batched into calls whose Y is a view of the
-    whole batch; every client gets exactly its own bytes back, over several
-    rounds (later batches reuse the region)."""
-    n, clients, rounds = 256 * 1024, 12, 4
+def run_clients(client, clients: int) -> None:
+    """Runs client(k) for k < clients on threads at once; fails with every
+    client's failure."""
     errors, lock = [], threading.Lock()
 
-    def client(k):
+    def run(k):
         try:
-            for r in range(rounds):
-                x = data(1000 + 100 * k + r, n)
-                out = alias(server, x)
-                np.testing.assert_array_equal(out["Y"], x)
-                np.testing.assert_array_equal(out["TAIL"], x[:, n // 2:])
+            client(k)
         except Exception as e:  # noqa: BLE001
             with lock:
                 errors.append(f"client {k}: {e}")
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "clients still waiting after 120 s"
     assert not errors, errors
+
+
+def test_concurrent_batches_get_their_own_rows(server):
+    """Concurrent clients are batched into calls whose Y is a view of the
+    whole batch; every client gets exactly its own bytes back, over several
+    rounds (later batches reuse the region)."""
+    n, rounds = 256 * 1024, 4
+
+    def client(k):
+        for r in range(rounds):
+            x = data(1000 + 100 * k + r, n)
+            out = alias(server, x)
+            np.testing.assert_array_equal(out["Y"], x)
+            np.testing.assert_array_equal(out["TAIL"], x[:, n // 2:])
+
+    run_clients(client, 12)
     stats = server.model_stats("proc_alias")
     sizes = {int(b["batch_size"]) for b in stats.get("batch_stats", [])}
     assert max(sizes) > 1, f"no call had more than one request: {sizes}"
@@ -224,28 +234,17 @@ def test_a_kept_ctx_empty_array_keeps_its_bytes_while_later_batches_run(server):
 def test_ctx_empty_in_concurrent_batches_and_in_process(server):
     """Batched clients each get their own rows of a ctx.empty array; the same
     model in-process gets ordinary arrays and the same answers."""
-    n, clients, rounds = 256 * 1024, 8, 3
-    errors, lock = [], threading.Lock()
+    n, rounds = 256 * 1024, 3
 
     def client(k):
-        try:
-            for r in range(rounds):
-                x = data(2000 + 100 * k + r, n)
-                for model in ("proc_empty", "proc_empty_inproc"):
-                    out = empty_model(server, x, model=model)
-                    np.testing.assert_array_equal(out["Y"], x ^ 0x5A)
-                    assert int(out["PLACED"][0, 0]) == (model == "proc_empty")
-        except Exception as e:  # noqa: BLE001
-            with lock:
-                errors.append(f"client {k}: {e}")
+        for r in range(rounds):
+            x = data(2000 + 100 * k + r, n)
+            for model in ("proc_empty", "proc_empty_inproc"):
+                out = empty_model(server, x, model=model)
+                np.testing.assert_array_equal(out["Y"], x ^ 0x5A)
+                assert int(out["PLACED"][0, 0]) == (model == "proc_empty")
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "clients still waiting after 120 s"
-    assert not errors, errors
+    run_clients(client, 8)
 
 
 def test_a_streaming_model_refilling_one_ctx_empty_array_sends_each_fill(server):

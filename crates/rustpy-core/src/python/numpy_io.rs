@@ -299,21 +299,35 @@ pub fn array_owning<'py>(
     let data = bytes.as_ptr() as *mut u8;
     let base = Py::new(py, OwnedBase { bytes }).map_err(pyerr)?;
     // The Vec was given to us: nothing else reads or writes those bytes.
-    // SAFETY: GIL held; `data` is the Vec's heap bytes (unmoved by moving the
-    // Vec into the base), kept alive by the base, which becomes the array's
-    // base (SetBaseObject steals the reference) before Python sees it.
+    // SAFETY: `data` is the Vec's heap bytes (unmoved by moving the Vec into
+    // the base), exactly the shape's size (checked above), kept by the base.
+    unsafe { array_with_base(py, dtype, shape, data, true, base.into_any()) }.map_err(pyerr)
+}
+
+/// A C-contiguous array of `dtype` and `shape` over `data`, whose base
+/// object (which keeps `data` alive) becomes `base` before Python sees it.
+///
+/// # Safety
+/// `data` holds the shape's bytes, stays valid (and writable, with
+/// `writable`) while `base` lives, and the GIL is held (`py`).
+unsafe fn array_with_base<'py>(
+    py: Python<'py>,
+    dtype: DataType,
+    shape: &[i64],
+    data: *mut u8,
+    writable: bool,
+    base: Py<PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let flags = match writable {
+        true => numpy::npyffi::NPY_ARRAY_CARRAY | NPY_ARRAY_WRITEABLE,
+        false => numpy::npyffi::NPY_ARRAY_CARRAY,
+    };
+    // SAFETY: the caller's contract; SetBaseObject steals the reference to
+    // `base`, which then lives as long as the array.
     unsafe {
-        let (array, _) = new_from_descr(
-            py,
-            dtype,
-            shape,
-            data,
-            numpy::npyffi::NPY_ARRAY_CARRAY | NPY_ARRAY_WRITEABLE,
-        )
-        .map_err(pyerr)?;
-        let owner = base.into_any().into_ptr();
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
-            return Err(pyerr(PyErr::fetch(py)));
+        let (array, _) = new_from_descr(py, dtype, shape, data, flags)?;
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), base.into_ptr()) < 0 {
+            return Err(PyErr::fetch(py));
         }
         Ok(array)
     }
@@ -347,24 +361,9 @@ pub fn array_over_placed<'py>(
     let data = base.get().placed.bytes().as_ptr() as *mut u8;
     // The range is this array's alone until the base dies (its placer hands
     // it out once).
-    // SAFETY: GIL held; `data` stays mapped and writable while the base's
-    // PlacedBytes lives (SharedMemory's contract); the base becomes the
-    // array's base (SetBaseObject steals it) before Python sees the array.
-    unsafe {
-        let (array, _) = new_from_descr(
-            py,
-            dtype,
-            shape,
-            data,
-            numpy::npyffi::NPY_ARRAY_CARRAY | NPY_ARRAY_WRITEABLE,
-        )
-        .map_err(pyerr)?;
-        let owner = base.into_any().into_ptr();
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
-            return Err(pyerr(PyErr::fetch(py)));
-        }
-        Ok(array)
-    }
+    // SAFETY: `data` is the shape's bytes (checked above), mapped and
+    // writable while the base's PlacedBytes lives (SharedMemory's contract).
+    unsafe { array_with_base(py, dtype, shape, data, true, base.into_any()) }.map_err(pyerr)
 }
 
 /// How many references `obj` has (pyo3 0.30 deprecated `Py::get_refcnt` for
@@ -392,25 +391,10 @@ fn view_of<'py>(
         },
     )
     .map_err(pyerr)?;
-    // SAFETY: we hold the GIL; `bytes` lie inside the region, which (by
-    // SharedMemory's contract) keeps them mapped at this address while the
-    // base object holding it lives, and the base becomes the array's base
-    // (SetBaseObject steals the new reference) before Python sees the array.
-    unsafe {
-        let (array, _) = new_from_descr(
-            py,
-            dtype,
-            shape,
-            bytes.as_ptr() as *mut u8,
-            numpy::npyffi::NPY_ARRAY_CARRAY,
-        )
-        .map_err(pyerr)?;
-        let owner = base.into_any().into_ptr();
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) < 0 {
-            return Err(pyerr(PyErr::fetch(py)));
-        }
-        Ok(array)
-    }
+    let data = bytes.as_ptr() as *mut u8;
+    // SAFETY: `bytes` (the caller's shape) lie inside the region, which (by
+    // SharedMemory's contract) keeps them mapped while the base holding it lives.
+    unsafe { array_with_base(py, dtype, shape, data, false, base.into_any()) }.map_err(pyerr)
 }
 
 /// The byte size of a C-contiguous `dtype` array of `shape` (None for BYTES,
