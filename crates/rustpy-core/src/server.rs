@@ -170,11 +170,6 @@ impl PlacedBytes {
         self.offset
     }
 
-    /// The region these bytes lie in.
-    pub fn region(&self) -> &Arc<dyn SharedMemory> {
-        &self.region
-    }
-
     /// What holds the range (its placer's guard).
     pub fn hold(&self) -> &(dyn std::any::Any + Send + Sync) {
         &*self.hold

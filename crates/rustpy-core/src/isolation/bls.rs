@@ -65,8 +65,6 @@ pub struct BlsRegion {
     fd: OwnedFd,
     /// The whole region, mapped (its size is fixed: sys::fixed_memfd).
     map: Arc<sys::Mapping>,
-    /// The region's size.
-    size: usize,
     /// Ranges in use, (start, end), sorted by start (writer side).
     used: Vec<(usize, usize)>,
     /// The furthest end written since the memory was last given back.
@@ -76,11 +74,9 @@ pub struct BlsRegion {
 impl BlsRegion {
     pub fn new(fd: OwnedFd) -> io::Result<BlsRegion> {
         let map = Arc::new(sys::Mapping::new(&fd)?);
-        let size = map.len();
         Ok(BlsRegion {
             fd,
             map,
-            size,
             used: Vec::new(),
             high: 0,
         })
@@ -95,6 +91,11 @@ impl BlsRegion {
     #[cfg(test)]
     fn file(&self) -> std::fs::File {
         std::fs::File::from(self.fd.try_clone().unwrap())
+    }
+
+    /// The region's size (fixed).
+    fn size(&self) -> usize {
+        self.map.len()
     }
 
     /// Writes `bytes` at `offset` (fuzzing: what a worker may have put there).
@@ -118,7 +119,7 @@ impl BlsRegion {
     /// start, or `Err(where it would start)` when it does not fit.
     fn reserve(&mut self, len: usize) -> std::result::Result<usize, usize> {
         let start = self.place(len.max(1));
-        if start + len > self.size {
+        if start + len > self.size() {
             return Err(start);
         }
         let at = self.used.partition_point(|&(s, _)| s < start);
@@ -144,7 +145,7 @@ impl BlsRegion {
                         0 => String::new(),
                         _ => format!(" next to {:.1} MiB of other calls", start as f64 / f64::from(1u32 << 20)),
                     },
-                    self.size >> 20
+                    self.size() >> 20
                 ),
             )
         })?;
@@ -176,7 +177,7 @@ impl BlsRegion {
     pub fn free(&mut self, start: usize) {
         self.used.retain(|&(s, _)| s != start);
         if self.used.is_empty() && self.high > SHRINK_ABOVE {
-            let _ = sys::punch_hole(&self.fd, 0, self.size);
+            let _ = sys::punch_hole(&self.fd, 0, self.size());
             self.high = 0;
         }
     }
@@ -193,7 +194,7 @@ impl BlsRegion {
     pub fn read(&mut self, shared: &WireShared) -> Result<Vec<OwnedTensor>> {
         let bad = |why: String| Error::internal(format!("rustpy: BLS shared memory: {why}"));
         shared
-            .check(self.size, "BLS region")
+            .check(self.size(), "BLS region")
             .map_err(|e| bad(e.to_string()))?;
         shared
             .tensors
@@ -245,7 +246,7 @@ impl RegionArena {
     /// (small, none in the region). Tensors already in the region stay
     /// where they are, the others are copied into one range. Once the
     /// answer is on its way, call [`RegionArena::hand_over`]: from then on
-    /// only [`RegionArena::free_read`] frees those ranges.
+    /// only the reader's release ([`RegionArena::free`]) frees those ranges.
     fn to_wire(&self, tensors: &[OwnedTensor]) -> io::Result<Option<WireShared>> {
         let guards: Vec<Option<&RangeGuard>> = tensors.iter().map(|t| self.guard_of(t)).collect();
         let any_placed = guards.iter().any(Option::is_some);
@@ -287,7 +288,8 @@ impl RegionArena {
         }))
     }
 
-    /// The tensors' placed ranges now end with the reader ([`RegionArena::free_read`]).
+    /// The tensors' placed ranges now end with the reader's release
+    /// ([`RegionArena::free`]), not with the tensors.
     fn hand_over(&self, tensors: &[OwnedTensor]) {
         for t in tensors {
             if let Some(g) = self.guard_of(t) {
@@ -366,23 +368,22 @@ impl Drop for RangeGuard {
 /// `output`, written there by the called model itself (our allocator places
 /// them) or else copied.
 pub(super) struct BackendBls {
-    input: Mutex<BlsRegion>,
-    input_memory: Arc<sys::Mapping>,
+    /// Read only: the worker places the ranges.
+    input: Arc<sys::Mapping>,
     output: Arc<RegionArena>,
 }
 
 impl BackendBls {
     pub(super) fn new(input: BlsRegion, output: BlsRegion) -> BackendBls {
         BackendBls {
-            input_memory: input.map.clone(),
-            input: Mutex::new(input),
+            input: input.map,
             output: RegionArena::new(output),
         }
     }
 
     /// The size of the worker's BLS input region.
     pub(super) fn input_size(&self) -> usize {
-        lock(&self.input).size
+        self.input.len()
     }
 
     /// Where the called model writes a BLS response's large outputs.
@@ -400,33 +401,29 @@ impl BackendBls {
         held: &crossbeam::channel::Sender<()>,
     ) -> Result<Vec<OwnedTensor>> {
         let bad = |why: String| Error::internal(format!("rustpy: BLS shared memory: {why}"));
-        let copies = {
-            let mut bytes_only = shared.clone();
-            bytes_only
-                .tensors
-                .retain(|t| t.dtype == DataType::Bytes.name());
-            lock(&self.input).read(&bytes_only)?
-        };
         shared
-            .check(self.input_memory.len(), "BLS region")
+            .check(self.input.len(), "BLS region")
             .map_err(|e| bad(e.to_string()))?;
-        let mut copies = copies.into_iter();
         let mut tensors = Vec::with_capacity(shared.tensors.len());
         for t in &shared.tensors {
             let dtype = t.data_type().map_err(|e| bad(e.to_string()))?;
-            let tensor = match dtype {
-                DataType::Bytes => copies.next().ok_or_else(|| bad("a BYTES tensor".into()))?,
+            let range = || bad(format!("range {}+{} of the region", t.offset, t.len));
+            let data = match dtype {
+                DataType::Bytes => {
+                    let bytes = self.input.slice(t.offset, t.len).map_err(|_| range())?;
+                    crate::buffers::copy_of(bytes).into()
+                }
                 _ => {
                     let hold = Box::new(held.clone());
-                    let placed = PlacedBytes::new(self.input_memory.clone(), t.offset, t.len, hold)
-                        .ok_or_else(|| bad(format!("range {}+{}", t.offset, t.len)))?;
-                    OwnedTensor {
-                        name: t.name.clone(),
-                        dtype,
-                        shape: t.shape.clone(),
-                        data: TensorData::Placed(placed),
-                    }
+                    let placed = PlacedBytes::new(self.input.clone(), t.offset, t.len, hold);
+                    TensorData::Placed(placed.ok_or_else(range)?)
                 }
+            };
+            let tensor = OwnedTensor {
+                name: t.name.clone(),
+                dtype,
+                shape: t.shape.clone(),
+                data,
             };
             check_tensor(&tensor.name, tensor.dtype, &tensor.shape, &tensor.data)
                 .map_err(|e| bad(e.to_string()))?;
@@ -460,9 +457,10 @@ impl BackendBls {
 }
 
 /// The worker's side of its BLS regions: it writes request inputs into
-/// `input` (their ranges are freed when the call's Reply came: the backend
-/// copied them out before answering) and reads response outputs from
-/// `output` as they arrive, then releases their ranges through `release`.
+/// `input` (their ranges are freed when the backend refuses the call, or
+/// by `BlsInputsRead` once the server released an accepted one) and reads
+/// response outputs from `output` as they arrive, then releases their
+/// ranges through `release`.
 pub(super) struct WorkerBls {
     input: Arc<RegionArena>,
     output: Mutex<BlsRegion>,
@@ -518,14 +516,14 @@ impl WorkerBls {
     }
 
     /// The request went out with its inputs in the region: their ranges
-    /// are freed by [`WorkerBls::request_answered`], no longer by the inputs.
+    /// are freed by [`WorkerBls::request_refused`] or [`WorkerBls::inputs_read`],
+    /// no longer by the inputs.
     pub(super) fn request_sent(&self, inputs: &[OwnedTensor]) {
         self.input.hand_over(inputs);
     }
 
-    /// The backend refused the call (or is gone), or told us the server
-    /// released the request (`BlsInputsRead`): the inputs' ranges are free.
-    pub(super) fn request_answered(&self, shared: &WireShared) {
+    /// The backend refused the call (or is gone): the inputs' ranges are free.
+    pub(super) fn request_refused(&self, shared: &WireShared) {
         self.input.free(&starts_of(shared));
     }
 

@@ -584,7 +584,7 @@ impl ServerApi for RemoteServer {
         // accepted request's are freed by BlsInputsRead, once the server
         // released it (it reads them in place until then).
         if let (Some(shared), Some(bls), Err(_)) = (&shared, &self.0.bls, &accepted) {
-            bls.request_answered(shared);
+            bls.request_refused(shared);
         }
         if accepted.is_err() {
             self.0.lock_pending().remove(&stream);
